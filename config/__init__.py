@@ -1,0 +1,25 @@
+"""Settings: one frozen object built once in the entry point and passed down explicitly."""
+
+from config.settings import (
+    AlertSettings,
+    DetectSettings,
+    IngestSettings,
+    MqttSettings,
+    RegistrySettings,
+    Settings,
+    StorageSettings,
+    WebSettings,
+    load_settings,
+)
+
+__all__ = [
+    "AlertSettings",
+    "DetectSettings",
+    "IngestSettings",
+    "MqttSettings",
+    "RegistrySettings",
+    "Settings",
+    "StorageSettings",
+    "WebSettings",
+    "load_settings",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from lovekey.cli import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""`lovekey bench NAME`: benchmarks that measure the targets the issues set.
+
+Each benchmark is `module:function` taking `(argv, settings) -> int` and parsing its own
+options; they are imported only when run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from config import Settings
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    # name: (module:function, one-line description)
+    "registry": ("devices.bench:main", "import a district registry (40,000 residents)"),
+}
+
+
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="run a benchmark and report its figures")
+    p.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options for that benchmark")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    target, _ = BENCHMARKS[args.name]
+    module, function = target.split(":")
+    run = getattr(importlib.import_module(module), function)
+    code: int = run(args.options, settings)
+    return code

@@ -1,0 +1,62 @@
+"""The `lovekey` command: one parser, subcommands contributed by each package.
+
+Each module in `COMMAND_MODULES` has `add_commands(subparsers)`, which adds its subcommands
+and sets `handler(args, settings) -> int` on them. Heavy imports happen inside handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from config import load_settings
+from lovekey import __version__
+from lovekey.errors import LoveKeyError
+from lovekey.logs import configure_logging
+
+COMMAND_MODULES = (
+    "storage.cli",
+    "devices.cli",
+    "lovekey.bench",
+)
+
+log = logging.getLogger("lovekey")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lovekey",
+        description="LoveKey: watch over elderly people who live alone.",
+    )
+    parser.add_argument("--version", action="version", version=f"lovekey {__version__}")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML settings file (default: $LOVEKEY_CONFIG)"
+    )
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = {"log_level": args.log_level} if args.log_level else {}
+        settings = load_settings(args.config, **overrides)
+        configure_logging(settings.log_level)
+        code: int = args.handler(args, settings)
+    except LoveKeyError as exc:
+        print(f"lovekey: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
