@@ -1,0 +1,276 @@
+"""The alert table and its history: open, update, clear, acknowledge, resolve, list.
+
+Synchronous psycopg; the caller passes a connection and owns the transaction (every function
+here runs inside whatever transaction `conn` is in, and never commits). Each transition writes
+one `alert_history` row in the same statement batch, so the history can never disagree with
+the alert row it describes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from lovekey.errors import AlertStateError
+
+# Outcomes a person may record; 'auto_cleared' is reserved for clear_alerts.
+OUTCOMES = ("resident_ok", "needed_help", "hospital", "away", "false_data", "other")
+UNRESOLVED = ("open", "notified", "acknowledged")
+
+_COLUMNS = (
+    "id, kind, subject, resident_id, device_id, gateway_id, status, since, opened_at,"
+    " last_triggered_at, notified_at, acknowledged_at, acknowledged_by, ack_channel,"
+    " resolved_at, outcome, outcome_note, details"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertCandidate:
+    """What a detector found: a condition about one subject that should be an open alert."""
+
+    kind: str
+    subject: str
+    resident_id: str | None
+    device_id: str | None
+    gateway_id: str | None
+    since: datetime
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RaiseResult:
+    opened: list[int]
+    updated: list[int]
+
+
+def raise_alerts(
+    conn: psycopg.Connection[Any], candidates: Sequence[AlertCandidate], now: datetime
+) -> RaiseResult:
+    """Open an alert per candidate, or refresh the unresolved one of the same (kind, subject).
+
+    Safe under concurrency: the upsert targets the partial unique index, so two detectors
+    raising the same condition at once end with one alert. A refresh moves
+    `last_triggered_at` and replaces `details`; it writes an 'updated' history row only when
+    the details changed, so a detector re-raising every sweep does not flood the history.
+    """
+    if not candidates:
+        return RaiseResult([], [])
+    rows = conn.execute(
+        """
+        WITH c AS (
+            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                                 %s::timestamptz[], %s::jsonb[])
+                AS c(kind, subject, resident_id, device_id, gateway_id, since, details)
+        ),
+        before AS (
+            SELECT DISTINCT a.id, a.details FROM alert a JOIN c USING (kind, subject)
+            WHERE a.status <> 'resolved'
+        ),
+        up AS (
+            INSERT INTO alert AS a (kind, subject, resident_id, device_id, gateway_id, since,
+                                    opened_at, last_triggered_at, details)
+            SELECT DISTINCT ON (kind, subject)
+                   kind, subject, resident_id, device_id, gateway_id, since, %s, %s, details
+            FROM c ORDER BY kind, subject
+            ON CONFLICT (kind, subject) WHERE status <> 'resolved' DO UPDATE
+               SET last_triggered_at = greatest(a.last_triggered_at, EXCLUDED.last_triggered_at),
+                   details = EXCLUDED.details
+            RETURNING a.id, a.details, (a.xmax = 0) AS inserted
+        )
+        SELECT up.id, up.inserted, before.details IS DISTINCT FROM up.details AS changed,
+               up.details
+        FROM up LEFT JOIN before USING (id)
+        ORDER BY up.id
+        """,
+        (
+            [c.kind for c in candidates],
+            [c.subject for c in candidates],
+            [c.resident_id for c in candidates],
+            [c.device_id for c in candidates],
+            [c.gateway_id for c in candidates],
+            [c.since for c in candidates],
+            [Jsonb(dict(c.details)) for c in candidates],
+            now,
+            now,
+        ),
+    ).fetchall()
+    opened = [r[0] for r in rows if r[1]]
+    updated = [r[0] for r in rows if not r[1]]
+    history: list[tuple[int, str, Any]] = [(r[0], "opened", Jsonb(r[3])) for r in rows if r[1]]
+    history += [(r[0], "updated", Jsonb(r[3])) for r in rows if not r[1] and r[2]]
+    _history(conn, history, now, actor="detector")
+    return RaiseResult(opened, updated)
+
+
+def clear_alerts(
+    conn: psycopg.Connection[Any],
+    kind: str,
+    subjects: Sequence[str],
+    now: datetime,
+    *,
+    reason: str = "condition_cleared",
+) -> list[int]:
+    """Auto-resolve the unresolved alerts of `kind` for `subjects` (outcome 'auto_cleared').
+
+    The alert worker later sends a stand-down to everyone who was notified about them.
+    Returns the ids resolved here.
+    """
+    if not subjects:
+        return []
+    ids = [
+        r[0]
+        for r in conn.execute(
+            """
+            UPDATE alert SET status = 'resolved', resolved_at = %s, outcome = 'auto_cleared',
+                             outcome_note = %s
+            WHERE kind = %s AND subject = ANY(%s) AND status <> 'resolved'
+            RETURNING id
+            """,
+            (now, reason, kind, list(subjects)),
+        )
+    ]
+    _history(conn, [(i, "auto_resolved", Jsonb({"reason": reason})) for i in ids], now, "detector")
+    return sorted(ids)
+
+
+def acknowledge(
+    conn: psycopg.Connection[Any],
+    alert_id: int,
+    *,
+    by: str,
+    channel: str,
+    now: datetime,
+    contact_id: int | None = None,
+) -> bool:
+    """Record that a person has taken the alert. Returns False if it was already acknowledged
+    (the first acknowledgement stands; later ones are kept in the history only).
+
+    Raises `AlertStateError` for an unknown or resolved alert.
+    """
+    row = conn.execute(
+        "SELECT status FROM alert WHERE id = %s FOR UPDATE", (alert_id,)
+    ).fetchone()
+    if row is None:
+        raise AlertStateError(alert_id, "no such alert")
+    detail = {"by": by, "channel": channel, "contact_id": contact_id}
+    if row[0] == "resolved":
+        raise AlertStateError(alert_id, "already resolved")
+    if row[0] == "acknowledged":
+        _history(conn, [(alert_id, "acknowledged_again", Jsonb(detail))], now, by)
+        return False
+    conn.execute(
+        """
+        UPDATE alert SET status = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s,
+                         ack_channel = %s
+        WHERE id = %s
+        """,
+        (now, by, channel, alert_id),
+    )
+    _history(conn, [(alert_id, "acknowledged", Jsonb(detail))], now, by)
+    return True
+
+
+def resolve(
+    conn: psycopg.Connection[Any],
+    alert_id: int,
+    *,
+    outcome: str,
+    note: str | None,
+    by: str,
+    channel: str,
+    now: datetime,
+) -> None:
+    """Close an alert with the outcome of the visit. An alert nobody acknowledged is taken to
+    be acknowledged by whoever resolves it (both transitions are recorded)."""
+    if outcome not in OUTCOMES:
+        choices = ", ".join(OUTCOMES)
+        raise AlertStateError(alert_id, f"unknown outcome {outcome!r}; one of {choices}")
+    if outcome == "other" and not (note and note.strip()):
+        raise AlertStateError(alert_id, "outcome 'other' needs a note")
+    row = conn.execute(
+        "SELECT status FROM alert WHERE id = %s FOR UPDATE", (alert_id,)
+    ).fetchone()
+    if row is None:
+        raise AlertStateError(alert_id, "no such alert")
+    if row[0] == "resolved":
+        raise AlertStateError(alert_id, "already resolved")
+    if row[0] != "acknowledged":
+        acknowledge(conn, alert_id, by=by, channel=channel, now=now)
+    conn.execute(
+        """
+        UPDATE alert SET status = 'resolved', resolved_at = %s, outcome = %s, outcome_note = %s
+        WHERE id = %s
+        """,
+        (now, outcome, note, alert_id),
+    )
+    detail = {"outcome": outcome, "note": note, "by": by, "channel": channel}
+    _history(conn, [(alert_id, "resolved", Jsonb(detail))], now, by)
+
+
+def mark_notified(conn: psycopg.Connection[Any], alert_id: int, now: datetime) -> None:
+    """open -> notified, the first time a notification for the alert is handed to a channel."""
+    changed = conn.execute(
+        "UPDATE alert SET status = 'notified', notified_at = %s WHERE id = %s AND status = 'open'",
+        (now, alert_id),
+    ).rowcount
+    if changed:
+        _history(conn, [(alert_id, "notified", Jsonb({}))], now, "worker")
+
+
+def get_alert(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT " + _COLUMNS + " FROM alert WHERE id = %s",  # noqa: S608 - constant columns
+            (alert_id,),
+        )
+        row = cur.fetchone()
+    return row
+
+
+def history(conn: psycopg.Connection[Any], alert_id: int) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT id, at, event, actor, detail FROM alert_history WHERE alert_id = %s"
+            " ORDER BY id",
+            (alert_id,),
+        )
+        return cur.fetchall()
+
+
+def list_alerts(
+    conn: psycopg.Connection[Any], *, include_resolved: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Alerts newest first as JSON-ready dicts (timestamps as RFC 3339 strings)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT " + _COLUMNS + " FROM alert"  # noqa: S608 - constant columns
+            " WHERE %s OR status <> 'resolved' ORDER BY opened_at DESC, id DESC LIMIT %s",
+            (include_resolved, limit),
+        )
+        return [_json_ready(r) for r in cur.fetchall()]
+
+
+def _json_ready(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _history(
+    conn: psycopg.Connection[Any],
+    rows: Sequence[tuple[int, str, Any]],
+    now: datetime,
+    actor: str | None,
+) -> None:
+    if not rows:
+        return
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY alert_history (alert_id, at, event, actor, detail) FROM STDIN") as copy,
+    ):
+        for alert_id, event, detail in rows:
+            copy.write_row((alert_id, now, event, actor, detail))
