@@ -64,3 +64,24 @@ class DeliveryError(LoveKeyError):
         self.channel = channel
         self.detail = detail
         self.retryable = retryable
+
+
+class AlertError(LoveKeyError):
+    """The alert lifecycle refused an operation."""
+
+
+class AlertStateError(AlertError):
+    """An alert cannot make that transition (unknown, already resolved, bad outcome)."""
+
+    def __init__(self, alert_id: int, detail: str) -> None:
+        super().__init__(f"alert {alert_id}: {detail}")
+        self.alert_id = alert_id
+        self.detail = detail
+
+
+class AckTokenError(AlertError):
+    """An acknowledgement token is forged, expired, or for another alert; `reason` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"acknowledgement link refused: {reason}")
+        self.reason = reason
