@@ -20,6 +20,7 @@ from lovekey.logs import configure_logging
 COMMAND_MODULES = (
     "storage.cli",
     "devices.cli",
+    "alerts.cli",
     "lovekey.bench",
 )
 
