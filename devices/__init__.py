@@ -1,0 +1,18 @@
+"""The device registry: who lives where, which devices they have, whom to call."""
+
+from devices.csvfile import parse_registry
+from devices.model import CONTACT_ROLES, DEVICE_KINDS, RegistryFile
+from devices.phone import normalize_phone
+from devices.registry import ImportReport, apply_registry, export_registry, list_devices
+
+__all__ = [
+    "CONTACT_ROLES",
+    "DEVICE_KINDS",
+    "ImportReport",
+    "RegistryFile",
+    "apply_registry",
+    "export_registry",
+    "list_devices",
+    "normalize_phone",
+    "parse_registry",
+]

@@ -1,0 +1,76 @@
+"""The registry's vocabulary and the records an import carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEVICE_KINDS = ("water_meter", "smoke", "gas", "sos_button", "away_button")
+CONTACT_ROLES = ("love_key_holder", "family", "grid_worker", "community_staff", "emergency")
+LANGUAGES = ("zh", "en")
+RESIDENT_STATUSES = ("active", "away", "moved", "deceased")
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A community, grid, building or unit: id, name (None = not given) and parent id."""
+
+    id: str
+    name: str | None
+    parent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Household:
+    id: str
+    address: str | None
+    community_id: str | None
+    grid_id: str | None
+    building_id: str | None
+    unit_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resident:
+    id: str
+    household_id: str
+    name: str | None
+    phone: str | None
+    language: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    gateway_id: str
+    resident_id: str
+    household_id: str
+    kind: str
+    report_interval_s: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    resident_id: str
+    role: str
+    position: int
+    name: str
+    phone: str
+    push_url: str | None
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryFile:
+    """A parsed, validated registry file: everything in it is consistent."""
+
+    communities: tuple[Place, ...]
+    grids: tuple[Place, ...]
+    buildings: tuple[Place, ...]
+    units: tuple[Place, ...]
+    gateways: tuple[str, ...]
+    households: tuple[Household, ...]
+    residents: tuple[Resident, ...]
+    devices: tuple[Device, ...]
+    # residents whose rows carried contacts: their contact list is replaced by these
+    contacts: tuple[Contact, ...]
+    residents_with_contacts: frozenset[str]

@@ -1,0 +1,321 @@
+"""Applying a registry file to the database, exporting it, and listing devices.
+
+An import runs in one transaction under an advisory lock: rows are staged with COPY, then
+each table is updated where something changed and inserted where missing. Blank cells
+("not given") never overwrite what the registry already knows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from devices.model import RegistryFile
+from lovekey.errors import RegistryError
+
+_IMPORT_LOCK = 0x4C4B5245474953  # "LKREGIS"
+
+
+@dataclass(slots=True)
+class ImportReport:
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return any(self.created.values()) or any(self.updated.values())
+
+    def summary(self) -> str:
+        created = sum(self.created.values())
+        updated = sum(self.updated.values())
+        detail = ", ".join(
+            f"{table} +{self.created.get(table, 0)}/~{self.updated.get(table, 0)}"
+            for table in dict.fromkeys([*self.created, *self.updated])
+            if self.created.get(table) or self.updated.get(table)
+        )
+        return f"{created} created, {updated} updated" + (f" ({detail})" if detail else "")
+
+
+# Per table: staging columns (name, type), key columns, and the columns an update may change.
+# A staged NULL means "not given": the existing value is kept (COALESCE).
+_TABLES: dict[str, dict[str, Any]] = {
+    "community": {
+        "columns": [("id", "text"), ("name", "text")],
+        "defaults": {"name": "''"},
+    },
+    "grid": {
+        "columns": [("id", "text"), ("community_id", "text"), ("name", "text")],
+        "defaults": {"name": "''"},
+    },
+    "building": {
+        "columns": [("id", "text"), ("grid_id", "text"), ("name", "text")],
+        "defaults": {"name": "''"},
+    },
+    "unit": {
+        "columns": [("id", "text"), ("building_id", "text"), ("name", "text")],
+        "defaults": {"name": "''"},
+    },
+    "gateway": {"columns": [("id", "text")], "defaults": {}},
+    "household": {
+        "columns": [
+            ("id", "text"), ("address", "text"), ("community_id", "text"), ("grid_id", "text"),
+            ("building_id", "text"), ("unit_id", "text"),
+        ],
+        "defaults": {"address": "''"},
+    },
+    "resident": {
+        "columns": [
+            ("id", "text"), ("household_id", "text"), ("name", "text"), ("phone", "text"),
+            ("language", "text"),
+        ],
+        "defaults": {"name": "''", "language": "'zh'"},
+    },
+    "device": {
+        "columns": [
+            ("id", "text"), ("kind", "text"), ("household_id", "text"), ("resident_id", "text"),
+            ("gateway_id", "text"), ("report_interval_s", "integer"),
+        ],
+        "defaults": {},
+    },
+}
+
+
+def apply_registry(conn: psycopg.Connection, registry: RegistryFile) -> ImportReport:
+    """Write a validated registry in one transaction; return what was created and updated."""
+    report = ImportReport()
+    rows: dict[str, Iterable[Sequence[Any]]] = {
+        "community": [(p.id, p.name) for p in registry.communities],
+        "grid": [(p.id, p.parent_id, p.name) for p in registry.grids],
+        "building": [(p.id, p.parent_id, p.name) for p in registry.buildings],
+        "unit": [(p.id, p.parent_id, p.name) for p in registry.units],
+        "gateway": [(g,) for g in registry.gateways],
+        "household": [
+            (h.id, h.address, h.community_id, h.grid_id, h.building_id, h.unit_id)
+            for h in registry.households
+        ],
+        "resident": [(r.id, r.household_id, r.name, r.phone, r.language) for r in registry.residents],
+        "device": [
+            (d.id, d.kind, d.household_id, d.resident_id, d.gateway_id, d.report_interval_s)
+            for d in registry.devices
+        ],
+    }
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_IMPORT_LOCK,))
+            for table, spec in _TABLES.items():
+                created, updated = _upsert(conn, table, spec, rows[table])
+                report.created[table] = created
+                report.updated[table] = updated
+            created, updated = _replace_contacts(conn, registry)
+            report.created["contact"] = created
+            report.updated["contact"] = updated
+    except psycopg.Error as exc:
+        raise RegistryError(f"registry import failed, nothing changed: {exc}".strip()) from exc
+    return report
+
+
+def _upsert(
+    conn: psycopg.Connection, table: str, spec: dict[str, Any], rows: Iterable[Sequence[Any]]
+) -> tuple[int, int]:
+    columns: list[tuple[str, str]] = spec["columns"]
+    defaults: dict[str, str] = spec["defaults"]
+    stage = sql.Identifier(f"stage_{table}")
+    target = sql.Identifier(table)
+    names = [c for c, _ in columns]
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+            stage,
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns
+            ),
+        )
+    )
+    with conn.cursor().copy(
+        sql.SQL("COPY {} ({}) FROM STDIN").format(stage, sql.SQL(", ").join(map(sql.Identifier, names)))
+    ) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+    value_columns = names[1:]
+    updated = 0
+    if value_columns:
+        kept = [
+            sql.SQL("COALESCE(s.{c}, t.{c})").format(c=sql.Identifier(c)) for c in value_columns
+        ]
+        current = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in value_columns]
+        updated = conn.execute(
+            sql.SQL(
+                "UPDATE {target} AS t SET ({cols}) = ROW({kept}), updated_at = now()"
+                " FROM {stage} AS s WHERE t.id = s.id AND ({kept}) IS DISTINCT FROM ({current})"
+            ).format(
+                target=target,
+                stage=stage,
+                cols=sql.SQL(", ").join(map(sql.Identifier, value_columns)),
+                kept=sql.SQL(", ").join(kept),
+                current=sql.SQL(", ").join(current),
+            )
+        ).rowcount
+    inserted_values = [
+        sql.SQL("COALESCE(s.{}, {})").format(sql.Identifier(c), sql.SQL(defaults[c]))
+        if c in defaults
+        else sql.SQL("s.{}").format(sql.Identifier(c))
+        for c in names
+    ]
+    created = conn.execute(
+        sql.SQL(
+            "INSERT INTO {target} ({cols}) SELECT {values} FROM {stage} AS s"
+            " WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE t.id = s.id)"
+        ).format(
+            target=target,
+            stage=stage,
+            cols=sql.SQL(", ").join(map(sql.Identifier, names)),
+            values=sql.SQL(", ").join(inserted_values),
+        )
+    ).rowcount
+    return created, updated
+
+
+def _replace_contacts(conn: psycopg.Connection, registry: RegistryFile) -> tuple[int, int]:
+    """Contacts of residents whose rows carried contacts become exactly the file's."""
+    if not registry.residents_with_contacts:
+        return 0, 0
+    conn.execute(
+        "CREATE TEMP TABLE stage_contact (resident_id text, role text, position integer,"
+        " name text, phone text, push_url text, language text) ON COMMIT DROP"
+    )
+    with conn.cursor().copy(
+        "COPY stage_contact (resident_id, role, position, name, phone, push_url, language) FROM STDIN"
+    ) as copy:
+        for c in registry.contacts:
+            copy.write_row((c.resident_id, c.role, c.position, c.name, c.phone, c.push_url, c.language))
+    conn.execute("CREATE TEMP TABLE stage_contact_owner (resident_id text PRIMARY KEY) ON COMMIT DROP")
+    with conn.cursor().copy("COPY stage_contact_owner (resident_id) FROM STDIN") as copy:
+        for resident_id in registry.residents_with_contacts:
+            copy.write_row((resident_id,))
+    deleted = conn.execute(
+        """
+        DELETE FROM contact AS c USING stage_contact_owner AS o
+        WHERE c.resident_id = o.resident_id
+          AND NOT EXISTS (SELECT 1 FROM stage_contact AS s
+                          WHERE s.resident_id = c.resident_id AND s.role = c.role
+                            AND s.position = c.position)
+        """
+    ).rowcount
+    updated = conn.execute(
+        """
+        UPDATE contact AS c SET name = s.name, phone = s.phone, push_url = s.push_url,
+               language = s.language, updated_at = now()
+        FROM stage_contact AS s
+        WHERE c.resident_id = s.resident_id AND c.role = s.role AND c.position = s.position
+          AND (c.name, c.phone, c.push_url, c.language)
+              IS DISTINCT FROM (s.name, s.phone, s.push_url, s.language)
+        """
+    ).rowcount
+    created = conn.execute(
+        """
+        INSERT INTO contact (resident_id, role, position, name, phone, push_url, language)
+        SELECT s.resident_id, s.role, s.position, s.name, s.phone, s.push_url, s.language
+        FROM stage_contact AS s
+        WHERE NOT EXISTS (SELECT 1 FROM contact AS c WHERE c.resident_id = s.resident_id
+                          AND c.role = s.role AND c.position = s.position)
+        """
+    ).rowcount
+    return created, updated + deleted
+
+
+
+_EXPORT_QUERY = """
+SELECT d.id, d.gateway_id, d.resident_id, d.kind, d.report_interval_s,
+       r.name, r.phone, r.language,
+       h.id, h.address,
+       h.community_id, c.name, h.grid_id, g.name, h.building_id, b.name, h.unit_id, u.name,
+       COALESCE((SELECT json_agg(json_build_array(k.role, k.name, k.phone, k.push_url, k.language)
+                                 ORDER BY k.role, k.position)
+                 FROM contact AS k WHERE k.resident_id = r.id), '[]'::json)
+FROM device AS d
+JOIN resident AS r ON r.id = d.resident_id
+JOIN household AS h ON h.id = d.household_id
+LEFT JOIN community AS c ON c.id = h.community_id
+LEFT JOIN grid AS g ON g.id = h.grid_id
+LEFT JOIN building AS b ON b.id = h.building_id
+LEFT JOIN unit AS u ON u.id = h.unit_id
+ORDER BY d.resident_id, d.id
+"""
+_EXPORT_COLUMNS = (
+    "device_id", "gateway_id", "resident_id", "kind", "report_interval_s",
+    "resident_name", "resident_phone", "resident_language",
+    "household_id", "address",
+    "community_id", "community_name", "grid_id", "grid_name",
+    "building_id", "building_name", "unit_id", "unit_name",
+)
+
+
+def export_registry(conn: psycopg.Connection) -> str:
+    """The whole registry in the full CSV form; importing it back changes nothing."""
+    rows = conn.execute(_EXPORT_QUERY).fetchall()
+    most_contacts = max((len(row[-1]) for row in rows), default=0)
+    header = list(_EXPORT_COLUMNS)
+    for n in range(1, most_contacts + 1):
+        header += [f"contact{n}_{f}" for f in ("role", "name", "phone", "push", "language")]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        cells = ["" if v is None else str(v) for v in row[:-1]]
+        for role, name, phone, push, language in row[-1]:
+            cells += [role, name, phone or "", push or "", language]
+        cells += [""] * (len(header) - len(cells))
+        writer.writerow(cells)
+    return out.getvalue()
+
+
+_LIST_QUERY = sql.SQL(
+    """
+    SELECT d.id AS device_id, d.kind, d.gateway_id, d.resident_id, r.name AS resident_name,
+           d.household_id, h.community_id, h.grid_id, r.status AS resident_status,
+           d.report_interval_s, d.last_seen, d.battery_v, gw.online AS gateway_online
+    FROM device AS d
+    LEFT JOIN resident AS r ON r.id = d.resident_id
+    JOIN household AS h ON h.id = d.household_id
+    JOIN gateway AS gw ON gw.id = d.gateway_id
+    WHERE ({kind}::text IS NULL OR d.kind = {kind})
+      AND ({gateway}::text IS NULL OR d.gateway_id = {gateway})
+      AND ({resident}::text IS NULL OR d.resident_id = {resident})
+      AND ({community}::text IS NULL OR h.community_id = {community})
+    ORDER BY d.resident_id, d.id
+    LIMIT {limit}
+    """
+)
+
+
+def list_devices(
+    conn: psycopg.Connection,
+    *,
+    kind: str | None = None,
+    gateway_id: str | None = None,
+    resident_id: str | None = None,
+    community_id: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Devices with their resident and health, as JSON-ready dicts."""
+    from psycopg.rows import dict_row
+
+    query = _LIST_QUERY.format(
+        kind=sql.Literal(kind),
+        gateway=sql.Literal(gateway_id),
+        resident=sql.Literal(resident_id),
+        community=sql.Literal(community_id),
+        limit=sql.Literal(limit) if limit is not None else sql.SQL("ALL"),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query).fetchall()
+    for row in rows:
+        if row["last_seen"] is not None:
+            row["last_seen"] = row["last_seen"].isoformat()
+    return rows
