@@ -1,0 +1,31 @@
+"""The JSON event codec: `{"ts", "type", "active", "value"?}` from detectors and buttons."""
+
+from __future__ import annotations
+
+from ingest import reasons
+from ingest.codecs import DecodeContext, Topic, register
+from ingest.codecs._fields import check_device_id, flag, load_object, number, timestamp
+from ingest.messages import EVENT_TYPES, DecodedMessage, DeviceEvent
+from lovekey.errors import PayloadError
+
+MAX_ABS_VALUE = 1e9  # stored as float4
+
+
+def decode_event(topic: Topic, payload: bytes, context: DecodeContext) -> DecodedMessage:
+    body = load_object(payload)
+    check_device_id(body, topic.device_id)
+    kind = body.get("type")
+    if kind is None:
+        raise PayloadError(reasons.MISSING_FIELD, "type")
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+        raise PayloadError(reasons.UNKNOWN_EVENT, f"type {str(kind)[:40]!r}")
+    event = DeviceEvent(
+        ts=timestamp(body, context),
+        type=kind,
+        active=flag(body, "active"),
+        value=number(body, "value", -MAX_ABS_VALUE, MAX_ABS_VALUE),
+    )
+    return DecodedMessage("event", topic.gateway_id, topic.device_id, events=(event,))
+
+
+register("event", decode_event)

@@ -1,0 +1,50 @@
+"""Reason codes stored in `rejected_input.reason`: stable, short, documented in docs/ingest.md.
+
+Codecs raise `PayloadError(reason, detail)` with one of these; the writer adds the
+registry reasons. Operators filter on them, so a code never changes meaning.
+"""
+
+from __future__ import annotations
+
+# payload and topic: decided by the codec alone
+PAYLOAD_TOO_LARGE = "payload_too_large"
+MALFORMED_JSON = "malformed_json"
+BAD_TOPIC = "bad_topic"
+MISSING_FIELD = "missing_field"
+BAD_VALUE = "bad_value"
+BAD_TIMESTAMP = "bad_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
+TOO_OLD = "too_old"
+DEVICE_MISMATCH = "device_mismatch"
+UNKNOWN_EVENT = "unknown_event"
+BAD_STATUS = "bad_status"
+EMPTY_BATCH = "empty_batch"
+
+# registry: decided by the writer against its cache of the registry
+UNKNOWN_DEVICE = "unknown_device"
+UNKNOWN_GATEWAY = "unknown_gateway"
+WRONG_GATEWAY = "wrong_gateway"
+WRONG_KIND = "wrong_kind"
+
+# storage: the database refused a row the checks above let through
+STORAGE_REFUSED = "storage_refused"
+
+REASONS: dict[str, str] = {
+    PAYLOAD_TOO_LARGE: "payload larger than ingest.max_payload_bytes",
+    MALFORMED_JSON: "not UTF-8 JSON, or not a JSON object where one is required",
+    BAD_TOPIC: "topic outside the contract: wrong levels, empty or over-long ids",
+    MISSING_FIELD: "a required field is absent (ts, total_l/total_m3, type, active, status)",
+    BAD_VALUE: "a value of the wrong type, negative, non-finite or out of range",
+    BAD_TIMESTAMP: "ts is neither RFC 3339 with an offset nor epoch seconds",
+    FUTURE_TIMESTAMP: "ts later than now + ingest.future_tolerance_s",
+    TOO_OLD: "ts older than the retention window (storage.retention_days)",
+    DEVICE_MISMATCH: "device_id inside the payload differs from the topic",
+    UNKNOWN_EVENT: "event type not one of smoke, gas, sos, away, home, tamper, battery_low",
+    BAD_STATUS: "gateway status is neither online nor offline",
+    EMPTY_BATCH: "a batch with no readings",
+    UNKNOWN_DEVICE: "device id not in the registry",
+    UNKNOWN_GATEWAY: "gateway id not in the registry",
+    WRONG_GATEWAY: "device registered to another gateway than the one publishing",
+    WRONG_KIND: "reading fields that do not fit the registered device kind",
+    STORAGE_REFUSED: "the database refused the row (kept so the stream goes on)",
+}
