@@ -85,3 +85,20 @@ class AckTokenError(AlertError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"acknowledgement link refused: {reason}")
         self.reason = reason
+
+
+class SimulatorError(LoveKeyError):
+    """The simulator cannot run as asked."""
+
+
+class ScenarioError(SimulatorError):
+    """A scenario file is invalid; `path` names it (None for the built-in defaults)."""
+
+    def __init__(self, path: str | None, detail: str) -> None:
+        super().__init__(f"scenario {path or '(defaults)'}: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+class PublishError(SimulatorError):
+    """The broker refused or dropped the simulator's connection."""
