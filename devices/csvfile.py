@@ -38,6 +38,13 @@ OPTIONAL = (
 )
 CONTACT_FIELDS = ("role", "name", "phone", "push", "language")
 _CONTACT_COLUMN = re.compile(r"^contact(?P<n>[1-9]\d*)_(?P<field>role|name|phone|push|language)$")
+# (level, id column, name column, parent id column) from the top of the hierarchy down
+_LEVELS = (
+    ("community", "community_id", "community_name", None),
+    ("grid", "grid_id", "grid_name", "community_id"),
+    ("building", "building_id", "building_name", "grid_id"),
+    ("unit", "unit_id", "unit_name", "building_id"),
+)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 
 
@@ -88,9 +95,8 @@ def parse_registry(
     if problems:
         raise ImportRejected(name, problems)
 
-    contact_slots = sorted(
-        {int(m["n"]) for c in header if (m := _CONTACT_COLUMN.match(c))}
-    )
+    slot_numbers = sorted({int(m["n"]) for c in header if (m := _CONTACT_COLUMN.match(c))})
+    contact_slots = [(n, tuple(f"contact{n}_{f}" for f in CONTACT_FIELDS)) for n in slot_numbers]
     places: dict[str, dict[str, _Merged]] = {k: {} for k in ("community", "grid", "building", "unit")}
     households: dict[str, _Merged] = {}
     residents: dict[str, _Merged] = {}
@@ -102,21 +108,22 @@ def parse_registry(
     line = 1
     for cells in reader:
         line = reader.line_num
-        if not any(c.strip() for c in cells):
+        if not "".join(cells).strip():
             continue  # blank lines are allowed
         if len(cells) != len(header):
             problems.append((line, f"{len(cells)} cells but the header has {len(header)}"))
             continue
-        row = {k: (v.strip() or None) for k, v in zip(header, cells, strict=True)}
+        # only filled cells: blank means "not given", and most cells of a full file are blank
+        row = {k: v for k, c in zip(header, cells, strict=True) if (v := c.strip())}
         before = len(problems)
 
         for column in REQUIRED:
-            value = row[column]
+            value = row.get(column)
             if value is None:
                 problems.append((line, f"{column} is blank"))
             elif column != "kind" and not _ID.match(value):
                 problems.append((line, f"{column} {value!r} is not a valid id (letters, digits, _.:-)"))
-        kind = row["kind"]
+        kind = row.get("kind")
         if kind is not None and kind not in DEVICE_KINDS:
             problems.append((line, f"unknown kind {kind!r} (one of {', '.join(DEVICE_KINDS)})"))
         interval: int | None = None
@@ -138,19 +145,21 @@ def parse_registry(
         for column in ("resident_language",):
             if row.get(column) and row[column] not in LANGUAGES:
                 problems.append((line, f"{column} {row[column]!r} is not one of {', '.join(LANGUAGES)}"))
-        for level, parent in (("grid", "community"), ("building", "grid"), ("unit", "building")):
-            if row.get(f"{level}_id") and not row.get(f"{parent}_id"):
-                problems.append((line, f"{level}_id given without {parent}_id"))
-        for level in ("community", "grid", "building", "unit"):
-            value = row.get(f"{level}_id")
-            if value is not None and not _ID.match(value):
-                problems.append((line, f"{level}_id {value!r} is not a valid id"))
+        for _, id_column, _, parent_column in _LEVELS:
+            value = row.get(id_column)
+            if value is None:
+                continue
+            if not _ID.match(value):
+                problems.append((line, f"{id_column} {value!r} is not a valid id"))
+            if parent_column and parent_column not in row:
+                problems.append((line, f"{id_column} given without {parent_column}"))
 
         row_contacts: list[Contact] = []
-        for n in contact_slots:
-            cell = {f: row.get(f"contact{n}_{f}") for f in CONTACT_FIELDS}
-            if not any(cell.values()):
+        positions: dict[str, int] = {}  # order within each role, in column order
+        for n, columns in contact_slots:
+            if not any(c in row for c in columns):
                 continue
+            cell = {f: row.get(c) for f, c in zip(CONTACT_FIELDS, columns, strict=True)}
             role = cell["role"]
             if role is None:
                 problems.append((line, f"contact{n} has no role"))
@@ -168,15 +177,18 @@ def parse_registry(
                 continue
             language = cell["language"] or "zh"
             if language not in LANGUAGES:
-                problems.append((line, f"contact{n}_language {language!r} is not one of {', '.join(LANGUAGES)}"))
+                problems.append(
+                    (line, f"contact{n}_language {language!r} is not one of {', '.join(LANGUAGES)}")
+                )
                 continue
             push = cell["push"]
             if push is not None and not all("://" in url for url in push.split()):
                 problems.append((line, f"contact{n}_push {push!r} is not an Apprise URL (scheme://...)"))
                 continue
+            positions[role] = positions.get(role, 0) + 1
             row_contacts.append(
                 Contact(
-                    resident_id=row["resident_id"] or "", role=role, position=0,
+                    resident_id=row["resident_id"], role=role, position=positions[role],
                     name=cell["name"] or "", phone=phone, push_url=push, language=language,
                 )
             )
@@ -184,8 +196,8 @@ def parse_registry(
         if len(problems) > before:
             continue  # the row's own cells are bad; do not let them trip consistency checks
 
-        device_id = row["device_id"] or ""
-        resident_id = row["resident_id"] or ""
+        device_id = row["device_id"]
+        resident_id = row["resident_id"]
         household_id = row.get("household_id") or resident_id
         if device_id in devices:
             problems.append((line, f"duplicate device {device_id!r} (first on line {devices[device_id][0]})"))
@@ -193,27 +205,27 @@ def parse_registry(
         devices[device_id] = (
             line,
             Device(
-                id=device_id, gateway_id=row["gateway_id"] or "", resident_id=resident_id,
+                id=device_id, gateway_id=row["gateway_id"], resident_id=resident_id,
                 household_id=household_id, kind=kind or "", report_interval_s=interval,
             ),
         )
-        gateways[row["gateway_id"] or ""] = None
+        gateways[row["gateway_id"]] = None
 
-        parents = {"community": None, "grid": "community", "building": "grid", "unit": "building"}
-        for level, parent_level in parents.items():
-            place_id = row.get(f"{level}_id")
+        for level, id_column, name_column, parent_column in _LEVELS:
+            place_id = row.get(id_column)
             if place_id is None:
                 continue
-            merged = places[level].setdefault(place_id, _Merged())
-            merged.merge(line, f"{level}_name", row.get(f"{level}_name"), problems)
-            if parent_level:
-                merged.merge(line, f"{level} {place_id} parent", row.get(f"{parent_level}_id"), problems)
+            known = places[level]
+            merged = known.get(place_id) or known.setdefault(place_id, _Merged())
+            merged.merge(line, name_column, row.get(name_column), problems)
+            if parent_column:
+                merged.merge(line, f"{level} {place_id} parent", row.get(parent_column), problems)
 
-        household = households.setdefault(household_id, _Merged())
+        household = households.get(household_id) or households.setdefault(household_id, _Merged())
         for column in ("address", "community_id", "grid_id", "building_id", "unit_id"):
             household.merge(line, column, row.get(column), problems)
 
-        resident = residents.setdefault(resident_id, _Merged())
+        resident = residents.get(resident_id) or residents.setdefault(resident_id, _Merged())
         resident.merge(line, "household_id", household_id, problems)
         resident.merge(line, "resident_name", row.get("resident_name"), problems)
         resident.merge(line, "resident_phone", resident_phone, problems)
@@ -225,7 +237,11 @@ def parse_registry(
                 first = [c for _, c in contacts[resident_id]]
                 if first != row_contacts:
                     problems.append(
-                        (line, f"contacts of resident {resident_id!r} differ from line {contact_lines[resident_id]}")
+                        (
+                            line,
+                            f"contacts of resident {resident_id!r} differ from line"
+                            f" {contact_lines[resident_id]}",
+                        )
                     )
             else:
                 contacts[resident_id] = listed
@@ -236,19 +252,6 @@ def parse_registry(
     if problems:
         problems.sort(key=lambda p: p[0])
         raise ImportRejected(name, problems)
-
-    numbered: list[Contact] = []
-    for resident_id, listed in contacts.items():
-        seen_roles: dict[str, int] = {}
-        for _, contact in listed:
-            seen_roles[contact.role] = seen_roles.get(contact.role, 0) + 1
-            numbered.append(
-                Contact(
-                    resident_id=resident_id, role=contact.role, position=seen_roles[contact.role],
-                    name=contact.name, phone=contact.phone, push_url=contact.push_url,
-                    language=contact.language,
-                )
-            )
 
     def place_tuple(level: str, parent_level: str | None) -> tuple[Place, ...]:
         return tuple(
@@ -288,6 +291,6 @@ def parse_registry(
             for rid, m in residents.items()
         ),
         devices=tuple(d for _, d in devices.values()),
-        contacts=tuple(numbered),
+        contacts=tuple(c for listed in contacts.values() for _, c in listed),
         residents_with_contacts=frozenset(contacts),
     )

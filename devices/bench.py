@@ -1,0 +1,102 @@
+"""`lovekey bench registry`: import a district registry (40,000 residents) and time it.
+
+Runs in a scratch database created next to the configured one (or in the embedded server)
+and dropped afterwards, so a real registry is never touched. Target: under 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import random
+import time
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from config import Settings
+from devices.csvfile import parse_registry
+from devices.registry import apply_registry
+from storage import connect, database_url, migrate
+
+KINDS_PER_RESIDENT = ("water_meter", "smoke", "sos_button")
+
+
+def district_csv(residents: int, seed: int = 1) -> str:
+    """A full-form registry: communities of grids of buildings of units, three contacts each."""
+    rng = random.Random(seed)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = [
+        "device_id", "gateway_id", "resident_id", "kind", "report_interval_s", "resident_name",
+        "resident_phone", "household_id", "address", "community_id", "community_name", "grid_id",
+        "grid_name", "building_id", "building_name", "unit_id", "unit_name",
+    ]
+    for n in (1, 2, 3):
+        header += [f"contact{n}_role", f"contact{n}_name", f"contact{n}_phone"]
+    writer.writerow(header)
+    for i in range(residents):
+        # 6 homes a unit, 4 units a building, 8 buildings a grid, 10 grids a community
+        unit, building = i // 6, i // 24
+        grid, community = building // 8, building // 80
+        gateway = f"GW-{i // 250:05d}"
+        contacts = [
+            ("love_key_holder", f"Neighbour {i}", f"139{rng.randrange(10**8):08d}"),
+            ("family", f"Child {i}", f"137{rng.randrange(10**8):08d}"),
+            ("grid_worker", f"Grid worker {grid}", f"136{grid:08d}"),
+        ]
+        for k, kind in enumerate(KINDS_PER_RESIDENT):
+            first = k == 0  # resident details and contacts on the first row only
+            row = [
+                f"{kind[:3].upper()}-{i:06d}", gateway, f"R-{i:06d}", kind,
+                "900" if kind == "water_meter" else "3600",
+                f"Resident {i}" if first else "", f"138{i:08d}" if first else "",
+                f"H-{i:06d}", f"Building {building} unit {unit} room {i % 6 + 1}" if first else "",
+                f"C-{community:03d}", f"Community {community}" if first else "",
+                f"G-{grid:04d}", f"Grid {grid}" if first else "",
+                f"B-{building:05d}", "", f"U-{unit:05d}", "",
+            ]
+            for role, name, phone in contacts:
+                row += [role, name, phone] if first else ["", "", ""]
+            writer.writerow(row)
+    return out.getvalue()
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    parser = argparse.ArgumentParser(prog="lovekey bench registry")
+    parser.add_argument("--residents", type=int, default=40_000)
+    parser.add_argument("--repeat", type=int, default=2, help="import the same file again N-1 times")
+    args = parser.parse_args(argv)
+
+    text = district_csv(args.residents)
+    scratch = f"lk_bench_registry_{uuid.uuid4().hex[:8]}"
+    with database_url(settings) as url:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+        parts = urlsplit(url)
+        scratch_url = urlunsplit((parts.scheme, parts.netloc, "/" + scratch, parts.query, ""))
+        try:
+            with connect(scratch_url, autocommit=True) as conn:
+                migrate(conn, settings.storage)
+                for attempt in range(args.repeat):
+                    started = time.perf_counter()
+                    registry = parse_registry(text, name="district.csv")
+                    parsed = time.perf_counter()
+                    report = apply_registry(conn, registry)
+                    done = time.perf_counter()
+                    label = "first import" if attempt == 0 else "re-import  "
+                    print(
+                        f"{label}: {args.residents} residents, {len(registry.devices)} devices,"
+                        f" {len(registry.contacts)} contacts: parse {parsed - started:.2f} s,"
+                        f" write {done - parsed:.2f} s, total {done - started:.2f} s"
+                        f" ({report.summary().split(' (')[0]})"
+                    )
+        finally:
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch))
+                )
+    return 0

@@ -1,0 +1,94 @@
+"""Settings: defaults, TOML file, environment overrides, validation and redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import load_settings
+from lovekey.errors import SettingsError
+from lovekey.redact import redact_phone, redact_url
+
+
+def test_defaults_follow_the_field_rule() -> None:
+    settings = load_settings(environ={})
+    assert settings.detect.low_usage_min_l == 10.0
+    assert settings.detect.low_usage_window_h == 12.0
+    assert settings.timezone == "Asia/Shanghai"
+    assert settings.mqtt.topic_prefix == "lovekey"
+    assert settings.storage.retention_days == 400
+    assert settings.database_url is None  # embedded default
+    assert settings.mqtt_url is None
+
+
+def test_environment_wins_over_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "lovekey.toml"
+    path.write_text(
+        'timezone = "UTC"\n[storage]\nretention_days = 90\n[detect]\nlow_usage_min_l = 5\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(
+        path,
+        environ={
+            "LOVEKEY_DATABASE_URL": "postgresql://lk:secret@db.example:5432/lovekey",
+            "LOVEKEY_MQTT_URL": "mqtt://ingest:pw@broker:1883",
+            "LOVEKEY_DETECT__LOW_USAGE_MIN_L": "8",
+            "LOVEKEY_TEST_DATABASE_URL": "ignored: tooling, not settings",
+        },
+    )
+    assert settings.timezone == "UTC"                  # file
+    assert settings.storage.retention_days == 90       # file
+    assert settings.detect.low_usage_min_l == 8.0      # environment beats file
+    assert settings.database_url == "postgresql://lk:secret@db.example:5432/lovekey"
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\ntopic_prefix = "dadong"\n', encoding="utf-8")
+    assert load_settings(environ={"LOVEKEY_CONFIG": str(path)}).mqtt.topic_prefix == "dadong"
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(environ={})
+    with pytest.raises(ValueError, match="frozen"):
+        settings.timezone = "UTC"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"LOVEKEY_TIMEZONE": "Mars/Olympus"}, "unknown time zone"),
+        ({"LOVEKEY_DATABASE_URL": "mysql://x"}, "postgresql://"),
+        ({"LOVEKEY_MQTT_URL": "http://broker"}, "mqtt://"),
+        ({"LOVEKEY_MQTT__TOPIC_PREFIX": "a/#"}, "wildcards"),
+        ({"LOVEKEY_STORAGE__RETENTION_DAYS": "zero"}, "retention_days"),
+        ({"LOVEKEY_NO_SUCH_THING": "1"}, "no_such_thing"),
+    ],
+)
+def test_bad_values_are_refused_clearly(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ=environ)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("timezone = \n", encoding="utf-8")
+    with pytest.raises(SettingsError, match="invalid TOML"):
+        load_settings(broken, environ={})
+
+
+def test_secrets_never_show() -> None:
+    settings = load_settings(
+        environ={
+            "LOVEKEY_DATABASE_URL": "postgresql://lk:hunter2@db/lovekey",
+            "LOVEKEY_MQTT_URL": "mqtt://u:hunter3@broker:1883",
+        }
+    )
+    assert "hunter" not in repr(settings)
+    assert "hunter" not in str(settings.describe())
+    assert settings.describe()["database_url"] == "postgresql://lk:***@db/lovekey"
+    assert redact_url("mqtt://u@h:1883") == "mqtt://u@h:1883"
+    assert redact_phone("+8613812345678") == "+861********78"
