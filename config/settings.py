@@ -43,6 +43,9 @@ class MqttSettings(_Section):
     keepalive_s: int = Field(30, ge=5)
     # how long the broker keeps our session (and queues QoS 1 messages) while we are away
     session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
+    # MQTT 5 Receive Maximum: QoS 1 messages the broker may have in flight to us unacknowledged;
+    # acks follow commits, so this is the window that keeps a batch of 5,000 rows flowing
+    receive_maximum: int = Field(20_000, ge=1, le=65_535)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -60,20 +63,102 @@ class IngestSettings(_Section):
     # rejected payloads are kept up to this many bytes
     rejected_keep_bytes: int = Field(8192, ge=64)
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     summary_interval_s: int = Field(60, ge=1)
+    # the `away` button marks a resident away for this long unless `home` comes first
+    away_default_h: float = Field(168.0, gt=0)
+    # the in-memory registry is reloaded this often; an unknown id is looked up again
+    # (one query per batch for all such ids) at most every `registry_miss_retry_s`
+    registry_refresh_s: float = Field(60.0, gt=0)
+    registry_miss_retry_s: float = Field(5.0, ge=0)
+    # device.last_seen is written when it moved by at least this much (or battery changed)
+    last_seen_resolution_s: float = Field(60.0, ge=0)
+    # messages received but not yet committed, held in memory at most (the broker keeps the rest)
+    max_pending_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+    # database retry back-off: doubles from retry_min_s up to retry_max_s, with jitter
+    retry_min_s: float = Field(0.2, gt=0)
+    retry_max_s: float = Field(15.0, gt=0)
 
 
 class DetectSettings(_Section):
+    """Detector defaults. The rule thresholds marked (overridable) may be overridden per
+    community and per resident in their `rules` jsonb: `{"detect": {"low_usage_min_l": 5}}`."""
+
     bucket_minutes: int = Field(15, ge=1, le=60)
-    low_usage_min_l: float = Field(10.0, ge=0)
-    low_usage_window_h: float = Field(12.0, gt=0)
+    low_usage_min_l: float = Field(10.0, ge=0)        # (overridable) the field rule: < 10 L ...
+    low_usage_window_h: float = Field(12.0, gt=0)     # (overridable) ... in 12 h of known data
+    low_usage_clear_l: float = Field(15.0, gt=0)      # (overridable) window use that clears it
     sweep_interval_s: int = Field(60, ge=1)
+    # usage history held in memory per meter (a ring of buckets); covers every window
+    ring_hours: int = Field(48, ge=14, le=24 * 14)
+    # a bucket counts as "water used" from this many litres (one hand wash)
+    use_min_l: float = Field(1.0, gt=0)
+    # a delta spanning longer than this keeps its litres but its timing is unknown
+    max_spread_h: float = Field(6.0, gt=0)
+    # deltas spanning longer than this cannot show continuous flow (running tap, leak)
+    flow_span_max_s: int = Field(3900, ge=60)
+    running_tap_min_lpm: float = Field(2.0, gt=0)     # (overridable)
+    running_tap_limit_h: float = Field(2.0, gt=0)     # (overridable)
+    running_tap_clear_min: float = Field(30.0, gt=0)  # below the rate this long clears it
+    leak_limit_h: float = Field(24.0, gt=0)           # (overridable) flow never zero this long
+    leak_dry_l: float = Field(0.05, ge=0)             # an hour with at most this is "no flow"
+    leak_clear_h: float = Field(1.0, gt=0)
+    # routine_break: each resident's own pattern of water use by time of day
+    routine_enabled: bool = True                      # (overridable)
+    routine_day_start_h: float = Field(4.0, ge=0, lt=24)
+    routine_history_days: int = Field(28, ge=7, le=90)
+    routine_min_days: int = Field(14, ge=3)
+    routine_quantile: float = Field(0.95, gt=0.5, le=1.0)
+    routine_slack_min: float = Field(30.0, ge=0)       # tolerated shift of the daily pattern
+    routine_margin_min: float = Field(60.0, ge=0)      # (overridable) unusual for this long
+    routine_min_gap_min: float = Field(120.0, ge=0)    # never alert on a shorter gap
+    routine_clear_l: float = Field(5.0, gt=0)
+    # a day is learned from once complete data for it can have arrived
+    routine_summary_lag_h: float = Field(18.0, ge=0)
+    # meter_silent / gateway_offline: the device's report_interval_s (or this) plus a grace
+    default_report_interval_s: int = Field(900, ge=1)
+    silent_grace_s: int = Field(1800, ge=0)
+    silent_grace_fraction: float = Field(0.5, ge=0)    # of the interval, if more than the grace
+    gateway_grace_s: int = Field(900, ge=0)
+    # smoke/gas/sos: LISTEN on lovekey_events, and poll device_event this often as a fallback
+    events_poll_s: float = Field(1.0, gt=0)
+    # rows are fetched by received_at; re-read this far back for transactions committed late
+    received_overlap_s: int = Field(300, ge=0)
 
 
 class AlertSettings(_Section):
     # links in messages point here; the console serves the ack pages
     public_base_url: str = "http://127.0.0.1:8000"
     token_ttl_s: int = Field(3 * 24 * 3600, ge=60)
+    # signs acknowledgement links; unset: one is generated once and kept in the database
+    ack_secret: str | None = Field(None, repr=False, min_length=16)
+    # escalation chains (TOML); unset: the packaged alerts/chains.toml
+    chains_file: Path | None = None
+    # Apprise URL template of the SMS gateway, with {phone} (E.164), {phone_digits} and
+    # {idempotency_key}; e.g. "json://sms.example.com/send?:to={phone}". Unset: no SMS channel.
+    sms_url: str | None = Field(None, repr=False)
+    # channels tried in order per contact role ("default" for roles not listed): "push" is each
+    # of the contact's Apprise push URLs, "sms" the gateway above
+    role_channels: dict[str, list[Literal["push", "sms"]]] = Field(
+        default_factory=lambda: {"default": ["push", "sms"], "emergency": ["sms", "push"]}
+    )
+    # inbound-SMS webhook path token (the gateway posts replies to /alerts/sms/{token}); unset: off
+    inbound_sms_token: str | None = Field(None, repr=False, min_length=8)
+    # worker: how often to look for due escalations and queued notifications without a NOTIFY
+    escalation_interval_s: float = Field(10.0, gt=0)
+    poll_interval_s: float = Field(2.0, gt=0)
+    dispatchers: int = Field(4, ge=1, le=64)         # concurrent claim/send/record loops
+    batch_size: int = Field(50, ge=1, le=1000)       # notifications claimed per loop at once
+    send_threads: int = Field(16, ge=1, le=256)      # Apprise calls in flight (blocking calls)
+    # retries on one channel, doubling from retry_base_s up to retry_max_s, then the next channel
+    max_attempts_per_channel: int = Field(3, ge=1)
+    retry_base_s: float = Field(10.0, gt=0)
+    retry_max_s: float = Field(300.0, gt=0)
+    # per recipient: more than this many messages within the window are held and bundled
+    rate_limit_messages: int = Field(3, ge=1)
+    rate_limit_window_s: int = Field(600, ge=1)
+    # the daily all-is-well digest (only to family contacts who opted in) is checked this often
+    digest_interval_s: int = Field(300, ge=10)
 
 
 class WebSettings(_Section):

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "storage.cli",
     "devices.cli",
     "alerts.cli",
+    "ingest.cli",
     "lovekey.bench",
 )
 

@@ -1,0 +1,71 @@
+"""`lovekey ingest`: run the MQTT ingester until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "ingest",
+        help="store MQTT readings and events in the database",
+        description="Subscribe to the gateways' topics and store every reading once. Without"
+        " LOVEKEY_MQTT_URL a local broker is started; without LOVEKEY_DATABASE_URL the"
+        " embedded PostgreSQL. The schema is migrated on start.",
+    )
+    p.add_argument(
+        "--shared", metavar="GROUP",
+        help="subscribe through $share/GROUP/... so several ingesters split one stream",
+    )
+    p.add_argument(
+        "--client-id", metavar="ID",
+        help="MQTT client id (default: mqtt.client_id, plus -GROUP-HOSTNAME with --shared);"
+        " keep it stable across restarts so the broker keeps the session",
+    )
+    p.set_defaults(handler=_ingest)
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.broker import broker_url
+    from ingest.ingester import Ingester
+    from storage import connect, database_url, migrate
+
+    stop = threading.Event()
+    with ExitStack() as stack:
+        stack.enter_context(_stop_on_signals(stop))
+        db_url = stack.enter_context(database_url(settings))
+        with connect(db_url, autocommit=True) as conn:
+            migrate(conn, settings.storage)
+        mqtt_url = stack.enter_context(broker_url(settings))
+        ingester = stack.enter_context(
+            Ingester(settings, db_url, mqtt_url, shared_group=args.shared, client_id=args.client_id)
+        )
+        ingester.run(stop)
+        log.info("ingest stopping")
+    return 0
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT finish the batch in hand, then stop; the previous handlers return."""
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

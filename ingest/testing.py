@@ -1,0 +1,148 @@
+"""Helpers for tests and benchmarks of ingest, shipped with the code that they exercise.
+
+`register_devices` writes the few registry rows a device needs; `Publisher` is a QoS 1
+publisher that caps what it has in flight (an uncapped paho publisher stalls at 65,535
+outstanding message ids); `wait_for` polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, Self
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from ingest.mqtt import BrokerAddress, new_client
+
+
+def register_devices(
+    conn: psycopg.Connection, devices: Iterable[tuple[str, str, str, str | None]]
+) -> dict[str, int]:
+    """Register `(device_id, gateway_id, kind, resident_id)` rows; returns id -> key.
+
+    The gateway, a household named after the resident (or the device) and the resident
+    are created when missing. Commits.
+    """
+    rows = list(devices)
+    with conn.transaction(), conn.cursor() as cur:
+        for device_id, gateway_id, kind, resident_id in rows:
+            household_id = resident_id or f"H-{device_id}"
+            cur.execute(
+                "INSERT INTO gateway (id) VALUES (%s) ON CONFLICT DO NOTHING", (gateway_id,)
+            )
+            cur.execute(
+                "INSERT INTO household (id) VALUES (%s) ON CONFLICT DO NOTHING", (household_id,)
+            )
+            if resident_id is not None:
+                cur.execute(
+                    "INSERT INTO resident (id, household_id) VALUES (%s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    (resident_id, household_id),
+                )
+            cur.execute(
+                "INSERT INTO device (id, kind, household_id, resident_id, gateway_id)"
+                " VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET gateway_id = EXCLUDED.gateway_id,"
+                " kind = EXCLUDED.kind, resident_id = EXCLUDED.resident_id",
+                (device_id, kind, household_id, resident_id, gateway_id),
+            )
+        cur.execute("SELECT id, key FROM device WHERE id = ANY(%s)", ([r[0] for r in rows],))
+        return {row[0]: row[1] for row in cur}
+
+
+def wait_for(
+    condition: Callable[[], Any], *, timeout_s: float = 30.0, interval_s: float = 0.05
+) -> Any:
+    """Poll `condition` until it returns something truthy; raise TimeoutError at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"condition not met in {timeout_s:g}s (last value {value!r})")
+        time.sleep(interval_s)
+
+
+class Publisher:
+    """`with Publisher(url) as pub: pub.publish(topic, payload)`; waits for PUBACKs on exit.
+
+    At most `max_inflight` QoS 1 messages are unacknowledged at once; `publish` blocks
+    until there is room. `on_ack(mid)` is told of each acknowledgement.
+    """
+
+    def __init__(
+        self,
+        mqtt_url: str,
+        *,
+        client_id: str | None = None,
+        max_inflight: int = 1000,
+        qos: int = 1,
+    ) -> None:
+        self.address = BrokerAddress.parse(mqtt_url)
+        self.client_id = client_id or f"lovekey-pub-{uuid.uuid4().hex[:8]}"
+        self.max_inflight = max_inflight
+        self.qos = qos
+        self.published = 0
+        self.acked = 0
+        self._room = threading.BoundedSemaphore(max_inflight)
+        self._connected = threading.Event()
+        self._client: mqtt.Client | None = None
+
+    def __enter__(self) -> Self:
+        client = new_client(self.address, self.client_id)
+        client.max_inflight_messages_set(self.max_inflight + 1)  # our semaphore caps first
+        client.max_queued_messages_set(0)
+        client.on_connect = lambda c, u, f, reason, p: self._connected.set()
+        client.on_publish = self._on_publish
+        client.connect(self.address.host, self.address.port)
+        client.loop_start()
+        self._client = client
+        if not self._connected.wait(10):
+            self._stop()
+            raise TimeoutError(f"no CONNACK from {self.address.host}:{self.address.port}")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self._stop()
+
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
+        assert self._client is not None, "use Publisher in a with block"
+        if self.qos:
+            self._room.acquire()
+        info = self._client.publish(topic, payload, qos=self.qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            if self.qos:
+                self._room.release()
+            raise ConnectionError(f"publish failed: {mqtt.error_string(info.rc)}")
+        self.published += 1
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every QoS 1 message published so far is acknowledged by the broker."""
+        if self.qos:
+            wait_for(lambda: self.acked >= self.published, timeout_s=timeout_s, interval_s=0.01)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, *rest: Any) -> None:
+        self.acked += 1
+        if self.qos:
+            self._room.release()
+
+    def _stop(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
