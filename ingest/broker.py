@@ -119,9 +119,8 @@ def start_amqtt(*, port: int | None = None) -> Iterator[str]:
     port = port or free_port()
     config: dict[str, Any] = {
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        "sys_interval": 0,
-        "auth": {"allow-anonymous": True},
-        "topic-check": {"enabled": False},
+        # anonymous on loopback, as mosquitto above; no $SYS topics, no packet logging
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     }
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="amqtt-broker", daemon=True)

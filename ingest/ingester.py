@@ -293,6 +293,9 @@ class Ingester:
 
     def _start_client(self, stack: ExitStack) -> mqtt.Client:
         client = new_client(self.broker, self.client_id, manual_ack=True)
+        # an error in a callback must not end paho's network thread: it is logged instead
+        client.enable_logger(logging.getLogger("ingest.paho"))
+        client.suppress_exceptions = True
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -352,7 +355,10 @@ class Ingester:
         log.info(
             "%sconnected to the broker (session present: %s)", again, flags.session_present
         )
-        client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self.topics()])
+        if self.broker.mqtt5:
+            client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self.topics()])
+        else:
+            client.subscribe([(topic, 1) for topic in self.topics()])
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,

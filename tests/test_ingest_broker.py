@@ -1,0 +1,87 @@
+"""The broker of the embedded default: mosquitto started for us, or amqtt in-process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from config import Settings
+from ingest.broker import broker_url, find_mosquitto, start_amqtt
+from ingest.ingester import Ingester
+from ingest.testing import Publisher, register_devices, wait_for
+from storage import connect
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@contextmanager
+def running(settings: Settings, db: str, url: str) -> Iterator[Ingester]:
+    stop = threading.Event()
+    with Ingester(settings, db, url) as ingester:
+        thread = threading.Thread(target=ingester.run, args=(stop,), name="test-ingest-writer")
+        thread.start()
+        try:
+            assert ingester.subscribed.wait(10)
+            yield ingester
+        finally:
+            stop.set()
+            thread.join(30)
+
+
+def readings(db: str) -> int:
+    with connect(db) as conn:
+        row = conn.execute("SELECT count(*) FROM water_reading").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def db(postgres_factory) -> str:
+    url = postgres_factory.create("broker")
+    with connect(url) as conn:
+        register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1")])
+    return url
+
+
+def test_a_configured_broker_is_used_as_it_is(make_settings, mqtt_url):
+    with broker_url(make_settings(mqtt_url=mqtt_url)) as url:
+        assert url == mqtt_url
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary on this machine")
+def test_embedded_mosquitto_keeps_a_long_backlog_for_a_stopped_ingester(db, make_settings):
+    settings = make_settings(database_url=db, ingest={"batch_ms": 50})
+    assert settings.mqtt_url is None
+    with broker_url(settings) as url:
+        assert url.startswith("mqtt://127.0.0.1:")
+        with running(settings, db, url) as ingester:
+            pass                       # the session and its subscriptions now exist
+        assert ingester.metrics.received == 0
+        # mosquitto's default queue for an absent client is 1,000 messages; ours keeps all
+        with Publisher(url, max_inflight=500) as publisher:
+            for n in range(1500):
+                body = {"ts": (NOW - timedelta(minutes=n)).isoformat(), "total_l": float(n)}
+                publisher.publish(f"{settings.mqtt.topic_prefix}/GW-1/WM-1/reading",
+                                  orjson.dumps(body))
+        with running(settings, db, url) as ingester:
+            wait_for(lambda: ingester.metrics.acked >= 1500, timeout_s=60)
+    assert readings(db) == 1500
+    assert (settings.data_dir / "mosquitto" / "mosquitto.conf").exists()
+
+
+def test_amqtt_in_process_speaks_mqtt_311_to_the_ingester(db, make_settings, topic_prefix):
+    settings = make_settings(database_url=db, mqtt={"topic_prefix": topic_prefix},
+                             ingest={"batch_ms": 50})
+    with start_amqtt() as url:
+        assert url.endswith("?protocol=3.1.1")
+        with running(settings, db, url) as ingester, Publisher(url) as publisher:
+            for n in range(20):
+                body = {"ts": (NOW - timedelta(minutes=n)).isoformat(), "total_l": float(n)}
+                publisher.publish(f"{topic_prefix}/GW-1/WM-1/reading", orjson.dumps(body))
+            wait_for(lambda: ingester.metrics.acked >= 20, timeout_s=30)
+    assert readings(db) == 20
