@@ -87,7 +87,7 @@ class DetectSettings(_Section):
     bucket_minutes: int = Field(15, ge=1, le=60)
     low_usage_min_l: float = Field(10.0, ge=0)        # (overridable) the field rule: < 10 L ...
     low_usage_window_h: float = Field(12.0, gt=0)     # (overridable) ... in 12 h of known data
-    low_usage_clear_l: float = Field(15.0, gt=0)      # (overridable) window use that clears it
+    low_usage_clear_l: float = Field(15.0, gt=0)      # (overridable) clears it (>= 1.5 x min)
     sweep_interval_s: int = Field(60, ge=1)
     # usage history held in memory per meter (a ring of buckets); covers every window
     ring_hours: int = Field(48, ge=14, le=24 * 14)

@@ -1,0 +1,504 @@
+"""The detector: usage ring + per-meter runs + routine profile + alert states. Pure.
+
+`Detector` holds everything in memory and is driven from outside: `apply` readings (any
+order; late ones come back as meters to rebuild), then `sweep(now, ...)` evaluates every rule
+for every meter at once and returns the alert transitions. The database runner and the
+simulator replay drive the very same object, so what is scored is what runs.
+
+Rules are evaluated at each meter's *horizon*: the end of its newest complete bucket. A meter
+that reports hourly batches or once a day is judged on the data it has, never on buckets it
+has not reported yet (unknown is not zero); whether a meter is *silent* is judged against
+`now` and its expected reporting interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from config import DetectSettings
+from detectors.hysteresis import AlertState
+from detectors.params import MeterParams
+from detectors.profile import RoutineProfile
+from detectors.ring import NEVER, ApplyResult, Completed, UsageRing
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+BOOL = npt.NDArray[np.bool_]
+
+RESIDENT_KINDS = ("low_usage", "routine_break", "running_tap", "leak")
+METER_KINDS = ("meter_silent",)
+GATEWAY_KINDS = ("gateway_offline",)
+KINDS = RESIDENT_KINDS + METER_KINDS + GATEWAY_KINDS
+# a gateway is inferred offline when all of its meters are silent, if it has at least this many
+GATEWAY_INFERENCE_MIN_METERS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """Who is who, as indexes: meter i belongs to resident `resident_of[i]` (-1: nobody)."""
+
+    meter_ids: Sequence[str]
+    resident_ids: Sequence[str]
+    gateway_ids: Sequence[str]
+    resident_of: I64
+    gateway_of: I64
+    params: MeterParams
+
+    def __post_init__(self) -> None:
+        m = len(self.meter_ids)
+        if not (self.resident_of.size == self.gateway_of.size == self.params.meters == m):
+            raise ValueError("registry arrays must all have one entry per meter")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One alert transition: `action` is 'raise' or 'clear'."""
+
+    kind: str
+    action: str
+    subject: str
+    resident_id: str | None
+    device_id: str | None
+    gateway_id: str | None
+    since_s: int
+    details: dict[str, Any] = field(default_factory=dict)
+    reason: str = "condition_cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Per resident: away now, and since when monitoring runs (end of the last absence)."""
+
+    away: BOOL
+    monitor_since_s: I64
+
+    @classmethod
+    def everyone_home(cls, residents: int) -> Presence:
+        return cls(np.zeros(residents, np.bool_), np.full(residents, NEVER, np.int64))
+
+
+class Runs:
+    """Per meter, the end of the newest bucket of each kind, kept up to date as buckets complete.
+
+    The run of a rule is `horizon - last end of the bucket that breaks it`: e.g. a running
+    tap's run is broken by the last bucket below the rate (or unknown, or too coarse).
+    """
+
+    def __init__(self, meters: int) -> None:
+        self.last_use_end = np.full(meters, NEVER, dtype=np.int64)
+        self.last_flow_end = np.full(meters, NEVER, dtype=np.int64)   # at or above the tap rate
+        self.last_calm_end = np.full(meters, NEVER, dtype=np.int64)   # below it, or unknown
+        self.last_wet_end = np.full(meters, NEVER, dtype=np.int64)    # flow within the hour
+        self.last_dry_end = np.full(meters, NEVER, dtype=np.int64)    # a dry hour, or unknown
+
+    def reset(self, meters: I64) -> None:
+        for arr in (self.last_use_end, self.last_flow_end, self.last_calm_end,
+                    self.last_wet_end, self.last_dry_end):
+            arr[meters] = NEVER
+
+    def observe(
+        self, done: Completed, params: MeterParams, *, bucket_s: int, use_min_l: float,
+        dry_l: float,
+    ) -> None:
+        if len(done) == 0:
+            return
+        m = done.meter
+        end = (done.bucket + 1) * bucket_s
+        known = ~np.isnan(done.usage_l)
+        use = known & (done.usage_l >= use_min_l)
+        flow = known & ~done.coarse & (done.usage_l >= params.tap_min_l[m])
+        wet = ~np.isnan(done.hour_l) & ~done.coarse & (done.hour_l > dry_l)
+        for target, mask in (
+            (self.last_use_end, use),
+            (self.last_flow_end, flow),
+            (self.last_calm_end, ~flow),
+            (self.last_wet_end, wet),
+            (self.last_dry_end, ~wet),
+        ):
+            if mask.any():
+                np.maximum.at(target, m[mask], end[mask])
+
+
+class Detector:
+    def __init__(
+        self, registry: Registry, settings: DetectSettings, *, now_s: int, utc_offset_s: int
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.bucket_s = settings.bucket_minutes * 60
+        bs = self.bucket_s
+        meters = len(registry.meter_ids)
+        self.ring = UsageRing(
+            meters,
+            bucket_s=bs,
+            buckets=settings.ring_hours * 3600 // bs,
+            now_s=now_s,
+            max_spread_s=int(settings.max_spread_h * 3600),
+            flow_span_max_s=settings.flow_span_max_s,
+            flow_window_s=max(bs, 3600 // bs * bs),
+            zero_l=settings.leak_dry_l,
+        )
+        self.runs = Runs(meters)
+        self.profile = RoutineProfile(
+            meters,
+            bucket_s=bs,
+            days=settings.routine_history_days,
+            day_start_s=int(settings.routine_day_start_h * 3600) // bs * bs,
+            utc_offset_s=utc_offset_s,
+        )
+        lag_s = int(settings.routine_summary_lag_h * 3600)
+        if 86400 + lag_s + bs > settings.ring_hours * 3600:
+            raise ValueError("ring_hours must cover a day plus routine_summary_lag_h")
+        self._summary_lag_s = lag_s
+        self._taint: dict[int, BOOL] = {}
+        residents, gateways = len(registry.resident_ids), len(registry.gateway_ids)
+        self.states = {
+            **{k: AlertState(residents) for k in RESIDENT_KINDS},
+            "meter_silent": AlertState(meters),
+            "gateway_offline": AlertState(gateways),
+        }
+        self._has_resident = registry.resident_of >= 0
+        self._res = np.where(self._has_resident, registry.resident_of, 0)
+        self._meters_of_resident = np.bincount(
+            registry.resident_of[self._has_resident], minlength=residents
+        )
+        self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
+        self._res_of_ok = registry.resident_of[self._has_resident]
+        self._single_meter = bool(self._meters_of_resident.max(initial=0) <= 1)
+        self._rep_meter = np.zeros(residents, np.int64)  # a meter of each resident
+        self._rep_meter[self._res_of_ok] = np.flatnonzero(self._has_resident)
+        # exactly one meter per resident: resident masks are a gather (empty: the identity)
+        self._one_each: I64 | None = None
+        if bool((self._meters_of_resident == 1).all()):
+            identity = residents == meters and bool(
+                (registry.resident_of == np.arange(meters)).all()
+            )
+            self._one_each = np.empty(0, np.int64) if identity else self._rep_meter
+        self.last_sweep_s: int | None = None
+
+    # -- data in --------------------------------------------------------------------------
+
+    def apply(
+        self,
+        meter: npt.ArrayLike,
+        ts_s: npt.ArrayLike,
+        total_l: npt.ArrayLike,
+        arrival_s: npt.ArrayLike | None = None,
+    ) -> ApplyResult:
+        """New readings. Meters in `.dirty` got late data: pass their history to `rebuild`."""
+        result = self.ring.apply(meter, ts_s, total_l, arrival_s)
+        self.runs.observe(
+            result.completed, self.registry.params, bucket_s=self.bucket_s,
+            use_min_l=self.settings.use_min_l, dry_l=self.settings.leak_dry_l,
+        )
+        return result
+
+    def rebuild(
+        self,
+        meters: npt.ArrayLike,
+        meter: npt.ArrayLike,
+        ts_s: npt.ArrayLike,
+        total_l: npt.ArrayLike,
+        arrival_s: npt.ArrayLike | None = None,
+    ) -> None:
+        """Replace what is known of `meters` by their full history (readings of those meters)."""
+        ms = np.asarray(meters, dtype=np.int64)
+        self.ring.reset_meters(ms)
+        self.runs.reset(ms)
+        result = self.apply(meter, ts_s, total_l, arrival_s)
+        if result.dirty.size:  # cannot happen for a reset meter's sorted history
+            raise AssertionError("rebuild left dirty meters")
+
+    def restore(self, kind: str, subjects: Sequence[str], since_s: Sequence[int]) -> None:
+        """Alerts open in the database before this process started are active here too."""
+        index = self._subject_index(kind)
+        found = [(index[s], t) for s, t in zip(subjects, since_s, strict=True) if s in index]
+        if not found:
+            return
+        idx = np.array([i for i, _ in found], dtype=np.int64)
+        since = np.array([t for _, t in found], dtype=np.int64)
+        self.states[kind].restore(idx, since, since)
+
+    def _subject_index(self, kind: str) -> dict[str, int]:
+        reg = self.registry
+        ids = (reg.resident_ids if kind in RESIDENT_KINDS
+               else reg.meter_ids if kind in METER_KINDS else reg.gateway_ids)
+        return {s: i for i, s in enumerate(ids)}
+
+    # -- one sweep ------------------------------------------------------------------------
+
+    def sweep(
+        self,
+        now_s: int,
+        presence: Presence | None = None,
+        gateway_offline_since_s: I64 | None = None,
+    ) -> list[Change]:
+        """Evaluate every rule at `now_s`; return the alerts to raise and to clear."""
+        reg, st, bs = self.registry, self.settings, self.bucket_s
+        params = reg.params
+        self.ring.advance(now_s)
+        residents = len(reg.resident_ids)
+        presence = presence or Presence.everyone_home(residents)
+        self._learn_days(now_s)
+
+        ring, runs = self.ring, self.runs
+        hz = ring.horizon()
+        known_start = -(-ring.known_since // bs) * bs
+        monitor = np.where(
+            self._has_resident, -(-presence.monitor_since_s[self._res] // bs) * bs, NEVER
+        )
+        start_from = np.maximum(known_start, monitor)
+        away_m = self._has_resident & presence.away[self._res]
+
+        # silence: judged against now, not the horizon
+        silent = (now_s - ring.last_arrival) > params.silent_after_s
+        gw_off = self._gateways_offline(now_s, silent, gateway_offline_since_s)
+        unknown_now = silent | gw_off[reg.gateway_of]
+
+        # low_usage: less than min_l in the last window of known data
+        all_m = np.arange(hz.size, dtype=np.int64)
+        win_start = hz - params.low_window_s
+        used = ring.usage_between(all_m, win_start, hz).astype(np.float64)
+        low_cond = ~np.isnan(used) & (win_start >= monitor) & (used < params.low_min_l)
+        low_clear = ~np.isnan(used) & (used >= params.low_clear_l)
+        low_since = np.minimum(np.maximum(runs.last_use_end, known_start), hz)
+
+        # routine_break: a dry run longer than the resident's own normal at this time of day
+        slot = self.profile.slot_ending(hz)
+        dry_from = np.maximum.reduce(
+            [runs.last_use_end, self.profile.day_start_ending(hz), start_from]
+        )
+        dry_b = (hz - dry_from) // bs
+        flat_limits = self.profile.threshold.reshape(-1)
+        limit = flat_limits.take(all_m * self.profile.slots + slot).astype(np.int64)
+        routine_cond = params.routine_enabled & (dry_b > limit)
+        routine_clear = self._recovered(hz, st.routine_clear_l)
+
+        # running_tap: every bucket above the rate for the limit; leak: no dry hour for a day
+        tap_from = np.maximum(runs.last_calm_end, known_start)
+        tap_cond = (hz - tap_from) >= params.tap_limit_s
+        tap_clear = (hz - runs.last_flow_end) >= int(st.running_tap_clear_min * 60)
+        leak_from = np.maximum(runs.last_dry_end, known_start)
+        leak_cond = (hz - leak_from) >= params.leak_limit_s
+        # the newest dry hour window ends `leak_clear_h` after the flow stopped
+        leak_clear_s = max(bs, int(st.leak_clear_h * 3600) - ring.flow_buckets * bs + bs)
+        leak_clear = (hz - runs.last_wet_end) >= leak_clear_s
+
+        changes: list[Change] = []
+        hold_m = unknown_now | away_m
+        meter_view = {
+            "low_usage": (low_cond, low_clear, low_since, "all"),
+            "routine_break": (routine_cond, routine_clear, dry_from, "all"),
+            "running_tap": (tap_cond, tap_clear, tap_from, "any"),
+            "leak": (leak_cond, leak_clear, leak_from, "any"),
+        }
+        away_r = presence.away
+        for kind, (cond, clear, since, how) in meter_view.items():
+            quiet_kind = kind in ("low_usage", "routine_break")
+            hold = hold_m if quiet_kind else unknown_now
+            cond_r, clear_r, hold_r, since_r, rep_r = self._by_resident(
+                cond & ~hold, clear & ~hold, hold, since, how
+            )
+            state = self.states[kind]
+            if quiet_kind:
+                for r in state.force_clear(away_r):
+                    changes.append(self._resident_change(kind, "clear", int(r), reason="resident_away"))
+                hold_r = hold_r | away_r
+            step = state.step(cond_r, clear_r, hold_r)
+            state.since[step.raised] = since_r[step.raised]
+            state.raised_at[step.raised] = hz[rep_r[step.raised]]
+            for r in step.raised:
+                m = int(rep_r[r])
+                changes.append(self._resident_change(
+                    kind, "raise", int(r), since_s=int(since_r[r]),
+                    details=self._details(kind, m, used, dry_b, limit, hz),
+                ))
+            for r in step.cleared:
+                changes.append(self._resident_change(kind, "clear", int(r)))
+
+        # meter_silent (a meter of an offline gateway is the gateway's alert, not its own)
+        gw_of = reg.gateway_of
+        state = self.states["meter_silent"]
+        step = state.step(silent & ~gw_off[gw_of], ~silent, hold=gw_off[gw_of] & silent)
+        state.since[step.raised] = ring.last_arrival[step.raised]
+        for m in step.raised:
+            changes.append(self._meter_change("raise", int(m), {
+                "last_data_at": _iso(int(ring.last_arrival[m])),
+                "expected_every_s": int(params.silent_after_s[m]),
+            }))
+        for m in step.cleared:
+            changes.append(self._meter_change("clear", int(m)))
+
+        state = self.states["gateway_offline"]
+        step = state.step(gw_off, ~gw_off)
+        last_g = np.full(len(reg.gateway_ids), NEVER, np.int64)
+        np.maximum.at(last_g, gw_of, ring.last_arrival)
+        if gateway_offline_since_s is not None:
+            last_g = np.where(gateway_offline_since_s != NEVER, gateway_offline_since_s, last_g)
+        state.since[step.raised] = last_g[step.raised]
+        for g in step.raised:
+            changes.append(self._gateway_change("raise", int(g), int(last_g[g]), {
+                "meters": int(self._meters_of_gateway[g]),
+            }))
+        for g in step.cleared:
+            changes.append(self._gateway_change("clear", int(g), int(last_g[g])))
+
+        # days with an absence, silence or a no-use alert are not learned as normal days
+        taint = away_m | unknown_now | self.states["low_usage"].active[self._res] & self._has_resident
+        self._taint_days(hz, taint)
+        self.last_sweep_s = now_s
+        return changes
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _recovered(self, hz: I64, clear_l: float) -> BOOL:
+        """Meters of residents with an open routine_break who used `clear_l` since it rose."""
+        state = self.states["routine_break"]
+        out = np.zeros(hz.size, np.bool_)
+        meters = np.flatnonzero(self._has_resident & state.active[self._res])
+        if meters.size:
+            raised_hz = state.raised_at[self._res[meters]]
+            oldest = (self.ring.oldest + 1) * self.bucket_s
+            used = self.ring.usage_between(meters, np.maximum(raised_hz, oldest), hz[meters])
+            out[meters] = (self.runs.last_use_end[meters] > raised_hz) & ~(used < clear_l)
+        return out
+
+    def _gateways_offline(self, now_s: int, silent: BOOL, status_since: I64 | None) -> BOOL:
+        reg = self.registry
+        gateways = len(reg.gateway_ids)
+        silent_count = np.bincount(reg.gateway_of, weights=silent, minlength=gateways)
+        inferred = (self._meters_of_gateway >= GATEWAY_INFERENCE_MIN_METERS) & (
+            silent_count == self._meters_of_gateway
+        )
+        if status_since is None:
+            found: BOOL = inferred
+            return found
+        reported = (status_since != NEVER) & (now_s - status_since >= self.settings.gateway_grace_s)
+        out: BOOL = inferred | reported
+        return out
+
+    def _by_resident(
+        self, cond: BOOL, clear: BOOL, hold: BOOL, since: I64, how: str
+    ) -> tuple[BOOL, BOOL, BOOL, I64, I64]:
+        """Meter masks to resident masks: 'all' meters quiet, or 'any' meter running."""
+        ok, r = self._has_resident, self._res_of_ok
+        n_res = len(self.registry.resident_ids)
+        if self._one_each is not None:  # the usual case: one meter per resident, a gather
+            take = self._one_each
+            if take.size == 0:  # meter i is resident i
+                return cond, clear, hold, since, self._rep_meter
+            return cond[take], clear[take], hold[take], since[take], self._rep_meter
+        if self._single_meter:  # at most one meter each: a scatter, no counting
+            out = []
+            for mask in (cond, clear, hold):
+                per = np.zeros(n_res, np.bool_)
+                per[r] = mask[ok]
+                out.append(per)
+            since_r = np.full(n_res, NEVER, np.int64)
+            since_r[r] = since[ok]
+            return out[0], out[1], out[2], since_r, self._rep_meter
+        total = self._meters_of_resident
+
+        def count(mask: BOOL) -> npt.NDArray[np.float64]:
+            counted = np.bincount(r, weights=mask[ok], minlength=n_res)
+            return counted.astype(np.float64)
+
+        hold_r = count(hold) > 0
+        if how == "all":
+            cond_r = (total > 0) & (count(cond) == total)
+            clear_r = count(clear) > 0
+            since_r = np.full(n_res, NEVER, np.int64)
+            np.maximum.at(since_r, r, since[ok])
+        else:
+            cond_r = count(cond) > 0
+            clear_r = (total > 0) & (count(clear) == total)
+            since_r = np.full(n_res, np.iinfo(np.int64).max, np.int64)
+            sel = ok & cond
+            np.minimum.at(since_r, self.registry.resident_of[sel], since[sel])
+        rep = self._rep_meter.copy()
+        sel_idx = np.flatnonzero(ok & cond)
+        rep[self.registry.resident_of[sel_idx]] = sel_idx
+        return cond_r, clear_r, hold_r, since_r, rep
+
+    def _details(
+        self, kind: str, m: int, used: F64, dry_b: I64, limit: I64, hz: I64
+    ) -> dict[str, Any]:
+        p, bs = self.registry.params, self.bucket_s
+        out: dict[str, Any] = {"device_id": self.registry.meter_ids[m], "data_until": _iso(int(hz[m]))}
+        if kind == "low_usage":
+            out |= {"used_l": round(float(used[m]), 1), "min_l": float(p.low_min_l[m]),
+                    "window_h": int(p.low_window_s[m]) / 3600}
+        elif kind == "routine_break":
+            out |= {"dry_h": int(dry_b[m]) * bs / 3600, "usual_max_h": int(limit[m]) * bs / 3600,
+                    "learned_days": int(self.profile.learned_days[m])}
+        elif kind == "running_tap":
+            out |= {"min_lpm": float(p.tap_min_l[m]) * 60 / bs}
+        return out
+
+    def _resident_change(
+        self, kind: str, action: str, r: int, *, since_s: int | None = None,
+        details: dict[str, Any] | None = None, reason: str = "condition_cleared",
+    ) -> Change:
+        rid = self.registry.resident_ids[r]
+        since = int(self.states[kind].since[r]) if since_s is None else since_s
+        return Change(kind, action, rid, rid, None, None, since, details or {}, reason)
+
+    def _meter_change(self, action: str, m: int, details: dict[str, Any] | None = None) -> Change:
+        reg = self.registry
+        r = int(reg.resident_of[m])
+        return Change(
+            "meter_silent", action, reg.meter_ids[m],
+            reg.resident_ids[r] if r >= 0 else None, reg.meter_ids[m],
+            reg.gateway_ids[int(reg.gateway_of[m])],
+            int(self.states["meter_silent"].since[m]), details or {},
+        )
+
+    def _gateway_change(
+        self, action: str, g: int, since_s: int, details: dict[str, Any] | None = None
+    ) -> Change:
+        gid = self.registry.gateway_ids[g]
+        return Change("gateway_offline", action, gid, None, None, gid, since_s, details or {})
+
+    def _taint_days(self, hz: I64, taint: BOOL) -> None:
+        if not taint.any():
+            return
+        days = (hz[taint] - self.bucket_s - self.profile.origin_s) // 86400
+        for day in np.unique(days):
+            if self.profile.last_day is not None and day <= self.profile.last_day:
+                continue
+            mask = self._taint.setdefault(int(day), np.zeros(hz.size, np.bool_))
+            mask[np.flatnonzero(taint)[days == day]] = True
+
+    def _learn_days(self, now_s: int) -> None:
+        """Record every routine day whose data can all have arrived, then relearn."""
+        prof, st = self.profile, self.settings
+        due = prof.day_of(now_s - self._summary_lag_s) - 1
+        first = prof.day_of(self.ring.oldest * self.bucket_s) + 1
+        if prof.last_day is not None:
+            first = max(first, prof.last_day + 1)
+        if due < first:
+            return
+        bs = self.bucket_s
+        for day in range(first, due + 1):
+            usage = self.ring.usage_matrix(prof.first_bucket(day), prof.slots)
+            exclude = self._taint.pop(day, np.zeros(usage.shape[1], np.bool_))
+            prof.record_day(day, usage, st.use_min_l, exclude)
+        for day in [d for d in self._taint if d <= due]:
+            del self._taint[day]
+        prof.recompute(
+            min_days=st.routine_min_days,
+            quantile=st.routine_quantile,
+            slack_b=int(st.routine_slack_min * 60) // bs,
+            margin_b=self.registry.params.routine_margin_b,
+            min_gap_b=int(st.routine_min_gap_min * 60) // bs,
+        )
+
+
+def _iso(t_s: int) -> str:
+    return datetime.fromtimestamp(t_s, UTC).isoformat()

@@ -1,0 +1,448 @@
+"""The pure detector core on hand-made arrays: no database, no clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from config import DetectSettings, load_settings
+from detectors.engine import Detector, Presence, Registry
+from detectors.hysteresis import AlertState
+from detectors.params import build_params, effective_rules, uniform_params
+from detectors.profile import DISABLED, RoutineProfile
+from detectors.ring import UsageRing
+
+BS = 900
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+# 2026-03-01 00:00 in Shanghai, a Sunday; epoch seconds
+T0 = int(datetime(2026, 3, 1, tzinfo=SHANGHAI).timestamp())
+OFFSET = 8 * 3600
+
+
+def ring(meters: int = 1, buckets: int = 32, **kw: int) -> UsageRing:
+    return UsageRing(meters, bucket_s=BS, buckets=buckets, now_s=T0, **kw)
+
+
+def usage(r: UsageRing, meter: int, first: int, count: int) -> np.ndarray:
+    """Usage of `count` buckets from bucket `first` (relative to T0) for one meter."""
+    return r.usage_matrix(T0 // BS + first, count)[:, meter]
+
+
+# -- the usage ring ---------------------------------------------------------------------------
+
+
+def test_regular_readings_give_usage_per_bucket_and_the_first_bucket_is_unknown() -> None:
+    r = ring()
+    r.apply([0] * 5, T0 + BS * np.arange(5), [100, 110, 125, 125, 130])
+    got = usage(r, 0, -1, 5)
+    assert np.isnan(got[0])  # before the first reading: unknown, not zero
+    assert got[1:].tolist() == [10, 15, 0, 5]
+
+
+def test_a_delta_spanning_buckets_is_spread_evenly_and_known() -> None:
+    r = ring()
+    r.apply([0, 0], [T0, T0 + 4 * BS], [0, 40])  # one reading, then four buckets later
+    assert usage(r, 0, 0, 4).tolist() == [10, 10, 10, 10]
+    # readings off the bucket grid are spread by the time they overlap each bucket
+    r2 = ring()
+    r2.apply([0, 0], [T0 + BS // 2, T0 + BS // 2 + 2 * BS], [0, 30])
+    got = usage(r2, 0, 0, 3)
+    assert np.isnan(got[0])
+    assert got[1] == pytest.approx(15)
+    assert np.isnan(got[2])
+
+
+def test_a_gap_is_unknown_until_data_covers_it() -> None:
+    r = ring()
+    r.apply([0, 0], [T0, T0 + BS], [0, 5])
+    assert np.isnan(usage(r, 0, 1, 3)).all()  # nothing reported yet: unknown, never zero
+    assert r.horizon()[0] == T0 + BS
+
+
+def test_a_long_gap_with_water_used_is_unknown_but_without_use_is_known_dry() -> None:
+    r = ring(buckets=64, max_spread_s=6 * 3600)
+    r.apply([0, 0], [T0, T0 + 8 * 3600], [0, 50])
+    assert np.isnan(usage(r, 0, 0, 31)).all()
+    assert r.usage_between(np.array([0]), np.array([T0]), np.array([T0 + 8 * 3600]))[0] != 0
+    dry = ring(buckets=64, max_spread_s=6 * 3600)
+    dry.apply([0, 0], [T0, T0 + 8 * 3600], [7, 7])
+    assert (usage(dry, 0, 0, 32) == 0).all()
+
+
+def test_a_total_going_backwards_is_a_swap_not_negative_use() -> None:
+    r = ring()
+    r.apply([0] * 6, T0 + BS * np.arange(6), [900, 910, 920, 3, 8, 20])
+    got = usage(r, 0, 0, 5)
+    assert got[0] == 10
+    assert got[1] == 10
+    # the bucket across the swap is unknown; with readings on bucket boundaries the odometer
+    # cell shared by both sides cannot be both, so the bucket after it is given up as well
+    assert np.isnan(got[2])
+    assert np.isnan(got[3])
+    assert got[4] == 12  # the new register counts from its own start
+    assert not (np.nan_to_num(got) < 0).any()
+    # a window across the swap is not covered: it would miss the unknown litres
+    window = r.usage_between(np.array([0]), np.array([T0]), np.array([T0 + 5 * BS]))
+    assert np.isnan(window[0])
+
+
+def test_out_of_order_and_duplicated_readings_in_a_batch_give_the_same_usage() -> None:
+    ts = T0 + BS * np.arange(8)
+    total = np.cumsum([0, 3, 0, 0, 12, 7, 1, 6]).astype(float)
+    ordered = ring()
+    ordered.apply([0] * 8, ts, total)
+    rng = np.random.default_rng(7)
+    order = rng.permutation(8)
+    dup = np.concatenate([order, order[:3]])
+    shuffled = ring()
+    result = shuffled.apply(np.zeros(dup.size, int), ts[dup], total[dup])
+    assert result.dirty.size == 0
+    assert result.applied == 8
+    np.testing.assert_array_equal(usage(ordered, 0, 0, 7), usage(shuffled, 0, 0, 7))
+
+
+def test_a_reading_older_than_the_last_makes_the_meter_dirty_and_a_rebuild_places_it() -> None:
+    ts = T0 + BS * np.arange(6)
+    total = np.array([0, 5, 5, 9, 30, 31], dtype=float)
+    late = [2]  # arrives after the others
+    on_time = [i for i in range(6) if i not in late]
+    r = ring(meters=2)
+    r.apply([0] * 5, ts[on_time], total[on_time])
+    r.apply([1], [T0], [0])
+    result = r.apply([0, 1], [*ts[late].tolist(), T0 + BS], [*total[late].tolist(), 4])
+    assert result.dirty.tolist() == [0]           # meter 0 must be rebuilt
+    assert usage(r, 1, 0, 1).tolist() == [4]      # meter 1's reading was applied as usual
+    r.reset_meters(np.array([0]))
+    r.apply([0] * 6, ts, total)                   # the authoritative history, any order
+    expected = ring()
+    expected.apply([0] * 6, ts, total)
+    np.testing.assert_array_equal(usage(r, 0, 0, 5), usage(expected, 0, 0, 5))
+
+
+def test_an_exact_repeat_of_the_last_reading_is_ignored_not_dirty() -> None:
+    r = ring()
+    r.apply([0, 0], [T0, T0 + BS], [1, 2])
+    result = r.apply([0], [T0 + BS], [2])
+    assert result.dirty.size == 0
+    assert result.applied == 0
+
+
+def test_a_late_hourly_batch_equals_the_same_values_sent_one_by_one() -> None:
+    ts = T0 + BS * np.arange(1, 9)
+    total = np.cumsum(np.arange(8, dtype=float))
+    live = ring()
+    for t, v in zip(ts, total, strict=True):
+        live.apply([0], [t], [v])
+    batched = ring()
+    batched.apply([0] * 4, ts[:4], total[:4])
+    batched.advance(int(ts[-1]) + 3 * 3600)     # time passes before the next batch arrives
+    batched.apply([0] * 4, ts[4:], total[4:])
+    np.testing.assert_array_equal(usage(live, 0, 1, 7), usage(batched, 0, 1, 7))
+
+
+def test_the_ring_moves_without_shifting_and_forgets_what_falls_out() -> None:
+    r = ring(buckets=8)
+    for k in range(20):  # more than twice round the ring, across midnight
+        r.apply([0], [T0 - 2 * 3600 + k * BS], [float(k * k)])
+    # reading k ends bucket k - 9 (relative to T0); the ring holds buckets 4..11 now, so the
+    # usage of buckets 5..10 is known (bucket 4 would need the end of bucket 3)
+    got = usage(r, 0, 5, 6)
+    assert got.tolist() == [float((k + 1) ** 2 - k * k) for k in range(13, 19)]
+    assert np.isnan(usage(r, 0, -8, 1)[0])  # long gone from the ring
+    before = usage(r, 0, 5, 6).copy()
+    r.rebase()  # moving the odometer origin changes no usage
+    np.testing.assert_allclose(usage(r, 0, 5, 6), before)
+
+
+def test_completed_buckets_report_usage_hour_and_coarseness() -> None:
+    r = ring(flow_window_s=3600, flow_span_max_s=3900)
+    done = r.apply([0] * 6, T0 + BS * np.arange(6), [0, 1, 2, 3, 4, 5]).completed
+    assert done.usage_l[1:].tolist() == [1, 1, 1, 1, 1]
+    assert np.isnan(done.hour_l[:4]).all()
+    assert done.hour_l[4:].tolist() == [4, 4]
+    coarse = r.apply([0], [T0 + 5 * BS + 2 * 3600], [13]).completed
+    assert coarse.coarse.all()
+    assert len(coarse) == 8
+
+
+# -- the routine profile ----------------------------------------------------------------------
+
+
+def test_routine_days_start_at_four_local_and_shanghai_has_no_dst() -> None:
+    p = RoutineProfile(1, bucket_s=BS, days=28, day_start_s=4 * 3600, utc_offset_s=OFFSET)
+    # every day of 2026 starts at 04:00 local and has 96 buckets (no DST in Asia/Shanghai)
+    day = datetime(2026, 1, 1, 4, tzinfo=SHANGHAI)
+    for _ in range(365):
+        start = int(day.timestamp())
+        assert p.day_start(p.day_of(start)) == start
+        assert p.day_of(start + 86400 - 1) == p.day_of(start)
+        assert SHANGHAI.utcoffset(day) == timedelta(hours=8)
+        day += timedelta(days=1)
+    end = np.array([int(datetime(2026, 3, 29, 4, 15, tzinfo=SHANGHAI).timestamp())])
+    assert p.slot_ending(end).tolist() == [0]
+    midnight = np.array([int(datetime(2026, 3, 29, 0, 0, tzinfo=SHANGHAI).timestamp())])
+    assert p.slot_ending(midnight).tolist() == [79]  # 23:45-24:00 is late in the routine day
+
+
+def _day_usage(first_use_slot: int, slots: int = 96) -> np.ndarray:
+    u = np.zeros(slots, np.float32)
+    u[first_use_slot::4] = 6.0  # first use, then every hour
+    return u
+
+
+def test_profile_thresholds_follow_the_residents_usual_first_use() -> None:
+    p = RoutineProfile(2, bucket_s=BS, days=28, day_start_s=4 * 3600, utc_offset_s=OFFSET)
+    rng = np.random.default_rng(3)
+    for day in range(20):
+        early = 8 + int(rng.integers(0, 4))  # 06:00-06:45
+        late = 20 + int(rng.integers(0, 4))  # 09:00-09:45
+        p.record_day(day, np.stack([_day_usage(early), _day_usage(late)], axis=1), 1.0,
+                     np.zeros(2, bool))
+    p.recompute(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4, 4]), min_gap_b=8)
+    t = p.threshold
+    # the early riser's alert point comes hours before the late riser's
+    first_alert = [int(np.argmax(np.arange(96) + 1 > t[i])) for i in range(2)]
+    assert first_alert[0] < first_alert[1]
+    assert 11 + 2 + 4 <= first_alert[0] <= 11 + 2 + 4 + 2  # q95 06:45, +30 min slack, +1 h
+    assert t[:, :4].tolist() == [[DISABLED] * 4] * 2      # never in the first margin
+
+
+def test_profile_needs_enough_valid_days() -> None:
+    p = RoutineProfile(1, bucket_s=BS, days=28, day_start_s=4 * 3600, utc_offset_s=OFFSET)
+    for day in range(20):
+        u = _day_usage(10)[:, None]
+        if day % 2:
+            u = u.copy()
+            u[50] = np.nan  # a day with a hole is not learned
+        p.record_day(day, u, 1.0, np.zeros(1, bool))
+    p.recompute(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4]), min_gap_b=8)
+    assert p.learned_days.tolist() == [10]
+    assert (p.threshold == DISABLED).all()
+
+
+# -- the state machine ------------------------------------------------------------------------
+
+
+def test_hysteresis_raises_after_and_clears_only_on_clear_recovery() -> None:
+    s = AlertState(2, raise_after=2, clear_after=2)
+    cond = np.array([True, False])
+    no = np.zeros(2, bool)
+    assert s.step(cond, no).raised.size == 0
+    assert s.step(cond, no).raised.tolist() == [0]
+    # hovering: the condition is gone but recovery is not clear -> stays active
+    for _ in range(5):
+        step = s.step(no, no)
+        assert step.cleared.size == 0
+        assert s.active[0]
+    s.step(no, np.array([True, False]))
+    assert s.step(no, np.array([True, False])).cleared.tolist() == [0]
+    # hold freezes both ways
+    s.step(cond, no, hold=np.array([True, False]))
+    assert s.step(cond, no, hold=np.array([True, False])).raised.size == 0
+
+
+# -- per-meter thresholds ---------------------------------------------------------------------
+
+
+def test_overrides_resident_beats_community_beats_default_and_bad_ones_are_reported() -> None:
+    st = DetectSettings()
+    values, problems = effective_rules(
+        st,
+        {"detect": {"low_usage_min_l": 8, "leak_limit_h": 12}},
+        {"detect": {"low_usage_min_l": 5, "routine_enabled": False, "bucket_minutes": 1,
+                    "running_tap_limit_h": "soon"}},
+    )
+    assert values["low_usage_min_l"] == 5
+    assert values["leak_limit_h"] == 12
+    assert values["routine_enabled"] is False
+    assert len(problems) == 2
+    params = build_params(st, [values, effective_rules(st, None, None)[0]], [3600, None])
+    assert params.low_min_l.tolist() == [5, 10]
+    assert params.silent_after_s.tolist() == [3600 + 1800, 900 + 1800]
+
+
+# -- the detector -----------------------------------------------------------------------------
+
+
+class Home:
+    """Hand-made meters: litres per bucket in, readings out, one sweep per bucket."""
+
+    def __init__(self, meters: int, *, gateways: list[int] | None = None,
+                 settings: DetectSettings | None = None, rules: list[dict] | None = None,
+                 start: int = T0, interval_s: int | None = None) -> None:
+        self.st = settings or load_settings(environ={}).detect
+        gw = np.array(gateways if gateways is not None else [0] * meters, np.int64)
+        if rules is None:
+            params = uniform_params(self.st, meters, interval_s)
+        else:
+            params = build_params(self.st, rules, [interval_s] * meters)
+        self.reg = Registry(
+            [f"WM-{i}" for i in range(meters)], [f"R-{i}" for i in range(meters)],
+            [f"GW-{g}" for g in range(int(gw.max()) + 1)], np.arange(meters), gw, params,
+        )
+        self.det = Detector(self.reg, self.st, now_s=start, utc_offset_s=OFFSET)
+        self.total = np.full(meters, 1000.0)
+        self.t = start
+        self.log: list[tuple[float, str, str, str]] = []
+        self.presence = Presence.everyone_home(meters)
+
+    def run(self, hours: float, litres: np.ndarray | float, *, report: list[int] | None = None) -> None:
+        """Advance `hours` bucket by bucket; each meter in `report` sends one reading per bucket."""
+        meters = self.total.size
+        report = list(range(meters)) if report is None else report
+        for _ in range(int(hours * 3600 // BS)):
+            self.t += BS
+            self.total += np.broadcast_to(litres, (meters,))
+            if report:
+                self.det.apply(report, [self.t] * len(report), self.total[report],
+                               [self.t + 3] * len(report))
+            for c in self.det.sweep(self.t + 30, self.presence):
+                self.log.append(((self.t - T0) / 3600, c.kind, c.action, c.subject))
+
+    def events(self, kind: str | None = None) -> list[tuple[float, str, str, str]]:
+        return [e for e in self.log if kind is None or e[1] == kind]
+
+
+def _quiet_litres(hour_of_day: float) -> float:
+    return 6.0 if 7 <= hour_of_day < 21 and int(hour_of_day * 4) % 4 == 0 else 0.0
+
+
+def test_low_usage_raises_after_twelve_known_hours_and_clears_on_clear_use() -> None:
+    h = Home(1)
+    h.run(6, 3.0)                   # active
+    h.run(13, 0.0)                  # nothing for 13 hours
+    raised = h.events("low_usage")
+    assert [e[2] for e in raised] == ["raise"]
+    # the window [5.25 h, 17.25 h) holds the last three buckets of 3 L: 9 L, under 10 L
+    assert raised[0][0] == 17.25
+    h.run(0.5, 4.0)                 # 8 L: under the 15 L that clears
+    assert len(h.events("low_usage")) == 1
+    h.run(1, 4.0)
+    assert [e[2] for e in h.events("low_usage")] == ["raise", "clear"]
+
+
+def test_a_silent_meter_is_a_maintenance_alert_and_never_a_low_usage_one() -> None:
+    h = Home(2, gateways=[0, 1])
+    h.run(6, 3.0)
+    h.run(30, 0.0, report=[1])      # meter 0 stops reporting; meter 1 reports no use
+    kinds = {(e[1], e[3]) for e in h.events()}
+    assert ("meter_silent", "WM-0") in kinds
+    assert ("low_usage", "R-1") in kinds
+    assert not any(e[3] == "R-0" for e in h.events())  # unknown is not zero
+    h.run(1, 3.0)                    # meter 0 back, with the litres of the whole gap
+    assert ("meter_silent", "clear", "WM-0") in {(e[1], e[2], e[3]) for e in h.events()}
+    assert not any(e[3] == "R-0" for e in h.events())
+
+
+def test_all_meters_of_a_gateway_silent_is_one_gateway_alert() -> None:
+    h = Home(3, gateways=[0, 0, 1])
+    h.run(2, 3.0)
+    h.run(2, 3.0, report=[2])
+    assert [(e[1], e[3]) for e in h.events()] == [("gateway_offline", "GW-0")]
+    h.run(1, 3.0)
+    assert h.events()[-1][1:] == ("gateway_offline", "clear", "GW-0")
+
+
+def test_a_reported_gateway_outage_counts_after_its_grace() -> None:
+    h = Home(1)
+    h.run(1, 3.0)
+    offline_since = np.array([h.t], np.int64)
+    changes = h.det.sweep(h.t + 60, gateway_offline_since_s=offline_since)
+    assert changes == []
+    changes = h.det.sweep(h.t + h.st.gateway_grace_s + 60, gateway_offline_since_s=offline_since)
+    assert [(c.kind, c.subject) for c in changes] == [("gateway_offline", "GW-0")]
+
+
+def test_away_suppresses_and_monitoring_restarts_with_a_fresh_window() -> None:
+    h = Home(1)
+    h.run(6, 3.0)
+    h.presence = Presence(np.array([True]), np.array([h.t]))
+    h.run(48, 0.0)
+    assert h.events() == []
+    h.presence = Presence(np.array([False]), np.array([h.t]))   # back (or away ended)
+    h.run(11.5, 0.0)
+    assert h.events() == []          # the absence is not counted against them
+    h.run(1, 0.0)
+    assert [e[1:3] for e in h.events()] == [("low_usage", "raise")]
+    h.presence = Presence(np.array([True]), np.array([h.t]))   # staff mark them away
+    h.run(0.25, 0.0)
+    assert [e[1:3] for e in h.events()][-1] == ("low_usage", "clear")
+
+
+def test_running_tap_after_two_hours_and_clears_after_half_an_hour_below_rate() -> None:
+    h = Home(2)
+    h.run(1, 1.0)
+    litres = np.array([3.0 * 15, 1.0])  # 3 L/min on meter 0
+    h.run(1.75, litres)
+    assert h.events("running_tap") == []
+    h.run(0.5, litres)
+    assert [e[1:] for e in h.events("running_tap")] == [("running_tap", "raise", "R-0")]
+    h.run(0.25, 1.0)
+    assert len(h.events("running_tap")) == 1
+    h.run(0.5, 1.0)
+    assert h.events("running_tap")[-1][2] == "clear"
+
+
+def test_leak_is_a_day_of_flow_that_never_stops() -> None:
+    h = Home(2)
+    h.run(2, 0.0)
+    h.run(23, np.array([0.1 * 15, 0.0]))  # 0.1 L/min trickle
+    assert h.events("leak") == []
+    h.run(1.5, np.array([0.1 * 15, 0.0]))
+    assert [e[1:] for e in h.events("leak")] == [("leak", "raise", "R-0")]
+    h.run(1.5, 0.0)
+    assert h.events("leak")[-1][2] == "clear"
+
+
+def test_hourly_batches_are_judged_on_what_has_arrived() -> None:
+    h = Home(1, interval_s=3600)
+    h.run(6, 3.0)
+    for _ in range(13):  # an hour passes, then its four frozen values arrive together
+        ts = h.t + BS * np.arange(1, 5)
+        h.t += 3600
+        h.det.apply([0] * 4, ts, np.full(4, h.total[0]), [h.t + 5] * 4)
+        for c in h.det.sweep(h.t + 60):
+            h.log.append(((h.t - T0) / 3600, c.kind, c.action, c.subject))
+    assert [e[1:3] for e in h.events()] == [("low_usage", "raise")]  # and no meter_silent
+
+
+def test_resident_override_changes_the_threshold() -> None:
+    st = load_settings(environ={}).detect
+    strict, _ = effective_rules(st, None, {"detect": {"low_usage_min_l": 30}})
+    normal, _ = effective_rules(st, None, None)
+    h = Home(2, rules=[strict, normal])
+    h.run(13, 0.5)  # 24 L in every 12 h
+    assert [e[3] for e in h.events("low_usage")] == ["R-0"]
+
+
+def test_routine_break_alerts_hours_before_the_field_rule_on_a_regular_resident() -> None:
+    h = Home(2)
+    for _ in range(20 * 96):  # twenty ordinary days
+        h.run(0.25, _quiet_litres(((h.t + OFFSET) % 86400) / 3600))
+    assert h.events() == []
+    # day 21: resident 0 stops using water at noon, resident 1 goes on as usual
+    noon = h.t + 12 * 3600
+    while h.t < noon + 18 * 3600:
+        normal = _quiet_litres(((h.t + OFFSET) % 86400) / 3600)
+        h.run(0.25, np.array([normal if h.t < noon else 0.0, normal]))
+    routine = [e for e in h.events("routine_break") if e[2] == "raise"]
+    low = [e for e in h.events("low_usage") if e[2] == "raise"]
+    assert [e[3] for e in routine] == ["R-0"]
+    assert [e[3] for e in low] == ["R-0"]
+    stopped = (noon - T0) / 3600
+    assert 1 <= routine[0][0] - stopped <= 3      # hourly user: quiet for 2-3 h is unusual
+    assert low[0][0] - routine[0][0] >= 6         # the field rule comes many hours later
+    assert h.det.profile.learned_days[1] >= 14
+
+
+def test_restore_marks_open_alerts_active_so_a_restart_does_not_raise_them_again() -> None:
+    h = Home(1)
+    h.run(13, 0.0)
+    assert [e[1:3] for e in h.events()] == [("low_usage", "raise")]
+    again = Home(1)  # a fresh process that finds the alert open in the database
+    again.det.restore("low_usage", ["R-0"], [T0])
+    again.run(13, 0.0)
+    assert again.events() == []
