@@ -164,6 +164,22 @@ class AlertSettings(_Section):
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # a staff session ends this long after sign-in, or after this long without a request
+    session_ttl_s: int = Field(12 * 3600, ge=60)
+    session_idle_s: int = Field(3600, ge=60)
+    # mark cookies Secure (set when the console is served over HTTPS, e.g. behind a proxy)
+    secure_cookies: bool = False
+    # sign-in is refused for a name after this many failures within the lockout window
+    login_max_failures: int = Field(5, ge=1)
+    login_lockout_s: int = Field(900, ge=1)
+    # language when neither the staff member nor the browser says (Accept-Language)
+    default_language: Literal["zh", "en"] = "zh"
+    # device health: a device is silent when last_seen is older than report_interval_s plus
+    # this grace; a battery below low_battery_v is low
+    silent_grace_s: int = Field(3600, ge=0)
+    low_battery_v: float = Field(3.3, gt=0)
+    # database connections held by one console process
+    pool_max_size: int = Field(8, ge=1, le=100)
 
 
 class RegistrySettings(_Section):

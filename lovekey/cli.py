@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "devices.cli",
     "alerts.cli",
     "ingest.cli",
+    "web.cli",
     "lovekey.bench",
 )
 

@@ -102,3 +102,7 @@ class ScenarioError(SimulatorError):
 
 class PublishError(SimulatorError):
     """The broker refused or dropped the simulator's connection."""
+
+
+class ConsoleError(LoveKeyError):
+    """The staff console refused an operation (a bad staff account, scope or absence)."""

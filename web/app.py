@@ -1,0 +1,182 @@
+"""The console application: `create_app(settings, database_url) -> FastAPI`.
+
+Nothing connects when the app is created: its pools are made with `open=False` and opened
+by the app's lifespan, inside the running event loop, and closed when it shuts down. So the
+app can be served by `lovekey serve`, mounted by `lovekey run`, or driven by tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from starlette.datastructures import URL
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from config import Settings
+from lovekey.redact import redact_url
+from web import i18n
+from web.deps import Console, NotSignedIn, language_for
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings, database_url: str, *, clock: Clock = system_clock
+) -> FastAPI:
+    """The console as an ASGI app. `clock` is the only source of time (tests pass their own)."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=settings.web.pool_max_size,
+        open=False,
+        name="lovekey-web",
+        kwargs={"autocommit": True, "application_name": "lovekey-web"},
+    )
+    # alerts.store is synchronous: its transitions run in threads on this small pool
+    action_pool: ConnectionPool[Any] = ConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=2,
+        open=False,
+        name="lovekey-web-actions",
+        kwargs={"application_name": "lovekey-web"},
+    )
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    console = Console(settings=settings, pool=pool, action_pool=action_pool, clock=clock,
+                      templates=templates)
+    i18n.install(templates.env, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("console starting database=%s", redact_url(database_url))
+        await pool.open(wait=True, timeout=30)
+        try:
+            await asyncio.to_thread(action_pool.open, True, 30)
+            try:
+                yield
+            finally:
+                await asyncio.to_thread(action_pool.close)
+        finally:
+            await pool.close()
+            log.info("console stopped")
+
+    app = FastAPI(
+        title="LoveKey console",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.console = console
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    from web import api, pages
+
+    app.include_router(pages.router)
+    app.include_router(api.router, prefix="/api")
+    mount_ack_pages(app, settings)
+
+    app.add_exception_handler(NotSignedIn, _not_signed_in)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    return app
+
+
+def mount_ack_pages(app: FastAPI, settings: Settings) -> None:
+    """MOUNT POINT for the alerts package's acknowledgement pages (love-key holders' links).
+
+    When alerts offers its router, include it here, e.g.:
+
+        from alerts.web import create_router
+        app.include_router(create_router(settings), prefix="/a")
+
+    The console keeps its own pages off `/a` and `/alerts` so the two never collide.
+    """
+    del app, settings
+
+
+async def _not_signed_in(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotSignedIn)
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": "not_signed_in", "reason": exc.reason}, status_code=401)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    login = URL(str(request.app.url_path_for("login_page")))
+    response = RedirectResponse(
+        str(login.include_query_params(next=target, reason=exc.reason)), status_code=303
+    )
+    if exc.reason == "expired":
+        from web.auth import SESSION_COOKIE
+
+        response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if request.url.path.startswith("/api/") or request.url.path.startswith("/static/"):
+        return JSONResponse({"error": _error_code(exc.status_code), "detail": exc.detail},
+                            status_code=exc.status_code, headers=exc.headers)
+    console: Console = request.app.state.console
+    lang = language_for(request, console.settings, None)
+    return console.templates.TemplateResponse(
+        request,
+        "error.html",
+        {"lang": lang, "status": exc.status_code, "code": _error_code(exc.status_code),
+         "staff": None, "csrf": request.cookies.get("lk_login_csrf", "")},
+        status_code=exc.status_code,
+    )
+
+
+def _error_code(status: int) -> str:
+    return {400: "bad_request", 401: "not_signed_in", 403: "forbidden", 404: "not_found",
+            405: "method_not_allowed", 409: "conflict", 422: "invalid", 429: "too_many"}.get(
+                status, "error")
+
+
+class SecurityHeaders:
+    """Headers every response carries: no framing, no sniffing, scripts only from /static."""
+
+    _HEADERS: tuple[tuple[bytes, bytes], ...] = (
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+        (b"content-security-policy",
+         b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+         b" object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self._HEADERS]
+                if scope["path"] != "/static" and not scope["path"].startswith("/static/"):
+                    message["headers"].append((b"cache-control", b"no-store"))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

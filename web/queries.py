@@ -1,0 +1,463 @@
+"""What the console reads, scoped: every query composes the staff member's `Scope` predicate.
+
+Async psycopg on a pooled connection; `now` comes from the caller. The SQL reads tables of
+other packages (registry, readings, alerts and their delivery outbox) and never writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from web.scope import ALERT_HOUSEHOLD_JOINS, Scope
+
+# Urgency tiers of the queue: life-safety first, then welfare, then device faults.
+LIFE_SAFETY_KINDS = ("smoke", "gas", "sos")
+WELFARE_KINDS = ("low_usage", "routine_break", "running_tap")
+DEVICE_KINDS = ("leak", "meter_silent", "gateway_offline")
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+def urgency_tier(kind: str) -> int:
+    """0 life-safety, 1 welfare, 2 device faults and anything else."""
+    if kind in LIFE_SAFETY_KINDS:
+        return 0
+    if kind in WELFARE_KINDS:
+        return 1
+    return 2
+
+
+_TIER = sql.SQL(
+    "CASE WHEN a.kind = ANY({}::text[]) THEN 0 WHEN a.kind = ANY({}::text[]) THEN 1 ELSE 2 END"
+).format(sql.Literal(list(LIFE_SAFETY_KINDS)), sql.Literal(list(WELFARE_KINDS)))
+
+
+Params = Sequence[Any] | dict[str, Any]
+Query = sql.SQL | sql.Composed | str
+
+
+async def _rows(conn: Conn, query: Query, params: Params) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+async def _one(conn: Conn, query: Query, params: Params) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+# ---------------------------------------------------------------------------------- alerts
+
+async def alert_queue(
+    conn: Conn, scope: Scope, *, kind: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Unresolved alerts in scope by urgency: tier, not yet acknowledged first, oldest first;
+    with the escalation state from the outbox (who was told, when, how many rounds)."""
+    query = sql.SQL(
+        """
+        SELECT a.id, a.kind, a.subject, a.resident_id, a.device_id, a.gateway_id, a.status,
+               a.since, a.opened_at, a.last_triggered_at, a.notified_at, a.acknowledged_at,
+               a.acknowledged_by, a.ack_channel, a.escalation_due_at, a.details,
+               {tier} AS tier, ar.name AS resident_name, h.address, h.community_id, h.grid_id,
+               t.told, t.last_told_at, t.rounds, t.pending, t.told_names
+        FROM alert a {joins}
+        LEFT JOIN LATERAL (
+            SELECT count(*) FILTER (WHERE o.state = 'sent') AS told,
+                   max(o.sent_at) AS last_told_at,
+                   coalesce(max(o.round) + 1, 0) AS rounds,
+                   count(*) FILTER (WHERE o.state = 'pending') AS pending,
+                   (array_agg(o.name || ' · ' || o.role ORDER BY o.sent_at DESC)
+                       FILTER (WHERE o.state = 'sent'))[1:3] AS told_names
+            FROM alert_outbox o WHERE o.alert_id = a.id AND o.purpose = 'alert'
+        ) t ON TRUE
+        WHERE a.status <> 'resolved' AND {visible}
+          AND (%(kind)s::text IS NULL OR a.kind = %(kind)s::text)
+        ORDER BY tier, a.status = 'acknowledged', a.opened_at, a.id
+        LIMIT %(limit)s
+        """
+    ).format(tier=_TIER, joins=ALERT_HOUSEHOLD_JOINS, visible=scope.alert("a", "h"))
+    return await _rows(conn, query, {**scope.params, "kind": kind, "limit": limit})
+
+
+async def alert_counts(conn: Conn, scope: Scope) -> dict[str, int]:
+    """Unresolved alerts in scope per urgency tier (for the navigation badge)."""
+    query = sql.SQL(
+        "SELECT {tier} AS tier, count(*) AS n FROM alert a {joins}"
+        " WHERE a.status <> 'resolved' AND {visible} GROUP BY 1"
+    ).format(tier=_TIER, joins=ALERT_HOUSEHOLD_JOINS, visible=scope.alert("a", "h"))
+    return {str(r["tier"]): int(r["n"]) for r in await _rows(conn, query, scope.params)}
+
+
+async def alert_detail(conn: Conn, scope: Scope, alert_id: int) -> dict[str, Any] | None:
+    """One alert in scope, with who was told (outbox and attempts) and its history."""
+    query = sql.SQL(
+        """
+        SELECT a.*, {tier} AS tier, ar.name AS resident_name, h.address, h.community_id,
+               h.grid_id
+        FROM alert a {joins}
+        WHERE a.id = %(id)s AND {visible}
+        """
+    ).format(tier=_TIER, joins=ALERT_HOUSEHOLD_JOINS, visible=scope.alert("a", "h"))
+    alert = await _one(conn, query, {**scope.params, "id": alert_id})
+    if alert is None:
+        return None
+    alert["deliveries"] = await _rows(
+        conn,
+        """
+        SELECT o.id, o.purpose, o.round, o.step, o.role, o.name, o.state, o.channels,
+               o.created_at, o.not_before, o.sent_at, o.sent_channel,
+               coalesce(json_agg(json_build_object(
+                   'channel', d.channel, 'result', d.result, 'started_at', d.started_at,
+                   'finished_at', d.finished_at, 'error', d.error) ORDER BY d.id)
+                   FILTER (WHERE d.id IS NOT NULL), '[]') AS attempts
+        FROM alert_outbox o LEFT JOIN delivery_attempt d ON d.outbox_id = o.id
+        WHERE o.alert_id = %s
+        GROUP BY o.id
+        ORDER BY o.round, o.created_at, o.id
+        """,
+        (alert_id,),
+    )
+    alert["history"] = await _rows(
+        conn,
+        "SELECT at, event, actor, detail FROM alert_history WHERE alert_id = %s ORDER BY id",
+        (alert_id,),
+    )
+    return alert
+
+
+async def alert_exists(conn: Conn, alert_id: int) -> bool:
+    return await _one(conn, "SELECT 1 AS x FROM alert WHERE id = %s", (alert_id,)) is not None
+
+
+# ------------------------------------------------------------------------------- residents
+
+async def resident_list(
+    conn: Conn, scope: Scope, *, search: str = "", offset: int = 0, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Residents in scope, by id; `search` matches id, name or address (case-insensitive)."""
+    pattern = f"%{_like_escape(search.strip())}%" if search.strip() else None
+    query = sql.SQL(
+        """
+        SELECT r.id, r.name, r.status, r.away_until, r.away_reason, h.address, h.community_id,
+               h.grid_id,
+               (SELECT count(*) FROM alert a WHERE a.resident_id = r.id
+                  AND a.status <> 'resolved') AS open_alerts
+        FROM resident r JOIN household h ON h.id = r.household_id
+        WHERE {visible}
+          AND (%(pattern)s::text IS NULL OR r.id ILIKE %(pattern)s OR r.name ILIKE %(pattern)s
+               OR h.address ILIKE %(pattern)s)
+        ORDER BY r.id
+        OFFSET %(offset)s LIMIT %(limit)s
+        """
+    ).format(visible=scope.household("h"))
+    params = {**scope.params, "pattern": pattern, "offset": offset, "limit": limit}
+    return await _rows(conn, query, params)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def resident(conn: Conn, scope: Scope, resident_id: str) -> dict[str, Any] | None:
+    """A resident in scope with household, place, contacts and devices; None if not visible."""
+    query = sql.SQL(
+        """
+        SELECT r.id, r.name, r.phone, r.language, r.status, r.away_until, r.away_reason,
+               r.rules, r.updated_at, h.id AS household_id, h.address, h.community_id,
+               c.name AS community_name, h.grid_id, g.name AS grid_name,
+               h.building_id, h.unit_id
+        FROM resident r JOIN household h ON h.id = r.household_id
+        LEFT JOIN community c ON c.id = h.community_id
+        LEFT JOIN grid g ON g.id = h.grid_id
+        WHERE r.id = %(id)s AND {visible}
+        """
+    ).format(visible=scope.household("h"))
+    row = await _one(conn, query, {**scope.params, "id": resident_id})
+    if row is None:
+        return None
+    row["contacts"] = await _rows(
+        conn,
+        "SELECT role, position, name, phone, language FROM contact WHERE resident_id = %s"
+        " ORDER BY array_position(ARRAY['love_key_holder', 'family', 'grid_worker',"
+        " 'community_staff', 'emergency'], role), position",
+        (resident_id,),
+    )
+    return row
+
+
+async def resident_exists(conn: Conn, resident_id: str) -> bool:
+    return await _one(conn, "SELECT 1 AS x FROM resident WHERE id = %s", (resident_id,)) is not None
+
+
+async def resident_devices(
+    conn: Conn, resident_id: str, household_id: str, *, now: datetime, grace_s: int, low_battery_v: float
+) -> list[dict[str, Any]]:
+    """The devices of the resident (or of their household with no resident set) with health."""
+    return await _rows(
+        conn,
+        """
+        SELECT d.id, d.key, d.kind, d.gateway_id, d.report_interval_s, d.last_seen, d.battery_v,
+               gw.online AS gateway_online, gw.last_seen AS gateway_last_seen,
+               d.report_interval_s IS NOT NULL
+                 AND (d.last_seen IS NULL OR d.last_seen < %(now)s
+                      - make_interval(secs => d.report_interval_s + %(grace)s)) AS silent,
+               d.battery_v IS NOT NULL AND d.battery_v < %(low)s AS low_battery
+        FROM device d LEFT JOIN gateway gw ON gw.id = d.gateway_id
+        WHERE d.resident_id = %(resident)s
+           OR (d.resident_id IS NULL AND d.household_id = %(household)s)
+        ORDER BY d.kind, d.id
+        """,
+        {"now": now, "grace": grace_s, "low": low_battery_v, "resident": resident_id,
+         "household": household_id},
+    )
+
+
+async def resident_alerts(
+    conn: Conn, resident_id: str, device_ids: Sequence[str], *, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The resident's alerts and their devices' alerts, newest first."""
+    query = sql.SQL(
+        """
+        SELECT a.id, a.kind, a.status, a.since, a.opened_at, a.acknowledged_at,
+               a.acknowledged_by, a.resolved_at, a.outcome, a.outcome_note, {tier} AS tier
+        FROM alert a
+        WHERE a.resident_id = %s OR a.device_id = ANY(%s::text[])
+        ORDER BY a.opened_at DESC, a.id DESC
+        LIMIT %s
+        """
+    ).format(tier=_TIER)
+    return await _rows(conn, query, (resident_id, list(device_ids), limit))
+
+
+async def resident_events(
+    conn: Conn, device_keys: Sequence[int], *, since: datetime, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Device events (smoke, gas, sos, away, home, ...) of these devices since `since`."""
+    return await _rows(
+        conn,
+        """
+        SELECT e.ts, e.received_at, e.type, e.active, e.value, d.id AS device_id, d.kind
+        FROM device_event e JOIN device d ON d.key = e.device_key
+        WHERE e.device_key = ANY(%s::int[]) AND e.ts >= %s
+        ORDER BY e.ts DESC
+        LIMIT %s
+        """,
+        (list(device_keys), since, limit),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """Water readings of a few meters, sorted by (device, ts), as arrays."""
+
+    device_index: np.ndarray[Any, np.dtype[np.int64]]
+    ts_s: np.ndarray[Any, np.dtype[np.float64]]
+    total_l: np.ndarray[Any, np.dtype[np.float64]]
+
+
+async def water_readings(
+    conn: Conn, device_keys: Sequence[int], start: datetime, end: datetime
+) -> Readings:
+    """Readings of the meters in [start, end], one index range scan of the primary key
+    (device_key, ts) per meter and partition."""
+    cur = conn.cursor(binary=True)
+    async with cur:
+        await cur.execute(
+            """
+            SELECT device_key, extract(epoch FROM ts)::float8, total_l
+            FROM water_reading
+            WHERE device_key = ANY(%s::int[]) AND ts >= %s AND ts <= %s
+            ORDER BY device_key, ts
+            """,
+            (list(device_keys), start, end),
+        )
+        rows = await cur.fetchall()
+    if not rows:
+        empty_f = np.zeros(0, dtype=np.float64)
+        return Readings(np.zeros(0, dtype=np.int64), empty_f, empty_f.copy())
+    keys, ts, total = zip(*rows, strict=True)
+    return Readings(
+        np.asarray(keys, dtype=np.int64),
+        np.asarray(ts, dtype=np.float64),
+        np.asarray(total, dtype=np.float64),
+    )
+
+
+# ----------------------------------------------------------------------------- device health
+
+async def device_health(
+    conn: Conn, scope: Scope, *, now: datetime, grace_s: int, low_battery_v: float, limit: int = 100
+) -> dict[str, Any]:
+    """Silent meters, offline gateways and low batteries in scope: counts by community, and
+    the first `limit` of each list."""
+    params = {**scope.params, "now": now, "grace": grace_s, "low": low_battery_v, "limit": limit}
+    summary = await _rows(
+        conn,
+        sql.SQL(
+            """
+            SELECT h.community_id, max(c.name) AS community_name,
+                   count(*) FILTER (WHERE d.kind = 'water_meter') AS meters,
+                   count(*) FILTER (WHERE d.kind = 'water_meter' AND {silent}) AS silent_meters,
+                   count(*) FILTER (WHERE d.battery_v < %(low)s) AS low_batteries,
+                   count(*) AS devices
+            FROM device d JOIN household h ON h.id = d.household_id
+            LEFT JOIN community c ON c.id = h.community_id
+            WHERE {visible}
+            GROUP BY h.community_id
+            ORDER BY h.community_id NULLS LAST
+            """
+        ).format(silent=_SILENT, visible=scope.household("h")),
+        params,
+    )
+    silent = await _rows(
+        conn,
+        sql.SQL(
+            """
+            SELECT d.id, d.kind, d.gateway_id, d.last_seen, d.report_interval_s, d.battery_v,
+                   d.resident_id, h.community_id, h.grid_id, h.address
+            FROM device d JOIN household h ON h.id = d.household_id
+            WHERE d.kind = 'water_meter' AND {silent} AND {visible}
+            ORDER BY d.last_seen NULLS FIRST, d.id
+            LIMIT %(limit)s
+            """
+        ).format(silent=_SILENT, visible=scope.household("h")),
+        params,
+    )
+    low = await _rows(
+        conn,
+        sql.SQL(
+            """
+            SELECT d.id, d.kind, d.gateway_id, d.last_seen, d.battery_v, d.resident_id,
+                   h.community_id, h.grid_id, h.address
+            FROM device d JOIN household h ON h.id = d.household_id
+            WHERE d.battery_v < %(low)s AND {visible}
+            ORDER BY d.battery_v, d.id
+            LIMIT %(limit)s
+            """
+        ).format(visible=scope.household("h")),
+        params,
+    )
+    gateways = await _rows(
+        conn,
+        sql.SQL(
+            """
+            SELECT gw.id, gw.name, gw.online, gw.status_changed_at, gw.last_seen,
+                   gc.communities, gc.devices
+            FROM gateway gw
+            JOIN LATERAL (
+                SELECT array_agg(DISTINCT h.community_id) FILTER (WHERE h.community_id IS NOT NULL)
+                           AS communities,
+                       count(*) AS devices
+                FROM device d JOIN household h ON h.id = d.household_id
+                WHERE d.gateway_id = gw.id AND {visible}
+            ) gc ON gc.devices > 0
+            WHERE gw.online IS NOT TRUE
+            ORDER BY gw.status_changed_at NULLS FIRST, gw.id
+            LIMIT %(limit)s
+            """
+        ).format(visible=scope.household("h")),
+        params,
+    )
+    offline_by_community: dict[str | None, int] = {}
+    for gw in gateways:
+        for community in gw["communities"] or [None]:
+            offline_by_community[community] = offline_by_community.get(community, 0) + 1
+    for row in summary:
+        row["offline_gateways"] = offline_by_community.get(row["community_id"], 0)
+    return {"summary": summary, "silent_meters": silent, "low_batteries": low, "offline_gateways": gateways}
+
+
+_SILENT = sql.SQL(
+    "d.report_interval_s IS NOT NULL AND (d.last_seen IS NULL OR d.last_seen < %(now)s"
+    " - make_interval(secs => d.report_interval_s + %(grace)s))"
+)
+
+
+# ---------------------------------------------------------------------------------- reports
+
+async def report_rows(
+    conn: Conn, scope: Scope, *, start: datetime, end: datetime, timezone: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Alert figures per (community, local month) for alerts opened in [start, end)."""
+    base = sql.SQL(
+        """
+        WITH al AS (
+            SELECT a.kind, a.status, a.outcome, a.opened_at, a.acknowledged_at,
+                   extract(epoch FROM a.acknowledged_at - a.opened_at)::float8 AS ack_s,
+                   h.community_id,
+                   date_trunc('month', a.opened_at, %(tz)s::text) AS month
+            FROM alert a {joins}
+            WHERE a.opened_at >= %(start)s AND a.opened_at < %(end)s AND {visible}
+        )
+        """
+    ).format(joins=ALERT_HOUSEHOLD_JOINS, visible=scope.alert("a", "h"))
+    params = {**scope.params, "tz": timezone, "start": start, "end": end}
+    by_kind = await _rows(
+        conn,
+        base + sql.SQL(
+            "SELECT community_id, month, kind, count(*) AS n FROM al GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ),
+        params,
+    )
+    by_outcome = await _rows(
+        conn,
+        base + sql.SQL(
+            "SELECT community_id, month, outcome, count(*) AS n FROM al WHERE outcome IS NOT NULL"
+            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ),
+        params,
+    )
+    ack = await _rows(
+        conn,
+        base + sql.SQL(
+            """
+            SELECT community_id, month, GROUPING(community_id) = 1 AS all_communities,
+                   count(*) AS alerts,
+                   count(acknowledged_at) AS acknowledged,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY ack_s)
+                       FILTER (WHERE ack_s IS NOT NULL) AS ack_p50_s,
+                   percentile_cont(0.9) WITHIN GROUP (ORDER BY ack_s)
+                       FILTER (WHERE ack_s IS NOT NULL) AS ack_p90_s
+            FROM al GROUP BY GROUPING SETS ((community_id, month), (month))
+            ORDER BY 1, 2
+            """
+        ),
+        params,
+    )
+    households = await _rows(
+        conn,
+        sql.SQL(
+            "SELECT h.community_id, count(*) AS households FROM household h WHERE {visible}"
+            " GROUP BY 1 ORDER BY 1"
+        ).format(visible=scope.household("h")),
+        scope.params,
+    )
+    return {"by_kind": by_kind, "by_outcome": by_outcome, "ack": ack, "households": households}
+
+
+# ------------------------------------------------------------------------------------ audit
+
+async def audit_entries(
+    conn: Conn, *, limit: int = 200, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    return await _rows(
+        conn,
+        "SELECT id, at, username, action, target, ip, user_agent, detail FROM audit_log"
+        " WHERE %s::bigint IS NULL OR id < %s ORDER BY id DESC LIMIT %s",
+        (before_id, before_id, limit),
+    )
+
+
+def events_since(now: datetime) -> datetime:
+    """How far back the resident page lists device events."""
+    return now - timedelta(days=30)

@@ -1,0 +1,103 @@
+"""Test helpers shipped with the console: a clock tests can move, the app served by uvicorn
+on a free loopback port in a thread, and signing in over HTTP."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+import uvicorn
+
+from config import Settings
+from web.app import create_app
+
+
+class FakeClock:
+    """A settable clock: `clock()` returns the current fake time; `advance()` moves it."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, delta: timedelta) -> datetime:
+        with self._lock:
+            self._now += delta
+            return self._now
+
+    def set(self, when: datetime) -> None:
+        with self._lock:
+            self._now = when
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    base_url: str
+    clock: FakeClock
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def served_console(settings: Settings, database_url: str, clock: FakeClock) -> Iterator[Served]:
+    """Serve the console on 127.0.0.1 in a background thread until the block exits."""
+    app = create_app(settings, database_url, clock=clock)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"console-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the console did not start")
+        time.sleep(0.02)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", clock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+_CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_from_html(html: str) -> str:
+    match = _CSRF_FIELD.search(html)
+    if not match:
+        raise AssertionError("no CSRF field in the page")
+    return match.group(1)
+
+
+def sign_in(client: httpx.Client, username: str, password: str) -> str:
+    """Sign in through the form like a browser; returns the session's CSRF token."""
+    page = client.get("/login")
+    page.raise_for_status()
+    response = client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf": csrf_from_html(page.text),
+              "next": "/api/me"},
+    )
+    if response.status_code != 303 or not response.headers["location"].endswith("/api/me"):
+        raise AssertionError(f"sign-in failed: {response.status_code} {response.headers.get('location')}")
+    me = client.get("/api/me")
+    me.raise_for_status()
+    token: str = me.json()["csrf_token"]
+    return token
