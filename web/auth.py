@@ -216,8 +216,24 @@ async def end_session(conn: psycopg.AsyncConnection[Any], digest: bytes) -> None
     await conn.execute("DELETE FROM staff_session WHERE token_sha256 = %s", (digest,))
 
 
+async def expire_session(conn: psycopg.AsyncConnection[Any], digest: bytes) -> bool:
+    """Mark a session found expired as over for good (its end moves back to its start), so
+    every later request with it, even one racing this one, is told 'expired'. True the
+    first time only."""
+    cur = await conn.execute(
+        "UPDATE staff_session SET expires_at = created_at"
+        " WHERE token_sha256 = %s AND expires_at > created_at",
+        (digest,),
+    )
+    return cur.rowcount == 1
+
+
+# expired sessions are kept this long (to say "expired" rather than "signed out"), then deleted
+KEEP_EXPIRED = timedelta(days=1)
+
+
 async def prune_sessions(conn: psycopg.AsyncConnection[Any], now: datetime) -> int:
-    cur = await conn.execute("DELETE FROM staff_session WHERE expires_at < %s", (now,))
+    cur = await conn.execute("DELETE FROM staff_session WHERE expires_at < %s", (now - KEEP_EXPIRED,))
     return cur.rowcount
 
 

@@ -22,7 +22,7 @@ from web.auth import (
     Session,
     Staff,
     audit,
-    end_session,
+    expire_session,
     load_session,
     same_token,
     session_expired,
@@ -74,9 +74,9 @@ async def current_session(request: Request, conn: Conn) -> Session:
     console = console_of(request)
     now = console.clock()
     if session_expired(session, now, idle_s=console.settings.web.session_idle_s):
-        await end_session(conn, session.digest)
-        await audit(conn, actor_for(request, session.staff), "session_expired",
-                    f"user:{session.staff.username}", now)
+        if await expire_session(conn, session.digest):
+            await audit(conn, actor_for(request, session.staff), "session_expired",
+                        f"user:{session.staff.username}", now)
         raise NotSignedIn("expired")
     await touch_session(conn, session, now)
     request.state.session = session

@@ -125,6 +125,7 @@ async def login(
         return _redirect(request.app.url_path_for("login_page"), error="bad_login", next=_safe_next(next))
     if rehash:
         await auth.store_rehash(conn, staff.id, await asyncio.to_thread(auth.hash_password, password), now)
+    await auth.prune_sessions(conn, now)
     token, _ = await auth.create_session(
         conn, staff, now=now, ttl_s=web.session_ttl_s, ip=actor.ip, user_agent=actor.user_agent
     )
