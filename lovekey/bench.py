@@ -15,6 +15,7 @@ from config import Settings
 BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line description)
     "registry": ("devices.bench:main", "import a district registry (40,000 residents)"),
+    "console": ("web.bench:main", "console pages p95 over a district of readings (40,000 residents)"),
 }
 
 

@@ -7,16 +7,21 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-import httpx
 import uvicorn
 
 from config import Settings
 from web.app import create_app
+
+if TYPE_CHECKING:  # httpx is a test dependency only
+    import httpx
+
+C = TypeVar("C", bound=Callable[[], datetime])
 
 
 class FakeClock:
@@ -41,9 +46,10 @@ class FakeClock:
 
 
 @dataclass(frozen=True, slots=True)
-class Served:
+class Served(Generic[C]):
     base_url: str
-    clock: FakeClock
+    clock: C
+    port: int
 
 
 def free_port() -> int:
@@ -54,7 +60,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_console(settings: Settings, database_url: str, clock: FakeClock) -> Iterator[Served]:
+def served_console(settings: Settings, database_url: str, clock: C) -> Iterator[Served[C]]:
     """Serve the console on 127.0.0.1 in a background thread until the block exits."""
     app = create_app(settings, database_url, clock=clock)
     port = free_port()
@@ -70,7 +76,7 @@ def served_console(settings: Settings, database_url: str, clock: FakeClock) -> I
             raise RuntimeError("the console did not start")
         time.sleep(0.02)
     try:
-        yield Served(f"http://127.0.0.1:{port}", clock)
+        yield Served(f"http://127.0.0.1:{port}", clock, port)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
