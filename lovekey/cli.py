@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "alerts.cli",
     "ingest.cli",
     "web.cli",
+    "simulator.cli",
     "lovekey.bench",
 )
 
