@@ -110,6 +110,29 @@ class WaterReadings:
         return len(self.ts)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """A contiguous block of gateways with their residents and devices: `k` of `n`.
+
+    Shards split the traffic between publishing processes; each gateway's messages stay
+    in one shard, in order.
+    """
+
+    gateways: range
+    residents: range
+    devices: range
+
+    @classmethod
+    def of(cls, population: Population, k: int, n: int) -> Shard:
+        if not 0 <= k < n:
+            raise ValueError(f"shard {k} of {n} does not exist")
+        g = population.gateway_count
+        g0, g1 = g * k // n, g * (k + 1) // n
+        r0, r1 = np.searchsorted(population.resident_building, [g0, g1]).tolist()
+        bounds = np.append(population.meter_device, len(population.device_kind))
+        return cls(range(g0, g1), range(r0, r1), range(int(bounds[r0]), int(bounds[r1])))
+
+
 @dataclass
 class _Registers:
     """What a walk carries from one day to the next, per meter."""
@@ -320,26 +343,25 @@ class World:
     def _days(self) -> range:
         return range(_day_of(self.start_s), _day_of(self.end_s - 1) + 1)
 
-    def _day_traffic(self, day: int, registers: _Registers) -> DayTraffic:
+    def _day_traffic(self, day: int, registers: _Registers, shard: Shard) -> DayTraffic:
         """All traffic of local day `day`, transport effects applied, unsorted."""
         # Transport effects act on each part before the parts are joined: a device's
         # messages are all in one part, and the day's table is copied only once.
-        n = self.population.residents
         water_parts: list[WaterRows] = []
         message_parts: list[MessageTable] = []
         rows_so_far = 0
-        for r0 in range(0, n, CHUNK_RESIDENTS):
-            r1 = min(n, r0 + CHUNK_RESIDENTS)
+        for r0 in range(shard.residents.start, shard.residents.stop, CHUNK_RESIDENTS):
+            r1 = min(shard.residents.stop, r0 + CHUNK_RESIDENTS)
             usage = self._usage(day, r0, r1)
             water, msgs = self._water(day, r0, r1, usage, registers)
             del usage
             water_parts.append(water)
             message_parts.append(self._transport(_shift(msgs, rows_so_far), day))
             rows_so_far += len(water)
-        sensors, sensor_msgs = self._sensors(day)
-        events, event_msgs = self._events(day)
+        sensors, sensor_msgs = self._sensors(day, shard.devices)
+        events, event_msgs = self._events(day, shard.devices)
         message_parts += [self._transport(sensor_msgs, day), self._transport(event_msgs, day),
-                          self._statuses(day)]
+                          self._statuses(day, shard.gateways)]
         water_rows = WaterRows.concat(water_parts)
         del water_parts
         messages = MessageTable.concat(message_parts)
@@ -471,13 +493,14 @@ class World:
                 seq[i] = since // interval_s
         return battery, seq
 
-    def _sensors(self, day: int) -> tuple[SensorRows, MessageTable]:
+    def _sensors(self, day: int, devices_in: range) -> tuple[SensorRows, MessageTable]:
         """Periodic smoke and gas readings (with alarm levels during incidents)."""
         pop, sp = self.population, self.sensors
         day_start = _day_start(day)
         parts = []
         for kind in (SMOKE, GAS):
-            devices = np.nonzero(pop.device_kind == kind)[0]
+            devices = devices_in.start + np.nonzero(
+                pop.device_kind[devices_in.start:devices_in.stop] == kind)[0]
             if len(devices) == 0:
                 continue
             interval = int(sp.interval_s[devices[0]])
@@ -489,6 +512,8 @@ class World:
         alarm_level: list[tuple[int, int, int, float]] = []
         for alarm in ("smoke", "gas"):
             for plan in self._by_kind[alarm]:
+                if plan.device not in devices_in:
+                    continue
                 end = plan.end_or(self.end_s)
                 alarm_level.append((plan.device, plan.start_s, end, float(plan.params["level"])))
                 if day_start <= plan.start_s < day_start + DAY_S:
@@ -521,11 +546,13 @@ class World:
         )
         return rows, msgs
 
-    def _events(self, day: int) -> tuple[EventRows, MessageTable]:
+    def _events(self, day: int, devices_in: range) -> tuple[EventRows, MessageTable]:
         """Button presses, alarms going on and off, batteries running low."""
         day_start, day_end = _day_start(day), _day_start(day) + DAY_S
         found: list[tuple[int, int, int, bool, float]] = []  # dev, ts, type, active, value
         for plan in self.plans:
+            if plan.device not in devices_in:
+                continue
             if plan.kind in ("smoke", "gas"):
                 kind = EV_SMOKE if plan.kind == "smoke" else EV_GAS
                 found.append((plan.device, plan.start_s, kind, True, float(plan.params["level"])))
@@ -564,19 +591,21 @@ class World:
         )
         return rows, msgs
 
-    def _statuses(self, day: int) -> MessageTable:
+    def _statuses(self, day: int, gateways_in: range) -> MessageTable:
         """Every gateway says `online` at the start; outages say `offline`, then `online`."""
         day_start, day_end = _day_start(day), _day_start(day) + DAY_S
         gw: list[int] = []
         at_ms: list[int] = []
         up: list[int] = []
         if day_start <= self.start_s < day_end:
-            gateways = np.arange(self.population.gateway_count)
+            gateways = np.arange(gateways_in.start, gateways_in.stop)
             spread = np.floor(5000 * rand.uniform(self.seed, "gateway.hello", gateways))
             gw += gateways.tolist()
             at_ms += (self.start_s * 1000 + spread.astype(np.int64)).tolist()
             up += [1] * len(gateways)
         for plan in self._by_kind["gateway_outage"]:
+            if plan.gateway not in gateways_in:
+                continue
             if day_start <= plan.start_s < day_end:
                 gw.append(plan.gateway)
                 at_ms.append(plan.start_s * 1000)
@@ -657,10 +686,11 @@ class World:
         b = self.end_s if end is None else _epoch_s(end)
         registers = self._fresh_registers()
         parts: list[tuple[WaterRows, I64]] = []
+        everything = Shard.of(self.population, 0, 1)
         for day in self._days():
             if _day_start(day) >= b + DAY_S:
                 break
-            traffic = self._day_traffic(day, registers)
+            traffic = self._day_traffic(day, registers, everything)
             msgs = traffic.messages
             water = np.nonzero((msgs.mtype == WATER) | (msgs.mtype == WATER_BATCH))[0]
             # a duplicate is one value received twice: keep the first arrival
@@ -699,9 +729,17 @@ class World:
             yield from map(Message, batch.topics, batch.payloads, batch.publish_ts, batch.retain)
 
     def message_batches(
-        self, start: datetime | None = None, end: datetime | None = None
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[MessageBatch]:
-        """`messages()` as columns, a few thousand at a time: what a publisher wants."""
+        """`messages()` as columns, a few thousand at a time: what a publisher wants.
+
+        `shard=(k, n)` keeps the traffic of the k-th of n blocks of gateways only.
+        """
+        part = Shard.of(self.population, *shard)
         a_ms = (self.start_s if start is None else _epoch_s(start)) * 1000
         b_ms = (self.end_s if end is None else _epoch_s(end)) * 1000
         end_ms = self.end_s * 1000
@@ -715,7 +753,7 @@ class World:
         for day in self._days():
             day_ms = _day_start(day) * 1000
             cutoff_ms = min(day_ms + DAY_S * 1000, end_ms)
-            traffic = self._day_traffic(day, registers)
+            traffic = self._day_traffic(day, registers, part)
             publish, tie = sort_keys(traffic.messages)
             fresh = len(publish)
             # sorted a quarter of a day at a time, to keep the sort's memory small
@@ -851,4 +889,4 @@ def _empty_events() -> EventRows:
     return EventRows(dev=z32, ts=z64, type=z32, active=np.zeros(0, np.bool_), value=np.zeros(0))
 
 
-__all__ = ["MessageBatch", "WaterReadings", "World"]
+__all__ = ["MessageBatch", "Shard", "WaterReadings", "World"]

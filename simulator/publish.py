@@ -1,0 +1,447 @@
+"""Publishing simulated traffic to a broker: one paho-mqtt MQTT 5 client, QoS 1.
+
+The client's network loop runs in the calling thread (no paho thread): `publish` writes at
+once, and PUBACKs are read whenever the window of unacknowledged messages is full or the
+pacer waits. Nothing is dropped: at most `max_inflight` messages are unacknowledged (paho's
+16-bit message ids stall an uncapped publisher near 65,535), the broker's refusals are
+counted and reported, and the run ends only when every message has its PUBACK. A broken
+connection is re-established with the session kept, and paho sends the unacknowledged
+messages again (the ingester stores each reading once).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+import select
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.mqtt import BrokerAddress, new_client
+from lovekey.errors import PublishError
+from lovekey.redact import redact_url
+from simulator.scenario import Scenario
+from simulator.world import MessageBatch, World
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_INFLIGHT = 1000
+_KEEPALIVE_S = 30
+_SESSION_EXPIRY_S = 600          # the broker keeps our unacknowledged messages this long
+_RECONNECT_FOR_S = 60.0          # then give up
+_CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class PublishStats:
+    published: int = 0
+    acked: int = 0
+    refused: int = 0                 # PUBACK with a failure reason code
+    reconnects: int = 0
+    started: float = field(default_factory=time.monotonic)
+    simulated_ts: float = 0.0        # publish time of the last message sent
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.published / max(self.elapsed_s, 1e-9)
+
+
+class BrokerPublisher:
+    """`with BrokerPublisher(url) as pub: pub.publish(topic, payload)`; waits for PUBACKs on exit."""
+
+    def __init__(
+        self,
+        mqtt_url: str,
+        *,
+        client_id: str | None = None,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    ) -> None:
+        if not 1 <= max_inflight <= 65_000:
+            raise ValueError("max_inflight must be between 1 and 65,000")
+        self.url = mqtt_url
+        self.address = BrokerAddress.parse(mqtt_url)
+        self.client_id = client_id or f"lovekey-sim-{uuid.uuid4().hex[:8]}"
+        self.max_inflight = max_inflight
+        self.stats = PublishStats()
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._connect_error: str | None = None
+        self._last_misc = 0.0
+
+    def __repr__(self) -> str:
+        return f"BrokerPublisher({redact_url(self.url)!r}, client_id={self.client_id!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        client = new_client(self.address, self.client_id)
+        client.max_inflight_messages_set(0)  # our window caps; paho's own cap rescans per ack
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        try:
+            self._connect(first=True)
+        except BaseException:
+            self._client = None
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self._client = None
+            client.disconnect()
+
+    def _connect(self, *, first: bool) -> None:
+        client = self._client
+        assert client is not None
+        self._connected = False
+        self._connect_error = None
+        kwargs: dict[str, Any] = {}
+        if self.address.mqtt5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = _SESSION_EXPIRY_S
+            kwargs = {"clean_start": first, "properties": props}
+        try:
+            if first:
+                client.connect(self.address.host, self.address.port, _KEEPALIVE_S, **kwargs)
+            else:
+                client.reconnect()
+        except OSError as exc:
+            raise PublishError(f"cannot reach the broker at {redact_url(self.url)}: {exc}") from exc
+        deadline = time.monotonic() + _CONNECT_TIMEOUT_S
+        while not self._connected:
+            if self._connect_error:
+                raise PublishError(f"the broker refused the connection: {self._connect_error}")
+            if time.monotonic() > deadline:
+                raise PublishError(f"no CONNACK from {redact_url(self.url)} in {_CONNECT_TIMEOUT_S:g}s")
+            self._service(0.1)
+
+    def _reconnect(self) -> None:
+        """Back in touch with capped, jittered back-off; paho resends what was unacknowledged."""
+        deadline = time.monotonic() + _RECONNECT_FOR_S
+        delay = 0.1
+        while True:
+            try:
+                self._connect(first=False)
+                self.stats.reconnects += 1
+                log.warning("reconnected to the broker (%d unacknowledged messages resent)",
+                            self.stats.published - self.stats.acked)
+                return
+            except PublishError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise PublishError(
+                        f"lost the broker for {_RECONNECT_FOR_S:g}s with "
+                        f"{self.stats.published - self.stats.acked} messages unacknowledged: {exc}"
+                    ) from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self.stats.published - self.stats.acked
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        client = self._client
+        assert client is not None, "use BrokerPublisher in a with block"
+        while self.in_flight >= self.max_inflight:
+            self.pump(1.0)
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            # paho keeps the message and sends it once we are connected again
+            self.stats.published += 1
+            self._reconnect()
+            return
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise PublishError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
+        self.stats.published += 1
+
+    def pump(self, timeout_s: float) -> None:
+        """Read PUBACKs (and keep the connection alive) for up to `timeout_s`."""
+        if not self._service(timeout_s):
+            self._reconnect()
+
+    def wait_until(self, deadline: float) -> None:
+        """Serve the connection until `time.monotonic()` reaches `deadline`."""
+        while (left := deadline - time.monotonic()) > 0:
+            self.pump(min(left, 1.0))
+
+    def flush(self, timeout_s: float = 120.0) -> None:
+        """Return once every message published so far is acknowledged."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight > 0:
+            if time.monotonic() > deadline:
+                raise PublishError(f"{self.in_flight} messages unacknowledged after {timeout_s:g}s")
+            self.pump(0.5)
+        if self.stats.refused:
+            raise PublishError(f"the broker refused {self.stats.refused} messages (PUBACK failure)")
+
+    def _service(self, timeout_s: float) -> bool:
+        """One round of the network loop; False when the connection is gone."""
+        client = self._client
+        assert client is not None
+        sock = client.socket()
+        if sock is None:
+            return False
+        writing = [sock] if client.want_write() else []
+        try:
+            readable, writable, _ = select.select([sock], writing, [], max(timeout_s, 0.0))
+        except (OSError, ValueError):
+            return False
+        ok = mqtt.MQTT_ERR_SUCCESS
+        if readable and client.loop_read() != ok:
+            return False
+        if writable and client.loop_write() != ok:
+            return False
+        now = time.monotonic()
+        if now - self._last_misc >= 1.0:
+            self._last_misc = now
+            if client.loop_misc() != ok:
+                return False
+        return client.socket() is not None
+
+    # -- paho callbacks (called from loop_read in this thread) -----------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            self._connect_error = str(reason)
+        else:
+            self._connected = True
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self._connected = False
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        self.stats.acked += 1
+        if getattr(reason, "is_failure", False):
+            self.stats.refused += 1
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """When to send.
+
+    `speed`: simulated seconds per wall second (None: as fast as the broker takes it); a
+    message simulated at `sim_origin + x` is due at wall-clock time `wall_origin + x / speed`.
+    `max_rate`: at most this many messages per second (None: no cap).
+    """
+
+    speed: float | None = None
+    max_rate: float | None = None
+    sim_origin: float = 0.0
+    wall_origin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.speed is not None and self.speed <= 0:
+            raise ValueError("speed must be positive")
+        if self.max_rate is not None and self.max_rate <= 0:
+            raise ValueError("max_rate must be positive")
+
+
+def publish_batches(
+    batches: Iterable[MessageBatch],
+    publisher: BrokerPublisher,
+    *,
+    topic_prefix: str,
+    pacing: Pacing = Pacing(),
+    on_progress: Callable[[PublishStats], None] | None = None,
+    progress_every_s: float = 0.25,
+) -> PublishStats:
+    """Publish every message of `batches` under `topic_prefix`, paced; returns the stats."""
+    prefix = topic_prefix.rstrip("/") + "/"
+    stats = publisher.stats
+    stats.started = time.monotonic()
+    next_report = stats.started
+    for batch in batches:
+        topics = [prefix + t for t in batch.topics]
+        if pacing.speed is None and pacing.max_rate is None:
+            for topic, payload, retain in zip(topics, batch.payloads, batch.retain, strict=True):
+                publisher.publish(topic, payload, retain=retain)
+        else:
+            for topic, payload, at, retain in zip(topics, batch.payloads, batch.publish_ts,
+                                                  batch.retain, strict=True):
+                now = time.monotonic()
+                due = now
+                if pacing.speed is not None:
+                    wall_due = pacing.wall_origin + (at - pacing.sim_origin) / pacing.speed
+                    due += wall_due - time.time()
+                if pacing.max_rate is not None:
+                    due = max(due, stats.started + stats.published / pacing.max_rate)
+                if due > now:
+                    publisher.wait_until(due)
+                publisher.publish(topic, payload, retain=retain)
+                stats.simulated_ts = at
+                if on_progress is not None and now >= next_report:
+                    next_report = now + progress_every_s
+                    on_progress(stats)
+        if batch.publish_ts:
+            stats.simulated_ts = batch.publish_ts[-1]
+        if on_progress is not None and time.monotonic() >= next_report:
+            next_report = time.monotonic() + progress_every_s
+            on_progress(stats)
+    publisher.flush()
+    if on_progress is not None:
+        on_progress(stats)
+    return stats
+
+
+# -- publishing a world, in one process or several -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a publishing process needs to rebuild the world and send its shard (picklable)."""
+
+    scenario: Scenario
+    residents: int
+    seed: int
+    start: datetime
+    days: float
+    mqtt_url: str
+    topic_prefix: str
+    max_inflight: int
+    pacing: Pacing
+    shard: tuple[int, int] = (0, 1)
+    client_id: str = ""
+
+    def world(self) -> World:
+        return World.build(self.scenario, residents=self.residents, seed=self.seed,
+                           start=self.start, days=self.days)
+
+    def run(self, on_progress: Callable[[PublishStats], None] | None = None) -> PublishStats:
+        world = self.world()
+        client_id = self.client_id or None
+        with BrokerPublisher(self.mqtt_url, client_id=client_id,
+                             max_inflight=self.max_inflight) as publisher:
+            return publish_batches(world.message_batches(shard=self.shard), publisher,
+                                   topic_prefix=self.topic_prefix, pacing=self.pacing,
+                                   on_progress=on_progress)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Totals over all publishing processes."""
+
+    published: int
+    acked: int
+    simulated_ts: float   # the earliest of the processes' simulated clocks
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.published / max(self.elapsed_s, 1e-9)
+
+
+def publish_world(
+    job: Job,
+    *,
+    processes: int = 1,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Progress:
+    """Publish `job`'s world, split by gateway over `processes` processes (each one client).
+
+    One Python process with paho sends some 20,000 QoS 1 messages/s on this kind of
+    machine; a second process on the second core is how a load test gets past that.
+    """
+    started = time.monotonic()
+    if processes == 1:
+        def report(stats: PublishStats) -> None:
+            if on_progress is not None:
+                on_progress(Progress(stats.published, stats.acked, stats.simulated_ts,
+                                     time.monotonic() - started))
+
+        stats = job.run(report)
+        return Progress(stats.published, stats.acked, stats.simulated_ts,
+                        time.monotonic() - started)
+    return _publish_in_processes(job, processes, on_progress, started)
+
+
+def _publish_in_processes(
+    job: Job, processes: int, on_progress: Callable[[Progress], None] | None, started: float
+) -> Progress:
+    context = multiprocessing.get_context("spawn")
+    counters = context.Array("d", 3 * processes, lock=False)  # published, acked, sim ts
+    errors = context.Queue(maxsize=processes)
+    rate = None if job.pacing.max_rate is None else job.pacing.max_rate / processes
+    base_id = job.client_id or f"lovekey-sim-{uuid.uuid4().hex[:8]}"
+    workers = []
+    for k in range(processes):
+        part = replace(job, shard=(k, processes), client_id=f"{base_id}-{k}",
+                       pacing=replace(job.pacing, max_rate=rate))
+        worker = context.Process(target=_work, args=(part, counters, k, errors),
+                                 name=f"lovekey-sim-{k}", daemon=True)
+        worker.start()
+        workers.append(worker)
+
+    def totals() -> Progress:
+        values = list(counters)
+        clocks = [values[3 * k + 2] for k in range(processes) if values[3 * k + 2] > 0]
+        return Progress(int(sum(values[0::3])), int(sum(values[1::3])),
+                        min(clocks) if clocks else 0.0, time.monotonic() - started)
+
+    try:
+        while any(w.is_alive() for w in workers):
+            for w in workers:
+                w.join(timeout=0.25 / processes)
+            if on_progress is not None:
+                on_progress(totals())
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+                w.join()
+    problems = []
+    while not errors.empty():
+        problems.append(errors.get_nowait())
+    failed = [w.name for w in workers if w.exitcode != 0]
+    if problems or failed:
+        raise PublishError("; ".join(problems) or f"publishing processes failed: {', '.join(failed)}")
+    result = totals()
+    if on_progress is not None:
+        on_progress(result)
+    return result
+
+
+def _work(job: Job, counters: Any, slot: int, errors: Any) -> None:
+    """A publishing process: its shard, its own client; counters for the parent's progress."""
+    def report(stats: PublishStats) -> None:
+        counters[3 * slot] = stats.published
+        counters[3 * slot + 1] = stats.acked
+        counters[3 * slot + 2] = stats.simulated_ts
+
+    try:
+        job.run(report)
+    except BaseException as exc:  # the parent reports it; the exit code says it failed
+        errors.put(f"shard {slot}: {exc}")
+        raise SystemExit(1) from exc
