@@ -681,9 +681,13 @@ class World:
     # -- the public traffic views -------------------------------------------------------------
 
     def water_readings(self, start: datetime | None = None, end: datetime | None = None) -> WaterReadings:
-        """Meter values whose `ts` is in [start, end), as the platform receives them."""
-        a = self.start_s if start is None else _epoch_s(start)
-        b = self.end_s if end is None else _epoch_s(end)
+        """Meter values whose `ts` is in [start, end), as the platform receives them.
+
+        Without `start`/`end`: every value sent during the simulation (a meter clock a few
+        seconds fast or slow can stamp one just outside the span).
+        """
+        a = -(1 << 62) if start is None else _epoch_s(start)
+        b = 1 << 62 if end is None else _epoch_s(end)
         registers = self._fresh_registers()
         parts: list[tuple[WaterRows, I64]] = []
         everything = Shard.of(self.population, 0, 1)
@@ -691,6 +695,8 @@ class World:
             if _day_start(day) >= b + DAY_S:
                 break
             traffic = self._day_traffic(day, registers, everything)
+            if _day_start(day) + 2 * DAY_S < a:
+                continue  # the registers carry on; nothing of this day is asked for
             msgs = traffic.messages
             water = np.nonzero((msgs.mtype == WATER) | (msgs.mtype == WATER_BATCH))[0]
             # a duplicate is one value received twice: keep the first arrival
