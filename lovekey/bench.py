@@ -15,7 +15,9 @@ from config import Settings
 BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line description)
     "registry": ("devices.bench:main", "import a district registry (40,000 residents)"),
+    "ingest": ("ingest.bench:main", "MQTT readings into the database: rows/s, latency, memory"),
     "console": ("web.bench:main", "console pages p95 over a district of readings (40,000 residents)"),
+    "simulate": ("simulator.bench:main", "simulate a district: readings/s, memory, publish msg/s"),
 }
 
 
