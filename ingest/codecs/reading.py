@@ -11,7 +11,7 @@ from typing import Any
 
 from ingest import reasons
 from ingest.codecs import DecodeContext, Topic, register
-from ingest.codecs._fields import check_device_id, load_object, number, timestamp
+from ingest.codecs._fields import check_device_id, checked, load_object, timestamp
 from ingest.messages import DecodedMessage, Reading, SensorReading, WaterReading
 from lovekey.errors import PayloadError
 
@@ -22,9 +22,6 @@ MAX_BATTERY_V = 100.0
 MAX_SMOKE = 1e6             # device-specific scale, kept within float4
 MIN_TEMPERATURE_C, MAX_TEMPERATURE_C = -100.0, 300.0
 MAX_SEQ = 2**63 - 1
-
-_WATER_FIELDS = ("total_l", "total_m3")
-_SENSOR_FIELDS = ("gas_lel_pct", "smoke", "temperature_c")
 
 
 def decode_reading(topic: Topic, payload: bytes, context: DecodeContext) -> DecodedMessage:
@@ -56,41 +53,41 @@ def decode_reading(topic: Topic, payload: bytes, context: DecodeContext) -> Deco
 
 
 def _row(row: dict[str, Any], topic: Topic, context: DecodeContext) -> Reading:
+    # the hot path of ingest: each field is looked up once
     ts = timestamp(row, context)
-    battery_v = number(row, "battery_v", 0.0, MAX_BATTERY_V)
-    total_l = number(row, "total_l", 0.0, MAX_TOTAL_L)
-    total_m3 = number(row, "total_m3", 0.0, MAX_TOTAL_L / 1000)
+    get = row.get
+    battery_v = checked(get("battery_v"), "battery_v", 0.0, MAX_BATTERY_V)
+    total_l = checked(get("total_l"), "total_l", 0.0, MAX_TOTAL_L)
+    total_m3 = get("total_m3")
+    gas, smoke, temperature = get("gas_lel_pct"), get("smoke"), get("temperature_c")
     if total_m3 is not None:
         if total_l is not None:
             raise PayloadError(reasons.BAD_VALUE, "give total_l or total_m3, not both")
-        total_l = total_m3 * 1000.0
+        total_l = 1000.0 * (checked(total_m3, "total_m3", 0.0, MAX_TOTAL_L / 1000) or 0.0)
     if total_l is not None:
-        if any(row.get(name) is not None for name in _SENSOR_FIELDS):
+        if gas is not None or smoke is not None or temperature is not None:
             raise PayloadError(reasons.BAD_VALUE, "a reading is either a meter's or a sensor's")
         return WaterReading(
-            ts=ts,
-            total_l=total_l,
-            flow_lpm=number(row, "flow_lpm", 0.0, MAX_FLOW_LPM),
-            battery_v=battery_v,
-            seq=_seq(row),
+            ts, total_l, checked(get("flow_lpm"), "flow_lpm", 0.0, MAX_FLOW_LPM), battery_v,
+            _seq(get("seq")),
         )
-    gas = number(row, "gas_lel_pct", 0.0, 100.0)
-    smoke = number(row, "smoke", 0.0, MAX_SMOKE)
-    temperature = number(row, "temperature_c", MIN_TEMPERATURE_C, MAX_TEMPERATURE_C)
     if gas is None and smoke is None and temperature is None and battery_v is None:
         raise PayloadError(
             reasons.MISSING_FIELD, "total_l (or total_m3), or a sensor value, or battery_v"
         )
     return SensorReading(
-        ts=ts, gas_lel_pct=gas, smoke=smoke, temperature_c=temperature, battery_v=battery_v
+        ts,
+        checked(gas, "gas_lel_pct", 0.0, 100.0),
+        checked(smoke, "smoke", 0.0, MAX_SMOKE),
+        checked(temperature, "temperature_c", MIN_TEMPERATURE_C, MAX_TEMPERATURE_C),
+        battery_v,
     )
 
 
-def _seq(row: dict[str, Any]) -> int | None:
-    value = row.get("seq")
+def _seq(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+    if type(value) is not int or not 0 <= value <= MAX_SEQ:
         raise PayloadError(reasons.BAD_VALUE, f"seq must be a non-negative integer, got {value!r}")
     return value
 

@@ -1,0 +1,468 @@
+"""`lovekey bench ingest`: readings through the real broker into the real database.
+
+A district's meters (40,000 by default) are registered in a scratch database; `lovekey
+ingest` runs as its own process; this process publishes a mix of single readings and
+batches at QoS 1 (in-flight capped) and measures:
+
+- stored rows/s, from the ingester's own commit counters (its metrics endpoint);
+- publish-to-commit latency, p50/p99: one message in `--probe-every` is a probe, and a
+  poller looks for its reading in the database every 20 ms (so figures include up to
+  20 ms of polling);
+- the ingester's peak resident memory (VmHWM).
+
+Phases: a fixed rate (`--rate`, default 5,000 readings/s), then as fast as the publisher
+goes (`max`), then optionally the drain of a backlog published while the ingester was
+stopped (`--backlog`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import orjson
+import psycopg
+from psycopg import sql
+
+from config import Settings
+from ingest.broker import find_mosquitto, free_port, start_mosquitto
+from ingest.testing import Publisher, wait_for
+from storage import connect, database_url, migrate
+
+# message shapes: (readings per message, minutes between them) — a minute meter's single
+# reading, an hourly NB-IoT report of 15-minute frozen values, a daily report of hours
+SHAPES = ((1, 1), (4, 15), (24, 60))
+POLL_S = 0.02
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    parser = argparse.ArgumentParser(prog="lovekey bench ingest", description=__doc__)
+    parser.add_argument("--devices", type=int, default=40_000)
+    parser.add_argument("--gateways", type=int, default=200)
+    parser.add_argument("--mix", default="0.6,0.3,0.1",
+                        help="share of messages that are singles, 4-reading and 24-reading"
+                        " batches (default 0.6,0.3,0.1)")
+    parser.add_argument("--rate", type=float, default=5000.0, help="readings/s of the fixed phase")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
+    parser.add_argument("--backlog", type=int, default=0,
+                        help="also time the drain of this many readings published while"
+                        " the ingester is stopped")
+    parser.add_argument("--max-inflight", type=int, default=2000)
+    parser.add_argument("--probe-every", type=int, default=20)
+    parser.add_argument("--phases", default="fixed,max", help="which of fixed,max to run")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--profile", metavar="SVG",
+                        help="record the ingester with py-spy into this flame graph")
+    args = parser.parse_args(argv)
+    mix = np.array([float(x) for x in args.mix.split(",")])
+    if mix.size != len(SHAPES) or mix.min() < 0 or mix.sum() <= 0:
+        parser.error("--mix takes three non-negative shares")
+
+    with ExitStack() as stack:
+        server_url = stack.enter_context(database_url(settings))
+        db = stack.enter_context(_scratch_database(server_url, keep=args.keep))
+        mqtt_url = settings.mqtt_url
+        if mqtt_url is None:
+            binary = find_mosquitto()
+            if binary is None:
+                print("lovekey bench ingest needs mosquitto (or LOVEKEY_MQTT_URL)", file=sys.stderr)
+                return 1
+            scratch_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            mqtt_url = stack.enter_context(start_mosquitto(binary, scratch_dir / "mosquitto"))
+        keys = _register(db, args.devices, args.gateways)
+        load = Load(keys, mix / mix.sum(), gateways=args.gateways,
+                    prefix=f"lkbench/{uuid.uuid4().hex[:8]}", probe_every=args.probe_every)
+        ingester = IngesterProcess(db, mqtt_url, load.prefix, settings)
+        print(f"devices={args.devices} gateways={args.gateways} mix={args.mix}"
+              f" (mean {load.mean_readings:.2f} readings/message) max_inflight={args.max_inflight}")
+        with Publisher(mqtt_url, max_inflight=args.max_inflight) as publisher, \
+                Prober(db) as prober:
+            with ingester.running(profile=args.profile):
+                ingester.wait_ready(publisher, load)
+                results = []
+                if "fixed" in args.phases:
+                    load.run(publisher, prober, ingester, rate=args.rate, seconds=3.0,
+                             label="warm-up")
+                    results.append(load.run(publisher, prober, ingester, rate=args.rate,
+                                            seconds=args.seconds, label="fixed"))
+                if "max" in args.phases:
+                    results.append(load.run(publisher, prober, ingester, rate=None,
+                                            seconds=args.seconds, label="max"))
+                ingester.catch_up(load)
+                peak_mb = ingester.peak_rss_mb()
+                counters = ingester.counters()
+            if args.backlog:
+                results.append(_drain(args.backlog, load, publisher, ingester))
+                peak_mb = max(peak_mb, ingester.last_peak_mb)
+        for result in results:
+            print(result.line())
+        print(f"ingester peak RSS: {peak_mb:.0f} MB")
+        print("ingester counters: " + " ".join(f"{k}={v:g}" for k, v in sorted(counters.items())))
+    return 0
+
+
+@dataclass
+class PhaseResult:
+    label: str
+    seconds: float
+    published_readings: int
+    published_messages: int
+    stored_rows: float
+    latencies_s: list[float] = field(default_factory=list)
+    ingester_cpu_s: float = 0.0
+    publisher_cpu_s: float = 0.0
+    note: str = ""
+
+    def line(self) -> str:
+        stored_rate = self.stored_rows / self.seconds
+        if self.label == "backlog":
+            text = (
+                f"{self.label:>7}: {self.published_readings:,} readings in"
+                f" {self.published_messages:,} messages; stored {stored_rate:,.0f} rows/s"
+                f" over {self.seconds:.1f}s"
+            )
+        else:
+            text = (
+                f"{self.label:>7}: published {self.published_readings / self.seconds:,.0f}"
+                f" readings/s ({self.published_messages / self.seconds:,.0f} msg/s); stored"
+                f" {stored_rate:,.0f} rows/s over {self.seconds:.1f}s"
+            )
+        if self.latencies_s:
+            lat = np.asarray(self.latencies_s)
+            text += (
+                f"; publish-to-commit p50 {np.percentile(lat, 50) * 1000:,.0f} ms,"
+                f" p99 {np.percentile(lat, 99) * 1000:,.0f} ms (n={lat.size})"
+            )
+        text += f"; CPU: ingester {self.ingester_cpu_s / self.seconds:.0%}"
+        if self.publisher_cpu_s:
+            text += f", publisher {self.publisher_cpu_s / self.seconds:.0%}"
+        return text + (f" {self.note}" if self.note else "")
+
+
+class Load:
+    """Each device has one message shape and its own clock, so every reading is distinct."""
+
+    def __init__(
+        self, keys: dict[str, int], mix: np.ndarray, *, gateways: int, prefix: str,
+        probe_every: int,
+    ) -> None:
+        self.prefix = prefix
+        self.probe_every = probe_every
+        self.devices = sorted(keys)
+        self.keys = keys
+        rng = np.random.default_rng(1)
+        self.shape = rng.choice(len(SHAPES), size=len(self.devices), p=mix)
+        self.mean_readings = float(sum(SHAPES[s][0] * p for s, p in enumerate(mix)))
+        # clocks start in the past and move forward by each device's own interval
+        origin = datetime.now(UTC) - timedelta(days=30)
+        self.clock = [origin + timedelta(seconds=int(i) % 3600) for i in range(len(self.devices))]
+        self.next = 0
+        # WM-000042 is registered to GW-(42 % gateways), see _register
+        self.topics = [
+            f"{prefix}/GW-{int(d[3:]) % gateways:04d}/{d}/reading" for d in self.devices
+        ]
+
+    def message(self) -> tuple[str, bytes, int, tuple[int, datetime]]:
+        """(topic, payload, readings, (device key, ts of its last reading))."""
+        i = self.next
+        self.next = (i + 1) % len(self.devices)
+        count, step_min = SHAPES[self.shape[i]]
+        step = timedelta(minutes=step_min)
+        first = self.clock[i]
+        self.clock[i] = first + count * step
+        base = 1000.0 + (first.timestamp() % 10_000_000) / 1000
+        if count == 1:
+            body: dict[str, object] = {
+                "ts": first.isoformat(), "total_l": base, "flow_lpm": 0.5, "battery_v": 3.6
+            }
+        else:
+            body = {"readings": [
+                {"ts": (first + n * step).isoformat(), "total_l": base + n * 0.25}
+                for n in range(count)
+            ]}
+        last = first + (count - 1) * step
+        return self.topics[i], orjson.dumps(body), count, (self.keys[self.devices[i]], last)
+
+    def run(
+        self, publisher: Publisher, prober: Prober, ingester: IngesterProcess, *,
+        rate: float | None, seconds: float, label: str,
+    ) -> PhaseResult:
+        stored_before = ingester.stored()
+        prober.label = label
+        readings = messages = 0
+        cpu_before = ingester.cpu_s(), _own_cpu_s()
+        started = time.monotonic()
+        deadline = started + seconds
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if rate is not None and readings > rate * (now - started):
+                time.sleep(min(0.005, readings / rate - (now - started)))
+                continue
+            topic, payload, count, probe = self.message()
+            publisher.publish(topic, payload)
+            if messages % self.probe_every == 0:
+                prober.expect(probe, time.monotonic())
+            readings += count
+            messages += 1
+        elapsed = time.monotonic() - started
+        stored = ingester.stored() - stored_before
+        ingester_cpu, own_cpu = ingester.cpu_s() - cpu_before[0], _own_cpu_s() - cpu_before[1]
+        prober.wait_all(timeout_s=120)
+        return PhaseResult(
+            label, elapsed, readings, messages, stored, prober.latencies(label),
+            ingester_cpu_s=ingester_cpu, publisher_cpu_s=own_cpu,
+        )
+
+
+class Prober:
+    """Finds probe readings in the database as soon as they are committed."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.label = ""
+        self._pending: dict[tuple[int, datetime], tuple[str, float]] = {}
+        self._found: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="bench-prober")
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def expect(self, probe: tuple[int, datetime], published_mono: float) -> None:
+        with self._lock:
+            self._pending[probe] = (self.label, published_mono)
+
+    def latencies(self, label: str) -> list[float]:
+        with self._lock:
+            return list(self._found.get(label, []))
+
+    def wait_all(self, timeout_s: float) -> None:
+        wait_for(lambda: not self._pending, timeout_s=timeout_s, interval_s=0.05)
+
+    def _poll(self) -> None:
+        with psycopg.connect(self.db, autocommit=True) as conn:
+            while not self._stop.wait(POLL_S):
+                with self._lock:
+                    pending = list(self._pending)
+                if not pending:
+                    continue
+                rows = conn.execute(
+                    "SELECT w.device_key, w.ts FROM water_reading w"
+                    " JOIN unnest(%s::int4[], %s::timestamptz[]) AS p(key, ts)"
+                    " ON w.device_key = p.key AND w.ts = p.ts",
+                    ([k for k, _ in pending], [t for _, t in pending]),
+                ).fetchall()
+                seen = time.monotonic()
+                with self._lock:
+                    for row in rows:
+                        label, published = self._pending.pop((row[0], row[1]))
+                        self._found.setdefault(label, []).append(seen - published)
+
+
+class IngesterProcess:
+    """`python -m lovekey ingest` on the scratch database, with a metrics port to read."""
+
+    def __init__(self, db: str, mqtt_url: str, prefix: str, settings: Settings) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "LOVEKEY_DATABASE_URL": db,
+            "LOVEKEY_MQTT_URL": mqtt_url,
+            "LOVEKEY_MQTT__TOPIC_PREFIX": prefix,
+            "LOVEKEY_MQTT__CLIENT_ID": "lovekey-bench-" + prefix.rsplit("/", 1)[-1],
+            "LOVEKEY_MQTT__SESSION_EXPIRY_S": "600",
+            "LOVEKEY_INGEST__METRICS_PORT": str(self.port),
+            "LOVEKEY_INGEST__SUMMARY_INTERVAL_S": "10",
+            "LOVEKEY_LOG_LEVEL": "INFO",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.profiling = False
+        self.last_peak_mb = 0.0
+
+    @contextmanager
+    def running(self, *, profile: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+        command = [sys.executable, "-m", "lovekey", "ingest"]
+        self.profiling = bool(profile)
+        if profile:
+            spy = Path(sys.executable).with_name("py-spy")
+            # .txt: collapsed stacks (for reading); anything else: a flame graph SVG
+            kind = "raw" if profile.endswith(".txt") else "flamegraph"
+            command = [str(spy) if spy.exists() else "py-spy", "record", "-o", profile,
+                       "--format", kind, "--threads", "--gil", "--subprocesses", "--", *command]
+        with subprocess.Popen(command, env=self.env) as process:
+            self.process = process
+            try:
+                yield process
+            finally:
+                self.last_peak_mb = self.peak_rss_mb()
+                # stop the ingester itself: under py-spy, the profile is written when it ends
+                pid = self._ingest_pid()
+                if pid is not None:
+                    os.kill(pid, signal.SIGTERM)
+                else:
+                    process.terminate()
+                try:
+                    process.wait(60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                self.process = None
+
+    def wait_ready(self, publisher: Publisher, load: Load) -> None:
+        def up() -> bool:
+            try:
+                return self.stored() >= 0
+            except OSError:
+                return False
+
+        wait_for(up, timeout_s=60, interval_s=0.2)
+        before = self.stored()
+        topic, payload, count, _ = load.message()
+        publisher.publish(topic, payload)
+        wait_for(lambda: self.stored() >= before + count, timeout_s=60, interval_s=0.1)
+
+    def counters(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            match = re.match(r"^lovekey_ingest_(\w+?)(?:_total)?(\{[^}]*\})? ([0-9.e+-]+)$", line)
+            if match and "bucket" not in match[1]:
+                out[match[1] + (match[2] or "")] = float(match[3])
+        return out
+
+    def stored(self) -> float:
+        return sum(v for k, v in self.counters().items() if k.startswith("stored_rows"))
+
+    def catch_up(self, load: Load) -> None:
+        wait_for(lambda: self.counters().get("pending_messages", 1) == 0, timeout_s=300)
+
+    def peak_rss_mb(self) -> float:
+        pid = self._ingest_pid()
+        if pid is None:
+            return self.last_peak_mb
+        status = Path(f"/proc/{pid}/status").read_text()
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(match[1]) / 1024 if match else 0.0
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the ingester has used so far."""
+        pid = self._ingest_pid()
+        if pid is None:
+            return 0.0
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _ingest_pid(self) -> int | None:
+        if self.process is None:
+            return None
+        if not self.profiling:
+            return self.process.pid
+        # under py-spy the ingester is its child
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        kids = children.read_text().split() if children.exists() else []
+        return int(kids[0]) if kids else None
+
+
+def _drain(
+    readings: int, load: Load, publisher: Publisher, ingester: IngesterProcess
+) -> PhaseResult:
+    """Publish a backlog while the ingester is down, then time how fast it is written.
+
+    The clock starts at the first commit, so start-up is not counted; the publisher is
+    idle meanwhile, so this is the ingester's own pace with broker and database.
+    """
+    published = messages = 0
+    while published < readings:
+        topic, payload, count, _ = load.message()
+        publisher.publish(topic, payload)
+        published += count
+        messages += 1
+    publisher.flush(timeout_s=600)
+    with ingester.running():
+        wait_for(lambda: _stored_or_zero(ingester) > 0, timeout_s=120, interval_s=0.01)
+        started, stored_first, cpu_first = time.monotonic(), ingester.stored(), ingester.cpu_s()
+        wait_for(lambda: ingester.stored() >= published, timeout_s=900, interval_s=0.05)
+        elapsed = time.monotonic() - started
+        stored, cpu = ingester.stored() - stored_first, ingester.cpu_s() - cpu_first
+    return PhaseResult("backlog", elapsed, published, messages, stored,
+                       ingester_cpu_s=cpu, note="(drained from the broker, publisher idle)")
+
+
+def _stored_or_zero(ingester: IngesterProcess) -> float:
+    try:
+        return ingester.stored()
+    except OSError:
+        return 0.0
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _register(db: str, devices: int, gateways: int) -> dict[str, int]:
+    with connect(db) as conn:
+        conn.execute(
+            "INSERT INTO gateway (id) SELECT 'GW-' || lpad(g::text, 4, '0')"
+            " FROM generate_series(0, %s - 1) AS g", (gateways,),
+        )
+        conn.execute(
+            "INSERT INTO household (id) SELECT 'H-' || lpad(i::text, 6, '0')"
+            " FROM generate_series(0, %s - 1) AS i", (devices,),
+        )
+        conn.execute(
+            "INSERT INTO device (id, kind, household_id, gateway_id, report_interval_s)"
+            " SELECT 'WM-' || lpad(i::text, 6, '0'), 'water_meter', 'H-' || lpad(i::text, 6, '0'),"
+            "        'GW-' || lpad((i %% %s)::text, 4, '0'), 60"
+            " FROM generate_series(0, %s - 1) AS i", (gateways, devices),
+        )
+        rows = conn.execute("SELECT id, key FROM device").fetchall()
+        conn.commit()
+    return {row[0]: row[1] for row in rows}
+
+
+@contextmanager
+def _scratch_database(server_url: str, *, keep: bool) -> Iterator[str]:
+    name = f"lk_bench_ingest_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urlsplit(server_url)
+    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+    try:
+        with connect(url, autocommit=True) as conn:
+            from config import load_settings
+
+            migrate(conn, load_settings(environ={}).storage)
+        yield url
+    finally:
+        if keep:
+            print(f"kept scratch database {name}")
+        else:
+            with psycopg.connect(server_url, autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
