@@ -1,7 +1,14 @@
 """MQTT ingest: readings, events and gateway status into PostgreSQL, each stored once.
 
-`decode_message` is the pure codec entry (the simulator validates its messages with it).
+`decode_message` is the pure codec entry (the simulator validates its messages with it);
+`Ingester` is the service (`with Ingester(settings, db_url, mqtt_url) as i: i.run(stop)`),
+and `broker_url` gives the broker of the embedded default. The last two are imported on
+first use, so decoding does not pull in paho-mqtt and psycopg.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ingest.codecs import decode_message
 from ingest.messages import (
@@ -14,13 +21,31 @@ from ingest.messages import (
 )
 from ingest.reasons import REASONS
 
+if TYPE_CHECKING:
+    from ingest.broker import broker_url
+    from ingest.ingester import Ingester
+
 __all__ = [
     "EVENT_TYPES",
     "REASONS",
     "DecodedMessage",
     "DeviceEvent",
+    "Ingester",
     "Reading",
     "SensorReading",
     "WaterReading",
+    "broker_url",
     "decode_message",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Ingester":
+        from ingest.ingester import Ingester
+
+        return Ingester
+    if name == "broker_url":
+        from ingest.broker import broker_url
+
+        return broker_url
+    raise AttributeError(f"module 'ingest' has no attribute {name!r}")
