@@ -68,9 +68,10 @@ async def me(session: SignedIn) -> JSONBody:
 
 @router.get("/alerts")
 async def alerts(conn: Conn, session: SignedIn, kind: str | None = None,
+                 offset: Annotated[int, Query(ge=0)] = 0,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> JSONBody:
-    rows = await queries.alert_queue(conn, session.staff.scope, kind=kind, limit=limit)
-    return JSONBody({"alerts": rows})
+    rows = await queries.alert_queue(conn, session.staff.scope, kind=kind, offset=offset, limit=limit)
+    return JSONBody({"alerts": rows, "offset": offset, "limit": limit})
 
 
 @router.get("/alerts/{alert_id}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import random
 import re
 import statistics
@@ -60,8 +61,11 @@ def main(argv: list[str], settings: Settings) -> int:
                 now = _data_end(scratch)
             describe(scratch)
             show_chart_plan(scratch, now)
+            load_before = os.getloadavg()[0]
             results = measure(settings, scratch, now=now, requests=args.requests)
             report(results)
+            print(f"machine load average (1 min) before/after measuring: {load_before:.2f} /"
+                  f" {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         finally:
             if args.keep or args.database:
                 print(f"kept database {name}: lovekey bench console --database {name}")

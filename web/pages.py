@@ -186,9 +186,22 @@ def _set_cookie(
 # ------------------------------------------------------------------------------ the queue
 
 @router.get("/queue", name="queue")
-async def queue(request: Request, conn: Conn, session: SignedIn, kind: str | None = None) -> Response:
-    alerts = await queries.alert_queue(conn, session.staff.scope, kind=kind or None)
-    return render(request, "queue.html", {"alerts": alerts, "kind": kind}, session=session)
+async def queue(
+    request: Request, conn: Conn, session: SignedIn, kind: str | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> Response:
+    kind = kind or None
+    scope = session.staff.scope
+    alerts = await queries.alert_queue(conn, scope, kind=kind, offset=(page - 1) * PAGE_SIZE,
+                                       limit=PAGE_SIZE)
+    counts = await queries.alert_counts(conn, scope, kind=kind)
+    total = sum(counts.values())
+    return render(
+        request, "queue.html",
+        {"alerts": alerts, "kind": kind, "counts": counts, "total": total, "page": page,
+         "first": (page - 1) * PAGE_SIZE + 1, "more": page * PAGE_SIZE < total},
+        session=session,
+    )
 
 
 @router.get("/queue/{alert_id}", name="alert_page")

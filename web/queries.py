@@ -59,7 +59,7 @@ async def _one(conn: Conn, query: Query, params: Params) -> dict[str, Any] | Non
 # ---------------------------------------------------------------------------------- alerts
 
 async def alert_queue(
-    conn: Conn, scope: Scope, *, kind: str | None = None, limit: int = 200
+    conn: Conn, scope: Scope, *, kind: str | None = None, offset: int = 0, limit: int = 200
 ) -> list[dict[str, Any]]:
     """Unresolved alerts in scope by urgency: tier, not yet acknowledged first, oldest first;
     with the escalation state from the outbox (who was told, when, how many rounds)."""
@@ -83,19 +83,22 @@ async def alert_queue(
         WHERE a.status <> 'resolved' AND {visible}
           AND (%(kind)s::text IS NULL OR a.kind = %(kind)s::text)
         ORDER BY tier, a.status = 'acknowledged', a.opened_at, a.id
-        LIMIT %(limit)s
+        OFFSET %(offset)s LIMIT %(limit)s
         """
     ).format(tier=_TIER, joins=ALERT_HOUSEHOLD_JOINS, visible=scope.alert("a", "h"))
-    return await _rows(conn, query, {**scope.params, "kind": kind, "limit": limit})
+    params = {**scope.params, "kind": kind, "offset": offset, "limit": limit}
+    return await _rows(conn, query, params)
 
 
-async def alert_counts(conn: Conn, scope: Scope) -> dict[str, int]:
-    """Unresolved alerts in scope per urgency tier (for the navigation badge)."""
+async def alert_counts(conn: Conn, scope: Scope, *, kind: str | None = None) -> dict[int, int]:
+    """Unresolved alerts in scope per urgency tier."""
     query = sql.SQL(
         "SELECT {tier} AS tier, count(*) AS n FROM alert a {joins}"
-        " WHERE a.status <> 'resolved' AND {visible} GROUP BY 1"
+        " WHERE a.status <> 'resolved' AND {visible}"
+        " AND (%(kind)s::text IS NULL OR a.kind = %(kind)s::text) GROUP BY 1"
     ).format(tier=_TIER, joins=ALERT_HOUSEHOLD_JOINS, visible=scope.alert("a", "h"))
-    return {str(r["tier"]): int(r["n"]) for r in await _rows(conn, query, scope.params)}
+    rows = await _rows(conn, query, {**scope.params, "kind": kind})
+    return {int(r["tier"]): int(r["n"]) for r in rows}
 
 
 async def alert_detail(conn: Conn, scope: Scope, alert_id: int) -> dict[str, Any] | None:
@@ -319,34 +322,31 @@ async def device_health(
         ).format(silent=_SILENT, visible=scope.household("h")),
         params,
     )
-    silent = await _rows(
+    # both lists in one pass over the devices: only flagged ones are ranked, each list capped
+    flagged = await _rows(
         conn,
         sql.SQL(
             """
-            SELECT d.id, d.kind, d.gateway_id, d.last_seen, d.report_interval_s, d.battery_v,
-                   d.resident_id, h.community_id, h.grid_id, h.address
-            FROM device d JOIN household h ON h.id = d.household_id
-            WHERE d.kind = 'water_meter' AND {silent} AND {visible}
-            ORDER BY d.last_seen NULLS FIRST, d.id
-            LIMIT %(limit)s
+            SELECT * FROM (
+                SELECT d.id, d.kind, d.gateway_id, d.last_seen, d.report_interval_s, d.battery_v,
+                       d.resident_id, h.community_id, h.grid_id, h.address, f.silent, f.low,
+                       row_number() OVER (PARTITION BY f.silent
+                                          ORDER BY d.last_seen NULLS FIRST, d.id) AS silent_rank,
+                       row_number() OVER (PARTITION BY f.low ORDER BY d.battery_v, d.id) AS low_rank
+                FROM device d JOIN household h ON h.id = d.household_id
+                CROSS JOIN LATERAL (
+                    SELECT d.kind = 'water_meter' AND {silent} AS silent,
+                           coalesce(d.battery_v < %(low)s, false) AS low
+                ) f
+                WHERE (f.silent OR f.low) AND {visible}
+            ) x
+            WHERE (silent AND silent_rank <= %(limit)s) OR (low AND low_rank <= %(limit)s)
             """
         ).format(silent=_SILENT, visible=scope.household("h")),
         params,
     )
-    low = await _rows(
-        conn,
-        sql.SQL(
-            """
-            SELECT d.id, d.kind, d.gateway_id, d.last_seen, d.battery_v, d.resident_id,
-                   h.community_id, h.grid_id, h.address
-            FROM device d JOIN household h ON h.id = d.household_id
-            WHERE d.battery_v < %(low)s AND {visible}
-            ORDER BY d.battery_v, d.id
-            LIMIT %(limit)s
-            """
-        ).format(visible=scope.household("h")),
-        params,
-    )
+    silent = sorted((r for r in flagged if r["silent"]), key=lambda r: int(r["silent_rank"]))
+    low = sorted((r for r in flagged if r["low"]), key=lambda r: int(r["low_rank"]))
     gateways = await _rows(
         conn,
         sql.SQL(
@@ -386,54 +386,43 @@ _SILENT = sql.SQL(
 # ---------------------------------------------------------------------------------- reports
 
 async def report_rows(
-    conn: Conn, scope: Scope, *, start: datetime, end: datetime, timezone: str
+    conn: Conn, scope: Scope, *, months: Sequence[datetime]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Alert figures per (community, local month) for alerts opened in [start, end)."""
-    base = sql.SQL(
+    """Alert figures per (community, month) for alerts opened from `months[0]` up to
+    `months[-1]` (the boundaries of local months, ascending), in one pass over the alerts:
+    counts per kind and per outcome, and acknowledgement times per community-month and per
+    month over all communities (grouping sets). A row's month is found by binary search
+    over the boundaries (width_bucket), not by time-zone arithmetic on every alert."""
+    query = sql.SQL(
         """
         WITH al AS (
-            SELECT a.kind, a.status, a.outcome, a.opened_at, a.acknowledged_at,
-                   extract(epoch FROM a.acknowledged_at - a.opened_at)::float8 AS ack_s,
-                   h.community_id,
-                   date_trunc('month', a.opened_at, %(tz)s::text) AS month
+            SELECT a.kind, a.outcome, h.community_id,
+                   width_bucket(a.opened_at, %(bounds)s::timestamptz[]) AS month,
+                   extract(epoch FROM a.acknowledged_at - a.opened_at)::float8 AS ack_s
             FROM alert a {joins}
             WHERE a.opened_at >= %(start)s AND a.opened_at < %(end)s AND {visible}
         )
+        SELECT community_id, month, kind, outcome,
+               GROUPING(community_id, kind, outcome) AS grouping,
+               count(*) AS n, count(ack_s) AS acknowledged,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY ack_s) AS ack_p50_s,
+               percentile_cont(0.9) WITHIN GROUP (ORDER BY ack_s) AS ack_p90_s
+        FROM al
+        GROUP BY GROUPING SETS ((community_id, month, kind), (community_id, month, outcome),
+                                (community_id, month), (month))
         """
     ).format(joins=ALERT_HOUSEHOLD_JOINS, visible=scope.alert("a", "h"))
-    params = {**scope.params, "tz": timezone, "start": start, "end": end}
-    by_kind = await _rows(
-        conn,
-        base + sql.SQL(
-            "SELECT community_id, month, kind, count(*) AS n FROM al GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        ),
-        params,
-    )
-    by_outcome = await _rows(
-        conn,
-        base + sql.SQL(
-            "SELECT community_id, month, outcome, count(*) AS n FROM al WHERE outcome IS NOT NULL"
-            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        ),
-        params,
-    )
-    ack = await _rows(
-        conn,
-        base + sql.SQL(
-            """
-            SELECT community_id, month, GROUPING(community_id) = 1 AS all_communities,
-                   count(*) AS alerts,
-                   count(acknowledged_at) AS acknowledged,
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY ack_s)
-                       FILTER (WHERE ack_s IS NOT NULL) AS ack_p50_s,
-                   percentile_cont(0.9) WITHIN GROUP (ORDER BY ack_s)
-                       FILTER (WHERE ack_s IS NOT NULL) AS ack_p90_s
-            FROM al GROUP BY GROUPING SETS ((community_id, month), (month))
-            ORDER BY 1, 2
-            """
-        ),
-        params,
-    )
+    params = {**scope.params, "bounds": list(months), "start": months[0], "end": months[-1]}
+    rows = await _rows(conn, query, params)
+    for row in rows:
+        row["month"] = months[row["month"] - 1]
+    # GROUPING bits, high to low: community_id, kind, outcome (1 = rolled up)
+    by_kind = [r for r in rows if r["grouping"] == 0b001]
+    by_outcome = [r for r in rows if r["grouping"] == 0b010 and r["outcome"] is not None]
+    ack = [
+        {**r, "all_communities": r["grouping"] == 0b111}
+        for r in rows if r["grouping"] in (0b011, 0b111)
+    ]
     households = await _rows(
         conn,
         sql.SQL(

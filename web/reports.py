@@ -31,6 +31,20 @@ def month_range(now: datetime, zone: ZoneInfo, months: int) -> tuple[datetime, d
     return start, end
 
 
+def month_starts(start: datetime, end: datetime, zone: ZoneInfo) -> list[datetime]:
+    """The first instants of the local months from `start` up to and including `end`."""
+    out: list[datetime] = []
+    local = start.astimezone(zone)
+    year, month = local.year, local.month
+    while True:
+        first = datetime(year, month, 1, tzinfo=zone)
+        if first > end:
+            return out
+        if first >= start:
+            out.append(first)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+
+
 @dataclass(slots=True)
 class CommunityMonth:
     community_id: str | None

@@ -75,9 +75,11 @@ class Scope:
         )
 
 
-# The joins that give an alert `a` its household `h` (for Scope.alert(alert="a", household="h")).
+# The joins that give an alert `a` its household `h` (for Scope.alert(alert="a", household="h")):
+# its resident's, else its device's. The device is looked up only for alerts without a
+# resident (COALESCE stops at the first value), so no join over every device is planned.
 ALERT_HOUSEHOLD_JOINS = sql.SQL(
     " LEFT JOIN resident ar ON ar.id = a.resident_id"
-    " LEFT JOIN device ad ON ad.id = a.device_id"
-    " LEFT JOIN household h ON h.id = COALESCE(ar.household_id, ad.household_id)"
+    " LEFT JOIN household h ON h.id = COALESCE(ar.household_id,"
+    " (SELECT ad.household_id FROM device ad WHERE ad.id = a.device_id))"
 )

@@ -11,7 +11,7 @@ from fastapi import HTTPException, Request
 from web import auth, queries
 from web.auth import Staff
 from web.deps import Conn, Console, actor_for, console_of
-from web.reports import Report, build_report, month_range
+from web.reports import Report, build_report, month_range, month_starts
 from web.usage import HOUR_S, chart_start, hourly_usage, to_json, window_hours
 
 # readings this far before the chart's first window are fetched, so its first delta is whole
@@ -94,7 +94,5 @@ class ReportRequest:
 async def load_report(conn: Conn, console: Console, staff: Staff, request: ReportRequest) -> Report:
     zone = console.settings.zone
     start, end = month_range(console.clock(), zone, request.months)
-    rows = await queries.report_rows(
-        conn, staff.scope, start=start, end=end, timezone=console.settings.timezone
-    )
+    rows = await queries.report_rows(conn, staff.scope, months=month_starts(start, end, zone))
     return build_report(rows, start=start, end=end, zone=zone)
