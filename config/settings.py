@@ -88,11 +88,22 @@ class DetectSettings(_Section):
     low_usage_min_l: float = Field(10.0, ge=0)        # (overridable) the field rule: < 10 L ...
     low_usage_window_h: float = Field(12.0, gt=0)     # (overridable) ... in 12 h of known data
     low_usage_clear_l: float = Field(15.0, gt=0)      # (overridable) clears it (>= 1.5 x min)
+    # learned: fire only once the dry run is also longer than the resident's longest normal
+    # one at that time of day (+ margin, at most the cap); off: the plain field rule
+    low_usage_learn: bool = True
+    # and only once no bucket has had water use (>= use_min_l) for this long: a morning's 9 L
+    # before a day out is not a resident in trouble (0: the plain field rule)
+    low_usage_min_dry_h: float = Field(12.0, ge=0)
+    # ... or longer, up to the cap, where this quantile of everyone's dry runs starting at
+    # that time of day is longer (a day out that runs late); None: off
+    low_usage_population_quantile: float | None = Field(None, gt=0.5, le=1.0)
+    low_usage_margin_min: float = Field(60.0, ge=0)
+    low_usage_cap_h: float = Field(24.0, ge=0)
     sweep_interval_s: int = Field(60, ge=1)
     # usage history held in memory per meter (a ring of buckets); covers every window
-    ring_hours: int = Field(48, ge=14, le=24 * 14)
-    # a bucket counts as "water used" from this many litres (one hand wash)
-    use_min_l: float = Field(1.0, gt=0)
+    ring_hours: int = Field(56, ge=14, le=24 * 14)
+    # a bucket counts as "water used" from this many litres (a hand wash, a kettle)
+    use_min_l: float = Field(0.5, gt=0)
     # a delta spanning longer than this keeps its litres but its timing is unknown
     max_spread_h: float = Field(6.0, gt=0)
     # deltas spanning longer than this cannot show continuous flow (running tap, leak)
@@ -113,8 +124,14 @@ class DetectSettings(_Section):
     routine_margin_min: float = Field(60.0, ge=0)      # (overridable) unusual for this long
     routine_min_gap_min: float = Field(120.0, ge=0)    # never alert on a shorter gap
     routine_clear_l: float = Field(5.0, gt=0)
-    # a day is learned from once complete data for it can have arrived
-    routine_summary_lag_h: float = Field(18.0, ge=0)
+    # only at times of day when the resident's usual dry run is at most this (awake, at home)
+    routine_active_max_h: float = Field(4.0, gt=0)
+    # and only once the dry run is longer than this quantile of everyone's dry runs that
+    # started at the same time of day (errands, days out: learned from the district); None: off
+    routine_population_quantile: float | None = Field(0.999, gt=0.5, le=1.0)
+    # a day is learned from once complete data for it can have arrived (a daily meter sends
+    # yesterday's hourly values after midnight, up to 4 h late)
+    routine_summary_lag_h: float = Field(30.0, ge=0)
     # meter_silent / gateway_offline: the device's report_interval_s (or this) plus a grace
     default_report_interval_s: int = Field(900, ge=1)
     silent_grace_s: int = Field(1800, ge=0)

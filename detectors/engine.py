@@ -73,10 +73,17 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Presence:
-    """Per resident: away now, and since when monitoring runs (end of the last absence)."""
+    """Per resident: away now, and since when monitoring runs (end of the last absence).
+
+    `lapsed_since_s`: the start of an absence that ended by running out (the away button's
+    default length passed without a `home`), NEVER otherwise. Until water is used again the
+    resident is taken to be still away: someone who pressed "going out" and has not run a
+    tap since has not come back.
+    """
 
     away: BOOL
     monitor_since_s: I64
+    lapsed_since_s: I64 | None = None
 
     @classmethod
     def everyone_home(cls, residents: int) -> Presence:
@@ -103,15 +110,14 @@ class Runs:
             arr[meters] = NEVER
 
     def observe(
-        self, done: Completed, params: MeterParams, *, bucket_s: int, use_min_l: float,
-        dry_l: float,
+        self, done: Completed, params: MeterParams, *, bucket_s: int, dry_l: float
     ) -> None:
         if len(done) == 0:
             return
         m = done.meter
         end = (done.bucket + 1) * bucket_s
         known = ~np.isnan(done.usage_l)
-        use = known & (done.usage_l >= use_min_l)
+        use = done.used
         flow = known & ~done.coarse & (done.usage_l >= params.tap_min_l[m])
         wet = ~np.isnan(done.hour_l) & ~done.coarse & (done.hour_l > dry_l)
         for target, mask in (
@@ -143,6 +149,7 @@ class Detector:
             flow_span_max_s=settings.flow_span_max_s,
             flow_window_s=max(bs, 3600 // bs * bs),
             zero_l=settings.leak_dry_l,
+            use_min_l=settings.use_min_l,
         )
         self.runs = Runs(meters)
         self.profile = RoutineProfile(
@@ -157,6 +164,7 @@ class Detector:
             raise ValueError("ring_hours must cover a day plus routine_summary_lag_h")
         self._summary_lag_s = lag_s
         self._taint: dict[int, BOOL] = {}
+        self.recorded_days: list[int] = []  # learned since the owner last looked (to persist)
         residents, gateways = len(registry.resident_ids), len(registry.gateway_ids)
         self.states = {
             **{k: AlertState(residents) for k in RESIDENT_KINDS},
@@ -195,7 +203,7 @@ class Detector:
         result = self.ring.apply(meter, ts_s, total_l, arrival_s)
         self.runs.observe(
             result.completed, self.registry.params, bucket_s=self.bucket_s,
-            use_min_l=self.settings.use_min_l, dry_l=self.settings.leak_dry_l,
+            dry_l=self.settings.leak_dry_l,
         )
         return result
 
@@ -215,15 +223,27 @@ class Detector:
         if result.dirty.size:  # cannot happen for a reset meter's sorted history
             raise AssertionError("rebuild left dirty meters")
 
-    def restore(self, kind: str, subjects: Sequence[str], since_s: Sequence[int]) -> None:
-        """Alerts open in the database before this process started are active here too."""
+    def restore(
+        self, kind: str, subjects: Sequence[str], since_s: Sequence[int], *,
+        resolved_at_s: Sequence[int] | None = None,
+    ) -> None:
+        """Alerts found in the database when this process started.
+
+        Unresolved ones are active here too (never raised twice). With `resolved_at_s`, these
+        are alerts a person resolved: their episode is not raised again while it lasts.
+        """
         index = self._subject_index(kind)
-        found = [(index[s], t) for s, t in zip(subjects, since_s, strict=True) if s in index]
+        times = resolved_at_s if resolved_at_s is not None else since_s
+        found = [(index[s], t, u) for s, t, u in zip(subjects, since_s, times, strict=True)
+                 if s in index]
         if not found:
             return
-        idx = np.array([i for i, _ in found], dtype=np.int64)
-        since = np.array([t for _, t in found], dtype=np.int64)
-        self.states[kind].restore(idx, since, since)
+        idx = np.array([i for i, _, _ in found], dtype=np.int64)
+        since = np.array([t for _, t, _ in found], dtype=np.int64)
+        if resolved_at_s is None:
+            self.states[kind].restore(idx, since, since)
+        else:
+            self.states[kind].handled(idx, np.array([u for _, _, u in found], dtype=np.int64))
 
     def _subject_index(self, kind: str) -> dict[str, int]:
         reg = self.registry
@@ -254,7 +274,15 @@ class Detector:
             self._has_resident, -(-presence.monitor_since_s[self._res] // bs) * bs, NEVER
         )
         start_from = np.maximum(known_start, monitor)
-        away_m = self._has_resident & presence.away[self._res]
+        away_r = presence.away
+        if presence.lapsed_since_s is not None:
+            last_use_r = np.full(residents, NEVER, np.int64)
+            np.maximum.at(last_use_r, self._res_of_ok, runs.last_use_end[self._has_resident])
+            lapsed = presence.lapsed_since_s
+            # water run in the hour or two after pressing "going out" is still before leaving
+            leaving_s = 2 * 3600
+            away_r = away_r | ((lapsed != NEVER) & (last_use_r <= lapsed + leaving_s))
+        away_m = self._has_resident & away_r[self._res]
 
         # silence: judged against now, not the horizon
         silent = (now_s - ring.last_arrival) > params.silent_after_s
@@ -265,19 +293,27 @@ class Detector:
         all_m = np.arange(hz.size, dtype=np.int64)
         win_start = hz - params.low_window_s
         used = ring.usage_between(all_m, win_start, hz).astype(np.float64)
-        low_cond = ~np.isnan(used) & (win_start >= monitor) & (used < params.low_min_l)
+        # the dry run: buckets since water was last used (or since data / monitoring began)
+        dry_from = np.maximum(runs.last_use_end, start_from)
+        dry_b = (hz - dry_from) // bs
+        cell = all_m * self.profile.slots + self.profile.slot_ending(hz)
+        # low_usage, the field rule, unless such a quiet stretch is normal for the resident
+        started = self.profile.slot_ending(dry_from + bs)  # slot the dry run began in
+        low_limit = self.profile.low_threshold.reshape(-1).take(cell).astype(np.int64)
+        district = np.minimum(self.profile.low_allowance.take(started).astype(np.int64),
+                              int(st.low_usage_cap_h * 3600) // bs)
+        low_limit = np.maximum.reduce([low_limit, district,
+                                       np.full_like(low_limit, int(st.low_usage_min_dry_h * 3600) // bs)])
+        low_cond = (~np.isnan(used) & (win_start >= monitor) & (used < params.low_min_l)
+                    & (dry_b >= low_limit))
         low_clear = ~np.isnan(used) & (used >= params.low_clear_l)
         low_since = np.minimum(np.maximum(runs.last_use_end, known_start), hz)
 
         # routine_break: a dry run longer than the resident's own normal at this time of day
-        slot = self.profile.slot_ending(hz)
-        dry_from = np.maximum.reduce(
-            [runs.last_use_end, self.profile.day_start_ending(hz), start_from]
-        )
-        dry_b = (hz - dry_from) // bs
-        flat_limits = self.profile.threshold.reshape(-1)
-        limit = flat_limits.take(all_m * self.profile.slots + slot).astype(np.int64)
-        routine_cond = params.routine_enabled & (dry_b > limit)
+        limit = self.profile.threshold.reshape(-1).take(cell).astype(np.int64)
+        # and longer than the district's dry runs starting at that time of day may last
+        outing = self.profile.allowance.take(started).astype(np.int64)
+        routine_cond = params.routine_enabled & (dry_b > limit) & (dry_b > outing)
         routine_clear = self._recovered(hz, st.routine_clear_l)
 
         # running_tap: every bucket above the rate for the limit; leak: no dry hour for a day
@@ -298,7 +334,6 @@ class Detector:
             "running_tap": (tap_cond, tap_clear, tap_from, "any"),
             "leak": (leak_cond, leak_clear, leak_from, "any"),
         }
-        away_r = presence.away
         for kind, (cond, clear, since, how) in meter_view.items():
             quiet_kind = kind in ("low_usage", "routine_break")
             hold = hold_m if quiet_kind else unknown_now
@@ -313,7 +348,9 @@ class Detector:
             step = state.step(cond_r, clear_r, hold_r)
             state.since[step.raised] = since_r[step.raised]
             state.raised_at[step.raised] = hz[rep_r[step.raised]]
-            for r in step.raised:
+            # an episode a person already resolved stays active here but is not raised again
+            handled = since_r[step.raised] <= state.handled_until[step.raised]
+            for r in step.raised[~handled]:
                 m = int(rep_r[r])
                 changes.append(self._resident_change(
                     kind, "raise", int(r), since_s=int(since_r[r]),
@@ -349,8 +386,9 @@ class Detector:
         for g in step.cleared:
             changes.append(self._gateway_change("clear", int(g), int(last_g[g])))
 
-        # days with an absence, silence or a no-use alert are not learned as normal days
-        taint = away_m | unknown_now | self.states["low_usage"].active[self._res] & self._has_resident
+        # days with an absence or a silence are not learned as normal days (alerts do not
+        # taint: a false alarm would then keep the resident from ever learning their normal)
+        taint = away_m | unknown_now
         self._taint_days(hz, taint)
         self.last_sweep_s = now_s
         return changes
@@ -477,26 +515,37 @@ class Detector:
 
     def _learn_days(self, now_s: int) -> None:
         """Record every routine day whose data can all have arrived, then relearn."""
-        prof, st = self.profile, self.settings
+        prof, _st = self.profile, self.settings
         due = prof.day_of(now_s - self._summary_lag_s) - 1
         first = prof.day_of(self.ring.oldest * self.bucket_s) + 1
         if prof.last_day is not None:
             first = max(first, prof.last_day + 1)
         if due < first:
             return
-        bs = self.bucket_s
         for day in range(first, due + 1):
             usage = self.ring.usage_matrix(prof.first_bucket(day), prof.slots)
+            used = self.ring.used_matrix(prof.first_bucket(day), prof.slots)
             exclude = self._taint.pop(day, np.zeros(usage.shape[1], np.bool_))
-            prof.record_day(day, usage, st.use_min_l, exclude)
+            prof.record_day(day, usage, used, exclude)
+            self.recorded_days.append(day)
         for day in [d for d in self._taint if d <= due]:
             del self._taint[day]
+        self.relearn()
+
+    def relearn(self) -> None:
+        """Recompute routine thresholds from the recorded days (after loading saved days)."""
+        st, bs, prof = self.settings, self.bucket_s, self.profile
         prof.recompute(
             min_days=st.routine_min_days,
             quantile=st.routine_quantile,
             slack_b=int(st.routine_slack_min * 60) // bs,
             margin_b=self.registry.params.routine_margin_b,
             min_gap_b=int(st.routine_min_gap_min * 60) // bs,
+            low_margin_b=int(st.low_usage_margin_min * 60) // bs if st.low_usage_learn else 0,
+            low_cap_b=int(st.low_usage_cap_h * 3600) // bs if st.low_usage_learn else 0,
+            active_max_b=int(st.routine_active_max_h * 3600) // bs,
+            population_quantile=st.routine_population_quantile,
+            low_population_quantile=st.low_usage_population_quantile,
         )
 
 

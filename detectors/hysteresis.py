@@ -41,6 +41,9 @@ class AlertState:
         self.clear_streak = np.zeros(subjects, dtype=np.int32)
         self.raised_at = np.full(subjects, NEVER, dtype=np.int64)   # evidence time at raise
         self.since = np.full(subjects, NEVER, dtype=np.int64)       # condition began
+        # a person resolved this subject's alert at this time: a condition that began before
+        # then is the episode they dealt with, and is not raised again
+        self.handled_until = np.full(subjects, NEVER, dtype=np.int64)
         self.raise_after = raise_after
         self.clear_after = clear_after
 
@@ -75,6 +78,10 @@ class AlertState:
         self.raise_streak[cleared] = 0
         self.clear_streak[cleared] = 0
         return cleared
+
+    def handled(self, subjects: I64, resolved_at_s: I64) -> None:
+        """A person resolved these subjects' alerts (after a restart: from the database)."""
+        np.maximum.at(self.handled_until, subjects, resolved_at_s)
 
     def restore(self, subjects: I64, since_s: I64, raised_at_s: I64) -> None:
         """Mark subjects active from alerts already open in the database (after a restart)."""

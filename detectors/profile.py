@@ -1,23 +1,25 @@
-"""Each resident's own daily pattern of water use, for the `routine_break` rule. Pure.
+"""Each resident's own daily pattern of water use, for `routine_break` and `low_usage`. Pure.
 
-A *routine day* runs from `day_start` (default 04:00 local) to the same time next day, so a
-night's sleep sits at the end of one day and the morning wake-up early in the next. For
-every past day we keep one bit per bucket: was water used (at least `use_min_l`)?
+For every past day we keep one bit per bucket: was water used (at least `use_min_l`)? A
+*routine day* runs from `day_start` (default 04:00 local) to the same time next day; it is
+only the unit days are stored and judged in (a day with missing data, an absence or an open
+no-use alert is not learned from).
 
-From those bits, for every bucket of the day `s` and every past day `d`, the *dry run*
-`g_d(s)` is the number of buckets without use ending at `s` (counted from the day's start
-at the latest). In the morning it grows from the day start until the first use; in the day
-it is the time since the last use. The resident's normal level at `s` is a high quantile of
-`g_d(s)` over the valid past days (the level their dry runs stayed under on, say, 95% of
-days), widened for a pattern that runs up to `slack` buckets early or late.
+From the bits of consecutive days we know, for every bucket of the day `s` and past day `d`,
+the *dry run* `g_d(s)`: how many buckets since water was last used (across midnight). It is
+long at the end of the night, short in a busy morning. Two thresholds per bucket of the day:
 
-Today is unusual at `s` when today's dry run `g(s)` exceeds that level. The alert waits
-until it has been unusual for `margin` buckets: `g(s) > Q*(s - margin) + margin`, which is
-the stored threshold `T(s)`. So with a first use by 07:30 on 95% of days, 30 min slack and
-a 60 min margin, a morning without water alerts at about 09:00, and an afternoon without
-water alerts once the dry run is an hour past anything the resident normally does then.
+- `routine_break`: today is unusual at `s` when today's dry run exceeds a high quantile of
+  the resident's dry runs at `s` (by default the level they stayed under on 95% of days),
+  widened for a day that runs up to `slack` buckets early or late. The alert waits until it
+  has been unusual for `margin` buckets: `g(s) > Q*(s - margin) + margin`, the stored
+  `threshold[s]`. With water used by 07:30 on 95% of days, 30 min slack and a 60 min
+  margin, a morning without water alerts at about 09:00.
+- `low_usage` (the field rule, < 10 L in 12 h): a quiet 12 h is normal for some residents
+  at some hours (a frugal resident who flushes with a bucket, a long night). The rule only
+  fires once today's dry run is also longer than the longest the resident had at that time
+  (widened, plus a margin, capped): `low_threshold[s]`.
 
-Days with missing data, an absence or an open no-use alert are not learned from.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ BOOL = npt.NDArray[np.bool_]
 U8 = npt.NDArray[np.uint8]
 
 DISABLED = 255  # threshold value meaning "no alert possible here"
+_MAX_RUN = 4 * 96  # dry runs are counted up to this many buckets
 _CHUNK = 4096   # meters per block when recomputing thresholds (bounds temporary memory)
 
 
@@ -50,6 +53,11 @@ class RoutineProfile:
         self.valid = np.zeros((days, meters), dtype=np.bool_)
         self.day_of_row = np.full(days, NEVER, dtype=np.int64)
         self.threshold = np.full((meters, self.slots), DISABLED, dtype=np.uint8)
+        # low_usage: a dry run shorter than this is normal for the resident (0: not learned)
+        self.low_threshold = np.zeros((meters, self.slots), dtype=np.uint16)
+        # routine_break: per slot a dry run starts in, how long everyone's may last (0: off)
+        self.allowance = np.zeros(self.slots, dtype=np.int16)
+        self.low_allowance = np.zeros(self.slots, dtype=np.int16)  # the same, for low_usage
         self.learned_days = np.zeros(meters, dtype=np.int16)
         self.last_day: int | None = None  # newest day recorded
 
@@ -78,16 +86,33 @@ class RoutineProfile:
 
     # -- learning -------------------------------------------------------------------------
 
-    def record_day(self, day: int, usage_l: F32, use_min_l: float, exclude: BOOL) -> None:
-        """Store day `day` from its usage matrix (slots x meters, NaN where unknown)."""
-        if usage_l.shape[0] != self.slots:
+    def record_day(self, day: int, usage_l: F32, used: BOOL, exclude: BOOL) -> None:
+        """Store day `day` from its usage and used flags (slots x meters; NaN: unknown)."""
+        if usage_l.shape[0] != self.slots or used.shape != usage_l.shape:
             raise ValueError(f"a day has {self.slots} buckets, got {usage_l.shape[0]}")
         row = day % self.days
-        used = np.ascontiguousarray((usage_l >= use_min_l).T)
-        self.use_bits[row] = np.packbits(used, axis=1)
+        self.use_bits[row] = np.packbits(np.ascontiguousarray(used.T), axis=1)
         self.valid[row] = ~np.isnan(usage_l).any(axis=0) & ~exclude
         self.day_of_row[row] = day
         self.last_day = day if self.last_day is None else max(self.last_day, day)
+
+    def load_day(self, day: int, meters: I64, use_bits: U8, valid: BOOL) -> None:
+        """Put saved days back (rows of packed bits for some meters of one day)."""
+        row = day % self.days
+        if self.day_of_row[row] != day:
+            self.use_bits[row] = 0
+            self.valid[row] = False
+            self.day_of_row[row] = day
+        self.use_bits[row, meters] = use_bits
+        self.valid[row, meters] = valid
+        self.last_day = day if self.last_day is None else max(self.last_day, day)
+
+    def day_rows(self, day: int) -> tuple[U8, BOOL]:
+        """The packed bits and validity of every meter for a recorded day."""
+        row = day % self.days
+        if self.day_of_row[row] != day:
+            raise KeyError(day)
+        return self.use_bits[row], self.valid[row]
 
     def recompute(
         self,
@@ -97,24 +122,66 @@ class RoutineProfile:
         slack_b: int,
         margin_b: I64,
         min_gap_b: int,
+        low_margin_b: int,
+        low_cap_b: int,
+        active_max_b: int = 1 << 15,
+        population_quantile: float | None = None,
+        low_population_quantile: float | None = None,
     ) -> None:
         """Thresholds from the days recorded within the last `days` days."""
         if self.last_day is None:
             return
-        rows = np.flatnonzero(
-            (self.day_of_row > self.last_day - self.days) & (self.day_of_row <= self.last_day)
-        )
+        first = self.last_day - self.days + 1
+        days = np.arange(first, self.last_day + 1)
+        rows = days % self.days
+        present = self.day_of_row[rows] == days
         meters = self.threshold.shape[0]
-        self.learned_days[:] = self.valid[rows].sum(axis=0) if rows.size else 0
+        self.learned_days[:] = (self.valid[rows] & present[:, None]).sum(axis=0)
+        runs = np.zeros((self.slots, _MAX_RUN + 1), np.int64)  # start slot x length: count
         for lo in range(0, meters, _CHUNK):
             hi = min(lo + _CHUNK, meters)
-            self.threshold[lo:hi] = self._thresholds(
-                rows, lo, hi, min_days, quantile, slack_b, margin_b[lo:hi], min_gap_b
+            routine, low = self._thresholds(
+                rows, present, lo, hi, min_days, quantile, slack_b, margin_b[lo:hi], min_gap_b,
+                low_margin_b, low_cap_b, active_max_b, runs,
             )
+            self.threshold[lo:hi] = routine
+            self.low_threshold[lo:hi] = low
+        self.allowance[:] = 0
+        self.low_allowance[:] = 0
+        if population_quantile is not None:
+            self.allowance[:] = _allowance(runs, population_quantile, slack_b)
+        if low_population_quantile is not None:
+            self.low_allowance[:] = _allowance(runs, low_population_quantile, slack_b)
+
+    def dry_runs(self, rows: I64, present: BOOL, lo: int, hi: int) -> tuple[npt.NDArray[np.int16], BOOL]:
+        """Dry runs g_d(s) of meters [lo, hi) over consecutive days (D x C x S), and where known.
+
+        A dry run is counted across day boundaries; it is unknown where it reaches back into a
+        day that is missing or not valid, or before the first day.
+        """
+        s_count = self.slots
+        bits = np.unpackbits(self.use_bits[rows, lo:hi], axis=2)[:, :, :s_count]  # D x C x S
+        valid = self.valid[rows, lo:hi] & present[:, None]                           # D x C
+        d_count, c_count = valid.shape
+        used = bits.astype(np.bool_)
+        used[~valid] = False
+        flat_used = used.transpose(1, 0, 2).reshape(c_count, d_count * s_count)      # C x T
+        flat_bad = np.repeat(~valid.T, s_count, axis=1)                              # C x T
+        t = np.arange(d_count * s_count, dtype=np.int32)
+        last_use = np.where(flat_used, t, np.int32(-1))
+        np.maximum.accumulate(last_use, axis=1, out=last_use)
+        last_bad = np.where(flat_bad, t, np.int32(-1))
+        np.maximum.accumulate(last_bad, axis=1, out=last_bad)
+        dry = np.minimum(t - last_use, np.iinfo(np.int16).max).astype(np.int16)
+        known = (last_bad < last_use) | ((last_bad < 0) & (last_use >= 0))
+        known &= ~flat_bad
+        shape = (c_count, d_count, s_count)
+        return (dry.reshape(shape).transpose(1, 0, 2), known.reshape(shape).transpose(1, 0, 2))
 
     def _thresholds(
         self,
         rows: I64,
+        present: BOOL,
         lo: int,
         hi: int,
         min_days: int,
@@ -122,33 +189,82 @@ class RoutineProfile:
         slack_b: int,
         margin_b: I64,
         min_gap_b: int,
-    ) -> U8:
-        s_count = self.slots
-        out = np.full((hi - lo, s_count), DISABLED, dtype=np.uint8)
-        if rows.size == 0:
-            return out
-        bits = np.unpackbits(self.use_bits[rows, lo:hi], axis=2)[:, :, :s_count]  # D x C x S
-        slot = np.arange(s_count, dtype=np.int16)
-        last = np.where(bits.astype(np.bool_), slot, np.int16(-1))
-        np.maximum.accumulate(last, axis=2, out=last)
-        dry = slot - last                                          # g_d(s), 1..S
-        valid = self.valid[rows, lo:hi]                            # D x C
-        dry[~valid] = -1
+        low_margin_b: int,
+        low_cap_b: int,
+        active_max_b: int,
+        runs: npt.NDArray[np.int64],
+    ) -> tuple[U8, npt.NDArray[np.uint16]]:
+        s_count, d_count = self.slots, rows.size
+        dry, known = self.dry_runs(rows, present, lo, hi)               # D x C x S
+        self._count_runs(dry, known, runs)
+        n = known.sum(axis=0)                                            # C x S
+        dry = np.where(known, dry, np.int16(-1))
         dry.sort(axis=0)
-        n = valid.sum(axis=0)                                      # C
         k = np.ceil(quantile * n).astype(np.int64) - 1
-        pick = np.clip(rows.size - n + k, 0, rows.size - 1)
-        level = np.take_along_axis(dry, pick[np.newaxis, :, np.newaxis], axis=0)[0]  # C x S
-        # a day running up to `slack` later has dry runs longer by the delay (Q(s-d) + d); one
-        # running earlier is where the usual day is later on (Q(s+d))
-        widened = level.astype(np.int16)
-        for shift in range(1, slack_b + 1):
-            np.maximum(widened[:, shift:], level[:, :-shift] + shift, out=widened[:, shift:])
-            np.maximum(widened[:, :-shift], level[:, shift:], out=widened[:, :-shift])
-        at = slot[np.newaxis, :].astype(np.int64) - margin_b[:, np.newaxis]  # s - margin
-        shifted = np.take_along_axis(widened, np.clip(at, 0, s_count - 1), axis=1)
-        threshold = np.maximum(shifted.astype(np.int64) + margin_b[:, np.newaxis], min_gap_b)
-        threshold[at < 0] = DISABLED
-        threshold[n < min_days] = DISABLED
-        out[:] = np.minimum(threshold, DISABLED)
-        return out
+        pick = np.clip(d_count - n + k, 0, d_count - 1)
+        level = np.take_along_axis(dry, pick[np.newaxis], axis=0)[0].astype(np.int32)  # C x S
+        longest = dry[-1].astype(np.int32)                               # C x S (max)
+        enough = self.learned_days[lo:hi] >= min_days
+
+        slot = np.arange(s_count, dtype=np.int64)
+        widened = _widen(level, slack_b)
+        at = (slot[np.newaxis, :] - margin_b[:, np.newaxis]) % s_count   # s - margin
+        shifted = np.take_along_axis(widened, at, axis=1)
+        routine = np.maximum(shifted.astype(np.int64) + margin_b[:, np.newaxis], min_gap_b)
+        routine[n < min_days // 2] = DISABLED
+        routine[~enough] = DISABLED
+        # only while the resident is normally up and about: at hours when even their usual dry
+        # run is long (asleep, out), a quiet home says nothing; the field rule covers them
+        resting = np.take_along_axis(widened, at, axis=1) > active_max_b
+        routine[resting] = DISABLED
+        routine_u8 = np.minimum(routine, DISABLED).astype(np.uint8)
+
+        low = np.minimum(_widen(longest, slack_b) + low_margin_b, low_cap_b)
+        low[~enough] = 0
+        return routine_u8, np.maximum(low, 0).astype(np.uint16)
+
+
+    def _count_runs(
+        self, dry: npt.NDArray[np.int16], known: BOOL, runs: npt.NDArray[np.int64]
+    ) -> None:
+        """Add every complete dry run (water used at both ends, all known) to `runs`."""
+        _d_count, c_count, s_count = dry.shape
+        flat_dry = dry.transpose(1, 0, 2).reshape(c_count, -1)
+        flat_known = known.transpose(1, 0, 2).reshape(c_count, -1)
+        nxt = np.zeros_like(flat_dry)
+        nxt[:, :-1] = flat_dry[:, 1:]
+        # the last bucket of a run: dry here (> 0), water used in the next bucket (dry 0)
+        end = (flat_dry > 0) & (nxt == 0) & flat_known
+        end[:, -1] = False
+        c, t = np.nonzero(end)
+        length = flat_dry[c, t].astype(np.int64)
+        start = t - length + 1
+        ok = (start >= 0) & (length > 0)
+        c, start, length = c[ok], start[ok], length[ok]
+        ok = flat_known[c, start]  # known from its first bucket (so known throughout)
+        np.add.at(runs, (start[ok] % s_count, np.minimum(length[ok], _MAX_RUN)), 1)
+
+
+def _allowance(runs: npt.NDArray[np.int64], quantile: float, slack_b: int) -> npt.NDArray[np.int16]:
+    """Per start slot, the `quantile` of how long dry runs starting then lasted, everyone pooled
+    (a morning errand or a day out), taken over the start slots within `slack_b`."""
+    pooled = runs.copy()
+    for shift in range(1, slack_b + 1):
+        pooled += np.roll(runs, shift, axis=0) + np.roll(runs, -shift, axis=0)
+    total = pooled.sum(axis=1)
+    cum = np.cumsum(pooled, axis=1)
+    need = np.ceil(quantile * total)[:, None]
+    out: npt.NDArray[np.int16] = np.argmax(cum >= need, axis=1).astype(np.int16)
+    out[total == 0] = 0
+    return out
+
+
+def _widen(level: npt.NDArray[np.int32], slack_b: int) -> npt.NDArray[np.int32]:
+    """A day running up to `slack_b` buckets late has dry runs longer by the delay
+    (level(s-d) + d); one running early looks like the usual day later on (level(s+d)).
+    Slots wrap around midnight: the day is a circle."""
+    widened = level.copy()
+    for shift in range(1, slack_b + 1):
+        np.maximum(widened, np.roll(level, shift, axis=1) + shift, out=widened)
+        np.maximum(widened, np.roll(level, -shift, axis=1), out=widened)
+    return widened

@@ -47,7 +47,8 @@ class Completed:
     `usage_l` is NaN when the bucket is not fully known. `coarse` marks a bucket whose end
     was interpolated over a span longer than `flow_span_max_s`: its litres are right, but it
     cannot tell continuous flow from a burst. `hour_l` is the use over the hour (or the
-    ring's `flow_window_s`) ending with the bucket, NaN if unknown.
+    ring's `flow_window_s`) ending with the bucket, NaN if unknown. `used`: water was used in
+    the bucket (see `UsageRing`).
     """
 
     meter: I64
@@ -55,6 +56,7 @@ class Completed:
     usage_l: F32
     hour_l: F32
     coarse: BOOL
+    used: BOOL
 
     def __len__(self) -> int:
         return int(self.meter.size)
@@ -74,6 +76,11 @@ class UsageRing:
     unless it is (near) zero: a long span without use is known to be without use.
     `flow_span_max_s`: spans longer than this mark their buckets `coarse`.
     `flow_window_s`: the trailing window reported as `hour_l` with each completed bucket.
+    `use_min_l`: a bucket counts as *used* when it holds at least this much, or, when its
+    litres were spread from a longer span (hourly frozen values), when that span did: a
+    meter that reports hourly says "used within this hour", not "0.3 L every 15 minutes".
+    The used flags are kept in a ring of their own, so day summaries see exactly what the
+    rules saw.
     """
 
     def __init__(
@@ -87,6 +94,7 @@ class UsageRing:
         flow_span_max_s: int = 3900,
         flow_window_s: int = 3600,
         zero_l: float = 0.05,
+        use_min_l: float = 0.5,
     ) -> None:
         if bucket_s <= 0 or buckets < 2:
             raise ValueError("bucket_s must be positive and the ring at least 2 buckets")
@@ -98,8 +106,11 @@ class UsageRing:
         self.flow_span_max_s = int(flow_span_max_s)
         self.flow_buckets = flow_window_s // bucket_s
         self.zero_l = float(zero_l)
+        self.use_min_l = float(use_min_l)
         self.odometer = np.full((buckets, meters), np.nan, dtype=np.float32)
         self._flat = self.odometer.reshape(-1)  # a view: flat index = row * meters + meter
+        self.used = np.zeros((buckets, meters), dtype=np.bool_)  # per bucket: water was used
+        self._used_flat = self.used.reshape(-1)
         self.head = int(now_s) // self.bucket_s  # newest bucket that has a row
         self.last_ts = np.full(meters, NEVER, dtype=np.int64)
         self.last_total = np.zeros(meters, dtype=np.float64)
@@ -125,9 +136,11 @@ class UsageRing:
             return
         if new_head - self.head >= self.buckets:
             self.odometer.fill(np.nan)
+            self.used.fill(False)
         else:
             for b in range(self.head + 1, new_head + 1):
                 self.odometer[b % self.buckets].fill(np.nan)
+                self.used[b % self.buckets].fill(False)
         per_day = max(1, 86400 // self.bucket_s)
         crossed_day = new_head // per_day != self.head // per_day
         self.head = new_head
@@ -146,6 +159,7 @@ class UsageRing:
         """Forget everything about these meters (before rebuilding them from history)."""
         meters = np.asarray(meters, dtype=np.int64)
         self.odometer[:, meters] = np.nan
+        self.used[:, meters] = False
         self.last_ts[meters] = NEVER
         self.last_total[meters] = 0.0
         self.last_v[meters] = 0.0
@@ -248,7 +262,7 @@ class UsageRing:
         self._flat.put(self._cell(bucket, mm), value)
 
         # usage of each completed bucket, and over the trailing flow window
-        completed = self._completed(mm, bucket, span_i > self.flow_span_max_s)
+        completed = self._completed(mm, bucket, span_i)
 
         last = np.flatnonzero(np.append(first[1:], True))
         lm = m[last]
@@ -264,11 +278,15 @@ class UsageRing:
         out: I64 = (bucket % self.buckets) * self.meters + meter
         return out
 
-    def _completed(self, meter: I64, bucket: I64, coarse: BOOL) -> Completed:
-        end_v = self._flat.take(self._cell(bucket, meter))
+    def _completed(self, meter: I64, bucket: I64, span_s: I64) -> Completed:
+        cell = self._cell(bucket, meter)
+        end_v = self._flat.take(cell)
         usage = self._minus(end_v, meter, bucket - 1)
         hour = self._minus(end_v, meter, bucket - self.flow_buckets)
-        return Completed(meter, bucket, usage, hour, coarse)
+        spread = np.maximum(span_s, self.bucket_s) / self.bucket_s  # buckets the delta covers
+        used = usage * spread >= self.use_min_l  # NaN compares False: unknown is not used
+        self._used_flat[cell] = used
+        return Completed(meter, bucket, usage, hour, span_s > self.flow_span_max_s, used)
 
     def _minus(self, end_v: F32, meter: I64, bucket: I64) -> F32:
         """`end_v` minus the odometer at the end of `bucket` (NaN outside the ring)."""
@@ -301,6 +319,14 @@ class UsageRing:
         h: I64 = self.last_ts // self.bucket_s * self.bucket_s
         return h
 
+    def used_matrix(self, first_bucket: int, count: int) -> BOOL:
+        """Used flags of buckets [first_bucket, first_bucket+count) (count x M), a copy."""
+        b = np.arange(first_bucket, first_bucket + count, dtype=np.int64)
+        inside = (b >= self.oldest) & (b <= self.head)
+        out: BOOL = self.used[b % self.buckets]
+        out[~inside] = False
+        return out
+
     def usage_matrix(self, first_bucket: int, count: int) -> F32:
         """Usage of buckets [first_bucket, first_bucket+count) for every meter (count x M).
 
@@ -317,4 +343,5 @@ class UsageRing:
 def _empty_completed() -> Completed:
     e = np.empty(0, dtype=np.int64)
     f = np.empty(0, dtype=np.float32)
-    return Completed(e, e.copy(), f, f.copy(), np.empty(0, dtype=np.bool_))
+    b = np.empty(0, dtype=np.bool_)
+    return Completed(e, e.copy(), f, f.copy(), b, b.copy())

@@ -199,15 +199,17 @@ def test_profile_thresholds_follow_the_residents_usual_first_use() -> None:
     for day in range(20):
         early = 8 + int(rng.integers(0, 4))  # 06:00-06:45
         late = 20 + int(rng.integers(0, 4))  # 09:00-09:45
-        p.record_day(day, np.stack([_day_usage(early), _day_usage(late)], axis=1), 1.0,
-                     np.zeros(2, bool))
-    p.recompute(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4, 4]), min_gap_b=8)
+        usage = np.stack([_day_usage(early), _day_usage(late)], axis=1)
+        p.record_day(day, usage, usage >= 1.0, np.zeros(2, bool))
+    p.recompute(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4, 4]), min_gap_b=8,
+                low_margin_b=4, low_cap_b=96)
     t = p.threshold
     # the early riser's alert point comes hours before the late riser's
     first_alert = [int(np.argmax(np.arange(96) + 1 > t[i])) for i in range(2)]
     assert first_alert[0] < first_alert[1]
     assert 11 + 2 + 4 <= first_alert[0] <= 11 + 2 + 4 + 2  # q95 06:45, +30 min slack, +1 h
-    assert t[:, :4].tolist() == [[DISABLED] * 4] * 2      # never in the first margin
+    # low_usage waits at least for the longest morning dry run each resident has had
+    assert p.low_threshold[1, 19] >= 20 > p.low_threshold[0, 19]
 
 
 def test_profile_needs_enough_valid_days() -> None:
@@ -217,8 +219,9 @@ def test_profile_needs_enough_valid_days() -> None:
         if day % 2:
             u = u.copy()
             u[50] = np.nan  # a day with a hole is not learned
-        p.record_day(day, u, 1.0, np.zeros(1, bool))
-    p.recompute(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4]), min_gap_b=8)
+        p.record_day(day, u, u >= 1.0, np.zeros(1, bool))
+    p.recompute(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4]), min_gap_b=8,
+                low_margin_b=4, low_cap_b=96)
     assert p.learned_days.tolist() == [10]
     assert (p.threshold == DISABLED).all()
 
@@ -316,8 +319,9 @@ def test_low_usage_raises_after_twelve_known_hours_and_clears_on_clear_use() -> 
     h.run(13, 0.0)                  # nothing for 13 hours
     raised = h.events("low_usage")
     assert [e[2] for e in raised] == ["raise"]
-    # the window [5.25 h, 17.25 h) holds the last three buckets of 3 L: 9 L, under 10 L
-    assert raised[0][0] == 17.25
+    # under 10 L in the window since 17.25 h, but it fires once no water at all was used for
+    # 12 h (low_usage_min_dry_h): a morning's few litres before a day out are not an alarm
+    assert raised[0][0] == 18.0
     h.run(0.5, 4.0)                 # 8 L: under the 15 L that clears
     assert len(h.events("low_usage")) == 1
     h.run(1, 4.0)
@@ -414,7 +418,7 @@ def test_resident_override_changes_the_threshold() -> None:
     strict, _ = effective_rules(st, None, {"detect": {"low_usage_min_l": 30}})
     normal, _ = effective_rules(st, None, None)
     h = Home(2, rules=[strict, normal])
-    h.run(13, 0.5)  # 24 L in every 12 h
+    h.run(13, 0.4)  # 19 L in every 12 h, in drips under the 0.5 L that counts as "used"
     assert [e[3] for e in h.events("low_usage")] == ["R-0"]
 
 

@@ -1,0 +1,354 @@
+"""What the detector reads from and writes to PostgreSQL. SQL only here, as literals.
+
+Readings are fetched with a binary COPY parsed straight into numpy (a fixed row layout:
+int4, timestamptz, float8, timestamptz), which loads millions of rows a second instead of
+building a Python tuple per row.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+_PG_EPOCH_S = 946684800  # 2000-01-01 in Unix seconds: binary timestamptz counts from here
+_ROW = np.dtype([
+    ("n", ">i2"), ("l1", ">i4"), ("key", ">i4"), ("l2", ">i4"), ("ts", ">i8"),
+    ("l3", ">i4"), ("total", ">f8"), ("l4", ">i4"), ("received", ">i8"),
+])
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """Water readings as columns: device key, epoch seconds, litres, arrival seconds."""
+
+    key: I64
+    ts_s: I64
+    total_l: F64
+    received_s: I64
+
+    def __len__(self) -> int:
+        return int(self.key.size)
+
+    def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.int64]) -> Readings:
+        return Readings(self.key[index], self.ts_s[index], self.total_l[index],
+                        self.received_s[index])
+
+    @classmethod
+    def empty(cls) -> Readings:
+        i = np.empty(0, np.int64)
+        return cls(i, i.copy(), np.empty(0, np.float64), i.copy())
+
+
+def shard_of(text: str, shards: int) -> int:
+    """A stable shard number for an id (CRC-32; the same in every process and release)."""
+    return zlib.crc32(text.encode()) % shards
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRow:
+    device_id: str
+    key: int
+    gateway_id: str
+    resident_id: str | None
+    report_interval_s: int | None
+    last_seen: datetime | None
+    resident_rules: Mapping[str, Any] | None
+    community_rules: Mapping[str, Any] | None
+
+
+def water_meters(conn: psycopg.Connection[Any]) -> list[MeterRow]:
+    """Every water meter, with its resident (or the household's resident) and their rules."""
+    rows = conn.execute(
+        """
+        SELECT d.id, d.key, d.gateway_id, r.id, d.report_interval_s, d.last_seen,
+               r.rules, c.rules
+        FROM device d
+        JOIN household h ON h.id = d.household_id
+        LEFT JOIN community c ON c.id = h.community_id
+        LEFT JOIN LATERAL (
+            SELECT id, rules FROM resident
+            WHERE id = d.resident_id
+               OR (d.resident_id IS NULL AND household_id = d.household_id)
+            ORDER BY id LIMIT 1
+        ) r ON true
+        WHERE d.kind = 'water_meter'
+        ORDER BY d.id
+        """
+    ).fetchall()
+    return [MeterRow(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalDevice:
+    """A device whose events raise life-safety alerts (smoke, gas, SOS buttons, ...)."""
+
+    device_id: str
+    key: int
+    gateway_id: str
+    resident_id: str | None
+
+
+def event_devices(conn: psycopg.Connection[Any]) -> list[SignalDevice]:
+    rows = conn.execute(
+        """
+        SELECT d.id, d.key, d.gateway_id, r.id
+        FROM device d
+        LEFT JOIN LATERAL (
+            SELECT id FROM resident
+            WHERE id = d.resident_id
+               OR (d.resident_id IS NULL AND household_id = d.household_id)
+            ORDER BY id LIMIT 1
+        ) r ON true
+        ORDER BY d.id
+        """
+    ).fetchall()
+    return [SignalDevice(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentState:
+    resident_id: str
+    status: str
+    away_until: datetime | None
+    last_away: datetime | None   # newest away press since the window start
+    last_home: datetime | None   # newest home press since the window start
+
+
+def absent_residents(conn: psycopg.Connection[Any], since: datetime) -> list[ResidentState]:
+    """Residents not plainly 'active', and those who pressed away/home since `since`."""
+    rows = conn.execute(
+        """
+        WITH pressed AS (
+            SELECT r.id, max(e.ts) FILTER (WHERE e.type = 'away') AS away_at,
+                   max(e.ts) FILTER (WHERE e.type = 'home') AS home_at
+            FROM device_event e
+            JOIN device d ON d.key = e.device_key
+            JOIN resident r ON r.id = d.resident_id
+                            OR (d.resident_id IS NULL AND r.household_id = d.household_id)
+            WHERE e.type IN ('away', 'home') AND e.ts >= %s
+            GROUP BY r.id
+        )
+        SELECT r.id, r.status, r.away_until, p.away_at, p.home_at
+        FROM resident r LEFT JOIN pressed p ON p.id = r.id
+        WHERE r.status <> 'active' OR r.away_until IS NOT NULL OR p.id IS NOT NULL
+        """,
+        (since,),
+    ).fetchall()
+    return [ResidentState(*row) for row in rows]
+
+
+def gateways(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, datetime | None]:
+    """Per gateway: since when it reports itself offline (None: online or never said)."""
+    rows = conn.execute(
+        """
+        SELECT id, CASE WHEN online IS FALSE THEN coalesce(status_changed_at, last_seen) END
+        FROM gateway WHERE id = ANY(%s)
+        """,
+        (list(ids),),
+    ).fetchall()
+    return {gid: offline for gid, offline in rows}
+
+
+# -- readings ---------------------------------------------------------------------------------
+
+
+def readings_since_ts(
+    conn: psycopg.Connection[Any], keys: Sequence[int], start: datetime, end: datetime
+) -> Readings:
+    """Readings of these meters with start <= ts <= end, ordered by meter and time."""
+    return _copy_readings(
+        conn,
+        sql.SQL(
+            "SELECT device_key, ts, total_l, received_at FROM water_reading"
+            " WHERE ts >= {} AND ts <= {} AND device_key = ANY({})"
+            " ORDER BY device_key, ts"
+        ).format(sql.Literal(start), sql.Literal(end), sql.Literal(list(keys))),
+    )
+
+
+def readings_received_after(conn: psycopg.Connection[Any], after: datetime) -> Readings:
+    """Rows received after `after` (any meter), ordered by meter and time."""
+    return _copy_readings(
+        conn,
+        sql.SQL(
+            "SELECT device_key, ts, total_l, received_at FROM water_reading"
+            " WHERE received_at > {} ORDER BY device_key, ts"
+        ).format(sql.Literal(after)),
+    )
+
+
+def concat(*parts: Readings) -> Readings:
+    return Readings(
+        np.concatenate([p.key for p in parts]),
+        np.concatenate([p.ts_s for p in parts]),
+        np.concatenate([p.total_l for p in parts]),
+        np.concatenate([p.received_s for p in parts]),
+    )
+
+
+def _copy_readings(conn: psycopg.Connection[Any], query: sql.Composed) -> Readings:
+    buf = bytearray()
+    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for data in copy:
+            buf += data
+    return parse_binary_copy(bytes(buf))
+
+
+def parse_binary_copy(data: bytes) -> Readings:
+    """Parse a binary COPY of (int4, timestamptz, float8, timestamptz) rows, none NULL."""
+    if not data:
+        return Readings.empty()
+    if not data.startswith(b"PGCOPY\n\xff\r\n\0"):
+        raise ValueError("not a binary COPY stream")
+    ext = int.from_bytes(data[15:19], "big")
+    body = data[19 + ext : -2]  # the trailer is int16 -1
+    rows = np.frombuffer(body, dtype=_ROW)
+    return Readings(
+        rows["key"].astype(np.int64),
+        rows["ts"].astype(np.int64) // 1_000_000 + _PG_EPOCH_S,
+        rows["total"].astype(np.float64),
+        rows["received"].astype(np.int64) // 1_000_000 + _PG_EPOCH_S,
+    )
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    key: int
+    type: str
+    ts: datetime
+    active: bool
+    value: float | None
+    received_at: datetime
+
+
+def events_received_after(
+    conn: psycopg.Connection[Any], after: datetime, types: Sequence[str]
+) -> list[EventRow]:
+    rows = conn.execute(
+        """
+        SELECT device_key, type, ts, active, value, received_at FROM device_event
+        WHERE received_at > %s AND type = ANY(%s) ORDER BY received_at, device_key, ts
+        """,
+        (after, list(types)),
+    ).fetchall()
+    return [EventRow(*row) for row in rows]
+
+
+# -- alerts already in the database -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KnownAlert:
+    kind: str
+    subject: str
+    status: str
+    since: datetime
+    outcome: str | None
+    resolved_at: datetime | None
+
+
+def known_alerts(
+    conn: psycopg.Connection[Any], kinds: Sequence[str], resolved_after: datetime
+) -> list[KnownAlert]:
+    """Unresolved alerts, and those a person resolved after `resolved_after`."""
+    rows = conn.execute(
+        """
+        SELECT kind, subject, status, since, outcome, resolved_at FROM alert
+        WHERE kind = ANY(%s)
+          AND (status <> 'resolved' OR (resolved_at > %s AND outcome <> 'auto_cleared'))
+        ORDER BY opened_at
+        """,
+        (list(kinds), resolved_after),
+    ).fetchall()
+    return [KnownAlert(*row) for row in rows]
+
+
+def alerted_events(
+    conn: psycopg.Connection[Any], kinds: Sequence[str], since_after: datetime
+) -> set[tuple[str, str, datetime]]:
+    """(kind, subject, since) of event alerts already raised: an event is raised once."""
+    rows = conn.execute(
+        "SELECT kind, subject, since FROM alert WHERE kind = ANY(%s) AND since > %s",
+        (list(kinds), since_after),
+    ).fetchall()
+    return {(k, s, t) for k, s, t in rows}
+
+
+# -- learned days -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DayRow:
+    key: int
+    day: date
+    use_bits: bytes
+    valid: bool
+
+
+def load_days(
+    conn: psycopg.Connection[Any], first: date, *, bucket_s: int, day_start_s: int
+) -> list[DayRow]:
+    rows = conn.execute(
+        """
+        SELECT device_key, day, use_bits, valid FROM detector_day
+        WHERE day >= %s AND bucket_s = %s AND day_start_s = %s
+        """,
+        (first, bucket_s, day_start_s),
+    ).fetchall()
+    return [DayRow(k, d, bytes(b), v) for k, d, b, v in rows]
+
+
+def save_days(
+    conn: psycopg.Connection[Any], rows: Sequence[DayRow], *, bucket_s: int, day_start_s: int,
+    keep_after: date,
+) -> None:
+    """Upsert learned days (a staged COPY), and forget days older than `keep_after`."""
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS detector_day_in"
+        " (device_key integer, day date, use_bits bytea, valid boolean) ON COMMIT DELETE ROWS"
+    )
+    with conn.cursor() as cur:
+        with cur.copy("COPY detector_day_in (device_key, day, use_bits, valid) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row((row.key, row.day, row.use_bits, row.valid))
+        cur.execute(
+            """
+            INSERT INTO detector_day (device_key, day, bucket_s, day_start_s, use_bits, valid)
+            SELECT device_key, day, %s, %s, use_bits, valid FROM detector_day_in
+            ON CONFLICT (device_key, day) DO UPDATE
+               SET bucket_s = EXCLUDED.bucket_s, day_start_s = EXCLUDED.day_start_s,
+                   use_bits = EXCLUDED.use_bits, valid = EXCLUDED.valid
+            """,
+            (bucket_s, day_start_s),
+        )
+        cur.execute("DELETE FROM detector_day WHERE day < %s", (keep_after,))
+
+
+def utc(t_s: int) -> datetime:
+    return datetime.fromtimestamp(t_s, UTC)
+
+
+def epoch(t: datetime) -> int:
+    return int(t.timestamp())
+
+
+def days_ago(t: datetime, days: float) -> datetime:
+    return t - timedelta(days=days)

@@ -1,0 +1,411 @@
+"""The detector process: rebuild state from the database, then sweep on a schedule.
+
+`DetectorService` is the thin shell around `detectors.engine.Detector`: at start it loads the
+registry, the last `ring_hours` of readings of its shard, the learned routine days and the
+alerts already in the database; each sweep it reads the rows received since the last one,
+applies them, asks the detector what changed and writes that through `alerts.store`, all in
+one transaction. `EventWatcher` raises smoke/gas/SOS alerts as soon as their events are
+committed (LISTEN lovekey_events, with a short poll by received_at as the fallback).
+
+Neither keeps anything that is not in the database: killing the process at any point and
+starting it again gives the same alerts, none lost and none twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+
+from alerts.store import AlertCandidate, clear_alerts, raise_alerts
+from config import DetectSettings, Settings
+from detectors import db
+from detectors.engine import KINDS, RESIDENT_KINDS, Change, Detector, Presence, Registry
+from detectors.params import build_params, effective_rules
+from detectors.ring import NEVER, UsageRing
+
+log = logging.getLogger(__name__)
+
+I64 = npt.NDArray[np.int64]
+EVENT_KINDS = ("smoke", "gas", "sos")
+_EPOCH_DATE = date(1970, 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """'i/n' with 0 <= i < n."""
+        try:
+            i, n = (int(p) for p in text.split("/"))
+        except ValueError as exc:
+            raise ValueError(f"shard must look like i/n, got {text!r}") from exc
+        if not 0 <= i < n:
+            raise ValueError(f"shard {text!r}: need 0 <= i < n")
+        return cls(i, n)
+
+    def owns(self, text: str) -> bool:
+        return self.count == 1 or db.shard_of(text, self.count) == self.index
+
+
+def utc_offset_s(settings: Settings, at: datetime) -> int:
+    offset = settings.zone.utcoffset(at)
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+class DetectorService:
+    """One shard's detector state, kept in step with the database sweep by sweep."""
+
+    def __init__(self, settings: Settings, *, shard: Shard = Shard()) -> None:
+        self.settings = settings
+        self.st: DetectSettings = settings.detect
+        self.shard = shard
+        self.detector: Detector | None = None
+        self._key_to_meter = np.empty(0, np.int64)
+        self._keys: list[int] = []
+        self._watermark: datetime | None = None
+        # (key << 32 | ts) and arrival of rows applied that a later fetch can return again
+        self._recent_pair = np.empty(0, np.int64)
+        self._recent_arrival = np.empty(0, np.int64)
+        self._pending = db.Readings.empty()
+        self._was_away = np.empty(0, bool)
+        self._back_at = np.empty(0, np.int64)  # per resident: when we saw an absence end
+
+    # -- start --------------------------------------------------------------------------------
+
+    def start(self, conn: psycopg.Connection[Any], now: datetime) -> None:
+        """Rebuild everything from the database as of `now`."""
+        st = self.st
+        meters = [m for m in db.water_meters(conn) if self.shard.owns(m.resident_id or m.device_id)]
+        registry = self._registry(meters)
+        self._was_away = np.zeros(len(registry.resident_ids), bool)
+        self._back_at = np.full(len(registry.resident_ids), NEVER, np.int64)
+        det = Detector(registry, st, now_s=db.epoch(now), utc_offset_s=utc_offset_s(self.settings, now))
+        self.detector = det
+        self._keys = [m.key for m in meters]
+        top = max(self._keys, default=0)
+        self._key_to_meter = np.full(top + 1, -1, np.int64)
+        self._key_to_meter[np.array(self._keys, np.int64)] = np.arange(len(meters))
+        seen = np.array(
+            [db.epoch(m.last_seen) if m.last_seen else NEVER for m in meters], np.int64
+        )
+        # a meter never heard from counts as silent from when we started watching it
+        det.ring.last_arrival[:] = np.where(seen == NEVER, db.epoch(now), seen)
+
+        ring_start = now - timedelta(hours=st.ring_hours)
+        rows = db.readings_since_ts(conn, self._keys, ring_start, now)
+        self._watermark = now
+        self._apply(rows, now, conn=None)
+        self._load_days(conn, now)
+        self._restore_alerts(conn, now)
+        log.info(
+            "detector started shard=%d/%d meters=%d readings=%d learned_days=%s",
+            self.shard.index, self.shard.count, len(meters), len(rows),
+            det.profile.last_day is not None,
+        )
+
+    def _registry(self, meters: Sequence[db.MeterRow]) -> Registry:
+        residents = sorted({m.resident_id for m in meters if m.resident_id})
+        res_index = {r: i for i, r in enumerate(residents)}
+        gateways = sorted({m.gateway_id for m in meters})
+        gw_index = {g: i for i, g in enumerate(gateways)}
+        rules = []
+        for m in meters:
+            values, problems = effective_rules(self.st, m.community_rules, m.resident_rules)
+            for problem in problems:
+                log.warning("ignored rule override resident=%s: %s", m.resident_id, problem)
+            rules.append(values)
+        params = build_params(self.st, rules, [m.report_interval_s for m in meters])
+        return Registry(
+            [m.device_id for m in meters], residents, gateways,
+            np.array([res_index.get(m.resident_id or "", -1) for m in meters], np.int64),
+            np.array([gw_index[m.gateway_id] for m in meters], np.int64),
+            params,
+        )
+
+    def _restore_alerts(self, conn: psycopg.Connection[Any], now: datetime) -> None:
+        det = self._det
+        for alert in db.known_alerts(conn, KINDS, now - timedelta(hours=self.st.ring_hours)):
+            if alert.status == "resolved" and alert.resolved_at is not None:
+                det.restore(alert.kind, [alert.subject], [db.epoch(alert.since)],
+                            resolved_at_s=[db.epoch(alert.resolved_at)])
+            else:
+                det.restore(alert.kind, [alert.subject], [db.epoch(alert.since)])
+
+    # -- learned days -------------------------------------------------------------------------
+
+    @staticmethod
+    def _local_date(day: int) -> date:
+        """A routine day is stored under the local date it starts on (day 0: 1970-01-01)."""
+        return _EPOCH_DATE + timedelta(days=day)
+
+    @staticmethod
+    def _day_number(local: date) -> int:
+        return (local - _EPOCH_DATE).days
+
+    def _load_days(self, conn: psycopg.Connection[Any], now: datetime) -> None:
+        det = self._det
+        prof = det.profile
+        today = prof.day_of(db.epoch(now))
+        first = today - prof.days
+        rows = db.load_days(conn, self._local_date(first), bucket_s=det.bucket_s,
+                            day_start_s=self._day_start_s())
+        by_day: dict[int, list[db.DayRow]] = {}
+        for row in rows:
+            by_day.setdefault(self._day_number(row.day), []).append(row)
+        # days the ring will learn itself are left to it; older missing days are rebuilt
+        ring_first = prof.day_of(det.ring.oldest * det.bucket_s) + 1
+        for day in range(first, ring_first):
+            if day in by_day:
+                found = [r for r in by_day[day] if 0 <= r.key < self._key_to_meter.size]
+                idx = np.array([self._key_to_meter[r.key] for r in found], np.int64)
+                keep = idx >= 0
+                bits = np.array([np.frombuffer(r.use_bits, np.uint8) for r in found], np.uint8)
+                bits = bits.reshape(len(found), -1)
+                if keep.any() and bits.shape[1] == prof.use_bits.shape[2]:
+                    prof.load_day(day, idx[keep], bits[keep],
+                                  np.array([r.valid for r in found], bool)[keep])
+            else:
+                self._backfill_day(conn, day)
+        if prof.last_day is not None:
+            det.relearn()
+        self._save_days(conn, det.recorded_days)
+        det.recorded_days.clear()
+
+    def _backfill_day(self, conn: psycopg.Connection[Any], day: int) -> None:
+        """Learn a past day from its readings (first start, or after a long stop)."""
+        det, st = self._det, self.st
+        prof, bs = det.profile, det.bucket_s
+        start, end = prof.day_start(day), prof.day_start(day + 1)
+        lead = int(st.max_spread_h * 3600) + bs
+        rows = db.readings_since_ts(conn, self._keys, db.utc(start - lead), db.utc(end + bs))
+        if len(rows) == 0:
+            return
+        ring = UsageRing(len(self._keys), bucket_s=bs, buckets=(end + bs - start + lead) // bs + 2,
+                         now_s=start - lead, max_spread_s=int(st.max_spread_h * 3600),
+                         flow_span_max_s=st.flow_span_max_s, use_min_l=st.use_min_l)
+        meter = self._key_to_meter[rows.key]
+        ring.apply(meter, rows.ts_s, rows.total_l)
+        first = prof.first_bucket(day)
+        usage = ring.usage_matrix(first, prof.slots)
+        used = ring.used_matrix(first, prof.slots)
+        prof.record_day(day, usage, used, np.zeros(usage.shape[1], bool))
+        det.recorded_days.append(day)
+
+    def _save_days(self, conn: psycopg.Connection[Any], days: Sequence[int]) -> None:
+        prof = self._det.profile
+        rows: list[db.DayRow] = []
+        for day in sorted(set(days)):
+            try:
+                bits, valid = prof.day_rows(day)
+            except KeyError:
+                continue
+            local = self._local_date(day)
+            rows += [db.DayRow(k, local, bits[i].tobytes(), bool(valid[i]))
+                     for i, k in enumerate(self._keys)]
+        if rows:
+            keep_after = self._local_date(max(days) - prof.days - 7)
+            db.save_days(conn, rows, bucket_s=self._det.bucket_s,
+                         day_start_s=self._day_start_s(), keep_after=keep_after)
+
+    def _day_start_s(self) -> int:
+        return int(self.st.routine_day_start_h * 3600) // self._det.bucket_s * self._det.bucket_s
+
+    # -- sweep --------------------------------------------------------------------------------
+
+    @property
+    def _det(self) -> Detector:
+        if self.detector is None:
+            raise RuntimeError("DetectorService.start() was not called")
+        return self.detector
+
+    def sweep(self, conn: psycopg.Connection[Any], now: datetime) -> list[Change]:
+        """Read what arrived, evaluate, write alert changes. The caller commits."""
+        det = self._det
+        if self._watermark is None:
+            raise RuntimeError("DetectorService.start() was not called")
+        overlap = timedelta(seconds=self.st.received_overlap_s)
+        rows = db.readings_received_after(conn, self._watermark - overlap)
+        if len(rows):
+            self._watermark = max(self._watermark, db.utc(int(rows.received_s.max())))
+        self._apply(rows, now, conn=conn)
+        presence = self._presence(conn, now)
+        offline = self._gateway_status(conn)
+        changes = det.sweep(db.epoch(now), presence, offline)
+        changes = [c for c in changes if c.kind != "gateway_offline" or self.shard.owns(c.subject)]
+        write_changes(conn, changes, now)
+        if det.recorded_days:
+            self._save_days(conn, det.recorded_days)
+            det.recorded_days.clear()
+        return changes
+
+    def _apply(
+        self, rows: db.Readings, now: datetime, *, conn: psycopg.Connection[Any] | None
+    ) -> None:
+        """Apply rows of our meters not applied before; rebuild meters that got late data."""
+        det, now_s = self._det, db.epoch(now)
+        rows = db.concat(self._pending, rows)
+        meter = np.full(len(rows), -1, np.int64)
+        inside = rows.key < self._key_to_meter.size
+        meter[inside] = self._key_to_meter[rows.key[inside]]
+        mine = np.flatnonzero(meter >= 0)
+        rows, meter = rows.take(mine), meter[mine]
+        pair = (rows.key << 32) | (rows.ts_s & 0xFFFFFFFF)
+        fresh = ~np.isin(pair, self._recent_pair)
+        # from the future (a meter's clock ahead): kept until its time comes
+        later = rows.ts_s > now_s
+        self._pending = rows.take(np.flatnonzero(fresh & later))
+        use = np.flatnonzero(fresh & ~later)
+        rows, meter, pair = rows.take(use), meter[use], pair[use]
+        arrival = np.minimum(rows.received_s, now_s)
+        result = det.apply(meter, rows.ts_s, rows.total_l, arrival)
+        if result.dirty.size and conn is not None:
+            keys = [self._keys[int(m)] for m in result.dirty]
+            start = now - timedelta(hours=self.st.ring_hours)
+            history = db.readings_since_ts(conn, keys, start, now)
+            det.rebuild(result.dirty, self._key_to_meter[history.key], history.ts_s,
+                        history.total_l, np.minimum(history.received_s, now_s))
+            log.info("rebuilt %d meter(s) after late readings", result.dirty.size)
+        # remember what a later fetch (received_at > watermark - overlap) can return again
+        assert self._watermark is not None
+        cutoff = db.epoch(self._watermark) - self.st.received_overlap_s
+        keep = self._recent_arrival > cutoff
+        new = rows.received_s > cutoff
+        self._recent_pair = np.concatenate([self._recent_pair[keep], pair[new]])
+        self._recent_arrival = np.concatenate([self._recent_arrival[keep], rows.received_s[new]])
+
+    def _presence(self, conn: psycopg.Connection[Any], now: datetime) -> Presence:
+        """Who is away now, and since when each resident is watched (end of the last absence)."""
+        ids = self._det.registry.resident_ids
+        index = {rid: i for i, rid in enumerate(ids)}
+        now_s = db.epoch(now)
+        away = np.zeros(len(ids), bool)
+        lapsed = np.full(len(ids), NEVER, np.int64)
+        since = self._back_at.copy()
+        window = now - timedelta(hours=self.st.ring_hours)
+        for state in db.absent_residents(conn, window):
+            i = index.get(state.resident_id)
+            if i is None:
+                continue
+            if state.status in ("moved", "deceased"):
+                away[i] = True
+            elif state.status == "away" and state.away_until is not None:
+                if state.away_until > now:
+                    away[i] = True
+                else:  # ran out without a home press: away until water is used again
+                    since[i] = max(since[i], db.epoch(state.away_until))
+                    started = state.last_away or state.away_until
+                    lapsed[i] = db.epoch(started)
+            for pressed in (state.last_away, state.last_home):
+                if pressed is not None:
+                    since[i] = max(since[i], db.epoch(pressed))
+        back = self._was_away & ~away  # an absence ended since the last sweep
+        self._back_at[back] = now_s
+        since[back] = now_s
+        self._was_away = away
+        return Presence(away, since, lapsed)
+
+    def _gateway_status(self, conn: psycopg.Connection[Any]) -> I64:
+        ids = self._det.registry.gateway_ids
+        status = db.gateways(conn, ids)
+        return np.array(
+            [db.epoch(t) if (t := status.get(g)) is not None else NEVER for g in ids], np.int64
+        )
+
+
+def write_changes(conn: psycopg.Connection[Any], changes: Sequence[Change], now: datetime) -> None:
+    """Raise and clear through alerts.store (the caller owns the transaction)."""
+    raises = [
+        AlertCandidate(c.kind, c.subject, c.resident_id, c.device_id, c.gateway_id,
+                       db.utc(c.since_s), c.details)
+        for c in changes if c.action == "raise"
+    ]
+    if raises:
+        raise_alerts(conn, raises, now)
+    clears: dict[tuple[str, str], list[str]] = {}
+    for c in changes:
+        if c.action == "clear":
+            clears.setdefault((c.kind, c.reason), []).append(c.subject)
+    for (kind, reason), subjects in clears.items():
+        clear_alerts(conn, kind, subjects, now, reason=reason)
+    for c in changes:
+        log.info("%s %s subject=%s since=%s", c.action, c.kind, c.subject, db.utc(c.since_s))
+
+
+# -- life-safety events -----------------------------------------------------------------------
+
+
+class EventWatcher:
+    """Raises smoke, gas and SOS alerts from device events, once each."""
+
+    def __init__(self, settings: Settings, *, shard: Shard = Shard()) -> None:
+        self.settings = settings
+        self.shard = shard
+        self._devices: dict[int, db.SignalDevice] = {}
+        self._watermark: datetime | None = None
+        self._seen: dict[tuple[int, str, datetime], datetime] = {}  # event -> received_at
+
+    def start(self, conn: psycopg.Connection[Any], now: datetime, lookback_s: float = 600) -> None:
+        self._devices = {
+            d.key: d for d in db.event_devices(conn)
+            if self.shard.owns(d.resident_id or d.device_id)
+        }
+        self._watermark = now - timedelta(seconds=lookback_s)
+
+    def poll(self, conn: psycopg.Connection[Any], now: datetime) -> list[AlertCandidate]:
+        """Raise alerts for active events received since the last poll. Caller commits."""
+        if self._watermark is None:
+            raise RuntimeError("EventWatcher.start() was not called")
+        overlap = timedelta(seconds=self.settings.detect.received_overlap_s)
+        rows = db.events_received_after(conn, self._watermark - overlap, EVENT_KINDS)
+        fresh = [r for r in rows if (r.key, r.type, r.ts) not in self._seen]
+        if rows:
+            self._watermark = max(self._watermark, max(r.received_at for r in rows))
+        cutoff = self._watermark - overlap
+        self._seen = {k: t for k, t in self._seen.items() if t > cutoff}
+        self._seen.update({(r.key, r.type, r.ts): r.received_at for r in fresh})
+        candidates = []
+        for row in fresh:
+            if not row.active:
+                continue  # a sensor going quiet does not end a life-safety alert: a person does
+            device = self._devices.get(row.key)
+            if device is None:
+                device = self._refresh(conn, row.key)
+            if device is None or device.resident_id is None:
+                log.warning("event %s from device key=%d with no resident: not raised",
+                            row.type, row.key)
+                continue
+            candidates.append(AlertCandidate(
+                row.type, device.resident_id, device.resident_id, device.device_id,
+                device.gateway_id, row.ts,
+                {"value": row.value, "event_at": row.ts.isoformat()},
+            ))
+        if candidates:
+            done = db.alerted_events(conn, EVENT_KINDS, min(c.since for c in candidates)
+                                     - timedelta(seconds=1))
+            candidates = [c for c in candidates if (c.kind, c.subject, c.since) not in done]
+        if candidates:
+            raise_alerts(conn, candidates, now)
+            for c in candidates:
+                log.info("raise %s subject=%s since=%s", c.kind, c.subject, c.since)
+        return candidates
+
+    def _refresh(self, conn: psycopg.Connection[Any], key: int) -> db.SignalDevice | None:
+        """A device registered after we started: look the registry up again."""
+        self._devices = {
+            d.key: d for d in db.event_devices(conn)
+            if self.shard.owns(d.resident_id or d.device_id)
+        }
+        return self._devices.get(key)
+
+
+__all__ = ["RESIDENT_KINDS", "DetectorService", "EventWatcher", "Shard", "write_changes"]
