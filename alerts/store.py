@@ -74,9 +74,9 @@ def raise_alerts(
         ),
         up AS (
             INSERT INTO alert AS a (kind, subject, resident_id, device_id, gateway_id, since,
-                                    opened_at, last_triggered_at, details)
+                                    opened_at, last_triggered_at, escalation_due_at, details)
             SELECT DISTINCT ON (kind, subject)
-                   kind, subject, resident_id, device_id, gateway_id, since, %s, %s, details
+                   kind, subject, resident_id, device_id, gateway_id, since, %s, %s, %s, details
             FROM c ORDER BY kind, subject
             ON CONFLICT (kind, subject) WHERE status <> 'resolved' DO UPDATE
                SET last_triggered_at = greatest(a.last_triggered_at, EXCLUDED.last_triggered_at),
@@ -98,13 +98,14 @@ def raise_alerts(
             [Jsonb(dict(c.details)) for c in candidates],
             now,
             now,
+            now,
         ),
     ).fetchall()
     opened = [r[0] for r in rows if r[1]]
     updated = [r[0] for r in rows if not r[1]]
     history: list[tuple[int, str, Any]] = [(r[0], "opened", Jsonb(r[3])) for r in rows if r[1]]
     history += [(r[0], "updated", Jsonb(r[3])) for r in rows if not r[1] and r[2]]
-    _history(conn, history, now, actor="detector")
+    add_history(conn, history, now, actor="detector")
     return RaiseResult(opened, updated)
 
 
@@ -128,14 +129,14 @@ def clear_alerts(
         for r in conn.execute(
             """
             UPDATE alert SET status = 'resolved', resolved_at = %s, outcome = 'auto_cleared',
-                             outcome_note = %s
+                             outcome_note = %s, escalation_due_at = %s
             WHERE kind = %s AND subject = ANY(%s) AND status <> 'resolved'
             RETURNING id
             """,
-            (now, reason, kind, list(subjects)),
+            (now, reason, now, kind, list(subjects)),
         )
     ]
-    _history(conn, [(i, "auto_resolved", Jsonb({"reason": reason})) for i in ids], now, "detector")
+    add_history(conn, [(i, "auto_resolved", Jsonb({"reason": reason})) for i in ids], now, "detector")
     return sorted(ids)
 
 
@@ -162,17 +163,17 @@ def acknowledge(
     if row[0] == "resolved":
         raise AlertStateError(alert_id, "already resolved")
     if row[0] == "acknowledged":
-        _history(conn, [(alert_id, "acknowledged_again", Jsonb(detail))], now, by)
+        add_history(conn, [(alert_id, "acknowledged_again", Jsonb(detail))], now, by)
         return False
     conn.execute(
         """
         UPDATE alert SET status = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s,
-                         ack_channel = %s
+                         ack_channel = %s, escalation_due_at = %s
         WHERE id = %s
         """,
-        (now, by, channel, alert_id),
+        (now, by, channel, now, alert_id),
     )
-    _history(conn, [(alert_id, "acknowledged", Jsonb(detail))], now, by)
+    add_history(conn, [(alert_id, "acknowledged", Jsonb(detail))], now, by)
     return True
 
 
@@ -204,13 +205,14 @@ def resolve(
         acknowledge(conn, alert_id, by=by, channel=channel, now=now)
     conn.execute(
         """
-        UPDATE alert SET status = 'resolved', resolved_at = %s, outcome = %s, outcome_note = %s
+        UPDATE alert SET status = 'resolved', resolved_at = %s, outcome = %s, outcome_note = %s,
+                         escalation_due_at = %s
         WHERE id = %s
         """,
-        (now, outcome, note, alert_id),
+        (now, outcome, note, now, alert_id),
     )
     detail = {"outcome": outcome, "note": note, "by": by, "channel": channel}
-    _history(conn, [(alert_id, "resolved", Jsonb(detail))], now, by)
+    add_history(conn, [(alert_id, "resolved", Jsonb(detail))], now, by)
 
 
 def mark_notified(conn: psycopg.Connection[Any], alert_id: int, now: datetime) -> None:
@@ -220,7 +222,7 @@ def mark_notified(conn: psycopg.Connection[Any], alert_id: int, now: datetime) -
         (now, alert_id),
     ).rowcount
     if changed:
-        _history(conn, [(alert_id, "notified", Jsonb({}))], now, "worker")
+        add_history(conn, [(alert_id, "notified", Jsonb({}))], now, "worker")
 
 
 def get_alert(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any] | None:
@@ -260,12 +262,13 @@ def _json_ready(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
-def _history(
+def add_history(
     conn: psycopg.Connection[Any],
     rows: Sequence[tuple[int, str, Any]],
     now: datetime,
     actor: str | None,
 ) -> None:
+    """Append history rows `(alert_id, event, detail)` at `now` (COPY: one round trip)."""
     if not rows:
         return
     with (

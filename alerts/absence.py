@@ -1,0 +1,112 @@
+"""Planned absences ("staying at my daughter's until Sunday").
+
+The resident's away state is `resident.status = 'away'` with `away_until` and `away_reason`:
+the single source of truth that the away button, the console and this CLI all write. While
+away, kinds whose chain has `suppress_when_away` (low usage, routine break) raise no alerts
+(the detectors skip them) and any that are open are resolved with outcome 'away' here, so
+the worker stands down whoever was already told.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from alerts.chains import ChainBook
+from alerts.store import add_history
+from lovekey.errors import AlertError
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\s*$")
+
+
+def parse_until(text: str, now: datetime, zone: ZoneInfo) -> datetime:
+    """'2025-03-09 18:00', '2025-03-09' (end of that day), or relative '3d' / '12h' / '90m'."""
+    match = _RELATIVE.match(text)
+    if match:
+        amount, unit = float(match[1]), match[2]
+        seconds = amount * {"d": 86400, "h": 3600, "m": 60}[unit]
+        return now + timedelta(seconds=seconds)
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise AlertError(f"--until: not a time: {text!r} (use 2025-03-09 18:00 or 3d)") from exc
+    if len(text.strip()) == 10:  # a date alone: until the end of that day
+        value = value.replace(hour=23, minute=59, second=59)
+    return value if value.tzinfo else value.replace(tzinfo=zone)
+
+
+def set_away(
+    conn: psycopg.Connection[Any],
+    resident_id: str,
+    *,
+    until: datetime,
+    reason: str,
+    now: datetime,
+    chains: ChainBook,
+) -> list[int]:
+    """Mark the resident away; resolve their suppressed-while-away alerts. Returns those ids."""
+    if until <= now:
+        raise AlertError("an absence must end in the future")
+    reason = " ".join(reason.split())
+    if not reason:
+        raise AlertError("an absence needs a reason")
+    with conn.transaction():
+        row = conn.execute(
+            """
+            UPDATE resident SET status = 'away', away_until = %s, away_reason = %s,
+                                updated_at = %s
+            WHERE id = %s AND status IN ('active', 'away')
+            RETURNING (SELECT coalesce(c.rules, '{}') FROM household h
+                       LEFT JOIN community c ON c.id = h.community_id
+                       WHERE h.id = resident.household_id), rules
+            """,
+            (until, reason, now, resident_id),
+        ).fetchone()
+        if row is None:
+            raise AlertError(f"no active resident {resident_id!r}")
+        community_rules, resident_rules = row
+        open_alerts = conn.execute(
+            "SELECT id, kind FROM alert WHERE resident_id = %s AND status <> 'resolved'",
+            (resident_id,),
+        ).fetchall()
+        ids = [
+            alert_id
+            for alert_id, kind in open_alerts
+            if chains.chain_for(kind, community_rules, resident_rules).suppress_when_away
+        ]
+        if ids:
+            conn.execute(
+                """
+                UPDATE alert SET status = 'resolved', resolved_at = %s, outcome = 'away',
+                                 outcome_note = %s, escalation_due_at = %s
+                WHERE id = ANY(%s)
+                """,
+                (now, f"away until {until.isoformat()}: {reason}", now, ids),
+            )
+            add_history(
+                conn,
+                [(i, "resolved", Jsonb({"outcome": "away", "away_until": until.isoformat()}))
+                 for i in ids],
+                now,
+                actor="absence",
+            )
+    return ids
+
+
+def clear_away(conn: psycopg.Connection[Any], resident_id: str, *, now: datetime) -> bool:
+    """Back home. False if the resident was not away."""
+    with conn.transaction():
+        changed = conn.execute(
+            """
+            UPDATE resident SET status = 'active', away_until = NULL, away_reason = NULL,
+                                updated_at = %s
+            WHERE id = %s AND status = 'away'
+            """,
+            (now, resident_id),
+        ).rowcount
+    return bool(changed)

@@ -1,0 +1,175 @@
+"""Channels: turning a recipient's addresses into Apprise URLs, and sending through Apprise.
+
+Two channel kinds, registered in `CHANNELS`:
+- "sms": the recipient's phone put into the configured SMS-gateway URL template
+  (`alerts.sms_url`, any Apprise SMS service or a generic `json://`/`form://` gateway);
+- "push": each of the recipient's own Apprise URLs (`push_url`: WeCom, DingTalk, Feishu,
+  ntfy, email, `json://` webhooks, ...) is a channel of its own, "push:0", "push:1", ...
+
+`send()` is blocking (Apprise's notify is); callers run it in a worker thread. Apprise reports
+failure as `False` and explains it only in its log, so the explanation is collected from the
+`apprise` logger for the calling thread and raised as `DeliveryError`.
+
+Apprise URLs carry credentials: they are never logged or stored in error text here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from lovekey.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+SMS = "sms"
+PUSH = "push"
+# channel kind -> whether a recipient message on it is an SMS (short texts) or a push (title+body)
+CHANNELS: dict[str, bool] = {SMS: True, PUSH: False}
+
+# Apprise schemas of generic HTTP targets that accept extra headers as "+Name=value".
+_HEADER_SCHEMAS = ("json", "jsons", "xml", "xmls", "form", "forms")
+_HTTP_STATUS = re.compile(r"error=(\d{3})")
+
+
+def channel_kind(channel: str) -> str:
+    return channel.partition(":")[0]
+
+
+def is_sms(channel: str) -> bool:
+    return CHANNELS.get(channel_kind(channel), False)
+
+
+def recipient_channels(
+    preference: Sequence[str], *, phone: str | None, push_urls: Sequence[str], sms_enabled: bool
+) -> list[str]:
+    """The recipient's channels in the order the role prefers: 'push:0', 'push:1', 'sms'."""
+    out: list[str] = []
+    for kind in preference:
+        if kind == PUSH:
+            out += [f"{PUSH}:{i}" for i in range(len(push_urls))]
+        elif kind == SMS and phone and sms_enabled:
+            out.append(SMS)
+    return out
+
+
+def channel_url(
+    channel: str,
+    *,
+    phone: str | None,
+    push_urls: Sequence[str],
+    sms_url_template: str | None,
+    idempotency_key: str,
+) -> str:
+    """The Apprise URL for one channel of one recipient (secret: do not log)."""
+    kind, _, index = channel.partition(":")
+    if kind == SMS:
+        if not sms_url_template or not phone:
+            raise DeliveryError(channel, "no SMS gateway configured or no phone", retryable=False)
+        return (
+            sms_url_template.replace("{phone}", quote(phone, safe=""))
+            .replace("{phone_digits}", phone.lstrip("+"))
+            .replace("{idempotency_key}", quote(idempotency_key, safe=""))
+        )
+    if kind == PUSH:
+        try:
+            url = push_urls[int(index)]
+        except (ValueError, IndexError) as exc:
+            raise DeliveryError(channel, "no such push address", retryable=False) from exc
+        return with_idempotency_key(url, idempotency_key)
+    raise DeliveryError(channel, "unknown channel", retryable=False)
+
+
+def with_idempotency_key(url: str, key: str) -> str:
+    """Add an `Idempotency-Key` header to generic HTTP targets, so a provider that honours it
+    drops the duplicate a crash between sending and recording can cause."""
+    schema = url.partition("://")[0].lower()
+    if schema not in _HEADER_SCHEMAS or "+idempotency-key=" in url.lower():
+        return url
+    return f"{url}{'&' if '?' in url else '?'}+Idempotency-Key={quote(key, safe='')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    channel: str
+    url: str          # secret
+    title: str
+    body: str
+
+    def __repr__(self) -> str:
+        return f"Outgoing(channel={self.channel!r}, url=<redacted>, body_chars={len(self.body)})"
+
+
+Sender = Callable[[Outgoing], None]
+
+
+class AppriseSender:
+    """Sends one message through Apprise; raises DeliveryError with Apprise's own reason."""
+
+    def __init__(self) -> None:
+        import apprise  # heavy: only a process that sends imports it
+        from apprise.manager_plugins import NotificationManager
+
+        # Apprise loads its plugin modules lazily on first use, and some of them import
+        # modules Python deprecates (imghdr): load them once here, not inside a send thread,
+        # with that library-internal warning silenced.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            NotificationManager().load_modules()  # type: ignore[no-untyped-call]
+        self._apprise: Any = apprise
+        self._asset = apprise.AppriseAsset(storage_mode="memory")
+        _install_capture()
+
+    def __call__(self, out: Outgoing) -> None:
+        plugin = self._apprise.Apprise.instantiate(out.url, asset=self._asset)
+        if plugin is None:
+            raise DeliveryError(out.channel, "not a valid Apprise URL", retryable=False)
+        with _captured() as lines:
+            try:
+                ok = plugin.notify(body=out.body, title=out.title)
+            except Exception as exc:  # a plugin bug must not kill the dispatcher
+                raise DeliveryError(out.channel, f"{type(exc).__name__}: {exc}") from exc
+        if ok:
+            return
+        detail = "; ".join(lines) or "Apprise reported failure"
+        status = _HTTP_STATUS.search(detail)
+        # a 4xx other than timeout/too-many-requests will fail the same way again
+        retryable = not (status and 400 <= int(status[1]) < 500 and status[1] not in ("408", "429"))
+        raise DeliveryError(out.channel, detail[:500], retryable=retryable)
+
+
+# --- global state: one handler on the `apprise` logger, collecting per thread -------------
+_local = threading.local()
+_capture_lock = threading.Lock()
+_capture_installed = False
+
+
+class _ThreadCapture(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = getattr(_local, "lines", None)
+        if lines is not None and len(lines) < 10:
+            lines.append(record.getMessage())
+
+
+def _install_capture() -> None:
+    global _capture_installed
+    with _capture_lock:
+        if not _capture_installed:
+            logging.getLogger("apprise").addHandler(_ThreadCapture(logging.WARNING))
+            _capture_installed = True
+
+
+class _captured:
+    def __enter__(self) -> list[str]:
+        _local.lines = []
+        lines: list[str] = _local.lines
+        return lines
+
+    def __exit__(self, *exc: object) -> None:
+        _local.lines = None

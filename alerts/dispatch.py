@@ -1,0 +1,450 @@
+"""The outbox dispatcher: claim due notifications, send them, record every attempt.
+
+Exactly once, and what remains of at-least-once
+------------------------------------------------
+1. Claim: in a transaction on `conn`, `SELECT ... FOR UPDATE SKIP LOCKED` the due rows. The
+   row locks are held until step 4 commits, so no other dispatcher (in this process or
+   another) can claim them meanwhile: two workers never send the same notification.
+2. Before calling any provider, a 'started' attempt per row is committed on `log_conn`
+   (autocommit), so an attempt cut short by a crash is on record.
+3. Send (Apprise, blocking, in worker threads).
+4. Record results and the rows' new state on `conn` and commit.
+
+A crash before 4 rolls the claim back: the rows are pending again and their locks vanish with
+the session, so another worker (or the restarted one) claims them at once, marks the orphaned
+'started' attempts 'interrupted' and sends again. Notifications whose provider call had not
+begun, or had failed, are thus sent exactly once. The one window left is a crash after a
+provider accepted a message and before step 4 committed: that message is sent twice. Each
+send carries an idempotency key that is the same on the resend (`Idempotency-Key` header for
+`json://`/`form://`/`xml://` targets, `{idempotency_key}` in the SMS URL template), so a
+provider that honours it drops the duplicate; one that does not may deliver it twice. The
+window is one HTTP request long.
+
+Bundling and rate limits: due rows for the same recipient, channel and purpose claimed
+together go out as one message; a recipient who has had `rate_limit_messages` messages within
+`rate_limit_window_s` gets non-urgent rows held until the window frees, and those then go
+out as one bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from alerts import messages
+from alerts.channels import Outgoing, Sender, channel_url, is_sms
+from alerts.escalate import stand_down_for
+from alerts.policy import rate_limited_until, retry_delay_s
+from alerts.store import add_history
+from alerts.tokens import make_token
+from config import AlertSettings
+from lovekey.errors import DeliveryError
+from lovekey.redact import redact_text
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchContext:
+    settings: AlertSettings
+    zone: ZoneInfo
+    secret: bytes
+    worker: str = ""
+
+    def link(self, row: _Row, now: datetime) -> str:
+        assert row.alert_id is not None
+        token = make_token(
+            self.secret,
+            outbox_id=row.id,
+            alert_id=row.alert_id,
+            recipient_key=row.recipient_key,
+            expires_at=now + timedelta(seconds=self.settings.token_ttl_s),
+        )
+        return f"{self.settings.public_base_url.rstrip('/')}/a/{token}"
+
+
+@dataclass(slots=True)
+class DispatchReport:
+    claimed: int = 0
+    messages_sent: int = 0
+    rows_sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    held: int = 0
+    interrupted: int = 0
+
+
+@dataclass(slots=True)
+class _Row:
+    id: int
+    alert_id: int | None
+    purpose: str
+    recipient_key: str
+    role: str
+    name: str
+    language: str
+    phone: str | None
+    push_urls: list[str]
+    channels: list[str]
+    urgent: bool
+    channel_index: int
+    channel_attempts: int
+    detail: dict[str, Any]
+    alert_status: str | None
+
+    @property
+    def channel(self) -> str:
+        return self.channels[self.channel_index]
+
+
+@dataclass(slots=True)
+class _Group:
+    rows: list[_Row]
+    channel: str
+    outgoing: Outgoing | None = None
+    error: DeliveryError | None = None
+    attempt_ids: list[int] = field(default_factory=list)
+
+
+_CLAIM = """
+    SELECT o.id, o.alert_id, o.purpose, o.recipient_key, o.role, o.name, o.language, o.phone,
+           o.push_urls, o.channels, o.urgent, o.channel_index, o.channel_attempts, o.detail,
+           a.status
+    FROM alert_outbox o LEFT JOIN alert a ON a.id = o.alert_id
+    WHERE o.state = 'pending' AND o.not_before <= %s
+    ORDER BY o.urgent DESC, o.not_before, o.id
+    LIMIT %s
+    FOR NO KEY UPDATE OF o SKIP LOCKED
+"""
+
+
+def dispatch_once(
+    conn: psycopg.Connection[Any],
+    log_conn: psycopg.Connection[Any],
+    send: Sender,
+    ctx: DispatchContext,
+    clock: Clock,
+    *,
+    executor: Executor | None = None,
+    limit: int | None = None,
+) -> DispatchReport:
+    """Claim, send and record one batch. `log_conn` must be in autocommit mode."""
+    settings = ctx.settings
+    report = DispatchReport()
+    with conn.transaction():
+        now = clock()
+        rows = [
+            _Row(*r)
+            for r in conn.execute(_CLAIM, (now, limit or settings.batch_size)).fetchall()
+        ]
+        if not rows:
+            return report
+        report.claimed = len(rows)
+        ids = [r.id for r in rows]
+        report.interrupted = conn.execute(
+            """
+            UPDATE delivery_attempt SET result = 'interrupted', finished_at = %s,
+                   error = 'worker stopped before the result was recorded'
+            WHERE outbox_id = ANY(%s) AND result = 'started'
+            """,
+            (now, ids),
+        ).rowcount
+
+        live, cancelled = _drop_answered(rows)
+        if cancelled:
+            conn.execute(
+                "UPDATE alert_outbox SET state = 'cancelled' WHERE id = ANY(%s)",
+                ([r.id for r in cancelled],),
+            )
+            report.cancelled = len(cancelled)
+        live, held = _hold_rate_limited(conn, live, settings, now)
+        if held:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE alert_outbox SET not_before = %s WHERE id = %s",
+                    [(until, r.id) for r, until in held],
+                )
+            report.held = len(held)
+        groups = _groups(live)
+        for group in groups:
+            _prepare(group, ctx, now)
+
+        _record_started(log_conn, groups, now, ctx.worker)
+        _send_all(groups, send, executor)
+        done = clock()
+        _record_results(conn, groups, settings, done, report)
+    return report
+
+
+def _drop_answered(rows: Sequence[_Row]) -> tuple[list[_Row], list[_Row]]:
+    """Alert notifications for alerts someone already took or that were resolved are
+    cancelled: the escalation stopped, and whoever was told gets the stand-down."""
+    live: list[_Row] = []
+    cancelled: list[_Row] = []
+    for row in rows:
+        answered = row.alert_status in ("acknowledged", "resolved")
+        (cancelled if row.purpose == "alert" and answered else live).append(row)
+    return live, cancelled
+
+
+def _hold_rate_limited(
+    conn: psycopg.Connection[Any], rows: list[_Row], settings: AlertSettings, now: datetime
+) -> tuple[list[_Row], list[tuple[_Row, datetime]]]:
+    keys = sorted({r.recipient_key for r in rows if not r.urgent})
+    if not keys:
+        return rows, []
+    recent: dict[str, list[datetime]] = {}
+    for key, sent_at in conn.execute(
+        """
+        SELECT recipient_key, sent_at FROM alert_outbox
+        WHERE recipient_key = ANY(%s) AND state = 'sent' AND sent_at > %s
+          AND (bundle_id IS NULL OR bundle_id = id)
+        """,
+        (keys, now - timedelta(seconds=settings.rate_limit_window_s)),
+    ):
+        recent.setdefault(key, []).append(sent_at)
+    live, held = [], []
+    for row in rows:
+        until = None
+        if not row.urgent:
+            until = rate_limited_until(
+                recent.get(row.recipient_key, ()),
+                now,
+                limit=settings.rate_limit_messages,
+                window_s=settings.rate_limit_window_s,
+            )
+        if until is None:
+            live.append(row)
+        else:
+            held.append((row, until))
+    return live, held
+
+
+def _groups(rows: Sequence[_Row]) -> list[_Group]:
+    by_key: dict[tuple[str, str, str], list[_Row]] = {}
+    for row in rows:
+        by_key.setdefault((row.recipient_key, row.channel, row.purpose), []).append(row)
+    groups = []
+    for (_, channel, purpose), members in by_key.items():
+        if purpose == "digest":
+            groups += [_Group([m], channel) for m in members]
+        else:
+            members.sort(key=lambda r: (not r.urgent, r.id))
+            groups.append(_Group(members, channel))
+    return groups
+
+
+def _facts(row: _Row) -> messages.AlertFacts:
+    d = row.detail
+    return messages.AlertFacts(
+        alert_id=row.alert_id or 0,
+        kind=d.get("kind", ""),
+        name=d.get("name", ""),
+        address=d.get("address", ""),
+        since=datetime.fromisoformat(d["since"]),
+        urgent=bool(d.get("urgent")),
+        outcome=d.get("outcome"),
+    )
+
+
+def _prepare(group: _Group, ctx: DispatchContext, now: datetime) -> None:
+    first = group.rows[0]
+    sms = is_sms(group.channel)
+    if first.purpose == "alert":
+        message = messages.alert_message(
+            [_facts(r) for r in group.rows],
+            language=first.language,
+            link=ctx.link(first, now),
+            sms=sms,
+            zone=ctx.zone,
+            now=now,
+        )
+    elif first.purpose == "stand_down":
+        message = messages.stand_down_message(
+            [_facts(r) for r in group.rows], language=first.language, sms=sms
+        )
+    else:
+        message = messages.digest_message(
+            first.detail.get("name", ""),
+            datetime.fromisoformat(first.detail["first_use_at"]),
+            language=first.language,
+            sms=sms,
+            zone=ctx.zone,
+        )
+    try:
+        url = channel_url(
+            group.channel,
+            phone=first.phone,
+            push_urls=first.push_urls,
+            sms_url_template=ctx.settings.sms_url,
+            idempotency_key=f"lovekey-{first.id}-{group.channel}",
+        )
+    except DeliveryError as exc:
+        group.error = exc
+        return
+    group.outgoing = Outgoing(group.channel, url, message.title, message.body)
+
+
+def _record_started(
+    log_conn: psycopg.Connection[Any], groups: Sequence[_Group], now: datetime, worker: str
+) -> None:
+    items = [(g, r) for g in groups for r in g.rows]
+    if not items:
+        return
+    rows = log_conn.execute(
+        """
+        INSERT INTO delivery_attempt (outbox_id, started_at, channel, result, bundle_size, worker)
+        SELECT o, %s, c, 'started', n, %s
+        FROM unnest(%s::bigint[], %s::text[], %s::int[]) AS t(o, c, n)
+        RETURNING id
+        """,
+        (
+            now,
+            worker,
+            [r.id for _, r in items],
+            [g.channel for g, _ in items],
+            [len(g.rows) for g, _ in items],
+        ),
+    ).fetchall()
+    for (group, _), (attempt_id,) in zip(items, rows, strict=True):
+        group.attempt_ids.append(attempt_id)
+
+
+def _send_one(send: Sender, group: _Group) -> None:
+    if group.outgoing is None:
+        return
+    try:
+        send(group.outgoing)
+    except DeliveryError as exc:
+        group.error = exc
+
+
+def _send_all(groups: Sequence[_Group], send: Sender, executor: Executor | None) -> None:
+    if executor is None:
+        for group in groups:
+            _send_one(send, group)
+        return
+    futures: list[Future[None]] = [executor.submit(_send_one, send, g) for g in groups]
+    for future in futures:
+        future.result()
+
+
+def _record_results(
+    conn: psycopg.Connection[Any],
+    groups: Sequence[_Group],
+    settings: AlertSettings,
+    now: datetime,
+    report: DispatchReport,
+) -> None:
+    attempts: list[tuple[str, str | None, datetime, int]] = []
+    updates: list[dict[str, Any]] = []
+    sent_alert_rows: list[_Row] = []
+    failed_rows: list[_Row] = []
+    for group in groups:
+        error = group.error
+        if error is None:
+            report.messages_sent += 1
+        else:
+            log.warning(
+                "delivery failed outbox=%s channel=%s retryable=%s: %s",
+                group.rows[0].id, group.channel, error.retryable, redact_text(error.detail),
+            )
+        bundle = group.rows[0].id if len(group.rows) > 1 else None
+        for row, attempt_id in zip(group.rows, group.attempt_ids, strict=True):
+            attempts.append(
+                ("ok" if error is None else "failed",
+                 None if error is None else redact_text(error.detail)[:1000], now, attempt_id)
+            )
+            update = {
+                "id": row.id, "state": "pending", "index": row.channel_index,
+                "attempts": row.channel_attempts, "not_before": now, "sent_at": None,
+                "sent_channel": None, "bundle": bundle,
+            }
+            if error is None:
+                update.update(state="sent", sent_at=now, sent_channel=group.channel)
+                report.rows_sent += 1
+                if row.purpose == "alert":
+                    sent_alert_rows.append(row)
+            else:
+                failures = row.channel_attempts + 1
+                if error.retryable and failures < settings.max_attempts_per_channel:
+                    delay = retry_delay_s(
+                        failures, base_s=settings.retry_base_s, max_s=settings.retry_max_s
+                    )
+                    update.update(attempts=failures, not_before=now + timedelta(seconds=delay))
+                    report.retried += 1
+                elif row.channel_index + 1 < len(row.channels):
+                    update.update(index=row.channel_index + 1, attempts=0)  # fall back now
+                    report.retried += 1
+                else:
+                    update.update(state="failed", attempts=failures)
+                    report.failed += 1
+                    failed_rows.append(row)
+            updates.append(update)
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            UPDATE delivery_attempt SET result = %s, error = %s, finished_at = %s
+            WHERE id = %s
+            """,
+            attempts,
+        )
+        cur.executemany(
+            """
+            UPDATE alert_outbox SET state = %(state)s, channel_index = %(index)s,
+                   channel_attempts = %(attempts)s, not_before = %(not_before)s,
+                   sent_at = %(sent_at)s, sent_channel = %(sent_channel)s, bundle_id = %(bundle)s
+            WHERE id = %(id)s
+            """,
+            updates,
+        )
+    _after_sent(conn, sent_alert_rows, now)
+    if failed_rows:
+        add_history(
+            conn,
+            [
+                (r.alert_id, "delivery_failed", Jsonb({"recipient": r.recipient_key, "role": r.role}))
+                for r in failed_rows
+                if r.alert_id is not None
+            ],
+            now,
+            actor="worker",
+        )
+
+
+def _after_sent(conn: psycopg.Connection[Any], rows: Sequence[_Row], now: datetime) -> None:
+    """open -> notified; and if the alert was stood down while we were sending, the people
+    we just told get the stand-down too."""
+    alert_ids = sorted({r.alert_id for r in rows if r.alert_id is not None})
+    if not alert_ids:
+        return
+    state = {
+        a: stood_down
+        for a, stood_down in conn.execute(
+            "SELECT id, stood_down_at IS NOT NULL FROM alert WHERE id = ANY(%s)"
+            " ORDER BY id FOR NO KEY UPDATE",
+            (alert_ids,),
+        )
+    }
+    first = conn.execute(
+        """
+        UPDATE alert SET status = 'notified', notified_at = %s
+        WHERE id = ANY(%s) AND status = 'open' RETURNING id
+        """,
+        (now, alert_ids),
+    ).fetchall()
+    add_history(conn, [(a, "notified", Jsonb({})) for (a,) in first], now, actor="worker")
+    for row in rows:
+        if row.alert_id is not None and state.get(row.alert_id):
+            stand_down_for(conn, row.alert_id, row.recipient_key, now)

@@ -1,0 +1,282 @@
+"""The escalation pass: fetch alerts whose escalation is due, decide with `next_step`, apply.
+
+One transaction per pass. Alerts are locked `FOR UPDATE SKIP LOCKED`, so passes in several
+worker processes share the work without deciding the same alert twice, and the notifications
+a decision creates are outbox rows written in the same transaction as the history row that
+records the decision: the decision and its notifications commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from alerts import escalation
+from alerts.chains import ChainBook
+from alerts.channels import recipient_channels
+from alerts.escalation import AlertState, Escalation
+from alerts.policy import quiet_until
+from alerts.recipients import AlertRouting, Recipient, available_roles, load_routing, recipients_for
+from alerts.store import add_history
+from config import AlertSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationContext:
+    chains: ChainBook
+    settings: AlertSettings
+    zone: ZoneInfo
+
+    def channel_preference(self, role: str) -> list[str]:
+        prefs = self.settings.role_channels
+        return list(prefs.get(role) or prefs.get("default") or ["push", "sms"])
+
+
+@dataclass(slots=True)
+class EscalationReport:
+    alerts: int = 0
+    notifications: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+
+
+def escalate_once(
+    conn: psycopg.Connection[Any], ctx: EscalationContext, now: datetime, *, limit: int = 2000
+) -> EscalationReport:
+    """Decide and apply the next step of up to `limit` due alerts; commits."""
+    report = EscalationReport()
+    with conn.transaction():
+        ids = [
+            r[0]
+            for r in conn.execute(
+                """
+                SELECT id FROM alert WHERE escalation_due_at <= %s
+                ORDER BY escalation_due_at, id LIMIT %s
+                FOR NO KEY UPDATE SKIP LOCKED
+                """,
+                (now, limit),
+            )
+        ]
+        if not ids:
+            return report
+        routing = load_routing(conn, ids)
+        history = _escalations(conn, ids)
+        notified = _notified(conn, ids)
+        due: list[tuple[int, datetime | None]] = []
+        outbox: list[dict[str, Any]] = []
+        events: list[tuple[int, str, Any]] = []
+        for alert in routing:
+            chain = ctx.chains.chain_for(alert.kind, alert.community_rules, alert.resident_rules)
+            state = AlertState(
+                id=alert.id,
+                kind=alert.kind,
+                status=alert.status,
+                opened_at=alert.opened_at,
+                away_until=alert.away_until,
+                anyone_notified=alert.id in notified,
+                stood_down=alert.stood_down_at is not None,
+                available_roles=available_roles(alert),
+            )
+            decision = escalation.next_step(state, history.get(alert.id, ()), chain, now)
+            name = type(decision).__name__
+            report.decisions[name] = report.decisions.get(name, 0) + 1
+            if isinstance(decision, escalation.Notify):
+                rows = _notify_rows(alert, decision, chain.urgent, ctx, now)
+                outbox += rows
+                events.append((alert.id, "escalated", Jsonb({
+                    "round": decision.round,
+                    "step": decision.step,
+                    "roles": [str(r) for r in decision.roles],
+                    "recipients": len(rows),
+                    "skipped_steps": list(decision.skipped),
+                })))
+                due.append((alert.id, decision.next_check))
+            elif isinstance(decision, escalation.Wait):
+                due.append((alert.id, decision.until))
+            elif isinstance(decision, escalation.StandDown):
+                n = _queue_stand_down(conn, alert.id, now)
+                conn.execute("UPDATE alert SET stood_down_at = %s WHERE id = %s", (now, alert.id))
+                events.append((alert.id, "stand_down", Jsonb({"recipients": n})))
+                report.notifications += n
+                due.append((alert.id, None))
+            elif isinstance(decision, escalation.ResolveAway):
+                conn.execute(
+                    """
+                    UPDATE alert SET status = 'resolved', resolved_at = %s, outcome = 'away',
+                                     outcome_note = %s
+                    WHERE id = %s
+                    """,
+                    (now, f"away until {decision.away_until.isoformat()}", alert.id),
+                )
+                events.append((alert.id, "resolved", Jsonb({
+                    "outcome": "away", "away_until": decision.away_until.isoformat(),
+                })))
+                due.append((alert.id, now))  # the next pass stands down whoever was told
+            else:
+                if decision.reason in ("no_recipients", "chain_exhausted"):
+                    events.append((alert.id, decision.reason, Jsonb({})))
+                    log.warning("alert %s %s: %s", alert.id, alert.kind, decision.reason)
+                due.append((alert.id, None))
+        report.notifications += _insert_outbox(conn, outbox)
+        add_history(conn, events, now, actor="escalation")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE alert SET escalation_due_at = %s WHERE id = %s",
+                [(at, alert_id) for alert_id, at in due],
+            )
+        report.alerts = len(ids)
+    return report
+
+
+def _escalations(conn: psycopg.Connection[Any], ids: Sequence[int]) -> dict[int, list[Escalation]]:
+    out: dict[int, list[Escalation]] = {}
+    for alert_id, at, detail in conn.execute(
+        """
+        SELECT alert_id, at, detail FROM alert_history
+        WHERE alert_id = ANY(%s) AND event = 'escalated' ORDER BY id
+        """,
+        (list(ids),),
+    ):
+        out.setdefault(alert_id, []).append(Escalation(detail["round"], detail["step"], at))
+    return out
+
+
+def _notified(conn: psycopg.Connection[Any], ids: Sequence[int]) -> set[int]:
+    return {
+        r[0]
+        for r in conn.execute(
+            """
+            SELECT DISTINCT alert_id FROM alert_outbox
+            WHERE alert_id = ANY(%s) AND purpose = 'alert' AND state = 'sent'
+            """,
+            (list(ids),),
+        )
+    }
+
+
+def facts_detail(alert: AlertRouting, urgent: bool) -> dict[str, Any]:
+    """What a message needs to say about the alert, copied into the outbox row."""
+    return {
+        "kind": alert.kind,
+        "name": alert.display_name,
+        "address": alert.address,
+        "since": alert.since.isoformat(),
+        "urgent": urgent,
+    }
+
+
+def _notify_rows(
+    alert: AlertRouting,
+    decision: escalation.Notify,
+    urgent: bool,
+    ctx: EscalationContext,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    chosen: dict[str, Recipient] = {}
+    phones: set[str] = set()
+    for ref in decision.roles:
+        for person in recipients_for(alert, ref):
+            # one message per person per round, even if they hold two roles
+            if person.key in chosen or (person.phone and person.phone in phones):
+                continue
+            chosen[person.key] = person
+            if person.phone:
+                phones.add(person.phone)
+    detail = facts_detail(alert, urgent)
+    rows = []
+    for person in chosen.values():
+        channels = recipient_channels(
+            ctx.channel_preference(person.role),
+            phone=person.phone,
+            push_urls=person.push_urls,
+            sms_enabled=ctx.settings.sms_url is not None,
+        )
+        if not channels:
+            log.warning("alert %s: %s has no usable channel", alert.id, person.ref)
+            continue
+        held = None if urgent else quiet_until(now, person.quiet_start, person.quiet_end, ctx.zone)
+        rows.append({
+            "alert_id": alert.id,
+            "purpose": "alert",
+            "round": decision.round,
+            "step": decision.step,
+            "recipient_key": person.key,
+            "contact_ref": person.ref,
+            "role": person.role,
+            "name": person.name,
+            "language": person.language,
+            "phone": person.phone,
+            "push_urls": list(person.push_urls),
+            "channels": channels,
+            "urgent": urgent,
+            "not_before": held or now,
+            "created_at": now,
+            "digest_date": None,
+            "detail": Jsonb(detail),
+        })
+    return rows
+
+
+_INSERT_OUTBOX = """
+    INSERT INTO alert_outbox (alert_id, purpose, round, step, recipient_key, contact_ref, role,
+                              name, language, phone, push_urls, channels, urgent, not_before,
+                              created_at, digest_date, detail)
+    VALUES (%(alert_id)s, %(purpose)s, %(round)s, %(step)s, %(recipient_key)s,
+            %(contact_ref)s, %(role)s,
+            %(name)s, %(language)s, %(phone)s, %(push_urls)s, %(channels)s, %(urgent)s,
+            %(not_before)s, %(created_at)s, %(digest_date)s, %(detail)s)
+    ON CONFLICT DO NOTHING
+"""
+
+
+def _insert_outbox(conn: psycopg.Connection[Any], rows: Sequence[Mapping[str, Any]]) -> int:
+    if not rows:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(_INSERT_OUTBOX, rows)
+        return cur.rowcount if cur.rowcount >= 0 else len(rows)
+
+
+def queue_outbox(conn: psycopg.Connection[Any], rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert outbox rows (ignoring ones already there); for the digest and tests."""
+    return _insert_outbox(conn, rows)
+
+
+def _queue_stand_down(conn: psycopg.Connection[Any], alert_id: int, now: datetime) -> int:
+    """A stand-down to each recipient who was sent the alert, first on the channel that
+    reached them. Returns how many were queued."""
+    return stand_down_for(conn, alert_id, None, now)
+
+
+def stand_down_for(
+    conn: psycopg.Connection[Any], alert_id: int, recipient_key: str | None, now: datetime
+) -> int:
+    """Queue the stand-down for everyone sent the alert (or only `recipient_key`)."""
+    return conn.execute(
+        """
+        INSERT INTO alert_outbox (alert_id, purpose, round, step, recipient_key, contact_ref,
+                                  role, name, language, phone, push_urls, channels, urgent,
+                                  not_before, created_at, detail)
+        SELECT DISTINCT ON (o.recipient_key)
+               o.alert_id, 'stand_down', 0, NULL, o.recipient_key, o.contact_ref, o.role, o.name,
+               o.language,
+               o.phone, o.push_urls,
+               array_prepend(o.sent_channel, array_remove(o.channels, o.sent_channel)),
+               true, %(now)s, %(now)s,
+               o.detail || jsonb_build_object('outcome', a.outcome)
+        FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
+        WHERE o.alert_id = %(alert)s AND o.purpose = 'alert' AND o.state = 'sent'
+          AND (%(key)s::text IS NULL OR o.recipient_key = %(key)s)
+        ORDER BY o.recipient_key, o.sent_at DESC
+        ON CONFLICT DO NOTHING
+        """,
+        {"alert": alert_id, "key": recipient_key, "now": now},
+    ).rowcount

@@ -1,0 +1,361 @@
+"""Test helpers shipped with the package: a fake notification provider and registry seeding.
+
+`FakeProvider` is a real HTTP server on a free local port that stands in for an SMS gateway or
+a push/webhook service at the outer edge: Apprise `json://` URLs point at it, and it records
+every request (path, headers, JSON body). It can answer with scripted status codes and hold
+responses for a while, and it honours `Idempotency-Key` the way a careful provider does.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+from alerts.chains import ChainBook
+from alerts.channels import AppriseSender
+from alerts.dispatch import DispatchContext, DispatchReport, dispatch_once
+from alerts.escalate import EscalationContext, escalate_once
+from alerts.store import AlertCandidate, raise_alerts
+from config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    at_monotonic: float
+    at_wall: float
+
+    @property
+    def message(self) -> str:
+        return str(self.body.get("message", ""))
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.headers.get("idempotency-key")
+
+
+@dataclass(slots=True)
+class _Script:
+    statuses: list[int] = field(default_factory=list)
+
+
+class FakeProvider:
+    """`with FakeProvider() as fake:`; `fake.url("push/a")` -> 'json://127.0.0.1:PORT/push/a'."""
+
+    def __init__(self, *, hold_s: float = 0.0) -> None:
+        self.hold_s = hold_s
+        self._lock = threading.Lock()
+        self._received: list[Received] = []
+        self._scripts: dict[str, _Script] = {}
+        self._arrived = threading.Condition(self._lock)
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # Apprise json:// posts
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {"raw": raw.decode("utf-8", "replace")}
+                status = provider._record(self.path, dict(self.headers.items()), body)
+                if provider.hold_s:
+                    time.sleep(provider.hold_s)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.request_queue_size = 1024
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def url(self, path: str, *, schema: str = "json") -> str:
+        return f"{schema}://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def sms_template(self) -> str:
+        """An Apprise URL template for `alerts.sms_url`: a JSON SMS gateway at /sms."""
+        return (
+            f"json://127.0.0.1:{self.port}/sms/{{phone_digits}}"
+            "?:to={phone}&+Idempotency-Key={idempotency_key}"
+        )
+
+    def __enter__(self) -> FakeProvider:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def script(self, path_prefix: str, statuses: Sequence[int]) -> None:
+        """Answer the next requests whose path starts with `path_prefix` with `statuses`, in
+        order (then 200)."""
+        with self._lock:
+            self._scripts["/" + path_prefix.lstrip("/")] = _Script(list(statuses))
+
+    def _record(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> int:
+        with self._lock:
+            self._received.append(
+                Received(
+                    path.split("?", 1)[0],
+                    {k.lower(): v for k, v in headers.items()},
+                    body,
+                    time.monotonic(),
+                    time.time(),
+                )
+            )
+            self._arrived.notify_all()
+            for prefix, script in self._scripts.items():
+                if path.startswith(prefix) and script.statuses:
+                    return script.statuses.pop(0)
+        return 200
+
+    def received(self, path_prefix: str = "/") -> list[Received]:
+        prefix = "/" + path_prefix.lstrip("/")
+        with self._lock:
+            return [r for r in self._received if r.path.startswith(prefix)]
+
+    def wait_for(self, count: int, timeout_s: float = 10.0, path_prefix: str = "/") -> bool:
+        prefix = "/" + path_prefix.lstrip("/")
+        deadline = time.monotonic() + timeout_s
+        with self._arrived:
+            while sum(r.path.startswith(prefix) for r in self._received) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._arrived.wait(left)
+        return True
+
+    def counts_by_key(self) -> Counter[str | None]:
+        with self._lock:
+            return Counter(r.idempotency_key for r in self._received)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._received.clear()
+
+
+# --- registry seeding for tests and benchmarks ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContactSpec:
+    role: str
+    name: str
+    phone: str | None = None
+    push_url: str | None = None
+    language: str = "zh"
+    position: int = 1
+    digest_opt_in: bool = False
+    quiet: tuple[str, str] | None = None
+
+
+def seed_resident(
+    conn: psycopg.Connection[Any],
+    resident_id: str,
+    *,
+    name: str = "",
+    address: str = "",
+    community_id: str | None = "C-1",
+    grid_id: str | None = None,
+    contacts: Sequence[ContactSpec] = (),
+    meter_id: str | None = None,
+    gateway_id: str = "GW-1",
+) -> None:
+    """Insert (or reuse) community, grid, household, resident, contacts and a water meter."""
+    if community_id:
+        conn.execute(
+            "INSERT INTO community (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (community_id, community_id),
+        )
+    if grid_id:
+        conn.execute(
+            "INSERT INTO grid (id, community_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (grid_id, community_id),
+        )
+    conn.execute(
+        """
+        INSERT INTO household (id, community_id, grid_id, address) VALUES (%s, %s, %s, %s)
+        ON CONFLICT DO NOTHING
+        """,
+        (f"H-{resident_id}", community_id, grid_id, address),
+    )
+    conn.execute(
+        "INSERT INTO resident (id, household_id, name) VALUES (%s, %s, %s)",
+        (resident_id, f"H-{resident_id}", name),
+    )
+    for c in contacts:
+        conn.execute(
+            """
+            INSERT INTO contact (resident_id, role, position, name, phone, push_url, language,
+                                 digest_opt_in, quiet_start, quiet_end)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            (
+                resident_id, c.role, c.position, c.name, c.phone, c.push_url, c.language,
+                c.digest_opt_in, c.quiet[0] if c.quiet else None, c.quiet[1] if c.quiet else None,
+            ),
+        )
+    if meter_id:
+        conn.execute("INSERT INTO gateway (id) VALUES (%s) ON CONFLICT DO NOTHING", (gateway_id,))
+        conn.execute(
+            """
+            INSERT INTO device (id, kind, household_id, resident_id, gateway_id, report_interval_s)
+            VALUES (%s, 'water_meter', %s, %s, %s, 900)
+            """,
+            (meter_id, f"H-{resident_id}", resident_id, gateway_id),
+        )
+
+
+def seed_community_contact(
+    conn: psycopg.Connection[Any],
+    role: str,
+    name: str,
+    *,
+    community_id: str | None = "C-1",
+    phone: str | None = None,
+    push_url: str | None = None,
+    position: int = 1,
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO community_contact (community_id, role, position, name, phone, push_url)
+        VALUES (%s, %s, %s, %s, %s, %s)
+        """,
+        (community_id, role, position, name, phone, push_url),
+    )
+
+
+def outbox_states(conn: psycopg.Connection[Any], alert_id: int) -> Iterator[tuple[Any, ...]]:
+    """(purpose, round, recipient_key, state, sent_channel) of an alert's outbox rows."""
+    yield from conn.execute(
+        """
+        SELECT purpose, round, recipient_key, state, sent_channel FROM alert_outbox
+        WHERE alert_id = %s ORDER BY id
+        """,
+        (alert_id,),
+    )
+
+
+def at_local(text: str, zone: str = "Asia/Shanghai") -> datetime:
+    """'2025-03-01 08:00' in the given zone, as an aware datetime."""
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone))
+
+
+# --- a rig that runs escalation and dispatch by hand, with a fake clock --------------------
+
+_SENDER: list[AppriseSender] = []  # built once per process: loading Apprise's plugins is slow
+
+TEST_SECRET = b"test-secret-0123456789abcdef"
+
+
+def shared_sender() -> AppriseSender:
+    if not _SENDER:
+        _SENDER.append(AppriseSender())
+    return _SENDER[0]
+
+
+@dataclass
+class DeliveryRig:
+    conn: psycopg.Connection[Any]
+    log_conn: psycopg.Connection[Any]
+    fake: FakeProvider
+    settings: Settings
+    escalation: EscalationContext
+    dispatch: DispatchContext
+
+    def run(self, now: datetime) -> DispatchReport:
+        """One escalation pass, then dispatch until nothing more is due at `now`."""
+        escalate_once(self.conn, self.escalation, now)
+        total = DispatchReport()
+        while True:
+            report = dispatch_once(
+                self.conn, self.log_conn, shared_sender(), self.dispatch, lambda: now
+            )
+            if not report.claimed:
+                return total
+            for name in total.__slots__:
+                setattr(total, name, getattr(total, name) + getattr(report, name))
+
+    def raise_(
+        self,
+        kind: str,
+        resident: str,
+        now: datetime,
+        *,
+        subject: str | None = None,
+        device_id: str | None = None,
+    ) -> int:
+        with self.conn.transaction():
+            result = raise_alerts(self.conn, [AlertCandidate(
+                kind=kind, subject=subject or resident, resident_id=resident,
+                device_id=device_id, gateway_id=None, since=now - timedelta(hours=12),
+                details={},
+            )], now)
+        return result.opened[0]
+
+
+def standard_contacts(fake: FakeProvider) -> list[ContactSpec]:
+    """A resident's contacts in every role: push for the neighbour, SMS for the rest."""
+    return [
+        ContactSpec("love_key_holder", "李阿姨", push_url=fake.url("push/lkh")),
+        ContactSpec("family", "王小明", phone="+8613800000002"),
+        ContactSpec("grid_worker", "张网格", push_url=fake.url("push/grid"),
+                    phone="+8613800000003"),
+        ContactSpec("community_staff", "社区刘", phone="+8613800000004", language="en"),
+        ContactSpec("emergency", "120", phone="+8613800000120"),
+    ]
+
+
+@contextmanager
+def delivery_rig(
+    database_url: str, settings: Settings, fake: FakeProvider
+) -> Iterator[DeliveryRig]:
+    """Empty the alert and registry tables, seed resident R-1 with `standard_contacts`."""
+    with (
+        psycopg.connect(database_url, autocommit=True) as conn,
+        psycopg.connect(database_url, autocommit=True) as log_conn,
+    ):
+        conn.execute(
+            "TRUNCATE delivery_attempt, alert_outbox, alert_history, alert, contact,"
+            " community_contact, device, gateway, resident, household, grid, community"
+            " RESTART IDENTITY CASCADE"
+        )
+        seed_resident(conn, "R-1", name="王秀英", address="幸福里3-2-101",
+                      contacts=standard_contacts(fake))
+        yield DeliveryRig(
+            conn, log_conn, fake, settings,
+            EscalationContext(ChainBook.load(settings.alerts.chains_file), settings.alerts,
+                              settings.zone),
+            DispatchContext(settings.alerts, settings.zone, TEST_SECRET, "test"),
+        )

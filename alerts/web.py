@@ -1,0 +1,284 @@
+"""The acknowledgement pages behind the links in messages, and the inbound-SMS webhook.
+
+`create_router(settings, database_url)` returns an `APIRouter` with its own lifespan (a small
+connection pool, opened when the app starts): the console includes it as it is
+(`app.include_router(create_router(settings, url))`, no prefix); `create_app()` wraps it for
+`lovekey alerts serve`. Routes:
+
+    GET/POST /a/{token}            the page for one alert and one recipient (zh/en, mobile)
+    POST     /alerts/sms/{secret}  replies from the SMS gateway: `1` or an alert's number
+
+The token in the path is the credential (see alerts.tokens): nothing else is needed to act,
+and nothing works without it. Endpoints are synchronous (FastAPI runs them in its thread
+pool) because the alert store is synchronous psycopg.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from alerts import inbound, store
+from alerts.messages import OUTCOME_TEXT, WHAT
+from alerts.worker import load_secret, utc_now
+from config import Settings
+from lovekey.errors import AckTokenError, AlertStateError
+from lovekey.redact import redact_phone
+
+log = logging.getLogger(__name__)
+
+TEXT: dict[str, dict[str, str]] = {
+    "zh": {
+        "title": "爱心钥匙", "invalid": "链接无效", "forged": "这个链接无法识别。",
+        "expired": "这个链接已过期，请联系社区。", "malformed": "这个链接不完整。",
+        "since": "开始于", "alert_no": "编号", "status": "状态",
+        "status_open": "待处理", "status_notified": "已通知", "status_acknowledged": "有人前往",
+        "status_resolved": "已处理",
+        "going": "我这就去", "fine": "老人平安", "help": "需要帮助", "call": "拨打 120",
+        "outcome": "处理结果", "note": "备注", "save": "保存结果", "others": "您的其他提醒",
+        "done_going": "谢谢！已记录您正在前往。", "done_fine": "谢谢！已记录老人平安。",
+        "done_help": "已记录需要帮助。请立即拨打120，并填写处理结果。",
+        "done_resolve": "谢谢！处理结果已保存。", "done_already": "此提醒已处理，谢谢。",
+        "note_required": "选择“其他”时请填写备注。",
+    },
+    "en": {
+        "title": "LoveKey", "invalid": "Link not valid", "forged": "This link is not recognised.",
+        "expired": "This link has expired; please contact the community office.",
+        "malformed": "This link is incomplete.",
+        "since": "Since", "alert_no": "Alert", "status": "Status",
+        "status_open": "open", "status_notified": "people notified",
+        "status_acknowledged": "someone is going", "status_resolved": "resolved",
+        "going": "I'm going", "fine": "Resident is fine", "help": "Needs help",
+        "call": "Call 120", "outcome": "Outcome", "note": "Note", "save": "Save outcome",
+        "others": "Your other alerts",
+        "done_going": "Thank you! We noted that you are on your way.",
+        "done_fine": "Thank you! We noted that the resident is fine.",
+        "done_help": "Noted that help is needed. Call 120 now, then record the outcome.",
+        "done_resolve": "Thank you! The outcome is saved.",
+        "done_already": "This alert was already resolved. Thank you.",
+        "note_required": "Please add a note when the outcome is 'other'.",
+    },
+}
+for _lang, _texts in TEXT.items():
+    _texts.update({f"outcome_{k}": v for k, v in OUTCOME_TEXT[_lang].items()})
+
+
+class AckService:
+    """The state the routes share: settings, the signing secret and a connection pool."""
+
+    def __init__(
+        self, settings: Settings, database_url: str, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.zone: ZoneInfo = settings.zone
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            database_url, min_size=1, max_size=4, open=False, name="lovekey-alerts-web",
+            kwargs={"autocommit": True, "application_name": "lovekey-alerts-web"},
+        )
+        self.secret = b""
+
+    def open(self) -> None:
+        self.pool.open(wait=True, timeout=30)
+        with self.pool.connection() as conn:
+            self.secret = load_secret(conn, self.settings)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def create_router(
+    settings: Settings, database_url: str, *, clock: Callable[[], datetime] = utc_now
+) -> APIRouter:
+    service = AckService(settings, database_url, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        import asyncio
+
+        await asyncio.to_thread(service.open)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(service.close)
+
+    router = APIRouter(lifespan=lifespan)
+    templates = _templates()
+
+    def render(request: Request, lang: str, status_code: int = 200, **context: Any) -> Response:
+        lang = request.query_params.get("lang") or lang
+        lang = "en" if lang == "en" else "zh"
+        html = templates.get_template("ack.html").render(
+            lang=lang, t=TEXT[lang], outcomes=store.OUTCOMES, **context
+        )
+        return HTMLResponse(html, status_code=status_code, headers=_NO_STORE)
+
+    def page(request: Request, token: str, flash: str | None) -> Response:
+        now = service.clock()
+        with service.pool.connection() as conn:
+            try:
+                holder = inbound.holder_of(conn, service.secret, token, now)
+            except AckTokenError as exc:
+                return render(request, "zh", 403 if exc.reason != "malformed" else 404,
+                              error=exc.reason)
+            alert = store.get_alert(conn, holder.alert_id)
+            others = inbound.other_alerts(
+                conn, service.secret, holder, now, settings.alerts.token_ttl_s,
+                settings.alerts.public_base_url,
+            )
+        assert alert is not None
+        lang = "en" if holder.language == "en" else "zh"
+        what = WHAT[lang]
+        d = holder.detail
+        view = {
+            "id": alert["id"],
+            "what": what.get(alert["kind"], alert["kind"]),
+            "name": d.get("name", ""),
+            "address": d.get("address", ""),
+            "since": alert["since"].astimezone(service.zone).strftime("%Y-%m-%d %H:%M"),
+            "status": alert["status"],
+            "acknowledged_by": alert["acknowledged_by"],
+            "urgent": bool(d.get("urgent")),
+        }
+        other_views = [
+            {"alert_id": o["alert_id"], "link": o["link"], "name": o["detail"].get("name", ""),
+             "what": what.get(o["detail"].get("kind", ""), "")}
+            for o in others
+        ]
+        return render(request, lang, alert=view, others=other_views, flash=flash,
+                      help=flash == "done_help")
+
+    @router.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
+    def ack_page(request: Request, token: str, done: str | None = None) -> Response:
+        flash = f"done_{done}" if done in ("going", "fine", "help", "resolve", "already") else None
+        if done == "note_required":
+            flash = "note_required"
+        return page(request, token, flash)
+
+    @router.post("/a/{token}", include_in_schema=False)
+    def ack_action(
+        request: Request,
+        token: str,
+        action: str = Form(...),
+        outcome: str | None = Form(None),
+        note: str | None = Form(None),
+    ) -> Response:
+        now = service.clock()
+        with service.pool.connection() as conn:
+            try:
+                holder = inbound.holder_of(conn, service.secret, token, now)
+            except AckTokenError as exc:
+                return render(request, "zh", 403, error=exc.reason)
+            by = holder.name or holder.contact_ref
+            done = action
+            try:
+                with conn.transaction():
+                    if action == "going":
+                        store.acknowledge(conn, holder.alert_id, by=by, channel="link", now=now,
+                                          contact_id=inbound._contact_id(holder.contact_ref))
+                    elif action == "fine":
+                        store.resolve(conn, holder.alert_id, outcome="resident_ok", note=None,
+                                      by=by, channel="link", now=now)
+                    elif action == "help":
+                        alert = store.get_alert(conn, holder.alert_id)
+                        if alert is not None and alert["status"] != "acknowledged":
+                            store.acknowledge(conn, holder.alert_id, by=by, channel="link",
+                                              now=now)
+                        store.add_history(
+                            conn, [(holder.alert_id, "help_needed", Jsonb({"by": by}))], now, by
+                        )
+                    elif action == "resolve":
+                        if outcome == "other" and not (note or "").strip():
+                            done = "note_required"
+                        else:
+                            store.resolve(conn, holder.alert_id, outcome=outcome or "",
+                                          note=(note or "").strip()[:2000] or None, by=by,
+                                          channel="link", now=now)
+                    else:
+                        return Response(status_code=400)
+            except AlertStateError:
+                done = "already"
+        return RedirectResponse(f"{request.url.path}?done={done}", status_code=303)
+
+    @router.post("/alerts/sms/{secret}", include_in_schema=False)
+    async def inbound_sms(request: Request, secret: str) -> Response:
+        expected = settings.alerts.inbound_sms_token
+        if not expected or not hmac.compare_digest(secret.encode(), expected.encode()):
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        fields = await _fields(request)
+        sender = _first(fields, "from", "sender", "phone", "mobile", "msisdn")
+        text = _first(fields, "text", "message", "body", "content")
+        if not sender or text is None:
+            return JSONResponse({"error": "need 'from' and 'text'"}, status_code=400)
+        import asyncio
+
+        def handle() -> inbound.SmsReply:
+            with service.pool.connection() as conn:
+                return inbound.acknowledge_by_sms(
+                    conn, sender, text, service.clock(),
+                    ttl_s=settings.alerts.token_ttl_s,
+                    default_country_code=settings.registry.default_country_code,
+                )
+
+        reply = await asyncio.to_thread(handle)
+        log.info("inbound sms from=%s result=%s alert=%s",
+                 redact_phone(sender), reply.reason, reply.acknowledged)
+        return JSONResponse({"acknowledged": reply.acknowledged, "first": reply.first,
+                             "result": reply.reason})
+
+    return router
+
+
+def create_app(
+    settings: Settings, database_url: str, *, clock: Callable[[], datetime] = utc_now
+) -> FastAPI:
+    """A stand-alone app serving only the acknowledgement routes (`lovekey alerts serve`)."""
+    app = FastAPI(title="LoveKey acknowledgements", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.include_router(create_router(settings, database_url, clock=clock))
+    return app
+
+
+_NO_STORE = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",     # the token is in the URL: never leak it onwards
+    "X-Frame-Options": "DENY",
+}
+
+
+def _templates() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("alerts", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+    )
+
+
+async def _fields(request: Request) -> dict[str, Any]:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = await request.json()
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _first(fields: dict[str, Any], *names: str) -> str | None:
+    for name in names:
+        value = fields.get(name)
+        if isinstance(value, str | int):
+            return str(value)
+    return None

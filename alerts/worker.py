@@ -1,0 +1,292 @@
+"""`lovekey alerts worker`: escalation on a schedule, dispatch as soon as there is work.
+
+One asyncio process composes:
+- an apscheduler (3.x) `AsyncIOScheduler` with the escalation job (every
+  `escalation_interval_s`, and at once when PostgreSQL NOTIFYs `lovekey_alerts`) and the digest
+  job; the jobs run the synchronous passes (`escalate_once`, `queue_digests`) in a thread;
+- a LISTEN task on `lovekey_alerts` and `lovekey_outbox` (new alerts / queued notifications);
+- `dispatchers` loops, each claiming a batch of due notifications in a thread and sending them
+  through a bounded pool of `send_threads` threads (Apprise's notify blocks).
+
+Everything is in one `asyncio.TaskGroup` with named tasks and an `AsyncExitStack`; stopping is
+cooperative (loops finish their batch), so a thread never outlives the connection it uses.
+Several workers may run against one database: alerts and notifications are claimed with
+`FOR UPDATE SKIP LOCKED`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from alerts.chains import ChainBook
+from alerts.channels import AppriseSender, Sender
+from alerts.dispatch import DispatchContext, dispatch_once
+from alerts.escalate import EscalationContext, escalate_once
+from config import Settings
+from lovekey.errors import StorageError
+from storage import connect, connect_async
+
+log = logging.getLogger(__name__)
+
+CHANNEL_ALERTS = "lovekey_alerts"
+CHANNEL_OUTBOX = "lovekey_outbox"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_secret(conn: psycopg.Connection[Any], settings: Settings) -> bytes:
+    """The key that signs acknowledgement links: from settings, else made once and kept in
+    the database so every worker and web process agrees on it."""
+    if settings.alerts.ack_secret:
+        return settings.alerts.ack_secret.encode()
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO alert_secret (name, value) VALUES ('ack', %s) ON CONFLICT DO NOTHING",
+            (secrets.token_bytes(32),),
+        )
+        row = conn.execute("SELECT value FROM alert_secret WHERE name = 'ack'").fetchone()
+    assert row is not None
+    return bytes(row[0])
+
+
+class Wakeup:
+    """A generation counter loops wait on: a wake between a loop's check and its wait is
+    never lost, and several loops can wait at once."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._cond = asyncio.Condition()
+
+    async def wake(self) -> None:
+        async with self._cond:
+            self.generation += 1
+            self._cond.notify_all()
+
+    async def wait(self, seen: int, timeout_s: float) -> None:
+        async with self._cond:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._cond.wait_for(lambda: self.generation != seen), timeout_s
+                )
+
+
+class AlertWorker:
+    """Use as `async with AlertWorker(settings, url) as worker: await worker.run(stop)`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        url: str,
+        *,
+        sender: Sender | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.url = url
+        self.clock = clock
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._sender = sender
+        self._stack = AsyncExitStack()
+        self._outbox_wake = Wakeup()
+        self._escalate_lock = asyncio.Lock()
+        self._escalate_dirty = True
+        self._stopping = False
+
+    async def __aenter__(self) -> AlertWorker:
+        a = self.settings.alerts
+        self.chains = ChainBook.load(a.chains_file)
+        if self._sender is None:
+            self._sender = await asyncio.to_thread(AppriseSender)
+        loop = asyncio.get_running_loop()
+        # threads for blocking DB passes: one per dispatcher, escalation, digest, spare
+        loop.set_default_executor(ThreadPoolExecutor(a.dispatchers + 4, "lovekey-alerts-db"))
+        self._send_pool = self._stack.enter_context(
+            ThreadPoolExecutor(a.send_threads, "lovekey-alerts-send")
+        )
+        self._escalate_conn = await self._connect()
+        secret = await asyncio.to_thread(load_secret, self._escalate_conn, self.settings)
+        self._digest_conn = await self._connect()
+        self.escalation = EscalationContext(self.chains, a, self.settings.zone)
+        self.dispatch = DispatchContext(a, self.settings.zone, secret, self.name)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _connect(self, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+        conn = await asyncio.to_thread(connect, self.url, autocommit=autocommit)
+        self._stack.push_async_callback(asyncio.to_thread, conn.close)
+        return conn
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        a = self.settings.alerts
+        scheduler = AsyncIOScheduler(timezone=self.settings.timezone)
+        scheduler.add_job(
+            self._escalate_job, "interval", seconds=a.escalation_interval_s, id="escalate",
+            next_run_time=utc_now(), max_instances=1, coalesce=True,
+        )
+        scheduler.add_job(
+            self._digest_job, "interval", seconds=a.digest_interval_s, id="digest",
+            next_run_time=utc_now(), max_instances=1, coalesce=True,
+        )
+        self._scheduler = scheduler
+        scheduler.start()
+        log.info(
+            "alert worker %s started: %d dispatchers, %d send threads",
+            self.name, a.dispatchers, a.send_threads,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._listen(stop), name="alerts-listen")
+                for i in range(a.dispatchers):
+                    tg.create_task(self._dispatch_loop(i, stop), name=f"alerts-dispatch-{i}")
+                tg.create_task(self._stop_when(stop), name="alerts-stop")
+        finally:
+            scheduler.pause()
+            async with self._escalate_lock:  # let a running pass finish with its connection
+                scheduler.shutdown(wait=False)
+            log.info("alert worker %s stopped", self.name)
+
+    async def _stop_when(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping = True
+        await self._outbox_wake.wake()
+
+    # --- escalation -------------------------------------------------------------------
+    def _escalate_soon(self) -> None:
+        self._escalate_dirty = True
+        if not self._escalate_lock.locked():
+            job = self._scheduler.get_job("escalate")
+            if job is not None:
+                job.modify(next_run_time=utc_now())
+
+    async def _escalate_job(self) -> None:
+        if self._stopping:
+            return
+        async with self._escalate_lock:
+            while self._escalate_dirty and not self._stopping:
+                self._escalate_dirty = False
+                try:
+                    report = await asyncio.to_thread(
+                        escalate_once, self._escalate_conn, self.escalation, self.clock()
+                    )
+                except (psycopg.Error, StorageError) as exc:
+                    log.error("escalation pass failed: %s", exc)
+                    self._escalate_conn = await self._reconnect(self._escalate_conn)
+                    return
+                if report.notifications:
+                    await self._outbox_wake.wake()
+                if report.alerts:
+                    log.info("escalation: %d alerts %s, %d notifications queued",
+                             report.alerts, report.decisions, report.notifications)
+                    self._escalate_dirty = True  # there may be more due than one pass takes
+            self._escalate_dirty = True  # the next scheduled run always looks
+
+    async def _digest_job(self) -> None:
+        from alerts.digest import queue_digests
+
+        if self._stopping:
+            return
+        try:
+            n = await asyncio.to_thread(
+                queue_digests, self._digest_conn, self.settings, self.clock()
+            )
+        except (psycopg.Error, StorageError) as exc:
+            log.error("digest pass failed: %s", exc)
+            self._digest_conn = await self._reconnect(self._digest_conn)
+            return
+        if n:
+            await self._outbox_wake.wake()
+
+    async def _reconnect(
+        self, conn: psycopg.Connection[Any], *, autocommit: bool = True
+    ) -> psycopg.Connection[Any]:
+        await asyncio.to_thread(conn.close)
+        return await self._connect(autocommit=autocommit)
+
+    # --- dispatch -----------------------------------------------------------------------
+    async def _dispatch_loop(self, index: int, stop: asyncio.Event) -> None:
+        conn = await self._connect()
+        log_conn = await self._connect(autocommit=True)
+        a = self.settings.alerts
+        failures = 0
+        while not self._stopping:
+            seen = self._outbox_wake.generation
+            try:
+                report = await asyncio.to_thread(
+                    dispatch_once, conn, log_conn, self._send, self.dispatch, self.clock,
+                    executor=self._send_pool,
+                )
+                failures = 0
+            except (psycopg.Error, StorageError) as exc:
+                failures += 1
+                log.error("dispatcher %d: database error: %s", index, exc)
+                await _sleep_unless(stop, min(30.0, 0.5 * 2**failures))
+                try:
+                    conn = await self._reconnect(conn)
+                    log_conn = await self._reconnect(log_conn, autocommit=True)
+                except StorageError as again:
+                    log.error("dispatcher %d: cannot reconnect: %s", index, again)
+                continue
+            if report.claimed:
+                continue  # more may be due: no waiting while there is work
+            await self._outbox_wake.wait(seen, a.poll_interval_s)
+
+    def _send(self, out: Any) -> None:
+        assert self._sender is not None
+        self._sender(out)
+
+    # --- LISTEN -------------------------------------------------------------------------
+    async def _listen(self, stop: asyncio.Event) -> None:
+        delay_s = 0.5
+        while not self._stopping:
+            try:
+                async with await connect_async(self.url, autocommit=True) as conn:
+                    await conn.execute("LISTEN lovekey_alerts")
+                    await conn.execute("LISTEN lovekey_outbox")
+                    delay_s = 0.5
+                    self._escalate_soon()  # anything raised while we were not listening
+                    while not self._stopping:
+                        async for note in conn.notifies(timeout=1.0):
+                            if note.channel == CHANNEL_ALERTS:
+                                self._escalate_soon()
+                            else:
+                                await self._outbox_wake.wake()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("LISTEN connection lost (%s); polling until it is back", exc)
+                await _sleep_unless(stop, delay_s)
+                delay_s = min(30.0, delay_s * 2)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def run_worker(
+    settings: Settings,
+    url: str,
+    stop: asyncio.Event,
+    *,
+    ready: Callable[[AlertWorker], Awaitable[None]] | None = None,
+) -> None:
+    async with AlertWorker(settings, url) as worker:
+        if ready is not None:
+            await ready(worker)
+        await worker.run(stop)

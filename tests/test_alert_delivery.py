@@ -1,0 +1,249 @@
+"""Escalation and delivery on real PostgreSQL with a local HTTP provider and a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+
+from alerts.messages import fits_one_sms
+from alerts.store import acknowledge, clear_alerts, get_alert, history, resolve
+from alerts.testing import (
+    ContactSpec,
+    DeliveryRig,
+    FakeProvider,
+    at_local,
+    delivery_rig,
+    seed_community_contact,
+    seed_resident,
+)
+from config import Settings
+
+T0 = at_local("2025-03-01 09:00")
+
+
+@pytest.fixture
+def world(database_url: str, make_settings: Callable[..., Settings]) -> Iterator[DeliveryRig]:
+    with FakeProvider() as fake:
+        settings = make_settings(
+            database_url=database_url,
+            alerts={"sms_url": fake.sms_template(), "retry_base_s": 10,
+                    "public_base_url": "https://lk.example"},
+        )
+        with delivery_rig(database_url, settings, fake) as rig:
+            yield rig
+
+
+def paths(fake: FakeProvider) -> list[str]:
+    return [r.path for r in fake.received()]
+
+
+def test_chain_escalates_step_by_step_and_stops_at_acknowledgement(world: DeliveryRig) -> None:
+    alert_id = world.raise_("low_usage", "R-1", T0)
+    world.run(T0)
+    assert paths(world.fake) == ["/push/lkh"]
+    first = world.fake.received()[0]
+    assert "王秀英" in first.body["title"]
+    assert "幸福里3-2-101" in first.message
+    assert "https://lk.example/a/" in first.message
+    alert = get_alert(world.conn, alert_id)
+    assert alert is not None
+    assert alert["status"] == "notified"
+
+    world.run(T0 + timedelta(minutes=9))          # still waiting for the neighbour
+    assert len(world.fake.received()) == 1
+
+    world.run(T0 + timedelta(minutes=10))         # family (SMS) and grid worker (push first)
+    assert sorted(paths(world.fake)[1:]) == ["/push/grid", "/sms/8613800000002"]
+    sms = world.fake.received("sms")[0]
+    assert sms.body["to"] == "+8613800000002"
+    assert len(sms.message) <= 70                 # one UCS-2 segment
+    assert sms.idempotency_key
+
+    world.run(T0 + timedelta(minutes=25))         # community staff, in English
+    staff = world.fake.received("sms/8613800000004")
+    assert len(staff) == 1
+    # English, but the resident's name is Chinese: UCS-2, so the 70-unit variant is chosen
+    assert "low water use" in staff[0].message
+    assert fits_one_sms(staff[0].message)
+
+    with world.conn.transaction():
+        acknowledge(world.conn, alert_id, by="社区刘", channel="cli",
+                    now=T0 + timedelta(minutes=30))
+    for minutes in (40, 60, 120, 300):
+        world.run(T0 + timedelta(minutes=minutes))
+    assert len(world.fake.received()) == 4       # nothing after the acknowledgement
+    events = [h["event"] for h in history(world.conn, alert_id)]
+    assert events == ["opened", "escalated", "notified", "escalated", "escalated",
+                      "acknowledged"]
+
+
+def test_unacknowledged_chain_reaches_emergency_then_repeats(world: DeliveryRig) -> None:
+    world.raise_("low_usage", "R-1", T0)
+    for minutes in (0, 10, 25, 40):
+        world.run(T0 + timedelta(minutes=minutes))
+    assert world.fake.received("sms/8613800000120"), "emergency was told at step 4"
+    before = len(world.fake.received())
+    world.run(T0 + timedelta(minutes=69))
+    assert len(world.fake.received()) == before
+    world.run(T0 + timedelta(minutes=70))         # 30 min after emergency: repeat round
+    repeat = sorted(paths(world.fake)[before:])
+    assert repeat == ["/push/grid", "/sms/8613800000004", "/sms/8613800000120"]
+
+
+def test_life_safety_notifies_several_tiers_at_once(world: DeliveryRig) -> None:
+    world.raise_("smoke", "R-1", T0)
+    world.run(T0)
+    assert sorted(paths(world.fake)) == [
+        "/push/grid", "/push/lkh", "/sms/8613800000002", "/sms/8613800000004",
+    ]
+    texts = [r.body["title"] + r.message for r in world.fake.received()]
+    assert all("紧急" in t or "URGENT" in t for t in texts)
+
+
+def test_device_fault_goes_to_maintenance_only(world: DeliveryRig) -> None:
+    seed_community_contact(world.conn, "maintenance", "维修班", phone="+8613900000001")
+    world.conn.execute(
+        "INSERT INTO gateway (id) VALUES ('GW-1');"
+        "INSERT INTO device (id, kind, household_id, resident_id, gateway_id)"
+        " VALUES ('WM-1', 'water_meter', 'H-R-1', 'R-1', 'GW-1')"
+    )
+    world.raise_("meter_silent", "R-1", T0, subject="WM-1", device_id="WM-1")
+    for minutes in (0, 300, 1000):
+        world.run(T0 + timedelta(minutes=minutes))
+    assert {r.path for r in world.fake.received()} == {"/sms/8613900000001"}
+    assert "WM-1" in world.fake.received()[0].message
+
+
+def test_auto_resolve_sends_stand_down_to_everyone_notified(world: DeliveryRig) -> None:
+    alert_id = world.raise_("low_usage", "R-1", T0)
+    world.run(T0)
+    world.run(T0 + timedelta(minutes=10))
+    assert len(world.fake.received()) == 3
+    world.fake.clear()
+    with world.conn.transaction():
+        assert clear_alerts(world.conn, "low_usage", ["R-1"], T0 + timedelta(minutes=12)) == [
+            alert_id
+        ]
+    world.run(T0 + timedelta(minutes=12))
+    got = sorted(paths(world.fake))
+    assert got == ["/push/grid", "/push/lkh", "/sms/8613800000002"]
+    assert all("解除" in r.message or "解除" in r.body.get("title", "")
+               for r in world.fake.received())
+    world.run(T0 + timedelta(minutes=60))         # nothing further, no community staff step
+    assert len(world.fake.received()) == 3
+    assert [h["event"] for h in history(world.conn, alert_id)][-2:] == [
+        "auto_resolved", "stand_down",
+    ]
+
+
+def test_provider_500_is_retried_then_falls_back(world: DeliveryRig) -> None:
+    world.fake.script("push/grid", [500, 500, 500])
+    world.raise_("low_usage", "R-1", T0)
+    world.run(T0)
+    world.run(T0 + timedelta(minutes=10))         # grid push fails (1)
+    assert len(world.fake.received("push/grid")) == 1
+    assert not world.fake.received("sms/8613800000003")
+    world.run(T0 + timedelta(minutes=10, seconds=9))   # back-off not over
+    assert len(world.fake.received("push/grid")) == 1
+    world.run(T0 + timedelta(minutes=10, seconds=10))  # retry (2) fails
+    world.run(T0 + timedelta(minutes=10, seconds=30))  # retry (3) fails -> falls back to SMS
+    assert len(world.fake.received("push/grid")) == 3
+    assert len(world.fake.received("sms/8613800000003")) == 1
+    results = world.conn.execute(
+        """
+        SELECT a.channel, a.result, a.error IS NOT NULL FROM delivery_attempt a
+        JOIN alert_outbox o ON o.id = a.outbox_id WHERE o.contact_ref = 'contact:3'
+        ORDER BY a.id
+        """
+    ).fetchall()
+    assert results == [
+        ("push:0", "failed", True), ("push:0", "failed", True), ("push:0", "failed", True),
+        ("sms", "ok", False),
+    ]
+
+
+def test_unanswered_rows_are_cancelled_once_acknowledged(world: DeliveryRig) -> None:
+    world.fake.script("push/lkh", [503])
+    alert_id = world.raise_("low_usage", "R-1", T0)
+    world.run(T0)                                  # fails, retry due at +10 s
+    with world.conn.transaction():
+        resolve(world.conn, alert_id, outcome="resident_ok", note=None, by="staff",
+                channel="cli", now=T0 + timedelta(seconds=5))
+    world.run(T0 + timedelta(minutes=1))
+    assert len(world.fake.received()) == 1        # no retry, and no stand-down: never reached
+    states = world.conn.execute(
+        "SELECT purpose, state FROM alert_outbox WHERE alert_id = %s", (alert_id,)
+    ).fetchall()
+    assert states == [("alert", "cancelled")]
+
+
+def test_burst_to_one_recipient_is_bundled(world: DeliveryRig) -> None:
+    """One neighbour holds the keys of six residents: six alerts at once are one message."""
+    for i in range(2, 7):
+        seed_resident(world.conn, f"R-{i}", name=f"住户{i}", contacts=[
+            ContactSpec("love_key_holder", "李阿姨", push_url=world.fake.url("push/lkh")),
+        ])
+    ids = [world.raise_("low_usage", f"R-{i}", T0) for i in range(1, 7)]
+    report = world.run(T0)
+    assert (report.rows_sent, report.messages_sent) == (6, 1)
+    (message,) = world.fake.received("push/lkh")
+    assert "6条提醒" in message.body["title"]
+    assert all(f"#{i}" in message.message for i in ids)
+    for alert_id in ids:
+        alert = get_alert(world.conn, alert_id)
+        assert alert is not None
+        assert alert["status"] == "notified"
+
+
+def test_rate_limit_holds_then_bundles(world: DeliveryRig) -> None:
+    """After three messages in ten minutes, a fourth and fifth wait and go out together."""
+    for i in range(2, 7):
+        seed_resident(world.conn, f"R-{i}", name=f"住户{i}", contacts=[
+            ContactSpec("love_key_holder", "李阿姨", push_url=world.fake.url("push/lkh")),
+        ])
+    for i, minute in zip(range(1, 6), (0, 1, 2, 3, 4), strict=True):
+        now = T0 + timedelta(minutes=minute)
+        world.raise_("low_usage", f"R-{i}", now)
+        world.run(now)
+    assert len(world.fake.received("push/lkh")) == 3
+    world.run(T0 + timedelta(minutes=9, seconds=59))
+    assert len(world.fake.received("push/lkh")) == 3
+    world.run(T0 + timedelta(minutes=10))
+    got = world.fake.received("push/lkh")
+    assert len(got) == 4
+    assert "2条提醒" in got[3].body["title"]
+
+
+def test_smoke_is_not_rate_limited(world: DeliveryRig) -> None:
+    for i in range(2, 6):
+        seed_resident(world.conn, f"R-{i}", name=f"住户{i}", contacts=[
+            ContactSpec("love_key_holder", "李阿姨", push_url=world.fake.url("push/lkh")),
+        ])
+    for i in range(1, 5):
+        now = T0 + timedelta(minutes=i)
+        world.raise_("low_usage", f"R-{i}", now)
+        world.run(now)
+    assert len(world.fake.received("push/lkh")) == 3
+    world.raise_("smoke", "R-5", T0 + timedelta(minutes=5))
+    world.run(T0 + timedelta(minutes=5))
+    got = world.fake.received("push/lkh")
+    assert len(got) == 4
+    assert "烟雾" in got[3].body["title"]
+
+
+def test_quiet_hours_hold_non_urgent_alerts_only(world: DeliveryRig) -> None:
+    seed_resident(world.conn, "R-9", name="夜住户", contacts=[
+        ContactSpec("love_key_holder", "夜邻居", push_url=world.fake.url("push/night"),
+                    quiet=("22:00", "07:00")),
+    ])
+    night = at_local("2025-03-01 23:30")
+    world.raise_("low_usage", "R-9", night)
+    world.run(night)
+    assert world.fake.received("push/night") == []
+    world.raise_("gas", "R-9", night)
+    world.run(night)
+    assert len(world.fake.received("push/night")) == 1   # gas goes through at once
+    world.run(at_local("2025-03-02 07:00"))
+    assert len(world.fake.received("push/night")) == 2   # the low-usage alert in the morning
