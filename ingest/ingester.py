@@ -1,4 +1,4 @@
-"""The ingester: paho-mqtt receives, one writer thread batches, commits, then acknowledges.
+"""The ingester: paho-mqtt receives, batches are decoded, committed, then acknowledged.
 
 Threads and what they own:
 
@@ -6,9 +6,12 @@ Threads and what they own:
   `Inbox`, which is bounded by count and bytes. The broker never sends more than the
   Receive Maximum unacknowledged QoS 1 messages, and nothing is acknowledged before its
   commit, so while the database is down the broker holds the stream, not our memory.
-- the thread that calls `Ingester.run()` is the writer: it decodes, validates against the
-  in-memory registry, writes one transaction per batch and then acknowledges every message
-  of the batch. A crash at any instant loses nothing: what was not acknowledged comes back.
+- the thread that calls `Ingester.run()` collects a batch (up to `batch_rows` rows or
+  `batch_ms` old) and decodes it, then hands it over (one batch at most waits).
+- the `ingest-writer` thread validates it against the in-memory registry, writes it in one
+  transaction and then acknowledges every message of it. Decoding the next batch overlaps
+  the database's work on this one. A crash at any instant loses nothing: what was not
+  acknowledged comes back.
 
 Acknowledgements carry the connection generation they belong to: after a reconnect the
 broker resends what was unacknowledged, and a packet id from the old connection must not
@@ -18,6 +21,7 @@ acknowledge a different message on the new one.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import socket
 import threading
@@ -396,18 +400,60 @@ class Ingester:
     # -- the writer (the caller's thread) -------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Write batches until `stop` is set. Returns after the batch in hand is done."""
+        """Ingest until `stop` is set; returns once the batch being written is done.
+
+        Two stages overlap: this thread collects and decodes the next batch (CPU) while a
+        writer thread waits on the database for the previous one (I/O). One decoded batch
+        at most waits between them.
+        """
         interval_s = self.settings.ingest.summary_interval_s
         summary = SummaryLog(self.metrics)
         next_summary = time.monotonic() + interval_s
-        with _Database(self.database_url) as database:
-            while not stop.is_set():
+        handoff: queue.Queue[list[tuple[Inbound, Received]]] = queue.Queue(maxsize=1)
+        halt = threading.Event()  # ours, so the caller's event is only ever read
+        failures: list[BaseException] = []
+        writer = threading.Thread(
+            target=self._write_loop, args=(handoff, halt, failures), name="ingest-writer"
+        )
+        writer.start()
+        try:
+            while not stop.is_set() and writer.is_alive():
                 batch = self._collect()
-                if batch and self._commit(database, batch, stop):
-                    self._ack(batch)
+                while batch and not stop.is_set() and writer.is_alive():
+                    try:
+                        handoff.put(batch, timeout=_IDLE_WAIT_S)
+                        break
+                    except queue.Full:
+                        continue
                 if time.monotonic() >= next_summary:
                     log.info("%s", summary.line(interval_s))
                     next_summary = time.monotonic() + interval_s
+        finally:
+            halt.set()  # the writer finishes its batch; what waits in `handoff` comes back
+            writer.join()
+        if failures:
+            raise failures[0]
+
+    def _write_loop(
+        self,
+        handoff: queue.Queue[list[tuple[Inbound, Received]]],
+        halt: threading.Event,
+        failures: list[BaseException],
+    ) -> None:
+        """The writer thread: commit each batch, then acknowledge its messages."""
+        try:
+            with _Database(self.database_url) as database:
+                while not halt.is_set():
+                    try:
+                        batch = handoff.get(timeout=_IDLE_WAIT_S)
+                    except queue.Empty:
+                        continue
+                    if not self._commit(database, batch, halt):
+                        return
+                    self._ack(batch)
+        except BaseException as exc:
+            log.exception("ingest writer failed")
+            failures.append(exc)
 
     def _collect(self) -> list[tuple[Inbound, Received]]:
         """One batch: until `batch_rows` rows or `batch_ms` after its first message."""
