@@ -274,3 +274,16 @@ def test_session_deadlines() -> None:
     assert not session_expired(session, t + timedelta(minutes=100), idle_s=idle)
     assert session_expired(session, t + timedelta(minutes=110), idle_s=idle)
     assert session_expired(session, t + timedelta(hours=8), idle_s=10**9)
+
+
+def test_device_lists_merge_per_community_candidates() -> None:
+    from web.queries import _first
+
+    t = datetime(2025, 3, 10, tzinfo=UTC)
+    summary = [
+        {"silent_ids": ["B", "A"], "silent_keys": [None, t]},
+        {"silent_ids": ["D", "C"], "silent_keys": [t - timedelta(hours=1), t + timedelta(hours=1)]},
+        {"silent_ids": None, "silent_keys": None},
+    ]
+    assert _first(summary, "silent", 3) == ["B", "D", "A"]
+    assert all("silent_ids" not in row for row in summary)

@@ -304,16 +304,31 @@ async def device_health(
     """Silent meters, offline gateways and low batteries in scope: counts by community, and
     the first `limit` of each list."""
     params = {**scope.params, "now": now, "grace": grace_s, "low": low_battery_v, "limit": limit}
+    # One pass over the devices in scope: the counts per community, and per community the
+    # first `limit` silent meters and low batteries in list order (ordered aggregates over the
+    # flagged devices only); the final lists are the first `limit` of those, fetched by key.
     summary = await _rows(
         conn,
         sql.SQL(
             """
             SELECT h.community_id, max(c.name) AS community_name,
                    count(*) FILTER (WHERE d.kind = 'water_meter') AS meters,
-                   count(*) FILTER (WHERE d.kind = 'water_meter' AND {silent}) AS silent_meters,
-                   count(*) FILTER (WHERE d.battery_v < %(low)s) AS low_batteries,
-                   count(*) AS devices
+                   count(*) FILTER (WHERE f.silent) AS silent_meters,
+                   count(*) FILTER (WHERE f.low) AS low_batteries,
+                   count(*) AS devices,
+                   (array_agg(d.id ORDER BY d.last_seen NULLS FIRST, d.id)
+                       FILTER (WHERE f.silent))[1:%(limit)s] AS silent_ids,
+                   (array_agg(d.last_seen ORDER BY d.last_seen NULLS FIRST, d.id)
+                       FILTER (WHERE f.silent))[1:%(limit)s] AS silent_keys,
+                   (array_agg(d.id ORDER BY d.battery_v, d.id) FILTER (WHERE f.low))[1:%(limit)s]
+                       AS low_ids,
+                   (array_agg(d.battery_v ORDER BY d.battery_v, d.id) FILTER (WHERE f.low))[1:%(limit)s]
+                       AS low_keys
             FROM device d JOIN household h ON h.id = d.household_id
+            CROSS JOIN LATERAL (
+                SELECT d.kind = 'water_meter' AND {silent} AS silent,
+                       coalesce(d.battery_v < %(low)s, false) AS low
+            ) f
             LEFT JOIN community c ON c.id = h.community_id
             WHERE {visible}
             GROUP BY h.community_id
@@ -322,31 +337,8 @@ async def device_health(
         ).format(silent=_SILENT, visible=scope.household("h")),
         params,
     )
-    # both lists in one pass over the devices: only flagged ones are ranked, each list capped
-    flagged = await _rows(
-        conn,
-        sql.SQL(
-            """
-            SELECT * FROM (
-                SELECT d.id, d.kind, d.gateway_id, d.last_seen, d.report_interval_s, d.battery_v,
-                       d.resident_id, h.community_id, h.grid_id, h.address, f.silent, f.low,
-                       row_number() OVER (PARTITION BY f.silent
-                                          ORDER BY d.last_seen NULLS FIRST, d.id) AS silent_rank,
-                       row_number() OVER (PARTITION BY f.low ORDER BY d.battery_v, d.id) AS low_rank
-                FROM device d JOIN household h ON h.id = d.household_id
-                CROSS JOIN LATERAL (
-                    SELECT d.kind = 'water_meter' AND {silent} AS silent,
-                           coalesce(d.battery_v < %(low)s, false) AS low
-                ) f
-                WHERE (f.silent OR f.low) AND {visible}
-            ) x
-            WHERE (silent AND silent_rank <= %(limit)s) OR (low AND low_rank <= %(limit)s)
-            """
-        ).format(silent=_SILENT, visible=scope.household("h")),
-        params,
-    )
-    silent = sorted((r for r in flagged if r["silent"]), key=lambda r: int(r["silent_rank"]))
-    low = sorted((r for r in flagged if r["low"]), key=lambda r: int(r["low_rank"]))
+    silent = await _devices_by_id(conn, _first(summary, "silent", limit))
+    low = await _devices_by_id(conn, _first(summary, "low", limit))
     gateways = await _rows(
         conn,
         sql.SQL(
@@ -375,6 +367,39 @@ async def device_health(
     for row in summary:
         row["offline_gateways"] = offline_by_community.get(row["community_id"], 0)
     return {"summary": summary, "silent_meters": silent, "low_batteries": low, "offline_gateways": gateways}
+
+
+def _first(summary: list[dict[str, Any]], name: str, limit: int) -> list[str]:
+    """Merge the per-community candidates of a list (ids with their sort keys, each in list
+    order) into the first `limit` ids overall; a missing key (never seen) sorts first."""
+    missing: list[str] = []
+    keyed: list[tuple[Any, str]] = []
+    for row in summary:
+        ids, keys = row.pop(f"{name}_ids") or [], row.pop(f"{name}_keys") or []
+        for device_id, key in zip(ids, keys, strict=True):
+            if key is None:
+                missing.append(device_id)
+            else:
+                keyed.append((key, device_id))
+    return [*sorted(missing), *(i for _, i in sorted(keyed))][:limit]
+
+
+async def _devices_by_id(conn: Conn, ids: list[str]) -> list[dict[str, Any]]:
+    """The devices of `ids` with their place, in the order given."""
+    if not ids:
+        return []
+    rows = await _rows(
+        conn,
+        """
+        SELECT d.id, d.kind, d.gateway_id, d.last_seen, d.report_interval_s, d.battery_v,
+               d.resident_id, h.community_id, h.grid_id, h.address
+        FROM device d JOIN household h ON h.id = d.household_id
+        WHERE d.id = ANY(%s::text[])
+        """,
+        (ids,),
+    )
+    position = {device_id: n for n, device_id in enumerate(ids)}
+    return sorted(rows, key=lambda r: position[r["id"]])
 
 
 _SILENT = sql.SQL(
