@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -207,3 +209,36 @@ def test_every_reason_is_documented():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "ingest.md").read_text()
     missing = [reason for reason in REASONS if f"`{reason}`" not in doc]
     assert missing == []
+
+
+def test_random_damage_only_ever_raises_payload_error():
+    rng = random.Random(3)
+    seeds = [
+        orjson.dumps({"ts": TS, "total_l": 12.5, "flow_lpm": 0.1, "battery_v": 3.6, "seq": 4}),
+        orjson.dumps({"readings": [{"ts": TS, "total_m3": 1.5}, {"ts": 1717239600, "smoke": 2}]}),
+        orjson.dumps({"ts": TS, "type": "gas", "active": True, "value": 4}),
+        b'{"status": "online"}',
+    ]
+    topics = [READING, READING, EVENT, STATUS]
+    alphabet = b'{}[]",:0123456789.eE+-tfnaluesrTZ \\\x00\xff'
+    outcomes = Counter()
+    for _ in range(5000):
+        index = rng.randrange(len(seeds))
+        data = bytearray(seeds[index])
+        for _ in range(rng.randint(1, 4)):
+            position = rng.randrange(len(data) + 1)
+            action = rng.random()
+            if action < 0.4 and data:
+                del data[min(position, len(data) - 1)]
+            elif action < 0.8:
+                data.insert(position, rng.choice(alphabet))
+            else:
+                data[position:position] = rng.choice(seeds)
+        try:
+            decode(topics[index], bytes(data))
+            outcomes["ok"] += 1
+        except PayloadError as exc:
+            outcomes[exc.reason] += 1
+    assert set(outcomes) - {"ok"} <= set(REASONS)
+    assert outcomes["ok"] > 0
+    assert outcomes["malformed_json"] > 0

@@ -471,3 +471,28 @@ def test_metrics_endpoint(db, settings_for, publisher, topic_prefix):
     assert "lovekey_ingest_received_messages_total 4.0" in text
     assert "lovekey_ingest_database_up 1.0" in text
     assert 'lovekey_ingest_lag_seconds_bucket{le="+Inf"} 3.0' in text
+
+
+def test_readings_events_and_duplicates_on_each_backend(
+    backend, settings_for, publisher, topic_prefix
+):
+    db = backend.create("ingest_backend")
+    with connect(db) as conn:
+        register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1"),
+                                ("GAS-1", "GW-1", "gas", "R-1")])
+    meter = f"{topic_prefix}/GW-1/WM-1/reading"
+    with running(settings_for(db)) as ingester:
+        for n in range(30):
+            publisher.publish(meter, reading(NOW - timedelta(days=n), float(n)))
+        publisher.publish(meter, orjson.dumps({"readings": [
+            {"ts": (NOW - timedelta(days=n)).isoformat(), "total_l": float(n)} for n in range(10)
+        ]}))
+        publisher.publish(f"{topic_prefix}/GW-1/GAS-1/reading",
+                          orjson.dumps({"ts": NOW.isoformat(), "gas_lel_pct": 12.5}))
+        publisher.publish(f"{topic_prefix}/GW-1/GAS-1/event",
+                          orjson.dumps({"ts": NOW.isoformat(), "type": "gas", "active": True}))
+        processed(ingester, 33)
+        assert ingester.metrics.duplicates == 10
+    assert query(db, "SELECT count(*) FROM water_reading") == [(30,)]
+    assert query(db, "SELECT gas_lel_pct FROM sensor_reading") == [(12.5,)]
+    assert query(db, "SELECT type, active FROM device_event") == [("gas", True)]
