@@ -137,7 +137,7 @@ def create_router(
                 settings.alerts.public_base_url,
             )
         assert alert is not None
-        lang = "en" if holder.language == "en" else "zh"
+        lang = "en" if (request.query_params.get("lang") or holder.language) == "en" else "zh"
         what = WHAT[lang]
         d = holder.detail
         view = {
