@@ -53,8 +53,11 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--processes", type=_positive_int, metavar="N",
                    help="publishing processes, each with its own connection and a share of the"
                    " gateways (default 1, or one per core with --load)")
+    p.add_argument("--connections", type=_positive_int, default=8, metavar="N",
+                   help="connections per process, each gateway through one of them (default 8)")
     p.add_argument("--max-inflight", type=_positive_int, default=1000, metavar="N",
-                   help="unacknowledged QoS 1 messages per connection (default 1000)")
+                   help="unacknowledged QoS 1 messages per connection (default 1000, and never"
+                   " more than the broker's Receive Maximum)")
     p.add_argument("--reporting", choices=_MODES,
                    help="every meter reports this way (default: the scenario's mix)")
     p.add_argument("--registry-out", type=Path, metavar="FILE.csv",
@@ -124,6 +127,7 @@ def _publish(
         mqtt_url=settings.mqtt_url or "",
         topic_prefix=settings.mqtt.topic_prefix,
         max_inflight=args.max_inflight,
+        lanes=args.connections,
         pacing=Pacing(speed=speed, max_rate=None if args.load else args.max_rate,
                       sim_origin=float(world.start_s), wall_origin=time.time()),
     )

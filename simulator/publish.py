@@ -1,12 +1,15 @@
-"""Publishing simulated traffic to a broker: one paho-mqtt MQTT 5 client, QoS 1.
+"""Publishing simulated traffic to a broker: paho-mqtt MQTT 5 clients, QoS 1.
 
-The client's network loop runs in the calling thread (no paho thread): `publish` writes at
-once, and PUBACKs are read whenever the window of unacknowledged messages is full or the
-pacer waits. Nothing is dropped: at most `max_inflight` messages are unacknowledged (paho's
-16-bit message ids stall an uncapped publisher near 65,535), the broker's refusals are
-counted and reported, and the run ends only when every message has its PUBACK. A broken
-connection is re-established with the session kept, and paho sends the unacknowledged
-messages again (the ingester stores each reading once).
+A `BrokerPublisher` holds a few connections ("lanes"); every gateway's messages go through
+one lane, so each gateway's traffic stays in order. The clients' network loops run in the
+calling thread (no paho threads): `publish` writes at once, and PUBACKs are read whenever a
+lane's window is full or the pacer waits. Nothing is dropped: a lane has at most
+`max_inflight` unacknowledged messages and never more than the broker's Receive Maximum
+(Mosquitto says 20; several lanes keep the pipe full within it, and paho's 16-bit message
+ids would stall an uncapped publisher near 65,535). The broker's refusals are counted and
+reported, and the run ends only when every message has its PUBACK. A broken connection is
+re-established with the session kept, and paho sends what was unacknowledged again (the
+ingester stores each reading once).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import random
 import select
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -36,6 +40,7 @@ from simulator.world import MessageBatch, World
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INFLIGHT = 1000
+DEFAULT_LANES = 8
 _KEEPALIVE_S = 30
 _SESSION_EXPIRY_S = 600          # the broker keeps our unacknowledged messages this long
 _RECONNECT_FOR_S = 60.0          # then give up
@@ -60,6 +65,23 @@ class PublishStats:
         return self.published / max(self.elapsed_s, 1e-9)
 
 
+class _Lane:
+    """One connection: its client, its window and what it has in flight."""
+
+    def __init__(self, client: mqtt.Client, client_id: str, window: int) -> None:
+        self.client = client
+        self.client_id = client_id
+        self.window = window       # lowered to the broker's Receive Maximum on CONNACK
+        self.published = 0
+        self.acked = 0
+        self.connected = False
+        self.connect_error: str | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return self.published - self.acked
+
+
 class BrokerPublisher:
     """`with BrokerPublisher(url) as pub: pub.publish(topic, payload)`; waits for PUBACKs on exit."""
 
@@ -69,17 +91,20 @@ class BrokerPublisher:
         *,
         client_id: str | None = None,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        lanes: int = DEFAULT_LANES,
     ) -> None:
         if not 1 <= max_inflight <= 65_000:
             raise ValueError("max_inflight must be between 1 and 65,000")
+        if not 1 <= lanes <= 64:
+            raise ValueError("lanes must be between 1 and 64")
         self.url = mqtt_url
         self.address = BrokerAddress.parse(mqtt_url)
         self.client_id = client_id or f"lovekey-sim-{uuid.uuid4().hex[:8]}"
         self.max_inflight = max_inflight
+        self.lane_count = lanes
         self.stats = PublishStats()
-        self._client: mqtt.Client | None = None
-        self._connected = False
-        self._connect_error: str | None = None
+        self._lanes: list[_Lane] = []
+        self._lane_of: dict[str, _Lane] = {}
         self._last_misc = 0.0
 
     def __repr__(self) -> str:
@@ -88,17 +113,20 @@ class BrokerPublisher:
     # -- lifecycle ------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        client = new_client(self.address, self.client_id)
-        client.max_inflight_messages_set(0)  # our window caps; paho's own cap rescans per ack
-        client.max_queued_messages_set(0)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        self._client = client
         try:
-            self._connect(first=True)
+            for k in range(self.lane_count):
+                client_id = self.client_id if self.lane_count == 1 else f"{self.client_id}-{k}"
+                lane = _Lane(new_client(self.address, client_id), client_id, self.max_inflight)
+                lane.client.max_inflight_messages_set(0)  # our window caps; paho's rescans per ack
+                lane.client.max_queued_messages_set(0)
+                lane.client.on_connect = self._on_connect
+                lane.client.on_disconnect = self._on_disconnect
+                lane.client.on_publish = self._on_publish
+                lane.client.user_data_set(lane)
+                self._lanes.append(lane)
+                self._connect(lane, first=True)
         except BaseException:
-            self._client = None
+            self._close()
             raise
         return self
 
@@ -108,21 +136,20 @@ class BrokerPublisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        client = self._client
-        if client is None:
-            return
         try:
-            if exc_type is None:
+            if exc_type is None and self._lanes:
                 self.flush()
         finally:
-            self._client = None
-            client.disconnect()
+            self._close()
 
-    def _connect(self, *, first: bool) -> None:
-        client = self._client
-        assert client is not None
-        self._connected = False
-        self._connect_error = None
+    def _close(self) -> None:
+        for lane in self._lanes:
+            lane.client.disconnect()
+        self._lanes = []
+
+    def _connect(self, lane: _Lane, *, first: bool) -> None:
+        lane.connected = False
+        lane.connect_error = None
         kwargs: dict[str, Any] = {}
         if self.address.mqtt5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -130,35 +157,36 @@ class BrokerPublisher:
             kwargs = {"clean_start": first, "properties": props}
         try:
             if first:
-                client.connect(self.address.host, self.address.port, _KEEPALIVE_S, **kwargs)
+                lane.client.connect(self.address.host, self.address.port, _KEEPALIVE_S, **kwargs)
             else:
-                client.reconnect()
+                lane.client.reconnect()
         except OSError as exc:
             raise PublishError(f"cannot reach the broker at {redact_url(self.url)}: {exc}") from exc
         deadline = time.monotonic() + _CONNECT_TIMEOUT_S
-        while not self._connected:
-            if self._connect_error:
-                raise PublishError(f"the broker refused the connection: {self._connect_error}")
+        while not lane.connected:
+            if lane.connect_error:
+                raise PublishError(f"the broker refused the connection: {lane.connect_error}")
             if time.monotonic() > deadline:
                 raise PublishError(f"no CONNACK from {redact_url(self.url)} in {_CONNECT_TIMEOUT_S:g}s")
-            self._service(0.1)
+            if not self._service(0.1, [lane]):
+                raise PublishError(f"the broker at {redact_url(self.url)} closed the connection")
 
-    def _reconnect(self) -> None:
+    def _reconnect(self, lane: _Lane) -> None:
         """Back in touch with capped, jittered back-off; paho resends what was unacknowledged."""
         deadline = time.monotonic() + _RECONNECT_FOR_S
         delay = 0.1
         while True:
             try:
-                self._connect(first=False)
+                self._connect(lane, first=False)
                 self.stats.reconnects += 1
-                log.warning("reconnected to the broker (%d unacknowledged messages resent)",
-                            self.stats.published - self.stats.acked)
+                log.warning("reconnected %s (%d unacknowledged messages resent)",
+                            lane.client_id, lane.in_flight)
                 return
             except PublishError as exc:
                 if time.monotonic() + delay > deadline:
                     raise PublishError(
                         f"lost the broker for {_RECONNECT_FOR_S:g}s with "
-                        f"{self.stats.published - self.stats.acked} messages unacknowledged: {exc}"
+                        f"{self.in_flight} messages unacknowledged: {exc}"
                     ) from exc
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
@@ -169,28 +197,37 @@ class BrokerPublisher:
     def in_flight(self) -> int:
         return self.stats.published - self.stats.acked
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        client = self._client
-        assert client is not None, "use BrokerPublisher in a with block"
-        while self.in_flight >= self.max_inflight:
+    def lane_for(self, key: str) -> _Lane:
+        """The lane for `key` (a gateway id), the same for the whole run."""
+        lane = self._lane_of.get(key)
+        if lane is None:
+            lane = self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
+            self._lane_of[key] = lane
+        return lane
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
+                lane: _Lane | None = None) -> None:
+        """Send one QoS 1 message through `lane` (default: the lane for the whole topic)."""
+        lane = lane or self.lane_for(topic)
+        while lane.in_flight >= lane.window:
             self.pump(1.0)
-        info = client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc == mqtt.MQTT_ERR_NO_CONN:
-            # paho keeps the message and sends it once we are connected again
-            self.stats.published += 1
-            self._reconnect()
-            return
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise PublishError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
+        info = lane.client.publish(topic, payload, qos=1, retain=retain)
+        lane.published += 1
         self.stats.published += 1
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            self._reconnect(lane)  # paho kept the message and sends it on reconnecting
+        elif info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise PublishError(f"publish to {topic!r} failed: {mqtt.error_string(info.rc)}")
 
     def pump(self, timeout_s: float) -> None:
-        """Read PUBACKs (and keep the connection alive) for up to `timeout_s`."""
-        if not self._service(timeout_s):
-            self._reconnect()
+        """Read PUBACKs (and keep the connections alive) for up to `timeout_s`."""
+        if not self._service(timeout_s, self._lanes):
+            for lane in self._lanes:
+                if lane.client.socket() is None:
+                    self._reconnect(lane)
 
     def wait_until(self, deadline: float) -> None:
-        """Serve the connection until `time.monotonic()` reaches `deadline`."""
+        """Serve the connections until `time.monotonic()` reaches `deadline`."""
         while (left := deadline - time.monotonic()) > 0:
             self.pump(min(left, 1.0))
 
@@ -204,45 +241,56 @@ class BrokerPublisher:
         if self.stats.refused:
             raise PublishError(f"the broker refused {self.stats.refused} messages (PUBACK failure)")
 
-    def _service(self, timeout_s: float) -> bool:
-        """One round of the network loop; False when the connection is gone."""
-        client = self._client
-        assert client is not None
-        sock = client.socket()
-        if sock is None:
-            return False
-        writing = [sock] if client.want_write() else []
+    def _service(self, timeout_s: float, lanes: list[_Lane]) -> bool:
+        """One round of the network loops; False when a connection is gone."""
+        by_socket: dict[Any, _Lane] = {}
+        writing = []
+        for lane in lanes:
+            sock = lane.client.socket()
+            if sock is None:
+                return False
+            by_socket[sock] = lane
+            if lane.client.want_write():
+                writing.append(sock)
         try:
-            readable, writable, _ = select.select([sock], writing, [], max(timeout_s, 0.0))
+            readable, writable, _ = select.select(list(by_socket), writing, [], max(timeout_s, 0.0))
         except (OSError, ValueError):
             return False
         ok = mqtt.MQTT_ERR_SUCCESS
-        if readable and client.loop_read() != ok:
-            return False
-        if writable and client.loop_write() != ok:
-            return False
+        for sock in readable:
+            if by_socket[sock].client.loop_read() != ok:
+                return False
+        for sock in writable:
+            if by_socket[sock].client.loop_write() != ok:
+                return False
         now = time.monotonic()
         if now - self._last_misc >= 1.0:
             self._last_misc = now
-            if client.loop_misc() != ok:
-                return False
-        return client.socket() is not None
+            for lane in lanes:
+                if lane.client.loop_misc() != ok:
+                    return False
+        return all(lane.client.socket() is not None for lane in lanes)
 
     # -- paho callbacks (called from loop_read in this thread) -----------------------------
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+    def _on_connect(self, client: mqtt.Client, lane: _Lane, flags: Any, reason: Any,
                     properties: Any) -> None:
         if getattr(reason, "is_failure", False):
-            self._connect_error = str(reason)
-        else:
-            self._connected = True
+            lane.connect_error = str(reason)
+            return
+        # MQTT 5: never more unacknowledged QoS 1 messages than the broker says it takes;
+        # more is a protocol error a broker may disconnect us for.
+        receive_maximum = getattr(properties, "ReceiveMaximum", None)
+        lane.window = min(self.max_inflight, receive_maximum or self.max_inflight)
+        lane.connected = True
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+    def _on_disconnect(self, client: mqtt.Client, lane: _Lane, flags: Any, reason: Any,
                        properties: Any) -> None:
-        self._connected = False
+        lane.connected = False
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+    def _on_publish(self, client: mqtt.Client, lane: _Lane, mid: int, reason: Any,
                     properties: Any) -> None:
+        lane.acked += 1
         self.stats.acked += 1
         if getattr(reason, "is_failure", False):
             self.stats.refused += 1
@@ -283,14 +331,24 @@ def publish_batches(
     stats = publisher.stats
     stats.started = time.monotonic()
     next_report = stats.started
+    lane_of: dict[str, Any] = {}  # topic -> the lane of its gateway (the topic's first level)
+
+    def lane(topic: str) -> Any:
+        found = lane_of.get(topic)
+        if found is None:
+            found = lane_of[topic] = publisher.lane_for(topic.split("/", 1)[0])
+        return found
+
     for batch in batches:
         topics = [prefix + t for t in batch.topics]
+        lanes = [lane(t) for t in batch.topics]
         if pacing.speed is None and pacing.max_rate is None:
-            for topic, payload, retain in zip(topics, batch.payloads, batch.retain, strict=True):
-                publisher.publish(topic, payload, retain=retain)
+            for topic, payload, retain, via in zip(topics, batch.payloads, batch.retain, lanes,
+                                                   strict=True):
+                publisher.publish(topic, payload, retain=retain, lane=via)
         else:
-            for topic, payload, at, retain in zip(topics, batch.payloads, batch.publish_ts,
-                                                  batch.retain, strict=True):
+            for topic, payload, at, retain, via in zip(topics, batch.payloads, batch.publish_ts,
+                                                       batch.retain, lanes, strict=True):
                 now = time.monotonic()
                 due = now
                 if pacing.speed is not None:
@@ -300,7 +358,7 @@ def publish_batches(
                     due = max(due, stats.started + stats.published / pacing.max_rate)
                 if due > now:
                     publisher.wait_until(due)
-                publisher.publish(topic, payload, retain=retain)
+                publisher.publish(topic, payload, retain=retain, lane=via)
                 stats.simulated_ts = at
                 if on_progress is not None and now >= next_report:
                     next_report = now + progress_every_s
@@ -334,6 +392,7 @@ class Job:
     pacing: Pacing
     shard: tuple[int, int] = (0, 1)
     client_id: str = ""
+    lanes: int = DEFAULT_LANES
 
     def world(self) -> World:
         return World.build(self.scenario, residents=self.residents, seed=self.seed,
@@ -342,8 +401,8 @@ class Job:
     def run(self, on_progress: Callable[[PublishStats], None] | None = None) -> PublishStats:
         world = self.world()
         client_id = self.client_id or None
-        with BrokerPublisher(self.mqtt_url, client_id=client_id,
-                             max_inflight=self.max_inflight) as publisher:
+        with BrokerPublisher(self.mqtt_url, client_id=client_id, max_inflight=self.max_inflight,
+                             lanes=self.lanes) as publisher:
             return publish_batches(world.message_batches(shard=self.shard), publisher,
                                    topic_prefix=self.topic_prefix, pacing=self.pacing,
                                    on_progress=on_progress)

@@ -181,23 +181,23 @@ class Encoder:
     device_is_gas: BOOL
 
     def water_objects(self, rows: WaterRows, index: I64) -> npt.NDArray[np.object_]:
-        """One JSON object (text) per water row."""
+        """One JSON object (text) per water row, in one formatting pass per register kind."""
         res = rows.res[index]
         ts = _ts_texts(rows.ts[index], self.meter_epoch[res])
         dl = rows.total_dl[index]
-        m3, fine = self.meter_m3[res], self.meter_fine[res]
-        totals = np.empty(len(index), dtype=object)
         litres = dl // 10
-        _fill(totals, m3, '"total_m3":%d.%s', litres // 1000, _PAD3[litres % 1000])
-        _fill(totals, fine, '"total_l":%d.%d', litres, dl % 10)
-        _fill(totals, ~m3 & ~fine, '"total_l":%d', litres)
+        m3, fine = self.meter_m3[res], self.meter_fine[res]
         battery = _BATTERY[np.minimum(rows.battery_cv[index], _BATTERY_MAX_CV)]
+        seq = rows.seq[index]
         flow = _FLOW[np.minimum(rows.flow_cl[index], _FLOW_MAX_CL)]
-        texts = map('{"ts":%s,%s%s,"seq":%d%s}'.__mod__, zip(
-            ts.tolist(), totals.tolist(), battery.tolist(), rows.seq[index].tolist(),
-            flow.tolist(), strict=True,
-        ))
-        return np.fromiter(texts, dtype=object, count=len(index))
+        out = np.empty(len(index), dtype=object)
+        _fill(out, m3, '{"ts":%s,"total_m3":%d.%s%s,"seq":%d%s}',
+              ts, litres // 1000, _PAD3[litres % 1000], battery, seq, flow)
+        _fill(out, fine, '{"ts":%s,"total_l":%d.%d%s,"seq":%d%s}',
+              ts, litres, dl % 10, battery, seq, flow)
+        _fill(out, ~m3 & ~fine, '{"ts":%s,"total_l":%d%s,"seq":%d%s}',
+              ts, litres, battery, seq, flow)
+        return out
 
     def water(self, rows: WaterRows, messages: MessageTable, index: I64) -> list[bytes]:
         """Single-value messages (one row each)."""
@@ -284,6 +284,7 @@ class DayTraffic:
         msgs = self.messages
         mtype = msgs.mtype[index]
         payloads = np.empty(len(index), dtype=object)
+        only: list[bytes] | None = None
         for kind in (STATUS, EVENT, SENSOR, WATER, WATER_BATCH):
             where = np.nonzero(mtype == kind)[0]
             if len(where) == 0:
@@ -299,8 +300,11 @@ class DayTraffic:
                 encoded = encoder.events(self.events, msgs, rows)
             else:
                 encoded = encoder.statuses(msgs, rows, self.origin_s)
-            payloads[where] = np.fromiter(encoded, dtype=object, count=len(encoded))
+            if len(where) == len(index):
+                only = encoded  # all of one type (the usual slice): no reassembly
+            else:
+                payloads[where] = np.fromiter(encoded, dtype=object, count=len(encoded))
         topics = encoder.topics(msgs, index)
         publish: list[float] = (msgs.publish_ms[index] / 1000.0).tolist()
         retain: list[bool] = (mtype == STATUS).tolist()
-        return topics, payloads.tolist(), publish, retain
+        return topics, only if only is not None else payloads.tolist(), publish, retain
