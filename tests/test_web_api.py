@@ -23,6 +23,7 @@ from web.testing import FakeClock, Served, csrf_from_html, served_console, sign_
 from web.usage import chart_start
 
 ZONE = ZoneInfo("Asia/Shanghai")
+ACK_SECRET = "web-test-ack-secret-0123456789"
 IDLE_S = 1800
 TTL_S = 4 * 3600
 
@@ -39,6 +40,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     return load_settings(
         environ={}, database_url=database_url, data_dir=str(tmp_path_factory.mktemp("web")),
         web={"session_idle_s": IDLE_S, "session_ttl_s": TTL_S, "login_max_failures": 3},
+        alerts={"ack_secret": ACK_SECRET},
     )
 
 
@@ -433,3 +435,46 @@ def test_users_add_command(database_url: str, seeded: Seeded, served: Served,
         sign_in(client, "gw_new", "a long enough secret")
         assert {r["id"] for r in client.get("/api/residents").json()["residents"]} == {"R-A2"}
     assert audit_rows(database_url, "user_created", "user:gw_new") == [("cli", "user:gw_new", None)]
+
+
+# ------------------------------------------------ the alerts package's pages, same process
+
+def test_a_neighbours_link_is_served_by_the_console_and_shows_up_in_the_queue(
+    served: Served, seeded: Seeded, database_url: str
+) -> None:
+    from alerts.tokens import make_token
+
+    alert_id = seeded.alerts["low_usage:R-A1"]
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT id, recipient_key FROM alert_outbox WHERE alert_id = %s AND name = 'Li Na'",
+            (alert_id,),
+        ).fetchone()
+    assert row is not None
+    token = make_token(ACK_SECRET.encode(), outbox_id=row[0], alert_id=alert_id, recipient_key=row[1],
+                       expires_at=T0 + timedelta(days=1))
+    with httpx.Client(base_url=served.base_url) as client:
+        assert client.get("/a/not-a-token").status_code == 404
+        page = client.get(f"/a/{token}")
+        assert page.status_code == 200
+        assert "content-security-policy" not in page.headers      # their page, their policy
+        assert page.headers["x-frame-options"] == "DENY"
+        going = client.post(f"/a/{token}", data={"action": "going"})
+        assert going.status_code == 303
+    with signed_in(served, "gw_a1") as (client, _):
+        alert = client.get(f"/api/alerts/{alert_id}").json()
+        queue = client.get("/queue", headers={"accept-language": "en"}).text
+    assert (alert["status"], alert["acknowledged_by"], alert["ack_channel"]) == ("acknowledged", "Li Na", "link")
+    assert "Acknowledged by Li Na" in queue
+
+
+def test_an_absence_resolves_the_alerts_it_suppresses(served: Served, seeded: Seeded, database_url: str) -> None:
+    alert_id = seeded.alerts["low_usage:R-A1"]
+    with signed_in(served, "gw_a1") as (client, csrf):
+        response = client.post("/api/residents/R-A1/absence", headers={"x-csrf-token": csrf},
+                               json={"until": (T0 + timedelta(days=2)).isoformat(), "reason": "hospital"})
+        assert response.status_code == 200
+        assert response.json()["resolved_alerts"] == [alert_id]
+        alert = client.get(f"/api/alerts/{alert_id}").json()
+        client.post("/api/residents/R-A1/absence", headers={"x-csrf-token": csrf}, json={"until": None})
+    assert (alert["status"], alert["outcome"]) == ("resolved", "away")

@@ -1,9 +1,9 @@
 """What staff do from the console, each change audited in the same transaction.
 
-Alert transitions go through `alerts.store` (the alerts package owns the alert lifecycle);
-its API is synchronous psycopg, so those calls run in a worker thread on a small synchronous
-pool. Planned absences write the resident's away columns (the single source of truth for
-"away", shared with the `away`/`home` buttons).
+Alert transitions go through `alerts.store`, planned absences through `alerts.absence` (the
+alerts package owns the alert lifecycle, and an absence resolves the alerts it suppresses).
+Both are synchronous psycopg, so these functions block: the routes run them in a worker
+thread on the console's small synchronous pool.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
 from psycopg_pool import ConnectionPool
 
+from alerts import absence
 from alerts import store as alert_store
-from lovekey.errors import ConsoleError
-from web.auth import Actor, audit, audit_sync
+from alerts.chains import ChainBook
+from lovekey.errors import AlertError, ConsoleError
+from web.auth import Actor, audit_sync
 
 CONSOLE_CHANNEL = "console"
 MAX_ABSENCE = timedelta(days=366)
@@ -61,44 +62,34 @@ def check_absence(until: datetime, reason: str, now: datetime) -> str:
     return cleaned
 
 
-async def set_absence(
-    conn: psycopg.AsyncConnection[Any],
+def set_absence(
+    pool: ConnectionPool[Any],
+    chains: ChainBook,
     resident_id: str,
     *,
     until: datetime,
     reason: str,
     actor: Actor,
     now: datetime,
-) -> None:
-    """Mark the resident away until `until` (staff-planned absence)."""
+) -> list[int]:
+    """Mark the resident away until `until` through `alerts.absence` (which also resolves
+    their alerts that are suppressed while away, as 'away'). Blocking: run it in a thread.
+    Returns the ids of the alerts resolved."""
     reason = check_absence(until, reason, now)
-    async with conn.transaction():
-        cur = await conn.execute(
-            """
-            UPDATE resident SET status = 'away', away_until = %s, away_reason = %s, updated_at = %s
-            WHERE id = %s AND status IN ('active', 'away')
-            """,
-            (until, reason, now, resident_id),
-        )
-        if cur.rowcount != 1:
-            raise ConsoleError(f"resident {resident_id} is not active; absence not recorded")
-        await audit(conn, actor, "set_absence", f"resident:{resident_id}", now,
-                    {"until": until.isoformat(), "reason": reason})
+    with pool.connection() as conn, conn.transaction():
+        try:
+            resolved = absence.set_away(conn, resident_id, until=until, reason=reason, now=now,
+                                        chains=chains)
+        except AlertError as exc:
+            raise ConsoleError(str(exc)) from exc
+        audit_sync(conn, actor, "set_absence", f"resident:{resident_id}", now,
+                   {"until": until.isoformat(), "reason": reason, "resolved_alerts": resolved})
+    return resolved
 
 
-async def clear_absence(
-    conn: psycopg.AsyncConnection[Any], resident_id: str, *, actor: Actor, now: datetime
-) -> bool:
-    """Mark the resident home again; False if they were not away."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            """
-            UPDATE resident SET status = 'active', away_until = NULL, away_reason = NULL,
-                                updated_at = %s
-            WHERE id = %s AND status = 'away'
-            """,
-            (now, resident_id),
-        )
-        changed = cur.rowcount == 1
-        await audit(conn, actor, "clear_absence", f"resident:{resident_id}", now, {"changed": changed})
+def clear_absence(pool: ConnectionPool[Any], resident_id: str, *, actor: Actor, now: datetime) -> bool:
+    """Mark the resident home again; False if they were not away. Blocking: run it in a thread."""
+    with pool.connection() as conn, conn.transaction():
+        changed = absence.clear_away(conn, resident_id, now=now)
+        audit_sync(conn, actor, "clear_absence", f"resident:{resident_id}", now, {"changed": changed})
     return changed

@@ -162,13 +162,17 @@ async def absence(
     now = console.clock()
     try:
         if body.until is None:
-            changed = await actions.clear_absence(conn, resident_id, actor=actor, now=now)
+            changed = await asyncio.to_thread(actions.clear_absence, console.action_pool, resident_id,
+                                              actor=actor, now=now)
             return JSONBody({"id": resident_id, "status": "active", "changed": changed})
-        await actions.set_absence(conn, resident_id, until=body.until, reason=body.reason,
-                                  actor=actor, now=now)
+        resolved = await asyncio.to_thread(
+            actions.set_absence, console.action_pool, console.chains, resident_id,
+            until=body.until, reason=body.reason, actor=actor, now=now,
+        )
     except ConsoleError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
-    return JSONBody({"id": resident_id, "status": "away", "away_until": body.until})
+    return JSONBody({"id": resident_id, "status": "away", "away_until": body.until,
+                     "resolved_alerts": resolved})
 
 
 @router.get("/devices/health")

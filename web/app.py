@@ -24,6 +24,7 @@ from starlette.datastructures import URL
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from alerts.chains import ChainBook
 from config import Settings
 from lovekey.redact import redact_url
 from web import i18n
@@ -66,7 +67,7 @@ def create_app(
     )
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     console = Console(settings=settings, pool=pool, action_pool=action_pool, clock=clock,
-                      templates=templates)
+                      templates=templates, chains=ChainBook.load(settings.alerts.chains_file))
     i18n.install(templates.env, settings)
 
     @asynccontextmanager
@@ -98,24 +99,21 @@ def create_app(
 
     app.include_router(pages.router)
     app.include_router(api.router, prefix="/api")
-    mount_ack_pages(app, settings)
+    mount_ack_pages(app, settings, database_url, clock)
 
     app.add_exception_handler(NotSignedIn, _not_signed_in)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
 
 
-def mount_ack_pages(app: FastAPI, settings: Settings) -> None:
-    """MOUNT POINT for the alerts package's acknowledgement pages (love-key holders' links).
+def mount_ack_pages(app: FastAPI, settings: Settings, database_url: str, clock: Clock) -> None:
+    """The alerts package's pages, served by the same process: the acknowledgement links in
+    messages (`/a/{token}`) and the inbound-SMS webhook (`/alerts/sms/...`). Its router has
+    its own lifespan (its pool), which FastAPI runs with the console's. The console keeps its
+    own pages off `/a` and `/alerts` so the two never collide."""
+    from alerts.web import create_router
 
-    When alerts offers its router, include it here, e.g.:
-
-        from alerts.web import create_router
-        app.include_router(create_router(settings), prefix="/a")
-
-    The console keeps its own pages off `/a` and `/alerts` so the two never collide.
-    """
-    del app, settings
+    app.include_router(create_router(settings, database_url, clock=clock))
 
 
 async def _not_signed_in(request: Request, exc: Exception) -> Response:
@@ -157,16 +155,21 @@ def _error_code(status: int) -> str:
 
 
 class SecurityHeaders:
-    """Headers every response carries: no framing, no sniffing, scripts only from /static."""
+    """Headers every response carries: no framing, no sniffing; on the console's own pages a
+    Content-Security-Policy that allows scripts and styles only from /static. Pages mounted
+    from other packages (`/a/`, `/alerts/`) keep their own policy (theirs inline a style)."""
 
-    _HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    _COMMON: tuple[tuple[bytes, bytes], ...] = (
         (b"x-frame-options", b"DENY"),
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"same-origin"),
+    )
+    _CONSOLE: tuple[tuple[bytes, bytes], ...] = (
         (b"content-security-policy",
          b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
          b" object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
     )
+    _FOREIGN = ("/a/", "/alerts/")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -175,12 +178,18 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        extra = [*self._COMMON]
+        if not path.startswith(self._FOREIGN):
+            extra += self._CONSOLE
+            if not path.startswith("/static/"):
+                extra.append((b"cache-control", b"no-store"))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self._HEADERS]
-                if scope["path"] != "/static" and not scope["path"].startswith("/static/"):
-                    message["headers"].append((b"cache-control", b"no-store"))
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                message["headers"] = headers + [h for h in extra if h[0] not in present]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

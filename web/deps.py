@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from alerts.chains import ChainBook
 from config import Settings
 from web import i18n
 from web.auth import (
@@ -40,6 +41,7 @@ class Console:
     action_pool: ConnectionPool[Any]
     clock: Callable[[], datetime]
     templates: Jinja2Templates
+    chains: ChainBook                    # escalation chains: which kinds an absence suppresses
 
 
 class NotSignedIn(Exception):

@@ -306,12 +306,14 @@ async def absence(
     page = request.app.url_path_for("resident_page", resident_id=resident_id)
     try:
         if action == "clear":
-            await actions.clear_absence(conn, resident_id, actor=actor, now=now)
+            await asyncio.to_thread(actions.clear_absence, console.action_pool, resident_id,
+                                    actor=actor, now=now)
             return _redirect(page, notice="absence_cleared")
         if action != "set":
             raise HTTPException(status_code=400, detail="action")
         end = _local_datetime(until, console.settings.zone)
-        await actions.set_absence(conn, resident_id, until=end, reason=reason, actor=actor, now=now)
+        await asyncio.to_thread(actions.set_absence, console.action_pool, console.chains, resident_id,
+                                until=end, reason=reason, actor=actor, now=now)
     except ConsoleError as exc:
         return await _render_resident(request, conn, session, row, error=str(exc))
     return _redirect(page, notice="absence_set")
