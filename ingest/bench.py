@@ -169,8 +169,8 @@ class Load:
         rng = np.random.default_rng(1)
         self.shape = rng.choice(len(SHAPES), size=len(self.devices), p=mix)
         self.mean_readings = float(sum(SHAPES[s][0] * p for s, p in enumerate(mix)))
-        # clocks start in the past and move forward by each device's own interval
-        origin = datetime.now(UTC) - timedelta(days=30)
+        # clocks start in the past, on whole seconds, and move by each device's own interval
+        origin = datetime.now(UTC).replace(microsecond=0) - timedelta(days=60)
         self.clock = [origin + timedelta(seconds=int(i) % 3600) for i in range(len(self.devices))]
         self.next = 0
         # WM-000042 is registered to GW-(42 % gateways), see _register
@@ -192,9 +192,10 @@ class Load:
                 "ts": first.isoformat(), "total_l": base, "flow_lpm": 0.5, "battery_v": 3.6
             }
         else:
+            # frozen values from NB-IoT platforms: epoch seconds, as they usually come
+            start_s, step_s = int(first.timestamp()), step_min * 60
             body = {"readings": [
-                {"ts": (first + n * step).isoformat(), "total_l": base + n * 0.25}
-                for n in range(count)
+                {"ts": start_s + n * step_s, "total_l": base + n * 0.25} for n in range(count)
             ]}
         last = first + (count - 1) * step
         return self.topics[i], orjson.dumps(body), count, (self.keys[self.devices[i]], last)

@@ -32,6 +32,11 @@ def add_commands(subparsers: Any) -> None:
         help="MQTT client id (default: mqtt.client_id, plus -GROUP-HOSTNAME with --shared);"
         " keep it stable across restarts so the broker keeps the session",
     )
+    p.add_argument(
+        "--retire", action="store_true",
+        help="with --shared and the --client-id of a member that is gone for good: take over"
+        " its session, write what the broker queued for it, end the session and exit",
+    )
     p.set_defaults(handler=_ingest)
 
 
@@ -48,7 +53,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             migrate(conn, settings.storage)
         mqtt_url = stack.enter_context(broker_url(settings))
         ingester = stack.enter_context(
-            Ingester(settings, db_url, mqtt_url, shared_group=args.shared, client_id=args.client_id)
+            Ingester(settings, db_url, mqtt_url, shared_group=args.shared,
+                     client_id=args.client_id, retire=args.retire)
         )
         ingester.run(stop)
         log.info("ingest stopping")

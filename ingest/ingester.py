@@ -36,6 +36,8 @@ from typing import Any, Self
 import numpy as np
 import paho.mqtt.client as mqtt
 import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -58,6 +60,8 @@ APPLICATION_NAME = "lovekey-ingest"
 _TAKE_MAX = 2048
 # How long the writer waits for a first message before doing its periodic chores.
 _IDLE_WAIT_S = 0.25
+# Retiring a session: it is drained once nothing has arrived for this long.
+_RETIRE_QUIET_S = 3.0
 
 
 @dataclass(slots=True)
@@ -227,6 +231,7 @@ class Ingester:
         *,
         shared_group: str | None = None,
         client_id: str | None = None,
+        retire: bool = False,
     ) -> None:
         if shared_group is not None and (
             not shared_group or any(c in shared_group for c in "/+#")
@@ -235,7 +240,10 @@ class Ingester:
         self.settings = settings
         self.database_url = database_url
         self.broker = BrokerAddress.parse(mqtt_url)
+        if retire and not self.broker.mqtt5:
+            raise SettingsError("retiring a session needs MQTT 5")
         self.shared_group = shared_group
+        self.retire = retire
         base = settings.mqtt.client_id
         self.client_id = client_id or (
             f"{base}-{shared_group}-{socket.gethostname()}" if shared_group else base
@@ -256,6 +264,9 @@ class Ingester:
         self._generation = 0
         self._connected_once = False
         self._stopping = False
+        self._last_message_mono = time.monotonic()
+        self._settled = 0        # messages whose batch was committed and acknowledged
+        self.retired = False     # retire mode: everything queued was written
         self._client: mqtt.Client | None = None
         self._stack = ExitStack()
         self.subscribed = threading.Event()
@@ -303,6 +314,7 @@ class Ingester:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         client.reconnect_delay_set(1, 30)
         mqtt_settings = self.settings.mqtt
@@ -326,7 +338,12 @@ class Ingester:
         def stop() -> None:
             self._stopping = True
             self._inbox.close()          # a network thread waiting for room gives up
-            client.disconnect()
+            if self.retired:             # the broker may forget the session now
+                ending = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+                ending.SessionExpiryInterval = 0
+                client.disconnect(properties=ending)
+            else:
+                client.disconnect()
             client.loop_stop()
 
         stack.callback(stop)
@@ -359,7 +376,9 @@ class Ingester:
         log.info(
             "%sconnected to the broker (session present: %s)", again, flags.session_present
         )
-        if self.broker.mqtt5:
+        if self.retire:    # take what the session holds, and no new messages
+            client.unsubscribe(self.topics())
+        elif self.broker.mqtt5:
             client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self.topics()])
         else:
             client.subscribe([(topic, 1) for topic in self.topics()])
@@ -384,8 +403,13 @@ class Ingester:
         else:
             self.subscribed.set()
 
+    def _on_unsubscribe(self, client: mqtt.Client, *args: Any) -> None:
+        log.info("unsubscribed: writing what the session still holds, then retiring it")
+        self.subscribed.set()
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self.metrics.received += 1
+        self._last_message_mono = time.monotonic()
         try:
             topic = message.topic
         except UnicodeDecodeError:  # brokers refuse such topics; kept as bad_topic regardless
@@ -418,6 +442,11 @@ class Ingester:
         writer.start()
         try:
             while not stop.is_set() and writer.is_alive():
+                if self.retire and self._drained():
+                    self.retired = True
+                    log.info("session of %s drained: %d messages written; retiring it",
+                             self.client_id, self._settled)
+                    break
                 batch = self._collect()
                 while batch and not stop.is_set() and writer.is_alive():
                     try:
@@ -451,9 +480,18 @@ class Ingester:
                     if not self._commit(database, batch, halt):
                         return
                     self._ack(batch)
+                    self._settled += len(batch)
         except BaseException as exc:
             log.exception("ingest writer failed")
             failures.append(exc)
+
+    def _drained(self) -> bool:
+        """Retire mode: unsubscribed, all received written, and the broker has gone quiet."""
+        return (
+            self.subscribed.is_set()
+            and self._settled == self.metrics.received
+            and time.monotonic() - self._last_message_mono >= _RETIRE_QUIET_S
+        )
 
     def _collect(self) -> list[tuple[Inbound, Received]]:
         """One batch: until `batch_rows` rows or `batch_ms` after its first message."""

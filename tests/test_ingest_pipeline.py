@@ -29,6 +29,7 @@ from psycopg import sql
 from config import Settings
 from ingest.broker import free_port
 from ingest.ingester import Ingester
+from ingest.mqtt import BrokerAddress, connect_properties, new_client
 from ingest.testing import Publisher, register_devices, wait_for
 from storage import connect
 from storage.maintenance import existing_partitions
@@ -496,3 +497,44 @@ def test_readings_events_and_duplicates_on_each_backend(
     assert query(db, "SELECT count(*) FROM water_reading") == [(30,)]
     assert query(db, "SELECT gas_lel_pct FROM sensor_reading") == [(12.5,)]
     assert query(db, "SELECT type, active FROM device_event") == [("gas", True)]
+
+
+def test_retiring_a_shared_member_writes_what_its_session_held(
+    db, settings_for, publisher, mqtt_url, topic_prefix
+):
+    with connect(db) as conn:
+        register_devices(conn, [(f"WM-{n}", "GW-1", "water_meter", f"R-{n}") for n in range(10)])
+    settings = settings_for(db)
+    group = "lkt" + uuid.uuid4().hex[:8]
+    gone = f"{settings.mqtt.client_id}-gone"
+    with running(settings, shared_group=group, client_id=gone):
+        pass  # joined the group, then left for good: its session stays and gets its share
+    with running(settings, shared_group=group, client_id=f"{settings.mqtt.client_id}-a") as a:
+        for n in range(200):
+            publisher.publish(f"{topic_prefix}/GW-1/WM-{n % 10}/reading",
+                              reading(NOW - timedelta(minutes=n), float(n)))
+        publisher.flush()
+        wait_for(lambda: a.metrics.received > 0 and a.metrics.acked == a.metrics.received)
+        time.sleep(0.5)
+        live_share = a.metrics.acked
+    waiting = 200 - live_share
+    assert query(db, "SELECT count(*) FROM water_reading") == [(live_share,)]
+    assert waiting > 0, "the broker gave everything to the live member"
+    with running(settings, shared_group=group, client_id=gone, retire=True) as retiring:
+        wait_for(lambda: retiring.retired, timeout_s=30)
+        assert retiring.metrics.acked == waiting
+    assert query(db, "SELECT count(*) FROM water_reading") == [(200,)]
+    # the broker no longer keeps (or routes anything to) the retired session
+    address = BrokerAddress.parse(mqtt_url)
+    present: list[bool] = []
+    probe = new_client(address, gone)
+    probe.on_connect = lambda c, u, flags, r, p: present.append(flags.session_present)
+    probe.connect(address.host, address.port, clean_start=False,
+                  properties=connect_properties(session_expiry_s=0, receive_maximum=10))
+    probe.loop_start()
+    try:
+        wait_for(lambda: present, timeout_s=10)
+    finally:
+        probe.disconnect()
+        probe.loop_stop()
+    assert present == [False]
