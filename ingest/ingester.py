@@ -421,7 +421,7 @@ class Ingester:
             Inbound(topic, payload, message.mid, message.qos, self._generation, time.monotonic())
         )
 
-    # -- the writer (the caller's thread) -------------------------------------------------
+    # -- collecting (the caller's thread) and writing (the ingest-writer thread) ---------
 
     def run(self, stop: threading.Event) -> None:
         """Ingest until `stop` is set; returns once the batch being written is done.
@@ -509,6 +509,8 @@ class Ingester:
                 batch.append((item, Received(item.topic, item.payload, decoded)))
                 if isinstance(decoded, DecodedMessage):
                     rows += max(1, len(decoded.readings) + len(decoded.events))
+                else:
+                    rows += 1  # a rejected_input row
             remaining_s = deadline - time.monotonic()
             if rows >= ingest.batch_rows or remaining_s <= 0:
                 return batch
