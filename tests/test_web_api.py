@@ -232,7 +232,8 @@ def test_escalation_state_is_shown(served: Served, seeded: Seeded) -> None:
         alert = client.get("/api/alerts").json()["alerts"][0]
         assert alert["told"] == 2
         assert alert["rounds"] == 2
-        assert alert["told_names"] == ["Zhang Min · family", "Li Na · love_key_holder"]
+        assert alert["told_to"] == [{"name": "Zhang Min", "role": "family"},
+                                    {"name": "Li Na", "role": "love_key_holder"}]
         detail = client.get(f"/api/alerts/{alert['id']}").json()
         assert [(d["name"], d["state"], [t["result"] for t in d["attempts"]]) for d in detail["deliveries"]] == [
             ("Li Na", "sent", ["ok"]), ("Zhang Min", "sent", ["ok"]),

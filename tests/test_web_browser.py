@@ -103,7 +103,7 @@ def test_sign_in_and_see_the_queue_by_urgency(page: Any, seeded: Seeded) -> None
     assert ids == [a["sos:R-A2"], a["low_usage:R-A1"], a["meter_silent:WM-A2"]]
     low_usage = page.locator(f"li.alert[data-alert-id='{a['low_usage:R-A1']}']").inner_text()
     assert "Told 2 people in 2 round(s)" in low_usage
-    assert "Zhang Min · family" in low_usage
+    assert "Zhang Min (Family), Li Na (Love-key holder)" in low_usage
     assert "CS_A" in page.inner_text("header")
 
 

@@ -201,7 +201,7 @@ def _alerts(conn: psycopg.Connection, *, days: int, now: datetime) -> None:
                o.opened, o.opened, o.opened, o.opened + (n %% 40) * interval '1 minute',
                'bench', 'link', o.opened + interval '2 hours',
                (ARRAY['resident_ok', 'needed_help', 'hospital', 'away', 'false_data',
-                      'auto_cleared'])[1 + n %% 6], '{}'
+                      'auto_cleared'])[1 + (n / 3) %% 6], '{}'
         FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM resident) r
         CROSS JOIN LATERAL (SELECT (ARRAY['low_usage', 'routine_break', 'running_tap', 'smoke',
                                           'sos'])[1 + r.n %% 5] AS kind) k

@@ -69,15 +69,16 @@ async def alert_queue(
                a.since, a.opened_at, a.last_triggered_at, a.notified_at, a.acknowledged_at,
                a.acknowledged_by, a.ack_channel, a.escalation_due_at, a.details,
                {tier} AS tier, ar.name AS resident_name, h.address, h.community_id, h.grid_id,
-               t.told, t.last_told_at, t.rounds, t.pending, t.told_names
+               t.told, t.last_told_at, t.rounds, t.pending, t.told_to
         FROM alert a {joins}
         LEFT JOIN LATERAL (
             SELECT count(*) FILTER (WHERE o.state = 'sent') AS told,
                    max(o.sent_at) AS last_told_at,
                    coalesce(max(o.round) + 1, 0) AS rounds,
                    count(*) FILTER (WHERE o.state = 'pending') AS pending,
-                   (array_agg(o.name || ' · ' || o.role ORDER BY o.sent_at DESC)
-                       FILTER (WHERE o.state = 'sent'))[1:3] AS told_names
+                   (array_agg(json_build_object('name', o.name, 'role', o.role)
+                              ORDER BY o.sent_at DESC) FILTER (WHERE o.state = 'sent'))[1:3]
+                       AS told_to
             FROM alert_outbox o WHERE o.alert_id = a.id AND o.purpose = 'alert'
         ) t ON TRUE
         WHERE a.status <> 'resolved' AND {visible}

@@ -296,8 +296,10 @@ def report_charts(report: Report) -> dict[str, BarChart]:
             [(m, [float(by_month[m][k]) for k in report.kinds]) for m in by_month],
             series=report.kinds,
         ),
+        # one group, a coloured bar per outcome named in the legend (the names are long)
         "outcomes": bar_chart(
-            [(o, [float(n)]) for o, n in report.totals_by_outcome().items()], series=["alerts"]
+            [("", [float(n) for n in report.totals_by_outcome().values()])],
+            series=list(report.totals_by_outcome()),
         ),
         "ack": bar_chart(
             [(m, [(ack[m][0] or 0.0) / 60, (ack[m][1] or 0.0) / 60]) for m in sorted(ack)],

@@ -61,8 +61,12 @@
       var x = left + Math.round(mark.index * pitch) - 0.5;
       ctx.strokeStyle = COLOURS.grid;
       ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, bottom); ctx.stroke();
-      ctx.fillStyle = COLOURS.text;
-      ctx.fillText(mark.label, x + 12 * pitch, height - 10);
+      // the date under the middle of its day, when the whole label fits
+      var centre = x + 12 * pitch, half = ctx.measureText(mark.label).width / 2;
+      if (centre + half <= width) {
+        ctx.fillStyle = COLOURS.text;
+        ctx.fillText(mark.label, centre, height - 10);
+      }
     });
     // the rule as a rate: min_l spread evenly over window_h hours
     var ruleY = Math.round(bottom - ruleRate / yMax * plotHeight) + 0.5;
