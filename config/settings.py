@@ -93,7 +93,7 @@ class DetectSettings(_Section):
     low_usage_learn: bool = True
     # and only once no bucket has had water use (>= use_min_l) for this long: a morning's 9 L
     # before a day out is not a resident in trouble (0: the plain field rule)
-    low_usage_min_dry_h: float = Field(12.0, ge=0)
+    low_usage_min_dry_h: float = Field(13.0, ge=0)
     # ... or longer, up to the cap, where this quantile of everyone's dry runs starting at
     # that time of day is longer (a day out that runs late); None: off
     low_usage_population_quantile: float | None = Field(None, gt=0.5, le=1.0)
@@ -125,18 +125,23 @@ class DetectSettings(_Section):
     routine_min_gap_min: float = Field(120.0, ge=0)    # never alert on a shorter gap
     routine_clear_l: float = Field(5.0, gt=0)
     # only at times of day when the resident's usual dry run is at most this (awake, at home)
-    routine_active_max_h: float = Field(4.0, gt=0)
+    routine_active_max_h: float = Field(3.0, gt=0)
     # and only once the dry run is longer than this quantile of everyone's dry runs that
     # started at the same time of day (errands, days out: learned from the district); None: off
-    routine_population_quantile: float | None = Field(0.999, gt=0.5, le=1.0)
+    routine_population_quantile: float | None = Field(0.9995, gt=0.5, le=1.0)
     # a day is learned from once complete data for it can have arrived (a daily meter sends
     # yesterday's hourly values after midnight, up to 4 h late)
     routine_summary_lag_h: float = Field(30.0, ge=0)
     # meter_silent / gateway_offline: the device's report_interval_s (or this) plus a grace
     default_report_interval_s: int = Field(900, ge=1)
-    silent_grace_s: int = Field(1800, ge=0)
+    # generous: messages held up for an hour or two by a busy network are not a broken meter
+    silent_grace_s: int = Field(3 * 3600, ge=0)
     silent_grace_fraction: float = Field(0.5, ge=0)    # of the interval, if more than the grace
-    gateway_grace_s: int = Field(900, ge=0)
+    gateway_grace_s: int = Field(900, ge=0)            # after its own `offline` status
+    # every meter on a gateway that reports at least this often quiet for its interval plus
+    # this grace: the gateway is offline (needs two such meters; one is not evidence)
+    gateway_judge_interval_s: int = Field(3600, ge=60)
+    gateway_silent_grace_s: int = Field(1800, ge=0)
     # smoke/gas/sos: LISTEN on lovekey_events, and poll device_event this often as a fallback
     events_poll_s: float = Field(1.0, gt=0)
     # rows are fetched by received_at; re-read this far back for transactions committed late

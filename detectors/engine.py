@@ -285,8 +285,9 @@ class Detector:
         away_m = self._has_resident & away_r[self._res]
 
         # silence: judged against now, not the horizon
-        silent = (now_s - ring.last_arrival) > params.silent_after_s
-        gw_off = self._gateways_offline(now_s, silent, gateway_offline_since_s)
+        quiet_s = now_s - ring.last_arrival
+        silent = quiet_s > params.silent_after_s
+        gw_off = self._gateways_offline(now_s, quiet_s, gateway_offline_since_s)
         unknown_now = silent | gw_off[reg.gateway_of]
 
         # low_usage: less than min_l in the last window of known data
@@ -407,13 +408,17 @@ class Detector:
             out[meters] = (self.runs.last_use_end[meters] > raised_hz) & ~(used < clear_l)
         return out
 
-    def _gateways_offline(self, now_s: int, silent: BOOL, status_since: I64 | None) -> BOOL:
-        reg = self.registry
+    def _gateways_offline(self, now_s: int, quiet_s: I64, status_since: I64 | None) -> BOOL:
+        """Offline by its own word (status `offline` for longer than a grace), or because
+        every meter on it that reports at least hourly has gone quiet at once (a single late
+        meter is its own business; all of them together is the gateway)."""
+        reg, st, p = self.registry, self.settings, self.registry.params
         gateways = len(reg.gateway_ids)
-        silent_count = np.bincount(reg.gateway_of, weights=silent, minlength=gateways)
-        inferred = (self._meters_of_gateway >= GATEWAY_INFERENCE_MIN_METERS) & (
-            silent_count == self._meters_of_gateway
-        )
+        judges = p.report_interval_s <= st.gateway_judge_interval_s
+        quiet = judges & (quiet_s > p.report_interval_s + st.gateway_silent_grace_s)
+        judge_count = np.bincount(reg.gateway_of, weights=judges, minlength=gateways)
+        quiet_count = np.bincount(reg.gateway_of, weights=quiet, minlength=gateways)
+        inferred = (judge_count >= GATEWAY_INFERENCE_MIN_METERS) & (quiet_count == judge_count)
         if status_since is None:
             found: BOOL = inferred
             return found

@@ -45,6 +45,7 @@ class MeterParams:
     routine_enabled: BOOL
     routine_margin_b: I64    # buckets
     silent_after_s: I64      # report interval plus grace
+    report_interval_s: I64
 
     @property
     def meters(self) -> int:
@@ -131,4 +132,5 @@ def _from_columns(
         routine_enabled=col["routine_enabled"].astype(np.bool_),
         routine_margin_b=np.round(col["routine_margin_min"] * 60.0 / bucket_s).astype(np.int64),
         silent_after_s=(interval_s + grace).astype(np.int64),
+        report_interval_s=interval_s.astype(np.int64),
     )

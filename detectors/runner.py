@@ -98,13 +98,15 @@ class DetectorService:
         seen = np.array(
             [db.epoch(m.last_seen) if m.last_seen else NEVER for m in meters], np.int64
         )
-        # a meter never heard from counts as silent from when we started watching it
-        det.ring.last_arrival[:] = np.where(seen == NEVER, db.epoch(now), seen)
+        det.ring.last_arrival[:] = seen
 
         ring_start = now - timedelta(hours=st.ring_hours)
         rows = db.readings_since_ts(conn, self._keys, ring_start, now)
         self._watermark = now
         self._apply(rows, now, conn=None)
+        # a meter never heard from counts as silent from when we started watching it
+        never = det.ring.last_arrival == NEVER
+        det.ring.last_arrival[never] = db.epoch(now)
         self._load_days(conn, now)
         self._restore_alerts(conn, now)
         log.info(

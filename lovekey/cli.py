@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "ingest.cli",
     "web.cli",
     "simulator.cli",
+    "detectors.cli",
     "lovekey.bench",
 )
 

@@ -1,0 +1,321 @@
+"""The detector through real PostgreSQL: `lovekey detect --once --at`, restarts, events."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from alerts.store import list_alerts, resolve
+from config import Settings
+from detectors.cli import _watch_events
+from detectors.runner import DetectorService, EventWatcher, Shard
+from lovekey.cli import main as lovekey_main
+
+BS = timedelta(minutes=15)
+# a recent quarter hour, so the reading partitions the migration made exist
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
+T = NOW.replace(minute=NOW.minute // 15 * 15) - timedelta(hours=1)
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "TRUNCATE alert_history, alert, water_reading, device_event, detector_day, contact,"
+            " device, resident, household, community, gateway RESTART IDENTITY CASCADE"
+        )
+        conn.commit()
+        yield conn
+
+
+@pytest.fixture
+def settings(database_url: str, make_settings: Any) -> Settings:
+    s: Settings = make_settings(database_url=database_url)
+    return s
+
+
+@pytest.fixture
+def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOVEKEY_DATABASE_URL", database_url)
+
+
+def add_resident(
+    conn: psycopg.Connection[Any], rid: str, *, gateway: str = "GW-1", interval_s: int = 900,
+    rules: str = "{}", status: str = "active", away_until: datetime | None = None,
+    extra: tuple[str, ...] = (),
+) -> dict[str, int]:
+    """A resident with a water meter (and `extra` devices, e.g. 'smoke'); returns device keys."""
+    conn.execute("INSERT INTO community (id) VALUES ('C-1') ON CONFLICT DO NOTHING")
+    conn.execute("INSERT INTO gateway (id) VALUES (%s) ON CONFLICT DO NOTHING", (gateway,))
+    conn.execute("INSERT INTO household (id, community_id) VALUES (%s, 'C-1')", (f"H-{rid}",))
+    conn.execute(
+        "INSERT INTO resident (id, household_id, status, away_until, rules)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (rid, f"H-{rid}", status, away_until, rules),
+    )
+    keys = {}
+    for kind in ("water_meter", *extra):
+        device = f"{kind[:2].upper()}-{rid}"
+        row = conn.execute(
+            "INSERT INTO device (id, kind, household_id, resident_id, gateway_id, report_interval_s)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING key",
+            (device, kind, f"H-{rid}", rid, gateway, interval_s if kind == "water_meter" else None),
+        ).fetchone()
+        assert row is not None
+        keys[kind] = row[0]
+    conn.commit()
+    return keys
+
+
+def add_readings(
+    conn: psycopg.Connection[Any], key: int, start: datetime, end: datetime,
+    litres_per_bucket: float, *, total: float = 1000.0, every: timedelta = BS,
+) -> float:
+    """Readings every `every` in [start, end), each bucket using the given litres; returns
+    the last total."""
+    rows = []
+    t = start
+    while t < end:
+        rows.append((t, t + timedelta(seconds=5), total, key))
+        total += litres_per_bucket
+        t += every
+    with conn.cursor() as cur, cur.copy(
+        "COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row(row)
+    conn.commit()
+    return total
+
+
+def detect_once(at: datetime, *extra: str) -> None:
+    assert lovekey_main(["detect", "--once", "--at", at.isoformat(), *extra]) == 0
+
+
+def open_alerts(conn: psycopg.Connection[Any], *, everything: bool = False) -> list[tuple[str, str, str]]:
+    conn.commit()
+    return sorted((a["kind"], a["subject"], a["status"])
+                  for a in list_alerts(conn, include_resolved=everything))
+
+
+def test_once_raises_low_usage_and_running_again_raises_nothing_new(
+    conn: psycopg.Connection[Any], env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = add_resident(conn, "R-1")
+    quiet = add_readings(conn, keys["water_meter"], T - timedelta(hours=20), T - timedelta(hours=14), 3.0)
+    add_readings(conn, keys["water_meter"], T - timedelta(hours=14), T + BS, 0.0, total=quiet)
+    busy = add_resident(conn, "R-2")
+    add_readings(conn, busy["water_meter"], T - timedelta(hours=20), T + BS, 2.0)
+    detect_once(T)
+    assert open_alerts(conn) == [("low_usage", "R-1", "open")]
+    assert "1 raised" in capsys.readouterr().out
+    detect_once(T)  # a restart: the state is rebuilt from the database
+    detect_once(T + BS)
+    assert open_alerts(conn, everything=True) == [("low_usage", "R-1", "open")]
+
+
+def test_a_resolved_episode_is_not_raised_again_but_a_new_one_is(
+    conn: psycopg.Connection[Any], env: None
+) -> None:
+    keys = add_resident(conn, "R-1")
+    total = add_readings(conn, keys["water_meter"], T - timedelta(hours=20), T - timedelta(hours=14), 3.0)
+    total = add_readings(conn, keys["water_meter"], T - timedelta(hours=14), T + BS, 0.0, total=total)
+    detect_once(T)
+    [alert] = list_alerts(conn)
+    resolve(conn, alert["id"], outcome="resident_ok", note=None, by="staff", channel="cli", now=T)
+    conn.commit()
+    detect_once(T + BS)  # the same quiet stretch: the staff already went
+    assert open_alerts(conn) == []
+    # water again (clears it), then a new quiet stretch: a new alert
+    total = add_readings(conn, keys["water_meter"], T + BS, T + 3 * BS, 10.0, total=total)
+    add_readings(conn, keys["water_meter"], T + 3 * BS, T + timedelta(hours=15), 0.0, total=total)
+    detect_once(T + 2 * BS)
+    detect_once(T + timedelta(hours=14, minutes=45))
+    assert open_alerts(conn) == [("low_usage", "R-1", "open")]
+
+
+def test_low_usage_clears_when_water_is_used_again(conn: psycopg.Connection[Any], env: None) -> None:
+    keys = add_resident(conn, "R-1")
+    total = add_readings(conn, keys["water_meter"], T - timedelta(hours=20), T - timedelta(hours=14), 3.0)
+    total = add_readings(conn, keys["water_meter"], T - timedelta(hours=14), T, 0.0, total=total)
+    detect_once(T - BS)
+    assert open_alerts(conn) == [("low_usage", "R-1", "open")]
+    add_readings(conn, keys["water_meter"], T, T + 3 * BS, 10.0, total=total)
+    detect_once(T + 2 * BS)
+    rows = [(a["kind"], a["status"], a["outcome"]) for a in list_alerts(conn, include_resolved=True)]
+    assert rows == [("low_usage", "resolved", "auto_cleared")]
+
+
+def test_a_silent_meter_is_a_maintenance_alert_and_never_a_neighbour_one(
+    conn: psycopg.Connection[Any], env: None
+) -> None:
+    keys = add_resident(conn, "R-1")
+    add_readings(conn, keys["water_meter"], T - timedelta(hours=20), T - timedelta(hours=5), 3.0)
+    others = add_resident(conn, "R-2")  # a second meter on the gateway still reports
+    add_readings(conn, others["water_meter"], T - timedelta(hours=20), T + BS, 3.0)
+    detect_once(T)
+    detect_once(T + timedelta(hours=12))  # long after: still no low_usage for R-1
+    assert ("meter_silent", "WA-R-1", "open") in open_alerts(conn)
+    assert not [a for a in open_alerts(conn) if a[1] == "R-1"]
+
+
+def test_away_suppresses_low_usage_until_the_absence_ends(
+    conn: psycopg.Connection[Any], env: None
+) -> None:
+    keys = add_resident(conn, "R-1", status="away", away_until=T + timedelta(days=2))
+    total = add_readings(conn, keys["water_meter"], T - timedelta(hours=30), T - timedelta(hours=26), 3.0)
+    add_readings(conn, keys["water_meter"], T - timedelta(hours=26), T + BS, 0.0, total=total)
+    detect_once(T)
+    assert open_alerts(conn) == []
+    service = DetectorService(make_settings_for(conn), shard=Shard())
+    service.start(conn, T)
+    assert service.sweep(conn, T) == []
+    # staff end the absence now: monitoring starts afresh, not from the empty days away
+    conn.execute("UPDATE resident SET status = 'active', away_until = NULL")
+    conn.commit()
+    assert service.sweep(conn, T + BS) == []
+    conn.commit()
+    assert open_alerts(conn) == []
+    # and it is watched again: 13 h without water after coming back is an alert
+    add_readings(conn, keys["water_meter"], T + 2 * BS, T + timedelta(hours=14), 0.0, total=total)
+    changes = service.sweep(conn, T + timedelta(hours=13, minutes=45))
+    conn.commit()
+    assert [(c.kind, c.action) for c in changes] == [("low_usage", "raise")]
+
+
+def make_settings_for(conn: psycopg.Connection[Any]) -> Settings:
+    from config import load_settings
+
+    info = conn.info
+    url = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+    return load_settings(environ={}, database_url=url)
+
+
+def test_late_and_out_of_order_rows_are_applied_once(conn: psycopg.Connection[Any]) -> None:
+    keys = add_resident(conn, "R-1")
+    key = keys["water_meter"]
+    add_readings(conn, key, T - timedelta(hours=13), T - timedelta(hours=1), 3.0)
+    service = DetectorService(make_settings_for(conn), shard=Shard())
+    service.start(conn, T - timedelta(hours=1))
+    det = service.detector
+    assert det is not None
+    # an hour arrives out of order: the newest value first, then the four before it
+    # the history ends at T - 1h15 with 1141 L: the next hour goes on at 3 L a bucket
+    late = [(T - timedelta(hours=1) + k * BS, 1144.0 + 3.0 * k, key) for k in range(5)]
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)",
+                    late[-1])
+        conn.commit()
+        service.sweep(conn, T + timedelta(minutes=1))
+        cur.executemany("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)",
+                        late[:-1])
+        conn.commit()
+    service.sweep(conn, T + timedelta(minutes=2))
+    service.sweep(conn, T + timedelta(minutes=3))  # the overlap returns them again: no change
+    first = int((T - timedelta(hours=12)).timestamp()) // 900
+    usage = det.ring.usage_matrix(first, 48)[:, 0]
+    assert usage.tolist() == [3.0] * 48  # 3 L in every bucket, the rebuilt hour included
+
+
+def test_shards_split_the_meters_between_them(conn: psycopg.Connection[Any]) -> None:
+    for i in range(20):
+        add_resident(conn, f"R-{i:02d}")
+    settings = make_settings_for(conn)
+    seen = []
+    for i in range(3):
+        service = DetectorService(settings, shard=Shard(i, 3))
+        service.start(conn, T)
+        assert service.detector is not None
+        seen.append(set(service.detector.registry.meter_ids))
+    assert sum(len(s) for s in seen) == 20
+    assert set.union(*seen) == {f"WA-R-{i:02d}" for i in range(20)}
+    assert all(seen)
+
+
+def test_a_smoke_event_raises_at_once_and_only_once(conn: psycopg.Connection[Any]) -> None:
+    keys = add_resident(conn, "R-1", extra=("smoke",))
+    settings = make_settings_for(conn)
+    watcher = EventWatcher(settings)
+    watcher.start(conn, NOW)
+    conn.execute(
+        "INSERT INTO device_event (ts, device_key, type, active, value) VALUES (%s, %s, 'smoke', true, 12)",
+        (NOW, keys["smoke"]),
+    )
+    conn.commit()
+    assert [a.kind for a in watcher.poll(conn, NOW + timedelta(seconds=1))] == ["smoke"]
+    conn.commit()
+    assert watcher.poll(conn, NOW + timedelta(seconds=2)) == []
+    fresh = EventWatcher(settings)  # a restart looks back, finds it raised already
+    fresh.start(conn, NOW + timedelta(seconds=3))
+    assert fresh.poll(conn, NOW + timedelta(seconds=3)) == []
+    conn.commit()
+    assert open_alerts(conn) == [("smoke", "R-1", "open")]
+
+
+def test_the_event_watcher_wakes_on_notify(conn: psycopg.Connection[Any]) -> None:
+    keys = add_resident(conn, "R-1", extra=("sos_button",))
+    settings = make_settings_for(conn)
+    settings = settings.model_copy(update={"detect": settings.detect.model_copy(
+        update={"events_poll_s": 30.0})})  # the poll alone would take 30 s
+    assert settings.database_url is not None
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_watch_events, args=(settings.database_url, settings, Shard(), stop), daemon=True
+    )
+    thread.start()
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        raised: list[tuple[str, str, str]] = []
+        inserted = False
+        while datetime.now(UTC) < deadline and not raised:
+            if not inserted:
+                stop.wait(1.0)  # let it LISTEN first
+                conn.execute(
+                    "INSERT INTO device_event (ts, device_key, type, active) VALUES (now(), %s, 'sos', true)",
+                    (keys["sos_button"],),
+                )
+                conn.execute("SELECT pg_notify('lovekey_events', '')")
+                conn.commit()
+                inserted = True
+            stop.wait(0.2)
+            raised = open_alerts(conn)
+        assert raised == [("sos", "R-1", "open")]
+    finally:
+        stop.set()
+        thread.join(timeout=40)
+    assert not thread.is_alive()
+
+
+def test_routine_break_through_the_database_with_learned_days_saved(
+    conn: psycopg.Connection[Any], env: None
+) -> None:
+    keys = add_resident(conn, "R-1")
+    key = keys["water_meter"]
+    # 20 days of a regular life: 6 L on the hour from 07:00 to 21:00 local (UTC+8)
+    local = T.astimezone(datetime.now().astimezone().tzinfo)
+    day0 = (T - timedelta(days=21)).replace(hour=16, minute=0)  # 00:00 at UTC+8
+    rows, total, t = [], 1000.0, day0
+    stop_at = day0 + timedelta(days=21, hours=12)  # the last day: nothing after noon
+    while t < stop_at + timedelta(hours=8):
+        hour = (t + timedelta(hours=8)).hour
+        if t < stop_at and 7 <= hour <= 21 and t.minute == 0:
+            total += 6.0
+        rows.append((t + BS, t + BS + timedelta(seconds=5), total, key))
+        t += BS
+    with conn.cursor() as cur, cur.copy(
+        "COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN"
+    ) as copy:
+        for row in rows:
+            copy.write_row(row)
+    conn.commit()
+    detect_once(stop_at + timedelta(hours=4))
+    kinds = [a[0] for a in open_alerts(conn)]
+    assert kinds == ["routine_break"], local
+    saved = conn.execute("SELECT count(*) FROM detector_day WHERE device_key = %s", (key,)).fetchone()
+    assert saved is not None
+    assert saved[0] >= 14
