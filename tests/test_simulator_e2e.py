@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,105 @@ def test_a_simulated_day_lands_in_the_database_exactly_as_sent(
     outage = next(i for i in incidents if i["kind"] == "gateway_outage")
     assert rows(db, "SELECT online FROM gateway WHERE id = %s", outage["gateway_id"]) == [(True,)]
     assert rows(db, "SELECT count(*) FROM gateway WHERE online") == [(world.population.gateway_count,)]
+
+
+class Subscriber:
+    """Everything published under a prefix, in arrival order (QoS 1).
+
+    It announces a Receive Maximum of 65,535: without one, Mosquitto keeps 20 messages in
+    flight and 1,000 queued for a subscriber and drops the rest when it falls behind.
+    """
+
+    def __init__(self, mqtt_url: str, prefix: str) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from ingest.mqtt import BrokerAddress, connect_properties
+
+        address = BrokerAddress.parse(mqtt_url)
+        self.received: list[tuple[str, bytes]] = []
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(prefix + "/#", qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = lambda c, u, m: self.received.append((m.topic, m.payload))
+        self.client.connect(address.host, address.port, properties=connect_properties(
+            session_expiry_s=0, receive_maximum=65_535))
+        self.client.loop_start()
+        assert self._subscribed.wait(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_every_message_arrives_once_and_each_gateway_in_order(
+    mqtt_url: str, topic_prefix: str, processes: int
+):
+    from simulator.publish import Job, Pacing, publish_world
+
+    start = (datetime.now(LOCAL) - timedelta(hours=6)).replace(second=0, microsecond=0)
+    job = Job(scenario=Scenario.load(None), residents=60, seed=3, start=start, days=0.25,
+              mqtt_url=mqtt_url, topic_prefix=topic_prefix, max_inflight=50, lanes=3,
+              pacing=Pacing())
+    world = job.world()
+    sent = [(f"{topic_prefix}/{m.topic}", m.payload) for m in world.messages()]
+    subscriber = Subscriber(mqtt_url, topic_prefix)
+    try:
+        result = publish_world(job, processes=processes)
+        wait_for(lambda: len(subscriber.received) >= len(sent), timeout_s=30)
+    finally:
+        subscriber.close()
+        with Publisher(mqtt_url) as cleanup:
+            for gateway in world.population.gateway_ids:
+                cleanup.publish(f"{topic_prefix}/{gateway}/status", b"", retain=True)
+    assert result.published == result.acked == len(sent)
+    assert sorted(subscriber.received) == sorted(sent)
+
+    def by_gateway(messages: list[tuple[str, bytes]]) -> dict[str, list[tuple[str, bytes]]]:
+        out: dict[str, list[tuple[str, bytes]]] = {}
+        for topic, payload in messages:
+            out.setdefault(topic.split("/")[-3 if topic.endswith(("reading", "event")) else -2],
+                           []).append((topic, payload))
+        return out
+
+    assert by_gateway(subscriber.received) == by_gateway(sent)
+
+
+def test_pacing_holds_the_rate_and_the_speed(mqtt_url: str, topic_prefix: str):
+    import time
+
+    from simulator.publish import Job, Pacing, publish_world
+
+    start = (datetime.now(LOCAL) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    base = Job(scenario=Scenario.load(None), residents=40, seed=4, start=start, days=0.05,
+               mqtt_url=mqtt_url, topic_prefix=topic_prefix, max_inflight=100, pacing=Pacing())
+    world = base.world()
+    count = sum(1 for _ in world.messages())
+    assert count > 200
+    try:
+        began = time.monotonic()
+        capped = publish_world(replace(base, pacing=Pacing(max_rate=count / 1.0)))
+        assert time.monotonic() - began >= 0.9  # cannot be faster than the cap allows
+        span_s = world.end_s - world.start_s
+        began = time.monotonic()
+        paced = publish_world(replace(base, pacing=Pacing(
+            speed=span_s / 1.0, sim_origin=world.start_s, wall_origin=time.time())))
+        assert time.monotonic() - began >= 0.8  # the last messages are due about 1 s in
+    finally:
+        with Publisher(mqtt_url) as cleanup:
+            for gateway in world.population.gateway_ids:
+                cleanup.publish(f"{topic_prefix}/{gateway}/status", b"", retain=True)
+    assert capped.published == paced.published == count
+
+
+def test_without_a_broker_the_command_says_what_to_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    for name in list(os.environ):
+        if name.startswith("LOVEKEY_") and not name.startswith("LOVEKEY_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LOVEKEY_DATA_DIR", str(tmp_path))
+    assert main(["simulate", "--residents", "5", "--days", "0.1"]) == 1
+    assert "LOVEKEY_MQTT_URL" in capsys.readouterr().err
