@@ -279,11 +279,10 @@ def test_session_deadlines() -> None:
 def test_device_lists_merge_per_community_candidates() -> None:
     from web.queries import _first
 
-    t = datetime(2025, 3, 10, tzinfo=UTC)
     summary = [
-        {"silent_ids": ["B", "A"], "silent_keys": [None, t]},
-        {"silent_ids": ["D", "C"], "silent_keys": [t - timedelta(hours=1), t + timedelta(hours=1)]},
-        {"silent_ids": None, "silent_keys": None},
+        {"silent": [["B", None], ["A", 1000.0]]},
+        {"silent": [["D", 500.0], ["C", 2000.0], ["E", 500.0]]},
+        {"silent": None},
     ]
-    assert _first(summary, "silent", 3) == ["B", "D", "A"]
-    assert all("silent_ids" not in row for row in summary)
+    assert _first(summary, "silent", 4) == ["B", "D", "E", "A"]
+    assert all("silent" not in row for row in summary)

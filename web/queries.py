@@ -6,6 +6,7 @@ other packages (registry, readings, alerts and their delivery outbox) and never 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -305,9 +306,10 @@ async def device_health(
     """Silent meters, offline gateways and low batteries in scope: counts by community, and
     the first `limit` of each list."""
     params = {**scope.params, "now": now, "grace": grace_s, "low": low_battery_v, "limit": limit}
-    # One pass over the devices in scope: the counts per community, and per community the
-    # first `limit` silent meters and low batteries in list order (ordered aggregates over the
-    # flagged devices only); the final lists are the first `limit` of those, fetched by key.
+    # One pass over the devices in scope, hash-aggregated by community (no ordered aggregate,
+    # which would sort every device): the counts, the flagged devices with their sort key,
+    # and the devices behind offline gateways. The lists are the first `limit` flagged
+    # devices in order, fetched by key.
     summary = await _rows(
         conn,
         sql.SQL(
@@ -317,15 +319,12 @@ async def device_health(
                    count(*) FILTER (WHERE f.silent) AS silent_meters,
                    count(*) FILTER (WHERE f.low) AS low_batteries,
                    count(*) AS devices,
-                   (array_agg(d.id ORDER BY d.last_seen NULLS FIRST, d.id)
-                       FILTER (WHERE f.silent))[1:%(limit)s] AS silent_ids,
-                   (array_agg(d.last_seen ORDER BY d.last_seen NULLS FIRST, d.id)
-                       FILTER (WHERE f.silent))[1:%(limit)s] AS silent_keys,
-                   (array_agg(d.id ORDER BY d.battery_v, d.id) FILTER (WHERE f.low))[1:%(limit)s]
-                       AS low_ids,
-                   (array_agg(d.battery_v ORDER BY d.battery_v, d.id) FILTER (WHERE f.low))[1:%(limit)s]
-                       AS low_keys
+                   json_agg(json_build_array(d.id, extract(epoch FROM d.last_seen)))
+                       FILTER (WHERE f.silent) AS silent,
+                   json_agg(json_build_array(d.id, d.battery_v)) FILTER (WHERE f.low) AS low,
+                   array_agg(d.gateway_id) FILTER (WHERE gw.online IS NOT TRUE) AS offline_devices
             FROM device d JOIN household h ON h.id = d.household_id
+            LEFT JOIN gateway gw ON gw.id = d.gateway_id
             CROSS JOIN LATERAL (
                 SELECT d.kind = 'water_meter' AND {silent} AS silent,
                        coalesce(d.battery_v < %(low)s, false) AS low
@@ -340,49 +339,35 @@ async def device_health(
     )
     silent = await _devices_by_id(conn, _first(summary, "silent", limit))
     low = await _devices_by_id(conn, _first(summary, "low", limit))
+    # offline gateways: which communities in scope they serve, and how many devices there
+    served: dict[str, Counter[str | None]] = {}
+    for row in summary:
+        behind = Counter(row.pop("offline_devices") or [])
+        row["offline_gateways"] = len(behind)
+        for gateway_id, devices in behind.items():
+            served.setdefault(gateway_id, Counter())[row["community_id"]] += devices
     gateways = await _rows(
         conn,
-        sql.SQL(
-            """
-            SELECT gw.id, gw.name, gw.online, gw.status_changed_at, gw.last_seen,
-                   gc.communities, gc.devices
-            FROM gateway gw
-            JOIN LATERAL (
-                SELECT array_agg(DISTINCT h.community_id) FILTER (WHERE h.community_id IS NOT NULL)
-                           AS communities,
-                       count(*) AS devices
-                FROM device d JOIN household h ON h.id = d.household_id
-                WHERE d.gateway_id = gw.id AND {visible}
-            ) gc ON gc.devices > 0
-            WHERE gw.online IS NOT TRUE
-            ORDER BY gw.status_changed_at NULLS FIRST, gw.id
-            LIMIT %(limit)s
-            """
-        ).format(visible=scope.household("h")),
-        params,
-    )
-    offline_by_community: dict[str | None, int] = {}
+        """
+        SELECT id, name, online, status_changed_at, last_seen FROM gateway WHERE id = ANY(%s::text[])
+        ORDER BY status_changed_at NULLS FIRST, id
+        LIMIT %s
+        """,
+        (list(served), limit),
+    ) if served else []
     for gw in gateways:
-        for community in gw["communities"] or [None]:
-            offline_by_community[community] = offline_by_community.get(community, 0) + 1
-    for row in summary:
-        row["offline_gateways"] = offline_by_community.get(row["community_id"], 0)
+        by_community = served[gw["id"]]
+        gw["communities"] = sorted(c for c in by_community if c is not None)
+        gw["devices"] = sum(by_community.values())
     return {"summary": summary, "silent_meters": silent, "low_batteries": low, "offline_gateways": gateways}
 
 
 def _first(summary: list[dict[str, Any]], name: str, limit: int) -> list[str]:
-    """Merge the per-community candidates of a list (ids with their sort keys, each in list
-    order) into the first `limit` ids overall; a missing key (never seen) sorts first."""
-    missing: list[str] = []
-    keyed: list[tuple[Any, str]] = []
-    for row in summary:
-        ids, keys = row.pop(f"{name}_ids") or [], row.pop(f"{name}_keys") or []
-        for device_id, key in zip(ids, keys, strict=True):
-            if key is None:
-                missing.append(device_id)
-            else:
-                keyed.append((key, device_id))
-    return [*sorted(missing), *(i for _, i in sorted(keyed))][:limit]
+    """The first `limit` ids of a list from the per-community [id, sort key] pairs, in order
+    of key then id; a missing key (a meter never heard from) comes first."""
+    pairs = [(pair[1] is not None, pair[1] or 0, pair[0])
+             for row in summary for pair in (row.pop(name) or [])]
+    return [device_id for _, _, device_id in sorted(pairs)[:limit]]
 
 
 async def _devices_by_id(conn: Conn, ids: list[str]) -> list[dict[str, Any]]:
