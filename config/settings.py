@@ -148,6 +148,10 @@ class DetectSettings(_Section):
     received_overlap_s: int = Field(300, ge=0)
 
 
+def _default_role_channels() -> dict[str, list[Literal["push", "sms"]]]:
+    return {"default": ["push", "sms"], "emergency": ["sms", "push"]}
+
+
 class AlertSettings(_Section):
     # links in messages point here; the console serves the ack pages
     public_base_url: str = "http://127.0.0.1:8000"
@@ -162,14 +166,19 @@ class AlertSettings(_Section):
     # channels tried in order per contact role ("default" for roles not listed): "push" is each
     # of the contact's Apprise push URLs, "sms" the gateway above
     role_channels: dict[str, list[Literal["push", "sms"]]] = Field(
-        default_factory=lambda: {"default": ["push", "sms"], "emergency": ["sms", "push"]}
+        default_factory=_default_role_channels
     )
     # inbound-SMS webhook path token (the gateway posts replies to /alerts/sms/{token}); unset: off
     inbound_sms_token: str | None = Field(None, repr=False, min_length=8)
     # worker: how often to look for due escalations and queued notifications without a NOTIFY
     escalation_interval_s: float = Field(10.0, gt=0)
+    # alerts decided per escalation transaction: smaller commits let dispatch start sooner
+    escalation_batch: int = Field(100, ge=1, le=10_000)
     poll_interval_s: float = Field(2.0, gt=0)
-    dispatchers: int = Field(4, ge=1, le=64)         # concurrent claim/send/record loops
+    # worker processes that dispatch (the first also escalates): sending through Apprise costs
+    # about 1.5 ms of CPU per notification, so a burst needs more than one core
+    processes: int = Field(2, ge=1, le=32)
+    dispatchers: int = Field(4, ge=1, le=64)         # concurrent claim/send/record loops each
     batch_size: int = Field(50, ge=1, le=1000)       # notifications claimed per loop at once
     send_threads: int = Field(16, ge=1, le=256)      # Apprise calls in flight (blocking calls)
     # retries on one channel, doubling from retry_base_s up to retry_max_s, then the next channel
