@@ -392,23 +392,28 @@ def _record_results(
                     report.failed += 1
                     failed_rows.append(row)
             updates.append(update)
-    with conn.cursor() as cur:
-        cur.executemany(
-            """
-            UPDATE delivery_attempt SET result = %s, error = %s, finished_at = %s
-            WHERE id = %s
-            """,
-            attempts,
-        )
-        cur.executemany(
-            """
-            UPDATE alert_outbox SET state = %(state)s, channel_index = %(index)s,
-                   channel_attempts = %(attempts)s, not_before = %(not_before)s,
-                   sent_at = %(sent_at)s, sent_channel = %(sent_channel)s, bundle_id = %(bundle)s
-            WHERE id = %(id)s
-            """,
-            updates,
-        )
+    # one statement each, whatever the batch size
+    conn.execute(
+        """
+        UPDATE delivery_attempt d SET result = t.result, error = t.error, finished_at = %s
+        FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS t(id, result, error)
+        WHERE d.id = t.id
+        """,
+        (now, [a[3] for a in attempts], [a[0] for a in attempts], [a[1] for a in attempts]),
+    )
+    conn.execute(
+        """
+        UPDATE alert_outbox o SET state = t.state, channel_index = t.index,
+               channel_attempts = t.attempts, not_before = t.not_before, sent_at = t.sent_at,
+               sent_channel = t.sent_channel, bundle_id = t.bundle
+        FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::int[], %s::timestamptz[],
+                    %s::timestamptz[], %s::text[], %s::bigint[])
+             AS t(id, state, index, attempts, not_before, sent_at, sent_channel, bundle)
+        WHERE o.id = t.id
+        """,
+        [[u[k] for u in updates] for k in
+         ("id", "state", "index", "attempts", "not_before", "sent_at", "sent_channel", "bundle")],
+    )
     _after_sent(conn, sent_alert_rows, now)
     if failed_rows:
         add_history(

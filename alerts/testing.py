@@ -8,7 +8,13 @@ responses for a while, and it honours `Idempotency-Key` the way a careful provid
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -16,7 +22,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
@@ -53,7 +58,12 @@ class _Script:
 
 
 class FakeProvider:
-    """`with FakeProvider() as fake:`; `fake.url("push/a")` -> 'json://127.0.0.1:PORT/push/a'."""
+    """`with FakeProvider() as fake:`; `fake.url("push/a")` -> 'json://127.0.0.1:PORT/push/a'.
+
+    An asyncio HTTP/1.1 server in a thread of its own: cheap per request (a provider's cost
+    must not weigh on a benchmark of our side), and `hold_s` delays answers without a thread
+    per request.
+    """
 
     def __init__(self, *, hold_s: float = 0.0) -> None:
         self.hold_s = hold_s
@@ -61,38 +71,62 @@ class FakeProvider:
         self._received: list[Received] = []
         self._scripts: dict[str, _Script] = {}
         self._arrived = threading.Condition(self._lock)
-        provider = self
+        self._loop = asyncio.new_event_loop()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="fake-provider")
+        self._ready = threading.Event()
+        self._stopped: asyncio.Event | None = None
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
 
-            def do_POST(self) -> None:  # Apprise json:// posts
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
+    async def _main(self) -> None:
+        self._stopped = asyncio.Event()
+        server = await asyncio.start_server(self._client, sock=self._sock, backlog=1024)
+        self._ready.set()
+        async with server:
+            await self._stopped.wait()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1] if len(lines[0].split(" ")) > 1 else "/"
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        name, _, value = line.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                raw = await reader.readexactly(int(headers.get("content-length") or 0))
                 try:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"raw": raw.decode("utf-8", "replace")}
-                status = provider._record(self.path, dict(self.headers.items()), body)
-                if provider.hold_s:
-                    time.sleep(provider.hold_s)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 1024
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+                status = self._record(path, headers, body)
+                if self.hold_s:
+                    await asyncio.sleep(self.hold_s)
+                close = headers.get("connection", "").lower() == "close"
+                writer.write(
+                    f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\n"
+                    f"Content-Length: 0\r\nConnection: {'close' if close else 'keep-alive'}"
+                    "\r\n\r\n".encode()
+                )
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._sock.getsockname()[1])
 
     def url(self, path: str, *, schema: str = "json") -> str:
         return f"{schema}://127.0.0.1:{self.port}/{path.lstrip('/')}"
@@ -106,14 +140,18 @@ class FakeProvider:
 
     def __enter__(self) -> FakeProvider:
         self._thread.start()
+        if not self._ready.wait(timeout=10):
+            raise RuntimeError("fake provider did not start")
         return self
 
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        stopped = self._stopped
+        if stopped is not None:
+            self._loop.call_soon_threadsafe(stopped.set)
+        self._thread.join(timeout=10)
+        self._sock.close()
 
     def script(self, path_prefix: str, statuses: Sequence[int]) -> None:
         """Answer the next requests whose path starts with `path_prefix` with `statuses`, in
@@ -126,7 +164,7 @@ class FakeProvider:
             self._received.append(
                 Received(
                     path.split("?", 1)[0],
-                    {k.lower(): v for k, v in headers.items()},
+                    headers,
                     body,
                     time.monotonic(),
                     time.time(),
@@ -386,3 +424,59 @@ def serve_app(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+# --- the worker as a process ------------------------------------------------------------
+
+
+class WorkerProcess:
+    """`lovekey alerts worker` in a subprocess; stderr is collected by a reader thread."""
+
+    def __init__(self, database_url: str, fake: FakeProvider, **alerts: object) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
+        env.update({
+            "LOVEKEY_DATABASE_URL": database_url,
+            "LOVEKEY_ALERTS__SMS_URL": fake.sms_template(),
+            "LOVEKEY_ALERTS__ACK_SECRET": "worker-test-secret-0123456789",
+            "LOVEKEY_LOG_LEVEL": "INFO",
+        })
+        env.update({f"LOVEKEY_ALERTS__{k.upper()}": str(v) for k, v in alerts.items()})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lovekey", "alerts", "worker"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_started(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any("alert worker" in line and "started" in line for line in self.lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("worker did not start:\n" + "".join(self.lines[-30:]))
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.close()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._reader.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
 import secrets
 import socket
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import psycopg
@@ -94,10 +96,12 @@ class AlertWorker:
         *,
         sender: Sender | None = None,
         clock: Callable[[], datetime] = utc_now,
+        escalate: bool = True,
     ) -> None:
         self.settings = settings
         self.url = url
         self.clock = clock
+        self.escalates = escalate  # False: a dispatch-only process next to the main one
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._sender = sender
         self._stack = AsyncExitStack()
@@ -137,19 +141,21 @@ class AlertWorker:
 
         a = self.settings.alerts
         scheduler = AsyncIOScheduler(timezone=self.settings.timezone)
-        scheduler.add_job(
-            self._escalate_job, "interval", seconds=a.escalation_interval_s, id="escalate",
-            next_run_time=utc_now(), max_instances=1, coalesce=True,
-        )
-        scheduler.add_job(
-            self._digest_job, "interval", seconds=a.digest_interval_s, id="digest",
-            next_run_time=utc_now(), max_instances=1, coalesce=True,
-        )
+        if self.escalates:
+            scheduler.add_job(
+                self._escalate_job, "interval", seconds=a.escalation_interval_s, id="escalate",
+                next_run_time=utc_now(), max_instances=1, coalesce=True,
+            )
+            scheduler.add_job(
+                self._digest_job, "interval", seconds=a.digest_interval_s, id="digest",
+                next_run_time=utc_now(), max_instances=1, coalesce=True,
+            )
         self._scheduler = scheduler
         scheduler.start()
         log.info(
-            "alert worker %s started: %d dispatchers, %d send threads",
-            self.name, a.dispatchers, a.send_threads,
+            "alert worker %s started (%s): %d dispatchers, %d send threads",
+            self.name, "escalation and dispatch" if self.escalates else "dispatch",
+            a.dispatchers, a.send_threads,
         )
         try:
             async with asyncio.TaskGroup() as tg:
@@ -170,6 +176,8 @@ class AlertWorker:
 
     # --- escalation -------------------------------------------------------------------
     def _escalate_soon(self) -> None:
+        if not self.escalates:
+            return
         self._escalate_dirty = True
         if not self._escalate_lock.locked():
             job = self._scheduler.get_job("escalate")
@@ -184,7 +192,8 @@ class AlertWorker:
                 self._escalate_dirty = False
                 try:
                     report = await asyncio.to_thread(
-                        escalate_once, self._escalate_conn, self.escalation, self.clock()
+                        escalate_once, self._escalate_conn, self.escalation, self.clock(),
+                        limit=self.settings.alerts.escalation_batch,
                     )
                 except (psycopg.Error, StorageError) as exc:
                     log.error("escalation pass failed: %s", exc)
@@ -258,7 +267,8 @@ class AlertWorker:
         while not self._stopping:
             try:
                 async with await connect_async(self.url, autocommit=True) as conn:
-                    await conn.execute("LISTEN lovekey_alerts")
+                    if self.escalates:
+                        await conn.execute("LISTEN lovekey_alerts")
                     await conn.execute("LISTEN lovekey_outbox")
                     delay_s = 0.5
                     self._escalate_soon()  # anything raised while we were not listening
@@ -286,7 +296,69 @@ async def run_worker(
     *,
     ready: Callable[[AlertWorker], Awaitable[None]] | None = None,
 ) -> None:
-    async with AlertWorker(settings, url) as worker:
-        if ready is not None:
-            await ready(worker)
-        await worker.run(stop)
+    """The main worker process, plus `alerts.processes - 1` dispatch-only processes.
+
+    The extra processes share the outbox through row locks exactly as separate workers do.
+    Each holds the read end of a pipe from this process: when this process ends, by any
+    means (SIGKILL included), the pipe closes and they finish their batch and exit.
+    """
+    context = multiprocessing.get_context("spawn")  # never fork a process that has threads
+    children: list[tuple[BaseProcess, Any]] = []
+    for i in range(settings.alerts.processes - 1):
+        parent_alive, keep = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_dispatch_process,
+            args=(settings.model_dump(mode="json"), url, parent_alive),
+            name=f"lovekey-alerts-dispatch-{i + 1}",
+        )
+        child.start()
+        parent_alive.close()
+        children.append((child, keep))
+    try:
+        async with AlertWorker(settings, url) as worker:
+            if ready is not None:
+                await ready(worker)
+            await worker.run(stop)
+    finally:
+        for _, keep in children:
+            keep.close()
+        for process, _ in children:
+            await asyncio.to_thread(process.join, 60)
+            if process.is_alive():
+                process.terminate()
+                await asyncio.to_thread(process.join, 10)
+
+
+def _dispatch_process(settings_data: dict[str, Any], url: str, parent_alive: Any) -> None:
+    """Entry point of a dispatch-only process (spawned: logging is configured here)."""
+    import signal
+
+    from lovekey.logs import configure_logging
+
+    settings = Settings.model_validate(settings_data)
+    configure_logging(settings.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
+    asyncio.run(_dispatch_main(settings, url, parent_alive))
+
+
+async def _dispatch_main(settings: Settings, url: str, parent_alive: Any) -> None:
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def parent_gone() -> None:
+        while not stop.is_set():
+            if parent_alive.poll(0.5):  # readable means EOF: the parent has gone
+                return
+
+    async def watch_parent() -> None:
+        await asyncio.to_thread(parent_gone)
+        stop.set()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(watch_parent(), name="alerts-parent-watch")
+        async with AlertWorker(settings, url, escalate=False) as worker:
+            await worker.run(stop)
+        stop.set()

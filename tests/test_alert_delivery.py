@@ -247,3 +247,48 @@ def test_quiet_hours_hold_non_urgent_alerts_only(world: DeliveryRig) -> None:
     assert len(world.fake.received("push/night")) == 1   # gas goes through at once
     world.run(at_local("2025-03-02 07:00"))
     assert len(world.fake.received("push/night")) == 2   # the low-usage alert in the morning
+
+
+def test_daily_digest_to_opted_in_family_once_a_day(world: DeliveryRig) -> None:
+    from datetime import UTC, datetime
+
+    from alerts.digest import queue_digests
+
+    zone = world.settings.zone
+    midnight = datetime.now(UTC).astimezone(zone).replace(hour=0, minute=0, second=0,
+                                                          microsecond=0)
+    now = midnight + timedelta(hours=8)
+    seed_resident(world.conn, "R-D", name="孙奶奶", meter_id="WM-D", contacts=[
+        ContactSpec("family", "孙女", phone="+8613700000001", digest_opt_in=True),
+        ContactSpec("family", "孙子", phone="+8613700000002", position=2),   # not opted in
+    ])
+    seed_resident(world.conn, "R-E", name="钱爷爷", meter_id="WM-E", contacts=[
+        ContactSpec("family", "钱女儿", phone="+8613700000003", digest_opt_in=True),
+    ])
+    world.conn.execute(
+        """
+        INSERT INTO water_reading (ts, device_key, total_l)
+        SELECT t, d.key, v FROM device d, (VALUES
+            (%(m)s - interval '2 hours', 100.0), (%(m)s + interval '6 hours', 100.0),
+            (%(m)s + interval '7 hours 10 minutes', 103.5)) AS r(t, v)
+        WHERE d.id = 'WM-D'
+        UNION ALL
+        SELECT %(m)s + interval '7 hours', d.key, 50.0 FROM device d WHERE d.id = 'WM-E'
+        """,
+        {"m": midnight},
+    )
+    assert queue_digests(world.conn, world.settings, now) == 1   # R-E used no water yet
+    world.run(now)
+    (got,) = world.fake.received()
+    assert got.path == "/sms/8613700000001"
+    assert "孙奶奶" in got.message
+    assert "07:10" in got.message
+    assert queue_digests(world.conn, world.settings, now + timedelta(hours=2)) == 0
+    # no "all is well" while the resident has an open alert, even once water is used
+    world.raise_("sos", "R-E", now)
+    world.conn.execute(
+        "INSERT INTO water_reading (ts, device_key, total_l)"
+        " SELECT %s, key, 60.0 FROM device WHERE id = 'WM-E'",
+        (midnight + timedelta(hours=9),),
+    )
+    assert queue_digests(world.conn, world.settings, now + timedelta(hours=3)) == 0

@@ -2,76 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from alerts.store import AlertCandidate, raise_alerts
-from alerts.testing import ContactSpec, FakeProvider, seed_resident
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class WorkerProcess:
-    """`lovekey alerts worker` in a subprocess; stderr is collected by a reader thread."""
-
-    def __init__(self, database_url: str, fake: FakeProvider, **alerts: object) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
-        env.update({
-            "LOVEKEY_DATABASE_URL": database_url,
-            "LOVEKEY_ALERTS__SMS_URL": fake.sms_template(),
-            "LOVEKEY_ALERTS__ACK_SECRET": "worker-test-secret-0123456789",
-            "LOVEKEY_LOG_LEVEL": "INFO",
-        })
-        env.update({f"LOVEKEY_ALERTS__{k.upper()}": str(v) for k, v in alerts.items()})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lovekey", "alerts", "worker"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def wait_started(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not any("alert worker" in line and "started" in line for line in self.lines):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("worker did not start:\n" + "".join(self.lines[-30:]))
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.close()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=60)
-        self.close()
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        self._reader.join(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+from alerts.testing import ContactSpec, FakeProvider, WorkerProcess, seed_resident
 
 
 @pytest.fixture
@@ -141,7 +80,8 @@ def test_sigkill_mid_dispatch_then_restart_sends_each_notification_once(
     n = 30
     with FakeProvider(hold_s=1.0) as fake:
         seed_and_raise(conn, fake, n, "K")
-        first = WorkerProcess(database_url, fake, dispatchers=2, batch_size=5, send_threads=10)
+        first = WorkerProcess(database_url, fake, processes=1, dispatchers=2, batch_size=5,
+                              send_threads=10)
         workers.append(first)
         assert fake.wait_for(5, timeout_s=60), "".join(first.lines[-20:])
         first.kill()                              # requests are in flight (held by the fake)
@@ -149,7 +89,7 @@ def test_sigkill_mid_dispatch_then_restart_sends_each_notification_once(
         sent_before_kill = sent_rows(conn)
 
         fake.hold_s = 0.0
-        second = WorkerProcess(database_url, fake, dispatchers=2, batch_size=5)
+        second = WorkerProcess(database_url, fake, processes=1, dispatchers=2, batch_size=5)
         workers.append(second)
         wait_until(lambda: sent_rows(conn) == n, 60, "all notifications sent after restart")
         assert second.stop() == 0
@@ -189,8 +129,8 @@ def test_two_workers_never_send_the_same_notification(
     n = 120
     with FakeProvider(hold_s=0.02) as fake:
         for _ in range(2):
-            workers.append(WorkerProcess(database_url, fake, dispatchers=3, batch_size=4,
-                                         send_threads=8))
+            workers.append(WorkerProcess(database_url, fake, processes=1, dispatchers=3,
+                                         batch_size=4, send_threads=8))
         for w in workers:
             w.wait_started()
         seed_and_raise(conn, fake, n, "T")

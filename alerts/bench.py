@@ -1,0 +1,174 @@
+"""`lovekey bench alerts`: from an alert's commit to the first provider request.
+
+N residents (default 1,000), each with a love-key holder reached by push (`json://`, even
+residents) or through the SMS gateway (odd residents), both served by a local fake provider
+in this process. A `lovekey alerts worker` runs as a subprocess with its default settings.
+After a warm-up, N low-usage alerts are committed in one transaction ("simultaneous"), and
+for each the time from that commit to the provider receiving its first request is measured.
+Target: p99 under 1 s.
+
+Runs in a scratch database created next to the configured one and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from alerts.store import AlertCandidate, raise_alerts
+from alerts.testing import ContactSpec, FakeProvider, WorkerProcess, seed_resident
+from config import Settings
+from storage import connect, database_url, migrate
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    parser = argparse.ArgumentParser(prog="lovekey bench alerts")
+    parser.add_argument("--alerts", type=int, default=1000, help="alerts committed at once")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat with fresh alerts")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a worker setting (alerts.KEY), e.g. --set processes=1; default: none",
+    )
+    args = parser.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    settings = settings.model_copy(
+        update={"alerts": settings.alerts.model_validate(
+            {**settings.alerts.model_dump(), **overrides}
+        )}
+    )
+
+    scratch = f"lk_bench_alerts_{uuid.uuid4().hex[:8]}"
+    with database_url(settings) as url:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+        parts = urlsplit(url)
+        scratch_url = urlunsplit((parts.scheme, parts.netloc, "/" + scratch, parts.query, ""))
+        try:
+            figures = _run(scratch_url, settings, args.alerts, args.rounds, overrides)
+        finally:
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(scratch)
+                    )
+                )
+    if args.json:
+        print(json.dumps(figures, indent=1))
+    else:
+        for r in figures["rounds"]:
+            print(
+                f"round {r['round']}: {r['alerts']} alerts in one commit -> first provider"
+                f" request min {r['min_ms']:.0f} ms, p50 {r['p50_ms']:.0f} ms, p90 {r['p90_ms']:.0f} ms,"
+                f" p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms;"
+                f" {r['requests_per_s']:.0f} requests/s;"
+                f" worker CPU {r['worker_cpu_ms_per_alert']:.2f} ms per alert"
+            )
+        verdict = "PASS" if figures["p99_ms"] < 1000 else "FAIL"
+        print(f"p99 over all rounds: {figures['p99_ms']:.0f} ms (target < 1000 ms): {verdict}")
+        print(f"worker settings: {figures['worker_settings']}")
+    return 0
+
+
+def _run(
+    url: str, settings: Settings, n: int, rounds: int, overrides: dict[str, str]
+) -> dict[str, Any]:
+    with connect(url, autocommit=True) as conn:
+        migrate(conn, settings.storage)
+    a = settings.alerts
+    worker_settings = {"processes": a.processes, "dispatchers": a.dispatchers,
+                       "batch_size": a.batch_size, "send_threads": a.send_threads,
+                       "poll_interval_s": a.poll_interval_s}
+    results = []
+    all_latencies: list[float] = []
+    with FakeProvider() as fake, connect(url, autocommit=True) as conn:
+        total = n * rounds + 10
+        with conn.transaction():
+            for i in range(total):
+                contact = (
+                    ContactSpec("love_key_holder", f"邻居{i}", push_url=fake.url(f"push/{i}"))
+                    if i % 2 == 0
+                    else ContactSpec("love_key_holder", f"邻居{i}", phone=f"+86139{i:08d}")
+                )
+                seed_resident(conn, f"R-{i:06d}", name=f"住户{i}", address=f"{i // 6}号楼",
+                              contacts=[contact])
+        worker = WorkerProcess(url, fake, **overrides)
+        try:
+            worker.wait_started()
+            _raise(conn, range(n * rounds, total))          # warm-up: 10 alerts
+            if not fake.wait_for(10, timeout_s=60):
+                raise RuntimeError("warm-up notifications did not arrive")
+            for r in range(rounds):
+                fake.clear()
+                first = r * n
+                cpu_before = _cpu_s(worker.proc.pid)
+                committed = _raise(conn, range(first, first + n))
+                if not fake.wait_for(n, timeout_s=120):
+                    raise RuntimeError(f"only {len(fake.received())} of {n} requests arrived")
+                time.sleep(0.5)  # let the worker record the last results
+                worker_cpu_s = _cpu_s(worker.proc.pid) - cpu_before
+                arrival: dict[int, float] = {}
+                for req in fake.received():
+                    i = _resident_index(req.path)
+                    arrival[i] = min(arrival.get(i, req.at_wall), req.at_wall)
+                latencies = np.array([arrival[i] - committed for i in range(first, first + n)])
+                latencies_ms = latencies * 1000
+                all_latencies += list(latencies_ms)
+                span = max(arrival.values()) - min(arrival.values())
+                results.append({
+                    "round": r + 1, "alerts": n,
+                    "min_ms": float(latencies_ms.min()),
+                    "p50_ms": float(np.percentile(latencies_ms, 50)),
+                    "p90_ms": float(np.percentile(latencies_ms, 90)),
+                    "p99_ms": float(np.percentile(latencies_ms, 99)),
+                    "max_ms": float(latencies_ms.max()),
+                    "requests_per_s": n / span if span > 0 else float("inf"),
+                    "worker_cpu_ms_per_alert": worker_cpu_s * 1000 / n,
+                })
+        finally:
+            worker.stop()
+    return {
+        "rounds": results,
+        "p99_ms": float(np.percentile(np.array(all_latencies), 99)),
+        "worker_settings": worker_settings,
+    }
+
+
+def _raise(conn: psycopg.Connection[object], indexes: range) -> float:
+    now = datetime.now(UTC)
+    with conn.transaction():
+        raise_alerts(conn, [
+            AlertCandidate("low_usage", f"R-{i:06d}", f"R-{i:06d}", None, None, now, {})
+            for i in indexes
+        ], now)
+    return time.time()
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its descendants, from /proc (Linux)."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = [int(c) for c in fh.read().split()]
+    except (OSError, ValueError):
+        return total
+    return total + sum(_cpu_s(c) for c in children)
+
+
+def _resident_index(path: str) -> int:
+    # /push/{i} or /sms/86139{i:08d}
+    tail = path.rstrip("/").rsplit("/", 1)[-1]
+    return int(tail[5:]) if path.startswith("/sms/") else int(tail)
