@@ -49,7 +49,18 @@ class Message(NamedTuple):
 
 
 class _Columns:
-    """Concatenation and selection for the dataclass tables below."""
+    """Concatenation, selection and filling in place for the dataclass tables below."""
+
+    @classmethod
+    def allocate(cls, template: Self, rows: int) -> Self:
+        """An uninitialised table of `rows` rows with the column types of `template`."""
+        return cls(**{f.name: np.empty(rows, dtype=getattr(template, f.name).dtype)
+                      for f in fields(cls)})  # type: ignore[arg-type]
+
+    def put(self, at: int, part: Self) -> None:
+        """Copy `part` into rows at..at+len(part)."""
+        for f in fields(self):  # type: ignore[arg-type]
+            getattr(self, f.name)[at:at + len(part)] = getattr(part, f.name)
 
     @classmethod
     def concat(cls, parts: list[Self]) -> Self:
@@ -114,11 +125,14 @@ def empty_messages() -> MessageTable:
                         dev=z, t=z, lo=z, hi=z)
 
 
-def sort_keys(messages: MessageTable) -> tuple[I64, I64]:
-    """(publish_ms, tie-breaker): sort by both to get the order messages are sent in."""
-    tie = (messages.mtype.astype(np.int64) << 58) | (messages.dev.astype(np.int64) << 32)
-    tie |= messages.t.astype(np.int64) & 0xFFFFFFFF
-    return messages.publish_ms, tie
+NEVER_MS = np.iinfo(np.int64).max  # publish time of a message that is never sent
+
+
+def tie_breaker(messages: MessageTable, index: I64) -> I64:
+    """Second sort key after publish_ms: type, device, then the time of the values."""
+    tie = (messages.mtype[index].astype(np.int64) << 58) | (messages.dev[index].astype(np.int64) << 32)
+    tie |= messages.t[index].astype(np.int64) & 0xFFFFFFFF
+    return tie
 
 
 # -- encoding -----------------------------------------------------------------------------
@@ -264,13 +278,38 @@ class Encoder:
 
 @dataclass(frozen=True)
 class DayTraffic:
-    """Everything one local day produces; `messages` index the three row tables."""
+    """Everything one local day produces. Messages index the three row tables.
+
+    `messages` holds the meters' messages (most of the day, filled in place); `extra` the
+    sensors', the buttons', the gateways' and the duplicated ones. Position i means
+    `messages[i]` below len(messages), else `extra[i - len(messages)]`.
+    """
 
     water: WaterRows
     sensors: SensorRows
     events: EventRows
     messages: MessageTable
+    extra: MessageTable
     origin_s: int       # the world's start: MessageTable.t counts from here
+
+    def __len__(self) -> int:
+        return len(self.messages) + len(self.extra)
+
+    def gather(self, index: I64) -> MessageTable:
+        """The messages at positions `index`, as a table of their own."""
+        main = len(self.messages)
+        ours = index < main
+        if ours.all():
+            return self.messages.take(index)
+        if not ours.any():
+            return self.extra.take(index - main)
+        parts = [self.messages.take(index[ours]), self.extra.take(index[~ours] - main)]
+        joined = MessageTable.concat(parts)
+        order = np.concatenate([np.nonzero(ours)[0], np.nonzero(~ours)[0]])
+        return joined.take(np.argsort(order, kind="stable"))
+
+    def everything(self) -> MessageTable:
+        return MessageTable.concat([self.messages, self.extra])
 
     def encode(self, encoder: Encoder, index: I64) -> list[Message]:
         """Messages for the table rows `index`, in that order."""
@@ -280,9 +319,10 @@ class DayTraffic:
     def encode_columns(
         self, encoder: Encoder, index: I64
     ) -> tuple[list[str], list[bytes], list[float], list[bool]]:
-        """Topics, payloads, send times and retain flags for the table rows `index`."""
-        msgs = self.messages
-        mtype = msgs.mtype[index]
+        """Topics, payloads, send times and retain flags for the positions `index`."""
+        msgs = self.gather(index)
+        index = np.arange(len(msgs))
+        mtype = msgs.mtype
         payloads = np.empty(len(index), dtype=object)
         only: list[bytes] | None = None
         for kind in (STATUS, EVENT, SENSOR, WATER, WATER_BATCH):

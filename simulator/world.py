@@ -39,6 +39,7 @@ from simulator.meters import (
     MODE_LIST,
     NEW_METER_BATTERY_V,
     MeterParams,
+    Mode,
     SensorParams,
     draw_meters,
     draw_sensors,
@@ -61,6 +62,7 @@ from simulator.traffic import (
     EV_SMOKE,
     EV_SOS,
     EVENT,
+    NEVER_MS,
     NONE,
     SENSOR,
     STATUS,
@@ -74,7 +76,7 @@ from simulator.traffic import (
     SensorRows,
     WaterRows,
     empty_messages,
-    sort_keys,
+    tie_breaker,
 )
 
 F32 = npt.NDArray[np.float32]
@@ -344,30 +346,58 @@ class World:
         return range(_day_of(self.start_s), _day_of(self.end_s - 1) + 1)
 
     def _day_traffic(self, day: int, registers: _Registers, shard: Shard) -> DayTraffic:
-        """All traffic of local day `day`, transport effects applied, unsorted."""
-        # Transport effects act on each part before the parts are joined: a device's
-        # messages are all in one part, and the day's table is copied only once.
-        water_parts: list[WaterRows] = []
-        message_parts: list[MessageTable] = []
-        rows_so_far = 0
-        for r0 in range(shard.residents.start, shard.residents.stop, CHUNK_RESIDENTS):
-            r1 = min(shard.residents.stop, r0 + CHUNK_RESIDENTS)
+        """All traffic of local day `day`, transport effects applied, unsorted.
+
+        The meters' values and messages (most of a day) are written in place into tables
+        sized in advance, chunk by chunk, so a day never exists twice in memory.
+        """
+        chunks = [(r0, min(shard.residents.stop, r0 + CHUNK_RESIDENTS))
+                  for r0 in range(shard.residents.start, shard.residents.stop, CHUNK_RESIDENTS)]
+        slots = [self._mode_slots(day, mode) for mode in MODE_LIST]
+        per_mode_rows = np.array([len(s) for s, _ in slots])
+        per_mode_msgs = np.array([
+            len(s) if not mode.batch else len(np.unique(s // mode.per_message))
+            for (s, _), mode in zip(slots, MODE_LIST, strict=True)
+        ])
+        counts = [np.bincount(self.meters.mode[r0:r1], minlength=len(MODE_LIST))
+                  for r0, r1 in chunks]
+        water: WaterRows | None = None
+        messages: MessageTable | None = None
+        total_rows = int(sum(c @ per_mode_rows for c in counts))
+        total_msgs = int(sum(c @ per_mode_msgs for c in counts))
+        extra: list[MessageTable] = []
+        row_at = msg_at = 0
+        for r0, r1 in chunks:
             usage = self._usage(day, r0, r1)
-            water, msgs = self._water(day, r0, r1, usage, registers)
+            rows, msgs = self._water(day, r0, r1, usage, registers)
             del usage
-            water_parts.append(water)
-            message_parts.append(self._transport(_shift(msgs, rows_so_far), day))
-            rows_so_far += len(water)
+            msgs, copies = self._transport(_shift(msgs, row_at), day)
+            extra.append(copies)
+            if water is None or messages is None:
+                water = WaterRows.allocate(rows, total_rows)
+                messages = MessageTable.allocate(msgs, total_msgs)
+            water.put(row_at, rows)
+            messages.put(msg_at, msgs)
+            row_at += len(rows)
+            msg_at += len(msgs)
+        if water is None or messages is None:
+            water, messages = _empty_water(), empty_messages()
+        assert (row_at, msg_at) == (len(water), len(messages)), "table sizes were mis-counted"
         sensors, sensor_msgs = self._sensors(day, shard.devices)
         events, event_msgs = self._events(day, shard.devices)
-        message_parts += [self._transport(sensor_msgs, day), self._transport(event_msgs, day),
-                          self._statuses(day, shard.gateways)]
-        water_rows = WaterRows.concat(water_parts)
-        del water_parts
-        messages = MessageTable.concat(message_parts)
-        del message_parts
-        return DayTraffic(water=water_rows, sensors=sensors, events=events, messages=messages,
-                          origin_s=self.start_s)
+        for part in (sensor_msgs, event_msgs):
+            part, copies = self._transport(part, day)
+            extra += [part, copies]
+        extra.append(self._statuses(day, shard.gateways))
+        return DayTraffic(water=water, sensors=sensors, events=events, messages=messages,
+                          extra=MessageTable.concat(extra), origin_s=self.start_s)
+
+    def _mode_slots(self, day: int, mode: Mode) -> tuple[I64, I64]:
+        """Slot numbers and sampling times of `mode` on `day` that fall in the simulation."""
+        slots = np.arange(DAY_S // mode.interval_s)
+        t_slot = _day_start(day) + slots * mode.interval_s
+        keep = (t_slot >= self.start_s) & (t_slot < self.end_s)
+        return slots[keep], t_slot[keep]
 
     def _water(
         self, day: int, r0: int, r1: int, usage: F32, registers: _Registers
@@ -401,10 +431,7 @@ class World:
             sel = np.nonzero(local_mode == mode_index)[0]
             if len(sel) == 0:
                 continue
-            slots = np.arange(DAY_S // mode.interval_s)
-            t_slot = day_start + slots * mode.interval_s
-            keep = (t_slot >= self.start_s) & (t_slot < self.end_s)
-            slots, t_slot = slots[keep], t_slot[keep]
+            slots, t_slot = self._mode_slots(day, mode)
             if len(slots) == 0:
                 continue
             minutes = slots * (mode.interval_s // 60)
@@ -624,14 +651,17 @@ class World:
             lo=np.array(up, dtype=np.int32)[keep], hi=np.zeros(n, np.int32),
         )
 
-    def _transport(self, messages: MessageTable, day: int) -> MessageTable:
-        """Silent meters, gateway outages, late and duplicated messages."""
+    def _transport(self, messages: MessageTable, day: int) -> tuple[MessageTable, MessageTable]:
+        """Silent meters, gateway outages, late and duplicated messages.
+
+        Works in place: a message that is never sent gets `NEVER_MS` as its send time, so
+        the table keeps its size. Returns the table and the duplicates (a new table).
+        """
         if len(messages) == 0:
-            return messages
+            return messages, messages
         lo_ms = int(messages.publish_ms.min())
         hi_ms = int(messages.publish_ms.max())
-        publish = messages.publish_ms.copy()
-        keep = np.ones(len(messages), dtype=np.bool_)
+        publish = messages.publish_ms
         is_device = messages.mtype != STATUS
         gateway = self.population.device_gateway[messages.dev]
 
@@ -652,31 +682,24 @@ class World:
                 out.append((plan, rows))
             return out
 
-        for _, rows in touched(self._by_kind["meter_silent"], messages.dev, "device"):
-            keep[rows] = False
+        silenced = [rows for _, rows in touched(self._by_kind["meter_silent"], messages.dev, "device")]
         for plan, rows in touched(self._by_kind["gateway_outage"], gateway, "gateway"):
             if plan.params.get("buffered") and plan.end_s is not None:
                 spread = np.floor(60_000 * rand.uniform(self.seed, "outage.flush", rows, day=day))
                 publish[rows] = plan.end_s * 1000 + 1000 + spread.astype(np.int64)
             else:
-                keep[rows] = False
+                silenced.append(rows)
+        for rows in silenced:
+            publish[rows] = NEVER_MS
         for plan, rows in touched(self._by_kind["late_messages"], messages.dev, "device"):
+            rows = rows[publish[rows] != NEVER_MS]
             publish[rows] += int(plan.params["delay_s"] * 1000)
-        copies = []
+        copies = [empty_messages()]
         for plan, rows in touched(self._by_kind["duplicate_messages"], messages.dev, "device"):
-            rows = rows[keep[rows]]
-            copies.append((rows, publish[rows] + int(plan.params["delay_s"] * 1000)))
-        result = MessageTable(
-            publish_ms=publish, mtype=messages.mtype, dev=messages.dev,
-            t=messages.t, lo=messages.lo, hi=messages.hi,
-        ).take(keep)
-        if copies:
-            extra = [messages.take(rows) for rows, _ in copies]
-            for part, (_, at) in zip(extra, copies, strict=True):
-                part.publish_ms[:] = at
-            result = MessageTable.concat([result, *extra])
-        # what would be sent after the end of the simulation is never sent
-        return result.take(result.publish_ms < self.end_s * 1000)
+            part = messages.take(rows[publish[rows] != NEVER_MS])
+            part.publish_ms[:] += int(plan.params["delay_s"] * 1000)
+            copies.append(part)
+        return messages, MessageTable.concat(copies)
 
     # -- the public traffic views -------------------------------------------------------------
 
@@ -697,8 +720,9 @@ class World:
             traffic = self._day_traffic(day, registers, everything)
             if _day_start(day) + 2 * DAY_S < a:
                 continue  # the registers carry on; nothing of this day is asked for
-            msgs = traffic.messages
-            water = np.nonzero((msgs.mtype == WATER) | (msgs.mtype == WATER_BATCH))[0]
+            msgs = traffic.everything()
+            sent = msgs.publish_ms < self.end_s * 1000
+            water = np.nonzero(((msgs.mtype == WATER) | (msgs.mtype == WATER_BATCH)) & sent)[0]
             # a duplicate is one value received twice: keep the first arrival
             order = np.lexsort((msgs.publish_ms[water], msgs.lo[water]))
             water = water[order]
@@ -760,8 +784,8 @@ class World:
             day_ms = _day_start(day) * 1000
             cutoff_ms = min(day_ms + DAY_S * 1000, end_ms)
             traffic = self._day_traffic(day, registers, part)
-            publish, tie = sort_keys(traffic.messages)
-            fresh = len(publish)
+            main, extra = traffic.messages, traffic.extra
+            fresh = len(traffic)
             # sorted a quarter of a day at a time, to keep the sort's memory small
             bounds = [day_ms + k * DAY_S * 1000 // SORT_WINDOWS for k in range(1, SORT_WINDOWS)]
             low = -(1 << 62)
@@ -770,21 +794,30 @@ class World:
                 low = high
                 if lo >= hi:
                     continue
-                ours = np.nonzero((publish >= lo) & (publish < hi))[0]
+                ours = np.nonzero((main.publish_ms >= lo) & (main.publish_ms < hi))[0]
+                extras = np.nonzero((extra.publish_ms >= lo) & (extra.publish_ms < hi))[0]
                 theirs = np.nonzero((pending_publish >= lo) & (pending_publish < hi))[0]
-                order = np.lexsort((np.concatenate([tie[ours], pending_tie[theirs]]),
-                                    np.concatenate([publish[ours], pending_publish[theirs]])))
-                positions = np.concatenate([ours, theirs + fresh])[order]
-                del ours, theirs, order
+                order = np.lexsort((
+                    np.concatenate([tie_breaker(main, ours), tie_breaker(extra, extras),
+                                    pending_tie[theirs]]),
+                    np.concatenate([main.publish_ms[ours], extra.publish_ms[extras],
+                                    pending_publish[theirs]]),
+                ))
+                positions = np.concatenate([ours, extras + len(main), theirs + fresh])[order]
+                del ours, extras, theirs, order
                 for i in range(0, len(positions), ENCODE_SLICE):
                     yield self._encode_mixed(traffic, encoder, positions[i:i + ENCODE_SLICE],
                                              fresh, pending)
-            later = np.nonzero((publish >= cutoff_ms) & (publish < end_ms))[0]
+            later_main = np.nonzero((main.publish_ms >= cutoff_ms) & (main.publish_ms < end_ms))[0]
+            later_extra = np.nonzero((extra.publish_ms >= cutoff_ms) & (extra.publish_ms < end_ms))[0]
+            later = np.concatenate([later_main, later_extra + len(main)])
             still = np.nonzero(pending_publish >= cutoff_ms)[0]
             pending = [pending[i] for i in still.tolist()] + traffic.encode(encoder, later)
-            pending_publish = np.concatenate([pending_publish[still], publish[later]])
-            pending_tie = np.concatenate([pending_tie[still], tie[later]])
-            del traffic, publish, tie, later, still
+            pending_publish = np.concatenate([pending_publish[still], main.publish_ms[later_main],
+                                              extra.publish_ms[later_extra]])
+            pending_tie = np.concatenate([pending_tie[still], tie_breaker(main, later_main),
+                                          tie_breaker(extra, later_extra)])
+            del traffic, main, extra, later, later_main, later_extra, still
             if cutoff_ms >= b_ms:
                 break
 
