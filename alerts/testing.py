@@ -461,6 +461,10 @@ class WorkerProcess:
                 raise AssertionError("worker did not start:\n" + "".join(self.lines[-30:]))
             time.sleep(0.05)
 
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by the worker and its dispatch processes (Linux)."""
+        return process_cpu_s(self.proc.pid)
+
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
@@ -480,3 +484,17 @@ class WorkerProcess:
         self._reader.join(timeout=5)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its descendants, from /proc (Linux)."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = [int(c) for c in fh.read().split()]
+    except (OSError, ValueError):
+        return total
+    return total + sum(process_cpu_s(c) for c in children)
