@@ -193,7 +193,10 @@ def _drop_answered(rows: Sequence[_Row]) -> tuple[list[_Row], list[_Row]]:
     live: list[_Row] = []
     cancelled: list[_Row] = []
     for row in rows:
-        answered = row.alert_status in ("acknowledged", "resolved")
+        # a call for help comes after someone acknowledged: only resolution cancels it
+        answered = row.alert_status == "resolved" or (
+            row.alert_status == "acknowledged" and not row.detail.get("help_by")
+        )
         (cancelled if row.purpose == "alert" and answered else live).append(row)
     return live, cancelled
 
@@ -255,6 +258,7 @@ def _facts(row: _Row) -> messages.AlertFacts:
         since=datetime.fromisoformat(d["since"]),
         urgent=bool(d.get("urgent")),
         outcome=d.get("outcome"),
+        help_by=d.get("help_by"),
     )
 
 

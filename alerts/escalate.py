@@ -19,7 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from alerts import escalation
-from alerts.chains import ChainBook
+from alerts.chains import ChainBook, RoleRef
 from alerts.channels import recipient_channels
 from alerts.escalation import AlertState, Escalation
 from alerts.policy import quiet_until
@@ -280,3 +280,35 @@ def stand_down_for(
         """,
         {"alert": alert_id, "key": recipient_key, "now": now},
     ).rowcount
+
+
+HELP_ROLES = ("family", "grid_worker", "community_staff")
+
+
+def request_help(
+    conn: psycopg.Connection[Any],
+    alert_id: int,
+    *,
+    by: str,
+    ctx: EscalationContext,
+    now: datetime,
+) -> int:
+    """"Needs help" from the person on site: tell the family, the grid worker and community
+    staff at once (urgent), whatever step the chain is at. Rounds of help requests are
+    numbered -1, -2, ... so they never collide with the chain's rounds. Returns how many
+    notifications were queued. The caller owns the transaction."""
+    (alert,) = load_routing(conn, [alert_id])
+    row = conn.execute(
+        "SELECT count(*) FROM alert_history WHERE alert_id = %s AND event = 'help_needed'",
+        (alert_id,),
+    ).fetchone()
+    round_ = -1 - (row[0] if row else 0)
+    decision = escalation.Notify(
+        round=round_, step=None, roles=tuple(RoleRef(r) for r in HELP_ROLES), next_check=now
+    )
+    rows = _notify_rows(alert, decision, True, ctx, now)
+    for r in rows:
+        r["detail"] = Jsonb({**facts_detail(alert, True), "help_by": by})
+    n = _insert_outbox(conn, rows)
+    add_history(conn, [(alert_id, "help_needed", Jsonb({"by": by, "recipients": n}))], now, by)
+    return n

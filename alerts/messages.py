@@ -78,6 +78,7 @@ class AlertFacts:
     since: datetime
     urgent: bool = False
     outcome: str | None = None
+    help_by: str | None = None       # someone on site pressed "needs help"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,8 @@ def alert_message(
     if len(facts) > 1:
         return _bundle(facts, lang, link, sms, zone, now)
     f = facts[0]
+    if f.help_by is not None:
+        return _help(f, lang, link, sms)
     what, since = _what(f.kind, lang), _when(f.since, now, zone, lang)
     urgent = ("紧急！" if lang == "zh" else "URGENT ") if f.urgent else ""
     if lang == "zh":
@@ -166,6 +169,32 @@ def alert_message(
             f"{f.name}{addr}\n{what} since {since}.\nAlert {f.alert_id}."
             f" Please check and confirm here: {link}"
         )
+    if sms:
+        return Message("", pick_sms(variants))
+    return Message(title, long_body)
+
+
+def _help(f: AlertFacts, lang: str, link: str, sms: bool) -> Message:
+    helper = f.help_by or ""
+    if lang == "zh":
+        addr = f"（{f.address}）" if f.address else ""
+        title = f"紧急！【爱心钥匙】{f.name}需要帮助"
+        variants = [
+            f"紧急！【爱心钥匙】{helper}在{f.name}{addr}处，老人需要帮助，请立即前往或联系。{link}",
+            f"紧急！【爱心钥匙】{helper}在{f.name}处，老人需要帮助。{link}",
+            f"紧急！{f.name}需要帮助 {link}",
+        ]
+        long_body = f"{helper}已在{f.name}{addr}处，老人需要帮助，请立即前往或联系。\n{link}"
+    else:
+        addr = f", {f.address}" if f.address else ""
+        title = f"URGENT LoveKey: {f.name} needs help"
+        variants = [
+            f"URGENT LoveKey: {helper} is with {f.name}{addr}, who needs help. Please go or"
+            f" call now. {link}",
+            f"URGENT LoveKey: {helper} is with {f.name}, who needs help. {link}",
+            f"URGENT: {f.name} needs help {link}",
+        ]
+        long_body = f"{helper} is with {f.name}{addr}, who needs help. Please go or call now.\n{link}"
     if sms:
         return Message("", pick_sms(variants))
     return Message(title, long_body)

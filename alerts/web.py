@@ -25,10 +25,11 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from alerts import inbound, store
+from alerts.chains import ChainBook
+from alerts.escalate import EscalationContext, request_help
 from alerts.messages import OUTCOME_TEXT, WHAT
 from alerts.worker import load_secret, utc_now
 from config import Settings
@@ -47,7 +48,7 @@ TEXT: dict[str, dict[str, str]] = {
         "going": "我这就去", "fine": "老人平安", "help": "需要帮助", "call": "拨打 120",
         "outcome": "处理结果", "note": "备注", "save": "保存结果", "others": "您的其他提醒",
         "done_going": "谢谢！已记录您正在前往。", "done_fine": "谢谢！已记录老人平安。",
-        "done_help": "已记录需要帮助。请立即拨打120，并填写处理结果。",
+        "done_help": "已通知家属、网格员和社区工作人员。如有危险请立即拨打120，之后填写处理结果。",
         "done_resolve": "谢谢！处理结果已保存。", "done_already": "此提醒已处理，谢谢。",
         "note_required": "选择“其他”时请填写备注。",
     },
@@ -63,7 +64,8 @@ TEXT: dict[str, dict[str, str]] = {
         "others": "Your other alerts",
         "done_going": "Thank you! We noted that you are on your way.",
         "done_fine": "Thank you! We noted that the resident is fine.",
-        "done_help": "Noted that help is needed. Call 120 now, then record the outcome.",
+        "done_help": ("Family, the grid worker and community staff are being told. If it is an"
+                      " emergency call 120 now; record the outcome afterwards."),
         "done_resolve": "Thank you! The outcome is saved.",
         "done_already": "This alert was already resolved. Thank you.",
         "note_required": "Please add a note when the outcome is 'other'.",
@@ -87,6 +89,9 @@ class AckService:
             kwargs={"autocommit": True, "application_name": "lovekey-alerts-web"},
         )
         self.secret = b""
+        self.escalation = EscalationContext(
+            ChainBook.load(settings.alerts.chains_file), settings.alerts, settings.zone
+        )
 
     def open(self) -> None:
         self.pool.open(wait=True, timeout=30)
@@ -194,9 +199,8 @@ def create_router(
                         if alert is not None and alert["status"] != "acknowledged":
                             store.acknowledge(conn, holder.alert_id, by=by, channel="link",
                                               now=now)
-                        store.add_history(
-                            conn, [(holder.alert_id, "help_needed", Jsonb({"by": by}))], now, by
-                        )
+                        request_help(conn, holder.alert_id, by=by, ctx=service.escalation,
+                                     now=now)
                     elif action == "resolve":
                         if outcome == "other" and not (note or "").strip():
                             done = "note_required"
@@ -253,6 +257,10 @@ _NO_STORE = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",     # the token is in the URL: never leak it onwards
     "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'"
+    ),
 }
 
 

@@ -111,6 +111,14 @@ class AlertWorker:
         self._stopping = False
 
     async def __aenter__(self) -> AlertWorker:
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _open(self) -> None:
         a = self.settings.alerts
         self.chains = ChainBook.load(a.chains_file)
         if self._sender is None:
@@ -126,7 +134,6 @@ class AlertWorker:
         self._digest_conn = await self._connect()
         self.escalation = EscalationContext(self.chains, a, self.settings.zone)
         self.dispatch = DispatchContext(a, self.settings.zone, secret, self.name)
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()

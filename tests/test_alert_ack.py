@@ -112,6 +112,33 @@ def test_resident_is_fine_button_resolves(rig: DeliveryRig, client: httpx.Client
     assert (alert["status"], alert["outcome"]) == ("resolved", "resident_ok")
 
 
+def test_needs_help_tells_family_grid_worker_and_staff_at_once(
+    rig: DeliveryRig, client: httpx.Client, clock: Clock
+) -> None:
+    alert_id = rig.raise_("low_usage", "R-1", T0)
+    rig.run(T0)
+    token = token_in(rig.fake.received("push/lkh")[0].message)
+    clock.now = T0 + timedelta(minutes=3)
+    client.post(f"/a/{token}", data={"action": "going"})
+    rig.fake.clear()
+    clock.now = T0 + timedelta(minutes=8)
+    page = client.post(f"/a/{token}", data={"action": "help"})
+    assert "tel:120" in page.text
+    rig.run(T0 + timedelta(minutes=8))
+    assert sorted(r.path for r in rig.fake.received()) == [
+        "/push/grid", "/sms/8613800000002", "/sms/8613800000004",
+    ]
+    family = rig.fake.received("sms/8613800000002")[0].message
+    assert "李阿姨" in family
+    assert "需要帮助" in family
+    alert = get_alert(rig.conn, alert_id)
+    assert alert is not None
+    assert (alert["status"], alert["acknowledged_by"]) == ("acknowledged", "李阿姨")
+    assert [h["event"] for h in history(rig.conn, alert_id)][-2:] == [
+        "acknowledged", "help_needed",
+    ]
+
+
 def test_tokens_cannot_be_forged_reused_or_used_late(
     rig: DeliveryRig, client: httpx.Client, clock: Clock
 ) -> None:
