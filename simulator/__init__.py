@@ -11,13 +11,14 @@
 from simulator.incidents import Incident
 from simulator.scenario import INCIDENT_KINDS, REPORTING_MODES, Scenario
 from simulator.traffic import Message
-from simulator.world import WaterReadings, World
+from simulator.world import MessageBatch, WaterReadings, World
 
 __all__ = [
     "INCIDENT_KINDS",
     "REPORTING_MODES",
     "Incident",
     "Message",
+    "MessageBatch",
     "Scenario",
     "WaterReadings",
     "World",
