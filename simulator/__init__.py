@@ -6,12 +6,30 @@
     world.water_readings(a, b)  world.messages(a, b)
 
 `lovekey simulate` publishes `world.messages()` to the broker (simulator.publish).
+The names below are imported on first use, so `lovekey --help` does not load numpy.
 """
 
-from simulator.incidents import Incident
-from simulator.scenario import INCIDENT_KINDS, REPORTING_MODES, Scenario
-from simulator.traffic import Message
-from simulator.world import MessageBatch, WaterReadings, World
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulator.incidents import Incident
+    from simulator.scenario import INCIDENT_KINDS, REPORTING_MODES, Scenario
+    from simulator.traffic import Message
+    from simulator.world import MessageBatch, WaterReadings, World
+
+_WHERE = {
+    "INCIDENT_KINDS": "simulator.scenario",
+    "REPORTING_MODES": "simulator.scenario",
+    "Scenario": "simulator.scenario",
+    "Incident": "simulator.incidents",
+    "Message": "simulator.traffic",
+    "MessageBatch": "simulator.world",
+    "WaterReadings": "simulator.world",
+    "World": "simulator.world",
+}
 
 __all__ = [
     "INCIDENT_KINDS",
@@ -23,3 +41,11 @@ __all__ = [
     "WaterReadings",
     "World",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'simulator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
