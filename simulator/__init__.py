@@ -18,13 +18,14 @@ if TYPE_CHECKING:
     from simulator.incidents import Incident
     from simulator.scenario import INCIDENT_KINDS, REPORTING_MODES, Scenario
     from simulator.traffic import Message
-    from simulator.world import MessageBatch, WaterReadings, World
+    from simulator.world import DeviceEvent, MessageBatch, WaterReadings, World
 
 _WHERE = {
     "INCIDENT_KINDS": "simulator.scenario",
     "REPORTING_MODES": "simulator.scenario",
     "Scenario": "simulator.scenario",
     "Incident": "simulator.incidents",
+    "DeviceEvent": "simulator.world",
     "Message": "simulator.traffic",
     "MessageBatch": "simulator.world",
     "WaterReadings": "simulator.world",
@@ -34,6 +35,7 @@ _WHERE = {
 __all__ = [
     "INCIDENT_KINDS",
     "REPORTING_MODES",
+    "DeviceEvent",
     "Incident",
     "Message",
     "MessageBatch",

@@ -420,6 +420,22 @@ def test_every_message_of_every_mode_and_incident_kind_decodes_with_the_ingest_c
         assert kinds["event/" + event], event
 
 
+def test_the_events_view_is_what_the_event_messages_say():
+    boosted = {kind: 30.0 for kind in ("smoke", "gas", "sos", "planned_absence",
+                                       "gateway_outage", "late_messages", "duplicate_messages")}
+    scenario = Scenario.load(None).with_overrides({"incidents": {"rate": boosted}})
+    world = World.build(scenario, residents=80, seed=14, start=MONDAY, days=2)
+    sent = []
+    for m in world.messages():
+        if m.topic.endswith("/event"):
+            event = body(m)
+            sent.append((m.publish_ts, m.topic.split("/")[1], event["type"], event["active"],
+                         int(ts_of(event)), event.get("value")))
+    seen = [(e.arrival_s, e.device_id, e.type, e.active, e.ts_s, e.value) for e in world.events()]
+    assert len(sent) > 30
+    assert sorted(seen) == sorted(sent)
+
+
 @pytest.mark.parametrize(("mode", "per_day", "rows", "every_s"), [
     ("minute", 1440, 1, 60),
     ("quarter_hour", 96, 1, 900),
