@@ -141,10 +141,10 @@ class Population:
     # -- names and phones, drawn by index ---------------------------------------------------
 
     def resident_name(self, i: int) -> str:
-        return _person(self.seed, "resident", i, women_share=0.7)
+        return people(self.seed, "resident", [i], women_share=0.7)[0]
 
     def phone(self, stream: str, i: int) -> str:
-        return _mobile(self.seed, stream, i)
+        return mobiles(self.seed, stream, [i])[0]
 
     def address(self, i: int) -> str:
         b = int(self.resident_building[i])
@@ -156,22 +156,31 @@ class Population:
         )
 
 
-def _person(seed: int, stream: str, i: int, *, women_share: float) -> str:
-    u = rand.uniform(seed, f"name.{stream}", [i], slots=3)[0]
-    surname = _SURNAMES[int(u[0] * len(_SURNAMES))]
-    given = _WOMEN if u[1] < women_share else _MEN
-    return surname + given[int(u[2] * len(given))]
+def people(seed: int, stream: str, index: npt.ArrayLike, *, women_share: float) -> list[str]:
+    """Names of that generation, one per index."""
+    u = rand.uniform(seed, f"name.{stream}", index, slots=3)
+    surnames = np.array(list(_SURNAMES), dtype=object)[(u[:, 0] * len(_SURNAMES)).astype(np.intp)]
+    women = np.array(_WOMEN, dtype=object)[(u[:, 2] * len(_WOMEN)).astype(np.intp)]
+    men = np.array(_MEN, dtype=object)[(u[:, 2] * len(_MEN)).astype(np.intp)]
+    given = np.where(u[:, 1] < women_share, women, men)
+    return [a + b for a, b in zip(surnames.tolist(), given.tolist(), strict=True)]
 
 
-def _younger_person(seed: int, stream: str, i: int) -> str:
-    u = rand.uniform(seed, f"name.{stream}", [i], slots=2)[0]
-    return _SURNAMES[int(u[0] * len(_SURNAMES))] + _YOUNGER[int(u[1] * len(_YOUNGER))]
+def younger_people(seed: int, stream: str, index: npt.ArrayLike) -> list[str]:
+    """Names of their children's generation (family, grid workers, staff)."""
+    u = rand.uniform(seed, f"name.{stream}", index, slots=2)
+    surnames = np.array(list(_SURNAMES), dtype=object)[(u[:, 0] * len(_SURNAMES)).astype(np.intp)]
+    given = np.array(_YOUNGER, dtype=object)[(u[:, 1] * len(_YOUNGER)).astype(np.intp)]
+    return [a + b for a, b in zip(surnames.tolist(), given.tolist(), strict=True)]
 
 
-def _mobile(seed: int, stream: str, i: int) -> str:
-    bits = int(rand.keyed_u64(seed, f"phone.{stream}", [i])[0])
-    prefix = _MOBILE_PREFIXES[bits % len(_MOBILE_PREFIXES)]
-    return f"+86{prefix}{(bits >> 8) % 100_000_000:08d}"
+def mobiles(seed: int, stream: str, index: npt.ArrayLike) -> list[str]:
+    """Mobile numbers in E.164 form (+86 and 11 digits), one per index."""
+    bits = rand.keyed_u64(seed, f"phone.{stream}", index)
+    which = (bits % np.uint64(len(_MOBILE_PREFIXES))).astype(np.intp)
+    prefix = np.array(_MOBILE_PREFIXES, dtype=object)[which]
+    line = ((bits >> np.uint64(8)) % np.uint64(100_000_000)).tolist()
+    return [f"+86{p}{n:08d}" for p, n in zip(prefix.tolist(), line, strict=True)]
 
 
 def build_population(scenario: Scenario, *, residents: int, seed: int) -> Population:
@@ -296,6 +305,20 @@ def registry_rows(population: Population, scenario: Scenario) -> list[dict[str, 
                        GAS: str(scenario.sensors.gas_interval_s)}
     device_ids = population.device_ids
     gateway_ids = population.gateway_ids
+    names = people(seed, "resident", index, women_share=0.7)
+    phones = mobiles(seed, "resident", index)
+    key1 = list(zip(people(seed, "key1", index, women_share=0.5), mobiles(seed, "key1", index),
+                    strict=True))
+    key2 = list(zip(people(seed, "key2", index, women_share=0.5), mobiles(seed, "key2", index),
+                    strict=True))
+    kin = list(zip(younger_people(seed, "family", index), mobiles(seed, "family", index),
+                   strict=True))
+    grid_index = np.arange(len(population.grids))
+    workers = list(zip(younger_people(seed, "grid_worker", grid_index),
+                       mobiles(seed, "grid_worker", grid_index), strict=True))
+    staff_index = np.arange(2 * len(population.communities))
+    staff = list(zip(younger_people(seed, "staff", staff_index), mobiles(seed, "staff", staff_index),
+                     strict=True))
     rows: list[dict[str, str]] = []
     blank_contacts = dict.fromkeys(CONTACT_COLUMNS, "")
     for i in range(n):
@@ -309,8 +332,8 @@ def registry_rows(population: Population, scenario: Scenario) -> list[dict[str, 
         base = {
             "gateway_id": gateway_ids[b],
             "resident_id": resident_id,
-            "resident_name": population.resident_name(i),
-            "resident_phone": population.phone("resident", i) if own_phone[i] else "",
+            "resident_name": names[i],
+            "resident_phone": phones[i] if own_phone[i] else "",
             "resident_language": "zh",
             "household_id": f"H-{i:06d}",
             "address": population.address(i),
@@ -323,21 +346,14 @@ def registry_rows(population: Population, scenario: Scenario) -> list[dict[str, 
             "unit_id": f"{building.id}-U{unit_number}",
             "unit_name": f"{unit_number}单元",
         }
-        contacts = [("love_key_holder", _person(seed, "key1", i, women_share=0.5),
-                     population.phone("key1", i))]
+        contacts = [("love_key_holder", *key1[i])]
         if second_key[i]:
-            contacts.append(("love_key_holder", _person(seed, "key2", i, women_share=0.5),
-                             population.phone("key2", i)))
+            contacts.append(("love_key_holder", *key2[i]))
         if family[i]:
-            contacts.append(("family", _younger_person(seed, "family", i),
-                             population.phone("family", i)))
-        g = building.parent
-        contacts.append(("grid_worker", _younger_person(seed, "grid_worker", g),
-                         population.phone("grid_worker", g)))
+            contacts.append(("family", *kin[i]))
+        contacts.append(("grid_worker", *workers[building.parent]))
         for s in range(int(population.staff_count[community_index])):
-            k = community_index * 2 + s
-            contacts.append(("community_staff", _younger_person(seed, "staff", k),
-                             population.phone("staff", k)))
+            contacts.append(("community_staff", *staff[community_index * 2 + s]))
         for kind, d in population.devices_of(i).items():
             if kind == WATER_METER:
                 mode = REPORTING_MODES[int(population.meter_mode[i])]
