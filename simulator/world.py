@@ -6,9 +6,10 @@ carrying each meter's register from day to day:
 
 - `water_usage`   litres actually used per meter and bucket (after incidents),
 - `water_readings` the meter values the platform receives (columnar),
+- `events`        the device events the platform receives,
 - `messages`      the MQTT messages in the order they are sent.
 
-All three are pure functions of (scenario, residents, seed, start, days): the same
+All of them are pure functions of (scenario, residents, seed, start, days): the same
 arguments give the same bytes, and a resident's day does not depend on the chunking.
 """
 
