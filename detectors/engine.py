@@ -120,6 +120,8 @@ class Runs:
         use = done.used
         flow = known & ~done.coarse & (done.usage_l >= params.tap_min_l[m])
         wet = ~np.isnan(done.hour_l) & ~done.coarse & (done.hour_l > dry_l)
+        # maximum.at over the whole (meter-ordered) arrays is several times faster than over
+        # masked copies; entries that do not count carry NEVER
         for target, mask in (
             (self.last_use_end, use),
             (self.last_flow_end, flow),
@@ -128,13 +130,16 @@ class Runs:
             (self.last_dry_end, ~wet),
         ):
             if mask.any():
-                np.maximum.at(target, m[mask], end[mask])
+                np.maximum.at(target, m, np.where(mask, end, NEVER))
 
 
 class Detector:
     def __init__(
-        self, registry: Registry, settings: DetectSettings, *, now_s: int, utc_offset_s: int
+        self, registry: Registry, settings: DetectSettings, *, now_s: int, utc_offset_s: int,
+        learn_days: bool = True,
     ) -> None:
+        """`learn_days=False`: never summarise days (thresholds are set by the caller, as the
+        benchmark does on a ring too short to hold a day); the ring may then be any length."""
         self.registry = registry
         self.settings = settings
         self.bucket_s = settings.bucket_minutes * 60
@@ -160,8 +165,9 @@ class Detector:
             utc_offset_s=utc_offset_s,
         )
         lag_s = int(settings.routine_summary_lag_h * 3600)
-        if 86400 + lag_s + bs > settings.ring_hours * 3600:
+        if learn_days and 86400 + lag_s + bs > settings.ring_hours * 3600:
             raise ValueError("ring_hours must cover a day plus routine_summary_lag_h")
+        self._learn = learn_days
         self._summary_lag_s = lag_s
         self._taint: dict[int, BOOL] = {}
         self.recorded_days: list[int] = []  # learned since the owner last looked (to persist)
@@ -177,6 +183,11 @@ class Detector:
             registry.resident_of[self._has_resident], minlength=residents
         )
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
+        self._all_meters = np.arange(meters, dtype=np.int64)
+        self._cell_base = self._all_meters * self.profile.slots
+        # meters that report at least hourly are the ones that can tell a gateway is down
+        self._judges = registry.params.report_interval_s <= settings.gateway_judge_interval_s
+        self._judge_count = np.bincount(registry.gateway_of[self._judges], minlength=gateways)
         self._res_of_ok = registry.resident_of[self._has_resident]
         self._single_meter = bool(self._meters_of_resident.max(initial=0) <= 1)
         self._rep_meter = np.zeros(residents, np.int64)  # a meter of each resident
@@ -270,9 +281,7 @@ class Detector:
         ring, runs = self.ring, self.runs
         hz = ring.horizon()
         known_start = -(-ring.known_since // bs) * bs
-        monitor = np.where(
-            self._has_resident, -(-presence.monitor_since_s[self._res] // bs) * bs, NEVER
-        )
+        monitor = self._to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
         start_from = np.maximum(known_start, monitor)
         away_r = presence.away
         if presence.lapsed_since_s is not None:
@@ -282,7 +291,7 @@ class Detector:
             # water run in the hour or two after pressing "going out" is still before leaving
             leaving_s = 2 * 3600
             away_r = away_r | ((lapsed != NEVER) & (last_use_r <= lapsed + leaving_s))
-        away_m = self._has_resident & away_r[self._res]
+        away_m = self._to_meters(away_r, False)
 
         # silence: judged against now, not the horizon
         quiet_s = now_s - ring.last_arrival
@@ -291,20 +300,21 @@ class Detector:
         unknown_now = silent | gw_off[reg.gateway_of]
 
         # low_usage: less than min_l in the last window of known data
-        all_m = np.arange(hz.size, dtype=np.int64)
+        all_m = self._all_meters
         win_start = hz - params.low_window_s
         used = ring.usage_between(all_m, win_start, hz).astype(np.float64)
         # the dry run: buckets since water was last used (or since data / monitoring began)
         dry_from = np.maximum(runs.last_use_end, start_from)
         dry_b = (hz - dry_from) // bs
-        cell = all_m * self.profile.slots + self.profile.slot_ending(hz)
+        cell = self._cell_base + self.profile.slot_ending(hz)
         # low_usage, the field rule, unless such a quiet stretch is normal for the resident
         started = self.profile.slot_ending(dry_from + bs)  # slot the dry run began in
         low_limit = self.profile.low_threshold.reshape(-1).take(cell).astype(np.int64)
-        district = np.minimum(self.profile.low_allowance.take(started).astype(np.int64),
-                              int(st.low_usage_cap_h * 3600) // bs)
-        low_limit = np.maximum.reduce([low_limit, district,
-                                       np.full_like(low_limit, int(st.low_usage_min_dry_h * 3600) // bs)])
+        np.maximum(low_limit, int(st.low_usage_min_dry_h * 3600) // bs, out=low_limit)
+        if self.profile.low_allowance.any():
+            district = self.profile.low_allowance.take(started).astype(np.int64)
+            np.minimum(district, int(st.low_usage_cap_h * 3600) // bs, out=district)
+            np.maximum(low_limit, district, out=low_limit)
         low_cond = (~np.isnan(used) & (win_start >= monitor) & (used < params.low_min_l)
                     & (dry_b >= low_limit))
         low_clear = ~np.isnan(used) & (used >= params.low_clear_l)
@@ -312,9 +322,10 @@ class Detector:
 
         # routine_break: a dry run longer than the resident's own normal at this time of day
         limit = self.profile.threshold.reshape(-1).take(cell).astype(np.int64)
-        # and longer than the district's dry runs starting at that time of day may last
-        outing = self.profile.allowance.take(started).astype(np.int64)
-        routine_cond = params.routine_enabled & (dry_b > limit) & (dry_b > outing)
+        routine_cond = params.routine_enabled & (dry_b > limit)
+        if self.profile.allowance.any():
+            # and longer than the district's dry runs starting at that time of day may last
+            routine_cond &= dry_b > self.profile.allowance.take(started)
         routine_clear = self._recovered(hz, st.routine_clear_l)
 
         # running_tap: every bucket above the rate for the limit; leak: no dry hour for a day
@@ -396,6 +407,14 @@ class Detector:
 
     # -- helpers --------------------------------------------------------------------------
 
+    def _to_meters(self, per_resident: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
+        """A per-resident array seen per meter (`fill` for meters of nobody)."""
+        if self._one_each is not None and self._one_each.size == 0:
+            return per_resident  # meter i is resident i
+        out = per_resident[self._res]
+        out[~self._has_resident] = fill
+        return out
+
     def _recovered(self, hz: I64, clear_l: float) -> BOOL:
         """Meters of residents with an open routine_break who used `clear_l` since it rose."""
         state = self.states["routine_break"]
@@ -414,10 +433,9 @@ class Detector:
         meter is its own business; all of them together is the gateway)."""
         reg, st, p = self.registry, self.settings, self.registry.params
         gateways = len(reg.gateway_ids)
-        judges = p.report_interval_s <= st.gateway_judge_interval_s
-        quiet = judges & (quiet_s > p.report_interval_s + st.gateway_silent_grace_s)
-        judge_count = np.bincount(reg.gateway_of, weights=judges, minlength=gateways)
-        quiet_count = np.bincount(reg.gateway_of, weights=quiet, minlength=gateways)
+        quiet = self._judges & (quiet_s > p.report_interval_s + st.gateway_silent_grace_s)
+        quiet_count = np.bincount(reg.gateway_of[quiet], minlength=gateways)
+        judge_count = self._judge_count
         inferred = (judge_count >= GATEWAY_INFERENCE_MIN_METERS) & (quiet_count == judge_count)
         if status_since is None:
             found: BOOL = inferred
@@ -520,6 +538,8 @@ class Detector:
 
     def _learn_days(self, now_s: int) -> None:
         """Record every routine day whose data can all have arrived, then relearn."""
+        if not self._learn:
+            return
         prof, _st = self.profile, self.settings
         due = prof.day_of(now_s - self._summary_lag_s) - 1
         first = prof.day_of(self.ring.oldest * self.bucket_s) + 1

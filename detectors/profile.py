@@ -36,7 +36,7 @@ U8 = npt.NDArray[np.uint8]
 
 DISABLED = 255  # threshold value meaning "no alert possible here"
 _MAX_RUN = 4 * 96  # dry runs are counted up to this many buckets
-_CHUNK = 4096   # meters per block when recomputing thresholds (bounds temporary memory)
+_CHUNK = 1024   # meters per block when recomputing thresholds (bounds temporary memory)
 
 
 class RoutineProfile:

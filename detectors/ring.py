@@ -241,9 +241,14 @@ class UsageRing:
         lo_end = np.maximum(lo_end, (self.oldest + 1) * bs)  # the ring's oldest end is kept
         hi_end = ts // bs * bs
         count = np.maximum((hi_end - lo_end) // bs + 1, 0)
-        if int(count.max()) <= 1:  # the usual case: each reading ends at most one bucket
+        most = int(count.max())
+        if most <= 1:  # the usual case: each reading ends at most one bucket
             idx = np.flatnonzero(count)
             end = lo_end[idx]
+        elif most <= 4:  # a few: one pass per position, each in meter order
+            levels = [np.flatnonzero(count > k) for k in range(most)]
+            idx = np.concatenate(levels)
+            end = np.concatenate([lo_end[lv] + k * bs for k, lv in enumerate(levels)])
         else:
             idx = np.repeat(np.arange(m.size), count)
             step = np.arange(idx.size, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
@@ -279,21 +284,24 @@ class UsageRing:
         return out
 
     def _completed(self, meter: I64, bucket: I64, span_s: I64) -> Completed:
-        cell = self._cell(bucket, meter)
+        row = bucket % self.buckets
+        cell = row * self.meters + meter
         end_v = self._flat.take(cell)
-        usage = self._minus(end_v, meter, bucket - 1)
-        hour = self._minus(end_v, meter, bucket - self.flow_buckets)
+        usage = self._back(end_v, cell, row, bucket, 1)
+        hour = self._back(end_v, cell, row, bucket, self.flow_buckets)
         spread = np.maximum(span_s, self.bucket_s) / self.bucket_s  # buckets the delta covers
         used = usage * spread >= self.use_min_l  # NaN compares False: unknown is not used
         self._used_flat[cell] = used
         return Completed(meter, bucket, usage, hour, span_s > self.flow_span_max_s, used)
 
-    def _minus(self, end_v: F32, meter: I64, bucket: I64) -> F32:
-        """`end_v` minus the odometer at the end of `bucket` (NaN outside the ring)."""
-        inside = bucket >= self.oldest
-        start_v = self._flat.take(self._cell(bucket, meter))
-        out = end_v - start_v
-        out[~inside] = np.nan
+    def _back(self, end_v: F32, cell: I64, row: I64, bucket: I64, k: int) -> F32:
+        """`end_v` minus the odometer `k` buckets earlier (NaN where that left the ring)."""
+        size = self.buckets * self.meters
+        earlier = cell - k * self.meters
+        earlier[row < k] += size  # wrapped round the ring
+        out: F32 = end_v - self._flat.take(earlier)
+        if bucket.size and int(bucket.min()) - k < self.oldest:
+            out[bucket - k < self.oldest] = np.nan
         return out
 
     # -- reading windows out ------------------------------------------------------------------

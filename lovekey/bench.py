@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ingest": ("ingest.bench:main", "MQTT readings into the database: rows/s, latency, memory"),
     "console": ("web.bench:main", "console pages p95 over a district of readings (40,000 residents)"),
     "simulate": ("simulator.bench:main", "simulate a district: readings/s, memory, publish msg/s"),
+    "detect": ("detectors.bench:main", "detector sweep and update over 1,000,000 meters; district memory"),
     "alerts": ("alerts.bench:main", "1,000 simultaneous alerts: commit to first provider request"),
 }
 
