@@ -274,6 +274,13 @@ class Settings(_Section):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with some values replaced (nested sections merge key by key), validated."""
+        try:
+            return Settings.model_validate(_deep_merge(self.model_dump(), overrides))
+        except ValidationError as exc:
+            raise SettingsError(f"invalid settings override:\n{exc}") from exc
+
     def describe(self) -> dict[str, Any]:
         """A view safe for logs: URLs with passwords masked."""
         data = self.model_dump(mode="json")

@@ -42,8 +42,9 @@ def run_detector(
                 state["service"] = service
             state["service"].sweep(state["conn"], now)
             state["conn"].commit()
-        except (psycopg.Error, LoveKeyError):
-            # start again from the database on the next run: nothing is kept only in memory
+        except Exception:
+            # whatever failed, the state in memory may be half-updated: drop it and rebuild it
+            # from the database on the next run (the database is the source of truth)
             log.exception("detector sweep failed; state is rebuilt on the next sweep")
             if state["conn"] is not None:
                 state["conn"].close()

@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "web.cli",
     "simulator.cli",
     "detectors.cli",
+    "lovekey.run",
+    "lovekey.demo",
     "lovekey.bench",
 )
 

