@@ -19,6 +19,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -51,14 +52,14 @@ def main(argv: list[str], settings: Settings) -> int:
     for _ in range(args.repeat):
         ts = t + rng.integers(-20, 20, args.meters)
         total += rng.random(args.meters) * 4
-        updates.append(_timed(lambda: det.apply(meters, ts, total, ts + 5)))
-        sweeps.append(_timed(lambda: det.sweep(t + 60)))
+        updates.append(_timed(partial(det.apply, meters, ts, total.copy(), ts + 5)))
+        sweeps.append(_timed(partial(det.sweep, t + 60)))
         t += BS
         order = rng.permutation(args.meters)
         ts = t + rng.integers(-20, 20, args.meters)
         total += rng.random(args.meters) * 4
-        m, ts_o, tot_o = meters[order], ts[order], total[order]
-        shuffled.append(_timed(lambda: det.apply(m, ts_o, tot_o, ts_o + 5)))
+        shuffled.append(_timed(partial(det.apply, meters[order], ts[order], total[order],
+                                       ts[order] + 5)))
         det.sweep(t + 60)
         t += BS
     _report("one sweep, every rule for every meter", sweeps, 100)

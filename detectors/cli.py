@@ -8,7 +8,7 @@ import logging
 import signal
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +102,8 @@ def _once(url: str, settings: Settings, shard: Any, at: datetime) -> int:
 
 
 def _run(url: str, settings: Settings, shard: Any) -> int:
-    """Sweeps on an apscheduler job; the main thread waits on LISTEN for life-safety events."""
-    import psycopg
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    from detectors.runner import DetectorService
-    from storage import connect
+    """Until SIGTERM/SIGINT: sweeps on a schedule, life-safety events at once (detectors.loop)."""
+    from detectors.loop import run_detector
 
     stop = threading.Event()
 
@@ -116,74 +112,8 @@ def _run(url: str, settings: Settings, shard: Any) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-    state: dict[str, Any] = {"conn": None, "service": None}
-
-    def sweep_job() -> None:
-        now = datetime.now(UTC)
-        try:
-            if state["service"] is None:
-                state["conn"] = connect(url)
-                service = DetectorService(settings, shard=shard)
-                service.start(state["conn"], now)
-                state["conn"].commit()
-                state["service"] = service
-            state["service"].sweep(state["conn"], now)
-            state["conn"].commit()
-        except (psycopg.Error, LoveKeyError):
-            # start again from the database on the next run: nothing is kept only in memory
-            log.exception("detector sweep failed; state is rebuilt on the next sweep")
-            if state["conn"] is not None:
-                state["conn"].close()
-            state["conn"] = state["service"] = None
-
-    scheduler = BackgroundScheduler(timezone=settings.timezone)
-    scheduler.add_job(
-        sweep_job, "interval", seconds=settings.detect.sweep_interval_s, id="detect-sweep",
-        max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
-    )
-    scheduler.start()
-    log.info("detector running shard=%d/%d sweep every %ss", shard.index, shard.count,
-             settings.detect.sweep_interval_s)
-    try:
-        _watch_events(url, settings, shard, stop)
-    finally:
-        scheduler.shutdown(wait=True)
-        if state["conn"] is not None:
-            state["conn"].close()
+    run_detector(settings, url, stop, shard=shard)
     return 0
-
-
-def _watch_events(url: str, settings: Settings, shard: Any, stop: threading.Event) -> None:
-    """LISTEN lovekey_events; poll device_event on each notification or every events_poll_s."""
-    import psycopg
-
-    from detectors.runner import EventWatcher
-    from storage import connect
-
-    backoff = 0.5
-    started = datetime.now(UTC)
-    while not stop.is_set():
-        try:
-            with connect(url, autocommit=True) as listen, connect(url) as conn:
-                listen.execute("LISTEN lovekey_events")
-                watcher = EventWatcher(settings, shard=shard)
-                # after a reconnect, look back to when we last could have missed something
-                watcher.start(conn, datetime.now(UTC),
-                              lookback_s=max(600.0, (datetime.now(UTC) - started).total_seconds()
-                                             if backoff > 0.5 else 600.0))
-                conn.commit()
-                backoff = 0.5
-                while not stop.is_set():
-                    for _ in listen.notifies(timeout=settings.detect.events_poll_s, stop_after=1):
-                        pass
-                    watcher.poll(conn, datetime.now(UTC))
-                    conn.commit()
-        except (psycopg.OperationalError, LoveKeyError):
-            log.exception("event watcher lost the database; retrying in %.1fs", backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 30.0)
-            started = datetime.now(UTC) - timedelta(seconds=backoff)
 
 
 # -- evaluate ---------------------------------------------------------------------------------

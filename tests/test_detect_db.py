@@ -12,7 +12,7 @@ import pytest
 
 from alerts.store import list_alerts, resolve
 from config import Settings
-from detectors.cli import _watch_events
+from detectors.loop import watch_events
 from detectors.runner import DetectorService, EventWatcher, Shard
 from lovekey.cli import main as lovekey_main
 
@@ -265,7 +265,8 @@ def test_the_event_watcher_wakes_on_notify(conn: psycopg.Connection[Any]) -> Non
     assert settings.database_url is not None
     stop = threading.Event()
     thread = threading.Thread(
-        target=_watch_events, args=(settings.database_url, settings, Shard(), stop), daemon=True
+        target=watch_events, args=(settings, settings.database_url, stop),
+        kwargs={"shard": Shard()}, daemon=True,
     )
     thread.start()
     try:
