@@ -54,7 +54,9 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="the whole system on a simulated district, nothing to set up")
     p.add_argument("--residents", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--port", type=int, help="console port (default: web.port, or a free one)")
+    p.add_argument(
+        "--port", type=int, help="console port (default: web.port if free; 0: any free port)"
+    )
     p.add_argument(
         "--exit-after", type=float, metavar="SECONDS",
         help="stop after this long and exit 0 only if an alert escalated (for CI)",
@@ -70,7 +72,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     if not args.keep:
         shutil.rmtree(demo_dir, ignore_errors=True)
     demo_dir.mkdir(parents=True, exist_ok=True)
-    port = args.port or (settings.web.port if _port_free(settings.web.port) else free_port())
+    if args.port is None:
+        port = settings.web.port if _port_free(settings.web.port) else free_port()
+    else:
+        port = args.port or free_port()  # 0: any free port
     console_url = f"http://127.0.0.1:{port}"
 
     with ExitStack() as stack:

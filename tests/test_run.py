@@ -1,0 +1,76 @@
+"""`lovekey run` hosting and `lovekey demo` end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from config import load_settings
+from lovekey.run import in_thread, run_pipeline
+
+
+def test_one_part_failing_stops_every_other_part() -> None:
+    stop = threading.Event()
+    ended: list[str] = []
+
+    def blocking_part() -> None:  # a thread-hosted part that ends only on the stop event...
+        stop.wait()
+        time.sleep(0.3)  # ...and takes a while to wind down
+        ended.append("thread")
+
+    async def patient(astop: asyncio.Event) -> None:
+        await in_thread("test-blocking", blocking_part)
+        ended.append("patient")  # never reached: the failure cancels this part
+
+    async def failing(astop: asyncio.Event) -> None:
+        await asyncio.sleep(0.1)
+        raise RuntimeError("boom")
+
+    settings = load_settings(environ={})
+    with pytest.raises(ExceptionGroup) as caught:
+        asyncio.run(
+            run_pipeline(settings, "", "", stop=stop, parts=(), extra={"patient": patient, "failing": failing})
+        )
+    assert caught.group_contains(RuntimeError, match="boom")
+    assert stop.is_set()
+    assert ended == ["thread"]  # the thread was joined before run_pipeline returned
+
+
+def test_stop_event_ends_the_pipeline_cleanly() -> None:
+    stop = threading.Event()
+    seen: list[str] = []
+
+    async def waits(astop: asyncio.Event) -> None:
+        await astop.wait()
+        seen.append("stopped")
+
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    asyncio.run(run_pipeline(load_settings(environ={}), "", "", stop=stop, parts=(), extra={"w": waits}))
+    assert seen == ["stopped"]
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.slow
+def test_demo_reaches_an_escalated_alert(tmp_path: Path) -> None:
+    """The README's first command, bounded: nothing configured, alerts must escalate."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
+    env["LOVEKEY_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lovekey", "demo", "--residents", "200", "--exit-after", "90", "--port", "0"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    escalated = re.search(r"alerts escalated: (\d+)", proc.stdout)
+    assert escalated is not None, proc.stdout
+    assert int(escalated.group(1)) >= 1
+    assert "login: demo /" in proc.stdout
+    assert "SMS →" in proc.stdout  # the stand-in gateway received real deliveries
