@@ -96,7 +96,9 @@ class Publisher:
 
     def __enter__(self) -> Self:
         client = new_client(self.address, self.client_id)
-        client.max_inflight_messages_set(self.max_inflight + 1)  # our semaphore caps first
+        # 0: no limit in paho (its limit rescans every outgoing message on each PUBACK,
+        # quadratic in the window); the semaphore in publish() is the cap
+        client.max_inflight_messages_set(0)
         client.max_queued_messages_set(0)
         client.on_connect = lambda c, u, f, reason, p: self._connected.set()
         client.on_publish = self._on_publish
