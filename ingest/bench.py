@@ -108,7 +108,7 @@ def main(argv: list[str], settings: Settings) -> int:
                 peak_mb = ingester.peak_rss_mb()
                 counters = ingester.counters()
             if args.backlog:
-                results.append(_drain(args.backlog, load, publisher, ingester))
+                results.append(_drain(args.backlog, load, publisher, ingester, args.profile))
                 peak_mb = max(peak_mb, ingester.last_peak_mb)
         for result in results:
             print(result.line())
@@ -390,7 +390,8 @@ class IngesterProcess:
 
 
 def _drain(
-    readings: int, load: Load, publisher: Publisher, ingester: IngesterProcess
+    readings: int, load: Load, publisher: Publisher, ingester: IngesterProcess,
+    profile: str | None,
 ) -> PhaseResult:
     """Publish a backlog while the ingester is down, then time how fast it is written.
 
@@ -404,7 +405,9 @@ def _drain(
         published += count
         messages += 1
     publisher.flush(timeout_s=600)
-    with ingester.running():
+    if profile:
+        profile = str(Path(profile).with_stem(Path(profile).stem + "-backlog"))
+    with ingester.running(profile=profile):
         wait_for(lambda: _stored_or_zero(ingester) > 0, timeout_s=120, interval_s=0.01)
         started, stored_first, cpu_first = time.monotonic(), ingester.stored(), ingester.cpu_s()
         wait_for(lambda: ingester.stored() >= published, timeout_s=900, interval_s=0.05)
