@@ -216,9 +216,10 @@ def _write_history(conn: psycopg.Connection[Any], world: Any, now: datetime) -> 
                 strict=True,
             ):
                 copy.write_row((key_of[i], ts, total))
+        # they arrived back then, not now: detectors judge silence by arrival
         stored = conn.execute(
-            "INSERT INTO water_reading (device_key, ts, total_l)"
-            " SELECT device_key, to_timestamp(ts), total_l FROM demo_history"
+            "INSERT INTO water_reading (device_key, ts, received_at, total_l)"
+            " SELECT device_key, to_timestamp(ts), to_timestamp(ts), total_l FROM demo_history"
             " ON CONFLICT DO NOTHING"
         ).rowcount
         conn.execute(
