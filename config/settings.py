@@ -129,6 +129,8 @@ class DetectSettings(_Section):
     # and only once the dry run is longer than this quantile of everyone's dry runs that
     # started at the same time of day (errands, days out: learned from the district); None: off
     routine_population_quantile: float | None = Field(0.9995, gt=0.5, le=1.0)
+    # ... learned separately for this many groups of residents, by how busy their days are
+    routine_population_groups: int = Field(1, ge=1, le=16)
     # a day is learned from once complete data for it can have arrived (a daily meter sends
     # yesterday's hourly values after midnight, up to 4 h late)
     routine_summary_lag_h: float = Field(30.0, ge=0)

@@ -152,7 +152,9 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     replayed = time.perf_counter()
     report = score(alerts, source.truth, households=source.households, start_s=scored_from,
                    end_s=source.data.end_s, report_interval_s=source.report_interval_s,
-                   gateway_of=source.gateway_of, settings=st, utc_offset_s=offset_s)
+                   gateway_of=source.gateway_of, settings=st, utc_offset_s=offset_s,
+                   away_presses=[(e.resident_id, e.ts_s) for e in source.data.events
+                                 if e.type == "away" and e.resident_id])
     report["run"] = {
         "residents": args.residents, "seed": args.seed if args.residents else None,
         "warmup_days": args.warmup_days, "readings": len(source.data.ts_s),

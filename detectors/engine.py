@@ -303,6 +303,8 @@ class Detector:
         all_m = self._all_meters
         win_start = hz - params.low_window_s
         used = ring.usage_between(all_m, win_start, hz).astype(np.float64)
+        if ring.baseline_l.any():  # net of a leak's flow
+            used -= ring.baseline_l * (params.low_window_s // bs)
         # the dry run: buckets since water was last used (or since data / monitoring began)
         dry_from = np.maximum(runs.last_use_end, start_from)
         dry_b = (hz - dry_from) // bs
@@ -311,8 +313,9 @@ class Detector:
         started = self.profile.slot_ending(dry_from + bs)  # slot the dry run began in
         low_limit = self.profile.low_threshold.reshape(-1).take(cell).astype(np.int64)
         np.maximum(low_limit, int(st.low_usage_min_dry_h * 3600) // bs, out=low_limit)
+        allowance_cell = self.profile.group * self.profile.slots + started
         if self.profile.low_allowance.any():
-            district = self.profile.low_allowance.take(started).astype(np.int64)
+            district = self.profile.low_allowance.reshape(-1).take(allowance_cell).astype(np.int64)
             np.minimum(district, int(st.low_usage_cap_h * 3600) // bs, out=district)
             np.maximum(low_limit, district, out=low_limit)
         low_cond = (~np.isnan(used) & (win_start >= monitor) & (used < params.low_min_l)
@@ -322,10 +325,11 @@ class Detector:
 
         # routine_break: a dry run longer than the resident's own normal at this time of day
         limit = self.profile.threshold.reshape(-1).take(cell).astype(np.int64)
-        routine_cond = params.routine_enabled & (dry_b > limit)
+        # (not while a leak is being netted out: the pattern was learned through the leak)
+        routine_cond = params.routine_enabled & (dry_b > limit) & (ring.baseline_l == 0)
         if self.profile.allowance.any():
             # and longer than the district's dry runs starting at that time of day may last
-            routine_cond &= dry_b > self.profile.allowance.take(started)
+            routine_cond &= dry_b > self.profile.allowance.reshape(-1).take(allowance_cell)
         routine_clear = self._recovered(hz, st.routine_clear_l)
 
         # running_tap: every bucket above the rate for the limit; leak: no dry hour for a day
@@ -334,6 +338,7 @@ class Detector:
         tap_clear = (hz - runs.last_flow_end) >= int(st.running_tap_clear_min * 60)
         leak_from = np.maximum(runs.last_dry_end, known_start)
         leak_cond = (hz - leak_from) >= params.leak_limit_s
+        self._track_leaks(leak_cond, hz)
         # the newest dry hour window ends `leak_clear_h` after the flow stopped
         leak_clear_s = max(bs, int(st.leak_clear_h * 3600) - ring.flow_buckets * bs + bs)
         leak_clear = (hz - runs.last_wet_end) >= leak_clear_s
@@ -398,14 +403,35 @@ class Detector:
         for g in step.cleared:
             changes.append(self._gateway_change("clear", int(g), int(last_g[g])))
 
-        # days with an absence or a silence are not learned as normal days (alerts do not
-        # taint: a false alarm would then keep the resident from ever learning their normal)
+        # days with an absence or a silence are not learned as normal days. Days of an open
+        # no-use alert are: a false alarm (a long day out) must stay normal, or the resident
+        # would learn an ever tighter pattern; after a real incident the learned limits are
+        # capped (low_usage_cap_h), so the next one is still found
         taint = away_m | unknown_now
         self._taint_days(hz, taint)
         self.last_sweep_s = now_s
         return changes
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _track_leaks(self, leaking: BOOL, hz: I64) -> None:
+        """A leak's constant flow is not the resident using water: while a meter leaks, only
+        use above its leak (the least any bucket of the last `leak_limit` took) counts as
+        use, and windows are measured net of it. Back to zero when the leak stops."""
+        ring = self.ring
+        stopped = (ring.baseline_l > 0) & ~leaking
+        ring.baseline_l[stopped] = 0.0
+        meters = np.flatnonzero(leaking)
+        if meters.size == 0:
+            return
+        span = self.registry.params.leak_limit_s[meters] // self.bucket_s
+        last = hz[meters] // self.bucket_s - 1
+        first = int((last - span + 1).min())
+        usage = ring.usage_matrix(first, int(last.max()) - first + 1)[:, meters]
+        offsets = np.arange(usage.shape[0])[:, None] + first
+        inside = (offsets > (last - span)[None, :]) & (offsets <= last[None, :])
+        floor = np.nanmin(np.where(inside, usage, np.inf), axis=0)
+        ring.baseline_l[meters] = np.where(np.isfinite(floor), np.maximum(floor, 0.0), 0.0)
 
     def _to_meters(self, per_resident: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
         """A per-resident array seen per meter (`fill` for meters of nobody)."""
@@ -571,6 +597,7 @@ class Detector:
             active_max_b=int(st.routine_active_max_h * 3600) // bs,
             population_quantile=st.routine_population_quantile,
             low_population_quantile=st.low_usage_population_quantile,
+            groups=st.routine_population_groups,
         )
 
 

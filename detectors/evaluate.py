@@ -259,8 +259,13 @@ def score(
     gateway_of: Mapping[str, str],
     settings: DetectSettings,
     utc_offset_s: int,
+    away_presses: Iterable[tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """Match alerts to incidents and summarise; only [start_s, end_s) is scored."""
+    """Match alerts to incidents and summarise; only [start_s, end_s) is scored.
+
+    `away_presses`: (resident, ts) of the away events that reached the platform; an absence
+    whose press was lost on the way (a gateway outage) is not one the platform was told of.
+    """
     scored = [a for a in alerts if start_s <= a.raised_s < end_s]
     months = households * (end_s - start_s) / (30 * 86400)
     matches: dict[int, list[int]] = {}  # alert -> incidents it matches
@@ -271,6 +276,17 @@ def score(
         for ti in tis:
             key = (ti, scored[ai].kind)
             first_alert[key] = min(first_alert.get(key, 1 << 62), scored[ai].raised_s)
+    # an alert already open when an incident began (raised for something else, not yet
+    # cleared) is how people hear of it: found at its start
+    for alert in alerts:
+        for ti, inc in enumerate(truth):
+            if (inc.kind in TARGETS.get(alert.kind, ()) and alert.resident_id is not None
+                    and alert.resident_id == inc.resident_id
+                    and alert.raised_s < inc.start_s
+                    and (alert.cleared_s is None or alert.cleared_s > inc.start_s)):
+                first_alert.setdefault((ti, alert.kind), inc.start_s)
+    blind = {ti for ti, inc in enumerate(truth)
+             if inc.kind == "no_use" and _blind(inc, truth, gateway_of, settings)}
 
     rules = {rule: RuleScore(rule) for rule in RULES}
     for ai, alert in enumerate(scored):
@@ -281,7 +297,7 @@ def score(
         else:
             rs.false_alerts += 1
     for ti, inc in enumerate(truth):
-        if not start_s <= inc.start_s < end_s:
+        if not start_s <= inc.start_s < end_s or ti in blind:
             continue
         for rule, kinds in RECALL_OF.items():
             if inc.kind not in kinds or not _due(rule, inc, end_s, report_interval_s, settings):
@@ -294,8 +310,8 @@ def score(
 
     no_use = [(ti, inc) for ti, inc in enumerate(truth)
               if inc.kind == "no_use" and start_s <= inc.start_s < end_s]
-    due = [(ti, inc) for ti, inc in no_use
-           if _due("low_usage", inc, end_s, report_interval_s, settings)]
+    due = [(ti, inc) for ti, inc in no_use if ti not in blind
+           and _due("low_usage", inc, end_s, report_interval_s, settings)]
     either = [ti for ti, _ in due
               if (ti, "low_usage") in first_alert or (ti, "routine_break") in first_alert]
     day_time = [(ti, inc) for ti, inc in no_use
@@ -311,9 +327,15 @@ def score(
     neighbour_false = [scored[ai] for ai, tis in matches.items()
                        if not tis and scored[ai].kind in NEIGHBOUR_KINDS]
     explained = _explain(neighbour_false, truth, gateway_of)
+    heard = None if away_presses is None else set(away_presses)
+    told = [inc for inc in truth if inc.kind != "planned_absence" or heard is None
+            or any((inc.resident_id, inc.start_s + d) in heard for d in range(-120, 121))]
+    lost = [inc for inc in truth if inc.kind == "planned_absence" and inc not in told]
     caused = [a for a in scored if a.kind in ("low_usage", "routine_break")
-              and _overlaps_kind(a, truth, ("meter_silent", "gateway_outage", "planned_absence"),
+              and _overlaps_kind(a, told, ("meter_silent", "gateway_outage", "planned_absence"),
                                  gateway_of)]
+    during_lost = [a for a in scored if a.kind in ("low_usage", "routine_break")
+                   and _overlaps_kind(a, lost, ("planned_absence",), gateway_of)]
     return {
         "households": households,
         "days": round((end_s - start_s) / 86400, 2),
@@ -321,6 +343,7 @@ def score(
         "rules": [rules[r].row(months) for r in RULES],
         "no_use": {
             "incidents": len(no_use),
+            "not_judged_meter_silent": len(blind & {ti for ti, _ in no_use}),
             "due_after_12h": len(due),
             "detected_by_low_usage_or_routine": len(either),
             "recall_after_12h": _ratio(len(either), len(due)),
@@ -337,6 +360,7 @@ def score(
             if months else None,
             "false_during": explained,
             "caused_by_silent_meter_or_away": len(caused),
+            "during_absences_whose_press_was_lost": len(during_lost),
         },
         "checks_per_household_month": round(
             sum(1 for a in scored if a.kind in NEIGHBOUR_KINDS) / months, 4) if months else None,
@@ -361,6 +385,25 @@ def _matches(alert: RaisedAlert, inc: Truth, gateway_of: Mapping[str, str]) -> b
         end = inc.start_s + INSTANT_MATCH_S if inc.kind == "sos" else (1 << 62)
         return alert.raised_s <= end if inc.kind == "sos" else True
     return alert.since_s < end
+
+
+def _blind(
+    inc: Truth, truth: Sequence[Truth], gateway_of: Mapping[str, str], st: DetectSettings
+) -> bool:
+    """Whether the resident's meter could not be heard before the incident was 12 h old: it
+    was silent, or its gateway was down and its values lost (not buffered)."""
+    due_by = inc.start_s + int(st.low_usage_window_h * 3600)
+    gateway = gateway_of.get(inc.device_id or "")
+    for other in truth:
+        silent = other.kind == "meter_silent" and other.device_id == inc.device_id
+        lost = (other.kind == "gateway_outage" and gateway is not None
+                and other.gateway_id == gateway and not other.details.get("buffered", False))
+        if not (silent or lost):
+            continue
+        end = (1 << 62) if other.end_s is None else other.end_s
+        if other.start_s < due_by and end > inc.start_s:
+            return True
+    return False
 
 
 def _overlaps_kind(
@@ -455,7 +498,8 @@ def render(report: Mapping[str, Any]) -> str:
     nu, nb = report["no_use"], report["neighbour"]
     lines += [
         "",
-        f"no-use incidents: {nu['incidents']}; due after 12 h: {nu['due_after_12h']};"
+        f"no-use incidents: {nu['incidents']} ({nu['not_judged_meter_silent']} while the meter"
+        f" could not be heard); due after 12 h: {nu['due_after_12h']};"
         f" found by low_usage or routine_break: {nu['detected_by_low_usage_or_routine']}"
         f" (recall {_pct(nu['recall_after_12h'])})",
         f"starting 07:00-19:00: {nu['daytime_incidents']}; routine_break found"
@@ -464,7 +508,9 @@ def render(report: Mapping[str, Any]) -> str:
         f" {_num(nu['first_alert_daytime_median_h'], 1)} h",
         f"neighbour alerts: {nb['alerts']}, false {nb['false_alerts']}"
         f" ({_num(nb['false_per_household_month'], 3)} per household-month);"
-        f" caused by a silent meter or an away button: {nb['caused_by_silent_meter_or_away']}",
+        f" caused by a silent meter or an away button: {nb['caused_by_silent_meter_or_away']}"
+        f" (during absences whose press was lost on the way:"
+        f" {nb['during_absences_whose_press_was_lost']})",
         f"false ones happened during: {json.dumps(nb['false_during'])}",
         f"all neighbour checks: {_num(report['checks_per_household_month'], 3)} per household-month",
     ]

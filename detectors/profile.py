@@ -36,6 +36,7 @@ U8 = npt.NDArray[np.uint8]
 
 DISABLED = 255  # threshold value meaning "no alert possible here"
 _MAX_RUN = 4 * 96  # dry runs are counted up to this many buckets
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int16)
 _CHUNK = 1024   # meters per block when recomputing thresholds (bounds temporary memory)
 
 
@@ -56,8 +57,12 @@ class RoutineProfile:
         # low_usage: a dry run shorter than this is normal for the resident (0: not learned)
         self.low_threshold = np.zeros((meters, self.slots), dtype=np.uint16)
         # routine_break: per slot a dry run starts in, how long everyone's may last (0: off)
-        self.allowance = np.zeros(self.slots, dtype=np.int16)
-        self.low_allowance = np.zeros(self.slots, dtype=np.int16)  # the same, for low_usage
+        # grouped by how busy a resident's days are (quantiles of used buckets a day), so a
+        # busy resident is not held to the long dry runs of a frugal one
+        self.groups = 1
+        self.group = np.zeros(meters, dtype=np.int64)
+        self.allowance = np.zeros((1, self.slots), dtype=np.int16)
+        self.low_allowance = np.zeros((1, self.slots), dtype=np.int16)  # the same, for low_usage
         self.learned_days = np.zeros(meters, dtype=np.int16)
         self.last_day: int | None = None  # newest day recorded
 
@@ -127,6 +132,7 @@ class RoutineProfile:
         active_max_b: int = 1 << 15,
         population_quantile: float | None = None,
         low_population_quantile: float | None = None,
+        groups: int = 1,
     ) -> None:
         """Thresholds from the days recorded within the last `days` days."""
         if self.last_day is None:
@@ -136,8 +142,10 @@ class RoutineProfile:
         rows = days % self.days
         present = self.day_of_row[rows] == days
         meters = self.threshold.shape[0]
-        self.learned_days[:] = (self.valid[rows] & present[:, None]).sum(axis=0)
-        runs = np.zeros((self.slots, _MAX_RUN + 1), np.int64)  # start slot x length: count
+        valid = self.valid[rows] & present[:, None]                       # D x M
+        self.learned_days[:] = valid.sum(axis=0)
+        self._group_by_activity(rows, valid, groups, min_days)
+        runs = np.zeros((self.groups, self.slots, _MAX_RUN + 1), np.int64)  # group x start x length
         for lo in range(0, meters, _CHUNK):
             hi = min(lo + _CHUNK, meters)
             routine, low = self._thresholds(
@@ -146,12 +154,32 @@ class RoutineProfile:
             )
             self.threshold[lo:hi] = routine
             self.low_threshold[lo:hi] = low
-        self.allowance[:] = 0
-        self.low_allowance[:] = 0
-        if population_quantile is not None:
-            self.allowance[:] = _allowance(runs, population_quantile, slack_b)
-        if low_population_quantile is not None:
-            self.low_allowance[:] = _allowance(runs, low_population_quantile, slack_b)
+        self.allowance = np.zeros((self.groups, self.slots), np.int16)
+        self.low_allowance = np.zeros((self.groups, self.slots), np.int16)
+        for g in range(self.groups):
+            if population_quantile is not None:
+                self.allowance[g] = _allowance(runs[g], population_quantile, slack_b)
+            if low_population_quantile is not None:
+                self.low_allowance[g] = _allowance(runs[g], low_population_quantile, slack_b)
+
+    def _group_by_activity(self, rows: I64, valid: BOOL, groups: int, min_days: int) -> None:
+        """Split meters into `groups` by used buckets per learned day (equal-sized groups)."""
+        self.groups = max(1, groups)
+        self.group = np.zeros(self.group.size, dtype=np.int64)
+        if self.groups == 1:
+            return
+        used = np.zeros(self.group.size, np.float64)
+        for lo in range(0, self.group.size, _CHUNK * 8):
+            hi = min(lo + _CHUNK * 8, self.group.size)
+            per_day = _POPCOUNT[self.use_bits[rows, lo:hi]].sum(axis=2)  # D x C
+            used[lo:hi] = np.where(valid[:, lo:hi], per_day, 0).sum(axis=0)
+        days = valid.sum(axis=0)
+        activity = used / np.maximum(days, 1)
+        known = days >= min_days
+        if not known.any():
+            return
+        edges = np.quantile(activity[known], np.arange(1, self.groups) / self.groups)
+        self.group = np.searchsorted(edges, activity).astype(np.int64)
 
     def dry_runs(self, rows: I64, present: BOOL, lo: int, hi: int) -> tuple[npt.NDArray[np.int16], BOOL]:
         """Dry runs g_d(s) of meters [lo, hi) over consecutive days (D x C x S), and where known.
@@ -196,7 +224,7 @@ class RoutineProfile:
     ) -> tuple[U8, npt.NDArray[np.uint16]]:
         s_count, d_count = self.slots, rows.size
         dry, known = self.dry_runs(rows, present, lo, hi)               # D x C x S
-        self._count_runs(dry, known, runs)
+        self._count_runs(dry, known, runs, self.group[lo:hi])
         n = known.sum(axis=0)                                            # C x S
         dry = np.where(known, dry, np.int16(-1))
         dry.sort(axis=0)
@@ -225,7 +253,8 @@ class RoutineProfile:
 
 
     def _count_runs(
-        self, dry: npt.NDArray[np.int16], known: BOOL, runs: npt.NDArray[np.int64]
+        self, dry: npt.NDArray[np.int16], known: BOOL, runs: npt.NDArray[np.int64],
+        group: I64,
     ) -> None:
         """Add every complete dry run (water used at both ends, all known) to `runs`."""
         _d_count, c_count, s_count = dry.shape
@@ -242,7 +271,7 @@ class RoutineProfile:
         ok = (start >= 0) & (length > 0)
         c, start, length = c[ok], start[ok], length[ok]
         ok = flat_known[c, start]  # known from its first bucket (so known throughout)
-        np.add.at(runs, (start[ok] % s_count, np.minimum(length[ok], _MAX_RUN)), 1)
+        np.add.at(runs, (group[c[ok]], start[ok] % s_count, np.minimum(length[ok], _MAX_RUN)), 1)
 
 
 def _allowance(runs: npt.NDArray[np.int64], quantile: float, slack_b: int) -> npt.NDArray[np.int16]:

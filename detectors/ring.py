@@ -110,6 +110,8 @@ class UsageRing:
         self.odometer = np.full((buckets, meters), np.nan, dtype=np.float32)
         self._flat = self.odometer.reshape(-1)  # a view: flat index = row * meters + meter
         self.used = np.zeros((buckets, meters), dtype=np.bool_)  # per bucket: water was used
+        # litres per bucket that do not count as use (a known leak's flow; set by the detector)
+        self.baseline_l = np.zeros(meters, dtype=np.float32)
         self._used_flat = self.used.reshape(-1)
         self.head = int(now_s) // self.bucket_s  # newest bucket that has a row
         self.last_ts = np.full(meters, NEVER, dtype=np.int64)
@@ -160,6 +162,7 @@ class UsageRing:
         meters = np.asarray(meters, dtype=np.int64)
         self.odometer[:, meters] = np.nan
         self.used[:, meters] = False
+        self.baseline_l[meters] = 0.0
         self.last_ts[meters] = NEVER
         self.last_total[meters] = 0.0
         self.last_v[meters] = 0.0
@@ -290,7 +293,8 @@ class UsageRing:
         usage = self._back(end_v, cell, row, bucket, 1)
         hour = self._back(end_v, cell, row, bucket, self.flow_buckets)
         spread = np.maximum(span_s, self.bucket_s) / self.bucket_s  # buckets the delta covers
-        used = usage * spread >= self.use_min_l  # NaN compares False: unknown is not used
+        net = usage - self.baseline_l.take(meter) if self.baseline_l.any() else usage
+        used = net * spread >= self.use_min_l  # NaN compares False: unknown is not used
         self._used_flat[cell] = used
         return Completed(meter, bucket, usage, hour, span_s > self.flow_span_max_s, used)
 

@@ -6,7 +6,6 @@ very detector the runner uses, on either source.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -94,33 +93,9 @@ def from_world(world: Any, settings: DetectSettings) -> Source:
 
 
 def _world_events(world: Any) -> list[tuple[int, int, str, bool, str]]:
-    """(arrival, ts, type, active, device id) of the world's device events.
-
-    Uses `world.events()` when the simulator offers it; otherwise the per-day event table the
-    world builds its messages from (the same rows the messages carry), to avoid encoding
-    millions of reading messages just to find a few hundred events.
-    """
-    if hasattr(world, "events"):
-        return [(math.ceil(e.arrival_s), int(e.ts_s), e.type, bool(e.active), e.device_id)
-                for e in world.events()]
-    from simulator.traffic import EVENT_TYPES as TYPES
-
-    device_ids = world.population.device_ids
-    out: list[tuple[int, int, str, bool, str]] = []
-    first = (world.start_s + 8 * 3600) // 86400
-    last = (world.end_s + 8 * 3600) // 86400
-    every_device = range(len(device_ids))
-    takes_devices = "devices_in" in inspect.signature(world._events).parameters
-    for day in range(first, last + 1):
-        if takes_devices:
-            rows, messages = world._events(day, every_device)
-        else:
-            rows, messages = world._events(day)
-        for i in range(len(rows.ts)):
-            out.append((math.ceil(messages.publish_ms[i] / 1000), int(rows.ts[i]),
-                        TYPES[int(rows.type[i])], bool(rows.active[i]),
-                        device_ids[int(rows.dev[i])]))
-    return out
+    """(arrival, ts, type, active, device id) of the world's device events, as received."""
+    return [(math.ceil(e.arrival_s), int(e.ts_s), e.type, bool(e.active), e.device_id)
+            for e in world.events()]
 
 
 # -- the database -----------------------------------------------------------------------------
