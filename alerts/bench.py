@@ -18,14 +18,12 @@ import json
 import os
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import psycopg
-from psycopg import sql
 
 from alerts.channels import Outgoing
 from alerts.store import AlertCandidate, raise_alerts
@@ -39,6 +37,7 @@ from alerts.testing import (
 from alerts.worker import AlertWorker
 from config import Settings
 from storage import connect, database_url, migrate
+from storage.scratch import scratch_database
 
 
 def main(argv: list[str], settings: Settings) -> int:
@@ -63,22 +62,9 @@ def main(argv: list[str], settings: Settings) -> int:
         )}
     )
 
-    scratch = f"lk_bench_alerts_{uuid.uuid4().hex[:8]}"
-    with database_url(settings) as url:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
-        parts = urlsplit(url)
-        scratch_url = urlunsplit((parts.scheme, parts.netloc, "/" + scratch, parts.query, ""))
-        try:
-            figures = _run(scratch_url, settings, args.alerts, args.rounds, overrides,
-                           null_sender=args.null_sender)
-        finally:
-            with psycopg.connect(url, autocommit=True) as admin:
-                admin.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(scratch)
-                    )
-                )
+    with database_url(settings) as url, scratch_database(url, "alerts") as scratch_url:
+        figures = _run(scratch_url, settings, args.alerts, args.rounds, overrides,
+                       null_sender=args.null_sender)
     if args.json:
         print(json.dumps(figures, indent=1))
     else:

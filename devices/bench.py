@@ -11,16 +11,12 @@ import csv
 import io
 import random
 import time
-import uuid
-from urllib.parse import urlsplit, urlunsplit
-
-import psycopg
-from psycopg import sql
 
 from config import Settings
 from devices.csvfile import parse_registry
 from devices.registry import apply_registry
-from storage import connect, database_url, migrate
+from storage import connect, database_url
+from storage.scratch import scratch_database
 
 KINDS_PER_RESIDENT = ("water_meter", "smoke", "sos_button")
 
@@ -72,31 +68,22 @@ def main(argv: list[str], settings: Settings) -> int:
     args = parser.parse_args(argv)
 
     text = district_csv(args.residents)
-    scratch = f"lk_bench_registry_{uuid.uuid4().hex[:8]}"
-    with database_url(settings) as url:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
-        parts = urlsplit(url)
-        scratch_url = urlunsplit((parts.scheme, parts.netloc, "/" + scratch, parts.query, ""))
-        try:
-            with connect(scratch_url, autocommit=True) as conn:
-                migrate(conn, settings.storage)
-                for attempt in range(args.repeat):
-                    started = time.perf_counter()
-                    registry = parse_registry(text, name="district.csv")
-                    parsed = time.perf_counter()
-                    report = apply_registry(conn, registry)
-                    done = time.perf_counter()
-                    label = "first import" if attempt == 0 else "re-import  "
-                    print(
-                        f"{label}: {args.residents} residents, {len(registry.devices)} devices,"
-                        f" {len(registry.contacts)} contacts: parse {parsed - started:.2f} s,"
-                        f" write {done - parsed:.2f} s, total {done - started:.2f} s"
-                        f" ({report.summary().split(' (')[0]})"
-                    )
-        finally:
-            with psycopg.connect(url, autocommit=True) as admin:
-                admin.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch))
-                )
+    with (
+        database_url(settings) as url,
+        scratch_database(url, "registry", storage=settings.storage) as scratch,
+        connect(scratch, autocommit=True) as conn,
+    ):
+        for attempt in range(args.repeat):
+            started = time.perf_counter()
+            registry = parse_registry(text, name="district.csv")
+            parsed = time.perf_counter()
+            report = apply_registry(conn, registry)
+            done = time.perf_counter()
+            label = "first import" if attempt == 0 else "re-import  "
+            print(
+                f"{label}: {args.residents} residents, {len(registry.devices)} devices,"
+                f" {len(registry.contacts)} contacts: parse {parsed - started:.2f} s,"
+                f" write {done - parsed:.2f} s, total {done - started:.2f} s"
+                f" ({report.summary().split(' (')[0]})"
+            )
     return 0

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -23,6 +22,7 @@ from psycopg import sql
 
 from config import Settings, load_settings
 from storage import connect, migrate
+from storage.scratch import with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMESCALE_START = ROOT.parent / "shared" / "tools" / "timescaledb" / "start.sh"
@@ -33,11 +33,6 @@ ADMIN_URL = os.environ.get(
 MQTT_URL = os.environ.get("LOVEKEY_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 _timescale_skip_reason: list[str] = []
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
 
 
 class DatabaseFactory:

@@ -23,16 +23,17 @@ import random
 import re
 import statistics
 import time
-import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import psycopg
 from psycopg import sql
 
 from config import Settings
 from storage import connect, database_url, migrate
+from storage.scratch import scratch_database, with_database
 
 PASSWORD = "bench console password"  # noqa: S105 - staff of a scratch database, dropped after
 STAFF = (("bench_admin", "admin"), ("bench_community", "community_staff"), ("bench_grid", "grid_worker"))
@@ -47,39 +48,26 @@ def main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--database", help="measure this kept database again (no generation)")
     args = parser.parse_args(argv)
 
-    with database_url(settings) as url:
-        name = args.database or f"lk_bench_console_{uuid.uuid4().hex[:8]}"
-        scratch = _with_database(url, name)
+    with database_url(settings) as url, ExitStack() as stack:
+        if args.database:
+            scratch = with_database(url, args.database)
+        else:
+            scratch = stack.enter_context(scratch_database(url, "console", keep=args.keep))
+        now = datetime.now(UTC).replace(microsecond=0)
         if not args.database:
-            with psycopg.connect(url, autocommit=True) as admin:
-                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            now = datetime.now(UTC).replace(microsecond=0)
-            if not args.database:
-                generate(scratch, settings, residents=args.residents, days=args.days, now=now)
-            else:
-                now = _data_end(scratch)
-            describe(scratch)
-            show_chart_plan(scratch, now)
-            load_before = os.getloadavg()[0]
-            results = measure(settings, scratch, now=now, requests=args.requests)
-            report(results)
-            print(f"machine load average (1 min) before/after measuring: {load_before:.2f} /"
-                  f" {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        finally:
-            if args.keep or args.database:
-                print(f"kept database {name}: lovekey bench console --database {name}")
-            else:
-                with psycopg.connect(url, autocommit=True) as admin:
-                    admin.execute(
-                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                    )
+            generate(scratch, settings, residents=args.residents, days=args.days, now=now)
+        else:
+            now = _data_end(scratch)
+        describe(scratch)
+        show_chart_plan(scratch, now)
+        load_before = os.getloadavg()[0]
+        results = measure(settings, scratch, now=now, requests=args.requests)
+        report(results)
+        print(f"machine load average (1 min) before/after measuring: {load_before:.2f} /"
+              f" {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        if args.keep:
+            print("measure it again with: lovekey bench console --database NAME")
     return 0
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
 
 
 def _step(label: str) -> Callable[[], None]:
