@@ -108,7 +108,7 @@ class DetectSettings(_Section):
     max_spread_h: float = Field(6.0, gt=0)
     # deltas spanning longer than this cannot show continuous flow (running tap, leak)
     flow_span_max_s: int = Field(3900, ge=60)
-    running_tap_min_lpm: float = Field(2.0, gt=0)     # (overridable)
+    running_tap_min_lpm: float = Field(1.8, gt=0)     # (overridable) a tap left open: 2 L/min+
     running_tap_limit_h: float = Field(2.0, gt=0)     # (overridable)
     running_tap_clear_min: float = Field(30.0, gt=0)  # below the rate this long clears it
     leak_limit_h: float = Field(24.0, gt=0)           # (overridable) flow never zero this long

@@ -110,7 +110,8 @@ class Runs:
             arr[meters] = NEVER
 
     def observe(
-        self, done: Completed, params: MeterParams, *, bucket_s: int, dry_l: float
+        self, done: Completed, params: MeterParams, *, bucket_s: int, dry_l: float,
+        baseline_l: npt.NDArray[np.float32] | None = None,
     ) -> None:
         if len(done) == 0:
             return
@@ -118,7 +119,10 @@ class Runs:
         end = (done.bucket + 1) * bucket_s
         known = ~np.isnan(done.usage_l)
         use = done.used
-        flow = known & ~done.coarse & (done.usage_l >= params.tap_min_l[m])
+        usage = done.usage_l
+        if baseline_l is not None and baseline_l.any():  # net of a known leak
+            usage = usage - baseline_l[m]
+        flow = known & ~done.coarse & (usage >= params.tap_min_l[m])
         wet = ~np.isnan(done.hour_l) & ~done.coarse & (done.hour_l > dry_l)
         # maximum.at over the whole (meter-ordered) arrays is several times faster than over
         # masked copies; entries that do not count carry NEVER
@@ -214,7 +218,7 @@ class Detector:
         result = self.ring.apply(meter, ts_s, total_l, arrival_s)
         self.runs.observe(
             result.completed, self.registry.params, bucket_s=self.bucket_s,
-            dry_l=self.settings.leak_dry_l,
+            dry_l=self.settings.leak_dry_l, baseline_l=self.ring.baseline_l,
         )
         return result
 

@@ -286,7 +286,8 @@ def score(
                     and (alert.cleared_s is None or alert.cleared_s > inc.start_s)):
                 first_alert.setdefault((ti, alert.kind), inc.start_s)
     blind = {ti for ti, inc in enumerate(truth)
-             if inc.kind == "no_use" and _blind(inc, truth, gateway_of, settings)}
+             if inc.kind in ("no_use", "unannounced_absence")
+             and _blind(inc, truth, gateway_of, settings)}
 
     rules = {rule: RuleScore(rule) for rule in RULES}
     for ai, alert in enumerate(scored):
