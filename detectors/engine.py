@@ -187,6 +187,8 @@ class Detector:
             registry.resident_of[self._has_resident], minlength=residents
         )
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
+        self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
+        self._leak_hour = -1
         self._all_meters = np.arange(meters, dtype=np.int64)
         self._cell_base = self._all_meters * self.profile.slots
         # meters that report at least hourly are the ones that can tell a gateway is down
@@ -425,9 +427,16 @@ class Detector:
         ring = self.ring
         stopped = (ring.baseline_l > 0) & ~leaking
         ring.baseline_l[stopped] = 0.0
-        meters = np.flatnonzero(leaking)
+        self._leak_known[stopped] = False
+        # measured when a leak is first seen, then again every hour (not every sweep)
+        hour = int(hz.max(initial=0)) // 3600
+        if hour != self._leak_hour:
+            self._leak_hour = hour
+            self._leak_known[:] = False
+        meters = np.flatnonzero(leaking & ~self._leak_known)
         if meters.size == 0:
             return
+        self._leak_known[meters] = True
         span = self.registry.params.leak_limit_s[meters] // self.bucket_s
         last = hz[meters] // self.bucket_s - 1
         first = int((last - span + 1).min())
