@@ -24,6 +24,7 @@ import logging
 import queue
 import random
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -80,7 +81,12 @@ class Inbox:
     A full inbox stops paho's network thread, and TCP pushes back on the broker. With the
     default limits (Receive Maximum below `max_messages`) it does not come to that for
     QoS 1; it bounds memory against QoS 0 floods and very large payloads.
+
+    The taker says how many items it waits for, and `put` wakes it only when they are
+    there: one wake-up per batch rather than a thread hand-off per message.
     """
+
+    _NOBODY = sys.maxsize
 
     def __init__(self, *, max_messages: int, max_bytes: int) -> None:
         self.max_messages = max_messages
@@ -88,6 +94,7 @@ class Inbox:
         self._items: deque[Inbound] = deque()
         self._bytes = 0
         self._closed = False
+        self._wanted = self._NOBODY   # items the waiting taker needs before it wakes
         lock = threading.Lock()
         self._not_empty = threading.Condition(lock)
         self._not_full = threading.Condition(lock)
@@ -107,14 +114,18 @@ class Inbox:
                 return False
             self._items.append(item)
             self._bytes += size
-            self._not_empty.notify()
+            if len(self._items) >= self._wanted:
+                self._not_empty.notify()
         return True
 
-    def take(self, max_items: int, timeout_s: float) -> list[Inbound]:
-        """Up to `max_items`, waiting at most `timeout_s` for the first one."""
+    def take(self, max_items: int, timeout_s: float, *, at_least: int = 1) -> list[Inbound]:
+        """Up to `max_items`, waiting at most `timeout_s` until `at_least` are there."""
         with self._not_empty:
-            if not self._items and timeout_s > 0:
+            wanted = max(1, min(at_least, self.max_messages))
+            if len(self._items) < wanted and timeout_s > 0 and not self._closed:
+                self._wanted = wanted
                 self._not_empty.wait(timeout_s)
+                self._wanted = self._NOBODY
             count = min(max_items, len(self._items))
             taken = [self._items.popleft() for _ in range(count)]
             self._bytes -= sum(len(item.payload) for item in taken)
@@ -514,7 +525,9 @@ class Ingester:
             remaining_s = deadline - time.monotonic()
             if rows >= ingest.batch_rows or remaining_s <= 0:
                 return batch
-            taken = self._inbox.take(min(_TAKE_MAX, ingest.batch_rows - rows), remaining_s)
+            # sleep until the batch can fill up or its time is up, not message by message
+            need = min(_TAKE_MAX, ingest.batch_rows - rows)
+            taken = self._inbox.take(need, remaining_s, at_least=need)
             if not taken:
                 return batch
 
