@@ -202,3 +202,20 @@ def test_seen_memory_writes_when_stale_or_battery_changed():
     assert memory.due({5: None, 2: None}, 1030.0) == []
     assert memory.due({5: 3.1, 2: None}, 1030.0) == [(5, pytest.approx(3.1))]
     assert memory.due({5: None, 2: None}, 1060.0) == [(2, None), (5, None)]
+
+
+def test_inbox_taker_sleeps_until_what_it_waits_for_is_there():
+    inbox = Inbox(max_messages=100, max_bytes=1 << 20)
+    taken: list[list[Inbound]] = []
+    thread = threading.Thread(target=lambda: taken.append(inbox.take(10, 30, at_least=3)))
+    thread.start()
+    inbox.put(item(b"1"))
+    inbox.put(item(b"2"))
+    thread.join(0.2)
+    assert thread.is_alive()           # two of three: still asleep
+    inbox.put(item(b"3"))
+    thread.join(5)
+    assert taken == [[item(b"1"), item(b"2"), item(b"3")]]
+    # and at its deadline it takes what there is
+    inbox.put(item(b"4"))
+    assert inbox.take(10, 0.05, at_least=5) == [item(b"4")]
