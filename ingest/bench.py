@@ -63,6 +63,8 @@ def main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--backlog", type=int, default=0,
                         help="also time the drain of this many readings published while"
                         " the ingester is stopped")
+    parser.add_argument("--ingesters", type=int, default=1,
+                        help="run this many ingesters on one shared subscription")
     parser.add_argument("--max-inflight", type=int, default=2000)
     parser.add_argument("--probe-every", type=int, default=20)
     parser.add_argument("--phases", default="fixed,max", help="which of fixed,max to run")
@@ -88,8 +90,13 @@ def main(argv: list[str], settings: Settings) -> int:
         keys = _register(db, args.devices, args.gateways)
         load = Load(keys, mix / mix.sum(), gateways=args.gateways,
                     prefix=f"lkbench/{uuid.uuid4().hex[:8]}", probe_every=args.probe_every)
-        ingester = IngesterProcess(db, mqtt_url, load.prefix, settings)
-        print(f"devices={args.devices} gateways={args.gateways} mix={args.mix}"
+        shared = "bench" if args.ingesters > 1 else None
+        ingester = Members([
+            IngesterProcess(db, mqtt_url, load.prefix, shared=shared, member=n)
+            for n in range(args.ingesters)
+        ])
+        print(f"ingesters={args.ingesters} devices={args.devices} gateways={args.gateways}"
+              f" mix={args.mix}"
               f" (mean {load.mean_readings:.2f} readings/message) max_inflight={args.max_inflight}")
         with Publisher(mqtt_url, max_inflight=args.max_inflight) as publisher, \
                 Prober(db) as prober:
@@ -201,7 +208,7 @@ class Load:
         return self.topics[i], orjson.dumps(body), count, (self.keys[self.devices[i]], last)
 
     def run(
-        self, publisher: Publisher, prober: Prober, ingester: IngesterProcess, *,
+        self, publisher: Publisher, prober: Prober, ingester: Members, *,
         rate: float | None, seconds: float, label: str,
     ) -> PhaseResult:
         stored_before = ingester.stored()
@@ -287,14 +294,17 @@ class Prober:
 class IngesterProcess:
     """`python -m lovekey ingest` on the scratch database, with a metrics port to read."""
 
-    def __init__(self, db: str, mqtt_url: str, prefix: str, settings: Settings) -> None:
+    def __init__(
+        self, db: str, mqtt_url: str, prefix: str, *, shared: str | None = None, member: int = 0
+    ) -> None:
         self.port = free_port()
+        self.shared = shared
         self.env = {
             **os.environ,
             "LOVEKEY_DATABASE_URL": db,
             "LOVEKEY_MQTT_URL": mqtt_url,
             "LOVEKEY_MQTT__TOPIC_PREFIX": prefix,
-            "LOVEKEY_MQTT__CLIENT_ID": "lovekey-bench-" + prefix.rsplit("/", 1)[-1],
+            "LOVEKEY_MQTT__CLIENT_ID": f"lovekey-bench-{prefix.rsplit('/', 1)[-1]}-{member}",
             "LOVEKEY_MQTT__SESSION_EXPIRY_S": "600",
             "LOVEKEY_INGEST__METRICS_PORT": str(self.port),
             "LOVEKEY_INGEST__SUMMARY_INTERVAL_S": "10",
@@ -307,6 +317,8 @@ class IngesterProcess:
     @contextmanager
     def running(self, *, profile: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
         command = [sys.executable, "-m", "lovekey", "ingest"]
+        if self.shared:
+            command += ["--shared", self.shared, "--client-id", self.env["LOVEKEY_MQTT__CLIENT_ID"]]
         self.profiling = bool(profile)
         if profile:
             spy = Path(sys.executable).with_name("py-spy")
@@ -389,8 +401,62 @@ class IngesterProcess:
         return int(kids[0]) if kids else None
 
 
+class Members:
+    """N ingesters on one `$share` group, read as one (counters summed, memory per process)."""
+
+    def __init__(self, members: list[IngesterProcess]) -> None:
+        self.members = members
+
+    @property
+    def last_peak_mb(self) -> float:
+        return max(m.last_peak_mb for m in self.members)
+
+    @contextmanager
+    def running(self, *, profile: str | None = None) -> Iterator[None]:
+        with ExitStack() as stack:
+            for n, member in enumerate(self.members):
+                stack.enter_context(member.running(profile=profile if n == 0 else None))
+            yield
+
+    def wait_ready(self, publisher: Publisher, load: Load) -> None:
+        """Every member answers and has written something (the group shares the stream)."""
+        if len(self.members) == 1:
+            self.members[0].wait_ready(publisher, load)
+            return
+        wait_for(lambda: all(_stored_or_none(m) is not None for m in self.members),
+                 timeout_s=60, interval_s=0.2)
+        before = [m.stored() for m in self.members]
+
+        def all_writing() -> bool:
+            topic, payload, _, _ = load.message()
+            publisher.publish(topic, payload)
+            return all(m.stored() > b for m, b in zip(self.members, before, strict=True))
+
+        wait_for(all_writing, timeout_s=60, interval_s=0.1)
+
+    def counters(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for member in self.members:
+            for key, value in member.counters().items():
+                total[key] = total.get(key, 0.0) + value
+        return total
+
+    def stored(self) -> float:
+        return sum(m.stored() for m in self.members)
+
+    def catch_up(self, load: Load) -> None:
+        for member in self.members:
+            member.catch_up(load)
+
+    def peak_rss_mb(self) -> float:
+        return max(m.peak_rss_mb() for m in self.members)
+
+    def cpu_s(self) -> float:
+        return sum(m.cpu_s() for m in self.members)
+
+
 def _drain(
-    readings: int, load: Load, publisher: Publisher, ingester: IngesterProcess,
+    readings: int, load: Load, publisher: Publisher, ingester: Members,
     profile: str | None,
 ) -> PhaseResult:
     """Publish a backlog while the ingester is down, then time how fast it is written.
@@ -417,7 +483,14 @@ def _drain(
                        ingester_cpu_s=cpu, note="(drained from the broker, publisher idle)")
 
 
-def _stored_or_zero(ingester: IngesterProcess) -> float:
+def _stored_or_none(member: IngesterProcess) -> float | None:
+    try:
+        return member.stored()
+    except OSError:
+        return None
+
+
+def _stored_or_zero(ingester: Members) -> float:
     try:
         return ingester.stored()
     except OSError:
