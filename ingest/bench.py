@@ -33,17 +33,16 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import orjson
 import psycopg
-from psycopg import sql
 
 from config import Settings
 from ingest.broker import find_mosquitto, free_port, start_mosquitto
 from ingest.testing import Publisher, wait_for
-from storage import connect, database_url, migrate
+from storage import connect, database_url
+from storage.scratch import scratch_database
 
 # message shapes: (readings per message, minutes between them) — a minute meter's single
 # reading, an hourly NB-IoT report of 15-minute frozen values, a daily report of hours
@@ -78,7 +77,9 @@ def main(argv: list[str], settings: Settings) -> int:
 
     with ExitStack() as stack:
         server_url = stack.enter_context(database_url(settings))
-        db = stack.enter_context(_scratch_database(server_url, keep=args.keep))
+        db = stack.enter_context(
+            scratch_database(server_url, "ingest", storage=settings.storage, keep=args.keep)
+        )
         mqtt_url = settings.mqtt_url
         if mqtt_url is None:
             binary = find_mosquitto()
@@ -521,25 +522,3 @@ def _register(db: str, devices: int, gateways: int) -> dict[str, int]:
         rows = conn.execute("SELECT id, key FROM device").fetchall()
         conn.commit()
     return {row[0]: row[1] for row in rows}
-
-
-@contextmanager
-def _scratch_database(server_url: str, *, keep: bool) -> Iterator[str]:
-    name = f"lk_bench_ingest_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    parts = urlsplit(server_url)
-    url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
-    try:
-        with connect(url, autocommit=True) as conn:
-            from config import load_settings
-
-            migrate(conn, load_settings(environ={}).storage)
-        yield url
-    finally:
-        if keep:
-            print(f"kept scratch database {name}")
-        else:
-            with psycopg.connect(server_url, autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))

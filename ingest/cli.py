@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
 from config import Settings
@@ -43,11 +41,12 @@ def add_commands(subparsers: Any) -> None:
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.broker import broker_url
     from ingest.ingester import Ingester
+    from lovekey.signals import stop_on_signals
     from storage import connect, database_url, migrate
 
     stop = threading.Event()
     with ExitStack() as stack:
-        stack.enter_context(_stop_on_signals(stop))
+        stack.enter_context(stop_on_signals(stop))
         db_url = stack.enter_context(database_url(settings))
         with connect(db_url, autocommit=True) as conn:
             migrate(conn, settings.storage)
@@ -61,17 +60,3 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT finish the batch in hand, then stop; the previous handlers return."""
-
-    def handler(signum: int, frame: object) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

@@ -38,7 +38,8 @@ import psycopg
 
 from config import Settings
 from lovekey.redact import redact_phone
-from lovekey.run import open_services, run_pipeline, stop_on_signals
+from lovekey.run import open_services, run_pipeline
+from lovekey.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
-import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from config import Settings
+from lovekey.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +70,6 @@ def open_services(stack: ExitStack, settings: Settings, *, need_broker: bool = T
     return db_url, mqtt_url
 
 
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set `stop`; the previous handlers come back afterwards."""
-
-    def handler(signum: int, frame: object) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 async def run_pipeline(
     settings: Settings,
     db_url: str,
@@ -107,8 +92,8 @@ async def run_pipeline(
         jobs["console"] = lambda: _console(settings, db_url, astop)
     if "maintain" in parts:
         jobs["maintain"] = lambda: _maintain(settings, db_url, astop)
-    for name, job in (extra or {}).items():
-        jobs[name] = lambda job=job: job(astop)  # type: ignore[misc]
+    for name, part in (extra or {}).items():
+        jobs[name] = functools.partial(part, astop)
 
     async def guarded(name: str, job: Callable[[], Awaitable[None]]) -> None:
         try:
