@@ -35,6 +35,8 @@ RESIDENT_KINDS = ("low_usage", "routine_break", "running_tap", "leak")
 METER_KINDS = ("meter_silent",)
 GATEWAY_KINDS = ("gateway_offline",)
 KINDS = RESIDENT_KINDS + METER_KINDS + GATEWAY_KINDS
+# a leaking meter's flow read through a whole-litre register wobbles by up to a litre
+LEAK_READING_SLACK_L = 0.5
 # a gateway is inferred offline when all of its meters are silent, if it has at least this many
 GATEWAY_INFERENCE_MIN_METERS = 2
 
@@ -422,8 +424,9 @@ class Detector:
 
     def _track_leaks(self, leaking: BOOL, hz: I64) -> None:
         """A leak's constant flow is not the resident using water: while a meter leaks, only
-        use above its leak (the least any bucket of the last `leak_limit` took) counts as
-        use, and windows are measured net of it. Back to zero when the leak stops."""
+        use above its leak (the median bucket of the last `leak_limit`, plus the slack of a
+        whole-litre register) counts as use, and
+        windows are measured net of it. Back to zero when the leak stops."""
         ring = self.ring
         stopped = (ring.baseline_l > 0) & ~leaking
         ring.baseline_l[stopped] = 0.0
@@ -443,8 +446,14 @@ class Detector:
         usage = ring.usage_matrix(first, int(last.max()) - first + 1)[:, meters]
         offsets = np.arange(usage.shape[0])[:, None] + first
         inside = (offsets > (last - span)[None, :]) & (offsets <= last[None, :])
-        floor = np.nanmin(np.where(inside, usage, np.inf), axis=0)
-        ring.baseline_l[meters] = np.where(np.isfinite(floor), np.maximum(floor, 0.0), 0.0)
+        # the median bucket (a leak runs in most of them) plus half a litre: through a
+        # whole-litre register 2.1 L a bucket reads 2, 3, 2, 2, 3 L, and a 3 is not use
+        window = np.where(inside & ~np.isnan(usage), usage, np.nan)
+        known = (~np.isnan(window)).any(axis=0)
+        level = np.zeros(meters.size, np.float32)
+        if known.any():
+            level[known] = np.nanmedian(window[:, known], axis=0) + LEAK_READING_SLACK_L
+        ring.baseline_l[meters] = np.maximum(level, 0.0)
 
     def _to_meters(self, per_resident: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
         """A per-resident array seen per meter (`fill` for meters of nobody)."""
