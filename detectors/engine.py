@@ -341,11 +341,20 @@ class Detector:
         routine_clear = self._recovered(hz, st.routine_clear_l)
 
         # running_tap: every bucket above the rate for the limit; leak: no dry hour for a day
+        # A run counts only when its newest bucket was seen to flow (buckets older than the
+        # ring are never seen: a backlog from days ago is no run at all), and only on data
+        # recent enough to be happening now: a meter's data may lag by its reporting
+        # interval, but flow that ended longer ago than the rule's own limit is history
+        lag_s = now_s - hz
         tap_from = np.maximum(runs.last_calm_end, known_start)
-        tap_cond = (hz - tap_from) >= params.tap_limit_s
+        tap_cond = ((hz - tap_from) >= params.tap_limit_s) & (runs.last_flow_end >= hz) & (
+            lag_s <= params.report_interval_s + params.tap_limit_s
+        )
         tap_clear = (hz - runs.last_flow_end) >= int(st.running_tap_clear_min * 60)
         leak_from = np.maximum(runs.last_dry_end, known_start)
-        leak_cond = (hz - leak_from) >= params.leak_limit_s
+        leak_cond = ((hz - leak_from) >= params.leak_limit_s) & (runs.last_wet_end >= hz) & (
+            lag_s <= params.report_interval_s + params.leak_limit_s
+        )
         self._track_leaks(leak_cond, hz)
         # the newest dry hour window ends `leak_clear_h` after the flow stopped
         leak_clear_s = max(bs, int(st.leak_clear_h * 3600) - ring.flow_buckets * bs + bs)

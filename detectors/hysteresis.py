@@ -6,7 +6,9 @@ A sweep passes three masks:
 - `raise_when`: the alert condition holds now;
 - `clear_when`: the subject has *clearly* recovered (a stricter test than "the condition does
   not hold": e.g. 15 L used where the alarm is below 10 L, or half an hour below a rate);
-- `hold`: nothing can be said now (no data, resident away): neither raise nor clear.
+- `hold`: nothing can be said now (no data, resident away): neither raise nor clear. A
+  subject for which `raise_when` and `clear_when` both hold is held too, so a sweep with the
+  same evidence as the last one never changes its decision.
 
 An idle subject is raised after `raise_after` consecutive sweeps with `raise_when`; an active
 one is cleared after `clear_after` consecutive sweeps with `clear_when`. Between the two
@@ -48,9 +50,11 @@ class AlertState:
         self.clear_after = clear_after
 
     def step(self, raise_when: BOOL, clear_when: BOOL, hold: BOOL | None = None) -> Step:
-        if hold is not None:
-            raise_when = raise_when & ~hold
-            clear_when = clear_when & ~hold
+        # both at once is contradictory evidence: acting on it would raise an idle subject
+        # and clear an active one, so the same data would flip the state on every sweep
+        hold = raise_when & clear_when if hold is None else hold | (raise_when & clear_when)
+        raise_when = raise_when & ~hold
+        clear_when = clear_when & ~hold
         if self.raise_after == 1 and self.clear_after == 1:  # no streaks to keep
             raised = np.flatnonzero(raise_when & ~self.active).astype(np.int64)
             cleared = np.flatnonzero(clear_when & self.active).astype(np.int64)

@@ -247,6 +247,19 @@ def test_hysteresis_raises_after_and_clears_only_on_clear_recovery() -> None:
     assert s.step(cond, no, hold=np.array([True, False])).raised.size == 0
 
 
+def test_hysteresis_holds_when_the_condition_and_its_clearing_both_hold() -> None:
+    # contradictory evidence must not raise an idle subject nor clear an active one, or the
+    # same data would flip the state on every sweep
+    s = AlertState(2)
+    s.active[1] = True
+    both = np.ones(2, bool)
+    for _ in range(3):
+        step = s.step(both, both)
+        assert step.raised.size == 0
+        assert step.cleared.size == 0
+    assert s.active.tolist() == [False, True]
+
+
 # -- per-meter thresholds ---------------------------------------------------------------------
 
 
@@ -389,6 +402,16 @@ def test_running_tap_after_two_hours_and_clears_after_half_an_hour_below_rate() 
     assert len(h.events("running_tap")) == 1
     h.run(0.5, 1.0)
     assert h.events("running_tap")[-1][2] == "clear"
+
+
+def test_a_running_tap_in_a_backlog_that_ended_hours_ago_is_not_raised_now() -> None:
+    # a gateway back from an outage delivers 4 h of 3 L/min that ended 10 h ago
+    h = Home(1)
+    ts = h.t + BS * np.arange(1, 17)
+    now = int(ts[-1]) + 10 * 3600
+    h.det.apply([0] * ts.size, ts, 1000.0 + 45.0 * np.arange(ts.size), [now] * ts.size)
+    for k in range(3):  # and sweeps that bring nothing new change nothing
+        assert [c for c in h.det.sweep(now + 10 * k) if c.kind == "running_tap"] == []
 
 
 def test_leak_is_a_day_of_flow_that_never_stops() -> None:

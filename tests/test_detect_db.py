@@ -320,3 +320,46 @@ def test_routine_break_through_the_database_with_learned_days_saved(
     saved = conn.execute("SELECT count(*) FROM detector_day WHERE device_key = %s", (key,)).fetchone()
     assert saved is not None
     assert saved[0] >= 14
+
+
+def test_a_backlog_of_old_flow_from_a_meter_back_after_days_does_not_flap(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A gateway back from an outage delivers the readings its meter took before it fell
+    silent days ago (ts days old, received now). Flow that ended days ago is no running tap
+    now, and sweeps that bring no new data must not change what the one before decided."""
+    keys = add_resident(conn, "R-1")
+    key = keys["water_meter"]
+    silent_from = NOW.replace(minute=0) - timedelta(days=3)
+    # dry hours long ago, received at the time; then 4 h at 5 L/min held back by the gateway
+    total = add_readings(conn, key, silent_from - timedelta(hours=10),
+                         silent_from - timedelta(hours=4), 0.0)
+    conn.execute("UPDATE device SET last_seen = %s WHERE key = %s",
+                 (silent_from - timedelta(hours=4), key))
+    conn.commit()
+    service = DetectorService(make_settings_for(conn), shard=Shard())
+    now = datetime.now(UTC)
+    service.start(conn, now)
+    conn.commit()
+    service.sweep(conn, now)
+    conn.commit()
+    backlog = []
+    t = silent_from - timedelta(hours=4)
+    while t <= silent_from:
+        backlog.append((t, total, key))
+        total += 75.0
+        t += timedelta(minutes=5)
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)",
+                        backlog)
+    conn.execute("UPDATE device SET last_seen = %s WHERE key = %s", (silent_from, key))
+    conn.commit()
+    changes = []
+    for i in range(1, 7):
+        changes += [(c.action, c.kind) for c in
+                    service.sweep(conn, now + timedelta(seconds=10 * i))]
+        conn.commit()
+    kinds = [kind for _, kind in changes]
+    assert all(kinds.count(kind) <= 1 for kind in set(kinds)), changes
+    assert ("raise", "running_tap") not in changes
+    assert ("raise", "leak") not in changes
