@@ -2,7 +2,8 @@
 
 `register_devices` writes the few registry rows a device needs; `Publisher` is a QoS 1
 publisher that caps what it has in flight (an uncapped paho publisher stalls at 65,535
-outstanding message ids); `wait_for` polls a condition with a deadline.
+outstanding message ids); `wait_for` polls a condition with a deadline; `running_ingester`
+runs an ingester on a thread for the length of a `with` block.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 import psycopg
 
+from config import Settings
+from ingest.ingester import Ingester
 from ingest.mqtt import BrokerAddress, new_client
 
 
@@ -148,3 +152,35 @@ class Publisher:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+
+
+@contextmanager
+def running_ingester(settings: Settings, **kwargs: Any) -> Iterator[Ingester]:
+    """An entered ingester (on `settings.database_url` and `settings.mqtt_url`) whose writer
+    runs on a thread; on exit it is stopped and joined, and an error it raised is re-raised."""
+    if settings.database_url is None or settings.mqtt_url is None:
+        raise ValueError("running_ingester needs database_url and mqtt_url in the settings")
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    with Ingester(settings, settings.database_url, settings.mqtt_url, **kwargs) as ingester:
+
+        def writer() -> None:
+            try:
+                ingester.run(stop)
+            except BaseException as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=writer, name="test-ingest-writer")
+        thread.start()
+        try:
+            if not ingester.subscribed.wait(10):
+                raise TimeoutError("the ingester never subscribed")
+            yield ingester
+        finally:
+            stop.set()
+            thread.join(30)
+    if thread.is_alive():
+        raise RuntimeError("the ingester did not stop within 30 s")
+    if failures:
+        raise failures[0]
+

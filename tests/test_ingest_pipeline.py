@@ -10,13 +10,11 @@ from __future__ import annotations
 import logging
 import random
 import subprocess
-import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +28,7 @@ from config import Settings
 from ingest.broker import free_port
 from ingest.ingester import Ingester
 from ingest.mqtt import BrokerAddress, connect_properties, new_client
-from ingest.testing import Publisher, register_devices, wait_for
+from ingest.testing import Publisher, register_devices, running_ingester, wait_for
 from storage import connect
 from storage.maintenance import existing_partitions
 
@@ -78,34 +76,6 @@ def publisher(mqtt_url: str) -> Iterator[Publisher]:
         yield pub
         for topic in retained:  # leave no retained messages on the shared broker
             original(topic, b"", retain=True)
-
-
-@contextmanager
-def running(settings: Settings, **kwargs: Any) -> Iterator[Ingester]:
-    """An entered ingester whose writer runs in a thread; stopped and checked on exit."""
-    stop = threading.Event()
-    failures: list[BaseException] = []
-    assert settings.database_url is not None
-    assert settings.mqtt_url is not None
-    with Ingester(settings, settings.database_url, settings.mqtt_url, **kwargs) as ingester:
-
-        def writer() -> None:
-            try:
-                ingester.run(stop)
-            except BaseException as exc:
-                failures.append(exc)
-
-        thread = threading.Thread(target=writer, name="test-ingest-writer")
-        thread.start()
-        try:
-            assert ingester.subscribed.wait(10), "the ingester never subscribed"
-            yield ingester
-        finally:
-            stop.set()
-            thread.join(30)
-    assert not thread.is_alive()
-    if failures:
-        raise failures[0]
 
 
 def processed(ingester: Ingester, messages: int, timeout_s: float = 30.0) -> None:
@@ -158,7 +128,7 @@ def test_duplicates_and_out_of_order_store_exactly_the_distinct_readings(
     rows_sent += sum(len(orjson.loads(p).get("readings", [None])) for _, p in repeats)
     messages += repeats
     rng.shuffle(messages)
-    with running(settings_for(db)) as ingester:
+    with running_ingester(settings_for(db)) as ingester:
         for topic, payload in messages:
             publisher.publish(topic, payload)
         processed(ingester, len(messages))
@@ -241,7 +211,7 @@ def test_bad_inputs_are_kept_with_their_reason_and_good_ones_keep_flowing(
         {"ts": (NOW - timedelta(hours=2)).isoformat(), "total_l": -50.0},
         {"ts": (NOW - timedelta(hours=1)).isoformat(), "smoke": 2.0},
     ]})
-    with running(settings_for(db)) as ingester:
+    with running_ingester(settings_for(db)) as ingester:
         for n, (topic, payload, _) in enumerate(corpus):
             publisher.publish(topic, payload)
             publisher.publish(good_topic, reading(NOW - timedelta(minutes=10, seconds=n), n))
@@ -276,7 +246,7 @@ def test_database_outage_holds_messages_and_loses_nothing(
         register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1")])
     topic = f"{topic_prefix}/GW-1/WM-1/reading"
     admin = postgres_factory.admin_url
-    with running(settings_for(db)) as ingester:
+    with running_ingester(settings_for(db)) as ingester:
         for n in range(100):
             publisher.publish(topic, reading(NOW - timedelta(minutes=n), n))
         processed(ingester, 100)
@@ -317,8 +287,8 @@ def test_two_ingesters_on_a_shared_subscription_store_every_reading_once(
     settings = settings_for(db)
     group = "lkt" + uuid.uuid4().hex[:8]
     base = settings.mqtt.client_id
-    with running(settings, shared_group=group, client_id=f"{base}-a") as first, \
-            running(settings, shared_group=group, client_id=f"{base}-b") as second:
+    with running_ingester(settings, shared_group=group, client_id=f"{base}-a") as first, \
+            running_ingester(settings, shared_group=group, client_id=f"{base}-b") as second:
         assert first.topics()[0] == f"$share/{group}/{topic_prefix}/+/+/reading"
         for n in range(100):
             for device in keys:
@@ -339,7 +309,7 @@ def test_a_reading_published_by_mosquitto_pub_is_stored(db, settings_for, mqtt_u
         keys = register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1")])
     address = urlsplit(mqtt_url)
     ts = NOW - timedelta(minutes=1)
-    with running(settings_for(db)) as ingester:
+    with running_ingester(settings_for(db)) as ingester:
         subprocess.run(
             ["mosquitto_pub", "-h", address.hostname or "127.0.0.1",
              "-p", str(address.port or 1883), "-V", "mqttv5", "-q", "1",
@@ -376,7 +346,7 @@ def test_away_and_home_buttons_set_the_resident_status_and_events_notify(
 
     away_at = NOW - timedelta(minutes=30)
     with psycopg.connect(db, autocommit=True) as listener, \
-            running(settings_for(db, away_default_h=48)) as ingester:
+            running_ingester(settings_for(db, away_default_h=48)) as ingester:
         listener.execute("LISTEN lovekey_events")
         event("AW-1", "away", away_at)
         event("AW-2", "away", away_at)
@@ -413,7 +383,7 @@ def test_gateway_status_and_last_seen(db, settings_for, publisher, topic_prefix)
                          " FROM gateway")
         return {row[0]: row[1:] for row in rows}
 
-    with running(settings_for(db)) as ingester:
+    with running_ingester(settings_for(db)) as ingester:
         publisher.publish(f"{topic_prefix}/GW-1/status", b"online", retain=True)
         publisher.publish(f"{topic_prefix}/GW-2/WM-2/reading", reading(NOW, 1.0))
         processed(ingester, 2)
@@ -442,7 +412,7 @@ def test_refused_rows_are_kept_and_missing_partitions_are_created(
             sql.Identifier(current[0])))
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(current[0])))
     topic = f"{topic_prefix}/GW-1/WM-1/reading"
-    with running(settings_for(db, batch_ms=300)) as ingester:
+    with running_ingester(settings_for(db, batch_ms=300)) as ingester:
         for n in range(20):
             publisher.publish(topic, reading(NOW - timedelta(minutes=n), 10.0 * n))
         publisher.publish(topic, reading(NOW - timedelta(seconds=30), 5e6))
@@ -459,7 +429,7 @@ def test_metrics_endpoint(db, settings_for, publisher, topic_prefix):
     with connect(db) as conn:
         register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1")])
     port = free_port()
-    with running(settings_for(db, metrics_port=port)) as ingester:
+    with running_ingester(settings_for(db, metrics_port=port)) as ingester:
         for n in range(3):
             publisher.publish(f"{topic_prefix}/GW-1/WM-1/reading", reading(NOW, float(n)))
         publisher.publish(f"{topic_prefix}/GW-1/WM-1/reading", b"?")
@@ -482,7 +452,7 @@ def test_readings_events_and_duplicates_on_each_backend(
         register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1"),
                                 ("GAS-1", "GW-1", "gas", "R-1")])
     meter = f"{topic_prefix}/GW-1/WM-1/reading"
-    with running(settings_for(db)) as ingester:
+    with running_ingester(settings_for(db)) as ingester:
         for n in range(30):
             publisher.publish(meter, reading(NOW - timedelta(days=n), float(n)))
         publisher.publish(meter, orjson.dumps({"readings": [
@@ -507,9 +477,9 @@ def test_retiring_a_shared_member_writes_what_its_session_held(
     settings = settings_for(db)
     group = "lkt" + uuid.uuid4().hex[:8]
     gone = f"{settings.mqtt.client_id}-gone"
-    with running(settings, shared_group=group, client_id=gone):
+    with running_ingester(settings, shared_group=group, client_id=gone):
         pass  # joined the group, then left for good: its session stays and gets its share
-    with running(settings, shared_group=group, client_id=f"{settings.mqtt.client_id}-a") as a:
+    with running_ingester(settings, shared_group=group, client_id=f"{settings.mqtt.client_id}-a") as a:
         for n in range(200):
             publisher.publish(f"{topic_prefix}/GW-1/WM-{n % 10}/reading",
                               reading(NOW - timedelta(minutes=n), float(n)))
@@ -520,7 +490,7 @@ def test_retiring_a_shared_member_writes_what_its_session_held(
     waiting = 200 - live_share
     assert query(db, "SELECT count(*) FROM water_reading") == [(live_share,)]
     assert waiting > 0, "the broker gave everything to the live member"
-    with running(settings, shared_group=group, client_id=gone, retire=True) as retiring:
+    with running_ingester(settings, shared_group=group, client_id=gone, retire=True) as retiring:
         wait_for(lambda: retiring.retired, timeout_s=30)
         assert retiring.metrics.acked == waiting
     assert query(db, "SELECT count(*) FROM water_reading") == [(200,)]

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,8 +20,7 @@ import orjson
 import pytest
 
 from config import Settings
-from ingest.ingester import Ingester
-from ingest.testing import Publisher, wait_for
+from ingest.testing import Publisher, running_ingester, wait_for
 from lovekey.cli import main
 from simulator import INCIDENT_KINDS, Scenario, World
 from simulator.incidents import LOCAL
@@ -32,32 +30,6 @@ from storage import connect
 pytestmark = pytest.mark.slow
 
 RESIDENTS, SEED, DAYS = 40, 21, 1.0
-
-
-@contextmanager
-def ingesting(settings: Settings) -> Iterator[Ingester]:
-    stop = threading.Event()
-    failures: list[BaseException] = []
-    assert settings.database_url is not None
-    assert settings.mqtt_url is not None
-    with Ingester(settings, settings.database_url, settings.mqtt_url) as ingester:
-
-        def writer() -> None:
-            try:
-                ingester.run(stop)
-            except BaseException as exc:
-                failures.append(exc)
-
-        thread = threading.Thread(target=writer, name="test-sim-ingest")
-        thread.start()
-        try:
-            assert ingester.subscribed.wait(10), "the ingester never subscribed"
-            yield ingester
-        finally:
-            stop.set()
-            thread.join(30)
-    if failures:
-        raise failures[0]
 
 
 def rows(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -135,7 +107,7 @@ def test_a_simulated_day_lands_in_the_database_exactly_as_sent(
                                               "duplicate_messages"}
 
     try:
-        with ingesting(settings) as ingester:
+        with running_ingester(settings) as ingester:
             assert main(["simulate", *common]) == 0
             wait_for(lambda: ingester.metrics.acked >= len(sent), timeout_s=60)
     finally:
