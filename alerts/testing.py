@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from alerts.chains import ChainBook
-from alerts.channels import AppriseSender
+from alerts.channels import ChannelSender
 from alerts.dispatch import DispatchContext, DispatchReport, dispatch_once
 from alerts.escalate import EscalationContext, escalate_once
 from alerts.store import AlertCandidate, raise_alerts
@@ -42,6 +42,9 @@ class Received:
     body: dict[str, Any]
     at_monotonic: float
     at_wall: float
+    method: str = "POST"
+    target: str = ""      # the request target as sent: path and query
+    raw: bytes = b""      # the body as sent
 
     @property
     def message(self) -> str:
@@ -67,6 +70,8 @@ class FakeProvider:
 
     def __init__(self, *, hold_s: float = 0.0) -> None:
         self.hold_s = hold_s
+        self.connections = 0  # TCP connections accepted
+        self._clients: set[asyncio.Task[Any]] = set()
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._scripts: dict[str, _Script] = {}
@@ -90,13 +95,24 @@ class FakeProvider:
         self._ready.set()
         async with server:
             await self._stopped.wait()
+        # kept-alive connections (the client's pool) are closed by the server, as a real one does
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        with self._lock:
+            self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                path = lines[0].split(" ")[1] if len(lines[0].split(" ")) > 1 else "/"
+                request_line = lines[0].split(" ")
+                method = request_line[0]
+                path = request_line[1] if len(request_line) > 1 else "/"
                 headers = {}
                 for line in lines[1:]:
                     if ":" in line:
@@ -107,7 +123,7 @@ class FakeProvider:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"raw": raw.decode("utf-8", "replace")}
-                status = self._record(path, headers, body)
+                status = self._record(path, headers, body, method=method, raw=raw)
                 if self.hold_s:
                     await asyncio.sleep(self.hold_s)
                 close = headers.get("connection", "").lower() == "close"
@@ -119,10 +135,11 @@ class FakeProvider:
                 await writer.drain()
                 if close:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
+            self._clients.discard(task)
 
     @property
     def port(self) -> int:
@@ -159,7 +176,15 @@ class FakeProvider:
         with self._lock:
             self._scripts["/" + path_prefix.lstrip("/")] = _Script(list(statuses))
 
-    def _record(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> int:
+    def _record(
+        self,
+        path: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        *,
+        method: str = "POST",
+        raw: bytes = b"",
+    ) -> int:
         with self._lock:
             self._received.append(
                 Received(
@@ -168,6 +193,9 @@ class FakeProvider:
                     body,
                     time.monotonic(),
                     time.time(),
+                    method=method,
+                    target=path,
+                    raw=raw,
                 )
             )
             self._arrived.notify_all()
@@ -312,15 +340,17 @@ def at_local(text: str, zone: str = "Asia/Shanghai") -> datetime:
 
 # --- a rig that runs escalation and dispatch by hand, with a fake clock --------------------
 
-_SENDER: list[AppriseSender] = []  # built once per process: loading Apprise's plugins is slow
+# built once per process and kind (loading Apprise's plugins is slow)
+_SENDERS: dict[bool, ChannelSender] = {}
 
 TEST_SECRET = b"test-secret-0123456789abcdef"
 
 
-def shared_sender() -> AppriseSender:
-    if not _SENDER:
-        _SENDER.append(AppriseSender())
-    return _SENDER[0]
+def shared_sender(*, keepalive: bool = True) -> ChannelSender:
+    """The worker's sender; `keepalive=False`: everything through Apprise."""
+    if keepalive not in _SENDERS:
+        _SENDERS[keepalive] = ChannelSender(keepalive=keepalive)
+    return _SENDERS[keepalive]
 
 
 @dataclass
@@ -338,7 +368,9 @@ class DeliveryRig:
         total = DispatchReport()
         while True:
             report = dispatch_once(
-                self.conn, self.log_conn, shared_sender(), self.dispatch, lambda: now
+                self.conn, self.log_conn,
+                shared_sender(keepalive=self.settings.alerts.keepalive_webhooks),
+                self.dispatch, lambda: now,
             )
             if not report.claimed:
                 return total
@@ -386,7 +418,8 @@ def delivery_rig(
     ):
         conn.execute(
             "TRUNCATE delivery_attempt, alert_outbox, alert_history, alert, contact,"
-            " community_contact, device, gateway, resident, household, grid, community"
+            " community_contact, water_reading, device, gateway, resident, household, grid,"
+            " community"
             " RESTART IDENTITY CASCADE"
         )
         seed_resident(conn, "R-1", name="王秀英", address="幸福里3-2-101",

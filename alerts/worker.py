@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 
 from alerts.chains import ChainBook
-from alerts.channels import AppriseSender, Sender
+from alerts.channels import ChannelSender, Sender
 from alerts.dispatch import DispatchContext, dispatch_once
 from alerts.escalate import EscalationContext, escalate_once
 from config import Settings
@@ -122,7 +122,11 @@ class AlertWorker:
         a = self.settings.alerts
         self.chains = ChainBook.load(a.chains_file)
         if self._sender is None:
-            self._sender = await asyncio.to_thread(AppriseSender)
+            sender = await asyncio.to_thread(
+                ChannelSender, keepalive=a.keepalive_webhooks, connections=a.send_threads
+            )
+            self._stack.callback(sender.close)
+            self._sender = sender
         loop = asyncio.get_running_loop()
         # threads for blocking DB passes: one per dispatcher, escalation, digest, spare
         loop.set_default_executor(ThreadPoolExecutor(a.dispatchers + 4, "lovekey-alerts-db"))

@@ -23,13 +23,18 @@ from config import Settings
 T0 = at_local("2025-03-01 09:00")
 
 
-@pytest.fixture
-def world(database_url: str, make_settings: Callable[..., Settings]) -> Iterator[DeliveryRig]:
+@pytest.fixture(params=[True, False], ids=["keepalive", "apprise"])
+def world(
+    request: pytest.FixtureRequest, database_url: str, make_settings: Callable[..., Settings]
+) -> Iterator[DeliveryRig]:
+    """Every test runs with json:// sent over kept-alive connections (the default) and with
+    everything through Apprise."""
     with FakeProvider() as fake:
         settings = make_settings(
             database_url=database_url,
             alerts={"sms_url": fake.sms_template(), "retry_base_s": 10,
-                    "public_base_url": "https://lk.example"},
+                    "public_base_url": "https://lk.example",
+                    "keepalive_webhooks": request.param},
         )
         with delivery_rig(database_url, settings, fake) as rig:
             yield rig

@@ -1,0 +1,150 @@
+"""The kept-alive json:// sender against Apprise's own json:// plugin, on a local HTTP receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from alerts.channels import AppriseSender, ChannelSender, Outgoing
+from alerts.testing import FakeProvider, Received, shared_sender
+from alerts.webhook import KeepAliveJsonSender
+from lovekey.errors import DeliveryError
+
+TITLE = "【LoveKey】王秀英 12小时未用水"
+BODY = "幸福里3-2-101 王秀英 自 09:00 起未用水。请查看: https://lk.example/a/Xy_z-1"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    with FakeProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+def apprise_sender() -> AppriseSender:
+    return shared_sender(keepalive=False)._apprise
+
+
+@pytest.fixture
+def keepalive() -> Iterator[KeepAliveJsonSender]:
+    sender = KeepAliveJsonSender(connections=4)
+    yield sender
+    sender.close()
+
+
+def _only(fake: FakeProvider) -> Received:
+    received = fake.received()
+    assert len(received) == 1
+    fake.clear()
+    return received[0]
+
+
+# the URL forms a deployment uses: a plain webhook, an SMS gateway template once filled in,
+# payload fields renamed, dropped and added, GET parameters, another method, credentials
+URL_TAILS = [
+    "hook/a",
+    "sms/8613800000002?:to=%2B8613800000002&+Idempotency-Key=lovekey-7-sms",
+    "gw/send?:message=content&:title=&:sign=LoveKey&-token=s3cr%26t&+X-Api-Key=k1",
+    "gw/put?method=PUT&+Content-Type=application/json%3B%20charset=utf-8",
+    "gw/slow?rto=2.5&cto=1&redirect=no",
+]
+
+
+@pytest.mark.parametrize("tail", URL_TAILS)
+def test_same_request_as_apprise_json(
+    fake: FakeProvider, apprise_sender: AppriseSender, keepalive: KeepAliveJsonSender, tail: str
+) -> None:
+    url = fake.url(tail)
+    apprise_sender(Outgoing("push:0", url, TITLE, BODY))
+    theirs = _only(fake)
+    assert keepalive.send("push:0", url, TITLE, BODY) is True
+    ours = _only(fake)
+
+    assert (ours.method, ours.target) == (theirs.method, theirs.target)
+    assert ours.raw == theirs.raw                      # the JSON body, byte for byte
+    assert ours.body == theirs.body
+    names = {"user-agent", "content-type", "idempotency-key", "x-api-key", "authorization"}
+    assert {k: v for k, v in ours.headers.items() if k in names} == {
+        k: v for k, v in theirs.headers.items() if k in names
+    }
+
+
+def test_credentials_are_sent_as_basic_auth_like_apprise(
+    fake: FakeProvider, apprise_sender: AppriseSender, keepalive: KeepAliveJsonSender
+) -> None:
+    url = f"json://gw%40user:p%40ss@127.0.0.1:{fake.port}/auth"
+    apprise_sender(Outgoing("sms", url, TITLE, BODY))
+    theirs = _only(fake)
+    keepalive.send("sms", url, TITLE, BODY)
+    ours = _only(fake)
+    assert ours.headers["authorization"] == theirs.headers["authorization"]
+    assert ours.headers["authorization"].startswith("Basic ")
+
+
+def test_connections_are_kept_alive(fake: FakeProvider, keepalive: KeepAliveJsonSender) -> None:
+    for i in range(20):
+        assert keepalive.send("push:0", fake.url(f"hook/{i}"), TITLE, BODY)
+    assert len(fake.received()) == 20
+    assert fake.connections == 1
+
+
+def test_apprise_opens_a_connection_per_message(
+    fake: FakeProvider, apprise_sender: AppriseSender
+) -> None:
+    # the reason for the kept-alive sender: Apprise's json:// connects anew every time
+    for i in range(5):
+        apprise_sender(Outgoing("push:0", fake.url(f"hook/{i}"), TITLE, BODY))
+    assert fake.connections == 5
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["hook?format=markdown", "hook?overflow=split", "hook?emojis=yes", "hook?tz=UTC"],
+)
+def test_arguments_it_does_not_mirror_go_through_apprise(
+    fake: FakeProvider, keepalive: KeepAliveJsonSender, tail: str
+) -> None:
+    assert keepalive.send("push:0", fake.url(tail), TITLE, BODY) is False
+    assert fake.received() == []
+    sender = shared_sender(keepalive=True)
+    sender(Outgoing("push:0", fake.url(tail), TITLE, BODY))   # Apprise delivers it instead
+    assert len(fake.received()) == 1
+
+
+def test_other_schemas_are_not_its(fake: FakeProvider, keepalive: KeepAliveJsonSender) -> None:
+    assert keepalive.send("push:0", fake.url("hook", schema="form"), TITLE, BODY) is False
+    assert keepalive.send("push:0", "ntfy://topic", TITLE, BODY) is False
+    assert fake.received() == []
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(500, True), (503, True), (429, True), (408, True),
+                              (404, False), (401, False)],
+)
+def test_provider_errors_are_raised_with_the_status(
+    fake: FakeProvider, keepalive: KeepAliveJsonSender, status: int, retryable: bool
+) -> None:
+    fake.script("hook", [status])
+    with pytest.raises(DeliveryError) as info:
+        keepalive.send("push:0", fake.url("hook"), TITLE, BODY)
+    assert info.value.retryable is retryable
+    assert f"error={status}" in info.value.detail
+    assert keepalive.send("push:0", fake.url("hook"), TITLE, BODY)   # next answer is 200
+
+
+@pytest.mark.parametrize("sender_kind", ["keepalive", "apprise"])
+def test_a_provider_that_is_down_is_a_retryable_failure(sender_kind: str) -> None:
+    with FakeProvider() as gone:
+        url = gone.url("hook")
+    sender: ChannelSender = shared_sender(keepalive=sender_kind == "keepalive")
+    with pytest.raises(DeliveryError) as info:
+        sender(Outgoing("push:0", url, TITLE, BODY))
+    assert info.value.retryable
+
+
+def test_invalid_urls_are_permanent_failures(keepalive: KeepAliveJsonSender) -> None:
+    for url in ("json://", "json://127.0.0.1:1/x?method=TRACE", "json://127.0.0.1:1/x?rto=-1"):
+        with pytest.raises(DeliveryError) as info:
+            keepalive.send("push:0", url, TITLE, BODY)
+        assert not info.value.retryable
