@@ -185,7 +185,7 @@ class AlertSettings(_Section):
     processes: int = Field(2, ge=1, le=32)
     dispatchers: int = Field(4, ge=1, le=64)         # concurrent claim/send/record loops each
     batch_size: int = Field(50, ge=1, le=1000)       # notifications claimed per loop at once
-    send_threads: int = Field(16, ge=1, le=256)      # Apprise calls in flight (blocking calls)
+    send_threads: int = Field(16, ge=1, le=256)      # sends in flight (blocking calls)
     # retries on one channel, doubling from retry_base_s up to retry_max_s, then the next channel
     max_attempts_per_channel: int = Field(3, ge=1)
     retry_base_s: float = Field(10.0, gt=0)
