@@ -1,0 +1,86 @@
+"""The oracle bound's core (detectors/bound.py) on hand-made arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.bound import (
+    NEVER,
+    PER_DAY,
+    PER_H,
+    THRESHOLDS,
+    Meter,
+    choose,
+    dry_runs,
+    hour_of,
+    incident_anchors,
+    measure,
+)
+
+
+def _used(*indexes: int, size: int) -> np.ndarray:
+    used = np.zeros(size, dtype=np.bool_)
+    used[list(indexes)] = True
+    return used
+
+
+def test_dry_runs_are_anchored_after_a_use_and_end_at_the_next() -> None:
+    used = _used(0, 3, 5, 6, size=10)
+    anchors, lengths = dry_runs(used, 0, 10)
+    assert anchors.tolist() == [1, 4]          # 5->6 is no run; the run after 6 never ends
+    assert lengths.tolist() == [2, 1]
+    anchors, _ = dry_runs(used, 2, 10)          # anchors in [lo, hi) only
+    assert anchors.tolist() == [4]
+
+
+def test_incidents_continue_the_dry_run_they_start_in() -> None:
+    used = _used(2, 5, 6, size=12)
+    anchors, since = incident_anchors(used, np.array([1, 4, 6, 11]))
+    # 1: before the first use, left out; 4: after the use at 2; 6: the use at 6 is the
+    # incident's own minute, so the last use before it is 5
+    assert anchors.tolist() == [3, 6, 7]
+    assert since.tolist() == [1, 0, 4]
+
+
+def test_hour_of_a_bucket() -> None:
+    assert hour_of(np.array([0, PER_H - 1, PER_H, PER_DAY + 13 * PER_H + 1])).tolist() == [
+        0, 0, 1, 13]
+
+
+def _meter(lengths: list[int], since: list[int]) -> Meter:
+    hour = 10
+    runs = np.array(lengths, dtype=np.int64)
+    needs = np.array(since, dtype=np.int64)
+    return Meter(
+        train_hour=np.full(runs.size, hour), train_length=runs,
+        train_incident_hour=np.full(needs.size, hour), train_incident_since=needs,
+        test_hour=np.full(runs.size, hour), test_length=runs,
+        test_incident_hour=np.full(needs.size, hour), test_incident_since=needs,
+    )
+
+
+def test_free_false_alarms_choose_the_shortest_threshold_and_catch_every_incident() -> None:
+    meter = _meter([PER_H] * 30, [0, PER_H])
+    chosen = choose([meter], 0.0, train_incidents=2, train_months=1.0)
+    assert chosen[0, 10] == THRESHOLDS[0]
+    assert (chosen[0, np.arange(24) != 10] == NEVER).all()     # no incidents there: no rule
+    got = measure([meter], chosen, test_months=1.0)
+    assert got["false_per_resident_month"] == 30                # every ordinary 1 h run alerts
+    assert got["within_3h"] == 1.0
+
+
+def test_a_threshold_just_past_the_ordinary_runs_is_chosen_when_false_alarms_cost() -> None:
+    meter = _meter([PER_H] * 30, [0, PER_H])
+    chosen = choose([meter], 1.0, train_incidents=2, train_months=1.0)
+    assert chosen[0, 10] == PER_H + PER_H // 4               # the first step above 1 h
+    got = measure([meter], chosen, test_months=1.0)
+    assert got["false_per_resident_month"] == 0
+    assert got["within_3h"] == 1.0
+    assert got["median_h"] == 0.75                             # the mean of 1.25 h and 0.25 h
+
+
+def test_when_nothing_is_worth_its_false_alarms_there_is_no_rule() -> None:
+    meter = _meter([PER_H * h for h in range(1, 37)] * 10, [PER_H])
+    chosen = choose([meter], 1000.0, train_incidents=1, train_months=1.0)
+    assert (chosen == NEVER).all()
+    assert measure([meter], chosen, test_months=1.0)["within_3h"] == 0.0
