@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -78,6 +80,14 @@ def test_link_page_acknowledge_then_resolve(rig: DeliveryRig, client: httpx.Clie
     assert "王秀英" in page.text
     assert "我这就去" in page.text
     assert page.headers["referrer-policy"] == "no-referrer"
+    # the one inline stylesheet is allowed by its hash, nothing else inline
+    style = re.search(r"<style>(.*?)</style>", page.text, re.S)
+    assert style is not None
+    digest = base64.b64encode(hashlib.sha256(style[1].encode()).digest()).decode()
+    policy = page.headers["content-security-policy"]
+    assert f"style-src 'sha256-{digest}'" in policy
+    assert "unsafe-inline" not in policy
+    assert " style=" not in page.text
     english = client.get(f"/a/{token}?lang=en").text
     assert "Resident is fine" in english
     assert "low water use" in english
