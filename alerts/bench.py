@@ -2,8 +2,9 @@
 
 N residents (default 1,000), each with a love-key holder reached by push (`json://`, even
 residents) or through the SMS gateway (odd residents), both served by a local fake provider
-in this process. A `lovekey alerts worker` runs as a subprocess with its default settings.
-After a warm-up, N low-usage alerts are committed in one transaction ("simultaneous"), and
+in this process. `--set keepalive_webhooks=false` sends them through Apprise instead of the
+kept-alive sender (`alerts.webhook`). A `lovekey alerts worker` runs as a subprocess with its
+default settings. After a warm-up, N low-usage alerts are committed in one transaction ("simultaneous"), and
 for each the time from that commit to the provider receiving its first request is measured.
 Target: p99 under 1 s.
 
@@ -98,7 +99,8 @@ def _run(
     a = settings.alerts
     worker_settings = {"processes": a.processes, "dispatchers": a.dispatchers,
                        "batch_size": a.batch_size, "send_threads": a.send_threads,
-                       "poll_interval_s": a.poll_interval_s}
+                       "poll_interval_s": a.poll_interval_s,
+                       "keepalive_webhooks": a.keepalive_webhooks}
     results = []
     all_latencies: list[float] = []
     with FakeProvider() as fake, connect(url, autocommit=True) as conn:
