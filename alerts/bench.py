@@ -4,8 +4,9 @@ N residents (default 1,000), each with a love-key holder reached by push (`json:
 residents) or through the SMS gateway (odd residents), both served by a local fake provider
 in this process. `--set keepalive_webhooks=false` sends them through Apprise instead of the
 kept-alive sender (`alerts.webhook`). A `lovekey alerts worker` runs as a subprocess with its
-default settings. After a warm-up, N low-usage alerts are committed in one transaction ("simultaneous"), and
-for each the time from that commit to the provider receiving its first request is measured.
+default settings. After a warm-up, N low-usage alerts are committed in one transaction
+("simultaneous"), and for each the time from that commit to the provider receiving its first
+request is measured.
 Target: p99 under 1 s.
 
 Runs in a scratch database created next to the configured one and dropped afterwards.
