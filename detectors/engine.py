@@ -140,6 +140,10 @@ class Runs:
 
 
 class Detector:
+    # the quiet rules' window and limits are computed for the meters that may fire when they
+    # are under this share of all meters, else for all at once (tests set 0 or 1 to compare)
+    quiet_subset_share = 0.25
+
     def __init__(
         self, registry: Registry, settings: DetectSettings, *, now_s: int, utc_offset_s: int,
         learn_days: bool = True,
@@ -192,10 +196,10 @@ class Detector:
         self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
         self._leak_hour = -1
         self._all_meters = np.arange(meters, dtype=np.int64)
-        self._cell_base = self._all_meters * self.profile.slots
         # meters that report at least hourly are the ones that can tell a gateway is down
         self._judges = registry.params.report_interval_s <= settings.gateway_judge_interval_s
         self._judge_count = np.bincount(registry.gateway_of[self._judges], minlength=gateways)
+        self._judge_quiet_s = registry.params.report_interval_s + settings.gateway_silent_grace_s
         self._res_of_ok = registry.resident_of[self._has_resident]
         self._single_meter = bool(self._meters_of_resident.max(initial=0) <= 1)
         self._rep_meter = np.zeros(residents, np.int64)  # a meter of each resident
@@ -207,6 +211,10 @@ class Detector:
                 (registry.resident_of == np.arange(meters)).all()
             )
             self._one_each = np.empty(0, np.int64) if identity else self._rep_meter
+        # how far behind `now` a meter's data may be for a running tap or a leak to be current
+        p = registry.params
+        self._tap_lag_s = p.report_interval_s + p.tap_limit_s
+        self._leak_lag_s = p.report_interval_s + p.leak_limit_s
         self.last_sweep_s: int | None = None
 
     # -- data in --------------------------------------------------------------------------
@@ -288,7 +296,7 @@ class Detector:
 
         ring, runs = self.ring, self.runs
         hz = ring.horizon()
-        known_start = -(-ring.known_since // bs) * bs
+        known_start = ring.known_start
         monitor = self._to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
         start_from = np.maximum(known_start, monitor)
         away_r = presence.away
@@ -305,39 +313,62 @@ class Detector:
         quiet_s = now_s - ring.last_arrival
         silent = quiet_s > params.silent_after_s
         gw_off = self._gateways_offline(now_s, quiet_s, gateway_offline_since_s)
-        unknown_now = silent | gw_off[reg.gateway_of]
+        gw_off_m = gw_off[reg.gateway_of]
+        unknown_now = silent | gw_off_m
 
-        # low_usage: less than min_l in the last window of known data
-        all_m = self._all_meters
-        win_start = hz - params.low_window_s
-        used = ring.usage_between(all_m, win_start, hz).astype(np.float64)
-        if ring.baseline_l.any():  # net of a leak's flow
-            used -= ring.baseline_l * (params.low_window_s // bs)
         # the dry run: buckets since water was last used (or since data / monitoring began)
         dry_from = np.maximum(runs.last_use_end, start_from)
         dry_b = (hz - dry_from) // bs
-        cell = self._cell_base + self.profile.slot_ending(hz)
-        # low_usage, the field rule, unless such a quiet stretch is normal for the resident
-        started = self.profile.slot_ending(dry_from + bs)  # slot the dry run began in
-        low_limit = self.profile.low_threshold.reshape(-1).take(cell).astype(np.int64)
-        np.maximum(low_limit, int(st.low_usage_min_dry_h * 3600) // bs, out=low_limit)
-        allowance_cell = self.profile.group * self.profile.slots + started
+        # the profile tables are slot-major: row = the slot each meter's horizon ends
+        cell = self.profile.slot_ending(hz) * len(hz) + self._all_meters
+        limit = self.profile.threshold.reshape(-1).take(cell)  # uint8, compared as it is
+        min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
+
+        # The quiet rules can fire only where the dry run is already long: longer than the
+        # resident's own limit (routine_break) or than low_usage's minimum. The window's
+        # litres, the slot each dry run began in and the district's limits are computed for
+        # those meters (and those of residents with an open low_usage alert, to clear it),
+        # all at once when they are many (a night): the answer is the same either way.
+        routine_maybe = dry_b > limit
+        low_active = self._to_meters(self.states["low_usage"].active, False)
+        maybe = np.flatnonzero(routine_maybe | (dry_b >= min_dry_b) | low_active)
+        sel: I64 | slice = (maybe if maybe.size < len(hz) * self.quiet_subset_share
+                            else slice(None))
+        hz_s, dry_b_s, window_s = hz[sel], dry_b[sel], params.low_window_s[sel]
+
+        # low_usage: less than min_l in the last window of known data
+        win_start = hz_s - window_s
+        used_s: npt.NDArray[np.floating[Any]] = (
+            ring.usage_all(win_start, hz_s) if isinstance(sel, slice)
+            else ring.usage_between(sel, win_start, hz_s)
+        )  # float32, compared with the float64 limits exactly as it is
+        if ring.baseline_l.any():  # net of a leak's flow
+            used_s = used_s.astype(np.float64) - ring.baseline_l[sel] * (window_s // bs)
+        used = _spread(used_s, sel, len(hz), np.nan)
+        # unless such a quiet stretch is normal for the resident
+        started = self.profile.slot_ending(dry_from[sel] + bs)  # slot the dry run began in
+        low_limit = self.profile.low_threshold.reshape(-1).take(cell[sel]).astype(np.int32)
+        np.maximum(low_limit, min_dry_b, out=low_limit)
+        allowance_cell = self.profile.group[sel] * self.profile.slots + started
         if self.profile.low_allowance.any():
-            district = self.profile.low_allowance.reshape(-1).take(allowance_cell).astype(np.int64)
+            district = self.profile.low_allowance.reshape(-1).take(allowance_cell).astype(np.int32)
             np.minimum(district, int(st.low_usage_cap_h * 3600) // bs, out=district)
             np.maximum(low_limit, district, out=low_limit)
-        low_cond = (~np.isnan(used) & (win_start >= monitor) & (used < params.low_min_l)
-                    & (dry_b >= low_limit))
-        low_clear = ~np.isnan(used) & (used >= params.low_clear_l)
-        low_since = np.minimum(np.maximum(runs.last_use_end, known_start), hz)
+        known = ~np.isnan(used_s)
+        low_cond = _spread(known & (win_start >= monitor[sel]) & (used_s < params.low_min_l[sel])
+                           & (dry_b_s >= low_limit), sel, len(hz), False)
+        low_clear = _spread(known & (used_s >= params.low_clear_l[sel]), sel, len(hz), False)
+        # when the low use began: only ever read where low_usage is raised
+        low_since = (np.minimum(np.maximum(runs.last_use_end, known_start), hz)
+                     if low_cond.any() else hz)
 
         # routine_break: a dry run longer than the resident's own normal at this time of day
-        limit = self.profile.threshold.reshape(-1).take(cell).astype(np.int64)
         # (not while a leak is being netted out: the pattern was learned through the leak)
-        routine_cond = params.routine_enabled & (dry_b > limit) & (ring.baseline_l == 0)
+        routine_cond = params.routine_enabled & routine_maybe & (ring.baseline_l == 0)
         if self.profile.allowance.any():
             # and longer than the district's dry runs starting at that time of day may last
-            routine_cond &= dry_b > self.profile.allowance.reshape(-1).take(allowance_cell)
+            beyond = dry_b_s > self.profile.allowance.reshape(-1).take(allowance_cell)
+            routine_cond &= _spread(beyond, sel, len(hz), False)
         routine_clear = self._recovered(hz, st.routine_clear_l)
 
         # running_tap: every bucket above the rate for the limit; leak: no dry hour for a day
@@ -348,12 +379,12 @@ class Detector:
         lag_s = now_s - hz
         tap_from = np.maximum(runs.last_calm_end, known_start)
         tap_cond = ((hz - tap_from) >= params.tap_limit_s) & (runs.last_flow_end >= hz) & (
-            lag_s <= params.report_interval_s + params.tap_limit_s
+            lag_s <= self._tap_lag_s
         )
         tap_clear = (hz - runs.last_flow_end) >= int(st.running_tap_clear_min * 60)
         leak_from = np.maximum(runs.last_dry_end, known_start)
         leak_cond = ((hz - leak_from) >= params.leak_limit_s) & (runs.last_wet_end >= hz) & (
-            lag_s <= params.report_interval_s + params.leak_limit_s
+            lag_s <= self._leak_lag_s
         )
         self._track_leaks(leak_cond, hz)
         # the newest dry hour window ends `leak_clear_h` after the flow stopped
@@ -396,7 +427,7 @@ class Detector:
         # meter_silent (a meter of an offline gateway is the gateway's alert, not its own)
         gw_of = reg.gateway_of
         state = self.states["meter_silent"]
-        step = state.step(silent & ~gw_off[gw_of], ~silent, hold=gw_off[gw_of] & silent)
+        step = state.step(silent & ~gw_off_m, ~silent, hold=gw_off_m & silent)
         state.since[step.raised] = ring.last_arrival[step.raised]
         for m in step.raised:
             changes.append(self._meter_change("raise", int(m), {
@@ -409,9 +440,10 @@ class Detector:
         state = self.states["gateway_offline"]
         step = state.step(gw_off, ~gw_off)
         last_g = np.full(len(reg.gateway_ids), NEVER, np.int64)
-        np.maximum.at(last_g, gw_of, ring.last_arrival)
-        if gateway_offline_since_s is not None:
-            last_g = np.where(gateway_offline_since_s != NEVER, gateway_offline_since_s, last_g)
+        if step.raised.size or step.cleared.size:  # the newest data through each gateway
+            np.maximum.at(last_g, gw_of, ring.last_arrival)
+            if gateway_offline_since_s is not None:
+                last_g = np.where(gateway_offline_since_s != NEVER, gateway_offline_since_s, last_g)
         state.since[step.raised] = last_g[step.raised]
         for g in step.raised:
             changes.append(self._gateway_change("raise", int(g), int(last_g[g]), {
@@ -488,9 +520,9 @@ class Detector:
         """Offline by its own word (status `offline` for longer than a grace), or because
         every meter on it that reports at least hourly has gone quiet at once (a single late
         meter is its own business; all of them together is the gateway)."""
-        reg, st, p = self.registry, self.settings, self.registry.params
+        reg = self.registry
         gateways = len(reg.gateway_ids)
-        quiet = self._judges & (quiet_s > p.report_interval_s + st.gateway_silent_grace_s)
+        quiet = self._judges & (quiet_s > self._judge_quiet_s)
         quiet_count = np.bincount(reg.gateway_of[quiet], minlength=gateways)
         judge_count = self._judge_count
         inferred = (judge_count >= GATEWAY_INFERENCE_MIN_METERS) & (quiet_count == judge_count)
@@ -545,7 +577,9 @@ class Detector:
         return cond_r, clear_r, hold_r, since_r, rep
 
     def _details(
-        self, kind: str, m: int, used: F64, dry_b: I64, limit: I64, hz: I64
+        self, kind: str, m: int, used: npt.NDArray[np.floating[Any]], dry_b: I64,
+        limit: npt.NDArray[np.integer[Any]],
+        hz: I64,
     ) -> dict[str, Any]:
         p, bs = self.registry.params, self.bucket_s
         out: dict[str, Any] = {"device_id": self.registry.meter_ids[m], "data_until": _iso(int(hz[m]))}
@@ -634,3 +668,13 @@ class Detector:
 
 def _iso(t_s: int) -> str:
     return datetime.fromtimestamp(t_s, UTC).isoformat()
+
+
+def _spread(values: npt.NDArray[Any], sel: I64 | slice, size: int, fill: Any) -> npt.NDArray[Any]:
+    """Values computed for the meters `sel` as an array over all meters (`fill` elsewhere);
+    for `slice(None)` (every meter) the values themselves."""
+    if isinstance(sel, slice):
+        return values
+    out = np.full(size, fill, dtype=values.dtype)
+    out[sel] = values
+    return out

@@ -13,8 +13,8 @@ long at the end of the night, short in a busy morning. Two thresholds per bucket
   the resident's dry runs at `s` (by default the level they stayed under on 95% of days),
   widened for a day that runs up to `slack` buckets early or late. The alert waits until it
   has been unusual for `margin` buckets: `g(s) > Q*(s - margin) + margin`, the stored
-  `threshold[s]`. With water used by 07:30 on 95% of days, 30 min slack and a 60 min
-  margin, a morning without water alerts at about 09:00.
+  `threshold[s]` (slot-major: `threshold[s, meter]`). With water used by 07:30 on 95% of
+  days, 30 min slack and a 60 min margin, a morning without water alerts at about 09:00.
 - `low_usage` (the field rule, < 10 L in 12 h): a quiet 12 h is normal for some residents
   at some hours (a frugal resident who flushes with a bucket, a long night). The rule only
   fires once today's dry run is also longer than the longest the resident had at that time
@@ -53,9 +53,11 @@ class RoutineProfile:
         self.use_bits = np.zeros((days, meters, (self.slots + 7) // 8), dtype=np.uint8)
         self.valid = np.zeros((days, meters), dtype=np.bool_)
         self.day_of_row = np.full(days, NEVER, dtype=np.int64)
-        self.threshold = np.full((meters, self.slots), DISABLED, dtype=np.uint8)
+        # slot-major (slots x meters): a sweep reads one slot of nearly every meter, which is
+        # then one contiguous row rather than a cache line per meter
+        self.threshold = np.full((self.slots, meters), DISABLED, dtype=np.uint8)
         # low_usage: a dry run shorter than this is normal for the resident (0: not learned)
-        self.low_threshold = np.zeros((meters, self.slots), dtype=np.uint16)
+        self.low_threshold = np.zeros((self.slots, meters), dtype=np.uint16)
         # routine_break: per slot a dry run starts in, how long everyone's may last (0: off)
         # grouped by how busy a resident's days are (quantiles of used buckets a day), so a
         # busy resident is not held to the long dry runs of a frugal one
@@ -80,7 +82,10 @@ class RoutineProfile:
 
     def slot_ending(self, end_s: I64) -> I64:
         """Slot (bucket of the day) of the bucket that ends at `end_s`."""
-        out: I64 = ((end_s - self.bucket_s - self.origin_s) % 86400) // self.bucket_s
+        # buckets since the origin, then modulo a day: `b - b // n * n`, as `%` (floor) but
+        # a third cheaper, since numpy divides by a scalar with multiplications
+        out: I64 = (end_s - (self.bucket_s + self.origin_s)) // self.bucket_s
+        out -= out // self.slots * self.slots
         return out
 
     def day_start_ending(self, end_s: I64) -> I64:
@@ -141,7 +146,7 @@ class RoutineProfile:
         days = np.arange(first, self.last_day + 1)
         rows = days % self.days
         present = self.day_of_row[rows] == days
-        meters = self.threshold.shape[0]
+        meters = self.threshold.shape[1]
         valid = self.valid[rows] & present[:, None]                       # D x M
         self.learned_days[:] = valid.sum(axis=0)
         self._group_by_activity(rows, valid, groups, min_days)
@@ -152,8 +157,8 @@ class RoutineProfile:
                 rows, present, lo, hi, min_days, quantile, slack_b, margin_b[lo:hi], min_gap_b,
                 low_margin_b, low_cap_b, active_max_b, runs,
             )
-            self.threshold[lo:hi] = routine
-            self.low_threshold[lo:hi] = low
+            self.threshold[:, lo:hi] = routine.T
+            self.low_threshold[:, lo:hi] = low.T
         self.allowance = np.zeros((self.groups, self.slots), np.int16)
         self.low_allowance = np.zeros((self.groups, self.slots), np.int16)
         for g in range(self.groups):

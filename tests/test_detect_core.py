@@ -203,13 +203,13 @@ def test_profile_thresholds_follow_the_residents_usual_first_use() -> None:
         p.record_day(day, usage, usage >= 1.0, np.zeros(2, bool))
     p.recompute(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4, 4]), min_gap_b=8,
                 low_margin_b=4, low_cap_b=96)
-    t = p.threshold
+    t = p.threshold.T  # meters x slots
     # the early riser's alert point comes hours before the late riser's
     first_alert = [int(np.argmax(np.arange(96) + 1 > t[i])) for i in range(2)]
     assert first_alert[0] < first_alert[1]
     assert 11 + 2 + 4 <= first_alert[0] <= 11 + 2 + 4 + 2  # q95 06:45, +30 min slack, +1 h
     # low_usage waits at least for the longest morning dry run each resident has had
-    assert p.low_threshold[1, 19] >= 20 > p.low_threshold[0, 19]
+    assert p.low_threshold[19, 1] >= 20 > p.low_threshold[19, 0]
 
 
 def test_profile_needs_enough_valid_days() -> None:
@@ -474,3 +474,71 @@ def test_restore_marks_open_alerts_active_so_a_restart_does_not_raise_them_again
     again.det.restore("low_usage", ["R-0"], [T0])
     again.run(14, 0.0)
     assert again.events() == []
+
+
+def _busy_then_quiet_district() -> list[tuple[float, str, str, str]]:
+    """Thirty residents learn three weeks of their own days, then some stop using water at
+    different hours (and are found, and use water again), a few use little, the rest go on:
+    every alert change, in order."""
+    rng = np.random.default_rng(7)
+    n = 30
+    h = Home(n)
+    rate = rng.uniform(0.2, 0.9, n)                  # chance of use in a daytime bucket
+    stop_at = np.full(n, np.inf)
+    stop_at[:10] = 21 * 24 + rng.uniform(6, 20, 10)  # hours from the start
+    found_at = stop_at + rng.uniform(15, 24, n)
+    frugal = np.zeros(n, np.bool_)
+    frugal[10:14] = True
+    while h.t < T0 + 24 * 86400:
+        hour = ((h.t - T0) / 3600)
+        awake = 6 <= ((h.t + OFFSET) % 86400) / 3600 < 22
+        litres = np.where(awake & (rng.random(n) < rate), rng.uniform(1, 12, n), 0.0)
+        litres[(hour >= stop_at) & (hour < found_at)] = 0.0
+        if hour >= 21 * 24:
+            litres[frugal] = np.minimum(litres[frugal], 0.4)
+        h.run(0.25, litres)
+    return h.events()
+
+
+def test_quiet_rules_give_the_same_alerts_computed_for_all_meters_or_the_few_that_may_fire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Detector, "quiet_subset_share", 0.0)
+    everyone = _busy_then_quiet_district()           # the window computed for every meter
+    monkeypatch.setattr(Detector, "quiet_subset_share", 1.0)
+    few = _busy_then_quiet_district()                # only where a quiet rule may fire
+    kinds = {(e[1], e[2]) for e in everyone}
+    assert {("low_usage", "raise"), ("low_usage", "clear"), ("routine_break", "raise"),
+            ("routine_break", "clear")} <= kinds
+    assert few == everyone
+
+
+def test_one_reading_per_meter_and_a_mixed_batch_fill_the_ring_alike() -> None:
+    rng = np.random.default_rng(3)
+    meters = 50
+    one, mixed = ring(meters, buckets=16), ring(meters, buckets=16)
+    total = rng.uniform(0, 1000, meters)
+    t = T0
+    for _ in range(12):
+        t += int(rng.integers(400, 1400))
+        ts = t + rng.integers(-300, 300, meters)
+        total = total + np.where(rng.random(meters) < 0.3, -5.0, rng.uniform(0, 20, meters))
+        a = one.apply(np.arange(meters), ts, total)            # one reading each
+        # the same readings, plus a later one for meter 0: the general path
+        extra_ts = int(ts[0]) + 60
+        b = mixed.apply(np.append(np.arange(meters), 0), np.append(ts, extra_ts),
+                        np.append(total, total[0] + 1.0))
+        keep = a.completed.meter != 0
+        other = b.completed.meter != 0
+        order_a = np.lexsort((a.completed.bucket[keep], a.completed.meter[keep]))
+        order_b = np.lexsort((b.completed.bucket[other], b.completed.meter[other]))
+        for field in ("meter", "bucket", "usage_l", "used"):
+            np.testing.assert_array_equal(getattr(a.completed, field)[keep][order_a],
+                                          getattr(b.completed, field)[other][order_b])
+        one.apply([0], [extra_ts], [total[0] + 1.0])          # meter 0 catches up
+    for name in ("odometer", "used"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(mixed, name))
+    for name in ("last_ts", "last_total", "known_since"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(mixed, name))
+    # the mixed batch's running sum rounds in the last bits; the odometer (float32) does not
+    np.testing.assert_allclose(one.last_v, mixed.last_v, rtol=1e-13)
