@@ -41,6 +41,7 @@ import psycopg
 from config import Settings
 from ingest.broker import find_mosquitto, free_port, start_mosquitto
 from ingest.testing import Publisher, wait_for
+from lovekey.errors import LoveKeyError
 from storage import connect, database_url
 from storage.scratch import scratch_database
 
@@ -123,6 +124,10 @@ def main(argv: list[str], settings: Settings) -> int:
         print(f"ingester peak RSS: {peak_mb:.0f} MB")
         print("ingester counters: " + " ".join(f"{k}={v:g}" for k, v in sorted(counters.items())))
     return 0
+
+
+class BenchError(LoveKeyError):
+    """The benchmark could not measure what it set out to (the reason says why)."""
 
 
 @dataclass
@@ -270,7 +275,17 @@ class Prober:
             return list(self._found.get(label, []))
 
     def wait_all(self, timeout_s: float) -> None:
-        wait_for(lambda: not self._pending, timeout_s=timeout_s, interval_s=0.05)
+        try:
+            wait_for(lambda: not self._pending, timeout_s=timeout_s, interval_s=0.05)
+        except TimeoutError:
+            with self._lock:
+                missing = len(self._pending)
+            raise BenchError(
+                f"{missing} probe readings published but never stored after {timeout_s:g} s:"
+                " the broker dropped messages. Mosquitto's defaults keep 1,000 queued messages"
+                " per client and drop the rest (docs/ingest.md, 'The broker'); leave"
+                " LOVEKEY_MQTT_URL unset to let the bench start a broker configured for it"
+            ) from None
 
     def _poll(self) -> None:
         with psycopg.connect(self.db, autocommit=True) as conn:
