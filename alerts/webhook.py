@@ -140,7 +140,7 @@ def _request(parsed: dict[str, Any] | None, channel: str, title: str, body: str)
     if parsed["params"]:  # requests' `params=`: appended to the query
         target += ("&" if "?" in target else "?") + urlencode(parsed["params"])
     qsd = parsed["qsd"]
-    redirect = _flag(qsd.get("redirect"), default=True)
+    redirect = bool(parsed.get("redirect", True))   # Apprise's parse_bool of `redirect=`
     return {
         "method": method,
         "url": target,
@@ -158,12 +158,6 @@ def _request(parsed: dict[str, Any] | None, channel: str, title: str, body: str)
         "redirect": redirect,
         "verify": bool(parsed.get("verify", True)),
     }
-
-
-def _flag(value: str | None, *, default: bool) -> bool:
-    if value is None:
-        return default
-    return value.strip().lower() not in ("no", "false", "0", "off", "n", "f")
 
 
 def _seconds(value: str | None, channel: str) -> float:

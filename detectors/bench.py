@@ -74,7 +74,7 @@ def main(argv: list[str], settings: Settings) -> int:
     det.quiet_subset_share = 0.0
     worst = [_timed(partial(det.sweep, t + 60)) for _ in range(args.repeat)]
     det.quiet_subset_share = Detector.quiet_subset_share
-    maybe = _quiet_candidates(det, t + 60)
+    maybe = det.quiet_candidates / args.meters
     _report(f"one sweep, every rule for every meter ({maybe:.1%} of meters long enough dry"
             " for a quiet rule)", sweeps, 100)
     _report("one sweep, quiet rules computed for every meter (the worst case)", worst, 100)
@@ -151,17 +151,6 @@ def _event_latency(settings: Settings, count: int) -> list[float]:
             stop.set()
             thread.join(timeout=60)
     return out
-
-
-def _quiet_candidates(det: Detector, now_s: int) -> float:
-    """Share of meters whose dry run is long enough for low_usage or routine_break to be
-    judged (what a sweep computes the quiet rules' window for)."""
-    hz = det.ring.horizon()
-    dry_b = (hz - np.maximum(det.runs.last_use_end, det.ring.known_since)) // BS
-    limit = det.profile.threshold.reshape(-1).take(
-        det.profile.slot_ending(hz) * len(hz) + np.arange(len(hz)))
-    min_dry_b = int(det.settings.low_usage_min_dry_h * 3600) // BS
-    return float(((dry_b > limit) | (dry_b >= min_dry_b)).mean())
 
 
 def _warm(

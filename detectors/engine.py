@@ -216,6 +216,7 @@ class Detector:
         self._tap_lag_s = p.report_interval_s + p.tap_limit_s
         self._leak_lag_s = p.report_interval_s + p.leak_limit_s
         self.last_sweep_s: int | None = None
+        self.quiet_candidates = 0  # meters the last sweep judged the quiet rules' window for
 
     # -- data in --------------------------------------------------------------------------
 
@@ -332,16 +333,15 @@ class Detector:
         routine_maybe = dry_b > limit
         low_active = self._to_meters(self.states["low_usage"].active, False)
         maybe = np.flatnonzero(routine_maybe | (dry_b >= min_dry_b) | low_active)
+        self.quiet_candidates = int(maybe.size)  # for the benchmark's report
         sel: I64 | slice = (maybe if maybe.size < len(hz) * self.quiet_subset_share
                             else slice(None))
         hz_s, dry_b_s, window_s = hz[sel], dry_b[sel], params.low_window_s[sel]
 
         # low_usage: less than min_l in the last window of known data
         win_start = hz_s - window_s
-        used_s: npt.NDArray[np.floating[Any]] = (
-            ring.usage_all(win_start, hz_s) if isinstance(sel, slice)
-            else ring.usage_between(sel, win_start, hz_s)
-        )  # float32, compared with the float64 limits exactly as it is
+        # float32, compared with the float64 limits exactly as it is
+        used_s: npt.NDArray[np.floating[Any]] = ring.usage_between(sel, win_start, hz_s)
         if ring.baseline_l.any():  # net of a leak's flow
             used_s = used_s.astype(np.float64) - ring.baseline_l[sel] * (window_s // bs)
         used = _spread(used_s, sel, len(hz), np.nan)

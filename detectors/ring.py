@@ -320,7 +320,9 @@ class UsageRing:
 
     def _cell(self, bucket: I64, meter: I64) -> I64:
         """Flat index of (bucket, meter) in the ring (a flat `take` is ~4x a 2-D gather)."""
-        out: I64 = self._row(bucket) * self.meters + meter
+        out: I64 = self._row(bucket)
+        out *= self.meters
+        out += meter
         return out
 
     def _completed(
@@ -348,36 +350,23 @@ class UsageRing:
 
     # -- reading windows out ------------------------------------------------------------------
 
-    def odometer_at(self, meter: I64, end_s: I64) -> F32:
-        """Odometer at bucket boundaries `end_s` (NaN if unknown or outside the ring)."""
+    def odometer_at(self, meter: I64 | slice, end_s: I64) -> F32:
+        """Odometer at bucket boundaries `end_s` (NaN if unknown or outside the ring).
+        `meter`: meter indexes, or `slice(None)` for every meter (no index to gather)."""
         bucket = np.asarray(end_s, dtype=np.int64) // self.bucket_s - 1
-        inside = (bucket >= self.oldest) & (bucket <= self.head)
-        out = self._flat.take(self._cell(bucket, np.asarray(meter, dtype=np.int64)))
-        out[~inside] = np.nan
-        return out
-
-    def usage_between(self, meter: I64, start_s: I64, end_s: I64) -> F32:
-        """Litres used in [start_s, end_s) (bucket boundaries); NaN unless fully known."""
-        end_v = self.odometer_at(meter, end_s)
-        start_v = self.odometer_at(meter, start_s)
-        out = end_v - start_v
-        out[np.asarray(start_s) < self.known_since[meter]] = np.nan
-        return out
-
-    def usage_all(self, start_s: I64, end_s: I64) -> F32:
-        """`usage_between` for every meter, without gathering through a meter index."""
-        out = self._odometer_all(end_s) - self._odometer_all(start_s)
-        out[start_s < self.known_since] = np.nan
-        return out
-
-    def _odometer_all(self, end_s: I64) -> F32:
-        bucket = end_s // self.bucket_s - 1
-        row = self._row(bucket)
-        row *= self.meters
-        row += self._meter_index
-        out = self._flat.take(row)
+        out = self._flat.take(self._cell(
+            bucket,
+            self._meter_index if isinstance(meter, slice) else np.asarray(meter, dtype=np.int64),
+        ))
         if bucket.size and (int(bucket.min()) < self.oldest or int(bucket.max()) > self.head):
             out[(bucket < self.oldest) | (bucket > self.head)] = np.nan
+        return out
+
+    def usage_between(self, meter: I64 | slice, start_s: I64, end_s: I64) -> F32:
+        """Litres used in [start_s, end_s) (bucket boundaries); NaN unless fully known.
+        `meter` as in `odometer_at`."""
+        out = self.odometer_at(meter, end_s) - self.odometer_at(meter, start_s)
+        out[np.asarray(start_s) < self.known_since[meter]] = np.nan
         return out
 
     def horizon(self) -> I64:
