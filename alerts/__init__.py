@@ -4,7 +4,7 @@ The store API (interface 4) is re-exported here; the worker, the web routes, the
 the channels live in their own modules and are imported where they are used.
 """
 
-from alerts.store import (
+from lovekey.alerts.store import (
     OUTCOMES,
     AlertCandidate,
     RaiseResult,

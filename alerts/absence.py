@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts.chains import ChainBook
-from alerts.store import add_history
+from lovekey.alerts.chains import ChainBook
+from lovekey.alerts.store import add_history
 from lovekey.errors import AlertError
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\s*$")

@@ -27,19 +27,19 @@ from urllib.parse import urlsplit
 import numpy as np
 import psycopg
 
-from alerts.channels import Outgoing
-from alerts.store import AlertCandidate, raise_alerts
-from alerts.testing import (
+from lovekey.alerts.channels import Outgoing
+from lovekey.alerts.store import AlertCandidate, raise_alerts
+from lovekey.alerts.testing import (
     ContactSpec,
     FakeProvider,
     WorkerProcess,
     process_cpu_s,
     seed_resident,
 )
-from alerts.worker import AlertWorker
-from config import Settings
-from storage import connect, database_url, migrate
-from storage.scratch import scratch_database
+from lovekey.alerts.worker import AlertWorker
+from lovekey.config import Settings
+from lovekey.storage import connect, database_url, migrate
+from lovekey.storage.scratch import scratch_database
 
 
 def main(argv: list[str], settings: Settings) -> int:

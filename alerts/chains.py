@@ -86,7 +86,7 @@ class ChainBook:
         try:
             if path is None:
                 source = "alerts/chains.toml"
-                text = resources.files("alerts").joinpath("chains.toml").read_text("utf-8")
+                text = resources.files("lovekey.alerts").joinpath("chains.toml").read_text("utf-8")
             else:
                 source = str(path)
                 text = Path(path).read_text("utf-8")

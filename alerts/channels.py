@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from alerts.webhook import KeepAliveJsonSender, is_retryable_status
+from lovekey.alerts.webhook import KeepAliveJsonSender, is_retryable_status
 from lovekey.errors import DeliveryError
 
 log = logging.getLogger(__name__)

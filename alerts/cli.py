@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from config import Settings
+from lovekey.config import Settings
 
 
 def add_commands(subparsers: Any) -> None:
@@ -85,8 +85,8 @@ def _operator(name: str | None) -> str:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.store import list_alerts
-    from storage import connect, database_url
+    from lovekey.alerts.store import list_alerts
+    from lovekey.storage import connect, database_url
 
     with database_url(settings) as url, connect(url) as conn:
         rows = list_alerts(conn, include_resolved=args.all, limit=args.limit)
@@ -107,8 +107,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ack(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.store import acknowledge
-    from storage import connect, database_url
+    from lovekey.alerts.store import acknowledge
+    from lovekey.storage import connect, database_url
 
     by = _operator(args.by)
     with database_url(settings) as url, connect(url) as conn, conn.transaction():
@@ -119,8 +119,8 @@ def _ack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _resolve(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.store import resolve
-    from storage import connect, database_url
+    from lovekey.alerts.store import resolve
+    from lovekey.storage import connect, database_url
 
     by = _operator(args.by)
     with database_url(settings) as url, connect(url) as conn, conn.transaction():
@@ -134,8 +134,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import signal
 
-    from alerts.worker import run_worker
-    from storage import database_url
+    from lovekey.alerts.worker import run_worker
+    from lovekey.storage import database_url
 
     async def main(url: str) -> None:
         stop = asyncio.Event()
@@ -152,8 +152,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from alerts.web import create_app
-    from storage import database_url
+    from lovekey.alerts.web import create_app
+    from lovekey.storage import database_url
 
     with database_url(settings) as url:
         app = create_app(settings, url)
@@ -169,7 +169,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _staff_add(args: argparse.Namespace, settings: Settings) -> int:
     from lovekey.errors import AlertError
-    from storage import connect, database_url
+    from lovekey.storage import connect, database_url
 
     if not args.phone and not args.push:
         raise AlertError("a contact needs --phone or --push")
@@ -193,7 +193,7 @@ def _staff_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def _staff_list(args: argparse.Namespace, settings: Settings) -> int:
     from lovekey.redact import redact_phone
-    from storage import connect, database_url
+    from lovekey.storage import connect, database_url
 
     with database_url(settings) as url, connect(url) as conn:
         rows = conn.execute(
@@ -219,10 +219,10 @@ def _staff_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _away(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.absence import clear_away, parse_until, set_away
-    from alerts.chains import ChainBook
+    from lovekey.alerts.absence import clear_away, parse_until, set_away
+    from lovekey.alerts.chains import ChainBook
     from lovekey.errors import AlertError
-    from storage import connect, database_url
+    from lovekey.storage import connect, database_url
 
     now = _now()
     with database_url(settings) as url, connect(url, autocommit=True) as conn:

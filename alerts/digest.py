@@ -12,11 +12,11 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts.channels import recipient_channels
-from alerts.escalate import queue_outbox
-from alerts.policy import quiet_until
-from alerts.recipients import recipient_key
-from config import Settings
+from lovekey.alerts.channels import recipient_channels
+from lovekey.alerts.escalate import queue_outbox
+from lovekey.alerts.policy import quiet_until
+from lovekey.alerts.recipients import recipient_key
+from lovekey.config import Settings
 
 # a reading must show at least this much use to count as "water was used"
 FIRST_USE_MIN_L = 0.5

@@ -39,13 +39,13 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts import messages
-from alerts.channels import Outgoing, Sender, channel_url, is_sms
-from alerts.escalate import stand_down_for
-from alerts.policy import rate_limited_until, retry_delay_s
-from alerts.store import add_history
-from alerts.tokens import make_token
-from config import AlertSettings
+from lovekey.alerts import messages
+from lovekey.alerts.channels import Outgoing, Sender, channel_url, is_sms
+from lovekey.alerts.escalate import stand_down_for
+from lovekey.alerts.policy import rate_limited_until, retry_delay_s
+from lovekey.alerts.store import add_history
+from lovekey.alerts.tokens import make_token
+from lovekey.config import AlertSettings
 from lovekey.errors import DeliveryError
 from lovekey.redact import redact_text
 

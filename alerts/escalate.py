@@ -18,14 +18,14 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from alerts import escalation
-from alerts.chains import ChainBook, RoleRef
-from alerts.channels import recipient_channels
-from alerts.escalation import AlertState, Escalation
-from alerts.policy import quiet_until
-from alerts.recipients import AlertRouting, Recipient, available_roles, load_routing, recipients_for
-from alerts.store import add_history
-from config import AlertSettings
+from lovekey.alerts import escalation
+from lovekey.alerts.chains import ChainBook, RoleRef
+from lovekey.alerts.channels import recipient_channels
+from lovekey.alerts.escalation import AlertState, Escalation
+from lovekey.alerts.policy import quiet_until
+from lovekey.alerts.recipients import AlertRouting, Recipient, available_roles, load_routing, recipients_for
+from lovekey.alerts.store import add_history
+from lovekey.config import AlertSettings
 
 log = logging.getLogger(__name__)
 

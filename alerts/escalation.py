@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from alerts.chains import Chain, RoleRef
+from lovekey.alerts.chains import Chain, RoleRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 
-from alerts import store
-from alerts.tokens import make_token, parse_token, verify_token
+from lovekey.alerts import store
+from lovekey.alerts.tokens import make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError, AlertStateError
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from alerts.chains import MAINTENANCE_KINDS, ROLES, RoleRef
+from lovekey.alerts.chains import MAINTENANCE_KINDS, ROLES, RoleRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,12 +27,12 @@ from typing import Any
 
 import psycopg
 
-from alerts.chains import ChainBook
-from alerts.channels import ChannelSender
-from alerts.dispatch import DispatchContext, DispatchReport, dispatch_once
-from alerts.escalate import EscalationContext, escalate_once
-from alerts.store import AlertCandidate, raise_alerts
-from config import Settings
+from lovekey.alerts.chains import ChainBook
+from lovekey.alerts.channels import ChannelSender
+from lovekey.alerts.dispatch import DispatchContext, DispatchReport, dispatch_once
+from lovekey.alerts.escalate import EscalationContext, escalate_once
+from lovekey.alerts.store import AlertCandidate, raise_alerts
+from lovekey.config import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,12 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from psycopg_pool import ConnectionPool
 
-from alerts import inbound, store
-from alerts.chains import ChainBook
-from alerts.escalate import EscalationContext, request_help
-from alerts.messages import OUTCOME_TEXT, WHAT
-from alerts.worker import load_secret, utc_now
-from config import Settings
+from lovekey.alerts import inbound, store
+from lovekey.alerts.chains import ChainBook
+from lovekey.alerts.escalate import EscalationContext, request_help
+from lovekey.alerts.messages import OUTCOME_TEXT, WHAT
+from lovekey.alerts.worker import load_secret, utc_now
+from lovekey.config import Settings
 from lovekey.errors import AckTokenError, AlertStateError
 from lovekey.redact import redact_phone
 
@@ -257,7 +257,7 @@ def create_app(
 
 
 def _page_css() -> str:
-    return (resources.files("alerts") / "templates" / "ack.css").read_text(encoding="utf-8")
+    return (resources.files("lovekey.alerts") / "templates" / "ack.css").read_text(encoding="utf-8")
 
 
 _CSS = _page_css()

@@ -32,13 +32,13 @@ from typing import Any
 
 import psycopg
 
-from alerts.chains import ChainBook
-from alerts.channels import ChannelSender, Sender
-from alerts.dispatch import DispatchContext, dispatch_once
-from alerts.escalate import EscalationContext, escalate_once
-from config import Settings
+from lovekey.alerts.chains import ChainBook
+from lovekey.alerts.channels import ChannelSender, Sender
+from lovekey.alerts.dispatch import DispatchContext, dispatch_once
+from lovekey.alerts.escalate import EscalationContext, escalate_once
+from lovekey.config import Settings
 from lovekey.errors import StorageError
-from storage import connect, connect_async
+from lovekey.storage import connect, connect_async
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class AlertWorker:
             self._escalate_dirty = True  # the next scheduled run always looks
 
     async def _digest_job(self) -> None:
-        from alerts.digest import queue_digests
+        from lovekey.alerts.digest import queue_digests
 
         if self._stopping:
             return

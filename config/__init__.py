@@ -1,6 +1,6 @@
 """Settings: one frozen object built once in the entry point and passed down explicitly."""
 
-from config.settings import (
+from lovekey.config.settings import (
     AlertSettings,
     DetectSettings,
     IngestSettings,

@@ -26,10 +26,10 @@ from functools import partial
 
 import numpy as np
 
-from config import DetectSettings, Settings
-from detectors.engine import Detector, Registry
-from detectors.params import uniform_params
-from detectors.profile import RoutineProfile
+from lovekey.config import DetectSettings, Settings
+from lovekey.detectors.engine import Detector, Registry
+from lovekey.detectors.params import uniform_params
+from lovekey.detectors.profile import RoutineProfile
 
 BS = 900
 T0 = 1_767_196_800  # 2026-01-01 00:00 +08:00
@@ -103,10 +103,10 @@ def _event_latency(settings: Settings, count: int) -> list[float]:
     import threading
     from datetime import UTC, datetime
 
-    from detectors.loop import watch_events
-    from detectors.runner import Shard
-    from storage import connect, database_url
-    from storage.scratch import scratch_database
+    from lovekey.detectors.loop import watch_events
+    from lovekey.detectors.runner import Shard
+    from lovekey.storage import connect, database_url
+    from lovekey.storage.scratch import scratch_database
 
     out: list[float] = []
     with database_url(settings) as server, scratch_database(

@@ -1,6 +1,6 @@
 """How fast can *any* dry-run detector be on the simulator, at a given false-alarm rate?
 
-`python -m detectors.bound [--residents 200] [--train-days 1200] [--test-days 300]` simulates
+`python -m lovekey.detectors.bound [--residents 200] [--train-days 1200] [--test-days 300]` simulates
 years of ordinary life for each resident (the default routine, with the default rates of day
 outs and cleaning days and no other incidents), and builds an oracle: for every resident and
 every hour of the day in which a dry run can begin (the bucket after a use), the threshold on
@@ -120,8 +120,8 @@ def measure(meters: list[Meter], thresholds: I64, *, test_months: float) -> dict
 def simulate(
     residents: int, train_days: int, test_days: int, seed: int, *, day_out_rate: float | None
 ) -> BOOL:
-    from simulator.scenario import Scenario
-    from simulator.world import World
+    from lovekey.simulator.scenario import Scenario
+    from lovekey.simulator.world import World
 
     base = Scenario.load()
     ordinary = ("day_out", "cleaning_day")  # the harmless incidents of ordinary life
@@ -157,7 +157,7 @@ def meters_of(used: BOOL, train_days: int, rng: np.random.Generator) -> list[Met
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m detectors.bound", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lovekey.detectors.bound", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--residents", type=int, default=200)
     parser.add_argument("--train-days", type=int, default=1200)

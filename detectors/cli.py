@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from config import Settings
+from lovekey.config import Settings
 from lovekey.errors import LoveKeyError
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ def _parse_time(text: str, settings: Settings) -> datetime:
 
 
 def _detect(args: argparse.Namespace, settings: Settings) -> int:
-    from detectors.runner import Shard
-    from storage import database_url
+    from lovekey.detectors.runner import Shard
+    from lovekey.storage import database_url
 
     try:
         shard = Shard.parse(args.shard)
@@ -79,8 +79,8 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _once(url: str, settings: Settings, shard: Any, at: datetime) -> int:
-    from detectors.runner import DetectorService, EventWatcher
-    from storage import connect
+    from lovekey.detectors.runner import DetectorService, EventWatcher
+    from lovekey.storage import connect
 
     with connect(url) as conn:
         service = DetectorService(settings, shard=shard)
@@ -103,7 +103,7 @@ def _once(url: str, settings: Settings, shard: Any, at: datetime) -> int:
 
 def _run(url: str, settings: Settings, shard: Any) -> int:
     """Until SIGTERM/SIGINT: sweeps on a schedule, life-safety events at once (detectors.loop)."""
-    from detectors.loop import run_detector
+    from lovekey.detectors.loop import run_detector
 
     stop = threading.Event()
 
@@ -120,13 +120,13 @@ def _run(url: str, settings: Settings, shard: Any) -> int:
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from detectors.evaluate import alerts_json, render, replay, score
+    from lovekey.detectors.evaluate import alerts_json, render, replay, score
 
     st = settings.detect
     started = time.perf_counter()
     if args.residents:
-        from detectors.sources import from_world
-        from simulator import Scenario, World
+        from lovekey.detectors.sources import from_world
+        from lovekey.simulator import Scenario, World
 
         start = _parse_time(args.start, settings)
         world = World.build(Scenario.load(args.scenario), residents=args.residents,
@@ -134,8 +134,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         source = from_world(world, st)
         scored_from = source.data.start_s + int(args.warmup_days * 86400)
     elif args.truth:
-        from detectors.sources import from_database
-        from storage import connect, database_url
+        from lovekey.detectors.sources import from_database
+        from lovekey.storage import connect, database_url
 
         with database_url(settings) as url, connect(url) as conn:
             source = from_database(conn, st, args.truth)

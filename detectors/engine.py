@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from config import DetectSettings
-from detectors.hysteresis import AlertState
-from detectors.params import MeterParams
-from detectors.profile import RoutineProfile
-from detectors.ring import NEVER, ApplyResult, Completed, UsageRing
+from lovekey.config import DetectSettings
+from lovekey.detectors.hysteresis import AlertState
+from lovekey.detectors.params import MeterParams
+from lovekey.detectors.profile import RoutineProfile
+from lovekey.detectors.ring import NEVER, ApplyResult, Completed, UsageRing
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]

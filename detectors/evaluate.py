@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from config import DetectSettings
-from detectors.engine import Detector, Presence, Registry
-from detectors.ring import NEVER
+from lovekey.config import DetectSettings
+from lovekey.detectors.engine import Detector, Presence, Registry
+from lovekey.detectors.ring import NEVER
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from detectors.ring import NEVER
+from lovekey.detectors.ring import NEVER
 
 BOOL = npt.NDArray[np.bool_]
 I64 = npt.NDArray[np.int64]

@@ -14,10 +14,10 @@ from typing import Any
 
 import psycopg
 
-from config import Settings
-from detectors.runner import DetectorService, EventWatcher, Shard
+from lovekey.config import Settings
+from lovekey.detectors.runner import DetectorService, EventWatcher, Shard
 from lovekey.errors import LoveKeyError
-from storage import connect
+from lovekey.storage import connect
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from config import DetectSettings
+from lovekey.config import DetectSettings
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from detectors.ring import NEVER
+from lovekey.detectors.ring import NEVER
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

@@ -23,12 +23,12 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
-from alerts.store import AlertCandidate, clear_alerts, raise_alerts
-from config import DetectSettings, Settings
-from detectors import db
-from detectors.engine import KINDS, RESIDENT_KINDS, Change, Detector, Presence, Registry
-from detectors.params import build_params, effective_rules
-from detectors.ring import NEVER, UsageRing
+from lovekey.alerts.store import AlertCandidate, clear_alerts, raise_alerts
+from lovekey.config import DetectSettings, Settings
+from lovekey.detectors import db
+from lovekey.detectors.engine import KINDS, RESIDENT_KINDS, Change, Detector, Presence, Registry
+from lovekey.detectors.params import build_params, effective_rules
+from lovekey.detectors.ring import NEVER, UsageRing
 
 log = logging.getLogger(__name__)
 

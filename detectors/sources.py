@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from config import DetectSettings
-from detectors import db
-from detectors.engine import Registry
-from detectors.evaluate import ReplayData, ReplayEvent, Truth
-from detectors.params import build_params, effective_rules
+from lovekey.config import DetectSettings
+from lovekey.detectors import db
+from lovekey.detectors.engine import Registry
+from lovekey.detectors.evaluate import ReplayData, ReplayEvent, Truth
+from lovekey.detectors.params import build_params, effective_rules
 
 EVENT_TYPES = ("smoke", "gas", "sos", "away", "home")
 

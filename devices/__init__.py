@@ -1,9 +1,9 @@
 """The device registry: who lives where, which devices they have, whom to call."""
 
-from devices.csvfile import parse_registry
-from devices.model import CONTACT_ROLES, DEVICE_KINDS, RegistryFile
-from devices.phone import normalize_phone
-from devices.registry import ImportReport, apply_registry, export_registry, list_devices
+from lovekey.devices.csvfile import parse_registry
+from lovekey.devices.model import CONTACT_ROLES, DEVICE_KINDS, RegistryFile
+from lovekey.devices.phone import normalize_phone
+from lovekey.devices.registry import ImportReport, apply_registry, export_registry, list_devices
 
 __all__ = [
     "CONTACT_ROLES",

@@ -12,11 +12,11 @@ import io
 import random
 import time
 
-from config import Settings
-from devices.csvfile import parse_registry
-from devices.registry import apply_registry
-from storage import connect, database_url
-from storage.scratch import scratch_database
+from lovekey.config import Settings
+from lovekey.devices.csvfile import parse_registry
+from lovekey.devices.registry import apply_registry
+from lovekey.storage import connect, database_url
+from lovekey.storage.scratch import scratch_database
 
 KINDS_PER_RESIDENT = ("water_meter", "smoke", "sos_button")
 

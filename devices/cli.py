@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from config import Settings
-from devices.model import DEVICE_KINDS
+from lovekey.config import Settings
+from lovekey.devices.model import DEVICE_KINDS
 from lovekey.errors import RegistryError
 
 
@@ -37,8 +37,8 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    from devices import apply_registry, parse_registry
-    from storage import connect, database_url, migrate
+    from lovekey.devices import apply_registry, parse_registry
+    from lovekey.storage import connect, database_url, migrate
 
     name = str(args.file)
     try:
@@ -59,8 +59,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from devices import export_registry
-    from storage import connect, database_url
+    from lovekey.devices import export_registry
+    from lovekey.storage import connect, database_url
 
     with database_url(settings) as url, connect(url) as conn:
         text = export_registry(conn)
@@ -72,8 +72,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from devices import list_devices
-    from storage import connect, database_url
+    from lovekey.devices import list_devices
+    from lovekey.storage import connect, database_url
 
     with database_url(settings) as url, connect(url) as conn:
         rows = list_devices(

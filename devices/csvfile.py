@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from devices.model import (
+from lovekey.devices.model import (
     CONTACT_ROLES,
     DEVICE_KINDS,
     LANGUAGES,
@@ -23,7 +23,7 @@ from devices.model import (
     RegistryFile,
     Resident,
 )
-from devices.phone import normalize_phone
+from lovekey.devices.phone import normalize_phone
 from lovekey.errors import ImportRejected
 
 REQUIRED = ("device_id", "gateway_id", "resident_id", "kind")

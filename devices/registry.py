@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from devices.model import RegistryFile
+from lovekey.devices.model import RegistryFile
 from lovekey.errors import RegistryError
 
 _IMPORT_LOCK = 0x4C4B5245474953  # "LKREGIS"

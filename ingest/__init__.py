@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ingest.codecs import decode_message
-from ingest.messages import (
+from lovekey.ingest.codecs import decode_message
+from lovekey.ingest.messages import (
     EVENT_TYPES,
     DecodedMessage,
     DeviceEvent,
@@ -19,11 +19,11 @@ from ingest.messages import (
     SensorReading,
     WaterReading,
 )
-from ingest.reasons import REASONS
+from lovekey.ingest.reasons import REASONS
 
 if TYPE_CHECKING:
-    from ingest.broker import broker_url
-    from ingest.ingester import Ingester
+    from lovekey.ingest.broker import broker_url
+    from lovekey.ingest.ingester import Ingester
 
 __all__ = [
     "EVENT_TYPES",
@@ -41,11 +41,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "Ingester":
-        from ingest.ingester import Ingester
+        from lovekey.ingest.ingester import Ingester
 
         return Ingester
     if name == "broker_url":
-        from ingest.broker import broker_url
+        from lovekey.ingest.broker import broker_url
 
         return broker_url
     raise AttributeError(f"module 'ingest' has no attribute {name!r}")

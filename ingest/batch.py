@@ -13,11 +13,11 @@ from datetime import datetime
 
 import orjson
 
-from ingest import reasons
-from ingest.codecs import parse_topic
-from ingest.messages import DecodedMessage, SensorReading, WaterReading
-from ingest.registry import DeviceEntry
 from lovekey.errors import PayloadError
+from lovekey.ingest import reasons
+from lovekey.ingest.codecs import parse_topic
+from lovekey.ingest.messages import DecodedMessage, SensorReading, WaterReading
+from lovekey.ingest.registry import DeviceEntry
 
 WATER_METER = "water_meter"
 

@@ -38,12 +38,12 @@ import numpy as np
 import orjson
 import psycopg
 
-from config import Settings
-from ingest.broker import find_mosquitto, free_port, start_mosquitto
-from ingest.testing import Publisher, wait_for
+from lovekey.config import Settings
 from lovekey.errors import LoveKeyError
-from storage import connect, database_url
-from storage.scratch import scratch_database
+from lovekey.ingest.broker import find_mosquitto, free_port, start_mosquitto
+from lovekey.ingest.testing import Publisher, wait_for
+from lovekey.storage import connect, database_url
+from lovekey.storage.scratch import scratch_database
 
 # message shapes: (readings per message, minutes between them) — a minute meter's single
 # reading, an hourly NB-IoT report of 15-minute frozen values, a daily report of hours

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from config import Settings
+from lovekey.config import Settings
 from lovekey.errors import LoveKeyError
 
 log = logging.getLogger(__name__)

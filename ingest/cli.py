@@ -8,7 +8,7 @@ import threading
 from contextlib import ExitStack
 from typing import Any
 
-from config import Settings
+from lovekey.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.broker import broker_url
-    from ingest.ingester import Ingester
+    from lovekey.ingest.broker import broker_url
+    from lovekey.ingest.ingester import Ingester
     from lovekey.signals import stop_on_signals
-    from storage import connect, database_url, migrate
+    from lovekey.storage import connect, database_url, migrate
 
     stop = threading.Event()
     with ExitStack() as stack:

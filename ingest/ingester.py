@@ -42,17 +42,17 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from config import Settings
-from ingest import reasons
-from ingest.batch import BatchPlan, Received, plan_batch
-from ingest.codecs import decode_message
-from ingest.messages import DecodedMessage
-from ingest.metrics import IngestMetrics, SummaryLog
-from ingest.mqtt import BrokerAddress, connect_properties, new_client
-from ingest.registry import RegistryCache, load_registry, look_up
-from ingest.writer import WriteResult, prepare, write_plan
+from lovekey.config import Settings
 from lovekey.errors import PayloadError, SettingsError, StorageError
-from storage import connect
+from lovekey.ingest import reasons
+from lovekey.ingest.batch import BatchPlan, Received, plan_batch
+from lovekey.ingest.codecs import decode_message
+from lovekey.ingest.messages import DecodedMessage
+from lovekey.ingest.metrics import IngestMetrics, SummaryLog
+from lovekey.ingest.mqtt import BrokerAddress, connect_properties, new_client
+from lovekey.ingest.registry import RegistryCache, load_registry, look_up
+from lovekey.ingest.writer import WriteResult, prepare, write_plan
+from lovekey.storage import connect
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class Ingester:
     def _start_client(self, stack: ExitStack) -> mqtt.Client:
         client = new_client(self.broker, self.client_id, manual_ack=True)
         # an error in a callback must not end paho's network thread: it is logged instead
-        client.enable_logger(logging.getLogger("ingest.paho"))
+        client.enable_logger(logging.getLogger("lovekey.ingest.paho"))
         client.suppress_exceptions = True
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -675,8 +675,8 @@ class Ingester:
 
     def _add_partitions(self, conn: psycopg.Connection) -> bool:
         """Create missing native partitions (maintenance has not run lately)."""
-        from storage.maintenance import ensure_partitions
-        from storage.migrate import Layout, recorded_layout
+        from lovekey.storage.maintenance import ensure_partitions
+        from lovekey.storage.migrate import Layout, recorded_layout
 
         if recorded_layout(conn) is not Layout.NATIVE:
             return False

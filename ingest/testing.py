@@ -19,9 +19,9 @@ from typing import Any, Self
 import paho.mqtt.client as mqtt
 import psycopg
 
-from config import Settings
-from ingest.ingester import Ingester
-from ingest.mqtt import BrokerAddress, new_client
+from lovekey.config import Settings
+from lovekey.ingest.ingester import Ingester
+from lovekey.ingest.mqtt import BrokerAddress, new_client
 
 
 def register_devices(

@@ -15,7 +15,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from ingest.batch import BatchPlan
+from lovekey.ingest.batch import BatchPlan
 
 # Staging tables live as long as the connection; ON COMMIT DELETE ROWS empties them.
 _STAGING = """

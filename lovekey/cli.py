@@ -12,19 +12,19 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from config import load_settings
 from lovekey import __version__
+from lovekey.config import load_settings
 from lovekey.errors import LoveKeyError
 from lovekey.logs import configure_logging
 
 COMMAND_MODULES = (
-    "storage.cli",
-    "devices.cli",
-    "alerts.cli",
-    "ingest.cli",
-    "web.cli",
-    "simulator.cli",
-    "detectors.cli",
+    "lovekey.storage.cli",
+    "lovekey.devices.cli",
+    "lovekey.alerts.cli",
+    "lovekey.ingest.cli",
+    "lovekey.web.cli",
+    "lovekey.simulator.cli",
+    "lovekey.detectors.cli",
     "lovekey.run",
     "lovekey.demo",
     "lovekey.bench",

@@ -36,7 +36,7 @@ from typing import Any
 
 import psycopg
 
-from config import Settings
+from lovekey.config import Settings
 from lovekey.redact import redact_phone
 from lovekey.run import open_services, run_pipeline
 from lovekey.signals import stop_on_signals
@@ -67,7 +67,7 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.broker import free_port
+    from lovekey.ingest.broker import free_port
 
     demo_dir = settings.data_dir / "demo"
     if not args.keep:
@@ -143,7 +143,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _build_world(residents: int, seed: int, now: datetime) -> Any:
-    from simulator import Scenario, World
+    from lovekey.simulator import Scenario, World
 
     start = now - timedelta(days=HISTORY_DAYS)
     days = HISTORY_DAYS + LIVE_HOURS / 24
@@ -186,7 +186,7 @@ def _build_world(residents: int, seed: int, now: datetime) -> Any:
 
 
 def _import_registry(conn: psycopg.Connection[Any], world: Any, settings: Settings) -> None:
-    from devices import apply_registry, parse_registry
+    from lovekey.devices import apply_registry, parse_registry
 
     rows = world.registry_rows()
     out = io.StringIO()
@@ -250,7 +250,7 @@ def _write_history(conn: psycopg.Connection[Any], world: Any, now: datetime) -> 
 
 
 def _create_demo_user(conn: psycopg.Connection[Any], now: datetime) -> None:
-    from web.users import add_user
+    from lovekey.web.users import add_user
 
     with conn.transaction():
         exists = conn.execute("SELECT 1 FROM staff_user WHERE username = %s", (DEMO_USER,)).fetchone()
@@ -263,7 +263,7 @@ def _publish_live(
     world: Any, settings: Settings, mqtt_url: str, now: datetime, stop: threading.Event
 ) -> None:
     """Publish the district's traffic from `now` on, in real time, until `stop`."""
-    from simulator.publish import BrokerPublisher
+    from lovekey.simulator.publish import BrokerPublisher
 
     prefix = settings.mqtt.topic_prefix.rstrip("/") + "/"
     origin_sim = now.timestamp()
@@ -304,7 +304,7 @@ def _summary(conn: psycopg.Connection[Any]) -> bool:
 
 def _scaled_chains(path: Path) -> Path:
     """The packaged escalation chains with every wait scaled down for a two-minute visit."""
-    chains = tomllib.loads(resources.files("alerts").joinpath("chains.toml").read_text("utf-8"))
+    chains = tomllib.loads(resources.files("lovekey.alerts").joinpath("chains.toml").read_text("utf-8"))
     lines = ["# lovekey demo: the packaged chains with waits scaled down", ""]
     for kind, table in chains["chains"].items():
         lines.append(f"[chains.{kind}]")

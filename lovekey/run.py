@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from config import Settings
+from lovekey.config import Settings
 from lovekey.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 def open_services(stack: ExitStack, settings: Settings, *, need_broker: bool = True) -> tuple[str, str]:
     """The database (embedded when none is configured, migrated) and the broker URLs."""
-    from ingest.broker import broker_url
-    from storage import connect, database_url, migrate
+    from lovekey.ingest.broker import broker_url
+    from lovekey.storage import connect, database_url, migrate
 
     db_url = stack.enter_context(database_url(settings))
     with connect(db_url, autocommit=True) as conn:
@@ -155,20 +155,20 @@ async def in_thread(name: str, function: Callable[..., object], *args: object) -
 
 
 def _ingest(settings: Settings, db_url: str, mqtt_url: str, stop: threading.Event) -> None:
-    from ingest import Ingester
+    from lovekey.ingest import Ingester
 
     with Ingester(settings, db_url, mqtt_url) as ingester:
         ingester.run(stop)
 
 
 def _detect(settings: Settings, db_url: str, stop: threading.Event) -> None:
-    from detectors.loop import run_detector
+    from lovekey.detectors.loop import run_detector
 
     run_detector(settings, db_url, stop)
 
 
 async def _alerts(settings: Settings, db_url: str, stop: asyncio.Event) -> None:
-    from alerts.worker import run_worker
+    from lovekey.alerts.worker import run_worker
 
     await run_worker(settings, db_url, stop)
 
@@ -205,13 +205,13 @@ class _HostedServer:
 
 
 async def _console(settings: Settings, db_url: str, stop: asyncio.Event) -> None:
-    from web.app import create_app
+    from lovekey.web.app import create_app
 
     await _HostedServer(create_app(settings, db_url), settings).serve(stop)
 
 
 async def _maintain(settings: Settings, db_url: str, stop: asyncio.Event) -> None:
-    from storage import connect, run_maintenance
+    from lovekey.storage import connect, run_maintenance
 
     def once() -> None:
         with connect(db_url, autocommit=True) as conn:

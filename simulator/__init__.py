@@ -15,21 +15,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulator.incidents import Incident
-    from simulator.scenario import INCIDENT_KINDS, REPORTING_MODES, Scenario
-    from simulator.traffic import Message
-    from simulator.world import DeviceEvent, MessageBatch, WaterReadings, World
+    from lovekey.simulator.incidents import Incident
+    from lovekey.simulator.scenario import INCIDENT_KINDS, REPORTING_MODES, Scenario
+    from lovekey.simulator.traffic import Message
+    from lovekey.simulator.world import DeviceEvent, MessageBatch, WaterReadings, World
 
 _WHERE = {
-    "INCIDENT_KINDS": "simulator.scenario",
-    "REPORTING_MODES": "simulator.scenario",
-    "Scenario": "simulator.scenario",
-    "Incident": "simulator.incidents",
-    "DeviceEvent": "simulator.world",
-    "Message": "simulator.traffic",
-    "MessageBatch": "simulator.world",
-    "WaterReadings": "simulator.world",
-    "World": "simulator.world",
+    "INCIDENT_KINDS": "lovekey.simulator.scenario",
+    "REPORTING_MODES": "lovekey.simulator.scenario",
+    "Scenario": "lovekey.simulator.scenario",
+    "Incident": "lovekey.simulator.incidents",
+    "DeviceEvent": "lovekey.simulator.world",
+    "Message": "lovekey.simulator.traffic",
+    "MessageBatch": "lovekey.simulator.world",
+    "WaterReadings": "lovekey.simulator.world",
+    "World": "lovekey.simulator.world",
 }
 
 __all__ = [

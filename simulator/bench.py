@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from config import Settings
+from lovekey.config import Settings
 
 TARGET_READINGS_PER_S = 200_000
 TARGET_PEAK_MB = 1024
@@ -52,7 +52,7 @@ def main(argv: list[str], settings: Settings) -> int:
 
 
 def _scenario() -> Any:
-    from simulator import Scenario
+    from lovekey.simulator import Scenario
 
     return Scenario.load(None).with_overrides({"meters": {"mode_share": {"quarter_hour": 1.0}}})
 
@@ -81,8 +81,8 @@ def _generate(args: argparse.Namespace) -> bool:
 
 
 def _null_sink(residents: int, days: float, seed: int, results: Any) -> None:
-    from simulator import World
-    from simulator.incidents import LOCAL
+    from lovekey.simulator import World
+    from lovekey.simulator.incidents import LOCAL
 
     start = datetime(2024, 5, 6, tzinfo=LOCAL)
     began = time.perf_counter()
@@ -99,10 +99,10 @@ def _null_sink(residents: int, days: float, seed: int, results: Any) -> None:
 
 
 def _publish(args: argparse.Namespace, settings: Settings, processes: int) -> bool:
-    from ingest.testing import Publisher
-    from simulator import World
-    from simulator.incidents import LOCAL
-    from simulator.publish import Job, Pacing, publish_world
+    from lovekey.ingest.testing import Publisher
+    from lovekey.simulator import World
+    from lovekey.simulator.incidents import LOCAL
+    from lovekey.simulator.publish import Job, Pacing, publish_world
 
     prefix = f"lkbench/{uuid.uuid4().hex[:12]}"
     days = args.publish_hours / 24

@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from config import Settings
+from lovekey.config import Settings
 from lovekey.errors import SimulatorError
 
 if TYPE_CHECKING:
-    from simulator import Scenario, World
-    from simulator.publish import Job, Progress
+    from lovekey.simulator import Scenario, World
+    from lovekey.simulator.publish import Job, Progress
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from simulator import Scenario
+    from lovekey.simulator import Scenario
 
     scenario = Scenario.load(args.scenario)
     if args.reporting:
@@ -89,7 +89,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("an accelerated run that ends after now sends timestamps from the future;"
                     " the ingester rejects those (future_timestamp)")
 
-    from simulator import World
+    from lovekey.simulator import World
 
     world = World.build(scenario, residents=args.residents, seed=args.seed, start=start,
                         days=args.days)
@@ -115,7 +115,7 @@ def _publish(
     args: argparse.Namespace, settings: Settings, scenario: Scenario, world: World,
     speed: float | None,
 ) -> int:
-    from simulator.publish import Job, Pacing, publish_world
+    from lovekey.simulator.publish import Job, Pacing, publish_world
 
     processes = args.processes or (min(2, os.cpu_count() or 1) if args.load else 1)
     job = Job(
@@ -183,7 +183,7 @@ class _RichDisplay:
         self.progress.stop()
 
     def update(self, progress: Progress) -> None:
-        from simulator.incidents import local_datetime
+        from lovekey.simulator.incidents import local_datetime
 
         done = max(0.0, progress.simulated_ts - self.world.start_s) if progress.simulated_ts else 0
         clock = local_datetime(progress.simulated_ts).strftime("%Y-%m-%d %H:%M") if done else ""

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from lovekey.errors import ScenarioError
-from simulator import rand
-from simulator.population import AWAY_BUTTON, GAS, SMOKE, SOS_BUTTON, WATER_METER, Population
-from simulator.scenario import INCIDENT_KINDS, FixedIncident, KindParams, Scenario
+from lovekey.simulator import rand
+from lovekey.simulator.population import AWAY_BUTTON, GAS, SMOKE, SOS_BUTTON, WATER_METER, Population
+from lovekey.simulator.scenario import INCIDENT_KINDS, FixedIncident, KindParams, Scenario
 
 LOCAL = timezone(timedelta(hours=8), "Asia/Shanghai")
 LOCAL_OFFSET_S = 8 * 3600

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from simulator import rand
-from simulator.population import GAS, SMOKE, Population
-from simulator.scenario import REPORTING_MODES, Scenario
+from lovekey.simulator import rand
+from lovekey.simulator.population import GAS, SMOKE, Population
+from lovekey.simulator.scenario import REPORTING_MODES, Scenario
 
 F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]

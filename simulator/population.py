@@ -14,8 +14,8 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from simulator import rand
-from simulator.scenario import REPORTING_MODES, Scenario
+from lovekey.simulator import rand
+from lovekey.simulator.scenario import REPORTING_MODES, Scenario
 
 I32 = npt.NDArray[np.int32]
 BOOL = npt.NDArray[np.bool_]

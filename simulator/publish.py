@@ -31,11 +31,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.mqtt import BrokerAddress, new_client
 from lovekey.errors import PublishError
+from lovekey.ingest.mqtt import BrokerAddress, new_client
 from lovekey.redact import redact_url
-from simulator.scenario import Scenario
-from simulator.world import MessageBatch, World
+from lovekey.simulator.scenario import Scenario
+from lovekey.simulator.world import MessageBatch, World
 
 log = logging.getLogger(__name__)
 

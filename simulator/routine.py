@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
-from simulator import rand
-from simulator.scenario import Routine, Scenario
+from lovekey.simulator import rand
+from lovekey.simulator.scenario import Routine, Scenario
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]

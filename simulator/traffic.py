@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Self
 import numpy as np
 import numpy.typing as npt
 
-from simulator.incidents import LOCAL, LOCAL_OFFSET_S
+from lovekey.simulator.incidents import LOCAL, LOCAL_OFFSET_S
 
 I8 = npt.NDArray[np.int8]
 I16 = npt.NDArray[np.int16]

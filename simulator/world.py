@@ -26,8 +26,8 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from simulator import rand
-from simulator.incidents import (
+from lovekey.simulator import rand
+from lovekey.simulator.incidents import (
     LOCAL_OFFSET_S,
     NO_USE_KINDS,
     Incident,
@@ -36,7 +36,7 @@ from simulator.incidents import (
     plan_incidents,
     to_incident,
 )
-from simulator.meters import (
+from lovekey.simulator.meters import (
     MODE_LIST,
     NEW_METER_BATTERY_V,
     MeterParams,
@@ -45,7 +45,7 @@ from simulator.meters import (
     draw_meters,
     draw_sensors,
 )
-from simulator.population import (
+from lovekey.simulator.population import (
     GAS,
     SMOKE,
     WATER_METER,
@@ -53,9 +53,9 @@ from simulator.population import (
     build_population,
     registry_rows,
 )
-from simulator.routine import MINUTES_PER_DAY, Traits, day_events, draw_traits, minute_usage
-from simulator.scenario import Scenario
-from simulator.traffic import (
+from lovekey.simulator.routine import MINUTES_PER_DAY, Traits, day_events, draw_traits, minute_usage
+from lovekey.simulator.scenario import Scenario
+from lovekey.simulator.traffic import (
     EV_AWAY,
     EV_BATTERY_LOW,
     EV_GAS,

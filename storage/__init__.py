@@ -4,10 +4,10 @@ SQL for a table lives with the package that owns it; this package owns the schem
 the machinery that applies and maintains them.
 """
 
-from storage.db import connect, connect_async
-from storage.embedded import database_url
-from storage.maintenance import MaintenanceReport, run_maintenance
-from storage.migrate import Layout, MigrateResult, migrate, server_features
+from lovekey.storage.db import connect, connect_async
+from lovekey.storage.embedded import database_url
+from lovekey.storage.maintenance import MaintenanceReport, run_maintenance
+from lovekey.storage.migrate import Layout, MigrateResult, migrate, server_features
 
 __all__ = [
     "Layout",

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from config import Settings
+from lovekey.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import connect, database_url, migrate
+    from lovekey.storage import connect, database_url, migrate
 
     with database_url(settings) as url, connect(url, autocommit=True) as conn:
         result = migrate(conn, settings.storage)
@@ -33,7 +33,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _maintain(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import connect, database_url, run_maintenance
+    from lovekey.storage import connect, database_url, run_maintenance
 
     with database_url(settings) as url:
         def job() -> None:

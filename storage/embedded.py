@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from config import Settings
+from lovekey.config import Settings
 from lovekey.errors import StorageError
 
 log = logging.getLogger(__name__)

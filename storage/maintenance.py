@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from config import StorageSettings
-from storage.migrate import Layout, ServerFeatures, recorded_layout, server_features
+from lovekey.config import StorageSettings
+from lovekey.storage.migrate import Layout, ServerFeatures, recorded_layout, server_features
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from importlib import resources
 
 import psycopg
 
-from config import StorageSettings
+from lovekey.config import StorageSettings
 from lovekey.errors import MigrationError, StorageError
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class MigrateResult:
 def discover() -> list[Migration]:
     """Read the migration files shipped with the package, in version order."""
     found: dict[int, Migration] = {}
-    for entry in resources.files("storage.migrations").iterdir():
+    for entry in resources.files("lovekey.storage.migrations").iterdir():
         match = _FILE.match(entry.name)
         if not match:
             continue
@@ -201,7 +201,7 @@ def _configure_layout(
     conn: psycopg.Connection, layout: Layout, storage: StorageSettings, features: ServerFeatures
 ) -> None:
     # imported here: maintenance imports this module for Layout
-    from storage import maintenance
+    from lovekey.storage import maintenance
 
     if layout is Layout.TIMESCALE:
         maintenance.configure_hypertables(conn, storage, features)

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from config import StorageSettings
-from storage.db import connect
-from storage.migrate import migrate
+from lovekey.config import StorageSettings
+from lovekey.storage.db import connect
+from lovekey.storage.migrate import migrate
 
 
 def with_database(url: str, name: str) -> str:

@@ -20,9 +20,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from config import Settings, load_settings
-from storage import connect, migrate
-from storage.scratch import with_database
+from lovekey.config import Settings, load_settings
+from lovekey.storage import connect, migrate
+from lovekey.storage.scratch import with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMESCALE_START = ROOT.parent / "shared" / "tools" / "timescaledb" / "start.sh"

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from alerts.store import get_alert, history
-from alerts.testing import (
+from lovekey.alerts.store import get_alert, history
+from lovekey.alerts.testing import (
     TEST_SECRET,
     DeliveryRig,
     FakeProvider,
@@ -20,9 +20,9 @@ from alerts.testing import (
     delivery_rig,
     serve_app,
 )
-from alerts.web import create_app
-from config import Settings
+from lovekey.alerts.web import create_app
 from lovekey.cli import main as lovekey_main
+from lovekey.config import Settings
 
 T0 = at_local("2025-03-01 09:00")
 LINK = re.compile(r"https://lk\.example/a/([0-9a-z]+\.[0-9a-z]+\.[A-Za-z0-9_-]+)")
@@ -152,7 +152,7 @@ def test_needs_help_tells_family_grid_worker_and_staff_at_once(
 def test_tokens_cannot_be_forged_reused_or_used_late(
     rig: DeliveryRig, client: httpx.Client, clock: Clock
 ) -> None:
-    from alerts.testing import seed_resident, standard_contacts
+    from lovekey.alerts.testing import seed_resident, standard_contacts
 
     seed_resident(rig.conn, "R-2", name="赵大爷", contacts=standard_contacts(rig.fake)[:1])
     first = rig.raise_("low_usage", "R-1", T0)

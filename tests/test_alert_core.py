@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alerts.chains import ChainBook, ChainError, RoleRef
-from alerts.escalation import (
+from lovekey.alerts.chains import ChainBook, ChainError, RoleRef
+from lovekey.alerts.escalation import (
     AlertState,
     Done,
     Escalation,
@@ -18,9 +18,9 @@ from alerts.escalation import (
     Wait,
     next_step,
 )
-from alerts.messages import AlertFacts, alert_message, fits_one_sms, sms_segment_limit
-from alerts.policy import quiet_until, rate_limited_until, retry_delay_s
-from alerts.tokens import make_token, parse_token, verify_token
+from lovekey.alerts.messages import AlertFacts, alert_message, fits_one_sms, sms_segment_limit
+from lovekey.alerts.policy import quiet_until, rate_limited_until, retry_delay_s
+from lovekey.alerts.tokens import make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError
 
 T0 = datetime(2025, 3, 1, 1, 0, tzinfo=UTC)

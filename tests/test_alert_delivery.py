@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from alerts.messages import fits_one_sms
-from alerts.store import acknowledge, clear_alerts, get_alert, history, resolve
-from alerts.testing import (
+from lovekey.alerts.messages import fits_one_sms
+from lovekey.alerts.store import acknowledge, clear_alerts, get_alert, history, resolve
+from lovekey.alerts.testing import (
     ContactSpec,
     DeliveryRig,
     FakeProvider,
@@ -18,7 +18,7 @@ from alerts.testing import (
     seed_community_contact,
     seed_resident,
 )
-from config import Settings
+from lovekey.config import Settings
 
 T0 = at_local("2025-03-01 09:00")
 
@@ -257,7 +257,7 @@ def test_quiet_hours_hold_non_urgent_alerts_only(world: DeliveryRig) -> None:
 def test_daily_digest_to_opted_in_family_once_a_day(world: DeliveryRig) -> None:
     from datetime import UTC, datetime
 
-    from alerts.digest import queue_digests
+    from lovekey.alerts.digest import queue_digests
 
     zone = world.settings.zone
     midnight = datetime.now(UTC).astimezone(zone).replace(hour=0, minute=0, second=0,

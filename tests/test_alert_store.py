@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from alerts.store import (
+from lovekey.alerts.store import (
     AlertCandidate,
     acknowledge,
     clear_alerts,

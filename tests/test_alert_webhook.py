@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from alerts.channels import AppriseSender, ChannelSender, Outgoing
-from alerts.testing import FakeProvider, Received, shared_sender
-from alerts.webhook import KeepAliveJsonSender
+from lovekey.alerts.channels import AppriseSender, ChannelSender, Outgoing
+from lovekey.alerts.testing import FakeProvider, Received, shared_sender
+from lovekey.alerts.webhook import KeepAliveJsonSender
 from lovekey.errors import DeliveryError
 
 TITLE = "【LoveKey】王秀英 12小时未用水"

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from alerts.store import AlertCandidate, raise_alerts
-from alerts.testing import ContactSpec, FakeProvider, WorkerProcess, seed_resident
+from lovekey.alerts.store import AlertCandidate, raise_alerts
+from lovekey.alerts.testing import ContactSpec, FakeProvider, WorkerProcess, seed_resident
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.bound import (
+from lovekey.detectors.bound import (
     NEVER,
     PER_DAY,
     PER_H,

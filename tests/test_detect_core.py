@@ -8,12 +8,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from config import DetectSettings, load_settings
-from detectors.engine import Detector, Presence, Registry
-from detectors.hysteresis import AlertState
-from detectors.params import build_params, effective_rules, uniform_params
-from detectors.profile import DISABLED, RoutineProfile
-from detectors.ring import UsageRing
+from lovekey.config import DetectSettings, load_settings
+from lovekey.detectors.engine import Detector, Presence, Registry
+from lovekey.detectors.hysteresis import AlertState
+from lovekey.detectors.params import build_params, effective_rules, uniform_params
+from lovekey.detectors.profile import DISABLED, RoutineProfile
+from lovekey.detectors.ring import UsageRing
 
 BS = 900
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -10,11 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from alerts.store import list_alerts, resolve
-from config import Settings
-from detectors.loop import watch_events
-from detectors.runner import DetectorService, EventWatcher, Shard
+from lovekey.alerts.store import list_alerts, resolve
 from lovekey.cli import main as lovekey_main
+from lovekey.config import Settings
+from lovekey.detectors.loop import watch_events
+from lovekey.detectors.runner import DetectorService, EventWatcher, Shard
 
 BS = timedelta(minutes=15)
 # a recent quarter hour, so the reading partitions the migration made exist
@@ -189,7 +189,7 @@ def test_away_suppresses_low_usage_until_the_absence_ends(
 
 
 def make_settings_for(conn: psycopg.Connection[Any]) -> Settings:
-    from config import load_settings
+    from lovekey.config import load_settings
 
     info = conn.info
     url = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from ingest.batch import plan_batch
-from ingest.codecs import decode_message
-from ingest.ingester import Inbound, Inbox, _SeenMemory
-from ingest.messages import DecodedMessage
-from ingest.registry import DeviceEntry, RegistryCache
 from lovekey.errors import PayloadError
+from lovekey.ingest.batch import plan_batch
+from lovekey.ingest.codecs import decode_message
+from lovekey.ingest.ingester import Inbound, Inbox, _SeenMemory
+from lovekey.ingest.messages import DecodedMessage
+from lovekey.ingest.registry import DeviceEntry, RegistryCache
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 PREFIX = "lk"

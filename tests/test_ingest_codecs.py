@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest import REASONS, SensorReading, WaterReading, decode_message
-from ingest.messages import DeviceEvent
 from lovekey.errors import PayloadError
+from lovekey.ingest import REASONS, SensorReading, WaterReading, decode_message
+from lovekey.ingest.messages import DeviceEvent
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 PREFIX = "lovekey"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from ingest.testing import Publisher, register_devices, wait_for
-from storage import connect
+from lovekey.ingest.testing import Publisher, register_devices, wait_for
+from lovekey.storage import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest.broker import find_mosquitto
-from ingest.testing import Publisher, register_devices, wait_for
-from storage import connect, database_url
+from lovekey.ingest.broker import find_mosquitto
+from lovekey.ingest.testing import Publisher, register_devices, wait_for
+from lovekey.storage import connect, database_url
 
 pytestmark = [
     pytest.mark.slow,

@@ -24,13 +24,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from config import Settings
-from ingest.broker import free_port
-from ingest.ingester import Ingester
-from ingest.mqtt import BrokerAddress, connect_properties, new_client
-from ingest.testing import Publisher, register_devices, running_ingester, wait_for
-from storage import connect
-from storage.maintenance import existing_partitions
+from lovekey.config import Settings
+from lovekey.ingest.broker import free_port
+from lovekey.ingest.ingester import Ingester
+from lovekey.ingest.mqtt import BrokerAddress, connect_properties, new_client
+from lovekey.ingest.testing import Publisher, register_devices, running_ingester, wait_for
+from lovekey.storage import connect
+from lovekey.storage.maintenance import existing_partitions
 
 
 @pytest.fixture
@@ -271,7 +271,7 @@ def test_database_outage_holds_messages_and_loses_nothing(
         assert ingester.metrics.database_up
     assert query(db, "SELECT count(*), count(DISTINCT total_l) FROM water_reading") == [(300, 300)]
     assert query(db, "SELECT reason FROM rejected_input") == [("malformed_json",)]
-    records = [r for r in caplog.records if r.name == "ingest.ingester"]
+    records = [r for r in caplog.records if r.name == "lovekey.ingest.ingester"]
     down = [r for r in records if "database unavailable" in r.getMessage()]
     back = [r for r in records if "database back" in r.getMessage()]
     assert [r.levelname for r in down] == ["ERROR"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devices import apply_registry, export_registry, list_devices, normalize_phone, parse_registry
 from lovekey.cli import main
+from lovekey.devices import apply_registry, export_registry, list_devices, normalize_phone, parse_registry
 from lovekey.errors import ImportRejected
 from tests.conftest import DatabaseFactory
 

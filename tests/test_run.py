@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from config import load_settings
+from lovekey.config import load_settings
 from lovekey.run import in_thread, run_pipeline
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config import load_settings
+from lovekey.config import load_settings
 from lovekey.errors import SettingsError
 from lovekey.redact import redact_phone, redact_url
 

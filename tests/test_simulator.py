@@ -15,13 +15,13 @@ import numpy as np
 import orjson
 import pytest
 
-from devices import parse_registry
-from ingest import decode_message
+from lovekey.devices import parse_registry
 from lovekey.errors import ScenarioError
-from simulator import INCIDENT_KINDS, REPORTING_MODES, Message, Scenario, World
-from simulator.cli import _MODES
-from simulator.population import AWAY_BUTTON, GAS, SMOKE, SOS_BUTTON
-from simulator.routine import FLUSH, NIGHT_FLUSH, day_events
+from lovekey.ingest import decode_message
+from lovekey.simulator import INCIDENT_KINDS, REPORTING_MODES, Message, Scenario, World
+from lovekey.simulator.cli import _MODES
+from lovekey.simulator.population import AWAY_BUTTON, GAS, SMOKE, SOS_BUTTON
+from lovekey.simulator.routine import FLUSH, NIGHT_FLUSH, day_events
 
 LOCAL = timezone(timedelta(hours=8))
 MONDAY = datetime(2024, 5, 6, tzinfo=LOCAL)

@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 import pytest
 
-from config import Settings
-from ingest.testing import Publisher, running_ingester, wait_for
 from lovekey.cli import main
-from simulator import INCIDENT_KINDS, Scenario, World
-from simulator.incidents import LOCAL
-from simulator.population import AWAY_BUTTON
-from storage import connect
+from lovekey.config import Settings
+from lovekey.ingest.testing import Publisher, running_ingester, wait_for
+from lovekey.simulator import INCIDENT_KINDS, Scenario, World
+from lovekey.simulator.incidents import LOCAL
+from lovekey.simulator.population import AWAY_BUTTON
+from lovekey.storage import connect
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +154,7 @@ class Subscriber:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from ingest.mqtt import BrokerAddress, connect_properties
+        from lovekey.ingest.mqtt import BrokerAddress, connect_properties
 
         address = BrokerAddress.parse(mqtt_url)
         self.received: list[tuple[str, bytes]] = []
@@ -177,7 +177,7 @@ class Subscriber:
 def test_every_message_arrives_once_and_each_gateway_in_order(
     mqtt_url: str, topic_prefix: str, processes: int
 ):
-    from simulator.publish import Job, Pacing, publish_world
+    from lovekey.simulator.publish import Job, Pacing, publish_world
 
     start = (datetime.now(LOCAL) - timedelta(hours=6)).replace(second=0, microsecond=0)
     job = Job(scenario=Scenario.load(None), residents=60, seed=3, start=start, days=0.25,
@@ -210,7 +210,7 @@ def test_every_message_arrives_once_and_each_gateway_in_order(
 def test_pacing_holds_the_rate_and_the_speed(mqtt_url: str, topic_prefix: str):
     import time
 
-    from simulator.publish import Job, Pacing, publish_world
+    from lovekey.simulator.publish import Job, Pacing, publish_world
 
     start = (datetime.now(LOCAL) - timedelta(hours=3)).replace(second=0, microsecond=0)
     base = Job(scenario=Scenario.load(None), residents=40, seed=4, start=start, days=0.05,

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from config import load_settings
-from storage import Layout, connect, migrate, run_maintenance
-from storage.maintenance import existing_partitions, partition_bounds
-from storage.migrate import discover
+from lovekey.config import load_settings
+from lovekey.storage import Layout, connect, migrate, run_maintenance
+from lovekey.storage.maintenance import existing_partitions, partition_bounds
+from lovekey.storage.migrate import discover
 from tests.conftest import DatabaseFactory
 
 

@@ -16,11 +16,11 @@ import numpy as np
 import psycopg
 import pytest
 
-from config import Settings
 from lovekey.cli import main as lovekey_main
+from lovekey.config import Settings
+from lovekey.web.testing import FakeClock, Served, csrf_from_html, served_console, sign_in
+from lovekey.web.usage import chart_start
 from tests.test_web_seed import PASSWORD, T0, Seeded, expected_hourly_use, seed
-from web.testing import FakeClock, Served, csrf_from_html, served_console, sign_in
-from web.usage import chart_start
 
 ZONE = ZoneInfo("Asia/Shanghai")
 ACK_SECRET = "web-test-ack-secret-0123456789"
@@ -35,7 +35,7 @@ def seeded(database_url: str) -> Seeded:
 
 @pytest.fixture(scope="module")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    from config import load_settings
+    from lovekey.config import load_settings
 
     return load_settings(
         environ={}, database_url=database_url, data_dir=str(tmp_path_factory.mktemp("web")),
@@ -443,7 +443,7 @@ def test_users_add_command(database_url: str, seeded: Seeded, served: Served,
 def test_a_neighbours_link_is_served_by_the_console_and_shows_up_in_the_queue(
     served: Served, seeded: Seeded, database_url: str
 ) -> None:
-    from alerts.tokens import make_token
+    from lovekey.alerts.tokens import make_token
 
     alert_id = seeded.alerts["low_usage:R-A1"]
     with psycopg.connect(database_url) as conn:

@@ -20,9 +20,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from config import Settings, load_settings
+from lovekey.config import Settings, load_settings
+from lovekey.web.testing import FakeClock, Served, served_console
 from tests.test_web_seed import PASSWORD, T0, Seeded, seed
-from web.testing import FakeClock, Served, served_console
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -13,17 +13,17 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from alerts.store import OUTCOMES
-from devices.model import CONTACT_ROLES, DEVICE_KINDS
+from lovekey.alerts.store import OUTCOMES
+from lovekey.devices.model import CONTACT_ROLES, DEVICE_KINDS
 from lovekey.errors import ConsoleError
-from web import i18n
-from web.actions import check_absence
-from web.auth import Session, Staff, hash_password, same_token, session_expired, verify_password
-from web.queries import DEVICE_KINDS as ALERT_DEVICE_KINDS
-from web.queries import LIFE_SAFETY_KINDS, WELFARE_KINDS, urgency_tier
-from web.reports import bar_chart, build_report, month_range, nice_ceiling, report_csv
-from web.scope import Scope
-from web.usage import HourlyUsage, chart_start, hourly_usage
+from lovekey.web import i18n
+from lovekey.web.actions import check_absence
+from lovekey.web.auth import Session, Staff, hash_password, same_token, session_expired, verify_password
+from lovekey.web.queries import DEVICE_KINDS as ALERT_DEVICE_KINDS
+from lovekey.web.queries import LIFE_SAFETY_KINDS, WELFARE_KINDS, urgency_tier
+from lovekey.web.reports import bar_chart, build_report, month_range, nice_ceiling, report_csv
+from lovekey.web.scope import Scope
+from lovekey.web.usage import HourlyUsage, chart_start, hourly_usage
 
 ZONE = ZoneInfo("Asia/Shanghai")
 START = datetime(2025, 3, 10, 0, 0, tzinfo=ZONE)
@@ -277,7 +277,7 @@ def test_session_deadlines() -> None:
 
 
 def test_device_lists_merge_per_community_candidates() -> None:
-    from web.queries import _first
+    from lovekey.web.queries import _first
 
     summary = [
         {"silent": [["B", None], ["A", 1000.0]]},

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import psycopg
 
-from alerts.store import AlertCandidate, raise_alerts, resolve
-from devices import apply_registry, parse_registry
-from web.users import add_user
+from lovekey.alerts.store import AlertCandidate, raise_alerts, resolve
+from lovekey.devices import apply_registry, parse_registry
+from lovekey.web.users import add_user
 
 # the console's fake "now": half past an hour, so the newest chart hour is partial
 T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1, minutes=30)

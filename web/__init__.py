@@ -4,6 +4,6 @@
 `lovekey serve` runs it, `lovekey users add` creates staff accounts.
 """
 
-from web.app import create_app
+from lovekey.web.app import create_app
 
 __all__ = ["create_app"]

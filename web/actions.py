@@ -13,11 +13,11 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from alerts import absence
-from alerts import store as alert_store
-from alerts.chains import ChainBook
+from lovekey.alerts import absence
+from lovekey.alerts import store as alert_store
+from lovekey.alerts.chains import ChainBook
 from lovekey.errors import AlertError, ConsoleError
-from web.auth import Actor, audit_sync
+from lovekey.web.auth import Actor, audit_sync
 
 CONSOLE_CHANNEL = "console"
 MAX_ABSENCE = timedelta(days=366)

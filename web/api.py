@@ -16,12 +16,12 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from alerts.store import OUTCOMES
+from lovekey.alerts.store import OUTCOMES
 from lovekey.errors import AlertStateError, ConsoleError
-from web import actions, auth, queries
-from web.deps import CheckedSession, Conn, SignedIn, actor_for, console_of
-from web.reports import report_json
-from web.service import (
+from lovekey.web import actions, auth, queries
+from lovekey.web.deps import CheckedSession, Conn, SignedIn, actor_for, console_of
+from lovekey.web.reports import report_json
+from lovekey.web.service import (
     ReportRequest,
     alert_or_404,
     build_resident_view,

@@ -24,11 +24,11 @@ from starlette.datastructures import URL
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from alerts.chains import ChainBook
-from config import Settings
+from lovekey.alerts.chains import ChainBook
+from lovekey.config import Settings
 from lovekey.redact import redact_url
-from web import i18n
-from web.deps import Console, NotSignedIn, language_for
+from lovekey.web import i18n
+from lovekey.web.deps import Console, NotSignedIn, language_for
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
-    from web import api, pages
+    from lovekey.web import api, pages
 
     app.include_router(pages.router)
     app.include_router(api.router, prefix="/api")
@@ -111,7 +111,7 @@ def mount_ack_pages(app: FastAPI, settings: Settings, database_url: str, clock: 
     messages (`/a/{token}`) and the inbound-SMS webhook (`/alerts/sms/...`). Its router has
     its own lifespan (its pool), which FastAPI runs with the console's. The console keeps its
     own pages off `/a` and `/alerts` so the two never collide."""
-    from alerts.web import create_router
+    from lovekey.alerts.web import create_router
 
     app.include_router(create_router(settings, database_url, clock=clock))
 
@@ -126,7 +126,7 @@ async def _not_signed_in(request: Request, exc: Exception) -> Response:
         str(login.include_query_params(next=target, reason=exc.reason)), status_code=303
     )
     if exc.reason == "expired":
-        from web.auth import SESSION_COOKIE
+        from lovekey.web.auth import SESSION_COOKIE
 
         response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -25,7 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from web.scope import Scope
+from lovekey.web.scope import Scope
 
 # argon2id with the library's defaults (RFC 9106 "low memory" profile: t=3, m=64 MiB, p=4)
 _HASHER = PasswordHasher()

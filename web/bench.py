@@ -31,9 +31,9 @@ from urllib.parse import urlencode
 import psycopg
 from psycopg import sql
 
-from config import Settings
-from storage import connect, database_url, migrate
-from storage.scratch import scratch_database, with_database
+from lovekey.config import Settings
+from lovekey.storage import connect, database_url, migrate
+from lovekey.storage.scratch import scratch_database, with_database
 
 PASSWORD = "bench console password"  # noqa: S105 - staff of a scratch database, dropped after
 STAFF = (("bench_admin", "admin"), ("bench_community", "community_staff"), ("bench_grid", "grid_worker"))
@@ -83,10 +83,10 @@ def _step(label: str) -> Callable[[], None]:
 # ------------------------------------------------------------------------------ generate
 
 def generate(url: str, settings: Settings, *, residents: int, days: int, now: datetime) -> None:
-    from devices.bench import district_csv
-    from devices.csvfile import parse_registry
-    from devices.registry import apply_registry
-    from web.users import add_user
+    from lovekey.devices.bench import district_csv
+    from lovekey.devices.csvfile import parse_registry
+    from lovekey.devices.registry import apply_registry
+    from lovekey.web.users import add_user
 
     with connect(url, autocommit=True) as conn:
         migrate(conn, settings.storage.model_copy(update={"timescaledb": "off"}))
@@ -326,7 +326,7 @@ def _sign_in(port: int, username: str) -> Client:
 def measure(
     settings: Settings, url: str, *, now: datetime, requests: int
 ) -> dict[tuple[str, str], list[float]]:
-    from web.testing import FakeClock, served_console
+    from lovekey.web.testing import FakeClock, served_console
 
     rng = random.Random(7)
     results: dict[tuple[str, str], list[float]] = {}

@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from config import Settings
+from lovekey.config import Settings
 from lovekey.errors import ConsoleError
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ def _now() -> datetime:
 
 
 def _add(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import connect, database_url, migrate
-    from web.users import add_user, check_password
+    from lovekey.storage import connect, database_url, migrate
+    from lovekey.web.users import add_user, check_password
 
     password = _read_password(args.password_stdin)
     check_password(password)
@@ -88,8 +88,8 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import connect, database_url
-    from web.users import list_users
+    from lovekey.storage import connect, database_url
+    from lovekey.web.users import list_users
 
     with database_url(settings) as url, connect(url) as conn:
         rows = list_users(conn)
@@ -105,8 +105,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _passwd(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import connect, database_url
-    from web.users import set_password
+    from lovekey.storage import connect, database_url
+    from lovekey.web.users import set_password
 
     password = _read_password(args.password_stdin)
     with database_url(settings) as url, connect(url) as conn:
@@ -117,8 +117,8 @@ def _passwd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _disable(args: argparse.Namespace, settings: Settings) -> int:
-    from storage import connect, database_url
-    from web.users import set_active
+    from lovekey.storage import connect, database_url
+    from lovekey.web.users import set_active
 
     with database_url(settings) as url, connect(url) as conn:
         set_active(conn, args.name, False, now=_now())
@@ -130,8 +130,8 @@ def _disable(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from storage import connect, database_url, migrate
-    from web import create_app
+    from lovekey.storage import connect, database_url, migrate
+    from lovekey.web import create_app
 
     host = args.host or settings.web.host
     port = settings.web.port if args.port is None else args.port

@@ -13,10 +13,10 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from alerts.chains import ChainBook
-from config import Settings
-from web import i18n
-from web.auth import (
+from lovekey.alerts.chains import ChainBook
+from lovekey.config import Settings
+from lovekey.web import i18n
+from lovekey.web.auth import (
     LANGUAGE_COOKIE,
     SESSION_COOKIE,
     Actor,

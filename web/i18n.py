@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
 
-from config import Settings
+from lovekey.config import Settings
 
 LANGUAGES = ("zh", "en")
 

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import URL
 
-from alerts.store import OUTCOMES
+from lovekey.alerts.store import OUTCOMES
 from lovekey.errors import AlertStateError, ConsoleError
-from web import actions, auth, i18n, queries
-from web.auth import LANGUAGE_COOKIE, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session
-from web.deps import (
+from lovekey.web import actions, auth, i18n, queries
+from lovekey.web.auth import LANGUAGE_COOKIE, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session
+from lovekey.web.deps import (
     CheckedSession,
     Conn,
     SignedIn,
@@ -23,7 +23,7 @@ from web.deps import (
     console_of,
     language_for,
 )
-from web.service import (
+from lovekey.web.service import (
     ReportRequest,
     alert_or_404,
     build_resident_view,
@@ -345,7 +345,7 @@ async def devices(request: Request, conn: Conn, session: SignedIn) -> Response:
 async def reports(
     request: Request, conn: Conn, session: SignedIn, months: Annotated[int, Query(ge=1, le=36)] = 6
 ) -> Response:
-    from web.reports import report_charts
+    from lovekey.web.reports import report_charts
 
     report = await load_report(conn, console_of(request), session.staff, ReportRequest(months))
     return render(request, "reports.html",
@@ -356,7 +356,7 @@ async def reports(
 async def reports_csv(
     request: Request, conn: Conn, session: SignedIn, months: Annotated[int, Query(ge=1, le=36)] = 6
 ) -> Response:
-    from web.reports import report_csv
+    from lovekey.web.reports import report_csv
 
     console = console_of(request)
     report = await load_report(conn, console, session.staff, ReportRequest(months))

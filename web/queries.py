@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from web.scope import ALERT_HOUSEHOLD_JOINS, Scope
+from lovekey.web.scope import ALERT_HOUSEHOLD_JOINS, Scope
 
 # Urgency tiers of the queue: life-safety first, then welfare, then device faults.
 LIFE_SAFETY_KINDS = ("smoke", "gas", "sos")

@@ -8,11 +8,11 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
-from web import auth, queries
-from web.auth import Staff
-from web.deps import Conn, Console, actor_for, console_of
-from web.reports import Report, build_report, month_range, month_starts
-from web.usage import HOUR_S, chart_start, hourly_usage, to_json, window_hours
+from lovekey.web import auth, queries
+from lovekey.web.auth import Staff
+from lovekey.web.deps import Conn, Console, actor_for, console_of
+from lovekey.web.reports import Report, build_report, month_range, month_starts
+from lovekey.web.usage import HOUR_S, chart_start, hourly_usage, to_json, window_hours
 
 # readings this far before the chart's first window are fetched, so its first delta is whole
 USAGE_LOOKBACK = timedelta(days=1)

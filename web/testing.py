@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import uvicorn
 
-from config import Settings
-from web.app import create_app
+from lovekey.config import Settings
+from lovekey.web.app import create_app
 
 if TYPE_CHECKING:  # httpx is a test dependency only
     import httpx

@@ -14,8 +14,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from lovekey.errors import ConsoleError
-from web.auth import Actor, audit_sync, hash_password
-from web.scope import ROLES, Scope
+from lovekey.web.auth import Actor, audit_sync, hash_password
+from lovekey.web.scope import ROLES, Scope
 
 MIN_PASSWORD_CHARS = 10
 CLI_ACTOR = Actor(staff_id=None, username="cli", ip=None, user_agent="lovekey users")

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ingest import reasons
-from ingest.messages import DecodedMessage, MessageKind
 from lovekey.errors import PayloadError
+from lovekey.ingest import reasons
+from lovekey.ingest.messages import DecodedMessage, MessageKind
 
 # Ids in topics are the ids people type into the registry; longer ones are not ids.
 MAX_ID_CHARS = 128
@@ -102,7 +102,7 @@ def decode_message(
 
 
 # The codec modules register themselves on import; importing them here fills the registry.
-from ingest.codecs import event, reading, status  # noqa: E402
+from lovekey.ingest.codecs import event, reading, status  # noqa: E402
 
 __all__ = [
     "Codec",

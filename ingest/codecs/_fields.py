@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from ingest import reasons
-from ingest.codecs import DecodeContext
 from lovekey.errors import PayloadError
+from lovekey.ingest import reasons
+from lovekey.ingest.codecs import DecodeContext
 
 
 def load_json(payload: bytes) -> Any:

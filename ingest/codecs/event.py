@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ingest import reasons
-from ingest.codecs import DecodeContext, Topic, register
-from ingest.codecs._fields import check_device_id, flag, load_object, number, timestamp
-from ingest.messages import EVENT_TYPES, DecodedMessage, DeviceEvent
 from lovekey.errors import PayloadError
+from lovekey.ingest import reasons
+from lovekey.ingest.codecs import DecodeContext, Topic, register
+from lovekey.ingest.codecs._fields import check_device_id, flag, load_object, number, timestamp
+from lovekey.ingest.messages import EVENT_TYPES, DecodedMessage, DeviceEvent
 
 MAX_ABS_VALUE = 1e9  # stored as float4
 

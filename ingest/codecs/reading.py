@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingest import reasons
-from ingest.codecs import DecodeContext, Topic, register
-from ingest.codecs._fields import check_device_id, checked, load_object, timestamp
-from ingest.messages import DecodedMessage, Reading, SensorReading, WaterReading
 from lovekey.errors import PayloadError
+from lovekey.ingest import reasons
+from lovekey.ingest.codecs import DecodeContext, Topic, register
+from lovekey.ingest.codecs._fields import check_device_id, checked, load_object, timestamp
+from lovekey.ingest.messages import DecodedMessage, Reading, SensorReading, WaterReading
 
 # Plausible ranges; anything outside is a broken device or a broken gateway, not water.
 MAX_TOTAL_L = 1e12          # a meter register never gets near this

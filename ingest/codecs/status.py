@@ -6,11 +6,11 @@ when a gateway drops off without saying goodbye.
 
 from __future__ import annotations
 
-from ingest import reasons
-from ingest.codecs import DecodeContext, Topic, register
-from ingest.codecs._fields import load_json
-from ingest.messages import DecodedMessage, GatewayStatus
 from lovekey.errors import PayloadError
+from lovekey.ingest import reasons
+from lovekey.ingest.codecs import DecodeContext, Topic, register
+from lovekey.ingest.codecs._fields import load_json
+from lovekey.ingest.messages import DecodedMessage, GatewayStatus
 
 _WORDS: dict[str, GatewayStatus] = {"online": "online", "offline": "offline"}
 
