@@ -90,8 +90,7 @@ def set_away(
             )
             add_history(
                 conn,
-                [(i, "resolved", Jsonb({"outcome": "away", "away_until": until.isoformat()}))
-                 for i in ids],
+                [(i, "resolved", Jsonb({"outcome": "away", "away_until": until.isoformat()})) for i in ids],
                 now,
                 actor="absence",
             )

@@ -48,25 +48,28 @@ def main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat with fresh alerts")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
-        "--null-sender", action="store_true",
+        "--null-sender",
+        action="store_true",
         help="run the worker in this process with a sender that only records the time, to"
-             " measure the pipeline without Apprise (one process)",
+        " measure the pipeline without Apprise (one process)",
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a worker setting (alerts.KEY), e.g. --set processes=1; default: none",
     )
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.set)
     settings = settings.model_copy(
-        update={"alerts": settings.alerts.model_validate(
-            {**settings.alerts.model_dump(), **overrides}
-        )}
+        update={"alerts": settings.alerts.model_validate({**settings.alerts.model_dump(), **overrides})}
     )
 
     with database_url(settings) as url, scratch_database(url, "alerts") as scratch_url:
-        figures = _run(scratch_url, settings, args.alerts, args.rounds, overrides,
-                       null_sender=args.null_sender)
+        figures = _run(
+            scratch_url, settings, args.alerts, args.rounds, overrides, null_sender=args.null_sender
+        )
     if args.json:
         print(json.dumps(figures, indent=1))
     else:
@@ -98,10 +101,14 @@ def _run(
     with connect(url, autocommit=True) as conn:
         migrate(conn, settings.storage)
     a = settings.alerts
-    worker_settings = {"processes": a.processes, "dispatchers": a.dispatchers,
-                       "batch_size": a.batch_size, "send_threads": a.send_threads,
-                       "poll_interval_s": a.poll_interval_s,
-                       "keepalive_webhooks": a.keepalive_webhooks}
+    worker_settings = {
+        "processes": a.processes,
+        "dispatchers": a.dispatchers,
+        "batch_size": a.batch_size,
+        "send_threads": a.send_threads,
+        "poll_interval_s": a.poll_interval_s,
+        "keepalive_webhooks": a.keepalive_webhooks,
+    }
     results = []
     all_latencies: list[float] = []
     with FakeProvider() as fake, connect(url, autocommit=True) as conn:
@@ -113,15 +120,15 @@ def _run(
                     if i % 2 == 0
                     else ContactSpec("love_key_holder", f"邻居{i}", phone=f"+86139{i:08d}")
                 )
-                seed_resident(conn, f"R-{i:06d}", name=f"住户{i}", address=f"{i // 6}号楼",
-                              contacts=[contact])
+                seed_resident(
+                    conn, f"R-{i:06d}", name=f"住户{i}", address=f"{i // 6}号楼", contacts=[contact]
+                )
         worker: WorkerProcess | _InProcessWorker = (
-            _InProcessWorker(url, settings, fake) if null_sender
-            else WorkerProcess(url, fake, **overrides)
+            _InProcessWorker(url, settings, fake) if null_sender else WorkerProcess(url, fake, **overrides)
         )
         try:
             worker.wait_started()
-            _raise(conn, range(n * rounds, total))          # warm-up: 10 alerts
+            _raise(conn, range(n * rounds, total))  # warm-up: 10 alerts
             if not fake.wait_for(10, timeout_s=60):
                 raise RuntimeError("warm-up notifications did not arrive")
             for r in range(rounds):
@@ -142,17 +149,20 @@ def _run(
                 latencies_ms = latencies * 1000
                 all_latencies += list(latencies_ms)
                 span = max(arrival.values()) - min(arrival.values())
-                results.append({
-                    "round": r + 1, "alerts": n,
-                    "min_ms": float(latencies_ms.min()),
-                    "p50_ms": float(np.percentile(latencies_ms, 50)),
-                    "p90_ms": float(np.percentile(latencies_ms, 90)),
-                    "p99_ms": float(np.percentile(latencies_ms, 99)),
-                    "max_ms": float(latencies_ms.max()),
-                    "requests_per_s": n / span if span > 0 else float("inf"),
-                    "worker_cpu_ms_per_alert": worker_cpu_s * 1000 / n,
-                    "load_average_1m": load_1m,
-                })
+                results.append(
+                    {
+                        "round": r + 1,
+                        "alerts": n,
+                        "min_ms": float(latencies_ms.min()),
+                        "p50_ms": float(np.percentile(latencies_ms, 50)),
+                        "p90_ms": float(np.percentile(latencies_ms, 90)),
+                        "p99_ms": float(np.percentile(latencies_ms, 99)),
+                        "max_ms": float(latencies_ms.max()),
+                        "requests_per_s": n / span if span > 0 else float("inf"),
+                        "worker_cpu_ms_per_alert": worker_cpu_s * 1000 / n,
+                        "load_average_1m": load_1m,
+                    }
+                )
         finally:
             worker.stop()
     return {
@@ -165,10 +175,11 @@ def _run(
 def _raise(conn: psycopg.Connection[object], indexes: range) -> float:
     now = datetime.now(UTC)
     with conn.transaction():
-        raise_alerts(conn, [
-            AlertCandidate("low_usage", f"R-{i:06d}", f"R-{i:06d}", None, None, now, {})
-            for i in indexes
-        ], now)
+        raise_alerts(
+            conn,
+            [AlertCandidate("low_usage", f"R-{i:06d}", f"R-{i:06d}", None, None, now, {}) for i in indexes],
+            now,
+        )
     return time.time()
 
 
@@ -181,10 +192,12 @@ class _InProcessWorker:
         self._started = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        settings = settings.model_copy(update={
-            "database_url": url,
-            "alerts": settings.alerts.model_copy(update={"sms_url": fake.sms_template()}),
-        })
+        settings = settings.model_copy(
+            update={
+                "database_url": url,
+                "alerts": settings.alerts.model_copy(update={"sms_url": fake.sms_template()}),
+            }
+        )
         self._thread = threading.Thread(target=asyncio.run, args=(self._main(settings, url),))
         self._thread.start()
 

@@ -17,9 +17,7 @@ from typing import Any
 
 from lovekey.errors import SettingsError
 
-RESIDENT_ROLES = frozenset(
-    {"love_key_holder", "family", "grid_worker", "community_staff", "emergency"}
-)
+RESIDENT_ROLES = frozenset({"love_key_holder", "family", "grid_worker", "community_staff", "emergency"})
 ROLES = RESIDENT_ROLES | {"maintenance"}
 # Device faults: never to neighbours or family, whatever a chain says.
 MAINTENANCE_KINDS = frozenset({"leak", "meter_silent", "gateway_offline"})
@@ -63,7 +61,7 @@ class Chain:
     kind: str
     steps: tuple[Step, ...]
     repeat_roles: tuple[RoleRef, ...]
-    repeat_every_s: int | None     # None: stop after the last step
+    repeat_every_s: int | None  # None: stop after the last step
     urgent: bool
     suppress_when_away: bool
     delay_s: int
@@ -107,9 +105,7 @@ class ChainBook:
         resident_rules: Mapping[str, Any] | None = None,
     ) -> Chain:
         layers = tuple(
-            layer
-            for layer in (_override(community_rules, kind), _override(resident_rules, kind))
-            if layer
+            layer for layer in (_override(community_rules, kind), _override(resident_rules, kind)) if layer
         )
         if not layers:
             cached = self._cache.get(kind)

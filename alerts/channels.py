@@ -101,7 +101,7 @@ def with_idempotency_key(url: str, key: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     channel: str
-    url: str          # secret
+    url: str  # secret
     title: str
     body: str
 
@@ -157,9 +157,7 @@ class ChannelSender:
         self._webhook = KeepAliveJsonSender(connections=connections) if keepalive else None
 
     def __call__(self, out: Outgoing) -> None:
-        if self._webhook is None or not self._webhook.send(
-            out.channel, out.url, out.title, out.body
-        ):
+        if self._webhook is None or not self._webhook.send(out.channel, out.url, out.title, out.body):
             self._apprise(out)
 
     def close(self) -> None:

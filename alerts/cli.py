@@ -29,7 +29,8 @@ def add_commands(subparsers: Any) -> None:
     p = sub.add_parser("resolve", help="resolve an alert with the outcome of the visit")
     p.add_argument("id", type=int)
     p.add_argument(
-        "--outcome", required=True,
+        "--outcome",
+        required=True,
         choices=["resident_ok", "needed_help", "hospital", "away", "false_data", "other"],
     )
     p.add_argument("--note", default=None, help="free text (required with --outcome other)")
@@ -50,7 +51,8 @@ def add_commands(subparsers: Any) -> None:
     q.add_argument("--community", default=None, help="community id (omit: district-wide)")
     q.add_argument("--grid", default=None, help="only for this grid of the community")
     q.add_argument(
-        "--role", required=True,
+        "--role",
+        required=True,
         choices=["maintenance", "community_staff", "grid_worker", "emergency"],
     )
     q.add_argument("--name", required=True)
@@ -113,8 +115,11 @@ def _ack(args: argparse.Namespace, settings: Settings) -> int:
     by = _operator(args.by)
     with database_url(settings) as url, connect(url) as conn, conn.transaction():
         first = acknowledge(conn, args.id, by=by, channel="cli", now=_now())
-    print(f"alert {args.id} acknowledged by {by}" if first else
-          f"alert {args.id} was already acknowledged (noted in its history)")
+    print(
+        f"alert {args.id} acknowledged by {by}"
+        if first
+        else f"alert {args.id} was already acknowledged (noted in its history)"
+    )
     return 0
 
 
@@ -124,8 +129,7 @@ def _resolve(args: argparse.Namespace, settings: Settings) -> int:
 
     by = _operator(args.by)
     with database_url(settings) as url, connect(url) as conn, conn.transaction():
-        resolve(conn, args.id, outcome=args.outcome, note=args.note, by=by, channel="cli",
-                now=_now())
+        resolve(conn, args.id, outcome=args.outcome, note=args.note, by=by, channel="cli", now=_now())
     print(f"alert {args.id} resolved: {args.outcome}")
     return 0
 
@@ -182,12 +186,19 @@ def _staff_add(args: argparse.Namespace, settings: Settings) -> int:
                                            push_url, language)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
             """,
-            (args.community, args.grid, args.role, args.position, args.name, args.phone,
-             args.push, args.language),
+            (
+                args.community,
+                args.grid,
+                args.role,
+                args.position,
+                args.name,
+                args.phone,
+                args.push,
+                args.language,
+            ),
         ).fetchone()
     assert row is not None
-    print(f"community contact {row[0]} added: {args.role} {args.name}"
-          f" ({args.community or 'district-wide'})")
+    print(f"community contact {row[0]} added: {args.role} {args.name} ({args.community or 'district-wide'})")
     return 0
 
 
@@ -204,8 +215,17 @@ def _staff_list(args: argparse.Namespace, settings: Settings) -> int:
             """
         ).fetchall()
     items = [
-        {"id": r[0], "community_id": r[1], "grid_id": r[2], "role": r[3], "position": r[4],
-         "name": r[5], "phone": redact_phone(r[6]), "push": r[7], "language": r[8]}
+        {
+            "id": r[0],
+            "community_id": r[1],
+            "grid_id": r[2],
+            "role": r[3],
+            "position": r[4],
+            "name": r[5],
+            "phone": redact_phone(r[6]),
+            "push": r[7],
+            "language": r[8],
+        }
         for r in rows
     ]
     if args.json:
@@ -213,8 +233,10 @@ def _staff_list(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write("\n")
     else:
         for i in items:
-            print(f"{i['id']:>4} {i['community_id'] or '*':<12} {i['role']:<16} {i['position']}"
-                  f" {i['name']} {i['phone']}{' +push' if i['push'] else ''}")
+            print(
+                f"{i['id']:>4} {i['community_id'] or '*':<12} {i['role']:<16} {i['position']}"
+                f" {i['name']} {i['phone']}{' +push' if i['push'] else ''}"
+            )
     return 0
 
 
@@ -235,9 +257,17 @@ def _away(args: argparse.Namespace, settings: Settings) -> int:
         if not args.reason:
             raise AlertError("--until needs --reason")
         until = parse_until(args.until, now, settings.zone)
-        resolved = set_away(conn, args.resident, until=until, reason=args.reason, now=now,
-                            chains=ChainBook.load(settings.alerts.chains_file))
+        resolved = set_away(
+            conn,
+            args.resident,
+            until=until,
+            reason=args.reason,
+            now=now,
+            chains=ChainBook.load(settings.alerts.chains_file),
+        )
     local = until.astimezone(settings.zone)
-    print(f"{args.resident} is away until {local:%Y-%m-%d %H:%M}"
-          + (f"; resolved alert(s) {', '.join(map(str, resolved))} as 'away'" if resolved else ""))
+    print(
+        f"{args.resident} is away until {local:%Y-%m-%d %H:%M}"
+        + (f"; resolved alert(s) {', '.join(map(str, resolved))} as 'away'" if resolved else "")
+    )
     return 0

@@ -73,9 +73,7 @@ def queue_digests(conn: psycopg.Connection[Any], settings: Settings, now: dateti
         )
         prefs = settings.alerts.role_channels
         rows = []
-        for cid, resident_id, role, name, language, phone, push_url, q_start, q_end, rname in (
-            contacts
-        ):
+        for cid, resident_id, role, name, language, phone, push_url, q_start, q_end, rname in contacts:
             at = first_use.get(resident_id)
             if at is None:
                 continue
@@ -88,14 +86,25 @@ def queue_digests(conn: psycopg.Connection[Any], settings: Settings, now: dateti
             )
             if not channels:
                 continue
-            rows.append({
-                "alert_id": None, "purpose": "digest", "round": 0, "step": None,
-                "recipient_key": recipient_key(phone, push_urls),
-                "contact_ref": f"contact:{cid}", "role": role, "name": name,
-                "language": language, "phone": phone, "push_urls": push_urls,
-                "channels": channels, "urgent": False,
-                "not_before": quiet_until(now, q_start, q_end, zone) or now,
-                "created_at": now, "digest_date": local.date(),
-                "detail": Jsonb({"name": rname, "first_use_at": at.isoformat()}),
-            })
+            rows.append(
+                {
+                    "alert_id": None,
+                    "purpose": "digest",
+                    "round": 0,
+                    "step": None,
+                    "recipient_key": recipient_key(phone, push_urls),
+                    "contact_ref": f"contact:{cid}",
+                    "role": role,
+                    "name": name,
+                    "language": language,
+                    "phone": phone,
+                    "push_urls": push_urls,
+                    "channels": channels,
+                    "urgent": False,
+                    "not_before": quiet_until(now, q_start, q_end, zone) or now,
+                    "created_at": now,
+                    "digest_date": local.date(),
+                    "detail": Jsonb({"name": rname, "first_use_at": at.isoformat()}),
+                }
+            )
         return queue_outbox(conn, rows)

@@ -144,10 +144,7 @@ def dispatch_once(
     report = DispatchReport()
     with conn.transaction():
         now = clock()
-        rows = [
-            _Row(*r)
-            for r in conn.execute(_CLAIM, (now, limit or settings.batch_size)).fetchall()
-        ]
+        rows = [_Row(*r) for r in conn.execute(_CLAIM, (now, limit or settings.batch_size)).fetchall()]
         if not rows:
             return report
         report.claimed = len(rows)
@@ -362,18 +359,30 @@ def _record_results(
         else:
             log.warning(
                 "delivery failed outbox=%s channel=%s retryable=%s: %s",
-                group.rows[0].id, group.channel, error.retryable, redact_text(error.detail),
+                group.rows[0].id,
+                group.channel,
+                error.retryable,
+                redact_text(error.detail),
             )
         bundle = group.rows[0].id if len(group.rows) > 1 else None
         for row, attempt_id in zip(group.rows, group.attempt_ids, strict=True):
             attempts.append(
-                ("ok" if error is None else "failed",
-                 None if error is None else redact_text(error.detail)[:1000], now, attempt_id)
+                (
+                    "ok" if error is None else "failed",
+                    None if error is None else redact_text(error.detail)[:1000],
+                    now,
+                    attempt_id,
+                )
             )
             update = {
-                "id": row.id, "state": "pending", "index": row.channel_index,
-                "attempts": row.channel_attempts, "not_before": now, "sent_at": None,
-                "sent_channel": None, "bundle": bundle,
+                "id": row.id,
+                "state": "pending",
+                "index": row.channel_index,
+                "attempts": row.channel_attempts,
+                "not_before": now,
+                "sent_at": None,
+                "sent_channel": None,
+                "bundle": bundle,
             }
             if error is None:
                 update.update(state="sent", sent_at=now, sent_channel=group.channel)
@@ -383,9 +392,7 @@ def _record_results(
             else:
                 failures = row.channel_attempts + 1
                 if error.retryable and failures < settings.max_attempts_per_channel:
-                    delay = retry_delay_s(
-                        failures, base_s=settings.retry_base_s, max_s=settings.retry_max_s
-                    )
+                    delay = retry_delay_s(failures, base_s=settings.retry_base_s, max_s=settings.retry_max_s)
                     update.update(attempts=failures, not_before=now + timedelta(seconds=delay))
                     report.retried += 1
                 elif row.channel_index + 1 < len(row.channels):
@@ -415,8 +422,10 @@ def _record_results(
              AS t(id, state, index, attempts, not_before, sent_at, sent_channel, bundle)
         WHERE o.id = t.id
         """,
-        [[u[k] for u in updates] for k in
-         ("id", "state", "index", "attempts", "not_before", "sent_at", "sent_channel", "bundle")],
+        [
+            [u[k] for u in updates]
+            for k in ("id", "state", "index", "attempts", "not_before", "sent_at", "sent_channel", "bundle")
+        ],
     )
     _after_sent(conn, sent_alert_rows, now)
     if failed_rows:

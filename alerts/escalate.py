@@ -91,13 +91,21 @@ def escalate_once(
             if isinstance(decision, escalation.Notify):
                 rows = _notify_rows(alert, decision, chain.urgent, ctx, now)
                 outbox += rows
-                events.append((alert.id, "escalated", Jsonb({
-                    "round": decision.round,
-                    "step": decision.step,
-                    "roles": [str(r) for r in decision.roles],
-                    "recipients": len(rows),
-                    "skipped_steps": list(decision.skipped),
-                })))
+                events.append(
+                    (
+                        alert.id,
+                        "escalated",
+                        Jsonb(
+                            {
+                                "round": decision.round,
+                                "step": decision.step,
+                                "roles": [str(r) for r in decision.roles],
+                                "recipients": len(rows),
+                                "skipped_steps": list(decision.skipped),
+                            }
+                        ),
+                    )
+                )
                 due.append((alert.id, decision.next_check))
             elif isinstance(decision, escalation.Wait):
                 due.append((alert.id, decision.until))
@@ -116,9 +124,18 @@ def escalate_once(
                     """,
                     (now, f"away until {decision.away_until.isoformat()}", alert.id),
                 )
-                events.append((alert.id, "resolved", Jsonb({
-                    "outcome": "away", "away_until": decision.away_until.isoformat(),
-                })))
+                events.append(
+                    (
+                        alert.id,
+                        "resolved",
+                        Jsonb(
+                            {
+                                "outcome": "away",
+                                "away_until": decision.away_until.isoformat(),
+                            }
+                        ),
+                    )
+                )
                 due.append((alert.id, now))  # the next pass stands down whoever was told
             else:
                 if decision.reason in ("no_recipients", "chain_exhausted"):
@@ -203,25 +220,27 @@ def _notify_rows(
             log.warning("alert %s: %s has no usable channel", alert.id, person.ref)
             continue
         held = None if urgent else quiet_until(now, person.quiet_start, person.quiet_end, ctx.zone)
-        rows.append({
-            "alert_id": alert.id,
-            "purpose": "alert",
-            "round": decision.round,
-            "step": decision.step,
-            "recipient_key": person.key,
-            "contact_ref": person.ref,
-            "role": person.role,
-            "name": person.name,
-            "language": person.language,
-            "phone": person.phone,
-            "push_urls": list(person.push_urls),
-            "channels": channels,
-            "urgent": urgent,
-            "not_before": held or now,
-            "created_at": now,
-            "digest_date": None,
-            "detail": Jsonb(detail),
-        })
+        rows.append(
+            {
+                "alert_id": alert.id,
+                "purpose": "alert",
+                "round": decision.round,
+                "step": decision.step,
+                "recipient_key": person.key,
+                "contact_ref": person.ref,
+                "role": person.role,
+                "name": person.name,
+                "language": person.language,
+                "phone": person.phone,
+                "push_urls": list(person.push_urls),
+                "channels": channels,
+                "urgent": urgent,
+                "not_before": held or now,
+                "created_at": now,
+                "digest_date": None,
+                "detail": Jsonb(detail),
+            }
+        )
     return rows
 
 
@@ -293,7 +312,7 @@ def request_help(
     ctx: EscalationContext,
     now: datetime,
 ) -> int:
-    """"Needs help" from the person on site: tell the family, the grid worker and community
+    """ "Needs help" from the person on site: tell the family, the grid worker and community
     staff at once (urgent), whatever step the chain is at. Rounds of help requests are
     numbered -1, -2, ... so they never collide with the chain's rounds. Returns how many
     notifications were queued. The caller owns the transaction."""

@@ -18,12 +18,12 @@ class AlertState:
 
     id: int
     kind: str
-    status: str                          # open | notified | acknowledged | resolved
+    status: str  # open | notified | acknowledged | resolved
     opened_at: datetime
-    away_until: datetime | None          # the resident is away until then (None: not away)
-    anyone_notified: bool                # an alert notification reached (or is queued for) someone
-    stood_down: bool                     # the stand-down after resolution was queued
-    available_roles: frozenset[str]      # "role" and "role:N" that have a reachable recipient
+    away_until: datetime | None  # the resident is away until then (None: not away)
+    anyone_notified: bool  # an alert notification reached (or is queued for) someone
+    stood_down: bool  # the stand-down after resolution was queued
+    available_roles: frozenset[str]  # "role" and "role:N" that have a reachable recipient
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class Escalation:
     """One past notification round, as recorded in the alert's history."""
 
     round: int
-    step: int | None                     # index into chain.steps; None for a repeat
+    step: int | None  # index into chain.steps; None for a repeat
     at: datetime
 
 
@@ -41,7 +41,7 @@ class Notify:
     step: int | None
     roles: tuple[RoleRef, ...]
     next_check: datetime
-    skipped: tuple[int, ...] = ()        # steps passed over because nobody holds their roles
+    skipped: tuple[int, ...] = ()  # steps passed over because nobody holds their roles
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +63,13 @@ class ResolveAway:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    reason: str                          # resolved | acknowledged | chain_exhausted | no_recipients
+    reason: str  # resolved | acknowledged | chain_exhausted | no_recipients
 
 
 Decision = Notify | Wait | StandDown | ResolveAway | Done
 
 
-def next_step(
-    alert: AlertState, history: Sequence[Escalation], chain: Chain, now: datetime
-) -> Decision:
+def next_step(alert: AlertState, history: Sequence[Escalation], chain: Chain, now: datetime) -> Decision:
     if alert.status == "resolved":
         if alert.anyone_notified and not alert.stood_down:
             return StandDown()

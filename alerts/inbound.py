@@ -32,9 +32,7 @@ class LinkHolder:
     detail: dict[str, Any]
 
 
-def holder_of(
-    conn: psycopg.Connection[Any], secret: bytes, token: str, now: datetime
-) -> LinkHolder:
+def holder_of(conn: psycopg.Connection[Any], secret: bytes, token: str, now: datetime) -> LinkHolder:
     """The recipient a token was issued to; AckTokenError when it is malformed, forged,
     for no notification we sent, or expired."""
     parts = parse_token(token)
@@ -48,9 +46,7 @@ def holder_of(
     if row is None:
         raise AckTokenError("forged")  # never issued: same answer as a bad MAC
     holder = LinkHolder(*row)
-    verify_token(
-        secret, parts, alert_id=holder.alert_id, recipient_key=holder.recipient_key, now=now
-    )
+    verify_token(secret, parts, alert_id=holder.alert_id, recipient_key=holder.recipient_key, now=now)
     return holder
 
 
@@ -76,19 +72,28 @@ def other_alerts(
     out = []
     for outbox_id, alert_id, detail, status in rows:
         token = make_token(
-            secret, outbox_id=outbox_id, alert_id=alert_id, recipient_key=holder.recipient_key,
+            secret,
+            outbox_id=outbox_id,
+            alert_id=alert_id,
+            recipient_key=holder.recipient_key,
             expires_at=now + timedelta(seconds=ttl_s),
         )
-        out.append({"alert_id": alert_id, "detail": detail, "status": status,
-                    "link": f"{base_url.rstrip('/')}/a/{token}"})
+        out.append(
+            {
+                "alert_id": alert_id,
+                "detail": detail,
+                "status": status,
+                "link": f"{base_url.rstrip('/')}/a/{token}",
+            }
+        )
     return out
 
 
 @dataclass(frozen=True, slots=True)
 class SmsReply:
-    acknowledged: int | None      # the alert acknowledged (None: nothing matched)
-    first: bool                   # this reply was the first acknowledgement
-    reason: str                   # 'ok', 'already_acknowledged', 'not_understood', 'no_alert'
+    acknowledged: int | None  # the alert acknowledged (None: nothing matched)
+    first: bool  # this reply was the first acknowledgement
+    reason: str  # 'ok', 'already_acknowledged', 'not_understood', 'no_alert'
 
 
 _CODE = re.compile(r"#?\s*(\d{1,12})\b")
@@ -145,7 +150,11 @@ def acknowledge_by_sms(
         alert_id, name, contact_ref = row
         try:
             first = store.acknowledge(
-                conn, alert_id, by=name or sender, channel="sms", now=now,
+                conn,
+                alert_id,
+                by=name or sender,
+                channel="sms",
+                now=now,
                 contact_id=_contact_id(contact_ref),
             )
         except AlertStateError:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-SMS_GSM7_MAX = 160   # characters in one GSM-7 segment
-SMS_UCS2_MAX = 70    # UTF-16 code units in one UCS-2 segment
+SMS_GSM7_MAX = 160  # characters in one GSM-7 segment
+SMS_UCS2_MAX = 70  # UTF-16 code units in one UCS-2 segment
 
 _GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -73,12 +73,12 @@ OUTCOME_TEXT = {
 class AlertFacts:
     alert_id: int
     kind: str
-    name: str           # the resident's name, or the device/gateway id for device faults
+    name: str  # the resident's name, or the device/gateway id for device faults
     address: str
     since: datetime
     urgent: bool = False
     outcome: str | None = None
-    help_by: str | None = None       # someone on site pressed "needs help"
+    help_by: str | None = None  # someone on site pressed "needs help"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +151,7 @@ def alert_message(
             f"{urgent}{f.name}{what} {link}",
         ]
         long_body = (
-            f"{f.name}{addr}\n{what}，自{since}起。\n编号 {f.alert_id}。"
-            f"请尽快查看，并在此确认：{link}"
+            f"{f.name}{addr}\n{what}，自{since}起。\n编号 {f.alert_id}。请尽快查看，并在此确认：{link}"
         )
     else:
         addr = f", {f.address}" if f.address else ""
@@ -189,8 +188,7 @@ def _help(f: AlertFacts, lang: str, link: str, sms: bool) -> Message:
         addr = f", {f.address}" if f.address else ""
         title = f"URGENT LoveKey: {f.name} needs help"
         variants = [
-            f"URGENT LoveKey: {helper} is with {f.name}{addr}, who needs help. Please go or"
-            f" call now. {link}",
+            f"URGENT LoveKey: {helper} is with {f.name}{addr}, who needs help. Please go or call now. {link}",
             f"URGENT LoveKey: {helper} is with {f.name}, who needs help. {link}",
             f"URGENT: {f.name} needs help {link}",
         ]
@@ -227,17 +225,13 @@ def _bundle(
             f"LoveKey: {n} alerts: {sep.join(items[:2])}... {link}",
             f"LoveKey: {n} alerts {link}",
         ]
-        long_body = (
-            f"{n} alerts:\n" + "\n".join(items) + f"\nSee and confirm: {link}"
-        )
+        long_body = f"{n} alerts:\n" + "\n".join(items) + f"\nSee and confirm: {link}"
     if sms:
         return Message("", pick_sms(variants))
     return Message(title, long_body)
 
 
-def stand_down_message(
-    facts: Sequence[AlertFacts], *, language: str, sms: bool
-) -> Message:
+def stand_down_message(facts: Sequence[AlertFacts], *, language: str, sms: bool) -> Message:
     """All clear for one or more alerts the recipient was told about."""
     lang = _lang(language)
     parts = []
@@ -264,9 +258,7 @@ def stand_down_message(
     return Message(title, variants[0])
 
 
-def digest_message(
-    name: str, first_use_at: datetime, *, language: str, sms: bool, zone: ZoneInfo
-) -> Message:
+def digest_message(name: str, first_use_at: datetime, *, language: str, sms: bool, zone: ZoneInfo) -> Message:
     """The daily all-is-well note: the resident's first water use of the day."""
     at = first_use_at.astimezone(zone).strftime("%H:%M")
     if _lang(language) == "zh":

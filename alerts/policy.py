@@ -18,9 +18,7 @@ def retry_delay_s(failed_attempts: int, *, base_s: float, max_s: float) -> float
     return float(min(max_s, base_s * 2 ** (failed_attempts - 1)))
 
 
-def quiet_until(
-    now: datetime, start: time | None, end: time | None, zone: ZoneInfo
-) -> datetime | None:
+def quiet_until(now: datetime, start: time | None, end: time | None, zone: ZoneInfo) -> datetime | None:
     """The end of the quiet period `now` falls in, or None when `now` is not in quiet hours.
 
     Hours are local wall-clock times; a period may cross midnight (22:00-07:00). start == end

@@ -20,8 +20,8 @@ from lovekey.alerts.chains import MAINTENANCE_KINDS, ROLES, RoleRef
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    key: str                      # the person by address: 'tel:+86...' or 'push:<hash>'
-    ref: str                      # the registry row: 'contact:12' or 'community_contact:3'
+    key: str  # the person by address: 'tel:+86...' or 'push:<hash>'
+    ref: str  # the registry row: 'contact:12' or 'community_contact:3'
     role: str
     position: int
     name: str
@@ -153,9 +153,7 @@ def load_routing(conn: psycopg.Connection[Any], alert_ids: Sequence[int]) -> lis
             (resident_ids,),
         ):
             contacts.setdefault(row[0], []).append(_recipient("contact", row[1:]))
-    community_ids = sorted(
-        {r[13] for r in rows if r[13]} | {c for cs in served.values() for c in cs}
-    )
+    community_ids = sorted({r[13] for r in rows if r[13]} | {c for cs in served.values() for c in cs})
     community_contacts = [
         (row[0], row[1], _recipient("community_contact", row[2:]))
         for row in conn.execute(
@@ -175,11 +173,23 @@ def load_routing(conn: psycopg.Connection[Any], alert_ids: Sequence[int]) -> lis
             communities = (r[13], *communities)
         out.append(
             AlertRouting(
-                id=r[0], kind=r[1], subject=r[2], status=r[3], since=r[4], opened_at=r[5],
-                outcome=r[6], stood_down_at=r[7], resident_id=r[8], resident_name=r[9],
-                resident_status=r[10], away_until=r[11] if r[10] == "away" else None,
-                address=r[12], community_ids=communities, grid_id=r[14],
-                community_rules=r[15], resident_rules=r[16],
+                id=r[0],
+                kind=r[1],
+                subject=r[2],
+                status=r[3],
+                since=r[4],
+                opened_at=r[5],
+                outcome=r[6],
+                stood_down_at=r[7],
+                resident_id=r[8],
+                resident_name=r[9],
+                resident_status=r[10],
+                away_until=r[11] if r[10] == "away" else None,
+                address=r[12],
+                community_ids=communities,
+                grid_id=r[14],
+                community_rules=r[15],
+                resident_rules=r[16],
                 contacts=tuple(contacts.get(r[8], ())) if r[8] else (),
                 community_contacts=tuple(_relevant(community_contacts, communities)),
             )

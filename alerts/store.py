@@ -154,9 +154,7 @@ def acknowledge(
 
     Raises `AlertStateError` for an unknown or resolved alert.
     """
-    row = conn.execute(
-        "SELECT status FROM alert WHERE id = %s FOR UPDATE", (alert_id,)
-    ).fetchone()
+    row = conn.execute("SELECT status FROM alert WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
     if row is None:
         raise AlertStateError(alert_id, "no such alert")
     detail = {"by": by, "channel": channel, "contact_id": contact_id}
@@ -194,9 +192,7 @@ def resolve(
         raise AlertStateError(alert_id, f"unknown outcome {outcome!r}; one of {choices}")
     if outcome == "other" and not (note and note.strip()):
         raise AlertStateError(alert_id, "outcome 'other' needs a note")
-    row = conn.execute(
-        "SELECT status FROM alert WHERE id = %s FOR UPDATE", (alert_id,)
-    ).fetchone()
+    row = conn.execute("SELECT status FROM alert WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
     if row is None:
         raise AlertStateError(alert_id, "no such alert")
     if row[0] == "resolved":
@@ -238,8 +234,7 @@ def get_alert(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any] | 
 def history(conn: psycopg.Connection[Any], alert_id: int) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT id, at, event, actor, detail FROM alert_history WHERE alert_id = %s"
-            " ORDER BY id",
+            "SELECT id, at, event, actor, detail FROM alert_history WHERE alert_id = %s ORDER BY id",
             (alert_id,),
         )
         return cur.fetchall()

@@ -43,8 +43,8 @@ class Received:
     at_monotonic: float
     at_wall: float
     method: str = "POST"
-    target: str = ""      # the request target as sent: path and query
-    raw: bytes = b""      # the body as sent
+    target: str = ""  # the request target as sent: path and query
+    raw: bytes = b""  # the body as sent
 
     @property
     def message(self) -> str:
@@ -286,8 +286,16 @@ def seed_resident(
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             (
-                resident_id, c.role, c.position, c.name, c.phone, c.push_url, c.language,
-                c.digest_opt_in, c.quiet[0] if c.quiet else None, c.quiet[1] if c.quiet else None,
+                resident_id,
+                c.role,
+                c.position,
+                c.name,
+                c.phone,
+                c.push_url,
+                c.language,
+                c.digest_opt_in,
+                c.quiet[0] if c.quiet else None,
+                c.quiet[1] if c.quiet else None,
             ),
         )
     if meter_id:
@@ -368,9 +376,11 @@ class DeliveryRig:
         total = DispatchReport()
         while True:
             report = dispatch_once(
-                self.conn, self.log_conn,
+                self.conn,
+                self.log_conn,
                 shared_sender(keepalive=self.settings.alerts.keepalive_webhooks),
-                self.dispatch, lambda: now,
+                self.dispatch,
+                lambda: now,
             )
             if not report.claimed:
                 return total
@@ -387,11 +397,21 @@ class DeliveryRig:
         device_id: str | None = None,
     ) -> int:
         with self.conn.transaction():
-            result = raise_alerts(self.conn, [AlertCandidate(
-                kind=kind, subject=subject or resident, resident_id=resident,
-                device_id=device_id, gateway_id=None, since=now - timedelta(hours=12),
-                details={},
-            )], now)
+            result = raise_alerts(
+                self.conn,
+                [
+                    AlertCandidate(
+                        kind=kind,
+                        subject=subject or resident,
+                        resident_id=resident,
+                        device_id=device_id,
+                        gateway_id=None,
+                        since=now - timedelta(hours=12),
+                        details={},
+                    )
+                ],
+                now,
+            )
         return result.opened[0]
 
 
@@ -400,17 +420,14 @@ def standard_contacts(fake: FakeProvider) -> list[ContactSpec]:
     return [
         ContactSpec("love_key_holder", "李阿姨", push_url=fake.url("push/lkh")),
         ContactSpec("family", "王小明", phone="+8613800000002"),
-        ContactSpec("grid_worker", "张网格", push_url=fake.url("push/grid"),
-                    phone="+8613800000003"),
+        ContactSpec("grid_worker", "张网格", push_url=fake.url("push/grid"), phone="+8613800000003"),
         ContactSpec("community_staff", "社区刘", phone="+8613800000004", language="en"),
         ContactSpec("emergency", "120", phone="+8613800000120"),
     ]
 
 
 @contextmanager
-def delivery_rig(
-    database_url: str, settings: Settings, fake: FakeProvider
-) -> Iterator[DeliveryRig]:
+def delivery_rig(database_url: str, settings: Settings, fake: FakeProvider) -> Iterator[DeliveryRig]:
     """Empty the alert and registry tables, seed resident R-1 with `standard_contacts`."""
     with (
         psycopg.connect(database_url, autocommit=True) as conn,
@@ -422,12 +439,13 @@ def delivery_rig(
             " community"
             " RESTART IDENTITY CASCADE"
         )
-        seed_resident(conn, "R-1", name="王秀英", address="幸福里3-2-101",
-                      contacts=standard_contacts(fake))
+        seed_resident(conn, "R-1", name="王秀英", address="幸福里3-2-101", contacts=standard_contacts(fake))
         yield DeliveryRig(
-            conn, log_conn, fake, settings,
-            EscalationContext(ChainBook.load(settings.alerts.chains_file), settings.alerts,
-                              settings.zone),
+            conn,
+            log_conn,
+            fake,
+            settings,
+            EscalationContext(ChainBook.load(settings.alerts.chains_file), settings.alerts, settings.zone),
             DispatchContext(settings.alerts, settings.zone, TEST_SECRET, "test"),
         )
 
@@ -467,16 +485,21 @@ class WorkerProcess:
 
     def __init__(self, database_url: str, fake: FakeProvider, **alerts: object) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
-        env.update({
-            "LOVEKEY_DATABASE_URL": database_url,
-            "LOVEKEY_ALERTS__SMS_URL": fake.sms_template(),
-            "LOVEKEY_ALERTS__ACK_SECRET": "worker-test-secret-0123456789",
-            "LOVEKEY_LOG_LEVEL": "INFO",
-        })
+        env.update(
+            {
+                "LOVEKEY_DATABASE_URL": database_url,
+                "LOVEKEY_ALERTS__SMS_URL": fake.sms_template(),
+                "LOVEKEY_ALERTS__ACK_SECRET": "worker-test-secret-0123456789",
+                "LOVEKEY_LOG_LEVEL": "INFO",
+            }
+        )
         env.update({f"LOVEKEY_ALERTS__{k.upper()}": str(v) for k, v in alerts.items()})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lovekey", "alerts", "worker"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

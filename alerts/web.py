@@ -43,32 +43,60 @@ log = logging.getLogger(__name__)
 
 TEXT: dict[str, dict[str, str]] = {
     "zh": {
-        "title": "爱心钥匙", "invalid": "链接无效", "forged": "这个链接无法识别。",
-        "expired": "这个链接已过期，请联系社区。", "malformed": "这个链接不完整。",
-        "since": "开始于", "alert_no": "编号", "status": "状态",
-        "status_open": "待处理", "status_notified": "已通知", "status_acknowledged": "有人前往",
+        "title": "爱心钥匙",
+        "invalid": "链接无效",
+        "forged": "这个链接无法识别。",
+        "expired": "这个链接已过期，请联系社区。",
+        "malformed": "这个链接不完整。",
+        "since": "开始于",
+        "alert_no": "编号",
+        "status": "状态",
+        "status_open": "待处理",
+        "status_notified": "已通知",
+        "status_acknowledged": "有人前往",
         "status_resolved": "已处理",
-        "going": "我这就去", "fine": "老人平安", "help": "需要帮助", "call": "拨打 120",
-        "outcome": "处理结果", "note": "备注", "save": "保存结果", "others": "您的其他提醒",
-        "done_going": "谢谢！已记录您正在前往。", "done_fine": "谢谢！已记录老人平安。",
+        "going": "我这就去",
+        "fine": "老人平安",
+        "help": "需要帮助",
+        "call": "拨打 120",
+        "outcome": "处理结果",
+        "note": "备注",
+        "save": "保存结果",
+        "others": "您的其他提醒",
+        "done_going": "谢谢！已记录您正在前往。",
+        "done_fine": "谢谢！已记录老人平安。",
         "done_help": "已通知家属、网格员和社区工作人员。如有危险请立即拨打120，之后填写处理结果。",
-        "done_resolve": "谢谢！处理结果已保存。", "done_already": "此提醒已处理，谢谢。",
+        "done_resolve": "谢谢！处理结果已保存。",
+        "done_already": "此提醒已处理，谢谢。",
         "note_required": "选择“其他”时请填写备注。",
     },
     "en": {
-        "title": "LoveKey", "invalid": "Link not valid", "forged": "This link is not recognised.",
+        "title": "LoveKey",
+        "invalid": "Link not valid",
+        "forged": "This link is not recognised.",
         "expired": "This link has expired; please contact the community office.",
         "malformed": "This link is incomplete.",
-        "since": "Since", "alert_no": "Alert", "status": "Status",
-        "status_open": "open", "status_notified": "people notified",
-        "status_acknowledged": "someone is going", "status_resolved": "resolved",
-        "going": "I'm going", "fine": "Resident is fine", "help": "Needs help",
-        "call": "Call 120", "outcome": "Outcome", "note": "Note", "save": "Save outcome",
+        "since": "Since",
+        "alert_no": "Alert",
+        "status": "Status",
+        "status_open": "open",
+        "status_notified": "people notified",
+        "status_acknowledged": "someone is going",
+        "status_resolved": "resolved",
+        "going": "I'm going",
+        "fine": "Resident is fine",
+        "help": "Needs help",
+        "call": "Call 120",
+        "outcome": "Outcome",
+        "note": "Note",
+        "save": "Save outcome",
         "others": "Your other alerts",
         "done_going": "Thank you! We noted that you are on your way.",
         "done_fine": "Thank you! We noted that the resident is fine.",
-        "done_help": ("Family, the grid worker and community staff are being told. If it is an"
-                      " emergency call 120 now; record the outcome afterwards."),
+        "done_help": (
+            "Family, the grid worker and community staff are being told. If it is an"
+            " emergency call 120 now; record the outcome afterwards."
+        ),
         "done_resolve": "Thank you! The outcome is saved.",
         "done_already": "This alert was already resolved. Thank you.",
         "note_required": "Please add a note when the outcome is 'other'.",
@@ -88,7 +116,11 @@ class AckService:
         self.clock = clock
         self.zone: ZoneInfo = settings.zone
         self.pool: ConnectionPool[Any] = ConnectionPool(
-            database_url, min_size=1, max_size=4, open=False, name="lovekey-alerts-web",
+            database_url,
+            min_size=1,
+            max_size=4,
+            open=False,
+            name="lovekey-alerts-web",
             kwargs={"autocommit": True, "application_name": "lovekey-alerts-web"},
         )
         self.secret = b""
@@ -137,11 +169,14 @@ def create_router(
             try:
                 holder = inbound.holder_of(conn, service.secret, token, now)
             except AckTokenError as exc:
-                return render(request, "zh", 403 if exc.reason != "malformed" else 404,
-                              error=exc.reason)
+                return render(request, "zh", 403 if exc.reason != "malformed" else 404, error=exc.reason)
             alert = store.get_alert(conn, holder.alert_id)
             others = inbound.other_alerts(
-                conn, service.secret, holder, now, settings.alerts.token_ttl_s,
+                conn,
+                service.secret,
+                holder,
+                now,
+                settings.alerts.token_ttl_s,
                 settings.alerts.public_base_url,
             )
         assert alert is not None
@@ -159,12 +194,15 @@ def create_router(
             "urgent": bool(d.get("urgent")),
         }
         other_views = [
-            {"alert_id": o["alert_id"], "link": o["link"], "name": o["detail"].get("name", ""),
-             "what": what.get(o["detail"].get("kind", ""), "")}
+            {
+                "alert_id": o["alert_id"],
+                "link": o["link"],
+                "name": o["detail"].get("name", ""),
+                "what": what.get(o["detail"].get("kind", ""), ""),
+            }
             for o in others
         ]
-        return render(request, lang, alert=view, others=other_views, flash=flash,
-                      help=flash == "done_help")
+        return render(request, lang, alert=view, others=other_views, flash=flash, help=flash == "done_help")
 
     @router.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
     def ack_page(request: Request, token: str, done: str | None = None) -> Response:
@@ -192,25 +230,42 @@ def create_router(
             try:
                 with conn.transaction():
                     if action == "going":
-                        store.acknowledge(conn, holder.alert_id, by=by, channel="link", now=now,
-                                          contact_id=inbound._contact_id(holder.contact_ref))
+                        store.acknowledge(
+                            conn,
+                            holder.alert_id,
+                            by=by,
+                            channel="link",
+                            now=now,
+                            contact_id=inbound._contact_id(holder.contact_ref),
+                        )
                     elif action == "fine":
-                        store.resolve(conn, holder.alert_id, outcome="resident_ok", note=None,
-                                      by=by, channel="link", now=now)
+                        store.resolve(
+                            conn,
+                            holder.alert_id,
+                            outcome="resident_ok",
+                            note=None,
+                            by=by,
+                            channel="link",
+                            now=now,
+                        )
                     elif action == "help":
                         alert = store.get_alert(conn, holder.alert_id)
                         if alert is not None and alert["status"] != "acknowledged":
-                            store.acknowledge(conn, holder.alert_id, by=by, channel="link",
-                                              now=now)
-                        request_help(conn, holder.alert_id, by=by, ctx=service.escalation,
-                                     now=now)
+                            store.acknowledge(conn, holder.alert_id, by=by, channel="link", now=now)
+                        request_help(conn, holder.alert_id, by=by, ctx=service.escalation, now=now)
                     elif action == "resolve":
                         if outcome == "other" and not (note or "").strip():
                             done = "note_required"
                         else:
-                            store.resolve(conn, holder.alert_id, outcome=outcome or "",
-                                          note=(note or "").strip()[:2000] or None, by=by,
-                                          channel="link", now=now)
+                            store.resolve(
+                                conn,
+                                holder.alert_id,
+                                outcome=outcome or "",
+                                note=(note or "").strip()[:2000] or None,
+                                by=by,
+                                channel="link",
+                                now=now,
+                            )
                     else:
                         return Response(status_code=400)
             except AlertStateError:
@@ -232,26 +287,28 @@ def create_router(
         def handle() -> inbound.SmsReply:
             with service.pool.connection() as conn:
                 return inbound.acknowledge_by_sms(
-                    conn, sender, text, service.clock(),
+                    conn,
+                    sender,
+                    text,
+                    service.clock(),
                     ttl_s=settings.alerts.token_ttl_s,
                     default_country_code=settings.registry.default_country_code,
                 )
 
         reply = await asyncio.to_thread(handle)
-        log.info("inbound sms from=%s result=%s alert=%s",
-                 redact_phone(sender), reply.reason, reply.acknowledged)
-        return JSONResponse({"acknowledged": reply.acknowledged, "first": reply.first,
-                             "result": reply.reason})
+        log.info(
+            "inbound sms from=%s result=%s alert=%s", redact_phone(sender), reply.reason, reply.acknowledged
+        )
+        return JSONResponse(
+            {"acknowledged": reply.acknowledged, "first": reply.first, "result": reply.reason}
+        )
 
     return router
 
 
-def create_app(
-    settings: Settings, database_url: str, *, clock: Callable[[], datetime] = utc_now
-) -> FastAPI:
+def create_app(settings: Settings, database_url: str, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
     """A stand-alone app serving only the acknowledgement routes (`lovekey alerts serve`)."""
-    app = FastAPI(title="LoveKey acknowledgements", docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(title="LoveKey acknowledgements", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(create_router(settings, database_url, clock=clock))
     return app
 
@@ -265,13 +322,12 @@ _CSS_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
 
 _NO_STORE = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",     # the token is in the URL: never leak it onwards
+    "Referrer-Policy": "no-referrer",  # the token is in the URL: never leak it onwards
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     # the page's one stylesheet is inline (one request on a slow phone), allowed by its hash
     "Content-Security-Policy": (
-        f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; form-action 'self';"
-        " base-uri 'none'"
+        f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; form-action 'self'; base-uri 'none'"
     ),
 }
 

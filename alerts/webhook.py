@@ -35,9 +35,9 @@ SCHEMAS = frozenset({"json", "jsons"})
 # the plain URL arguments whose meaning this sender mirrors; any other goes through Apprise
 _ARGUMENTS = frozenset({"method", "verify", "cto", "rto", "redirect"})
 _METHODS = frozenset({"POST", "GET", "DELETE", "PUT", "HEAD", "PATCH"})
-_USER_AGENT = "Apprise"              # Apprise's app_id, which its json:// sends as User-Agent
-_JSON_VERSION = "1.0"                # NotifyJSON.json_version
-_TIMEOUT_S = 4.0                     # Apprise's socket connect and read timeouts
+_USER_AGENT = "Apprise"  # Apprise's app_id, which its json:// sends as User-Agent
+_JSON_VERSION = "1.0"  # NotifyJSON.json_version
+_TIMEOUT_S = 4.0  # Apprise's socket connect and read timeouts
 _MAX_REDIRECTS = 3
 
 
@@ -117,10 +117,13 @@ def _request(parsed: dict[str, Any] | None, channel: str, title: str, body: str)
     if method not in _METHODS:
         raise DeliveryError(channel, f"method {method} is not supported", retryable=False)
     payload: dict[str, Any] = {
-        "version": _JSON_VERSION, "title": title, "message": body, "attachments": [],
+        "version": _JSON_VERSION,
+        "title": title,
+        "message": body,
+        "attachments": [],
         "type": "info",
     }
-    for key, value in parsed["payload"].items():   # NotifyJSON's payload extras, same rules
+    for key, value in parsed["payload"].items():  # NotifyJSON's payload extras, same rules
         if key in payload:
             if value:
                 payload[value] = payload[key]
@@ -131,20 +134,20 @@ def _request(parsed: dict[str, Any] | None, channel: str, title: str, body: str)
     headers.update(parsed["headers"])
     user, password = parsed.get("user"), parsed.get("password")
     if user:  # Apprise unquotes both (URLBase) and sends them as basic auth
-        headers.update(urllib3.make_headers(
-            basic_auth=f"{unquote(user)}:{unquote(password) if password else ''}"
-        ))
+        headers.update(
+            urllib3.make_headers(basic_auth=f"{unquote(user)}:{unquote(password) if password else ''}")
+        )
     scheme = "https" if parsed["secure"] else "http"
     port = f":{parsed['port']}" if isinstance(parsed.get("port"), int) else ""
     target = f"{scheme}://{unquote(parsed['host'])}{port}{parsed.get('fullpath') or ''}"
     if parsed["params"]:  # requests' `params=`: appended to the query
         target += ("&" if "?" in target else "?") + urlencode(parsed["params"])
     qsd = parsed["qsd"]
-    redirect = bool(parsed.get("redirect", True))   # Apprise's parse_bool of `redirect=`
+    redirect = bool(parsed.get("redirect", True))  # Apprise's parse_bool of `redirect=`
     return {
         "method": method,
         "url": target,
-        "body": json.dumps(payload).encode(),   # requests sends the body whatever the method
+        "body": json.dumps(payload).encode(),  # requests sends the body whatever the method
         "headers": headers,
         "timeout": urllib3.Timeout(
             connect=_seconds(qsd.get("cto"), channel), read=_seconds(qsd.get("rto"), channel)
@@ -152,8 +155,13 @@ def _request(parsed: dict[str, Any] | None, channel: str, title: str, body: str)
         # one retry when a connection cannot be made; never after the request went out (a
         # retry could deliver twice: the outbox retries later, with the same idempotency key)
         "retries": urllib3.Retry(
-            total=None, connect=1, read=0, status=0, other=0,
-            redirect=_MAX_REDIRECTS if redirect else 0, raise_on_redirect=False,
+            total=None,
+            connect=1,
+            read=0,
+            status=0,
+            other=0,
+            redirect=_MAX_REDIRECTS if redirect else 0,
+            raise_on_redirect=False,
         ),
         "redirect": redirect,
         "verify": bool(parsed.get("verify", True)),

@@ -81,9 +81,7 @@ class Wakeup:
     async def wait(self, seen: int, timeout_s: float) -> None:
         async with self._cond:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._cond.wait_for(lambda: self.generation != seen), timeout_s
-                )
+                await asyncio.wait_for(self._cond.wait_for(lambda: self.generation != seen), timeout_s)
 
 
 class AlertWorker:
@@ -130,9 +128,7 @@ class AlertWorker:
         loop = asyncio.get_running_loop()
         # threads for blocking DB passes: one per dispatcher, escalation, digest, spare
         loop.set_default_executor(ThreadPoolExecutor(a.dispatchers + 4, "lovekey-alerts-db"))
-        self._send_pool = self._stack.enter_context(
-            ThreadPoolExecutor(a.send_threads, "lovekey-alerts-send")
-        )
+        self._send_pool = self._stack.enter_context(ThreadPoolExecutor(a.send_threads, "lovekey-alerts-send"))
         self._escalate_conn = await self._connect()
         secret = await asyncio.to_thread(load_secret, self._escalate_conn, self.settings)
         self._digest_conn = await self._connect()
@@ -154,19 +150,31 @@ class AlertWorker:
         scheduler = AsyncIOScheduler(timezone=self.settings.timezone)
         if self.escalates:
             scheduler.add_job(
-                self._escalate_job, "interval", seconds=a.escalation_interval_s, id="escalate",
-                next_run_time=utc_now(), max_instances=1, coalesce=True,
+                self._escalate_job,
+                "interval",
+                seconds=a.escalation_interval_s,
+                id="escalate",
+                next_run_time=utc_now(),
+                max_instances=1,
+                coalesce=True,
             )
             scheduler.add_job(
-                self._digest_job, "interval", seconds=a.digest_interval_s, id="digest",
-                next_run_time=utc_now(), max_instances=1, coalesce=True,
+                self._digest_job,
+                "interval",
+                seconds=a.digest_interval_s,
+                id="digest",
+                next_run_time=utc_now(),
+                max_instances=1,
+                coalesce=True,
             )
         self._scheduler = scheduler
         scheduler.start()
         log.info(
             "alert worker %s started (%s): %d dispatchers, %d send threads",
-            self.name, "escalation and dispatch" if self.escalates else "dispatch",
-            a.dispatchers, a.send_threads,
+            self.name,
+            "escalation and dispatch" if self.escalates else "dispatch",
+            a.dispatchers,
+            a.send_threads,
         )
         try:
             async with asyncio.TaskGroup() as tg:
@@ -203,7 +211,10 @@ class AlertWorker:
                 self._escalate_dirty = False
                 try:
                     report = await asyncio.to_thread(
-                        escalate_once, self._escalate_conn, self.escalation, self.clock(),
+                        escalate_once,
+                        self._escalate_conn,
+                        self.escalation,
+                        self.clock(),
                         limit=self.settings.alerts.escalation_batch,
                     )
                 except (psycopg.Error, StorageError) as exc:
@@ -213,8 +224,12 @@ class AlertWorker:
                 if report.notifications:
                     await self._outbox_wake.wake()
                 if report.alerts:
-                    log.info("escalation: %d alerts %s, %d notifications queued",
-                             report.alerts, report.decisions, report.notifications)
+                    log.info(
+                        "escalation: %d alerts %s, %d notifications queued",
+                        report.alerts,
+                        report.decisions,
+                        report.notifications,
+                    )
                     self._escalate_dirty = True  # there may be more due than one pass takes
             self._escalate_dirty = True  # the next scheduled run always looks
 
@@ -224,9 +239,7 @@ class AlertWorker:
         if self._stopping:
             return
         try:
-            n = await asyncio.to_thread(
-                queue_digests, self._digest_conn, self.settings, self.clock()
-            )
+            n = await asyncio.to_thread(queue_digests, self._digest_conn, self.settings, self.clock())
         except (psycopg.Error, StorageError) as exc:
             log.error("digest pass failed: %s", exc)
             self._digest_conn = await self._reconnect(self._digest_conn)
@@ -250,7 +263,12 @@ class AlertWorker:
             seen = self._outbox_wake.generation
             try:
                 report = await asyncio.to_thread(
-                    dispatch_once, conn, log_conn, self._send, self.dispatch, self.clock,
+                    dispatch_once,
+                    conn,
+                    log_conn,
+                    self._send,
+                    self.dispatch,
+                    self.clock,
                     executor=self._send_pool,
                 )
                 failures = 0

@@ -85,9 +85,9 @@ class DetectSettings(_Section):
     community and per resident in their `rules` jsonb: `{"detect": {"low_usage_min_l": 5}}`."""
 
     bucket_minutes: int = Field(15, ge=1, le=60)
-    low_usage_min_l: float = Field(10.0, ge=0)        # (overridable) the field rule: < 10 L ...
-    low_usage_window_h: float = Field(12.0, gt=0)     # (overridable) ... in 12 h of known data
-    low_usage_clear_l: float = Field(15.0, gt=0)      # (overridable) clears it (>= 1.5 x min)
+    low_usage_min_l: float = Field(10.0, ge=0)  # (overridable) the field rule: < 10 L ...
+    low_usage_window_h: float = Field(12.0, gt=0)  # (overridable) ... in 12 h of known data
+    low_usage_clear_l: float = Field(15.0, gt=0)  # (overridable) clears it (>= 1.5 x min)
     # learned: fire only once the dry run is also longer than the resident's longest normal
     # one at that time of day (+ margin, at most the cap); off: the plain field rule
     low_usage_learn: bool = True
@@ -108,21 +108,21 @@ class DetectSettings(_Section):
     max_spread_h: float = Field(6.0, gt=0)
     # deltas spanning longer than this cannot show continuous flow (running tap, leak)
     flow_span_max_s: int = Field(3900, ge=60)
-    running_tap_min_lpm: float = Field(1.8, gt=0)     # (overridable) a tap left open: 2 L/min+
-    running_tap_limit_h: float = Field(2.0, gt=0)     # (overridable)
+    running_tap_min_lpm: float = Field(1.8, gt=0)  # (overridable) a tap left open: 2 L/min+
+    running_tap_limit_h: float = Field(2.0, gt=0)  # (overridable)
     running_tap_clear_min: float = Field(30.0, gt=0)  # below the rate this long clears it
-    leak_limit_h: float = Field(24.0, gt=0)           # (overridable) flow never zero this long
-    leak_dry_l: float = Field(0.05, ge=0)             # an hour with at most this is "no flow"
+    leak_limit_h: float = Field(24.0, gt=0)  # (overridable) flow never zero this long
+    leak_dry_l: float = Field(0.05, ge=0)  # an hour with at most this is "no flow"
     leak_clear_h: float = Field(1.0, gt=0)
     # routine_break: each resident's own pattern of water use by time of day
-    routine_enabled: bool = True                      # (overridable)
+    routine_enabled: bool = True  # (overridable)
     routine_day_start_h: float = Field(4.0, ge=0, lt=24)
     routine_history_days: int = Field(28, ge=7, le=90)
     routine_min_days: int = Field(14, ge=3)
     routine_quantile: float = Field(0.95, gt=0.5, le=1.0)
-    routine_slack_min: float = Field(30.0, ge=0)       # tolerated shift of the daily pattern
-    routine_margin_min: float = Field(60.0, ge=0)      # (overridable) unusual for this long
-    routine_min_gap_min: float = Field(120.0, ge=0)    # never alert on a shorter gap
+    routine_slack_min: float = Field(30.0, ge=0)  # tolerated shift of the daily pattern
+    routine_margin_min: float = Field(60.0, ge=0)  # (overridable) unusual for this long
+    routine_min_gap_min: float = Field(120.0, ge=0)  # never alert on a shorter gap
     routine_clear_l: float = Field(5.0, gt=0)
     # only at times of day when the resident's usual dry run is at most this (awake, at home)
     routine_active_max_h: float = Field(3.0, gt=0)
@@ -138,8 +138,8 @@ class DetectSettings(_Section):
     default_report_interval_s: int = Field(900, ge=1)
     # generous: messages held up for an hour or two by a busy network are not a broken meter
     silent_grace_s: int = Field(3 * 3600, ge=0)
-    silent_grace_fraction: float = Field(0.5, ge=0)    # of the interval, if more than the grace
-    gateway_grace_s: int = Field(900, ge=0)            # after its own `offline` status
+    silent_grace_fraction: float = Field(0.5, ge=0)  # of the interval, if more than the grace
+    gateway_grace_s: int = Field(900, ge=0)  # after its own `offline` status
     # every meter on a gateway that reports at least this often quiet for its interval plus
     # this grace: the gateway is offline (needs two such meters; one is not evidence)
     gateway_judge_interval_s: int = Field(3600, ge=60)
@@ -167,9 +167,7 @@ class AlertSettings(_Section):
     sms_url: str | None = Field(None, repr=False)
     # channels tried in order per contact role ("default" for roles not listed): "push" is each
     # of the contact's Apprise push URLs, "sms" the gateway above
-    role_channels: dict[str, list[Literal["push", "sms"]]] = Field(
-        default_factory=_default_role_channels
-    )
+    role_channels: dict[str, list[Literal["push", "sms"]]] = Field(default_factory=_default_role_channels)
     # inbound-SMS webhook path token (the gateway posts replies to /alerts/sms/{token}); unset: off
     inbound_sms_token: str | None = Field(None, repr=False, min_length=8)
     # worker: how often to look for due escalations and queued notifications without a NOTIFY
@@ -183,9 +181,9 @@ class AlertSettings(_Section):
     # worker processes that dispatch (the first also escalates): a json:// send costs about
     # 0.3 ms of CPU, one through Apprise about 1.6 ms, so a burst needs more than one core
     processes: int = Field(2, ge=1, le=32)
-    dispatchers: int = Field(4, ge=1, le=64)         # concurrent claim/send/record loops each
-    batch_size: int = Field(50, ge=1, le=1000)       # notifications claimed per loop at once
-    send_threads: int = Field(16, ge=1, le=256)      # sends in flight (blocking calls)
+    dispatchers: int = Field(4, ge=1, le=64)  # concurrent claim/send/record loops each
+    batch_size: int = Field(50, ge=1, le=1000)  # notifications claimed per loop at once
+    send_threads: int = Field(16, ge=1, le=256)  # sends in flight (blocking calls)
     # retries on one channel, doubling from retry_base_s up to retry_max_s, then the next channel
     max_attempts_per_channel: int = Field(3, ge=1)
     retry_base_s: float = Field(10.0, gt=0)
@@ -236,7 +234,6 @@ def _default_data_dir() -> Path:
 
 
 class Settings(_Section):
-
     # None means: start the embedded PostgreSQL / local broker
     database_url: str | None = Field(None, repr=False)
     mqtt_url: str | None = Field(None, repr=False)

@@ -44,8 +44,9 @@ def main(argv: list[str], settings: Settings) -> int:
     ap.add_argument("--district", type=int, default=40_000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--events", type=int, default=50,
-                    help="smoke/SOS events for the commit-to-alert latency (0: skip)")
+    ap.add_argument(
+        "--events", type=int, default=50, help="smoke/SOS events for the commit-to-alert latency (0: skip)"
+    )
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
 
@@ -65,8 +66,7 @@ def main(argv: list[str], settings: Settings) -> int:
         order = rng.permutation(args.meters)
         ts = t + rng.integers(-20, 20, args.meters)
         total += rng.random(args.meters) * 4
-        shuffled.append(_timed(partial(det.apply, meters[order], ts[order], total[order],
-                                       ts[order] + 5)))
+        shuffled.append(_timed(partial(det.apply, meters[order], ts[order], total[order], ts[order] + 5)))
         det.sweep(t + 60)
         t += BS
     # the quiet rules' window computed for every meter, as when a quarter or more of them may
@@ -75,26 +75,35 @@ def main(argv: list[str], settings: Settings) -> int:
     worst = [_timed(partial(det.sweep, t + 60)) for _ in range(args.repeat)]
     det.quiet_subset_share = Detector.quiet_subset_share
     maybe = det.quiet_candidates / args.meters
-    _report(f"one sweep, every rule for every meter ({maybe:.1%} of meters long enough dry"
-            " for a quiet rule)", sweeps, 100)
+    _report(
+        f"one sweep, every rule for every meter ({maybe:.1%} of meters long enough dry for a quiet rule)",
+        sweeps,
+        100,
+    )
     _report("one sweep, quiet rules computed for every meter (the worst case)", worst, 100)
     _report("update with 1 reading per meter, in (meter, ts) order", updates, 150)
     _report("update with 1 reading per meter, shuffled", shuffled, None)
     del det
     gc.collect()
 
-    print(f"district: {args.district:,} meters, default settings "
-          f"({settings.detect.ring_hours} h ring, {settings.detect.routine_history_days} learned days)")
+    print(
+        f"district: {args.district:,} meters, default settings "
+        f"({settings.detect.ring_hours} h ring, {settings.detect.routine_history_days} learned days)"
+    )
     held, peak, sweep_ms = _district(settings.detect, args.district, rng)
-    print(f"  arrays held: {held / 2**20:,.0f} MB; peak traced while learning and sweeping:"
-          f" {peak / 2**20:,.0f} MB (target < 200 MB)")
+    print(
+        f"  arrays held: {held / 2**20:,.0f} MB; peak traced while learning and sweeping:"
+        f" {peak / 2**20:,.0f} MB (target < 200 MB)"
+    )
     print(f"  one district sweep: {sweep_ms:.1f} ms")
     if args.events:
         latencies = _event_latency(settings, args.events)
         ms = sorted(1000 * x for x in latencies)
-        print(f"life-safety events: {len(ms)} committed one by one; commit to alert committed:"
-              f" median {statistics.median(ms):.0f} ms, p99 {ms[int(0.99 * (len(ms) - 1))]:.0f} ms,"
-              f" max {ms[-1]:.0f} ms (target < 2000 ms)")
+        print(
+            f"life-safety events: {len(ms)} committed one by one; commit to alert committed:"
+            f" median {statistics.median(ms):.0f} ms, p99 {ms[int(0.99 * (len(ms) - 1))]:.0f} ms,"
+            f" max {ms[-1]:.0f} ms (target < 2000 ms)"
+        )
     return 0
 
 
@@ -109,37 +118,40 @@ def _event_latency(settings: Settings, count: int) -> list[float]:
     from lovekey.storage.scratch import scratch_database
 
     out: list[float] = []
-    with database_url(settings) as server, scratch_database(
-        server, "detect", storage=settings.storage
-    ) as url, connect(url) as conn:
+    with (
+        database_url(settings) as server,
+        scratch_database(server, "detect", storage=settings.storage) as url,
+        connect(url) as conn,
+    ):
         conn.execute("INSERT INTO gateway (id) VALUES ('GW-1')")
         for i in range(count):
             conn.execute("INSERT INTO household (id) VALUES (%s)", (f"H-{i}",))
-            conn.execute("INSERT INTO resident (id, household_id) VALUES (%s, %s)",
-                         (f"R-{i}", f"H-{i}"))
+            conn.execute("INSERT INTO resident (id, household_id) VALUES (%s, %s)", (f"R-{i}", f"H-{i}"))
             conn.execute(
                 "INSERT INTO device (id, kind, household_id, resident_id, gateway_id)"
-                " VALUES (%s, 'sos_button', %s, %s, 'GW-1')", (f"SOS-{i}", f"H-{i}", f"R-{i}"),
+                " VALUES (%s, 'sos_button', %s, %s, 'GW-1')",
+                (f"SOS-{i}", f"H-{i}", f"R-{i}"),
             )
         conn.commit()
         keys = [k for (k,) in conn.execute("SELECT key FROM device ORDER BY key")]  # SOS-0, 1, ...
         stop = threading.Event()
         run = settings.model_copy(update={"database_url": url})
-        thread = threading.Thread(target=watch_events, args=(run, url, stop),
-                                  kwargs={"shard": Shard()}, daemon=True)
+        thread = threading.Thread(
+            target=watch_events, args=(run, url, stop), kwargs={"shard": Shard()}, daemon=True
+        )
         thread.start()
         try:
             time.sleep(1.0)  # let it LISTEN
             for i, key in enumerate(keys):
                 conn.execute(
-                    "INSERT INTO device_event (ts, device_key, type, active)"
-                    " VALUES (%s, %s, 'sos', true)", (datetime.now(UTC), key))
+                    "INSERT INTO device_event (ts, device_key, type, active) VALUES (%s, %s, 'sos', true)",
+                    (datetime.now(UTC), key),
+                )
                 conn.execute("SELECT pg_notify('lovekey_events', '')")
                 conn.commit()
                 committed = time.perf_counter()
                 while True:  # the alert row, as any other session sees it
-                    row = conn.execute("SELECT 1 FROM alert WHERE subject = %s",
-                                       (f"R-{i}",)).fetchone()
+                    row = conn.execute("SELECT 1 FROM alert WHERE subject = %s", (f"R-{i}",)).fetchone()
                     conn.commit()
                     if row is not None:
                         out.append(time.perf_counter() - committed)
@@ -160,9 +172,11 @@ def _warm(
     routine thresholds (drawn, since this ring is too short to learn days from)."""
     bench = st.model_copy(update={"ring_hours": max(1, buckets * BS // 3600)})
     reg = Registry(
-        [f"WM-{i}" for i in range(meters)], [f"R-{i}" for i in range(meters)],
+        [f"WM-{i}" for i in range(meters)],
+        [f"R-{i}" for i in range(meters)],
         [f"GW-{g}" for g in range(-(-meters // 20))],
-        np.arange(meters, dtype=np.int64), np.arange(meters, dtype=np.int64) // 20,
+        np.arange(meters, dtype=np.int64),
+        np.arange(meters, dtype=np.int64) // 20,
         uniform_params(bench, meters),
     )
     det = Detector(reg, bench, now_s=T0, utc_offset_s=8 * 3600, learn_days=False)
@@ -186,9 +200,11 @@ def _district(st: DetectSettings, meters: int, rng: np.random.Generator) -> tupl
     gc.collect()
     tracemalloc.start()
     reg = Registry(
-        [f"WM-{i}" for i in range(meters)], [f"R-{i}" for i in range(meters)],
+        [f"WM-{i}" for i in range(meters)],
+        [f"R-{i}" for i in range(meters)],
         [f"GW-{g}" for g in range(-(-meters // 16))],
-        np.arange(meters, dtype=np.int64), np.arange(meters, dtype=np.int64) // 16,
+        np.arange(meters, dtype=np.int64),
+        np.arange(meters, dtype=np.int64) // 16,
         uniform_params(st, meters),
     )
     det = Detector(reg, st, now_s=T0, utc_offset_s=8 * 3600)
@@ -214,10 +230,22 @@ def _state_bytes(det: Detector) -> int:
     """Bytes of every numpy array the detector holds (its state, not temporaries)."""
     seen: set[int] = set()
     total = 0
-    for owner in (det, det.ring, det.runs, det.profile, det.registry, det.registry.params,
-                  *det.states.values()):
-        for value in vars(owner).values() if hasattr(owner, "__dict__") else (
-            getattr(owner, f) for f in owner.__slots__  # type: ignore[attr-defined]
+    for owner in (
+        det,
+        det.ring,
+        det.runs,
+        det.profile,
+        det.registry,
+        det.registry.params,
+        *det.states.values(),
+    ):
+        for value in (
+            vars(owner).values()
+            if hasattr(owner, "__dict__")
+            else (
+                getattr(owner, f)
+                for f in owner.__slots__  # type: ignore[attr-defined]
+            )
         ):
             if isinstance(value, np.ndarray) and value.base is None and id(value) not in seen:
                 seen.add(id(value))

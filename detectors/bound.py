@@ -35,8 +35,8 @@ BOOL = npt.NDArray[np.bool_]
 BUCKET_S = 300
 PER_H = 3600 // BUCKET_S
 PER_DAY = 24 * PER_H
-USE_MIN_L = 0.5                  # a bucket with at least this much is "used" (as the detector)
-THRESHOLDS = np.arange(PER_H // 2, 36 * PER_H + 1, PER_H // 4)   # 0.5 h .. 36 h, 15 min steps
+USE_MIN_L = 0.5  # a bucket with at least this much is "used" (as the detector)
+THRESHOLDS = np.arange(PER_H // 2, 36 * PER_H + 1, PER_H // 4)  # 0.5 h .. 36 h, 15 min steps
 NEVER = np.int64(10**12)
 
 
@@ -80,7 +80,11 @@ class Meter:
 
 
 def choose(
-    meters: list[Meter], weight: float, *, train_incidents: int, train_months: float,
+    meters: list[Meter],
+    weight: float,
+    *,
+    train_incidents: int,
+    train_months: float,
     within: int = 3 * PER_H,
 ) -> I64:
     """Per meter and hour, the threshold (buckets; NEVER = no alert) maximising the share of
@@ -151,34 +155,42 @@ def meters_of(used: BOOL, train_days: int, rng: np.random.Generator) -> list[Met
         ia, isince = incident_anchors(row, starts(1, train_days, 2))
         ta, tlength = dry_runs(row, split, row.size)
         xa, xsince = incident_anchors(row, starts(train_days, days, 4))
-        meters.append(Meter(hour_of(a), length, hour_of(ia), isince,
-                            hour_of(ta), tlength, hour_of(xa), xsince))
+        meters.append(
+            Meter(hour_of(a), length, hour_of(ia), isince, hour_of(ta), tlength, hour_of(xa), xsince)
+        )
     return meters
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lovekey.detectors.bound", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lovekey.detectors.bound",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--residents", type=int, default=200)
     parser.add_argument("--train-days", type=int, default=1200)
     parser.add_argument("--test-days", type=int, default=300)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--day-out-rate", type=float, default=None,
-                        help="days out per resident per 30 days (default: the scenario's)")
+    parser.add_argument(
+        "--day-out-rate",
+        type=float,
+        default=None,
+        help="days out per resident per 30 days (default: the scenario's)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     began = time.monotonic()
-    used = simulate(args.residents, args.train_days, args.test_days, args.seed,
-                    day_out_rate=args.day_out_rate)
+    used = simulate(
+        args.residents, args.train_days, args.test_days, args.seed, day_out_rate=args.day_out_rate
+    )
     meters = meters_of(used, args.train_days, np.random.default_rng(args.seed))
     train_incidents = sum(m.train_incident_since.size for m in meters)
     train_months = args.residents * args.train_days / 30
     test_months = args.residents * args.test_days / 30
     points = []
     for weight in (3.0, 1.0, 0.3, 0.1, 0.03, 0.01):
-        chosen = choose(meters, weight, train_incidents=train_incidents,
-                        train_months=train_months)
+        chosen = choose(meters, weight, train_incidents=train_incidents, train_months=train_months)
         for margin_h in (0, 2, 4, 8):
             thresholds = np.where(chosen == NEVER, NEVER, chosen + margin_h * PER_H)
             point = measure(meters, thresholds, test_months=test_months)
@@ -187,12 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"points": points, "frontier": frontier}, indent=1))
         return 0
-    print(f"{args.residents} residents, {args.train_days} days to choose thresholds, "
-          f"{args.test_days} held-out days; {time.monotonic() - began:.0f} s")
+    print(
+        f"{args.residents} residents, {args.train_days} days to choose thresholds, "
+        f"{args.test_days} held-out days; {time.monotonic() - began:.0f} s"
+    )
     print(f"{'false / resident-month':>24} {'median h':>9} {'within 3 h':>11}")
     for p in frontier:
-        print(f"{p['false_per_resident_month']:>24.3f} {p['median_h']:>9.1f} "
-              f"{p['within_3h']:>10.1%}")
+        print(f"{p['false_per_resident_month']:>24.3f} {p['median_h']:>9.1f} {p['within_3h']:>10.1%}")
     return 0
 
 

@@ -22,10 +22,19 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 _PG_EPOCH_S = 946684800  # 2000-01-01 in Unix seconds: binary timestamptz counts from here
-_ROW = np.dtype([
-    ("n", ">i2"), ("l1", ">i4"), ("key", ">i4"), ("l2", ">i4"), ("ts", ">i8"),
-    ("l3", ">i4"), ("total", ">f8"), ("l4", ">i4"), ("received", ">i8"),
-])
+_ROW = np.dtype(
+    [
+        ("n", ">i2"),
+        ("l1", ">i4"),
+        ("key", ">i4"),
+        ("l2", ">i4"),
+        ("ts", ">i8"),
+        ("l3", ">i4"),
+        ("total", ">f8"),
+        ("l4", ">i4"),
+        ("received", ">i8"),
+    ]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +50,7 @@ class Readings:
         return int(self.key.size)
 
     def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.int64]) -> Readings:
-        return Readings(self.key[index], self.ts_s[index], self.total_l[index],
-                        self.received_s[index])
+        return Readings(self.key[index], self.ts_s[index], self.total_l[index], self.received_s[index])
 
     @classmethod
     def empty(cls) -> Readings:
@@ -124,8 +132,8 @@ class ResidentState:
     resident_id: str
     status: str
     away_until: datetime | None
-    last_away: datetime | None   # newest away press since the window start
-    last_home: datetime | None   # newest home press since the window start
+    last_away: datetime | None  # newest away press since the window start
+    last_home: datetime | None  # newest home press since the window start
 
 
 def absent_residents(conn: psycopg.Connection[Any], since: datetime) -> list[ResidentState]:
@@ -303,9 +311,7 @@ class DayRow:
     valid: bool
 
 
-def load_days(
-    conn: psycopg.Connection[Any], first: date, *, bucket_s: int, day_start_s: int
-) -> list[DayRow]:
+def load_days(conn: psycopg.Connection[Any], first: date, *, bucket_s: int, day_start_s: int) -> list[DayRow]:
     rows = conn.execute(
         """
         SELECT device_key, day, use_bits, valid FROM detector_day
@@ -317,7 +323,11 @@ def load_days(
 
 
 def save_days(
-    conn: psycopg.Connection[Any], rows: Sequence[DayRow], *, bucket_s: int, day_start_s: int,
+    conn: psycopg.Connection[Any],
+    rows: Sequence[DayRow],
+    *,
+    bucket_s: int,
+    day_start_s: int,
     keep_after: date,
 ) -> None:
     """Upsert learned days (a staged COPY), and forget days older than `keep_after`."""

@@ -101,18 +101,28 @@ class Runs:
 
     def __init__(self, meters: int) -> None:
         self.last_use_end = np.full(meters, NEVER, dtype=np.int64)
-        self.last_flow_end = np.full(meters, NEVER, dtype=np.int64)   # at or above the tap rate
-        self.last_calm_end = np.full(meters, NEVER, dtype=np.int64)   # below it, or unknown
-        self.last_wet_end = np.full(meters, NEVER, dtype=np.int64)    # flow within the hour
-        self.last_dry_end = np.full(meters, NEVER, dtype=np.int64)    # a dry hour, or unknown
+        self.last_flow_end = np.full(meters, NEVER, dtype=np.int64)  # at or above the tap rate
+        self.last_calm_end = np.full(meters, NEVER, dtype=np.int64)  # below it, or unknown
+        self.last_wet_end = np.full(meters, NEVER, dtype=np.int64)  # flow within the hour
+        self.last_dry_end = np.full(meters, NEVER, dtype=np.int64)  # a dry hour, or unknown
 
     def reset(self, meters: I64) -> None:
-        for arr in (self.last_use_end, self.last_flow_end, self.last_calm_end,
-                    self.last_wet_end, self.last_dry_end):
+        for arr in (
+            self.last_use_end,
+            self.last_flow_end,
+            self.last_calm_end,
+            self.last_wet_end,
+            self.last_dry_end,
+        ):
             arr[meters] = NEVER
 
     def observe(
-        self, done: Completed, params: MeterParams, *, bucket_s: int, dry_l: float,
+        self,
+        done: Completed,
+        params: MeterParams,
+        *,
+        bucket_s: int,
+        dry_l: float,
         baseline_l: npt.NDArray[np.float32] | None = None,
     ) -> None:
         if len(done) == 0:
@@ -145,7 +155,12 @@ class Detector:
     quiet_subset_share = 0.25
 
     def __init__(
-        self, registry: Registry, settings: DetectSettings, *, now_s: int, utc_offset_s: int,
+        self,
+        registry: Registry,
+        settings: DetectSettings,
+        *,
+        now_s: int,
+        utc_offset_s: int,
         learn_days: bool = True,
     ) -> None:
         """`learn_days=False`: never summarise days (thresholds are set by the caller, as the
@@ -189,9 +204,7 @@ class Detector:
         }
         self._has_resident = registry.resident_of >= 0
         self._res = np.where(self._has_resident, registry.resident_of, 0)
-        self._meters_of_resident = np.bincount(
-            registry.resident_of[self._has_resident], minlength=residents
-        )
+        self._meters_of_resident = np.bincount(registry.resident_of[self._has_resident], minlength=residents)
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
         self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
         self._leak_hour = -1
@@ -207,9 +220,7 @@ class Detector:
         # exactly one meter per resident: resident masks are a gather (empty: the identity)
         self._one_each: I64 | None = None
         if bool((self._meters_of_resident == 1).all()):
-            identity = residents == meters and bool(
-                (registry.resident_of == np.arange(meters)).all()
-            )
+            identity = residents == meters and bool((registry.resident_of == np.arange(meters)).all())
             self._one_each = np.empty(0, np.int64) if identity else self._rep_meter
         # how far behind `now` a meter's data may be for a running tap or a leak to be current
         p = registry.params
@@ -230,8 +241,11 @@ class Detector:
         """New readings. Meters in `.dirty` got late data: pass their history to `rebuild`."""
         result = self.ring.apply(meter, ts_s, total_l, arrival_s)
         self.runs.observe(
-            result.completed, self.registry.params, bucket_s=self.bucket_s,
-            dry_l=self.settings.leak_dry_l, baseline_l=self.ring.baseline_l,
+            result.completed,
+            self.registry.params,
+            bucket_s=self.bucket_s,
+            dry_l=self.settings.leak_dry_l,
+            baseline_l=self.ring.baseline_l,
         )
         return result
 
@@ -252,7 +266,11 @@ class Detector:
             raise AssertionError("rebuild left dirty meters")
 
     def restore(
-        self, kind: str, subjects: Sequence[str], since_s: Sequence[int], *,
+        self,
+        kind: str,
+        subjects: Sequence[str],
+        since_s: Sequence[int],
+        *,
         resolved_at_s: Sequence[int] | None = None,
     ) -> None:
         """Alerts found in the database when this process started.
@@ -262,8 +280,7 @@ class Detector:
         """
         index = self._subject_index(kind)
         times = resolved_at_s if resolved_at_s is not None else since_s
-        found = [(index[s], t, u) for s, t, u in zip(subjects, since_s, times, strict=True)
-                 if s in index]
+        found = [(index[s], t, u) for s, t, u in zip(subjects, since_s, times, strict=True) if s in index]
         if not found:
             return
         idx = np.array([i for i, _, _ in found], dtype=np.int64)
@@ -275,8 +292,13 @@ class Detector:
 
     def _subject_index(self, kind: str) -> dict[str, int]:
         reg = self.registry
-        ids = (reg.resident_ids if kind in RESIDENT_KINDS
-               else reg.meter_ids if kind in METER_KINDS else reg.gateway_ids)
+        ids = (
+            reg.resident_ids
+            if kind in RESIDENT_KINDS
+            else reg.meter_ids
+            if kind in METER_KINDS
+            else reg.gateway_ids
+        )
         return {s: i for i, s in enumerate(ids)}
 
     # -- one sweep ------------------------------------------------------------------------
@@ -334,8 +356,7 @@ class Detector:
         low_active = self._to_meters(self.states["low_usage"].active, False)
         maybe = np.flatnonzero(routine_maybe | (dry_b >= min_dry_b) | low_active)
         self.quiet_candidates = int(maybe.size)  # for the benchmark's report
-        sel: I64 | slice = (maybe if maybe.size < len(hz) * self.quiet_subset_share
-                            else slice(None))
+        sel: I64 | slice = maybe if maybe.size < len(hz) * self.quiet_subset_share else slice(None)
         hz_s, dry_b_s, window_s = hz[sel], dry_b[sel], params.low_window_s[sel]
 
         # low_usage: less than min_l in the last window of known data
@@ -355,12 +376,15 @@ class Detector:
             np.minimum(district, int(st.low_usage_cap_h * 3600) // bs, out=district)
             np.maximum(low_limit, district, out=low_limit)
         known = ~np.isnan(used_s)
-        low_cond = _spread(known & (win_start >= monitor[sel]) & (used_s < params.low_min_l[sel])
-                           & (dry_b_s >= low_limit), sel, len(hz), False)
+        low_cond = _spread(
+            known & (win_start >= monitor[sel]) & (used_s < params.low_min_l[sel]) & (dry_b_s >= low_limit),
+            sel,
+            len(hz),
+            False,
+        )
         low_clear = _spread(known & (used_s >= params.low_clear_l[sel]), sel, len(hz), False)
         # when the low use began: only ever read where low_usage is raised
-        low_since = (np.minimum(np.maximum(runs.last_use_end, known_start), hz)
-                     if low_cond.any() else hz)
+        low_since = np.minimum(np.maximum(runs.last_use_end, known_start), hz) if low_cond.any() else hz
 
         # routine_break: a dry run longer than the resident's own normal at this time of day
         # (not while a leak is being netted out: the pattern was learned through the leak)
@@ -378,13 +402,15 @@ class Detector:
         # interval, but flow that ended longer ago than the rule's own limit is history
         lag_s = now_s - hz
         tap_from = np.maximum(runs.last_calm_end, known_start)
-        tap_cond = ((hz - tap_from) >= params.tap_limit_s) & (runs.last_flow_end >= hz) & (
-            lag_s <= self._tap_lag_s
+        tap_cond = (
+            ((hz - tap_from) >= params.tap_limit_s) & (runs.last_flow_end >= hz) & (lag_s <= self._tap_lag_s)
         )
         tap_clear = (hz - runs.last_flow_end) >= int(st.running_tap_clear_min * 60)
         leak_from = np.maximum(runs.last_dry_end, known_start)
-        leak_cond = ((hz - leak_from) >= params.leak_limit_s) & (runs.last_wet_end >= hz) & (
-            lag_s <= self._leak_lag_s
+        leak_cond = (
+            ((hz - leak_from) >= params.leak_limit_s)
+            & (runs.last_wet_end >= hz)
+            & (lag_s <= self._leak_lag_s)
         )
         self._track_leaks(leak_cond, hz)
         # the newest dry hour window ends `leak_clear_h` after the flow stopped
@@ -417,10 +443,15 @@ class Detector:
             handled = since_r[step.raised] <= state.handled_until[step.raised]
             for r in step.raised[~handled]:
                 m = int(rep_r[r])
-                changes.append(self._resident_change(
-                    kind, "raise", int(r), since_s=int(since_r[r]),
-                    details=self._details(kind, m, used, dry_b, limit, hz),
-                ))
+                changes.append(
+                    self._resident_change(
+                        kind,
+                        "raise",
+                        int(r),
+                        since_s=int(since_r[r]),
+                        details=self._details(kind, m, used, dry_b, limit, hz),
+                    )
+                )
             for r in step.cleared:
                 changes.append(self._resident_change(kind, "clear", int(r)))
 
@@ -430,10 +461,16 @@ class Detector:
         step = state.step(silent & ~gw_off_m, ~silent, hold=gw_off_m & silent)
         state.since[step.raised] = ring.last_arrival[step.raised]
         for m in step.raised:
-            changes.append(self._meter_change("raise", int(m), {
-                "last_data_at": _iso(int(ring.last_arrival[m])),
-                "expected_every_s": int(params.silent_after_s[m]),
-            }))
+            changes.append(
+                self._meter_change(
+                    "raise",
+                    int(m),
+                    {
+                        "last_data_at": _iso(int(ring.last_arrival[m])),
+                        "expected_every_s": int(params.silent_after_s[m]),
+                    },
+                )
+            )
         for m in step.cleared:
             changes.append(self._meter_change("clear", int(m)))
 
@@ -446,9 +483,16 @@ class Detector:
                 last_g = np.where(gateway_offline_since_s != NEVER, gateway_offline_since_s, last_g)
         state.since[step.raised] = last_g[step.raised]
         for g in step.raised:
-            changes.append(self._gateway_change("raise", int(g), int(last_g[g]), {
-                "meters": int(self._meters_of_gateway[g]),
-            }))
+            changes.append(
+                self._gateway_change(
+                    "raise",
+                    int(g),
+                    int(last_g[g]),
+                    {
+                        "meters": int(self._meters_of_gateway[g]),
+                    },
+                )
+            )
         for g in step.cleared:
             changes.append(self._gateway_change("clear", int(g), int(last_g[g])))
 
@@ -577,25 +621,41 @@ class Detector:
         return cond_r, clear_r, hold_r, since_r, rep
 
     def _details(
-        self, kind: str, m: int, used: npt.NDArray[np.floating[Any]], dry_b: I64,
+        self,
+        kind: str,
+        m: int,
+        used: npt.NDArray[np.floating[Any]],
+        dry_b: I64,
         limit: npt.NDArray[np.integer[Any]],
         hz: I64,
     ) -> dict[str, Any]:
         p, bs = self.registry.params, self.bucket_s
         out: dict[str, Any] = {"device_id": self.registry.meter_ids[m], "data_until": _iso(int(hz[m]))}
         if kind == "low_usage":
-            out |= {"used_l": round(float(used[m]), 1), "min_l": float(p.low_min_l[m]),
-                    "window_h": int(p.low_window_s[m]) / 3600}
+            out |= {
+                "used_l": round(float(used[m]), 1),
+                "min_l": float(p.low_min_l[m]),
+                "window_h": int(p.low_window_s[m]) / 3600,
+            }
         elif kind == "routine_break":
-            out |= {"dry_h": int(dry_b[m]) * bs / 3600, "usual_max_h": int(limit[m]) * bs / 3600,
-                    "learned_days": int(self.profile.learned_days[m])}
+            out |= {
+                "dry_h": int(dry_b[m]) * bs / 3600,
+                "usual_max_h": int(limit[m]) * bs / 3600,
+                "learned_days": int(self.profile.learned_days[m]),
+            }
         elif kind == "running_tap":
             out |= {"min_lpm": float(p.tap_min_l[m]) * 60 / bs}
         return out
 
     def _resident_change(
-        self, kind: str, action: str, r: int, *, since_s: int | None = None,
-        details: dict[str, Any] | None = None, reason: str = "condition_cleared",
+        self,
+        kind: str,
+        action: str,
+        r: int,
+        *,
+        since_s: int | None = None,
+        details: dict[str, Any] | None = None,
+        reason: str = "condition_cleared",
     ) -> Change:
         rid = self.registry.resident_ids[r]
         since = int(self.states[kind].since[r]) if since_s is None else since_s
@@ -605,10 +665,14 @@ class Detector:
         reg = self.registry
         r = int(reg.resident_of[m])
         return Change(
-            "meter_silent", action, reg.meter_ids[m],
-            reg.resident_ids[r] if r >= 0 else None, reg.meter_ids[m],
+            "meter_silent",
+            action,
+            reg.meter_ids[m],
+            reg.resident_ids[r] if r >= 0 else None,
+            reg.meter_ids[m],
             reg.gateway_ids[int(reg.gateway_of[m])],
-            int(self.states["meter_silent"].since[m]), details or {},
+            int(self.states["meter_silent"].since[m]),
+            details or {},
         )
 
     def _gateway_change(

@@ -75,9 +75,15 @@ class Truth:
         start = when(obj["start"])
         if start is None:
             raise ValueError("an incident needs a start")
-        return cls(obj["kind"], obj.get("resident_id"), obj.get("device_id"),
-                   obj.get("gateway_id"), start, when(obj.get("end")),
-                   dict(obj.get("details") or {}))
+        return cls(
+            obj["kind"],
+            obj.get("resident_id"),
+            obj.get("device_id"),
+            obj.get("gateway_id"),
+            start,
+            when(obj.get("end")),
+            dict(obj.get("details") or {}),
+        )
 
 
 @dataclass(slots=True)
@@ -98,7 +104,7 @@ class ReplayEvent:
 
     arrival_s: int
     ts_s: int
-    type: str          # smoke, gas, sos, away, home, ...
+    type: str  # smoke, gas, sos, away, home, ...
     active: bool
     resident_id: str | None
     device_id: str
@@ -110,7 +116,7 @@ class ReplayData:
     """Everything a replay needs, columnar where it is large."""
 
     registry: Registry
-    meter: I64            # readings: meter index, ts, litres, arrival (any order)
+    meter: I64  # readings: meter index, ts, litres, arrival (any order)
     ts_s: I64
     total_l: F64
     arrival_s: I64
@@ -155,8 +161,7 @@ def replay(
         hi = int(np.searchsorted(arrival, t, side="right"))
         if hi > lo:
             rows = order[lo:hi]
-            result = det.apply(data.meter[rows], data.ts_s[rows], data.total_l[rows],
-                               data.arrival_s[rows])
+            result = det.apply(data.meter[rows], data.ts_s[rows], data.total_l[rows], data.arrival_s[rows])
             if result.dirty.size:
                 _rebuild(det, data, by_meter, meter_bounds, result.dirty, t)
             lo = hi
@@ -179,8 +184,15 @@ def replay(
                 if event_key not in raised_events:
                     raised_events.add(event_key)
                     if (ev.type, ev.resident_id) not in open_alerts:
-                        alert = RaisedAlert(ev.type, ev.resident_id, ev.resident_id,
-                                            ev.device_id, ev.gateway_id, ev.ts_s, ev.arrival_s)
+                        alert = RaisedAlert(
+                            ev.type,
+                            ev.resident_id,
+                            ev.resident_id,
+                            ev.device_id,
+                            ev.gateway_id,
+                            ev.ts_s,
+                            ev.arrival_s,
+                        )
                         out.append(alert)
         ended = (away_until != NEVER) & (away_until <= t)
         monitor_since[ended] = np.maximum(monitor_since[ended], away_until[ended])
@@ -199,8 +211,15 @@ def replay(
         for change in det.sweep(t, presence, offline):
             key = (change.kind, change.subject)
             if change.action == "raise":
-                alert = RaisedAlert(change.kind, change.subject, change.resident_id,
-                                    change.device_id, change.gateway_id, change.since_s, t)
+                alert = RaisedAlert(
+                    change.kind,
+                    change.subject,
+                    change.resident_id,
+                    change.device_id,
+                    change.gateway_id,
+                    change.since_s,
+                    t,
+                )
                 open_alerts[key] = alert
                 out.append(alert)
             elif key in open_alerts:
@@ -208,14 +227,10 @@ def replay(
     return out
 
 
-def _rebuild(
-    det: Detector, data: ReplayData, by_meter: I64, bounds: I64, dirty: I64, t: int
-) -> None:
-    rows = np.concatenate([by_meter[bounds[m]:bounds[m + 1]] for m in dirty.tolist()])
-    seen = rows[(data.arrival_s[rows] <= t)
-                & (data.ts_s[rows] >= t - det.ring.buckets * det.bucket_s)]
-    det.rebuild(dirty, data.meter[seen], data.ts_s[seen], data.total_l[seen],
-                data.arrival_s[seen])
+def _rebuild(det: Detector, data: ReplayData, by_meter: I64, bounds: I64, dirty: I64, t: int) -> None:
+    rows = np.concatenate([by_meter[bounds[m] : bounds[m + 1]] for m in dirty.tolist()])
+    seen = rows[(data.arrival_s[rows] <= t) & (data.ts_s[rows] >= t - det.ring.buckets * det.bucket_s)]
+    det.rebuild(dirty, data.meter[seen], data.ts_s[seen], data.total_l[seen], data.arrival_s[seen])
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -227,7 +242,7 @@ class RuleScore:
     alerts: int = 0
     true_alerts: int = 0
     false_alerts: int = 0
-    incidents: int = 0          # incidents of the kinds this rule is judged on, long enough
+    incidents: int = 0  # incidents of the kinds this rule is judged on, long enough
     detected: int = 0
     delays_s: list[int] = field(default_factory=list)
 
@@ -242,7 +257,8 @@ class RuleScore:
             "recall": _ratio(self.detected, self.incidents),
             "precision": _ratio(self.true_alerts, self.alerts),
             "false_per_household_month": round(self.false_alerts / household_months, 4)
-            if household_months else None,
+            if household_months
+            else None,
             "median_h": _hours(_quantile(delays, 0.5)),
             "p90_h": _hours(_quantile(delays, 0.9)),
         }
@@ -280,14 +296,19 @@ def score(
     # cleared) is how people hear of it: found at its start
     for alert in alerts:
         for ti, inc in enumerate(truth):
-            if (inc.kind in TARGETS.get(alert.kind, ()) and alert.resident_id is not None
-                    and alert.resident_id == inc.resident_id
-                    and alert.raised_s < inc.start_s
-                    and (alert.cleared_s is None or alert.cleared_s > inc.start_s)):
+            if (
+                inc.kind in TARGETS.get(alert.kind, ())
+                and alert.resident_id is not None
+                and alert.resident_id == inc.resident_id
+                and alert.raised_s < inc.start_s
+                and (alert.cleared_s is None or alert.cleared_s > inc.start_s)
+            ):
                 first_alert.setdefault((ti, alert.kind), inc.start_s)
-    blind = {ti for ti, inc in enumerate(truth)
-             if inc.kind in ("no_use", "unannounced_absence")
-             and _blind(inc, truth, gateway_of, settings)}
+    blind = {
+        ti
+        for ti, inc in enumerate(truth)
+        if inc.kind in ("no_use", "unannounced_absence") and _blind(inc, truth, gateway_of, settings)
+    }
 
     rules = {rule: RuleScore(rule) for rule in RULES}
     for ai, alert in enumerate(scored):
@@ -309,34 +330,52 @@ def score(
                 rs.detected += 1
                 rs.delays_s.append(first_alert[(ti, rule)] - inc.start_s)
 
-    no_use = [(ti, inc) for ti, inc in enumerate(truth)
-              if inc.kind == "no_use" and start_s <= inc.start_s < end_s]
-    due = [(ti, inc) for ti, inc in no_use if ti not in blind
-           and _due("low_usage", inc, end_s, report_interval_s, settings)]
-    either = [ti for ti, _ in due
-              if (ti, "low_usage") in first_alert or (ti, "routine_break") in first_alert]
-    day_time = [(ti, inc) for ti, inc in no_use
-                if 7 <= ((inc.start_s + utc_offset_s) % 86400) / 3600 < 19]
-    routine_day = sorted(first_alert[(ti, "routine_break")] - inc.start_s
-                         for ti, inc in day_time if (ti, "routine_break") in first_alert)
+    no_use = [
+        (ti, inc) for ti, inc in enumerate(truth) if inc.kind == "no_use" and start_s <= inc.start_s < end_s
+    ]
+    due = [
+        (ti, inc)
+        for ti, inc in no_use
+        if ti not in blind and _due("low_usage", inc, end_s, report_interval_s, settings)
+    ]
+    either = [ti for ti, _ in due if (ti, "low_usage") in first_alert or (ti, "routine_break") in first_alert]
+    day_time = [(ti, inc) for ti, inc in no_use if 7 <= ((inc.start_s + utc_offset_s) % 86400) / 3600 < 19]
+    routine_day = sorted(
+        first_alert[(ti, "routine_break")] - inc.start_s
+        for ti, inc in day_time
+        if (ti, "routine_break") in first_alert
+    )
     any_day = sorted(
-        min(first_alert.get((ti, "routine_break"), 1 << 62),
-            first_alert.get((ti, "low_usage"), 1 << 62)) - inc.start_s
+        min(first_alert.get((ti, "routine_break"), 1 << 62), first_alert.get((ti, "low_usage"), 1 << 62))
+        - inc.start_s
         for ti, inc in day_time
         if (ti, "routine_break") in first_alert or (ti, "low_usage") in first_alert
     )
-    neighbour_false = [scored[ai] for ai, tis in matches.items()
-                       if not tis and scored[ai].kind in NEIGHBOUR_KINDS]
+    neighbour_false = [
+        scored[ai] for ai, tis in matches.items() if not tis and scored[ai].kind in NEIGHBOUR_KINDS
+    ]
     explained = _explain(neighbour_false, truth, gateway_of)
     heard = None if away_presses is None else set(away_presses)
-    told = [inc for inc in truth if inc.kind != "planned_absence" or heard is None
-            or any((inc.resident_id, inc.start_s + d) in heard for d in range(-120, 121))]
+    told = [
+        inc
+        for inc in truth
+        if inc.kind != "planned_absence"
+        or heard is None
+        or any((inc.resident_id, inc.start_s + d) in heard for d in range(-120, 121))
+    ]
     lost = [inc for inc in truth if inc.kind == "planned_absence" and inc not in told]
-    caused = [a for a in scored if a.kind in ("low_usage", "routine_break")
-              and _overlaps_kind(a, told, ("meter_silent", "gateway_outage", "planned_absence"),
-                                 gateway_of)]
-    during_lost = [a for a in scored if a.kind in ("low_usage", "routine_break")
-                   and _overlaps_kind(a, lost, ("planned_absence",), gateway_of)]
+    caused = [
+        a
+        for a in scored
+        if a.kind in ("low_usage", "routine_break")
+        and _overlaps_kind(a, told, ("meter_silent", "gateway_outage", "planned_absence"), gateway_of)
+    ]
+    during_lost = [
+        a
+        for a in scored
+        if a.kind in ("low_usage", "routine_break")
+        and _overlaps_kind(a, lost, ("planned_absence",), gateway_of)
+    ]
     return {
         "households": households,
         "days": round((end_s - start_s) / 86400, 2),
@@ -357,14 +396,14 @@ def score(
         "neighbour": {
             "alerts": sum(1 for a in scored if a.kind in NEIGHBOUR_KINDS),
             "false_alerts": len(neighbour_false),
-            "false_per_household_month": round(len(neighbour_false) / months, 4)
-            if months else None,
+            "false_per_household_month": round(len(neighbour_false) / months, 4) if months else None,
             "false_during": explained,
             "caused_by_silent_meter_or_away": len(caused),
             "during_absences_whose_press_was_lost": len(during_lost),
         },
-        "checks_per_household_month": round(
-            sum(1 for a in scored if a.kind in NEIGHBOUR_KINDS) / months, 4) if months else None,
+        "checks_per_household_month": round(sum(1 for a in scored if a.kind in NEIGHBOUR_KINDS) / months, 4)
+        if months
+        else None,
     }
 
 
@@ -372,9 +411,11 @@ def _matches(alert: RaisedAlert, inc: Truth, gateway_of: Mapping[str, str]) -> b
     if inc.kind not in TARGETS.get(alert.kind, ()):
         return False
     if alert.kind == "meter_silent":
-        same = (alert.device_id == inc.device_id if inc.kind == "meter_silent"
-                else inc.gateway_id is not None
-                and gateway_of.get(alert.device_id or "") == inc.gateway_id)
+        same = (
+            alert.device_id == inc.device_id
+            if inc.kind == "meter_silent"
+            else inc.gateway_id is not None and gateway_of.get(alert.device_id or "") == inc.gateway_id
+        )
     elif alert.kind == "gateway_offline":
         same = alert.gateway_id == inc.gateway_id
     else:
@@ -388,17 +429,19 @@ def _matches(alert: RaisedAlert, inc: Truth, gateway_of: Mapping[str, str]) -> b
     return alert.since_s < end
 
 
-def _blind(
-    inc: Truth, truth: Sequence[Truth], gateway_of: Mapping[str, str], st: DetectSettings
-) -> bool:
+def _blind(inc: Truth, truth: Sequence[Truth], gateway_of: Mapping[str, str], st: DetectSettings) -> bool:
     """Whether the resident's meter could not be heard before the incident was 12 h old: it
     was silent, or its gateway was down and its values lost (not buffered)."""
     due_by = inc.start_s + int(st.low_usage_window_h * 3600)
     gateway = gateway_of.get(inc.device_id or "")
     for other in truth:
         silent = other.kind == "meter_silent" and other.device_id == inc.device_id
-        lost = (other.kind == "gateway_outage" and gateway is not None
-                and other.gateway_id == gateway and not other.details.get("buffered", False))
+        lost = (
+            other.kind == "gateway_outage"
+            and gateway is not None
+            and other.gateway_id == gateway
+            and not other.details.get("buffered", False)
+        )
         if not (silent or lost):
             continue
         end = (1 << 62) if other.end_s is None else other.end_s
@@ -445,7 +488,10 @@ def _explain(
 
 
 def _due(
-    rule: str, inc: Truth, end_s: int, report_interval_s: Mapping[str, int],
+    rule: str,
+    inc: Truth,
+    end_s: int,
+    report_interval_s: Mapping[str, int],
     st: DetectSettings,
 ) -> bool:
     """Whether the incident lasted long enough (within the scored span) for the rule to see."""
@@ -482,12 +528,15 @@ def _hours(seconds: float | None) -> float | None:
 
 def render(report: Mapping[str, Any]) -> str:
     """The report as a terminal table."""
-    head = (f"{'rule':<16}{'alerts':>7}{'false':>7}{'incid.':>7}{'found':>7}{'recall':>8}"
-            f"{'precis.':>8}{'false/hh-mo':>12}{'median h':>10}{'p90 h':>8}")
+    head = (
+        f"{'rule':<16}{'alerts':>7}{'false':>7}{'incid.':>7}{'found':>7}{'recall':>8}"
+        f"{'precis.':>8}{'false/hh-mo':>12}{'median h':>10}{'p90 h':>8}"
+    )
     lines = [
         f"{report['households']} households x {report['days']} days"
         f" ({report['household_months']} household-months scored)",
-        head, "-" * len(head),
+        head,
+        "-" * len(head),
     ]
     for r in report["rules"]:
         lines.append(

@@ -30,8 +30,8 @@ I64 = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    raised: I64    # subjects that became active in this sweep
-    cleared: I64   # subjects that became idle in this sweep
+    raised: I64  # subjects that became active in this sweep
+    cleared: I64  # subjects that became idle in this sweep
 
 
 class AlertState:
@@ -41,8 +41,8 @@ class AlertState:
         self.active = np.zeros(subjects, dtype=np.bool_)
         self.raise_streak = np.zeros(subjects, dtype=np.int32)
         self.clear_streak = np.zeros(subjects, dtype=np.int32)
-        self.raised_at = np.full(subjects, NEVER, dtype=np.int64)   # evidence time at raise
-        self.since = np.full(subjects, NEVER, dtype=np.int64)       # condition began
+        self.raised_at = np.full(subjects, NEVER, dtype=np.int64)  # evidence time at raise
+        self.since = np.full(subjects, NEVER, dtype=np.int64)  # condition began
         # a person resolved this subject's alert at this time: a condition that began before
         # then is the episode they dealt with, and is not raised again
         self.handled_until = np.full(subjects, NEVER, dtype=np.int64)
@@ -61,12 +61,8 @@ class AlertState:
             self.active[raised] = True
             self.active[cleared] = False
             return Step(raised, cleared)
-        self.raise_streak = np.where(raise_when & ~self.active, self.raise_streak + 1, 0).astype(
-            np.int32
-        )
-        self.clear_streak = np.where(clear_when & self.active, self.clear_streak + 1, 0).astype(
-            np.int32
-        )
+        self.raise_streak = np.where(raise_when & ~self.active, self.raise_streak + 1, 0).astype(np.int32)
+        self.clear_streak = np.where(clear_when & self.active, self.clear_streak + 1, 0).astype(np.int32)
         raised = np.flatnonzero(self.raise_streak >= self.raise_after)
         cleared = np.flatnonzero(self.clear_streak >= self.clear_after)
         self.active[raised] = True

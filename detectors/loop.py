@@ -22,9 +22,7 @@ from lovekey.storage import connect
 log = logging.getLogger(__name__)
 
 
-def run_detector(
-    settings: Settings, url: str, stop: threading.Event, *, shard: Shard | None = None
-) -> None:
+def run_detector(settings: Settings, url: str, stop: threading.Event, *, shard: Shard | None = None) -> None:
     """Sweep on a schedule and raise life-safety alerts from events until `stop` is set."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -52,12 +50,21 @@ def run_detector(
 
     scheduler = BackgroundScheduler(timezone=settings.timezone)
     scheduler.add_job(
-        sweep_job, "interval", seconds=settings.detect.sweep_interval_s, id="detect-sweep",
-        max_instances=1, coalesce=True, next_run_time=datetime.now(UTC),
+        sweep_job,
+        "interval",
+        seconds=settings.detect.sweep_interval_s,
+        id="detect-sweep",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
     )
     scheduler.start()
-    log.info("detector running shard=%d/%d sweep every %ss", shard.index, shard.count,
-             settings.detect.sweep_interval_s)
+    log.info(
+        "detector running shard=%d/%d sweep every %ss",
+        shard.index,
+        shard.count,
+        settings.detect.sweep_interval_s,
+    )
     try:
         watch_events(settings, url, stop, shard=shard)
     finally:
@@ -76,9 +83,13 @@ def watch_events(settings: Settings, url: str, stop: threading.Event, *, shard: 
                 listen.execute("LISTEN lovekey_events")
                 watcher = EventWatcher(settings, shard=shard)
                 # after a reconnect, look back to when we last could have missed something
-                watcher.start(conn, datetime.now(UTC),
-                              lookback_s=max(600.0, (datetime.now(UTC) - started).total_seconds()
-                                             if backoff > 0.5 else 600.0))
+                watcher.start(
+                    conn,
+                    datetime.now(UTC),
+                    lookback_s=max(
+                        600.0, (datetime.now(UTC) - started).total_seconds() if backoff > 0.5 else 600.0
+                    ),
+                )
                 conn.commit()
                 backoff = 0.5
                 while not stop.is_set():

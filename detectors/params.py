@@ -37,14 +37,14 @@ class MeterParams:
     """One array per threshold, one entry per meter (seconds and litres)."""
 
     low_min_l: F64
-    low_window_s: I64        # a whole number of buckets
+    low_window_s: I64  # a whole number of buckets
     low_clear_l: F64
-    tap_min_l: F64           # litres per bucket for running_tap (rate x bucket)
+    tap_min_l: F64  # litres per bucket for running_tap (rate x bucket)
     tap_limit_s: I64
     leak_limit_s: I64
     routine_enabled: BOOL
-    routine_margin_b: I64    # buckets
-    silent_after_s: I64      # report interval plus grace
+    routine_margin_b: I64  # buckets
+    silent_after_s: I64  # report interval plus grace
     report_interval_s: I64
 
     @property
@@ -123,9 +123,7 @@ def _from_columns(
         low_min_l=col["low_usage_min_l"].astype(np.float64),
         low_window_s=whole_buckets(col["low_usage_window_h"]),
         # clearing must need clearly more than raising, whatever the overrides say
-        low_clear_l=np.maximum(col["low_usage_clear_l"], 1.5 * col["low_usage_min_l"]).astype(
-            np.float64
-        ),
+        low_clear_l=np.maximum(col["low_usage_clear_l"], 1.5 * col["low_usage_min_l"]).astype(np.float64),
         tap_min_l=col["running_tap_min_lpm"].astype(np.float64) * bucket_s / 60.0,
         tap_limit_s=whole_buckets(col["running_tap_limit_h"]),
         leak_limit_s=whole_buckets(col["leak_limit_h"]),

@@ -37,13 +37,11 @@ U8 = npt.NDArray[np.uint8]
 DISABLED = 255  # threshold value meaning "no alert possible here"
 _MAX_RUN = 4 * 96  # dry runs are counted up to this many buckets
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int16)
-_CHUNK = 1024   # meters per block when recomputing thresholds (bounds temporary memory)
+_CHUNK = 1024  # meters per block when recomputing thresholds (bounds temporary memory)
 
 
 class RoutineProfile:
-    def __init__(
-        self, meters: int, *, bucket_s: int, days: int, day_start_s: int, utc_offset_s: int
-    ) -> None:
+    def __init__(self, meters: int, *, bucket_s: int, days: int, day_start_s: int, utc_offset_s: int) -> None:
         if 86400 % bucket_s or (day_start_s - utc_offset_s) % bucket_s:
             raise ValueError("a day and the local day start must be whole numbers of buckets")
         self.bucket_s = bucket_s
@@ -147,15 +145,26 @@ class RoutineProfile:
         rows = days % self.days
         present = self.day_of_row[rows] == days
         meters = self.threshold.shape[1]
-        valid = self.valid[rows] & present[:, None]                       # D x M
+        valid = self.valid[rows] & present[:, None]  # D x M
         self.learned_days[:] = valid.sum(axis=0)
         self._group_by_activity(rows, valid, groups, min_days)
         runs = np.zeros((self.groups, self.slots, _MAX_RUN + 1), np.int64)  # group x start x length
         for lo in range(0, meters, _CHUNK):
             hi = min(lo + _CHUNK, meters)
             routine, low = self._thresholds(
-                rows, present, lo, hi, min_days, quantile, slack_b, margin_b[lo:hi], min_gap_b,
-                low_margin_b, low_cap_b, active_max_b, runs,
+                rows,
+                present,
+                lo,
+                hi,
+                min_days,
+                quantile,
+                slack_b,
+                margin_b[lo:hi],
+                min_gap_b,
+                low_margin_b,
+                low_cap_b,
+                active_max_b,
+                runs,
             )
             self.threshold[:, lo:hi] = routine.T
             self.low_threshold[:, lo:hi] = low.T
@@ -194,12 +203,12 @@ class RoutineProfile:
         """
         s_count = self.slots
         bits = np.unpackbits(self.use_bits[rows, lo:hi], axis=2)[:, :, :s_count]  # D x C x S
-        valid = self.valid[rows, lo:hi] & present[:, None]                           # D x C
+        valid = self.valid[rows, lo:hi] & present[:, None]  # D x C
         d_count, c_count = valid.shape
         used = bits.astype(np.bool_)
         used[~valid] = False
-        flat_used = used.transpose(1, 0, 2).reshape(c_count, d_count * s_count)      # C x T
-        flat_bad = np.repeat(~valid.T, s_count, axis=1)                              # C x T
+        flat_used = used.transpose(1, 0, 2).reshape(c_count, d_count * s_count)  # C x T
+        flat_bad = np.repeat(~valid.T, s_count, axis=1)  # C x T
         t = np.arange(d_count * s_count, dtype=np.int32)
         last_use = np.where(flat_used, t, np.int32(-1))
         np.maximum.accumulate(last_use, axis=1, out=last_use)
@@ -228,20 +237,20 @@ class RoutineProfile:
         runs: npt.NDArray[np.int64],
     ) -> tuple[U8, npt.NDArray[np.uint16]]:
         s_count, d_count = self.slots, rows.size
-        dry, known = self.dry_runs(rows, present, lo, hi)               # D x C x S
+        dry, known = self.dry_runs(rows, present, lo, hi)  # D x C x S
         self._count_runs(dry, known, runs, self.group[lo:hi])
-        n = known.sum(axis=0)                                            # C x S
+        n = known.sum(axis=0)  # C x S
         dry = np.where(known, dry, np.int16(-1))
         dry.sort(axis=0)
         k = np.ceil(quantile * n).astype(np.int64) - 1
         pick = np.clip(d_count - n + k, 0, d_count - 1)
         level = np.take_along_axis(dry, pick[np.newaxis], axis=0)[0].astype(np.int32)  # C x S
-        longest = dry[-1].astype(np.int32)                               # C x S (max)
+        longest = dry[-1].astype(np.int32)  # C x S (max)
         enough = self.learned_days[lo:hi] >= min_days
 
         slot = np.arange(s_count, dtype=np.int64)
         widened = _widen(level, slack_b)
-        at = (slot[np.newaxis, :] - margin_b[:, np.newaxis]) % s_count   # s - margin
+        at = (slot[np.newaxis, :] - margin_b[:, np.newaxis]) % s_count  # s - margin
         shifted = np.take_along_axis(widened, at, axis=1)
         routine = np.maximum(shifted.astype(np.int64) + margin_b[:, np.newaxis], min_gap_b)
         routine[n < min_days // 2] = DISABLED
@@ -256,9 +265,11 @@ class RoutineProfile:
         low[~enough] = 0
         return routine_u8, np.maximum(low, 0).astype(np.uint16)
 
-
     def _count_runs(
-        self, dry: npt.NDArray[np.int16], known: BOOL, runs: npt.NDArray[np.int64],
+        self,
+        dry: npt.NDArray[np.int16],
+        known: BOOL,
+        runs: npt.NDArray[np.int64],
         group: I64,
     ) -> None:
         """Add every complete dry run (water used at both ends, all known) to `runs`."""

@@ -66,8 +66,8 @@ class Completed:
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     completed: Completed
-    dirty: I64      # meters that received a reading older than their last one: rebuild them
-    applied: int    # readings applied (duplicates and dirty meters' readings excluded)
+    dirty: I64  # meters that received a reading older than their last one: rebuild them
+    applied: int  # readings applied (duplicates and dirty meters' readings excluded)
 
 
 class UsageRing:
@@ -118,7 +118,7 @@ class UsageRing:
         self.head = int(now_s) // self.bucket_s  # newest bucket that has a row
         self.last_ts = np.full(meters, NEVER, dtype=np.int64)
         self.last_total = np.zeros(meters, dtype=np.float64)
-        self.last_v = np.zeros(meters, dtype=np.float64)   # odometer at the last reading
+        self.last_v = np.zeros(meters, dtype=np.float64)  # odometer at the last reading
         self.known_since = np.full(meters, NEVER, dtype=np.int64)  # end of the last unknown span
         # the first bucket boundary from which a meter's data are known (kept with known_since)
         self.known_start = np.full(meters, self._boundary_after(NEVER), dtype=np.int64)
@@ -325,9 +325,7 @@ class UsageRing:
         out += meter
         return out
 
-    def _completed(
-        self, meter: I64, bucket: I64, span_s: I64, row: I64, cell: I64
-    ) -> Completed:
+    def _completed(self, meter: I64, bucket: I64, span_s: I64, row: I64, cell: I64) -> Completed:
         """The buckets just completed (`row`, `cell`: their place in the ring)."""
         end_v = self._flat.take(cell)
         usage = self._back(end_v, cell, row, bucket, 1)
@@ -354,10 +352,12 @@ class UsageRing:
         """Odometer at bucket boundaries `end_s` (NaN if unknown or outside the ring).
         `meter`: meter indexes, or `slice(None)` for every meter (no index to gather)."""
         bucket = np.asarray(end_s, dtype=np.int64) // self.bucket_s - 1
-        out = self._flat.take(self._cell(
-            bucket,
-            self._meter_index if isinstance(meter, slice) else np.asarray(meter, dtype=np.int64),
-        ))
+        out = self._flat.take(
+            self._cell(
+                bucket,
+                self._meter_index if isinstance(meter, slice) else np.asarray(meter, dtype=np.int64),
+            )
+        )
         if bucket.size and (int(bucket.min()) < self.oldest or int(bucket.max()) > self.head):
             out[(bucket < self.oldest) | (bucket > self.head)] = np.nan
         return out

@@ -95,9 +95,7 @@ class DetectorService:
         top = max(self._keys, default=0)
         self._key_to_meter = np.full(top + 1, -1, np.int64)
         self._key_to_meter[np.array(self._keys, np.int64)] = np.arange(len(meters))
-        seen = np.array(
-            [db.epoch(m.last_seen) if m.last_seen else NEVER for m in meters], np.int64
-        )
+        seen = np.array([db.epoch(m.last_seen) if m.last_seen else NEVER for m in meters], np.int64)
         det.ring.last_arrival[:] = seen
 
         ring_start = now - timedelta(hours=st.ring_hours)
@@ -111,7 +109,10 @@ class DetectorService:
         self._restore_alerts(conn, now)
         log.info(
             "detector started shard=%d/%d meters=%d readings=%d learned_days=%s",
-            self.shard.index, self.shard.count, len(meters), len(rows),
+            self.shard.index,
+            self.shard.count,
+            len(meters),
+            len(rows),
             det.profile.last_day is not None,
         )
 
@@ -128,7 +129,9 @@ class DetectorService:
             rules.append(values)
         params = build_params(self.st, rules, [m.report_interval_s for m in meters])
         return Registry(
-            [m.device_id for m in meters], residents, gateways,
+            [m.device_id for m in meters],
+            residents,
+            gateways,
             np.array([res_index.get(m.resident_id or "", -1) for m in meters], np.int64),
             np.array([gw_index[m.gateway_id] for m in meters], np.int64),
             params,
@@ -138,8 +141,12 @@ class DetectorService:
         det = self._det
         for alert in db.known_alerts(conn, KINDS, now - timedelta(hours=self.st.ring_hours)):
             if alert.status == "resolved" and alert.resolved_at is not None:
-                det.restore(alert.kind, [alert.subject], [db.epoch(alert.since)],
-                            resolved_at_s=[db.epoch(alert.resolved_at)])
+                det.restore(
+                    alert.kind,
+                    [alert.subject],
+                    [db.epoch(alert.since)],
+                    resolved_at_s=[db.epoch(alert.resolved_at)],
+                )
             else:
                 det.restore(alert.kind, [alert.subject], [db.epoch(alert.since)])
 
@@ -159,8 +166,9 @@ class DetectorService:
         prof = det.profile
         today = prof.day_of(db.epoch(now))
         first = today - prof.days
-        rows = db.load_days(conn, self._local_date(first), bucket_s=det.bucket_s,
-                            day_start_s=self._day_start_s())
+        rows = db.load_days(
+            conn, self._local_date(first), bucket_s=det.bucket_s, day_start_s=self._day_start_s()
+        )
         by_day: dict[int, list[db.DayRow]] = {}
         for row in rows:
             by_day.setdefault(self._day_number(row.day), []).append(row)
@@ -174,8 +182,7 @@ class DetectorService:
                 bits = np.array([np.frombuffer(r.use_bits, np.uint8) for r in found], np.uint8)
                 bits = bits.reshape(len(found), -1)
                 if keep.any() and bits.shape[1] == prof.use_bits.shape[2]:
-                    prof.load_day(day, idx[keep], bits[keep],
-                                  np.array([r.valid for r in found], bool)[keep])
+                    prof.load_day(day, idx[keep], bits[keep], np.array([r.valid for r in found], bool)[keep])
             else:
                 self._backfill_day(conn, day)
         if prof.last_day is not None:
@@ -192,9 +199,15 @@ class DetectorService:
         rows = db.readings_since_ts(conn, self._keys, db.utc(start - lead), db.utc(end + bs))
         if len(rows) == 0:
             return
-        ring = UsageRing(len(self._keys), bucket_s=bs, buckets=(end + bs - start + lead) // bs + 2,
-                         now_s=start - lead, max_spread_s=int(st.max_spread_h * 3600),
-                         flow_span_max_s=st.flow_span_max_s, use_min_l=st.use_min_l)
+        ring = UsageRing(
+            len(self._keys),
+            bucket_s=bs,
+            buckets=(end + bs - start + lead) // bs + 2,
+            now_s=start - lead,
+            max_spread_s=int(st.max_spread_h * 3600),
+            flow_span_max_s=st.flow_span_max_s,
+            use_min_l=st.use_min_l,
+        )
         meter = self._key_to_meter[rows.key]
         ring.apply(meter, rows.ts_s, rows.total_l)
         first = prof.first_bucket(day)
@@ -212,12 +225,16 @@ class DetectorService:
             except KeyError:
                 continue
             local = self._local_date(day)
-            rows += [db.DayRow(k, local, bits[i].tobytes(), bool(valid[i]))
-                     for i, k in enumerate(self._keys)]
+            rows += [db.DayRow(k, local, bits[i].tobytes(), bool(valid[i])) for i, k in enumerate(self._keys)]
         if rows:
             keep_after = self._local_date(max(days) - prof.days - 7)
-            db.save_days(conn, rows, bucket_s=self._det.bucket_s,
-                         day_start_s=self._day_start_s(), keep_after=keep_after)
+            db.save_days(
+                conn,
+                rows,
+                bucket_s=self._det.bucket_s,
+                day_start_s=self._day_start_s(),
+                keep_after=keep_after,
+            )
 
     def _day_start_s(self) -> int:
         return int(self.st.routine_day_start_h * 3600) // self._det.bucket_s * self._det.bucket_s
@@ -250,9 +267,7 @@ class DetectorService:
             det.recorded_days.clear()
         return changes
 
-    def _apply(
-        self, rows: db.Readings, now: datetime, *, conn: psycopg.Connection[Any] | None
-    ) -> None:
+    def _apply(self, rows: db.Readings, now: datetime, *, conn: psycopg.Connection[Any] | None) -> None:
         """Apply rows of our meters not applied before; rebuild meters that got late data."""
         det, now_s = self._det, db.epoch(now)
         rows = db.concat(self._pending, rows)
@@ -274,8 +289,13 @@ class DetectorService:
             keys = [self._keys[int(m)] for m in result.dirty]
             start = now - timedelta(hours=self.st.ring_hours)
             history = db.readings_since_ts(conn, keys, start, now)
-            det.rebuild(result.dirty, self._key_to_meter[history.key], history.ts_s,
-                        history.total_l, np.minimum(history.received_s, now_s))
+            det.rebuild(
+                result.dirty,
+                self._key_to_meter[history.key],
+                history.ts_s,
+                history.total_l,
+                np.minimum(history.received_s, now_s),
+            )
             log.info("rebuilt %d meter(s) after late readings", result.dirty.size)
         # remember what a later fetch (received_at > watermark - overlap) can return again
         assert self._watermark is not None
@@ -319,17 +339,17 @@ class DetectorService:
     def _gateway_status(self, conn: psycopg.Connection[Any]) -> I64:
         ids = self._det.registry.gateway_ids
         status = db.gateways(conn, ids)
-        return np.array(
-            [db.epoch(t) if (t := status.get(g)) is not None else NEVER for g in ids], np.int64
-        )
+        return np.array([db.epoch(t) if (t := status.get(g)) is not None else NEVER for g in ids], np.int64)
 
 
 def write_changes(conn: psycopg.Connection[Any], changes: Sequence[Change], now: datetime) -> None:
     """Raise and clear through alerts.store (the caller owns the transaction)."""
     raises = [
-        AlertCandidate(c.kind, c.subject, c.resident_id, c.device_id, c.gateway_id,
-                       db.utc(c.since_s), c.details)
-        for c in changes if c.action == "raise"
+        AlertCandidate(
+            c.kind, c.subject, c.resident_id, c.device_id, c.gateway_id, db.utc(c.since_s), c.details
+        )
+        for c in changes
+        if c.action == "raise"
     ]
     if raises:
         raise_alerts(conn, raises, now)
@@ -358,8 +378,7 @@ class EventWatcher:
 
     def start(self, conn: psycopg.Connection[Any], now: datetime, lookback_s: float = 600) -> None:
         self._devices = {
-            d.key: d for d in db.event_devices(conn)
-            if self.shard.owns(d.resident_id or d.device_id)
+            d.key: d for d in db.event_devices(conn) if self.shard.owns(d.resident_id or d.device_id)
         }
         self._watermark = now - timedelta(seconds=lookback_s)
 
@@ -383,17 +402,23 @@ class EventWatcher:
             if device is None:
                 device = self._refresh(conn, row.key)
             if device is None or device.resident_id is None:
-                log.warning("event %s from device key=%d with no resident: not raised",
-                            row.type, row.key)
+                log.warning("event %s from device key=%d with no resident: not raised", row.type, row.key)
                 continue
-            candidates.append(AlertCandidate(
-                row.type, device.resident_id, device.resident_id, device.device_id,
-                device.gateway_id, row.ts,
-                {"value": row.value, "event_at": row.ts.isoformat()},
-            ))
+            candidates.append(
+                AlertCandidate(
+                    row.type,
+                    device.resident_id,
+                    device.resident_id,
+                    device.device_id,
+                    device.gateway_id,
+                    row.ts,
+                    {"value": row.value, "event_at": row.ts.isoformat()},
+                )
+            )
         if candidates:
-            done = db.alerted_events(conn, EVENT_KINDS, min(c.since for c in candidates)
-                                     - timedelta(seconds=1))
+            done = db.alerted_events(
+                conn, EVENT_KINDS, min(c.since for c in candidates) - timedelta(seconds=1)
+            )
             candidates = [c for c in candidates if (c.kind, c.subject, c.since) not in done]
         if candidates:
             raise_alerts(conn, candidates, now)
@@ -404,8 +429,7 @@ class EventWatcher:
     def _refresh(self, conn: psycopg.Connection[Any], key: int) -> db.SignalDevice | None:
         """A device registered after we started: look the registry up again."""
         self._devices = {
-            d.key: d for d in db.event_devices(conn)
-            if self.shard.owns(d.resident_id or d.device_id)
+            d.key: d for d in db.event_devices(conn) if self.shard.owns(d.resident_id or d.device_id)
         }
         return self._devices.get(key)
 

@@ -30,8 +30,8 @@ EVENT_TYPES = ("smoke", "gas", "sos", "away", "home")
 class Source:
     data: ReplayData
     truth: list[Truth]
-    report_interval_s: dict[str, int]    # per water meter id
-    gateway_of: dict[str, str]           # device id -> gateway id
+    report_interval_s: dict[str, int]  # per water meter id
+    gateway_of: dict[str, str]  # device id -> gateway id
     households: int
 
 
@@ -51,7 +51,9 @@ def _registry(
         defaults, _ = effective_rules(settings, None, None)
         rules = [defaults] * len(meter_ids)
     return Registry(
-        list(meter_ids), residents, gateways,
+        list(meter_ids),
+        residents,
+        gateways,
         np.array([r_index.get(resident_of.get(m) or "", -1) for m in meter_ids], np.int64),
         np.array([g_index[gateway_of[m]] for m in meter_ids], np.int64),
         build_params(settings, rules, list(interval_s)),
@@ -66,12 +68,14 @@ def from_world(world: Any, settings: DetectSettings) -> Source:
     rows = world.registry_rows()
     resident_of = {r["device_id"]: r["resident_id"] or None for r in rows}
     gateway_of = {r["device_id"]: r["gateway_id"] for r in rows}
-    interval = {r["device_id"]: int(r["report_interval_s"]) for r in rows
-                if r["kind"] == "water_meter" and r["report_interval_s"]}
+    interval = {
+        r["device_id"]: int(r["report_interval_s"])
+        for r in rows
+        if r["kind"] == "water_meter" and r["report_interval_s"]
+    }
     readings = world.water_readings()
     meter_ids = list(readings.device_ids)
-    registry = _registry(settings, meter_ids, resident_of, gateway_of,
-                         [interval.get(m) for m in meter_ids])
+    registry = _registry(settings, meter_ids, resident_of, gateway_of, [interval.get(m) for m in meter_ids])
     events = [
         ReplayEvent(arrival, ts, kind, active, resident_of.get(device), device, gateway_of[device])
         for arrival, ts, kind, active, device in _world_events(world)
@@ -94,8 +98,9 @@ def from_world(world: Any, settings: DetectSettings) -> Source:
 
 def _world_events(world: Any) -> list[tuple[int, int, str, bool, str]]:
     """(arrival, ts, type, active, device id) of the world's device events, as received."""
-    return [(math.ceil(e.arrival_s), int(e.ts_s), e.type, bool(e.active), e.device_id)
-            for e in world.events()]
+    return [
+        (math.ceil(e.arrival_s), int(e.ts_s), e.type, bool(e.active), e.device_id) for e in world.events()
+    ]
 
 
 # -- the database -----------------------------------------------------------------------------
@@ -110,8 +115,9 @@ def from_database(
     end: datetime | None = None,
 ) -> Source:
     """What the database holds (readings with their received_at), scored against a truth file."""
-    truth = [Truth.from_json(json.loads(line)) for line in truth_file.read_text().splitlines()
-             if line.strip()]
+    truth = [
+        Truth.from_json(json.loads(line)) for line in truth_file.read_text().splitlines() if line.strip()
+    ]
     meters = db.water_meters(conn)
     meter_ids = [m.device_id for m in meters]
     key_to_meter = {m.key: i for i, m in enumerate(meters)}
@@ -120,9 +126,12 @@ def from_database(
         values, _ = effective_rules(settings, m.community_rules, m.resident_rules)
         rules.append(values)
     registry = _registry(
-        settings, meter_ids, {m.device_id: m.resident_id for m in meters},
+        settings,
+        meter_ids,
+        {m.device_id: m.resident_id for m in meters},
         {m.device_id: m.gateway_id for m in meters},
-        [m.report_interval_s for m in meters], rules,
+        [m.report_interval_s for m in meters],
+        rules,
     )
     bounds = conn.execute("SELECT min(ts), max(received_at) FROM water_reading").fetchone()
     if bounds is None or bounds[0] is None:
@@ -138,12 +147,20 @@ def from_database(
     for row in db.events_received_after(conn, start - timedelta(days=1), EVENT_TYPES):
         device = devices.get(row.key)
         if device is not None:
-            events.append(ReplayEvent(db.epoch(row.received_at), db.epoch(row.ts), row.type,
-                                      row.active, device.resident_id, device.device_id,
-                                      device.gateway_id))
-    data = ReplayData(registry, meter, rows.ts_s, rows.total_l, rows.received_s, events,
-                      db.epoch(start), db.epoch(end))
-    interval = {m.device_id: m.report_interval_s or settings.default_report_interval_s
-                for m in meters}
+            events.append(
+                ReplayEvent(
+                    db.epoch(row.received_at),
+                    db.epoch(row.ts),
+                    row.type,
+                    row.active,
+                    device.resident_id,
+                    device.device_id,
+                    device.gateway_id,
+                )
+            )
+    data = ReplayData(
+        registry, meter, rows.ts_s, rows.total_l, rows.received_s, events, db.epoch(start), db.epoch(end)
+    )
+    interval = {m.device_id: m.report_interval_s or settings.default_report_interval_s for m in meters}
     gateway_of = {d.device_id: d.gateway_id for d in devices.values()}
     return Source(data, truth, interval, gateway_of, len(registry.resident_ids))

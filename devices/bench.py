@@ -27,9 +27,23 @@ def district_csv(residents: int, seed: int = 1) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = [
-        "device_id", "gateway_id", "resident_id", "kind", "report_interval_s", "resident_name",
-        "resident_phone", "household_id", "address", "community_id", "community_name", "grid_id",
-        "grid_name", "building_id", "building_name", "unit_id", "unit_name",
+        "device_id",
+        "gateway_id",
+        "resident_id",
+        "kind",
+        "report_interval_s",
+        "resident_name",
+        "resident_phone",
+        "household_id",
+        "address",
+        "community_id",
+        "community_name",
+        "grid_id",
+        "grid_name",
+        "building_id",
+        "building_name",
+        "unit_id",
+        "unit_name",
     ]
     for n in (1, 2, 3):
         header += [f"contact{n}_role", f"contact{n}_name", f"contact{n}_phone"]
@@ -47,13 +61,23 @@ def district_csv(residents: int, seed: int = 1) -> str:
         for k, kind in enumerate(KINDS_PER_RESIDENT):
             first = k == 0  # resident details and contacts on the first row only
             row = [
-                f"{kind[:3].upper()}-{i:06d}", gateway, f"R-{i:06d}", kind,
+                f"{kind[:3].upper()}-{i:06d}",
+                gateway,
+                f"R-{i:06d}",
+                kind,
                 "900" if kind == "water_meter" else "3600",
-                f"Resident {i}" if first else "", f"138{i:08d}" if first else "",
-                f"H-{i:06d}", f"Building {building} unit {unit} room {i % 6 + 1}" if first else "",
-                f"C-{community:03d}", f"Community {community}" if first else "",
-                f"G-{grid:04d}", f"Grid {grid}" if first else "",
-                f"B-{building:05d}", "", f"U-{unit:05d}", "",
+                f"Resident {i}" if first else "",
+                f"138{i:08d}" if first else "",
+                f"H-{i:06d}",
+                f"Building {building} unit {unit} room {i % 6 + 1}" if first else "",
+                f"C-{community:03d}",
+                f"Community {community}" if first else "",
+                f"G-{grid:04d}",
+                f"Grid {grid}" if first else "",
+                f"B-{building:05d}",
+                "",
+                f"U-{unit:05d}",
+                "",
             ]
             for role, name, phone in contacts:
                 row += [role, name, phone] if first else ["", "", ""]

@@ -45,9 +45,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         text = sys.stdin.read() if name == "-" else args.file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise RegistryError(f"cannot read {name}: {exc}") from exc
-    registry = parse_registry(
-        text, name=name, default_country_code=settings.registry.default_country_code
-    )
+    registry = parse_registry(text, name=name, default_country_code=settings.registry.default_country_code)
     if args.check:
         print(f"{name}: OK, {len(registry.devices)} devices of {len(registry.residents)} residents")
         return 0
@@ -77,8 +75,12 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
     with database_url(settings) as url, connect(url) as conn:
         rows = list_devices(
-            conn, kind=args.kind, gateway_id=args.gateway_id, resident_id=args.resident_id,
-            community_id=args.community_id, limit=args.limit,
+            conn,
+            kind=args.kind,
+            gateway_id=args.gateway_id,
+            resident_id=args.resident_id,
+            community_id=args.community_id,
+            limit=args.limit,
         )
     if args.json:
         json.dump(rows, sys.stdout, ensure_ascii=False, indent=1)
@@ -88,8 +90,17 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} device(s)")
-    columns = ("device_id", "kind", "gateway_id", "resident_id", "resident_name",
-               "grid_id", "resident_status", "last_seen", "battery_v")
+    columns = (
+        "device_id",
+        "kind",
+        "gateway_id",
+        "resident_id",
+        "resident_name",
+        "grid_id",
+        "resident_status",
+        "last_seen",
+        "battery_v",
+    )
     for column in columns:
         table.add_column(column)
     for row in rows:

@@ -29,12 +29,19 @@ from lovekey.errors import ImportRejected
 REQUIRED = ("device_id", "gateway_id", "resident_id", "kind")
 OPTIONAL = (
     "report_interval_s",
-    "resident_name", "resident_phone", "resident_language",
-    "household_id", "address",
-    "community_id", "community_name",
-    "grid_id", "grid_name",
-    "building_id", "building_name",
-    "unit_id", "unit_name",
+    "resident_name",
+    "resident_phone",
+    "resident_language",
+    "household_id",
+    "address",
+    "community_id",
+    "community_name",
+    "grid_id",
+    "grid_name",
+    "building_id",
+    "building_name",
+    "unit_id",
+    "unit_name",
 )
 CONTACT_FIELDS = ("role", "name", "phone", "push", "language")
 _CONTACT_COLUMN = re.compile(r"^contact(?P<n>[1-9]\d*)_(?P<field>role|name|phone|push|language)$")
@@ -81,10 +88,7 @@ def parse_registry(
         raise ImportRejected(name, [(1, "empty file: expected a header row")]) from None
 
     missing = [c for c in REQUIRED if c not in header]
-    unknown = [
-        c for c in header
-        if c not in REQUIRED and c not in OPTIONAL and not _CONTACT_COLUMN.match(c)
-    ]
+    unknown = [c for c in header if c not in REQUIRED and c not in OPTIONAL and not _CONTACT_COLUMN.match(c)]
     duplicated = sorted({c for c in header if header.count(c) > 1})
     if missing:
         problems.append((1, f"missing required column(s): {', '.join(missing)}"))
@@ -188,8 +192,13 @@ def parse_registry(
             positions[role] = positions.get(role, 0) + 1
             row_contacts.append(
                 Contact(
-                    resident_id=row["resident_id"], role=role, position=positions[role],
-                    name=cell["name"] or "", phone=phone, push_url=push, language=language,
+                    resident_id=row["resident_id"],
+                    role=role,
+                    position=positions[role],
+                    name=cell["name"] or "",
+                    phone=phone,
+                    push_url=push,
+                    language=language,
                 )
             )
 
@@ -205,8 +214,12 @@ def parse_registry(
         devices[device_id] = (
             line,
             Device(
-                id=device_id, gateway_id=row["gateway_id"], resident_id=resident_id,
-                household_id=household_id, kind=kind or "", report_interval_s=interval,
+                id=device_id,
+                gateway_id=row["gateway_id"],
+                resident_id=resident_id,
+                household_id=household_id,
+                kind=kind or "",
+                report_interval_s=interval,
             ),
         )
         gateways[row["gateway_id"]] = None

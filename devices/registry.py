@@ -64,22 +64,33 @@ _TABLES: dict[str, dict[str, Any]] = {
     "gateway": {"columns": [("id", "text")], "defaults": {}},
     "household": {
         "columns": [
-            ("id", "text"), ("address", "text"), ("community_id", "text"), ("grid_id", "text"),
-            ("building_id", "text"), ("unit_id", "text"),
+            ("id", "text"),
+            ("address", "text"),
+            ("community_id", "text"),
+            ("grid_id", "text"),
+            ("building_id", "text"),
+            ("unit_id", "text"),
         ],
         "defaults": {"address": "''"},
     },
     "resident": {
         "columns": [
-            ("id", "text"), ("household_id", "text"), ("name", "text"), ("phone", "text"),
+            ("id", "text"),
+            ("household_id", "text"),
+            ("name", "text"),
+            ("phone", "text"),
             ("language", "text"),
         ],
         "defaults": {"name": "''", "language": "'zh'"},
     },
     "device": {
         "columns": [
-            ("id", "text"), ("kind", "text"), ("household_id", "text"), ("resident_id", "text"),
-            ("gateway_id", "text"), ("report_interval_s", "integer"),
+            ("id", "text"),
+            ("kind", "text"),
+            ("household_id", "text"),
+            ("resident_id", "text"),
+            ("gateway_id", "text"),
+            ("report_interval_s", "integer"),
         ],
         "defaults": {},
     },
@@ -131,9 +142,7 @@ def _upsert(
     conn.execute(
         sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             stage,
-            sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns
-            ),
+            sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns),
         )
     )
     with conn.cursor().copy(
@@ -145,9 +154,7 @@ def _upsert(
     value_columns = names[1:]
     updated = 0
     if value_columns:
-        kept = [
-            sql.SQL("COALESCE(s.{c}, t.{c})").format(c=sql.Identifier(c)) for c in value_columns
-        ]
+        kept = [sql.SQL("COALESCE(s.{c}, t.{c})").format(c=sql.Identifier(c)) for c in value_columns]
         current = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in value_columns]
         updated = conn.execute(
             sql.SQL(
@@ -229,7 +236,6 @@ def _replace_contacts(conn: psycopg.Connection, registry: RegistryFile) -> tuple
     return created, updated + deleted
 
 
-
 _EXPORT_QUERY = """
 SELECT d.id, d.gateway_id, d.resident_id, d.kind, d.report_interval_s,
        r.name, r.phone, r.language,
@@ -248,11 +254,24 @@ LEFT JOIN unit AS u ON u.id = h.unit_id
 ORDER BY d.resident_id, d.id
 """
 _EXPORT_COLUMNS = (
-    "device_id", "gateway_id", "resident_id", "kind", "report_interval_s",
-    "resident_name", "resident_phone", "resident_language",
-    "household_id", "address",
-    "community_id", "community_name", "grid_id", "grid_name",
-    "building_id", "building_name", "unit_id", "unit_name",
+    "device_id",
+    "gateway_id",
+    "resident_id",
+    "kind",
+    "report_interval_s",
+    "resident_name",
+    "resident_phone",
+    "resident_language",
+    "household_id",
+    "address",
+    "community_id",
+    "community_name",
+    "grid_id",
+    "grid_name",
+    "building_id",
+    "building_name",
+    "unit_id",
+    "unit_name",
 )
 
 

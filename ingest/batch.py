@@ -137,14 +137,18 @@ def _add_rows(
         if position in skip:
             continue
         if isinstance(reading, WaterReading):
-            plan.water.append(
-                (reading.ts, reading.total_l, key, reading.flow_lpm, reading.battery_v)
-            )
+            plan.water.append((reading.ts, reading.total_l, key, reading.flow_lpm, reading.battery_v))
         else:
-            plan.sensor.append((
-                reading.ts, key, reading.gas_lel_pct, reading.smoke,
-                reading.temperature_c, reading.battery_v,
-            ))
+            plan.sensor.append(
+                (
+                    reading.ts,
+                    key,
+                    reading.gas_lel_pct,
+                    reading.smoke,
+                    reading.temperature_c,
+                    reading.battery_v,
+                )
+            )
         plan.accepted_ts.append(reading.ts.timestamp())
         accepted += 1
         if reading.battery_v is not None:
@@ -160,9 +164,7 @@ def _add_rows(
     return accepted
 
 
-def _misfit(
-    reading: WaterReading | SensorReading, kind: str, is_meter: bool
-) -> PayloadError | None:
+def _misfit(reading: WaterReading | SensorReading, kind: str, is_meter: bool) -> PayloadError | None:
     if isinstance(reading, WaterReading):
         if is_meter:
             return None
@@ -188,10 +190,17 @@ def _reject(
     plan: BatchPlan, message: Received, error: PayloadError, keep_bytes: int, topic_prefix: str
 ) -> None:
     gateway_id, device_id = _ids(message, topic_prefix)
-    plan.rejected.append((
-        message.topic, gateway_id, device_id, error.reason, error.detail,
-        message.payload[:keep_bytes], len(message.payload),
-    ))
+    plan.rejected.append(
+        (
+            message.topic,
+            gateway_id,
+            device_id,
+            error.reason,
+            error.detail,
+            message.payload[:keep_bytes],
+            len(message.payload),
+        )
+    )
 
 
 def _reject_rows(
@@ -205,10 +214,17 @@ def _reject_rows(
     rows = orjson.loads(message.payload)["readings"]
     for index, error in errors:
         row = orjson.dumps(rows[index])
-        plan.rejected.append((
-            message.topic, decoded.gateway_id, decoded.device_id, error.reason,
-            f"readings[{index}]: {error.detail}", row[:keep_bytes], len(row),
-        ))
+        plan.rejected.append(
+            (
+                message.topic,
+                decoded.gateway_id,
+                decoded.device_id,
+                error.reason,
+                f"readings[{index}]: {error.detail}",
+                row[:keep_bytes],
+                len(row),
+            )
+        )
 
 
 def _ids(message: Received, topic_prefix: str) -> tuple[str | None, str | None]:

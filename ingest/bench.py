@@ -55,22 +55,29 @@ def main(argv: list[str], settings: Settings) -> int:
     parser = argparse.ArgumentParser(prog="lovekey bench ingest", description=__doc__)
     parser.add_argument("--devices", type=int, default=40_000)
     parser.add_argument("--gateways", type=int, default=200)
-    parser.add_argument("--mix", default="0.6,0.3,0.1",
-                        help="share of messages that are singles, 4-reading and 24-reading"
-                        " batches (default 0.6,0.3,0.1)")
+    parser.add_argument(
+        "--mix",
+        default="0.6,0.3,0.1",
+        help="share of messages that are singles, 4-reading and 24-reading batches (default 0.6,0.3,0.1)",
+    )
     parser.add_argument("--rate", type=float, default=5000.0, help="readings/s of the fixed phase")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
-    parser.add_argument("--backlog", type=int, default=0,
-                        help="also time the drain of this many readings published while"
-                        " the ingester is stopped")
-    parser.add_argument("--ingesters", type=int, default=1,
-                        help="run this many ingesters on one shared subscription")
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="also time the drain of this many readings published while the ingester is stopped",
+    )
+    parser.add_argument(
+        "--ingesters", type=int, default=1, help="run this many ingesters on one shared subscription"
+    )
     parser.add_argument("--max-inflight", type=int, default=2000)
     parser.add_argument("--probe-every", type=int, default=20)
     parser.add_argument("--phases", default="fixed,max", help="which of fixed,max to run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
-    parser.add_argument("--profile", metavar="SVG",
-                        help="record the ingester with py-spy into this flame graph")
+    parser.add_argument(
+        "--profile", metavar="SVG", help="record the ingester with py-spy into this flame graph"
+    )
     args = parser.parse_args(argv)
     mix = np.array([float(x) for x in args.mix.split(",")])
     if mix.size != len(SHAPES) or mix.min() < 0 or mix.sum() <= 0:
@@ -90,29 +97,40 @@ def main(argv: list[str], settings: Settings) -> int:
             scratch_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             mqtt_url = stack.enter_context(start_mosquitto(binary, scratch_dir / "mosquitto"))
         keys = _register(db, args.devices, args.gateways)
-        load = Load(keys, mix / mix.sum(), gateways=args.gateways,
-                    prefix=f"lkbench/{uuid.uuid4().hex[:8]}", probe_every=args.probe_every)
+        load = Load(
+            keys,
+            mix / mix.sum(),
+            gateways=args.gateways,
+            prefix=f"lkbench/{uuid.uuid4().hex[:8]}",
+            probe_every=args.probe_every,
+        )
         shared = "bench" if args.ingesters > 1 else None
-        ingester = Members([
-            IngesterProcess(db, mqtt_url, load.prefix, shared=shared, member=n)
-            for n in range(args.ingesters)
-        ])
-        print(f"ingesters={args.ingesters} devices={args.devices} gateways={args.gateways}"
-              f" mix={args.mix}"
-              f" (mean {load.mean_readings:.2f} readings/message) max_inflight={args.max_inflight}")
-        with Publisher(mqtt_url, max_inflight=args.max_inflight) as publisher, \
-                Prober(db) as prober:
+        ingester = Members(
+            [
+                IngesterProcess(db, mqtt_url, load.prefix, shared=shared, member=n)
+                for n in range(args.ingesters)
+            ]
+        )
+        print(
+            f"ingesters={args.ingesters} devices={args.devices} gateways={args.gateways}"
+            f" mix={args.mix}"
+            f" (mean {load.mean_readings:.2f} readings/message) max_inflight={args.max_inflight}"
+        )
+        with Publisher(mqtt_url, max_inflight=args.max_inflight) as publisher, Prober(db) as prober:
             with ingester.running(profile=args.profile):
                 ingester.wait_ready(publisher, load)
                 results = []
                 if "fixed" in args.phases:
-                    load.run(publisher, prober, ingester, rate=args.rate, seconds=3.0,
-                             label="warm-up")
-                    results.append(load.run(publisher, prober, ingester, rate=args.rate,
-                                            seconds=args.seconds, label="fixed"))
+                    load.run(publisher, prober, ingester, rate=args.rate, seconds=3.0, label="warm-up")
+                    results.append(
+                        load.run(
+                            publisher, prober, ingester, rate=args.rate, seconds=args.seconds, label="fixed"
+                        )
+                    )
                 if "max" in args.phases:
-                    results.append(load.run(publisher, prober, ingester, rate=None,
-                                            seconds=args.seconds, label="max"))
+                    results.append(
+                        load.run(publisher, prober, ingester, rate=None, seconds=args.seconds, label="max")
+                    )
                 ingester.catch_up(load)
                 peak_mb = ingester.peak_rss_mb()
                 counters = ingester.counters()
@@ -172,7 +190,12 @@ class Load:
     """Each device has one message shape and its own clock, so every reading is distinct."""
 
     def __init__(
-        self, keys: dict[str, int], mix: np.ndarray, *, gateways: int, prefix: str,
+        self,
+        keys: dict[str, int],
+        mix: np.ndarray,
+        *,
+        gateways: int,
+        prefix: str,
         probe_every: int,
     ) -> None:
         self.prefix = prefix
@@ -187,9 +210,7 @@ class Load:
         self.clock = [origin + timedelta(seconds=int(i) % 3600) for i in range(len(self.devices))]
         self.next = 0
         # WM-000042 is registered to GW-(42 % gateways), see _register
-        self.topics = [
-            f"{prefix}/GW-{int(d[3:]) % gateways:04d}/{d}/reading" for d in self.devices
-        ]
+        self.topics = [f"{prefix}/GW-{int(d[3:]) % gateways:04d}/{d}/reading" for d in self.devices]
 
     def message(self) -> tuple[str, bytes, int, tuple[int, datetime]]:
         """(topic, payload, readings, (device key, ts of its last reading))."""
@@ -202,20 +223,29 @@ class Load:
         base = 1000.0 + (first.timestamp() % 10_000_000) / 1000
         if count == 1:
             body: dict[str, object] = {
-                "ts": first.isoformat(), "total_l": base, "flow_lpm": 0.5, "battery_v": 3.6
+                "ts": first.isoformat(),
+                "total_l": base,
+                "flow_lpm": 0.5,
+                "battery_v": 3.6,
             }
         else:
             # frozen values from NB-IoT platforms: epoch seconds, as they usually come
             start_s, step_s = int(first.timestamp()), step_min * 60
-            body = {"readings": [
-                {"ts": start_s + n * step_s, "total_l": base + n * 0.25} for n in range(count)
-            ]}
+            body = {
+                "readings": [{"ts": start_s + n * step_s, "total_l": base + n * 0.25} for n in range(count)]
+            }
         last = first + (count - 1) * step
         return self.topics[i], orjson.dumps(body), count, (self.keys[self.devices[i]], last)
 
     def run(
-        self, publisher: Publisher, prober: Prober, ingester: Members, *,
-        rate: float | None, seconds: float, label: str,
+        self,
+        publisher: Publisher,
+        prober: Prober,
+        ingester: Members,
+        *,
+        rate: float | None,
+        seconds: float,
+        label: str,
     ) -> PhaseResult:
         stored_before = ingester.stored()
         prober.label = label
@@ -241,8 +271,14 @@ class Load:
         ingester_cpu, own_cpu = ingester.cpu_s() - cpu_before[0], _own_cpu_s() - cpu_before[1]
         prober.wait_all(timeout_s=120)
         return PhaseResult(
-            label, elapsed, readings, messages, stored, prober.latencies(label),
-            ingester_cpu_s=ingester_cpu, publisher_cpu_s=own_cpu,
+            label,
+            elapsed,
+            readings,
+            messages,
+            stored,
+            prober.latencies(label),
+            ingester_cpu_s=ingester_cpu,
+            publisher_cpu_s=own_cpu,
         )
 
 
@@ -340,8 +376,19 @@ class IngesterProcess:
             spy = Path(sys.executable).with_name("py-spy")
             # .txt: collapsed stacks (for reading); anything else: a flame graph SVG
             kind = "raw" if profile.endswith(".txt") else "flamegraph"
-            command = [str(spy) if spy.exists() else "py-spy", "record", "-o", profile,
-                       "--format", kind, "--threads", "--gil", "--subprocesses", "--", *command]
+            command = [
+                str(spy) if spy.exists() else "py-spy",
+                "record",
+                "-o",
+                profile,
+                "--format",
+                kind,
+                "--threads",
+                "--gil",
+                "--subprocesses",
+                "--",
+                *command,
+            ]
         with subprocess.Popen(command, env=self.env) as process:
             self.process = process
             try:
@@ -439,8 +486,9 @@ class Members:
         if len(self.members) == 1:
             self.members[0].wait_ready(publisher, load)
             return
-        wait_for(lambda: all(_stored_or_none(m) is not None for m in self.members),
-                 timeout_s=60, interval_s=0.2)
+        wait_for(
+            lambda: all(_stored_or_none(m) is not None for m in self.members), timeout_s=60, interval_s=0.2
+        )
         before = [m.stored() for m in self.members]
 
         def all_writing() -> bool:
@@ -472,7 +520,10 @@ class Members:
 
 
 def _drain(
-    readings: int, load: Load, publisher: Publisher, ingester: Members,
+    readings: int,
+    load: Load,
+    publisher: Publisher,
+    ingester: Members,
     profile: str | None,
 ) -> PhaseResult:
     """Publish a backlog while the ingester is down, then time how fast it is written.
@@ -495,8 +546,15 @@ def _drain(
         wait_for(lambda: ingester.stored() >= published, timeout_s=900, interval_s=0.05)
         elapsed = time.monotonic() - started
         stored, cpu = ingester.stored() - stored_first, ingester.cpu_s() - cpu_first
-    return PhaseResult("backlog", elapsed, published, messages, stored,
-                       ingester_cpu_s=cpu, note="(drained from the broker, publisher idle)")
+    return PhaseResult(
+        "backlog",
+        elapsed,
+        published,
+        messages,
+        stored,
+        ingester_cpu_s=cpu,
+        note="(drained from the broker, publisher idle)",
+    )
 
 
 def _stored_or_none(member: IngesterProcess) -> float | None:
@@ -522,17 +580,20 @@ def _register(db: str, devices: int, gateways: int) -> dict[str, int]:
     with connect(db) as conn:
         conn.execute(
             "INSERT INTO gateway (id) SELECT 'GW-' || lpad(g::text, 4, '0')"
-            " FROM generate_series(0, %s - 1) AS g", (gateways,),
+            " FROM generate_series(0, %s - 1) AS g",
+            (gateways,),
         )
         conn.execute(
             "INSERT INTO household (id) SELECT 'H-' || lpad(i::text, 6, '0')"
-            " FROM generate_series(0, %s - 1) AS i", (devices,),
+            " FROM generate_series(0, %s - 1) AS i",
+            (devices,),
         )
         conn.execute(
             "INSERT INTO device (id, kind, household_id, gateway_id, report_interval_s)"
             " SELECT 'WM-' || lpad(i::text, 6, '0'), 'water_meter', 'H-' || lpad(i::text, 6, '0'),"
             "        'GW-' || lpad((i %% %s)::text, 4, '0'), 60"
-            " FROM generate_series(0, %s - 1) AS i", (gateways, devices),
+            " FROM generate_series(0, %s - 1) AS i",
+            (gateways, devices),
         )
         rows = conn.execute("SELECT id, key FROM device").fetchall()
         conn.commit()

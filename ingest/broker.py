@@ -125,6 +125,7 @@ def start_amqtt(*, port: int | None = None) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="amqtt-broker", daemon=True)
     thread.start()
+
     async def start() -> Broker:
         broker = Broker(config)  # built on its own loop: it makes futures in __init__
         await broker.start()

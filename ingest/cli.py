@@ -22,16 +22,19 @@ def add_commands(subparsers: Any) -> None:
         " embedded PostgreSQL. The schema is migrated on start.",
     )
     p.add_argument(
-        "--shared", metavar="GROUP",
+        "--shared",
+        metavar="GROUP",
         help="subscribe through $share/GROUP/... so several ingesters split one stream",
     )
     p.add_argument(
-        "--client-id", metavar="ID",
+        "--client-id",
+        metavar="ID",
         help="MQTT client id (default: mqtt.client_id, plus -GROUP-HOSTNAME with --shared);"
         " keep it stable across restarts so the broker keeps the session",
     )
     p.add_argument(
-        "--retire", action="store_true",
+        "--retire",
+        action="store_true",
         help="with --shared and the --client-id of a member that is gone for good: take over"
         " its session, write what the broker queued for it, end the session and exit",
     )
@@ -52,11 +55,15 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             migrate(conn, settings.storage)
         mqtt_url = stack.enter_context(broker_url(settings))
         ingester = stack.enter_context(
-            Ingester(settings, db_url, mqtt_url, shared_group=args.shared,
-                     client_id=args.client_id, retire=args.retire)
+            Ingester(
+                settings,
+                db_url,
+                mqtt_url,
+                shared_group=args.shared,
+                client_id=args.client_id,
+                retire=args.retire,
+            )
         )
         ingester.run(stop)
         log.info("ingest stopping")
     return 0
-
-

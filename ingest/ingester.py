@@ -71,7 +71,7 @@ class Inbound:
     payload: bytes
     mid: int
     qos: int
-    generation: int          # connection it arrived on; acks go only to that connection
+    generation: int  # connection it arrived on; acks go only to that connection
     received_mono: float
 
 
@@ -94,7 +94,7 @@ class Inbox:
         self._items: deque[Inbound] = deque()
         self._bytes = 0
         self._closed = False
-        self._wanted = self._NOBODY   # items the waiting taker needs before it wakes
+        self._wanted = self._NOBODY  # items the waiting taker needs before it wakes
         lock = threading.Lock()
         self._not_empty = threading.Condition(lock)
         self._not_full = threading.Condition(lock)
@@ -106,8 +106,10 @@ class Inbox:
         """Queue `item`; False when the inbox is closed (the message is not acknowledged)."""
         size = len(item.payload)
         with self._not_full:
-            while self._items and not self._closed and (
-                len(self._items) >= self.max_messages or self._bytes + size > self.max_bytes
+            while (
+                self._items
+                and not self._closed
+                and (len(self._items) >= self.max_messages or self._bytes + size > self.max_bytes)
             ):
                 self._not_full.wait()
             if self._closed:
@@ -169,8 +171,7 @@ class _SeenMemory:
         order = np.argsort(keys[due], kind="stable")
         keys_due, battery_due = keys[due][order], battery[due][order]
         return [
-            (int(k), None if np.isnan(b) else float(b))
-            for k, b in zip(keys_due, battery_due, strict=True)
+            (int(k), None if np.isnan(b) else float(b)) for k, b in zip(keys_due, battery_due, strict=True)
         ]
 
     def written(self, rows: list[tuple[int, float | None]], now_mono: float) -> None:
@@ -182,9 +183,7 @@ class _SeenMemory:
 
     def _grow(self, size: int) -> None:
         size = max(size, 2 * self.written_at.size)
-        self.written_at = np.concatenate(
-            [self.written_at, np.full(size - self.written_at.size, -np.inf)]
-        )
+        self.written_at = np.concatenate([self.written_at, np.full(size - self.written_at.size, -np.inf)])
         self.battery = np.concatenate(
             [self.battery, np.full(size - self.battery.size, np.nan, dtype=np.float32)]
         )
@@ -244,9 +243,7 @@ class Ingester:
         client_id: str | None = None,
         retire: bool = False,
     ) -> None:
-        if shared_group is not None and (
-            not shared_group or any(c in shared_group for c in "/+#")
-        ):
+        if shared_group is not None and (not shared_group or any(c in shared_group for c in "/+#")):
             raise SettingsError(f"shared group {shared_group!r} must be a single topic level")
         self.settings = settings
         self.database_url = database_url
@@ -271,13 +268,13 @@ class Ingester:
         self._seen = _SeenMemory(ingest.last_seen_resolution_s)
         self._gateways_written: dict[str, float] = {}
         self._max_age_s = settings.storage.retention_days * 86400.0
-        self._lock = threading.Lock()   # guards the generation and acks against reconnects
+        self._lock = threading.Lock()  # guards the generation and acks against reconnects
         self._generation = 0
         self._connected_once = False
         self._stopping = False
         self._last_message_mono = time.monotonic()
-        self._settled = 0        # messages whose batch was committed and acknowledged
-        self.retired = False     # retire mode: everything queued was written
+        self._settled = 0  # messages whose batch was committed and acknowledged
+        self.retired = False  # retire mode: everything queued was written
         self._client: mqtt.Client | None = None
         self._stack = ExitStack()
         self.subscribed = threading.Event()
@@ -341,15 +338,13 @@ class Ingester:
                 ),
             )
         else:  # the session is kept by the client's clean_session=False
-            client.connect_async(
-                self.broker.host, self.broker.port, keepalive=mqtt_settings.keepalive_s
-            )
+            client.connect_async(self.broker.host, self.broker.port, keepalive=mqtt_settings.keepalive_s)
         client.loop_start()
 
         def stop() -> None:
             self._stopping = True
-            self._inbox.close()          # a network thread waiting for room gives up
-            if self.retired:             # the broker may forget the session now
+            self._inbox.close()  # a network thread waiting for room gives up
+            if self.retired:  # the broker may forget the session now
                 ending = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
                 ending.SessionExpiryInterval = 0
                 client.disconnect(properties=ending)
@@ -360,7 +355,9 @@ class Ingester:
         stack.callback(stop)
         log.info(
             "ingest connecting to mqtt://%s:%s as %s%s",
-            self.broker.host, self.broker.port, self.client_id,
+            self.broker.host,
+            self.broker.port,
+            self.client_id,
             f" (shared group {self.shared_group})" if self.shared_group else "",
         )
         return client
@@ -370,11 +367,14 @@ class Ingester:
     def topics(self) -> list[str]:
         prefix = self.settings.mqtt.topic_prefix
         share = f"$share/{self.shared_group}/" if self.shared_group else ""
-        return [f"{share}{prefix}/+/+/reading", f"{share}{prefix}/+/+/event",
-                f"{share}{prefix}/+/status"]
+        return [f"{share}{prefix}/+/+/reading", f"{share}{prefix}/+/+/event", f"{share}{prefix}/+/status"]
 
     def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
         properties: Any,
     ) -> None:
         if reason.is_failure:
@@ -384,10 +384,8 @@ class Ingester:
             self._generation += 1
         again = "re" if self._connected_once else ""
         self._connected_once = True
-        log.info(
-            "%sconnected to the broker (session present: %s)", again, flags.session_present
-        )
-        if self.retire:    # take what the session holds, and no new messages
+        log.info("%sconnected to the broker (session present: %s)", again, flags.session_present)
+        if self.retire:  # take what the session holds, and no new messages
             client.unsubscribe(self.topics())
         elif self.broker.mqtt5:
             client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self.topics()])
@@ -395,7 +393,11 @@ class Ingester:
             client.subscribe([(topic, 1) for topic in self.topics()])
 
     def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
         properties: Any,
     ) -> None:
         with self._lock:
@@ -405,7 +407,11 @@ class Ingester:
             log.warning("lost the broker connection (%s); reconnecting", reason)
 
     def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reasons_: list[ReasonCode],
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons_: list[ReasonCode],
         properties: Any,
     ) -> None:
         failed = [str(r) for r in reasons_ if r.is_failure]
@@ -428,9 +434,7 @@ class Ingester:
         payload = message.payload
         if not isinstance(payload, bytes):
             payload = bytes(payload)
-        self._inbox.put(
-            Inbound(topic, payload, message.mid, message.qos, self._generation, time.monotonic())
-        )
+        self._inbox.put(Inbound(topic, payload, message.mid, message.qos, self._generation, time.monotonic()))
 
     # -- collecting (the caller's thread) and writing (the ingest-writer thread) ---------
 
@@ -455,8 +459,11 @@ class Ingester:
             while not stop.is_set() and writer.is_alive():
                 if self.retire and self._drained():
                     self.retired = True
-                    log.info("session of %s drained: %d messages written; retiring it",
-                             self.client_id, self._settled)
+                    log.info(
+                        "session of %s drained: %d messages written; retiring it",
+                        self.client_id,
+                        self._settled,
+                    )
                     break
                 batch = self._collect()
                 while batch and not stop.is_set() and writer.is_alive():
@@ -535,7 +542,10 @@ class Ingester:
         ingest = self.settings.ingest
         try:
             return decode_message(
-                self.settings.mqtt.topic_prefix, item.topic, item.payload, now=now,
+                self.settings.mqtt.topic_prefix,
+                item.topic,
+                item.payload,
+                now=now,
                 max_payload_bytes=ingest.max_payload_bytes,
                 future_tolerance_s=ingest.future_tolerance_s,
                 max_age_s=self._max_age_s,
@@ -563,8 +573,9 @@ class Ingester:
                     down_since = time.monotonic()
                     self.metrics.outages += 1
                     log.error(
-                        "database unavailable (%s): holding %d messages unacknowledged,"
-                        " retrying", _one_line(exc), len(batch) + len(self._inbox),
+                        "database unavailable (%s): holding %d messages unacknowledged, retrying",
+                        _one_line(exc),
+                        len(batch) + len(self._inbox),
                     )
                 else:
                     log.debug("database still unavailable: %s", _one_line(exc))
@@ -588,7 +599,11 @@ class Ingester:
                     )
                 log.debug(
                     "batch messages=%d water=%d sensor=%d events=%d duplicates=%d rejected=%d",
-                    len(batch), result.water, result.sensor, result.events, result.duplicates,
+                    len(batch),
+                    result.water,
+                    result.sensor,
+                    result.events,
+                    result.duplicates,
                     result.rejected,
                 )
                 return True
@@ -606,7 +621,8 @@ class Ingester:
             log.debug("registry loaded: %d devices, %d gateways", len(devices), len(gateways))
         claims = [
             (r.decoded.gateway_id, r.decoded.device_id)
-            for r in received if isinstance(r.decoded, DecodedMessage)
+            for r in received
+            if isinstance(r.decoded, DecodedMessage)
         ]
         device_ids, gateway_ids = cache.stale_ids(claims, now_mono)
         if device_ids or gateway_ids:
@@ -626,24 +642,27 @@ class Ingester:
                 result.add(self._write(conn, received[half:]))
                 return result
             log.warning("database refused a message on %s: %s", received[0].topic, exc)
-            refused = PayloadError(
-                reasons.STORAGE_REFUSED, f"{exc.sqlstate}: {_one_line(exc)}"[:500]
-            )
-            return self._write_once(conn, [Received(received[0].topic, received[0].payload,
-                                                    refused)])
+            refused = PayloadError(reasons.STORAGE_REFUSED, f"{exc.sqlstate}: {_one_line(exc)}"[:500])
+            return self._write_once(conn, [Received(received[0].topic, received[0].payload, refused)])
 
     def _write_once(self, conn: psycopg.Connection, received: list[Received]) -> WriteResult:
         ingest = self.settings.ingest
         plan = plan_batch(
-            received, self._registry.devices, self._registry.gateways,
-            topic_prefix=self.settings.mqtt.topic_prefix, now=datetime.now(UTC),
+            received,
+            self._registry.devices,
+            self._registry.gateways,
+            topic_prefix=self.settings.mqtt.topic_prefix,
+            now=datetime.now(UTC),
             keep_bytes=ingest.rejected_keep_bytes,
         )
         now_mono = time.monotonic()
         devices_seen = self._seen.due(plan.devices_seen, now_mono)
         gateways_seen = self._gateways_due(plan, now_mono)
         result = write_plan(
-            conn, plan, devices_seen=devices_seen, gateways_seen=gateways_seen,
+            conn,
+            plan,
+            devices_seen=devices_seen,
+            gateways_seen=gateways_seen,
             away_s=ingest.away_default_h * 3600,
         )
         self._seen.written(devices_seen, now_mono)
@@ -655,7 +674,8 @@ class Ingester:
     def _gateways_due(self, plan: BatchPlan, now_mono: float) -> list[tuple[str, bool | None]]:
         resolution_s = self.settings.ingest.last_seen_resolution_s
         return sorted(
-            (gateway_id, online) for gateway_id, online in plan.gateways_seen.items()
+            (gateway_id, online)
+            for gateway_id, online in plan.gateways_seen.items()
             if online is not None
             or now_mono - self._gateways_written.get(gateway_id, -np.inf) >= resolution_s
         )
@@ -682,8 +702,7 @@ class Ingester:
             return False
         created = ensure_partitions(conn, self.settings.storage)
         if created:
-            log.warning("created missing partitions %s (is `lovekey maintain` running?)",
-                        ", ".join(created))
+            log.warning("created missing partitions %s (is `lovekey maintain` running?)", ", ".join(created))
         return bool(created)
 
     def _ack(self, batch: list[tuple[Inbound, Received]]) -> None:

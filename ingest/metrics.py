@@ -25,7 +25,21 @@ log = logging.getLogger(__name__)
 
 BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS_S = (
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    21600.0,
+    86400.0,
 )
 
 
@@ -64,11 +78,11 @@ class BulkHistogram:
 
 @dataclass(slots=True)
 class IngestMetrics:
-    received: int = 0                 # messages taken from the broker
-    acked: int = 0                    # messages acknowledged after their commit
-    stored: Counter[str] = field(default_factory=Counter)     # rows inserted, by table
-    duplicates: int = 0               # rows already stored (redelivery, repeats)
-    rejected: Counter[str] = field(default_factory=Counter)   # rejected_input rows, by reason
+    received: int = 0  # messages taken from the broker
+    acked: int = 0  # messages acknowledged after their commit
+    stored: Counter[str] = field(default_factory=Counter)  # rows inserted, by table
+    duplicates: int = 0  # rows already stored (redelivery, repeats)
+    rejected: Counter[str] = field(default_factory=Counter)  # rejected_input rows, by reason
     batches: int = 0
     outages: int = 0
     database_up: bool = False
@@ -111,7 +125,8 @@ class _Collector:
         yield rejected
         yield CounterMetricFamily("lovekey_ingest_batches", "batches committed", value=m.batches)
         yield CounterMetricFamily(
-            "lovekey_ingest_database_outages", "times the database became unreachable",
+            "lovekey_ingest_database_outages",
+            "times the database became unreachable",
             value=m.outages,
         )
         yield GaugeMetricFamily(
@@ -120,9 +135,7 @@ class _Collector:
         yield GaugeMetricFamily(
             "lovekey_ingest_pending_messages", "received, not yet committed", value=m.pending()
         )
-        yield m.batch_seconds.family(
-            "lovekey_ingest_batch_seconds", "time to write and commit one batch"
-        )
+        yield m.batch_seconds.family("lovekey_ingest_batch_seconds", "time to write and commit one batch")
         yield m.lag_seconds.family(
             "lovekey_ingest_lag_seconds", "commit time minus the reading's own timestamp"
         )
@@ -138,8 +151,13 @@ class SummaryLog:
     def _take(self) -> tuple[int, int, int, int, Counter[str], np.ndarray, np.ndarray]:
         m = self.metrics
         return (
-            m.received, sum(m.stored.values()), m.duplicates, m.batches, m.rejected.copy(),
-            m.batch_seconds.snapshot(), m.lag_seconds.snapshot(),
+            m.received,
+            sum(m.stored.values()),
+            m.duplicates,
+            m.batches,
+            m.rejected.copy(),
+            m.batch_seconds.snapshot(),
+            m.lag_seconds.snapshot(),
         )
 
     def line(self, interval_s: float) -> str:

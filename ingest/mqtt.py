@@ -43,9 +43,7 @@ class BrokerAddress:
         )
 
 
-def new_client(
-    address: BrokerAddress, client_id: str, *, manual_ack: bool = False
-) -> mqtt.Client:
+def new_client(address: BrokerAddress, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
     """A client with credentials and TLS applied; nothing connects yet.
 
     Under MQTT 3.1.1 the session is kept (clean session off); under MQTT 5 that is a
@@ -53,13 +51,18 @@ def new_client(
     """
     if address.mqtt5:
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
             manual_ack=manual_ack,
         )
     else:
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-            clean_session=False, manual_ack=manual_ack,
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
+            manual_ack=manual_ack,
         )
     if address.username is not None:
         client.username_pw_set(address.username, address.password)

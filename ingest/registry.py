@@ -43,9 +43,7 @@ class RegistryCache:
     def refresh_due(self, now_mono: float) -> bool:
         return self.loaded_at is None or now_mono - self.loaded_at >= self.refresh_s
 
-    def replace(
-        self, devices: dict[str, DeviceEntry], gateways: set[str], now_mono: float
-    ) -> None:
+    def replace(self, devices: dict[str, DeviceEntry], gateways: set[str], now_mono: float) -> None:
         self.devices = devices
         self.gateways = gateways
         self.loaded_at = now_mono
@@ -108,9 +106,7 @@ class RegistryCache:
 
 
 _ALL_DEVICES = "SELECT id, key, gateway_id, kind, resident_id, household_id FROM device"
-_SOME_DEVICES = (
-    "SELECT id, key, gateway_id, kind, resident_id, household_id FROM device WHERE id = ANY(%s)"
-)
+_SOME_DEVICES = "SELECT id, key, gateway_id, kind, resident_id, household_id FROM device WHERE id = ANY(%s)"
 
 
 def load_registry(conn: psycopg.Connection) -> tuple[dict[str, DeviceEntry], set[str]]:

@@ -36,16 +36,11 @@ def register_devices(
     with conn.transaction(), conn.cursor() as cur:
         for device_id, gateway_id, kind, resident_id in rows:
             household_id = resident_id or f"H-{device_id}"
-            cur.execute(
-                "INSERT INTO gateway (id) VALUES (%s) ON CONFLICT DO NOTHING", (gateway_id,)
-            )
-            cur.execute(
-                "INSERT INTO household (id) VALUES (%s) ON CONFLICT DO NOTHING", (household_id,)
-            )
+            cur.execute("INSERT INTO gateway (id) VALUES (%s) ON CONFLICT DO NOTHING", (gateway_id,))
+            cur.execute("INSERT INTO household (id) VALUES (%s) ON CONFLICT DO NOTHING", (household_id,))
             if resident_id is not None:
                 cur.execute(
-                    "INSERT INTO resident (id, household_id) VALUES (%s, %s)"
-                    " ON CONFLICT DO NOTHING",
+                    "INSERT INTO resident (id, household_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                     (resident_id, household_id),
                 )
             cur.execute(
@@ -59,9 +54,7 @@ def register_devices(
         return {row[0]: row[1] for row in cur}
 
 
-def wait_for(
-    condition: Callable[[], Any], *, timeout_s: float = 30.0, interval_s: float = 0.05
-) -> Any:
+def wait_for(condition: Callable[[], Any], *, timeout_s: float = 30.0, interval_s: float = 0.05) -> Any:
     """Poll `condition` until it returns something truthy; raise TimeoutError at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -183,4 +176,3 @@ def running_ingester(settings: Settings, **kwargs: Any) -> Iterator[Ingester]:
         raise RuntimeError("the ingester did not stop within 30 s")
     if failures:
         raise failures[0]
-

@@ -109,10 +109,10 @@ RETURNING r.id
 
 @dataclass(slots=True)
 class WriteResult:
-    water: int = 0          # rows inserted (not counting duplicates)
+    water: int = 0  # rows inserted (not counting duplicates)
     sensor: int = 0
     events: int = 0
-    duplicates: int = 0     # staged rows that were already stored
+    duplicates: int = 0  # staged rows that were already stored
     rejected: int = 0
     residents_updated: list[str] = field(default_factory=list)
 
@@ -151,9 +151,7 @@ def write_plan(
             cur.execute(_INSERT_WATER)
             result.water = cur.rowcount
         if plan.sensor:
-            _copy(
-                cur, "COPY lk_stage_sensor FROM STDIN (FORMAT BINARY)", _SENSOR_TYPES, plan.sensor
-            )
+            _copy(cur, "COPY lk_stage_sensor FROM STDIN (FORMAT BINARY)", _SENSOR_TYPES, plan.sensor)
             cur.execute(_INSERT_SENSOR)
             result.sensor = cur.rowcount
         if plan.events:
@@ -161,8 +159,9 @@ def write_plan(
             cur.execute(_INSERT_EVENTS)
             inserted = cur.fetchall()
             result.events = len(inserted)
-            presence = [(k, ts, t == "away" and active) for k, t, ts, active in inserted
-                        if t in ("away", "home")]
+            presence = [
+                (k, ts, t == "away" and active) for k, t, ts, active in inserted if t in ("away", "home")
+            ]
             if presence:
                 result.residents_updated = _apply_presence(cur, presence, away_s)
             if inserted:
@@ -177,17 +176,23 @@ def write_plan(
             )
             result.rejected = len(plan.rejected)
         if devices_seen:
-            cur.execute(_DEVICES_SEEN, {
-                "seen": plan.seen_at,
-                "keys": [key for key, _ in devices_seen],
-                "battery": [battery for _, battery in devices_seen],
-            })
+            cur.execute(
+                _DEVICES_SEEN,
+                {
+                    "seen": plan.seen_at,
+                    "keys": [key for key, _ in devices_seen],
+                    "battery": [battery for _, battery in devices_seen],
+                },
+            )
         if gateways_seen:
-            cur.execute(_GATEWAYS_SEEN, {
-                "seen": plan.seen_at,
-                "ids": [gateway for gateway, _ in gateways_seen],
-                "online": [online for _, online in gateways_seen],
-            })
+            cur.execute(
+                _GATEWAYS_SEEN,
+                {
+                    "seen": plan.seen_at,
+                    "ids": [gateway for gateway, _ in gateways_seen],
+                    "online": [online for _, online in gateways_seen],
+                },
+            )
     result.duplicates = plan.rows - result.water - result.sensor - result.events
     return result
 
@@ -209,10 +214,13 @@ def _apply_presence(
     presence: list[tuple[int, datetime, bool]],
     away_s: float,
 ) -> list[str]:
-    cur.execute(_PRESENCE, {
-        "keys": [key for key, _, _ in presence],
-        "ts": [ts for _, ts, _ in presence],
-        "away": [away for _, _, away in presence],
-        "away_s": away_s,
-    })
+    cur.execute(
+        _PRESENCE,
+        {
+            "keys": [key for key, _, _ in presence],
+            "ts": [ts for _, ts, _ in presence],
+            "away": [away for _, _, away in presence],
+            "away_s": away_s,
+        },
+    )
     return sorted(row[0] for row in cur.fetchall())

@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="LoveKey: watch over elderly people who live alone.",
     )
     parser.add_argument("--version", action="version", version=f"lovekey {__version__}")
-    parser.add_argument(
-        "--config", metavar="FILE", help="TOML settings file (default: $LOVEKEY_CONFIG)"
-    )
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (default: $LOVEKEY_CONFIG)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

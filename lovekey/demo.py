@@ -55,11 +55,11 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="the whole system on a simulated district, nothing to set up")
     p.add_argument("--residents", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--port", type=int, help="console port (default: web.port if free; 0: any free port)")
     p.add_argument(
-        "--port", type=int, help="console port (default: web.port if free; 0: any free port)"
-    )
-    p.add_argument(
-        "--exit-after", type=float, metavar="SECONDS",
+        "--exit-after",
+        type=float,
+        metavar="SECONDS",
         help="stop after this long and exit 0 only if an alert escalated (for CI)",
     )
     p.add_argument("--keep", action="store_true", help="keep the previous demo's database")
@@ -170,16 +170,33 @@ def _build_world(residents: int, seed: int, now: datetime) -> Any:
     fixed = [
         {"kind": "no_use", "resident": first("water_meter", taken), "start_h": now_h - 13.5, "open": True},
         {"kind": "no_use", "resident": first("water_meter", taken), "start_h": now_h - 5, "open": True},
-        {"kind": "running_tap", "resident": first("water_meter", taken), "start_h": now_h - 2.5,
-         "duration_h": 4.0, "flow_lpm": 5.0},
-        {"kind": "meter_silent", "resident": first("quarter_hour_meter", taken), "start_h": now_h - 9,
-         "open": True},
-        {"kind": "planned_absence", "resident": first("away_button", taken), "start_h": now_h - 30,
-         "duration_h": 72.0},
+        {
+            "kind": "running_tap",
+            "resident": first("water_meter", taken),
+            "start_h": now_h - 2.5,
+            "duration_h": 4.0,
+            "flow_lpm": 5.0,
+        },
+        {
+            "kind": "meter_silent",
+            "resident": first("quarter_hour_meter", taken),
+            "start_h": now_h - 9,
+            "open": True,
+        },
+        {
+            "kind": "planned_absence",
+            "resident": first("away_button", taken),
+            "start_h": now_h - 30,
+            "duration_h": 72.0,
+        },
         # the simulator starts incidents on the minute: these land 1-2 minutes from now
         {"kind": "sos", "resident": first("sos_button", taken), "start_h": now_h + 100 / 3600},
-        {"kind": "smoke", "resident": first("smoke", taken), "start_h": now_h + 160 / 3600,
-         "duration_h": 0.1},
+        {
+            "kind": "smoke",
+            "resident": first("smoke", taken),
+            "start_h": now_h + 160 / 3600,
+            "duration_h": 0.1,
+        },
     ]
     scenario = scenario.with_overrides({"incidents": {"fixed": fixed}})
     return World.build(scenario, residents=residents, seed=seed, start=start, days=days)
@@ -194,7 +211,8 @@ def _import_registry(conn: psycopg.Connection[Any], world: Any, settings: Settin
     writer.writeheader()
     writer.writerows(rows)
     registry = parse_registry(
-        out.getvalue(), name="demo-district.csv",
+        out.getvalue(),
+        name="demo-district.csv",
         default_country_code=settings.registry.default_country_code,
     )
     report = apply_registry(conn, registry)
@@ -208,12 +226,13 @@ def _write_history(conn: psycopg.Connection[Any], world: Any, now: datetime) -> 
     key_of = [keys[d] for d in readings.device_ids]
     with conn.transaction():
         conn.execute(
-            "CREATE TEMP TABLE demo_history (device_key integer, ts bigint, total_l float8)"
-            " ON COMMIT DROP"
+            "CREATE TEMP TABLE demo_history (device_key integer, ts bigint, total_l float8) ON COMMIT DROP"
         )
         with conn.cursor().copy("COPY demo_history (device_key, ts, total_l) FROM STDIN") as copy:
             for i, ts, total in zip(
-                readings.device_index.tolist(), readings.ts.tolist(), readings.total_l.tolist(),
+                readings.device_index.tolist(),
+                readings.ts.tolist(),
+                readings.total_l.tolist(),
                 strict=True,
             ):
                 copy.write_row((key_of[i], ts, total))
@@ -238,8 +257,10 @@ def _write_history(conn: psycopg.Connection[Any], world: Any, now: datetime) -> 
         conn.execute("UPDATE gateway SET online = true, status_changed_at = %s, last_seen = %s", (now, now))
         # absences under way: the away button was pressed when they began
         for incident in world.truth():
-            if incident.kind == "planned_absence" and incident.start <= now and (
-                incident.end is None or incident.end > now
+            if (
+                incident.kind == "planned_absence"
+                and incident.start <= now
+                and (incident.end is None or incident.end > now)
             ):
                 conn.execute(
                     "UPDATE resident SET status = 'away', away_until = %s, away_reason = 'away_button'"
@@ -255,8 +276,14 @@ def _create_demo_user(conn: psycopg.Connection[Any], now: datetime) -> None:
     with conn.transaction():
         exists = conn.execute("SELECT 1 FROM staff_user WHERE username = %s", (DEMO_USER,)).fetchone()
         if not exists:
-            add_user(conn, DEMO_USER, role="admin", password=DEMO_PASSWORD,
-                     display_name="Demo administrator", now=now)
+            add_user(
+                conn,
+                DEMO_USER,
+                role="admin",
+                password=DEMO_PASSWORD,
+                display_name="Demo administrator",
+                now=now,
+            )
 
 
 def _publish_live(
@@ -284,9 +311,7 @@ def _publish_live(
 
 
 def _summary(conn: psycopg.Connection[Any]) -> bool:
-    rows = conn.execute(
-        "SELECT kind, status, count(*) FROM alert GROUP BY 1, 2 ORDER BY 1, 2"
-    ).fetchall()
+    rows = conn.execute("SELECT kind, status, count(*) FROM alert GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
     escalated = conn.execute(
         "SELECT count(DISTINCT alert_id) FROM alert_history WHERE event = 'escalated'"
     ).fetchone()

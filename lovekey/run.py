@@ -42,7 +42,11 @@ def add_commands(subparsers: Any) -> None:
         "run", help="ingest + detectors + alert worker + console + maintenance in one process"
     )
     p.add_argument(
-        "--without", action="append", default=[], choices=PARTS, metavar="PART",
+        "--without",
+        action="append",
+        default=[],
+        choices=PARTS,
+        metavar="PART",
         help=f"leave a part out (repeatable): {', '.join(PARTS)}",
     )
     p.set_defaults(handler=_run)
@@ -185,8 +189,12 @@ class _HostedServer:
                 yield
 
         config = uvicorn.Config(
-            app, host=settings.web.host, port=settings.web.port, log_config=None,
-            access_log=False, lifespan="on",
+            app,
+            host=settings.web.host,
+            port=settings.web.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
         )
         self.server = Server(config)
 
@@ -216,9 +224,7 @@ async def _maintain(settings: Settings, db_url: str, stop: asyncio.Event) -> Non
     def once() -> None:
         with connect(db_url, autocommit=True) as conn:
             report = run_maintenance(conn, settings.storage, now=datetime.now(UTC))
-        log.info(
-            "maintenance created=%d dropped=%d", len(report.created), len(report.dropped)
-        )
+        log.info("maintenance created=%d dropped=%d", len(report.created), len(report.dropped))
 
     while not stop.is_set():
         await asyncio.to_thread(once)

@@ -26,16 +26,24 @@ TARGET_MESSAGES_PER_S = 30_000
 
 
 def main(argv: list[str], settings: Settings) -> int:
-    parser = argparse.ArgumentParser(prog="lovekey bench simulate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lovekey bench simulate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--residents", type=int, default=40_000)
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--publish-residents", type=int, default=40_000)
-    parser.add_argument("--publish-hours", type=float, default=6.0,
-                        help="simulated hours to publish (6 h of a district: 1.1 million messages)")
-    parser.add_argument("--processes", default="1,2",
-                        help="publishing processes to try, comma separated (default 1,2)")
+    parser.add_argument(
+        "--publish-hours",
+        type=float,
+        default=6.0,
+        help="simulated hours to publish (6 h of a district: 1.1 million messages)",
+    )
+    parser.add_argument(
+        "--processes", default="1,2", help="publishing processes to try, comma separated (default 1,2)"
+    )
     parser.add_argument("--skip-generate", action="store_true")
     parser.add_argument("--skip-publish", action="store_true")
     args = parser.parse_args(argv)
@@ -58,8 +66,10 @@ def _scenario() -> Any:
 
 
 def _generate(args: argparse.Namespace) -> bool:
-    print(f"generate: {args.residents:,} residents x {args.days:g} days, 15-minute reporting,"
-          " into a null sink (a fresh process)")
+    print(
+        f"generate: {args.residents:,} residents x {args.days:g} days, 15-minute reporting,"
+        " into a null sink (a fresh process)"
+    )
     context = multiprocessing.get_context("spawn")
     results = context.Queue(maxsize=1)
     worker = context.Process(target=_null_sink, args=(args.residents, args.days, args.seed, results))
@@ -70,13 +80,19 @@ def _generate(args: argparse.Namespace) -> bool:
         return False
     r = results.get()
     rate = r["readings"] / r["elapsed_s"]
-    print(f"  build {r['build_s']:.2f} s; {r['messages']:,} messages holding {r['readings']:,}"
-          f" readings in {r['elapsed_s']:.1f} s")
-    print(f"  {rate:,.0f} readings/s ({r['messages'] / r['elapsed_s']:,.0f} messages/s),"
-          f" peak memory {r['peak_mb']:.0f} MB")
+    print(
+        f"  build {r['build_s']:.2f} s; {r['messages']:,} messages holding {r['readings']:,}"
+        f" readings in {r['elapsed_s']:.1f} s"
+    )
+    print(
+        f"  {rate:,.0f} readings/s ({r['messages'] / r['elapsed_s']:,.0f} messages/s),"
+        f" peak memory {r['peak_mb']:.0f} MB"
+    )
     good = bool(rate >= TARGET_READINGS_PER_S and r["peak_mb"] < TARGET_PEAK_MB)
-    print(f"  targets >= {TARGET_READINGS_PER_S:,} readings/s and < {TARGET_PEAK_MB} MB:"
-          f" {'met' if good else 'NOT MET'}")
+    print(
+        f"  targets >= {TARGET_READINGS_PER_S:,} readings/s and < {TARGET_PEAK_MB} MB:"
+        f" {'met' if good else 'NOT MET'}"
+    )
     return good
 
 
@@ -94,8 +110,15 @@ def _null_sink(residents: int, days: float, seed: int, results: Any) -> None:
         readings += message.payload.count(b'"total_')
     done = time.perf_counter()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    results.put({"build_s": built - began, "elapsed_s": done - built, "messages": messages,
-                 "readings": readings, "peak_mb": peak_kb / 1024})
+    results.put(
+        {
+            "build_s": built - began,
+            "elapsed_s": done - built,
+            "messages": messages,
+            "readings": readings,
+            "peak_mb": peak_kb / 1024,
+        }
+    )
 
 
 def _publish(args: argparse.Namespace, settings: Settings, processes: int) -> bool:
@@ -108,15 +131,27 @@ def _publish(args: argparse.Namespace, settings: Settings, processes: int) -> bo
     days = args.publish_hours / 24
     start = (datetime.now(LOCAL) - timedelta(days=days)).replace(second=0, microsecond=0)
     assert settings.mqtt_url is not None
-    job = Job(scenario=_scenario(), residents=args.publish_residents, seed=args.seed,
-              start=start, days=days, mqtt_url=settings.mqtt_url, topic_prefix=prefix,
-              max_inflight=1000, pacing=Pacing())
-    print(f"publish: {args.publish_residents:,} residents x {args.publish_hours:g} h to"
-          f" {prefix}/..., QoS 1, {processes} process(es)")
+    job = Job(
+        scenario=_scenario(),
+        residents=args.publish_residents,
+        seed=args.seed,
+        start=start,
+        days=days,
+        mqtt_url=settings.mqtt_url,
+        topic_prefix=prefix,
+        max_inflight=1000,
+        pacing=Pacing(),
+    )
+    print(
+        f"publish: {args.publish_residents:,} residents x {args.publish_hours:g} h to"
+        f" {prefix}/..., QoS 1, {processes} process(es)"
+    )
     result = publish_world(job, processes=processes)
     rate = result.published / result.elapsed_s
-    print(f"  {result.published:,} messages, all acknowledged, in {result.elapsed_s:.1f} s:"
-          f" {rate:,.0f} messages/s (includes starting the processes)")
+    print(
+        f"  {result.published:,} messages, all acknowledged, in {result.elapsed_s:.1f} s:"
+        f" {rate:,.0f} messages/s (includes starting the processes)"
+    )
     good = rate >= TARGET_MESSAGES_PER_S
     print(f"  target >= {TARGET_MESSAGES_PER_S:,} messages/s: {'met' if good else 'NOT MET'}")
     world = World.build(job.scenario, residents=job.residents, seed=job.seed, start=start, days=days)

@@ -35,37 +35,76 @@ def add_commands(subparsers: Any) -> None:
         " time from now; --speed 3600 replays the last --days at an hour a second; no"
         " --speed backfills the last --days as fast as the broker takes it.",
     )
-    p.add_argument("--residents", type=_positive_int, default=100, metavar="N",
-                   help="residents living alone (default 100; a district is about 40000)")
+    p.add_argument(
+        "--residents",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="residents living alone (default 100; a district is about 40000)",
+    )
     p.add_argument("--seed", type=int, default=1, help="same seed, same traffic, byte for byte")
-    p.add_argument("--scenario", type=Path, metavar="FILE",
-                   help="TOML laid over simulator/scenarios/default.toml")
-    p.add_argument("--days", type=_positive_float, default=1.0, metavar="D",
-                   help="simulated span in days (default 1)")
-    p.add_argument("--start", type=_aware_time, metavar="TIME",
-                   help="RFC 3339 start (default: now for --speed 1, else now minus --days)")
-    p.add_argument("--speed", type=_positive_float, metavar="X",
-                   help="simulated seconds per second (1 = real time); default: no pacing")
+    p.add_argument(
+        "--scenario", type=Path, metavar="FILE", help="TOML laid over simulator/scenarios/default.toml"
+    )
+    p.add_argument(
+        "--days", type=_positive_float, default=1.0, metavar="D", help="simulated span in days (default 1)"
+    )
+    p.add_argument(
+        "--start",
+        type=_aware_time,
+        metavar="TIME",
+        help="RFC 3339 start (default: now for --speed 1, else now minus --days)",
+    )
+    p.add_argument(
+        "--speed",
+        type=_positive_float,
+        metavar="X",
+        help="simulated seconds per second (1 = real time); default: no pacing",
+    )
     p.add_argument("--max-rate", type=_positive_float, metavar="R", help="at most R messages/s")
-    p.add_argument("--load", action="store_true",
-                   help="load test: ignore --speed/--max-rate, publish as fast as possible with"
-                   " one process per core, and report the rate")
-    p.add_argument("--processes", type=_positive_int, metavar="N",
-                   help="publishing processes, each with its own connection and a share of the"
-                   " gateways (default 1, or one per core with --load)")
-    p.add_argument("--connections", type=_positive_int, default=8, metavar="N",
-                   help="connections per process, each gateway through one of them (default 8)")
-    p.add_argument("--max-inflight", type=_positive_int, default=1000, metavar="N",
-                   help="unacknowledged QoS 1 messages per connection (default 1000, and never"
-                   " more than the broker's Receive Maximum)")
-    p.add_argument("--reporting", choices=_MODES,
-                   help="every meter reports this way (default: the scenario's mix)")
-    p.add_argument("--registry-out", type=Path, metavar="FILE.csv",
-                   help="write the registry for `lovekey devices import`")
-    p.add_argument("--truth-out", type=Path, metavar="FILE.jsonl",
-                   help="write the ground truth, one incident per line")
-    p.add_argument("--no-publish", action="store_true",
-                   help="only write the files asked for; do not connect to a broker")
+    p.add_argument(
+        "--load",
+        action="store_true",
+        help="load test: ignore --speed/--max-rate, publish as fast as possible with"
+        " one process per core, and report the rate",
+    )
+    p.add_argument(
+        "--processes",
+        type=_positive_int,
+        metavar="N",
+        help="publishing processes, each with its own connection and a share of the"
+        " gateways (default 1, or one per core with --load)",
+    )
+    p.add_argument(
+        "--connections",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="connections per process, each gateway through one of them (default 8)",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="unacknowledged QoS 1 messages per connection (default 1000, and never"
+        " more than the broker's Receive Maximum)",
+    )
+    p.add_argument(
+        "--reporting", choices=_MODES, help="every meter reports this way (default: the scenario's mix)"
+    )
+    p.add_argument(
+        "--registry-out",
+        type=Path,
+        metavar="FILE.csv",
+        help="write the registry for `lovekey devices import`",
+    )
+    p.add_argument(
+        "--truth-out", type=Path, metavar="FILE.jsonl", help="write the ground truth, one incident per line"
+    )
+    p.add_argument(
+        "--no-publish", action="store_true", help="only write the files asked for; do not connect to a broker"
+    )
     p.set_defaults(handler=_simulate)
 
 
@@ -83,20 +122,25 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         start = now
     else:
         start = now - timedelta(days=args.days)
-    if speed is not None and speed > 1 and start + timedelta(days=args.days) > now + timedelta(
-        seconds=settings.ingest.future_tolerance_s
+    if (
+        speed is not None
+        and speed > 1
+        and start + timedelta(days=args.days) > now + timedelta(seconds=settings.ingest.future_tolerance_s)
     ):
-        log.warning("an accelerated run that ends after now sends timestamps from the future;"
-                    " the ingester rejects those (future_timestamp)")
+        log.warning(
+            "an accelerated run that ends after now sends timestamps from the future;"
+            " the ingester rejects those (future_timestamp)"
+        )
 
     from lovekey.simulator import World
 
-    world = World.build(scenario, residents=args.residents, seed=args.seed, start=start,
-                        days=args.days)
+    world = World.build(scenario, residents=args.residents, seed=args.seed, start=start, days=args.days)
     if args.registry_out:
         write_registry(world, args.registry_out)
-        print(f"registry: {args.registry_out} ({len(world.population.device_ids)} devices"
-              f" of {args.residents} residents)")
+        print(
+            f"registry: {args.registry_out} ({len(world.population.device_ids)} devices"
+            f" of {args.residents} residents)"
+        )
     if args.truth_out:
         count = write_truth(world, args.truth_out)
         print(f"ground truth: {args.truth_out} ({count} incident(s))")
@@ -112,7 +156,10 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _publish(
-    args: argparse.Namespace, settings: Settings, scenario: Scenario, world: World,
+    args: argparse.Namespace,
+    settings: Settings,
+    scenario: Scenario,
+    world: World,
     speed: float | None,
 ) -> int:
     from lovekey.simulator.publish import Job, Pacing, publish_world
@@ -128,14 +175,20 @@ def _publish(
         topic_prefix=settings.mqtt.topic_prefix,
         max_inflight=args.max_inflight,
         lanes=args.connections,
-        pacing=Pacing(speed=speed, max_rate=None if args.load else args.max_rate,
-                      sim_origin=float(world.start_s), wall_origin=time.time()),
+        pacing=Pacing(
+            speed=speed,
+            max_rate=None if args.load else args.max_rate,
+            sim_origin=float(world.start_s),
+            wall_origin=time.time(),
+        ),
     )
     with _progress_display(job, world) as show:
         result = publish_world(job, processes=processes, on_progress=show)
-    print(f"published {result.published} messages in {result.elapsed_s:.1f} s"
-          f" ({result.rate:,.0f} messages/s, {processes} process(es)),"
-          f" simulated {world.start.isoformat()} .. {world.end.isoformat()}")
+    print(
+        f"published {result.published} messages in {result.elapsed_s:.1f} s"
+        f" ({result.rate:,.0f} messages/s, {processes} process(es)),"
+        f" simulated {world.start.isoformat()} .. {world.end.isoformat()}"
+    )
     return 0
 
 
@@ -187,8 +240,13 @@ class _RichDisplay:
 
         done = max(0.0, progress.simulated_ts - self.world.start_s) if progress.simulated_ts else 0
         clock = local_datetime(progress.simulated_ts).strftime("%Y-%m-%d %H:%M") if done else ""
-        self.progress.update(self.task, completed=done, clock=clock,
-                             sent=f"{progress.published:,}", rate=f"{progress.rate:,.0f}")
+        self.progress.update(
+            self.task,
+            completed=done,
+            clock=clock,
+            sent=f"{progress.published:,}",
+            rate=f"{progress.rate:,.0f}",
+        )
 
 
 def write_registry(world: World, path: Path) -> None:

@@ -47,9 +47,16 @@ EXPECTED_ALERT: dict[str, str | None] = {
 }
 
 # A resident is in at most one of these at a time (they change who is home and using water).
-PRESENCE_KINDS = frozenset({
-    "no_use", "planned_absence", "unannounced_absence", "day_out", "cleaning_day", "running_tap",
-})
+PRESENCE_KINDS = frozenset(
+    {
+        "no_use",
+        "planned_absence",
+        "unannounced_absence",
+        "day_out",
+        "cleaning_day",
+        "running_tap",
+    }
+)
 # Kinds whose water use is zero from start to end (a leak still runs through them).
 NO_USE_KINDS = frozenset({"no_use", "planned_absence", "unannounced_absence", "day_out"})
 # Kinds that need a device other than the meter, and which one.
@@ -87,10 +94,10 @@ class Planned:
 
     kind: str
     start_s: int
-    end_s: int | None          # None: open (still going when the simulation ends)
-    resident: int              # -1 for gateway incidents
-    device: int                # -1 when no single device is concerned
-    gateway: int               # -1 unless it is a gateway incident
+    end_s: int | None  # None: open (still going when the simulation ends)
+    resident: int  # -1 for gateway incidents
+    device: int  # -1 when no single device is concerned
+    gateway: int  # -1 unless it is a gateway incident
     params: Mapping[str, Any]
     fixed: bool = False
 
@@ -139,8 +146,11 @@ def plan_incidents(
         rate = scenario.incidents.rate.get(kind, 0.0)
         if rate <= 0 or span_days <= 0:
             continue
-        drawn.extend(_draw(kind, rate * span_days / 30.0, scenario, population,
-                           seed=seed, start_s=start_s, end_s=end_s))
+        drawn.extend(
+            _draw(
+                kind, rate * span_days / 30.0, scenario, population, seed=seed, start_s=start_s, end_s=end_s
+            )
+        )
     kept: list[Planned] = []
     busy: dict[int, list[tuple[int, int]]] = {}
     horizon = end_s + 10 * 365 * 86400
@@ -184,13 +194,21 @@ def _draw(
         return rand.uniform(seed, f"incident.{kind}.{name}", key)
 
     starts = _start_times(params, draw("start"), draw("start_hour"), start_s, end_s)
-    duration_s = (params.duration_h[0] + (params.duration_h[1] - params.duration_h[0])
-                  * draw("duration")) * 3600
+    duration_s = (
+        params.duration_h[0] + (params.duration_h[1] - params.duration_h[0]) * draw("duration")
+    ) * 3600
     is_open = draw("open") < params.open_share
-    values = {name: lo + (hi - lo) * draw(name)
-              for name, (lo, hi) in (("flow_lpm", params.flow_lpm), ("delay_s", params.delay_s),
-                                     ("initial_l", params.initial_l), ("level", params.level),
-                                     ("extra_l", params.extra_l)) if hi > 0}
+    values = {
+        name: lo + (hi - lo) * draw(name)
+        for name, (lo, hi) in (
+            ("flow_lpm", params.flow_lpm),
+            ("delay_s", params.delay_s),
+            ("initial_l", params.initial_l),
+            ("level", params.level),
+            ("extra_l", params.extra_l),
+        )
+        if hi > 0
+    }
     buffered = draw("buffered") < params.buffered_share
     out = []
     for j in range(len(subject)):
@@ -279,8 +297,9 @@ def _fixed(spec: FixedIncident, scenario: Scenario, population: Population, star
         needs = DEVICE_FOR.get(spec.kind)
         if needs is not None and needs not in population.devices_of(subject):
             raise ScenarioError(
-                where, f"fixed {spec.kind} for {population.resident_ids[subject]}: the resident "
-                f"has no {('smoke sensor', 'gas sensor', 'SOS button', 'away button')[needs - 1]}"
+                where,
+                f"fixed {spec.kind} for {population.resident_ids[subject]}: the resident "
+                f"has no {('smoke sensor', 'gas sensor', 'SOS button', 'away button')[needs - 1]}",
             )
     if spec.open:
         end: int | None = None

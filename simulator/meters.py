@@ -28,8 +28,8 @@ class Mode:
     name: str
     interval_s: int
     per_message: int
-    batch: bool            # sent as {"readings": [...]}
-    flow: bool             # carries flow_lpm
+    batch: bool  # sent as {"readings": [...]}
+    flow: bool  # carries flow_lpm
 
     @property
     def message_every_s(self) -> int:
@@ -54,15 +54,15 @@ class MeterParams:
     """Per resident (= per water meter)."""
 
     mode: I32
-    epoch_ts: BOOL          # sends epoch seconds instead of RFC 3339
-    m3: BOOL                # sends total_m3 (whole litres) instead of total_l
-    fine: BOOL              # 0.1 L register (else whole litres)
+    epoch_ts: BOOL  # sends epoch seconds instead of RFC 3339
+    m3: BOOL  # sends total_m3 (whole litres) instead of total_l
+    fine: BOOL  # 0.1 L register (else whole litres)
     clock_offset_s: I32
-    upload_offset_s: I32    # batch meters upload this long after the batch closes
+    upload_offset_s: I32  # batch meters upload this long after the batch closes
     initial_total_l: F64
-    battery_v0: F64         # at the start of the simulation
+    battery_v0: F64  # at the start of the simulation
     drain_v_per_day: F64
-    install_s: I64          # when the meter was fitted (its seq counts from there)
+    install_s: I64  # when the meter was fitted (its seq counts from there)
 
 
 def draw_meters(scenario: Scenario, population: Population, *, seed: int, start_s: int) -> MeterParams:
@@ -104,10 +104,10 @@ def draw_meters(scenario: Scenario, population: Population, *, seed: int, start_
 class SensorParams:
     """Per device (all kinds; meaningful for smoke and gas sensors and buttons)."""
 
-    interval_s: I32          # 0 for devices without periodic readings
-    phase_s: I32             # readings at phase + k * interval within a local day
+    interval_s: I32  # 0 for devices without periodic readings
+    phase_s: I32  # readings at phase + k * interval within a local day
     epoch_ts: BOOL
-    baseline: F64            # smoke obscuration %/m, or gas % LEL, when all is well
+    baseline: F64  # smoke obscuration %/m, or gas % LEL, when all is well
     battery_v0: F64
     drain_v_per_day: F64
 

@@ -41,27 +41,150 @@ _SURNAMES = (
     "任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严武戴孔"
 )
 _WOMEN = (
-    "桂兰", "秀英", "淑珍", "玉兰", "凤英", "秀兰", "桂英", "淑兰", "玉珍", "桂芝", "凤兰", "秀珍",
-    "素芬", "玉梅", "桂荣", "淑芬", "丽华", "秀云", "玉英", "桂珍", "淑华", "凤芝", "翠兰", "金凤",
+    "桂兰",
+    "秀英",
+    "淑珍",
+    "玉兰",
+    "凤英",
+    "秀兰",
+    "桂英",
+    "淑兰",
+    "玉珍",
+    "桂芝",
+    "凤兰",
+    "秀珍",
+    "素芬",
+    "玉梅",
+    "桂荣",
+    "淑芬",
+    "丽华",
+    "秀云",
+    "玉英",
+    "桂珍",
+    "淑华",
+    "凤芝",
+    "翠兰",
+    "金凤",
 )
 _MEN = (
-    "建国", "国华", "志刚", "德明", "振华", "福生", "长春", "宝山", "玉山", "文华", "永胜", "树林",
-    "国庆", "洪亮", "金山", "德福", "学文", "春生", "广林", "殿臣", "振东", "凤山", "贵福", "庆祥",
+    "建国",
+    "国华",
+    "志刚",
+    "德明",
+    "振华",
+    "福生",
+    "长春",
+    "宝山",
+    "玉山",
+    "文华",
+    "永胜",
+    "树林",
+    "国庆",
+    "洪亮",
+    "金山",
+    "德福",
+    "学文",
+    "春生",
+    "广林",
+    "殿臣",
+    "振东",
+    "凤山",
+    "贵福",
+    "庆祥",
 )
 _YOUNGER = (
-    "伟", "芳", "娜", "敏", "静", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛", "明", "超", "霞",
-    "丽", "强", "鹏", "辉", "红", "宇", "海燕", "晓东", "志强", "丽娜", "春梅", "海波", "建华", "雪",
+    "伟",
+    "芳",
+    "娜",
+    "敏",
+    "静",
+    "磊",
+    "洋",
+    "艳",
+    "勇",
+    "军",
+    "杰",
+    "娟",
+    "涛",
+    "明",
+    "超",
+    "霞",
+    "丽",
+    "强",
+    "鹏",
+    "辉",
+    "红",
+    "宇",
+    "海燕",
+    "晓东",
+    "志强",
+    "丽娜",
+    "春梅",
+    "海波",
+    "建华",
+    "雪",
 )
 # Dadong district streets and neighbourhoods, for community names.
 _COMMUNITIES = (
-    "大东", "小北", "东塔", "津桥", "上园", "二台子", "新东", "长安", "万泉", "前进", "文官", "天后宫",
-    "辽沈", "东站", "北海", "合作", "滂江", "望花", "东新", "联合", "洮昌", "草仓", "大什字", "东贸",
+    "大东",
+    "小北",
+    "东塔",
+    "津桥",
+    "上园",
+    "二台子",
+    "新东",
+    "长安",
+    "万泉",
+    "前进",
+    "文官",
+    "天后宫",
+    "辽沈",
+    "东站",
+    "北海",
+    "合作",
+    "滂江",
+    "望花",
+    "东新",
+    "联合",
+    "洮昌",
+    "草仓",
+    "大什字",
+    "东贸",
 )
 # Mobile number blocks of the three carriers.
 _MOBILE_PREFIXES = (
-    "130", "131", "132", "133", "134", "135", "136", "137", "138", "139", "150", "151", "152",
-    "153", "155", "156", "157", "158", "159", "166", "177", "180", "181", "182", "183", "185",
-    "186", "187", "188", "189", "198", "199",
+    "130",
+    "131",
+    "132",
+    "133",
+    "134",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "150",
+    "151",
+    "152",
+    "153",
+    "155",
+    "156",
+    "157",
+    "158",
+    "159",
+    "166",
+    "177",
+    "180",
+    "181",
+    "182",
+    "183",
+    "185",
+    "186",
+    "187",
+    "188",
+    "189",
+    "198",
+    "199",
 )
 
 
@@ -90,16 +213,16 @@ class Population:
     grids: tuple[Place, ...]
     buildings: tuple[Place, ...]
     resident_building: I32
-    resident_unit: I32      # unit number within the building, from 1
+    resident_unit: I32  # unit number within the building, from 1
     resident_floor: I32
     resident_door: I32
     profile: I32
     # devices, in registry order: each resident's meter first, then the resident's others
     device_kind: I32
     device_resident: I32
-    meter_device: I32       # device index of resident i's water meter
-    meter_mode: I32         # index into REPORTING_MODES, per resident
-    staff_count: I32        # community staff per community (1 or 2)
+    meter_device: I32  # device index of resident i's water meter
+    meter_mode: I32  # index into REPORTING_MODES, per resident
+    staff_count: I32  # community staff per community (1 or 2)
 
     @property
     def gateway_count(self) -> int:
@@ -125,11 +248,7 @@ class Population:
     def devices_of(self, resident: int) -> dict[int, int]:
         """kind -> device index for one resident."""
         lo = int(self.meter_device[resident])
-        hi = (
-            int(self.meter_device[resident + 1])
-            if resident + 1 < self.residents
-            else len(self.device_kind)
-        )
+        hi = int(self.meter_device[resident + 1]) if resident + 1 < self.residents else len(self.device_kind)
         return {int(self.device_kind[d]): d for d in range(lo, hi)}
 
     def has_device(self, kind: int) -> BOOL:
@@ -200,11 +319,14 @@ def build_population(scenario: Scenario, *, residents: int, seed: int) -> Popula
     position = index - start_of[building_of]
 
     grid_of_building = _fill(seed, "grid.size", len(building_size), pop.buildings_per_grid)
-    community_of_grid = _fill(seed, "community.size", int(grid_of_building[-1]) + 1,
-                              pop.grids_per_community)
+    community_of_grid = _fill(seed, "community.size", int(grid_of_building[-1]) + 1, pop.grids_per_community)
     communities = tuple(
-        Place(f"C{c:03d}", f"{_COMMUNITIES[c % len(_COMMUNITIES)]}"
-              f"{'' if c < len(_COMMUNITIES) else c // len(_COMMUNITIES) + 1}社区", -1)
+        Place(
+            f"C{c:03d}",
+            f"{_COMMUNITIES[c % len(_COMMUNITIES)]}"
+            f"{'' if c < len(_COMMUNITIES) else c // len(_COMMUNITIES) + 1}社区",
+            -1,
+        )
         for c in range(int(community_of_grid[-1]) + 1)
     )
     grids, grid_number = [], np.zeros(len(communities), dtype=np.int32)
@@ -233,8 +355,12 @@ def build_population(scenario: Scenario, *, residents: int, seed: int) -> Popula
     profile = rand.choice(seed, "resident.profile", index, [p.share for p in profiles]).astype(np.int32)
 
     has = np.ones((residents, len(DEVICE_KINDS)), dtype=np.bool_)
-    for kind, share in ((SMOKE, pop.smoke_share), (GAS, pop.gas_share),
-                        (SOS_BUTTON, pop.sos_share), (AWAY_BUTTON, pop.away_share)):
+    for kind, share in (
+        (SMOKE, pop.smoke_share),
+        (GAS, pop.gas_share),
+        (SOS_BUTTON, pop.sos_share),
+        (AWAY_BUTTON, pop.away_share),
+    ):
         has[:, kind] = rand.uniform(seed, f"device.{DEVICE_KINDS[kind]}", index) < share
     counts = has.sum(axis=1)
     device_resident = np.repeat(index.astype(np.int32), counts)
@@ -244,8 +370,9 @@ def build_population(scenario: Scenario, *, residents: int, seed: int) -> Popula
     shares = scenario.meters.mode_share
     weights = [shares.get(mode, 0.0) for mode in REPORTING_MODES]
     meter_mode = rand.choice(seed, "meter.mode", index, weights).astype(np.int32)
-    staff = (rand.uniform(seed, "community.staff", np.arange(len(communities)))
-             < pop.second_staff_share).astype(np.int32) + 1
+    staff = (
+        rand.uniform(seed, "community.staff", np.arange(len(communities))) < pop.second_staff_share
+    ).astype(np.int32) + 1
 
     return Population(
         seed=seed,
@@ -272,7 +399,7 @@ def _fill(seed: int, stream: str, items: int, size: tuple[float, float]) -> I32:
     done, parent = 0, 0
     while done < items:
         take = int(_ranged_int(seed, stream, [parent], size)[0])
-        out[done:done + take] = parent
+        out[done : done + take] = parent
         done += take
         parent += 1
     return out
@@ -281,10 +408,24 @@ def _fill(seed: int, stream: str, items: int, size: tuple[float, float]) -> I32:
 # -- the registry file --------------------------------------------------------------------
 
 REGISTRY_COLUMNS = (
-    "device_id", "gateway_id", "resident_id", "kind", "report_interval_s",
-    "resident_name", "resident_phone", "resident_language", "household_id", "address",
-    "community_id", "community_name", "grid_id", "grid_name", "building_id", "building_name",
-    "unit_id", "unit_name",
+    "device_id",
+    "gateway_id",
+    "resident_id",
+    "kind",
+    "report_interval_s",
+    "resident_name",
+    "resident_phone",
+    "resident_language",
+    "household_id",
+    "address",
+    "community_id",
+    "community_name",
+    "grid_id",
+    "grid_name",
+    "building_id",
+    "building_name",
+    "unit_id",
+    "unit_name",
 )
 MAX_CONTACTS = 6  # two love-key holders, family, grid worker, two community staff
 CONTACT_COLUMNS = tuple(
@@ -301,24 +442,29 @@ def registry_rows(population: Population, scenario: Scenario) -> list[dict[str, 
     second_key = (rand.uniform(seed, "contact.second_key", index) < pop.second_key_holder_share).tolist()
     family = (rand.uniform(seed, "contact.family", index) < pop.family_share).tolist()
     own_phone = (rand.uniform(seed, "resident.phone", index) < pop.resident_phone_share).tolist()
-    sensor_interval = {SMOKE: str(scenario.sensors.smoke_interval_s),
-                       GAS: str(scenario.sensors.gas_interval_s)}
+    sensor_interval = {
+        SMOKE: str(scenario.sensors.smoke_interval_s),
+        GAS: str(scenario.sensors.gas_interval_s),
+    }
     device_ids = population.device_ids
     gateway_ids = population.gateway_ids
     names = people(seed, "resident", index, women_share=0.7)
     phones = mobiles(seed, "resident", index)
-    key1 = list(zip(people(seed, "key1", index, women_share=0.5), mobiles(seed, "key1", index),
-                    strict=True))
-    key2 = list(zip(people(seed, "key2", index, women_share=0.5), mobiles(seed, "key2", index),
-                    strict=True))
-    kin = list(zip(younger_people(seed, "family", index), mobiles(seed, "family", index),
-                   strict=True))
+    key1 = list(zip(people(seed, "key1", index, women_share=0.5), mobiles(seed, "key1", index), strict=True))
+    key2 = list(zip(people(seed, "key2", index, women_share=0.5), mobiles(seed, "key2", index), strict=True))
+    kin = list(zip(younger_people(seed, "family", index), mobiles(seed, "family", index), strict=True))
     grid_index = np.arange(len(population.grids))
-    workers = list(zip(younger_people(seed, "grid_worker", grid_index),
-                       mobiles(seed, "grid_worker", grid_index), strict=True))
+    workers = list(
+        zip(
+            younger_people(seed, "grid_worker", grid_index),
+            mobiles(seed, "grid_worker", grid_index),
+            strict=True,
+        )
+    )
     staff_index = np.arange(2 * len(population.communities))
-    staff = list(zip(younger_people(seed, "staff", staff_index), mobiles(seed, "staff", staff_index),
-                     strict=True))
+    staff = list(
+        zip(younger_people(seed, "staff", staff_index), mobiles(seed, "staff", staff_index), strict=True)
+    )
     rows: list[dict[str, str]] = []
     blank_contacts = dict.fromkeys(CONTACT_COLUMNS, "")
     for i in range(n):
@@ -360,8 +506,13 @@ def registry_rows(population: Population, scenario: Scenario) -> list[dict[str, 
                 interval = str(MODE_INTERVAL_S[mode])
             else:
                 interval = sensor_interval.get(kind, "")
-            row = {"device_id": device_ids[d], "kind": DEVICE_KINDS[kind],
-                   "report_interval_s": interval, **base, **blank_contacts}
+            row = {
+                "device_id": device_ids[d],
+                "kind": DEVICE_KINDS[kind],
+                "report_interval_s": interval,
+                **base,
+                **blank_contacts,
+            }
             if kind == WATER_METER:
                 for n_contact, (role, name, phone) in enumerate(contacts, start=1):
                     row[f"contact{n_contact}_role"] = role

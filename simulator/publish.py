@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_INFLIGHT = 1000
 DEFAULT_LANES = 8
 _KEEPALIVE_S = 30
-_SESSION_EXPIRY_S = 600          # the broker keeps our unacknowledged messages this long
-_RECONNECT_FOR_S = 60.0          # then give up
+_SESSION_EXPIRY_S = 600  # the broker keeps our unacknowledged messages this long
+_RECONNECT_FOR_S = 60.0  # then give up
 _CONNECT_TIMEOUT_S = 10.0
 
 
@@ -51,10 +51,10 @@ _CONNECT_TIMEOUT_S = 10.0
 class PublishStats:
     published: int = 0
     acked: int = 0
-    refused: int = 0                 # PUBACK with a failure reason code
+    refused: int = 0  # PUBACK with a failure reason code
     reconnects: int = 0
     started: float = field(default_factory=time.monotonic)
-    simulated_ts: float = 0.0        # publish time of the last message sent
+    simulated_ts: float = 0.0  # publish time of the last message sent
 
     @property
     def elapsed_s(self) -> float:
@@ -71,7 +71,7 @@ class _Lane:
     def __init__(self, client: mqtt.Client, client_id: str, window: int) -> None:
         self.client = client
         self.client_id = client_id
-        self.window = window       # lowered to the broker's Receive Maximum on CONNACK
+        self.window = window  # lowered to the broker's Receive Maximum on CONNACK
         self.published = 0
         self.acked = 0
         self.connected = False
@@ -179,8 +179,9 @@ class BrokerPublisher:
             try:
                 self._connect(lane, first=False)
                 self.stats.reconnects += 1
-                log.warning("reconnected %s (%d unacknowledged messages resent)",
-                            lane.client_id, lane.in_flight)
+                log.warning(
+                    "reconnected %s (%d unacknowledged messages resent)", lane.client_id, lane.in_flight
+                )
                 return
             except PublishError as exc:
                 if time.monotonic() + delay > deadline:
@@ -205,8 +206,7 @@ class BrokerPublisher:
             self._lane_of[key] = lane
         return lane
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False,
-                lane: _Lane | None = None) -> None:
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, lane: _Lane | None = None) -> None:
         """Send one QoS 1 message through `lane` (default: the lane for the whole topic)."""
         lane = lane or self.lane_for(topic)
         while lane.in_flight >= lane.window:
@@ -273,8 +273,7 @@ class BrokerPublisher:
 
     # -- paho callbacks (called from loop_read in this thread) -----------------------------
 
-    def _on_connect(self, client: mqtt.Client, lane: _Lane, flags: Any, reason: Any,
-                    properties: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, lane: _Lane, flags: Any, reason: Any, properties: Any) -> None:
         if getattr(reason, "is_failure", False):
             lane.connect_error = str(reason)
             return
@@ -284,12 +283,12 @@ class BrokerPublisher:
         lane.window = min(self.max_inflight, receive_maximum or self.max_inflight)
         lane.connected = True
 
-    def _on_disconnect(self, client: mqtt.Client, lane: _Lane, flags: Any, reason: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, lane: _Lane, flags: Any, reason: Any, properties: Any
+    ) -> None:
         lane.connected = False
 
-    def _on_publish(self, client: mqtt.Client, lane: _Lane, mid: int, reason: Any,
-                    properties: Any) -> None:
+    def _on_publish(self, client: mqtt.Client, lane: _Lane, mid: int, reason: Any, properties: Any) -> None:
         lane.acked += 1
         self.stats.acked += 1
         if getattr(reason, "is_failure", False):
@@ -343,12 +342,12 @@ def publish_batches(
         topics = [prefix + t for t in batch.topics]
         lanes = [lane(t) for t in batch.topics]
         if pacing.speed is None and pacing.max_rate is None:
-            for topic, payload, retain, via in zip(topics, batch.payloads, batch.retain, lanes,
-                                                   strict=True):
+            for topic, payload, retain, via in zip(topics, batch.payloads, batch.retain, lanes, strict=True):
                 publisher.publish(topic, payload, retain=retain, lane=via)
         else:
-            for topic, payload, at, retain, via in zip(topics, batch.payloads, batch.publish_ts,
-                                                       batch.retain, lanes, strict=True):
+            for topic, payload, at, retain, via in zip(
+                topics, batch.payloads, batch.publish_ts, batch.retain, lanes, strict=True
+            ):
                 now = time.monotonic()
                 due = now
                 if pacing.speed is not None:
@@ -395,17 +394,23 @@ class Job:
     lanes: int = DEFAULT_LANES
 
     def world(self) -> World:
-        return World.build(self.scenario, residents=self.residents, seed=self.seed,
-                           start=self.start, days=self.days)
+        return World.build(
+            self.scenario, residents=self.residents, seed=self.seed, start=self.start, days=self.days
+        )
 
     def run(self, on_progress: Callable[[PublishStats], None] | None = None) -> PublishStats:
         world = self.world()
         client_id = self.client_id or None
-        with BrokerPublisher(self.mqtt_url, client_id=client_id, max_inflight=self.max_inflight,
-                             lanes=self.lanes) as publisher:
-            return publish_batches(world.message_batches(shard=self.shard), publisher,
-                                   topic_prefix=self.topic_prefix, pacing=self.pacing,
-                                   on_progress=on_progress)
+        with BrokerPublisher(
+            self.mqtt_url, client_id=client_id, max_inflight=self.max_inflight, lanes=self.lanes
+        ) as publisher:
+            return publish_batches(
+                world.message_batches(shard=self.shard),
+                publisher,
+                topic_prefix=self.topic_prefix,
+                pacing=self.pacing,
+                on_progress=on_progress,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,7 +419,7 @@ class Progress:
 
     published: int
     acked: int
-    simulated_ts: float   # the earliest of the processes' simulated clocks
+    simulated_ts: float  # the earliest of the processes' simulated clocks
     elapsed_s: float
 
     @property
@@ -435,14 +440,15 @@ def publish_world(
     """
     started = time.monotonic()
     if processes == 1:
+
         def report(stats: PublishStats) -> None:
             if on_progress is not None:
-                on_progress(Progress(stats.published, stats.acked, stats.simulated_ts,
-                                     time.monotonic() - started))
+                on_progress(
+                    Progress(stats.published, stats.acked, stats.simulated_ts, time.monotonic() - started)
+                )
 
         stats = job.run(report)
-        return Progress(stats.published, stats.acked, stats.simulated_ts,
-                        time.monotonic() - started)
+        return Progress(stats.published, stats.acked, stats.simulated_ts, time.monotonic() - started)
     return _publish_in_processes(job, processes, on_progress, started)
 
 
@@ -456,18 +462,24 @@ def _publish_in_processes(
     base_id = job.client_id or f"lovekey-sim-{uuid.uuid4().hex[:8]}"
     workers = []
     for k in range(processes):
-        part = replace(job, shard=(k, processes), client_id=f"{base_id}-{k}",
-                       pacing=replace(job.pacing, max_rate=rate))
-        worker = context.Process(target=_work, args=(part, counters, k, errors),
-                                 name=f"lovekey-sim-{k}", daemon=True)
+        part = replace(
+            job, shard=(k, processes), client_id=f"{base_id}-{k}", pacing=replace(job.pacing, max_rate=rate)
+        )
+        worker = context.Process(
+            target=_work, args=(part, counters, k, errors), name=f"lovekey-sim-{k}", daemon=True
+        )
         worker.start()
         workers.append(worker)
 
     def totals() -> Progress:
         values = list(counters)
         clocks = [values[3 * k + 2] for k in range(processes) if values[3 * k + 2] > 0]
-        return Progress(int(sum(values[0::3])), int(sum(values[1::3])),
-                        min(clocks) if clocks else 0.0, time.monotonic() - started)
+        return Progress(
+            int(sum(values[0::3])),
+            int(sum(values[1::3])),
+            min(clocks) if clocks else 0.0,
+            time.monotonic() - started,
+        )
 
     try:
         while any(w.is_alive() for w in workers):
@@ -494,6 +506,7 @@ def _publish_in_processes(
 
 def _work(job: Job, counters: Any, slot: int, errors: Any) -> None:
     """A publishing process: its shard, its own client; counters for the parent's progress."""
+
     def report(stats: PublishStats) -> None:
         counters[3 * slot] = stats.published
         counters[3 * slot + 1] = stats.acked

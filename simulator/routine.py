@@ -28,8 +28,15 @@ MINUTES_PER_DAY = 1440
 
 # Event kinds (codes in `DayEvents.kind`).
 END_USES = (
-    "flush", "night_flush", "hand_wash", "hygiene", "meal_prep", "washing_up", "shower",
-    "laundry", "misc",
+    "flush",
+    "night_flush",
+    "hand_wash",
+    "hygiene",
+    "meal_prep",
+    "washing_up",
+    "shower",
+    "laundry",
+    "misc",
 )
 FLUSH, NIGHT_FLUSH, HAND_WASH, HYGIENE, MEAL_PREP, WASHING_UP, SHOWER, LAUNDRY, MISC = range(9)
 
@@ -44,14 +51,14 @@ _LAUNDRY_FILLS = 4
 class Traits:
     """Each resident's habits, one array element per resident."""
 
-    scale: F64            # multiplies discretionary volumes
-    wake_min: F64         # local minute of the day
+    scale: F64  # multiplies discretionary volumes
+    wake_min: F64  # local minute of the day
     sleep_min: F64
     flush_l: F64
-    metered_flush: F64    # share of flushes that draw from the meter
-    flush_rate: F64       # mean flushes while awake
-    night_rate: F64       # mean flushes at night
-    shower_p: F64         # probability of a shower on a given day
+    metered_flush: F64  # share of flushes that draw from the meter
+    flush_rate: F64  # mean flushes while awake
+    night_rate: F64  # mean flushes at night
+    shower_p: F64  # probability of a shower on a given day
     laundry_p: F64
     laundry_l: F64
     home_cooking: F64
@@ -110,8 +117,8 @@ def draw_traits(scenario: Scenario, seed: int, profile: I32) -> Traits:
 class DayEvents:
     """One day's water-use events of a chunk of residents (only those that happened)."""
 
-    row: I32        # position of the resident within the chunk
-    kind: I32       # index into END_USES
+    row: I32  # position of the resident within the chunk
+    kind: I32  # index into END_USES
     start_min: I32  # local minute of the day
     duration_min: I32
     volume_ml: I64  # what the meter sees (0 for a bucket flush): duration x whole ml/min
@@ -152,13 +159,15 @@ def day_events(
 
     def add(kind: int, start: F64, minutes: F64, litres: F64, happened: BOOL) -> None:
         shape = happened.shape
-        parts.append((
-            kind,
-            np.broadcast_to(start, shape),
-            np.broadcast_to(minutes, shape),
-            np.broadcast_to(litres, shape),
-            happened,
-        ))
+        parts.append(
+            (
+                kind,
+                np.broadcast_to(start, shape),
+                np.broadcast_to(minutes, shape),
+                np.broadcast_to(litres, shape),
+                happened,
+            )
+        )
 
     col = (slice(None), None)
 
@@ -171,8 +180,13 @@ def day_events(
     # a bucket of reused wash water flushes too, but the meter sees nothing of it
     add(FLUSH, flush_at, np.full((n, k), 2.0), np.where(metered, flush_litres, 0.0), flushed)
     washed = flushed & (u("hand_wash.happens", k) < routine.hand_wash_after_flush)
-    add(HAND_WASH, flush_at + 2, np.ones((n, k)),
-        routine.hand_wash_l * scale[col] * (0.5 + u("hand_wash.volume", k)), washed)
+    add(
+        HAND_WASH,
+        flush_at + 2,
+        np.ones((n, k)),
+        routine.hand_wash_l * scale[col] * (0.5 + u("hand_wash.volume", k)),
+        washed,
+    )
 
     # Toilet at night: between going to bed and getting up, across midnight.
     k = _NIGHT_SLOTS
@@ -180,38 +194,69 @@ def day_events(
     at = (sleep[col] + night_len[col] * u("night.time", k)) % MINUTES_PER_DAY
     night = u("night.happens", k) < (traits.night_rate / k)[col]
     metered = u("night.metered", k) < traits.metered_flush[col]
-    add(NIGHT_FLUSH, at, np.full((n, k), 2.0),
-        np.where(metered, traits.flush_l[col] * (0.93 + 0.14 * u("night.volume", k)), 0.0), night)
+    add(
+        NIGHT_FLUSH,
+        at,
+        np.full((n, k), 2.0),
+        np.where(metered, traits.flush_l[col] * (0.93 + 0.14 * u("night.volume", k)), 0.0),
+        night,
+    )
 
     # Visitors use the toilet too.
     k = _VISIT_FLUSH_SLOTS
-    add(FLUSH, 11 * 60 + 8 * 60 * u("visit.time", k), np.full((n, k), 2.0),
-        traits.flush_l[col] * np.ones((n, k)), visit[col] & (u("visit.flush", k) < 0.7))
+    add(
+        FLUSH,
+        11 * 60 + 8 * 60 * u("visit.time", k),
+        np.full((n, k), 2.0),
+        traits.flush_l[col] * np.ones((n, k)),
+        visit[col] & (u("visit.flush", k) < 0.7),
+    )
 
     # Morning and evening wash.
-    add(HYGIENE, wake + 20 * u("hygiene.am"), np.full(n, 3.0),
-        routine.hygiene_l * scale * (0.6 + 0.8 * u("hygiene.am.volume")), np.ones(n, np.bool_))
-    add(HYGIENE, sleep - 10 - 30 * u("hygiene.pm"), np.full(n, 3.0),
-        routine.hygiene_l * scale * (0.6 + 0.8 * u("hygiene.pm.volume")), np.ones(n, np.bool_))
+    add(
+        HYGIENE,
+        wake + 20 * u("hygiene.am"),
+        np.full(n, 3.0),
+        routine.hygiene_l * scale * (0.6 + 0.8 * u("hygiene.am.volume")),
+        np.ones(n, np.bool_),
+    )
+    add(
+        HYGIENE,
+        sleep - 10 - 30 * u("hygiene.pm"),
+        np.full(n, 3.0),
+        routine.hygiene_l * scale * (0.6 + 0.8 * u("hygiene.pm.volume")),
+        np.ones(n, np.bool_),
+    )
 
     # Three meals: breakfast after getting up, lunch about 11:30, supper about 17:30.
-    meal_at = np.stack([
-        wake + 20 + 40 * u("meal.breakfast"),
-        11 * 60 + 90 * u("meal.lunch"),
-        17 * 60 + 90 * u("meal.supper"),
-    ], axis=1)
+    meal_at = np.stack(
+        [
+            wake + 20 + 40 * u("meal.breakfast"),
+            11 * 60 + 90 * u("meal.lunch"),
+            17 * 60 + 90 * u("meal.supper"),
+        ],
+        axis=1,
+    )
     meal_size = np.array([0.5, 1.0, 1.0])[None, :] * np.where(
         visit[col], np.array([1.0, 2.0, 2.0])[None, :], 1.0
     )
     cooked = u("meal.cooked", 3) < traits.home_cooking[col]
     prep_min = np.floor(5 + 6 * u("meal.prep.minutes", 3))
-    add(MEAL_PREP, meal_at - 10 - 20 * u("meal.prep.lead", 3), prep_min,
+    add(
+        MEAL_PREP,
+        meal_at - 10 - 20 * u("meal.prep.lead", 3),
+        prep_min,
         routine.meal_prep_l * scale[col] * meal_size * (0.6 + 0.8 * u("meal.prep.volume", 3)),
-        cooked)
+        cooked,
+    )
     wash_min = np.floor(5 + 6 * u("meal.wash.minutes", 3))
-    add(WASHING_UP, meal_at + 20 + 30 * u("meal.wash.lag", 3), wash_min,
+    add(
+        WASHING_UP,
+        meal_at + 20 + 30 * u("meal.wash.lag", 3),
+        wash_min,
         routine.washing_up_l * scale[col] * meal_size * (0.6 + 0.8 * u("meal.wash.volume", 3)),
-        cooked)
+        cooked,
+    )
 
     # A shower every day or few days, morning or evening.
     showers = u("shower.happens") < traits.shower_p
@@ -219,22 +264,36 @@ def day_events(
     shower_at = np.where(morning, wake + 5 + 25 * u("shower.am"), sleep - 30 - 90 * u("shower.pm"))
     lo, hi = routine.shower_min
     shower_min = np.clip(np.round((lo + (hi - lo) * u("shower.minutes")) * np.sqrt(scale)), 2, 20)
-    add(SHOWER, shower_at, shower_min,
-        routine.shower_lpm * shower_min * (0.85 + 0.3 * u("shower.flow")), showers)
+    add(
+        SHOWER,
+        shower_at,
+        shower_min,
+        routine.shower_lpm * shower_min * (0.85 + 0.3 * u("shower.flow")),
+        showers,
+    )
 
     # Laundry in the daytime, more often at weekends: a washer fills a few times.
     laundry = u("laundry.happens") < traits.laundry_p * (1.5 if weekend else 1.0)
     laundry_at = 9 * 60 + 6 * 60 * u("laundry.time")
     k = _LAUNDRY_FILLS
     fills = laundry_at[col] + 12 * np.arange(k)[None, :] + 3 * u("laundry.fill", k)
-    add(LAUNDRY, fills, np.full((n, k), 3.0),
-        np.repeat((traits.laundry_l / k)[col], k, axis=1), np.repeat(laundry[col], k, axis=1))
+    add(
+        LAUNDRY,
+        fills,
+        np.full((n, k), 3.0),
+        np.repeat((traits.laundry_l / k)[col], k, axis=1),
+        np.repeat(laundry[col], k, axis=1),
+    )
 
     # Small draws through the day: kettle, drinking water, a plant, a mop.
     k = _MISC_SLOTS
-    add(MISC, wake[col] + awake[col] * u("misc.time", k), np.ones((n, k)),
+    add(
+        MISC,
+        wake[col] + awake[col] * u("misc.time", k),
+        np.ones((n, k)),
         routine.misc_l * scale[col] * (0.3 + 1.4 * u("misc.volume", k)),
-        u("misc.happens", k) < routine.misc_draws_per_day / k)
+        u("misc.happens", k) < routine.misc_draws_per_day / k,
+    )
 
     rows, kinds, starts, durations, volumes = [], [], [], [], []
     row_index = np.arange(n, dtype=np.int32)

@@ -75,8 +75,13 @@ class Population(_Model):
 
     @model_validator(mode="after")
     def _at_least_one(self) -> Population:
-        for name in ("residents_per_building", "buildings_per_grid", "grids_per_community",
-                     "units_per_building", "floors_per_building"):
+        for name in (
+            "residents_per_building",
+            "buildings_per_grid",
+            "grids_per_community",
+            "units_per_building",
+            "floors_per_building",
+        ):
             if getattr(self, name)[0] < 1:
                 raise ValueError(f"{name} must be at least 1")
         return self
@@ -129,8 +134,9 @@ class Meters(_Model):
     clock_offset_s: Annotated[int, Field(ge=0, le=300)]
     jitter_s: Annotated[int, Field(ge=0, le=10)]
     latency_s: Range
-    batch_offset_s: dict[Literal["hourly_batch", "four_daily", "daily"],
-                         Annotated[int, Field(ge=0, le=6 * 3600)]]
+    batch_offset_s: dict[
+        Literal["hourly_batch", "four_daily", "daily"], Annotated[int, Field(ge=0, le=6 * 3600)]
+    ]
     initial_total_l: Range
     battery_v: Range
     battery_drain_v_per_day: Range
@@ -300,11 +306,7 @@ def _overlay(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     """Tables merge key by key (except `_REPLACED_TABLES`); arrays and values replace."""
     out = dict(base)
     for key, value in extra.items():
-        if (
-            isinstance(value, Mapping)
-            and isinstance(out.get(key), Mapping)
-            and key not in _REPLACED_TABLES
-        ):
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key not in _REPLACED_TABLES:
             out[key] = _overlay(out[key], value)
         else:
             out[key] = value

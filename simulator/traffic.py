@@ -54,22 +54,19 @@ class _Columns:
     @classmethod
     def allocate(cls, template: Self, rows: int) -> Self:
         """An uninitialised table of `rows` rows with the column types of `template`."""
-        return cls(**{f.name: np.empty(rows, dtype=getattr(template, f.name).dtype)
-                      for f in fields(cls)})  # type: ignore[arg-type]
+        return cls(**{f.name: np.empty(rows, dtype=getattr(template, f.name).dtype) for f in fields(cls)})  # type: ignore[arg-type]
 
     def put(self, at: int, part: Self) -> None:
         """Copy `part` into rows at..at+len(part)."""
         for f in fields(self):  # type: ignore[arg-type]
-            getattr(self, f.name)[at:at + len(part)] = getattr(part, f.name)
+            getattr(self, f.name)[at : at + len(part)] = getattr(part, f.name)
 
     @classmethod
     def concat(cls, parts: list[Self]) -> Self:
-        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
-                      for f in fields(cls)})  # type: ignore[arg-type]
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})  # type: ignore[arg-type]
 
     def take(self, index: npt.ArrayLike) -> Self:
-        return type(self)(**{f.name: getattr(self, f.name)[index]
-                             for f in fields(self)})  # type: ignore[arg-type]
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         first: Any = getattr(self, fields(self)[0].name)  # type: ignore[arg-type]
@@ -80,12 +77,12 @@ class _Columns:
 class WaterRows(_Columns):
     """Frozen meter values."""
 
-    res: I32            # resident = meter index
-    ts: I64             # what the meter's clock says, epoch s
-    total_dl: I64       # register value in decilitres
-    battery_cv: I16     # centivolts, NONE when not sent with this value
+    res: I32  # resident = meter index
+    ts: I64  # what the meter's clock says, epoch s
+    total_dl: I64  # register value in decilitres
+    battery_cv: I16  # centivolts, NONE when not sent with this value
     seq: I32
-    flow_cl: I32        # centilitres per minute, NONE when not sent
+    flow_cl: I32  # centilitres per minute, NONE when not sent
 
 
 @dataclass(frozen=True)
@@ -93,8 +90,8 @@ class SensorRows(_Columns):
     dev: I32
     t: I64
     ts: I64
-    value: F64          # smoke obscuration %/m or gas % LEL, by the device's kind
-    temp_dc: I32        # decidegrees Celsius, NONE when not sent
+    value: F64  # smoke obscuration %/m or gas % LEL, by the device's kind
+    temp_dc: I32  # decidegrees Celsius, NONE when not sent
     battery_cv: I16
 
 
@@ -102,9 +99,9 @@ class SensorRows(_Columns):
 class EventRows(_Columns):
     dev: I32
     ts: I64
-    type: I32           # index into EVENT_TYPES
+    type: I32  # index into EVENT_TYPES
     active: BOOL
-    value: F64          # NaN when not sent
+    value: F64  # NaN when not sent
 
 
 @dataclass(frozen=True)
@@ -113,16 +110,15 @@ class MessageTable(_Columns):
 
     publish_ms: I64
     mtype: I8
-    dev: I32            # device index; the gateway index for STATUS
-    t: I32              # sampling time of the (first) value, seconds from the world's start
-    lo: I32             # STATUS: 1 online, 0 offline
+    dev: I32  # device index; the gateway index for STATUS
+    t: I32  # sampling time of the (first) value, seconds from the world's start
+    lo: I32  # STATUS: 1 online, 0 offline
     hi: I32
 
 
 def empty_messages() -> MessageTable:
     z = np.zeros(0, np.int32)
-    return MessageTable(publish_ms=np.zeros(0, np.int64), mtype=np.zeros(0, np.int8),
-                        dev=z, t=z, lo=z, hi=z)
+    return MessageTable(publish_ms=np.zeros(0, np.int64), mtype=np.zeros(0, np.int8), dev=z, t=z, lo=z, hi=z)
 
 
 NEVER_MS = np.iinfo(np.int64).max  # publish time of a message that is never sent
@@ -141,6 +137,7 @@ def tie_breaker(messages: MessageTable, index: I64) -> I64:
 # cut into their parts with numpy, small repeated texts (battery voltages, timestamps
 # shared by many meters) come from lookup tables, and each payload is one C-level
 # `str.__mod__` over a zip: no Python code runs per message.
+
 
 def _centi_table(size: int, prefix: str) -> npt.NDArray[np.object_]:
     """`prefix + "3.61"` at index 361, and "" at index -1 (NONE): an absent field."""
@@ -174,8 +171,7 @@ def _fill(out: npt.NDArray[np.object_], where: BOOL, fmt: str, *columns: npt.Arr
     index = np.nonzero(where)[0]
     if len(index):
         cols = [np.asarray(c)[index].tolist() for c in columns]
-        out[index] = np.fromiter(map(fmt.__mod__, zip(*cols, strict=True)), dtype=object,
-                                 count=len(index))
+        out[index] = np.fromiter(map(fmt.__mod__, zip(*cols, strict=True)), dtype=object, count=len(index))
 
 
 def _strings(values: list[str]) -> npt.NDArray[np.object_]:
@@ -187,11 +183,11 @@ class Encoder:
     """Turns table rows into payloads and topics; built once per world."""
 
     topic_table: npt.NDArray[np.object_]  # reading topics per device, then event topics,
-    devices: int                          # then status topics per gateway
-    meter_epoch: BOOL            # per resident
+    devices: int  # then status topics per gateway
+    meter_epoch: BOOL  # per resident
     meter_m3: BOOL
     meter_fine: BOOL
-    device_epoch: BOOL           # per device (sensors, buttons)
+    device_epoch: BOOL  # per device (sensors, buttons)
     device_is_gas: BOOL
 
     def water_objects(self, rows: WaterRows, index: I64) -> npt.NDArray[np.object_]:
@@ -205,12 +201,19 @@ class Encoder:
         seq = rows.seq[index]
         flow = _FLOW[np.minimum(rows.flow_cl[index], _FLOW_MAX_CL)]
         out = np.empty(len(index), dtype=object)
-        _fill(out, m3, '{"ts":%s,"total_m3":%d.%s%s,"seq":%d%s}',
-              ts, litres // 1000, _PAD3[litres % 1000], battery, seq, flow)
-        _fill(out, fine, '{"ts":%s,"total_l":%d.%d%s,"seq":%d%s}',
-              ts, litres, dl % 10, battery, seq, flow)
-        _fill(out, ~m3 & ~fine, '{"ts":%s,"total_l":%d%s,"seq":%d%s}',
-              ts, litres, battery, seq, flow)
+        _fill(
+            out,
+            m3,
+            '{"ts":%s,"total_m3":%d.%s%s,"seq":%d%s}',
+            ts,
+            litres // 1000,
+            _PAD3[litres % 1000],
+            battery,
+            seq,
+            flow,
+        )
+        _fill(out, fine, '{"ts":%s,"total_l":%d.%d%s,"seq":%d%s}', ts, litres, dl % 10, battery, seq, flow)
+        _fill(out, ~m3 & ~fine, '{"ts":%s,"total_l":%d%s,"seq":%d%s}', ts, litres, battery, seq, flow)
         return out
 
     def water(self, rows: WaterRows, messages: MessageTable, index: I64) -> list[bytes]:
@@ -227,7 +230,7 @@ class Encoder:
         objects = self.water_objects(rows, flat).tolist()
         out, at = [], 0
         for n in counts.tolist():
-            out.append(('{"readings":[' + ",".join(objects[at:at + n]) + "]}").encode())
+            out.append(('{"readings":[' + ",".join(objects[at : at + n]) + "]}").encode())
             at += n
         return out
 
@@ -244,8 +247,9 @@ class Encoder:
         _fill(bodies, ~gas & has_temp, '"smoke":%.2f,"temperature_c":%.1f', value, temp / 10)
         _fill(bodies, ~gas & ~has_temp, '"smoke":%.2f', value)
         battery = _BATTERY[np.minimum(rows.battery_cv[r], _BATTERY_MAX_CV)]
-        texts = map('{"ts":%s,%s%s}'.__mod__, zip(ts.tolist(), bodies.tolist(), battery.tolist(),
-                                                   strict=True))
+        texts = map(
+            '{"ts":%s,%s%s}'.__mod__, zip(ts.tolist(), bodies.tolist(), battery.tolist(), strict=True)
+        )
         return list(map(str.encode, texts))
 
     def events(self, rows: EventRows, messages: MessageTable, index: I64) -> list[bytes]:
@@ -253,8 +257,9 @@ class Encoder:
         dev = rows.dev[r]
         ts = _ts_texts(rows.ts[r], self.device_epoch[dev]).tolist()
         out = []
-        for t, kind, active, value in zip(ts, rows.type[r].tolist(), rows.active[r].tolist(),
-                                          rows.value[r].tolist(), strict=True):
+        for t, kind, active, value in zip(
+            ts, rows.type[r].tolist(), rows.active[r].tolist(), rows.value[r].tolist(), strict=True
+        ):
             body = f'{{"ts":{t},"type":"{EVENT_TYPES[kind]}","active":{"true" if active else "false"}'
             if value == value:  # not NaN
                 body += f',"value":{value:g}'
@@ -264,14 +269,18 @@ class Encoder:
     def statuses(self, messages: MessageTable, index: I64, origin_s: int) -> list[bytes]:
         at = messages.t[index].astype(np.int64) + origin_s
         ts = _ts_texts(at, np.zeros(len(index), np.bool_)).tolist()
-        return [f'{{"status":"{"online" if up else "offline"}","ts":{t}}}'.encode()
-                for up, t in zip(messages.lo[index].tolist(), ts, strict=True)]
+        return [
+            f'{{"status":"{"online" if up else "offline"}","ts":{t}}}'.encode()
+            for up, t in zip(messages.lo[index].tolist(), ts, strict=True)
+        ]
 
     def topics(self, messages: MessageTable, index: I64) -> list[str]:
         mtype = messages.mtype[index]
-        where = np.where(mtype == STATUS, 2 * self.devices + messages.dev[index],
-                         np.where(mtype == EVENT, self.devices + messages.dev[index],
-                                  messages.dev[index]))
+        where = np.where(
+            mtype == STATUS,
+            2 * self.devices + messages.dev[index],
+            np.where(mtype == EVENT, self.devices + messages.dev[index], messages.dev[index]),
+        )
         topics: list[str] = self.topic_table[where].tolist()
         return topics
 
@@ -290,7 +299,7 @@ class DayTraffic:
     events: EventRows
     messages: MessageTable
     extra: MessageTable
-    origin_s: int       # the world's start: MessageTable.t counts from here
+    origin_s: int  # the world's start: MessageTable.t counts from here
 
     def __len__(self) -> int:
         return len(self.messages) + len(self.extra)

@@ -103,11 +103,11 @@ class WaterReadings:
     """
 
     device_ids: list[str]
-    report_interval_s: I32     # per device: expected seconds between messages
+    report_interval_s: I32  # per device: expected seconds between messages
     device_index: I32
     ts: I64
     total_l: F64
-    battery_v: F64             # NaN where the value was sent without a battery reading
+    battery_v: F64  # NaN where the value was sent without a battery reading
     publish_ts: F64
 
     def __len__(self) -> int:
@@ -141,9 +141,9 @@ class Shard:
 class _Registers:
     """What a walk carries from one day to the next, per meter."""
 
-    true_l: F64          # litres used since the start of the simulation
-    offset_l: F64        # register = true + offset (initial value; a swap resets it)
-    last_minute_l: F32   # use in the last minute of the previous day (for flow_lpm)
+    true_l: F64  # litres used since the start of the simulation
+    offset_l: F64  # register = true + offset (initial value; a swap resets it)
+    last_minute_l: F32  # use in the last minute of the previous day (for flow_lpm)
 
 
 def _day_of(epoch_s: int) -> int:
@@ -197,9 +197,7 @@ class World:
             self._swaps[plan.resident].append(plan)
 
     @classmethod
-    def build(
-        cls, scenario: Scenario, *, residents: int, seed: int, start: datetime, days: float
-    ) -> World:
+    def build(cls, scenario: Scenario, *, residents: int, seed: int, start: datetime, days: float) -> World:
         """Everything that is drawn once; the start is taken to the whole minute."""
         if days <= 0:
             raise ValueError("days must be positive")
@@ -210,12 +208,21 @@ class World:
         meters = draw_meters(scenario, population, seed=seed, start_s=start_s)
         sensors = draw_sensors(scenario, population, seed=seed)
         plans = plan_incidents(scenario, population, seed=seed, start_s=start_s, end_s=end_s)
-        plans = sorted(plans + _battery_plans(scenario, population, meters, sensors, plans,
-                                              start_s, end_s),
-                       key=lambda p: (p.start_s, p.kind, p.resident, p.gateway))
-        return cls(scenario=scenario, seed=seed, start_s=start_s, end_s=end_s,
-                   population=population, traits=traits, meters=meters, sensors=sensors,
-                   plans=plans)
+        plans = sorted(
+            plans + _battery_plans(scenario, population, meters, sensors, plans, start_s, end_s),
+            key=lambda p: (p.start_s, p.kind, p.resident, p.gateway),
+        )
+        return cls(
+            scenario=scenario,
+            seed=seed,
+            start_s=start_s,
+            end_s=end_s,
+            population=population,
+            traits=traits,
+            meters=meters,
+            sensors=sensors,
+            plans=plans,
+        )
 
     # -- the simple views -----------------------------------------------------------------
 
@@ -247,9 +254,7 @@ class World:
 
     # -- water use --------------------------------------------------------------------------
 
-    def water_usage(
-        self, start: datetime, end: datetime, *, bucket_s: int
-    ) -> tuple[list[str], F32]:
+    def water_usage(self, start: datetime, end: datetime, *, bucket_s: int) -> tuple[list[str], F32]:
         """Litres used per meter and bucket over [start, end), buckets from `start`.
 
         `bucket_s` is a whole number of minutes; the start is taken to the minute.
@@ -284,16 +289,15 @@ class World:
     def _usage(self, day: int, r0: int, r1: int) -> F32:
         """Litres per minute of residents r0..r1-1 on local day `day`, incidents applied."""
         rows = np.arange(r0, r1)
-        events = day_events(self.traits.take(rows), rows, day, seed=self.seed,
-                            routine=self.scenario.routine)
+        events = day_events(self.traits.take(rows), rows, day, seed=self.seed, routine=self.scenario.routine)
         usage = minute_usage(events, r1 - r0)
         day_start = _day_start(day)
         first = (self.start_s - day_start) // 60
         if first > 0:
-            usage[:, :min(first, MINUTES_PER_DAY)] = 0.0
+            usage[:, : min(first, MINUTES_PER_DAY)] = 0.0
         last = (self.end_s - day_start) // 60
         if last < MINUTES_PER_DAY:
-            usage[:, max(last, 0):] = 0.0
+            usage[:, max(last, 0) :] = 0.0
         lo = bisect.bisect_left(self._residents_with_plans, r0)
         hi = bisect.bisect_left(self._residents_with_plans, r1)
         day_end = day_start + DAY_S
@@ -353,16 +357,19 @@ class World:
         The meters' values and messages (most of a day) are written in place into tables
         sized in advance, chunk by chunk, so a day never exists twice in memory.
         """
-        chunks = [(r0, min(shard.residents.stop, r0 + CHUNK_RESIDENTS))
-                  for r0 in range(shard.residents.start, shard.residents.stop, CHUNK_RESIDENTS)]
+        chunks = [
+            (r0, min(shard.residents.stop, r0 + CHUNK_RESIDENTS))
+            for r0 in range(shard.residents.start, shard.residents.stop, CHUNK_RESIDENTS)
+        ]
         slots = [self._mode_slots(day, mode) for mode in MODE_LIST]
         per_mode_rows = np.array([len(s) for s, _ in slots])
-        per_mode_msgs = np.array([
-            len(s) if not mode.batch else len(np.unique(s // mode.per_message))
-            for (s, _), mode in zip(slots, MODE_LIST, strict=True)
-        ])
-        counts = [np.bincount(self.meters.mode[r0:r1], minlength=len(MODE_LIST))
-                  for r0, r1 in chunks]
+        per_mode_msgs = np.array(
+            [
+                len(s) if not mode.batch else len(np.unique(s // mode.per_message))
+                for (s, _), mode in zip(slots, MODE_LIST, strict=True)
+            ]
+        )
+        counts = [np.bincount(self.meters.mode[r0:r1], minlength=len(MODE_LIST)) for r0, r1 in chunks]
         water: WaterRows | None = None
         messages: MessageTable | None = None
         total_rows = int(sum(c @ per_mode_rows for c in counts))
@@ -391,8 +398,14 @@ class World:
             part, copies = self._transport(part, day)
             extra += [part, copies]
         extra.append(self._statuses(day, shard.gateways))
-        return DayTraffic(water=water, sensors=sensors, events=events, messages=messages,
-                          extra=MessageTable.concat(extra), origin_s=self.start_s)
+        return DayTraffic(
+            water=water,
+            sensors=sensors,
+            events=events,
+            messages=messages,
+            extra=MessageTable.concat(extra),
+            origin_s=self.start_s,
+        )
 
     def _mode_slots(self, day: int, mode: Mode) -> tuple[I64, I64]:
         """Slot numbers and sampling times of `mode` on `day` that fall in the simulation."""
@@ -446,8 +459,9 @@ class World:
             t_rows = np.tile(t_slot, len(sel))
             t_since = (t_rows - self.start_s).astype(np.int32)
             key = (res_rows.astype(np.int64) << 12) | np.tile(minutes, len(sel))
-            jitter = np.floor(rand.uniform(self.seed, "meter.jitter", key, day=day)
-                              * (self.scenario.meters.jitter_s + 1)).astype(np.int64)
+            jitter = np.floor(
+                rand.uniform(self.seed, "meter.jitter", key, day=day) * (self.scenario.meters.jitter_s + 1)
+            ).astype(np.int64)
             ts_rows = t_rows + meters.clock_offset_s[res_rows] + jitter
             days_in = (t_rows - self.start_s) / DAY_S
             battery = meters.battery_v0[res_rows] - meters.drain_v_per_day[res_rows] * days_in
@@ -455,9 +469,11 @@ class World:
             battery, seq = self._after_swaps(res_rows, t_rows, battery, seq, mode.interval_s)
             battery_cv = np.round(np.maximum(battery, 0.0) * 100).astype(np.int16)
             if mode.flow:
-                before = np.where(minutes[None, :] > 0,
-                                  usage[np.ix_(sel, np.maximum(minutes - 1, 0))],
-                                  previous_minute[sel][:, None])
+                before = np.where(
+                    minutes[None, :] > 0,
+                    usage[np.ix_(sel, np.maximum(minutes - 1, 0))],
+                    previous_minute[sel][:, None],
+                )
                 flow_cl = np.round(before.ravel() * 100).astype(np.int32)
             else:
                 flow_cl = np.full(len(res_rows), NONE, dtype=np.int32)
@@ -486,30 +502,37 @@ class World:
                 msg_key = key
                 msg_t = t_since
                 mtype = WATER
-            latency_ms = np.floor(1000 * rand.between(
-                self.seed, "meter.latency", msg_key, *self.scenario.meters.latency_s, day=day
-            )).astype(np.int64)
-            water_parts.append(WaterRows(
-                res=res_rows, ts=ts_rows, total_dl=total_dl.ravel(),
-                battery_cv=battery_cv, seq=seq.astype(np.int32), flow_cl=flow_cl,
-            ))
+            latency_ms = np.floor(
+                1000
+                * rand.between(self.seed, "meter.latency", msg_key, *self.scenario.meters.latency_s, day=day)
+            ).astype(np.int64)
+            water_parts.append(
+                WaterRows(
+                    res=res_rows,
+                    ts=ts_rows,
+                    total_dl=total_dl.ravel(),
+                    battery_cv=battery_cv,
+                    seq=seq.astype(np.int32),
+                    flow_cl=flow_cl,
+                )
+            )
             device = self.population.meter_device[msg_res]
-            message_parts.append(MessageTable(
-                publish_ms=base_s * 1000 + latency_ms,
-                mtype=np.full(len(lo), mtype, dtype=np.int8),
-                dev=device.astype(np.int32),
-                t=msg_t,
-                lo=(rows_index[lo]).astype(np.int32),
-                hi=(rows_index[lo] + (hi - lo)).astype(np.int32),
-            ))
+            message_parts.append(
+                MessageTable(
+                    publish_ms=base_s * 1000 + latency_ms,
+                    mtype=np.full(len(lo), mtype, dtype=np.int8),
+                    dev=device.astype(np.int32),
+                    t=msg_t,
+                    lo=(rows_index[lo]).astype(np.int32),
+                    hi=(rows_index[lo] + (hi - lo)).astype(np.int32),
+                )
+            )
             offset_rows += len(res_rows)
         if not water_parts:
             return _empty_water(), empty_messages()
         return WaterRows.concat(water_parts), MessageTable.concat(message_parts)
 
-    def _after_swaps(
-        self, res: I32, t: I64, battery: F64, seq: I64, interval_s: int
-    ) -> tuple[F64, I64]:
+    def _after_swaps(self, res: I32, t: I64, battery: F64, seq: I64, interval_s: int) -> tuple[F64, I64]:
         """A new meter has a fresh battery and counts its messages from zero."""
         if not self._swaps:
             return battery, seq
@@ -528,8 +551,9 @@ class World:
         day_start = _day_start(day)
         parts = []
         for kind in (SMOKE, GAS):
-            devices = devices_in.start + np.nonzero(
-                pop.device_kind[devices_in.start:devices_in.stop] == kind)[0]
+            devices = (
+                devices_in.start + np.nonzero(pop.device_kind[devices_in.start : devices_in.stop] == kind)[0]
+            )
             if len(devices) == 0:
                 continue
             interval = int(sp.interval_s[devices[0]])
@@ -546,8 +570,7 @@ class World:
                 end = plan.end_or(self.end_s)
                 alarm_level.append((plan.device, plan.start_s, end, float(plan.params["level"])))
                 if day_start <= plan.start_s < day_start + DAY_S:
-                    parts.append((np.array([plan.device], np.int32),
-                                  np.array([plan.start_s], np.int64)))
+                    parts.append((np.array([plan.device], np.int32), np.array([plan.start_s], np.int64)))
         if not parts:
             return _empty_sensors(), empty_messages()
         dev = np.concatenate([p[0] for p in parts])
@@ -559,19 +582,32 @@ class World:
             value[(dev == device) & (t >= a) & (t < b)] = level
         key = (dev.astype(np.int64) << 20) | ((t - day_start) // 60)
         hour = ((t + LOCAL_OFFSET_S) % DAY_S) / 3600
-        temp_c = 21.0 + 2.0 * np.sin(2 * np.pi * (hour - 9) / 24) + rand.between(
-            self.seed, "sensor.temperature", key, -0.5, 0.5, day=day)
+        temp_c = (
+            21.0
+            + 2.0 * np.sin(2 * np.pi * (hour - 9) / 24)
+            + rand.between(self.seed, "sensor.temperature", key, -0.5, 0.5, day=day)
+        )
         temp_dc = np.where(pop.device_kind[dev] == SMOKE, np.round(temp_c * 10), NONE).astype(np.int32)
         battery = sp.battery_v0[dev] - sp.drain_v_per_day[dev] * (t - self.start_s) / DAY_S
-        latency_ms = np.floor(1000 * rand.between(
-            self.seed, "sensor.latency", key, *self.scenario.sensors.latency_s, day=day
-        )).astype(np.int64)
-        rows = SensorRows(dev=dev, t=t, ts=t, value=value, temp_dc=temp_dc,
-                          battery_cv=np.round(battery * 100).astype(np.int16))
+        latency_ms = np.floor(
+            1000 * rand.between(self.seed, "sensor.latency", key, *self.scenario.sensors.latency_s, day=day)
+        ).astype(np.int64)
+        rows = SensorRows(
+            dev=dev,
+            t=t,
+            ts=t,
+            value=value,
+            temp_dc=temp_dc,
+            battery_cv=np.round(battery * 100).astype(np.int16),
+        )
         index = np.arange(len(dev), dtype=np.int32)
         msgs = MessageTable(
-            publish_ms=t * 1000 + latency_ms, mtype=np.full(len(dev), SENSOR, np.int8),
-            dev=dev, t=(t - self.start_s).astype(np.int32), lo=index, hi=index + 1,
+            publish_ms=t * 1000 + latency_ms,
+            mtype=np.full(len(dev), SENSOR, np.int8),
+            dev=dev,
+            t=(t - self.start_s).astype(np.int32),
+            lo=index,
+            hi=index + 1,
         )
         return rows, msgs
 
@@ -586,8 +622,9 @@ class World:
                 kind = EV_SMOKE if plan.kind == "smoke" else EV_GAS
                 found.append((plan.device, plan.start_s, kind, True, float(plan.params["level"])))
                 if plan.end_s is not None:
-                    found.append((plan.device, plan.end_s, kind, False,
-                                  float(self.sensors.baseline[plan.device])))
+                    found.append(
+                        (plan.device, plan.end_s, kind, False, float(self.sensors.baseline[plan.device]))
+                    )
             elif plan.kind == "sos":
                 found.append((plan.device, plan.start_s, EV_SOS, True, math.nan))
             elif plan.kind == "planned_absence":
@@ -595,28 +632,34 @@ class World:
                 if plan.end_s is not None:
                     found.append((plan.device, plan.end_s, EV_HOME, True, math.nan))
             elif plan.kind == "battery_low":
-                found.append((plan.device, plan.start_s, EV_BATTERY_LOW, True,
-                              float(plan.params["battery_v"])))
-        found = [f for f in found
-                 if day_start <= f[1] < day_end and self.start_s <= f[1] < self.end_s]
+                found.append(
+                    (plan.device, plan.start_s, EV_BATTERY_LOW, True, float(plan.params["battery_v"]))
+                )
+        found = [f for f in found if day_start <= f[1] < day_end and self.start_s <= f[1] < self.end_s]
         if not found:
             return _empty_events(), empty_messages()
         found.sort()
         dev = np.array([f[0] for f in found], dtype=np.int32)
         ts = np.array([f[1] for f in found], dtype=np.int64)
         key = (dev.astype(np.int64) << 20) | ((ts - day_start) // 60)
-        latency_ms = np.floor(1000 * rand.between(
-            self.seed, "event.latency", key, *self.scenario.sensors.latency_s, day=day
-        )).astype(np.int64)
+        latency_ms = np.floor(
+            1000 * rand.between(self.seed, "event.latency", key, *self.scenario.sensors.latency_s, day=day)
+        ).astype(np.int64)
         rows = EventRows(
-            dev=dev, ts=ts, type=np.array([f[2] for f in found], dtype=np.int32),
+            dev=dev,
+            ts=ts,
+            type=np.array([f[2] for f in found], dtype=np.int32),
             active=np.array([f[3] for f in found], dtype=np.bool_),
             value=np.array([f[4] for f in found], dtype=np.float64),
         )
         index = np.arange(len(found), dtype=np.int32)
         msgs = MessageTable(
-            publish_ms=ts * 1000 + latency_ms, mtype=np.full(len(found), EVENT, np.int8),
-            dev=dev, t=(ts - self.start_s).astype(np.int32), lo=index, hi=index + 1,
+            publish_ms=ts * 1000 + latency_ms,
+            mtype=np.full(len(found), EVENT, np.int8),
+            dev=dev,
+            t=(ts - self.start_s).astype(np.int32),
+            lo=index,
+            hi=index + 1,
         )
         return rows, msgs
 
@@ -647,10 +690,12 @@ class World:
         keep = (publish >= self.start_s * 1000) & (publish < self.end_s * 1000)
         n = int(keep.sum())
         return MessageTable(
-            publish_ms=publish[keep], mtype=np.full(n, STATUS, np.int8),
+            publish_ms=publish[keep],
+            mtype=np.full(n, STATUS, np.int8),
             dev=np.array(gw, dtype=np.int32)[keep],
             t=(publish[keep] // 1000 - self.start_s).astype(np.int32),
-            lo=np.array(up, dtype=np.int32)[keep], hi=np.zeros(n, np.int32),
+            lo=np.array(up, dtype=np.int32)[keep],
+            hi=np.zeros(n, np.int32),
         )
 
     def _transport(self, messages: MessageTable, day: int) -> tuple[MessageTable, MessageTable]:
@@ -732,15 +777,23 @@ class World:
             first[1:] = msgs.lo[water][1:] != msgs.lo[water][:-1]
             water = water[first]
             counts = (msgs.hi[water] - msgs.lo[water]).astype(np.int64)
-            rows = np.repeat(msgs.lo[water].astype(np.int64) - np.concatenate(
-                [[0], np.cumsum(counts)[:-1]]), counts) + np.arange(int(counts.sum()))
+            rows = np.repeat(
+                msgs.lo[water].astype(np.int64) - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts
+            ) + np.arange(int(counts.sum()))
             arrive = np.repeat(msgs.publish_ms[water], counts)
             picked = traffic.water.take(rows)
             keep = (picked.ts >= a) & (picked.ts < b)
             parts.append((picked.take(keep), arrive[keep]))
         if not parts:
-            return WaterReadings(self.meter_ids, self.meter_report_interval_s, np.zeros(0, np.int32),
-                                 np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+            return WaterReadings(
+                self.meter_ids,
+                self.meter_report_interval_s,
+                np.zeros(0, np.int32),
+                np.zeros(0, np.int64),
+                np.zeros(0),
+                np.zeros(0),
+                np.zeros(0),
+            )
         values = WaterRows.concat([p[0] for p in parts])
         arrive = np.concatenate([p[1] for p in parts])
         order = np.lexsort((values.res, values.ts))
@@ -777,12 +830,16 @@ class World:
                 ts = int(rows.ts[r])
                 if a <= ts < b:
                     value = float(rows.value[r])
-                    out.append(DeviceEvent(
-                        device_id=device_ids[int(rows.dev[r])], type=EVENT_TYPES[int(rows.type[r])],
-                        active=bool(rows.active[r]), ts_s=ts,
-                        arrival_s=int(table.publish_ms[i]) / 1000.0,
-                        value=None if math.isnan(value) else value,
-                    ))
+                    out.append(
+                        DeviceEvent(
+                            device_id=device_ids[int(rows.dev[r])],
+                            type=EVENT_TYPES[int(rows.type[r])],
+                            active=bool(rows.active[r]),
+                            ts_s=ts,
+                            arrival_s=int(table.publish_ms[i]) / 1000.0,
+                            value=None if math.isnan(value) else value,
+                        )
+                    )
         out.sort(key=lambda e: (e.arrival_s, e.ts_s, e.device_id, e.type))
         return out
 
@@ -830,26 +887,33 @@ class World:
                 ours = np.nonzero((main.publish_ms >= lo) & (main.publish_ms < hi))[0]
                 extras = np.nonzero((extra.publish_ms >= lo) & (extra.publish_ms < hi))[0]
                 theirs = np.nonzero((pending_publish >= lo) & (pending_publish < hi))[0]
-                order = np.lexsort((
-                    np.concatenate([tie_breaker(main, ours), tie_breaker(extra, extras),
-                                    pending_tie[theirs]]),
-                    np.concatenate([main.publish_ms[ours], extra.publish_ms[extras],
-                                    pending_publish[theirs]]),
-                ))
+                order = np.lexsort(
+                    (
+                        np.concatenate(
+                            [tie_breaker(main, ours), tie_breaker(extra, extras), pending_tie[theirs]]
+                        ),
+                        np.concatenate(
+                            [main.publish_ms[ours], extra.publish_ms[extras], pending_publish[theirs]]
+                        ),
+                    )
+                )
                 positions = np.concatenate([ours, extras + len(main), theirs + fresh])[order]
                 del ours, extras, theirs, order
                 for i in range(0, len(positions), ENCODE_SLICE):
-                    yield self._encode_mixed(traffic, encoder, positions[i:i + ENCODE_SLICE],
-                                             fresh, pending)
+                    yield self._encode_mixed(
+                        traffic, encoder, positions[i : i + ENCODE_SLICE], fresh, pending
+                    )
             later_main = np.nonzero((main.publish_ms >= cutoff_ms) & (main.publish_ms < end_ms))[0]
             later_extra = np.nonzero((extra.publish_ms >= cutoff_ms) & (extra.publish_ms < end_ms))[0]
             later = np.concatenate([later_main, later_extra + len(main)])
             still = np.nonzero(pending_publish >= cutoff_ms)[0]
             pending = [pending[i] for i in still.tolist()] + traffic.encode(encoder, later)
-            pending_publish = np.concatenate([pending_publish[still], main.publish_ms[later_main],
-                                              extra.publish_ms[later_extra]])
-            pending_tie = np.concatenate([pending_tie[still], tie_breaker(main, later_main),
-                                          tie_breaker(extra, later_extra)])
+            pending_publish = np.concatenate(
+                [pending_publish[still], main.publish_ms[later_main], extra.publish_ms[later_extra]]
+            )
+            pending_tie = np.concatenate(
+                [pending_tie[still], tie_breaker(main, later_main), tie_breaker(extra, later_extra)]
+            )
             del traffic, main, extra, later, later_main, later_extra, still
             if cutoff_ms >= b_ms:
                 break
@@ -862,8 +926,10 @@ class World:
         if is_fresh.all():
             return MessageBatch(*traffic.encode_columns(encoder, part.astype(np.int64)))
         encoded = iter(traffic.encode(encoder, part[is_fresh].astype(np.int64)))
-        messages = [next(encoded) if f else pending[int(j) - fresh]
-                    for f, j in zip(is_fresh.tolist(), part.tolist(), strict=True)]
+        messages = [
+            next(encoded) if f else pending[int(j) - fresh]
+            for f, j in zip(is_fresh.tolist(), part.tolist(), strict=True)
+        ]
         return MessageBatch(
             topics=[m.topic for m in messages],
             payloads=[m.payload for m in messages],
@@ -877,10 +943,10 @@ class DeviceEvent:
     """One device event as received: what the event message says, and when it arrives."""
 
     device_id: str
-    type: str           # smoke, gas, sos, away, home, battery_low
+    type: str  # smoke, gas, sos, away, home, battery_low
     active: bool
-    ts_s: int           # the event's own time, epoch seconds
-    arrival_s: float    # when it reaches the broker
+    ts_s: int  # the event's own time, epoch seconds
+    arrival_s: float  # when it reaches the broker
     value: float | None
 
 
@@ -912,15 +978,19 @@ def _add_cleaning(row: F32, plan: Planned, day_start: int) -> None:
     for i in range(fills):
         minute = (plan.start_s + i * 900 - day_start) // 60
         if 0 <= minute < MINUTES_PER_DAY - 1:
-            row[minute:minute + 2] += np.float32(per_fill / 2)
+            row[minute : minute + 2] += np.float32(per_fill / 2)
 
 
 def _shift(messages: MessageTable, rows: int) -> MessageTable:
     if rows == 0:
         return messages
     return MessageTable(
-        publish_ms=messages.publish_ms, mtype=messages.mtype, dev=messages.dev,
-        t=messages.t, lo=messages.lo + rows, hi=messages.hi + rows,
+        publish_ms=messages.publish_ms,
+        mtype=messages.mtype,
+        dev=messages.dev,
+        t=messages.t,
+        lo=messages.lo + rows,
+        hi=messages.hi + rows,
     )
 
 
@@ -944,28 +1014,46 @@ def _battery_plans(
     for r in np.nonzero((meters.battery_v0 > low) & (at < end_s))[0].tolist():
         if r in swapped:
             continue
-        out.append(Planned("battery_low", int(at[r]), None, r, int(population.meter_device[r]), -1,
-                           MappingProxyType({"battery_v": round(low, 2)})))
+        out.append(
+            Planned(
+                "battery_low",
+                int(at[r]),
+                None,
+                r,
+                int(population.meter_device[r]),
+                -1,
+                MappingProxyType({"battery_v": round(low, 2)}),
+            )
+        )
     low = scenario.sensors.battery_low_v
     has_sensor = population.device_kind != WATER_METER  # detectors and buttons
     days = (sensors.battery_v0 - low) / sensors.drain_v_per_day
     at = start_s + np.ceil(days * DAY_S / 60) * 60
     for d in np.nonzero(has_sensor & (sensors.battery_v0 > low) & (at < end_s))[0].tolist():
-        out.append(Planned("battery_low", int(at[d]), None, int(population.device_resident[d]), d,
-                           -1, MappingProxyType({"battery_v": round(low, 2)})))
+        out.append(
+            Planned(
+                "battery_low",
+                int(at[d]),
+                None,
+                int(population.device_resident[d]),
+                d,
+                -1,
+                MappingProxyType({"battery_v": round(low, 2)}),
+            )
+        )
     return out
 
 
 def _empty_water() -> WaterRows:
     z64, z32 = np.zeros(0, np.int64), np.zeros(0, np.int32)
-    return WaterRows(res=z32, ts=z64, total_dl=z64, battery_cv=np.zeros(0, np.int16), seq=z32,
-                     flow_cl=z32)
+    return WaterRows(res=z32, ts=z64, total_dl=z64, battery_cv=np.zeros(0, np.int16), seq=z32, flow_cl=z32)
 
 
 def _empty_sensors() -> SensorRows:
     z64, z32 = np.zeros(0, np.int64), np.zeros(0, np.int32)
-    return SensorRows(dev=z32, t=z64, ts=z64, value=np.zeros(0), temp_dc=z32,
-                      battery_cv=np.zeros(0, np.int16))
+    return SensorRows(
+        dev=z32, t=z64, ts=z64, value=np.zeros(0), temp_dc=z32, battery_cv=np.zeros(0, np.int16)
+    )
 
 
 def _empty_events() -> EventRows:

@@ -15,9 +15,7 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("migrate", help="create or update the database schema")
     p.set_defaults(handler=_migrate)
 
-    p = subparsers.add_parser(
-        "maintain", help="create partitions ahead and apply retention (on a schedule)"
-    )
+    p = subparsers.add_parser("maintain", help="create partitions ahead and apply retention (on a schedule)")
     p.add_argument("--once", action="store_true", help="run one pass and exit")
     p.set_defaults(handler=_maintain)
 
@@ -36,6 +34,7 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
     from lovekey.storage import connect, database_url, run_maintenance
 
     with database_url(settings) as url:
+
         def job() -> None:
             with connect(url, autocommit=True) as conn:
                 report = run_maintenance(conn, settings.storage)
@@ -52,8 +51,12 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
 
         scheduler = BlockingScheduler(timezone=settings.timezone)
         scheduler.add_job(
-            job, "interval", seconds=settings.storage.maintenance_interval_s,
-            id="maintenance", max_instances=1, coalesce=True,
+            job,
+            "interval",
+            seconds=settings.storage.maintenance_interval_s,
+            id="maintenance",
+            max_instances=1,
+            coalesce=True,
         )
         log.info("maintenance scheduled every %ss", settings.storage.maintenance_interval_s)
         scheduler.start()

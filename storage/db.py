@@ -23,8 +23,6 @@ async def connect_async(
 ) -> psycopg.AsyncConnection:
     """An asyncio connection; use it in `async with`."""
     try:
-        return await psycopg.AsyncConnection.connect(
-            url, autocommit=autocommit, application_name=application
-        )
+        return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, application_name=application)
     except psycopg.OperationalError as exc:
         raise StorageError(f"cannot connect to {redact_url(url)}: {exc}") from exc

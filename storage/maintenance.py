@@ -28,8 +28,8 @@ _PART_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<lo>\d{8})_(?P<hi>\d{8})$")
 @dataclass(slots=True)
 class MaintenanceReport:
     layout: Layout
-    created: list[str] = field(default_factory=list)   # partitions created
-    dropped: list[str] = field(default_factory=list)   # partitions or chunks dropped
+    created: list[str] = field(default_factory=list)  # partitions created
+    dropped: list[str] = field(default_factory=list)  # partitions or chunks dropped
     deleted_rows: dict[str, int] = field(default_factory=dict)  # small tables pruned by row
     compression: str = "n/a"
 
@@ -52,9 +52,7 @@ def run_maintenance(
                 "SELECT show_chunks(%s::regclass, older_than => %s::timestamptz)::text",
                 (table, cutoff),
             ).fetchall()
-            conn.execute(
-                "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)", (table, cutoff)
-            )
+            conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)", (table, cutoff))
             report.dropped.extend(r[0] for r in rows)
     report.deleted_rows["device_event"] = conn.execute(
         "DELETE FROM device_event WHERE ts < %s", (cutoff,)
@@ -65,7 +63,9 @@ def run_maintenance(
     if report.created or report.dropped:
         log.info(
             "maintenance layout=%s created=%d dropped=%d",
-            layout.value, len(report.created), len(report.dropped),
+            layout.value,
+            len(report.created),
+            len(report.dropped),
         )
     return report
 
@@ -115,10 +115,10 @@ def ensure_partitions(
         while lower < end:
             upper = min(partition_bounds(lower, storage.partition_days)[1], end)
             for lo, hi in taken:
-                if lo <= lower < hi:      # inside an existing partition: jump past it
+                if lo <= lower < hi:  # inside an existing partition: jump past it
                     upper = lower = hi
                     break
-                if lower < lo < upper:    # an existing partition starts inside: stop short
+                if lower < lo < upper:  # an existing partition starts inside: stop short
                     upper = lo
             if lower >= upper:
                 continue

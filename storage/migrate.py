@@ -27,16 +27,16 @@ _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>n
 
 
 class Layout(enum.StrEnum):
-    NATIVE = "native"        # PostgreSQL declarative range partitions
+    NATIVE = "native"  # PostgreSQL declarative range partitions
     TIMESCALE = "timescale"  # TimescaleDB hypertables
 
 
 @dataclass(frozen=True, slots=True)
 class ServerFeatures:
     server_version_num: int
-    timescaledb_available: bool       # in pg_available_extensions
-    timescaledb_version: str | None   # installed in this database
-    timescaledb_license: str | None   # 'apache' or 'timescale' when installed
+    timescaledb_available: bool  # in pg_available_extensions
+    timescaledb_version: str | None  # installed in this database
+    timescaledb_license: str | None  # 'apache' or 'timescale' when installed
 
     @property
     def can_compress(self) -> bool:
@@ -107,9 +107,7 @@ def migrate(conn: psycopg.Connection, storage: StorageSettings) -> MigrateResult
         raise StorageError("migrate() needs an autocommit connection")
     features = server_features(conn)
     if features.server_version_num < 150000:
-        raise StorageError(
-            f"PostgreSQL 15 or newer is required (server is {features.server_version_num})"
-        )
+        raise StorageError(f"PostgreSQL 15 or newer is required (server is {features.server_version_num})")
     conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
     try:
         _ensure_bookkeeping(conn)
@@ -127,8 +125,7 @@ def migrate(conn: psycopg.Connection, storage: StorageSettings) -> MigrateResult
                 with conn.transaction():
                     conn.execute(migration.text_for(layout).encode())
                     conn.execute(
-                        "INSERT INTO lovekey_schema_migration (version, name, layout)"
-                        " VALUES (%s, %s, %s)",
+                        "INSERT INTO lovekey_schema_migration (version, name, layout) VALUES (%s, %s, %s)",
                         (migration.version, migration.name, layout.value),
                     )
             except psycopg.Error as exc:
@@ -175,9 +172,7 @@ def recorded_layout(conn: psycopg.Connection) -> Layout:
     return layout
 
 
-def _choose_layout(
-    conn: psycopg.Connection, storage: StorageSettings, features: ServerFeatures
-) -> Layout:
+def _choose_layout(conn: psycopg.Connection, storage: StorageSettings, features: ServerFeatures) -> Layout:
     layout = Layout.NATIVE
     if storage.timescaledb != "off" and features.timescaledb_available:
         try:
@@ -190,9 +185,7 @@ def _choose_layout(
             log.warning("timescaledb is installed but cannot be enabled, using native partitions: %s", exc)
     elif storage.timescaledb == "on":
         raise StorageError("storage.timescaledb = 'on' but the server has no timescaledb extension")
-    conn.execute(
-        "INSERT INTO lovekey_meta (key, value) VALUES ('storage_layout', %s)", (layout.value,)
-    )
+    conn.execute("INSERT INTO lovekey_meta (key, value) VALUES ('storage_layout', %s)", (layout.value,))
     log.info("storage layout chosen: %s", layout.value)
     return layout
 

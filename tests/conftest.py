@@ -27,9 +27,7 @@ from lovekey.storage.scratch import with_database
 ROOT = Path(__file__).resolve().parent.parent
 TIMESCALE_START = ROOT.parent / "shared" / "tools" / "timescaledb" / "start.sh"
 
-ADMIN_URL = os.environ.get(
-    "LOVEKEY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+ADMIN_URL = os.environ.get("LOVEKEY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MQTT_URL = os.environ.get("LOVEKEY_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 _timescale_skip_reason: list[str] = []
@@ -57,9 +55,7 @@ class DatabaseFactory:
     def drop_all(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             for name in self.created:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         self.created.clear()
 
 

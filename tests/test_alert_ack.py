@@ -42,9 +42,13 @@ def rig(database_url: str, make_settings: Callable[..., Settings]) -> Iterator[D
     with FakeProvider() as fake:
         settings = make_settings(
             database_url=database_url,
-            alerts={"sms_url": fake.sms_template(), "public_base_url": "https://lk.example",
-                    "ack_secret": TEST_SECRET.decode(), "inbound_sms_token": INBOUND,
-                    "token_ttl_s": 3600},
+            alerts={
+                "sms_url": fake.sms_template(),
+                "public_base_url": "https://lk.example",
+                "ack_secret": TEST_SECRET.decode(),
+                "inbound_sms_token": INBOUND,
+                "token_ttl_s": 3600,
+            },
         )
         with delivery_rig(database_url, settings, fake) as r:
             yield r
@@ -97,17 +101,20 @@ def test_link_page_acknowledge_then_resolve(rig: DeliveryRig, client: httpx.Clie
     alert = get_alert(rig.conn, alert_id)
     assert alert is not None
     assert (alert["status"], alert["acknowledged_by"], alert["ack_channel"]) == (
-        "acknowledged", "李阿姨", "link",
+        "acknowledged",
+        "李阿姨",
+        "link",
     )
 
     refused = client.post(f"/a/{token}", data={"action": "resolve", "outcome": "other"})
     assert "请填写备注" in refused.text
-    client.post(f"/a/{token}", data={"action": "resolve", "outcome": "hospital",
-                                     "note": "送医大一院"})
+    client.post(f"/a/{token}", data={"action": "resolve", "outcome": "hospital", "note": "送医大一院"})
     alert = get_alert(rig.conn, alert_id)
     assert alert is not None
     assert (alert["status"], alert["outcome"], alert["outcome_note"]) == (
-        "resolved", "hospital", "送医大一院",
+        "resolved",
+        "hospital",
+        "送医大一院",
     )
     assert [h["event"] for h in history(rig.conn, alert_id)][-2:] == ["acknowledged", "resolved"]
 
@@ -136,7 +143,9 @@ def test_needs_help_tells_family_grid_worker_and_staff_at_once(
     assert "tel:120" in page.text
     rig.run(T0 + timedelta(minutes=8))
     assert sorted(r.path for r in rig.fake.received()) == [
-        "/push/grid", "/sms/8613800000002", "/sms/8613800000004",
+        "/push/grid",
+        "/sms/8613800000002",
+        "/sms/8613800000004",
     ]
     family = rig.fake.received("sms/8613800000002")[0].message
     assert "李阿姨" in family
@@ -145,7 +154,8 @@ def test_needs_help_tells_family_grid_worker_and_staff_at_once(
     assert alert is not None
     assert (alert["status"], alert["acknowledged_by"]) == ("acknowledged", "李阿姨")
     assert [h["event"] for h in history(rig.conn, alert_id)][-2:] == [
-        "acknowledged", "help_needed",
+        "acknowledged",
+        "help_needed",
     ]
 
 
@@ -165,8 +175,11 @@ def test_tokens_cannot_be_forged_reused_or_used_late(
     outbox_b, _, _ = token_b.split(".")
 
     # forged: a made-up MAC; A's MAC on B's notification (reuse for another alert)
-    for forged in (f"{outbox_a}.{exp_a}.AAAAAAAAAAAA", f"{outbox_b}.{exp_a}.{mac_a}",
-                   f"{outbox_a}.{exp_a}x.{mac_a}"):
+    for forged in (
+        f"{outbox_a}.{exp_a}.AAAAAAAAAAAA",
+        f"{outbox_b}.{exp_a}.{mac_a}",
+        f"{outbox_a}.{exp_a}x.{mac_a}",
+    ):
         response = client.post(f"/a/{forged}", data={"action": "going"})
         assert response.status_code == 403
         assert "无法识别" in response.text
@@ -196,17 +209,17 @@ def test_tokens_cannot_be_forged_reused_or_used_late(
 def test_inbound_sms_reply_acknowledges(rig: DeliveryRig, client: httpx.Client, clock: Clock) -> None:
     alert_id = rig.raise_("low_usage", "R-1", T0)
     rig.run(T0)
-    rig.run(T0 + timedelta(minutes=10))           # the family member gets an SMS
+    rig.run(T0 + timedelta(minutes=10))  # the family member gets an SMS
     assert rig.fake.received("sms/8613800000002")
     clock.now = T0 + timedelta(minutes=12)
 
-    assert client.post("/alerts/sms/wrong-secret", json={"from": "+8613800000002",
-                                                         "text": "1"}).status_code == 404
-    stranger = client.post(f"/alerts/sms/{INBOUND}", json={"from": "+8613999999999",
-                                                           "text": "1"})
+    assert (
+        client.post("/alerts/sms/wrong-secret", json={"from": "+8613800000002", "text": "1"}).status_code
+        == 404
+    )
+    stranger = client.post(f"/alerts/sms/{INBOUND}", json={"from": "+8613999999999", "text": "1"})
     assert stranger.json() == {"acknowledged": None, "first": False, "result": "no_alert"}
-    chatter = client.post(f"/alerts/sms/{INBOUND}", data={"from": "8613800000002",
-                                                          "text": "好的"})
+    chatter = client.post(f"/alerts/sms/{INBOUND}", data={"from": "8613800000002", "text": "好的"})
     assert chatter.json()["result"] == "not_understood"
 
     reply = client.post(f"/alerts/sms/{INBOUND}", data={"from": "13800000002", "text": "１"})
@@ -214,22 +227,21 @@ def test_inbound_sms_reply_acknowledges(rig: DeliveryRig, client: httpx.Client, 
     alert = get_alert(rig.conn, alert_id)
     assert alert is not None
     assert (alert["status"], alert["acknowledged_by"], alert["ack_channel"]) == (
-        "acknowledged", "王小明", "sms",
+        "acknowledged",
+        "王小明",
+        "sms",
     )
 
 
-def test_inbound_sms_short_code_picks_the_alert(
-    rig: DeliveryRig, client: httpx.Client, clock: Clock
-) -> None:
+def test_inbound_sms_short_code_picks_the_alert(rig: DeliveryRig, client: httpx.Client, clock: Clock) -> None:
     first = rig.raise_("low_usage", "R-1", T0)
     rig.run(T0 + timedelta(minutes=0))
     rig.run(T0 + timedelta(minutes=10))
     second = rig.raise_("smoke", "R-1", T0 + timedelta(minutes=11))
-    rig.run(T0 + timedelta(minutes=11))           # smoke also reaches the family by SMS
+    rig.run(T0 + timedelta(minutes=11))  # smoke also reaches the family by SMS
     assert len(rig.fake.received("sms/8613800000002")) == 2
     clock.now = T0 + timedelta(minutes=12)
-    reply = client.post(f"/alerts/sms/{INBOUND}", json={"from": "+8613800000002",
-                                                        "text": f"#{first}"})
+    reply = client.post(f"/alerts/sms/{INBOUND}", json={"from": "+8613800000002", "text": f"#{first}"})
     assert reply.json()["acknowledged"] == first
     a, b = get_alert(rig.conn, first), get_alert(rig.conn, second)
     assert a is not None
@@ -243,12 +255,18 @@ def test_cli_ack_and_resolve(rig: DeliveryRig, database_url: str, monkeypatch, c
     assert lovekey_main(["alerts", "ack", str(alert_id), "--by", "值班员"]) == 0
     assert lovekey_main(["alerts", "resolve", str(alert_id), "--outcome", "other"]) == 1
     assert "needs a note" in capsys.readouterr().err
-    assert lovekey_main(["alerts", "resolve", str(alert_id), "--outcome", "false_data",
-                         "--note", "meter read wrong"]) == 0
+    assert (
+        lovekey_main(
+            ["alerts", "resolve", str(alert_id), "--outcome", "false_data", "--note", "meter read wrong"]
+        )
+        == 0
+    )
     alert = get_alert(rig.conn, alert_id)
     assert alert is not None
     assert (alert["acknowledged_by"], alert["ack_channel"], alert["outcome"]) == (
-        "值班员", "cli", "false_data",
+        "值班员",
+        "cli",
+        "false_data",
     )
     assert lovekey_main(["alerts", "ack", str(alert_id)]) == 1
 
@@ -273,9 +291,9 @@ def test_planned_absence_resolves_low_usage_and_stands_down(
     assert low_alert is not None
     assert gas_alert is not None
     assert (low_alert["status"], low_alert["outcome"]) == ("resolved", "away")
-    assert gas_alert["status"] == "notified"   # life safety is never suppressed
+    assert gas_alert["status"] == "notified"  # life safety is never suppressed
     rig.run(t0 + timedelta(minutes=1))
-    assert [r.path for r in rig.fake.received()] == ["/push/lkh"]   # stand-down for low usage
+    assert [r.path for r in rig.fake.received()] == ["/push/lkh"]  # stand-down for low usage
     assert "解除" in rig.fake.received()[0].body["title"]
 
     # a new low-usage alert while away is resolved by the worker before anyone is told
@@ -287,6 +305,8 @@ def test_planned_absence_resolves_low_usage_and_stands_down(
     assert len(rig.fake.received()) == 1
 
     assert lovekey_main(["away", "R-1", "--clear"]) == 0
-    assert rig.conn.execute("SELECT status, away_until FROM resident WHERE id = 'R-1'"
-                            ).fetchone() == ("active", None)
+    assert rig.conn.execute("SELECT status, away_until FROM resident WHERE id = 'R-1'").fetchone() == (
+        "active",
+        None,
+    )
     assert lovekey_main(["away", "R-1", "--until", "tomorrow", "--reason", "x"]) == 1

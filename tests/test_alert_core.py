@@ -26,16 +26,29 @@ from lovekey.errors import AckTokenError
 T0 = datetime(2025, 3, 1, 1, 0, tzinfo=UTC)
 ZONE = ZoneInfo("Asia/Shanghai")
 ALL_ROLES = frozenset(
-    {"love_key_holder", "love_key_holder:1", "family", "grid_worker", "community_staff",
-     "emergency", "maintenance"}
+    {
+        "love_key_holder",
+        "love_key_holder:1",
+        "family",
+        "grid_worker",
+        "community_staff",
+        "emergency",
+        "maintenance",
+    }
 )
 BOOK = ChainBook.load()
 
 
 def state(status: str = "open", **kw: object) -> AlertState:
     base: dict[str, object] = dict(
-        id=1, kind="low_usage", status=status, opened_at=T0, away_until=None,
-        anyone_notified=False, stood_down=False, available_roles=ALL_ROLES,
+        id=1,
+        kind="low_usage",
+        status=status,
+        opened_at=T0,
+        away_until=None,
+        anyone_notified=False,
+        stood_down=False,
+        available_roles=ALL_ROLES,
     )
     base.update(kw)
     return AlertState(**base)  # type: ignore[arg-type]
@@ -97,21 +110,19 @@ class TestNextStep:
 
     def test_partly_held_step_notifies_who_there_is(self) -> None:
         no_family = state(available_roles=ALL_ROLES - {"family"})
-        decision = next_step(no_family, [Escalation(0, 0, T0)], self.chain,
-                             T0 + timedelta(minutes=10))
+        decision = next_step(no_family, [Escalation(0, 0, T0)], self.chain, T0 + timedelta(minutes=10))
         assert roles(decision) == ["grid_worker"]
 
     def test_nobody_at_all(self) -> None:
-        assert next_step(state(available_roles=frozenset()), [], self.chain, T0) == Done(
-            "no_recipients"
-        )
+        assert next_step(state(available_roles=frozenset()), [], self.chain, T0) == Done("no_recipients")
 
     def test_away_resident_is_suppressed_for_low_usage_only(self) -> None:
         away = state(away_until=T0 + timedelta(days=2))
         assert next_step(away, [], self.chain, T0) == ResolveAway(T0 + timedelta(days=2))
         smoke = BOOK.chain_for("smoke")
-        assert isinstance(next_step(state(kind="smoke", away_until=T0 + timedelta(days=2)), [],
-                                    smoke, T0), Notify)
+        assert isinstance(
+            next_step(state(kind="smoke", away_until=T0 + timedelta(days=2)), [], smoke, T0), Notify
+        )
         over = state(away_until=T0 - timedelta(minutes=1))
         assert isinstance(next_step(over, [], self.chain, T0), Notify)
 
@@ -120,22 +131,21 @@ class TestNextStep:
         assert roles(decision) == ["love_key_holder", "family", "grid_worker", "community_staff"]
 
     def test_delay_before_first_step(self) -> None:
-        book = ChainBook({"default": {"steps": [{"notify": ["family"], "wait_min": 5}],
-                                      "delay_min": 3}}, "test")
+        book = ChainBook(
+            {"default": {"steps": [{"notify": ["family"], "wait_min": 5}], "delay_min": 3}}, "test"
+        )
         chain = book.chain_for("low_usage")
         assert next_step(state(), [], chain, T0) == Wait(T0 + timedelta(minutes=3))
 
     def test_no_repeat_means_chain_exhausted(self) -> None:
         book = ChainBook({"default": {"steps": [{"notify": ["family"], "wait_min": 5}]}}, "t")
-        decision = next_step(state(), [Escalation(0, 0, T0)], book.chain_for("x"),
-                             T0 + timedelta(hours=1))
+        decision = next_step(state(), [Escalation(0, 0, T0)], book.chain_for("x"), T0 + timedelta(hours=1))
         assert decision == Done("chain_exhausted")
 
 
 class TestChains:
     def test_overrides_per_community_and_resident(self) -> None:
-        community = {"escalation": {"low_usage": {"steps": [
-            {"notify": ["grid_worker"], "wait_min": 5}]}}}
+        community = {"escalation": {"low_usage": {"steps": [{"notify": ["grid_worker"], "wait_min": 5}]}}}
         resident = {"escalation": {"low_usage": {"suppress_when_away": False}}}
         chain = BOOK.chain_for("low_usage", community, resident)
         assert [str(r) for r in chain.steps[0].roles] == ["grid_worker"]
@@ -145,8 +155,10 @@ class TestChains:
 
     def test_device_faults_cannot_name_neighbours(self) -> None:
         with pytest.raises(ChainError, match="maintenance"):
-            BOOK.chain_for("meter_silent", {"escalation": {"meter_silent": {"steps": [
-                {"notify": ["love_key_holder"], "wait_min": 5}]}}})
+            BOOK.chain_for(
+                "meter_silent",
+                {"escalation": {"meter_silent": {"steps": [{"notify": ["love_key_holder"], "wait_min": 5}]}}},
+            )
 
     @pytest.mark.parametrize(
         "table",
@@ -200,7 +212,10 @@ class TestMessages:
 
     def facts(self, **kw: object) -> AlertFacts:
         base: dict[str, object] = dict(
-            alert_id=42, kind="low_usage", name="王秀英", address="幸福里3-2-101",
+            alert_id=42,
+            kind="low_usage",
+            name="王秀英",
+            address="幸福里3-2-101",
             since=datetime(2025, 3, 1, 8, 0, tzinfo=ZONE),
         )
         base.update(kw)
@@ -215,8 +230,9 @@ class TestMessages:
     @pytest.mark.parametrize("language", ["zh", "en"])
     def test_sms_has_name_what_since_link_in_one_segment(self, language: str) -> None:
         now = datetime(2025, 3, 1, 12, 0, tzinfo=ZONE)
-        body = alert_message([self.facts()], language=language, link=self.link, sms=True,
-                             zone=ZONE, now=now).body
+        body = alert_message(
+            [self.facts()], language=language, link=self.link, sms=True, zone=ZONE, now=now
+        ).body
         assert fits_one_sms(body)
         assert "王秀英" in body
         assert self.link in body
@@ -224,8 +240,14 @@ class TestMessages:
 
     def test_english_sms_keeps_more_detail_in_gsm7(self) -> None:
         now = datetime(2025, 3, 1, 12, 0, tzinfo=ZONE)
-        body = alert_message([self.facts(name="Mary Smith", address="12 Elm St")],
-                             language="en", link=self.link, sms=True, zone=ZONE, now=now).body
+        body = alert_message(
+            [self.facts(name="Mary Smith", address="12 Elm St")],
+            language="en",
+            link=self.link,
+            sms=True,
+            zone=ZONE,
+            now=now,
+        ).body
         assert sms_segment_limit(body)[0] == "gsm7"
         assert "12 Elm St" in body
         assert "reply 1" in body.lower()
@@ -233,15 +255,13 @@ class TestMessages:
     def test_long_address_drops_detail_but_never_the_link(self) -> None:
         now = datetime(2025, 3, 1, 12, 0, tzinfo=ZONE)
         facts = self.facts(name="欧阳秀英", address="沈阳市大东区某某街道幸福里社区三号楼二单元一零一室")
-        body = alert_message([facts], language="zh", link=self.link, sms=True, zone=ZONE,
-                             now=now).body
+        body = alert_message([facts], language="zh", link=self.link, sms=True, zone=ZONE, now=now).body
         assert self.link in body
         assert fits_one_sms(body)
 
     def test_push_has_title_and_full_text(self) -> None:
         now = datetime(2025, 3, 2, 12, 0, tzinfo=ZONE)
-        message = alert_message([self.facts()], language="zh", link=self.link, sms=False,
-                                zone=ZONE, now=now)
+        message = alert_message([self.facts()], language="zh", link=self.link, sms=False, zone=ZONE, now=now)
         assert "王秀英" in message.title
         assert "3月1日08:00" in message.body
         assert "幸福里3-2-101" in message.body
@@ -252,8 +272,9 @@ class TestTokens:
     exp = datetime(2025, 3, 4, tzinfo=UTC)
 
     def token(self, **kw: object) -> str:
-        args: dict[str, object] = dict(outbox_id=1234, alert_id=77, recipient_key="tel:+86138",
-                                       expires_at=self.exp)
+        args: dict[str, object] = dict(
+            outbox_id=1234, alert_id=77, recipient_key="tel:+86138", expires_at=self.exp
+        )
         args.update(kw)
         return make_token(self.secret, **args)  # type: ignore[arg-type]
 
@@ -274,20 +295,28 @@ class TestTokens:
     def test_tampering_is_refused(self) -> None:
         token = self.token()
         head, exp, mac = token.split(".")
-        for forged in (f"{head}x.{exp}.{mac}", f"{head}.{exp}z.{mac}",
-                       f"{head}.{exp}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}"):
+        for forged in (
+            f"{head}x.{exp}.{mac}",
+            f"{head}.{exp}z.{mac}",
+            f"{head}.{exp}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}",
+        ):
             with pytest.raises(AckTokenError):
-                verify_token(self.secret, parse_token(forged), alert_id=77,
-                             recipient_key="tel:+86138", now=T0)
+                verify_token(
+                    self.secret, parse_token(forged), alert_id=77, recipient_key="tel:+86138", now=T0
+                )
         with pytest.raises(AckTokenError, match="forged"):
-            verify_token(b"another-secret-another-secret!!!", parse_token(token), alert_id=77,
-                         recipient_key="tel:+86138", now=T0)
+            verify_token(
+                b"another-secret-another-secret!!!",
+                parse_token(token),
+                alert_id=77,
+                recipient_key="tel:+86138",
+                now=T0,
+            )
 
     def test_expiry(self) -> None:
         parts = parse_token(self.token())
         with pytest.raises(AckTokenError, match="expired"):
-            verify_token(self.secret, parts, alert_id=77, recipient_key="tel:+86138",
-                         now=self.exp)
+            verify_token(self.secret, parts, alert_id=77, recipient_key="tel:+86138", now=self.exp)
 
     @pytest.mark.parametrize("bad", ["", "abc", "a.b", "a.b.c.d", "zz!.1.x", "1." + "9" * 70])
     def test_malformed(self, bad: str) -> None:

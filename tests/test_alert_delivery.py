@@ -32,9 +32,12 @@ def world(
     with FakeProvider() as fake:
         settings = make_settings(
             database_url=database_url,
-            alerts={"sms_url": fake.sms_template(), "retry_base_s": 10,
-                    "public_base_url": "https://lk.example",
-                    "keepalive_webhooks": request.param},
+            alerts={
+                "sms_url": fake.sms_template(),
+                "retry_base_s": 10,
+                "public_base_url": "https://lk.example",
+                "keepalive_webhooks": request.param,
+            },
         )
         with delivery_rig(database_url, settings, fake) as rig:
             yield rig
@@ -56,17 +59,17 @@ def test_chain_escalates_step_by_step_and_stops_at_acknowledgement(world: Delive
     assert alert is not None
     assert alert["status"] == "notified"
 
-    world.run(T0 + timedelta(minutes=9))          # still waiting for the neighbour
+    world.run(T0 + timedelta(minutes=9))  # still waiting for the neighbour
     assert len(world.fake.received()) == 1
 
-    world.run(T0 + timedelta(minutes=10))         # family (SMS) and grid worker (push first)
+    world.run(T0 + timedelta(minutes=10))  # family (SMS) and grid worker (push first)
     assert sorted(paths(world.fake)[1:]) == ["/push/grid", "/sms/8613800000002"]
     sms = world.fake.received("sms")[0]
     assert sms.body["to"] == "+8613800000002"
-    assert len(sms.message) <= 70                 # one UCS-2 segment
+    assert len(sms.message) <= 70  # one UCS-2 segment
     assert sms.idempotency_key
 
-    world.run(T0 + timedelta(minutes=25))         # community staff, in English
+    world.run(T0 + timedelta(minutes=25))  # community staff, in English
     staff = world.fake.received("sms/8613800000004")
     assert len(staff) == 1
     # English, but the resident's name is Chinese: UCS-2, so the 70-unit variant is chosen
@@ -74,14 +77,12 @@ def test_chain_escalates_step_by_step_and_stops_at_acknowledgement(world: Delive
     assert fits_one_sms(staff[0].message)
 
     with world.conn.transaction():
-        acknowledge(world.conn, alert_id, by="社区刘", channel="cli",
-                    now=T0 + timedelta(minutes=30))
+        acknowledge(world.conn, alert_id, by="社区刘", channel="cli", now=T0 + timedelta(minutes=30))
     for minutes in (40, 60, 120, 300):
         world.run(T0 + timedelta(minutes=minutes))
-    assert len(world.fake.received()) == 4       # nothing after the acknowledgement
+    assert len(world.fake.received()) == 4  # nothing after the acknowledgement
     events = [h["event"] for h in history(world.conn, alert_id)]
-    assert events == ["opened", "escalated", "notified", "escalated", "escalated",
-                      "acknowledged"]
+    assert events == ["opened", "escalated", "notified", "escalated", "escalated", "acknowledged"]
 
 
 def test_unacknowledged_chain_reaches_emergency_then_repeats(world: DeliveryRig) -> None:
@@ -92,7 +93,7 @@ def test_unacknowledged_chain_reaches_emergency_then_repeats(world: DeliveryRig)
     before = len(world.fake.received())
     world.run(T0 + timedelta(minutes=69))
     assert len(world.fake.received()) == before
-    world.run(T0 + timedelta(minutes=70))         # 30 min after emergency: repeat round
+    world.run(T0 + timedelta(minutes=70))  # 30 min after emergency: repeat round
     repeat = sorted(paths(world.fake)[before:])
     assert repeat == ["/push/grid", "/sms/8613800000004", "/sms/8613800000120"]
 
@@ -101,7 +102,10 @@ def test_life_safety_notifies_several_tiers_at_once(world: DeliveryRig) -> None:
     world.raise_("smoke", "R-1", T0)
     world.run(T0)
     assert sorted(paths(world.fake)) == [
-        "/push/grid", "/push/lkh", "/sms/8613800000002", "/sms/8613800000004",
+        "/push/grid",
+        "/push/lkh",
+        "/sms/8613800000002",
+        "/sms/8613800000004",
     ]
     texts = [r.body["title"] + r.message for r in world.fake.received()]
     assert all("紧急" in t or "URGENT" in t for t in texts)
@@ -128,18 +132,16 @@ def test_auto_resolve_sends_stand_down_to_everyone_notified(world: DeliveryRig) 
     assert len(world.fake.received()) == 3
     world.fake.clear()
     with world.conn.transaction():
-        assert clear_alerts(world.conn, "low_usage", ["R-1"], T0 + timedelta(minutes=12)) == [
-            alert_id
-        ]
+        assert clear_alerts(world.conn, "low_usage", ["R-1"], T0 + timedelta(minutes=12)) == [alert_id]
     world.run(T0 + timedelta(minutes=12))
     got = sorted(paths(world.fake))
     assert got == ["/push/grid", "/push/lkh", "/sms/8613800000002"]
-    assert all("解除" in r.message or "解除" in r.body.get("title", "")
-               for r in world.fake.received())
-    world.run(T0 + timedelta(minutes=60))         # nothing further, no community staff step
+    assert all("解除" in r.message or "解除" in r.body.get("title", "") for r in world.fake.received())
+    world.run(T0 + timedelta(minutes=60))  # nothing further, no community staff step
     assert len(world.fake.received()) == 3
     assert [h["event"] for h in history(world.conn, alert_id)][-2:] == [
-        "auto_resolved", "stand_down",
+        "auto_resolved",
+        "stand_down",
     ]
 
 
@@ -147,10 +149,10 @@ def test_provider_500_is_retried_then_falls_back(world: DeliveryRig) -> None:
     world.fake.script("push/grid", [500, 500, 500])
     world.raise_("low_usage", "R-1", T0)
     world.run(T0)
-    world.run(T0 + timedelta(minutes=10))         # grid push fails (1)
+    world.run(T0 + timedelta(minutes=10))  # grid push fails (1)
     assert len(world.fake.received("push/grid")) == 1
     assert not world.fake.received("sms/8613800000003")
-    world.run(T0 + timedelta(minutes=10, seconds=9))   # back-off not over
+    world.run(T0 + timedelta(minutes=10, seconds=9))  # back-off not over
     assert len(world.fake.received("push/grid")) == 1
     world.run(T0 + timedelta(minutes=10, seconds=10))  # retry (2) fails
     world.run(T0 + timedelta(minutes=10, seconds=30))  # retry (3) fails -> falls back to SMS
@@ -164,7 +166,9 @@ def test_provider_500_is_retried_then_falls_back(world: DeliveryRig) -> None:
         """
     ).fetchall()
     assert results == [
-        ("push:0", "failed", True), ("push:0", "failed", True), ("push:0", "failed", True),
+        ("push:0", "failed", True),
+        ("push:0", "failed", True),
+        ("push:0", "failed", True),
         ("sms", "ok", False),
     ]
 
@@ -172,12 +176,19 @@ def test_provider_500_is_retried_then_falls_back(world: DeliveryRig) -> None:
 def test_unanswered_rows_are_cancelled_once_acknowledged(world: DeliveryRig) -> None:
     world.fake.script("push/lkh", [503])
     alert_id = world.raise_("low_usage", "R-1", T0)
-    world.run(T0)                                  # fails, retry due at +10 s
+    world.run(T0)  # fails, retry due at +10 s
     with world.conn.transaction():
-        resolve(world.conn, alert_id, outcome="resident_ok", note=None, by="staff",
-                channel="cli", now=T0 + timedelta(seconds=5))
+        resolve(
+            world.conn,
+            alert_id,
+            outcome="resident_ok",
+            note=None,
+            by="staff",
+            channel="cli",
+            now=T0 + timedelta(seconds=5),
+        )
     world.run(T0 + timedelta(minutes=1))
-    assert len(world.fake.received()) == 1        # no retry, and no stand-down: never reached
+    assert len(world.fake.received()) == 1  # no retry, and no stand-down: never reached
     states = world.conn.execute(
         "SELECT purpose, state FROM alert_outbox WHERE alert_id = %s", (alert_id,)
     ).fetchall()
@@ -187,9 +198,14 @@ def test_unanswered_rows_are_cancelled_once_acknowledged(world: DeliveryRig) -> 
 def test_burst_to_one_recipient_is_bundled(world: DeliveryRig) -> None:
     """One neighbour holds the keys of six residents: six alerts at once are one message."""
     for i in range(2, 7):
-        seed_resident(world.conn, f"R-{i}", name=f"住户{i}", contacts=[
-            ContactSpec("love_key_holder", "李阿姨", push_url=world.fake.url("push/lkh")),
-        ])
+        seed_resident(
+            world.conn,
+            f"R-{i}",
+            name=f"住户{i}",
+            contacts=[
+                ContactSpec("love_key_holder", "李阿姨", push_url=world.fake.url("push/lkh")),
+            ],
+        )
     ids = [world.raise_("low_usage", f"R-{i}", T0) for i in range(1, 7)]
     report = world.run(T0)
     assert (report.rows_sent, report.messages_sent) == (6, 1)
@@ -205,9 +221,14 @@ def test_burst_to_one_recipient_is_bundled(world: DeliveryRig) -> None:
 def test_rate_limit_holds_then_bundles(world: DeliveryRig) -> None:
     """After three messages in ten minutes, a fourth and fifth wait and go out together."""
     for i in range(2, 7):
-        seed_resident(world.conn, f"R-{i}", name=f"住户{i}", contacts=[
-            ContactSpec("love_key_holder", "李阿姨", push_url=world.fake.url("push/lkh")),
-        ])
+        seed_resident(
+            world.conn,
+            f"R-{i}",
+            name=f"住户{i}",
+            contacts=[
+                ContactSpec("love_key_holder", "李阿姨", push_url=world.fake.url("push/lkh")),
+            ],
+        )
     for i, minute in zip(range(1, 6), (0, 1, 2, 3, 4), strict=True):
         now = T0 + timedelta(minutes=minute)
         world.raise_("low_usage", f"R-{i}", now)
@@ -223,9 +244,14 @@ def test_rate_limit_holds_then_bundles(world: DeliveryRig) -> None:
 
 def test_smoke_is_not_rate_limited(world: DeliveryRig) -> None:
     for i in range(2, 6):
-        seed_resident(world.conn, f"R-{i}", name=f"住户{i}", contacts=[
-            ContactSpec("love_key_holder", "李阿姨", push_url=world.fake.url("push/lkh")),
-        ])
+        seed_resident(
+            world.conn,
+            f"R-{i}",
+            name=f"住户{i}",
+            contacts=[
+                ContactSpec("love_key_holder", "李阿姨", push_url=world.fake.url("push/lkh")),
+            ],
+        )
     for i in range(1, 5):
         now = T0 + timedelta(minutes=i)
         world.raise_("low_usage", f"R-{i}", now)
@@ -239,19 +265,25 @@ def test_smoke_is_not_rate_limited(world: DeliveryRig) -> None:
 
 
 def test_quiet_hours_hold_non_urgent_alerts_only(world: DeliveryRig) -> None:
-    seed_resident(world.conn, "R-9", name="夜住户", contacts=[
-        ContactSpec("love_key_holder", "夜邻居", push_url=world.fake.url("push/night"),
-                    quiet=("22:00", "07:00")),
-    ])
+    seed_resident(
+        world.conn,
+        "R-9",
+        name="夜住户",
+        contacts=[
+            ContactSpec(
+                "love_key_holder", "夜邻居", push_url=world.fake.url("push/night"), quiet=("22:00", "07:00")
+            ),
+        ],
+    )
     night = at_local("2025-03-01 23:30")
     world.raise_("low_usage", "R-9", night)
     world.run(night)
     assert world.fake.received("push/night") == []
     world.raise_("gas", "R-9", night)
     world.run(night)
-    assert len(world.fake.received("push/night")) == 1   # gas goes through at once
+    assert len(world.fake.received("push/night")) == 1  # gas goes through at once
     world.run(at_local("2025-03-02 07:00"))
-    assert len(world.fake.received("push/night")) == 2   # the low-usage alert in the morning
+    assert len(world.fake.received("push/night")) == 2  # the low-usage alert in the morning
 
 
 def test_daily_digest_to_opted_in_family_once_a_day(world: DeliveryRig) -> None:
@@ -260,16 +292,27 @@ def test_daily_digest_to_opted_in_family_once_a_day(world: DeliveryRig) -> None:
     from lovekey.alerts.digest import queue_digests
 
     zone = world.settings.zone
-    midnight = datetime.now(UTC).astimezone(zone).replace(hour=0, minute=0, second=0,
-                                                          microsecond=0)
+    midnight = datetime.now(UTC).astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
     now = midnight + timedelta(hours=8)
-    seed_resident(world.conn, "R-D", name="孙奶奶", meter_id="WM-D", contacts=[
-        ContactSpec("family", "孙女", phone="+8613700000001", digest_opt_in=True),
-        ContactSpec("family", "孙子", phone="+8613700000002", position=2),   # not opted in
-    ])
-    seed_resident(world.conn, "R-E", name="钱爷爷", meter_id="WM-E", contacts=[
-        ContactSpec("family", "钱女儿", phone="+8613700000003", digest_opt_in=True),
-    ])
+    seed_resident(
+        world.conn,
+        "R-D",
+        name="孙奶奶",
+        meter_id="WM-D",
+        contacts=[
+            ContactSpec("family", "孙女", phone="+8613700000001", digest_opt_in=True),
+            ContactSpec("family", "孙子", phone="+8613700000002", position=2),  # not opted in
+        ],
+    )
+    seed_resident(
+        world.conn,
+        "R-E",
+        name="钱爷爷",
+        meter_id="WM-E",
+        contacts=[
+            ContactSpec("family", "钱女儿", phone="+8613700000003", digest_opt_in=True),
+        ],
+    )
     world.conn.execute(
         """
         INSERT INTO water_reading (ts, device_key, total_l)
@@ -282,7 +325,7 @@ def test_daily_digest_to_opted_in_family_once_a_day(world: DeliveryRig) -> None:
         """,
         {"m": midnight},
     )
-    assert queue_digests(world.conn, world.settings, now) == 1   # R-E used no water yet
+    assert queue_digests(world.conn, world.settings, now) == 1  # R-E used no water yet
     world.run(now)
     (got,) = world.fake.received()
     assert got.path == "/sms/8613700000001"

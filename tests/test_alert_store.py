@@ -28,8 +28,13 @@ T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
 def low_usage(resident: str, **details: object) -> AlertCandidate:
     return AlertCandidate(
-        kind="low_usage", subject=resident, resident_id=resident, device_id=f"WM-{resident}",
-        gateway_id="GW-1", since=T0 - timedelta(hours=12), details=details,
+        kind="low_usage",
+        subject=resident,
+        resident_id=resident,
+        device_id=f"WM-{resident}",
+        gateway_id="GW-1",
+        since=T0 - timedelta(hours=12),
+        details=details,
     )
 
 
@@ -89,8 +94,15 @@ def test_ack_then_resolve_records_every_transition(conn: psycopg.Connection) -> 
         resolve(conn, alert_id, outcome="fine", note=None, by="Wang", channel="cli", now=T0)
     with pytest.raises(AlertStateError):
         resolve(conn, alert_id, outcome="other", note=" ", by="Wang", channel="cli", now=T0)
-    resolve(conn, alert_id, outcome="resident_ok", note="was asleep", by="Wang", channel="cli",
-            now=T0 + timedelta(minutes=30))
+    resolve(
+        conn,
+        alert_id,
+        outcome="resident_ok",
+        note="was asleep",
+        by="Wang",
+        channel="cli",
+        now=T0 + timedelta(minutes=30),
+    )
     alert = get_alert(conn, alert_id)
     assert alert is not None
     assert alert["acknowledged_by"] == "Wang"
@@ -133,9 +145,7 @@ def test_racing_raisers_end_with_one_alert(database_url: str, conn: psycopg.Conn
         t.join()
     assert errors == []
     assert conn.execute("SELECT count(*) FROM alert").fetchone() == (50,)
-    assert conn.execute(
-        "SELECT count(*) FROM alert_history WHERE event = 'opened'"
-    ).fetchone() == (50,)
+    assert conn.execute("SELECT count(*) FROM alert_history WHERE event = 'opened'").fetchone() == (50,)
 
 
 def test_insert_wakes_listeners(database_url: str, conn: psycopg.Connection) -> None:
@@ -159,7 +169,10 @@ def test_cli_list_json(
     assert [r["id"] for r in rows] == [opened[0]]
     row = rows[0]
     assert {k: row[k] for k in ("kind", "resident_id", "device_id", "status")} == {
-        "kind": "low_usage", "resident_id": "R-1", "device_id": "WM-R-1", "status": "open",
+        "kind": "low_usage",
+        "resident_id": "R-1",
+        "device_id": "WM-R-1",
+        "status": "open",
     }
     assert datetime.fromisoformat(row["opened_at"]) == T0
     assert lovekey_main(["alerts", "list", "--json", "--all"]) == 0

@@ -62,7 +62,7 @@ def test_same_request_as_apprise_json(
     ours = _only(fake)
 
     assert (ours.method, ours.target) == (theirs.method, theirs.target)
-    assert ours.raw == theirs.raw                      # the JSON body, byte for byte
+    assert ours.raw == theirs.raw  # the JSON body, byte for byte
     assert ours.body == theirs.body
     names = {"user-agent", "content-type", "idempotency-key", "x-api-key", "authorization"}
     assert {k: v for k, v in ours.headers.items() if k in names} == {
@@ -89,9 +89,7 @@ def test_connections_are_kept_alive(fake: FakeProvider, keepalive: KeepAliveJson
     assert fake.connections == 1
 
 
-def test_apprise_opens_a_connection_per_message(
-    fake: FakeProvider, apprise_sender: AppriseSender
-) -> None:
+def test_apprise_opens_a_connection_per_message(fake: FakeProvider, apprise_sender: AppriseSender) -> None:
     # the reason for the kept-alive sender: Apprise's json:// connects anew every time
     for i in range(5):
         apprise_sender(Outgoing("push:0", fake.url(f"hook/{i}"), TITLE, BODY))
@@ -108,7 +106,7 @@ def test_arguments_it_does_not_mirror_go_through_apprise(
     assert keepalive.send("push:0", fake.url(tail), TITLE, BODY) is False
     assert fake.received() == []
     sender = shared_sender(keepalive=True)
-    sender(Outgoing("push:0", fake.url(tail), TITLE, BODY))   # Apprise delivers it instead
+    sender(Outgoing("push:0", fake.url(tail), TITLE, BODY))  # Apprise delivers it instead
     assert len(fake.received()) == 1
 
 
@@ -119,8 +117,8 @@ def test_other_schemas_are_not_its(fake: FakeProvider, keepalive: KeepAliveJsonS
 
 
 @pytest.mark.parametrize(
-    ("status", "retryable"), [(500, True), (503, True), (429, True), (408, True),
-                              (404, False), (401, False)],
+    ("status", "retryable"),
+    [(500, True), (503, True), (429, True), (408, True), (404, False), (401, False)],
 )
 def test_provider_errors_are_raised_with_the_status(
     fake: FakeProvider, keepalive: KeepAliveJsonSender, status: int, retryable: bool
@@ -130,7 +128,7 @@ def test_provider_errors_are_raised_with_the_status(
         keepalive.send("push:0", fake.url("hook"), TITLE, BODY)
     assert info.value.retryable is retryable
     assert f"error={status}" in info.value.detail
-    assert keepalive.send("push:0", fake.url("hook"), TITLE, BODY)   # next answer is 200
+    assert keepalive.send("push:0", fake.url("hook"), TITLE, BODY)  # next answer is 200
 
 
 @pytest.mark.parametrize("sender_kind", ["keepalive", "apprise"])

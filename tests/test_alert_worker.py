@@ -35,15 +35,24 @@ def conn(database_url: str) -> Iterator[psycopg.Connection]:
 def seed_and_raise(conn: psycopg.Connection, fake: FakeProvider, n: int, prefix: str) -> None:
     with conn.transaction():
         for i in range(n):
-            seed_resident(conn, f"{prefix}{i}", name=f"住户{i}", contacts=[
-                ContactSpec("love_key_holder", f"邻居{i}", push_url=fake.url(f"push/{prefix}{i}")),
-            ])
+            seed_resident(
+                conn,
+                f"{prefix}{i}",
+                name=f"住户{i}",
+                contacts=[
+                    ContactSpec("love_key_holder", f"邻居{i}", push_url=fake.url(f"push/{prefix}{i}")),
+                ],
+            )
     now = datetime.now(UTC)
     with conn.transaction():
-        raise_alerts(conn, [
-            AlertCandidate("low_usage", f"{prefix}{i}", f"{prefix}{i}", None, None, now, {})
-            for i in range(n)
-        ], now)
+        raise_alerts(
+            conn,
+            [
+                AlertCandidate("low_usage", f"{prefix}{i}", f"{prefix}{i}", None, None, now, {})
+                for i in range(n)
+            ],
+            now,
+        )
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -80,11 +89,10 @@ def test_sigkill_mid_dispatch_then_restart_sends_each_notification_once(
     n = 30
     with FakeProvider(hold_s=1.0) as fake:
         seed_and_raise(conn, fake, n, "K")
-        first = WorkerProcess(database_url, fake, processes=1, dispatchers=2, batch_size=5,
-                              send_threads=10)
+        first = WorkerProcess(database_url, fake, processes=1, dispatchers=2, batch_size=5, send_threads=10)
         workers.append(first)
         assert fake.wait_for(5, timeout_s=60), "".join(first.lines[-20:])
-        first.kill()                              # requests are in flight (held by the fake)
+        first.kill()  # requests are in flight (held by the fake)
         in_flight = {r.idempotency_key for r in fake.received()}
         sent_before_kill = sent_rows(conn)
 
@@ -95,7 +103,7 @@ def test_sigkill_mid_dispatch_then_restart_sends_each_notification_once(
         assert second.stop() == 0
 
     counts = fake.counts_by_key()
-    assert len(counts) == n                       # every notification reached the provider
+    assert len(counts) == n  # every notification reached the provider
     assert all(key is not None for key in counts)
     duplicated = {key for key, c in counts.items() if c > 1}
     # a provider honouring Idempotency-Key delivers each once; raw resends happened only for
@@ -103,15 +111,16 @@ def test_sigkill_mid_dispatch_then_restart_sends_each_notification_once(
     assert duplicated <= in_flight
     assert all(counts[key] == 2 for key in duplicated)
     assert sent_before_kill < n
-    attempts = dict(conn.execute(
-        "SELECT result, count(*) FROM delivery_attempt GROUP BY result"
-    ).fetchall())
-    assert attempts.get("ok") == n                # one recorded success per notification
+    attempts = dict(conn.execute("SELECT result, count(*) FROM delivery_attempt GROUP BY result").fetchall())
+    assert attempts.get("ok") == n  # one recorded success per notification
     # each resend follows an attempt the crash cut short (some of those had not yet reached
     # the provider: their resend is their first delivery)
-    interrupted = {f"lovekey-{o}-{c}" for o, c in conn.execute(
-        "SELECT outbox_id, channel FROM delivery_attempt WHERE result = 'interrupted'"
-    )}
+    interrupted = {
+        f"lovekey-{o}-{c}"
+        for o, c in conn.execute(
+            "SELECT outbox_id, channel FROM delivery_attempt WHERE result = 'interrupted'"
+        )
+    }
     assert duplicated <= interrupted
     assert len(interrupted) == attempts.get("interrupted")
     assert interrupted
@@ -120,7 +129,7 @@ def test_sigkill_mid_dispatch_then_restart_sends_each_notification_once(
     for r in fake.received():
         per_path.setdefault(r.path, set()).add(r.idempotency_key)
     assert len(per_path) == n
-    assert all(len(keys) == 1 for keys in per_path.values())   # same key on a resend
+    assert all(len(keys) == 1 for keys in per_path.values())  # same key on a resend
 
 
 def test_two_workers_never_send_the_same_notification(
@@ -129,8 +138,9 @@ def test_two_workers_never_send_the_same_notification(
     n = 120
     with FakeProvider(hold_s=0.02) as fake:
         for _ in range(2):
-            workers.append(WorkerProcess(database_url, fake, processes=1, dispatchers=3,
-                                         batch_size=4, send_threads=8))
+            workers.append(
+                WorkerProcess(database_url, fake, processes=1, dispatchers=3, batch_size=4, send_threads=8)
+            )
         for w in workers:
             w.wait_started()
         seed_and_raise(conn, fake, n, "T")
@@ -139,9 +149,9 @@ def test_two_workers_never_send_the_same_notification(
             assert w.stop() == 0
     counts = fake.counts_by_key()
     assert len(counts) == n
-    assert set(counts.values()) == {1}            # nobody sent anything twice
+    assert set(counts.values()) == {1}  # nobody sent anything twice
     assert len(fake.received()) == n
     by_worker = conn.execute(
         "SELECT count(DISTINCT worker) FROM delivery_attempt WHERE result = 'ok'"
     ).fetchone()
-    assert by_worker == (2,)                      # both took part
+    assert by_worker == (2,)  # both took part

@@ -27,9 +27,9 @@ def _used(*indexes: int, size: int) -> np.ndarray:
 def test_dry_runs_are_anchored_after_a_use_and_end_at_the_next() -> None:
     used = _used(0, 3, 5, 6, size=10)
     anchors, lengths = dry_runs(used, 0, 10)
-    assert anchors.tolist() == [1, 4]          # 5->6 is no run; the run after 6 never ends
+    assert anchors.tolist() == [1, 4]  # 5->6 is no run; the run after 6 never ends
     assert lengths.tolist() == [2, 1]
-    anchors, _ = dry_runs(used, 2, 10)          # anchors in [lo, hi) only
+    anchors, _ = dry_runs(used, 2, 10)  # anchors in [lo, hi) only
     assert anchors.tolist() == [4]
 
 
@@ -43,8 +43,7 @@ def test_incidents_continue_the_dry_run_they_start_in() -> None:
 
 
 def test_hour_of_a_bucket() -> None:
-    assert hour_of(np.array([0, PER_H - 1, PER_H, PER_DAY + 13 * PER_H + 1])).tolist() == [
-        0, 0, 1, 13]
+    assert hour_of(np.array([0, PER_H - 1, PER_H, PER_DAY + 13 * PER_H + 1])).tolist() == [0, 0, 1, 13]
 
 
 def _meter(lengths: list[int], since: list[int]) -> Meter:
@@ -52,10 +51,14 @@ def _meter(lengths: list[int], since: list[int]) -> Meter:
     runs = np.array(lengths, dtype=np.int64)
     needs = np.array(since, dtype=np.int64)
     return Meter(
-        train_hour=np.full(runs.size, hour), train_length=runs,
-        train_incident_hour=np.full(needs.size, hour), train_incident_since=needs,
-        test_hour=np.full(runs.size, hour), test_length=runs,
-        test_incident_hour=np.full(needs.size, hour), test_incident_since=needs,
+        train_hour=np.full(runs.size, hour),
+        train_length=runs,
+        train_incident_hour=np.full(needs.size, hour),
+        train_incident_since=needs,
+        test_hour=np.full(runs.size, hour),
+        test_length=runs,
+        test_incident_hour=np.full(needs.size, hour),
+        test_incident_since=needs,
     )
 
 
@@ -63,20 +66,20 @@ def test_free_false_alarms_choose_the_shortest_threshold_and_catch_every_inciden
     meter = _meter([PER_H] * 30, [0, PER_H])
     chosen = choose([meter], 0.0, train_incidents=2, train_months=1.0)
     assert chosen[0, 10] == THRESHOLDS[0]
-    assert (chosen[0, np.arange(24) != 10] == NEVER).all()     # no incidents there: no rule
+    assert (chosen[0, np.arange(24) != 10] == NEVER).all()  # no incidents there: no rule
     got = measure([meter], chosen, test_months=1.0)
-    assert got["false_per_resident_month"] == 30                # every ordinary 1 h run alerts
+    assert got["false_per_resident_month"] == 30  # every ordinary 1 h run alerts
     assert got["within_3h"] == 1.0
 
 
 def test_a_threshold_just_past_the_ordinary_runs_is_chosen_when_false_alarms_cost() -> None:
     meter = _meter([PER_H] * 30, [0, PER_H])
     chosen = choose([meter], 1.0, train_incidents=2, train_months=1.0)
-    assert chosen[0, 10] == PER_H + PER_H // 4               # the first step above 1 h
+    assert chosen[0, 10] == PER_H + PER_H // 4  # the first step above 1 h
     got = measure([meter], chosen, test_months=1.0)
     assert got["false_per_resident_month"] == 0
     assert got["within_3h"] == 1.0
-    assert got["median_h"] == 0.75                             # the mean of 1.25 h and 0.25 h
+    assert got["median_h"] == 0.75  # the mean of 1.25 h and 0.25 h
 
 
 def test_when_nothing_is_worth_its_false_alarms_there_is_no_rule() -> None:

@@ -113,10 +113,10 @@ def test_a_reading_older_than_the_last_makes_the_meter_dirty_and_a_rebuild_place
     r.apply([0] * 5, ts[on_time], total[on_time])
     r.apply([1], [T0], [0])
     result = r.apply([0, 1], [*ts[late].tolist(), T0 + BS], [*total[late].tolist(), 4])
-    assert result.dirty.tolist() == [0]           # meter 0 must be rebuilt
-    assert usage(r, 1, 0, 1).tolist() == [4]      # meter 1's reading was applied as usual
+    assert result.dirty.tolist() == [0]  # meter 0 must be rebuilt
+    assert usage(r, 1, 0, 1).tolist() == [4]  # meter 1's reading was applied as usual
     r.reset_meters(np.array([0]))
-    r.apply([0] * 6, ts, total)                   # the authoritative history, any order
+    r.apply([0] * 6, ts, total)  # the authoritative history, any order
     expected = ring()
     expected.apply([0] * 6, ts, total)
     np.testing.assert_array_equal(usage(r, 0, 0, 5), usage(expected, 0, 0, 5))
@@ -138,7 +138,7 @@ def test_a_late_hourly_batch_equals_the_same_values_sent_one_by_one() -> None:
         live.apply([0], [t], [v])
     batched = ring()
     batched.apply([0] * 4, ts[:4], total[:4])
-    batched.advance(int(ts[-1]) + 3 * 3600)     # time passes before the next batch arrives
+    batched.advance(int(ts[-1]) + 3 * 3600)  # time passes before the next batch arrives
     batched.apply([0] * 4, ts[4:], total[4:])
     np.testing.assert_array_equal(usage(live, 0, 1, 7), usage(batched, 0, 1, 7))
 
@@ -201,8 +201,15 @@ def test_profile_thresholds_follow_the_residents_usual_first_use() -> None:
         late = 20 + int(rng.integers(0, 4))  # 09:00-09:45
         usage = np.stack([_day_usage(early), _day_usage(late)], axis=1)
         p.record_day(day, usage, usage >= 1.0, np.zeros(2, bool))
-    p.recompute(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4, 4]), min_gap_b=8,
-                low_margin_b=4, low_cap_b=96)
+    p.recompute(
+        min_days=14,
+        quantile=0.95,
+        slack_b=2,
+        margin_b=np.array([4, 4]),
+        min_gap_b=8,
+        low_margin_b=4,
+        low_cap_b=96,
+    )
     t = p.threshold.T  # meters x slots
     # the early riser's alert point comes hours before the late riser's
     first_alert = [int(np.argmax(np.arange(96) + 1 > t[i])) for i in range(2)]
@@ -220,8 +227,15 @@ def test_profile_needs_enough_valid_days() -> None:
             u = u.copy()
             u[50] = np.nan  # a day with a hole is not learned
         p.record_day(day, u, u >= 1.0, np.zeros(1, bool))
-    p.recompute(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4]), min_gap_b=8,
-                low_margin_b=4, low_cap_b=96)
+    p.recompute(
+        min_days=14,
+        quantile=0.95,
+        slack_b=2,
+        margin_b=np.array([4]),
+        min_gap_b=8,
+        low_margin_b=4,
+        low_cap_b=96,
+    )
     assert p.learned_days.tolist() == [10]
     assert (p.threshold == DISABLED).all()
 
@@ -268,8 +282,14 @@ def test_overrides_resident_beats_community_beats_default_and_bad_ones_are_repor
     values, problems = effective_rules(
         st,
         {"detect": {"low_usage_min_l": 8, "leak_limit_h": 12}},
-        {"detect": {"low_usage_min_l": 5, "routine_enabled": False, "bucket_minutes": 1,
-                    "running_tap_limit_h": "soon"}},
+        {
+            "detect": {
+                "low_usage_min_l": 5,
+                "routine_enabled": False,
+                "bucket_minutes": 1,
+                "running_tap_limit_h": "soon",
+            }
+        },
     )
     assert values["low_usage_min_l"] == 5
     assert values["leak_limit_h"] == 12
@@ -287,9 +307,16 @@ def test_overrides_resident_beats_community_beats_default_and_bad_ones_are_repor
 class Home:
     """Hand-made meters: litres per bucket in, readings out, one sweep per bucket."""
 
-    def __init__(self, meters: int, *, gateways: list[int] | None = None,
-                 settings: DetectSettings | None = None, rules: list[dict] | None = None,
-                 start: int = T0, interval_s: int | None = None) -> None:
+    def __init__(
+        self,
+        meters: int,
+        *,
+        gateways: list[int] | None = None,
+        settings: DetectSettings | None = None,
+        rules: list[dict] | None = None,
+        start: int = T0,
+        interval_s: int | None = None,
+    ) -> None:
         self.st = settings or load_settings(environ={}).detect
         gw = np.array(gateways if gateways is not None else [0] * meters, np.int64)
         if rules is None:
@@ -297,8 +324,12 @@ class Home:
         else:
             params = build_params(self.st, rules, [interval_s] * meters)
         self.reg = Registry(
-            [f"WM-{i}" for i in range(meters)], [f"R-{i}" for i in range(meters)],
-            [f"GW-{g}" for g in range(int(gw.max()) + 1)], np.arange(meters), gw, params,
+            [f"WM-{i}" for i in range(meters)],
+            [f"R-{i}" for i in range(meters)],
+            [f"GW-{g}" for g in range(int(gw.max()) + 1)],
+            np.arange(meters),
+            gw,
+            params,
         )
         self.det = Detector(self.reg, self.st, now_s=start, utc_offset_s=OFFSET)
         self.total = np.full(meters, 1000.0)
@@ -314,8 +345,7 @@ class Home:
             self.t += BS
             self.total += np.broadcast_to(litres, (meters,))
             if report:
-                self.det.apply(report, [self.t] * len(report), self.total[report],
-                               [self.t + 3] * len(report))
+                self.det.apply(report, [self.t] * len(report), self.total[report], [self.t + 3] * len(report))
             for c in self.det.sweep(self.t + 30, self.presence):
                 self.log.append(((self.t - T0) / 3600, c.kind, c.action, c.subject))
 
@@ -329,14 +359,14 @@ def _quiet_litres(hour_of_day: float) -> float:
 
 def test_low_usage_raises_after_twelve_known_hours_and_clears_on_clear_use() -> None:
     h = Home(1)
-    h.run(6, 3.0)                   # active
-    h.run(13, 0.0)                  # nothing for 13 hours
+    h.run(6, 3.0)  # active
+    h.run(13, 0.0)  # nothing for 13 hours
     raised = h.events("low_usage")
     assert [e[2] for e in raised] == ["raise"]
     # under 10 L in the window since 17.25 h, but it fires once no water at all was used for
     # 13 h (low_usage_min_dry_h): a morning's few litres before a day out are not an alarm
     assert raised[0][0] == 19.0
-    h.run(0.5, 4.0)                 # 8 L: under the 15 L that clears
+    h.run(0.5, 4.0)  # 8 L: under the 15 L that clears
     assert len(h.events("low_usage")) == 1
     h.run(1, 4.0)
     assert [e[2] for e in h.events("low_usage")] == ["raise", "clear"]
@@ -345,12 +375,12 @@ def test_low_usage_raises_after_twelve_known_hours_and_clears_on_clear_use() -> 
 def test_a_silent_meter_is_a_maintenance_alert_and_never_a_low_usage_one() -> None:
     h = Home(2, gateways=[0, 1])
     h.run(6, 3.0)
-    h.run(30, 0.0, report=[1])      # meter 0 stops reporting; meter 1 reports no use
+    h.run(30, 0.0, report=[1])  # meter 0 stops reporting; meter 1 reports no use
     kinds = {(e[1], e[3]) for e in h.events()}
     assert ("meter_silent", "WM-0") in kinds
     assert ("low_usage", "R-1") in kinds
     assert not any(e[3] == "R-0" for e in h.events())  # unknown is not zero
-    h.run(1, 3.0)                    # meter 0 back, with the litres of the whole gap
+    h.run(1, 3.0)  # meter 0 back, with the litres of the whole gap
     assert ("meter_silent", "clear", "WM-0") in {(e[1], e[2], e[3]) for e in h.events()}
     assert not any(e[3] == "R-0" for e in h.events())
 
@@ -380,12 +410,12 @@ def test_away_suppresses_and_monitoring_restarts_with_a_fresh_window() -> None:
     h.presence = Presence(np.array([True]), np.array([h.t]))
     h.run(48, 0.0)
     assert h.events() == []
-    h.presence = Presence(np.array([False]), np.array([h.t]))   # back (or away ended)
+    h.presence = Presence(np.array([False]), np.array([h.t]))  # back (or away ended)
     h.run(12.5, 0.0)
-    assert h.events() == []          # the absence is not counted against them
+    assert h.events() == []  # the absence is not counted against them
     h.run(1, 0.0)
     assert [e[1:3] for e in h.events()] == [("low_usage", "raise")]
-    h.presence = Presence(np.array([True]), np.array([h.t]))   # staff mark them away
+    h.presence = Presence(np.array([True]), np.array([h.t]))  # staff mark them away
     h.run(0.25, 0.0)
     assert [e[1:3] for e in h.events()][-1] == ("low_usage", "clear")
 
@@ -461,8 +491,8 @@ def test_routine_break_alerts_hours_before_the_field_rule_on_a_regular_resident(
     assert [e[3] for e in routine] == ["R-0"]
     assert [e[3] for e in low] == ["R-0"]
     stopped = (noon - T0) / 3600
-    assert 1 <= routine[0][0] - stopped <= 3      # hourly user: quiet for 2-3 h is unusual
-    assert low[0][0] - routine[0][0] >= 6         # the field rule comes many hours later
+    assert 1 <= routine[0][0] - stopped <= 3  # hourly user: quiet for 2-3 h is unusual
+    assert low[0][0] - routine[0][0] >= 6  # the field rule comes many hours later
     assert h.det.profile.learned_days[1] >= 14
 
 
@@ -483,14 +513,14 @@ def _busy_then_quiet_district() -> list[tuple[float, str, str, str]]:
     rng = np.random.default_rng(7)
     n = 30
     h = Home(n)
-    rate = rng.uniform(0.2, 0.9, n)                  # chance of use in a daytime bucket
+    rate = rng.uniform(0.2, 0.9, n)  # chance of use in a daytime bucket
     stop_at = np.full(n, np.inf)
     stop_at[:10] = 21 * 24 + rng.uniform(6, 20, 10)  # hours from the start
     found_at = stop_at + rng.uniform(15, 24, n)
     frugal = np.zeros(n, np.bool_)
     frugal[10:14] = True
     while h.t < T0 + 24 * 86400:
-        hour = ((h.t - T0) / 3600)
+        hour = (h.t - T0) / 3600
         awake = 6 <= ((h.t + OFFSET) % 86400) / 3600 < 22
         litres = np.where(awake & (rng.random(n) < rate), rng.uniform(1, 12, n), 0.0)
         litres[(hour >= stop_at) & (hour < found_at)] = 0.0
@@ -504,12 +534,16 @@ def test_quiet_rules_give_the_same_alerts_computed_for_all_meters_or_the_few_tha
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(Detector, "quiet_subset_share", 0.0)
-    everyone = _busy_then_quiet_district()           # the window computed for every meter
+    everyone = _busy_then_quiet_district()  # the window computed for every meter
     monkeypatch.setattr(Detector, "quiet_subset_share", 1.0)
-    few = _busy_then_quiet_district()                # only where a quiet rule may fire
+    few = _busy_then_quiet_district()  # only where a quiet rule may fire
     kinds = {(e[1], e[2]) for e in everyone}
-    assert {("low_usage", "raise"), ("low_usage", "clear"), ("routine_break", "raise"),
-            ("routine_break", "clear")} <= kinds
+    assert {
+        ("low_usage", "raise"),
+        ("low_usage", "clear"),
+        ("routine_break", "raise"),
+        ("routine_break", "clear"),
+    } <= kinds
     assert few == everyone
 
 
@@ -523,19 +557,21 @@ def test_one_reading_per_meter_and_a_mixed_batch_fill_the_ring_alike() -> None:
         t += int(rng.integers(400, 1400))
         ts = t + rng.integers(-300, 300, meters)
         total = total + np.where(rng.random(meters) < 0.3, -5.0, rng.uniform(0, 20, meters))
-        a = one.apply(np.arange(meters), ts, total)            # one reading each
+        a = one.apply(np.arange(meters), ts, total)  # one reading each
         # the same readings, plus a later one for meter 0: the general path
         extra_ts = int(ts[0]) + 60
-        b = mixed.apply(np.append(np.arange(meters), 0), np.append(ts, extra_ts),
-                        np.append(total, total[0] + 1.0))
+        b = mixed.apply(
+            np.append(np.arange(meters), 0), np.append(ts, extra_ts), np.append(total, total[0] + 1.0)
+        )
         keep = a.completed.meter != 0
         other = b.completed.meter != 0
         order_a = np.lexsort((a.completed.bucket[keep], a.completed.meter[keep]))
         order_b = np.lexsort((b.completed.bucket[other], b.completed.meter[other]))
         for field in ("meter", "bucket", "usage_l", "used"):
-            np.testing.assert_array_equal(getattr(a.completed, field)[keep][order_a],
-                                          getattr(b.completed, field)[other][order_b])
-        one.apply([0], [extra_ts], [total[0] + 1.0])          # meter 0 catches up
+            np.testing.assert_array_equal(
+                getattr(a.completed, field)[keep][order_a], getattr(b.completed, field)[other][order_b]
+            )
+        one.apply([0], [extra_ts], [total[0] + 1.0])  # meter 0 catches up
     for name in ("odometer", "used"):
         np.testing.assert_array_equal(getattr(one, name), getattr(mixed, name))
     for name in ("last_ts", "last_total", "known_since"):

@@ -45,8 +45,14 @@ def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def add_resident(
-    conn: psycopg.Connection[Any], rid: str, *, gateway: str = "GW-1", interval_s: int = 900,
-    rules: str = "{}", status: str = "active", away_until: datetime | None = None,
+    conn: psycopg.Connection[Any],
+    rid: str,
+    *,
+    gateway: str = "GW-1",
+    interval_s: int = 900,
+    rules: str = "{}",
+    status: str = "active",
+    away_until: datetime | None = None,
     extra: tuple[str, ...] = (),
 ) -> dict[str, int]:
     """A resident with a water meter (and `extra` devices, e.g. 'smoke'); returns device keys."""
@@ -54,8 +60,7 @@ def add_resident(
     conn.execute("INSERT INTO gateway (id) VALUES (%s) ON CONFLICT DO NOTHING", (gateway,))
     conn.execute("INSERT INTO household (id, community_id) VALUES (%s, 'C-1')", (f"H-{rid}",))
     conn.execute(
-        "INSERT INTO resident (id, household_id, status, away_until, rules)"
-        " VALUES (%s, %s, %s, %s, %s)",
+        "INSERT INTO resident (id, household_id, status, away_until, rules) VALUES (%s, %s, %s, %s, %s)",
         (rid, f"H-{rid}", status, away_until, rules),
     )
     keys = {}
@@ -73,8 +78,14 @@ def add_resident(
 
 
 def add_readings(
-    conn: psycopg.Connection[Any], key: int, start: datetime, end: datetime,
-    litres_per_bucket: float, *, total: float = 1000.0, every: timedelta = BS,
+    conn: psycopg.Connection[Any],
+    key: int,
+    start: datetime,
+    end: datetime,
+    litres_per_bucket: float,
+    *,
+    total: float = 1000.0,
+    every: timedelta = BS,
 ) -> float:
     """Readings every `every` in [start, end), each bucket using the given litres; returns
     the last total."""
@@ -84,9 +95,10 @@ def add_readings(
         rows.append((t, t + timedelta(seconds=5), total, key))
         total += litres_per_bucket
         t += every
-    with conn.cursor() as cur, cur.copy(
-        "COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN"
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+    ):
         for row in rows:
             copy.write_row(row)
     conn.commit()
@@ -99,8 +111,9 @@ def detect_once(at: datetime, *extra: str) -> None:
 
 def open_alerts(conn: psycopg.Connection[Any], *, everything: bool = False) -> list[tuple[str, str, str]]:
     conn.commit()
-    return sorted((a["kind"], a["subject"], a["status"])
-                  for a in list_alerts(conn, include_resolved=everything))
+    return sorted(
+        (a["kind"], a["subject"], a["status"]) for a in list_alerts(conn, include_resolved=everything)
+    )
 
 
 def test_once_raises_low_usage_and_running_again_raises_nothing_new(
@@ -164,9 +177,7 @@ def test_a_silent_meter_is_a_maintenance_alert_and_never_a_neighbour_one(
     assert not [a for a in open_alerts(conn) if a[1] == "R-1"]
 
 
-def test_away_suppresses_low_usage_until_the_absence_ends(
-    conn: psycopg.Connection[Any], env: None
-) -> None:
+def test_away_suppresses_low_usage_until_the_absence_ends(conn: psycopg.Connection[Any], env: None) -> None:
     keys = add_resident(conn, "R-1", status="away", away_until=T + timedelta(days=2))
     total = add_readings(conn, keys["water_meter"], T - timedelta(hours=30), T - timedelta(hours=26), 3.0)
     add_readings(conn, keys["water_meter"], T - timedelta(hours=26), T + BS, 0.0, total=total)
@@ -208,12 +219,10 @@ def test_late_and_out_of_order_rows_are_applied_once(conn: psycopg.Connection[An
     # the history ends at T - 1h15 with 1141 L: the next hour goes on at 3 L a bucket
     late = [(T - timedelta(hours=1) + k * BS, 1144.0 + 3.0 * k, key) for k in range(5)]
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)",
-                    late[-1])
+        cur.execute("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)", late[-1])
         conn.commit()
         service.sweep(conn, T + timedelta(minutes=1))
-        cur.executemany("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)",
-                        late[:-1])
+        cur.executemany("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)", late[:-1])
         conn.commit()
     service.sweep(conn, T + timedelta(minutes=2))
     service.sweep(conn, T + timedelta(minutes=3))  # the overlap returns them again: no change
@@ -260,13 +269,16 @@ def test_a_smoke_event_raises_at_once_and_only_once(conn: psycopg.Connection[Any
 def test_the_event_watcher_wakes_on_notify(conn: psycopg.Connection[Any]) -> None:
     keys = add_resident(conn, "R-1", extra=("sos_button",))
     settings = make_settings_for(conn)
-    settings = settings.model_copy(update={"detect": settings.detect.model_copy(
-        update={"events_poll_s": 30.0})})  # the poll alone would take 30 s
+    settings = settings.model_copy(
+        update={"detect": settings.detect.model_copy(update={"events_poll_s": 30.0})}
+    )  # the poll alone would take 30 s
     assert settings.database_url is not None
     stop = threading.Event()
     thread = threading.Thread(
-        target=watch_events, args=(settings, settings.database_url, stop),
-        kwargs={"shard": Shard()}, daemon=True,
+        target=watch_events,
+        args=(settings, settings.database_url, stop),
+        kwargs={"shard": Shard()},
+        daemon=True,
     )
     thread.start()
     try:
@@ -308,9 +320,10 @@ def test_routine_break_through_the_database_with_learned_days_saved(
             total += 6.0
         rows.append((t + BS, t + BS + timedelta(seconds=5), total, key))
         t += BS
-    with conn.cursor() as cur, cur.copy(
-        "COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN"
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+    ):
         for row in rows:
             copy.write_row(row)
     conn.commit()
@@ -332,10 +345,8 @@ def test_a_backlog_of_old_flow_from_a_meter_back_after_days_does_not_flap(
     key = keys["water_meter"]
     silent_from = NOW.replace(minute=0) - timedelta(days=3)
     # dry hours long ago, received at the time; then 4 h at 5 L/min held back by the gateway
-    total = add_readings(conn, key, silent_from - timedelta(hours=10),
-                         silent_from - timedelta(hours=4), 0.0)
-    conn.execute("UPDATE device SET last_seen = %s WHERE key = %s",
-                 (silent_from - timedelta(hours=4), key))
+    total = add_readings(conn, key, silent_from - timedelta(hours=10), silent_from - timedelta(hours=4), 0.0)
+    conn.execute("UPDATE device SET last_seen = %s WHERE key = %s", (silent_from - timedelta(hours=4), key))
     conn.commit()
     service = DetectorService(make_settings_for(conn), shard=Shard())
     now = datetime.now(UTC)
@@ -350,14 +361,12 @@ def test_a_backlog_of_old_flow_from_a_meter_back_after_days_does_not_flap(
         total += 75.0
         t += timedelta(minutes=5)
     with conn.cursor() as cur:
-        cur.executemany("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)",
-                        backlog)
+        cur.executemany("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)", backlog)
     conn.execute("UPDATE device SET last_seen = %s WHERE key = %s", (silent_from, key))
     conn.commit()
     changes = []
     for i in range(1, 7):
-        changes += [(c.action, c.kind) for c in
-                    service.sweep(conn, now + timedelta(seconds=10 * i))]
+        changes += [(c.action, c.kind) for c in service.sweep(conn, now + timedelta(seconds=10 * i))]
         conn.commit()
     kinds = [kind for _, kind in changes]
     assert all(kinds.count(kind) <= 1 for kind in set(kinds)), changes

@@ -19,20 +19,40 @@ ST = load_settings(environ={}).detect
 
 
 def alert(kind: str, resident: str, since_h: float, raised_h: float, **kw: str) -> RaisedAlert:
-    return RaisedAlert(kind, kw.get("subject", resident), resident, kw.get("device"),
-                       kw.get("gateway"), START + int(since_h * H), START + int(raised_h * H))
+    return RaisedAlert(
+        kind,
+        kw.get("subject", resident),
+        resident,
+        kw.get("device"),
+        kw.get("gateway"),
+        START + int(since_h * H),
+        START + int(raised_h * H),
+    )
 
 
-def truth(kind: str, resident: str | None, start_h: float, end_h: float | None,
-          **kw: str) -> Truth:
-    return Truth(kind, resident, kw.get("device"), kw.get("gateway"), START + int(start_h * H),
-                 None if end_h is None else START + int(end_h * H))
+def truth(kind: str, resident: str | None, start_h: float, end_h: float | None, **kw: str) -> Truth:
+    return Truth(
+        kind,
+        resident,
+        kw.get("device"),
+        kw.get("gateway"),
+        START + int(start_h * H),
+        None if end_h is None else START + int(end_h * H),
+    )
 
 
 def scored(alerts: list[RaisedAlert], incidents: list[Truth], days: float = 30) -> dict:
-    return score(alerts, incidents, households=100, start_s=START, end_s=START + int(days * 86400),
-                 report_interval_s={"WM-1": 900, "WM-2": 86400}, gateway_of={"WM-1": "GW-1"},
-                 settings=ST, utc_offset_s=8 * H)
+    return score(
+        alerts,
+        incidents,
+        households=100,
+        start_s=START,
+        end_s=START + int(days * 86400),
+        report_interval_s={"WM-1": 900, "WM-2": 86400},
+        gateway_of={"WM-1": "GW-1"},
+        settings=ST,
+        utc_offset_s=8 * H,
+    )
 
 
 def rule(report: dict, name: str) -> dict:
@@ -40,14 +60,13 @@ def rule(report: dict, name: str) -> dict:
 
 
 def test_an_alert_matches_an_incident_of_its_kind_for_the_same_resident_while_it_lasts() -> None:
-    incidents = [truth("no_use", "R-1", 10, 40, device="WM-1"),
-                 truth("day_out", "R-2", 9, 17)]
+    incidents = [truth("no_use", "R-1", 10, 40, device="WM-1"), truth("day_out", "R-2", 9, 17)]
     alerts = [
-        alert("routine_break", "R-1", 9.5, 14),    # found 4 h after the start
-        alert("low_usage", "R-1", 9.5, 23),        # found 13 h after the start
-        alert("low_usage", "R-2", 8.5, 16),        # a day out: false
-        alert("low_usage", "R-1", 41, 55),         # began after the incident ended: false
-        alert("routine_break", "R-3", 1, 5),       # nobody: false
+        alert("routine_break", "R-1", 9.5, 14),  # found 4 h after the start
+        alert("low_usage", "R-1", 9.5, 23),  # found 13 h after the start
+        alert("low_usage", "R-2", 8.5, 16),  # a day out: false
+        alert("low_usage", "R-1", 41, 55),  # began after the incident ended: false
+        alert("routine_break", "R-3", 1, 5),  # nobody: false
     ]
     report = scored(alerts, incidents)
     low, routine = rule(report, "low_usage"), rule(report, "routine_break")
@@ -57,7 +76,9 @@ def test_an_alert_matches_an_incident_of_its_kind_for_the_same_resident_while_it
     assert report["neighbour"]["false_alerts"] == 3
     assert report["neighbour"]["false_per_household_month"] == pytest.approx(3 / 100)
     assert report["neighbour"]["false_during"] == {
-        "low_usage:day_out": 1, "low_usage:nothing": 1, "routine_break:nothing": 1,
+        "low_usage:day_out": 1,
+        "low_usage:nothing": 1,
+        "routine_break:nothing": 1,
     }
     assert report["no_use"]["recall_after_12h"] == 1.0
     assert report["no_use"]["first_alert_daytime_median_h"] == 4.0  # it began at 10:00 local
@@ -65,9 +86,9 @@ def test_an_alert_matches_an_incident_of_its_kind_for_the_same_resident_while_it
 
 def test_an_incident_is_due_for_a_rule_only_once_it_lasted_long_enough() -> None:
     incidents = [
-        truth("no_use", "R-1", 0, 6, device="WM-1"),      # 6 h: too short for the 12 h rule
-        truth("no_use", "R-2", 0, 30, device="WM-2"),     # daily meter: due after 12+48+1 h
-        truth("no_use", "R-3", 0, 14, device="WM-1"),     # due, and missed
+        truth("no_use", "R-1", 0, 6, device="WM-1"),  # 6 h: too short for the 12 h rule
+        truth("no_use", "R-2", 0, 30, device="WM-2"),  # daily meter: due after 12+48+1 h
+        truth("no_use", "R-3", 0, 14, device="WM-1"),  # due, and missed
     ]
     report = scored([], incidents)
     assert rule(report, "low_usage")["incidents"] == 1
@@ -76,8 +97,10 @@ def test_an_incident_is_due_for_a_rule_only_once_it_lasted_long_enough() -> None
 
 
 def test_maintenance_alerts_match_by_device_and_gateway() -> None:
-    incidents = [truth("gateway_outage", None, 5, 9, gateway="GW-1"),
-                 truth("meter_silent", "R-9", 20, None, device="WM-9")]
+    incidents = [
+        truth("gateway_outage", None, 5, 9, gateway="GW-1"),
+        truth("meter_silent", "R-9", 20, None, device="WM-9"),
+    ]
     alerts = [
         alert("meter_silent", "R-1", 5, 8, subject="WM-1", device="WM-1", gateway="GW-1"),
         alert("gateway_offline", "", 5, 6, subject="GW-1", gateway="GW-1"),
@@ -96,8 +119,9 @@ def test_neighbour_alerts_during_a_silent_meter_or_an_absence_are_counted() -> N
 
 
 def test_a_replay_raises_what_the_runner_would() -> None:
-    reg = Registry(["WM-1", "WM-2"], ["R-1", "R-2"], ["GW-1"], np.array([0, 1]),
-                   np.array([0, 0]), uniform_params(ST, 2))
+    reg = Registry(
+        ["WM-1", "WM-2"], ["R-1", "R-2"], ["GW-1"], np.array([0, 1]), np.array([0, 0]), uniform_params(ST, 2)
+    )
     ts = START + 900 * np.arange(1, 4 * 24)
     busy = np.where(np.arange(ts.size) < 8, 3.0, 0.0).cumsum()  # both stop after 2 h
     meter = np.concatenate([np.zeros(ts.size, int), np.ones(ts.size, int)])
@@ -105,8 +129,16 @@ def test_a_replay_raises_what_the_runner_would() -> None:
         ReplayEvent(START + 3600, START + 3599, "away", True, "R-2", "AW-2", "GW-1"),
         ReplayEvent(START + 20 * H + 2, START + 20 * H, "smoke", True, "R-1", "SM-1", "GW-1"),
     ]
-    data = ReplayData(reg, meter, np.concatenate([ts, ts]), np.concatenate([busy, busy]),
-                      np.concatenate([ts, ts]) + 5, events, START, START + 24 * H)
+    data = ReplayData(
+        reg,
+        meter,
+        np.concatenate([ts, ts]),
+        np.concatenate([busy, busy]),
+        np.concatenate([ts, ts]) + 5,
+        events,
+        START,
+        START + 24 * H,
+    )
     alerts = replay(data, ST, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H)
     got = sorted((a.kind, a.subject, a.raised_s - START) for a in alerts)
     # low_usage for R-1 once 13 h passed without water (last used by 02:00; the 15:00 value

@@ -20,8 +20,12 @@ def test_migrate_and_import_with_nothing_configured(tmp_path: Path) -> None:
 
     def lovekey(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "lovekey", *args], env=env, capture_output=True, text=True,
-            timeout=120, check=False,
+            [sys.executable, "-m", "lovekey", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
 
     migrated = lovekey("migrate")

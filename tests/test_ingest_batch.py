@@ -36,18 +36,14 @@ class Msg:
 def msg(topic: str, body: object) -> Msg:
     payload = body if isinstance(body, bytes) else orjson.dumps(body)
     try:
-        decoded: DecodedMessage | PayloadError = decode_message(
-            PREFIX, f"{PREFIX}/{topic}", payload, now=NOW
-        )
+        decoded: DecodedMessage | PayloadError = decode_message(PREFIX, f"{PREFIX}/{topic}", payload, now=NOW)
     except PayloadError as exc:
         decoded = exc
     return Msg(f"{PREFIX}/{topic}", payload, decoded)
 
 
 def plan(*messages: Msg, keep_bytes: int = 8192):
-    return plan_batch(
-        messages, DEVICES, GATEWAYS, topic_prefix=PREFIX, now=NOW, keep_bytes=keep_bytes
-    )
+    return plan_batch(messages, DEVICES, GATEWAYS, topic_prefix=PREFIX, now=NOW, keep_bytes=keep_bytes)
 
 
 def ts(minutes: int) -> str:
@@ -57,10 +53,15 @@ def ts(minutes: int) -> str:
 def test_rows_land_in_their_tables_and_devices_are_seen():
     result = plan(
         msg("GW-1/WM-1/reading", {"ts": ts(5), "total_l": 10.5, "battery_v": 3.5}),
-        msg("GW-1/WM-1/reading", {"readings": [
-            {"ts": ts(30), "total_l": 9.0, "battery_v": 3.4},
-            {"ts": ts(15), "total_l": 10.0},
-        ]}),
+        msg(
+            "GW-1/WM-1/reading",
+            {
+                "readings": [
+                    {"ts": ts(30), "total_l": 9.0, "battery_v": 3.4},
+                    {"ts": ts(15), "total_l": 10.0},
+                ]
+            },
+        ),
         msg("GW-1/SM-1/reading", {"ts": ts(1), "smoke": 0.1}),
         msg("GW-1/SM-1/event", {"ts": ts(1), "type": "smoke", "active": True, "value": 7}),
         msg("GW-2/status", "offline"),
@@ -123,8 +124,7 @@ def test_undecodable_input_is_kept_cut_with_its_size_and_topic_ids():
     payload = b"{" + b"x" * 500
     result = plan(msg("GW-1/WM-1/reading", payload), keep_bytes=64)
     ((topic, gateway, device, reason, _, kept, size),) = result.rejected
-    assert (topic, gateway, device, reason) == ("lk/GW-1/WM-1/reading", "GW-1", "WM-1",
-                                                "malformed_json")
+    assert (topic, gateway, device, reason) == ("lk/GW-1/WM-1/reading", "GW-1", "WM-1", "malformed_json")
     assert kept == payload[:64]
     assert size == len(payload)
     bad_topic = plan(msg("nowhere", b"{}")).rejected[0]
@@ -144,7 +144,7 @@ def test_registry_cache_asks_only_for_unknown_or_moved_ids_and_not_too_often():
     cache.merge(["WM-2", "X"], {"WM-2": moved}, ["GW-3"], set(), 100.0)
     assert cache.devices["WM-2"] == moved
     assert "X" not in cache.devices
-    assert cache.stale_ids(claims, 104.0) == ([], [])          # asked recently
+    assert cache.stale_ids(claims, 104.0) == ([], [])  # asked recently
     assert sorted(cache.stale_ids(claims, 105.0)[0]) == ["X"]  # asked again after 5 s
 
 
@@ -170,7 +170,7 @@ def test_inbox_takes_in_order_and_bounds_count_and_bytes():
     thread = threading.Thread(target=producer)
     thread.start()
     assert blocked.wait(5)
-    assert not done.wait(0.2)       # full: the network thread waits, the broker holds the rest
+    assert not done.wait(0.2)  # full: the network thread waits, the broker holds the rest
     assert len(inbox.take(10, 0)) == 3
     assert done.wait(5)
     thread.join()
@@ -212,7 +212,7 @@ def test_inbox_taker_sleeps_until_what_it_waits_for_is_there():
     inbox.put(item(b"1"))
     inbox.put(item(b"2"))
     thread.join(0.2)
-    assert thread.is_alive()           # two of three: still asleep
+    assert thread.is_alive()  # two of three: still asleep
     inbox.put(item(b"3"))
     thread.join(5)
     assert taken == [[item(b"1"), item(b"2"), item(b"3")]]

@@ -60,14 +60,13 @@ def test_embedded_mosquitto_keeps_a_long_backlog_for_a_stopped_ingester(db, make
     with broker_url(settings) as url:
         assert url.startswith("mqtt://127.0.0.1:")
         with running(settings, db, url) as ingester:
-            pass                       # the session and its subscriptions now exist
+            pass  # the session and its subscriptions now exist
         assert ingester.metrics.received == 0
         # mosquitto's default queue for an absent client is 1,000 messages; ours keeps all
         with Publisher(url, max_inflight=500) as publisher:
             for n in range(1500):
                 body = {"ts": (NOW - timedelta(minutes=n)).isoformat(), "total_l": float(n)}
-                publisher.publish(f"{settings.mqtt.topic_prefix}/GW-1/WM-1/reading",
-                                  orjson.dumps(body))
+                publisher.publish(f"{settings.mqtt.topic_prefix}/GW-1/WM-1/reading", orjson.dumps(body))
         with running(settings, db, url) as ingester:
             wait_for(lambda: ingester.metrics.acked >= 1500, timeout_s=60)
     assert readings(db) == 1500
@@ -75,8 +74,7 @@ def test_embedded_mosquitto_keeps_a_long_backlog_for_a_stopped_ingester(db, make
 
 
 def test_amqtt_in_process_speaks_mqtt_311_to_the_ingester(db, make_settings, topic_prefix):
-    settings = make_settings(database_url=db, mqtt={"topic_prefix": topic_prefix},
-                             ingest={"batch_ms": 50})
+    settings = make_settings(database_url=db, mqtt={"topic_prefix": topic_prefix}, ingest={"batch_ms": 50})
     with start_amqtt() as url:
         assert url.endswith("?protocol=3.1.1")
         with running(settings, db, url) as ingester, Publisher(url) as publisher:

@@ -33,15 +33,25 @@ def decode(topic: str, payload: bytes | dict | str, **kwargs):
 def test_single_water_reading_with_rfc3339_and_offset():
     message = decode(
         READING,
-        {"ts": "2024-06-01T19:45:00+08:00", "total_l": 1234.5, "flow_lpm": 0.0,
-         "battery_v": 3.6, "seq": 17, "device_id": "WM-0001", "extra": "ignored"},
+        {
+            "ts": "2024-06-01T19:45:00+08:00",
+            "total_l": 1234.5,
+            "flow_lpm": 0.0,
+            "battery_v": 3.6,
+            "seq": 17,
+            "device_id": "WM-0001",
+            "extra": "ignored",
+        },
     )
     assert message.kind == "reading"
     assert (message.gateway_id, message.device_id) == ("GW-01", "WM-0001")
     assert message.readings == (
         WaterReading(
-            ts=datetime(2024, 6, 1, 11, 45, tzinfo=UTC), total_l=1234.5, flow_lpm=0.0,
-            battery_v=3.6, seq=17,
+            ts=datetime(2024, 6, 1, 11, 45, tzinfo=UTC),
+            total_l=1234.5,
+            flow_lpm=0.0,
+            battery_v=3.6,
+            seq=17,
         ),
     )
     assert message.row_errors == ()
@@ -68,15 +78,16 @@ def test_batch_keeps_good_rows_and_reports_bad_rows_by_index():
     assert message.batch
     assert [r.total_l for r in message.readings] == [10.0, 12.0]
     assert [(i, e.reason) for i, e in message.row_errors] == [
-        (1, "bad_value"), (3, "malformed_json"), (4, "future_timestamp"), (5, "device_mismatch"),
+        (1, "bad_value"),
+        (3, "malformed_json"),
+        (4, "future_timestamp"),
+        (5, "device_mismatch"),
     ]
 
 
 def test_sensor_reading_and_battery_heartbeat():
     (gas,) = decode(READING, {"ts": 1717200000, "gas_lel_pct": 12.5, "battery_v": 3.0}).readings
-    assert gas == SensorReading(
-        ts=datetime.fromtimestamp(1717200000, UTC), gas_lel_pct=12.5, battery_v=3.0
-    )
+    assert gas == SensorReading(ts=datetime.fromtimestamp(1717200000, UTC), gas_lel_pct=12.5, battery_v=3.0)
     (beat,) = decode(READING, {"ts": 1717200000, "battery_v": 2.9}).readings
     assert isinstance(beat, SensorReading)
     assert beat.battery_v == 2.9
@@ -98,15 +109,21 @@ def test_event():
 @pytest.mark.parametrize(
     ("payload", "status"),
     [
-        ("online", "online"), ("offline", "offline"), (" OFFLINE\n", "offline"),
-        ('{"status": "online"}', "online"), ('{"status": "Offline", "ts": 1}', "offline"),
+        ("online", "online"),
+        ("offline", "offline"),
+        (" OFFLINE\n", "offline"),
+        ('{"status": "online"}', "online"),
+        ('{"status": "Offline", "ts": 1}', "offline"),
         ('"online"', "online"),
     ],
 )
 def test_gateway_status(payload, status):
     message = decode(STATUS, payload)
     assert (message.kind, message.gateway_id, message.device_id, message.status) == (
-        "status", "GW-01", None, status,
+        "status",
+        "GW-01",
+        None,
+        status,
     )
 
 

@@ -22,10 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def ingest_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as sink, subprocess.Popen(
-        [sys.executable, "-m", "lovekey", "ingest"], cwd=ROOT, env=env,
-        stdout=sink, stderr=sink,
-    ) as process:
+    with (
+        log.open("ab") as sink,
+        subprocess.Popen(
+            [sys.executable, "-m", "lovekey", "ingest"],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=sink,
+        ) as process,
+    ):
         try:
             yield process
         finally:
@@ -75,15 +81,17 @@ def test_sigkill_mid_stream_then_restart_stores_every_reading_once(
     for n in range(600):
         device = devices[n % len(devices)]
         first = n // len(devices) * 5
-        body = {"readings": [
-            {"ts": (start + timedelta(minutes=15 * (first + i))).isoformat(),
-             "total_l": float(first + i)}
-            for i in range(5)
-        ]}
+        body = {
+            "readings": [
+                {"ts": (start + timedelta(minutes=15 * (first + i))).isoformat(), "total_l": float(first + i)}
+                for i in range(5)
+            ]
+        }
         messages.append((f"{topic_prefix}/GW-1/{device}/reading", orjson.dumps(body)))
     expected = {
         (keys[devices[n % len(devices)]], start + timedelta(minutes=15 * (n // 20 * 5 + i)))
-        for n in range(600) for i in range(5)
+        for n in range(600)
+        for i in range(5)
     }
     assert len(expected) == 3000
 
@@ -106,7 +114,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_reading_once(
                     if index == 250:
                         halfway.set()
                     if index % 10 == 9:
-                        threading.Event().wait(0.03)   # about 300 messages/s
+                        threading.Event().wait(0.03)  # about 300 messages/s
                 sent.set()
 
             thread = threading.Thread(target=publish_all, name="test-publisher")
@@ -132,9 +140,7 @@ def test_sigkill_mid_stream_then_restart_stores_every_reading_once(
             second.send_signal(signal.SIGTERM)
             assert second.wait(30) == 0
     with connect(db) as conn:
-        rows = conn.execute(
-            "SELECT device_key, ts FROM water_reading WHERE ts >= %s", (start,)
-        ).fetchall()
+        rows = conn.execute("SELECT device_key, ts FROM water_reading WHERE ts >= %s", (start,)).fetchall()
         rejected = conn.execute("SELECT count(*) FROM rejected_input").fetchone()
     assert len(rows) == 3000
     assert set(rows) == expected

@@ -28,10 +28,14 @@ def test_ingest_with_nothing_configured_starts_database_and_broker(tmp_path, mak
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
     env["LOVEKEY_DATA_DIR"] = str(tmp_path / "data")
     log = tmp_path / "ingest.log"
-    with log.open("wb") as sink, subprocess.Popen(
-        [sys.executable, "-m", "lovekey", "ingest"], cwd=ROOT, env=env, stdout=sink, stderr=sink
-    ) as process:
+    with (
+        log.open("wb") as sink,
+        subprocess.Popen(
+            [sys.executable, "-m", "lovekey", "ingest"], cwd=ROOT, env=env, stdout=sink, stderr=sink
+        ) as process,
+    ):
         try:
+
             def started() -> re.Match[str] | None:
                 assert process.poll() is None, log.read_text()
                 text = log.read_text()
@@ -46,14 +50,13 @@ def test_ingest_with_nothing_configured_starts_database_and_broker(tmp_path, mak
                     keys = register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1")])
                 ts = datetime.now(UTC).replace(microsecond=0)
                 with Publisher(f"mqtt://127.0.0.1:{port}") as publisher:
-                    publisher.publish("lovekey/GW-1/WM-1/reading",
-                                      orjson.dumps({"ts": ts.isoformat(), "total_l": 42.0}))
+                    publisher.publish(
+                        "lovekey/GW-1/WM-1/reading", orjson.dumps({"ts": ts.isoformat(), "total_l": 42.0})
+                    )
 
                 def stored() -> list[tuple[object, ...]]:
                     with connect(url) as conn:
-                        return conn.execute(
-                            "SELECT device_key, ts, total_l FROM water_reading"
-                        ).fetchall()
+                        return conn.execute("SELECT device_key, ts, total_l FROM water_reading").fetchall()
 
                 assert wait_for(stored, timeout_s=30) == [(keys["WM-1"], ts, 42.0)]
             process.send_signal(signal.SIGTERM)

@@ -44,8 +44,12 @@ def settings_for(
 ) -> Callable[..., Settings]:
     def build(database_url: str, **ingest: Any) -> Settings:
         options = {
-            "batch_ms": 50, "retry_min_s": 0.05, "retry_max_s": 0.5,
-            "registry_miss_retry_s": 0, "summary_interval_s": 3600, **ingest,
+            "batch_ms": 50,
+            "retry_min_s": 0.05,
+            "retry_max_s": 0.5,
+            "registry_miss_retry_s": 0,
+            "summary_interval_s": 3600,
+            **ingest,
         }
         return make_settings(
             database_url=database_url,
@@ -100,8 +104,7 @@ def test_duplicates_and_out_of_order_store_exactly_the_distinct_readings(
 ):
     rng = random.Random(7)
     with connect(db) as conn:
-        keys = register_devices(conn, [(f"WM-{n}", "GW-1", "water_meter", f"R-{n}")
-                                       for n in range(10)])
+        keys = register_devices(conn, [(f"WM-{n}", "GW-1", "water_meter", f"R-{n}") for n in range(10)])
     expected: set[tuple[int, datetime, float]] = set()
     messages: list[tuple[str, bytes]] = []
     rows_sent = 0
@@ -109,11 +112,11 @@ def test_duplicates_and_out_of_order_store_exactly_the_distinct_readings(
         topic = f"{topic_prefix}/GW-1/{device}/reading"
         values = [(NOW - timedelta(minutes=15 * (100 - i)), 1000.0 + 2.5 * i) for i in range(100)]
         expected |= {(key, ts, total) for ts, total in values}
-        rng.shuffle(values)                                  # out of order, even inside batches
+        rng.shuffle(values)  # out of order, even inside batches
         position = 0
         while position < len(values):
             size = rng.choice([1, 1, 1, 4, 8, 24])
-            chunk = values[position:position + size]
+            chunk = values[position : position + size]
             position += size
             if len(chunk) == 1:
                 messages.append((topic, reading(*chunk[0])))
@@ -121,10 +124,10 @@ def test_duplicates_and_out_of_order_store_exactly_the_distinct_readings(
                 body = {"readings": [{"ts": ts.isoformat(), "total_l": t} for ts, t in chunk]}
                 messages.append((topic, orjson.dumps(body)))
             rows_sent += len(chunk)
-        for ts, total in rng.sample(values, 15):             # the same reading sent again alone
+        for ts, total in rng.sample(values, 15):  # the same reading sent again alone
             messages.append((topic, reading(ts, total)))
             rows_sent += 1
-    repeats = rng.sample(messages, len(messages) // 5)       # whole messages redelivered
+    repeats = rng.sample(messages, len(messages) // 5)  # whole messages redelivered
     rows_sent += sum(len(orjson.loads(p).get("readings", [None])) for _, p in repeats)
     messages += repeats
     rng.shuffle(messages)
@@ -173,8 +176,7 @@ def bad_inputs(prefix: str) -> list[tuple[str, bytes, str]]:
         (meter, j({"ts": "not a time", "total_l": 5}), "bad_timestamp"),
         (meter, j({"ts": "2024-06-01T08:00:00", "total_l": 5}), "bad_timestamp"),
         (meter, j({"ts": 1e30, "total_l": 5}), "bad_timestamp"),
-        (meter, j({"ts": (NOW + timedelta(days=2)).isoformat(), "total_l": 5}),
-         "future_timestamp"),
+        (meter, j({"ts": (NOW + timedelta(days=2)).isoformat(), "total_l": 5}), "future_timestamp"),
         (meter, j({"ts": "2001-01-01T00:00:00Z", "total_l": 5}), "too_old"),
         (meter, j({"ts": ts, "total_l": 5, "device_id": "WM-2"}), "device_mismatch"),
         (event, j({"ts": ts, "type": "earthquake", "active": True}), "unknown_event"),
@@ -197,20 +199,27 @@ def test_bad_inputs_are_kept_with_their_reason_and_good_ones_keep_flowing(
     db, settings_for, publisher, topic_prefix
 ):
     with connect(db) as conn:
-        register_devices(conn, [
-            ("WM-1", "GW-1", "water_meter", "R-1"),
-            ("SOS-1", "GW-1", "sos_button", "R-1"),
-            ("SM-1", "GW-1", "smoke", "R-1"),
-            ("WM-2", "GW-2", "water_meter", "R-2"),
-        ])
+        register_devices(
+            conn,
+            [
+                ("WM-1", "GW-1", "water_meter", "R-1"),
+                ("SOS-1", "GW-1", "sos_button", "R-1"),
+                ("SM-1", "GW-1", "smoke", "R-1"),
+                ("WM-2", "GW-2", "water_meter", "R-2"),
+            ],
+        )
     corpus = bad_inputs(topic_prefix)
     assert len(corpus) >= 30
     good_topic = f"{topic_prefix}/GW-1/WM-1/reading"
-    batch_with_bad_rows = orjson.dumps({"readings": [
-        {"ts": (NOW - timedelta(hours=3)).isoformat(), "total_l": 50.0},
-        {"ts": (NOW - timedelta(hours=2)).isoformat(), "total_l": -50.0},
-        {"ts": (NOW - timedelta(hours=1)).isoformat(), "smoke": 2.0},
-    ]})
+    batch_with_bad_rows = orjson.dumps(
+        {
+            "readings": [
+                {"ts": (NOW - timedelta(hours=3)).isoformat(), "total_l": 50.0},
+                {"ts": (NOW - timedelta(hours=2)).isoformat(), "total_l": -50.0},
+                {"ts": (NOW - timedelta(hours=1)).isoformat(), "smoke": 2.0},
+            ]
+        }
+    )
     with running_ingester(settings_for(db)) as ingester:
         for n, (topic, payload, _) in enumerate(corpus):
             publisher.publish(topic, payload)
@@ -252,21 +261,24 @@ def test_database_outage_holds_messages_and_loses_nothing(
         processed(ingester, 100)
         try:
             with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
-                    sql.Identifier(name)))
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                             " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+                )
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
             for n in range(100, 300):
                 publisher.publish(topic, reading(NOW - timedelta(minutes=n), n))
             publisher.publish(topic, b"garbage while down")
             wait_for(lambda: ingester.metrics.outages == 1 and ingester.metrics.received >= 301)
             time.sleep(1.0)  # let it retry a few times
-            assert ingester.metrics.acked == 100   # nothing acknowledged while it cannot commit
+            assert ingester.metrics.acked == 100  # nothing acknowledged while it cannot commit
             assert not ingester.metrics.database_up
         finally:
             with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
-                    sql.Identifier(name)))
+                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
         processed(ingester, 301)
         assert ingester.metrics.database_up
     assert query(db, "SELECT count(*), count(DISTINCT total_l) FROM water_reading") == [(300, 300)]
@@ -282,24 +294,26 @@ def test_two_ingesters_on_a_shared_subscription_store_every_reading_once(
     db, settings_for, publisher, topic_prefix
 ):
     with connect(db) as conn:
-        keys = register_devices(conn, [(f"WM-{n}", "GW-1", "water_meter", f"R-{n}")
-                                       for n in range(20)])
+        keys = register_devices(conn, [(f"WM-{n}", "GW-1", "water_meter", f"R-{n}") for n in range(20)])
     settings = settings_for(db)
     group = "lkt" + uuid.uuid4().hex[:8]
     base = settings.mqtt.client_id
-    with running_ingester(settings, shared_group=group, client_id=f"{base}-a") as first, \
-            running_ingester(settings, shared_group=group, client_id=f"{base}-b") as second:
+    with (
+        running_ingester(settings, shared_group=group, client_id=f"{base}-a") as first,
+        running_ingester(settings, shared_group=group, client_id=f"{base}-b") as second,
+    ):
         assert first.topics()[0] == f"$share/{group}/{topic_prefix}/+/+/reading"
         for n in range(100):
             for device in keys:
-                publisher.publish(f"{topic_prefix}/GW-1/{device}/reading",
-                                  reading(NOW - timedelta(minutes=n), n))
+                publisher.publish(
+                    f"{topic_prefix}/GW-1/{device}/reading", reading(NOW - timedelta(minutes=n), n)
+                )
         wait_for(lambda: first.metrics.acked + second.metrics.acked >= 2000, timeout_s=60)
         shares = (first.metrics.received, second.metrics.received)
         duplicates = first.metrics.duplicates + second.metrics.duplicates
         stored = first.metrics.stored["water_reading"] + second.metrics.stored["water_reading"]
     assert min(shares) > 0, f"one ingester got nothing: {shares}"
-    assert sum(shares) == 2000          # each message went to one member of the group
+    assert sum(shares) == 2000  # each message went to one member of the group
     assert (stored, duplicates) == (2000, 0)
     assert query(db, "SELECT count(*) FROM water_reading") == [(2000,)]
 
@@ -311,11 +325,23 @@ def test_a_reading_published_by_mosquitto_pub_is_stored(db, settings_for, mqtt_u
     ts = NOW - timedelta(minutes=1)
     with running_ingester(settings_for(db)) as ingester:
         subprocess.run(
-            ["mosquitto_pub", "-h", address.hostname or "127.0.0.1",
-             "-p", str(address.port or 1883), "-V", "mqttv5", "-q", "1",
-             "-t", f"{topic_prefix}/GW-1/WM-1/reading",
-             "-m", f'{{"ts": "{ts.isoformat()}", "total_m3": 12.345, "battery_v": 3.6}}'],
-            check=True, timeout=20,
+            [
+                "mosquitto_pub",
+                "-h",
+                address.hostname or "127.0.0.1",
+                "-p",
+                str(address.port or 1883),
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+                "-t",
+                f"{topic_prefix}/GW-1/WM-1/reading",
+                "-m",
+                f'{{"ts": "{ts.isoformat()}", "total_m3": 12.345, "battery_v": 3.6}}',
+            ],
+            check=True,
+            timeout=20,
         )
         processed(ingester, 1)
     assert query(db, "SELECT device_key, ts, total_l FROM water_reading") == [
@@ -328,25 +354,32 @@ def test_away_and_home_buttons_set_the_resident_status_and_events_notify(
     db, settings_for, publisher, topic_prefix
 ):
     with connect(db) as conn:
-        register_devices(conn, [
-            ("AW-1", "GW-1", "away_button", "R-1"),
-            ("SOS-1", "GW-1", "sos_button", "R-1"),
-            ("AW-2", "GW-1", "away_button", "R-2"),
-        ])
+        register_devices(
+            conn,
+            [
+                ("AW-1", "GW-1", "away_button", "R-1"),
+                ("SOS-1", "GW-1", "sos_button", "R-1"),
+                ("AW-2", "GW-1", "away_button", "R-2"),
+            ],
+        )
         conn.execute("UPDATE resident SET status = 'moved' WHERE id = 'R-2'")
         conn.commit()
 
     def event(device: str, kind: str, ts: datetime, active: bool = True) -> None:
-        publisher.publish(f"{topic_prefix}/GW-1/{device}/event",
-                          orjson.dumps({"ts": ts.isoformat(), "type": kind, "active": active}))
+        publisher.publish(
+            f"{topic_prefix}/GW-1/{device}/event",
+            orjson.dumps({"ts": ts.isoformat(), "type": kind, "active": active}),
+        )
 
     def residents() -> dict[str, tuple[Any, ...]]:
         rows = query(db, "SELECT id, status, away_until, away_reason FROM resident")
         return {row[0]: row[1:] for row in rows}
 
     away_at = NOW - timedelta(minutes=30)
-    with psycopg.connect(db, autocommit=True) as listener, \
-            running_ingester(settings_for(db, away_default_h=48)) as ingester:
+    with (
+        psycopg.connect(db, autocommit=True) as listener,
+        running_ingester(settings_for(db, away_default_h=48)) as ingester,
+    ):
         listener.execute("LISTEN lovekey_events")
         event("AW-1", "away", away_at)
         event("AW-2", "away", away_at)
@@ -358,29 +391,35 @@ def test_away_and_home_buttons_set_the_resident_status_and_events_notify(
         event("AW-1", "home", NOW - timedelta(minutes=10))
         processed(ingester, 3)
         assert residents()["R-1"] == ("active", None, None)
-        event("AW-1", "away", NOW - timedelta(minutes=20))   # late: older than the home press
-        event("AW-1", "home", NOW - timedelta(minutes=10))   # redelivered duplicate
+        event("AW-1", "away", NOW - timedelta(minutes=20))  # late: older than the home press
+        event("AW-1", "home", NOW - timedelta(minutes=10))  # redelivered duplicate
         processed(ingester, 5)
         assert residents()["R-1"] == ("active", None, None)
-        while list(listener.notifies(timeout=0.1)):          # drain what came so far
+        while list(listener.notifies(timeout=0.1)):  # drain what came so far
             pass
         event("SOS-1", "sos", NOW)
         notices = list(listener.notifies(timeout=10, stop_after=1))
         assert [n.channel for n in notices] == ["lovekey_events"]
         processed(ingester, 6)
     assert query(db, "SELECT type, active FROM device_event ORDER BY ts, type") == [
-        ("away", True), ("away", True), ("away", True), ("home", True), ("sos", True),
+        ("away", True),
+        ("away", True),
+        ("away", True),
+        ("home", True),
+        ("sos", True),
     ]
 
 
 def test_gateway_status_and_last_seen(db, settings_for, publisher, topic_prefix):
     with connect(db) as conn:
-        register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1"),
-                                ("WM-2", "GW-2", "water_meter", "R-2")])
+        register_devices(
+            conn, [("WM-1", "GW-1", "water_meter", "R-1"), ("WM-2", "GW-2", "water_meter", "R-2")]
+        )
 
     def gateways() -> dict[str, tuple[Any, ...]]:
-        rows = query(db, "SELECT id, online, status_changed_at IS NOT NULL, last_seen IS NOT NULL"
-                         " FROM gateway")
+        rows = query(
+            db, "SELECT id, online, status_changed_at IS NOT NULL, last_seen IS NOT NULL FROM gateway"
+        )
         return {row[0]: row[1:] for row in rows}
 
     with running_ingester(settings_for(db)) as ingester:
@@ -395,8 +434,9 @@ def test_gateway_status_and_last_seen(db, settings_for, publisher, topic_prefix)
         publisher.publish(f"{topic_prefix}/GW-1/status", b'{"status": "offline"}', retain=True)
         processed(ingester, 4)
         assert gateways()["GW-1"] == (False, True, True)
-        assert query(db, "SELECT status_changed_at > %s FROM gateway WHERE id = 'GW-1'",
-                     changed[0][0]) == [(True,)]
+        assert query(db, "SELECT status_changed_at > %s FROM gateway WHERE id = 'GW-1'", changed[0][0]) == [
+            (True,)
+        ]
 
 
 def test_refused_rows_are_kept_and_missing_partitions_are_created(
@@ -408,8 +448,9 @@ def test_refused_rows_are_kept_and_missing_partitions_are_created(
         # a rule the codec does not know, so only the database can refuse the row
         conn.execute("ALTER TABLE water_reading ADD CONSTRAINT test_cap CHECK (total_l < 1e6)")
         current = [p for p, lo, hi in existing_partitions(conn, "water_reading") if lo <= NOW < hi]
-        conn.execute(sql.SQL("ALTER TABLE water_reading DETACH PARTITION {}").format(
-            sql.Identifier(current[0])))
+        conn.execute(
+            sql.SQL("ALTER TABLE water_reading DETACH PARTITION {}").format(sql.Identifier(current[0]))
+        )
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(current[0])))
     topic = f"{topic_prefix}/GW-1/WM-1/reading"
     with running_ingester(settings_for(db, batch_ms=300)) as ingester:
@@ -444,24 +485,31 @@ def test_metrics_endpoint(db, settings_for, publisher, topic_prefix):
     assert 'lovekey_ingest_lag_seconds_bucket{le="+Inf"} 3.0' in text
 
 
-def test_readings_events_and_duplicates_on_each_backend(
-    backend, settings_for, publisher, topic_prefix
-):
+def test_readings_events_and_duplicates_on_each_backend(backend, settings_for, publisher, topic_prefix):
     db = backend.create("ingest_backend")
     with connect(db) as conn:
-        register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1"),
-                                ("GAS-1", "GW-1", "gas", "R-1")])
+        register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1"), ("GAS-1", "GW-1", "gas", "R-1")])
     meter = f"{topic_prefix}/GW-1/WM-1/reading"
     with running_ingester(settings_for(db)) as ingester:
         for n in range(30):
             publisher.publish(meter, reading(NOW - timedelta(days=n), float(n)))
-        publisher.publish(meter, orjson.dumps({"readings": [
-            {"ts": (NOW - timedelta(days=n)).isoformat(), "total_l": float(n)} for n in range(10)
-        ]}))
-        publisher.publish(f"{topic_prefix}/GW-1/GAS-1/reading",
-                          orjson.dumps({"ts": NOW.isoformat(), "gas_lel_pct": 12.5}))
-        publisher.publish(f"{topic_prefix}/GW-1/GAS-1/event",
-                          orjson.dumps({"ts": NOW.isoformat(), "type": "gas", "active": True}))
+        publisher.publish(
+            meter,
+            orjson.dumps(
+                {
+                    "readings": [
+                        {"ts": (NOW - timedelta(days=n)).isoformat(), "total_l": float(n)} for n in range(10)
+                    ]
+                }
+            ),
+        )
+        publisher.publish(
+            f"{topic_prefix}/GW-1/GAS-1/reading", orjson.dumps({"ts": NOW.isoformat(), "gas_lel_pct": 12.5})
+        )
+        publisher.publish(
+            f"{topic_prefix}/GW-1/GAS-1/event",
+            orjson.dumps({"ts": NOW.isoformat(), "type": "gas", "active": True}),
+        )
         processed(ingester, 33)
         assert ingester.metrics.duplicates == 10
     assert query(db, "SELECT count(*) FROM water_reading") == [(30,)]
@@ -481,8 +529,9 @@ def test_retiring_a_shared_member_writes_what_its_session_held(
         pass  # joined the group, then left for good: its session stays and gets its share
     with running_ingester(settings, shared_group=group, client_id=f"{settings.mqtt.client_id}-a") as a:
         for n in range(200):
-            publisher.publish(f"{topic_prefix}/GW-1/WM-{n % 10}/reading",
-                              reading(NOW - timedelta(minutes=n), float(n)))
+            publisher.publish(
+                f"{topic_prefix}/GW-1/WM-{n % 10}/reading", reading(NOW - timedelta(minutes=n), float(n))
+            )
         publisher.flush()
         wait_for(lambda: a.metrics.received > 0 and a.metrics.acked == a.metrics.received)
         time.sleep(0.5)
@@ -499,8 +548,12 @@ def test_retiring_a_shared_member_writes_what_its_session_held(
     present: list[bool] = []
     probe = new_client(address, gone)
     probe.on_connect = lambda c, u, flags, r, p: present.append(flags.session_present)
-    probe.connect(address.host, address.port, clean_start=False,
-                  properties=connect_properties(session_expiry_s=0, receive_maximum=10))
+    probe.connect(
+        address.host,
+        address.port,
+        clean_start=False,
+        properties=connect_properties(session_expiry_s=0, receive_maximum=10),
+    )
     probe.loop_start()
     try:
         wait_for(lambda: present, timeout_s=10)

@@ -44,7 +44,17 @@ def conn(registry_url: str) -> Iterator[psycopg.Connection]:
 
 
 def _counts(conn: psycopg.Connection) -> dict[str, int]:
-    tables = ("community", "grid", "building", "unit", "gateway", "household", "resident", "device", "contact")
+    tables = (
+        "community",
+        "grid",
+        "building",
+        "unit",
+        "gateway",
+        "household",
+        "resident",
+        "device",
+        "contact",
+    )
     return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}  # noqa: S608
 
 
@@ -102,15 +112,13 @@ def test_importing_the_same_file_twice_is_a_no_op(conn: psycopg.Connection) -> N
 
 def test_reimport_with_changes_updates_in_place(conn: psycopg.Connection) -> None:
     apply_registry(conn, parse_registry(FULL))
-    contact_ids = dict(
-        conn.execute("SELECT phone, id FROM contact WHERE resident_id = 'R-10'").fetchall()
-    )
+    contact_ids = dict(conn.execute("SELECT phone, id FROM contact WHERE resident_id = 'R-10'").fetchall())
     keys = dict(conn.execute("SELECT id, key FROM device").fetchall())
     changed = (
-        FULL.replace("WM-10,GW-1,", "WM-10,GW-9,")             # device moves to another gateway
-        .replace("138 0000 0010", "138 0000 9999")              # new phone
+        FULL.replace("WM-10,GW-1,", "WM-10,GW-9,")  # device moves to another gateway
+        .replace("138 0000 0010", "138 0000 9999")  # new phone
         .replace("love_key_holder,张师傅,13900000002,", ",,,")  # second key holder removed
-        .replace("一网格", "第一网格")                             # grid renamed
+        .replace("一网格", "第一网格")  # grid renamed
     )
     report = apply_registry(conn, parse_registry(changed))
     assert report.updated["device"] == 1
@@ -130,7 +138,12 @@ def test_reimport_with_changes_updates_in_place(conn: psycopg.Connection) -> Non
 def test_blank_cells_do_not_erase_known_values(conn: psycopg.Connection) -> None:
     apply_registry(conn, parse_registry(FULL))
     # the minimal form names R-10's meter again but says nothing of names, hierarchy or contacts
-    report = apply_registry(conn, parse_registry("device_id,gateway_id,resident_id,kind,household_id\nWM-10,GW-1,R-10,water_meter,H-10\n"))
+    report = apply_registry(
+        conn,
+        parse_registry(
+            "device_id,gateway_id,resident_id,kind,household_id\nWM-10,GW-1,R-10,water_meter,H-10\n"
+        ),
+    )
     assert not report.changed, report.summary()
     assert conn.execute("SELECT name FROM resident WHERE id = 'R-10'").fetchone() == ("王秀英",)
     assert conn.execute("SELECT count(*) FROM contact WHERE resident_id = 'R-10'").fetchone() == (3,)
@@ -209,8 +222,11 @@ def test_malformed_phones_are_refused(raw: str) -> None:
 
 
 def test_cli_import_list_export(
-    registry_url: str, conn: psycopg.Connection, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    registry_url: str,
+    conn: psycopg.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("LOVEKEY_DATABASE_URL", registry_url)
     good = tmp_path / "district.csv"

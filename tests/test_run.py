@@ -37,7 +37,9 @@ def test_one_part_failing_stops_every_other_part() -> None:
     settings = load_settings(environ={})
     with pytest.raises(ExceptionGroup) as caught:
         asyncio.run(
-            run_pipeline(settings, "", "", stop=stop, parts=(), extra={"patient": patient, "failing": failing})
+            run_pipeline(
+                settings, "", "", stop=stop, parts=(), extra={"patient": patient, "failing": failing}
+            )
         )
     assert caught.group_contains(RuntimeError, match="boom")
     assert stop.is_set()
@@ -66,7 +68,11 @@ def test_demo_reaches_an_escalated_alert(tmp_path: Path) -> None:
     env["LOVEKEY_DATA_DIR"] = str(tmp_path / "data")
     proc = subprocess.run(
         [sys.executable, "-m", "lovekey", "demo", "--residents", "200", "--exit-after", "90", "--port", "0"],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     escalated = re.search(r"alerts escalated: (\d+)", proc.stdout)

@@ -37,9 +37,9 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
             "LOVEKEY_TEST_DATABASE_URL": "ignored: tooling, not settings",
         },
     )
-    assert settings.timezone == "UTC"                  # file
-    assert settings.storage.retention_days == 90       # file
-    assert settings.detect.low_usage_min_l == 8.0      # environment beats file
+    assert settings.timezone == "UTC"  # file
+    assert settings.storage.retention_days == 90  # file
+    assert settings.detect.low_usage_min_l == 8.0  # environment beats file
     assert settings.database_url == "postgresql://lk:secret@db.example:5432/lovekey"
 
 

@@ -37,8 +37,9 @@ def quiet(**meters: Any) -> Scenario:
 
 
 def decoded(message: Message, *, now: datetime | None = None) -> Any:
-    return decode_message("lk", "lk/" + message.topic, message.payload,
-                          now=now or message.publish_at + timedelta(seconds=1))
+    return decode_message(
+        "lk", "lk/" + message.topic, message.payload, now=now or message.publish_at + timedelta(seconds=1)
+    )
 
 
 def body(message: Message) -> Any:
@@ -100,13 +101,15 @@ def test_messages_are_in_send_order_and_shards_split_them_by_gateway():
     world = World.build(Scenario.load(None), residents=120, seed=2, start=MONDAY, days=2)
     messages = list(world.messages())
     assert [m.publish_ts for m in messages] == sorted(m.publish_ts for m in messages)
-    shards = [list(zip(b.topics, b.payloads, strict=True))
-              for k in range(3) for b in world.message_batches(shard=(k, 3))]
+    shards = [
+        list(zip(b.topics, b.payloads, strict=True))
+        for k in range(3)
+        for b in world.message_batches(shard=(k, 3))
+    ]
     parts = [pair for part in shards for pair in part]
     assert sorted(parts) == sorted((m.topic, m.payload) for m in messages)
     gateways_per_shard = [
-        {t.split("/")[0] for b in world.message_batches(shard=(k, 3)) for t in b.topics}
-        for k in range(3)
+        {t.split("/")[0] for b in world.message_batches(shard=(k, 3)) for t in b.topics} for k in range(3)
     ]
     assert all(g for g in gateways_per_shard)
     assert not (gateways_per_shard[0] & gateways_per_shard[1])
@@ -123,8 +126,8 @@ def test_daily_use_flushes_and_night_share_fall_in_the_documented_ranges():
     per_day = hourly.reshape(residents, days, 24)
     daily_l = per_day.sum(axis=2).mean(axis=1)
     assert 80 <= np.median(daily_l) <= 120
-    assert 0.01 <= np.mean(daily_l < 30) <= 0.12          # some frugal residents
-    assert 0.04 <= np.mean(daily_l > 200) <= 0.25          # and some heavy users
+    assert 0.01 <= np.mean(daily_l < 30) <= 0.12  # some frugal residents
+    assert 0.04 <= np.mean(daily_l > 200) <= 0.25  # and some heavy users
     assert np.percentile(daily_l, 5) < 50 < 180 < np.percentile(daily_l, 95)
     night_share = per_day[:, :, :6].sum() / per_day.sum()
     assert 0.02 <= night_share <= 0.10
@@ -135,10 +138,14 @@ def test_daily_use_flushes_and_night_share_fall_in_the_documented_ranges():
     night = np.zeros(residents)
     index = np.arange(residents)
     for day in range(days):
-        events = day_events(world.traits, index, (int(world.start_s) + 8 * 3600) // 86400 + day,
-                            seed=world.seed, routine=world.scenario.routine)
-        flushes += np.bincount(events.row[np.isin(events.kind, (FLUSH, NIGHT_FLUSH))],
-                               minlength=residents)
+        events = day_events(
+            world.traits,
+            index,
+            (int(world.start_s) + 8 * 3600) // 86400 + day,
+            seed=world.seed,
+            routine=world.scenario.routine,
+        )
+        flushes += np.bincount(events.row[np.isin(events.kind, (FLUSH, NIGHT_FLUSH))], minlength=residents)
         night += np.bincount(events.row[events.kind == NIGHT_FLUSH], minlength=residents)
     assert 5 <= np.median(flushes / days) <= 8
     assert np.mean((flushes / days >= 3.5) & (flushes / days <= 10)) > 0.9
@@ -152,12 +159,12 @@ class Scene:
     """A small district with one incident of each kind at a fixed time."""
 
     def __init__(self) -> None:
-        base = World.build(quiet(mode_share={"quarter_hour": 1.0}), residents=90, seed=8,
-                           start=MONDAY, days=4)
+        base = World.build(
+            quiet(mode_share={"quarter_hour": 1.0}), residents=90, seed=8, start=MONDAY, days=4
+        )
         pop = base.population
         self.outage_gateways = [pop.gateway_count - 1, pop.gateway_count - 2]
-        ok = [r for r in range(pop.residents)
-              if int(pop.resident_building[r]) not in self.outage_gateways]
+        ok = [r for r in range(pop.residents) if int(pop.resident_building[r]) not in self.outage_gateways]
         taken: set[int] = set()
 
         def pick(kind: int | None = None) -> int:
@@ -168,12 +175,23 @@ class Scene:
             raise AssertionError("the test district has nobody left with that device")
 
         self.who = {
-            "smoke": pick(SMOKE), "gas": pick(GAS), "sos": pick(SOS_BUTTON),
+            "smoke": pick(SMOKE),
+            "gas": pick(GAS),
+            "sos": pick(SOS_BUTTON),
             "planned_absence": pick(AWAY_BUTTON),
         }
-        for kind in ("no_use", "running_tap", "slow_leak", "meter_silent", "meter_swap",
-                     "unannounced_absence", "day_out", "cleaning_day", "late_messages",
-                     "duplicate_messages"):
+        for kind in (
+            "no_use",
+            "running_tap",
+            "slow_leak",
+            "meter_silent",
+            "meter_swap",
+            "unannounced_absence",
+            "day_out",
+            "cleaning_day",
+            "late_messages",
+            "duplicate_messages",
+        ):
             self.who[kind] = pick()
         fixed: list[dict[str, Any]] = [
             {"kind": "no_use", "start_h": 34, "duration_h": 20},
@@ -194,10 +212,20 @@ class Scene:
         for spec in fixed:
             spec["resident"] = pop.resident_ids[self.who[spec["kind"]]]
         fixed += [
-            {"kind": "gateway_outage", "gateway": self.outage_gateways[0], "start_h": 50,
-             "duration_h": 2, "buffered": False},
-            {"kind": "gateway_outage", "gateway": self.outage_gateways[1], "start_h": 60,
-             "duration_h": 3, "buffered": True},
+            {
+                "kind": "gateway_outage",
+                "gateway": self.outage_gateways[0],
+                "start_h": 50,
+                "duration_h": 2,
+                "buffered": False,
+            },
+            {
+                "kind": "gateway_outage",
+                "gateway": self.outage_gateways[1],
+                "start_h": 60,
+                "duration_h": 3,
+                "buffered": True,
+            },
         ]
         scenario = base.scenario.with_overrides({"incidents": {"fixed": fixed}})
         self.world = World.build(scenario, residents=90, seed=8, start=MONDAY, days=4)
@@ -274,19 +302,29 @@ def test_a_silent_meter_sends_nothing_in_its_window_while_water_is_used(scene):
 def test_a_gateway_outage_says_offline_then_online_and_loses_or_delivers_late(scene):
     pop = scene.world.population
     for gateway, buffered in zip(scene.outage_gateways, (False, True), strict=True):
-        outage = next(i for i in scene.world.truth()
-                      if i.kind == "gateway_outage" and i.gateway_id == pop.gateway_ids[gateway])
+        outage = next(
+            i
+            for i in scene.world.truth()
+            if i.kind == "gateway_outage" and i.gateway_id == pop.gateway_ids[gateway]
+        )
         a, b = outage.start.timestamp(), outage.end.timestamp()
         gateway_id = pop.gateway_ids[gateway]
-        statuses = [(m.publish_ts, decoded(m).status, m.retain)
-                    for m in scene.messages if m.topic == f"{gateway_id}/status"]
+        statuses = [
+            (m.publish_ts, decoded(m).status, m.retain)
+            for m in scene.messages
+            if m.topic == f"{gateway_id}/status"
+        ]
         assert (a, "offline", True) in statuses
         assert (b, "online", True) in statuses
-        devices = [m for m in scene.messages
-                   if m.topic.startswith(gateway_id + "/") and not m.topic.endswith("status")]
+        devices = [
+            m
+            for m in scene.messages
+            if m.topic.startswith(gateway_id + "/") and not m.topic.endswith("status")
+        ]
         assert not [m for m in devices if a <= m.publish_ts < b]
-        measured_inside = [m for m in devices
-                           if m.topic.endswith("reading") and a + 60 <= ts_of(body(m)) < b - 60]
+        measured_inside = [
+            m for m in devices if m.topic.endswith("reading") and a + 60 <= ts_of(body(m)) < b - 60
+        ]
         if buffered:
             assert len(measured_inside) > 10
             assert all(b <= m.publish_ts < b + 120 for m in measured_inside)
@@ -304,8 +342,9 @@ def test_a_meter_swap_restarts_the_register_near_zero(scene):
     start_minute = int(a - scene.world.start_s) // 60
     for t, value in zip(ts[after], total[after], strict=True):
         nominal = round(t / 900) * 900  # the clock is off by seconds, never by minutes
-        used = scene.minutes[scene.who["meter_swap"],
-                             start_minute:int(nominal - scene.world.start_s) // 60].sum()
+        used = scene.minutes[
+            scene.who["meter_swap"], start_minute : int(nominal - scene.world.start_s) // 60
+        ].sum()
         assert abs(value - (2.0 + used)) <= 1.05
     assert total[after][0] < 60
 
@@ -324,21 +363,18 @@ def test_an_unannounced_absence_is_no_use_without_any_button(scene):
     assert scene.minutes_of("unannounced_absence").sum() == 0.0
     mine = {d for d in scene.world.population.devices_of(r).values()}
     ids = {scene.world.population.device_ids[d] for d in mine}
-    assert not [m for m in scene.messages if m.topic.split("/")[1] in ids
-                and m.topic.endswith("event")]
+    assert not [m for m in scene.messages if m.topic.split("/")[1] in ids and m.topic.endswith("event")]
     details = scene.truth["unannounced_absence"].details
     assert details["expected_alert"] == "low_usage"
     assert "away button" in details["note"]
 
 
-@pytest.mark.parametrize(("kind", "field", "level"), [("smoke", "smoke", 12.0),
-                                                      ("gas", "gas_lel_pct", 25.0)])
+@pytest.mark.parametrize(("kind", "field", "level"), [("smoke", "smoke", 12.0), ("gas", "gas_lel_pct", 25.0)])
 def test_alarms_send_an_event_on_and_off_and_readings_at_alarm_level(scene, kind, field, level):
     a, b = scene.window(kind)
     device = scene.truth[kind].device_id
     events = [body(m) for m in scene.by_device[device] if m.topic.endswith("event")]
-    assert [(ts_of(e), e["type"], e["active"]) for e in events] == [(a, kind, True),
-                                                                     (b, kind, False)]
+    assert [(ts_of(e), e["type"], e["active"]) for e in events] == [(a, kind, True), (b, kind, False)]
     assert events[0]["value"] == level
     readings = [body(m) for m in scene.by_device[device] if m.topic.endswith("reading")]
     assert {r[field] for r in readings if a <= ts_of(r) < b} == {level}
@@ -361,8 +397,9 @@ def test_a_day_out_is_hours_without_use_and_a_cleaning_day_is_heavy_use(scene):
 
 def test_late_messages_arrive_late_and_duplicates_twice(scene):
     a, b = scene.window("late_messages")
-    lags = [(ts_of(body(m)), m.publish_ts - ts_of(body(m)))
-            for m in scene.by_device[scene.meter("late_messages")]]
+    lags = [
+        (ts_of(body(m)), m.publish_ts - ts_of(body(m))) for m in scene.by_device[scene.meter("late_messages")]
+    ]
     late = [lag for ts, lag in lags if a + 60 <= ts < b - 60]
     on_time = [lag for ts, lag in lags if not a - 60 <= ts < b + 60]
     assert len(late) >= 15
@@ -374,8 +411,9 @@ def test_late_messages_arrive_late_and_duplicates_twice(scene):
     inside = {p for p in copies if a + 60 <= ts_of(orjson.loads(p)) < b - 60}
     assert len(inside) >= 15
     assert all(copies[p] == 2 for p in inside)
-    assert all(n == 1 for p, n in copies.items() if p not in inside
-               and not a - 60 <= ts_of(orjson.loads(p)) < b + 60)
+    assert all(
+        n == 1 for p, n in copies.items() if p not in inside and not a - 60 <= ts_of(orjson.loads(p)) < b + 60
+    )
     # the readings view holds each value once
     ts, _ = scene.totals("duplicate_messages")
     assert len(ts) == len(set(ts.tolist()))
@@ -387,7 +425,8 @@ def test_the_truth_is_json_lines_with_rfc3339_times(scene):
         assert line["kind"] in (*INCIDENT_KINDS, "battery_low")
         assert datetime.fromisoformat(line["start"]).utcoffset() == timedelta(hours=8)
         assert line["end"] is None or datetime.fromisoformat(line["end"]) >= datetime.fromisoformat(
-            line["start"])
+            line["start"]
+        )
         assert "expected_alert" in line["details"]
 
 
@@ -397,11 +436,12 @@ def test_the_truth_is_json_lines_with_rfc3339_times(scene):
 def test_every_message_of_every_mode_and_incident_kind_decodes_with_the_ingest_codecs():
     boosted = {kind: 30.0 for kind in INCIDENT_KINDS}
     boosted["meter_swap"] = 3.0  # a swapped meter gets a new battery: keep some old ones
-    scenario = Scenario.load(None).with_overrides({
-        "incidents": {"rate": boosted},
-        "meters": {"failing_battery_share": 0.3,
-                   "mode_share": dict.fromkeys(REPORTING_MODES, 1.0)},
-    })
+    scenario = Scenario.load(None).with_overrides(
+        {
+            "incidents": {"rate": boosted},
+            "meters": {"failing_battery_share": 0.3, "mode_share": dict.fromkeys(REPORTING_MODES, 1.0)},
+        }
+    )
     world = World.build(scenario, residents=100, seed=4, start=MONDAY, days=3)
     assert {i.kind for i in world.truth()} >= set(INCIDENT_KINDS) | {"battery_low"}
     kinds: Counter[str] = Counter()
@@ -421,28 +461,49 @@ def test_every_message_of_every_mode_and_incident_kind_decodes_with_the_ingest_c
 
 
 def test_the_events_view_is_what_the_event_messages_say():
-    boosted = {kind: 30.0 for kind in ("smoke", "gas", "sos", "planned_absence",
-                                       "gateway_outage", "late_messages", "duplicate_messages")}
+    boosted = {
+        kind: 30.0
+        for kind in (
+            "smoke",
+            "gas",
+            "sos",
+            "planned_absence",
+            "gateway_outage",
+            "late_messages",
+            "duplicate_messages",
+        )
+    }
     scenario = Scenario.load(None).with_overrides({"incidents": {"rate": boosted}})
     world = World.build(scenario, residents=80, seed=14, start=MONDAY, days=2)
     sent = []
     for m in world.messages():
         if m.topic.endswith("/event"):
             event = body(m)
-            sent.append((m.publish_ts, m.topic.split("/")[1], event["type"], event["active"],
-                         int(ts_of(event)), event.get("value")))
+            sent.append(
+                (
+                    m.publish_ts,
+                    m.topic.split("/")[1],
+                    event["type"],
+                    event["active"],
+                    int(ts_of(event)),
+                    event.get("value"),
+                )
+            )
     seen = [(e.arrival_s, e.device_id, e.type, e.active, e.ts_s, e.value) for e in world.events()]
     assert len(sent) > 30
     assert sorted(seen) == sorted(sent)
 
 
-@pytest.mark.parametrize(("mode", "per_day", "rows", "every_s"), [
-    ("minute", 1440, 1, 60),
-    ("quarter_hour", 96, 1, 900),
-    ("hourly_batch", 24, 4, 3600),
-    ("four_daily", 4, 6, 21600),
-    ("daily", 1, 24, 86400),
-])
+@pytest.mark.parametrize(
+    ("mode", "per_day", "rows", "every_s"),
+    [
+        ("minute", 1440, 1, 60),
+        ("quarter_hour", 96, 1, 900),
+        ("hourly_batch", 24, 4, 3600),
+        ("four_daily", 4, 6, 21600),
+        ("daily", 1, 24, 86400),
+    ],
+)
 def test_reporting_modes(mode, per_day, rows, every_s):
     world = World.build(quiet(mode_share={mode: 1.0}), residents=12, seed=6, start=MONDAY, days=3)
     meter = world.meter_ids[0]
@@ -454,8 +515,9 @@ def test_reporting_modes(mode, per_day, rows, every_s):
     stamps = [r.ts.timestamp() for v in values for r in v]
     gaps = np.diff(stamps)
     assert np.all(np.abs(gaps - every_s / rows) <= 2 * 22)  # clock offset and jitter
-    assert all(m.publish_ts >= max(r.ts.timestamp() for r in v) - 22
-               for m, v in zip(day2, values, strict=True))
+    assert all(
+        m.publish_ts >= max(r.ts.timestamp() for r in v) - 22 for m, v in zip(day2, values, strict=True)
+    )
     assert ("flow_lpm" in body(day2[0])) == (mode == "minute")
     registry = {row["device_id"]: row for row in world.registry_rows()}
     assert registry[meter]["report_interval_s"] == str(every_s)
@@ -463,8 +525,7 @@ def test_reporting_modes(mode, per_day, rows, every_s):
 
 
 def test_batteries_drain_and_a_failing_one_raises_battery_low():
-    world = World.build(quiet(failing_battery_share=1.0), residents=10, seed=9, start=MONDAY,
-                        days=30)
+    world = World.build(quiet(failing_battery_share=1.0), residents=10, seed=9, start=MONDAY, days=30)
     readings = world.water_readings()
     for meter in range(10):
         volts = readings.battery_v[(readings.device_index == meter) & ~np.isnan(readings.battery_v)]
@@ -472,8 +533,11 @@ def test_batteries_drain_and_a_failing_one_raises_battery_low():
     lows = [i for i in world.truth() if i.kind == "battery_low" and i.device_id.startswith("WM")]
     assert len(lows) == 10
     first = lows[0]
-    events = [m for m in world.messages(first.start, first.start + timedelta(minutes=5))
-              if m.topic.endswith(f"{first.device_id}/event")]
+    events = [
+        m
+        for m in world.messages(first.start, first.start + timedelta(minutes=5))
+        if m.topic.endswith(f"{first.device_id}/event")
+    ]
     assert [body(m)["type"] for m in events] == ["battery_low"]
 
 
@@ -481,8 +545,7 @@ def test_the_registry_imports_as_a_full_form_file():
     world = World.build(Scenario.load(None), residents=300, seed=10, start=MONDAY, days=1)
     rows = world.registry_rows()
     header = list(rows[0])
-    text = ",".join(header) + "\n" + "\n".join(
-        ",".join(row[c] for c in header) for row in rows) + "\n"
+    text = ",".join(header) + "\n" + "\n".join(",".join(row[c] for c in header) for row in rows) + "\n"
     registry = parse_registry(text, name="sim.csv", default_country_code="86")
     assert len(registry.devices) == len(world.population.device_ids)
     assert len(registry.residents) == 300
@@ -495,8 +558,7 @@ def test_the_registry_imports_as_a_full_form_file():
     assert 300 <= roles["community_staff"] <= 600
     assert 300 <= roles["love_key_holder"] <= 600
     assert 0 < roles["family"] < 300
-    phones = [row[f"contact{n}_phone"] for row in rows for n in range(1, 7)
-              if row[f"contact{n}_phone"]]
+    phones = [row[f"contact{n}_phone"] for row in rows for n in range(1, 7) if row[f"contact{n}_phone"]]
     assert all(p.startswith("+861") and len(p) == 14 and p[1:].isdigit() for p in phones)
     communities = {row["community_id"] for row in rows}
     grids = {row["grid_id"] for row in rows}
@@ -509,7 +571,7 @@ def test_the_registry_imports_as_a_full_form_file():
 
 def test_a_scenario_file_overrides_the_defaults_and_a_bad_one_names_itself(tmp_path: Path):
     good = tmp_path / "good.toml"
-    good.write_text('[meters]\nmode_share = { daily = 1.0 }\n[incidents.rate]\nsos = 2.0\n')
+    good.write_text("[meters]\nmode_share = { daily = 1.0 }\n[incidents.rate]\nsos = 2.0\n")
     scenario = Scenario.load(good)
     assert scenario.meters.mode_share == {"daily": 1.0}
     assert scenario.incidents.rate["sos"] == 2.0

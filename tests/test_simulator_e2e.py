@@ -40,10 +40,14 @@ def rows(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
 @pytest.fixture
 def scenario_file(tmp_path: Path) -> tuple[Path, Scenario]:
     """Quiet defaults plus an absence that is still going on and a buffered gateway outage."""
-    probe = World.build(Scenario.load(None), residents=RESIDENTS, seed=SEED,
-                        start=datetime(2024, 1, 1, tzinfo=LOCAL), days=1)
+    probe = World.build(
+        Scenario.load(None), residents=RESIDENTS, seed=SEED, start=datetime(2024, 1, 1, tzinfo=LOCAL), days=1
+    )
     away = next(r for r in range(RESIDENTS) if AWAY_BUTTON in probe.population.devices_of(r))
-    text = "[incidents.rate]\n" + "".join(f"{k} = 0.0\n" for k in INCIDENT_KINDS) + f"""
+    text = (
+        "[incidents.rate]\n"
+        + "".join(f"{k} = 0.0\n" for k in INCIDENT_KINDS)
+        + f"""
 [[incidents.fixed]]
 kind = "planned_absence"
 resident = {away}
@@ -63,6 +67,7 @@ resident = 1
 start_h = 1
 duration_h = 4
 """
+    )
     path = tmp_path / "e2e.toml"
     path.write_text(text)
     return path, Scenario.load(path)
@@ -83,9 +88,13 @@ def test_a_simulated_day_lands_in_the_database_exactly_as_sent(
     world = World.build(scenario, residents=RESIDENTS, seed=SEED, start=start, days=DAYS)
     sent = list(world.messages())
     settings = make_settings(
-        database_url=db, mqtt_url=mqtt_url,
-        mqtt={"topic_prefix": topic_prefix, "client_id": "lkt-" + topic_prefix[-12:],
-              "session_expiry_s": 120},
+        database_url=db,
+        mqtt_url=mqtt_url,
+        mqtt={
+            "topic_prefix": topic_prefix,
+            "client_id": "lkt-" + topic_prefix[-12:],
+            "session_expiry_s": 120,
+        },
         ingest={"batch_ms": 50, "registry_miss_retry_s": 0, "summary_interval_s": 3600},
     )
     for name in list(os.environ):
@@ -95,16 +104,29 @@ def test_a_simulated_day_lands_in_the_database_exactly_as_sent(
     monkeypatch.setenv("LOVEKEY_MQTT_URL", mqtt_url)
     monkeypatch.setenv("LOVEKEY_MQTT__TOPIC_PREFIX", topic_prefix)
     monkeypatch.setenv("LOVEKEY_DATA_DIR", str(tmp_path / "data"))
-    common = ["--residents", str(RESIDENTS), "--seed", str(SEED), "--days", str(DAYS),
-              "--start", start.isoformat(), "--scenario", str(path)]
+    common = [
+        "--residents",
+        str(RESIDENTS),
+        "--seed",
+        str(SEED),
+        "--days",
+        str(DAYS),
+        "--start",
+        start.isoformat(),
+        "--scenario",
+        str(path),
+    ]
     registry, truth = tmp_path / "registry.csv", tmp_path / "truth.jsonl"
 
-    assert main(["simulate", *common, "--no-publish", "--registry-out", str(registry),
-                 "--truth-out", str(truth)]) == 0
+    assert (
+        main(
+            ["simulate", *common, "--no-publish", "--registry-out", str(registry), "--truth-out", str(truth)]
+        )
+        == 0
+    )
     assert main(["devices", "import", str(registry)]) == 0
     incidents = [json.loads(line) for line in truth.read_text().splitlines()]
-    assert {i["kind"] for i in incidents} == {"planned_absence", "gateway_outage",
-                                              "duplicate_messages"}
+    assert {i["kind"] for i in incidents} == {"planned_absence", "gateway_outage", "duplicate_messages"}
 
     try:
         with running_ingester(settings) as ingester:
@@ -117,22 +139,41 @@ def test_a_simulated_day_lands_in_the_database_exactly_as_sent(
 
     assert rows(db, "SELECT reason, count(*) FROM rejected_input GROUP BY 1") == []
     expected = world.water_readings()
-    stored = rows(db, "SELECT d.id, extract(epoch FROM w.ts)::bigint, w.total_l FROM water_reading w"
-                      " JOIN device d ON d.key = w.device_key")
+    stored = rows(
+        db,
+        "SELECT d.id, extract(epoch FROM w.ts)::bigint, w.total_l FROM water_reading w"
+        " JOIN device d ON d.key = w.device_key",
+    )
     assert len(stored) == len(expected) > RESIDENTS * 20
-    assert sorted(stored) == sorted(zip([expected.device_ids[i] for i in expected.device_index],
-                                        expected.ts.tolist(), expected.total_l.tolist(),
-                                        strict=True))
-    events = {(m.topic.split("/")[1], orjson.loads(m.payload)["type"],
-               int(datetime.fromisoformat(orjson.loads(m.payload)["ts"]).timestamp())
-               if isinstance(orjson.loads(m.payload)["ts"], str) else orjson.loads(m.payload)["ts"])
-              for m in sent if m.topic.endswith("/event")}
+    assert sorted(stored) == sorted(
+        zip(
+            [expected.device_ids[i] for i in expected.device_index],
+            expected.ts.tolist(),
+            expected.total_l.tolist(),
+            strict=True,
+        )
+    )
+    events = {
+        (
+            m.topic.split("/")[1],
+            orjson.loads(m.payload)["type"],
+            int(datetime.fromisoformat(orjson.loads(m.payload)["ts"]).timestamp())
+            if isinstance(orjson.loads(m.payload)["ts"], str)
+            else orjson.loads(m.payload)["ts"],
+        )
+        for m in sent
+        if m.topic.endswith("/event")
+    }
     assert events
-    stored_events = rows(db, "SELECT d.id, e.type, extract(epoch FROM e.ts)::bigint"
-                             " FROM device_event e JOIN device d ON d.key = e.device_key")
+    stored_events = rows(
+        db,
+        "SELECT d.id, e.type, extract(epoch FROM e.ts)::bigint"
+        " FROM device_event e JOIN device d ON d.key = e.device_key",
+    )
     assert sorted(stored_events) == sorted(events)
-    sensor_values = {(m.topic, m.payload) for m in sent
-                     if m.topic.endswith("/reading") and b"total_" not in m.payload}
+    sensor_values = {
+        (m.topic, m.payload) for m in sent if m.topic.endswith("/reading") and b"total_" not in m.payload
+    }
     assert rows(db, "SELECT count(*) FROM sensor_reading") == [(len(sensor_values),)]
 
     away = next(i for i in incidents if i["kind"] == "planned_absence")
@@ -163,8 +204,11 @@ class Subscriber:
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe(prefix + "/#", qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = lambda c, u, m: self.received.append((m.topic, m.payload))
-        self.client.connect(address.host, address.port, properties=connect_properties(
-            session_expiry_s=0, receive_maximum=65_535))
+        self.client.connect(
+            address.host,
+            address.port,
+            properties=connect_properties(session_expiry_s=0, receive_maximum=65_535),
+        )
         self.client.loop_start()
         assert self._subscribed.wait(10)
 
@@ -180,9 +224,18 @@ def test_every_message_arrives_once_and_each_gateway_in_order(
     from lovekey.simulator.publish import Job, Pacing, publish_world
 
     start = (datetime.now(LOCAL) - timedelta(hours=6)).replace(second=0, microsecond=0)
-    job = Job(scenario=Scenario.load(None), residents=60, seed=3, start=start, days=0.25,
-              mqtt_url=mqtt_url, topic_prefix=topic_prefix, max_inflight=50, lanes=3,
-              pacing=Pacing())
+    job = Job(
+        scenario=Scenario.load(None),
+        residents=60,
+        seed=3,
+        start=start,
+        days=0.25,
+        mqtt_url=mqtt_url,
+        topic_prefix=topic_prefix,
+        max_inflight=50,
+        lanes=3,
+        pacing=Pacing(),
+    )
     world = job.world()
     sent = [(f"{topic_prefix}/{m.topic}", m.payload) for m in world.messages()]
     subscriber = Subscriber(mqtt_url, topic_prefix)
@@ -200,8 +253,9 @@ def test_every_message_arrives_once_and_each_gateway_in_order(
     def by_gateway(messages: list[tuple[str, bytes]]) -> dict[str, list[tuple[str, bytes]]]:
         out: dict[str, list[tuple[str, bytes]]] = {}
         for topic, payload in messages:
-            out.setdefault(topic.split("/")[-3 if topic.endswith(("reading", "event")) else -2],
-                           []).append((topic, payload))
+            out.setdefault(topic.split("/")[-3 if topic.endswith(("reading", "event")) else -2], []).append(
+                (topic, payload)
+            )
         return out
 
     assert by_gateway(subscriber.received) == by_gateway(sent)
@@ -213,8 +267,17 @@ def test_pacing_holds_the_rate_and_the_speed(mqtt_url: str, topic_prefix: str):
     from lovekey.simulator.publish import Job, Pacing, publish_world
 
     start = (datetime.now(LOCAL) - timedelta(hours=3)).replace(second=0, microsecond=0)
-    base = Job(scenario=Scenario.load(None), residents=40, seed=4, start=start, days=0.05,
-               mqtt_url=mqtt_url, topic_prefix=topic_prefix, max_inflight=100, pacing=Pacing())
+    base = Job(
+        scenario=Scenario.load(None),
+        residents=40,
+        seed=4,
+        start=start,
+        days=0.05,
+        mqtt_url=mqtt_url,
+        topic_prefix=topic_prefix,
+        max_inflight=100,
+        pacing=Pacing(),
+    )
     world = base.world()
     count = sum(1 for _ in world.messages())
     assert count > 200
@@ -224,8 +287,11 @@ def test_pacing_holds_the_rate_and_the_speed(mqtt_url: str, topic_prefix: str):
         assert time.monotonic() - began >= 0.9  # cannot be faster than the cap allows
         span_s = world.end_s - world.start_s
         began = time.monotonic()
-        paced = publish_world(replace(base, pacing=Pacing(
-            speed=span_s / 1.0, sim_origin=world.start_s, wall_origin=time.time())))
+        paced = publish_world(
+            replace(
+                base, pacing=Pacing(speed=span_s / 1.0, sim_origin=world.start_s, wall_origin=time.time())
+            )
+        )
         assert time.monotonic() - began >= 0.8  # the last messages are due about 1 s in
     finally:
         with Publisher(mqtt_url) as cleanup:

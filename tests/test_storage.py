@@ -21,7 +21,9 @@ def _storage(**kw: object):
 
 def _applied(url: str) -> list[tuple[int, str]]:
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT version, layout FROM lovekey_schema_migration ORDER BY version").fetchall()
+        return conn.execute(
+            "SELECT version, layout FROM lovekey_schema_migration ORDER BY version"
+        ).fetchall()
 
 
 def test_migrate_twice_applies_each_file_once(backend: DatabaseFactory) -> None:
@@ -79,9 +81,7 @@ def test_layout_follows_the_server(request: pytest.FixtureRequest, backend: Data
             )
             assert kinds == {"water_reading": "p", "sensor_reading": "p"}
         # a reading for now lands somewhere (a partition or a chunk exists for it)
-        conn.execute(
-            "INSERT INTO water_reading (device_key, ts, total_l) VALUES (1, now(), 1.5)"
-        )
+        conn.execute("INSERT INTO water_reading (device_key, ts, total_l) VALUES (1, now(), 1.5)")
         # and is unique per device and timestamp
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(

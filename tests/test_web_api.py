@@ -38,7 +38,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     from lovekey.config import load_settings
 
     return load_settings(
-        environ={}, database_url=database_url, data_dir=str(tmp_path_factory.mktemp("web")),
+        environ={},
+        database_url=database_url,
+        data_dir=str(tmp_path_factory.mktemp("web")),
         web={"session_idle_s": IDLE_S, "session_ttl_s": TTL_S, "login_max_failures": 3},
         alerts={"ack_secret": ACK_SECRET},
     )
@@ -76,7 +78,9 @@ def signed_in(served: Served, username: str) -> Iterator[tuple[httpx.Client, str
         yield client, sign_in(client, username, PASSWORD)
 
 
-def audit_rows(database_url: str, action: str, target: str | None = None) -> list[tuple[str, str, str | None]]:
+def audit_rows(
+    database_url: str, action: str, target: str | None = None
+) -> list[tuple[str, str, str | None]]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(
             "SELECT username, target, ip FROM audit_log WHERE action = %s AND (%s::text IS NULL OR target = %s)"
@@ -87,6 +91,7 @@ def audit_rows(database_url: str, action: str, target: str | None = None) -> lis
 
 # ------------------------------------------------------------------------------ sign in
 
+
 def test_pages_need_a_session(client: httpx.Client) -> None:
     response = client.get("/residents/R-A1")
     assert response.status_code == 303
@@ -96,8 +101,9 @@ def test_pages_need_a_session(client: httpx.Client) -> None:
 
 def test_sign_in_with_wrong_password_fails_and_is_audited(client: httpx.Client, database_url: str) -> None:
     page = client.get("/login")
-    response = client.post("/login", data={"username": "cs_b", "password": "wrong password!",
-                                           "csrf": csrf_from_html(page.text)})
+    response = client.post(
+        "/login", data={"username": "cs_b", "password": "wrong password!", "csrf": csrf_from_html(page.text)}
+    )
     assert response.status_code == 303
     assert "error=bad_login" in response.headers["location"]
     assert client.get("/api/me").status_code == 401
@@ -133,7 +139,7 @@ def test_password_is_stored_as_argon2id(database_url: str, seeded: Seeded) -> No
 def test_session_ends_after_idle_time_and_at_its_absolute_end(served: Served, database_url: str) -> None:
     with signed_in(served, "cs_a") as (client, _):
         served.clock.advance(timedelta(seconds=IDLE_S - 120))
-        assert client.get("/api/me").status_code == 200          # moves the idle deadline
+        assert client.get("/api/me").status_code == 200  # moves the idle deadline
         served.clock.advance(timedelta(seconds=IDLE_S - 120))
         assert client.get("/api/me").status_code == 200
         served.clock.advance(timedelta(seconds=IDLE_S + 1))
@@ -151,7 +157,7 @@ def test_session_ends_after_idle_time_and_at_its_absolute_end(served: Served, da
                 break
             served.clock.advance(timedelta(seconds=IDLE_S // 2))
             assert client.get("/api/me").status_code == 200
-        served.clock.set(T0 + timedelta(seconds=TTL_S))   # active all along, and still it ends
+        served.clock.set(T0 + timedelta(seconds=TTL_S))  # active all along, and still it ends
         page = client.get("/queue")
         assert page.status_code == 303
         assert "reason=expired" in page.headers["location"]
@@ -162,19 +168,25 @@ def test_sign_out_ends_the_session(served: Served) -> None:
         cookie = client.cookies["lk_session"]
         assert client.post("/logout", data={"csrf": "wrong"}).status_code == 403
         assert client.post("/logout", data={"csrf": csrf}).status_code == 303
-        client.cookies.set("lk_session", cookie)      # a copied cookie is useless afterwards
+        client.cookies.set("lk_session", cookie)  # a copied cookie is useless afterwards
         assert client.get("/api/me").status_code == 401
 
 
 # ------------------------------------------------------------------------------ scoping
+
 
 def test_grid_worker_sees_only_their_grid(served: Served, seeded: Seeded, database_url: str) -> None:
     with signed_in(served, "gw_a1") as (client, _):
         residents = {r["id"] for r in client.get("/api/residents").json()["residents"]}
         assert residents == {"R-A1"}
         assert client.get("/api/residents/R-A1").status_code == 200
-        for path in ("/api/residents/R-A2", "/api/residents/R-B1", "/api/residents/R-A2/usage",
-                     "/residents/R-A2", "/residents/R-B1"):
+        for path in (
+            "/api/residents/R-A2",
+            "/api/residents/R-B1",
+            "/api/residents/R-A2/usage",
+            "/residents/R-A2",
+            "/residents/R-B1",
+        ):
             assert client.get(path).status_code == 404, path
         alerts = {a["id"] for a in client.get("/api/alerts").json()["alerts"]}
         # R-A1's low-usage alert, and the gateway GW-A serves their home; not R-A2's meter
@@ -194,10 +206,15 @@ def test_grid_worker_sees_only_their_grid(served: Served, seeded: Seeded, databa
 def test_grid_worker_cannot_act_outside_their_grid(served: Served, seeded: Seeded, database_url: str) -> None:
     sos = seeded.alerts["sos:R-A2"]
     with signed_in(served, "gw_a1") as (client, csrf):
-        assert client.post(f"/api/alerts/{sos}/acknowledge", headers={"x-csrf-token": csrf}).status_code == 404
+        assert (
+            client.post(f"/api/alerts/{sos}/acknowledge", headers={"x-csrf-token": csrf}).status_code == 404
+        )
         assert client.post(f"/queue/{sos}/acknowledge", data={"csrf": csrf}).status_code == 404
-        response = client.post("/api/residents/R-B1/absence", headers={"x-csrf-token": csrf},
-                               json={"until": (T0 + timedelta(days=1)).isoformat(), "reason": "x"})
+        response = client.post(
+            "/api/residents/R-B1/absence",
+            headers={"x-csrf-token": csrf},
+            json={"until": (T0 + timedelta(days=1)).isoformat(), "reason": "x"},
+        )
         assert response.status_code == 404
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT status FROM alert WHERE id = %s", (sos,)).fetchone() == ("open",)
@@ -232,11 +249,16 @@ def test_escalation_state_is_shown(served: Served, seeded: Seeded) -> None:
         alert = client.get("/api/alerts").json()["alerts"][0]
         assert alert["told"] == 2
         assert alert["rounds"] == 2
-        assert alert["told_to"] == [{"name": "Zhang Min", "role": "family"},
-                                    {"name": "Li Na", "role": "love_key_holder"}]
+        assert alert["told_to"] == [
+            {"name": "Zhang Min", "role": "family"},
+            {"name": "Li Na", "role": "love_key_holder"},
+        ]
         detail = client.get(f"/api/alerts/{alert['id']}").json()
-        assert [(d["name"], d["state"], [t["result"] for t in d["attempts"]]) for d in detail["deliveries"]] == [
-            ("Li Na", "sent", ["ok"]), ("Zhang Min", "sent", ["ok"]),
+        assert [
+            (d["name"], d["state"], [t["result"] for t in d["attempts"]]) for d in detail["deliveries"]
+        ] == [
+            ("Li Na", "sent", ["ok"]),
+            ("Zhang Min", "sent", ["ok"]),
         ]
         page = client.get(f"/queue/{alert['id']}").text
         assert "Li Na" in page
@@ -245,36 +267,57 @@ def test_escalation_state_is_shown(served: Served, seeded: Seeded) -> None:
 
 # ------------------------------------------------------------------------------ actions
 
+
 def test_acknowledge_and_resolve_through_the_api(served: Served, seeded: Seeded, database_url: str) -> None:
     alert_id = seeded.alerts["meter_silent:WM-A2"]
     with signed_in(served, "cs_a") as (client, csrf):
         refused = client.post(f"/api/alerts/{alert_id}/acknowledge")
         assert refused.status_code == 403
-        assert client.post(f"/api/alerts/{alert_id}/acknowledge", headers={"x-csrf-token": "x" * 43}).status_code == 403
+        assert (
+            client.post(f"/api/alerts/{alert_id}/acknowledge", headers={"x-csrf-token": "x" * 43}).status_code
+            == 403
+        )
         ok = client.post(f"/api/alerts/{alert_id}/acknowledge", headers={"x-csrf-token": csrf})
         assert ok.json() == {"id": alert_id, "acknowledged": True, "first": True}
         again = client.post(f"/api/alerts/{alert_id}/acknowledge", headers={"x-csrf-token": csrf})
         assert again.json()["first"] is False
-        bad = client.post(f"/api/alerts/{alert_id}/resolve", headers={"x-csrf-token": csrf},
-                          json={"outcome": "other"})
+        bad = client.post(
+            f"/api/alerts/{alert_id}/resolve", headers={"x-csrf-token": csrf}, json={"outcome": "other"}
+        )
         assert bad.status_code == 409
         assert "note" in bad.json()["detail"]
-        done = client.post(f"/api/alerts/{alert_id}/resolve", headers={"x-csrf-token": csrf},
-                           json={"outcome": "false_data", "note": "battery loose"})
+        done = client.post(
+            f"/api/alerts/{alert_id}/resolve",
+            headers={"x-csrf-token": csrf},
+            json={"outcome": "false_data", "note": "battery loose"},
+        )
         assert done.status_code == 200
-        assert client.post(f"/api/alerts/{alert_id}/resolve", headers={"x-csrf-token": csrf},
-                           json={"outcome": "resident_ok"}).status_code == 409
+        assert (
+            client.post(
+                f"/api/alerts/{alert_id}/resolve",
+                headers={"x-csrf-token": csrf},
+                json={"outcome": "resident_ok"},
+            ).status_code
+            == 409
+        )
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT status, acknowledged_by, ack_channel, acknowledged_at, outcome, outcome_note"
-            " FROM alert WHERE id = %s", (alert_id,)
+            " FROM alert WHERE id = %s",
+            (alert_id,),
         ).fetchone()
-        events = [r[0] for r in conn.execute(
-            "SELECT event FROM alert_history WHERE alert_id = %s ORDER BY id", (alert_id,))]
+        events = [
+            r[0]
+            for r in conn.execute(
+                "SELECT event FROM alert_history WHERE alert_id = %s ORDER BY id", (alert_id,)
+            )
+        ]
     assert row == ("resolved", "cs_a", "console", T0, "false_data", "battery loose")
     assert events == ["opened", "acknowledged", "acknowledged_again", "resolved"]
     assert audit_rows(database_url, "acknowledge", f"alert:{alert_id}")[0][0] == "cs_a"
-    assert audit_rows(database_url, "resolve", f"alert:{alert_id}") == [("cs_a", f"alert:{alert_id}", "127.0.0.1")]
+    assert audit_rows(database_url, "resolve", f"alert:{alert_id}") == [
+        ("cs_a", f"alert:{alert_id}", "127.0.0.1")
+    ]
     assert audit_rows(database_url, "csrf_rejected", f"/api/alerts/{alert_id}/acknowledge")
 
 
@@ -282,13 +325,25 @@ def test_planned_absence_set_and_cleared(served: Served, seeded: Seeded, databas
     until = T0 + timedelta(days=3)
     with signed_in(served, "cs_b") as (client, csrf):
         headers = {"x-csrf-token": csrf}
-        past = client.post("/api/residents/R-B1/absence", headers=headers,
-                           json={"until": (T0 - timedelta(hours=1)).isoformat(), "reason": "trip"})
+        past = client.post(
+            "/api/residents/R-B1/absence",
+            headers=headers,
+            json={"until": (T0 - timedelta(hours=1)).isoformat(), "reason": "trip"},
+        )
         assert past.status_code == 422
-        assert client.post("/api/residents/R-B1/absence", headers=headers,
-                           json={"until": until.isoformat(), "reason": "  "}).status_code == 422
-        ok = client.post("/api/residents/R-B1/absence", headers=headers,
-                         json={"until": until.isoformat(), "reason": "visiting  daughter"})
+        assert (
+            client.post(
+                "/api/residents/R-B1/absence",
+                headers=headers,
+                json={"until": until.isoformat(), "reason": "  "},
+            ).status_code
+            == 422
+        )
+        ok = client.post(
+            "/api/residents/R-B1/absence",
+            headers=headers,
+            json={"until": until.isoformat(), "reason": "visiting  daughter"},
+        )
         assert ok.status_code == 200
         view = client.get("/api/residents/R-B1").json()["resident"]
         assert (view["status"], view["away_reason"]) == ("away", "visiting daughter")
@@ -296,20 +351,24 @@ def test_planned_absence_set_and_cleared(served: Served, seeded: Seeded, databas
         assert "visiting daughter" in page
         # the HTML form: a local date-time in the district's zone
         local = (T0 + timedelta(days=1)).astimezone(ZONE).strftime("%Y-%m-%dT%H:%M")
-        form = client.post("/residents/R-B1/absence",
-                           data={"csrf": csrf, "action": "set", "until": local, "reason": "hospital"})
+        form = client.post(
+            "/residents/R-B1/absence",
+            data={"csrf": csrf, "action": "set", "until": local, "reason": "hospital"},
+        )
         assert form.status_code == 303
         cleared = client.post("/api/residents/R-B1/absence", headers=headers, json={"until": None})
         assert cleared.json() == {"id": "R-B1", "status": "active", "changed": True}
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT status, away_until, away_reason FROM resident WHERE id = 'R-B1'"
-                            ).fetchone() == ("active", None, None)
+        assert conn.execute(
+            "SELECT status, away_until, away_reason FROM resident WHERE id = 'R-B1'"
+        ).fetchone() == ("active", None, None)
     actions = [(r[0], r[1]) for r in audit_rows(database_url, "set_absence", "resident:R-B1")]
     assert actions == [("cs_b", "resident:R-B1")] * 2
     assert audit_rows(database_url, "clear_absence", "resident:R-B1")
 
 
 # ------------------------------------------------------------------------- data endpoints
+
 
 def test_usage_endpoint_serves_hourly_litres_of_the_last_seven_days(served: Served, seeded: Seeded) -> None:
     with signed_in(served, "gw_a1") as (client, _):
@@ -323,12 +382,12 @@ def test_usage_endpoint_serves_hourly_litres_of_the_last_seven_days(served: Serv
     assert data["rule"] == {"min_l": 10.0, "window_h": 12}
     # the rule: litres in the 12 hours ending with each hour, below 10 L only in the dry spell
     hourly = expected_hourly_use(seeded, start - timedelta(hours=11), 168 + 11)
-    window = np.array([hourly[i:i + 12].sum() for i in range(168)])
+    window = np.array([hourly[i : i + 12].sum() for i in range(168)])
     np.testing.assert_allclose(data["window_l"], window, atol=1e-6)
     assert data["below_rule"] == (window < 10).tolist()
     below = np.flatnonzero(data["below_rule"])
     assert 0 < len(below) < 12
-    assert below[-1] - below[0] == len(below) - 1       # one run of hours
+    assert below[-1] - below[0] == len(below) - 1  # one run of hours
     assert data["meters"] == ["WM-A1"]
 
 
@@ -336,12 +395,21 @@ def test_resident_page_lists_contacts_devices_alerts_and_events(served: Served, 
     with signed_in(served, "gw_a1") as (client, _):
         page = client.get("/residents/R-A1", headers={"accept-language": "en"}).text
         view = client.get("/api/residents/R-A1").json()
-    for text in ("Zhang Wei", "Li Na", "+8613900000001", "WM-A1", "SMK-A1", "Low battery", "Smoke",
-                 'id="usage-chart"'):
+    for text in (
+        "Zhang Wei",
+        "Li Na",
+        "+8613900000001",
+        "WM-A1",
+        "SMK-A1",
+        "Low battery",
+        "Smoke",
+        'id="usage-chart"',
+    ):
         assert text in page, text
     assert [c["name"] for c in view["resident"]["contacts"]] == ["Li Na", "Zhang Min"]
     assert [(d["id"], d["silent"], d["low_battery"]) for d in view["devices"]] == [
-        ("SMK-A1", False, True), ("WM-A1", False, False),
+        ("SMK-A1", False, True),
+        ("WM-A1", False, False),
     ]
     assert [a["id"] for a in view["alerts"]] == [seeded.alerts["low_usage:R-A1"]]
     assert [(e["type"], e["active"]) for e in view["events"]] == [("smoke", False), ("smoke", True)]
@@ -379,8 +447,15 @@ def test_reports_and_csv_export(served: Served, seeded: Seeded, database_url: st
 def test_every_page_renders_for_every_role(served: Served, seeded: Seeded) -> None:
     for user in ("root", "gw_a1", "cs_a", "cs_b"):
         with signed_in(served, user) as (client, _):
-            for path in ("/queue", "/queue?kind=sos", "/residents", "/residents?q=zh&page=1", "/devices",
-                         "/reports", f"/queue/{next(iter(client.get('/api/alerts').json()['alerts']))['id']}"):
+            for path in (
+                "/queue",
+                "/queue?kind=sos",
+                "/residents",
+                "/residents?q=zh&page=1",
+                "/devices",
+                "/reports",
+                f"/queue/{next(iter(client.get('/api/alerts').json()['alerts']))['id']}",
+            ):
                 response = client.get(path)
                 assert response.status_code == 200, (user, path)
                 assert "<html" in response.text
@@ -390,6 +465,7 @@ def test_every_page_renders_for_every_role(served: Served, seeded: Seeded) -> No
 
 # ------------------------------------------------------------------------ language, headers
 
+
 def test_language_follows_browser_then_preference(served: Served) -> None:
     with httpx.Client(base_url=served.base_url) as client:
         assert "Sign in" in client.get("/login", headers={"accept-language": "en-GB,en;q=0.9"}).text
@@ -397,8 +473,11 @@ def test_language_follows_browser_then_preference(served: Served) -> None:
     with signed_in(served, "cs_b") as (client, csrf):
         client.headers["accept-language"] = "zh-CN"
         assert "待处理告警" in client.get("/queue").text
-        assert client.post("/language", data={"language": "en", "csrf": csrf, "back": "/queue"}).status_code == 303
-        client.cookies.delete("lk_lang")        # the choice is stored on the account
+        assert (
+            client.post("/language", data={"language": "en", "csrf": csrf, "back": "/queue"}).status_code
+            == 303
+        )
+        client.cookies.delete("lk_lang")  # the choice is stored on the account
         assert "Open alerts" in client.get("/queue").text
         client.post("/language", data={"language": "zh", "csrf": csrf, "back": "/queue"})
 
@@ -417,16 +496,29 @@ def test_security_headers_and_cookie_flags(served: Served) -> None:
         assert "SameSite=lax" in cookie
 
 
-def test_users_add_command(database_url: str, seeded: Seeded, served: Served,
-                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_users_add_command(
+    database_url: str,
+    seeded: Seeded,
+    served: Served,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("LOVEKEY_DATABASE_URL", database_url)
     monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
-    assert lovekey_main(["users", "add", "gw_new", "--role", "grid_worker", "--grid", "G-A2",
-                         "--password-stdin"]) == 0
+    assert (
+        lovekey_main(
+            ["users", "add", "gw_new", "--role", "grid_worker", "--grid", "G-A2", "--password-stdin"]
+        )
+        == 0
+    )
     assert "created grid_worker gw_new (G-A2)" in capsys.readouterr().out
     monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
-    assert lovekey_main(["users", "add", "gw_bad", "--role", "grid_worker", "--grid", "G-ZZ",
-                         "--password-stdin"]) == 1
+    assert (
+        lovekey_main(
+            ["users", "add", "gw_bad", "--role", "grid_worker", "--grid", "G-ZZ", "--password-stdin"]
+        )
+        == 1
+    )
     assert "no such grid: G-ZZ" in capsys.readouterr().err
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert lovekey_main(["users", "add", "gw_short", "--role", "admin", "--password-stdin"]) == 1
@@ -440,6 +532,7 @@ def test_users_add_command(database_url: str, seeded: Seeded, served: Served,
 
 # ------------------------------------------------ the alerts package's pages, same process
 
+
 def test_a_neighbours_link_is_served_by_the_console_and_shows_up_in_the_queue(
     served: Served, seeded: Seeded, database_url: str
 ) -> None:
@@ -452,8 +545,13 @@ def test_a_neighbours_link_is_served_by_the_console_and_shows_up_in_the_queue(
             (alert_id,),
         ).fetchone()
     assert row is not None
-    token = make_token(ACK_SECRET.encode(), outbox_id=row[0], alert_id=alert_id, recipient_key=row[1],
-                       expires_at=T0 + timedelta(days=1))
+    token = make_token(
+        ACK_SECRET.encode(),
+        outbox_id=row[0],
+        alert_id=alert_id,
+        recipient_key=row[1],
+        expires_at=T0 + timedelta(days=1),
+    )
     with httpx.Client(base_url=served.base_url) as client:
         assert client.get("/a/not-a-token").status_code == 404
         page = client.get(f"/a/{token}")
@@ -466,15 +564,24 @@ def test_a_neighbours_link_is_served_by_the_console_and_shows_up_in_the_queue(
     with signed_in(served, "gw_a1") as (client, _):
         alert = client.get(f"/api/alerts/{alert_id}").json()
         queue = client.get("/queue", headers={"accept-language": "en"}).text
-    assert (alert["status"], alert["acknowledged_by"], alert["ack_channel"]) == ("acknowledged", "Li Na", "link")
+    assert (alert["status"], alert["acknowledged_by"], alert["ack_channel"]) == (
+        "acknowledged",
+        "Li Na",
+        "link",
+    )
     assert "Acknowledged by Li Na" in queue
 
 
-def test_an_absence_resolves_the_alerts_it_suppresses(served: Served, seeded: Seeded, database_url: str) -> None:
+def test_an_absence_resolves_the_alerts_it_suppresses(
+    served: Served, seeded: Seeded, database_url: str
+) -> None:
     alert_id = seeded.alerts["low_usage:R-A1"]
     with signed_in(served, "gw_a1") as (client, csrf):
-        response = client.post("/api/residents/R-A1/absence", headers={"x-csrf-token": csrf},
-                               json={"until": (T0 + timedelta(days=2)).isoformat(), "reason": "hospital"})
+        response = client.post(
+            "/api/residents/R-A1/absence",
+            headers={"x-csrf-token": csrf},
+            json={"until": (T0 + timedelta(days=2)).isoformat(), "reason": "hospital"},
+        )
         assert response.status_code == 200
         assert response.json()["resolved_alerts"] == [alert_id]
         alert = client.get(f"/api/alerts/{alert_id}").json()

@@ -26,12 +26,18 @@ from tests.test_web_seed import PASSWORD, T0, Seeded, seed
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 IDLE_S = 1800
-BAR_RGB = (0x25, 0x63, 0xEB)       # console.js COLOURS.bar
-BELOW_RGB = (0xFE, 0xF3, 0xC7)     # console.js COLOURS.below
+BAR_RGB = (0x25, 0x63, 0xEB)  # console.js COLOURS.bar
+BELOW_RGB = (0xFE, 0xF3, 0xC7)  # console.js COLOURS.below
 WHITE = (255, 255, 255)
 
 
@@ -60,7 +66,9 @@ def seeded(database_url: str) -> Seeded:
 @pytest.fixture(scope="module")
 def served(database_url: str, seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     settings: Settings = load_settings(
-        environ={}, database_url=database_url, data_dir=str(tmp_path_factory.mktemp("web")),
+        environ={},
+        database_url=database_url,
+        data_dir=str(tmp_path_factory.mktemp("web")),
         web={"session_idle_s": IDLE_S},
     )
     with served_console(settings, database_url, FakeClock(T0)) as served:
@@ -71,8 +79,9 @@ def served(database_url: str, seeded: Seeded, tmp_path_factory: pytest.TempPathF
 def page(browser: Any, served: Served) -> Iterator[Any]:
     """A fresh browser context (no cookies) in English, 1000 px wide, at T0."""
     served.clock.set(T0)
-    context = browser.new_context(viewport={"width": 1000, "height": 900}, locale="en-US",
-                                  base_url=served.base_url)
+    context = browser.new_context(
+        viewport={"width": 1000, "height": 900}, locale="en-US", base_url=served.base_url
+    )
     context.set_default_timeout(15_000)
     try:
         yield context.new_page()
@@ -116,7 +125,11 @@ def test_grid_worker_cannot_open_another_grids_resident(page: Any, seeded: Seede
         response = page.goto(path)
         assert response.status == 404, path
         assert page.inner_text("#error-status") == "404"
-    for path in ("/api/residents/R-A2", "/api/residents/R-A2/usage", f"/api/alerts/{seeded.alerts['sos:R-A2']}"):
+    for path in (
+        "/api/residents/R-A2",
+        "/api/residents/R-A2/usage",
+        f"/api/alerts/{seeded.alerts['sos:R-A2']}",
+    ):
         assert page.request.get(path).status == 404, path
     assert page.goto("/residents/R-A1").status == 200
     assert page.request.get("/api/residents/R-A1").status == 200
@@ -161,14 +174,14 @@ def test_usage_chart_bars_match_the_served_litres(page: Any, seeded: Seeded) -> 
     left, bottom = int(geometry["plotLeft"]), int(geometry["plotBottom"])
     plot_height, pitch = int(geometry["plotHeight"]), float(geometry["pitch"])
     bar_width, y_max = int(geometry["barWidth"]), float(geometry["yMax"])
-    assert image.shape[1] == int(geometry["cssWidth"])        # one canvas pixel per screen pixel
+    assert image.shape[1] == int(geometry["cssWidth"])  # one canvas pixel per screen pixel
     usage = np.array(data["usage_l"])
     assert (usage > 0).sum() > 100
 
     measured = np.zeros(len(usage))
     for i in range(len(usage)):
         x = left + _js_round(i * pitch) + bar_width // 2
-        column = image[bottom - plot_height:bottom, x, :3]
+        column = image[bottom - plot_height : bottom, x, :3]
         measured[i] = np.all(np.abs(column.astype(int) - BAR_RGB) <= 12, axis=1).sum()
     # each bar's height in pixels is the served litres on the chart's scale...
     expected = np.array([_js_round(v / y_max * plot_height) for v in usage])
@@ -185,7 +198,7 @@ def test_usage_chart_bars_match_the_served_litres(page: Any, seeded: Seeded) -> 
     for i in range(len(usage)):
         x = left + _js_round(i * pitch) + bar_width // 2
         pixel = tuple(int(c) for c in image[top_row, x, :3])
-        if usage[i] / y_max * plot_height < plot_height - 3:        # the bar does not reach the top
+        if usage[i] / y_max * plot_height < plot_height - 3:  # the bar does not reach the top
             assert _near(pixel, BELOW_RGB if below[i] else WHITE), (i, pixel)
     summary = page.inner_text("#usage-summary")
     assert f"{data['total_l']:.1f} L used in 7 days" in summary
@@ -241,6 +254,7 @@ def test_chinese_for_a_chinese_browser(browser: Any, served: Served) -> None:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def _js_round(value: float) -> int:
     """JavaScript's Math.round (halves go up), which the chart uses."""
     return math.floor(value + 0.5)
@@ -256,8 +270,8 @@ def decode_png(data: bytes) -> np.ndarray:
     pos, idat = 8, bytearray()
     width = height = channels = 0
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IHDR":
             width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
@@ -276,13 +290,13 @@ def decode_png(data: bytes) -> np.ndarray:
         start = y * (stride + 1)
         kind = raw[start]
         line = np.frombuffer(raw, dtype=np.uint8, count=stride, offset=start + 1).astype(np.int64)
-        if kind == 0:      # None
+        if kind == 0:  # None
             row = line
-        elif kind == 1:    # Sub: running sum per channel
+        elif kind == 1:  # Sub: running sum per channel
             row = np.cumsum(line.reshape(width, channels), axis=0).reshape(stride) % 256
-        elif kind == 2:    # Up
+        elif kind == 2:  # Up
             row = (line + previous) % 256
-        else:              # Average or Paeth: byte by byte
+        else:  # Average or Paeth: byte by byte
             row = np.zeros(stride, dtype=np.int64)
             for i in range(stride):
                 a = int(row[i - channels]) if i >= channels else 0

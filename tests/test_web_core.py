@@ -30,17 +30,32 @@ START = datetime(2025, 3, 10, 0, 0, tzinfo=ZONE)
 HOUR = 3600.0
 
 
-def usage(dev: list[int], ts_h: list[float], total: list[float], *, hours: int = 24, now_h: float = 24,
-          min_l: float = 10.0, window_h: float = 12.0) -> HourlyUsage:
+def usage(
+    dev: list[int],
+    ts_h: list[float],
+    total: list[float],
+    *,
+    hours: int = 24,
+    now_h: float = 24,
+    min_l: float = 10.0,
+    window_h: float = 12.0,
+) -> HourlyUsage:
     """hourly_usage with times given in hours from START."""
     s = START.timestamp()
     return hourly_usage(
-        np.array(dev), np.array([s + h * HOUR for h in ts_h]), np.array(total, dtype=float),
-        start=START, hours=hours, now=START + timedelta(hours=now_h), min_l=min_l, window_h=window_h,
+        np.array(dev),
+        np.array([s + h * HOUR for h in ts_h]),
+        np.array(total, dtype=float),
+        start=START,
+        hours=hours,
+        now=START + timedelta(hours=now_h),
+        min_l=min_l,
+        window_h=window_h,
     )
 
 
 # ------------------------------------------------------------------------------ usage
+
 
 def test_deltas_land_in_the_hour_the_later_reading_closes() -> None:
     # readings at 00:00, 00:30, 01:00 (closes hour 0), 01:15, 02:00 (closes hour 1)
@@ -50,7 +65,7 @@ def test_deltas_land_in_the_hour_the_later_reading_closes() -> None:
 
 
 def test_a_total_going_down_is_a_new_baseline_not_negative_use() -> None:
-    u = usage([0] * 4, [0.5, 1.5, 2.5, 3.5], [500, 510, 3, 7])   # meter swapped before 02:30
+    u = usage([0] * 4, [0.5, 1.5, 2.5, 3.5], [500, 510, 3, 7])  # meter swapped before 02:30
     assert u.usage_l[:4].tolist() == [0.0, 10.0, 0.0, 4.0]
     assert (u.usage_l >= 0).all()
 
@@ -71,8 +86,8 @@ def test_window_sums_and_the_rule_need_readings_at_both_ends() -> None:
     ts = [float(h) for h in range(-12, 25)]
     totals = [2.0 * min(h, 6) + 100 for h in range(-12, 25)]
     u = usage([0] * len(ts), ts, totals)
-    assert u.window_l[0] == 24.0                  # the 12 hours before 01:00 at 2 L an hour
-    assert u.window_l[11] == 12.0                 # 00:00-12:00: 6 hours of use
+    assert u.window_l[0] == 24.0  # the 12 hours before 01:00 at 2 L an hour
+    assert u.window_l[11] == 12.0  # 00:00-12:00: 6 hours of use
     assert u.window_l[17] == 0.0
     assert u.below_rule.tolist() == [w < 10 for w in u.window_l]
     assert u.covered.all()
@@ -84,13 +99,14 @@ def test_window_sums_and_the_rule_need_readings_at_both_ends() -> None:
 
 
 def test_chart_start_is_a_local_hour_and_ends_with_the_hour_of_now() -> None:
-    now = datetime(2025, 3, 10, 14, 37, tzinfo=UTC)          # 22:37 in Shanghai
+    now = datetime(2025, 3, 10, 14, 37, tzinfo=UTC)  # 22:37 in Shanghai
     start = chart_start(now, ZONE, 168)
     assert start == datetime(2025, 3, 3, 23, 0, tzinfo=ZONE)
     assert start + timedelta(hours=167) <= now < start + timedelta(hours=168)
 
 
 # ------------------------------------------------------------------------------ scope
+
 
 def render(composable: object) -> str:
     return composable.as_string(None)  # type: ignore[attr-defined, no-any-return]
@@ -113,26 +129,45 @@ def test_scope_predicates() -> None:
 
 @pytest.mark.parametrize(
     ("role", "grids", "communities"),
-    [("grid_worker", (), ()), ("grid_worker", ("G",), ("C",)), ("community_staff", ("G",), ()),
-     ("admin", ("G",), ()), ("janitor", (), ())],
+    [
+        ("grid_worker", (), ()),
+        ("grid_worker", ("G",), ("C",)),
+        ("community_staff", ("G",), ()),
+        ("admin", ("G",), ()),
+        ("janitor", (), ()),
+    ],
 )
-def test_scope_rejects_bad_combinations(role: str, grids: tuple[str, ...], communities: tuple[str, ...]) -> None:
+def test_scope_rejects_bad_combinations(
+    role: str, grids: tuple[str, ...], communities: tuple[str, ...]
+) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies by case
         Scope(role, grids, communities)  # type: ignore[arg-type]
 
 
 def test_urgency_tiers() -> None:
-    assert [urgency_tier(k) for k in ("sos", "gas", "smoke", "low_usage", "running_tap", "leak",
-                                      "meter_silent", "something_new")] == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert [
+        urgency_tier(k)
+        for k in ("sos", "gas", "smoke", "low_usage", "running_tap", "leak", "meter_silent", "something_new")
+    ] == [0, 0, 0, 1, 1, 2, 2, 2]
 
 
 # ---------------------------------------------------------------------------- language
 
+
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("zh-CN,zh;q=0.9,en;q=0.8", "zh"), ("en-US,en;q=0.9", "en"), ("fr-FR,en;q=0.5,zh;q=0.4", "en"),
-     ("fr-FR", "zh"), ("", "zh"), (None, "zh"), ("en;q=0,zh;q=0.1", "zh"), ("EN-gb", "en"),
-     ("zh;q=0.5,en;q=0.5", "zh"), ("en;q=bad,zh;q=0.2", "zh")],
+    [
+        ("zh-CN,zh;q=0.9,en;q=0.8", "zh"),
+        ("en-US,en;q=0.9", "en"),
+        ("fr-FR,en;q=0.5,zh;q=0.4", "en"),
+        ("fr-FR", "zh"),
+        ("", "zh"),
+        (None, "zh"),
+        ("en;q=0,zh;q=0.1", "zh"),
+        ("EN-gb", "en"),
+        ("zh;q=0.5,en;q=0.5", "zh"),
+        ("en;q=bad,zh;q=0.2", "zh"),
+    ],
 )
 def test_accept_language(header: str | None, expected: str) -> None:
     assert i18n.negotiate(header, default="zh") == expected
@@ -186,8 +221,9 @@ def test_translate_formats_values() -> None:
 
 # ----------------------------------------------------------------------------- reports
 
+
 def test_month_range() -> None:
-    now = datetime(2025, 1, 15, 20, 0, tzinfo=UTC)      # 2025-01-16 04:00 in Shanghai
+    now = datetime(2025, 1, 15, 20, 0, tzinfo=UTC)  # 2025-01-16 04:00 in Shanghai
     start, end = month_range(now, ZONE, 3)
     assert (start, end) == (datetime(2024, 11, 1, tzinfo=ZONE), datetime(2025, 2, 1, tzinfo=ZONE))
 
@@ -208,26 +244,46 @@ def test_report_from_grouped_rows_and_its_csv() -> None:
             {"community_id": "C-2", "month": feb, "outcome": "false_data", "n": 2},
         ],
         "ack": [
-            {"community_id": "C-1", "month": jan, "all_communities": False, "alerts": 3, "acknowledged": 3,
-             "ack_p50_s": 600.0, "ack_p90_s": 1800.0},
-            {"community_id": None, "month": jan, "all_communities": True, "alerts": 3, "acknowledged": 3,
-             "ack_p50_s": 600.0, "ack_p90_s": 1800.0},
+            {
+                "community_id": "C-1",
+                "month": jan,
+                "all_communities": False,
+                "alerts": 3,
+                "acknowledged": 3,
+                "ack_p50_s": 600.0,
+                "ack_p90_s": 1800.0,
+            },
+            {
+                "community_id": None,
+                "month": jan,
+                "all_communities": True,
+                "alerts": 3,
+                "acknowledged": 3,
+                "ack_p50_s": 600.0,
+                "ack_p90_s": 1800.0,
+            },
         ],
     }
     report = build_report(rows, start=jan, end=datetime(2025, 3, 1, tzinfo=ZONE), zone=ZONE)
     c1_jan = report.rows[0]
     assert (c1_jan.community_id, c1_jan.month, c1_jan.alerts, c1_jan.false_alarms) == ("C-1", "2025-01", 3, 2)
     assert c1_jan.false_alarm_rate == 0.5
-    assert report.rows[2].false_alarm_rate is None          # C-2 has no households left
+    assert report.rows[2].false_alarm_rate is None  # C-2 has no households left
     assert report.totals_by_kind() == {"low_usage": 5, "sos": 1}
     assert report.by_month() == {"2025-01": {"low_usage": 3, "sos": 0}, "2025-02": {"low_usage": 2, "sos": 1}}
     assert report.false_alarm_rate_by_community() == {"C-1": 2 / (4 * 2)}
     assert report.ack_by_month == {"2025-01": (600.0, 1800.0, 3)}
     table = list(csv.DictReader(io.StringIO(report_csv(report))))
     assert [(r["community_id"], r["month"], r["alerts"]) for r in table] == [
-        ("C-1", "2025-01", "3"), ("C-1", "2025-02", "1"), ("C-2", "2025-02", "2"),
+        ("C-1", "2025-01", "3"),
+        ("C-1", "2025-02", "1"),
+        ("C-2", "2025-02", "2"),
     ]
-    assert (table[0]["ack_p50_min"], table[0]["outcome_resident_ok"], table[0]["kind_low_usage"]) == ("10.0", "2", "3")
+    assert (table[0]["ack_p50_min"], table[0]["outcome_resident_ok"], table[0]["kind_low_usage"]) == (
+        "10.0",
+        "2",
+        "3",
+    )
     assert table[0]["false_alarm_rate_per_household_month"] == "0.500000"
 
 
@@ -244,11 +300,16 @@ def test_bar_chart_scales_to_a_nice_maximum() -> None:
 
 # --------------------------------------------------------------- absences, passwords, sessions
 
+
 def test_absence_checks() -> None:
     now = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
     assert check_absence(now + timedelta(days=2), "  in   hospital ", now) == "in hospital"
-    for until, reason in [(now - timedelta(minutes=1), "x"), (now + timedelta(days=400), "x"),
-                          (now + timedelta(days=1), "   "), (datetime(2025, 3, 12), "x")]:
+    for until, reason in [
+        (now - timedelta(minutes=1), "x"),
+        (now + timedelta(days=400), "x"),
+        (now + timedelta(days=1), "   "),
+        (datetime(2025, 3, 12), "x"),
+    ]:
         with pytest.raises(ConsoleError):
             check_absence(until, reason, now)
 
@@ -268,8 +329,14 @@ def test_password_hashes() -> None:
 
 def test_session_deadlines() -> None:
     t = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
-    session = Session(Staff(1, "u", "", None, Scope("admin")), b"", "csrf", t, t + timedelta(minutes=50),
-                      t + timedelta(hours=8))
+    session = Session(
+        Staff(1, "u", "", None, Scope("admin")),
+        b"",
+        "csrf",
+        t,
+        t + timedelta(minutes=50),
+        t + timedelta(hours=8),
+    )
     idle = 3600
     assert not session_expired(session, t + timedelta(minutes=100), idle_s=idle)
     assert session_expired(session, t + timedelta(minutes=110), idle_s=idle)

@@ -42,11 +42,11 @@ STAFF = {
 
 @dataclass(frozen=True, slots=True)
 class Seeded:
-    alerts: dict[str, int]          # 'low_usage:R-A1' -> alert id
-    slot_start_s: float             # epoch of the first reading of WM-A1
-    slot_use_l: np.ndarray          # litres used in each 15-minute slot ending at reading i (i >= 1)
-    reading_ts_s: np.ndarray        # epoch of each WM-A1 reading
-    reading_total_l: np.ndarray     # cumulative totals as stored (with the swap)
+    alerts: dict[str, int]  # 'low_usage:R-A1' -> alert id
+    slot_start_s: float  # epoch of the first reading of WM-A1
+    slot_use_l: np.ndarray  # litres used in each 15-minute slot ending at reading i (i >= 1)
+    reading_ts_s: np.ndarray  # epoch of each WM-A1 reading
+    reading_total_l: np.ndarray  # cumulative totals as stored (with the swap)
 
 
 def usage_pattern(n: int) -> np.ndarray:
@@ -55,7 +55,7 @@ def usage_pattern(n: int) -> np.ndarray:
     hour = (slot // 4) % 24
     use = np.where((hour >= 6) & (hour <= 22), 1.0 + (hour % 5) * 0.75 + (slot % 4) * 0.5, 0.0)
     dry_end = n - 2 * 96
-    use[dry_end - 14 * 4:dry_end] = 0.0
+    use[dry_end - 14 * 4 : dry_end] = 0.0
     use[0] = 0.0
     return use
 
@@ -65,8 +65,16 @@ def seed(database_url: str) -> Seeded:
         apply_registry(conn, parse_registry(REGISTRY, name="web-test.csv"))
     with psycopg.connect(database_url) as conn:
         for name, (role, grids, communities) in STAFF.items():
-            add_user(conn, name, role=role, password=PASSWORD, grid_ids=grids,
-                     community_ids=communities, display_name=name.upper(), now=T0)
+            add_user(
+                conn,
+                name,
+                role=role,
+                password=PASSWORD,
+                grid_ids=grids,
+                community_ids=communities,
+                display_name=name.upper(),
+                now=T0,
+            )
         keys = dict(conn.execute("SELECT id, key FROM device").fetchall())
 
         # WM-A1: 15-minute readings for READING_DAYS days up to T0, a meter swap 3 days ago
@@ -76,7 +84,7 @@ def seed(database_url: str) -> Seeded:
         use = usage_pattern(n)
         total = 1000.0 + np.cumsum(use)
         swap = n - 3 * 96
-        total[swap:] = total[swap:] - total[swap] + 2.0   # the new meter starts near zero
+        total[swap:] = total[swap:] - total[swap] + 2.0  # the new meter starts near zero
         with conn.cursor().copy("COPY water_reading (ts, device_key, total_l, battery_v) FROM STDIN") as copy:
             for t, v in zip(ts, total, strict=True):
                 copy.write_row((datetime.fromtimestamp(float(t), UTC), keys["WM-A1"], float(v), 3.6))
@@ -86,42 +94,74 @@ def seed(database_url: str) -> Seeded:
                 copy.write_row((when, keys["WM-A2"], 500.0 + h * 2.0, 3.5))
             for h in range(72):
                 copy.write_row((T0 - timedelta(hours=72 - h), keys["WM-B1"], 800.0 + h * 5.0, 3.6))
-        conn.execute("UPDATE device SET last_seen = %s, battery_v = 3.6 WHERE id IN ('WM-A1', 'WM-B1')", (T0,))
-        conn.execute("UPDATE device SET last_seen = %s, battery_v = 3.5 WHERE id = 'WM-A2'",
-                     (T0 - timedelta(days=2),))
+        conn.execute(
+            "UPDATE device SET last_seen = %s, battery_v = 3.6 WHERE id IN ('WM-A1', 'WM-B1')", (T0,)
+        )
+        conn.execute(
+            "UPDATE device SET last_seen = %s, battery_v = 3.5 WHERE id = 'WM-A2'", (T0 - timedelta(days=2),)
+        )
         conn.execute("UPDATE device SET last_seen = %s, battery_v = 2.9 WHERE id = 'SMK-A1'", (T0,))
-        conn.execute("UPDATE gateway SET online = true, last_seen = %s, status_changed_at = %s WHERE id = 'GW-A'",
-                     (T0, T0 - timedelta(days=10)))
-        conn.execute("UPDATE gateway SET online = false, last_seen = %s, status_changed_at = %s"
-                     " WHERE id = 'GW-B'", (T0 - timedelta(hours=5), T0 - timedelta(hours=5)))
+        conn.execute(
+            "UPDATE gateway SET online = true, last_seen = %s, status_changed_at = %s WHERE id = 'GW-A'",
+            (T0, T0 - timedelta(days=10)),
+        )
+        conn.execute(
+            "UPDATE gateway SET online = false, last_seen = %s, status_changed_at = %s WHERE id = 'GW-B'",
+            (T0 - timedelta(hours=5), T0 - timedelta(hours=5)),
+        )
         conn.execute(
             "INSERT INTO device_event (ts, device_key, type, active) VALUES (%s, %s, 'smoke', true),"
             " (%s, %s, 'smoke', false)",
             (T0 - timedelta(days=1), keys["SMK-A1"], T0 - timedelta(days=1, minutes=-5), keys["SMK-A1"]),
         )
 
-        def candidate(kind: str, subject: str, resident: str | None, device: str | None,
-                      gateway: str | None, hours_ago: float) -> AlertCandidate:
-            return AlertCandidate(kind, subject, resident, device, gateway,
-                                  T0 - timedelta(hours=hours_ago), {"seeded": True})
+        def candidate(
+            kind: str,
+            subject: str,
+            resident: str | None,
+            device: str | None,
+            gateway: str | None,
+            hours_ago: float,
+        ) -> AlertCandidate:
+            return AlertCandidate(
+                kind, subject, resident, device, gateway, T0 - timedelta(hours=hours_ago), {"seeded": True}
+            )
 
         # a resolved alert last month-ish, for reports (resident fine: a false alarm)
-        old = raise_alerts(conn, [candidate("low_usage", "R-B1", "R-B1", "WM-B1", "GW-B", 30 * 24)],
-                           T0 - timedelta(days=20)).opened[0]
-        resolve(conn, old, outcome="resident_ok", note=None, by="seed", channel="cli",
-                now=T0 - timedelta(days=20) + timedelta(minutes=25))
-        opened = raise_alerts(conn, [
-            candidate("low_usage", "R-A1", "R-A1", "WM-A1", "GW-A", 13),
-            candidate("sos", "R-A2", "R-A2", None, "GW-A", 0.2),
-            candidate("smoke", "R-B1", "R-B1", None, "GW-B", 0.1),
-            candidate("meter_silent", "WM-A2", None, "WM-A2", "GW-A", 30),
-            candidate("gateway_offline", "GW-B", None, None, "GW-B", 5),
-        ], T0 - timedelta(minutes=40)).opened
-        ids = {f"{kind}:{subject}": alert_id for alert_id, kind, subject in conn.execute(
-            "SELECT id, kind, subject FROM alert WHERE id = ANY(%s)", (opened,))}
+        old = raise_alerts(
+            conn, [candidate("low_usage", "R-B1", "R-B1", "WM-B1", "GW-B", 30 * 24)], T0 - timedelta(days=20)
+        ).opened[0]
+        resolve(
+            conn,
+            old,
+            outcome="resident_ok",
+            note=None,
+            by="seed",
+            channel="cli",
+            now=T0 - timedelta(days=20) + timedelta(minutes=25),
+        )
+        opened = raise_alerts(
+            conn,
+            [
+                candidate("low_usage", "R-A1", "R-A1", "WM-A1", "GW-A", 13),
+                candidate("sos", "R-A2", "R-A2", None, "GW-A", 0.2),
+                candidate("smoke", "R-B1", "R-B1", None, "GW-B", 0.1),
+                candidate("meter_silent", "WM-A2", None, "WM-A2", "GW-A", 30),
+                candidate("gateway_offline", "GW-B", None, None, "GW-B", 5),
+            ],
+            T0 - timedelta(minutes=40),
+        ).opened
+        ids = {
+            f"{kind}:{subject}": alert_id
+            for alert_id, kind, subject in conn.execute(
+                "SELECT id, kind, subject FROM alert WHERE id = ANY(%s)", (opened,)
+            )
+        }
         ids["low_usage:R-B1:resolved"] = old
         # the low-usage alert of R-A1 was sent to the love-key holder, then to the family
-        for step, (role, name, minutes) in enumerate([("love_key_holder", "Li Na", 38), ("family", "Zhang Min", 20)]):
+        for step, (role, name, minutes) in enumerate(
+            [("love_key_holder", "Li Na", 38), ("family", "Zhang Min", 20)]
+        ):
             sent = T0 - timedelta(minutes=minutes)
             outbox_id = conn.execute(
                 """
@@ -131,8 +171,18 @@ def seed(database_url: str) -> Seeded:
                 VALUES (%s, 'alert', %s, %s, %s, %s, %s, %s, '{sms}', 'sent', %s, %s, %s, 'sms')
                 RETURNING id
                 """,
-                (ids["low_usage:R-A1"], step, step, f"tel:+86139{step}", f"contact:{step + 1}", role,
-                 name, sent, sent, sent),
+                (
+                    ids["low_usage:R-A1"],
+                    step,
+                    step,
+                    f"tel:+86139{step}",
+                    f"contact:{step + 1}",
+                    role,
+                    name,
+                    sent,
+                    sent,
+                    sent,
+                ),
             ).fetchone()
             assert outbox_id is not None
             conn.execute(

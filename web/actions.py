@@ -28,9 +28,7 @@ MAX_REASON = 200
 def acknowledge_alert(pool: ConnectionPool[Any], alert_id: int, actor: Actor, now: datetime) -> bool:
     """Acknowledge (blocking: run it in a thread). False if someone acknowledged it first."""
     with pool.connection() as conn, conn.transaction():
-        first = alert_store.acknowledge(
-            conn, alert_id, by=actor.username, channel=CONSOLE_CHANNEL, now=now
-        )
+        first = alert_store.acknowledge(conn, alert_id, by=actor.username, channel=CONSOLE_CHANNEL, now=now)
         audit_sync(conn, actor, "acknowledge", f"alert:{alert_id}", now, {"first": first})
     return first
 
@@ -42,8 +40,13 @@ def resolve_alert(
     note = (note or "").strip()[:MAX_NOTE] or None
     with pool.connection() as conn, conn.transaction():
         alert_store.resolve(
-            conn, alert_id, outcome=outcome, note=note, by=actor.username,
-            channel=CONSOLE_CHANNEL, now=now,
+            conn,
+            alert_id,
+            outcome=outcome,
+            note=note,
+            by=actor.username,
+            channel=CONSOLE_CHANNEL,
+            now=now,
         )
         audit_sync(conn, actor, "resolve", f"alert:{alert_id}", now, {"outcome": outcome, "note": note})
 
@@ -78,12 +81,17 @@ def set_absence(
     reason = check_absence(until, reason, now)
     with pool.connection() as conn, conn.transaction():
         try:
-            resolved = absence.set_away(conn, resident_id, until=until, reason=reason, now=now,
-                                        chains=chains)
+            resolved = absence.set_away(conn, resident_id, until=until, reason=reason, now=now, chains=chains)
         except AlertError as exc:
             raise ConsoleError(str(exc)) from exc
-        audit_sync(conn, actor, "set_absence", f"resident:{resident_id}", now,
-                   {"until": until.isoformat(), "reason": reason, "resolved_alerts": resolved})
+        audit_sync(
+            conn,
+            actor,
+            "set_absence",
+            f"resident:{resident_id}",
+            now,
+            {"until": until.isoformat(), "reason": reason, "resolved_alerts": resolved},
+        )
     return resolved
 
 

@@ -35,7 +35,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, bytes | memoryview):
-        return None   # never serialise token digests or payloads
+        return None  # never serialise token digests or payloads
     if isinstance(value, set | frozenset | tuple):
         return list(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
@@ -54,22 +54,28 @@ router = APIRouter(default_response_class=JSONBody)
 @router.get("/me")
 async def me(session: SignedIn) -> JSONBody:
     staff = session.staff
-    return JSONBody({
-        "username": staff.username,
-        "display_name": staff.display_name,
-        "role": staff.role,
-        "grid_ids": list(staff.scope.grid_ids),
-        "community_ids": list(staff.scope.community_ids),
-        "language": staff.language,
-        "csrf_token": session.csrf_token,
-        "session_expires_at": session.expires_at,
-    })
+    return JSONBody(
+        {
+            "username": staff.username,
+            "display_name": staff.display_name,
+            "role": staff.role,
+            "grid_ids": list(staff.scope.grid_ids),
+            "community_ids": list(staff.scope.community_ids),
+            "language": staff.language,
+            "csrf_token": session.csrf_token,
+            "session_expires_at": session.expires_at,
+        }
+    )
 
 
 @router.get("/alerts")
-async def alerts(conn: Conn, session: SignedIn, kind: str | None = None,
-                 offset: Annotated[int, Query(ge=0)] = 0,
-                 limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> JSONBody:
+async def alerts(
+    conn: Conn,
+    session: SignedIn,
+    kind: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> JSONBody:
     rows = await queries.alert_queue(conn, session.staff.scope, kind=kind, offset=offset, limit=limit)
     return JSONBody({"alerts": rows, "offset": offset, "limit": limit})
 
@@ -85,8 +91,11 @@ async def acknowledge(request: Request, conn: Conn, session: CheckedSession, ale
     console = console_of(request)
     try:
         first = await asyncio.to_thread(
-            actions.acknowledge_alert, console.action_pool, alert_id,
-            actor_for(request, session.staff), console.clock(),
+            actions.acknowledge_alert,
+            console.action_pool,
+            alert_id,
+            actor_for(request, session.staff),
+            console.clock(),
         )
     except AlertStateError as exc:
         raise HTTPException(status_code=409, detail=exc.detail) from exc
@@ -106,8 +115,13 @@ async def resolve(
     console = console_of(request)
     try:
         await asyncio.to_thread(
-            actions.resolve_alert, console.action_pool, alert_id, body.outcome, body.note,
-            actor_for(request, session.staff), console.clock(),
+            actions.resolve_alert,
+            console.action_pool,
+            alert_id,
+            body.outcome,
+            body.note,
+            actor_for(request, session.staff),
+            console.clock(),
         )
     except AlertStateError as exc:
         raise HTTPException(status_code=409, detail=exc.detail) from exc
@@ -116,7 +130,8 @@ async def resolve(
 
 @router.get("/residents")
 async def residents(
-    conn: Conn, session: SignedIn,
+    conn: Conn,
+    session: SignedIn,
     q: Annotated[str, Query(max_length=100)] = "",
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -130,14 +145,18 @@ async def resident(request: Request, conn: Conn, session: SignedIn, resident_id:
     console = console_of(request)
     row = await resident_or_404(request, conn, session.staff, resident_id)
     view = await build_resident_view(conn, console, row)
-    await auth.audit(conn, actor_for(request, session.staff), "view_resident",
-                     f"resident:{resident_id}", console.clock())
+    await auth.audit(
+        conn, actor_for(request, session.staff), "view_resident", f"resident:{resident_id}", console.clock()
+    )
     return JSONBody(view)
 
 
 @router.get("/residents/{resident_id}/usage")
 async def usage(
-    request: Request, conn: Conn, session: SignedIn, resident_id: str,
+    request: Request,
+    conn: Conn,
+    session: SignedIn,
+    resident_id: str,
     days: Annotated[int, Query(ge=1, le=31)] = 7,
 ) -> JSONBody:
     console = console_of(request)
@@ -162,33 +181,47 @@ async def absence(
     now = console.clock()
     try:
         if body.until is None:
-            changed = await asyncio.to_thread(actions.clear_absence, console.action_pool, resident_id,
-                                              actor=actor, now=now)
+            changed = await asyncio.to_thread(
+                actions.clear_absence, console.action_pool, resident_id, actor=actor, now=now
+            )
             return JSONBody({"id": resident_id, "status": "active", "changed": changed})
         resolved = await asyncio.to_thread(
-            actions.set_absence, console.action_pool, console.chains, resident_id,
-            until=body.until, reason=body.reason, actor=actor, now=now,
+            actions.set_absence,
+            console.action_pool,
+            console.chains,
+            resident_id,
+            until=body.until,
+            reason=body.reason,
+            actor=actor,
+            now=now,
         )
     except ConsoleError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
-    return JSONBody({"id": resident_id, "status": "away", "away_until": body.until,
-                     "resolved_alerts": resolved})
+    return JSONBody(
+        {"id": resident_id, "status": "away", "away_until": body.until, "resolved_alerts": resolved}
+    )
 
 
 @router.get("/devices/health")
-async def device_health(request: Request, conn: Conn, session: SignedIn,
-                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONBody:
+async def device_health(
+    request: Request, conn: Conn, session: SignedIn, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> JSONBody:
     console = console_of(request)
     web = console.settings.web
     health = await queries.device_health(
-        conn, session.staff.scope, now=console.clock(), grace_s=web.silent_grace_s,
-        low_battery_v=web.low_battery_v, limit=limit,
+        conn,
+        session.staff.scope,
+        now=console.clock(),
+        grace_s=web.silent_grace_s,
+        low_battery_v=web.low_battery_v,
+        limit=limit,
     )
     return JSONBody(health)
 
 
 @router.get("/reports")
-async def reports(request: Request, conn: Conn, session: SignedIn,
-                  months: Annotated[int, Query(ge=1, le=36)] = 6) -> JSONBody:
+async def reports(
+    request: Request, conn: Conn, session: SignedIn, months: Annotated[int, Query(ge=1, le=36)] = 6
+) -> JSONBody:
     report = await load_report(conn, console_of(request), session.staff, ReportRequest(months))
     return JSONBody(report_json(report))

@@ -44,9 +44,7 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def create_app(
-    settings: Settings, database_url: str, *, clock: Clock = system_clock
-) -> FastAPI:
+def create_app(settings: Settings, database_url: str, *, clock: Clock = system_clock) -> FastAPI:
     """The console as an ASGI app. `clock` is the only source of time (tests pass their own)."""
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         database_url,
@@ -66,8 +64,14 @@ def create_app(
         kwargs={"application_name": "lovekey-web"},
     )
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    console = Console(settings=settings, pool=pool, action_pool=action_pool, clock=clock,
-                      templates=templates, chains=ChainBook.load(settings.alerts.chains_file))
+    console = Console(
+        settings=settings,
+        pool=pool,
+        action_pool=action_pool,
+        clock=clock,
+        templates=templates,
+        chains=ChainBook.load(settings.alerts.chains_file),
+    )
     i18n.install(templates.env, settings)
 
     @asynccontextmanager
@@ -135,23 +139,38 @@ async def _not_signed_in(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if request.url.path.startswith("/api/") or request.url.path.startswith("/static/"):
-        return JSONResponse({"error": _error_code(exc.status_code), "detail": exc.detail},
-                            status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"error": _error_code(exc.status_code), "detail": exc.detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
     console: Console = request.app.state.console
     lang = language_for(request, console.settings, None)
     return console.templates.TemplateResponse(
         request,
         "error.html",
-        {"lang": lang, "status": exc.status_code, "code": _error_code(exc.status_code),
-         "staff": None, "csrf": request.cookies.get("lk_login_csrf", "")},
+        {
+            "lang": lang,
+            "status": exc.status_code,
+            "code": _error_code(exc.status_code),
+            "staff": None,
+            "csrf": request.cookies.get("lk_login_csrf", ""),
+        },
         status_code=exc.status_code,
     )
 
 
 def _error_code(status: int) -> str:
-    return {400: "bad_request", 401: "not_signed_in", 403: "forbidden", 404: "not_found",
-            405: "method_not_allowed", 409: "conflict", 422: "invalid", 429: "too_many"}.get(
-                status, "error")
+    return {
+        400: "bad_request",
+        401: "not_signed_in",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        422: "invalid",
+        429: "too_many",
+    }.get(status, "error")
 
 
 class SecurityHeaders:
@@ -165,9 +184,11 @@ class SecurityHeaders:
         (b"referrer-policy", b"same-origin"),
     )
     _CONSOLE: tuple[tuple[bytes, bytes], ...] = (
-        (b"content-security-policy",
-         b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-         b" object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+        (
+            b"content-security-policy",
+            b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+            b" object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
     )
     _FOREIGN = ("/a/", "/alerts/")
 

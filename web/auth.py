@@ -113,9 +113,7 @@ def _staff_from_row(row: dict[str, Any]) -> Staff:
 _STAFF_COLUMNS = "u.id, u.username, u.display_name, u.role, u.grid_ids, u.community_ids, u.language"
 
 
-async def find_login(
-    conn: psycopg.AsyncConnection[Any], username: str
-) -> tuple[Staff | None, str | None]:
+async def find_login(conn: psycopg.AsyncConnection[Any], username: str) -> tuple[Staff | None, str | None]:
     """The active staff member of that name and their password hash (None, None if unknown)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -129,9 +127,7 @@ async def find_login(
     return _staff_from_row(row), row["password_hash"]
 
 
-async def recent_login_failures(
-    conn: psycopg.AsyncConnection[Any], username: str, since: datetime
-) -> int:
+async def recent_login_failures(conn: psycopg.AsyncConnection[Any], username: str, since: datetime) -> int:
     cur = await conn.execute(
         "SELECT count(*) FROM audit_log WHERE action = 'login_failed' AND target = %s AND at > %s",
         (f"user:{username}", since),
@@ -174,8 +170,7 @@ async def create_session(
                                    expires_at, ip, user_agent)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
         """,
-        (session.digest, staff.id, session.csrf_token, now, now, session.expires_at, ip,
-         user_agent[:300]),
+        (session.digest, staff.id, session.csrf_token, now, now, session.expires_at, ip, user_agent[:300]),
     )
     return token, session
 
@@ -287,5 +282,13 @@ AUDIT_SQL = (
 def audit_params(
     actor: Actor, action: str, target: str, now: datetime, detail: dict[str, Any] | None
 ) -> tuple[Any, ...]:
-    return (now, actor.staff_id, actor.username, action, target, actor.ip, actor.user_agent[:300],
-            Jsonb(detail or {}))
+    return (
+        now,
+        actor.staff_id,
+        actor.username,
+        action,
+        target,
+        actor.ip,
+        actor.user_agent[:300],
+        Jsonb(detail or {}),
+    )

@@ -63,8 +63,10 @@ def main(argv: list[str], settings: Settings) -> int:
         load_before = os.getloadavg()[0]
         results = measure(settings, scratch, now=now, requests=args.requests)
         report(results)
-        print(f"machine load average (1 min) before/after measuring: {load_before:.2f} /"
-              f" {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        print(
+            f"machine load average (1 min) before/after measuring: {load_before:.2f} /"
+            f" {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+        )
         if args.keep:
             print("measure it again with: lovekey bench console --database NAME")
     return 0
@@ -82,6 +84,7 @@ def _step(label: str) -> Callable[[], None]:
 
 # ------------------------------------------------------------------------------ generate
 
+
 def generate(url: str, settings: Settings, *, residents: int, days: int, now: datetime) -> None:
     from lovekey.devices.bench import district_csv
     from lovekey.devices.csvfile import parse_registry
@@ -98,9 +101,15 @@ def generate(url: str, settings: Settings, *, residents: int, days: int, now: da
         ).fetchone() or ("", "")
     with connect(url) as conn:
         for username, role in STAFF:
-            add_user(conn, username, role=role, password=PASSWORD,
-                     grid_ids=[grid] if role == "grid_worker" else [],
-                     community_ids=[community] if role == "community_staff" else [], now=now)
+            add_user(
+                conn,
+                username,
+                role=role,
+                password=PASSWORD,
+                grid_ids=[grid] if role == "grid_worker" else [],
+                community_ids=[community] if role == "community_staff" else [],
+                now=now,
+            )
         conn.commit()
     with connect(url, autocommit=True) as conn:
         _load_readings(conn, days=days, now=now)
@@ -112,10 +121,13 @@ def generate(url: str, settings: Settings, *, residents: int, days: int, now: da
 
 
 def _load_readings(conn: psycopg.Connection, *, days: int, now: datetime) -> None:
-    partitions = [r[0] for r in conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'water_reading'::regclass"
-    )]
+    partitions = [
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'water_reading'::regclass"
+        )
+    ]
     for part in partitions:
         conn.execute(sql.SQL("ALTER TABLE {} SET UNLOGGED").format(sql.Identifier(part)))
     conn.execute("ALTER TABLE water_reading DROP CONSTRAINT water_reading_pkey")
@@ -270,12 +282,16 @@ def show_chart_plan(url: str, now: datetime) -> None:
         key = conn.execute(
             "SELECT key FROM device WHERE kind = 'water_meter' ORDER BY key LIMIT 1"
         ).fetchone()
-        plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT device_key, extract(epoch FROM ts)::float8, total_l"
-            " FROM water_reading WHERE device_key = ANY(%s::int[]) AND ts >= %s AND ts <= %s"
-            " ORDER BY device_key, ts",
-            ([key[0] if key else 0], now - timedelta(days=8, hours=11), now),
-        ))
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)"
+                " SELECT device_key, extract(epoch FROM ts)::float8, total_l"
+                " FROM water_reading WHERE device_key = ANY(%s::int[]) AND ts >= %s AND ts <= %s"
+                " ORDER BY device_key, ts",
+                ([key[0] if key else 0], now - timedelta(days=8, hours=11), now),
+            )
+        )
     uses_pk = all("Seq Scan" not in line for line in plan.splitlines()) and "_pkey" in plan
     print(f"chart query plan ({'primary key' if uses_pk else 'NOT the primary key'}):")
     for line in plan.splitlines():
@@ -283,6 +299,7 @@ def show_chart_plan(url: str, now: datetime) -> None:
 
 
 # ------------------------------------------------------------------------------- measure
+
 
 class Client:
     """A tiny keep-alive HTTP client with a cookie jar (stdlib only)."""
@@ -316,8 +333,11 @@ def _sign_in(port: int, username: str) -> Client:
     match = re.search(r'name="csrf" value="([^"]+)"', page)
     if status != 200 or not match:
         raise SystemExit(f"login page failed: {status}")
-    status, _ = client.request("POST", "/login", {"username": username, "password": PASSWORD,
-                                                  "csrf": match.group(1), "next": "/queue"})
+    status, _ = client.request(
+        "POST",
+        "/login",
+        {"username": username, "password": PASSWORD, "csrf": match.group(1), "next": "/queue"},
+    )
     if status != 303 or "lk_session" not in client.cookies:
         raise SystemExit(f"sign-in as {username} failed: {status}")
     return client
@@ -334,11 +354,12 @@ def measure(
         for username, role in STAFF:
             client = _sign_in(served.port, username)
             try:
-                residents = [str(r["id"]) for r in _json_list(client, "/api/residents?limit=500",
-                                                              "residents")]
+                residents = [
+                    str(r["id"]) for r in _json_list(client, "/api/residents?limit=500", "residents")
+                ]
                 alerts = [str(a["id"]) for a in _json_list(client, "/api/alerts?limit=1000", "alerts")]
                 for page, path in _pages(rng, residents, alerts).items():
-                    client.request("GET", path())         # warm-up, not counted
+                    client.request("GET", path())  # warm-up, not counted
                     timings = []
                     for _ in range(requests):
                         target = path()
@@ -389,7 +410,9 @@ def report(results: dict[tuple[str, str], list[float]]) -> None:
     for (role, page), timings in results.items():
         p95 = _p95(timings)
         worst = max(worst, p95)
-        print(f"{role:<16} {page:<11} {len(timings):>4} {statistics.median(timings):>8.1f}"
-              f" {p95:>8.1f} {max(timings):>8.1f}")
+        print(
+            f"{role:<16} {page:<11} {len(timings):>4} {statistics.median(timings):>8.1f}"
+            f" {p95:>8.1f} {max(timings):>8.1f}"
+        )
     verdict = "meets" if worst < 200 else "MISSES"
     print(f"worst p95 {worst:.1f} ms: {verdict} the 200 ms target")

@@ -29,14 +29,27 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("name", help="user name to sign in with")
     p.add_argument("--role", required=True, choices=["grid_worker", "community_staff", "admin"])
     scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--grid", action="append", default=[], metavar="G",
-                       help="a grid the grid worker looks after (repeat for several)")
-    scope.add_argument("--community", action="append", default=[], metavar="C",
-                       help="a community the staff member looks after (repeat for several)")
+    scope.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="G",
+        help="a grid the grid worker looks after (repeat for several)",
+    )
+    scope.add_argument(
+        "--community",
+        action="append",
+        default=[],
+        metavar="C",
+        help="a community the staff member looks after (repeat for several)",
+    )
     p.add_argument("--display-name", default="", help="the name shown in the console and audit log")
     p.add_argument("--language", choices=["zh", "en"], help="console language (default: the browser's)")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password from the first line of stdin instead of prompting")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin instead of prompting",
+    )
     p.set_defaults(handler=_add)
 
     p = sub.add_parser("list", help="show staff accounts")
@@ -77,9 +90,15 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
             migrate(conn, settings.storage)
         with connect(url) as conn:
             add_user(
-                conn, args.name, role=args.role, password=password, grid_ids=args.grid,
-                community_ids=args.community, display_name=args.display_name,
-                language=args.language, now=_now(),
+                conn,
+                args.name,
+                role=args.role,
+                password=password,
+                grid_ids=args.grid,
+                community_ids=args.community,
+                display_name=args.display_name,
+                language=args.language,
+                now=_now(),
             )
             conn.commit()
     where = ", ".join(args.grid or args.community) or "everything"

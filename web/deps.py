@@ -41,7 +41,7 @@ class Console:
     action_pool: ConnectionPool[Any]
     clock: Callable[[], datetime]
     templates: Jinja2Templates
-    chains: ChainBook                    # escalation chains: which kinds an absence suppresses
+    chains: ChainBook  # escalation chains: which kinds an absence suppresses
 
 
 class NotSignedIn(Exception):
@@ -77,8 +77,13 @@ async def current_session(request: Request, conn: Conn) -> Session:
     now = console.clock()
     if session_expired(session, now, idle_s=console.settings.web.session_idle_s):
         if await expire_session(conn, session.digest):
-            await audit(conn, actor_for(request, session.staff), "session_expired",
-                        f"user:{session.staff.username}", now)
+            await audit(
+                conn,
+                actor_for(request, session.staff),
+                "session_expired",
+                f"user:{session.staff.username}",
+                now,
+            )
         raise NotSignedIn("expired")
     await touch_session(conn, session, now)
     request.state.session = session
@@ -99,8 +104,14 @@ async def checked_session(request: Request, session: SignedIn, conn: Conn) -> Se
         value = form.get(CSRF_FIELD)
         given = value if isinstance(value, str) else None
     if not same_token(session.csrf_token, given):
-        await audit(conn, actor_for(request, session.staff), "csrf_rejected", request.url.path,
-                    console_of(request).clock(), {"method": request.method})
+        await audit(
+            conn,
+            actor_for(request, session.staff),
+            "csrf_rejected",
+            request.url.path,
+            console_of(request).clock(),
+            {"method": request.method},
+        )
         raise HTTPException(status_code=403, detail="csrf")
     return session
 

@@ -40,8 +40,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "back_to_queue": ("Back to the alerts", "返回告警列表"),
     "error_bad_request": ("The request was not understood.", "请求无效。"),
     "error_not_signed_in": ("Please sign in.", "请先登录。"),
-    "error_forbidden": ("This action was refused (the form may be stale: reload the page).",
-                        "操作被拒绝（页面可能已过期，请刷新后重试）。"),
+    "error_forbidden": (
+        "This action was refused (the form may be stale: reload the page).",
+        "操作被拒绝（页面可能已过期，请刷新后重试）。",
+    ),
     "error_not_found": ("Not found, or not in your area.", "未找到，或不在您的负责范围内。"),
     "error_method_not_allowed": ("That is not allowed here.", "不允许此操作。"),
     "error_conflict": ("That conflicts with the current state.", "与当前状态冲突。"),
@@ -84,8 +86,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "showing": ("{first}–{last} of {total}", "第{first}–{last}条，共{total}条"),
     "pending_messages": ("{n} message(s) waiting", "{n}条消息待发送"),
     "acknowledge": ("Acknowledge", "确认处理"),
-    "acknowledge_hint": ("Say that you are taking this alert: escalation stops.",
-                         "表示由您负责处理，升级通知将停止。"),
+    "acknowledge_hint": (
+        "Say that you are taking this alert: escalation stops.",
+        "表示由您负责处理，升级通知将停止。",
+    ),
     # alert page
     "resident": ("Resident", "老人"),
     "device": ("Device", "设备"),
@@ -147,13 +151,17 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "reason_travel": ("Travelling", "旅行"),
     "set_absence": ("Record absence", "登记外出"),
     "water_use_7d": ("Water use, last 7 days (litres per hour)", "近7天用水量（升/小时）"),
-    "rule_explained": ("Low-use rule: under {min_l:g} L in {window_h} hours raises an alert.",
-                       "低用水规则：{window_h}小时内用水少于{min_l:g}升即告警。"),
+    "rule_explained": (
+        "Low-use rule: under {min_l:g} L in {window_h} hours raises an alert.",
+        "低用水规则：{window_h}小时内用水少于{min_l:g}升即告警。",
+    ),
     "rule_line": ("Rule: {min_l:g} L / {window_h} h", "规则：{min_l:g}升/{window_h}小时"),
     "rule_below": ("Window below the rule", "低于规则的时段"),
     "litres_per_hour": ("Litres per hour", "升/小时"),
-    "usage_total": ("{total} L used in 7 days; {below} hours with the window below the rule.",
-                    "7天共用水{total}升；{below}小时的窗口低于规则。"),
+    "usage_total": (
+        "{total} L used in 7 days; {below} hours with the window below the rule.",
+        "7天共用水{total}升；{below}小时的窗口低于规则。",
+    ),
     "no_readings": ("No readings in these 7 days.", "近7天没有读数。"),
     "contacts": ("Contacts", "联系人"),
     "name": ("Name", "姓名"),
@@ -202,11 +210,15 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "show": ("Show", "查看"),
     "export_csv": ("Export CSV", "导出CSV"),
     "alerts_per_kind": ("Alerts per month and kind", "每月各类告警数"),
-    "time_to_ack": ("Time to acknowledge (minutes, median and 90th percentile)",
-                    "确认用时（分钟，中位数与90分位）"),
+    "time_to_ack": (
+        "Time to acknowledge (minutes, median and 90th percentile)",
+        "确认用时（分钟，中位数与90分位）",
+    ),
     "false_alarm_rate": ("False alarms per household-month", "每户每月误报数"),
-    "false_alarm_explained": ("False alarm: closed as resident fine, away, or false data.",
-                              "误报：处理结果为老人安好、外出或数据有误。"),
+    "false_alarm_explained": (
+        "False alarm: closed as resident fine, away, or false data.",
+        "误报：处理结果为老人安好、外出或数据有误。",
+    ),
     "by_community_month": ("By community and month", "按社区和月份"),
     "month": ("Month", "月份"),
     "households": ("Households", "户数"),
@@ -229,9 +241,7 @@ def translate(lang: str, key: str, **values: Any) -> str:
     return text.format(**values) if values else text
 
 
-def choose(
-    preference: str | None, cookie: str | None, accept_language: str | None, *, default: str
-) -> str:
+def choose(preference: str | None, cookie: str | None, accept_language: str | None, *, default: str) -> str:
     """The first of: stored preference, cookie, best Accept-Language match, default."""
     for candidate in (preference, cookie):
         if candidate in LANGUAGES:

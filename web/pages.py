@@ -56,8 +56,7 @@ def render(
         "path": request.url.path,
         "notice": _known_notice(request.query_params.get("notice")),
     }
-    return console.templates.TemplateResponse(request, template, {**base, **context},
-                                              status_code=status_code)
+    return console.templates.TemplateResponse(request, template, {**base, **context}, status_code=status_code)
 
 
 def _known_notice(notice: str | None) -> str | None:
@@ -79,6 +78,7 @@ def _safe_next(target: str | None) -> str:
 
 # ------------------------------------------------------------------------- sign in and out
 
+
 @router.get("/", include_in_schema=False)
 async def home() -> RedirectResponse:
     return RedirectResponse("/queue", status_code=303)
@@ -90,7 +90,8 @@ async def login_page(
 ) -> Response:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or auth.new_token()
     response = render(
-        request, "login.html",
+        request,
+        "login.html",
         {"next": _safe_next(next), "reason": reason, "error": error, "csrf": token},
     )
     _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
@@ -165,8 +166,14 @@ async def choose_language(
         if not auth.same_token(session.csrf_token, csrf):
             raise HTTPException(status_code=403, detail="csrf")
         await auth.set_language(conn, session.staff.id, language, now)
-        await auth.audit(conn, actor_for(request, session.staff), "set_language",
-                         f"user:{session.staff.username}", now, {"language": language})
+        await auth.audit(
+            conn,
+            actor_for(request, session.staff),
+            "set_language",
+            f"user:{session.staff.username}",
+            now,
+            {"language": language},
+        )
     elif not auth.same_token(request.cookies.get(LOGIN_CSRF_COOKIE), csrf):
         raise HTTPException(status_code=403, detail="csrf")
     response = _redirect(_safe_next(back))
@@ -178,28 +185,44 @@ def _set_cookie(
     request: Request, response: Response, name: str, value: str, *, max_age: int, http_only: bool = True
 ) -> None:
     response.set_cookie(
-        name, value, max_age=max_age, path="/", httponly=http_only, samesite="lax",
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        httponly=http_only,
+        samesite="lax",
         secure=console_of(request).settings.web.secure_cookies,
     )
 
 
 # ------------------------------------------------------------------------------ the queue
 
+
 @router.get("/queue", name="queue")
 async def queue(
-    request: Request, conn: Conn, session: SignedIn, kind: str | None = None,
+    request: Request,
+    conn: Conn,
+    session: SignedIn,
+    kind: str | None = None,
     page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
     kind = kind or None
     scope = session.staff.scope
-    alerts = await queries.alert_queue(conn, scope, kind=kind, offset=(page - 1) * PAGE_SIZE,
-                                       limit=PAGE_SIZE)
+    alerts = await queries.alert_queue(conn, scope, kind=kind, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
     counts = await queries.alert_counts(conn, scope, kind=kind)
     total = sum(counts.values())
     return render(
-        request, "queue.html",
-        {"alerts": alerts, "kind": kind, "counts": counts, "total": total, "page": page,
-         "first": (page - 1) * PAGE_SIZE + 1, "more": page * PAGE_SIZE < total},
+        request,
+        "queue.html",
+        {
+            "alerts": alerts,
+            "kind": kind,
+            "counts": counts,
+            "total": total,
+            "page": page,
+            "first": (page - 1) * PAGE_SIZE + 1,
+            "more": page * PAGE_SIZE < total,
+        },
         session=session,
     )
 
@@ -214,8 +237,11 @@ async def _render_alert(
 ) -> Response:
     alert = await alert_or_404(request, conn, session.staff, alert_id)
     return render(
-        request, "alert.html", {"alert": alert, "outcomes": OUTCOMES, "error": error},
-        session=session, status_code=409 if error else 200,
+        request,
+        "alert.html",
+        {"alert": alert, "outcomes": OUTCOMES, "error": error},
+        session=session,
+        status_code=409 if error else 200,
     )
 
 
@@ -225,13 +251,18 @@ async def acknowledge(request: Request, conn: Conn, session: CheckedSession, ale
     console = console_of(request)
     try:
         first = await asyncio.to_thread(
-            actions.acknowledge_alert, console.action_pool, alert_id,
-            actor_for(request, session.staff), console.clock(),
+            actions.acknowledge_alert,
+            console.action_pool,
+            alert_id,
+            actor_for(request, session.staff),
+            console.clock(),
         )
     except AlertStateError as exc:
         return await _render_alert(request, conn, session, alert_id, error=exc.detail)
-    return _redirect(request.app.url_path_for("alert_page", alert_id=alert_id),
-                     notice="acknowledged" if first else "already_acknowledged")
+    return _redirect(
+        request.app.url_path_for("alert_page", alert_id=alert_id),
+        notice="acknowledged" if first else "already_acknowledged",
+    )
 
 
 @router.post("/queue/{alert_id}/resolve", name="resolve")
@@ -247,8 +278,13 @@ async def resolve(
     console = console_of(request)
     try:
         await asyncio.to_thread(
-            actions.resolve_alert, console.action_pool, alert_id, outcome, note,
-            actor_for(request, session.staff), console.clock(),
+            actions.resolve_alert,
+            console.action_pool,
+            alert_id,
+            outcome,
+            note,
+            actor_for(request, session.staff),
+            console.clock(),
         )
     except AlertStateError as exc:
         return await _render_alert(request, conn, session, alert_id, error=exc.detail)
@@ -257,16 +293,21 @@ async def resolve(
 
 # ------------------------------------------------------------------------------ residents
 
+
 @router.get("/residents", name="residents")
 async def residents(
-    request: Request, conn: Conn, session: SignedIn,
-    q: Annotated[str, Query(max_length=100)] = "", page: Annotated[int, Query(ge=1)] = 1,
+    request: Request,
+    conn: Conn,
+    session: SignedIn,
+    q: Annotated[str, Query(max_length=100)] = "",
+    page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
     rows = await queries.resident_list(
         conn, session.staff.scope, search=q, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE + 1
     )
     return render(
-        request, "residents.html",
+        request,
+        "residents.html",
         {"residents": rows[:PAGE_SIZE], "q": q, "page": page, "more": len(rows) > PAGE_SIZE},
         session=session,
     )
@@ -276,8 +317,9 @@ async def residents(
 async def resident_page(request: Request, conn: Conn, session: SignedIn, resident_id: str) -> Response:
     console = console_of(request)
     row = await resident_or_404(request, conn, session.staff, resident_id)
-    await auth.audit(conn, actor_for(request, session.staff), "view_resident",
-                     f"resident:{resident_id}", console.clock())
+    await auth.audit(
+        conn, actor_for(request, session.staff), "view_resident", f"resident:{resident_id}", console.clock()
+    )
     return await _render_resident(request, conn, session, row)
 
 
@@ -285,8 +327,9 @@ async def _render_resident(
     request: Request, conn: Conn, session: Session, row: dict[str, Any], *, error: str | None = None
 ) -> Response:
     view = await build_resident_view(conn, console_of(request), row)
-    return render(request, "resident.html", {**view, "error": error}, session=session,
-                  status_code=422 if error else 200)
+    return render(
+        request, "resident.html", {**view, "error": error}, session=session, status_code=422 if error else 200
+    )
 
 
 @router.post("/residents/{resident_id}/absence", name="absence")
@@ -306,14 +349,23 @@ async def absence(
     page = request.app.url_path_for("resident_page", resident_id=resident_id)
     try:
         if action == "clear":
-            await asyncio.to_thread(actions.clear_absence, console.action_pool, resident_id,
-                                    actor=actor, now=now)
+            await asyncio.to_thread(
+                actions.clear_absence, console.action_pool, resident_id, actor=actor, now=now
+            )
             return _redirect(page, notice="absence_cleared")
         if action != "set":
             raise HTTPException(status_code=400, detail="action")
         end = _local_datetime(until, console.settings.zone)
-        await asyncio.to_thread(actions.set_absence, console.action_pool, console.chains, resident_id,
-                                until=end, reason=reason, actor=actor, now=now)
+        await asyncio.to_thread(
+            actions.set_absence,
+            console.action_pool,
+            console.chains,
+            resident_id,
+            until=end,
+            reason=reason,
+            actor=actor,
+            now=now,
+        )
     except ConsoleError as exc:
         return await _render_resident(request, conn, session, row, error=str(exc))
     return _redirect(page, notice="absence_set")
@@ -330,12 +382,16 @@ def _local_datetime(text: str, zone: Any) -> datetime:
 
 # ------------------------------------------------------------------ devices, reports, audit
 
+
 @router.get("/devices", name="devices")
 async def devices(request: Request, conn: Conn, session: SignedIn) -> Response:
     console = console_of(request)
     web = console.settings.web
     health = await queries.device_health(
-        conn, session.staff.scope, now=console.clock(), grace_s=web.silent_grace_s,
+        conn,
+        session.staff.scope,
+        now=console.clock(),
+        grace_s=web.silent_grace_s,
         low_battery_v=web.low_battery_v,
     )
     return render(request, "devices.html", {"health": health}, session=session)
@@ -348,8 +404,12 @@ async def reports(
     from lovekey.web.reports import report_charts
 
     report = await load_report(conn, console_of(request), session.staff, ReportRequest(months))
-    return render(request, "reports.html",
-                  {"report": report, "months": months, "charts": report_charts(report)}, session=session)
+    return render(
+        request,
+        "reports.html",
+        {"report": report, "months": months, "charts": report_charts(report)},
+        session=session,
+    )
 
 
 @router.get("/reports.csv", name="reports_csv")
@@ -360,8 +420,9 @@ async def reports_csv(
 
     console = console_of(request)
     report = await load_report(conn, console, session.staff, ReportRequest(months))
-    await auth.audit(conn, actor_for(request, session.staff), "export_csv", "reports",
-                     console.clock(), {"months": months})
+    await auth.audit(
+        conn, actor_for(request, session.staff), "export_csv", "reports", console.clock(), {"months": months}
+    )
     name = f"lovekey-report-{report.start:%Y%m}-{report.end:%Y%m}.csv"
     return Response(
         report_csv(report).encode("utf-8-sig"),  # with a BOM so spreadsheet programs read UTF-8
@@ -375,8 +436,9 @@ async def audit_page(
     request: Request, conn: Conn, session: SignedIn, before: Annotated[int | None, Query(ge=1)] = None
 ) -> Response:
     if not session.staff.scope.is_admin:
-        await auth.audit(conn, actor_for(request, session.staff), "access_denied", "audit",
-                         console_of(request).clock())
+        await auth.audit(
+            conn, actor_for(request, session.staff), "access_denied", "audit", console_of(request).clock()
+        )
         raise HTTPException(status_code=403, detail="admin only")
     rows = await queries.audit_entries(conn, before_id=before)
     return render(request, "audit.html", {"entries": rows}, session=session)

@@ -59,6 +59,7 @@ async def _one(conn: Conn, query: Query, params: Params) -> dict[str, Any] | Non
 
 # ---------------------------------------------------------------------------------- alerts
 
+
 async def alert_queue(
     conn: Conn, scope: Scope, *, kind: str | None = None, offset: int = 0, limit: int = 200
 ) -> list[dict[str, Any]]:
@@ -146,6 +147,7 @@ async def alert_exists(conn: Conn, alert_id: int) -> bool:
 
 # ------------------------------------------------------------------------------- residents
 
+
 async def resident_list(
     conn: Conn, scope: Scope, *, search: str = "", offset: int = 0, limit: int = 50
 ) -> list[dict[str, Any]]:
@@ -222,8 +224,13 @@ async def resident_devices(
            OR (d.resident_id IS NULL AND d.household_id = %(household)s)
         ORDER BY d.kind, d.id
         """,
-        {"now": now, "grace": grace_s, "low": low_battery_v, "resident": resident_id,
-         "household": household_id},
+        {
+            "now": now,
+            "grace": grace_s,
+            "low": low_battery_v,
+            "resident": resident_id,
+            "household": household_id,
+        },
     )
 
 
@@ -270,9 +277,7 @@ class Readings:
     total_l: np.ndarray[Any, np.dtype[np.float64]]
 
 
-async def water_readings(
-    conn: Conn, device_keys: Sequence[int], start: datetime, end: datetime
-) -> Readings:
+async def water_readings(conn: Conn, device_keys: Sequence[int], start: datetime, end: datetime) -> Readings:
     """Readings of the meters in [start, end], one index range scan of the primary key
     (device_key, ts) per meter and partition."""
     cur = conn.cursor(binary=True)
@@ -299,6 +304,7 @@ async def water_readings(
 
 
 # ----------------------------------------------------------------------------- device health
+
 
 async def device_health(
     conn: Conn, scope: Scope, *, now: datetime, grace_s: int, low_battery_v: float, limit: int = 100
@@ -346,15 +352,19 @@ async def device_health(
         row["offline_gateways"] = len(behind)
         for gateway_id, devices in behind.items():
             served.setdefault(gateway_id, Counter())[row["community_id"]] += devices
-    gateways = await _rows(
-        conn,
-        """
+    gateways = (
+        await _rows(
+            conn,
+            """
         SELECT id, name, online, status_changed_at, last_seen FROM gateway WHERE id = ANY(%s::text[])
         ORDER BY status_changed_at NULLS FIRST, id
         LIMIT %s
         """,
-        (list(served), limit),
-    ) if served else []
+            (list(served), limit),
+        )
+        if served
+        else []
+    )
     for gw in gateways:
         by_community = served[gw["id"]]
         gw["communities"] = sorted(c for c in by_community if c is not None)
@@ -365,8 +375,9 @@ async def device_health(
 def _first(summary: list[dict[str, Any]], name: str, limit: int) -> list[str]:
     """The first `limit` ids of a list from the per-community [id, sort key] pairs, in order
     of key then id; a missing key (a meter never heard from) comes first."""
-    pairs = [(pair[1] is not None, pair[1] or 0, pair[0])
-             for row in summary for pair in (row.pop(name) or [])]
+    pairs = [
+        (pair[1] is not None, pair[1] or 0, pair[0]) for row in summary for pair in (row.pop(name) or [])
+    ]
     return [device_id for _, _, device_id in sorted(pairs)[:limit]]
 
 
@@ -395,6 +406,7 @@ _SILENT = sql.SQL(
 
 
 # ---------------------------------------------------------------------------------- reports
+
 
 async def report_rows(
     conn: Conn, scope: Scope, *, months: Sequence[datetime]
@@ -430,10 +442,7 @@ async def report_rows(
     # GROUPING bits, high to low: community_id, kind, outcome (1 = rolled up)
     by_kind = [r for r in rows if r["grouping"] == 0b001]
     by_outcome = [r for r in rows if r["grouping"] == 0b010 and r["outcome"] is not None]
-    ack = [
-        {**r, "all_communities": r["grouping"] == 0b111}
-        for r in rows if r["grouping"] in (0b011, 0b111)
-    ]
+    ack = [{**r, "all_communities": r["grouping"] == 0b111} for r in rows if r["grouping"] in (0b011, 0b111)]
     households = await _rows(
         conn,
         sql.SQL(
@@ -446,6 +455,7 @@ async def report_rows(
 
 
 # ------------------------------------------------------------------------------------ audit
+
 
 async def audit_entries(
     conn: Conn, *, limit: int = 200, before_id: int | None = None

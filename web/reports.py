@@ -48,7 +48,7 @@ def month_starts(start: datetime, end: datetime, zone: ZoneInfo) -> list[datetim
 @dataclass(slots=True)
 class CommunityMonth:
     community_id: str | None
-    month: str                                   # 'YYYY-MM' local
+    month: str  # 'YYYY-MM' local
     households: int = 0
     alerts: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
@@ -146,7 +146,10 @@ def build_report(
     for r in rows["ack"]:
         if r["all_communities"]:
             ack_by_month[f"{r['month'].astimezone(zone):%Y-%m}"] = (
-                _float(r["ack_p50_s"]), _float(r["ack_p90_s"]), int(r["acknowledged"]))
+                _float(r["ack_p50_s"]),
+                _float(r["ack_p90_s"]),
+                int(r["acknowledged"]),
+            )
             continue
         c = cell(r["community_id"], r["month"])
         c.acknowledged = int(r["acknowledged"])
@@ -161,8 +164,15 @@ def _float(value: Any) -> float | None:
 
 
 CSV_FIELDS = (
-    "community_id", "month", "households", "alerts", "acknowledged", "ack_p50_min", "ack_p90_min",
-    "false_alarms", "false_alarm_rate_per_household_month",
+    "community_id",
+    "month",
+    "households",
+    "alerts",
+    "acknowledged",
+    "ack_p50_min",
+    "ack_p90_min",
+    "false_alarms",
+    "false_alarm_rate_per_household_month",
 )
 
 
@@ -175,19 +185,21 @@ def report_csv(report: Report) -> str:
     writer.writerow([*CSV_FIELDS, *kind_cols, *outcome_cols])
     for row in report.rows:
         rate = row.false_alarm_rate
-        writer.writerow([
-            row.community_id or "",
-            row.month,
-            row.households,
-            row.alerts,
-            row.acknowledged,
-            _minutes(row.ack_p50_s),
-            _minutes(row.ack_p90_s),
-            row.false_alarms,
-            "" if rate is None else f"{rate:.6f}",
-            *[row.by_kind.get(k, 0) for k in report.kinds],
-            *[row.by_outcome.get(o, 0) for o in OUTCOMES],
-        ])
+        writer.writerow(
+            [
+                row.community_id or "",
+                row.month,
+                row.households,
+                row.alerts,
+                row.acknowledged,
+                _minutes(row.ack_p50_s),
+                _minutes(row.ack_p90_s),
+                row.false_alarms,
+                "" if rate is None else f"{rate:.6f}",
+                *[row.by_kind.get(k, 0) for k in report.kinds],
+                *[row.by_outcome.get(o, 0) for o in OUTCOMES],
+            ]
+        )
     return out.getvalue()
 
 
@@ -222,6 +234,7 @@ def report_json(report: Report) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- bar charts
 
+
 @dataclass(frozen=True, slots=True)
 class Bar:
     x: float
@@ -243,9 +256,9 @@ class BarChart:
     plot_right: float
     plot_bottom: float
     bars: list[Bar]
-    groups: list[tuple[float, str]]          # (x of the group's centre, label)
+    groups: list[tuple[float, str]]  # (x of the group's centre, label)
     series: list[str]
-    ticks: list[tuple[float, float]]         # (y, value)
+    ticks: list[tuple[float, float]]  # (y, value)
 
 
 def bar_chart(
@@ -269,8 +282,17 @@ def bar_chart(
         x0 = left + g * group_w + group_w * 0.1
         for s, value in enumerate(values):
             h = 0.0 if scale_max <= 0 else plot_h * value / scale_max
-            bars.append(Bar(round(x0 + s * bar_w, 2), round(top + plot_h - h, 2),
-                            round(max(1.0, bar_w * 0.9), 2), round(h, 2), value, label, s))
+            bars.append(
+                Bar(
+                    round(x0 + s * bar_w, 2),
+                    round(top + plot_h - h, 2),
+                    round(max(1.0, bar_w * 0.9), 2),
+                    round(h, 2),
+                    value,
+                    label,
+                    s,
+                )
+            )
         centres.append((round(left + (g + 0.5) * group_w, 2), label))
     ticks = [(round(top + plot_h * (1 - f), 2), scale_max * f) for f in (0.0, 0.5, 1.0)]
     return BarChart(width, height, left, width - right, top + plot_h, bars, centres, list(series), ticks)

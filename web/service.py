@@ -24,8 +24,13 @@ async def alert_or_404(request: Request, conn: Conn, staff: Staff, alert_id: int
     alert = await queries.alert_detail(conn, staff.scope, alert_id)
     if alert is None:
         if await queries.alert_exists(conn, alert_id):
-            await auth.audit(conn, actor_for(request, staff), "access_denied", f"alert:{alert_id}",
-                             console_of(request).clock())
+            await auth.audit(
+                conn,
+                actor_for(request, staff),
+                "access_denied",
+                f"alert:{alert_id}",
+                console_of(request).clock(),
+            )
         raise HTTPException(status_code=404, detail="alert")
     return alert
 
@@ -36,8 +41,13 @@ async def resident_or_404(request: Request, conn: Conn, staff: Staff, resident_i
     row = await queries.resident(conn, staff.scope, resident_id)
     if row is None:
         if await queries.resident_exists(conn, resident_id):
-            await auth.audit(conn, actor_for(request, staff), "access_denied",
-                             f"resident:{resident_id}", console_of(request).clock())
+            await auth.audit(
+                conn,
+                actor_for(request, staff),
+                "access_denied",
+                f"resident:{resident_id}",
+                console_of(request).clock(),
+            )
         raise HTTPException(status_code=404, detail="resident")
     return row
 
@@ -46,20 +56,24 @@ async def build_resident_view(conn: Conn, console: Console, row: dict[str, Any])
     web = console.settings.web
     now = console.clock()
     devices = await queries.resident_devices(
-        conn, row["id"], row["household_id"], now=now, grace_s=web.silent_grace_s,
+        conn,
+        row["id"],
+        row["household_id"],
+        now=now,
+        grace_s=web.silent_grace_s,
         low_battery_v=web.low_battery_v,
     )
     alerts = await queries.resident_alerts(conn, row["id"], [d["id"] for d in devices])
-    events = await queries.resident_events(
-        conn, [d["key"] for d in devices], since=queries.events_since(now)
-    )
+    events = await queries.resident_events(conn, [d["key"] for d in devices], since=queries.events_since(now))
     return {
         "resident": row,
         "devices": devices,
         "alerts": alerts,
         "events": events,
-        "rule": {"min_l": console.settings.detect.low_usage_min_l,
-                 "window_h": window_hours(console.settings.detect.low_usage_window_h)},
+        "rule": {
+            "min_l": console.settings.detect.low_usage_min_l,
+            "window_h": window_hours(console.settings.detect.low_usage_window_h),
+        },
     }
 
 
@@ -77,9 +91,14 @@ async def resident_usage(conn: Conn, console: Console, row: dict[str, Any], *, d
     fetch_from = start - timedelta(seconds=(window_hours(detect.low_usage_window_h) - 1) * HOUR_S)
     readings = await queries.water_readings(conn, meters, fetch_from - USAGE_LOOKBACK, now)
     usage = hourly_usage(
-        readings.device_index, readings.ts_s, readings.total_l,
-        start=start, hours=hours, now=now,
-        min_l=detect.low_usage_min_l, window_h=detect.low_usage_window_h,
+        readings.device_index,
+        readings.ts_s,
+        readings.total_l,
+        start=start,
+        hours=hours,
+        now=now,
+        min_l=detect.low_usage_min_l,
+        window_h=detect.low_usage_window_h,
     )
     data = to_json(usage, zone, resident_id=row["id"], now=now)
     data["meters"] = [d["id"] for d in devices if d["kind"] == "water_meter"]

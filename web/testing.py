@@ -64,8 +64,9 @@ def served_console(settings: Settings, database_url: str, clock: C) -> Iterator[
     """Serve the console on 127.0.0.1 in a background thread until the block exits."""
     app = create_app(settings, database_url, clock=clock)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
-                            access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"console-{port}", daemon=True)
     thread.start()
@@ -98,8 +99,12 @@ def sign_in(client: httpx.Client, username: str, password: str) -> str:
     page.raise_for_status()
     response = client.post(
         "/login",
-        data={"username": username, "password": password, "csrf": csrf_from_html(page.text),
-              "next": "/api/me"},
+        data={
+            "username": username,
+            "password": password,
+            "csrf": csrf_from_html(page.text),
+            "next": "/api/me",
+        },
     )
     if response.status_code != 303 or not response.headers["location"].endswith("/api/me"):
         raise AssertionError(f"sign-in failed: {response.status_code} {response.headers.get('location')}")

@@ -29,10 +29,10 @@ _COVER_SLACK_S = HOUR_S
 
 @dataclass(frozen=True, slots=True)
 class HourlyUsage:
-    start: datetime                  # the first hour shown (aware, on a local hour boundary)
-    usage_l: npt.NDArray[np.float64]     # litres used in each hour
-    window_l: npt.NDArray[np.float64]    # litres in the rule's window ending with each hour
-    covered: npt.NDArray[np.bool_]       # the window had readings at both ends
+    start: datetime  # the first hour shown (aware, on a local hour boundary)
+    usage_l: npt.NDArray[np.float64]  # litres used in each hour
+    window_l: npt.NDArray[np.float64]  # litres in the rule's window ending with each hour
+    covered: npt.NDArray[np.bool_]  # the window had readings at both ends
     min_l: float
     window_h: int
 
@@ -75,7 +75,7 @@ def hourly_usage(
     Readings after `now` are ignored.
     """
     w = window_hours(window_h)
-    lead = w - 1                                   # hours before `start` that windows need
+    lead = w - 1  # hours before `start` that windows need
     origin_s = start.timestamp() - lead * HOUR_S
     n_buckets = lead + hours
     dev = np.asarray(device_index, dtype=np.int64)
@@ -95,7 +95,7 @@ def hourly_usage(
         buckets = np.bincount(bucket[inside], weights=use[inside], minlength=n_buckets).astype(np.float64)
 
     sums = np.concatenate(([0.0], np.cumsum(buckets)))
-    ends = np.arange(lead, n_buckets) + 1              # exclusive bucket end of each window
+    ends = np.arange(lead, n_buckets) + 1  # exclusive bucket end of each window
     window_l = sums[ends] - sums[ends - w]
 
     window_end_s = start.timestamp() + (np.arange(hours) + 1) * HOUR_S
@@ -107,7 +107,7 @@ def hourly_usage(
         boundary = np.flatnonzero(np.diff(dev)) + 1
         firsts = ts[np.concatenate(([0], boundary))]
         lasts = ts[np.concatenate((boundary - 1, [len(ts) - 1]))]
-        for first, last in zip(firsts, lasts, strict=True):   # one pass per meter, not per row
+        for first, last in zip(firsts, lasts, strict=True):  # one pass per meter, not per row
             covered |= (first <= window_start_s) & (last >= window_end_s - _COVER_SLACK_S)
 
     return HourlyUsage(

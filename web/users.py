@@ -59,16 +59,31 @@ def add_user(
                                         password_hash, language, created_at, updated_at)
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
                 """,
-                (username, display_name, role, list(grid_ids), list(community_ids),
-                 hash_password(password), language, now, now),
+                (
+                    username,
+                    display_name,
+                    role,
+                    list(grid_ids),
+                    list(community_ids),
+                    hash_password(password),
+                    language,
+                    now,
+                    now,
+                ),
             ).fetchone()
     except psycopg.errors.UniqueViolation as exc:
         raise ConsoleError(f"a staff member named {username!r} exists already") from exc
     except psycopg.errors.CheckViolation as exc:
         raise ConsoleError(f"invalid staff account: {exc.diag.message_primary}") from exc
     assert row is not None
-    audit_sync(conn, actor, "user_created", f"user:{username}", now,
-               {"role": role, "grid_ids": list(grid_ids), "community_ids": list(community_ids)})
+    audit_sync(
+        conn,
+        actor,
+        "user_created",
+        f"user:{username}",
+        now,
+        {"role": role, "grid_ids": list(grid_ids), "community_ids": list(community_ids)},
+    )
     return int(row[0])
 
 
@@ -76,7 +91,8 @@ def _check_exist(conn: psycopg.Connection[Any], table: str, ids: Sequence[str]) 
     if not ids:
         return
     query = (
-        "SELECT id FROM grid WHERE id = ANY(%s)" if table == "grid"
+        "SELECT id FROM grid WHERE id = ANY(%s)"
+        if table == "grid"
         else "SELECT id FROM community WHERE id = ANY(%s)"
     )
     found = {r[0] for r in conn.execute(query, (list(ids),))}

@@ -31,8 +31,8 @@ class DecodeContext:
     """The limits one decode is held to, computed once per call from `now`."""
 
     now: datetime
-    latest: datetime              # timestamps after this are future_timestamp
-    earliest: datetime | None     # timestamps before this are too_old (None: no limit)
+    latest: datetime  # timestamps after this are future_timestamp
+    earliest: datetime | None  # timestamps before this are too_old (None: no limit)
 
 
 Codec = Callable[[Topic, bytes, DecodeContext], DecodedMessage]
@@ -52,7 +52,7 @@ def parse_topic(topic_prefix: str, topic: str) -> Topic:
     prefix = topic_prefix.rstrip("/") + "/"
     if not topic.startswith(prefix):
         raise PayloadError(reasons.BAD_TOPIC, f"topic is not under {topic_prefix!r}")
-    levels = topic[len(prefix):].split("/")
+    levels = topic[len(prefix) :].split("/")
     if len(levels) == 3 and levels[2] in ("reading", "event"):
         kind: MessageKind = "reading" if levels[2] == "reading" else "event"
         gateway_id, device_id = levels[0], levels[1]
@@ -90,9 +90,7 @@ def decode_message(
     """
     parsed = parse_topic(topic_prefix, topic)
     if len(payload) > max_payload_bytes:
-        raise PayloadError(
-            reasons.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes > {max_payload_bytes}"
-        )
+        raise PayloadError(reasons.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes > {max_payload_bytes}")
     context = DecodeContext(
         now=now,
         latest=now + timedelta(seconds=future_tolerance_s),

@@ -45,9 +45,7 @@ def timestamp(row: dict[str, Any], context: DecodeContext) -> datetime:
         except (OverflowError, OSError, ValueError) as exc:
             raise PayloadError(reasons.BAD_TIMESTAMP, f"ts {value!r}: {exc}") from exc
     else:
-        raise PayloadError(
-            reasons.BAD_TIMESTAMP, f"ts must be a string or a number, got {_kind(value)}"
-        )
+        raise PayloadError(reasons.BAD_TIMESTAMP, f"ts must be a string or a number, got {_kind(value)}")
     if ts > context.latest:
         raise PayloadError(reasons.FUTURE_TIMESTAMP, f"ts {ts.isoformat()} is in the future")
     if context.earliest is not None and ts < context.earliest:

@@ -16,10 +16,10 @@ from lovekey.ingest.codecs._fields import check_device_id, checked, load_object,
 from lovekey.ingest.messages import DecodedMessage, Reading, SensorReading, WaterReading
 
 # Plausible ranges; anything outside is a broken device or a broken gateway, not water.
-MAX_TOTAL_L = 1e12          # a meter register never gets near this
+MAX_TOTAL_L = 1e12  # a meter register never gets near this
 MAX_FLOW_LPM = 10_000.0
 MAX_BATTERY_V = 100.0
-MAX_SMOKE = 1e6             # device-specific scale, kept within float4
+MAX_SMOKE = 1e6  # device-specific scale, kept within float4
 MIN_TEMPERATURE_C, MAX_TEMPERATURE_C = -100.0, 300.0
 MAX_SEQ = 2**63 - 1
 
@@ -47,8 +47,12 @@ def decode_reading(topic: Topic, payload: bytes, context: DecodeContext) -> Deco
         except PayloadError as exc:
             errors.append((index, exc))
     return DecodedMessage(
-        "reading", topic.gateway_id, topic.device_id,
-        readings=tuple(readings), row_errors=tuple(errors), batch=True,
+        "reading",
+        topic.gateway_id,
+        topic.device_id,
+        readings=tuple(readings),
+        row_errors=tuple(errors),
+        batch=True,
     )
 
 
@@ -68,13 +72,14 @@ def _row(row: dict[str, Any], topic: Topic, context: DecodeContext) -> Reading:
         if gas is not None or smoke is not None or temperature is not None:
             raise PayloadError(reasons.BAD_VALUE, "a reading is either a meter's or a sensor's")
         return WaterReading(
-            ts, total_l, checked(get("flow_lpm"), "flow_lpm", 0.0, MAX_FLOW_LPM), battery_v,
+            ts,
+            total_l,
+            checked(get("flow_lpm"), "flow_lpm", 0.0, MAX_FLOW_LPM),
+            battery_v,
             _seq(get("seq")),
         )
     if gas is None and smoke is None and temperature is None and battery_v is None:
-        raise PayloadError(
-            reasons.MISSING_FIELD, "total_l (or total_m3), or a sensor value, or battery_v"
-        )
+        raise PayloadError(reasons.MISSING_FIELD, "total_l (or total_m3), or a sensor value, or battery_v")
     return SensorReading(
         ts,
         checked(gas, "gas_lel_pct", 0.0, 100.0),
