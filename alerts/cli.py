@@ -156,7 +156,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from lovekey.alerts.web import create_app
+    from lovekey.alerts.ack_pages import create_app
     from lovekey.storage import database_url
 
     with database_url(settings) as url:

@@ -13,7 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from lovekey.alerts.channels import recipient_channels
-from lovekey.alerts.escalate import queue_outbox
+from lovekey.alerts.escalation_pass import queue_outbox
 from lovekey.alerts.policy import quiet_until
 from lovekey.alerts.recipients import recipient_key
 from lovekey.config import Settings

@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 
 from lovekey.alerts import messages
 from lovekey.alerts.channels import Outgoing, Sender, channel_url, is_sms
-from lovekey.alerts.escalate import stand_down_for
+from lovekey.alerts.escalation_pass import stand_down_for
 from lovekey.alerts.policy import rate_limited_until, retry_delay_s
 from lovekey.alerts.store import add_history
 from lovekey.alerts.tokens import make_token

@@ -1,5 +1,5 @@
 """What happens next to an alert: a pure function of the alert, its escalations so far, its
-chain and `now`. No database, no clock; `alerts.escalate` fetches the inputs and applies the
+chain and `now`. No database, no clock; `alerts.escalation_pass` fetches the inputs and applies the
 decision in one transaction.
 """
 

@@ -30,7 +30,7 @@ import psycopg
 from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.channels import ChannelSender
 from lovekey.alerts.dispatch import DispatchContext, DispatchReport, dispatch_once
-from lovekey.alerts.escalate import EscalationContext, escalate_once
+from lovekey.alerts.escalation_pass import EscalationContext, escalate_once
 from lovekey.alerts.store import AlertCandidate, raise_alerts
 from lovekey.config import Settings
 

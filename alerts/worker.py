@@ -35,7 +35,7 @@ import psycopg
 from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.channels import ChannelSender, Sender
 from lovekey.alerts.dispatch import DispatchContext, dispatch_once
-from lovekey.alerts.escalate import EscalationContext, escalate_once
+from lovekey.alerts.escalation_pass import EscalationContext, escalate_once
 from lovekey.config import Settings
 from lovekey.errors import StorageError
 from lovekey.storage import connect, connect_async

@@ -17,7 +17,6 @@ from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import parse_topic
 from lovekey.ingest.messages import DecodedMessage, SensorReading, WaterReading
-from lovekey.ingest.registry import DeviceEntry
 
 WATER_METER = "water_meter"
 
@@ -27,6 +26,17 @@ SensorRow = tuple[datetime, int, float | None, float | None, float | None, float
 EventRow = tuple[datetime, int, str, bool, float | None]
 # topic, gateway_id, device_id, reason, detail, payload (cut), payload size in bytes
 RejectRow = tuple[str, str | None, str | None, str, str, bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    """One registered device as the ingester checks messages against it."""
+
+    key: int
+    gateway_id: str
+    kind: str
+    resident_id: str | None
+    household_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ from lovekey.ingest.codecs import decode_message
 from lovekey.ingest.messages import DecodedMessage
 from lovekey.ingest.metrics import IngestMetrics, SummaryLog
 from lovekey.ingest.mqtt import BrokerAddress, connect_properties, new_client
-from lovekey.ingest.registry import RegistryCache, load_registry, look_up
+from lovekey.ingest.registry_cache import RegistryCache, load_registry, look_up
 from lovekey.ingest.writer import WriteResult, prepare, write_plan
 from lovekey.storage import connect
 

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "lovekey.web.cli",
     "lovekey.simulator.cli",
     "lovekey.detectors.cli",
+    "lovekey.evaluation.cli",
     "lovekey.run",
     "lovekey.demo",
     "lovekey.bench",

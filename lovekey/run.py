@@ -166,7 +166,7 @@ def _ingest(settings: Settings, db_url: str, mqtt_url: str, stop: threading.Even
 
 
 def _detect(settings: Settings, db_url: str, stop: threading.Event) -> None:
-    from lovekey.detectors.loop import run_detector
+    from lovekey.detectors.daemon import run_detector
 
     run_detector(settings, db_url, stop)
 

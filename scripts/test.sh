@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run LoveKey's whole test suite on a fresh Debian-like machine.
 # Installs and starts what the tests need when it is missing (PostgreSQL, Mosquitto,
-# Chromium for the console's browser tests), makes a virtualenv, lints and runs pytest.
+# Chromium for the console's browser tests), makes a virtualenv, runs the static checks
+# (ruff, ruff format, mypy --strict, import-linter) and then pytest.
 # Extra arguments go to pytest.  Used as-is by CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +56,12 @@ log "installing lovekey and its test tools into .venv"
 .venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
 .venv/bin/python -c 'import lovekey, paho.mqtt, psycopg' # fail here, clearly, if the install did
 
-log "ruff"
+log "ruff check, ruff format --check"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+log "mypy --strict"
+.venv/bin/mypy
+log "import-linter: the layers of docs/architecture.md"
+.venv/bin/lint-imports
 log "pytest"
 exec .venv/bin/pytest "$@"

@@ -4,7 +4,7 @@ SQL for a table lives with the package that owns it; this package owns the schem
 the machinery that applies and maintains them.
 """
 
-from lovekey.storage.db import connect, connect_async
+from lovekey.storage.connections import connect, connect_async
 from lovekey.storage.embedded import database_url
 from lovekey.storage.maintenance import MaintenanceReport, run_maintenance
 from lovekey.storage.migrate import Layout, MigrateResult, migrate, server_features

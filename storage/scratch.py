@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from lovekey.config import StorageSettings
-from lovekey.storage.db import connect
+from lovekey.storage.connections import connect
 from lovekey.storage.migrate import migrate
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from lovekey.alerts.ack_pages import create_app
 from lovekey.alerts.store import get_alert, history
 from lovekey.alerts.testing import (
     TEST_SECRET,
@@ -20,7 +21,6 @@ from lovekey.alerts.testing import (
     delivery_rig,
     serve_app,
 )
-from lovekey.alerts.web import create_app
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
 

@@ -1,10 +1,10 @@
-"""The oracle bound's core (detectors/bound.py) on hand-made arrays."""
+"""The oracle bound's core (evaluation/bound.py) on hand-made arrays."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lovekey.detectors.bound import (
+from lovekey.evaluation.bound import (
     NEVER,
     PER_DAY,
     PER_H,

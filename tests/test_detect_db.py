@@ -13,8 +13,8 @@ import pytest
 from lovekey.alerts.store import list_alerts, resolve
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
-from lovekey.detectors.loop import watch_events
-from lovekey.detectors.runner import DetectorService, EventWatcher, Shard
+from lovekey.detectors.daemon import watch_events
+from lovekey.detectors.service import DetectorService, EventWatcher, Shard
 
 BS = timedelta(minutes=15)
 # a recent quarter hour, so the reading partitions the migration made exist

@@ -10,8 +10,8 @@ import pytest
 from lovekey.cli import main as lovekey_main
 from lovekey.config import load_settings
 from lovekey.detectors.engine import Registry
-from lovekey.detectors.evaluate import RaisedAlert, ReplayData, ReplayEvent, Truth, replay, score
 from lovekey.detectors.params import uniform_params
+from lovekey.evaluation.replay import RaisedAlert, ReplayData, ReplayEvent, Truth, replay, score
 
 H = 3600
 START = 1_772_294_400  # 2026-03-01 00:00 +08:00

@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 from lovekey.errors import PayloadError
-from lovekey.ingest.batch import plan_batch
+from lovekey.ingest.batch import DeviceEntry, plan_batch
 from lovekey.ingest.codecs import decode_message
 from lovekey.ingest.ingester import Inbound, Inbox, _SeenMemory
 from lovekey.ingest.messages import DecodedMessage
-from lovekey.ingest.registry import DeviceEntry, RegistryCache
+from lovekey.ingest.registry_cache import RegistryCache
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 PREFIX = "lk"

@@ -115,7 +115,7 @@ def mount_ack_pages(app: FastAPI, settings: Settings, database_url: str, clock: 
     messages (`/a/{token}`) and the inbound-SMS webhook (`/alerts/sms/...`). Its router has
     its own lifespan (its pool), which FastAPI runs with the console's. The console keeps its
     own pages off `/a` and `/alerts` so the two never collide."""
-    from lovekey.alerts.web import create_router
+    from lovekey.alerts.ack_pages import create_router
 
     app.include_router(create_router(settings, database_url, clock=clock))
 

@@ -9,21 +9,13 @@ know, or knows differently from what a message claims, is looked up again at mos
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import psycopg
 
+from lovekey.ingest.batch import DeviceEntry
+
 # A flood of made-up ids must not grow the memory of recent misses without bound.
 _MAX_REMEMBERED_MISSES = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceEntry:
-    key: int
-    gateway_id: str
-    kind: str
-    resident_id: str | None
-    household_id: str
 
 
 class RegistryCache:

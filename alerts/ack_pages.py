@@ -32,7 +32,7 @@ from psycopg_pool import ConnectionPool
 
 from lovekey.alerts import inbound, store
 from lovekey.alerts.chains import ChainBook
-from lovekey.alerts.escalate import EscalationContext, request_help
+from lovekey.alerts.escalation_pass import EscalationContext, request_help
 from lovekey.alerts.messages import OUTCOME_TEXT, WHAT
 from lovekey.alerts.worker import load_secret, utc_now
 from lovekey.config import Settings

@@ -108,12 +108,12 @@ def main(argv: list[str], settings: Settings) -> int:
 
 
 def _event_latency(settings: Settings, count: int) -> list[float]:
-    """Seconds from an event's commit to its alert's commit, through detectors.loop."""
+    """Seconds from an event's commit to its alert's commit, through detectors.daemon."""
     import threading
     from datetime import UTC, datetime
 
-    from lovekey.detectors.loop import watch_events
-    from lovekey.detectors.runner import Shard
+    from lovekey.detectors.daemon import watch_events
+    from lovekey.detectors.service import Shard
     from lovekey.storage import connect, database_url
     from lovekey.storage.scratch import scratch_database
 

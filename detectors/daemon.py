@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from lovekey.config import Settings
-from lovekey.detectors.runner import DetectorService, EventWatcher, Shard
+from lovekey.detectors.service import DetectorService, EventWatcher, Shard
 from lovekey.errors import LoveKeyError
 from lovekey.storage import connect
 

@@ -14,12 +14,15 @@ from lovekey.config import Settings
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line description)
-    "registry": ("lovekey.devices.bench:main", "import a district registry (40,000 residents)"),
-    "ingest": ("lovekey.ingest.bench:main", "MQTT readings into the database: rows/s, latency, memory"),
-    "console": ("lovekey.web.bench:main", "console pages p95 over a district of readings (40,000 residents)"),
-    "simulate": ("lovekey.simulator.bench:main", "simulate a district: readings/s, memory, publish msg/s"),
-    "detect": ("lovekey.detectors.bench:main", "detector sweep and update, 1e6 meters; district memory"),
-    "alerts": ("lovekey.alerts.bench:main", "1,000 simultaneous alerts: commit to first provider request"),
+    "registry": ("lovekey.bench.registry:main", "import a district registry (40,000 residents)"),
+    "ingest": ("lovekey.bench.ingest:main", "MQTT readings into the database: rows/s, latency, memory"),
+    "console": (
+        "lovekey.bench.console:main",
+        "console pages p95 over a district of readings (40,000 residents)",
+    ),
+    "simulate": ("lovekey.bench.simulate:main", "simulate a district: readings/s, memory, publish msg/s"),
+    "detect": ("lovekey.bench.detect:main", "detector sweep and update, 1e6 meters; district memory"),
+    "alerts": ("lovekey.bench.alerts:main", "1,000 simultaneous alerts: commit to first provider request"),
 }
 
 

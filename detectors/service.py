@@ -25,7 +25,7 @@ import psycopg
 
 from lovekey.alerts.store import AlertCandidate, clear_alerts, raise_alerts
 from lovekey.config import DetectSettings, Settings
-from lovekey.detectors import db
+from lovekey.detectors import store as db
 from lovekey.detectors.engine import KINDS, RESIDENT_KINDS, Change, Detector, Presence, Registry
 from lovekey.detectors.params import build_params, effective_rules
 from lovekey.detectors.ring import NEVER, UsageRing

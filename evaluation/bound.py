@@ -1,6 +1,6 @@
 """How fast can *any* dry-run detector be on the simulator, at a given false-alarm rate?
 
-`python -m lovekey.detectors.bound [--residents 200] [--train-days 1200] [--test-days 300]` simulates
+`python -m lovekey.evaluation.bound [--residents 200] [--train-days 1200] [--test-days 300]` simulates
 years of ordinary life for each resident (the default routine, with the default rates of day
 outs and cleaning days and no other incidents), and builds an oracle: for every resident and
 every hour of the day in which a dry run can begin (the bucket after a use), the threshold on
@@ -163,7 +163,7 @@ def meters_of(used: BOOL, train_days: int, rng: np.random.Generator) -> list[Met
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lovekey.detectors.bound",
+        prog="python -m lovekey.evaluation.bound",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -86,7 +86,7 @@ def _step(label: str) -> Callable[[], None]:
 
 
 def generate(url: str, settings: Settings, *, residents: int, days: int, now: datetime) -> None:
-    from lovekey.devices.bench import district_csv
+    from lovekey.bench.registry import district_csv
     from lovekey.devices.csvfile import parse_registry
     from lovekey.devices.registry import apply_registry
     from lovekey.web.users import add_user

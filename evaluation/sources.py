@@ -18,10 +18,10 @@ import numpy as np
 import psycopg
 
 from lovekey.config import DetectSettings
-from lovekey.detectors import db
+from lovekey.detectors import store as db
 from lovekey.detectors.engine import Registry
-from lovekey.detectors.evaluate import ReplayData, ReplayEvent, Truth
 from lovekey.detectors.params import build_params, effective_rules
+from lovekey.evaluation.replay import ReplayData, ReplayEvent, Truth
 
 EVENT_TYPES = ("smoke", "gas", "sos", "away", "home")
 

@@ -1,0 +1,208 @@
+"""LoveKey's shared vocabulary: every closed set of domain words, defined once.
+
+This is the one module of global names the rest of the code agrees on (structlog's "global
+state in one module that says so"). Each set is a `StrEnum`, so a member *is* the string the
+database stores and the MQTT contract carries (`AlertKind.SMOKE == "smoke"`), and the groupings
+below are the only place that says which kinds belong together. The database's CHECK
+constraints list the same words; `tests/test_vocabulary.py` reads them back from a migrated
+database and fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AlertKind(StrEnum):
+    """What an alert is about. The detectors raise these; people receive them."""
+
+    # welfare: the resident may need someone
+    LOW_USAGE = "low_usage"
+    ROUTINE_BREAK = "routine_break"
+    RUNNING_TAP = "running_tap"
+    # life safety: raised the moment the event arrives
+    SMOKE = "smoke"
+    GAS = "gas"
+    SOS = "sos"
+    # maintenance: the device or the plumbing, never a reason to wake a neighbour
+    LEAK = "leak"
+    METER_SILENT = "meter_silent"
+    GATEWAY_OFFLINE = "gateway_offline"
+
+
+WELFARE_KINDS: tuple[AlertKind, ...] = (
+    AlertKind.LOW_USAGE,
+    AlertKind.ROUTINE_BREAK,
+    AlertKind.RUNNING_TAP,
+)
+LIFE_SAFETY_KINDS: tuple[AlertKind, ...] = (AlertKind.SMOKE, AlertKind.GAS, AlertKind.SOS)
+MAINTENANCE_KINDS: tuple[AlertKind, ...] = (
+    AlertKind.LEAK,
+    AlertKind.METER_SILENT,
+    AlertKind.GATEWAY_OFFLINE,
+)
+# the alerts that reach a resident's people (neighbour, family, grid worker, staff)
+RESIDENT_KINDS: tuple[AlertKind, ...] = WELFARE_KINDS + LIFE_SAFETY_KINDS
+
+
+class EventType(StrEnum):
+    """The `type` of an event on `lovekey/{gateway}/{device}/event`."""
+
+    SMOKE = "smoke"
+    GAS = "gas"
+    SOS = "sos"
+    AWAY = "away"
+    HOME = "home"
+    TAMPER = "tamper"
+    BATTERY_LOW = "battery_low"
+
+
+# the events that raise an alert at once, each to the alert kind of the same name
+LIFE_SAFETY_EVENTS: tuple[EventType, ...] = (EventType.SMOKE, EventType.GAS, EventType.SOS)
+# the events that say where the resident is
+PRESENCE_EVENTS: tuple[EventType, ...] = (EventType.AWAY, EventType.HOME)
+
+
+class DeviceKind(StrEnum):
+    """What a registered device is (`device.kind`)."""
+
+    WATER_METER = "water_meter"
+    SMOKE = "smoke"
+    GAS = "gas"
+    SOS_BUTTON = "sos_button"
+    AWAY_BUTTON = "away_button"
+
+
+class ContactRole(StrEnum):
+    """Who a contact is to a resident (`contact.role`, `community_contact.role`)."""
+
+    LOVE_KEY_HOLDER = "love_key_holder"
+    FAMILY = "family"
+    GRID_WORKER = "grid_worker"
+    COMMUNITY_STAFF = "community_staff"
+    EMERGENCY = "emergency"
+    # community contacts only: who fixes meters and gateways
+    MAINTENANCE = "maintenance"
+
+
+RESIDENT_CONTACT_ROLES: tuple[ContactRole, ...] = (
+    ContactRole.LOVE_KEY_HOLDER,
+    ContactRole.FAMILY,
+    ContactRole.GRID_WORKER,
+    ContactRole.COMMUNITY_STAFF,
+    ContactRole.EMERGENCY,
+)
+COMMUNITY_CONTACT_ROLES: tuple[ContactRole, ...] = (
+    ContactRole.MAINTENANCE,
+    ContactRole.COMMUNITY_STAFF,
+    ContactRole.GRID_WORKER,
+    ContactRole.EMERGENCY,
+)
+
+
+class ConsoleRole(StrEnum):
+    """What a console user may see: one grid, one community, or everything."""
+
+    GRID_WORKER = "grid_worker"
+    COMMUNITY_STAFF = "community_staff"
+    ADMIN = "admin"
+
+
+class AlertStatus(StrEnum):
+    """Where an alert is in its life (`alert.status`)."""
+
+    OPEN = "open"
+    NOTIFIED = "notified"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+UNRESOLVED_STATUSES: tuple[AlertStatus, ...] = (
+    AlertStatus.OPEN,
+    AlertStatus.NOTIFIED,
+    AlertStatus.ACKNOWLEDGED,
+)
+
+
+class Outcome(StrEnum):
+    """What the person who went found, or why the alert ended (`alert.outcome`)."""
+
+    RESIDENT_OK = "resident_ok"
+    NEEDED_HELP = "needed_help"
+    HOSPITAL = "hospital"
+    AWAY = "away"
+    FALSE_DATA = "false_data"
+    OTHER = "other"
+    AUTO_CLEARED = "auto_cleared"
+
+
+# outcomes that mean nobody needed help: the alert was a false alarm
+FALSE_ALARM_OUTCOMES: tuple[Outcome, ...] = (Outcome.RESIDENT_OK, Outcome.AWAY, Outcome.FALSE_DATA)
+
+
+class ResidentStatus(StrEnum):
+    """`resident.status`: only active residents are watched; away ones get no low-usage alerts."""
+
+    ACTIVE = "active"
+    AWAY = "away"
+    MOVED = "moved"
+    DECEASED = "deceased"
+
+
+class Language(StrEnum):
+    """The languages messages and pages are written in."""
+
+    ZH = "zh"
+    EN = "en"
+
+
+class OutboxPurpose(StrEnum):
+    """Why a notification is in the outbox."""
+
+    ALERT = "alert"
+    STAND_DOWN = "stand_down"
+    DIGEST = "digest"
+
+
+class OutboxState(StrEnum):
+    """Where a notification is in the outbox."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class AttemptResult(StrEnum):
+    """How one delivery attempt to a provider ended."""
+
+    STARTED = "started"
+    OK = "ok"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+__all__ = [
+    "COMMUNITY_CONTACT_ROLES",
+    "FALSE_ALARM_OUTCOMES",
+    "LIFE_SAFETY_EVENTS",
+    "LIFE_SAFETY_KINDS",
+    "MAINTENANCE_KINDS",
+    "PRESENCE_EVENTS",
+    "RESIDENT_CONTACT_ROLES",
+    "RESIDENT_KINDS",
+    "UNRESOLVED_STATUSES",
+    "WELFARE_KINDS",
+    "AlertKind",
+    "AlertStatus",
+    "AttemptResult",
+    "ConsoleRole",
+    "ContactRole",
+    "DeviceKind",
+    "EventType",
+    "Language",
+    "OutboxPurpose",
+    "OutboxState",
+    "Outcome",
+    "ResidentStatus",
+]
