@@ -3,9 +3,11 @@
 For a district on one machine. Each part is still its own command for scale-out
 (`lovekey ingest --shared`, `lovekey detect --shard`, `lovekey alerts worker`, `lovekey serve`).
 
-Threads host the synchronous parts (the paho ingester, the detector sweeps); the asyncio loop
-hosts the alert worker, the console and maintenance. One stop event ends them all, and any
-part that fails stops the rest: a half-running pipeline is worse than a stopped one.
+Threads host the synchronous parts (the paho ingester, the detector); the asyncio loop hosts
+the alert worker, the console and maintenance. Periodic work (maintenance here, the detector's
+sweeps, the worker's escalation and digests) is declared through `lovekey.schedule`. One stop
+event ends them all, and any part that fails stops the rest: a half-running pipeline is worse
+than a stopped one.
 """
 
 from __future__ import annotations
@@ -219,6 +221,7 @@ async def _console(settings: Settings, db_url: str, stop: asyncio.Event) -> None
 
 
 async def _maintain(settings: Settings, db_url: str, stop: asyncio.Event) -> None:
+    from lovekey.schedule import Periodic, scheduled
     from lovekey.storage import connect, run_maintenance
 
     def once() -> None:
@@ -226,7 +229,9 @@ async def _maintain(settings: Settings, db_url: str, stop: asyncio.Event) -> Non
             report = run_maintenance(conn, settings.storage, now=datetime.now(UTC))
         log.info("maintenance created=%d dropped=%d", len(report.created), len(report.dropped))
 
-    while not stop.is_set():
-        await asyncio.to_thread(once)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.storage.maintenance_interval_s)
+    # the first pass here, as `lovekey maintain` does: a database that cannot be maintained
+    # stops the pipeline at start; a later pass that fails is logged and tried again
+    await asyncio.to_thread(once)
+    every = settings.storage.maintenance_interval_s
+    async with scheduled(Periodic("maintenance", every, once, at_once=False), timezone=settings.timezone):
+        await stop.wait()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from lovekey.config import Settings
@@ -31,6 +34,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from lovekey.signals import stop_on_signals
     from lovekey.storage import connect, database_url, run_maintenance
 
     with database_url(settings) as url:
@@ -44,20 +48,20 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
                 flush=True,
             )
 
-        job()
+        job()  # the first pass here: a database that cannot be maintained fails the command
         if args.once:
             return 0
-        from apscheduler.schedulers.blocking import BlockingScheduler
-
-        scheduler = BlockingScheduler(timezone=settings.timezone)
-        scheduler.add_job(
-            job,
-            "interval",
-            seconds=settings.storage.maintenance_interval_s,
-            id="maintenance",
-            max_instances=1,
-            coalesce=True,
-        )
-        log.info("maintenance scheduled every %ss", settings.storage.maintenance_interval_s)
-        scheduler.start()
+        stop = threading.Event()
+        with stop_on_signals(stop):
+            asyncio.run(_maintain_until(stop, settings, job))
     return 0
+
+
+async def _maintain_until(stop: threading.Event, settings: Settings, job: Callable[[], None]) -> None:
+    """Run `job` every maintenance interval (on a thread) until `stop` is set."""
+    from lovekey.schedule import Periodic, scheduled
+
+    every = settings.storage.maintenance_interval_s
+    async with scheduled(Periodic("maintenance", every, job, at_once=False), timezone=settings.timezone):
+        log.info("maintenance scheduled every %ss", every)
+        await asyncio.to_thread(stop.wait)

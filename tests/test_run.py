@@ -11,10 +11,14 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from lovekey.config import load_settings
 from lovekey.run import in_thread, run_pipeline
+from lovekey.storage.maintenance import existing_partitions
+from tests.conftest import DatabaseFactory
 
 
 def test_one_part_failing_stops_every_other_part() -> None:
@@ -59,6 +63,22 @@ def test_stop_event_ends_the_pipeline_cleanly() -> None:
     asyncio.run(run_pipeline(load_settings(environ={}), "", "", stop=stop, parts=(), extra={"w": waits}))
     assert seen == ["stopped"]
     assert time.monotonic() - started < 10
+
+
+def test_maintenance_part_runs_its_first_pass_and_ends_on_the_stop_event(
+    postgres_factory: DatabaseFactory,
+) -> None:
+    url = postgres_factory.create("run_maintain")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, _, _ in existing_partitions(conn, "water_reading"):  # only maintenance adds them
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    asyncio.run(run_pipeline(load_settings(environ={}), url, "", stop=stop, parts=("maintain",)))
+    assert time.monotonic() - started < 10
+    with psycopg.connect(url) as conn:
+        assert existing_partitions(conn, "water_reading")  # the first pass ran, then the schedule
 
 
 @pytest.mark.slow

@@ -167,3 +167,40 @@ def test_maintenance_before_migrate_says_so(postgres_factory: DatabaseFactory) -
     url = postgres_factory.create("nomig", migrated=False)
     with connect(url, autocommit=True) as conn, pytest.raises(StorageError, match="lovekey migrate"):
         run_maintenance(conn, _storage())
+
+
+def test_maintain_command_runs_a_pass_then_stops_cleanly_on_sigterm(
+    postgres_factory: DatabaseFactory,
+) -> None:
+    """`lovekey maintain` without --once: one pass at start, then the schedule; SIGTERM ends it
+    with exit status 0, not a traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = postgres_factory.create("maintain_cmd")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
+    env["LOVEKEY_DATABASE_URL"] = url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lovekey", "maintain"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the first pass, printed before the schedule starts
+        assert first.startswith("layout: "), first + (proc.stderr.read() if proc.poll() is not None else "")
+        time.sleep(0.5)
+        assert proc.poll() is None  # now waiting for the next interval
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
