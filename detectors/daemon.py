@@ -1,22 +1,26 @@
 """The detector's long-running loop, hostable by `lovekey detect` and by `lovekey run`.
 
-Sweeps run on an apscheduler job every `detect.sweep_interval_s`; the calling thread waits on
-LISTEN lovekey_events so smoke, gas and SOS are raised at once. Both end when `stop` is set.
-Nothing lives only in memory: after a database error the state is rebuilt from the database.
+`run_detector` blocks the calling thread until `stop` is set. It runs an event loop of its
+own for `lovekey.schedule`: the sweep is a blocking `Periodic` job every
+`detect.sweep_interval_s` (on a thread of that loop's executor), and `watch_events` waits on
+LISTEN lovekey_events on another thread so smoke, gas and SOS are raised at once. Nothing
+lives only in memory: after a database error the state is rebuilt from the database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
 
 from lovekey.config import Settings
 from lovekey.detectors.service import DetectorService, EventWatcher, Shard
 from lovekey.errors import LoveKeyError
+from lovekey.retry import Backoff
+from lovekey.schedule import Periodic, scheduled
 from lovekey.storage import connect
 
 log = logging.getLogger(__name__)
@@ -24,81 +28,79 @@ log = logging.getLogger(__name__)
 
 def run_detector(settings: Settings, url: str, stop: threading.Event, *, shard: Shard | None = None) -> None:
     """Sweep on a schedule and raise life-safety alerts from events until `stop` is set."""
-    from apscheduler.schedulers.background import BackgroundScheduler
+    asyncio.run(_run_detector(settings, url, stop, shard or Shard()))
 
-    shard = shard or Shard()
-    state: dict[str, Any] = {"conn": None, "service": None}
 
-    def sweep_job() -> None:
+async def _run_detector(settings: Settings, url: str, stop: threading.Event, shard: Shard) -> None:
+    sweeper = Sweeper(settings, url, shard)
+    try:
+        every = settings.detect.sweep_interval_s
+        async with scheduled(Periodic("detect-sweep", every, sweeper.sweep), timezone=settings.timezone):
+            log.info("detector running shard=%d/%d sweep every %ss", shard.index, shard.count, every)
+            await asyncio.to_thread(watch_events, settings, url, stop, shard=shard)
+    finally:
+        sweeper.close()
+
+
+class Sweeper:
+    """The sweep job: one connection and the detector state built over it, rebuilt from the
+    database after any failure."""
+
+    def __init__(self, settings: Settings, url: str, shard: Shard) -> None:
+        self.settings = settings
+        self.url = url
+        self.shard = shard
+        self._conn: psycopg.Connection | None = None
+        self._service: DetectorService | None = None
+
+    def sweep(self) -> None:
         now = datetime.now(UTC)
         try:
-            if state["service"] is None:
-                state["conn"] = connect(url)
-                service = DetectorService(settings, shard=shard)
-                service.start(state["conn"], now)
-                state["conn"].commit()
-                state["service"] = service
-            state["service"].sweep(state["conn"], now)
-            state["conn"].commit()
+            if self._conn is None or self._service is None:
+                self._conn = connect(self.url)
+                service = DetectorService(self.settings, shard=self.shard)
+                service.start(self._conn, now)
+                self._conn.commit()
+                self._service = service
+            self._service.sweep(self._conn, now)
+            self._conn.commit()
         except Exception:
             # whatever failed, the state in memory may be half-updated: drop it and rebuild it
             # from the database on the next run (the database is the source of truth)
             log.exception("detector sweep failed; state is rebuilt on the next sweep")
-            if state["conn"] is not None:
-                state["conn"].close()
-            state["conn"] = state["service"] = None
+            self.close()
 
-    scheduler = BackgroundScheduler(timezone=settings.timezone)
-    scheduler.add_job(
-        sweep_job,
-        "interval",
-        seconds=settings.detect.sweep_interval_s,
-        id="detect-sweep",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-    )
-    scheduler.start()
-    log.info(
-        "detector running shard=%d/%d sweep every %ss",
-        shard.index,
-        shard.count,
-        settings.detect.sweep_interval_s,
-    )
-    try:
-        watch_events(settings, url, stop, shard=shard)
-    finally:
-        scheduler.shutdown(wait=True)
-        if state["conn"] is not None:
-            state["conn"].close()
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._service = None
 
 
 def watch_events(settings: Settings, url: str, stop: threading.Event, *, shard: Shard) -> None:
     """LISTEN lovekey_events; poll device_event on each notification or every events_poll_s."""
-    backoff = 0.5
-    started = datetime.now(UTC)
+    backoff = Backoff(first_s=0.5, max_s=30.0)
+    lost_at: datetime | None = None  # when the database went away, until we are back
     while not stop.is_set():
         try:
             with connect(url, autocommit=True) as listen, connect(url) as conn:
                 listen.execute("LISTEN lovekey_events")
                 watcher = EventWatcher(settings, shard=shard)
-                # after a reconnect, look back to when we last could have missed something
-                watcher.start(
-                    conn,
-                    datetime.now(UTC),
-                    lookback_s=max(
-                        600.0, (datetime.now(UTC) - started).total_seconds() if backoff > 0.5 else 600.0
-                    ),
-                )
+                # after a reconnect, look back over the whole outage (and at least 10 minutes)
+                now = datetime.now(UTC)
+                outage_s = (now - lost_at).total_seconds() if lost_at is not None else 0.0
+                watcher.start(conn, now, lookback_s=max(600.0, outage_s))
                 conn.commit()
-                backoff = 0.5
+                backoff.reset()
+                lost_at = None
                 while not stop.is_set():
                     for _ in listen.notifies(timeout=settings.detect.events_poll_s, stop_after=1):
                         pass
                     watcher.poll(conn, datetime.now(UTC))
                     conn.commit()
         except (psycopg.OperationalError, LoveKeyError):
-            log.exception("event watcher lost the database; retrying in %.1fs", backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 30.0)
-            started = datetime.now(UTC) - timedelta(seconds=backoff)
+            delay_s = backoff.next_delay_s()
+            log.exception("event watcher lost the database; retrying in %.1fs", delay_s)
+            if lost_at is None:
+                # the last poll may have been up to one poll interval before the failure
+                lost_at = datetime.now(UTC) - timedelta(seconds=settings.detect.events_poll_s)
+            stop.wait(delay_s)

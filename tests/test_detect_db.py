@@ -372,3 +372,38 @@ def test_a_backlog_of_old_flow_from_a_meter_back_after_days_does_not_flap(
     assert all(kinds.count(kind) <= 1 for kind in set(kinds)), changes
     assert ("raise", "running_tap") not in changes
     assert ("raise", "leak") not in changes
+
+
+def test_the_detector_daemon_sweeps_watches_events_and_ends_on_stop(conn: psycopg.Connection[Any]) -> None:
+    """`run_detector` as `lovekey detect` and `lovekey run` host it: the sweep on its schedule,
+    the event watcher beside it, and both gone soon after the stop event."""
+    from lovekey.detectors.daemon import run_detector
+
+    keys = add_resident(conn, "R-1", extra=("sos_button",))
+    settings = make_settings_for(conn)
+    assert settings.database_url is not None
+    conn.execute(
+        "INSERT INTO device_event (ts, device_key, type, active) VALUES (now(), %s, 'sos', true)",
+        (keys["sos_button"],),
+    )
+    conn.commit()
+    stop = threading.Event()
+    thread = threading.Thread(target=run_detector, args=(settings, settings.database_url, stop), daemon=True)
+    thread.start()
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        raised: list[tuple[str, str, str]] = []
+        while datetime.now(UTC) < deadline and not raised:
+            stop.wait(0.2)
+            raised = open_alerts(conn)
+        assert raised == [("sos", "R-1", "open")]
+    finally:
+        stop.set()
+        thread.join(20)
+    assert not thread.is_alive()
+    with conn.cursor() as cur:  # no detector connection left behind
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cur.fetchone() == (0,)
+    conn.commit()
