@@ -1,10 +1,11 @@
 """`lovekey alerts worker`: escalation on a schedule, dispatch as soon as there is work.
 
 One asyncio process composes:
-- an apscheduler (3.x) `AsyncIOScheduler` with the escalation job (every
-  `escalation_interval_s`, and at once when PostgreSQL NOTIFYs `lovekey_alerts`) and the digest
-  job; the jobs run the synchronous passes (`escalate_once`, `queue_digests`) in a thread;
-- a LISTEN task on `lovekey_alerts` and `lovekey_outbox` (new alerts / queued notifications);
+- two `lovekey.schedule` jobs on the loop: escalation (every `escalation_interval_s`, and at
+  once when PostgreSQL NOTIFYs `lovekey_alerts`) and digests; each runs its synchronous pass
+  (`escalate_once`, `queue_digests`) in a thread;
+- a LISTEN task on `lovekey_alerts` and `lovekey_outbox` (new alerts / queued notifications),
+  reconnecting with `lovekey.retry.Backoff`;
 - `dispatchers` loops, each claiming a batch of due notifications in a thread and sending them
   through a bounded pool of `send_threads` threads (Apprise's notify blocks).
 
@@ -38,6 +39,8 @@ from lovekey.alerts.dispatch import DispatchContext, dispatch_once
 from lovekey.alerts.escalation_pass import EscalationContext, escalate_once
 from lovekey.config import Settings
 from lovekey.errors import StorageError
+from lovekey.retry import Backoff
+from lovekey.schedule import Periodic, scheduled
 from lovekey.storage import connect, connect_async
 
 log = logging.getLogger(__name__)
@@ -144,49 +147,35 @@ class AlertWorker:
         return conn
 
     async def run(self, stop: asyncio.Event) -> None:
-        from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
         a = self.settings.alerts
-        scheduler = AsyncIOScheduler(timezone=self.settings.timezone)
-        if self.escalates:
-            scheduler.add_job(
-                self._escalate_job,
-                "interval",
-                seconds=a.escalation_interval_s,
-                id="escalate",
-                next_run_time=utc_now(),
-                max_instances=1,
-                coalesce=True,
+        jobs = (
+            (
+                Periodic("escalate", a.escalation_interval_s, self._escalate_job),
+                Periodic("digest", a.digest_interval_s, self._digest_job),
             )
-            scheduler.add_job(
-                self._digest_job,
-                "interval",
-                seconds=a.digest_interval_s,
-                id="digest",
-                next_run_time=utc_now(),
-                max_instances=1,
-                coalesce=True,
-            )
-        self._scheduler = scheduler
-        scheduler.start()
-        log.info(
-            "alert worker %s started (%s): %d dispatchers, %d send threads",
-            self.name,
-            "escalation and dispatch" if self.escalates else "dispatch",
-            a.dispatchers,
-            a.send_threads,
+            if self.escalates
+            else ()
         )
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._listen(stop), name="alerts-listen")
-                for i in range(a.dispatchers):
-                    tg.create_task(self._dispatch_loop(i, stop), name=f"alerts-dispatch-{i}")
-                tg.create_task(self._stop_when(stop), name="alerts-stop")
-        finally:
-            scheduler.pause()
-            async with self._escalate_lock:  # let a running pass finish with its connection
-                scheduler.shutdown(wait=False)
-            log.info("alert worker %s stopped", self.name)
+        async with scheduled(*jobs, timezone=self.settings.timezone) as schedule:
+            self._schedule = schedule
+            log.info(
+                "alert worker %s started (%s): %d dispatchers, %d send threads",
+                self.name,
+                "escalation and dispatch" if self.escalates else "dispatch",
+                a.dispatchers,
+                a.send_threads,
+            )
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._listen(stop), name="alerts-listen")
+                    for i in range(a.dispatchers):
+                        tg.create_task(self._dispatch_loop(i, stop), name=f"alerts-dispatch-{i}")
+                    tg.create_task(self._stop_when(stop), name="alerts-stop")
+            finally:
+                # a running pass ends after its batch; the schedule waits for it, so no
+                # thread outlives the connection it uses
+                self._stopping = True
+        log.info("alert worker %s stopped", self.name)
 
     async def _stop_when(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -199,9 +188,7 @@ class AlertWorker:
             return
         self._escalate_dirty = True
         if not self._escalate_lock.locked():
-            job = self._scheduler.get_job("escalate")
-            if job is not None:
-                job.modify(next_run_time=utc_now())
+            self._schedule.run_soon("escalate")
 
     async def _escalate_job(self) -> None:
         if self._stopping:
@@ -258,7 +245,7 @@ class AlertWorker:
         conn = await self._connect()
         log_conn = await self._connect(autocommit=True)
         a = self.settings.alerts
-        failures = 0
+        backoff = Backoff(first_s=1.0, max_s=30.0)
         while not self._stopping:
             seen = self._outbox_wake.generation
             try:
@@ -271,11 +258,10 @@ class AlertWorker:
                     self.clock,
                     executor=self._send_pool,
                 )
-                failures = 0
+                backoff.reset()
             except (psycopg.Error, StorageError) as exc:
-                failures += 1
                 log.error("dispatcher %d: database error: %s", index, exc)
-                await _sleep_unless(stop, min(30.0, 0.5 * 2**failures))
+                await _sleep_unless(stop, backoff.next_delay_s())
                 try:
                     conn = await self._reconnect(conn)
                     log_conn = await self._reconnect(log_conn, autocommit=True)
@@ -292,14 +278,14 @@ class AlertWorker:
 
     # --- LISTEN -------------------------------------------------------------------------
     async def _listen(self, stop: asyncio.Event) -> None:
-        delay_s = 0.5
+        backoff = Backoff(first_s=0.5, max_s=30.0)
         while not self._stopping:
             try:
                 async with await connect_async(self.url, autocommit=True) as conn:
                     if self.escalates:
                         await conn.execute("LISTEN lovekey_alerts")
                     await conn.execute("LISTEN lovekey_outbox")
-                    delay_s = 0.5
+                    backoff.reset()
                     self._escalate_soon()  # anything raised while we were not listening
                     while not self._stopping:
                         async for note in conn.notifies(timeout=1.0):
@@ -309,8 +295,7 @@ class AlertWorker:
                                 await self._outbox_wake.wake()
             except (psycopg.Error, OSError) as exc:
                 log.warning("LISTEN connection lost (%s); polling until it is back", exc)
-                await _sleep_unless(stop, delay_s)
-                delay_s = min(30.0, delay_s * 2)
+                await _sleep_unless(stop, backoff.next_delay_s())
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
