@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import random
 import select
 import time
 import uuid
@@ -34,6 +33,7 @@ from paho.mqtt.properties import Properties
 from lovekey.errors import PublishError
 from lovekey.ingest.mqtt import BrokerAddress, new_client
 from lovekey.redact import redact_url
+from lovekey.retry import Backoff
 from lovekey.simulator.scenario import Scenario
 from lovekey.simulator.world import MessageBatch, World
 
@@ -174,7 +174,7 @@ class BrokerPublisher:
     def _reconnect(self, lane: _Lane) -> None:
         """Back in touch with capped, jittered back-off; paho resends what was unacknowledged."""
         deadline = time.monotonic() + _RECONNECT_FOR_S
-        delay = 0.1
+        backoff = Backoff(first_s=0.1, max_s=5.0)
         while True:
             try:
                 self._connect(lane, first=False)
@@ -184,13 +184,13 @@ class BrokerPublisher:
                 )
                 return
             except PublishError as exc:
-                if time.monotonic() + delay > deadline:
+                delay_s = backoff.next_delay_s()
+                if time.monotonic() + delay_s > deadline:
                     raise PublishError(
                         f"lost the broker for {_RECONNECT_FOR_S:g}s with "
                         f"{self.in_flight} messages unacknowledged: {exc}"
                     ) from exc
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
+            time.sleep(delay_s)
 
     # -- publishing -------------------------------------------------------------------------
 
