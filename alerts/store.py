@@ -1,9 +1,14 @@
 """The alert table and its history: open, update, clear, acknowledge, resolve, list.
 
-Synchronous psycopg; the caller passes a connection and owns the transaction (every function
-here runs inside whatever transaction `conn` is in, and never commits). Each transition writes
-one `alert_history` row in the same statement batch, so the history can never disagree with
-the alert row it describes.
+The caller passes a connection and owns the transaction (every function here runs inside
+whatever transaction `conn` is in, and never commits). Each transition writes one
+`alert_history` row in the same statement batch, so the history can never disagree with the
+alert row it describes.
+
+The detectors, the worker and the CLI are synchronous and use the plain functions. The
+console is asynchronous and uses the `*_async` variants of the transitions it offers
+(acknowledge, resolve) over its one `AsyncConnectionPool`. Both kinds run the same SQL
+literals and the same checks defined once here, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -140,6 +145,42 @@ def clear_alerts(
     return sorted(ids)
 
 
+_LOCK_STATUS = "SELECT status FROM alert WHERE id = %s FOR UPDATE"
+_ACKNOWLEDGE = """
+    UPDATE alert SET status = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s,
+                     ack_channel = %s, escalation_due_at = %s
+    WHERE id = %s
+"""
+_RESOLVE = """
+    UPDATE alert SET status = 'resolved', resolved_at = %s, outcome = %s, outcome_note = %s,
+                     escalation_due_at = %s
+    WHERE id = %s
+"""
+_COPY_HISTORY = "COPY alert_history (alert_id, at, event, actor, detail) FROM STDIN"
+
+
+def _first_acknowledgement(alert_id: int, status: str | None) -> bool:
+    """Whether an acknowledgement of an alert in `status` is the first one; raises
+    `AlertStateError` for an unknown (None) or resolved alert."""
+    if status is None:
+        raise AlertStateError(alert_id, "no such alert")
+    if status == "resolved":
+        raise AlertStateError(alert_id, "already resolved")
+    return status != "acknowledged"
+
+
+def _check_resolution(alert_id: int, outcome: str, note: str | None) -> None:
+    if outcome not in OUTCOMES:
+        choices = ", ".join(OUTCOMES)
+        raise AlertStateError(alert_id, f"unknown outcome {outcome!r}; one of {choices}")
+    if outcome == "other" and not (note and note.strip()):
+        raise AlertStateError(alert_id, "outcome 'other' needs a note")
+
+
+def _status_of(row: tuple[Any, ...] | None) -> str | None:
+    return None if row is None else str(row[0])
+
+
 def acknowledge(
     conn: psycopg.Connection[Any],
     alert_id: int,
@@ -154,24 +195,33 @@ def acknowledge(
 
     Raises `AlertStateError` for an unknown or resolved alert.
     """
-    row = conn.execute("SELECT status FROM alert WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
-    if row is None:
-        raise AlertStateError(alert_id, "no such alert")
+    status = _status_of(conn.execute(_LOCK_STATUS, (alert_id,)).fetchone())
     detail = {"by": by, "channel": channel, "contact_id": contact_id}
-    if row[0] == "resolved":
-        raise AlertStateError(alert_id, "already resolved")
-    if row[0] == "acknowledged":
+    if not _first_acknowledgement(alert_id, status):
         add_history(conn, [(alert_id, "acknowledged_again", Jsonb(detail))], now, by)
         return False
-    conn.execute(
-        """
-        UPDATE alert SET status = 'acknowledged', acknowledged_at = %s, acknowledged_by = %s,
-                         ack_channel = %s, escalation_due_at = %s
-        WHERE id = %s
-        """,
-        (now, by, channel, now, alert_id),
-    )
+    conn.execute(_ACKNOWLEDGE, (now, by, channel, now, alert_id))
     add_history(conn, [(alert_id, "acknowledged", Jsonb(detail))], now, by)
+    return True
+
+
+async def acknowledge_async(
+    conn: psycopg.AsyncConnection[Any],
+    alert_id: int,
+    *,
+    by: str,
+    channel: str,
+    now: datetime,
+    contact_id: int | None = None,
+) -> bool:
+    """`acknowledge` over an asynchronous connection (the console)."""
+    status = _status_of(await (await conn.execute(_LOCK_STATUS, (alert_id,))).fetchone())
+    detail = {"by": by, "channel": channel, "contact_id": contact_id}
+    if not _first_acknowledgement(alert_id, status):
+        await add_history_async(conn, [(alert_id, "acknowledged_again", Jsonb(detail))], now, by)
+        return False
+    await conn.execute(_ACKNOWLEDGE, (now, by, channel, now, alert_id))
+    await add_history_async(conn, [(alert_id, "acknowledged", Jsonb(detail))], now, by)
     return True
 
 
@@ -187,28 +237,33 @@ def resolve(
 ) -> None:
     """Close an alert with the outcome of the visit. An alert nobody acknowledged is taken to
     be acknowledged by whoever resolves it (both transitions are recorded)."""
-    if outcome not in OUTCOMES:
-        choices = ", ".join(OUTCOMES)
-        raise AlertStateError(alert_id, f"unknown outcome {outcome!r}; one of {choices}")
-    if outcome == "other" and not (note and note.strip()):
-        raise AlertStateError(alert_id, "outcome 'other' needs a note")
-    row = conn.execute("SELECT status FROM alert WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
-    if row is None:
-        raise AlertStateError(alert_id, "no such alert")
-    if row[0] == "resolved":
-        raise AlertStateError(alert_id, "already resolved")
-    if row[0] != "acknowledged":
+    _check_resolution(alert_id, outcome, note)
+    status = _status_of(conn.execute(_LOCK_STATUS, (alert_id,)).fetchone())
+    if _first_acknowledgement(alert_id, status):
         acknowledge(conn, alert_id, by=by, channel=channel, now=now)
-    conn.execute(
-        """
-        UPDATE alert SET status = 'resolved', resolved_at = %s, outcome = %s, outcome_note = %s,
-                         escalation_due_at = %s
-        WHERE id = %s
-        """,
-        (now, outcome, note, now, alert_id),
-    )
+    conn.execute(_RESOLVE, (now, outcome, note, now, alert_id))
     detail = {"outcome": outcome, "note": note, "by": by, "channel": channel}
     add_history(conn, [(alert_id, "resolved", Jsonb(detail))], now, by)
+
+
+async def resolve_async(
+    conn: psycopg.AsyncConnection[Any],
+    alert_id: int,
+    *,
+    outcome: str,
+    note: str | None,
+    by: str,
+    channel: str,
+    now: datetime,
+) -> None:
+    """`resolve` over an asynchronous connection (the console)."""
+    _check_resolution(alert_id, outcome, note)
+    status = _status_of(await (await conn.execute(_LOCK_STATUS, (alert_id,))).fetchone())
+    if _first_acknowledgement(alert_id, status):
+        await acknowledge_async(conn, alert_id, by=by, channel=channel, now=now)
+    await conn.execute(_RESOLVE, (now, outcome, note, now, alert_id))
+    detail = {"outcome": outcome, "note": note, "by": by, "channel": channel}
+    await add_history_async(conn, [(alert_id, "resolved", Jsonb(detail))], now, by)
 
 
 def mark_notified(conn: psycopg.Connection[Any], alert_id: int, now: datetime) -> None:
@@ -266,9 +321,20 @@ def add_history(
     """Append history rows `(alert_id, event, detail)` at `now` (COPY: one round trip)."""
     if not rows:
         return
-    with (
-        conn.cursor() as cur,
-        cur.copy("COPY alert_history (alert_id, at, event, actor, detail) FROM STDIN") as copy,
-    ):
+    with conn.cursor() as cur, cur.copy(_COPY_HISTORY) as copy:
         for alert_id, event, detail in rows:
             copy.write_row((alert_id, now, event, actor, detail))
+
+
+async def add_history_async(
+    conn: psycopg.AsyncConnection[Any],
+    rows: Sequence[tuple[int, str, Any]],
+    now: datetime,
+    actor: str | None,
+) -> None:
+    """`add_history` over an asynchronous connection."""
+    if not rows:
+        return
+    async with conn.cursor() as cur, cur.copy(_COPY_HISTORY) as copy:
+        for alert_id, event, detail in rows:
+            await copy.write_row((alert_id, now, event, actor, detail))

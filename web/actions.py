@@ -1,9 +1,9 @@
 """What staff do from the console, each change audited in the same transaction.
 
 Alert transitions go through `alerts.store`, planned absences through `alerts.absence` (the
-alerts package owns the alert lifecycle, and an absence resolves the alerts it suppresses).
-Both are synchronous psycopg, so these functions block: the routes run them in a worker
-thread on the console's small synchronous pool.
+alerts package owns the alert lifecycle, and an absence resolves the alerts it suppresses),
+using their `*_async` variants: the same SQL the detectors and the worker run, awaited on the
+request's own connection from the console's one pool. Each function is one transaction.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from psycopg_pool import ConnectionPool
+import psycopg
 
 from lovekey.alerts import absence
 from lovekey.alerts import store as alert_store
 from lovekey.alerts.chains import ChainBook
 from lovekey.errors import AlertError, ConsoleError
-from lovekey.web.auth import Actor, audit_sync
+from lovekey.web.auth import Actor, audit
 
 CONSOLE_CHANNEL = "console"
 MAX_ABSENCE = timedelta(days=366)
@@ -25,21 +25,30 @@ MAX_NOTE = 2000
 MAX_REASON = 200
 
 
-def acknowledge_alert(pool: ConnectionPool[Any], alert_id: int, actor: Actor, now: datetime) -> bool:
-    """Acknowledge (blocking: run it in a thread). False if someone acknowledged it first."""
-    with pool.connection() as conn, conn.transaction():
-        first = alert_store.acknowledge(conn, alert_id, by=actor.username, channel=CONSOLE_CHANNEL, now=now)
-        audit_sync(conn, actor, "acknowledge", f"alert:{alert_id}", now, {"first": first})
+async def acknowledge_alert(
+    conn: psycopg.AsyncConnection[Any], alert_id: int, actor: Actor, now: datetime
+) -> bool:
+    """Acknowledge. False if someone acknowledged it first."""
+    async with conn.transaction():
+        first = await alert_store.acknowledge_async(
+            conn, alert_id, by=actor.username, channel=CONSOLE_CHANNEL, now=now
+        )
+        await audit(conn, actor, "acknowledge", f"alert:{alert_id}", now, {"first": first})
     return first
 
 
-def resolve_alert(
-    pool: ConnectionPool[Any], alert_id: int, outcome: str, note: str | None, actor: Actor, now: datetime
+async def resolve_alert(
+    conn: psycopg.AsyncConnection[Any],
+    alert_id: int,
+    outcome: str,
+    note: str | None,
+    actor: Actor,
+    now: datetime,
 ) -> None:
-    """Resolve with the outcome of the visit (blocking: run it in a thread)."""
+    """Resolve with the outcome of the visit."""
     note = (note or "").strip()[:MAX_NOTE] or None
-    with pool.connection() as conn, conn.transaction():
-        alert_store.resolve(
+    async with conn.transaction():
+        await alert_store.resolve_async(
             conn,
             alert_id,
             outcome=outcome,
@@ -48,7 +57,7 @@ def resolve_alert(
             channel=CONSOLE_CHANNEL,
             now=now,
         )
-        audit_sync(conn, actor, "resolve", f"alert:{alert_id}", now, {"outcome": outcome, "note": note})
+        await audit(conn, actor, "resolve", f"alert:{alert_id}", now, {"outcome": outcome, "note": note})
 
 
 def check_absence(until: datetime, reason: str, now: datetime) -> str:
@@ -65,8 +74,8 @@ def check_absence(until: datetime, reason: str, now: datetime) -> str:
     return cleaned
 
 
-def set_absence(
-    pool: ConnectionPool[Any],
+async def set_absence(
+    conn: psycopg.AsyncConnection[Any],
     chains: ChainBook,
     resident_id: str,
     *,
@@ -76,15 +85,17 @@ def set_absence(
     now: datetime,
 ) -> list[int]:
     """Mark the resident away until `until` through `alerts.absence` (which also resolves
-    their alerts that are suppressed while away, as 'away'). Blocking: run it in a thread.
-    Returns the ids of the alerts resolved."""
+    their alerts that are suppressed while away, as 'away'). Returns the ids of the alerts
+    resolved."""
     reason = check_absence(until, reason, now)
-    with pool.connection() as conn, conn.transaction():
+    async with conn.transaction():
         try:
-            resolved = absence.set_away(conn, resident_id, until=until, reason=reason, now=now, chains=chains)
+            resolved = await absence.set_away_async(
+                conn, resident_id, until=until, reason=reason, now=now, chains=chains
+            )
         except AlertError as exc:
             raise ConsoleError(str(exc)) from exc
-        audit_sync(
+        await audit(
             conn,
             actor,
             "set_absence",
@@ -95,9 +106,11 @@ def set_absence(
     return resolved
 
 
-def clear_absence(pool: ConnectionPool[Any], resident_id: str, *, actor: Actor, now: datetime) -> bool:
-    """Mark the resident home again; False if they were not away. Blocking: run it in a thread."""
-    with pool.connection() as conn, conn.transaction():
-        changed = absence.clear_away(conn, resident_id, now=now)
-        audit_sync(conn, actor, "clear_absence", f"resident:{resident_id}", now, {"changed": changed})
+async def clear_absence(
+    conn: psycopg.AsyncConnection[Any], resident_id: str, *, actor: Actor, now: datetime
+) -> bool:
+    """Mark the resident home again; False if they were not away."""
+    async with conn.transaction():
+        changed = await absence.clear_away_async(conn, resident_id, now=now)
+        await audit(conn, actor, "clear_absence", f"resident:{resident_id}", now, {"changed": changed})
     return changed

@@ -6,7 +6,6 @@ the session's CSRF token in the `X-CSRF-Token` header (`GET /api/me` returns it)
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -90,9 +89,8 @@ async def acknowledge(request: Request, conn: Conn, session: CheckedSession, ale
     await alert_or_404(request, conn, session.staff, alert_id)
     console = console_of(request)
     try:
-        first = await asyncio.to_thread(
-            actions.acknowledge_alert,
-            console.action_pool,
+        first = await actions.acknowledge_alert(
+            conn,
             alert_id,
             actor_for(request, session.staff),
             console.clock(),
@@ -114,9 +112,8 @@ async def resolve(
     await alert_or_404(request, conn, session.staff, alert_id)
     console = console_of(request)
     try:
-        await asyncio.to_thread(
-            actions.resolve_alert,
-            console.action_pool,
+        await actions.resolve_alert(
+            conn,
             alert_id,
             body.outcome,
             body.note,
@@ -181,13 +178,10 @@ async def absence(
     now = console.clock()
     try:
         if body.until is None:
-            changed = await asyncio.to_thread(
-                actions.clear_absence, console.action_pool, resident_id, actor=actor, now=now
-            )
+            changed = await actions.clear_absence(conn, resident_id, actor=actor, now=now)
             return JSONBody({"id": resident_id, "status": "active", "changed": changed})
-        resolved = await asyncio.to_thread(
-            actions.set_absence,
-            console.action_pool,
+        resolved = await actions.set_absence(
+            conn,
             console.chains,
             resident_id,
             until=body.until,

@@ -1,13 +1,14 @@
 """The console application: `create_app(settings, database_url) -> FastAPI`.
 
-Nothing connects when the app is created: its pools are made with `open=False` and opened
-by the app's lifespan, inside the running event loop, and closed when it shuts down. So the
+Nothing connects when the app is created: its one pool (an `AsyncConnectionPool`; the staff
+actions that change alerts use the alert store's async variants over it) is made with
+`open=False`, opened by the app's lifespan inside the running event loop, and closed when it
+shuts down. So the
 app can be served by `lovekey serve`, mounted by `lovekey run`, or driven by tests.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 from starlette.datastructures import URL
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,20 +55,10 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
         name="lovekey-web",
         kwargs={"autocommit": True, "application_name": "lovekey-web", "options": SESSION_OPTIONS},
     )
-    # alerts.store is synchronous: its transitions run in threads on this small pool
-    action_pool: ConnectionPool[Any] = ConnectionPool(
-        database_url,
-        min_size=1,
-        max_size=2,
-        open=False,
-        name="lovekey-web-actions",
-        kwargs={"application_name": "lovekey-web"},
-    )
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     console = Console(
         settings=settings,
         pool=pool,
-        action_pool=action_pool,
         clock=clock,
         templates=templates,
         chains=ChainBook.load(settings.alerts.chains_file),
@@ -79,11 +70,7 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
         log.info("console starting database=%s", redact_url(database_url))
         await pool.open(wait=True, timeout=30)
         try:
-            await asyncio.to_thread(action_pool.open, True, 30)
-            try:
-                yield
-            finally:
-                await asyncio.to_thread(action_pool.close)
+            yield
         finally:
             await pool.close()
             log.info("console stopped")

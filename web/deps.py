@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 from lovekey.alerts.chains import ChainBook
 from lovekey.config import Settings
@@ -38,7 +38,6 @@ CSRF_FIELD = "csrf"
 class Console:
     settings: Settings
     pool: AsyncConnectionPool[Any]
-    action_pool: ConnectionPool[Any]
     clock: Callable[[], datetime]
     templates: Jinja2Templates
     chains: ChainBook  # escalation chains: which kinds an absence suppresses

@@ -250,9 +250,8 @@ async def acknowledge(request: Request, conn: Conn, session: CheckedSession, ale
     await alert_or_404(request, conn, session.staff, alert_id)
     console = console_of(request)
     try:
-        first = await asyncio.to_thread(
-            actions.acknowledge_alert,
-            console.action_pool,
+        first = await actions.acknowledge_alert(
+            conn,
             alert_id,
             actor_for(request, session.staff),
             console.clock(),
@@ -277,9 +276,8 @@ async def resolve(
     await alert_or_404(request, conn, session.staff, alert_id)
     console = console_of(request)
     try:
-        await asyncio.to_thread(
-            actions.resolve_alert,
-            console.action_pool,
+        await actions.resolve_alert(
+            conn,
             alert_id,
             outcome,
             note,
@@ -349,16 +347,13 @@ async def absence(
     page = request.app.url_path_for("resident_page", resident_id=resident_id)
     try:
         if action == "clear":
-            await asyncio.to_thread(
-                actions.clear_absence, console.action_pool, resident_id, actor=actor, now=now
-            )
+            await actions.clear_absence(conn, resident_id, actor=actor, now=now)
             return _redirect(page, notice="absence_cleared")
         if action != "set":
             raise HTTPException(status_code=400, detail="action")
         end = _local_datetime(until, console.settings.zone)
-        await asyncio.to_thread(
-            actions.set_absence,
-            console.action_pool,
+        await actions.set_absence(
+            conn,
             console.chains,
             resident_id,
             until=end,
