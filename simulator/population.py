@@ -16,12 +16,20 @@ import numpy.typing as npt
 
 from lovekey.simulator import rand
 from lovekey.simulator.scenario import REPORTING_MODES, Scenario
+from lovekey.vocabulary import DeviceKind
 
 I32 = npt.NDArray[np.int32]
 BOOL = npt.NDArray[np.bool_]
 
-# Device kinds as in docs/registry.md, with the prefix of their ids.
-DEVICE_KINDS = ("water_meter", "smoke", "gas", "sos_button", "away_button")
+# Device kinds as in docs/registry.md, with the prefix of their ids. `Population.device_kind`
+# stores indexes into this tuple, so its order is part of the seeded output.
+DEVICE_KINDS: tuple[DeviceKind, ...] = (
+    DeviceKind.WATER_METER,
+    DeviceKind.SMOKE,
+    DeviceKind.GAS,
+    DeviceKind.SOS_BUTTON,
+    DeviceKind.AWAY_BUTTON,
+)
 WATER_METER, SMOKE, GAS, SOS_BUTTON, AWAY_BUTTON = range(5)
 _PREFIX = ("WM", "SM", "GS", "SOS", "AW")
 
