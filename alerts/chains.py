@@ -50,7 +50,9 @@ class RoleRef:
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
+class ChainStep:
+    """Who a chain notifies at one step, and how long it waits for an answer before the next."""
+
     roles: tuple[RoleRef, ...]
     wait_s: int
 
@@ -58,7 +60,7 @@ class Step:
 @dataclass(frozen=True, slots=True)
 class Chain:
     kind: str
-    steps: tuple[Step, ...]
+    steps: tuple[ChainStep, ...]
     repeat_roles: tuple[RoleRef, ...]
     repeat_every_s: int | None  # None: stop after the last step
     urgent: bool
@@ -158,7 +160,7 @@ def _chain(kind: str, table: Mapping[str, Any]) -> Chain:
         if not isinstance(raw, Mapping) or set(raw) - {"notify", "wait_min"}:
             raise ChainError(f"chain {kind!r} step {i}: expected {{notify = [...], wait_min = N}}")
         steps.append(
-            Step(
+            ChainStep(
                 _roles(raw.get("notify"), f"chain {kind!r} step {i}"),
                 _minutes(raw.get("wait_min", 0), f"chain {kind!r} step {i} wait_min"),
             )
