@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.store import add_history
 from lovekey.errors import AlertError
+from lovekey.vocabulary import Outcome
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\s*$")
 
@@ -90,7 +91,10 @@ def set_away(
             )
             add_history(
                 conn,
-                [(i, "resolved", Jsonb({"outcome": "away", "away_until": until.isoformat()})) for i in ids],
+                [
+                    (i, "resolved", Jsonb({"outcome": Outcome.AWAY, "away_until": until.isoformat()}))
+                    for i in ids
+                ],
                 now,
                 actor="absence",
             )

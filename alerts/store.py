@@ -18,10 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from lovekey.errors import AlertStateError
-
-# Outcomes a person may record; 'auto_cleared' is reserved for clear_alerts.
-OUTCOMES = ("resident_ok", "needed_help", "hospital", "away", "false_data", "other")
-UNRESOLVED = ("open", "notified", "acknowledged")
+from lovekey.vocabulary import CHOSEN_OUTCOMES
 
 _COLUMNS = (
     "id, kind, subject, resident_id, device_id, gateway_id, status, since, opened_at,"
@@ -187,8 +184,8 @@ def resolve(
 ) -> None:
     """Close an alert with the outcome of the visit. An alert nobody acknowledged is taken to
     be acknowledged by whoever resolves it (both transitions are recorded)."""
-    if outcome not in OUTCOMES:
-        choices = ", ".join(OUTCOMES)
+    if outcome not in CHOSEN_OUTCOMES:
+        choices = ", ".join(CHOSEN_OUTCOMES)
         raise AlertStateError(alert_id, f"unknown outcome {outcome!r}; one of {choices}")
     if outcome == "other" and not (note and note.strip()):
         raise AlertStateError(alert_id, "outcome 'other' needs a note")
