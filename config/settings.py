@@ -18,6 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 import platformdirs
 import pydantic_settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -238,6 +239,8 @@ class RegistrySettings(_Section):
         value = value.lstrip("+")
         if not value.isdigit() or not 1 <= len(value) <= 3:
             raise ValueError("a country calling code is 1 to 3 digits")
+        if phonenumbers.region_code_for_country_code(int(value)) == phonenumbers.UNKNOWN_REGION:
+            raise ValueError(f"no country has the calling code +{value}")
         return value
 
 

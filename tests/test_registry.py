@@ -22,7 +22,7 @@ WM-2,GW-2,R-2,water_meter
 FULL = """device_id,gateway_id,resident_id,kind,report_interval_s,resident_name,resident_phone,household_id,address,community_id,community_name,grid_id,grid_name,building_id,building_name,unit_id,unit_name,contact1_role,contact1_name,contact1_phone,contact1_push,contact2_role,contact2_name,contact2_phone,contact2_push,contact3_role,contact3_name,contact3_phone,contact3_push
 WM-10,GW-1,R-10,water_meter,900,王秀英,138 0000 0010,H-10,东一路 3 号 2 单元 401,C-1,大东社区,G-1,一网格,B-1,3 号楼,U-1,2 单元,love_key_holder,李大姐,+86 139-0000-0001,,love_key_holder,张师傅,13900000002,,grid_worker,刘网格,13900000003,json://127.0.0.1:9/hook
 SMK-10,GW-1,R-10,smoke,3600,,,H-10,,,,,,,,,,,,,,,,,,,,,
-WM-11,GW-1,R-11,water_meter,86400,Li Ming,+8613800000011,H-11,东一路 3 号 2 单元 402,C-1,大东社区,G-1,一网格,B-1,3 号楼,U-1,2 单元,family,Li Wei,+44 7700 900123,,,,,,,,,
+WM-11,GW-1,R-11,water_meter,86400,Li Ming,+8613800000011,H-11,东一路 3 号 2 单元 402,C-1,大东社区,G-1,一网格,B-1,3 号楼,U-1,2 单元,family,Li Wei,+44 7911 123456,,,,,,,,,
 """
 
 
@@ -92,7 +92,7 @@ def test_full_form_carries_hierarchy_and_contacts(conn: psycopg.Connection) -> N
         ("love_key_holder", 2, "张师傅", "+8613900000002", None),
     ]
     assert conn.execute("SELECT phone FROM contact WHERE resident_id = 'R-11'").fetchone() == (
-        "+447700900123",
+        "+447911123456",
     )
     interval = conn.execute("SELECT report_interval_s FROM device WHERE id = 'SMK-10'").fetchone()
     assert interval == (3600,)
@@ -204,21 +204,54 @@ def test_missing_required_column_is_reported_on_the_header() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("13812345678", "+8613812345678"),
-        ("+86 138-1234-5678", "+8613812345678"),
-        ("0086 138 1234 5678", "+8613812345678"),
-        ("024 2345 6789", "+862423456789"),
-        ("+44 7700 900123", "+447700900123"),
+        ("13812345678", "+8613812345678"),  # a mobile, written as people write it
+        ("+86 138 1234 5678", "+8613812345678"),
+        ("+86-138-1234-5678", "+8613812345678"),
+        ("0086 138 1234 5678", "+8613812345678"),  # the international prefix dialled from China
+        ("138.1234.5678", "+8613812345678"),
+        ("19912345678", "+8619912345678"),  # a newer 199 mobile range
+        ("024-2345-6789", "+862423456789"),  # a Shenyang landline, trunk 0 dropped
+        ("(024) 2345 6789", "+862423456789"),
+        ("010 1234 5678", "+861012345678"),  # Beijing
+        ("400 123 4567", "+864001234567"),  # a national service number: valid, can be called
+        ("+852 9123 4567", "+85291234567"),  # Hong Kong mobile
+        ("+44 7911 123456", "+447911123456"),  # a UK mobile, family abroad
     ],
 )
 def test_phones_become_e164(raw: str, expected: str) -> None:
     assert normalize_phone(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "12", "138-CALL-ME", "+1234567890123456", "+86 138 1234 5678 x12"])
-def test_malformed_phones_are_refused(raw: str) -> None:
-    with pytest.raises(ValueError, match="malformed phone"):
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("1381234567", "invalid phone"),  # a mobile one digit short: possible length, no such number
+        ("138123456789", "invalid phone"),  # one digit too many
+        ("12345678901", "invalid phone"),  # 11 digits, but no mobile range starts 12
+        ("2345 6789", "invalid phone"),  # a Shenyang landline without its area code
+        ("086 13812345678", "invalid phone"),  # a stray trunk 0 before the country code
+        ("+44 7700 900123", "invalid phone"),  # UK numbers reserved for drama, never in use
+        ("+1234567890123456", "invalid phone"),  # longer than E.164 allows
+        ("12", "invalid phone"),
+        ("", "malformed phone"),
+        ("+999 1234 5678", "malformed phone"),  # no such country code
+        ("138-CALL-ME", "malformed phone"),  # phonenumbers would read the letters as a keypad
+        ("+86 138 1234 5678 x12", "malformed phone"),  # an extension cannot take an SMS
+    ],
+)
+def test_bad_phones_are_refused(raw: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as caught:
         normalize_phone(raw)
+    digits = "".join(c for c in raw if c.isdigit())
+    if len(digits) > 6:
+        assert digits not in "".join(c for c in str(caught.value) if c.isdigit())  # redacted
+
+
+def test_national_numbers_take_the_default_country() -> None:
+    assert normalize_phone("7911 123456", "44") == "+447911123456"
+    assert normalize_phone("+86 138 1234 5678", "44") == "+8613812345678"  # its own code wins
+    with pytest.raises(ValueError, match="invalid phone"):
+        normalize_phone("13812345678", "44")
 
 
 def test_cli_import_list_export(
