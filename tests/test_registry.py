@@ -181,18 +181,87 @@ def test_a_bad_file_lists_every_bad_line_and_changes_nothing(conn: psycopg.Conne
     lines = [n for n, _ in problems]
     assert lines == [3, 4, 5, 6, 7, 8, 9, 10]
     reasons = dict(problems)
-    assert "unknown kind 'toaster'" in reasons[3]
-    assert "duplicate device 'WM-1'" in reasons[4]
-    assert "line 2" in reasons[4]
-    assert "malformed phone" in reasons[5]
-    assert "gateway_id is blank" in reasons[6]
-    assert "contact1_role 'neighbour'" in reasons[7]
-    assert "has no phone" in reasons[8]
-    assert "disagrees" in reasons[9]
-    assert "line 2" in reasons[9]
-    assert "cells but the header has" in reasons[10]
+    assert (
+        reasons[3] == "kind: unknown kind 'toaster' (one of water_meter, smoke, gas, sos_button, away_button)"
+    )
+    assert reasons[4] == "device_id: duplicate device 'WM-1' (first on line 2)"
+    assert reasons[5].startswith("resident_phone: malformed phone '138-*****ME'")
+    assert reasons[6] == "gateway_id: blank, but required"
+    assert reasons[7].startswith("contact1_role: unknown role 'neighbour'")
+    assert reasons[8] == "contact1_phone: blank, but required"
+    assert reasons[9] == "resident_phone '+8613999999999' disagrees with '+8613800000001' on line 2"
+    assert reasons[10] == "3 cells but the header has 7"
     assert "bad.csv" in str(caught.value)
     assert _counts(conn) == before
+
+
+def test_every_bad_cell_of_a_row_is_reported_with_its_line_and_column() -> None:
+    text = (
+        "device_id,gateway_id,resident_id,kind,report_interval_s,resident_phone,grid_id,"
+        "contact1_role,contact1_phone,contact1_push,contact2_role,contact2_phone,contact2_language\n"
+        "WM 1,GW-1,R-1,meter,-5,1381234567,,family,138123456789,http//x,,,fr\n"  # line 2
+        "WM-2,GW-1,R-2,water_meter,ten,,G-1,,,,,,\n"  # line 3
+        "WM-3,GW-1,R-3,water_meter,900,+86 138 0000 0003,,grid_worker,13800000004,,,,\n"  # good
+    )
+    with pytest.raises(ImportRejected) as caught:
+        parse_registry(text)
+    reasons = [(n, why.split(":")[0]) for n, why in caught.value.problems]
+    assert reasons == [
+        (2, "device_id"),
+        (2, "kind"),
+        (2, "report_interval_s"),
+        (2, "resident_phone"),
+        (2, "contact1_phone"),
+        (2, "contact1_push"),
+        (2, "contact2_role"),
+        (2, "contact2_phone"),
+        (2, "contact2_language"),
+        (3, "report_interval_s"),  # the cell stops the row, so its grid is not checked yet
+    ]
+    assert "'1381****67'" in caught.value.problems[3][1]  # the number is shown redacted
+    assert "1381234567" not in str(caught.value)
+
+
+def test_a_place_needs_its_parent() -> None:
+    with pytest.raises(ImportRejected) as caught:
+        parse_registry(
+            "device_id,gateway_id,resident_id,kind,community_id,unit_id\nWM-1,GW-1,R-1,gas,C-1,U-1\n"
+        )
+    assert caught.value.problems == [(2, "unit_id given without building_id")]
+
+
+def test_a_mistyped_mobile_is_a_rejected_line() -> None:
+    text = (
+        "device_id,gateway_id,resident_id,kind,resident_phone\n"
+        "WM-1,GW-1,R-1,water_meter,13812345678\n"
+        "WM-2,GW-1,R-2,water_meter,1381234567\n"  # a digit short: the old check let it through
+        "WM-3,GW-1,R-3,water_meter,024-2345-6789\n"
+    )
+    with pytest.raises(ImportRejected) as caught:
+        parse_registry(text)
+    assert [(n, why.split(" '")[0]) for n, why in caught.value.problems] == [
+        (3, "resident_phone: invalid phone")
+    ]
+
+
+def test_rows_become_devices_residents_and_contacts_in_column_order() -> None:
+    text = (
+        "device_id,gateway_id,resident_id,kind,report_interval_s,contact3_role,contact3_phone,"
+        "contact1_role,contact1_phone,contact2_role,contact2_phone\n"
+        "WM-1,GW-1,R-1,water_meter,900,family,13700000003,family,13700000001,grid_worker,13600000002\n"
+        "SOS-1,GW-1,R-1,sos_button,,,,,,,\n"
+    )
+    registry = parse_registry(text)
+    assert [(d.id, d.household_id, d.report_interval_s) for d in registry.devices] == [
+        ("WM-1", "R-1", 900),
+        ("SOS-1", "R-1", None),
+    ]
+    assert [(c.role, c.position, c.phone, c.language) for c in registry.contacts] == [
+        ("family", 1, "+8613700000001", "zh"),
+        ("grid_worker", 1, "+8613600000002", "zh"),
+        ("family", 2, "+8613700000003", "zh"),
+    ]
+    assert registry.residents_with_contacts == {"R-1"}
 
 
 def test_missing_required_column_is_reported_on_the_header() -> None:
