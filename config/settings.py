@@ -296,6 +296,19 @@ class Settings(BaseSettings):
             raise ValueError("mqtt_url must look like mqtt://user:pass@host:port")
         return value or None
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """`Settings()` alone: keywords, then the process environment as `load_settings` reads
+        it; no .env or secrets directory. The TOML file comes only through `load_settings`."""
+        return init_settings, EnvironmentSource(settings_cls, os.environ)
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from lovekey.config import load_settings
+from lovekey.config import Settings, load_settings
 from lovekey.errors import SettingsError
 from lovekey.redact import redact_phone, redact_url
 
@@ -166,3 +167,11 @@ def test_errors_never_echo_a_secret(environ: dict[str, str]) -> None:
         load_settings(environ=environ)
     assert "hunter2" not in str(caught.value)
     assert caught.value.__suppress_context__  # a traceback does not print pydantic's own message
+
+
+def test_settings_alone_read_the_environment_as_load_settings_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOVEKEY_ALERTS__ROLE_CHANNELS", '{"family": ["sms"]}')
+    assert Settings().alerts.role_channels == {"family": ["sms"]}
+    monkeypatch.setenv("LOVEKEY_NO_SUCH_THING", "1")
+    with pytest.raises(ValidationError, match="no_such_thing"):
+        Settings()
