@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from lovekey.ingest.codecs import decode_message
 from lovekey.ingest.messages import (
-    EVENT_TYPES,
     DecodedMessage,
-    DeviceEvent,
+    EventMessage,
     Reading,
     SensorReading,
     WaterReading,
@@ -26,10 +25,9 @@ if TYPE_CHECKING:
     from lovekey.ingest.ingester import Ingester
 
 __all__ = [
-    "EVENT_TYPES",
     "REASONS",
     "DecodedMessage",
-    "DeviceEvent",
+    "EventMessage",
     "Ingester",
     "Reading",
     "SensorReading",

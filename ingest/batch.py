@@ -17,8 +17,7 @@ from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import parse_topic
 from lovekey.ingest.messages import DecodedMessage, SensorReading, WaterReading
-
-WATER_METER = "water_meter"
+from lovekey.vocabulary import DeviceKind
 
 # Row layouts, in the column order of the staging tables (see ingest.writer).
 WaterRow = tuple[datetime, float, int, float | None, float | None]
@@ -34,13 +33,13 @@ class DeviceEntry:
 
     key: int
     gateway_id: str
-    kind: str
+    kind: str  # a DeviceKind value as the registry stores it
     resident_id: str | None
     household_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class Received:
+class ReceivedMessage:
     """One message as the planner sees it: where it came from, its bytes, what they decoded to."""
 
     topic: str
@@ -68,7 +67,7 @@ class BatchPlan:
 
 
 def plan_batch(
-    messages: Sequence[Received],
+    messages: Sequence[ReceivedMessage],
     devices: Mapping[str, DeviceEntry],
     gateways: Set[str],
     *,
@@ -119,7 +118,7 @@ def plan_batch(
 
 def _add_rows(
     plan: BatchPlan,
-    message: Received,
+    message: ReceivedMessage,
     decoded: DecodedMessage,
     entry: DeviceEntry,
     battery_ts: dict[int, datetime],
@@ -128,7 +127,7 @@ def _add_rows(
 ) -> int:
     """Add the rows of one registered device's message; returns how many were accepted."""
     key = entry.key
-    is_meter = entry.kind == WATER_METER
+    is_meter = entry.kind == DeviceKind.WATER_METER
     misfits: list[tuple[int, PayloadError]] = []
     for position, reading in enumerate(decoded.readings):
         misfit = _misfit(reading, entry.kind, is_meter)
@@ -197,7 +196,7 @@ def _original_indices(
 
 
 def _reject(
-    plan: BatchPlan, message: Received, error: PayloadError, keep_bytes: int, topic_prefix: str
+    plan: BatchPlan, message: ReceivedMessage, error: PayloadError, keep_bytes: int, topic_prefix: str
 ) -> None:
     gateway_id, device_id = _ids(message, topic_prefix)
     plan.rejected.append(
@@ -215,7 +214,7 @@ def _reject(
 
 def _reject_rows(
     plan: BatchPlan,
-    message: Received,
+    message: ReceivedMessage,
     decoded: DecodedMessage,
     errors: list[tuple[int, PayloadError]],
     keep_bytes: int,
@@ -237,7 +236,7 @@ def _reject_rows(
         )
 
 
-def _ids(message: Received, topic_prefix: str) -> tuple[str | None, str | None]:
+def _ids(message: ReceivedMessage, topic_prefix: str) -> tuple[str | None, str | None]:
     decoded = message.decoded
     if isinstance(decoded, DecodedMessage):
         return decoded.gateway_id, decoded.device_id

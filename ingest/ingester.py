@@ -45,7 +45,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from lovekey.config import Settings
 from lovekey.errors import PayloadError, SettingsError, StorageError
 from lovekey.ingest import reasons
-from lovekey.ingest.batch import BatchPlan, Received, plan_batch
+from lovekey.ingest.batch import BatchPlan, ReceivedMessage, plan_batch
 from lovekey.ingest.codecs import decode_message
 from lovekey.ingest.messages import DecodedMessage
 from lovekey.ingest.metrics import IngestMetrics, SummaryLog
@@ -448,7 +448,7 @@ class Ingester:
         interval_s = self.settings.ingest.summary_interval_s
         summary = SummaryLog(self.metrics)
         next_summary = time.monotonic() + interval_s
-        handoff: queue.Queue[list[tuple[Inbound, Received]]] = queue.Queue(maxsize=1)
+        handoff: queue.Queue[list[tuple[Inbound, ReceivedMessage]]] = queue.Queue(maxsize=1)
         halt = threading.Event()  # ours, so the caller's event is only ever read
         failures: list[BaseException] = []
         writer = threading.Thread(
@@ -483,7 +483,7 @@ class Ingester:
 
     def _write_loop(
         self,
-        handoff: queue.Queue[list[tuple[Inbound, Received]]],
+        handoff: queue.Queue[list[tuple[Inbound, ReceivedMessage]]],
         halt: threading.Event,
         failures: list[BaseException],
     ) -> None:
@@ -511,20 +511,20 @@ class Ingester:
             and time.monotonic() - self._last_message_mono >= _RETIRE_QUIET_S
         )
 
-    def _collect(self) -> list[tuple[Inbound, Received]]:
+    def _collect(self) -> list[tuple[Inbound, ReceivedMessage]]:
         """One batch: until `batch_rows` rows or `batch_ms` after its first message."""
         ingest = self.settings.ingest
         taken = self._inbox.take(_TAKE_MAX, _IDLE_WAIT_S)
         if not taken:
             return []
         deadline = taken[0].received_mono + ingest.batch_ms / 1000
-        batch: list[tuple[Inbound, Received]] = []
+        batch: list[tuple[Inbound, ReceivedMessage]] = []
         rows = 0
         while True:
             now = datetime.now(UTC)
             for item in taken:
                 decoded = self._decode(item, now)
-                batch.append((item, Received(item.topic, item.payload, decoded)))
+                batch.append((item, ReceivedMessage(item.topic, item.payload, decoded)))
                 if isinstance(decoded, DecodedMessage):
                     rows += max(1, len(decoded.readings) + len(decoded.events))
                 else:
@@ -554,7 +554,7 @@ class Ingester:
             return exc
 
     def _commit(
-        self, database: _Database, batch: list[tuple[Inbound, Received]], stop: threading.Event
+        self, database: _Database, batch: list[tuple[Inbound, ReceivedMessage]], stop: threading.Event
     ) -> bool:
         """Write the batch, waiting out database outages; False if stopped first."""
         ingest = self.settings.ingest
@@ -612,7 +612,7 @@ class Ingester:
             if stop.wait(random.uniform(delay_s / 2, delay_s)):
                 return False
 
-    def _sync_registry(self, conn: psycopg.Connection, received: list[Received]) -> None:
+    def _sync_registry(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> None:
         now_mono = time.monotonic()
         cache = self._registry
         if cache.refresh_due(now_mono):
@@ -629,7 +629,7 @@ class Ingester:
             found_devices, found_gateways = look_up(conn, device_ids, gateway_ids)
             cache.merge(device_ids, found_devices, gateway_ids, found_gateways, now_mono)
 
-    def _write(self, conn: psycopg.Connection, received: list[Received]) -> WriteResult:
+    def _write(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> WriteResult:
         """Write these messages; a row the database refuses is found by halving, and kept."""
         try:
             return self._write_once(conn, received)
@@ -643,9 +643,9 @@ class Ingester:
                 return result
             log.warning("database refused a message on %s: %s", received[0].topic, exc)
             refused = PayloadError(reasons.STORAGE_REFUSED, f"{exc.sqlstate}: {_one_line(exc)}"[:500])
-            return self._write_once(conn, [Received(received[0].topic, received[0].payload, refused)])
+            return self._write_once(conn, [ReceivedMessage(received[0].topic, received[0].payload, refused)])
 
-    def _write_once(self, conn: psycopg.Connection, received: list[Received]) -> WriteResult:
+    def _write_once(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> WriteResult:
         ingest = self.settings.ingest
         plan = plan_batch(
             received,
@@ -705,7 +705,7 @@ class Ingester:
             log.warning("created missing partitions %s (is `lovekey maintain` running?)", ", ".join(created))
         return bool(created)
 
-    def _ack(self, batch: list[tuple[Inbound, Received]]) -> None:
+    def _ack(self, batch: list[tuple[Inbound, ReceivedMessage]]) -> None:
         client = self._client
         assert client is not None, "run() needs the ingester entered (with Ingester(...))"
         acked = 0
