@@ -46,4 +46,4 @@ def __getattr__(name: str) -> Any:
         from lovekey.ingest.broker import broker_url
 
         return broker_url
-    raise AttributeError(f"module 'ingest' has no attribute {name!r}")
+    raise AttributeError(f"module 'lovekey.ingest' has no attribute {name!r}")

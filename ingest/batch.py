@@ -89,6 +89,7 @@ def plan_batch(
             _reject(plan, message, decoded, keep_bytes, topic_prefix)
             continue
         gateway_id = decoded.gateway_id
+        # gateway status names no device: only the gateway must be registered
         if decoded.kind == "status":
             if gateway_id in gateways:
                 plan.gateways_seen[gateway_id] = decoded.status == "online"
@@ -110,6 +111,7 @@ def plan_batch(
             )
             _reject(plan, message, error, keep_bytes, topic_prefix)
             continue
+        # heard from, with no status change (None), unless a status message says otherwise
         plan.gateways_seen.setdefault(gateway_id, None)
         if _add_rows(plan, message, decoded, entry, battery_ts, keep_bytes, topic_prefix):
             plan.devices_seen.setdefault(entry.key, None)
@@ -133,6 +135,8 @@ def _add_rows(
         misfit = _misfit(reading, entry.kind, is_meter)
         if misfit is not None:
             misfits.append((position, misfit))
+    # a single reading that does not fit its device rejects the message whole (its bytes
+    # are the evidence); in a batch only the misfit rows go, each with its own JSON
     if misfits and not decoded.batch:
         _reject(plan, message, misfits[0][1], keep_bytes, topic_prefix)
         return 0
@@ -160,6 +164,7 @@ def _add_rows(
             )
         plan.accepted_ts.append(reading.ts.timestamp())
         accepted += 1
+        # readings arrive out of order: the battery kept is that of the newest reading
         if reading.battery_v is not None:
             newest = battery_ts.get(key)
             if newest is None or reading.ts >= newest:

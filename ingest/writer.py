@@ -169,6 +169,7 @@ def write_plan(
             ]
             if presence:
                 result.residents_updated = _apply_presence(cur, presence, away_s)
+            # wakes the detectors at commit, so an SOS does not wait for their next sweep
             if inserted:
                 cur.execute("SELECT pg_notify('lovekey_events', '')")
         if plan.rejected:
@@ -180,6 +181,7 @@ def write_plan(
                 plan.rejected,
             )
             result.rejected = len(plan.rejected)
+        # in the same transaction as the rows: an acknowledged message is fully applied
         if devices_seen:
             cur.execute(
                 _DEVICES_SEEN,
@@ -198,6 +200,7 @@ def write_plan(
                     "online": [online for _, online in gateways_seen],
                 },
             )
+    # ON CONFLICT DO NOTHING counts only what it inserted; the rest were already stored
     result.duplicates = plan.rows - result.water - result.sensor - result.events
     return result
 
