@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class Inbound:
+    """One message as paho handed it over: not yet decoded, not yet acknowledged."""
+
     topic: str
     payload: bytes
     mid: int
