@@ -5,7 +5,6 @@ the channels live in their own modules and are imported where they are used.
 """
 
 from lovekey.alerts.store import (
-    OUTCOMES,
     AlertCandidate,
     RaiseResult,
     acknowledge,
@@ -16,7 +15,6 @@ from lovekey.alerts.store import (
 )
 
 __all__ = [
-    "OUTCOMES",
     "AlertCandidate",
     "RaiseResult",
     "acknowledge",

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.store import add_history, add_history_async
 from lovekey.errors import AlertError
+from lovekey.vocabulary import Outcome
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\s*$")
 
@@ -85,7 +86,7 @@ def _suppressed(
 
 
 def _away_history(ids: list[int], until: datetime) -> list[tuple[int, str, Any]]:
-    return [(i, "resolved", Jsonb({"outcome": "away", "away_until": until.isoformat()})) for i in ids]
+    return [(i, "resolved", Jsonb({"outcome": Outcome.AWAY, "away_until": until.isoformat()})) for i in ids]
 
 
 def set_away(

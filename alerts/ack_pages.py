@@ -38,6 +38,7 @@ from lovekey.alerts.worker import load_secret, utc_now
 from lovekey.config import Settings
 from lovekey.errors import AckTokenError, AlertStateError
 from lovekey.redact import redact_phone
+from lovekey.vocabulary import CHOSEN_OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def create_router(
         lang = request.query_params.get("lang") or lang
         lang = "en" if lang == "en" else "zh"
         html = templates.get_template("ack.html").render(
-            lang=lang, t=TEXT[lang], outcomes=store.OUTCOMES, css=_CSS, **context
+            lang=lang, t=TEXT[lang], outcomes=CHOSEN_OUTCOMES, css=_CSS, **context
         )
         return HTMLResponse(html, status_code=status_code, headers=_NO_STORE)
 

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from lovekey.errors import SettingsError
+from lovekey.vocabulary import MAINTENANCE_KINDS, ContactRole
 
-RESIDENT_ROLES = frozenset({"love_key_holder", "family", "grid_worker", "community_staff", "emergency"})
-ROLES = RESIDENT_ROLES | {"maintenance"}
-# Device faults: never to neighbours or family, whatever a chain says.
-MAINTENANCE_KINDS = frozenset({"leak", "meter_silent", "gateway_offline"})
+# a chain may name any contact role; maintenance kinds (device faults) may name only maintenance
+_ROLES: tuple[ContactRole, ...] = tuple(ContactRole)
 _KEYS = {"steps", "repeat", "urgent", "suppress_when_away", "delay_min"}
 
 
@@ -32,26 +31,28 @@ class ChainError(SettingsError):
 class RoleRef:
     """A role, optionally narrowed to the contact at one position ("love_key_holder:1")."""
 
-    role: str
+    role: ContactRole
     position: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> RoleRef:
         role, _, position = text.partition(":")
-        if role not in ROLES:
-            raise ChainError(f"unknown role {role!r} (one of {', '.join(sorted(ROLES))})")
+        if role not in _ROLES:
+            raise ChainError(f"unknown role {role!r} (one of {', '.join(sorted(_ROLES))})")
         if not position:
-            return cls(role)
+            return cls(ContactRole(role))
         if not position.isdigit() or int(position) < 1:
             raise ChainError(f"{text!r}: the position after ':' must be 1 or more")
-        return cls(role, int(position))
+        return cls(ContactRole(role), int(position))
 
     def __str__(self) -> str:
-        return self.role if self.position is None else f"{self.role}:{self.position}"
+        return self.role.value if self.position is None else f"{self.role}:{self.position}"
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
+class ChainStep:
+    """Who a chain notifies at one step, and how long it waits for an answer before the next."""
+
     roles: tuple[RoleRef, ...]
     wait_s: int
 
@@ -59,7 +60,7 @@ class Step:
 @dataclass(frozen=True, slots=True)
 class Chain:
     kind: str
-    steps: tuple[Step, ...]
+    steps: tuple[ChainStep, ...]
     repeat_roles: tuple[RoleRef, ...]
     repeat_every_s: int | None  # None: stop after the last step
     urgent: bool
@@ -159,7 +160,7 @@ def _chain(kind: str, table: Mapping[str, Any]) -> Chain:
         if not isinstance(raw, Mapping) or set(raw) - {"notify", "wait_min"}:
             raise ChainError(f"chain {kind!r} step {i}: expected {{notify = [...], wait_min = N}}")
         steps.append(
-            Step(
+            ChainStep(
                 _roles(raw.get("notify"), f"chain {kind!r} step {i}"),
                 _minutes(raw.get("wait_min", 0), f"chain {kind!r} step {i} wait_min"),
             )
@@ -188,9 +189,9 @@ def _chain(kind: str, table: Mapping[str, Any]) -> Chain:
     )
     if kind in MAINTENANCE_KINDS:
         named = {r.role for s in chain.steps for r in s.roles} | {r.role for r in repeat_roles}
-        if named - {"maintenance"}:
+        if named - {ContactRole.MAINTENANCE}:
             raise ChainError(
                 f"chain {kind!r} is a device fault: it may notify 'maintenance' only,"
-                f" not {', '.join(sorted(named - {'maintenance'}))}"
+                f" not {', '.join(sorted(named - {ContactRole.MAINTENANCE}))}"
             )
     return chain

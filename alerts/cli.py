@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lovekey.config import Settings
+from lovekey.vocabulary import CHOSEN_OUTCOMES, COMMUNITY_CONTACT_ROLES, Language
 
 
 def add_commands(subparsers: Any) -> None:
@@ -31,7 +32,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--outcome",
         required=True,
-        choices=["resident_ok", "needed_help", "hospital", "away", "false_data", "other"],
+        choices=[o.value for o in CHOSEN_OUTCOMES],
     )
     p.add_argument("--note", default=None, help="free text (required with --outcome other)")
     p.add_argument("--by", default=None)
@@ -53,12 +54,12 @@ def add_commands(subparsers: Any) -> None:
     q.add_argument(
         "--role",
         required=True,
-        choices=["maintenance", "community_staff", "grid_worker", "emergency"],
+        choices=[r.value for r in COMMUNITY_CONTACT_ROLES],
     )
     q.add_argument("--name", required=True)
     q.add_argument("--phone", default=None, help="E.164, e.g. +8613812345678")
     q.add_argument("--push", default=None, help="Apprise URL(s), space separated")
-    q.add_argument("--language", choices=["zh", "en"], default="zh")
+    q.add_argument("--language", choices=[lang.value for lang in Language], default=Language.ZH.value)
     q.add_argument("--position", type=int, default=1)
     q.set_defaults(handler=_staff_add)
     q = staff.add_parser("list", help="community-level contacts")

@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from lovekey.alerts.chains import Chain, RoleRef
+from lovekey.vocabulary import AlertStatus
 
 
 @dataclass(frozen=True, slots=True)
-class AlertState:
-    """The facts about one alert that the decision depends on."""
+class AlertSnapshot:
+    """The facts about one alert, read at one pass, that the decision depends on.
+    (`detectors.hysteresis.AlertState` is something else: whether a kind is raised per subject.)"""
 
     id: int
     kind: str
-    status: str  # open | notified | acknowledged | resolved
+    status: AlertStatus
     opened_at: datetime
     away_until: datetime | None  # the resident is away until then (None: not away)
     anyone_notified: bool  # an alert notification reached (or is queued for) someone
@@ -69,12 +71,12 @@ class Done:
 Decision = Notify | Wait | StandDown | ResolveAway | Done
 
 
-def next_step(alert: AlertState, history: Sequence[Escalation], chain: Chain, now: datetime) -> Decision:
-    if alert.status == "resolved":
+def next_step(alert: AlertSnapshot, history: Sequence[Escalation], chain: Chain, now: datetime) -> Decision:
+    if alert.status == AlertStatus.RESOLVED:
         if alert.anyone_notified and not alert.stood_down:
             return StandDown()
         return Done("resolved")
-    if alert.status == "acknowledged":
+    if alert.status == AlertStatus.ACKNOWLEDGED:
         return Done("acknowledged")
     if chain.suppress_when_away and alert.away_until is not None and alert.away_until > now:
         return ResolveAway(alert.away_until)
@@ -101,11 +103,11 @@ def next_step(alert: AlertState, history: Sequence[Escalation], chain: Chain, no
     return _repeat(last.round + 1, alert, chain, now, ())
 
 
-def _available(roles: Sequence[RoleRef], alert: AlertState) -> tuple[RoleRef, ...]:
+def _available(roles: Sequence[RoleRef], alert: AlertSnapshot) -> tuple[RoleRef, ...]:
     return tuple(r for r in roles if str(r) in alert.available_roles)
 
 
-def _from_step(first: int, round_: int, alert: AlertState, chain: Chain, now: datetime) -> Decision:
+def _from_step(first: int, round_: int, alert: AlertSnapshot, chain: Chain, now: datetime) -> Decision:
     skipped: list[int] = []
     for index in range(first, len(chain.steps)):
         step = chain.steps[index]
@@ -125,7 +127,7 @@ def _from_step(first: int, round_: int, alert: AlertState, chain: Chain, now: da
 
 
 def _repeat(
-    round_: int, alert: AlertState, chain: Chain, now: datetime, skipped: tuple[int, ...]
+    round_: int, alert: AlertSnapshot, chain: Chain, now: datetime, skipped: tuple[int, ...]
 ) -> Decision:
     assert chain.repeat_every_s is not None
     roles = _available(chain.repeat_roles, alert)

@@ -21,11 +21,12 @@ from psycopg.types.json import Jsonb
 from lovekey.alerts import escalation
 from lovekey.alerts.chains import ChainBook, RoleRef
 from lovekey.alerts.channels import recipient_channels
-from lovekey.alerts.escalation import AlertState, Escalation
+from lovekey.alerts.escalation import AlertSnapshot, Escalation
 from lovekey.alerts.policy import quiet_until
 from lovekey.alerts.recipients import AlertRouting, Recipient, available_roles, load_routing, recipients_for
 from lovekey.alerts.store import add_history
 from lovekey.config import AlertSettings
+from lovekey.vocabulary import AlertStatus, ContactRole, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,10 @@ def escalate_once(
         events: list[tuple[int, str, Any]] = []
         for alert in routing:
             chain = ctx.chains.chain_for(alert.kind, alert.community_rules, alert.resident_rules)
-            state = AlertState(
+            state = AlertSnapshot(
                 id=alert.id,
                 kind=alert.kind,
-                status=alert.status,
+                status=AlertStatus(alert.status),
                 opened_at=alert.opened_at,
                 away_until=alert.away_until,
                 anyone_notified=alert.id in notified,
@@ -130,7 +131,7 @@ def escalate_once(
                         "resolved",
                         Jsonb(
                             {
-                                "outcome": "away",
+                                "outcome": Outcome.AWAY,
                                 "away_until": decision.away_until.isoformat(),
                             }
                         ),
@@ -301,7 +302,12 @@ def stand_down_for(
     ).rowcount
 
 
-HELP_ROLES = ("family", "grid_worker", "community_staff")
+# who "needs help" from the person on site reaches at once
+HELP_ROLES: tuple[ContactRole, ...] = (
+    ContactRole.FAMILY,
+    ContactRole.GRID_WORKER,
+    ContactRole.COMMUNITY_STAFF,
+)
 
 
 def request_help(

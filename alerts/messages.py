@@ -1,6 +1,6 @@
 """Message texts in Chinese and English, and fitting an SMS into one segment.
 
-Pure: facts in, `Message` out. An SMS is one segment when it holds at most 160 GSM-7
+Pure: facts in, `OutgoingMessage` out. An SMS is one segment when it holds at most 160 GSM-7
 characters, or 70 UCS-2 code units as soon as it has one character outside GSM-7 (any Chinese
 text). Each message has variants from the most to the least detailed; for SMS the first
 variant that fits one segment is used, and the shortest when none does (it is then sent in
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from lovekey.vocabulary import AlertKind, Language, Outcome
+
 SMS_GSM7_MAX = 160  # characters in one GSM-7 segment
 SMS_UCS2_MAX = 70  # UTF-16 code units in one UCS-2 segment
 
@@ -23,48 +25,49 @@ _GSM7_BASIC = frozenset(
 )
 _GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
 
-WHAT = {
-    "zh": {
-        "low_usage": "用水异常偏少",
-        "routine_break": "用水规律异常",
-        "running_tap": "长时间持续用水",
-        "leak": "疑似漏水",
-        "smoke": "烟雾报警",
-        "gas": "燃气泄漏报警",
-        "sos": "紧急呼叫",
-        "meter_silent": "水表无数据",
-        "gateway_offline": "网关离线",
+# what each alert kind is called in a message, and what each outcome says, per language
+WHAT: dict[str, dict[str, str]] = {
+    Language.ZH: {
+        AlertKind.LOW_USAGE: "用水异常偏少",
+        AlertKind.ROUTINE_BREAK: "用水规律异常",
+        AlertKind.RUNNING_TAP: "长时间持续用水",
+        AlertKind.LEAK: "疑似漏水",
+        AlertKind.SMOKE: "烟雾报警",
+        AlertKind.GAS: "燃气泄漏报警",
+        AlertKind.SOS: "紧急呼叫",
+        AlertKind.METER_SILENT: "水表无数据",
+        AlertKind.GATEWAY_OFFLINE: "网关离线",
     },
-    "en": {
-        "low_usage": "low water use",
-        "routine_break": "unusual water routine",
-        "running_tap": "water running for a long time",
-        "leak": "possible leak",
-        "smoke": "SMOKE alarm",
-        "gas": "GAS alarm",
-        "sos": "SOS button pressed",
-        "meter_silent": "meter not reporting",
-        "gateway_offline": "gateway offline",
+    Language.EN: {
+        AlertKind.LOW_USAGE: "low water use",
+        AlertKind.ROUTINE_BREAK: "unusual water routine",
+        AlertKind.RUNNING_TAP: "water running for a long time",
+        AlertKind.LEAK: "possible leak",
+        AlertKind.SMOKE: "SMOKE alarm",
+        AlertKind.GAS: "GAS alarm",
+        AlertKind.SOS: "SOS button pressed",
+        AlertKind.METER_SILENT: "meter not reporting",
+        AlertKind.GATEWAY_OFFLINE: "gateway offline",
     },
 }
-OUTCOME_TEXT = {
-    "zh": {
-        "resident_ok": "老人平安",
-        "needed_help": "已协助",
-        "hospital": "已送医",
-        "away": "老人外出",
-        "false_data": "数据误报",
-        "other": "已处理",
-        "auto_cleared": "已恢复正常",
+OUTCOME_TEXT: dict[str, dict[str, str]] = {
+    Language.ZH: {
+        Outcome.RESIDENT_OK: "老人平安",
+        Outcome.NEEDED_HELP: "已协助",
+        Outcome.HOSPITAL: "已送医",
+        Outcome.AWAY: "老人外出",
+        Outcome.FALSE_DATA: "数据误报",
+        Outcome.OTHER: "已处理",
+        Outcome.AUTO_CLEARED: "已恢复正常",
     },
-    "en": {
-        "resident_ok": "resident is fine",
-        "needed_help": "resident was helped",
-        "hospital": "taken to hospital",
-        "away": "resident is away",
-        "false_data": "false reading",
-        "other": "handled",
-        "auto_cleared": "back to normal",
+    Language.EN: {
+        Outcome.RESIDENT_OK: "resident is fine",
+        Outcome.NEEDED_HELP: "resident was helped",
+        Outcome.HOSPITAL: "taken to hospital",
+        Outcome.AWAY: "resident is away",
+        Outcome.FALSE_DATA: "false reading",
+        Outcome.OTHER: "handled",
+        Outcome.AUTO_CLEARED: "back to normal",
     },
 }
 
@@ -82,7 +85,9 @@ class AlertFacts:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class OutgoingMessage:
+    """What a channel sends: a title (empty for SMS) and a body."""
+
     title: str
     body: str
 
@@ -107,7 +112,7 @@ def pick_sms(variants: Sequence[str]) -> str:
 
 
 def _lang(language: str) -> str:
-    return "en" if language == "en" else "zh"
+    return Language.EN if language == Language.EN else Language.ZH
 
 
 def _what(kind: str, lang: str) -> str:
@@ -131,7 +136,7 @@ def alert_message(
     sms: bool,
     zone: ZoneInfo,
     now: datetime,
-) -> Message:
+) -> OutgoingMessage:
     """The notification for one alert, or a bundle of several for the same recipient."""
     lang = _lang(language)
     if len(facts) > 1:
@@ -169,11 +174,11 @@ def alert_message(
             f" Please check and confirm here: {link}"
         )
     if sms:
-        return Message("", pick_sms(variants))
-    return Message(title, long_body)
+        return OutgoingMessage("", pick_sms(variants))
+    return OutgoingMessage(title, long_body)
 
 
-def _help(f: AlertFacts, lang: str, link: str, sms: bool) -> Message:
+def _help(f: AlertFacts, lang: str, link: str, sms: bool) -> OutgoingMessage:
     helper = f.help_by or ""
     if lang == "zh":
         addr = f"（{f.address}）" if f.address else ""
@@ -194,13 +199,13 @@ def _help(f: AlertFacts, lang: str, link: str, sms: bool) -> Message:
         ]
         long_body = f"{helper} is with {f.name}{addr}, who needs help. Please go or call now.\n{link}"
     if sms:
-        return Message("", pick_sms(variants))
-    return Message(title, long_body)
+        return OutgoingMessage("", pick_sms(variants))
+    return OutgoingMessage(title, long_body)
 
 
 def _bundle(
     facts: Sequence[AlertFacts], lang: str, link: str, sms: bool, zone: ZoneInfo, now: datetime
-) -> Message:
+) -> OutgoingMessage:
     ordered = sorted(facts, key=lambda f: (not f.urgent, f.since, f.alert_id))
     n = len(ordered)
     items = [
@@ -227,16 +232,16 @@ def _bundle(
         ]
         long_body = f"{n} alerts:\n" + "\n".join(items) + f"\nSee and confirm: {link}"
     if sms:
-        return Message("", pick_sms(variants))
-    return Message(title, long_body)
+        return OutgoingMessage("", pick_sms(variants))
+    return OutgoingMessage(title, long_body)
 
 
-def stand_down_message(facts: Sequence[AlertFacts], *, language: str, sms: bool) -> Message:
+def stand_down_message(facts: Sequence[AlertFacts], *, language: str, sms: bool) -> OutgoingMessage:
     """All clear for one or more alerts the recipient was told about."""
     lang = _lang(language)
     parts = []
     for f in facts:
-        outcome = OUTCOME_TEXT[lang].get(f.outcome or "auto_cleared", "")
+        outcome = OUTCOME_TEXT[lang].get(f.outcome or Outcome.AUTO_CLEARED, "")
         if lang == "zh":
             parts.append(f"{f.name}{_what(f.kind, lang)}：{outcome}")
         else:
@@ -254,15 +259,17 @@ def stand_down_message(facts: Sequence[AlertFacts], *, language: str, sms: bool)
             f"LoveKey all clear: {len(parts)} alerts handled. No need to go.",
         ]
     if sms:
-        return Message("", pick_sms(variants))
-    return Message(title, variants[0])
+        return OutgoingMessage("", pick_sms(variants))
+    return OutgoingMessage(title, variants[0])
 
 
-def digest_message(name: str, first_use_at: datetime, *, language: str, sms: bool, zone: ZoneInfo) -> Message:
+def digest_message(
+    name: str, first_use_at: datetime, *, language: str, sms: bool, zone: ZoneInfo
+) -> OutgoingMessage:
     """The daily all-is-well note: the resident's first water use of the day."""
     at = first_use_at.astimezone(zone).strftime("%H:%M")
     if _lang(language) == "zh":
         title, body = "【爱心钥匙】平安", f"【爱心钥匙】{name}今天{at}已开始用水，一切安好。"
     else:
         title, body = "LoveKey: all is well", f"LoveKey: {name} used water today at {at}. All is well."
-    return Message("" if sms else title, body)
+    return OutgoingMessage("" if sms else title, body)

@@ -15,7 +15,8 @@ from typing import Any
 
 import psycopg
 
-from lovekey.alerts.chains import MAINTENANCE_KINDS, ROLES, RoleRef
+from lovekey.alerts.chains import RoleRef
+from lovekey.vocabulary import MAINTENANCE_KINDS, AlertKind, ContactRole, ResidentStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +63,15 @@ class AlertRouting:
     @property
     def display_name(self) -> str:
         """Who or what the alert is about, for a message."""
-        if self.kind in MAINTENANCE_KINDS and self.kind != "leak":
+        if self.kind in MAINTENANCE_KINDS and self.kind != AlertKind.LEAK:
             return f"{self.subject} {self.resident_name}".strip()
         return self.resident_name or self.subject
 
 
 def recipients_for(alert: AlertRouting, ref: RoleRef) -> list[Recipient]:
     """The people holding `ref` for this alert, in position order."""
-    if ref.role == "maintenance":
-        found = _community_level(alert, "maintenance")
+    if ref.role == ContactRole.MAINTENANCE:
+        found = _community_level(alert, ContactRole.MAINTENANCE)
     elif alert.kind in MAINTENANCE_KINDS:
         return []  # device faults never go to neighbours or family, whatever the chain says
     else:
@@ -84,7 +85,7 @@ def recipients_for(alert: AlertRouting, ref: RoleRef) -> list[Recipient]:
 
 def available_roles(alert: AlertRouting) -> frozenset[str]:
     out: set[str] = set()
-    for role in ROLES:
+    for role in ContactRole:
         for c in recipients_for(alert, RoleRef(role)):
             out.add(role)
             out.add(f"{role}:{c.position}")
@@ -129,7 +130,7 @@ def load_routing(conn: psycopg.Connection[Any], alert_ids: Sequence[int]) -> lis
         """,
         (list(alert_ids),),
     ).fetchall()
-    gateways = sorted({r[17] for r in rows if r[1] == "gateway_offline" and r[17]})
+    gateways = sorted({r[17] for r in rows if r[1] == AlertKind.GATEWAY_OFFLINE and r[17]})
     served: dict[str, list[str]] = {}
     if gateways:
         for gateway_id, community_id in conn.execute(
@@ -168,7 +169,7 @@ def load_routing(conn: psycopg.Connection[Any], alert_ids: Sequence[int]) -> lis
     ]
     out = []
     for r in rows:
-        communities = tuple(served.get(r[17], [])) if r[1] == "gateway_offline" else ()
+        communities = tuple(served.get(r[17], [])) if r[1] == AlertKind.GATEWAY_OFFLINE else ()
         if r[13]:
             communities = (r[13], *communities)
         out.append(
@@ -184,7 +185,7 @@ def load_routing(conn: psycopg.Connection[Any], alert_ids: Sequence[int]) -> lis
                 resident_id=r[8],
                 resident_name=r[9],
                 resident_status=r[10],
-                away_until=r[11] if r[10] == "away" else None,
+                away_until=r[11] if r[10] == ResidentStatus.AWAY else None,
                 address=r[12],
                 community_ids=communities,
                 grid_id=r[14],

@@ -23,10 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from lovekey.errors import AlertStateError
-
-# Outcomes a person may record; 'auto_cleared' is reserved for clear_alerts.
-OUTCOMES = ("resident_ok", "needed_help", "hospital", "away", "false_data", "other")
-UNRESOLVED = ("open", "notified", "acknowledged")
+from lovekey.vocabulary import CHOSEN_OUTCOMES
 
 _COLUMNS = (
     "id, kind, subject, resident_id, device_id, gateway_id, status, since, opened_at,"
@@ -170,8 +167,8 @@ def _first_acknowledgement(alert_id: int, status: str | None) -> bool:
 
 
 def _check_resolution(alert_id: int, outcome: str, note: str | None) -> None:
-    if outcome not in OUTCOMES:
-        choices = ", ".join(OUTCOMES)
+    if outcome not in CHOSEN_OUTCOMES:
+        choices = ", ".join(CHOSEN_OUTCOMES)
         raise AlertStateError(alert_id, f"unknown outcome {outcome!r}; one of {choices}")
     if outcome == "other" and not (note and note.strip()):
         raise AlertStateError(alert_id, "outcome 'other' needs a note")

@@ -1,14 +1,16 @@
-"""The settings model.
+"""The settings model, read by pydantic-settings.
 
 Sources, lowest priority first: defaults below, the TOML file (`--config` or `LOVEKEY_CONFIG`),
-then `LOVEKEY_*` environment variables. Nested fields use a double underscore:
-`LOVEKEY_DETECT__LOW_USAGE_MIN_L=8`, `LOVEKEY_STORAGE__RETENTION_DAYS=90`.
+`LOVEKEY_*` environment variables, then keyword overrides given to `load_settings()`. Nested
+fields use a double underscore: `LOVEKEY_DETECT__LOW_USAGE_MIN_L=8`; a dict or list setting
+takes JSON: `LOVEKEY_ALERTS__ROLE_CHANNELS='{"family": ["sms"]}'`.
 
 Each package owns one section; nothing below reads the environment after `load_settings()`.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,8 +18,19 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 import platformdirs
+import pydantic_settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from lovekey.errors import SettingsError
 from lovekey.redact import redact_url
@@ -226,6 +239,8 @@ class RegistrySettings(_Section):
         value = value.lstrip("+")
         if not value.isdigit() or not 1 <= len(value) <= 3:
             raise ValueError("a country calling code is 1 to 3 digits")
+        if phonenumbers.region_code_for_country_code(int(value)) == phonenumbers.UNKNOWN_REGION:
+            raise ValueError(f"no country has the calling code +{value}")
         return value
 
 
@@ -233,7 +248,16 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("lovekey", appauthor=False))
 
 
-class Settings(_Section):
+class Settings(BaseSettings):
+    """Everything LoveKey reads from its configuration; build it with `load_settings()`."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix="LOVEKEY_",
+        env_nested_delimiter="__",
+    )
+
     # None means: start the embedded PostgreSQL / local broker
     database_url: str | None = Field(None, repr=False)
     mqtt_url: str | None = Field(None, repr=False)
@@ -272,16 +296,33 @@ class Settings(_Section):
             raise ValueError("mqtt_url must look like mqtt://user:pass@host:port")
         return value or None
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """`Settings()` alone: keywords, then the process environment as `load_settings` reads
+        it; no .env or secrets directory. The TOML file comes only through `load_settings`."""
+        return init_settings, EnvironmentSource(settings_cls, os.environ)
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
     def with_overrides(self, **overrides: Any) -> Settings:
-        """A copy with some values replaced (nested sections merge key by key), validated."""
-        try:
-            return Settings.model_validate(_deep_merge(self.model_dump(), overrides))
-        except ValidationError as exc:
-            raise SettingsError(f"invalid settings override:\n{exc}") from exc
+        """A copy with some values replaced (nested sections merge key by key), validated.
+
+        The environment is not read again: the copy differs from this object only by `overrides`.
+        """
+        sources = (
+            InitSettingsSource(Settings, init_kwargs=overrides),
+            InitSettingsSource(Settings, init_kwargs=self.model_dump()),
+        )
+        return _build(sources, overrides, "override")
 
     def describe(self) -> dict[str, Any]:
         """A view safe for logs: URLs with passwords masked."""
@@ -295,6 +336,36 @@ class Settings(_Section):
 _NOT_SETTINGS = ("LOVEKEY_CONFIG", "LOVEKEY_TEST_")
 
 
+class EnvironmentSource(EnvSettingsSource):
+    """`LOVEKEY_*` variables read from `environ` (tests pass their own mapping).
+
+    pydantic-settings skips a variable that names no field; a top-level typo such as
+    `LOVEKEY_DATABSE_URL` is passed on instead, so `extra="forbid"` refuses it as the TOML file's
+    unknown keys are refused. (A typo inside a section is already refused by that section.)
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # read by _load_env_vars(), which the base __init__ calls
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        prefix = self.env_prefix.lower()
+        tooling = tuple(name.lower() for name in _NOT_SETTINGS)
+        for key, value in self.env_vars.items():
+            if not key.startswith(prefix) or key.startswith(tooling):
+                continue
+            name = key.removeprefix(prefix).split(self.env_nested_delimiter or "__")[0]
+            if name not in self.settings_cls.model_fields:
+                data[name] = value
+        return data
+
+
 def load_settings(
     path: str | Path | None = None,
     *,
@@ -306,47 +377,46 @@ def load_settings(
     `path` falls back to `LOVEKEY_CONFIG`. `environ` defaults to the process environment;
     tests pass their own. `overrides` (for tests and the demo) win over everything.
     """
-    import os
-
     env = os.environ if environ is None else environ
     path = path or env.get("LOVEKEY_CONFIG")
-    data: dict[str, Any] = {}
+    sources: list[PydanticBaseSettingsSource] = [
+        InitSettingsSource(Settings, init_kwargs=overrides),
+        EnvironmentSource(Settings, env),
+    ]
     if path:
+        if not Path(path).is_file():
+            raise SettingsError(f"config file not found: {path}")
         try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError as exc:
-            raise SettingsError(f"config file not found: {path}") from exc
+            sources.append(TomlConfigSettingsSource(Settings, toml_file=Path(path)))
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{path}: invalid TOML: {exc}") from exc
-    data = _deep_merge(data, environment_overrides(env))
-    data = _deep_merge(data, overrides)
+    return _build(tuple(sources), overrides, f"{path} + environment" if path else "defaults + environment")
+
+
+def _build(
+    sources: tuple[PydanticBaseSettingsSource, ...], overrides: dict[str, Any], origin: str
+) -> Settings:
+    """Merge `sources` (highest priority first) the way pydantic-settings does, and validate.
+
+    `_build_sources` is pydantic-settings' own way in for sources built at run time (its
+    `CliApp` uses it); `settings_customise_sources` only sees the class, not this call's file.
+    """
     try:
-        return Settings.model_validate(data)
+        return Settings(_build_sources=(sources, overrides))
     except ValidationError as exc:
-        source = f"{path} + environment" if path else "defaults + environment"
-        raise SettingsError(f"invalid settings ({source}):\n{exc}") from exc
+        raise SettingsError(f"invalid settings ({origin}):\n{_problems(exc)}") from None
+    except pydantic_settings.SettingsError as exc:  # a value that should be JSON is not
+        raise SettingsError(f"invalid settings ({origin}): {exc} (write a dict or list as JSON)") from None
 
 
-def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """`LOVEKEY_DETECT__LOW_USAGE_MIN_L=8` -> `{"detect": {"low_usage_min_l": "8"}}`."""
-    out: dict[str, Any] = {}
-    for key, value in environ.items():
-        if not key.startswith("LOVEKEY_") or key.startswith(_NOT_SETTINGS):
-            continue
-        path = key.removeprefix("LOVEKEY_").lower().split("__")
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return out
+def _problems(exc: ValidationError) -> str:
+    """One line per problem, naming the setting but never its value.
 
-
-def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    pydantic's own message repeats each input, and an input may be a URL with a password
+    (`LOVEKEY_MQTT_URL=http://user:secret@broker`) or a token.
+    """
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)

@@ -1,7 +1,11 @@
 """Reading a registry CSV file into a validated `RegistryFile` (no database here).
 
-The whole file is checked before anything is returned: every bad line is collected with its
-number and reason, and `ImportRejected` carries them all. See docs/registry.md for the format.
+Two steps, as the file has two kinds of rule. Each line on its own is a `DeviceRow`, a pydantic
+model of its cells (ids, kind, phones, languages, contacts): what is wrong with a line is found
+there and reported with its line number and column. The lines together must agree with one
+another (one device per id, one name per resident, one parent per grid, ...): `_District` gathers
+the good rows and checks that. The whole file is checked before anything is returned; every bad
+line is collected and `ImportRejected` carries them all. See docs/registry.md for the format.
 """
 
 from __future__ import annotations
@@ -9,8 +13,19 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from lovekey.devices.model import (
     CONTACT_ROLES,
@@ -26,33 +41,174 @@ from lovekey.devices.model import (
 from lovekey.devices.phone import normalize_phone
 from lovekey.errors import ImportRejected
 
-REQUIRED = ("device_id", "gateway_id", "resident_id", "kind")
-OPTIONAL = (
-    "report_interval_s",
-    "resident_name",
-    "resident_phone",
-    "resident_language",
-    "household_id",
-    "address",
-    "community_id",
-    "community_name",
-    "grid_id",
-    "grid_name",
-    "building_id",
-    "building_name",
-    "unit_id",
-    "unit_name",
-)
-CONTACT_FIELDS = ("role", "name", "phone", "push", "language")
-_CONTACT_COLUMN = re.compile(r"^contact(?P<n>[1-9]\d*)_(?P<field>role|name|phone|push|language)$")
-# (level, id column, name column, parent id column) from the top of the hierarchy down
-_LEVELS = (
-    ("community", "community_id", "community_name", None),
-    ("grid", "grid_id", "grid_name", "community_id"),
-    ("building", "building_id", "building_name", "grid_id"),
-    ("unit", "unit_id", "unit_name", "building_id"),
-)
+Problems = list[tuple[int, str]]  # (line number, reason), the header being line 1
+
+# -- one row's cells --------------------------------------------------------------------------
+# Every validator gets the cell already stripped and never blank: a blank cell means "not given"
+# and is left out of the row, so a required one is reported as missing.
+
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+
+
+def _an_id(value: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(f"{value!r} is not a valid id (letters, digits, _.:-)")
+    return value
+
+
+def _one_of(choices: tuple[str, ...], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{what} {value!r} (one of {', '.join(choices)})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _positive_whole(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise ValueError(f"{value!r} is not a positive whole number")
+    return number
+
+
+def _a_phone(value: str, info: ValidationInfo) -> str:
+    # the country a number without its own code belongs to is a setting, passed as context
+    country_code = (info.context or {}).get("default_country_code", "86")
+    return normalize_phone(value, country_code)
+
+
+def _apprise_urls(value: str) -> str:
+    if not all("://" in url for url in value.split()):
+        raise ValueError(f"{value!r} is not an Apprise URL (scheme://...)")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_an_id)]
+Phone = Annotated[str, AfterValidator(_a_phone)]
+Language = Annotated[str, _one_of(LANGUAGES, "unknown language")]
+
+
+class ContactCells(BaseModel):
+    """The `contactN_*` cells of one row: whom to tell, N-th in the order of the columns."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Annotated[str, _one_of(CONTACT_ROLES, "unknown role")]
+    name: str = ""
+    phone: Phone  # every contact must be reachable
+    push: Annotated[str, AfterValidator(_apprise_urls)] | None = None
+    language: Language = "zh"
+
+
+class DeviceRow(BaseModel):
+    """One line of the file: a device, and what the line says about its resident and home.
+
+    Field names are the CSV columns (contacts aside: `contactN_role` is `contacts[N].role`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device_id: Id
+    gateway_id: Id
+    resident_id: Id
+    kind: Annotated[str, _one_of(DEVICE_KINDS, "unknown kind")]
+    report_interval_s: Annotated[int, BeforeValidator(_positive_whole)] | None = None
+    resident_name: str | None = None
+    resident_phone: Phone | None = None
+    resident_language: Language | None = None
+    household_id: str | None = None
+    address: str | None = None
+    community_id: Id | None = None
+    community_name: str | None = None
+    grid_id: Id | None = None
+    grid_name: str | None = None
+    building_id: Id | None = None
+    building_name: str | None = None
+    unit_id: Id | None = None
+    unit_name: str | None = None
+    contacts: dict[int, ContactCells] = {}
+
+    @model_validator(mode="after")
+    def _each_place_has_its_parent(self) -> DeviceRow:
+        for level, parent in _PARENT.items():
+            if getattr(self, f"{level}_id") is not None and getattr(self, f"{parent}_id") is None:
+                raise ValueError(f"{level}_id given without {parent}_id")
+        return self
+
+    @property
+    def household(self) -> str:
+        """A resident given without a household gets one of their own, with their id."""
+        return self.household_id or self.resident_id
+
+    def contact_list(self) -> list[Contact]:
+        """The row's contacts; within a role they are tried in the order of N."""
+        contacts: list[Contact] = []
+        positions: dict[str, int] = {}
+        for cells in self.contacts.values():
+            positions[cells.role] = positions.get(cells.role, 0) + 1
+            contacts.append(
+                Contact(
+                    resident_id=self.resident_id,
+                    role=cells.role,
+                    position=positions[cells.role],
+                    name=cells.name,
+                    phone=cells.phone,
+                    push_url=cells.push,
+                    language=cells.language,
+                )
+            )
+        return contacts
+
+
+# the hierarchy from the top down: each level and the level it sits in
+_LEVELS = ("community", "grid", "building", "unit")
+_PARENT = {"grid": "community", "building": "grid", "unit": "building"}
+_CONTACT_COLUMN = re.compile(r"^contact(?P<n>[1-9]\d*)_(?P<field>role|name|phone|push|language)$")
+REQUIRED = tuple(name for name, f in DeviceRow.model_fields.items() if f.is_required())
+OPTIONAL = tuple(
+    name for name, f in DeviceRow.model_fields.items() if not f.is_required() and name != "contacts"
+)
+
+
+def read_row(
+    line: int, row: dict[str, str], *, default_country_code: str = "86"
+) -> tuple[DeviceRow | None, Problems]:
+    """One line's filled cells (column -> text) as a `DeviceRow`, or every problem it has."""
+    data: dict[str, Any] = {}
+    contacts: dict[int, dict[str, str]] = {}
+    for column, value in row.items():
+        if match := _CONTACT_COLUMN.match(column):
+            contacts.setdefault(int(match["n"]), {})[match["field"]] = value
+        else:
+            data[column] = value
+    data["contacts"] = dict(sorted(contacts.items()))
+    try:
+        parsed = DeviceRow.model_validate(data, context={"default_country_code": default_country_code})
+    except ValidationError as exc:
+        return None, [(line, _reason(error)) for error in exc.errors(include_url=False)]
+    return parsed, []
+
+
+def _reason(error: Any) -> str:
+    """`column: what is wrong`, in the file's own column names."""
+    loc = error["loc"]
+    column = (
+        f"contact{loc[1]}_{loc[2]}" if loc[:1] == ("contacts",) and len(loc) == 3 else ".".join(map(str, loc))
+    )
+    if error["type"] == "missing":
+        detail = "blank, but required"
+    elif error["type"] == "value_error":
+        detail = str(error["ctx"]["error"])  # our own words, without pydantic's "Value error, "
+    else:
+        detail = error["msg"]
+    return f"{column}: {detail}" if column else detail
+
+
+# -- the rows together ------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -62,7 +218,7 @@ class _Merged:
     values: dict[str, str] = field(default_factory=dict)
     line_of: dict[str, int] = field(default_factory=dict)
 
-    def merge(self, line: int, column: str, value: str | None, problems: list[tuple[int, str]]) -> None:
+    def merge(self, line: int, column: str, value: str | None, problems: Problems) -> None:
         if value is None:
             return
         known = self.values.get(column)
@@ -75,235 +231,165 @@ class _Merged:
             )
 
 
+@dataclass(slots=True)
+class _District:
+    """What the good rows say together; `add` reports where a row contradicts an earlier one."""
+
+    places: dict[str, dict[str, _Merged]] = field(default_factory=lambda: {k: {} for k in _LEVELS})
+    households: dict[str, _Merged] = field(default_factory=dict)
+    residents: dict[str, _Merged] = field(default_factory=dict)
+    devices: dict[str, tuple[int, Device]] = field(default_factory=dict)
+    gateways: dict[str, None] = field(default_factory=dict)
+    contacts: dict[str, tuple[int, list[Contact]]] = field(default_factory=dict)
+
+    def add(self, line: int, row: DeviceRow, problems: Problems) -> None:
+        if row.device_id in self.devices:
+            first = self.devices[row.device_id][0]
+            problems.append((line, f"device_id: duplicate device {row.device_id!r} (first on line {first})"))
+            return
+        device = Device(
+            id=row.device_id,
+            gateway_id=row.gateway_id,
+            resident_id=row.resident_id,
+            household_id=row.household,
+            kind=row.kind,
+            report_interval_s=row.report_interval_s,
+        )
+        self.devices[row.device_id] = (line, device)
+        self.gateways[row.gateway_id] = None
+
+        for level in _LEVELS:
+            place_id: str | None = getattr(row, f"{level}_id")
+            if place_id is None:
+                continue
+            place = self.places[level].setdefault(place_id, _Merged())
+            place.merge(line, f"{level}_name", getattr(row, f"{level}_name"), problems)
+            if parent := _PARENT.get(level):
+                place.merge(line, f"{level} {place_id} parent", getattr(row, f"{parent}_id"), problems)
+
+        household = self.households.setdefault(row.household, _Merged())
+        for column in ("address", "community_id", "grid_id", "building_id", "unit_id"):
+            household.merge(line, column, getattr(row, column), problems)
+
+        resident = self.residents.setdefault(row.resident_id, _Merged())
+        resident.merge(line, "household_id", row.household, problems)
+        resident.merge(line, "resident_name", row.resident_name, problems)
+        resident.merge(line, "resident_phone", row.resident_phone, problems)
+        resident.merge(line, "resident_language", row.resident_language, problems)
+
+        # a resident's contacts may be given on any one of their rows, or the same on several
+        contacts = row.contact_list()
+        if not contacts:
+            return
+        if row.resident_id not in self.contacts:
+            self.contacts[row.resident_id] = (line, contacts)
+        elif self.contacts[row.resident_id][1] != contacts:
+            first = self.contacts[row.resident_id][0]
+            problems.append((line, f"contacts of resident {row.resident_id!r} differ from line {first}"))
+
+    def registry(self) -> RegistryFile:
+        def places(level: str) -> tuple[Place, ...]:
+            return tuple(
+                Place(
+                    id=pid,
+                    name=m.values.get(f"{level}_name"),
+                    parent_id=m.values.get(f"{level} {pid} parent"),
+                )
+                for pid, m in self.places[level].items()
+            )
+
+        return RegistryFile(
+            communities=places("community"),
+            grids=places("grid"),
+            buildings=places("building"),
+            units=places("unit"),
+            gateways=tuple(self.gateways),
+            households=tuple(
+                Household(
+                    id=hid,
+                    address=m.values.get("address"),
+                    community_id=m.values.get("community_id"),
+                    grid_id=m.values.get("grid_id"),
+                    building_id=m.values.get("building_id"),
+                    unit_id=m.values.get("unit_id"),
+                )
+                for hid, m in self.households.items()
+            ),
+            residents=tuple(
+                Resident(
+                    id=rid,
+                    household_id=m.values["household_id"],
+                    name=m.values.get("resident_name"),
+                    phone=m.values.get("resident_phone"),
+                    language=m.values.get("resident_language"),
+                )
+                for rid, m in self.residents.items()
+            ),
+            devices=tuple(device for _, device in self.devices.values()),
+            contacts=tuple(c for _, listed in self.contacts.values() for c in listed),
+            residents_with_contacts=frozenset(self.contacts),
+        )
+
+
+# -- the file ---------------------------------------------------------------------------------
+
+
 def parse_registry(
     source: str | Iterable[str], *, name: str = "<registry>", default_country_code: str = "86"
 ) -> RegistryFile:
     """Parse and validate; raise ImportRejected listing every problem when there is any."""
     text = source if isinstance(source, str) else "".join(source)
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    problems: list[tuple[int, str]] = []
+    lines = _lines(text)
     try:
-        header = [h.strip() for h in next(reader)]
+        _, cells = next(lines)
     except StopIteration:
         raise ImportRejected(name, [(1, "empty file: expected a header row")]) from None
+    header = [h.strip() for h in cells]
+    if problems := _header_problems(header):
+        raise ImportRejected(name, problems)
 
+    district = _District()
+    rows = 0
+    for line, cells in lines:
+        if not "".join(cells).strip():
+            continue  # blank lines are allowed
+        if len(cells) != len(header):
+            problems.append((line, f"{len(cells)} cells but the header has {len(header)}"))
+            continue
+        rows += 1
+        # only filled cells: blank means "not given", and most cells of a full file are blank
+        filled = {
+            column: value for column, cell in zip(header, cells, strict=True) if (value := cell.strip())
+        }
+        row, row_problems = read_row(line, filled, default_country_code=default_country_code)
+        problems += row_problems
+        if row is not None:  # a row with bad cells is not checked against the others
+            district.add(line, row, problems)
+
+    if not rows and not problems:
+        problems.append((1, "no rows after the header"))
+    if problems:
+        problems.sort(key=lambda p: p[0])
+        raise ImportRejected(name, problems)
+    return district.registry()
+
+
+def _lines(text: str) -> Iterator[tuple[int, list[str]]]:
+    """`(line number, cells)` of each CSV record; a quoted cell may span lines."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    for cells in reader:
+        yield reader.line_num, cells
+
+
+def _header_problems(header: list[str]) -> Problems:
     missing = [c for c in REQUIRED if c not in header]
     unknown = [c for c in header if c not in REQUIRED and c not in OPTIONAL and not _CONTACT_COLUMN.match(c)]
     duplicated = sorted({c for c in header if header.count(c) > 1})
+    problems: Problems = []
     if missing:
         problems.append((1, f"missing required column(s): {', '.join(missing)}"))
     if unknown:
         problems.append((1, f"unknown column(s): {', '.join(unknown)} (see docs/registry.md)"))
     if duplicated:
         problems.append((1, f"column(s) given twice: {', '.join(duplicated)}"))
-    if problems:
-        raise ImportRejected(name, problems)
-
-    slot_numbers = sorted({int(m["n"]) for c in header if (m := _CONTACT_COLUMN.match(c))})
-    contact_slots = [(n, tuple(f"contact{n}_{f}" for f in CONTACT_FIELDS)) for n in slot_numbers]
-    places: dict[str, dict[str, _Merged]] = {k: {} for k in ("community", "grid", "building", "unit")}
-    households: dict[str, _Merged] = {}
-    residents: dict[str, _Merged] = {}
-    devices: dict[str, tuple[int, Device]] = {}
-    gateways: dict[str, None] = {}
-    contacts: dict[str, list[tuple[int, Contact]]] = {}
-    contact_lines: dict[str, int] = {}
-
-    line = 1
-    for cells in reader:
-        line = reader.line_num
-        if not "".join(cells).strip():
-            continue  # blank lines are allowed
-        if len(cells) != len(header):
-            problems.append((line, f"{len(cells)} cells but the header has {len(header)}"))
-            continue
-        # only filled cells: blank means "not given", and most cells of a full file are blank
-        row = {k: v for k, c in zip(header, cells, strict=True) if (v := c.strip())}
-        before = len(problems)
-
-        for column in REQUIRED:
-            value = row.get(column)
-            if value is None:
-                problems.append((line, f"{column} is blank"))
-            elif column != "kind" and not _ID.match(value):
-                problems.append((line, f"{column} {value!r} is not a valid id (letters, digits, _.:-)"))
-        kind = row.get("kind")
-        if kind is not None and kind not in DEVICE_KINDS:
-            problems.append((line, f"unknown kind {kind!r} (one of {', '.join(DEVICE_KINDS)})"))
-        interval: int | None = None
-        if row.get("report_interval_s") is not None:
-            try:
-                interval = int(row["report_interval_s"] or "")
-                if interval <= 0:
-                    raise ValueError
-            except ValueError:
-                problems.append(
-                    (line, f"report_interval_s {row['report_interval_s']!r} is not a positive whole number")
-                )
-        resident_phone = None
-        if row.get("resident_phone"):
-            try:
-                resident_phone = normalize_phone(row["resident_phone"] or "", default_country_code)
-            except ValueError as exc:
-                problems.append((line, f"resident_phone: {exc}"))
-        for column in ("resident_language",):
-            if row.get(column) and row[column] not in LANGUAGES:
-                problems.append((line, f"{column} {row[column]!r} is not one of {', '.join(LANGUAGES)}"))
-        for _, id_column, _, parent_column in _LEVELS:
-            value = row.get(id_column)
-            if value is None:
-                continue
-            if not _ID.match(value):
-                problems.append((line, f"{id_column} {value!r} is not a valid id"))
-            if parent_column and parent_column not in row:
-                problems.append((line, f"{id_column} given without {parent_column}"))
-
-        row_contacts: list[Contact] = []
-        positions: dict[str, int] = {}  # order within each role, in column order
-        for n, columns in contact_slots:
-            if not any(c in row for c in columns):
-                continue
-            cell = {f: row.get(c) for f, c in zip(CONTACT_FIELDS, columns, strict=True)}
-            role = cell["role"]
-            if role is None:
-                problems.append((line, f"contact{n} has no role"))
-                continue
-            if role not in CONTACT_ROLES:
-                problems.append((line, f"contact{n}_role {role!r} is not one of {', '.join(CONTACT_ROLES)}"))
-                continue
-            if cell["phone"] is None:
-                problems.append((line, f"contact{n} ({role}) has no phone"))
-                continue
-            try:
-                phone = normalize_phone(cell["phone"], default_country_code)
-            except ValueError as exc:
-                problems.append((line, f"contact{n}_phone: {exc}"))
-                continue
-            language = cell["language"] or "zh"
-            if language not in LANGUAGES:
-                problems.append(
-                    (line, f"contact{n}_language {language!r} is not one of {', '.join(LANGUAGES)}")
-                )
-                continue
-            push = cell["push"]
-            if push is not None and not all("://" in url for url in push.split()):
-                problems.append((line, f"contact{n}_push {push!r} is not an Apprise URL (scheme://...)"))
-                continue
-            positions[role] = positions.get(role, 0) + 1
-            row_contacts.append(
-                Contact(
-                    resident_id=row["resident_id"],
-                    role=role,
-                    position=positions[role],
-                    name=cell["name"] or "",
-                    phone=phone,
-                    push_url=push,
-                    language=language,
-                )
-            )
-
-        if len(problems) > before:
-            continue  # the row's own cells are bad; do not let them trip consistency checks
-
-        device_id = row["device_id"]
-        resident_id = row["resident_id"]
-        household_id = row.get("household_id") or resident_id
-        if device_id in devices:
-            problems.append((line, f"duplicate device {device_id!r} (first on line {devices[device_id][0]})"))
-            continue
-        devices[device_id] = (
-            line,
-            Device(
-                id=device_id,
-                gateway_id=row["gateway_id"],
-                resident_id=resident_id,
-                household_id=household_id,
-                kind=kind or "",
-                report_interval_s=interval,
-            ),
-        )
-        gateways[row["gateway_id"]] = None
-
-        for level, id_column, name_column, parent_column in _LEVELS:
-            place_id = row.get(id_column)
-            if place_id is None:
-                continue
-            known = places[level]
-            merged = known.get(place_id) or known.setdefault(place_id, _Merged())
-            merged.merge(line, name_column, row.get(name_column), problems)
-            if parent_column:
-                merged.merge(line, f"{level} {place_id} parent", row.get(parent_column), problems)
-
-        household = households.get(household_id) or households.setdefault(household_id, _Merged())
-        for column in ("address", "community_id", "grid_id", "building_id", "unit_id"):
-            household.merge(line, column, row.get(column), problems)
-
-        resident = residents.get(resident_id) or residents.setdefault(resident_id, _Merged())
-        resident.merge(line, "household_id", household_id, problems)
-        resident.merge(line, "resident_name", row.get("resident_name"), problems)
-        resident.merge(line, "resident_phone", resident_phone, problems)
-        resident.merge(line, "resident_language", row.get("resident_language"), problems)
-
-        if row_contacts:
-            listed = [(line, c) for c in row_contacts]
-            if resident_id in contacts:
-                first = [c for _, c in contacts[resident_id]]
-                if first != row_contacts:
-                    problems.append(
-                        (
-                            line,
-                            f"contacts of resident {resident_id!r} differ from line"
-                            f" {contact_lines[resident_id]}",
-                        )
-                    )
-            else:
-                contacts[resident_id] = listed
-                contact_lines[resident_id] = line
-
-    if line == 1 and not devices and not problems:
-        problems.append((1, "no rows after the header"))
-    if problems:
-        problems.sort(key=lambda p: p[0])
-        raise ImportRejected(name, problems)
-
-    def place_tuple(level: str, parent_level: str | None) -> tuple[Place, ...]:
-        return tuple(
-            Place(
-                id=pid,
-                name=m.values.get(f"{level}_name"),
-                parent_id=m.values.get(f"{level} {pid} parent") if parent_level else None,
-            )
-            for pid, m in places[level].items()
-        )
-
-    return RegistryFile(
-        communities=place_tuple("community", None),
-        grids=place_tuple("grid", "community"),
-        buildings=place_tuple("building", "grid"),
-        units=place_tuple("unit", "building"),
-        gateways=tuple(gateways),
-        households=tuple(
-            Household(
-                id=hid,
-                address=m.values.get("address"),
-                community_id=m.values.get("community_id"),
-                grid_id=m.values.get("grid_id"),
-                building_id=m.values.get("building_id"),
-                unit_id=m.values.get("unit_id"),
-            )
-            for hid, m in households.items()
-        ),
-        residents=tuple(
-            Resident(
-                id=rid,
-                household_id=m.values["household_id"],
-                name=m.values.get("resident_name"),
-                phone=m.values.get("resident_phone"),
-                language=m.values.get("resident_language"),
-            )
-            for rid, m in residents.items()
-        ),
-        devices=tuple(d for _, d in devices.values()),
-        contacts=tuple(c for listed in contacts.values() for _, c in listed),
-        residents_with_contacts=frozenset(contacts),
-    )
+    return problems

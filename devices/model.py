@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEVICE_KINDS = ("water_meter", "smoke", "gas", "sos_button", "away_button")
-CONTACT_ROLES = ("love_key_holder", "family", "grid_worker", "community_staff", "emergency")
-LANGUAGES = ("zh", "en")
-RESIDENT_STATUSES = ("active", "away", "moved", "deceased")
+from lovekey.vocabulary import RESIDENT_CONTACT_ROLES, DeviceKind, Language
+
+# What a registry CSV cell may hold, as the plain strings of lovekey.vocabulary (so messages and
+# argparse choices print `water_meter`, not `DeviceKind.WATER_METER`).
+DEVICE_KINDS: tuple[str, ...] = tuple(kind.value for kind in DeviceKind)
+CONTACT_ROLES: tuple[str, ...] = tuple(role.value for role in RESIDENT_CONTACT_ROLES)
+LANGUAGES: tuple[str, ...] = tuple(language.value for language in Language)
 
 
 @dataclass(frozen=True, slots=True)

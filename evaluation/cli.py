@@ -15,6 +15,7 @@ from typing import Any
 
 from lovekey.config import Settings
 from lovekey.errors import LoveKeyError
+from lovekey.vocabulary import EventType
 
 DEFAULT_START = "2026-03-01T00:00:00+08:00"
 
@@ -111,7 +112,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         settings=st,
         utc_offset_s=offset_s,
         away_presses=[
-            (e.resident_id, e.ts_s) for e in source.data.events if e.type == "away" and e.resident_id
+            (e.resident_id, e.ts_s) for e in source.data.events if e.type == EventType.AWAY and e.resident_id
         ],
     )
     report["run"] = {

@@ -30,29 +30,37 @@ import numpy.typing as npt
 from lovekey.config import DetectSettings
 from lovekey.detectors.engine import Detector, Presence, Registry
 from lovekey.detectors.ring import NEVER
+from lovekey.vocabulary import (
+    LIFE_SAFETY_EVENTS,
+    LIFE_SAFETY_KINDS,
+    MAINTENANCE_KINDS,
+    RESIDENT_KINDS,
+    WELFARE_KINDS,
+    AlertKind,
+    EventType,
+)
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
-NEIGHBOUR_KINDS = ("low_usage", "routine_break", "running_tap", "smoke", "gas", "sos")
-MAINTENANCE_KINDS = ("leak", "meter_silent", "gateway_offline")
-RULES = NEIGHBOUR_KINDS[:3] + MAINTENANCE_KINDS + NEIGHBOUR_KINDS[3:]
-# which incident kinds each alert kind answers
+# the rows of the table, in this order: what the water says, what the devices say, the alarms
+RULES: tuple[AlertKind, ...] = WELFARE_KINDS + MAINTENANCE_KINDS + LIFE_SAFETY_KINDS
+# which incident kinds (the simulator's ground truth) each alert kind answers
 TARGETS: dict[str, frozenset[str]] = {
-    "low_usage": frozenset({"no_use", "unannounced_absence"}),
-    "routine_break": frozenset({"no_use", "unannounced_absence"}),
-    "running_tap": frozenset({"running_tap"}),
-    "leak": frozenset({"slow_leak"}),
-    "meter_silent": frozenset({"meter_silent", "gateway_outage"}),
-    "gateway_offline": frozenset({"gateway_outage"}),
-    "smoke": frozenset({"smoke"}),
-    "gas": frozenset({"gas"}),
-    "sos": frozenset({"sos"}),
+    AlertKind.LOW_USAGE: frozenset({"no_use", "unannounced_absence"}),
+    AlertKind.ROUTINE_BREAK: frozenset({"no_use", "unannounced_absence"}),
+    AlertKind.RUNNING_TAP: frozenset({"running_tap"}),
+    AlertKind.LEAK: frozenset({"slow_leak"}),
+    AlertKind.METER_SILENT: frozenset({"meter_silent", "gateway_outage"}),
+    AlertKind.GATEWAY_OFFLINE: frozenset({"gateway_outage"}),
+    AlertKind.SMOKE: frozenset({"smoke"}),
+    AlertKind.GAS: frozenset({"gas"}),
+    AlertKind.SOS: frozenset({"sos"}),
 }
 # the incident kinds whose recall each rule is judged on (the first set above)
 RECALL_OF: dict[str, frozenset[str]] = {
     **TARGETS,
-    "meter_silent": frozenset({"meter_silent"}),
+    AlertKind.METER_SILENT: frozenset({"meter_silent"}),
 }
 INSTANT_MATCH_S = 3600  # an SOS press (no duration) is answered within this
 
@@ -170,16 +178,16 @@ def replay(
             ev = events[next_event]
             next_event += 1
             r = res_index.get(ev.resident_id or "")
-            if ev.type == "away" and r is not None:
+            if ev.type == EventType.AWAY and r is not None:
                 away_until[r] = ev.ts_s + away_default_s
                 away_from[r] = ev.ts_s
                 lapsed[r] = NEVER
-            elif ev.type == "home" and r is not None:
+            elif ev.type == EventType.HOME and r is not None:
                 if away_until[r] != NEVER or lapsed[r] != NEVER:
                     monitor_since[r] = max(monitor_since[r], ev.ts_s)
                 away_until[r] = NEVER
                 lapsed[r] = NEVER
-            elif ev.type in ("smoke", "gas", "sos") and ev.active and ev.resident_id:
+            elif ev.type in LIFE_SAFETY_EVENTS and ev.active and ev.resident_id:
                 event_key = (ev.type, ev.resident_id, ev.ts_s)
                 if event_key not in raised_events:
                     raised_events.add(event_key)
@@ -310,7 +318,7 @@ def score(
         if inc.kind in ("no_use", "unannounced_absence") and _blind(inc, truth, gateway_of, settings)
     }
 
-    rules = {rule: RuleScore(rule) for rule in RULES}
+    rules: dict[str, RuleScore] = {rule: RuleScore(rule) for rule in RULES}
     for ai, alert in enumerate(scored):
         rs = rules[alert.kind]
         rs.alerts += 1
@@ -336,23 +344,30 @@ def score(
     due = [
         (ti, inc)
         for ti, inc in no_use
-        if ti not in blind and _due("low_usage", inc, end_s, report_interval_s, settings)
+        if ti not in blind and _due(AlertKind.LOW_USAGE, inc, end_s, report_interval_s, settings)
     ]
-    either = [ti for ti, _ in due if (ti, "low_usage") in first_alert or (ti, "routine_break") in first_alert]
+    either = [
+        ti
+        for ti, _ in due
+        if (ti, AlertKind.LOW_USAGE) in first_alert or (ti, AlertKind.ROUTINE_BREAK) in first_alert
+    ]
     day_time = [(ti, inc) for ti, inc in no_use if 7 <= ((inc.start_s + utc_offset_s) % 86400) / 3600 < 19]
     routine_day = sorted(
-        first_alert[(ti, "routine_break")] - inc.start_s
+        first_alert[(ti, AlertKind.ROUTINE_BREAK)] - inc.start_s
         for ti, inc in day_time
-        if (ti, "routine_break") in first_alert
+        if (ti, AlertKind.ROUTINE_BREAK) in first_alert
     )
     any_day = sorted(
-        min(first_alert.get((ti, "routine_break"), 1 << 62), first_alert.get((ti, "low_usage"), 1 << 62))
+        min(
+            first_alert.get((ti, AlertKind.ROUTINE_BREAK), 1 << 62),
+            first_alert.get((ti, AlertKind.LOW_USAGE), 1 << 62),
+        )
         - inc.start_s
         for ti, inc in day_time
-        if (ti, "routine_break") in first_alert or (ti, "low_usage") in first_alert
+        if (ti, AlertKind.ROUTINE_BREAK) in first_alert or (ti, AlertKind.LOW_USAGE) in first_alert
     )
     neighbour_false = [
-        scored[ai] for ai, tis in matches.items() if not tis and scored[ai].kind in NEIGHBOUR_KINDS
+        scored[ai] for ai, tis in matches.items() if not tis and scored[ai].kind in RESIDENT_KINDS
     ]
     explained = _explain(neighbour_false, truth, gateway_of)
     heard = None if away_presses is None else set(away_presses)
@@ -367,13 +382,13 @@ def score(
     caused = [
         a
         for a in scored
-        if a.kind in ("low_usage", "routine_break")
+        if a.kind in (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
         and _overlaps_kind(a, told, ("meter_silent", "gateway_outage", "planned_absence"), gateway_of)
     ]
     during_lost = [
         a
         for a in scored
-        if a.kind in ("low_usage", "routine_break")
+        if a.kind in (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
         and _overlaps_kind(a, lost, ("planned_absence",), gateway_of)
     ]
     return {
@@ -394,14 +409,14 @@ def score(
             "first_alert_daytime_median_h": _hours(_quantile(any_day, 0.5)),
         },
         "neighbour": {
-            "alerts": sum(1 for a in scored if a.kind in NEIGHBOUR_KINDS),
+            "alerts": sum(1 for a in scored if a.kind in RESIDENT_KINDS),
             "false_alerts": len(neighbour_false),
             "false_per_household_month": round(len(neighbour_false) / months, 4) if months else None,
             "false_during": explained,
             "caused_by_silent_meter_or_away": len(caused),
             "during_absences_whose_press_was_lost": len(during_lost),
         },
-        "checks_per_household_month": round(sum(1 for a in scored if a.kind in NEIGHBOUR_KINDS) / months, 4)
+        "checks_per_household_month": round(sum(1 for a in scored if a.kind in RESIDENT_KINDS) / months, 4)
         if months
         else None,
     }
@@ -410,13 +425,13 @@ def score(
 def _matches(alert: RaisedAlert, inc: Truth, gateway_of: Mapping[str, str]) -> bool:
     if inc.kind not in TARGETS.get(alert.kind, ()):
         return False
-    if alert.kind == "meter_silent":
+    if alert.kind == AlertKind.METER_SILENT:
         same = (
             alert.device_id == inc.device_id
             if inc.kind == "meter_silent"
             else inc.gateway_id is not None and gateway_of.get(alert.device_id or "") == inc.gateway_id
         )
-    elif alert.kind == "gateway_offline":
+    elif alert.kind == AlertKind.GATEWAY_OFFLINE:
         same = alert.gateway_id == inc.gateway_id
     else:
         same = alert.resident_id is not None and alert.resident_id == inc.resident_id
@@ -498,15 +513,15 @@ def _due(
     lasted = min(inc.end_s if inc.end_s is not None else end_s, end_s) - inc.start_s
     interval = report_interval_s.get(inc.device_id or "", st.default_report_interval_s)
     lag = 2 * interval + 3600
-    need = {
-        "low_usage": int(st.low_usage_window_h * 3600) + lag,
-        "routine_break": 0,
-        "running_tap": int(st.running_tap_limit_h * 3600) + lag,
-        "leak": int(st.leak_limit_h * 3600) + lag,
-        "meter_silent": interval + st.silent_grace_s + 2 * st.sweep_interval_s + 900,
-        "gateway_offline": st.gateway_grace_s + 2 * 3600,
-    }.get(rule, 0)
-    return lasted >= need
+    need: dict[str, int] = {
+        AlertKind.LOW_USAGE: int(st.low_usage_window_h * 3600) + lag,
+        AlertKind.ROUTINE_BREAK: 0,
+        AlertKind.RUNNING_TAP: int(st.running_tap_limit_h * 3600) + lag,
+        AlertKind.LEAK: int(st.leak_limit_h * 3600) + lag,
+        AlertKind.METER_SILENT: interval + st.silent_grace_s + 2 * st.sweep_interval_s + 900,
+        AlertKind.GATEWAY_OFFLINE: st.gateway_grace_s + 2 * 3600,
+    }
+    return lasted >= need.get(rule, 0)
 
 
 def _ratio(a: int, b: int) -> float | None:

@@ -22,8 +22,10 @@ from lovekey.detectors import store as db
 from lovekey.detectors.engine import Registry
 from lovekey.detectors.params import build_params, effective_rules
 from lovekey.evaluation.replay import ReplayData, ReplayEvent, Truth
+from lovekey.vocabulary import LIFE_SAFETY_EVENTS, PRESENCE_EVENTS, DeviceKind
 
-EVENT_TYPES = ("smoke", "gas", "sos", "away", "home")
+# the events the replay reads: the alarms, and the presses that say where the resident is
+EVENT_TYPES = LIFE_SAFETY_EVENTS + PRESENCE_EVENTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,7 @@ def from_world(world: Any, settings: DetectSettings) -> Source:
     interval = {
         r["device_id"]: int(r["report_interval_s"])
         for r in rows
-        if r["kind"] == "water_meter" and r["report_interval_s"]
+        if r["kind"] == DeviceKind.WATER_METER and r["report_interval_s"]
     }
     readings = world.water_readings()
     meter_ids = list(readings.device_ids)

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from lovekey.ingest.codecs import decode_message
 from lovekey.ingest.messages import (
-    EVENT_TYPES,
     DecodedMessage,
-    DeviceEvent,
+    EventMessage,
     Reading,
     SensorReading,
     WaterReading,
@@ -26,10 +25,9 @@ if TYPE_CHECKING:
     from lovekey.ingest.ingester import Ingester
 
 __all__ = [
-    "EVENT_TYPES",
     "REASONS",
     "DecodedMessage",
-    "DeviceEvent",
+    "EventMessage",
     "Ingester",
     "Reading",
     "SensorReading",
@@ -48,4 +46,4 @@ def __getattr__(name: str) -> Any:
         from lovekey.ingest.broker import broker_url
 
         return broker_url
-    raise AttributeError(f"module 'ingest' has no attribute {name!r}")
+    raise AttributeError(f"module 'lovekey.ingest' has no attribute {name!r}")

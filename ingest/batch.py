@@ -17,8 +17,7 @@ from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import parse_topic
 from lovekey.ingest.messages import DecodedMessage, SensorReading, WaterReading
-
-WATER_METER = "water_meter"
+from lovekey.vocabulary import DeviceKind
 
 # Row layouts, in the column order of the staging tables (see ingest.writer).
 WaterRow = tuple[datetime, float, int, float | None, float | None]
@@ -34,13 +33,13 @@ class DeviceEntry:
 
     key: int
     gateway_id: str
-    kind: str
+    kind: str  # a DeviceKind value as the registry stores it
     resident_id: str | None
     household_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class Received:
+class ReceivedMessage:
     """One message as the planner sees it: where it came from, its bytes, what they decoded to."""
 
     topic: str
@@ -68,7 +67,7 @@ class BatchPlan:
 
 
 def plan_batch(
-    messages: Sequence[Received],
+    messages: Sequence[ReceivedMessage],
     devices: Mapping[str, DeviceEntry],
     gateways: Set[str],
     *,
@@ -90,6 +89,7 @@ def plan_batch(
             _reject(plan, message, decoded, keep_bytes, topic_prefix)
             continue
         gateway_id = decoded.gateway_id
+        # gateway status names no device: only the gateway must be registered
         if decoded.kind == "status":
             if gateway_id in gateways:
                 plan.gateways_seen[gateway_id] = decoded.status == "online"
@@ -111,6 +111,7 @@ def plan_batch(
             )
             _reject(plan, message, error, keep_bytes, topic_prefix)
             continue
+        # heard from, with no status change (None), unless a status message says otherwise
         plan.gateways_seen.setdefault(gateway_id, None)
         if _add_rows(plan, message, decoded, entry, battery_ts, keep_bytes, topic_prefix):
             plan.devices_seen.setdefault(entry.key, None)
@@ -119,7 +120,7 @@ def plan_batch(
 
 def _add_rows(
     plan: BatchPlan,
-    message: Received,
+    message: ReceivedMessage,
     decoded: DecodedMessage,
     entry: DeviceEntry,
     battery_ts: dict[int, datetime],
@@ -128,12 +129,14 @@ def _add_rows(
 ) -> int:
     """Add the rows of one registered device's message; returns how many were accepted."""
     key = entry.key
-    is_meter = entry.kind == WATER_METER
+    is_meter = entry.kind == DeviceKind.WATER_METER
     misfits: list[tuple[int, PayloadError]] = []
     for position, reading in enumerate(decoded.readings):
         misfit = _misfit(reading, entry.kind, is_meter)
         if misfit is not None:
             misfits.append((position, misfit))
+    # a single reading that does not fit its device rejects the message whole (its bytes
+    # are the evidence); in a batch only the misfit rows go, each with its own JSON
     if misfits and not decoded.batch:
         _reject(plan, message, misfits[0][1], keep_bytes, topic_prefix)
         return 0
@@ -161,6 +164,7 @@ def _add_rows(
             )
         plan.accepted_ts.append(reading.ts.timestamp())
         accepted += 1
+        # readings arrive out of order: the battery kept is that of the newest reading
         if reading.battery_v is not None:
             newest = battery_ts.get(key)
             if newest is None or reading.ts >= newest:
@@ -197,7 +201,7 @@ def _original_indices(
 
 
 def _reject(
-    plan: BatchPlan, message: Received, error: PayloadError, keep_bytes: int, topic_prefix: str
+    plan: BatchPlan, message: ReceivedMessage, error: PayloadError, keep_bytes: int, topic_prefix: str
 ) -> None:
     gateway_id, device_id = _ids(message, topic_prefix)
     plan.rejected.append(
@@ -215,7 +219,7 @@ def _reject(
 
 def _reject_rows(
     plan: BatchPlan,
-    message: Received,
+    message: ReceivedMessage,
     decoded: DecodedMessage,
     errors: list[tuple[int, PayloadError]],
     keep_bytes: int,
@@ -237,7 +241,7 @@ def _reject_rows(
         )
 
 
-def _ids(message: Received, topic_prefix: str) -> tuple[str | None, str | None]:
+def _ids(message: ReceivedMessage, topic_prefix: str) -> tuple[str | None, str | None]:
     decoded = message.decoded
     if isinstance(decoded, DecodedMessage):
         return decoded.gateway_id, decoded.device_id

@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Literal
 
 from lovekey.errors import PayloadError
+from lovekey.vocabulary import EventType
 
 MessageKind = Literal["reading", "event", "status"]
 GatewayStatus = Literal["online", "offline"]
-
-EVENT_TYPES = frozenset({"smoke", "gas", "sos", "away", "home", "tamper", "battery_low"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +39,11 @@ Reading = WaterReading | SensorReading
 
 
 @dataclass(frozen=True, slots=True)
-class DeviceEvent:
+class EventMessage:
+    """What one message on `.../{device}/event` says: an alarm, a button, a device fault."""
+
     ts: datetime
-    type: str  # one of EVENT_TYPES
+    type: EventType
     active: bool
     value: float | None = None
 
@@ -59,7 +60,7 @@ class DecodedMessage:
     gateway_id: str
     device_id: str | None
     readings: tuple[Reading, ...] = ()
-    events: tuple[DeviceEvent, ...] = ()
+    events: tuple[EventMessage, ...] = ()
     status: GatewayStatus | None = None
     row_errors: tuple[tuple[int, PayloadError], ...] = ()
     batch: bool = False  # the payload was {"readings": [...]}

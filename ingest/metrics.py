@@ -1,7 +1,9 @@
 """What one ingester counts, as plain numbers, exported to Prometheus when asked.
 
-The writer thread updates plain attributes (no locks on the hot path); a collector of our
-own reads them at scrape time, in a registry of its own, so several ingesters in one
+Each counter is a plain attribute written by one thread (no locks on the hot path):
+`received` by paho's network thread (`ingest.session`), the rest by the writer thread
+(`ingest.pipeline`, and `acked` after the session acknowledged). A collector of our own
+reads them at scrape time, in a registry of its own, so several ingesters in one
 process (tests, `lovekey run`) never collide in a global registry.
 """
 
@@ -10,10 +12,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -94,6 +97,19 @@ class IngestMetrics:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self))
         return registry
+
+
+@contextmanager
+def serving(metrics: IngestMetrics, *, host: str, port: int) -> Iterator[int]:
+    """Serve `metrics` on http://host:port/metrics for the block; yields the bound port."""
+    server, thread = start_http_server(port, addr=host, registry=metrics.registry())
+    log.info("metrics on http://%s:%s/metrics", host, server.server_port)
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class _Collector:

@@ -16,6 +16,7 @@ from typing import Any, LiteralString
 import psycopg
 
 from lovekey.ingest.batch import BatchPlan
+from lovekey.vocabulary import PRESENCE_EVENTS, EventType
 
 # Staging tables live as long as the connection; ON COMMIT DELETE ROWS empties them.
 _STAGING = """
@@ -31,10 +32,11 @@ CREATE TEMPORARY TABLE IF NOT EXISTS lk_stage_event (
 ) ON COMMIT DELETE ROWS;
 """
 
-_WATER_TYPES = ["timestamptz", "float8", "int4", "float4", "float4"]
-_SENSOR_TYPES = ["timestamptz", "int4", "float4", "float4", "float4", "float4"]
-_EVENT_TYPES = ["timestamptz", "int4", "text", "bool", "float4"]
-_REJECT_TYPES = ["text", "text", "text", "text", "text", "bytea", "int4"]
+# Column types of each binary COPY, in the column order of its target table.
+_WATER_COLUMNS = ["timestamptz", "float8", "int4", "float4", "float4"]
+_SENSOR_COLUMNS = ["timestamptz", "int4", "float4", "float4", "float4", "float4"]
+_EVENT_COLUMNS = ["timestamptz", "int4", "text", "bool", "float4"]
+_REJECT_COLUMNS = ["text", "text", "text", "text", "text", "bytea", "int4"]
 
 _INSERT_WATER = """
 INSERT INTO water_reading (ts, total_l, device_key, flow_lpm, battery_v)
@@ -147,23 +149,27 @@ def write_plan(
     result = WriteResult()
     with conn.transaction(), conn.cursor() as cur:
         if plan.water:
-            _copy(cur, "COPY lk_stage_water FROM STDIN (FORMAT BINARY)", _WATER_TYPES, plan.water)
+            _copy(cur, "COPY lk_stage_water FROM STDIN (FORMAT BINARY)", _WATER_COLUMNS, plan.water)
             cur.execute(_INSERT_WATER)
             result.water = cur.rowcount
         if plan.sensor:
-            _copy(cur, "COPY lk_stage_sensor FROM STDIN (FORMAT BINARY)", _SENSOR_TYPES, plan.sensor)
+            _copy(cur, "COPY lk_stage_sensor FROM STDIN (FORMAT BINARY)", _SENSOR_COLUMNS, plan.sensor)
             cur.execute(_INSERT_SENSOR)
             result.sensor = cur.rowcount
         if plan.events:
-            _copy(cur, "COPY lk_stage_event FROM STDIN (FORMAT BINARY)", _EVENT_TYPES, plan.events)
+            _copy(cur, "COPY lk_stage_event FROM STDIN (FORMAT BINARY)", _EVENT_COLUMNS, plan.events)
             cur.execute(_INSERT_EVENTS)
             inserted = cur.fetchall()
             result.events = len(inserted)
+            # only newly inserted away/home events move a resident: a redelivered one is not
             presence = [
-                (k, ts, t == "away" and active) for k, t, ts, active in inserted if t in ("away", "home")
+                (k, ts, t == EventType.AWAY and active)
+                for k, t, ts, active in inserted
+                if t in PRESENCE_EVENTS
             ]
             if presence:
                 result.residents_updated = _apply_presence(cur, presence, away_s)
+            # wakes the detectors at commit, so an SOS does not wait for their next sweep
             if inserted:
                 cur.execute("SELECT pg_notify('lovekey_events', '')")
         if plan.rejected:
@@ -171,10 +177,11 @@ def write_plan(
                 cur,
                 "COPY rejected_input (topic, gateway_id, device_id, reason, detail, payload,"
                 " payload_bytes) FROM STDIN (FORMAT BINARY)",
-                _REJECT_TYPES,
+                _REJECT_COLUMNS,
                 plan.rejected,
             )
             result.rejected = len(plan.rejected)
+        # in the same transaction as the rows: an acknowledged message is fully applied
         if devices_seen:
             cur.execute(
                 _DEVICES_SEEN,
@@ -193,6 +200,7 @@ def write_plan(
                     "online": [online for _, online in gateways_seen],
                 },
             )
+    # ON CONFLICT DO NOTHING counts only what it inserted; the rest were already stored
     result.duplicates = plan.rows - result.water - result.sensor - result.events
     return result
 

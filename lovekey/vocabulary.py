@@ -136,6 +136,8 @@ class Outcome(StrEnum):
     AUTO_CLEARED = "auto_cleared"
 
 
+# the outcomes a person picks when resolving an alert; auto_cleared is the detectors' alone
+CHOSEN_OUTCOMES: tuple[Outcome, ...] = tuple(o for o in Outcome if o is not Outcome.AUTO_CLEARED)
 # outcomes that mean nobody needed help: the alert was a false alarm
 FALSE_ALARM_OUTCOMES: tuple[Outcome, ...] = (Outcome.RESIDENT_OK, Outcome.AWAY, Outcome.FALSE_DATA)
 
@@ -183,6 +185,7 @@ class AttemptResult(StrEnum):
 
 
 __all__ = [
+    "CHOSEN_OUTCOMES",
     "COMMUNITY_CONTACT_ROLES",
     "FALSE_ALARM_OUTCOMES",
     "LIFE_SAFETY_EVENTS",

@@ -17,30 +17,31 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lovekey.simulator.incidents import Incident
     from lovekey.simulator.scenario import INCIDENT_KINDS, REPORTING_MODES, Scenario
-    from lovekey.simulator.traffic import Message
-    from lovekey.simulator.world import DeviceEvent, MessageBatch, WaterReadings, World
+    from lovekey.simulator.stream import MessageBatch, SimulatedEvent, WaterReadings
+    from lovekey.simulator.traffic import WireMessage
+    from lovekey.simulator.world import World
 
 _WHERE = {
     "INCIDENT_KINDS": "lovekey.simulator.scenario",
     "REPORTING_MODES": "lovekey.simulator.scenario",
     "Scenario": "lovekey.simulator.scenario",
     "Incident": "lovekey.simulator.incidents",
-    "DeviceEvent": "lovekey.simulator.world",
-    "Message": "lovekey.simulator.traffic",
-    "MessageBatch": "lovekey.simulator.world",
-    "WaterReadings": "lovekey.simulator.world",
+    "MessageBatch": "lovekey.simulator.stream",
+    "SimulatedEvent": "lovekey.simulator.stream",
+    "WaterReadings": "lovekey.simulator.stream",
+    "WireMessage": "lovekey.simulator.traffic",
     "World": "lovekey.simulator.world",
 }
 
 __all__ = [
     "INCIDENT_KINDS",
     "REPORTING_MODES",
-    "DeviceEvent",
     "Incident",
-    "Message",
     "MessageBatch",
     "Scenario",
+    "SimulatedEvent",
     "WaterReadings",
+    "WireMessage",
     "World",
 ]
 

@@ -35,7 +35,8 @@ from lovekey.ingest.mqtt import BrokerAddress, new_client
 from lovekey.redact import redact_url
 from lovekey.retry import Backoff
 from lovekey.simulator.scenario import Scenario
-from lovekey.simulator.world import MessageBatch, World
+from lovekey.simulator.stream import MessageBatch
+from lovekey.simulator.world import World
 
 log = logging.getLogger(__name__)
 

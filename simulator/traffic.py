@@ -8,14 +8,16 @@ alone; only the messages a consumer actually takes are encoded, a slice at a tim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, Self
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from lovekey.simulator.columns import Columns
 from lovekey.simulator.incidents import LOCAL, LOCAL_OFFSET_S
+from lovekey.simulator.model import EVENT_TYPES, EventRows
 
 I8 = npt.NDArray[np.int8]
 I16 = npt.NDArray[np.int16]
@@ -26,12 +28,10 @@ BOOL = npt.NDArray[np.bool_]
 
 # Message types, in the order they are sent when several fall on the same millisecond.
 STATUS, EVENT, SENSOR, WATER, WATER_BATCH = range(5)
-EVENT_TYPES = ("smoke", "gas", "sos", "away", "home", "tamper", "battery_low")
-EV_SMOKE, EV_GAS, EV_SOS, EV_AWAY, EV_HOME, EV_TAMPER, EV_BATTERY_LOW = range(7)
 NONE = -1  # "field absent" in integer columns
 
 
-class Message(NamedTuple):
+class WireMessage(NamedTuple):
     """One MQTT message. `topic` has no prefix ("GW-00001/WM-000001/reading").
 
     A named tuple rather than a dataclass: a district makes 27 million of these a week and
@@ -48,33 +48,8 @@ class Message(NamedTuple):
         return datetime.fromtimestamp(self.publish_ts, LOCAL)
 
 
-class _Columns:
-    """Concatenation, selection and filling in place for the dataclass tables below."""
-
-    @classmethod
-    def allocate(cls, template: Self, rows: int) -> Self:
-        """An uninitialised table of `rows` rows with the column types of `template`."""
-        return cls(**{f.name: np.empty(rows, dtype=getattr(template, f.name).dtype) for f in fields(cls)})  # type: ignore[arg-type]
-
-    def put(self, at: int, part: Self) -> None:
-        """Copy `part` into rows at..at+len(part)."""
-        for f in fields(self):  # type: ignore[arg-type]
-            getattr(self, f.name)[at : at + len(part)] = getattr(part, f.name)
-
-    @classmethod
-    def concat(cls, parts: list[Self]) -> Self:
-        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})  # type: ignore[arg-type]
-
-    def take(self, index: npt.ArrayLike) -> Self:
-        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        first: Any = getattr(self, fields(self)[0].name)  # type: ignore[arg-type]
-        return len(first)
-
-
 @dataclass(frozen=True)
-class WaterRows(_Columns):
+class WaterRows(Columns):
     """Frozen meter values."""
 
     res: I32  # resident = meter index
@@ -86,7 +61,7 @@ class WaterRows(_Columns):
 
 
 @dataclass(frozen=True)
-class SensorRows(_Columns):
+class SensorRows(Columns):
     dev: I32
     t: I64
     ts: I64
@@ -96,16 +71,7 @@ class SensorRows(_Columns):
 
 
 @dataclass(frozen=True)
-class EventRows(_Columns):
-    dev: I32
-    ts: I64
-    type: I32  # index into EVENT_TYPES
-    active: BOOL
-    value: F64  # NaN when not sent
-
-
-@dataclass(frozen=True)
-class MessageTable(_Columns):
+class MessageTable(Columns):
     """One row per message; `lo:hi` index its rows in the table of its type."""
 
     publish_ms: I64
@@ -320,10 +286,10 @@ class DayTraffic:
     def everything(self) -> MessageTable:
         return MessageTable.concat([self.messages, self.extra])
 
-    def encode(self, encoder: Encoder, index: I64) -> list[Message]:
+    def encode(self, encoder: Encoder, index: I64) -> list[WireMessage]:
         """Messages for the table rows `index`, in that order."""
         topics, payloads, publish, retain = self.encode_columns(encoder, index)
-        return list(map(Message, topics, payloads, publish, retain))
+        return list(map(WireMessage, topics, payloads, publish, retain))
 
     def encode_columns(
         self, encoder: Encoder, index: I64

@@ -9,7 +9,7 @@ import pytest
 
 from lovekey.alerts.chains import ChainBook, ChainError, RoleRef
 from lovekey.alerts.escalation import (
-    AlertState,
+    AlertSnapshot,
     Done,
     Escalation,
     Notify,
@@ -18,10 +18,18 @@ from lovekey.alerts.escalation import (
     Wait,
     next_step,
 )
-from lovekey.alerts.messages import AlertFacts, alert_message, fits_one_sms, sms_segment_limit
+from lovekey.alerts.messages import (
+    OUTCOME_TEXT,
+    WHAT,
+    AlertFacts,
+    alert_message,
+    fits_one_sms,
+    sms_segment_limit,
+)
 from lovekey.alerts.policy import quiet_until, rate_limited_until, retry_delay_s
 from lovekey.alerts.tokens import make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError
+from lovekey.vocabulary import AlertKind, AlertStatus, Language, Outcome
 
 T0 = datetime(2025, 3, 1, 1, 0, tzinfo=UTC)
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -39,11 +47,11 @@ ALL_ROLES = frozenset(
 BOOK = ChainBook.load()
 
 
-def state(status: str = "open", **kw: object) -> AlertState:
+def state(status: str = "open", **kw: object) -> AlertSnapshot:
     base: dict[str, object] = dict(
         id=1,
         kind="low_usage",
-        status=status,
+        status=AlertStatus(status),
         opened_at=T0,
         away_until=None,
         anyone_notified=False,
@@ -51,7 +59,7 @@ def state(status: str = "open", **kw: object) -> AlertState:
         available_roles=ALL_ROLES,
     )
     base.update(kw)
-    return AlertState(**base)  # type: ignore[arg-type]
+    return AlertSnapshot(**base)  # type: ignore[arg-type]
 
 
 def roles(decision: object) -> list[str]:
@@ -322,3 +330,9 @@ class TestTokens:
     def test_malformed(self, bad: str) -> None:
         with pytest.raises(AckTokenError):
             parse_token(bad)
+
+
+def test_every_kind_and_outcome_has_a_text_in_every_language() -> None:
+    for lang in Language:
+        assert sorted(WHAT[lang]) == sorted(AlertKind), lang
+        assert sorted(OUTCOME_TEXT[lang]) == sorted(Outcome), lang

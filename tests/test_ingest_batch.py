@@ -12,9 +12,10 @@ import pytest
 from lovekey.errors import PayloadError
 from lovekey.ingest.batch import DeviceEntry, plan_batch
 from lovekey.ingest.codecs import decode_message
-from lovekey.ingest.ingester import Inbound, Inbox, _SeenMemory
+from lovekey.ingest.inbox import Inbound, Inbox
 from lovekey.ingest.messages import DecodedMessage
 from lovekey.ingest.registry_cache import RegistryCache
+from lovekey.ingest.seen_memory import SeenMemory
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 PREFIX = "lk"
@@ -195,7 +196,7 @@ def test_inbox_bytes_limit_and_close_release_a_waiting_producer():
 
 
 def test_seen_memory_writes_when_stale_or_battery_changed():
-    memory = _SeenMemory(resolution_s=60)
+    memory = SeenMemory(resolution_s=60)
     first = memory.due({5: 3.3, 2: None, 70_000: None}, now_mono=1000.0)
     assert first == [(2, None), (5, pytest.approx(3.3)), (70_000, None)]
     memory.written(first, 1000.0)

@@ -11,8 +11,12 @@ import orjson
 import pytest
 
 from lovekey.config import Settings
-from lovekey.ingest.broker import broker_url, find_mosquitto, start_amqtt
+from lovekey.ingest.broker import broker_url, find_mosquitto, free_port, start_amqtt
+from lovekey.ingest.inbox import Inbox
 from lovekey.ingest.ingester import Ingester
+from lovekey.ingest.metrics import IngestMetrics
+from lovekey.ingest.mqtt import BrokerAddress
+from lovekey.ingest.session import MqttSession
 from lovekey.ingest.testing import Publisher, register_devices, wait_for
 from lovekey.storage import connect
 
@@ -83,3 +87,23 @@ def test_amqtt_in_process_speaks_mqtt_311_to_the_ingester(db, make_settings, top
                 publisher.publish(f"{topic_prefix}/GW-1/WM-1/reading", orjson.dumps(body))
             wait_for(lambda: ingester.metrics.acked >= 20, timeout_s=30)
     assert readings(db) == 20
+
+
+def test_the_session_backs_off_until_the_broker_is_up_then_subscribes(make_settings, topic_prefix):
+    settings = make_settings(mqtt={"topic_prefix": topic_prefix})
+    port = free_port()  # nothing listens here yet
+    session = MqttSession(
+        settings.mqtt,
+        BrokerAddress.parse(f"mqtt://127.0.0.1:{port}?protocol=3.1.1"),
+        f"lkt-backoff-{port}",
+        inbox=Inbox(max_messages=10, max_bytes=1 << 20),
+        metrics=IngestMetrics(),
+    )
+    with session:
+        # each refused connect takes the next, longer wait from the shared Backoff
+        wait_for(lambda: session.reconnect_backoff.failures >= 3, timeout_s=10)
+        assert not session.subscribed.is_set()
+        with start_amqtt(port=port):
+            assert session.subscribed.wait(15)
+            # connected: the back-off started over (one wait held ready for the next drop)
+            assert session.reconnect_backoff.failures == 1

@@ -12,7 +12,7 @@ import pytest
 
 from lovekey.errors import PayloadError
 from lovekey.ingest import REASONS, SensorReading, WaterReading, decode_message
-from lovekey.ingest.messages import DeviceEvent
+from lovekey.ingest.messages import EventMessage
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 PREFIX = "lovekey"
@@ -99,7 +99,7 @@ def test_event():
     assert message.kind == "event"
     assert message.device_id == "SOS-0001"
     assert message.events == (
-        DeviceEvent(ts=datetime(2024, 6, 1, 11, 59, tzinfo=UTC), type="sos", active=True),
+        EventMessage(ts=datetime(2024, 6, 1, 11, 59, tzinfo=UTC), type="sos", active=True),
     )
     (gas,) = decode(EVENT, {"ts": 1717200000, "type": "gas", "active": False, "value": 3}).events
     assert gas.value == 3.0

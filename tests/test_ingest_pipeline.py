@@ -283,7 +283,7 @@ def test_database_outage_holds_messages_and_loses_nothing(
         assert ingester.metrics.database_up
     assert query(db, "SELECT count(*), count(DISTINCT total_l) FROM water_reading") == [(300, 300)]
     assert query(db, "SELECT reason FROM rejected_input") == [("malformed_json",)]
-    records = [r for r in caplog.records if r.name == "lovekey.ingest.ingester"]
+    records = [r for r in caplog.records if r.name == "lovekey.ingest.pipeline"]
     down = [r for r in records if "database unavailable" in r.getMessage()]
     back = [r for r in records if "database back" in r.getMessage()]
     assert [r.levelname for r in down] == ["ERROR"]

@@ -22,7 +22,7 @@ WM-2,GW-2,R-2,water_meter
 FULL = """device_id,gateway_id,resident_id,kind,report_interval_s,resident_name,resident_phone,household_id,address,community_id,community_name,grid_id,grid_name,building_id,building_name,unit_id,unit_name,contact1_role,contact1_name,contact1_phone,contact1_push,contact2_role,contact2_name,contact2_phone,contact2_push,contact3_role,contact3_name,contact3_phone,contact3_push
 WM-10,GW-1,R-10,water_meter,900,王秀英,138 0000 0010,H-10,东一路 3 号 2 单元 401,C-1,大东社区,G-1,一网格,B-1,3 号楼,U-1,2 单元,love_key_holder,李大姐,+86 139-0000-0001,,love_key_holder,张师傅,13900000002,,grid_worker,刘网格,13900000003,json://127.0.0.1:9/hook
 SMK-10,GW-1,R-10,smoke,3600,,,H-10,,,,,,,,,,,,,,,,,,,,,
-WM-11,GW-1,R-11,water_meter,86400,Li Ming,+8613800000011,H-11,东一路 3 号 2 单元 402,C-1,大东社区,G-1,一网格,B-1,3 号楼,U-1,2 单元,family,Li Wei,+44 7700 900123,,,,,,,,,
+WM-11,GW-1,R-11,water_meter,86400,Li Ming,+8613800000011,H-11,东一路 3 号 2 单元 402,C-1,大东社区,G-1,一网格,B-1,3 号楼,U-1,2 单元,family,Li Wei,+44 7911 123456,,,,,,,,,
 """
 
 
@@ -92,7 +92,7 @@ def test_full_form_carries_hierarchy_and_contacts(conn: psycopg.Connection) -> N
         ("love_key_holder", 2, "张师傅", "+8613900000002", None),
     ]
     assert conn.execute("SELECT phone FROM contact WHERE resident_id = 'R-11'").fetchone() == (
-        "+447700900123",
+        "+447911123456",
     )
     interval = conn.execute("SELECT report_interval_s FROM device WHERE id = 'SMK-10'").fetchone()
     assert interval == (3600,)
@@ -181,18 +181,87 @@ def test_a_bad_file_lists_every_bad_line_and_changes_nothing(conn: psycopg.Conne
     lines = [n for n, _ in problems]
     assert lines == [3, 4, 5, 6, 7, 8, 9, 10]
     reasons = dict(problems)
-    assert "unknown kind 'toaster'" in reasons[3]
-    assert "duplicate device 'WM-1'" in reasons[4]
-    assert "line 2" in reasons[4]
-    assert "malformed phone" in reasons[5]
-    assert "gateway_id is blank" in reasons[6]
-    assert "contact1_role 'neighbour'" in reasons[7]
-    assert "has no phone" in reasons[8]
-    assert "disagrees" in reasons[9]
-    assert "line 2" in reasons[9]
-    assert "cells but the header has" in reasons[10]
+    assert (
+        reasons[3] == "kind: unknown kind 'toaster' (one of water_meter, smoke, gas, sos_button, away_button)"
+    )
+    assert reasons[4] == "device_id: duplicate device 'WM-1' (first on line 2)"
+    assert reasons[5].startswith("resident_phone: malformed phone '138-*****ME'")
+    assert reasons[6] == "gateway_id: blank, but required"
+    assert reasons[7].startswith("contact1_role: unknown role 'neighbour'")
+    assert reasons[8] == "contact1_phone: blank, but required"
+    assert reasons[9] == "resident_phone '+8613999999999' disagrees with '+8613800000001' on line 2"
+    assert reasons[10] == "3 cells but the header has 7"
     assert "bad.csv" in str(caught.value)
     assert _counts(conn) == before
+
+
+def test_every_bad_cell_of_a_row_is_reported_with_its_line_and_column() -> None:
+    text = (
+        "device_id,gateway_id,resident_id,kind,report_interval_s,resident_phone,grid_id,"
+        "contact1_role,contact1_phone,contact1_push,contact2_role,contact2_phone,contact2_language\n"
+        "WM 1,GW-1,R-1,meter,-5,1381234567,,family,138123456789,http//x,,,fr\n"  # line 2
+        "WM-2,GW-1,R-2,water_meter,ten,,G-1,,,,,,\n"  # line 3
+        "WM-3,GW-1,R-3,water_meter,900,+86 138 0000 0003,,grid_worker,13800000004,,,,\n"  # good
+    )
+    with pytest.raises(ImportRejected) as caught:
+        parse_registry(text)
+    reasons = [(n, why.split(":")[0]) for n, why in caught.value.problems]
+    assert reasons == [
+        (2, "device_id"),
+        (2, "kind"),
+        (2, "report_interval_s"),
+        (2, "resident_phone"),
+        (2, "contact1_phone"),
+        (2, "contact1_push"),
+        (2, "contact2_role"),
+        (2, "contact2_phone"),
+        (2, "contact2_language"),
+        (3, "report_interval_s"),  # the cell stops the row, so its grid is not checked yet
+    ]
+    assert "'1381****67'" in caught.value.problems[3][1]  # the number is shown redacted
+    assert "1381234567" not in str(caught.value)
+
+
+def test_a_place_needs_its_parent() -> None:
+    with pytest.raises(ImportRejected) as caught:
+        parse_registry(
+            "device_id,gateway_id,resident_id,kind,community_id,unit_id\nWM-1,GW-1,R-1,gas,C-1,U-1\n"
+        )
+    assert caught.value.problems == [(2, "unit_id given without building_id")]
+
+
+def test_a_mistyped_mobile_is_a_rejected_line() -> None:
+    text = (
+        "device_id,gateway_id,resident_id,kind,resident_phone\n"
+        "WM-1,GW-1,R-1,water_meter,13812345678\n"
+        "WM-2,GW-1,R-2,water_meter,1381234567\n"  # a digit short: the old check let it through
+        "WM-3,GW-1,R-3,water_meter,024-2345-6789\n"
+    )
+    with pytest.raises(ImportRejected) as caught:
+        parse_registry(text)
+    assert [(n, why.split(" '")[0]) for n, why in caught.value.problems] == [
+        (3, "resident_phone: invalid phone")
+    ]
+
+
+def test_rows_become_devices_residents_and_contacts_in_column_order() -> None:
+    text = (
+        "device_id,gateway_id,resident_id,kind,report_interval_s,contact3_role,contact3_phone,"
+        "contact1_role,contact1_phone,contact2_role,contact2_phone\n"
+        "WM-1,GW-1,R-1,water_meter,900,family,13700000003,family,13700000001,grid_worker,13600000002\n"
+        "SOS-1,GW-1,R-1,sos_button,,,,,,,\n"
+    )
+    registry = parse_registry(text)
+    assert [(d.id, d.household_id, d.report_interval_s) for d in registry.devices] == [
+        ("WM-1", "R-1", 900),
+        ("SOS-1", "R-1", None),
+    ]
+    assert [(c.role, c.position, c.phone, c.language) for c in registry.contacts] == [
+        ("family", 1, "+8613700000001", "zh"),
+        ("grid_worker", 1, "+8613600000002", "zh"),
+        ("family", 2, "+8613700000003", "zh"),
+    ]
+    assert registry.residents_with_contacts == {"R-1"}
 
 
 def test_missing_required_column_is_reported_on_the_header() -> None:
@@ -204,21 +273,54 @@ def test_missing_required_column_is_reported_on_the_header() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("13812345678", "+8613812345678"),
-        ("+86 138-1234-5678", "+8613812345678"),
-        ("0086 138 1234 5678", "+8613812345678"),
-        ("024 2345 6789", "+862423456789"),
-        ("+44 7700 900123", "+447700900123"),
+        ("13812345678", "+8613812345678"),  # a mobile, written as people write it
+        ("+86 138 1234 5678", "+8613812345678"),
+        ("+86-138-1234-5678", "+8613812345678"),
+        ("0086 138 1234 5678", "+8613812345678"),  # the international prefix dialled from China
+        ("138.1234.5678", "+8613812345678"),
+        ("19912345678", "+8619912345678"),  # a newer 199 mobile range
+        ("024-2345-6789", "+862423456789"),  # a Shenyang landline, trunk 0 dropped
+        ("(024) 2345 6789", "+862423456789"),
+        ("010 1234 5678", "+861012345678"),  # Beijing
+        ("400 123 4567", "+864001234567"),  # a national service number: valid, can be called
+        ("+852 9123 4567", "+85291234567"),  # Hong Kong mobile
+        ("+44 7911 123456", "+447911123456"),  # a UK mobile, family abroad
     ],
 )
 def test_phones_become_e164(raw: str, expected: str) -> None:
     assert normalize_phone(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "12", "138-CALL-ME", "+1234567890123456", "+86 138 1234 5678 x12"])
-def test_malformed_phones_are_refused(raw: str) -> None:
-    with pytest.raises(ValueError, match="malformed phone"):
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("1381234567", "invalid phone"),  # a mobile one digit short: possible length, no such number
+        ("138123456789", "invalid phone"),  # one digit too many
+        ("12345678901", "invalid phone"),  # 11 digits, but no mobile range starts 12
+        ("2345 6789", "invalid phone"),  # a Shenyang landline without its area code
+        ("086 13812345678", "invalid phone"),  # a stray trunk 0 before the country code
+        ("+44 7700 900123", "invalid phone"),  # UK numbers reserved for drama, never in use
+        ("+1234567890123456", "invalid phone"),  # longer than E.164 allows
+        ("12", "invalid phone"),
+        ("", "malformed phone"),
+        ("+999 1234 5678", "malformed phone"),  # no such country code
+        ("138-CALL-ME", "malformed phone"),  # phonenumbers would read the letters as a keypad
+        ("+86 138 1234 5678 x12", "malformed phone"),  # an extension cannot take an SMS
+    ],
+)
+def test_bad_phones_are_refused(raw: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as caught:
         normalize_phone(raw)
+    digits = "".join(c for c in raw if c.isdigit())
+    if len(digits) > 6:
+        assert digits not in "".join(c for c in str(caught.value) if c.isdigit())  # redacted
+
+
+def test_national_numbers_take_the_default_country() -> None:
+    assert normalize_phone("7911 123456", "44") == "+447911123456"
+    assert normalize_phone("+86 138 1234 5678", "44") == "+8613812345678"  # its own code wins
+    with pytest.raises(ValueError, match="invalid phone"):
+        normalize_phone("13812345678", "44")
 
 
 def test_cli_import_list_export(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from lovekey.config import load_settings
+from lovekey.config import Settings, load_settings
 from lovekey.errors import SettingsError
 from lovekey.redact import redact_phone, redact_url
 
@@ -92,3 +93,85 @@ def test_secrets_never_show() -> None:
     assert settings.describe()["database_url"] == "postgresql://lk:***@db/lovekey"
     assert redact_url("mqtt://u@h:1883") == "mqtt://u@h:1883"
     assert redact_phone("+8613812345678") == "+861********78"
+
+
+def test_dict_and_list_settings_come_from_the_environment() -> None:
+    # a whole dict as JSON ...
+    settings = load_settings(
+        environ={"LOVEKEY_ALERTS__ROLE_CHANNELS": '{"family": ["sms"], "emergency": []}'}
+    )
+    assert settings.alerts.role_channels == {"family": ["sms"], "emergency": []}
+    # ... or one list inside it, one level further down
+    settings = load_settings(environ={"LOVEKEY_ALERTS__ROLE_CHANNELS__GRID_WORKER": '["sms", "push"]'})
+    assert settings.alerts.role_channels == {"grid_worker": ["sms", "push"]}
+
+
+def test_a_file_dict_and_an_environment_dict_merge(tmp_path: Path) -> None:
+    path = tmp_path / "lovekey.toml"
+    path.write_text('[alerts.role_channels]\nfamily = ["push"]\n', encoding="utf-8")
+    settings = load_settings(
+        path, environ={"LOVEKEY_ALERTS__ROLE_CHANNELS": '{"emergency": ["sms"]}', "LOVEKEY_WEB__PORT": "9"}
+    )
+    assert settings.alerts.role_channels == {"family": ["push"], "emergency": ["sms"]}
+    assert settings.web.port == 9
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"LOVEKEY_ALERTS__ROLE_CHANNELS": '{"family": ["fax"]}'}, r"alerts\.role_channels\.family\.0"),
+        ({"LOVEKEY_ALERTS__ROLE_CHANNELS": '{"family": '}, "JSON"),
+        ({"LOVEKEY_DETECT__LOW_USAGE_MIN": "5"}, r"detect\.low_usage_min"),
+    ],
+)
+def test_bad_nested_values_name_the_setting(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ=environ)
+
+
+def test_keyword_overrides_win_over_the_environment() -> None:
+    environ = {"LOVEKEY_DETECT__LOW_USAGE_MIN_L": "8", "LOVEKEY_TIMEZONE": "UTC"}
+    settings = load_settings(environ=environ, detect={"low_usage_window_h": 6})
+    assert settings.detect.low_usage_min_l == 8.0  # environment, kept beside the override
+    assert settings.detect.low_usage_window_h == 6.0
+    assert load_settings(environ=environ, timezone="Asia/Urumqi").timezone == "Asia/Urumqi"
+
+
+def test_the_process_environment_is_read_only_without_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOVEKEY_STORAGE__RETENTION_DAYS", "30")
+    assert load_settings().storage.retention_days == 30
+    assert load_settings(environ={}).storage.retention_days == 400
+
+
+def test_with_overrides_merges_sections_and_validates() -> None:
+    base = load_settings(environ={"LOVEKEY_ALERTS__PROCESSES": "3"})
+    changed = base.with_overrides(alerts={"poll_interval_s": 1.0}, web={"port": 0})
+    assert changed.alerts.processes == 3  # the rest of the section is kept
+    assert changed.alerts.poll_interval_s == 1.0
+    assert changed.web.port == 0
+    with pytest.raises(SettingsError, match=r"alerts\.processes"):
+        base.with_overrides(alerts={"processes": 0})
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"LOVEKEY_MQTT_URL": "http://ingest:hunter2@broker:1883"},
+        {"LOVEKEY_DATABASE_URL": "mysql://lk:hunter2@db/lovekey"},
+        {"LOVEKEY_ALERTS__INBOUND_SMS_TOKEN": "hunter2"},  # 7 characters, 8 needed
+        {"LOVEKEY_ALERTS__ACK_SECRET": "hunter2"},  # too short, and still a secret
+    ],
+)
+def test_errors_never_echo_a_secret(environ: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ=environ)
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.__suppress_context__  # a traceback does not print pydantic's own message
+
+
+def test_settings_alone_read_the_environment_as_load_settings_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOVEKEY_ALERTS__ROLE_CHANNELS", '{"family": ["sms"]}')
+    assert Settings().alerts.role_channels == {"family": ["sms"]}
+    monkeypatch.setenv("LOVEKEY_NO_SUCH_THING", "1")
+    with pytest.raises(ValidationError, match="no_such_thing"):
+        Settings()

@@ -18,7 +18,7 @@ import pytest
 from lovekey.devices import parse_registry
 from lovekey.errors import ScenarioError
 from lovekey.ingest import decode_message
-from lovekey.simulator import INCIDENT_KINDS, REPORTING_MODES, Message, Scenario, World
+from lovekey.simulator import INCIDENT_KINDS, REPORTING_MODES, Scenario, WireMessage, World
 from lovekey.simulator.cli import _MODES
 from lovekey.simulator.population import AWAY_BUTTON, GAS, SMOKE, SOS_BUTTON
 from lovekey.simulator.routine import FLUSH, NIGHT_FLUSH, day_events
@@ -36,13 +36,13 @@ def quiet(**meters: Any) -> Scenario:
     return Scenario.load(None).with_overrides(overrides)
 
 
-def decoded(message: Message, *, now: datetime | None = None) -> Any:
+def decoded(message: WireMessage, *, now: datetime | None = None) -> Any:
     return decode_message(
         "lk", "lk/" + message.topic, message.payload, now=now or message.publish_at + timedelta(seconds=1)
     )
 
 
-def body(message: Message) -> Any:
+def body(message: WireMessage) -> Any:
     return orjson.loads(message.payload)
 
 
@@ -230,7 +230,7 @@ class Scene:
         scenario = base.scenario.with_overrides({"incidents": {"fixed": fixed}})
         self.world = World.build(scenario, residents=90, seed=8, start=MONDAY, days=4)
         self.messages = list(self.world.messages())
-        self.by_device: dict[str, list[Message]] = defaultdict(list)
+        self.by_device: dict[str, list[WireMessage]] = defaultdict(list)
         for m in self.messages:
             self.by_device[m.topic.split("/")[1]].append(m)
         self.truth = {i.kind: i for i in self.world.truth() if i.details["source"] == "scenario"}

@@ -15,8 +15,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from lovekey.alerts.store import OUTCOMES
 from lovekey.errors import AlertStateError, ConsoleError
+from lovekey.vocabulary import CHOSEN_OUTCOMES, ResidentStatus
 from lovekey.web import actions, auth, queries
 from lovekey.web.deps import CheckedSession, Conn, SignedIn, actor_for, console_of
 from lovekey.web.reports import report_json
@@ -101,7 +101,7 @@ async def acknowledge(request: Request, conn: Conn, session: CheckedSession, ale
 
 
 class Resolution(BaseModel):
-    outcome: str = Field(description="one of: " + ", ".join(OUTCOMES))
+    outcome: str = Field(description="one of: " + ", ".join(CHOSEN_OUTCOMES))
     note: str | None = Field(None, max_length=actions.MAX_NOTE)
 
 
@@ -179,7 +179,7 @@ async def absence(
     try:
         if body.until is None:
             changed = await actions.clear_absence(conn, resident_id, actor=actor, now=now)
-            return JSONBody({"id": resident_id, "status": "active", "changed": changed})
+            return JSONBody({"id": resident_id, "status": ResidentStatus.ACTIVE, "changed": changed})
         resolved = await actions.set_absence(
             conn,
             console.chains,
@@ -192,7 +192,12 @@ async def absence(
     except ConsoleError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
     return JSONBody(
-        {"id": resident_id, "status": "away", "away_until": body.until, "resolved_alerts": resolved}
+        {
+            "id": resident_id,
+            "status": ResidentStatus.AWAY,
+            "away_until": body.until,
+            "resolved_alerts": resolved,
+        }
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from lovekey.config import Settings
 from lovekey.errors import ConsoleError
+from lovekey.vocabulary import ConsoleRole, Language
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def add_commands(subparsers: Any) -> None:
 
     p = sub.add_parser("add", help="create a staff account")
     p.add_argument("name", help="user name to sign in with")
-    p.add_argument("--role", required=True, choices=["grid_worker", "community_staff", "admin"])
+    p.add_argument("--role", required=True, choices=[r.value for r in ConsoleRole])
     scope = p.add_mutually_exclusive_group()
     scope.add_argument(
         "--grid",
@@ -44,7 +45,11 @@ def add_commands(subparsers: Any) -> None:
         help="a community the staff member looks after (repeat for several)",
     )
     p.add_argument("--display-name", default="", help="the name shown in the console and audit log")
-    p.add_argument("--language", choices=["zh", "en"], help="console language (default: the browser's)")
+    p.add_argument(
+        "--language",
+        choices=[lang.value for lang in Language],
+        help="console language (default: the browser's)",
+    )
     p.add_argument(
         "--password-stdin",
         action="store_true",

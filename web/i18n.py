@@ -15,8 +15,9 @@ from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
 
 from lovekey.config import Settings
+from lovekey.vocabulary import Language
 
-LANGUAGES = ("zh", "en")
+LANGUAGES: tuple[Language, ...] = tuple(Language)
 
 # key: (English, Chinese)
 CATALOGUE: dict[str, tuple[str, str]] = {

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import URL
 
-from lovekey.alerts.store import OUTCOMES
 from lovekey.errors import AlertStateError, ConsoleError
+from lovekey.vocabulary import CHOSEN_OUTCOMES
 from lovekey.web import actions, auth, i18n, queries
 from lovekey.web.auth import LANGUAGE_COOKIE, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session
 from lovekey.web.deps import (
@@ -217,6 +217,7 @@ async def queue(
         {
             "alerts": alerts,
             "kind": kind,
+            "kinds": queries.QUEUE_KINDS,
             "counts": counts,
             "total": total,
             "page": page,
@@ -239,7 +240,7 @@ async def _render_alert(
     return render(
         request,
         "alert.html",
-        {"alert": alert, "outcomes": OUTCOMES, "error": error},
+        {"alert": alert, "outcomes": CHOSEN_OUTCOMES, "error": error},
         session=session,
         status_code=409 if error else 200,
     )

@@ -17,18 +17,24 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from lovekey.vocabulary import (
+    LIFE_SAFETY_KINDS,
+    MAINTENANCE_KINDS,
+    RESIDENT_CONTACT_ROLES,
+    WELFARE_KINDS,
+    AlertKind,
+)
 from lovekey.web.scope import ALERT_HOUSEHOLD_JOINS, Scope
-
-# Urgency tiers of the queue: life-safety first, then welfare, then device faults.
-LIFE_SAFETY_KINDS = ("smoke", "gas", "sos")
-WELFARE_KINDS = ("low_usage", "routine_break", "running_tap")
-DEVICE_KINDS = ("leak", "meter_silent", "gateway_offline")
 
 Conn = psycopg.AsyncConnection[Any]
 
 
+# Urgency tiers of the queue: life-safety first, then welfare, then maintenance (device faults).
+QUEUE_KINDS: tuple[AlertKind, ...] = LIFE_SAFETY_KINDS + WELFARE_KINDS + MAINTENANCE_KINDS
+
+
 def urgency_tier(kind: str) -> int:
-    """0 life-safety, 1 welfare, 2 device faults and anything else."""
+    """0 life-safety, 1 welfare, 2 maintenance and anything else."""
     if kind in LIFE_SAFETY_KINDS:
         return 0
     if kind in WELFARE_KINDS:
@@ -195,9 +201,8 @@ async def resident(conn: Conn, scope: Scope, resident_id: str) -> dict[str, Any]
     row["contacts"] = await _rows(
         conn,
         "SELECT role, position, name, phone, language FROM contact WHERE resident_id = %s"
-        " ORDER BY array_position(ARRAY['love_key_holder', 'family', 'grid_worker',"
-        " 'community_staff', 'emergency'], role), position",
-        (resident_id,),
+        " ORDER BY array_position(%s::text[], role), position",
+        (resident_id, list(RESIDENT_CONTACT_ROLES)),
     )
     return row
 
@@ -269,7 +274,7 @@ async def resident_events(
 
 
 @dataclass(frozen=True, slots=True)
-class Readings:
+class MeterSeries:
     """Water readings of a few meters, sorted by (device, ts), as arrays."""
 
     device_index: np.ndarray[Any, np.dtype[np.int64]]
@@ -277,7 +282,9 @@ class Readings:
     total_l: np.ndarray[Any, np.dtype[np.float64]]
 
 
-async def water_readings(conn: Conn, device_keys: Sequence[int], start: datetime, end: datetime) -> Readings:
+async def water_readings(
+    conn: Conn, device_keys: Sequence[int], start: datetime, end: datetime
+) -> MeterSeries:
     """Readings of the meters in [start, end], one index range scan of the primary key
     (device_key, ts) per meter and partition."""
     cur = conn.cursor(binary=True)
@@ -294,9 +301,9 @@ async def water_readings(conn: Conn, device_keys: Sequence[int], start: datetime
         rows = await cur.fetchall()
     if not rows:
         empty_f = np.zeros(0, dtype=np.float64)
-        return Readings(np.zeros(0, dtype=np.int64), empty_f, empty_f.copy())
+        return MeterSeries(np.zeros(0, dtype=np.int64), empty_f, empty_f.copy())
     keys, ts, total = zip(*rows, strict=True)
-    return Readings(
+    return MeterSeries(
         np.asarray(keys, dtype=np.int64),
         np.asarray(ts, dtype=np.float64),
         np.asarray(total, dtype=np.float64),

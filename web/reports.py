@@ -16,8 +16,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-FALSE_ALARM_OUTCOMES = ("resident_ok", "away", "false_data")
-OUTCOMES = ("resident_ok", "needed_help", "hospital", "away", "false_data", "other", "auto_cleared")
+from lovekey.vocabulary import FALSE_ALARM_OUTCOMES, Outcome
 
 
 def month_range(now: datetime, zone: ZoneInfo, months: int) -> tuple[datetime, datetime]:
@@ -84,7 +83,7 @@ class Report:
         return out
 
     def totals_by_outcome(self) -> dict[str, int]:
-        out: dict[str, int] = {o: 0 for o in OUTCOMES}
+        out: dict[str, int] = {o: 0 for o in Outcome}
         for row in self.rows:
             for outcome, n in row.by_outcome.items():
                 out[outcome] = out.get(outcome, 0) + n
@@ -181,7 +180,7 @@ def report_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     kind_cols = [f"kind_{k}" for k in report.kinds]
-    outcome_cols = [f"outcome_{o}" for o in OUTCOMES]
+    outcome_cols = [f"outcome_{o}" for o in Outcome]
     writer.writerow([*CSV_FIELDS, *kind_cols, *outcome_cols])
     for row in report.rows:
         rate = row.false_alarm_rate
@@ -197,7 +196,7 @@ def report_csv(report: Report) -> str:
                 row.false_alarms,
                 "" if rate is None else f"{rate:.6f}",
                 *[row.by_kind.get(k, 0) for k in report.kinds],
-                *[row.by_outcome.get(o, 0) for o in OUTCOMES],
+                *[row.by_outcome.get(o, 0) for o in Outcome],
             ]
         )
     return out.getvalue()

@@ -9,53 +9,54 @@ enforced by the database query itself, for pages and API alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from psycopg import sql
 
-Role = Literal["grid_worker", "community_staff", "admin"]
-ROLES: tuple[Role, ...] = ("grid_worker", "community_staff", "admin")
+from lovekey.vocabulary import ConsoleRole
 
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    role: Role
+    role: ConsoleRole
     grid_ids: tuple[str, ...] = ()
     community_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError(f"unknown role {self.role!r}")
-        if self.role == "grid_worker" and (not self.grid_ids or self.community_ids):
+        # a role read from the database or typed on the command line arrives as a plain string
+        try:
+            object.__setattr__(self, "role", ConsoleRole(self.role))
+        except ValueError as exc:
+            raise ValueError(f"unknown role {self.role!r}") from exc
+        if self.role == ConsoleRole.GRID_WORKER and (not self.grid_ids or self.community_ids):
             raise ValueError("a grid worker is scoped to one or more grids, and only grids")
-        if self.role == "community_staff" and (not self.community_ids or self.grid_ids):
+        if self.role == ConsoleRole.COMMUNITY_STAFF and (not self.community_ids or self.grid_ids):
             raise ValueError("community staff are scoped to communities, and only communities")
-        if self.role == "admin" and (self.grid_ids or self.community_ids):
+        if self.role == ConsoleRole.ADMIN and (self.grid_ids or self.community_ids):
             raise ValueError("an admin sees everything and takes no grid or community")
 
     @property
     def is_admin(self) -> bool:
-        return self.role == "admin"
+        return self.role == ConsoleRole.ADMIN
 
     @property
     def params(self) -> dict[str, list[str]]:
         """The query parameters the predicates refer to (merge them into the query's own)."""
-        if self.role == "admin":
+        if self.role == ConsoleRole.ADMIN:
             return {}
-        ids = self.grid_ids if self.role == "grid_worker" else self.community_ids
+        ids = self.grid_ids if self.role == ConsoleRole.GRID_WORKER else self.community_ids
         return {"scope_ids": list(ids)}
 
     def household(self, alias: str) -> sql.Composable:
         """A predicate true for the rows of `household AS alias` this staff member may see.
         It uses the named parameter `%(scope_ids)s` (see `params`)."""
-        if self.role == "admin":
+        if self.role == ConsoleRole.ADMIN:
             return sql.SQL("TRUE")
-        column = "grid_id" if self.role == "grid_worker" else "community_id"
+        column = "grid_id" if self.role == ConsoleRole.GRID_WORKER else "community_id"
         return sql.SQL("{} = ANY(%(scope_ids)s::text[])").format(sql.Identifier(alias, column))
 
     def gateway(self, gateway_id: sql.Composable) -> sql.Composable:
         """True when the gateway serves at least one household in scope."""
-        if self.role == "admin":
+        if self.role == ConsoleRole.ADMIN:
             return sql.SQL("TRUE")
         return sql.SQL(
             "EXISTS (SELECT 1 FROM device sgd JOIN household sgh ON sgh.id = sgd.household_id"
@@ -65,7 +66,7 @@ class Scope:
     def alert(self, alert: str, household: str) -> sql.Composable:
         """For `alert AS alert` joined to its household (through its resident, else its device,
         NULL for a gateway alert): true when the alert is about something in scope."""
-        if self.role == "admin":
+        if self.role == ConsoleRole.ADMIN:
             return sql.SQL("TRUE")
         return sql.SQL("({} OR ({} IS NULL AND {} IS NOT NULL AND {}))").format(
             self.household(household),

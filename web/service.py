@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
+from lovekey.vocabulary import DeviceKind
 from lovekey.web import auth, queries
 from lovekey.web.auth import Staff
 from lovekey.web.deps import Conn, Console, actor_for, console_of
@@ -87,7 +88,7 @@ async def resident_usage(conn: Conn, console: Console, row: dict[str, Any], *, d
     devices = await queries.resident_devices(
         conn, row["id"], row["household_id"], now=now, grace_s=0, low_battery_v=0.0
     )
-    meters = [d["key"] for d in devices if d["kind"] == "water_meter"]
+    meters = [d["key"] for d in devices if d["kind"] == DeviceKind.WATER_METER]
     fetch_from = start - timedelta(seconds=(window_hours(detect.low_usage_window_h) - 1) * HOUR_S)
     readings = await queries.water_readings(conn, meters, fetch_from - USAGE_LOOKBACK, now)
     usage = hourly_usage(
@@ -101,7 +102,7 @@ async def resident_usage(conn: Conn, console: Console, row: dict[str, Any], *, d
         window_h=detect.low_usage_window_h,
     )
     data = to_json(usage, zone, resident_id=row["id"], now=now)
-    data["meters"] = [d["id"] for d in devices if d["kind"] == "water_meter"]
+    data["meters"] = [d["id"] for d in devices if d["kind"] == DeviceKind.WATER_METER]
     return data
 
 

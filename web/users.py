@@ -14,8 +14,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from lovekey.errors import ConsoleError
+from lovekey.vocabulary import ConsoleRole
 from lovekey.web.auth import Actor, audit_sync, hash_password
-from lovekey.web.scope import ROLES, Scope
+from lovekey.web.scope import Scope
 
 MIN_PASSWORD_CHARS = 10
 CLI_ACTOR = Actor(staff_id=None, username="cli", ip=None, user_agent="lovekey users")
@@ -42,10 +43,10 @@ def add_user(
     actor: Actor = CLI_ACTOR,
 ) -> int:
     """Create a staff account; its grids or communities must exist. Returns its id."""
-    if role not in ROLES:
-        raise ConsoleError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if role not in tuple(ConsoleRole):
+        raise ConsoleError(f"unknown role {role!r}; one of {', '.join(ConsoleRole)}")
     try:
-        Scope(role, tuple(grid_ids), tuple(community_ids))
+        Scope(ConsoleRole(role), tuple(grid_ids), tuple(community_ids))
     except ValueError as exc:
         raise ConsoleError(str(exc)) from exc
     check_password(password)

@@ -6,7 +6,8 @@ from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import DecodeContext, Topic, register
 from lovekey.ingest.codecs._fields import check_device_id, flag, load_object, number, timestamp
-from lovekey.ingest.messages import EVENT_TYPES, DecodedMessage, DeviceEvent
+from lovekey.ingest.messages import DecodedMessage, EventMessage
+from lovekey.vocabulary import EventType
 
 MAX_ABS_VALUE = 1e9  # stored as float4
 
@@ -17,11 +18,16 @@ def decode_event(topic: Topic, payload: bytes, context: DecodeContext) -> Decode
     kind = body.get("type")
     if kind is None:
         raise PayloadError(reasons.MISSING_FIELD, "type")
-    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+    try:
+        # a str check first: EventType() of a list or dict would search every member
+        event_type = EventType(kind) if isinstance(kind, str) else None
+    except ValueError:
+        event_type = None
+    if event_type is None:
         raise PayloadError(reasons.UNKNOWN_EVENT, f"type {str(kind)[:40]!r}")
-    event = DeviceEvent(
+    event = EventMessage(
         ts=timestamp(body, context),
-        type=kind,
+        type=event_type,
         active=flag(body, "active"),
         value=number(body, "value", -MAX_ABS_VALUE, MAX_ABS_VALUE),
     )
