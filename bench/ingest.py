@@ -38,10 +38,10 @@ import numpy as np
 import orjson
 import psycopg
 
+from lovekey.bench.support.ingest import Publisher, wait_for
 from lovekey.config import Settings
 from lovekey.errors import LoveKeyError
 from lovekey.ingest.broker import find_mosquitto, free_port, start_mosquitto
-from lovekey.ingest.testing import Publisher, wait_for
 from lovekey.storage import connect, database_url
 from lovekey.storage.scratch import scratch_database
 

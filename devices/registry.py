@@ -192,50 +192,53 @@ def upsert_rows(conn: psycopg.Connection, rows: Iterable[RegistryRow]) -> Import
     """Create or update typed registry rows in one transaction, exactly as an import would.
 
     The rows go through the import's staging and rules: None keeps what is stored, and a
-    resident given any contact here ends with exactly the contacts given here.
+    resident given any contact here ends with exactly the contacts given here. A row given
+    twice (the same gateway for every device, say) is written once, as last given.
     """
-    tables: dict[str, list[Sequence[Any]]] = {table: [] for table in _TABLES}
-    contacts: list[Sequence[Any]] = []
+    # keyed like the tables, so repeats collapse as the CSV parser collapses them
+    tables: dict[str, dict[str, Sequence[Any]]] = {table: {} for table in _TABLES}
+    contacts: dict[tuple[str, str, int], Sequence[Any]] = {}
     for row in rows:
         match row:
             case CommunityRow():
-                tables["community"].append((row.id, row.name))
+                tables["community"][row.id] = (row.id, row.name)
             case GridRow():
-                tables["grid"].append((row.id, row.community_id, row.name))
+                tables["grid"][row.id] = (row.id, row.community_id, row.name)
             case GatewayRow():
-                tables["gateway"].append((row.id,))
+                tables["gateway"][row.id] = (row.id,)
             case HouseholdRow():
-                tables["household"].append((row.id, row.address, row.community_id, row.grid_id, None, None))
+                tables["household"][row.id] = (row.id, row.address, row.community_id, row.grid_id, None, None)
             case ResidentRow():
-                tables["resident"].append((row.id, row.household_id, row.name, row.phone, row.language))
+                tables["resident"][row.id] = (row.id, row.household_id, row.name, row.phone, row.language)
             case DeviceRow():
-                tables["device"].append(
-                    (
-                        row.id,
-                        row.kind,
-                        row.household_id,
-                        row.resident_id,
-                        row.gateway_id,
-                        row.report_interval_s,
-                    )
+                tables["device"][row.id] = (
+                    row.id,
+                    row.kind,
+                    row.household_id,
+                    row.resident_id,
+                    row.gateway_id,
+                    row.report_interval_s,
                 )
             case ContactRow():
                 quiet_start, quiet_end = row.quiet or (None, None)
-                contacts.append(
-                    (
-                        row.resident_id,
-                        row.role,
-                        row.position,
-                        row.name,
-                        row.phone,
-                        row.push_url,
-                        row.language,
-                        row.digest_opt_in,
-                        quiet_start,
-                        quiet_end,
-                    )
+                contacts[row.resident_id, row.role, row.position] = (
+                    row.resident_id,
+                    row.role,
+                    row.position,
+                    row.name,
+                    row.phone,
+                    row.push_url,
+                    row.language,
+                    row.digest_opt_in,
+                    quiet_start,
+                    quiet_end,
                 )
-    return _write(conn, tables, contacts, frozenset(c[0] for c in contacts))
+    return _write(
+        conn,
+        {table: list(by_id.values()) for table, by_id in tables.items()},
+        list(contacts.values()),
+        frozenset(resident_id for resident_id, _, _ in contacts),
+    )
 
 
 def _write(
@@ -314,6 +317,8 @@ def _upsert(
             values=sql.SQL(", ").join(inserted_values),
         )
     ).rowcount
+    # dropped now, not only at commit: the caller's transaction may write the registry again
+    conn.execute(sql.SQL("DROP TABLE {}").format(stage))
     return created, updated
 
 
@@ -381,6 +386,7 @@ def _replace_contacts(
                           AND c.role = s.role AND c.position = s.position)
         """
     ).rowcount
+    conn.execute("DROP TABLE stage_contact, stage_contact_owner")
     return created, updated + deleted
 
 

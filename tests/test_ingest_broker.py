@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from lovekey.bench.support.ingest import Publisher, wait_for
+from lovekey.bench.support.seeding import register_devices
 from lovekey.config import Settings
 from lovekey.ingest.broker import broker_url, find_mosquitto, start_amqtt
 from lovekey.ingest.ingester import Ingester
-from lovekey.ingest.testing import Publisher, register_devices, wait_for
 from lovekey.storage import connect
 
 NOW = datetime.now(UTC).replace(microsecond=0)

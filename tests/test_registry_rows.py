@@ -125,3 +125,30 @@ def test_a_broken_row_changes_nothing(conn: psycopg.Connection) -> None:
     with pytest.raises(RegistryError, match="nothing changed"):
         upsert_rows(conn, [GatewayRow("GW-1"), DeviceRow("WM-9", "water_meter", "H-missing", "GW-1")])
     assert conn.execute("SELECT count(*) FROM gateway").fetchone() == (0,)
+
+
+def test_several_upserts_in_one_transaction(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        upsert_rows(conn, household_r1(ContactRow("R-1", "family", "孙女", phone="+8613700000001")))
+        upsert_rows(
+            conn, [HouseholdRow("H-2"), ResidentRow("R-2", "H-2"), ContactRow("R-2", "family", "女儿")]
+        )
+    assert conn.execute("SELECT resident_id FROM contact ORDER BY 1").fetchall() == [("R-1",), ("R-2",)]
+
+
+def test_a_row_given_twice_is_written_once_as_last_given(conn: psycopg.Connection) -> None:
+    report = upsert_rows(
+        conn,
+        [
+            GatewayRow("GW-1"),
+            HouseholdRow("H-1", address="old"),
+            GatewayRow("GW-1"),
+            HouseholdRow("H-1", address="new"),
+            ResidentRow("R-1", "H-1"),
+            ContactRow("R-1", "family", "first"),
+            ContactRow("R-1", "family", "second"),
+        ],
+    )
+    assert (report.created["gateway"], report.created["household"], report.created["contact"]) == (1, 1, 1)
+    assert conn.execute("SELECT address FROM household").fetchone() == ("new",)
+    assert conn.execute("SELECT name FROM contact").fetchone() == ("second",)
