@@ -112,6 +112,7 @@ def _event_latency(settings: Settings, count: int) -> list[float]:
     import threading
     from datetime import UTC, datetime
 
+    from lovekey.bench.support.seeding import register_devices
     from lovekey.detectors.daemon import watch_events
     from lovekey.detectors.service import Shard
     from lovekey.storage import connect, database_url
@@ -123,17 +124,10 @@ def _event_latency(settings: Settings, count: int) -> list[float]:
         scratch_database(server, "detect", storage=settings.storage) as url,
         connect(url) as conn,
     ):
-        conn.execute("INSERT INTO gateway (id) VALUES ('GW-1')")
-        for i in range(count):
-            conn.execute("INSERT INTO household (id) VALUES (%s)", (f"H-{i}",))
-            conn.execute("INSERT INTO resident (id, household_id) VALUES (%s, %s)", (f"R-{i}", f"H-{i}"))
-            conn.execute(
-                "INSERT INTO device (id, kind, household_id, resident_id, gateway_id)"
-                " VALUES (%s, 'sos_button', %s, %s, 'GW-1')",
-                (f"SOS-{i}", f"H-{i}", f"R-{i}"),
-            )
+        sos_buttons = [(f"SOS-{i}", "GW-1", "sos_button", f"R-{i}") for i in range(count)]
+        registered = register_devices(conn, sos_buttons)
         conn.commit()
-        keys = [k for (k,) in conn.execute("SELECT key FROM device ORDER BY key")]  # SOS-0, 1, ...
+        keys = [registered[f"SOS-{i}"] for i in range(count)]
         stop = threading.Event()
         run = settings.model_copy(update={"database_url": url})
         thread = threading.Thread(

@@ -38,10 +38,11 @@ import numpy as np
 import orjson
 import psycopg
 
+from lovekey.bench.support.ingest import Publisher, wait_for
+from lovekey.bench.support.seeding import register_devices
 from lovekey.config import Settings
 from lovekey.errors import LoveKeyError
 from lovekey.ingest.broker import find_mosquitto, free_port, start_mosquitto
-from lovekey.ingest.testing import Publisher, wait_for
 from lovekey.storage import connect, database_url
 from lovekey.storage.scratch import scratch_database
 
@@ -577,24 +578,10 @@ def _own_cpu_s() -> float:
 
 
 def _register(db: str, devices: int, gateways: int) -> dict[str, int]:
+    """Water meters WM-000000... spread over the gateways, each in a household of its own."""
     with connect(db) as conn:
-        conn.execute(
-            "INSERT INTO gateway (id) SELECT 'GW-' || lpad(g::text, 4, '0')"
-            " FROM generate_series(0, %s - 1) AS g",
-            (gateways,),
+        return register_devices(
+            conn,
+            ((f"WM-{i:06d}", f"GW-{i % gateways:04d}", "water_meter", None) for i in range(devices)),
+            report_interval_s=60,
         )
-        conn.execute(
-            "INSERT INTO household (id) SELECT 'H-' || lpad(i::text, 6, '0')"
-            " FROM generate_series(0, %s - 1) AS i",
-            (devices,),
-        )
-        conn.execute(
-            "INSERT INTO device (id, kind, household_id, gateway_id, report_interval_s)"
-            " SELECT 'WM-' || lpad(i::text, 6, '0'), 'water_meter', 'H-' || lpad(i::text, 6, '0'),"
-            "        'GW-' || lpad((i %% %s)::text, 4, '0'), 60"
-            " FROM generate_series(0, %s - 1) AS i",
-            (gateways, devices),
-        )
-        rows = conn.execute("SELECT id, key FROM device").fetchall()
-        conn.commit()
-    return {row[0]: row[1] for row in rows}

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import time
 from typing import Any
 
 import psycopg
@@ -99,7 +100,6 @@ _TABLES: dict[str, dict[str, Any]] = {
 
 def apply_registry(conn: psycopg.Connection, registry: RegistryFile) -> ImportReport:
     """Write a validated registry in one transaction; return what was created and updated."""
-    report = ImportReport()
     rows: dict[str, Iterable[Sequence[Any]]] = {
         "community": [(p.id, p.name) for p in registry.communities],
         "grid": [(p.id, p.parent_id, p.name) for p in registry.grids],
@@ -116,6 +116,138 @@ def apply_registry(conn: psycopg.Connection, registry: RegistryFile) -> ImportRe
             for d in registry.devices
         ],
     }
+    # a file says nothing of digest opt-in or quiet hours: None keeps what is stored
+    contacts = [
+        (c.resident_id, c.role, c.position, c.name, c.phone, c.push_url, c.language, None, None, None)
+        for c in registry.contacts
+    ]
+    return _write(conn, rows, contacts, registry.residents_with_contacts)
+
+
+# --- typed rows, for code that registers residents without a file (tests, benchmarks, demo)
+
+
+@dataclass(frozen=True, slots=True)
+class CommunityRow:
+    id: str
+    name: str | None = None  # None: not given, keep what is stored
+
+
+@dataclass(frozen=True, slots=True)
+class GridRow:
+    id: str
+    community_id: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRow:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HouseholdRow:
+    id: str
+    community_id: str | None = None
+    grid_id: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentRow:
+    id: str
+    household_id: str
+    name: str | None = None
+    phone: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: str
+    kind: str
+    household_id: str
+    gateway_id: str
+    resident_id: str | None = None  # a device may serve a household, not one resident
+    report_interval_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    resident_id: str
+    role: str
+    name: str
+    phone: str | None = None  # a push-only contact has no phone
+    push_url: str | None = None
+    language: str = "zh"
+    position: int = 1
+    digest_opt_in: bool | None = None  # None: not given
+    quiet: tuple[time, time] | None = None  # local (start, end); None: not given
+
+
+RegistryRow = CommunityRow | GridRow | GatewayRow | HouseholdRow | ResidentRow | DeviceRow | ContactRow
+
+
+def upsert_rows(conn: psycopg.Connection, rows: Iterable[RegistryRow]) -> ImportReport:
+    """Create or update typed registry rows in one transaction, exactly as an import would.
+
+    The rows go through the import's staging and rules: None keeps what is stored, and a
+    resident given any contact here ends with exactly the contacts given here. A row given
+    twice (the same gateway for every device, say) is written once, as last given.
+    """
+    # keyed like the tables, so repeats collapse as the CSV parser collapses them
+    tables: dict[str, dict[str, Sequence[Any]]] = {table: {} for table in _TABLES}
+    contacts: dict[tuple[str, str, int], Sequence[Any]] = {}
+    for row in rows:
+        match row:
+            case CommunityRow():
+                tables["community"][row.id] = (row.id, row.name)
+            case GridRow():
+                tables["grid"][row.id] = (row.id, row.community_id, row.name)
+            case GatewayRow():
+                tables["gateway"][row.id] = (row.id,)
+            case HouseholdRow():
+                tables["household"][row.id] = (row.id, row.address, row.community_id, row.grid_id, None, None)
+            case ResidentRow():
+                tables["resident"][row.id] = (row.id, row.household_id, row.name, row.phone, row.language)
+            case DeviceRow():
+                tables["device"][row.id] = (
+                    row.id,
+                    row.kind,
+                    row.household_id,
+                    row.resident_id,
+                    row.gateway_id,
+                    row.report_interval_s,
+                )
+            case ContactRow():
+                quiet_start, quiet_end = row.quiet or (None, None)
+                contacts[row.resident_id, row.role, row.position] = (
+                    row.resident_id,
+                    row.role,
+                    row.position,
+                    row.name,
+                    row.phone,
+                    row.push_url,
+                    row.language,
+                    row.digest_opt_in,
+                    quiet_start,
+                    quiet_end,
+                )
+    return _write(
+        conn,
+        {table: list(by_id.values()) for table, by_id in tables.items()},
+        list(contacts.values()),
+        frozenset(resident_id for resident_id, _, _ in contacts),
+    )
+
+
+def _write(
+    conn: psycopg.Connection,
+    rows: Mapping[str, Iterable[Sequence[Any]]],
+    contacts: Sequence[Sequence[Any]],
+    residents_with_contacts: frozenset[str],
+) -> ImportReport:
+    report = ImportReport()
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_IMPORT_LOCK,))
@@ -123,7 +255,7 @@ def apply_registry(conn: psycopg.Connection, registry: RegistryFile) -> ImportRe
                 created, updated = _upsert(conn, table, spec, rows[table])
                 report.created[table] = created
                 report.updated[table] = updated
-            created, updated = _replace_contacts(conn, registry)
+            created, updated = _replace_contacts(conn, contacts, residents_with_contacts)
             report.created["contact"] = created
             report.updated["contact"] = updated
     except psycopg.Error as exc:
@@ -185,25 +317,37 @@ def _upsert(
             values=sql.SQL(", ").join(inserted_values),
         )
     ).rowcount
+    # dropped now, not only at commit: the caller's transaction may write the registry again
+    conn.execute(sql.SQL("DROP TABLE {}").format(stage))
     return created, updated
 
 
-def _replace_contacts(conn: psycopg.Connection, registry: RegistryFile) -> tuple[int, int]:
-    """Contacts of residents whose rows carried contacts become exactly the file's."""
-    if not registry.residents_with_contacts:
+def _replace_contacts(
+    conn: psycopg.Connection,
+    contacts: Sequence[Sequence[Any]],
+    residents_with_contacts: frozenset[str],
+) -> tuple[int, int]:
+    """Contacts of residents whose rows carried contacts become exactly the ones given.
+
+    `contacts` are (resident_id, role, position, name, phone, push_url, language,
+    digest_opt_in, quiet_start, quiet_end); the last three None keep what is stored.
+    """
+    if not residents_with_contacts:
         return 0, 0
     conn.execute(
         "CREATE TEMP TABLE stage_contact (resident_id text, role text, position integer,"
-        " name text, phone text, push_url text, language text) ON COMMIT DROP"
+        " name text, phone text, push_url text, language text, digest_opt_in boolean,"
+        " quiet_start time, quiet_end time) ON COMMIT DROP"
     )
     with conn.cursor().copy(
-        "COPY stage_contact (resident_id, role, position, name, phone, push_url, language) FROM STDIN"
+        "COPY stage_contact (resident_id, role, position, name, phone, push_url, language,"
+        " digest_opt_in, quiet_start, quiet_end) FROM STDIN"
     ) as copy:
-        for c in registry.contacts:
-            copy.write_row((c.resident_id, c.role, c.position, c.name, c.phone, c.push_url, c.language))
+        for contact in contacts:
+            copy.write_row(contact)
     conn.execute("CREATE TEMP TABLE stage_contact_owner (resident_id text PRIMARY KEY) ON COMMIT DROP")
     with conn.cursor().copy("COPY stage_contact_owner (resident_id) FROM STDIN") as copy:
-        for resident_id in registry.residents_with_contacts:
+        for resident_id in residents_with_contacts:
             copy.write_row((resident_id,))
     deleted = conn.execute(
         """
@@ -217,22 +361,32 @@ def _replace_contacts(conn: psycopg.Connection, registry: RegistryFile) -> tuple
     updated = conn.execute(
         """
         UPDATE contact AS c SET name = s.name, phone = s.phone, push_url = s.push_url,
-               language = s.language, updated_at = now()
+               language = s.language,
+               digest_opt_in = COALESCE(s.digest_opt_in, c.digest_opt_in),
+               quiet_start = COALESCE(s.quiet_start, c.quiet_start),
+               quiet_end = COALESCE(s.quiet_end, c.quiet_end),
+               updated_at = now()
         FROM stage_contact AS s
         WHERE c.resident_id = s.resident_id AND c.role = s.role AND c.position = s.position
-          AND (c.name, c.phone, c.push_url, c.language)
-              IS DISTINCT FROM (s.name, s.phone, s.push_url, s.language)
+          AND (c.name, c.phone, c.push_url, c.language, c.digest_opt_in, c.quiet_start, c.quiet_end)
+              IS DISTINCT FROM (s.name, s.phone, s.push_url, s.language,
+                                COALESCE(s.digest_opt_in, c.digest_opt_in),
+                                COALESCE(s.quiet_start, c.quiet_start),
+                                COALESCE(s.quiet_end, c.quiet_end))
         """
     ).rowcount
     created = conn.execute(
         """
-        INSERT INTO contact (resident_id, role, position, name, phone, push_url, language)
-        SELECT s.resident_id, s.role, s.position, s.name, s.phone, s.push_url, s.language
+        INSERT INTO contact (resident_id, role, position, name, phone, push_url, language,
+                             digest_opt_in, quiet_start, quiet_end)
+        SELECT s.resident_id, s.role, s.position, s.name, s.phone, s.push_url, s.language,
+               COALESCE(s.digest_opt_in, false), s.quiet_start, s.quiet_end
         FROM stage_contact AS s
         WHERE NOT EXISTS (SELECT 1 FROM contact AS c WHERE c.resident_id = s.resident_id
                           AND c.role = s.role AND c.position = s.position)
         """
     ).rowcount
+    conn.execute("DROP TABLE stage_contact, stage_contact_owner")
     return created, updated + deleted
 
 

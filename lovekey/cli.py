@@ -28,7 +28,7 @@ COMMAND_MODULES = (
     "lovekey.evaluation.cli",
     "lovekey.run",
     "lovekey.demo",
-    "lovekey.bench",
+    "lovekey.bench.cli",
 )
 
 log = logging.getLogger("lovekey")

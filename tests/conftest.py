@@ -5,6 +5,9 @@
 - `LOVEKEY_TEST_MQTT_URL` (default mqtt://127.0.0.1:1883); tests use unique topic prefixes.
 - TimescaleDB comes from `../shared/tools/timescaledb/start.sh`; when it cannot start, the
   tests that need it are skipped with the reason, and the run ends with a banner saying so.
+
+Support for one area lives in a `fix_*.py` module of its own, loaded as a pytest plugin
+(as psycopg does); helpers the benchmarks share are in `lovekey.bench.support`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ ADMIN_URL = os.environ.get("LOVEKEY_TEST_DATABASE_URL", "postgresql://postgres@1
 MQTT_URL = os.environ.get("LOVEKEY_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 _timescale_skip_reason: list[str] = []
+
+pytest_plugins = ["tests.fix_alerts", "tests.fix_web"]
 
 
 class DatabaseFactory:

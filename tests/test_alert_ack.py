@@ -13,16 +13,10 @@ import pytest
 
 from lovekey.alerts.ack_pages import create_app
 from lovekey.alerts.store import get_alert, history
-from lovekey.alerts.testing import (
-    TEST_SECRET,
-    DeliveryRig,
-    FakeProvider,
-    at_local,
-    delivery_rig,
-    serve_app,
-)
+from lovekey.bench.support.provider import FakeProvider
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
+from tests.fix_alerts import TEST_SECRET, DeliveryRig, at_local, delivery_rig, serve_app
 
 T0 = at_local("2025-03-01 09:00")
 LINK = re.compile(r"https://lk\.example/a/([0-9a-z]+\.[0-9a-z]+\.[A-Za-z0-9_-]+)")
@@ -162,7 +156,8 @@ def test_needs_help_tells_family_grid_worker_and_staff_at_once(
 def test_tokens_cannot_be_forged_reused_or_used_late(
     rig: DeliveryRig, client: httpx.Client, clock: Clock
 ) -> None:
-    from lovekey.alerts.testing import seed_resident, standard_contacts
+    from lovekey.bench.support.seeding import seed_resident
+    from tests.fix_alerts import standard_contacts
 
     seed_resident(rig.conn, "R-2", name="赵大爷", contacts=standard_contacts(rig.fake)[:1])
     first = rig.raise_("low_usage", "R-1", T0)

@@ -9,16 +9,10 @@ import pytest
 
 from lovekey.alerts.messages import fits_one_sms
 from lovekey.alerts.store import acknowledge, clear_alerts, get_alert, history, resolve
-from lovekey.alerts.testing import (
-    ContactSpec,
-    DeliveryRig,
-    FakeProvider,
-    at_local,
-    delivery_rig,
-    seed_community_contact,
-    seed_resident,
-)
+from lovekey.bench.support.provider import FakeProvider
+from lovekey.bench.support.seeding import ContactSpec, seed_resident
 from lovekey.config import Settings
+from tests.fix_alerts import DeliveryRig, at_local, delivery_rig, seed_community_contact
 
 T0 = at_local("2025-03-01 09:00")
 

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from lovekey.alerts.channels import AppriseSender, ChannelSender, Outgoing
-from lovekey.alerts.testing import FakeProvider, Received, shared_sender
 from lovekey.alerts.webhook import KeepAliveJsonSender
+from lovekey.bench.support.provider import FakeProvider, ProviderRequest
 from lovekey.errors import DeliveryError
+from tests.fix_alerts import shared_sender
 
 TITLE = "【LoveKey】王秀英 12小时未用水"
 BODY = "幸福里3-2-101 王秀英 自 09:00 起未用水。请查看: https://lk.example/a/Xy_z-1"
@@ -33,7 +34,7 @@ def keepalive() -> Iterator[KeepAliveJsonSender]:
     sender.close()
 
 
-def _only(fake: FakeProvider) -> Received:
+def _only(fake: FakeProvider) -> ProviderRequest:
     received = fake.received()
     assert len(received) == 1
     fake.clear()

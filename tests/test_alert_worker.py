@@ -10,7 +10,9 @@ import psycopg
 import pytest
 
 from lovekey.alerts.store import AlertCandidate, raise_alerts
-from lovekey.alerts.testing import ContactSpec, FakeProvider, WorkerProcess, seed_resident
+from lovekey.bench.support.provider import FakeProvider
+from lovekey.bench.support.seeding import ContactSpec, seed_resident
+from lovekey.bench.support.worker import WorkerProcess
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from lovekey.bench.support.ingest import Publisher, wait_for
+from lovekey.bench.support.seeding import register_devices
 from lovekey.config import Settings
 from lovekey.ingest.broker import broker_url, find_mosquitto, free_port, start_amqtt
 from lovekey.ingest.inbox import Inbox
@@ -17,7 +19,6 @@ from lovekey.ingest.ingester import Ingester
 from lovekey.ingest.metrics import IngestMetrics
 from lovekey.ingest.mqtt import BrokerAddress
 from lovekey.ingest.session import MqttSession
-from lovekey.ingest.testing import Publisher, register_devices, wait_for
 from lovekey.storage import connect
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from lovekey.ingest.testing import Publisher, register_devices, wait_for
+from lovekey.bench.support.ingest import Publisher, wait_for
+from lovekey.bench.support.seeding import register_devices
 from lovekey.storage import connect
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,11 +24,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from lovekey.bench.support.ingest import Publisher, running_ingester, wait_for
+from lovekey.bench.support.seeding import register_devices
 from lovekey.config import Settings
 from lovekey.ingest.broker import free_port
 from lovekey.ingest.ingester import Ingester
 from lovekey.ingest.mqtt import BrokerAddress, connect_properties, new_client
-from lovekey.ingest.testing import Publisher, register_devices, running_ingester, wait_for
 from lovekey.storage import connect
 from lovekey.storage.maintenance import existing_partitions
 

@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 import pytest
 
+from lovekey.bench.support.ingest import Publisher, running_ingester, wait_for
 from lovekey.cli import main
 from lovekey.config import Settings
-from lovekey.ingest.testing import Publisher, running_ingester, wait_for
 from lovekey.simulator import INCIDENT_KINDS, Scenario, World
 from lovekey.simulator.incidents import LOCAL
 from lovekey.simulator.population import AWAY_BUTTON

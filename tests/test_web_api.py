@@ -16,11 +16,11 @@ import numpy as np
 import psycopg
 import pytest
 
+from lovekey.bench.support.console import FakeClock, Served, served_console
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
-from lovekey.web.testing import FakeClock, Served, csrf_from_html, served_console, sign_in
 from lovekey.web.usage import chart_start
-from tests.test_web_seed import PASSWORD, T0, Seeded, expected_hourly_use, seed
+from tests.fix_web import PASSWORD, T0, Seeded, csrf_from_html, expected_hourly_use, seed, sign_in
 
 ZONE = ZoneInfo("Asia/Shanghai")
 ACK_SECRET = "web-test-ack-secret-0123456789"

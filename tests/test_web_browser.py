@@ -20,9 +20,9 @@ import numpy as np
 import psycopg
 import pytest
 
+from lovekey.bench.support.console import FakeClock, Served, served_console
 from lovekey.config import Settings, load_settings
-from lovekey.web.testing import FakeClock, Served, served_console
-from tests.test_web_seed import PASSWORD, T0, Seeded, seed
+from tests.fix_web import PASSWORD, T0, Seeded, seed
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -1,9 +1,8 @@
-"""Test helpers shipped with the console: a clock tests can move, the app served by uvicorn
-on a free loopback port in a thread, and signing in over HTTP."""
+"""The console for benchmarks and tests: a clock they can move, and the app served by uvicorn
+on a free loopback port in a thread."""
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time
@@ -11,15 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import uvicorn
 
 from lovekey.config import Settings
 from lovekey.web.app import create_app
-
-if TYPE_CHECKING:  # httpx is a test dependency only
-    import httpx
 
 C = TypeVar("C", bound=Callable[[], datetime])
 
@@ -81,34 +77,3 @@ def served_console(settings: Settings, database_url: str, clock: C) -> Iterator[
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-
-
-_CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-def csrf_from_html(html: str) -> str:
-    match = _CSRF_FIELD.search(html)
-    if not match:
-        raise AssertionError("no CSRF field in the page")
-    return match.group(1)
-
-
-def sign_in(client: httpx.Client, username: str, password: str) -> str:
-    """Sign in through the form like a browser; returns the session's CSRF token."""
-    page = client.get("/login")
-    page.raise_for_status()
-    response = client.post(
-        "/login",
-        data={
-            "username": username,
-            "password": password,
-            "csrf": csrf_from_html(page.text),
-            "next": "/api/me",
-        },
-    )
-    if response.status_code != 303 or not response.headers["location"].endswith("/api/me"):
-        raise AssertionError(f"sign-in failed: {response.status_code} {response.headers.get('location')}")
-    me = client.get("/api/me")
-    me.raise_for_status()
-    token: str = me.json()["csrf_token"]
-    return token

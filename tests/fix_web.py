@@ -1,4 +1,4 @@
-"""A small district for the console tests (imported by the test_web_* modules; no tests here).
+"""Console test support (a pytest plugin): a small district, and signing in over HTTP.
 
 Two communities, three grids, three residents with meters, readings with a known hourly
 pattern (a meter swap and a dry spell included), alerts raised through alerts.store, their
@@ -7,9 +7,11 @@ delivery rows, and staff of every role.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import numpy as np
 import psycopg
 
@@ -207,3 +209,34 @@ def expected_hourly_use(seeded: Seeded, start: datetime, hours: int) -> np.ndarr
         if 0 <= hour < hours:
             out[hour] += seeded.slot_use_l[i]
     return out
+
+
+_CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_from_html(html: str) -> str:
+    match = _CSRF_FIELD.search(html)
+    if not match:
+        raise AssertionError("no CSRF field in the page")
+    return match.group(1)
+
+
+def sign_in(client: httpx.Client, username: str, password: str) -> str:
+    """Sign in through the form like a browser; returns the session's CSRF token."""
+    page = client.get("/login")
+    page.raise_for_status()
+    response = client.post(
+        "/login",
+        data={
+            "username": username,
+            "password": password,
+            "csrf": csrf_from_html(page.text),
+            "next": "/api/me",
+        },
+    )
+    if response.status_code != 303 or not response.headers["location"].endswith("/api/me"):
+        raise AssertionError(f"sign-in failed: {response.status_code} {response.headers.get('location')}")
+    me = client.get("/api/me")
+    me.raise_for_status()
+    token: str = me.json()["csrf_token"]
+    return token

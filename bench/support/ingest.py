@@ -1,7 +1,6 @@
-"""Helpers for tests and benchmarks of ingest, shipped with the code that they exercise.
+"""MQTT and ingester helpers for benchmarks and tests.
 
-`register_devices` writes the few registry rows a device needs; `Publisher` is a QoS 1
-publisher that caps what it has in flight (an uncapped paho publisher stalls at 65,535
+`Publisher` is a QoS 1 publisher that caps what it has in flight (an uncapped paho publisher stalls at 65,535
 outstanding message ids); `wait_for` polls a condition with a deadline; `running_ingester`
 runs an ingester on a thread for the length of a `with` block.
 """
@@ -11,47 +10,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self
 
 import paho.mqtt.client as mqtt
-import psycopg
 
 from lovekey.config import Settings
 from lovekey.ingest.ingester import Ingester
 from lovekey.ingest.mqtt import BrokerAddress, new_client
-
-
-def register_devices(
-    conn: psycopg.Connection, devices: Iterable[tuple[str, str, str, str | None]]
-) -> dict[str, int]:
-    """Register `(device_id, gateway_id, kind, resident_id)` rows; returns id -> key.
-
-    The gateway, a household named after the resident (or the device) and the resident
-    are created when missing. Commits.
-    """
-    rows = list(devices)
-    with conn.transaction(), conn.cursor() as cur:
-        for device_id, gateway_id, kind, resident_id in rows:
-            household_id = resident_id or f"H-{device_id}"
-            cur.execute("INSERT INTO gateway (id) VALUES (%s) ON CONFLICT DO NOTHING", (gateway_id,))
-            cur.execute("INSERT INTO household (id) VALUES (%s) ON CONFLICT DO NOTHING", (household_id,))
-            if resident_id is not None:
-                cur.execute(
-                    "INSERT INTO resident (id, household_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (resident_id, household_id),
-                )
-            cur.execute(
-                "INSERT INTO device (id, kind, household_id, resident_id, gateway_id)"
-                " VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT (id) DO UPDATE SET gateway_id = EXCLUDED.gateway_id,"
-                " kind = EXCLUDED.kind, resident_id = EXCLUDED.resident_id",
-                (device_id, kind, household_id, resident_id, gateway_id),
-            )
-        cur.execute("SELECT id, key FROM device WHERE id = ANY(%s)", ([r[0] for r in rows],))
-        return {row[0]: row[1] for row in cur}
 
 
 def wait_for(condition: Callable[[], Any], *, timeout_s: float = 30.0, interval_s: float = 0.05) -> Any:
