@@ -113,7 +113,7 @@ def _event_latency(settings: Settings, count: int) -> list[float]:
     from datetime import UTC, datetime
 
     from lovekey.detectors.daemon import watch_events
-    from lovekey.detectors.service import Shard
+    from lovekey.detectors.service import DetectorShard
     from lovekey.storage import connect, database_url
     from lovekey.storage.scratch import scratch_database
 
@@ -137,7 +137,7 @@ def _event_latency(settings: Settings, count: int) -> list[float]:
         stop = threading.Event()
         run = settings.model_copy(update={"database_url": url})
         thread = threading.Thread(
-            target=watch_events, args=(run, url, stop), kwargs={"shard": Shard()}, daemon=True
+            target=watch_events, args=(run, url, stop), kwargs={"shard": DetectorShard()}, daemon=True
         )
         thread.start()
         try:

@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 
 from lovekey.config import Settings
-from lovekey.detectors.service import DetectorService, EventWatcher, Shard
+from lovekey.detectors.service import DetectorService, EventWatcher
+from lovekey.detectors.service import DetectorShard as Shard  # renamed in service.py (import only)
 from lovekey.errors import LoveKeyError
 from lovekey.storage import connect
 

@@ -10,7 +10,7 @@ import pytest
 
 from lovekey.config import DetectSettings, load_settings
 from lovekey.detectors.engine import Detector, Presence, Registry
-from lovekey.detectors.hysteresis import AlertState
+from lovekey.detectors.hysteresis import RuleState
 from lovekey.detectors.params import build_params, effective_rules, uniform_params
 from lovekey.detectors.profile import DISABLED, RoutineProfile
 from lovekey.detectors.ring import UsageRing
@@ -244,7 +244,7 @@ def test_profile_needs_enough_valid_days() -> None:
 
 
 def test_hysteresis_raises_after_and_clears_only_on_clear_recovery() -> None:
-    s = AlertState(2, raise_after=2, clear_after=2)
+    s = RuleState(2, raise_after=2, clear_after=2)
     cond = np.array([True, False])
     no = np.zeros(2, bool)
     assert s.step(cond, no).raised.size == 0
@@ -264,7 +264,7 @@ def test_hysteresis_raises_after_and_clears_only_on_clear_recovery() -> None:
 def test_hysteresis_holds_when_the_condition_and_its_clearing_both_hold() -> None:
     # contradictory evidence must not raise an idle subject nor clear an active one, or the
     # same data would flip the state on every sweep
-    s = AlertState(2)
+    s = RuleState(2)
     s.active[1] = True
     both = np.ones(2, bool)
     for _ in range(3):
