@@ -48,7 +48,7 @@ class SweepInput:
     known_start_s: I64  # data is complete from here on
     monitor_from_s: I64  # monitoring runs from here (the end of the last absence)
     last_arrival_s: I64  # when data last arrived
-    # per meter, the end of the newest bucket of each kind (`engine.Runs`)
+    # per meter, the end of the newest bucket of each kind (`runs.Runs`)
     last_use_end_s: I64
     last_flow_end_s: I64
     last_calm_end_s: I64
