@@ -33,7 +33,6 @@ from lovekey.vocabulary import WELFARE_KINDS, AlertKind
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 BOOL = npt.NDArray[np.bool_]
 
 # the alerts a sweep raises, by subject: the resident (the rules over their water use), the
