@@ -114,7 +114,7 @@ def _event_latency(settings: Settings, count: int) -> list[float]:
 
     from lovekey.bench.support.seeding import register_devices
     from lovekey.detectors.daemon import watch_events
-    from lovekey.detectors.service import Shard
+    from lovekey.detectors.service import DetectorShard
     from lovekey.storage import connect, database_url
     from lovekey.storage.scratch import scratch_database
 
@@ -131,7 +131,7 @@ def _event_latency(settings: Settings, count: int) -> list[float]:
         stop = threading.Event()
         run = settings.model_copy(update={"database_url": url})
         thread = threading.Thread(
-            target=watch_events, args=(run, url, stop), kwargs={"shard": Shard()}, daemon=True
+            target=watch_events, args=(run, url, stop), kwargs={"shard": DetectorShard()}, daemon=True
         )
         thread.start()
         try:

@@ -42,11 +42,11 @@ def _parse_time(text: str, settings: Settings) -> datetime:
 
 
 def _detect(args: argparse.Namespace, settings: Settings) -> int:
-    from lovekey.detectors.service import Shard
+    from lovekey.detectors.service import DetectorShard
     from lovekey.storage import database_url
 
     try:
-        shard = Shard.parse(args.shard)
+        shard = DetectorShard.parse(args.shard)
     except ValueError as exc:
         raise LoveKeyError(str(exc)) from exc
     if args.at and not args.once:

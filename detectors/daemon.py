@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from lovekey.config import Settings
-from lovekey.detectors.service import DetectorService, EventWatcher, Shard
+from lovekey.detectors.service import DetectorService, EventWatcher
+from lovekey.detectors.service import DetectorShard as Shard  # renamed in service.py (import only)
 from lovekey.errors import LoveKeyError
 from lovekey.retry import Backoff
 from lovekey.schedule import Periodic, scheduled

@@ -13,7 +13,7 @@ has not reported yet (unknown is not zero); whether a meter is *silent* is judge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,23 +22,29 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.config import DetectSettings
-from lovekey.detectors.hysteresis import AlertState
+from lovekey.detectors import rules
+from lovekey.detectors.hysteresis import RuleState
 from lovekey.detectors.params import MeterParams
 from lovekey.detectors.profile import RoutineProfile
-from lovekey.detectors.ring import NEVER, ApplyResult, Completed, UsageRing
+from lovekey.detectors.ring import NEVER, ApplyResult, UsageRing
+from lovekey.detectors.rules import SweepInput, Verdict
+from lovekey.detectors.runs import Runs
+from lovekey.vocabulary import WELFARE_KINDS, AlertKind
 
 I64 = npt.NDArray[np.int64]
-F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 BOOL = npt.NDArray[np.bool_]
 
-RESIDENT_KINDS = ("low_usage", "routine_break", "running_tap", "leak")
-METER_KINDS = ("meter_silent",)
-GATEWAY_KINDS = ("gateway_offline",)
-KINDS = RESIDENT_KINDS + METER_KINDS + GATEWAY_KINDS
+# the alerts a sweep raises, by subject: the resident (the rules over their water use), the
+# meter, the gateway
+WATER_KINDS: tuple[AlertKind, ...] = (*WELFARE_KINDS, AlertKind.LEAK)
+METER_KINDS: tuple[AlertKind, ...] = (AlertKind.METER_SILENT,)
+GATEWAY_KINDS: tuple[AlertKind, ...] = (AlertKind.GATEWAY_OFFLINE,)
+SWEPT_KINDS: tuple[AlertKind, ...] = WATER_KINDS + METER_KINDS + GATEWAY_KINDS
+# the rules that fire on a resident being quiet (all their meters), held while they are away
+QUIET_KINDS: tuple[AlertKind, ...] = (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
 # a leaking meter's flow read through a whole-litre register wobbles by up to a litre
 LEAK_READING_SLACK_L = 0.5
-# a gateway is inferred offline when all of its meters are silent, if it has at least this many
-GATEWAY_INFERENCE_MIN_METERS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,63 +98,6 @@ class Presence:
         return cls(np.zeros(residents, np.bool_), np.full(residents, NEVER, np.int64))
 
 
-class Runs:
-    """Per meter, the end of the newest bucket of each kind, kept up to date as buckets complete.
-
-    The run of a rule is `horizon - last end of the bucket that breaks it`: e.g. a running
-    tap's run is broken by the last bucket below the rate (or unknown, or too coarse).
-    """
-
-    def __init__(self, meters: int) -> None:
-        self.last_use_end = np.full(meters, NEVER, dtype=np.int64)
-        self.last_flow_end = np.full(meters, NEVER, dtype=np.int64)  # at or above the tap rate
-        self.last_calm_end = np.full(meters, NEVER, dtype=np.int64)  # below it, or unknown
-        self.last_wet_end = np.full(meters, NEVER, dtype=np.int64)  # flow within the hour
-        self.last_dry_end = np.full(meters, NEVER, dtype=np.int64)  # a dry hour, or unknown
-
-    def reset(self, meters: I64) -> None:
-        for arr in (
-            self.last_use_end,
-            self.last_flow_end,
-            self.last_calm_end,
-            self.last_wet_end,
-            self.last_dry_end,
-        ):
-            arr[meters] = NEVER
-
-    def observe(
-        self,
-        done: Completed,
-        params: MeterParams,
-        *,
-        bucket_s: int,
-        dry_l: float,
-        baseline_l: npt.NDArray[np.float32] | None = None,
-    ) -> None:
-        if len(done) == 0:
-            return
-        m = done.meter
-        end = (done.bucket + 1) * bucket_s
-        known = ~np.isnan(done.usage_l)
-        use = done.used
-        usage = done.usage_l
-        if baseline_l is not None and baseline_l.any():  # net of a known leak
-            usage = usage - baseline_l[m]
-        flow = known & ~done.coarse & (usage >= params.tap_min_l[m])
-        wet = ~np.isnan(done.hour_l) & ~done.coarse & (done.hour_l > dry_l)
-        # maximum.at over the whole (meter-ordered) arrays is several times faster than over
-        # masked copies; entries that do not count carry NEVER
-        for target, mask in (
-            (self.last_use_end, use),
-            (self.last_flow_end, flow),
-            (self.last_calm_end, ~flow),
-            (self.last_wet_end, wet),
-            (self.last_dry_end, ~wet),
-        ):
-            if mask.any():
-                np.maximum.at(target, m, np.where(mask, end, NEVER))
-
-
 class Detector:
     # the quiet rules' window and limits are computed for the meters that may fire when they
     # are under this share of all meters, else for all at once (tests set 0 or 1 to compare)
@@ -197,10 +146,10 @@ class Detector:
         self._taint: dict[int, BOOL] = {}
         self.recorded_days: list[int] = []  # learned since the owner last looked (to persist)
         residents, gateways = len(registry.resident_ids), len(registry.gateway_ids)
-        self.states = {
-            **{k: AlertState(residents) for k in RESIDENT_KINDS},
-            "meter_silent": AlertState(meters),
-            "gateway_offline": AlertState(gateways),
+        self.states: dict[str, RuleState] = {
+            **{k: RuleState(residents) for k in WATER_KINDS},
+            AlertKind.METER_SILENT: RuleState(meters),
+            AlertKind.GATEWAY_OFFLINE: RuleState(gateways),
         }
         self._has_resident = registry.resident_of >= 0
         self._res = np.where(self._has_resident, registry.resident_of, 0)
@@ -294,7 +243,7 @@ class Detector:
         reg = self.registry
         ids = (
             reg.resident_ids
-            if kind in RESIDENT_KINDS
+            if kind in WATER_KINDS
             else reg.meter_ids
             if kind in METER_KINDS
             else reg.gateway_ids
@@ -310,126 +259,155 @@ class Detector:
         gateway_offline_since_s: I64 | None = None,
     ) -> list[Change]:
         """Evaluate every rule at `now_s`; return the alerts to raise and to clear."""
-        reg, st, bs = self.registry, self.settings, self.bucket_s
-        params = reg.params
         self.ring.advance(now_s)
-        residents = len(reg.resident_ids)
-        presence = presence or Presence.everyone_home(residents)
+        presence = presence or Presence.everyone_home(len(self.registry.resident_ids))
         self._learn_days(now_s)
+        away_r = self._away(presence)
+        inp = self._sweep_input(now_s, presence, gateway_offline_since_s)
 
-        ring, runs = self.ring, self.runs
-        hz = ring.horizon()
-        known_start = ring.known_start
-        monitor = self._to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
-        start_from = np.maximum(known_start, monitor)
+        offline = rules.gateway_offline(inp)
+        offline_m = offline.raise_when[self.registry.gateway_of]
+        silent = rules.meter_silent(inp, offline_m)
+        # no data now, from the meter (`clear_when` is "not silent") or through its gateway
+        unknown_now = ~silent.clear_when | offline_m
+        verdicts = {
+            AlertKind.LOW_USAGE: rules.low_usage(inp),
+            AlertKind.ROUTINE_BREAK: rules.routine_break(inp),
+            AlertKind.RUNNING_TAP: rules.running_tap(inp),
+            AlertKind.LEAK: rules.leak(inp),
+        }
+        # after every rule has judged this sweep's data: from now on a leak's flow is netted
+        # out of the new buckets and windows (this writes the ring's `baseline_l`)
+        self._track_leaks(verdicts[AlertKind.LEAK].raise_when, inp.horizon_s)
+
+        away_m = self._to_meters(away_r, False)
+        changes = self._step_residents(inp, verdicts, unknown_now, away_r, away_m)
+        changes += self._step_meters(silent)
+        changes += self._step_gateways(inp, offline)
+
+        # days with an absence or a silence are not learned as normal days. Days of an open
+        # no-use alert are: a false alarm (a long day out) must stay normal, or the resident
+        # would learn an ever tighter pattern; after a real incident the learned limits are
+        # capped (low_usage_cap_h), so the next one is still found
+        self._taint_days(inp.horizon_s, away_m | unknown_now)
+        self.last_sweep_s = now_s
+        return changes
+
+    def _away(self, presence: Presence) -> BOOL:
+        """Per resident: away now, or back from an absence that ran out without using water."""
         away_r = presence.away
         if presence.lapsed_since_s is not None:
-            last_use_r = np.full(residents, NEVER, np.int64)
-            np.maximum.at(last_use_r, self._res_of_ok, runs.last_use_end[self._has_resident])
+            last_use_r = np.full(len(self.registry.resident_ids), NEVER, np.int64)
+            np.maximum.at(last_use_r, self._res_of_ok, self.runs.last_use_end[self._has_resident])
             lapsed = presence.lapsed_since_s
             # water run in the hour or two after pressing "going out" is still before leaving
             leaving_s = 2 * 3600
             away_r = away_r | ((lapsed != NEVER) & (last_use_r <= lapsed + leaving_s))
-        away_m = self._to_meters(away_r, False)
+        return away_r
 
-        # silence: judged against now, not the horizon
-        quiet_s = now_s - ring.last_arrival
-        silent = quiet_s > params.silent_after_s
-        gw_off = self._gateways_offline(now_s, quiet_s, gateway_offline_since_s)
-        gw_off_m = gw_off[reg.gateway_of]
-        unknown_now = silent | gw_off_m
-
-        # the dry run: buckets since water was last used (or since data / monitoring began)
-        dry_from = np.maximum(runs.last_use_end, start_from)
+    def _sweep_input(self, now_s: int, presence: Presence, status_since: I64 | None) -> SweepInput:
+        """Gather what the rules read: the ring, the runs, the profile and the open alerts."""
+        reg, st, bs = self.registry, self.settings, self.bucket_s
+        ring, runs, prof = self.ring, self.runs, self.profile
+        params = reg.params
+        hz = ring.horizon()
+        known_start = ring.known_start
+        monitor = self._to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
+        dry_from = np.maximum(runs.last_use_end, np.maximum(known_start, monitor))
         dry_b = (hz - dry_from) // bs
         # the profile tables are slot-major: row = the slot each meter's horizon ends
-        cell = self.profile.slot_ending(hz) * len(hz) + self._all_meters
-        limit = self.profile.threshold.reshape(-1).take(cell)  # uint8, compared as it is
-        min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
+        cell = prof.slot_ending(hz) * len(hz) + self._all_meters
+        limit = prof.threshold.reshape(-1).take(cell)  # uint8, compared as it is
+        over_limit = dry_b > limit
 
         # The quiet rules can fire only where the dry run is already long: longer than the
         # resident's own limit (routine_break) or than low_usage's minimum. The window's
-        # litres, the slot each dry run began in and the district's limits are computed for
-        # those meters (and those of residents with an open low_usage alert, to clear it),
-        # all at once when they are many (a night): the answer is the same either way.
-        routine_maybe = dry_b > limit
-        low_active = self._to_meters(self.states["low_usage"].active, False)
-        maybe = np.flatnonzero(routine_maybe | (dry_b >= min_dry_b) | low_active)
+        # litres and the slot each dry run began in are read for those meters (and those of
+        # residents with an open low_usage alert, to clear it), for all at once when they
+        # are many (a night): the rules' answer is the same either way.
+        min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
+        low_active = self._to_meters(self.states[AlertKind.LOW_USAGE].active, False)
+        maybe = np.flatnonzero(over_limit | (dry_b >= min_dry_b) | low_active)
         self.quiet_candidates = int(maybe.size)  # for the benchmark's report
         sel: I64 | slice = maybe if maybe.size < len(hz) * self.quiet_subset_share else slice(None)
-        hz_s, dry_b_s, window_s = hz[sel], dry_b[sel], params.low_window_s[sel]
-
-        # low_usage: less than min_l in the last window of known data
-        win_start = hz_s - window_s
-        # float32, compared with the float64 limits exactly as it is
-        used_s: npt.NDArray[np.floating[Any]] = ring.usage_between(sel, win_start, hz_s)
-        if ring.baseline_l.any():  # net of a leak's flow
-            used_s = used_s.astype(np.float64) - ring.baseline_l[sel] * (window_s // bs)
-        used = _spread(used_s, sel, len(hz), np.nan)
-        # unless such a quiet stretch is normal for the resident
-        started = self.profile.slot_ending(dry_from[sel] + bs)  # slot the dry run began in
-        low_limit = self.profile.low_threshold.reshape(-1).take(cell[sel]).astype(np.int32)
-        np.maximum(low_limit, min_dry_b, out=low_limit)
-        allowance_cell = self.profile.group[sel] * self.profile.slots + started
-        if self.profile.low_allowance.any():
-            district = self.profile.low_allowance.reshape(-1).take(allowance_cell).astype(np.int32)
-            np.minimum(district, int(st.low_usage_cap_h * 3600) // bs, out=district)
-            np.maximum(low_limit, district, out=low_limit)
-        known = ~np.isnan(used_s)
-        low_cond = _spread(
-            known & (win_start >= monitor[sel]) & (used_s < params.low_min_l[sel]) & (dry_b_s >= low_limit),
-            sel,
-            len(hz),
-            False,
+        hz_s = hz[sel]
+        open_meters, raised_at, used_since = self._routine_open(hz)
+        return SweepInput(
+            now_s=now_s,
+            bucket_s=bs,
+            settings=st,
+            params=params,
+            horizon_s=hz,
+            known_start_s=known_start,
+            monitor_from_s=monitor,
+            last_arrival_s=ring.last_arrival,
+            last_use_end_s=runs.last_use_end,
+            last_flow_end_s=runs.last_flow_end,
+            last_calm_end_s=runs.last_calm_end,
+            last_wet_end_s=runs.last_wet_end,
+            last_dry_end_s=runs.last_dry_end,
+            leak_baseline_l=ring.baseline_l,
+            flow_buckets=ring.flow_buckets,
+            tap_lag_s=self._tap_lag_s,
+            leak_lag_s=self._leak_lag_s,
+            dry_from_s=dry_from,
+            dry_b=dry_b,
+            routine_limit_b=limit,
+            over_routine_limit=over_limit,
+            quiet_sel=sel,
+            window_usage_l=ring.usage_between(sel, hz_s - params.low_window_s[sel], hz_s),
+            horizon_cell=cell,
+            dry_start_slot=prof.slot_ending(dry_from[sel] + bs),
+            low_threshold_b=prof.low_threshold,
+            allowance_b=prof.allowance,
+            low_allowance_b=prof.low_allowance,
+            profile_group=prof.group,
+            profile_slots=prof.slots,
+            routine_open_meters=open_meters,
+            routine_raised_at_s=raised_at,
+            routine_used_since_l=used_since,
+            gateway_of=reg.gateway_of,
+            gateway_judges=self._judges,
+            gateway_judge_count=self._judge_count,
+            gateway_judge_quiet_s=self._judge_quiet_s,
+            gateway_status_since_s=status_since,
         )
-        low_clear = _spread(known & (used_s >= params.low_clear_l[sel]), sel, len(hz), False)
-        # when the low use began: only ever read where low_usage is raised
-        low_since = np.minimum(np.maximum(runs.last_use_end, known_start), hz) if low_cond.any() else hz
 
-        # routine_break: a dry run longer than the resident's own normal at this time of day
-        # (not while a leak is being netted out: the pattern was learned through the leak)
-        routine_cond = params.routine_enabled & routine_maybe & (ring.baseline_l == 0)
-        if self.profile.allowance.any():
-            # and longer than the district's dry runs starting at that time of day may last
-            beyond = dry_b_s > self.profile.allowance.reshape(-1).take(allowance_cell)
-            routine_cond &= _spread(beyond, sel, len(hz), False)
-        routine_clear = self._recovered(hz, st.routine_clear_l)
+    def _routine_open(self, hz: I64) -> tuple[I64, I64, F32]:
+        """Meters of residents with an open routine_break, the evidence time it rose at, and
+        the litres used since then (the part of it still in the ring)."""
+        state = self.states[AlertKind.ROUTINE_BREAK]
+        meters = np.flatnonzero(self._has_resident & state.active[self._res])
+        raised_hz = state.raised_at[self._res[meters]]
+        if not meters.size:
+            return meters, raised_hz, np.empty(0, np.float32)
+        oldest = (self.ring.oldest + 1) * self.bucket_s
+        used = self.ring.usage_between(meters, np.maximum(raised_hz, oldest), hz[meters])
+        return meters, raised_hz, used
 
-        # running_tap: every bucket above the rate for the limit; leak: no dry hour for a day
-        # A run counts only when its newest bucket was seen to flow (buckets older than the
-        # ring are never seen: a backlog from days ago is no run at all), and only on data
-        # recent enough to be happening now: a meter's data may lag by its reporting
-        # interval, but flow that ended longer ago than the rule's own limit is history
-        lag_s = now_s - hz
-        tap_from = np.maximum(runs.last_calm_end, known_start)
-        tap_cond = (
-            ((hz - tap_from) >= params.tap_limit_s) & (runs.last_flow_end >= hz) & (lag_s <= self._tap_lag_s)
-        )
-        tap_clear = (hz - runs.last_flow_end) >= int(st.running_tap_clear_min * 60)
-        leak_from = np.maximum(runs.last_dry_end, known_start)
-        leak_cond = (
-            ((hz - leak_from) >= params.leak_limit_s)
-            & (runs.last_wet_end >= hz)
-            & (lag_s <= self._leak_lag_s)
-        )
-        self._track_leaks(leak_cond, hz)
-        # the newest dry hour window ends `leak_clear_h` after the flow stopped
-        leak_clear_s = max(bs, int(st.leak_clear_h * 3600) - ring.flow_buckets * bs + bs)
-        leak_clear = (hz - runs.last_wet_end) >= leak_clear_s
-
+    def _step_residents(
+        self,
+        inp: SweepInput,
+        verdicts: Mapping[AlertKind, Verdict],
+        unknown_now: BOOL,
+        away_r: BOOL,
+        away_m: BOOL,
+    ) -> list[Change]:
+        """The water rules' hysteresis, per resident: meters' verdicts become residents'."""
         changes: list[Change] = []
+        hz = inp.horizon_s
         hold_m = unknown_now | away_m
-        meter_view = {
-            "low_usage": (low_cond, low_clear, low_since, "all"),
-            "routine_break": (routine_cond, routine_clear, dry_from, "all"),
-            "running_tap": (tap_cond, tap_clear, tap_from, "any"),
-            "leak": (leak_cond, leak_clear, leak_from, "any"),
-        }
-        for kind, (cond, clear, since, how) in meter_view.items():
-            quiet_kind = kind in ("low_usage", "routine_break")
+        for kind, verdict in verdicts.items():
+            # a resident is quiet when all their meters are; flowing when any one is. Away,
+            # the quiet rules are held (and their open alerts cleared): no use is expected
+            quiet_kind = kind in QUIET_KINDS
             hold = hold_m if quiet_kind else unknown_now
             cond_r, clear_r, hold_r, since_r, rep_r = self._by_resident(
-                cond & ~hold, clear & ~hold, hold, since, how
+                verdict.raise_when & ~hold,
+                verdict.clear_when & ~hold,
+                hold,
+                verdict.since_s,
+                "all" if quiet_kind else "any",
             )
             state = self.states[kind]
             if quiet_kind:
@@ -449,60 +427,50 @@ class Detector:
                         "raise",
                         int(r),
                         since_s=int(since_r[r]),
-                        details=self._details(kind, m, used, dry_b, limit, hz),
+                        details=self._details(kind, m, inp, verdict),
                     )
                 )
             for r in step.cleared:
                 changes.append(self._resident_change(kind, "clear", int(r)))
+        return changes
 
-        # meter_silent (a meter of an offline gateway is the gateway's alert, not its own)
-        gw_of = reg.gateway_of
-        state = self.states["meter_silent"]
-        step = state.step(silent & ~gw_off_m, ~silent, hold=gw_off_m & silent)
-        state.since[step.raised] = ring.last_arrival[step.raised]
+    def _step_meters(self, silent: Verdict) -> list[Change]:
+        """meter_silent's hysteresis (a meter of an offline gateway is held by the rule)."""
+        changes: list[Change] = []
+        state = self.states[AlertKind.METER_SILENT]
+        step = state.step(silent.raise_when, silent.clear_when, hold=silent.hold)
+        state.since[step.raised] = silent.since_s[step.raised]
         for m in step.raised:
             changes.append(
                 self._meter_change(
                     "raise",
                     int(m),
                     {
-                        "last_data_at": _iso(int(ring.last_arrival[m])),
-                        "expected_every_s": int(params.silent_after_s[m]),
+                        "last_data_at": _iso(int(silent.since_s[m])),
+                        "expected_every_s": int(self.registry.params.silent_after_s[m]),
                     },
                 )
             )
         for m in step.cleared:
             changes.append(self._meter_change("clear", int(m)))
+        return changes
 
-        state = self.states["gateway_offline"]
-        step = state.step(gw_off, ~gw_off)
-        last_g = np.full(len(reg.gateway_ids), NEVER, np.int64)
-        if step.raised.size or step.cleared.size:  # the newest data through each gateway
-            np.maximum.at(last_g, gw_of, ring.last_arrival)
-            if gateway_offline_since_s is not None:
-                last_g = np.where(gateway_offline_since_s != NEVER, gateway_offline_since_s, last_g)
+    def _step_gateways(self, inp: SweepInput, offline: Verdict) -> list[Change]:
+        changes: list[Change] = []
+        state = self.states[AlertKind.GATEWAY_OFFLINE]
+        step = state.step(offline.raise_when, offline.clear_when)
+        last_g = np.full(len(self.registry.gateway_ids), NEVER, np.int64)
+        if step.raised.size or step.cleared.size:  # a per-meter scatter, only when needed
+            last_g = rules.newest_data_by_gateway(inp)
         state.since[step.raised] = last_g[step.raised]
         for g in step.raised:
             changes.append(
                 self._gateway_change(
-                    "raise",
-                    int(g),
-                    int(last_g[g]),
-                    {
-                        "meters": int(self._meters_of_gateway[g]),
-                    },
+                    "raise", int(g), int(last_g[g]), {"meters": int(self._meters_of_gateway[g])}
                 )
             )
         for g in step.cleared:
             changes.append(self._gateway_change("clear", int(g), int(last_g[g])))
-
-        # days with an absence or a silence are not learned as normal days. Days of an open
-        # no-use alert are: a false alarm (a long day out) must stay normal, or the resident
-        # would learn an ever tighter pattern; after a real incident the learned limits are
-        # capped (low_usage_cap_h), so the next one is still found
-        taint = away_m | unknown_now
-        self._taint_days(hz, taint)
-        self.last_sweep_s = now_s
         return changes
 
     # -- helpers --------------------------------------------------------------------------
@@ -548,35 +516,6 @@ class Detector:
         out[~self._has_resident] = fill
         return out
 
-    def _recovered(self, hz: I64, clear_l: float) -> BOOL:
-        """Meters of residents with an open routine_break who used `clear_l` since it rose."""
-        state = self.states["routine_break"]
-        out = np.zeros(hz.size, np.bool_)
-        meters = np.flatnonzero(self._has_resident & state.active[self._res])
-        if meters.size:
-            raised_hz = state.raised_at[self._res[meters]]
-            oldest = (self.ring.oldest + 1) * self.bucket_s
-            used = self.ring.usage_between(meters, np.maximum(raised_hz, oldest), hz[meters])
-            out[meters] = (self.runs.last_use_end[meters] > raised_hz) & ~(used < clear_l)
-        return out
-
-    def _gateways_offline(self, now_s: int, quiet_s: I64, status_since: I64 | None) -> BOOL:
-        """Offline by its own word (status `offline` for longer than a grace), or because
-        every meter on it that reports at least hourly has gone quiet at once (a single late
-        meter is its own business; all of them together is the gateway)."""
-        reg = self.registry
-        gateways = len(reg.gateway_ids)
-        quiet = self._judges & (quiet_s > self._judge_quiet_s)
-        quiet_count = np.bincount(reg.gateway_of[quiet], minlength=gateways)
-        judge_count = self._judge_count
-        inferred = (judge_count >= GATEWAY_INFERENCE_MIN_METERS) & (quiet_count == judge_count)
-        if status_since is None:
-            found: BOOL = inferred
-            return found
-        reported = (status_since != NEVER) & (now_s - status_since >= self.settings.gateway_grace_s)
-        out: BOOL = inferred | reported
-        return out
-
     def _by_resident(
         self, cond: BOOL, clear: BOOL, hold: BOOL, since: I64, how: str
     ) -> tuple[BOOL, BOOL, BOOL, I64, I64]:
@@ -620,30 +559,26 @@ class Detector:
         rep[self.registry.resident_of[sel_idx]] = sel_idx
         return cond_r, clear_r, hold_r, since_r, rep
 
-    def _details(
-        self,
-        kind: str,
-        m: int,
-        used: npt.NDArray[np.floating[Any]],
-        dry_b: I64,
-        limit: npt.NDArray[np.integer[Any]],
-        hz: I64,
-    ) -> dict[str, Any]:
+    def _details(self, kind: str, m: int, inp: SweepInput, verdict: Verdict) -> dict[str, Any]:
+        """What a raised alert tells the people it reaches, from meter `m`'s evidence."""
         p, bs = self.registry.params, self.bucket_s
-        out: dict[str, Any] = {"device_id": self.registry.meter_ids[m], "data_until": _iso(int(hz[m]))}
-        if kind == "low_usage":
+        out: dict[str, Any] = {
+            "device_id": self.registry.meter_ids[m],
+            "data_until": _iso(int(inp.horizon_s[m])),
+        }
+        if kind == AlertKind.LOW_USAGE and verdict.used_l is not None:
             out |= {
-                "used_l": round(float(used[m]), 1),
+                "used_l": round(float(verdict.used_l[m]), 1),
                 "min_l": float(p.low_min_l[m]),
                 "window_h": int(p.low_window_s[m]) / 3600,
             }
-        elif kind == "routine_break":
+        elif kind == AlertKind.ROUTINE_BREAK:
             out |= {
-                "dry_h": int(dry_b[m]) * bs / 3600,
-                "usual_max_h": int(limit[m]) * bs / 3600,
+                "dry_h": int(inp.dry_b[m]) * bs / 3600,
+                "usual_max_h": int(inp.routine_limit_b[m]) * bs / 3600,
                 "learned_days": int(self.profile.learned_days[m]),
             }
-        elif kind == "running_tap":
+        elif kind == AlertKind.RUNNING_TAP:
             out |= {"min_lpm": float(p.tap_min_l[m]) * 60 / bs}
         return out
 
@@ -665,13 +600,13 @@ class Detector:
         reg = self.registry
         r = int(reg.resident_of[m])
         return Change(
-            "meter_silent",
+            AlertKind.METER_SILENT,
             action,
             reg.meter_ids[m],
             reg.resident_ids[r] if r >= 0 else None,
             reg.meter_ids[m],
             reg.gateway_ids[int(reg.gateway_of[m])],
-            int(self.states["meter_silent"].since[m]),
+            int(self.states[AlertKind.METER_SILENT].since[m]),
             details or {},
         )
 
@@ -679,7 +614,7 @@ class Detector:
         self, action: str, g: int, since_s: int, details: dict[str, Any] | None = None
     ) -> Change:
         gid = self.registry.gateway_ids[g]
-        return Change("gateway_offline", action, gid, None, None, gid, since_s, details or {})
+        return Change(AlertKind.GATEWAY_OFFLINE, action, gid, None, None, gid, since_s, details or {})
 
     def _taint_days(self, hz: I64, taint: BOOL) -> None:
         if not taint.any():
@@ -732,13 +667,3 @@ class Detector:
 
 def _iso(t_s: int) -> str:
     return datetime.fromtimestamp(t_s, UTC).isoformat()
-
-
-def _spread(values: npt.NDArray[Any], sel: I64 | slice, size: int, fill: Any) -> npt.NDArray[Any]:
-    """Values computed for the meters `sel` as an array over all meters (`fill` elsewhere);
-    for `slice(None)` (every meter) the values themselves."""
-    if isinstance(sel, slice):
-        return values
-    out = np.full(size, fill, dtype=values.dtype)
-    out[sel] = values
-    return out

@@ -1,6 +1,6 @@
 """The alert state machine, vectorized over subjects, with hysteresis.
 
-Each alert kind has one `AlertState` over its subjects (residents, meters or gateways).
+Each alert kind has one `RuleState` over its subjects (residents, meters or gateways).
 A sweep passes three masks:
 
 - `raise_when`: the alert condition holds now;
@@ -34,7 +34,9 @@ class Step:
     cleared: I64  # subjects that became idle in this sweep
 
 
-class AlertState:
+class RuleState:
+    """One rule's alert states over its subjects (not `alerts.escalation`'s state of one alert)."""
+
     def __init__(self, subjects: int, *, raise_after: int = 1, clear_after: int = 1) -> None:
         if raise_after < 1 or clear_after < 1:
             raise ValueError("raise_after and clear_after count sweeps, from 1")

@@ -26,24 +26,33 @@ import psycopg
 from lovekey.alerts.store import AlertCandidate, clear_alerts, raise_alerts
 from lovekey.config import DetectSettings, Settings
 from lovekey.detectors import store as db
-from lovekey.detectors.engine import KINDS, RESIDENT_KINDS, Change, Detector, Presence, Registry
+from lovekey.detectors.engine import SWEPT_KINDS, Change, Detector, Presence, Registry
 from lovekey.detectors.params import build_params, effective_rules
 from lovekey.detectors.ring import NEVER, UsageRing
+from lovekey.vocabulary import (
+    LIFE_SAFETY_EVENTS,
+    LIFE_SAFETY_KINDS,
+    AlertKind,
+    AlertStatus,
+    ResidentStatus,
+)
 
 log = logging.getLogger(__name__)
 
 I64 = npt.NDArray[np.int64]
-EVENT_KINDS = ("smoke", "gas", "sos")
 _EPOCH_DATE = date(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
-class Shard:
+class DetectorShard:
+    """The share of residents one detector process judges: those whose id hashes to `index`
+    of `count` (not the simulator's `Shard` of a population)."""
+
     index: int = 0
     count: int = 1
 
     @classmethod
-    def parse(cls, text: str) -> Shard:
+    def parse(cls, text: str) -> DetectorShard:
         """'i/n' with 0 <= i < n."""
         try:
             i, n = (int(p) for p in text.split("/"))
@@ -65,7 +74,7 @@ def utc_offset_s(settings: Settings, at: datetime) -> int:
 class DetectorService:
     """One shard's detector state, kept in step with the database sweep by sweep."""
 
-    def __init__(self, settings: Settings, *, shard: Shard = Shard()) -> None:
+    def __init__(self, settings: Settings, *, shard: DetectorShard = DetectorShard()) -> None:
         self.settings = settings
         self.st: DetectSettings = settings.detect
         self.shard = shard
@@ -76,7 +85,7 @@ class DetectorService:
         # (key << 32 | ts) and arrival of rows applied that a later fetch can return again
         self._recent_pair = np.empty(0, np.int64)
         self._recent_arrival = np.empty(0, np.int64)
-        self._pending = db.Readings.empty()
+        self._pending = db.ReadingColumns.empty()
         self._was_away = np.empty(0, bool)
         self._back_at = np.empty(0, np.int64)  # per resident: when we saw an absence end
 
@@ -139,8 +148,8 @@ class DetectorService:
 
     def _restore_alerts(self, conn: psycopg.Connection[Any], now: datetime) -> None:
         det = self._det
-        for alert in db.known_alerts(conn, KINDS, now - timedelta(hours=self.st.ring_hours)):
-            if alert.status == "resolved" and alert.resolved_at is not None:
+        for alert in db.known_alerts(conn, SWEPT_KINDS, now - timedelta(hours=self.st.ring_hours)):
+            if alert.status == AlertStatus.RESOLVED and alert.resolved_at is not None:
                 det.restore(
                     alert.kind,
                     [alert.subject],
@@ -260,14 +269,14 @@ class DetectorService:
         presence = self._presence(conn, now)
         offline = self._gateway_status(conn)
         changes = det.sweep(db.epoch(now), presence, offline)
-        changes = [c for c in changes if c.kind != "gateway_offline" or self.shard.owns(c.subject)]
+        changes = [c for c in changes if c.kind != AlertKind.GATEWAY_OFFLINE or self.shard.owns(c.subject)]
         write_changes(conn, changes, now)
         if det.recorded_days:
             self._save_days(conn, det.recorded_days)
             det.recorded_days.clear()
         return changes
 
-    def _apply(self, rows: db.Readings, now: datetime, *, conn: psycopg.Connection[Any] | None) -> None:
+    def _apply(self, rows: db.ReadingColumns, now: datetime, *, conn: psycopg.Connection[Any] | None) -> None:
         """Apply rows of our meters not applied before; rebuild meters that got late data."""
         det, now_s = self._det, db.epoch(now)
         rows = db.concat(self._pending, rows)
@@ -318,9 +327,9 @@ class DetectorService:
             i = index.get(state.resident_id)
             if i is None:
                 continue
-            if state.status in ("moved", "deceased"):
+            if state.status in (ResidentStatus.MOVED, ResidentStatus.DECEASED):
                 away[i] = True
-            elif state.status == "away" and state.away_until is not None:
+            elif state.status == ResidentStatus.AWAY and state.away_until is not None:
                 if state.away_until > now:
                     away[i] = True
                 else:  # ran out without a home press: away until water is used again
@@ -369,7 +378,7 @@ def write_changes(conn: psycopg.Connection[Any], changes: Sequence[Change], now:
 class EventWatcher:
     """Raises smoke, gas and SOS alerts from device events, once each."""
 
-    def __init__(self, settings: Settings, *, shard: Shard = Shard()) -> None:
+    def __init__(self, settings: Settings, *, shard: DetectorShard = DetectorShard()) -> None:
         self.settings = settings
         self.shard = shard
         self._devices: dict[int, db.SignalDevice] = {}
@@ -387,7 +396,7 @@ class EventWatcher:
         if self._watermark is None:
             raise RuntimeError("EventWatcher.start() was not called")
         overlap = timedelta(seconds=self.settings.detect.received_overlap_s)
-        rows = db.events_received_after(conn, self._watermark - overlap, EVENT_KINDS)
+        rows = db.events_received_after(conn, self._watermark - overlap, LIFE_SAFETY_EVENTS)
         fresh = [r for r in rows if (r.key, r.type, r.ts) not in self._seen]
         if rows:
             self._watermark = max(self._watermark, max(r.received_at for r in rows))
@@ -417,7 +426,7 @@ class EventWatcher:
             )
         if candidates:
             done = db.alerted_events(
-                conn, EVENT_KINDS, min(c.since for c in candidates) - timedelta(seconds=1)
+                conn, LIFE_SAFETY_KINDS, min(c.since for c in candidates) - timedelta(seconds=1)
             )
             candidates = [c for c in candidates if (c.kind, c.subject, c.since) not in done]
         if candidates:
@@ -434,4 +443,4 @@ class EventWatcher:
         return self._devices.get(key)
 
 
-__all__ = ["RESIDENT_KINDS", "DetectorService", "EventWatcher", "Shard", "write_changes"]
+__all__ = ["DetectorService", "DetectorShard", "EventWatcher", "write_changes"]

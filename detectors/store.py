@@ -38,7 +38,7 @@ _ROW = np.dtype(
 
 
 @dataclass(frozen=True, slots=True)
-class Readings:
+class ReadingColumns:
     """Water readings as columns: device key, epoch seconds, litres, arrival seconds."""
 
     key: I64
@@ -49,11 +49,11 @@ class Readings:
     def __len__(self) -> int:
         return int(self.key.size)
 
-    def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.int64]) -> Readings:
-        return Readings(self.key[index], self.ts_s[index], self.total_l[index], self.received_s[index])
+    def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.int64]) -> ReadingColumns:
+        return ReadingColumns(self.key[index], self.ts_s[index], self.total_l[index], self.received_s[index])
 
     @classmethod
-    def empty(cls) -> Readings:
+    def empty(cls) -> ReadingColumns:
         i = np.empty(0, np.int64)
         return cls(i, i.copy(), np.empty(0, np.float64), i.copy())
 
@@ -176,7 +176,7 @@ def gateways(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, dat
 
 def readings_since_ts(
     conn: psycopg.Connection[Any], keys: Sequence[int], start: datetime, end: datetime
-) -> Readings:
+) -> ReadingColumns:
     """Readings of these meters with start <= ts <= end, ordered by meter and time."""
     return _copy_readings(
         conn,
@@ -188,7 +188,7 @@ def readings_since_ts(
     )
 
 
-def readings_received_after(conn: psycopg.Connection[Any], after: datetime) -> Readings:
+def readings_received_after(conn: psycopg.Connection[Any], after: datetime) -> ReadingColumns:
     """Rows received after `after` (any meter), ordered by meter and time."""
     return _copy_readings(
         conn,
@@ -199,8 +199,8 @@ def readings_received_after(conn: psycopg.Connection[Any], after: datetime) -> R
     )
 
 
-def concat(*parts: Readings) -> Readings:
-    return Readings(
+def concat(*parts: ReadingColumns) -> ReadingColumns:
+    return ReadingColumns(
         np.concatenate([p.key for p in parts]),
         np.concatenate([p.ts_s for p in parts]),
         np.concatenate([p.total_l for p in parts]),
@@ -208,7 +208,7 @@ def concat(*parts: Readings) -> Readings:
     )
 
 
-def _copy_readings(conn: psycopg.Connection[Any], query: sql.Composed) -> Readings:
+def _copy_readings(conn: psycopg.Connection[Any], query: sql.Composed) -> ReadingColumns:
     buf = bytearray()
     statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
     with conn.cursor() as cur, cur.copy(statement) as copy:
@@ -217,16 +217,16 @@ def _copy_readings(conn: psycopg.Connection[Any], query: sql.Composed) -> Readin
     return parse_binary_copy(bytes(buf))
 
 
-def parse_binary_copy(data: bytes) -> Readings:
+def parse_binary_copy(data: bytes) -> ReadingColumns:
     """Parse a binary COPY of (int4, timestamptz, float8, timestamptz) rows, none NULL."""
     if not data:
-        return Readings.empty()
+        return ReadingColumns.empty()
     if not data.startswith(b"PGCOPY\n\xff\r\n\0"):
         raise ValueError("not a binary COPY stream")
     ext = int.from_bytes(data[15:19], "big")
     body = data[19 + ext : -2]  # the trailer is int16 -1
     rows = np.frombuffer(body, dtype=_ROW)
-    return Readings(
+    return ReadingColumns(
         rows["key"].astype(np.int64),
         rows["ts"].astype(np.int64) // 1_000_000 + _PG_EPOCH_S,
         rows["total"].astype(np.float64),

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from lovekey.config import DetectSettings, load_settings
+from lovekey.detectors import rules
 from lovekey.detectors.engine import Detector, Presence, Registry
-from lovekey.detectors.hysteresis import AlertState
+from lovekey.detectors.hysteresis import RuleState
 from lovekey.detectors.params import build_params, effective_rules, uniform_params
 from lovekey.detectors.profile import DISABLED, RoutineProfile
-from lovekey.detectors.ring import UsageRing
+from lovekey.detectors.ring import NEVER, UsageRing
+from lovekey.detectors.rules import SweepInput
 
 BS = 900
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -244,7 +246,7 @@ def test_profile_needs_enough_valid_days() -> None:
 
 
 def test_hysteresis_raises_after_and_clears_only_on_clear_recovery() -> None:
-    s = AlertState(2, raise_after=2, clear_after=2)
+    s = RuleState(2, raise_after=2, clear_after=2)
     cond = np.array([True, False])
     no = np.zeros(2, bool)
     assert s.step(cond, no).raised.size == 0
@@ -264,7 +266,7 @@ def test_hysteresis_raises_after_and_clears_only_on_clear_recovery() -> None:
 def test_hysteresis_holds_when_the_condition_and_its_clearing_both_hold() -> None:
     # contradictory evidence must not raise an idle subject nor clear an active one, or the
     # same data would flip the state on every sweep
-    s = AlertState(2)
+    s = RuleState(2)
     s.active[1] = True
     both = np.ones(2, bool)
     for _ in range(3):
@@ -578,3 +580,105 @@ def test_one_reading_per_meter_and_a_mixed_batch_fill_the_ring_alike() -> None:
         np.testing.assert_array_equal(getattr(one, name), getattr(mixed, name))
     # the mixed batch's running sum rounds in the last bits; the odometer (float32) does not
     np.testing.assert_allclose(one.last_v, mixed.last_v, rtol=1e-13)
+
+
+# -- the rules, one at a time, on a hand-made SweepInput -------------------------------------
+
+
+def sweep_input(meters: int, now_s: int, **given: object) -> SweepInput:
+    """A sweep's input for `meters` meters with fresh data up to `now_s`, no use ever seen,
+    one gateway each; `given` replaces any field."""
+    st = DetectSettings()
+    hz = np.full(meters, now_s // BS * BS, np.int64)
+    never = np.full(meters, NEVER, np.int64)
+    fields: dict[str, object] = {
+        "now_s": now_s,
+        "bucket_s": BS,
+        "settings": st,
+        "params": uniform_params(st, meters, report_interval_s=BS),
+        "horizon_s": hz,
+        "known_start_s": hz - 86400,
+        "monitor_from_s": never,
+        "last_arrival_s": np.full(meters, now_s, np.int64),
+        "last_use_end_s": never,
+        "last_flow_end_s": never,
+        "last_calm_end_s": never,
+        "last_wet_end_s": never,
+        "last_dry_end_s": never,
+        "leak_baseline_l": np.zeros(meters, np.float32),
+        "flow_buckets": 3600 // BS,
+        "tap_lag_s": np.full(meters, BS + 7200, np.int64),
+        "leak_lag_s": np.full(meters, BS + 86400, np.int64),
+        "dry_from_s": hz - 86400,
+        "dry_b": np.full(meters, 86400 // BS, np.int64),
+        "routine_limit_b": np.full(meters, DISABLED, np.uint8),
+        "over_routine_limit": np.zeros(meters, np.bool_),
+        "quiet_sel": slice(None),
+        "window_usage_l": np.zeros(meters, np.float32),
+        "horizon_cell": np.arange(meters, dtype=np.int64),
+        "dry_start_slot": np.zeros(meters, np.int64),
+        "low_threshold_b": np.zeros((86400 // BS, meters), np.uint16),
+        "allowance_b": np.zeros((1, 86400 // BS), np.int16),
+        "low_allowance_b": np.zeros((1, 86400 // BS), np.int16),
+        "profile_group": np.zeros(meters, np.int64),
+        "profile_slots": 86400 // BS,
+        "routine_open_meters": np.empty(0, np.int64),
+        "routine_raised_at_s": np.empty(0, np.int64),
+        "routine_used_since_l": np.empty(0, np.float32),
+        "gateway_of": np.arange(meters, dtype=np.int64),
+        "gateway_judges": np.ones(meters, np.bool_),
+        "gateway_judge_count": np.ones(meters, np.int64),
+        "gateway_judge_quiet_s": np.full(meters, BS + 1800, np.int64),
+        "gateway_status_since_s": None,
+    }
+    return SweepInput(**(fields | given))  # type: ignore[arg-type]
+
+
+def test_running_tap_needs_its_whole_limit_of_flow_and_data_current_enough() -> None:
+    now = T0 + 86400
+    hz = now // BS * BS
+    inp = sweep_input(
+        3,
+        now,
+        # meter 0 flowed 2 h, meter 1 an hour; meter 2 flowed 2 h but its data is a day old
+        horizon_s=np.array([hz, hz, hz - 86400], np.int64),
+        last_calm_end_s=np.array([hz - 7200, hz - 3600, hz - 86400 - 7200], np.int64),
+        last_flow_end_s=np.array([hz, hz, hz - 86400], np.int64),
+    )
+    verdict = rules.running_tap(inp)
+    assert verdict.raise_when.tolist() == [True, False, False]
+    assert verdict.since_s[0] == hz - 7200
+    assert not verdict.clear_when.any()  # flowing now: nothing has recovered
+
+
+def test_low_usage_fires_on_a_long_dry_window_and_clears_only_on_clearly_more_use() -> None:
+    now = T0 + 86400
+    inp = sweep_input(3, now, window_usage_l=np.array([2.0, 12.0, 20.0], np.float32))
+    verdict = rules.low_usage(inp)
+    assert verdict.raise_when.tolist() == [True, False, False]
+    # 12 L is not low any more, but not clearly recovered either (15 L clears): the state holds
+    assert verdict.clear_when.tolist() == [False, False, True]
+    assert verdict.used_l is not None
+    assert verdict.used_l[0] == 2.0
+
+
+def test_a_gateway_is_offline_when_all_its_judges_are_quiet_or_by_its_own_word() -> None:
+    now = T0 + 86400
+    long_ago = now - 4 * 3600  # beyond an every-15-min meter's 15 min + 3 h of grace
+    inp = sweep_input(
+        5,
+        now,
+        # gateway 0: meters 0 and 1, both quiet; gateway 1: meters 2 and 3, one quiet;
+        # gateway 2: meter 4 alone, fresh, but it said `offline` an hour ago
+        last_arrival_s=np.array([long_ago, long_ago, long_ago, now, now], np.int64),
+        gateway_of=np.array([0, 0, 1, 1, 2], np.int64),
+        gateway_judge_count=np.array([2, 2, 1], np.int64),
+        gateway_status_since_s=np.array([NEVER, NEVER, now - 3600], np.int64),
+    )
+    offline = rules.gateway_offline(inp)
+    assert offline.raise_when.tolist() == [True, False, True]
+    silent = rules.meter_silent(inp, offline.raise_when[inp.gateway_of])
+    # a quiet meter of an offline gateway is the gateway's alert: held, not its own
+    assert silent.raise_when.tolist() == [False, False, True, False, False]
+    assert silent.hold is not None
+    assert silent.hold.tolist() == [True, True, False, False, False]

@@ -14,7 +14,7 @@ from lovekey.alerts.store import list_alerts, resolve
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
 from lovekey.detectors.daemon import watch_events
-from lovekey.detectors.service import DetectorService, EventWatcher, Shard
+from lovekey.detectors.service import DetectorService, DetectorShard, EventWatcher
 
 BS = timedelta(minutes=15)
 # a recent quarter hour, so the reading partitions the migration made exist
@@ -183,7 +183,7 @@ def test_away_suppresses_low_usage_until_the_absence_ends(conn: psycopg.Connecti
     add_readings(conn, keys["water_meter"], T - timedelta(hours=26), T + BS, 0.0, total=total)
     detect_once(T)
     assert open_alerts(conn) == []
-    service = DetectorService(make_settings_for(conn), shard=Shard())
+    service = DetectorService(make_settings_for(conn), shard=DetectorShard())
     service.start(conn, T)
     assert service.sweep(conn, T) == []
     # staff end the absence now: monitoring starts afresh, not from the empty days away
@@ -211,7 +211,7 @@ def test_late_and_out_of_order_rows_are_applied_once(conn: psycopg.Connection[An
     keys = add_resident(conn, "R-1")
     key = keys["water_meter"]
     add_readings(conn, key, T - timedelta(hours=13), T - timedelta(hours=1), 3.0)
-    service = DetectorService(make_settings_for(conn), shard=Shard())
+    service = DetectorService(make_settings_for(conn), shard=DetectorShard())
     service.start(conn, T - timedelta(hours=1))
     det = service.detector
     assert det is not None
@@ -237,7 +237,7 @@ def test_shards_split_the_meters_between_them(conn: psycopg.Connection[Any]) -> 
     settings = make_settings_for(conn)
     seen = []
     for i in range(3):
-        service = DetectorService(settings, shard=Shard(i, 3))
+        service = DetectorService(settings, shard=DetectorShard(i, 3))
         service.start(conn, T)
         assert service.detector is not None
         seen.append(set(service.detector.registry.meter_ids))
@@ -277,7 +277,7 @@ def test_the_event_watcher_wakes_on_notify(conn: psycopg.Connection[Any]) -> Non
     thread = threading.Thread(
         target=watch_events,
         args=(settings, settings.database_url, stop),
-        kwargs={"shard": Shard()},
+        kwargs={"shard": DetectorShard()},
         daemon=True,
     )
     thread.start()
@@ -348,7 +348,7 @@ def test_a_backlog_of_old_flow_from_a_meter_back_after_days_does_not_flap(
     total = add_readings(conn, key, silent_from - timedelta(hours=10), silent_from - timedelta(hours=4), 0.0)
     conn.execute("UPDATE device SET last_seen = %s WHERE key = %s", (silent_from - timedelta(hours=4), key))
     conn.commit()
-    service = DetectorService(make_settings_for(conn), shard=Shard())
+    service = DetectorService(make_settings_for(conn), shard=DetectorShard())
     now = datetime.now(UTC)
     service.start(conn, now)
     conn.commit()
