@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from lovekey.config import Settings
-from lovekey.detectors.service import DetectorService, EventWatcher
-from lovekey.detectors.service import DetectorShard as Shard  # renamed in service.py (import only)
+from lovekey.detectors.service import DetectorService, DetectorShard, EventWatcher
 from lovekey.errors import LoveKeyError
 from lovekey.retry import Backoff
 from lovekey.schedule import Periodic, scheduled
@@ -27,12 +26,14 @@ from lovekey.storage import connect
 log = logging.getLogger(__name__)
 
 
-def run_detector(settings: Settings, url: str, stop: threading.Event, *, shard: Shard | None = None) -> None:
+def run_detector(
+    settings: Settings, url: str, stop: threading.Event, *, shard: DetectorShard | None = None
+) -> None:
     """Sweep on a schedule and raise life-safety alerts from events until `stop` is set."""
-    asyncio.run(_run_detector(settings, url, stop, shard or Shard()))
+    asyncio.run(_run_detector(settings, url, stop, shard or DetectorShard()))
 
 
-async def _run_detector(settings: Settings, url: str, stop: threading.Event, shard: Shard) -> None:
+async def _run_detector(settings: Settings, url: str, stop: threading.Event, shard: DetectorShard) -> None:
     sweeper = Sweeper(settings, url, shard)
     try:
         every = settings.detect.sweep_interval_s
@@ -47,7 +48,7 @@ class Sweeper:
     """The sweep job: one connection and the detector state built over it, rebuilt from the
     database after any failure."""
 
-    def __init__(self, settings: Settings, url: str, shard: Shard) -> None:
+    def __init__(self, settings: Settings, url: str, shard: DetectorShard) -> None:
         self.settings = settings
         self.url = url
         self.shard = shard
@@ -77,7 +78,7 @@ class Sweeper:
         self._conn = self._service = None
 
 
-def watch_events(settings: Settings, url: str, stop: threading.Event, *, shard: Shard) -> None:
+def watch_events(settings: Settings, url: str, stop: threading.Event, *, shard: DetectorShard) -> None:
     """LISTEN lovekey_events; poll device_event on each notification or every events_poll_s."""
     backoff = Backoff(first_s=0.5, max_s=30.0)
     lost_at: datetime | None = None  # when the database went away, until we are back
