@@ -237,7 +237,7 @@ def create_router(
                             by=by,
                             channel="link",
                             now=now,
-                            contact_id=inbound._contact_id(holder.contact_ref),
+                            contact_id=inbound.contact_id_of(holder.contact_ref),
                         )
                     elif action == "fine":
                         store.resolve(
