@@ -1,16 +1,18 @@
 """The acknowledgement pages behind the links in messages, and the inbound-SMS webhook.
 
-`create_router(settings, database_url)` returns an `APIRouter` with its own lifespan (a small
-connection pool, opened when the app starts): the console includes it as it is
-(`app.include_router(create_router(settings, url))`, no prefix); `create_app()` wraps it for
-`lovekey alerts serve`. Routes:
+`create_router(settings, pool)` returns an `APIRouter` whose routes run on a pool the host
+app owns (an `AsyncConnectionPool`, autocommit, opened in the host's lifespan): the console
+includes it with its one pool (`app.include_router(create_router(settings, pool))`, no
+prefix), so a console process holds one pool, not one per package; `create_app()` is the
+stand-alone host for `lovekey alerts serve`, with its own pool opened in its lifespan.
+Routes:
 
     GET/POST /a/{token}            the page for one alert and one recipient (zh/en, mobile)
     POST     /alerts/sms/{secret}  replies from the SMS gateway: `1` or an alert's number
 
 The token in the path is the credential (see alerts.tokens): nothing else is needed to act,
-and nothing works without it. Endpoints are synchronous (FastAPI runs them in its thread
-pool) because the alert store is synchronous psycopg.
+and nothing works without it. Endpoints are asynchronous and use the `*_async` shells of the
+alert store, `alerts.inbound` and `alerts.escalation_pass`: no blocking call on the loop.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 from lovekey.alerts import inbound, store
 from lovekey.alerts.chains import ChainBook
-from lovekey.alerts.escalation_pass import EscalationContext, request_help
+from lovekey.alerts.escalation_pass import EscalationContext, request_help_async
 from lovekey.alerts.messages import OUTCOME_TEXT, WHAT
-from lovekey.alerts.worker import load_secret, utc_now
+from lovekey.alerts.worker import load_secret_async, utc_now
 from lovekey.config import Settings
 from lovekey.errors import AckTokenError, AlertStateError
 from lovekey.redact import redact_phone
@@ -108,52 +111,42 @@ for _lang, _texts in TEXT.items():
 
 
 class AckService:
-    """The state the routes share: settings, the signing secret and a connection pool."""
+    """The state the routes share: settings, the host's pool and the signing secret (read
+    once, on first use, from settings or the database; see `alerts.worker.load_secret`)."""
 
     def __init__(
-        self, settings: Settings, database_url: str, *, clock: Callable[[], datetime] = utc_now
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool[Any],
+        *,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
+        self.pool = pool
         self.clock = clock
         self.zone: ZoneInfo = settings.zone
-        self.pool: ConnectionPool[Any] = ConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=4,
-            open=False,
-            name="lovekey-alerts-web",
-            kwargs={"autocommit": True, "application_name": "lovekey-alerts-web"},
-        )
-        self.secret = b""
+        self._secret: bytes | None = None
         self.escalation = EscalationContext(
             ChainBook.load(settings.alerts.chains_file), settings.alerts, settings.zone
         )
 
-    def open(self) -> None:
-        self.pool.open(wait=True, timeout=30)
-        with self.pool.connection() as conn:
-            self.secret = load_secret(conn, self.settings)
-
-    def close(self) -> None:
-        self.pool.close()
+    async def secret(self, conn: psycopg.AsyncConnection[Any]) -> bytes:
+        # two first requests at once both load it: the same value (kept with ON CONFLICT)
+        if self._secret is None:
+            self._secret = await load_secret_async(conn, self.settings)
+        return self._secret
 
 
 def create_router(
-    settings: Settings, database_url: str, *, clock: Callable[[], datetime] = utc_now
+    settings: Settings,
+    pool: AsyncConnectionPool[Any],
+    *,
+    clock: Callable[[], datetime] = utc_now,
 ) -> APIRouter:
-    service = AckService(settings, database_url, clock=clock)
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        import asyncio
-
-        await asyncio.to_thread(service.open)
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(service.close)
-
-    router = APIRouter(lifespan=lifespan)
+    """The routes, over `pool`: made with `open=False` by the host, which opens it in its
+    lifespan (inside the running loop) and closes it; the router opens nothing."""
+    service = AckService(settings, pool, clock=clock)
+    router = APIRouter()
     templates = _templates()
 
     def render(request: Request, lang: str, status_code: int = 200, **context: Any) -> Response:
@@ -164,17 +157,18 @@ def create_router(
         )
         return HTMLResponse(html, status_code=status_code, headers=_NO_STORE)
 
-    def page(request: Request, token: str, flash: str | None) -> Response:
+    async def page(request: Request, token: str, flash: str | None) -> Response:
         now = service.clock()
-        with service.pool.connection() as conn:
+        async with service.pool.connection() as conn:
+            secret = await service.secret(conn)
             try:
-                holder = inbound.holder_of(conn, service.secret, token, now)
+                holder = await inbound.holder_of_async(conn, secret, token, now)
             except AckTokenError as exc:
                 return render(request, "zh", 403 if exc.reason != "malformed" else 404, error=exc.reason)
-            alert = store.get_alert(conn, holder.alert_id)
-            others = inbound.other_alerts(
+            alert = await store.get_alert_async(conn, holder.alert_id)
+            others = await inbound.other_alerts_async(
                 conn,
-                service.secret,
+                secret,
                 holder,
                 now,
                 settings.alerts.token_ttl_s,
@@ -206,14 +200,14 @@ def create_router(
         return render(request, lang, alert=view, others=other_views, flash=flash, help=flash == "done_help")
 
     @router.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
-    def ack_page(request: Request, token: str, done: str | None = None) -> Response:
+    async def ack_page(request: Request, token: str, done: str | None = None) -> Response:
         flash = f"done_{done}" if done in ("going", "fine", "help", "resolve", "already") else None
         if done == "note_required":
             flash = "note_required"
-        return page(request, token, flash)
+        return await page(request, token, flash)
 
     @router.post("/a/{token}", include_in_schema=False)
-    def ack_action(
+    async def ack_action(
         request: Request,
         token: str,
         action: str = Form(...),
@@ -221,26 +215,29 @@ def create_router(
         note: str | None = Form(None),
     ) -> Response:
         now = service.clock()
-        with service.pool.connection() as conn:
+        async with service.pool.connection() as conn:
+            secret = await service.secret(conn)
             try:
-                holder = inbound.holder_of(conn, service.secret, token, now)
+                holder = await inbound.holder_of_async(conn, secret, token, now)
             except AckTokenError as exc:
                 return render(request, "zh", 403, error=exc.reason)
             by = holder.name or holder.contact_ref
             done = action
             try:
-                with conn.transaction():
+                # one transaction: the transition, its history rows and the outbox rows of a
+                # help request commit together or not at all
+                async with conn.transaction():
                     if action == "going":
-                        store.acknowledge(
+                        await store.acknowledge_async(
                             conn,
                             holder.alert_id,
                             by=by,
                             channel="link",
                             now=now,
-                            contact_id=inbound._contact_id(holder.contact_ref),
+                            contact_id=inbound.contact_id_of(holder.contact_ref),
                         )
                     elif action == "fine":
-                        store.resolve(
+                        await store.resolve_async(
                             conn,
                             holder.alert_id,
                             outcome="resident_ok",
@@ -250,15 +247,19 @@ def create_router(
                             now=now,
                         )
                     elif action == "help":
-                        alert = store.get_alert(conn, holder.alert_id)
+                        alert = await store.get_alert_async(conn, holder.alert_id)
                         if alert is not None and alert["status"] != "acknowledged":
-                            store.acknowledge(conn, holder.alert_id, by=by, channel="link", now=now)
-                        request_help(conn, holder.alert_id, by=by, ctx=service.escalation, now=now)
+                            await store.acknowledge_async(
+                                conn, holder.alert_id, by=by, channel="link", now=now
+                            )
+                        await request_help_async(
+                            conn, holder.alert_id, by=by, ctx=service.escalation, now=now
+                        )
                     elif action == "resolve":
                         if outcome == "other" and not (note or "").strip():
                             done = "note_required"
                         else:
-                            store.resolve(
+                            await store.resolve_async(
                                 conn,
                                 holder.alert_id,
                                 outcome=outcome or "",
@@ -283,20 +284,15 @@ def create_router(
         text = _first(fields, "text", "message", "body", "content")
         if not sender or text is None:
             return JSONResponse({"error": "need 'from' and 'text'"}, status_code=400)
-        import asyncio
-
-        def handle() -> inbound.SmsReply:
-            with service.pool.connection() as conn:
-                return inbound.acknowledge_by_sms(
-                    conn,
-                    sender,
-                    text,
-                    service.clock(),
-                    ttl_s=settings.alerts.token_ttl_s,
-                    default_country_code=settings.registry.default_country_code,
-                )
-
-        reply = await asyncio.to_thread(handle)
+        async with service.pool.connection() as conn:
+            reply = await inbound.acknowledge_by_sms_async(
+                conn,
+                sender,
+                text,
+                service.clock(),
+                ttl_s=settings.alerts.token_ttl_s,
+                default_country_code=settings.registry.default_country_code,
+            )
         log.info(
             "inbound sms from=%s result=%s alert=%s", redact_phone(sender), reply.reason, reply.acknowledged
         )
@@ -308,9 +304,33 @@ def create_router(
 
 
 def create_app(settings: Settings, database_url: str, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
-    """A stand-alone app serving only the acknowledgement routes (`lovekey alerts serve`)."""
-    app = FastAPI(title="LoveKey acknowledgements", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(create_router(settings, database_url, clock=clock))
+    """A stand-alone app serving only the acknowledgement routes (`lovekey alerts serve`). Its
+    pool is made here with `open=False` and opened by the lifespan, inside the running loop."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=4,
+        open=False,
+        name="lovekey-alerts-web",
+        kwargs={"autocommit": True, "application_name": "lovekey-alerts-web"},
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await pool.open(wait=True, timeout=30)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="LoveKey acknowledgements",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.include_router(create_router(settings, pool, clock=clock))
     return app
 
 

@@ -4,6 +4,9 @@ One transaction per pass. Alerts are locked `FOR UPDATE SKIP LOCKED`, so passes 
 worker processes share the work without deciding the same alert twice, and the notifications
 a decision creates are outbox rows written in the same transaction as the history row that
 records the decision: the decision and its notifications commit together or not at all.
+
+The pass itself is synchronous (the worker). "Needs help" from the acknowledgement pages has an
+async shell too, `request_help_async`, over the same SQL and the same pure row-building.
 """
 
 from __future__ import annotations
@@ -23,8 +26,15 @@ from lovekey.alerts.chains import ChainBook, RoleRef
 from lovekey.alerts.channels import recipient_channels
 from lovekey.alerts.escalation import AlertSnapshot, Escalation
 from lovekey.alerts.policy import quiet_until
-from lovekey.alerts.recipients import AlertRouting, Recipient, available_roles, load_routing, recipients_for
-from lovekey.alerts.store import add_history
+from lovekey.alerts.recipients import (
+    AlertRouting,
+    Recipient,
+    available_roles,
+    load_routing,
+    load_routing_async,
+    recipients_for,
+)
+from lovekey.alerts.store import add_history, add_history_async
 from lovekey.config import AlertSettings
 from lovekey.vocabulary import AlertStatus, ContactRole, Outcome
 
@@ -265,6 +275,14 @@ def _insert_outbox(conn: psycopg.Connection[Any], rows: Sequence[Mapping[str, An
         return cur.rowcount if cur.rowcount >= 0 else len(rows)
 
 
+async def _insert_outbox_async(conn: psycopg.AsyncConnection[Any], rows: Sequence[Mapping[str, Any]]) -> int:
+    if not rows:
+        return 0
+    async with conn.cursor() as cur:
+        await cur.executemany(_INSERT_OUTBOX, rows)
+        return cur.rowcount if cur.rowcount >= 0 else len(rows)
+
+
 def queue_outbox(conn: psycopg.Connection[Any], rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert outbox rows (ignoring ones already there); for the digest and tests."""
     return _insert_outbox(conn, rows)
@@ -310,6 +328,27 @@ HELP_ROLES: tuple[ContactRole, ...] = (
 )
 
 
+_HELP_REQUESTS = "SELECT count(*) FROM alert_history WHERE alert_id = %s AND event = 'help_needed'"
+
+
+def _help_rows(
+    alert: AlertRouting, earlier: tuple[Any, ...] | None, by: str, ctx: EscalationContext, now: datetime
+) -> list[dict[str, Any]]:
+    """The urgent outbox rows of a help request, given how many came before it."""
+    round_ = -1 - (earlier[0] if earlier else 0)
+    decision = escalation.Notify(
+        round=round_, step=None, roles=tuple(RoleRef(r) for r in HELP_ROLES), next_check=now
+    )
+    rows = _notify_rows(alert, decision, True, ctx, now)
+    for r in rows:
+        r["detail"] = Jsonb({**facts_detail(alert, True), "help_by": by})
+    return rows
+
+
+def _help_event(alert_id: int, by: str, queued: int) -> tuple[int, str, Any]:
+    return (alert_id, "help_needed", Jsonb({"by": by, "recipients": queued}))
+
+
 def request_help(
     conn: psycopg.Connection[Any],
     alert_id: int,
@@ -321,19 +360,26 @@ def request_help(
     """ "Needs help" from the person on site: tell the family, the grid worker and community
     staff at once (urgent), whatever step the chain is at. Rounds of help requests are
     numbered -1, -2, ... so they never collide with the chain's rounds. Returns how many
-    notifications were queued. The caller owns the transaction."""
+    notifications were queued. The caller owns the transaction, so the outbox rows and the
+    history row commit together."""
     (alert,) = load_routing(conn, [alert_id])
-    row = conn.execute(
-        "SELECT count(*) FROM alert_history WHERE alert_id = %s AND event = 'help_needed'",
-        (alert_id,),
-    ).fetchone()
-    round_ = -1 - (row[0] if row else 0)
-    decision = escalation.Notify(
-        round=round_, step=None, roles=tuple(RoleRef(r) for r in HELP_ROLES), next_check=now
-    )
-    rows = _notify_rows(alert, decision, True, ctx, now)
-    for r in rows:
-        r["detail"] = Jsonb({**facts_detail(alert, True), "help_by": by})
-    n = _insert_outbox(conn, rows)
-    add_history(conn, [(alert_id, "help_needed", Jsonb({"by": by, "recipients": n}))], now, by)
+    earlier = conn.execute(_HELP_REQUESTS, (alert_id,)).fetchone()
+    n = _insert_outbox(conn, _help_rows(alert, earlier, by, ctx, now))
+    add_history(conn, [_help_event(alert_id, by, n)], now, by)
+    return n
+
+
+async def request_help_async(
+    conn: psycopg.AsyncConnection[Any],
+    alert_id: int,
+    *,
+    by: str,
+    ctx: EscalationContext,
+    now: datetime,
+) -> int:
+    """`request_help` over an asynchronous connection (the acknowledgement pages)."""
+    (alert,) = await load_routing_async(conn, [alert_id])
+    earlier = await (await conn.execute(_HELP_REQUESTS, (alert_id,))).fetchone()
+    n = await _insert_outbox_async(conn, _help_rows(alert, earlier, by, ctx, now))
+    await add_history_async(conn, [_help_event(alert_id, by, n)], now, by)
     return n

@@ -1,13 +1,17 @@
 """Acknowledgement from outside: a signed link, or an SMS reply.
 
 Both end in `alerts.store.acknowledge` / `resolve`; what is here decides *which* alert and
-*who*. Synchronous psycopg; each function runs its own transaction.
+*who*. Like the store, each step is its SQL literal and its pure checks defined once, with two
+thin shells: the plain functions over a synchronous connection and `*_async` variants over an
+asynchronous one (the acknowledgement pages run on the console's `AsyncConnectionPool`).
+`acknowledge_by_sms` runs its own transaction; the others run in the caller's.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +19,7 @@ from typing import Any
 import psycopg
 
 from lovekey.alerts import store
-from lovekey.alerts.tokens import make_token, parse_token, verify_token
+from lovekey.alerts.tokens import TokenParts, make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError, AlertStateError
 
 
@@ -32,17 +36,15 @@ class LinkHolder:
     detail: dict[str, Any]
 
 
-def holder_of(conn: psycopg.Connection[Any], secret: bytes, token: str, now: datetime) -> LinkHolder:
-    """The recipient a token was issued to; AckTokenError when it is malformed, forged,
-    for no notification we sent, or expired."""
-    parts = parse_token(token)
-    row = conn.execute(
-        """
-        SELECT id, alert_id, recipient_key, contact_ref, name, language, detail
-        FROM alert_outbox WHERE id = %s AND alert_id IS NOT NULL
-        """,
-        (parts.outbox_id,),
-    ).fetchone()
+_HOLDER = """
+    SELECT id, alert_id, recipient_key, contact_ref, name, language, detail
+    FROM alert_outbox WHERE id = %s AND alert_id IS NOT NULL
+"""
+
+
+def _verified_holder(
+    secret: bytes, parts: TokenParts, row: tuple[Any, ...] | None, now: datetime
+) -> LinkHolder:
     if row is None:
         raise AckTokenError("forged")  # never issued: same answer as a bad MAC
     holder = LinkHolder(*row)
@@ -50,25 +52,44 @@ def holder_of(conn: psycopg.Connection[Any], secret: bytes, token: str, now: dat
     return holder
 
 
-def other_alerts(
-    conn: psycopg.Connection[Any],
+def holder_of(conn: psycopg.Connection[Any], secret: bytes, token: str, now: datetime) -> LinkHolder:
+    """The recipient a token was issued to; AckTokenError when it is malformed, forged,
+    for no notification we sent, or expired."""
+    parts = parse_token(token)
+    row = conn.execute(_HOLDER, (parts.outbox_id,)).fetchone()
+    return _verified_holder(secret, parts, row, now)
+
+
+async def holder_of_async(
+    conn: psycopg.AsyncConnection[Any], secret: bytes, token: str, now: datetime
+) -> LinkHolder:
+    """`holder_of` over an asynchronous connection."""
+    parts = parse_token(token)
+    row = await (await conn.execute(_HOLDER, (parts.outbox_id,))).fetchone()
+    return _verified_holder(secret, parts, row, now)
+
+
+_OTHER_ALERTS = """
+    SELECT DISTINCT ON (o.alert_id) o.id, o.alert_id, o.detail, a.status
+    FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
+    WHERE o.recipient_key = %s AND o.purpose = 'alert' AND o.state = 'sent'
+      AND o.alert_id <> %s AND a.status <> 'resolved' AND o.sent_at > %s
+    ORDER BY o.alert_id, o.id DESC
+"""
+
+
+def _other_alerts_params(holder: LinkHolder, now: datetime, ttl_s: int) -> tuple[Any, ...]:
+    return (holder.recipient_key, holder.alert_id, now - timedelta(seconds=ttl_s))
+
+
+def _with_links(
+    rows: Sequence[tuple[Any, ...]],
     secret: bytes,
     holder: LinkHolder,
     now: datetime,
     ttl_s: int,
     base_url: str,
 ) -> list[dict[str, Any]]:
-    """The holder's other unresolved alerts (a bundle's members), each with its own link."""
-    rows = conn.execute(
-        """
-        SELECT DISTINCT ON (o.alert_id) o.id, o.alert_id, o.detail, a.status
-        FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
-        WHERE o.recipient_key = %s AND o.purpose = 'alert' AND o.state = 'sent'
-          AND o.alert_id <> %s AND a.status <> 'resolved' AND o.sent_at > %s
-        ORDER BY o.alert_id, o.id DESC
-        """,
-        (holder.recipient_key, holder.alert_id, now - timedelta(seconds=ttl_s)),
-    ).fetchall()
     out = []
     for outbox_id, alert_id, detail, status in rows:
         token = make_token(
@@ -87,6 +108,32 @@ def other_alerts(
             }
         )
     return out
+
+
+def other_alerts(
+    conn: psycopg.Connection[Any],
+    secret: bytes,
+    holder: LinkHolder,
+    now: datetime,
+    ttl_s: int,
+    base_url: str,
+) -> list[dict[str, Any]]:
+    """The holder's other unresolved alerts (a bundle's members), each with its own link."""
+    rows = conn.execute(_OTHER_ALERTS, _other_alerts_params(holder, now, ttl_s)).fetchall()
+    return _with_links(rows, secret, holder, now, ttl_s, base_url)
+
+
+async def other_alerts_async(
+    conn: psycopg.AsyncConnection[Any],
+    secret: bytes,
+    holder: LinkHolder,
+    now: datetime,
+    ttl_s: int,
+    base_url: str,
+) -> list[dict[str, Any]]:
+    """`other_alerts` over an asynchronous connection."""
+    cur = await conn.execute(_OTHER_ALERTS, _other_alerts_params(holder, now, ttl_s))
+    return _with_links(await cur.fetchall(), secret, holder, now, ttl_s, base_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +166,30 @@ def phone_variants(sender: str, default_country_code: str) -> list[str]:
     return [f"+{digits}", f"+{default_country_code}{digits.lstrip('0')}"]
 
 
+# the newest alert sent to this phone that is still open: `1` means that one, any other
+# number must be the alert's id (and such a match wins over the newest)
+_SMS_TARGET = """
+    SELECT o.alert_id, o.name, o.contact_ref
+    FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
+    WHERE o.phone = ANY(%(phones)s) AND o.purpose = 'alert' AND o.state = 'sent'
+      AND o.sent_at > %(since)s AND a.status <> 'resolved'
+      AND (%(code)s = 1 OR o.alert_id = %(code)s)
+    ORDER BY (o.alert_id = %(code)s) DESC, o.sent_at DESC, o.id DESC
+    LIMIT 1
+"""
+
+
+def _sms_target_params(
+    code: int, sender: str, now: datetime, ttl_s: int, default_country_code: str
+) -> dict[str, Any]:
+    phones = phone_variants(sender, default_country_code)
+    return {"phones": phones, "since": now - timedelta(seconds=ttl_s), "code": code}
+
+
+def _acknowledged(alert_id: int, first: bool) -> SmsReply:
+    return SmsReply(alert_id, first, "ok" if first else "already_acknowledged")
+
+
 def acknowledge_by_sms(
     conn: psycopg.Connection[Any],
     sender: str,
@@ -128,23 +199,13 @@ def acknowledge_by_sms(
     ttl_s: int,
     default_country_code: str,
 ) -> SmsReply:
+    """Acknowledge the alert an SMS reply points at, in one transaction of its own."""
     code = parse_reply(text)
     if code is None:
         return SmsReply(None, False, "not_understood")
-    phones = phone_variants(sender, default_country_code)
+    params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
     with conn.transaction():
-        row = conn.execute(
-            """
-            SELECT o.alert_id, o.name, o.contact_ref
-            FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
-            WHERE o.phone = ANY(%(phones)s) AND o.purpose = 'alert' AND o.state = 'sent'
-              AND o.sent_at > %(since)s AND a.status <> 'resolved'
-              AND (%(code)s = 1 OR o.alert_id = %(code)s)
-            ORDER BY (o.alert_id = %(code)s) DESC, o.sent_at DESC, o.id DESC
-            LIMIT 1
-            """,
-            {"phones": phones, "since": now - timedelta(seconds=ttl_s), "code": code},
-        ).fetchone()
+        row = conn.execute(_SMS_TARGET, params).fetchone()
         if row is None:
             return SmsReply(None, False, "no_alert")
         alert_id, name, contact_ref = row
@@ -155,13 +216,46 @@ def acknowledge_by_sms(
                 by=name or sender,
                 channel="sms",
                 now=now,
-                contact_id=_contact_id(contact_ref),
+                contact_id=contact_id_of(contact_ref),
             )
         except AlertStateError:
             return SmsReply(None, False, "no_alert")
-    return SmsReply(alert_id, first, "ok" if first else "already_acknowledged")
+    return _acknowledged(alert_id, first)
 
 
-def _contact_id(contact_ref: str) -> int | None:
+async def acknowledge_by_sms_async(
+    conn: psycopg.AsyncConnection[Any],
+    sender: str,
+    text: str,
+    now: datetime,
+    *,
+    ttl_s: int,
+    default_country_code: str,
+) -> SmsReply:
+    """`acknowledge_by_sms` over an asynchronous connection."""
+    code = parse_reply(text)
+    if code is None:
+        return SmsReply(None, False, "not_understood")
+    params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
+    async with conn.transaction():
+        row = await (await conn.execute(_SMS_TARGET, params)).fetchone()
+        if row is None:
+            return SmsReply(None, False, "no_alert")
+        alert_id, name, contact_ref = row
+        try:
+            first = await store.acknowledge_async(
+                conn,
+                alert_id,
+                by=name or sender,
+                channel="sms",
+                now=now,
+                contact_id=contact_id_of(contact_ref),
+            )
+        except AlertStateError:
+            return SmsReply(None, False, "no_alert")
+    return _acknowledged(alert_id, first)
+
+
+def contact_id_of(contact_ref: str) -> int | None:
     table, _, ident = contact_ref.partition(":")
     return int(ident) if table == "contact" and ident.isdigit() else None

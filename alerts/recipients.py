@@ -1,8 +1,9 @@
 """Who can be told about an alert: the resident's contacts by role, with community-level
 contacts filling roles the resident has nobody in, and maintenance staff for device faults.
 
-`load_routing()` reads what is needed for many alerts in a few queries; `recipients_for()` is
-the pure rule that picks the people for a role.
+`load_routing()` reads what is needed for many alerts in a few queries (`load_routing_async()`
+runs the same queries over an asynchronous connection, for the acknowledgement pages);
+`recipients_for()` is the pure rule that picks the people for a role.
 """
 
 from __future__ import annotations
@@ -110,63 +111,109 @@ def _community_level(alert: AlertRouting, role: str) -> list[Recipient]:
     return []
 
 
+_ROUTING_ALERTS = """
+    SELECT a.id, a.kind, a.subject, a.status, a.since, a.opened_at, a.outcome,
+           a.stood_down_at, r.id, coalesce(r.name, ''), r.status, r.away_until,
+           coalesce(h.address, ''), h.community_id, h.grid_id,
+           coalesce(c.rules, '{}'), coalesce(r.rules, '{}'), a.gateway_id
+    FROM alert a
+    LEFT JOIN device d ON d.id = a.device_id
+    LEFT JOIN resident r ON r.id = coalesce(a.resident_id, d.resident_id)
+    LEFT JOIN household h ON h.id = coalesce(r.household_id, d.household_id)
+    LEFT JOIN community c ON c.id = h.community_id
+    WHERE a.id = ANY(%s)
+    ORDER BY a.id
+"""
+_GATEWAY_COMMUNITIES = """
+    SELECT DISTINCT d.gateway_id, h.community_id
+    FROM device d JOIN household h ON h.id = d.household_id
+    WHERE d.gateway_id = ANY(%s) AND h.community_id IS NOT NULL
+"""
+_CONTACTS = """
+    SELECT resident_id, id, role, position, name, phone, push_url, language,
+           quiet_start, quiet_end
+    FROM contact WHERE resident_id = ANY(%s)
+"""
+_COMMUNITY_CONTACTS = """
+    SELECT community_id, grid_id, id, role, position, name, phone, push_url, language,
+           quiet_start, quiet_end
+    FROM community_contact
+    WHERE community_id = ANY(%s) OR community_id IS NULL
+"""
+
+
 def load_routing(conn: psycopg.Connection[Any], alert_ids: Sequence[int]) -> list[AlertRouting]:
     """Alerts with their resident, place, rules and candidate contacts (4 queries)."""
     if not alert_ids:
         return []
-    rows = conn.execute(
-        """
-        SELECT a.id, a.kind, a.subject, a.status, a.since, a.opened_at, a.outcome,
-               a.stood_down_at, r.id, coalesce(r.name, ''), r.status, r.away_until,
-               coalesce(h.address, ''), h.community_id, h.grid_id,
-               coalesce(c.rules, '{}'), coalesce(r.rules, '{}'), a.gateway_id
-        FROM alert a
-        LEFT JOIN device d ON d.id = a.device_id
-        LEFT JOIN resident r ON r.id = coalesce(a.resident_id, d.resident_id)
-        LEFT JOIN household h ON h.id = coalesce(r.household_id, d.household_id)
-        LEFT JOIN community c ON c.id = h.community_id
-        WHERE a.id = ANY(%s)
-        ORDER BY a.id
-        """,
-        (list(alert_ids),),
-    ).fetchall()
-    gateways = sorted({r[17] for r in rows if r[1] == AlertKind.GATEWAY_OFFLINE and r[17]})
+    rows = conn.execute(_ROUTING_ALERTS, (list(alert_ids),)).fetchall()
+    gateways = _offline_gateways(rows)
+    served = _by_gateway(conn.execute(_GATEWAY_COMMUNITIES, (gateways,)) if gateways else [])
+    resident_ids = _resident_ids(rows)
+    contacts = _by_resident(conn.execute(_CONTACTS, (resident_ids,)) if resident_ids else [])
+    community_contacts = _community_contacts(
+        conn.execute(_COMMUNITY_CONTACTS, (_community_ids(rows, served),))
+    )
+    return _routing(rows, served, contacts, community_contacts)
+
+
+async def load_routing_async(
+    conn: psycopg.AsyncConnection[Any], alert_ids: Sequence[int]
+) -> list[AlertRouting]:
+    """`load_routing` over an asynchronous connection (the same 4 queries)."""
+    if not alert_ids:
+        return []
+    rows = await (await conn.execute(_ROUTING_ALERTS, (list(alert_ids),))).fetchall()
+    gateways = _offline_gateways(rows)
+    served = _by_gateway(
+        await (await conn.execute(_GATEWAY_COMMUNITIES, (gateways,))).fetchall() if gateways else []
+    )
+    resident_ids = _resident_ids(rows)
+    contacts = _by_resident(
+        await (await conn.execute(_CONTACTS, (resident_ids,))).fetchall() if resident_ids else []
+    )
+    cur = await conn.execute(_COMMUNITY_CONTACTS, (_community_ids(rows, served),))
+    return _routing(rows, served, contacts, _community_contacts(await cur.fetchall()))
+
+
+def _offline_gateways(rows: Sequence[Sequence[Any]]) -> list[str]:
+    return sorted({r[17] for r in rows if r[1] == AlertKind.GATEWAY_OFFLINE and r[17]})
+
+
+def _by_gateway(pairs: Iterable[Sequence[Any]]) -> dict[str, list[str]]:
     served: dict[str, list[str]] = {}
-    if gateways:
-        for gateway_id, community_id in conn.execute(
-            """
-            SELECT DISTINCT d.gateway_id, h.community_id
-            FROM device d JOIN household h ON h.id = d.household_id
-            WHERE d.gateway_id = ANY(%s) AND h.community_id IS NOT NULL
-            """,
-            (gateways,),
-        ):
-            served.setdefault(gateway_id, []).append(community_id)
-    resident_ids = sorted({r[8] for r in rows if r[8]})
+    for gateway_id, community_id in pairs:
+        served.setdefault(gateway_id, []).append(community_id)
+    return served
+
+
+def _resident_ids(rows: Sequence[Sequence[Any]]) -> list[str]:
+    return sorted({r[8] for r in rows if r[8]})
+
+
+def _by_resident(contact_rows: Iterable[Sequence[Any]]) -> dict[str, list[Recipient]]:
     contacts: dict[str, list[Recipient]] = {}
-    if resident_ids:
-        for row in conn.execute(
-            """
-            SELECT resident_id, id, role, position, name, phone, push_url, language,
-                   quiet_start, quiet_end
-            FROM contact WHERE resident_id = ANY(%s)
-            """,
-            (resident_ids,),
-        ):
-            contacts.setdefault(row[0], []).append(_recipient("contact", row[1:]))
-    community_ids = sorted({r[13] for r in rows if r[13]} | {c for cs in served.values() for c in cs})
-    community_contacts = [
-        (row[0], row[1], _recipient("community_contact", row[2:]))
-        for row in conn.execute(
-            """
-            SELECT community_id, grid_id, id, role, position, name, phone, push_url, language,
-                   quiet_start, quiet_end
-            FROM community_contact
-            WHERE community_id = ANY(%s) OR community_id IS NULL
-            """,
-            (community_ids,),
-        )
-    ]
+    for row in contact_rows:
+        contacts.setdefault(row[0], []).append(_recipient("contact", row[1:]))
+    return contacts
+
+
+def _community_ids(rows: Sequence[Sequence[Any]], served: Mapping[str, list[str]]) -> list[str]:
+    return sorted({r[13] for r in rows if r[13]} | {c for cs in served.values() for c in cs})
+
+
+def _community_contacts(
+    contact_rows: Iterable[Sequence[Any]],
+) -> list[tuple[str | None, str | None, Recipient]]:
+    return [(row[0], row[1], _recipient("community_contact", row[2:])) for row in contact_rows]
+
+
+def _routing(
+    rows: Sequence[Sequence[Any]],
+    served: Mapping[str, list[str]],
+    contacts: Mapping[str, list[Recipient]],
+    community_contacts: Sequence[tuple[str | None, str | None, Recipient]],
+) -> list[AlertRouting]:
     out = []
     for r in rows:
         communities = tuple(served.get(r[17], [])) if r[1] == AlertKind.GATEWAY_OFFLINE else ()

@@ -6,8 +6,8 @@ whatever transaction `conn` is in, and never commits). Each transition writes on
 alert row it describes.
 
 The detectors, the worker and the CLI are synchronous and use the plain functions. The
-console is asynchronous and uses the `*_async` variants of the transitions it offers
-(acknowledge, resolve) over its one `AsyncConnectionPool`. Both kinds run the same SQL
+console (with the acknowledgement pages it serves) is asynchronous and uses the `*_async`
+variants (acknowledge, resolve, get_alert) over its one `AsyncConnectionPool`. Both kinds run the same SQL
 literals and the same checks defined once here, so they cannot drift apart.
 """
 
@@ -273,14 +273,21 @@ def mark_notified(conn: psycopg.Connection[Any], alert_id: int, now: datetime) -
         add_history(conn, [(alert_id, "notified", Jsonb({}))], now, "worker")
 
 
+_GET_ALERT = "SELECT " + _COLUMNS + " FROM alert WHERE id = %s"  # noqa: S608 - constant columns
+
+
 def get_alert(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT " + _COLUMNS + " FROM alert WHERE id = %s",  # noqa: S608 - constant columns
-            (alert_id,),
-        )
+        cur.execute(_GET_ALERT, (alert_id,))
         row = cur.fetchone()
     return row
+
+
+async def get_alert_async(conn: psycopg.AsyncConnection[Any], alert_id: int) -> dict[str, Any] | None:
+    """`get_alert` over an asynchronous connection."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_GET_ALERT, (alert_id,))
+        return await cur.fetchone()
 
 
 def history(conn: psycopg.Connection[Any], alert_id: int) -> list[dict[str, Any]]:

@@ -53,17 +53,29 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_INSERT_ACK_KEY = "INSERT INTO alert_secret (name, value) VALUES ('ack', %s) ON CONFLICT DO NOTHING"
+_SELECT_ACK_KEY = "SELECT value FROM alert_secret WHERE name = 'ack'"
+
+
 def load_secret(conn: psycopg.Connection[Any], settings: Settings) -> bytes:
     """The key that signs acknowledgement links: from settings, else made once and kept in
     the database so every worker and web process agrees on it."""
     if settings.alerts.ack_secret:
         return settings.alerts.ack_secret.encode()
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO alert_secret (name, value) VALUES ('ack', %s) ON CONFLICT DO NOTHING",
-            (secrets.token_bytes(32),),
-        )
-        row = conn.execute("SELECT value FROM alert_secret WHERE name = 'ack'").fetchone()
+        conn.execute(_INSERT_ACK_KEY, (secrets.token_bytes(32),))
+        row = conn.execute(_SELECT_ACK_KEY).fetchone()
+    assert row is not None
+    return bytes(row[0])
+
+
+async def load_secret_async(conn: psycopg.AsyncConnection[Any], settings: Settings) -> bytes:
+    """`load_secret` over an asynchronous connection (the acknowledgement pages)."""
+    if settings.alerts.ack_secret:
+        return settings.alerts.ack_secret.encode()
+    async with conn.transaction():
+        await conn.execute(_INSERT_ACK_KEY, (secrets.token_bytes(32),))
+        row = await (await conn.execute(_SELECT_ACK_KEY)).fetchone()
     assert row is not None
     return bytes(row[0])
 

@@ -572,6 +572,32 @@ def test_a_neighbours_link_is_served_by_the_console_and_shows_up_in_the_queue(
     assert "Acknowledged by Li Na" in queue
 
 
+def test_the_console_and_its_ack_pages_share_one_pool(served: Served, database_url: str) -> None:
+    """The ack pages run on the console's pool: after they have served requests, every
+    backend the console holds is the console pool's (there was a second, sync pool)."""
+    from lovekey.alerts.tokens import make_token
+
+    never_issued = make_token(
+        ACK_SECRET.encode(),
+        outbox_id=10**9,
+        alert_id=1,
+        recipient_key="tel:+8613800000000",
+        expires_at=T0 + timedelta(days=1),
+    )
+    with httpx.Client(base_url=served.base_url) as client:
+        assert client.get(f"/a/{never_issued}").status_code == 403  # looked up, not found
+        assert client.post(f"/a/{never_issued}", data={"action": "going"}).status_code == 403
+        assert client.get("/queue").status_code in (200, 303)
+    with psycopg.connect(database_url) as conn:
+        names = conn.execute(
+            """
+            SELECT DISTINCT application_name FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name LIKE 'lovekey-%'
+            """
+        ).fetchall()
+    assert names == [("lovekey-web",)]
+
+
 def test_an_absence_resolves_the_alerts_it_suppresses(
     served: Served, seeded: Seeded, database_url: str
 ) -> None:

@@ -1,10 +1,10 @@
 """The console application: `create_app(settings, database_url) -> FastAPI`.
 
 Nothing connects when the app is created: its one pool (an `AsyncConnectionPool`; the staff
-actions that change alerts use the alert store's async variants over it) is made with
-`open=False`, opened by the app's lifespan inside the running event loop, and closed when it
-shuts down. So the
-app can be served by `lovekey serve`, mounted by `lovekey run`, or driven by tests.
+actions that change alerts and the acknowledgement pages it mounts use the alert store's async
+variants over it) is made with `open=False`, opened by the app's lifespan inside the running
+event loop, and closed when it shuts down. So the app can be served by `lovekey serve`,
+mounted by `lovekey run`, or driven by tests.
 """
 
 from __future__ import annotations
@@ -90,21 +90,21 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
 
     app.include_router(pages.router)
     app.include_router(api.router, prefix="/api")
-    mount_ack_pages(app, settings, database_url, clock)
+    mount_ack_pages(app, settings, pool, clock)
 
     app.add_exception_handler(NotSignedIn, _not_signed_in)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
 
 
-def mount_ack_pages(app: FastAPI, settings: Settings, database_url: str, clock: Clock) -> None:
+def mount_ack_pages(app: FastAPI, settings: Settings, pool: AsyncConnectionPool[Any], clock: Clock) -> None:
     """The alerts package's pages, served by the same process: the acknowledgement links in
-    messages (`/a/{token}`) and the inbound-SMS webhook (`/alerts/sms/...`). Its router has
-    its own lifespan (its pool), which FastAPI runs with the console's. The console keeps its
-    own pages off `/a` and `/alerts` so the two never collide."""
+    messages (`/a/{token}`) and the inbound-SMS webhook (`/alerts/sms/...`). They run on the
+    console's own pool (opened and closed by its lifespan), so the console holds one pool. The
+    console keeps its own pages off `/a` and `/alerts` so the two never collide."""
     from lovekey.alerts.ack_pages import create_router
 
-    app.include_router(create_router(settings, database_url, clock=clock))
+    app.include_router(create_router(settings, pool, clock=clock))
 
 
 async def _not_signed_in(request: Request, exc: Exception) -> Response:
