@@ -69,26 +69,21 @@ class _NationalPlan:
     A number qualifies when nothing in `phonenumbers.parse` would change its digits: it starts
     with neither the international prefix, nor the country code, nor a national (trunk or
     carrier) prefix, nor a 0. Its national significant number is then the digits themselves,
-    and it is valid exactly when `_number_type_helper` would give it a type.
+    and it is valid exactly when `_number_type_helper` would give it a type: it matches the
+    general pattern and one type's pattern, each of a length the pattern allows.
     """
 
     country_code: str
     not_national: re.Pattern[str]  # a start that parse would strip or read as a country code
-    general: tuple[frozenset[int], re.Pattern[str]]
-    types: tuple[tuple[frozenset[int], re.Pattern[str]], ...]
+    valid: dict[int, re.Pattern[str]]  # by length: general pattern and any type's, as one regex
 
     def e164(self, raw: str) -> str | None:
         """`+<code><digits>` if the number is surely valid, else None (ask phonenumbers)."""
         digits = raw.strip().translate(_SEPARATORS)
-        if not (digits.isascii() and digits.isdigit()) or self.not_national.match(digits):
+        valid = self.valid.get(len(digits))
+        if valid is None or not (digits.isascii() and digits.isdigit()) or self.not_national.match(digits):
             return None
-        lengths, pattern = self.general
-        if len(digits) not in lengths or not pattern.fullmatch(digits):
-            return None
-        for lengths, pattern in self.types:
-            if (not lengths or len(digits) in lengths) and pattern.fullmatch(digits):
-                return f"+{self.country_code}{digits}"
-        return None
+        return f"+{self.country_code}{digits}" if valid.fullmatch(digits) else None
 
 
 @cache  # one plan a country, built on first use
@@ -97,11 +92,11 @@ def _national_plan(country_code: str) -> _NationalPlan | None:
     if len(regions) != 1:
         return None  # a code shared by several countries (+1, +7): which one is phonenumbers' call
     metadata = PhoneMetadata.metadata_for_region(regions[0], None)
-    if metadata is None or metadata.general_desc is None:
+    if metadata is None or not _patterns(metadata.general_desc):
         return None
     starts = [re.escape(country_code), "0"]
     starts += [p for p in (metadata.international_prefix, metadata.national_prefix_for_parsing) if p]
-    descs = (
+    types = (
         metadata.premium_rate,
         metadata.toll_free,
         metadata.shared_cost,
@@ -113,21 +108,26 @@ def _national_plan(country_code: str) -> _NationalPlan | None:
         metadata.fixed_line,
         metadata.mobile,
     )
-    general = _desc(metadata.general_desc)
-    if general is None or not general[0]:
-        return None
+    valid: dict[int, re.Pattern[str]] = {}
+    for length, general in _patterns(metadata.general_desc).items():
+        # a type without lengths of its own takes the general ones, as in _is_number_matching_desc
+        of_type = [p for desc in types if (p := _patterns(desc, length).get(length))]
+        if of_type:
+            either = "|".join(f"(?:{p})" for p in of_type)
+            valid[length] = re.compile(f"(?=(?:{general})\\Z)(?:{either})")
     return _NationalPlan(
         country_code=country_code,
         not_national=re.compile("|".join(f"(?:{start})" for start in starts)),
-        general=general,
-        types=tuple(d for d in map(_desc, descs) if d is not None),
+        valid=valid,
     )
 
 
-def _desc(desc: PhoneNumberDesc | None) -> tuple[frozenset[int], re.Pattern[str]] | None:
+def _patterns(desc: PhoneNumberDesc | None, default_length: int | None = None) -> dict[int, str]:
+    """The desc's pattern under each length it allows; phonenumbers' empty pattern matches nothing."""
     if desc is None or not desc.national_number_pattern:
-        return None  # phonenumbers: an empty pattern matches nothing
-    return frozenset(desc.possible_length or ()), re.compile(desc.national_number_pattern)
+        return {}
+    lengths = desc.possible_length or (() if default_length is None else (default_length,))
+    return {length: desc.national_number_pattern for length in lengths if length > 0}
 
 
 # A district file repeats its grid workers' and staff's numbers on thousands of rows, and one
