@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -47,13 +48,9 @@ Problems = list[tuple[int, str]]  # (line number, reason), the header being line
 # Every validator gets the cell already stripped and never blank: a blank cell means "not given"
 # and is left out of the row, so a required one is reported as missing.
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
-
-
-def _an_id(value: str) -> str:
-    if not _ID.match(value):
-        raise ValueError(f"{value!r} is not a valid id (letters, digits, _.:-)")
-    return value
+# Seven ids a row: checked by pydantic-core's own regex, without a call into Python for each;
+# `_reason` words a mismatch the way a value_error of ours would be.
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 
 
 def _one_of(choices: tuple[str, ...], what: str) -> AfterValidator:
@@ -76,7 +73,6 @@ def _positive_whole(value: str) -> int:
 
 
 def _a_phone(value: str, info: ValidationInfo) -> str:
-    # the country a number without its own code belongs to is a setting, passed as context
     country_code = (info.context or {}).get("default_country_code", "86")
     return normalize_phone(value, country_code)
 
@@ -87,7 +83,7 @@ def _apprise_urls(value: str) -> str:
     return value
 
 
-Id = Annotated[str, AfterValidator(_an_id)]
+Id = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
 Phone = Annotated[str, AfterValidator(_a_phone)]
 Language = Annotated[str, _one_of(LANGUAGES, "unknown language")]
 
@@ -134,9 +130,9 @@ class DeviceRow(BaseModel):
 
     @model_validator(mode="after")
     def _each_place_has_its_parent(self) -> DeviceRow:
-        for level, parent in _PARENT.items():
-            if getattr(self, f"{level}_id") is not None and getattr(self, f"{parent}_id") is None:
-                raise ValueError(f"{level}_id given without {parent}_id")
+        for place_id, parent_id in _PARENT_ID.items():
+            if getattr(self, place_id) is not None and getattr(self, parent_id) is None:
+                raise ValueError(f"{place_id} given without {parent_id}")
         return self
 
     @property
@@ -167,6 +163,12 @@ class DeviceRow(BaseModel):
 # the hierarchy from the top down: each level and the level it sits in
 _LEVELS = ("community", "grid", "building", "unit")
 _PARENT = {"grid": "community", "building": "grid", "unit": "building"}
+_PARENT_ID = {f"{level}_id": f"{parent}_id" for level, parent in _PARENT.items()}
+# (level, its id column, its name column, its parent's id column): spelled out once, not per row
+_LEVEL_COLUMNS = tuple(
+    (level, f"{level}_id", f"{level}_name", f"{_PARENT[level]}_id" if level in _PARENT else None)
+    for level in _LEVELS
+)
 _CONTACT_COLUMN = re.compile(r"^contact(?P<n>[1-9]\d*)_(?P<field>role|name|phone|push|language)$")
 REQUIRED = tuple(name for name, f in DeviceRow.model_fields.items() if f.is_required())
 OPTIONAL = tuple(
@@ -174,23 +176,43 @@ OPTIONAL = tuple(
 )
 
 
-def read_row(
-    line: int, row: dict[str, str], *, default_country_code: str = "86"
-) -> tuple[DeviceRow | None, Problems]:
-    """One line's filled cells (column -> text) as a `DeviceRow`, or every problem it has."""
-    data: dict[str, Any] = {}
-    contacts: dict[int, dict[str, str]] = {}
-    for column, value in row.items():
-        if match := _CONTACT_COLUMN.match(column):
-            contacts.setdefault(int(match["n"]), {})[match["field"]] = value
-        else:
-            data[column] = value
-    data["contacts"] = dict(sorted(contacts.items()))
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """Where each cell of a line goes in a `DeviceRow`, worked out once from the header."""
+
+    plain: tuple[tuple[int, str], ...]  # (cell index, field)
+    contacts: tuple[tuple[int, tuple[tuple[int, str], ...]], ...]  # (N, its cells), N ascending
+
+    @classmethod
+    def of(cls, header: list[str]) -> _Columns:
+        plain: list[tuple[int, str]] = []
+        slots: dict[int, list[tuple[int, str]]] = {}
+        for index, column in enumerate(header):
+            if match := _CONTACT_COLUMN.match(column):
+                slots.setdefault(int(match["n"]), []).append((index, match["field"]))
+            else:
+                plain.append((index, column))
+        return cls(tuple(plain), tuple((n, tuple(slots[n])) for n in sorted(slots)))
+
+    def row(self, cells: list[str]) -> dict[str, Any]:
+        """The filled cells of a line: blank means "not given", and most cells of a file are."""
+        data: dict[str, Any] = {
+            field: value for index, field in self.plain if (value := cells[index].strip())
+        }
+        contacts: dict[int, dict[str, str]] = {}
+        for n, slot in self.contacts:
+            if filled := {field: value for index, field in slot if (value := cells[index].strip())}:
+                contacts[n] = filled
+        data["contacts"] = contacts
+        return data
+
+
+def read_row(line: int, data: dict[str, Any], context: dict[str, str]) -> tuple[DeviceRow | None, Problems]:
+    """One line's filled cells (from `_Columns.row`) as a `DeviceRow`, or every problem it has."""
     try:
-        parsed = DeviceRow.model_validate(data, context={"default_country_code": default_country_code})
+        return DeviceRow.model_validate(data, context=context), []
     except ValidationError as exc:
         return None, [(line, _reason(error)) for error in exc.errors(include_url=False)]
-    return parsed, []
 
 
 def _reason(error: Any) -> str:
@@ -203,6 +225,8 @@ def _reason(error: Any) -> str:
         detail = "blank, but required"
     elif error["type"] == "value_error":
         detail = str(error["ctx"]["error"])  # our own words, without pydantic's "Value error, "
+    elif error["type"] == "string_pattern_mismatch":  # only ids have a pattern
+        detail = f"{error['input']!r} is not a valid id (letters, digits, _.:-)"
     else:
         detail = error["msg"]
     return f"{column}: {detail}" if column else detail
@@ -258,14 +282,14 @@ class _District:
         self.devices[row.device_id] = (line, device)
         self.gateways[row.gateway_id] = None
 
-        for level in _LEVELS:
-            place_id: str | None = getattr(row, f"{level}_id")
+        for level, id_column, name_column, parent_id_column in _LEVEL_COLUMNS:
+            place_id: str | None = getattr(row, id_column)
             if place_id is None:
                 continue
-            place = self.places[level].setdefault(place_id, _Merged())
-            place.merge(line, f"{level}_name", getattr(row, f"{level}_name"), problems)
-            if parent := _PARENT.get(level):
-                place.merge(line, f"{level} {place_id} parent", getattr(row, f"{parent}_id"), problems)
+            place = self.places[level].get(place_id) or self.places[level].setdefault(place_id, _Merged())
+            place.merge(line, name_column, getattr(row, name_column), problems)
+            if parent_id_column:
+                place.merge(line, f"{level} {place_id} parent", getattr(row, parent_id_column), problems)
 
         household = self.households.setdefault(row.household, _Merged())
         for column in ("address", "community_id", "grid_id", "building_id", "unit_id"):
@@ -348,20 +372,22 @@ def parse_registry(
     if problems := _header_problems(header):
         raise ImportRejected(name, problems)
 
+    columns = _Columns.of(header)
+    # the country a number without its own code belongs to is a setting, passed as context
+    context = {"default_country_code": default_country_code}
     district = _District()
     rows = 0
     for line, cells in lines:
-        if not "".join(cells).strip():
-            continue  # blank lines are allowed
         if len(cells) != len(header):
+            if not "".join(cells).strip():
+                continue  # blank lines are allowed
             problems.append((line, f"{len(cells)} cells but the header has {len(header)}"))
             continue
+        data = columns.row(cells)
+        if len(data) == 1 and not data["contacts"]:
+            continue  # a line of blank cells is a blank line
         rows += 1
-        # only filled cells: blank means "not given", and most cells of a full file are blank
-        filled = {
-            column: value for column, cell in zip(header, cells, strict=True) if (value := cell.strip())
-        }
-        row, row_problems = read_row(line, filled, default_country_code=default_country_code)
+        row, row_problems = read_row(line, data, context)
         problems += row_problems
         if row is not None:  # a row with bad cells is not checked against the others
             district.add(line, row, problems)

@@ -356,3 +356,17 @@ def test_cli_import_list_export(
     assert main(["devices", "export", "--out", str(out)]) == 0
     assert main(["devices", "import", str(out)]) == 0
     assert "0 created, 0 updated" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad_id", ["WM 1", "-WM1", "WM/1", "设备1", "W" * 65, "WM1\t2"])
+def test_a_bad_id_is_reported_in_our_words(bad_id: str) -> None:
+    with pytest.raises(ImportRejected) as caught:
+        parse_registry(f'device_id,gateway_id,resident_id,kind\n"{bad_id}",GW-1,R-1,gas\n')
+    assert caught.value.problems == [(2, f"device_id: {bad_id!r} is not a valid id (letters, digits, _.:-)")]
+
+
+def test_an_id_of_64_letters_digits_and_marks_is_good() -> None:
+    good = "W" + "m_.:-1" * 10 + "xyz"
+    assert [
+        d.id for d in parse_registry(f"device_id,gateway_id,resident_id,kind\n{good},G,R,gas\n").devices
+    ] == [good]
