@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from lovekey.alerts.messages import fits_one_sms
 from lovekey.alerts.store import acknowledge, clear_alerts, get_alert, history, resolve
+from lovekey.alerts.texts import fits_one_sms
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.bench.support.seeding import ContactSpec, seed_resident
 from lovekey.config import Settings
