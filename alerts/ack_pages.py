@@ -36,7 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 from lovekey.alerts import inbound, store
 from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.escalation_pass import EscalationContext, request_help_async
-from lovekey.alerts.messages import OUTCOME_TEXT, WHAT
+from lovekey.alerts.texts import OUTCOME_TEXT, WHAT
 from lovekey.alerts.worker import load_secret_async, utc_now
 from lovekey.config import Settings
 from lovekey.errors import AckTokenError, AlertStateError

@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from lovekey.alerts import messages
+from lovekey.alerts import texts
 from lovekey.alerts.channels import Outgoing, Sender, channel_url, is_sms
 from lovekey.alerts.escalation_pass import stand_down_for
 from lovekey.alerts.policy import rate_limited_until, retry_delay_s
@@ -245,9 +245,9 @@ def _groups(rows: Sequence[_Row]) -> list[_Group]:
     return groups
 
 
-def _facts(row: _Row) -> messages.AlertFacts:
+def _facts(row: _Row) -> texts.AlertFacts:
     d = row.detail
-    return messages.AlertFacts(
+    return texts.AlertFacts(
         alert_id=row.alert_id or 0,
         kind=d.get("kind", ""),
         name=d.get("name", ""),
@@ -263,7 +263,7 @@ def _prepare(group: _Group, ctx: DispatchContext, now: datetime) -> None:
     first = group.rows[0]
     sms = is_sms(group.channel)
     if first.purpose == "alert":
-        message = messages.alert_message(
+        message = texts.alert_message(
             [_facts(r) for r in group.rows],
             language=first.language,
             link=ctx.link(first, now),
@@ -272,11 +272,9 @@ def _prepare(group: _Group, ctx: DispatchContext, now: datetime) -> None:
             now=now,
         )
     elif first.purpose == "stand_down":
-        message = messages.stand_down_message(
-            [_facts(r) for r in group.rows], language=first.language, sms=sms
-        )
+        message = texts.stand_down_message([_facts(r) for r in group.rows], language=first.language, sms=sms)
     else:
-        message = messages.digest_message(
+        message = texts.digest_message(
             first.detail.get("name", ""),
             datetime.fromisoformat(first.detail["first_use_at"]),
             language=first.language,

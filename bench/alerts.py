@@ -32,7 +32,7 @@ from lovekey.alerts.store import AlertCandidate, raise_alerts
 from lovekey.alerts.worker import AlertWorker
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.bench.support.seeding import ContactSpec, seed_resident
-from lovekey.bench.support.worker import WorkerProcess, process_cpu_s
+from lovekey.bench.support.worker_process import WorkerProcess, process_cpu_s
 from lovekey.config import Settings
 from lovekey.storage import connect, database_url, migrate
 from lovekey.storage.scratch import scratch_database

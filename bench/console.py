@@ -346,7 +346,7 @@ def _sign_in(port: int, username: str) -> Client:
 def measure(
     settings: Settings, url: str, *, now: datetime, requests: int
 ) -> dict[tuple[str, str], list[float]]:
-    from lovekey.bench.support.console import FakeClock, served_console
+    from lovekey.bench.support.served_console import FakeClock, served_console
 
     rng = random.Random(7)
     results: dict[tuple[str, str], list[float]] = {}

@@ -38,7 +38,7 @@ import numpy as np
 import orjson
 import psycopg
 
-from lovekey.bench.support.ingest import Publisher, wait_for
+from lovekey.bench.support.publisher import Publisher, wait_for
 from lovekey.bench.support.seeding import register_devices
 from lovekey.config import Settings
 from lovekey.errors import LoveKeyError

@@ -122,7 +122,7 @@ def _null_sink(residents: int, days: float, seed: int, results: Any) -> None:
 
 
 def _publish(args: argparse.Namespace, settings: Settings, processes: int) -> bool:
-    from lovekey.bench.support.ingest import Publisher
+    from lovekey.bench.support.publisher import Publisher
     from lovekey.simulator import World
     from lovekey.simulator.incidents import LOCAL
     from lovekey.simulator.publish import Job, Pacing, publish_world

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lovekey.ingest.codecs import decode_message
-from lovekey.ingest.messages import (
+from lovekey.ingest.decoded import (
     DecodedMessage,
     EventMessage,
     Reading,

@@ -16,7 +16,7 @@ import orjson
 from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import parse_topic
-from lovekey.ingest.messages import DecodedMessage, SensorReading, WaterReading
+from lovekey.ingest.decoded import DecodedMessage, SensorReading, WaterReading
 from lovekey.vocabulary import DeviceKind
 
 # Row layouts, in the column order of the staging tables (see ingest.writer).

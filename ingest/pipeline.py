@@ -26,8 +26,8 @@ from lovekey.errors import PayloadError, StorageError
 from lovekey.ingest import reasons
 from lovekey.ingest.batch import BatchPlan, ReceivedMessage, plan_batch
 from lovekey.ingest.codecs import decode_message
+from lovekey.ingest.decoded import DecodedMessage
 from lovekey.ingest.inbox import Inbound, Inbox
-from lovekey.ingest.messages import DecodedMessage
 from lovekey.ingest.metrics import IngestMetrics
 from lovekey.ingest.registry_cache import RegistryCache, load_registry, look_up
 from lovekey.ingest.seen_memory import SeenMemory

@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.simulator import rand
+from lovekey.simulator.district import CHUNK_RESIDENTS, DAY_S, DistrictModel, Registers
 from lovekey.simulator.incidents import Planned
 from lovekey.simulator.meters import MODE_LIST
-from lovekey.simulator.model import CHUNK_RESIDENTS, DAY_S, DistrictModel, Registers
 from lovekey.simulator.population import Population
 from lovekey.simulator.reporting import (
     empty_water,

@@ -50,8 +50,8 @@ _FAILING_DRAIN_V_PER_DAY = (0.002, 0.005)
 
 
 @dataclass(frozen=True)
-class MeterParams:
-    """Per resident (= per water meter)."""
+class MeterBehaviour:
+    """How each water meter reports, keeps time and drains its battery; per resident (= per meter)."""
 
     mode: I32
     epoch_ts: BOOL  # sends epoch seconds instead of RFC 3339
@@ -65,7 +65,7 @@ class MeterParams:
     install_s: I64  # when the meter was fitted (its seq counts from there)
 
 
-def draw_meters(scenario: Scenario, population: Population, *, seed: int, start_s: int) -> MeterParams:
+def draw_meters(scenario: Scenario, population: Population, *, seed: int, start_s: int) -> MeterBehaviour:
     m = scenario.meters
     n = population.residents
     r = np.arange(n)
@@ -86,7 +86,7 @@ def draw_meters(scenario: Scenario, population: Population, *, seed: int, start_
     v0 = np.where(failing, m.battery_low_v + fail_drain * fail_after_d, v0)
     drain = np.where(failing, fail_drain, drain)
     age_s = np.floor(rand.between(seed, "meter.age", r, 30 * 86400, 5 * 365 * 86400))
-    return MeterParams(
+    return MeterBehaviour(
         mode=mode,
         epoch_ts=rand.uniform(seed, "meter.epoch", r) < m.epoch_ts_share,
         m3=m3,
@@ -101,8 +101,9 @@ def draw_meters(scenario: Scenario, population: Population, *, seed: int, start_
 
 
 @dataclass(frozen=True)
-class SensorParams:
-    """Per device (all kinds; meaningful for smoke and gas sensors and buttons)."""
+class SensorBehaviour:
+    """How each device reads and drains its battery; per device (all kinds; meaningful for
+    smoke and gas sensors and buttons)."""
 
     interval_s: I32  # 0 for devices without periodic readings
     phase_s: I32  # readings at phase + k * interval within a local day
@@ -112,7 +113,7 @@ class SensorParams:
     drain_v_per_day: F64
 
 
-def draw_sensors(scenario: Scenario, population: Population, *, seed: int) -> SensorParams:
+def draw_sensors(scenario: Scenario, population: Population, *, seed: int) -> SensorBehaviour:
     s = scenario.sensors
     d = np.arange(len(population.device_kind))
     kind = population.device_kind
@@ -125,7 +126,7 @@ def draw_sensors(scenario: Scenario, population: Population, *, seed: int) -> Se
         np.round(rand.between(seed, "sensor.gas", d, 0.0, 0.8), 1),
         np.round(rand.between(seed, "sensor.smoke", d, 0.0, 0.3), 2),
     )
-    return SensorParams(
+    return SensorBehaviour(
         interval_s=interval,
         phase_s=phase.astype(np.int32),
         epoch_ts=rand.uniform(seed, "sensor.epoch", d) < scenario.meters.epoch_ts_share,

@@ -79,8 +79,8 @@ def _ranged_int(seed: int, stream: str, index: npt.ArrayLike, span: tuple[float,
 
 
 @dataclass(frozen=True, slots=True)
-class Place:
-    """A community, grid, building or unit: its id, name and parent index."""
+class DrawnPlace:
+    """A drawn community, grid or building: its id, name and its parent's index (not its id)."""
 
     id: str
     name: str
@@ -93,9 +93,9 @@ class Population:
 
     seed: int
     residents: int
-    communities: tuple[Place, ...]
-    grids: tuple[Place, ...]
-    buildings: tuple[Place, ...]
+    communities: tuple[DrawnPlace, ...]
+    grids: tuple[DrawnPlace, ...]
+    buildings: tuple[DrawnPlace, ...]
     resident_building: I32
     resident_unit: I32  # unit number within the building, from 1
     resident_floor: I32
@@ -178,7 +178,7 @@ def build_population(scenario: Scenario, *, residents: int, seed: int) -> Popula
     grid_of_building = _fill(seed, "grid.size", len(building_size), pop.buildings_per_grid)
     community_of_grid = _fill(seed, "community.size", int(grid_of_building[-1]) + 1, pop.grids_per_community)
     communities = tuple(
-        Place(
+        DrawnPlace(
             f"C{c:03d}",
             f"{_COMMUNITIES[c % len(_COMMUNITIES)]}"
             f"{'' if c < len(_COMMUNITIES) else c // len(_COMMUNITIES) + 1}社区",
@@ -189,7 +189,7 @@ def build_population(scenario: Scenario, *, residents: int, seed: int) -> Popula
     grids, grid_number = [], np.zeros(len(communities), dtype=np.int32)
     for c in community_of_grid.tolist():
         grid_number[c] += 1
-        grids.append(Place(f"C{c:03d}-G{grid_number[c]:02d}", f"第{grid_number[c]}网格", c))
+        grids.append(DrawnPlace(f"C{c:03d}-G{grid_number[c]:02d}", f"第{grid_number[c]}网格", c))
     # buildings are numbered through the community (their names are the street numbers)
     buildings, building_number = [], np.zeros(len(grids), dtype=np.int32)
     community_number = np.zeros(len(communities), dtype=np.int32)
@@ -197,7 +197,7 @@ def build_population(scenario: Scenario, *, residents: int, seed: int) -> Popula
         building_number[g] += 1
         community_number[grids[g].parent] += 1
         number = int(community_number[grids[g].parent])
-        buildings.append(Place(f"{grids[g].id}-B{building_number[g]:02d}", f"{number}号楼", g))
+        buildings.append(DrawnPlace(f"{grids[g].id}-B{building_number[g]:02d}", f"{number}号楼", g))
 
     units = _ranged_int(seed, "building.units", np.arange(len(buildings)), pop.units_per_building)
     floors = _ranged_int(seed, "building.floors", np.arange(len(buildings)), pop.floors_per_building)

@@ -1,6 +1,6 @@
 """How the devices report the model: the values they send and when they send them.
 
-The model (`simulator.model`) says what a meter's register reads each minute and what the
+The model (`simulator.district`) says what a meter's register reads each minute and what the
 detectors sense; here a device samples it on its own schedule and clock. A meter reports in
 its mode (every minute, every 15 minutes, or frozen values batched hourly, four times a day
 or daily), stamps each value with its own clock (a fixed offset per meter plus a little
@@ -18,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.simulator import rand
+from lovekey.simulator.district import DAY_S, DistrictModel, EventRows, Registers, day_start
 from lovekey.simulator.incidents import LOCAL_OFFSET_S
 from lovekey.simulator.meters import MODE_LIST, Mode
-from lovekey.simulator.model import DAY_S, DistrictModel, EventRows, Registers, day_start
 from lovekey.simulator.population import GAS, SMOKE
 from lovekey.simulator.traffic import (
     EVENT,

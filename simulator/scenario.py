@@ -58,7 +58,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Population(_Model):
+class PopulationSpec(_Model):
+    """The scenario's `[population]` section: how the district is drawn (`population.Population`)."""
+
     residents_per_building: Range
     buildings_per_grid: Range
     grids_per_community: Range
@@ -74,7 +76,7 @@ class Population(_Model):
     resident_phone_share: Share
 
     @model_validator(mode="after")
-    def _at_least_one(self) -> Population:
+    def _at_least_one(self) -> PopulationSpec:
         for name in (
             "residents_per_building",
             "buildings_per_grid",
@@ -250,7 +252,7 @@ class Incidents(_Model):
 class Scenario(_Model):
     """A validated scenario. Build it with `Scenario.load(path)`."""
 
-    population: Population
+    population: PopulationSpec
     profile: tuple[Profile, ...]
     routine: Routine
     meters: Meters

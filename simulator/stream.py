@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.simulator.delivery import WorldShard, day_traffic, deliver
+from lovekey.simulator.district import DAY_S, EVENT_TYPES, DistrictModel, day_start, epoch_s
 from lovekey.simulator.meters import MODE_LIST
-from lovekey.simulator.model import DAY_S, EVENT_TYPES, DistrictModel, day_start, epoch_s
 from lovekey.simulator.population import GAS
 from lovekey.simulator.reporting import event_reports
 from lovekey.simulator.traffic import (

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.simulator.columns import Columns
+from lovekey.simulator.district import EVENT_TYPES, EventRows
 from lovekey.simulator.incidents import LOCAL, LOCAL_OFFSET_S
-from lovekey.simulator.model import EVENT_TYPES, EventRows
 
 I8 = npt.NDArray[np.int8]
 I16 = npt.NDArray[np.int16]

@@ -1,6 +1,6 @@
 """The simulated world: a district over a span of time, and the views the rest of LoveKey uses.
 
-`World.build` draws the population, habits, devices and incidents (`simulator.model`);
+`World.build` draws the population, habits, devices and incidents (`simulator.district`);
 nothing is generated until a view asks for it. Views walk the span one local day at a time
 (residents in chunks), carrying each meter's register from day to day:
 
@@ -27,8 +27,8 @@ import numpy.typing as npt
 
 from lovekey.simulator import stream
 from lovekey.simulator.delivery import WorldShard
+from lovekey.simulator.district import CHUNK_RESIDENTS, DAY_S, DistrictModel, day_of, day_start, epoch_s
 from lovekey.simulator.incidents import Incident, local_datetime, to_incident
-from lovekey.simulator.model import CHUNK_RESIDENTS, DAY_S, DistrictModel, day_of, day_start, epoch_s
 from lovekey.simulator.population import registry_rows
 from lovekey.simulator.routine import MINUTES_PER_DAY
 from lovekey.simulator.scenario import Scenario

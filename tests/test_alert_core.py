@@ -18,7 +18,8 @@ from lovekey.alerts.escalation import (
     Wait,
     next_step,
 )
-from lovekey.alerts.messages import (
+from lovekey.alerts.policy import quiet_until, rate_limited_until, retry_delay_s
+from lovekey.alerts.texts import (
     OUTCOME_TEXT,
     WHAT,
     AlertFacts,
@@ -26,7 +27,6 @@ from lovekey.alerts.messages import (
     fits_one_sms,
     sms_segment_limit,
 )
-from lovekey.alerts.policy import quiet_until, rate_limited_until, retry_delay_s
 from lovekey.alerts.tokens import make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError
 from lovekey.vocabulary import AlertKind, AlertStatus, Language, Outcome

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from lovekey.alerts.messages import fits_one_sms
 from lovekey.alerts.store import acknowledge, clear_alerts, get_alert, history, resolve
+from lovekey.alerts.texts import fits_one_sms
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.bench.support.seeding import ContactSpec, seed_resident
 from lovekey.config import Settings
@@ -107,11 +107,7 @@ def test_life_safety_notifies_several_tiers_at_once(world: DeliveryRig) -> None:
 
 def test_device_fault_goes_to_maintenance_only(world: DeliveryRig) -> None:
     seed_community_contact(world.conn, "maintenance", "维修班", phone="+8613900000001")
-    world.conn.execute(
-        "INSERT INTO gateway (id) VALUES ('GW-1');"
-        "INSERT INTO device (id, kind, household_id, resident_id, gateway_id)"
-        " VALUES ('WM-1', 'water_meter', 'H-R-1', 'R-1', 'GW-1')"
-    )
+    seed_resident(world.conn, "R-1", meter_id="WM-1", gateway_id="GW-1")  # R-1 is seeded: adds the meter
     world.raise_("meter_silent", "R-1", T0, subject="WM-1", device_id="WM-1")
     for minutes in (0, 300, 1000):
         world.run(T0 + timedelta(minutes=minutes))

@@ -12,7 +12,7 @@ import pytest
 from lovekey.alerts.store import AlertCandidate, raise_alerts
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.bench.support.seeding import ContactSpec, seed_resident
-from lovekey.bench.support.worker import WorkerProcess
+from lovekey.bench.support.worker_process import WorkerProcess
 
 
 @pytest.fixture

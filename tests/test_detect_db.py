@@ -10,11 +10,22 @@ from typing import Any
 import psycopg
 import pytest
 
+from lovekey.alerts.absence import clear_away, set_away
+from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.store import list_alerts, resolve
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
 from lovekey.detectors.daemon import watch_events
 from lovekey.detectors.service import DetectorService, DetectorShard, EventWatcher
+from lovekey.devices.registry import (
+    CommunityRow,
+    DeviceRow,
+    GatewayRow,
+    HouseholdRow,
+    ResidentRow,
+    upsert_rows,
+)
+from lovekey.vocabulary import DeviceKind
 
 BS = timedelta(minutes=15)
 # a recent quarter hour, so the reading partitions the migration made exist
@@ -50,31 +61,38 @@ def add_resident(
     *,
     gateway: str = "GW-1",
     interval_s: int = 900,
-    rules: str = "{}",
-    status: str = "active",
     away_until: datetime | None = None,
     extra: tuple[str, ...] = (),
 ) -> dict[str, int]:
-    """A resident with a water meter (and `extra` devices, e.g. 'smoke'); returns device keys."""
-    conn.execute("INSERT INTO community (id) VALUES ('C-1') ON CONFLICT DO NOTHING")
-    conn.execute("INSERT INTO gateway (id) VALUES (%s) ON CONFLICT DO NOTHING", (gateway,))
-    conn.execute("INSERT INTO household (id, community_id) VALUES (%s, 'C-1')", (f"H-{rid}",))
-    conn.execute(
-        "INSERT INTO resident (id, household_id, status, away_until, rules) VALUES (%s, %s, %s, %s, %s)",
-        (rid, f"H-{rid}", status, away_until, rules),
+    """A resident with a water meter (and `extra` devices, e.g. 'smoke'), registered through
+    the registry's API, and away until `away_until` if given; returns device keys."""
+    household = f"H-{rid}"
+    devices = {kind: f"{kind[:2].upper()}-{rid}" for kind in ("water_meter", *extra)}
+    upsert_rows(
+        conn,
+        [
+            CommunityRow("C-1"),
+            GatewayRow(gateway),
+            HouseholdRow(household, community_id="C-1"),
+            ResidentRow(rid, household),
+            *(
+                DeviceRow(
+                    device,
+                    kind,
+                    household,
+                    gateway,
+                    resident_id=rid,
+                    report_interval_s=interval_s if kind == DeviceKind.WATER_METER else None,
+                )
+                for kind, device in devices.items()
+            ),
+        ],
     )
-    keys = {}
-    for kind in ("water_meter", *extra):
-        device = f"{kind[:2].upper()}-{rid}"
-        row = conn.execute(
-            "INSERT INTO device (id, kind, household_id, resident_id, gateway_id, report_interval_s)"
-            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING key",
-            (device, kind, f"H-{rid}", rid, gateway, interval_s if kind == "water_meter" else None),
-        ).fetchone()
-        assert row is not None
-        keys[kind] = row[0]
+    if away_until is not None:
+        set_away(conn, rid, until=away_until, reason="visiting family", now=T, chains=ChainBook.load())
+    key_of = dict(conn.execute("SELECT id, key FROM device WHERE id = ANY(%s)", (list(devices.values()),)))
     conn.commit()
-    return keys
+    return {kind: key_of[device] for kind, device in devices.items()}
 
 
 def add_readings(
@@ -178,7 +196,7 @@ def test_a_silent_meter_is_a_maintenance_alert_and_never_a_neighbour_one(
 
 
 def test_away_suppresses_low_usage_until_the_absence_ends(conn: psycopg.Connection[Any], env: None) -> None:
-    keys = add_resident(conn, "R-1", status="away", away_until=T + timedelta(days=2))
+    keys = add_resident(conn, "R-1", away_until=T + timedelta(days=2))
     total = add_readings(conn, keys["water_meter"], T - timedelta(hours=30), T - timedelta(hours=26), 3.0)
     add_readings(conn, keys["water_meter"], T - timedelta(hours=26), T + BS, 0.0, total=total)
     detect_once(T)
@@ -187,7 +205,7 @@ def test_away_suppresses_low_usage_until_the_absence_ends(conn: psycopg.Connecti
     service.start(conn, T)
     assert service.sweep(conn, T) == []
     # staff end the absence now: monitoring starts afresh, not from the empty days away
-    conn.execute("UPDATE resident SET status = 'active', away_until = NULL")
+    assert clear_away(conn, "R-1", now=T)
     conn.commit()
     assert service.sweep(conn, T + BS) == []
     conn.commit()

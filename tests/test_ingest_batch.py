@@ -12,8 +12,8 @@ import pytest
 from lovekey.errors import PayloadError
 from lovekey.ingest.batch import DeviceEntry, plan_batch
 from lovekey.ingest.codecs import decode_message
+from lovekey.ingest.decoded import DecodedMessage
 from lovekey.ingest.inbox import Inbound, Inbox
-from lovekey.ingest.messages import DecodedMessage
 from lovekey.ingest.registry_cache import RegistryCache
 from lovekey.ingest.seen_memory import SeenMemory
 

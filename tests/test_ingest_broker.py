@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from lovekey.bench.support.ingest import Publisher, wait_for
+from lovekey.bench.support.publisher import Publisher, wait_for
 from lovekey.bench.support.seeding import register_devices
 from lovekey.config import Settings
 from lovekey.ingest.broker import broker_url, find_mosquitto, free_port, start_amqtt

@@ -12,7 +12,7 @@ import pytest
 
 from lovekey.errors import PayloadError
 from lovekey.ingest import REASONS, SensorReading, WaterReading, decode_message
-from lovekey.ingest.messages import EventMessage
+from lovekey.ingest.decoded import EventMessage
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 PREFIX = "lovekey"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from lovekey.bench.support.ingest import Publisher, wait_for
+from lovekey.bench.support.publisher import Publisher, wait_for
 from lovekey.bench.support.seeding import register_devices
 from lovekey.storage import connect
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from lovekey.bench.support.ingest import Publisher, wait_for
+from lovekey.bench.support.publisher import Publisher, wait_for
 from lovekey.bench.support.seeding import register_devices
 from lovekey.ingest.broker import find_mosquitto
 from lovekey.storage import connect, database_url

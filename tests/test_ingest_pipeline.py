@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from lovekey.bench.support.ingest import Publisher, running_ingester, wait_for
+from lovekey.bench.support.publisher import Publisher, running_ingester, wait_for
 from lovekey.bench.support.seeding import register_devices
 from lovekey.config import Settings
 from lovekey.ingest.broker import free_port

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from lovekey.bench.support.ingest import Publisher, running_ingester, wait_for
+from lovekey.bench.support.publisher import Publisher, running_ingester, wait_for
 from lovekey.cli import main
 from lovekey.config import Settings
 from lovekey.simulator import INCIDENT_KINDS, Scenario, World

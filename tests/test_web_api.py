@@ -16,7 +16,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from lovekey.bench.support.console import FakeClock, Served, served_console
+from lovekey.bench.support.served_console import FakeClock, Served, served_console
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
 from lovekey.web.usage import chart_start

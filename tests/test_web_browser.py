@@ -20,7 +20,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from lovekey.bench.support.console import FakeClock, Served, served_console
+from lovekey.bench.support.served_console import FakeClock, Served, served_console
 from lovekey.config import Settings, load_settings
 from tests.fix_web import PASSWORD, T0, Seeded, seed
 

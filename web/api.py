@@ -20,7 +20,7 @@ from lovekey.vocabulary import CHOSEN_OUTCOMES, ResidentStatus
 from lovekey.web import actions, auth, queries
 from lovekey.web.deps import CheckedSession, Conn, SignedIn, actor_for, console_of
 from lovekey.web.reports import report_json
-from lovekey.web.service import (
+from lovekey.web.views import (
     ReportRequest,
     alert_or_404,
     build_resident_view,

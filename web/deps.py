@@ -62,6 +62,7 @@ async def connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection[
         yield conn
 
 
+# in route signatures only: FastAPI hands in the request's connection (helpers take `queries.AsyncConn`)
 Conn = Annotated[psycopg.AsyncConnection[Any], Depends(connection)]
 
 

@@ -23,7 +23,7 @@ from lovekey.web.deps import (
     console_of,
     language_for,
 )
-from lovekey.web.service import (
+from lovekey.web.views import (
     ReportRequest,
     alert_or_404,
     build_resident_view,

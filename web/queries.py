@@ -26,7 +26,8 @@ from lovekey.vocabulary import (
 )
 from lovekey.web.scope import ALERT_HOUSEHOLD_JOINS, Scope
 
-Conn = psycopg.AsyncConnection[Any]
+# a plain async connection; `web.deps.Conn` is the route dependency that hands one out
+AsyncConn = psycopg.AsyncConnection[Any]
 
 
 # Urgency tiers of the queue: life-safety first, then welfare, then maintenance (device faults).
@@ -51,13 +52,13 @@ Params = Sequence[Any] | dict[str, Any]
 Query = sql.SQL | sql.Composed | str
 
 
-async def _rows(conn: Conn, query: Query, params: Params) -> list[dict[str, Any]]:
+async def _rows(conn: AsyncConn, query: Query, params: Params) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()
 
 
-async def _one(conn: Conn, query: Query, params: Params) -> dict[str, Any] | None:
+async def _one(conn: AsyncConn, query: Query, params: Params) -> dict[str, Any] | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return await cur.fetchone()
@@ -67,7 +68,7 @@ async def _one(conn: Conn, query: Query, params: Params) -> dict[str, Any] | Non
 
 
 async def alert_queue(
-    conn: Conn, scope: Scope, *, kind: str | None = None, offset: int = 0, limit: int = 200
+    conn: AsyncConn, scope: Scope, *, kind: str | None = None, offset: int = 0, limit: int = 200
 ) -> list[dict[str, Any]]:
     """Unresolved alerts in scope by urgency: tier, not yet acknowledged first, oldest first;
     with the escalation state from the outbox (who was told, when, how many rounds)."""
@@ -99,7 +100,7 @@ async def alert_queue(
     return await _rows(conn, query, params)
 
 
-async def alert_counts(conn: Conn, scope: Scope, *, kind: str | None = None) -> dict[int, int]:
+async def alert_counts(conn: AsyncConn, scope: Scope, *, kind: str | None = None) -> dict[int, int]:
     """Unresolved alerts in scope per urgency tier."""
     query = sql.SQL(
         "SELECT {tier} AS tier, count(*) AS n FROM alert a {joins}"
@@ -110,7 +111,7 @@ async def alert_counts(conn: Conn, scope: Scope, *, kind: str | None = None) -> 
     return {int(r["tier"]): int(r["n"]) for r in rows}
 
 
-async def alert_detail(conn: Conn, scope: Scope, alert_id: int) -> dict[str, Any] | None:
+async def alert_detail(conn: AsyncConn, scope: Scope, alert_id: int) -> dict[str, Any] | None:
     """One alert in scope, with who was told (outbox and attempts) and its history."""
     query = sql.SQL(
         """
@@ -147,7 +148,7 @@ async def alert_detail(conn: Conn, scope: Scope, alert_id: int) -> dict[str, Any
     return alert
 
 
-async def alert_exists(conn: Conn, alert_id: int) -> bool:
+async def alert_exists(conn: AsyncConn, alert_id: int) -> bool:
     return await _one(conn, "SELECT 1 AS x FROM alert WHERE id = %s", (alert_id,)) is not None
 
 
@@ -155,7 +156,7 @@ async def alert_exists(conn: Conn, alert_id: int) -> bool:
 
 
 async def resident_list(
-    conn: Conn, scope: Scope, *, search: str = "", offset: int = 0, limit: int = 50
+    conn: AsyncConn, scope: Scope, *, search: str = "", offset: int = 0, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Residents in scope, by id; `search` matches id, name or address (case-insensitive)."""
     pattern = f"%{_like_escape(search.strip())}%" if search.strip() else None
@@ -181,7 +182,7 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def resident(conn: Conn, scope: Scope, resident_id: str) -> dict[str, Any] | None:
+async def resident(conn: AsyncConn, scope: Scope, resident_id: str) -> dict[str, Any] | None:
     """A resident in scope with household, place, contacts and devices; None if not visible."""
     query = sql.SQL(
         """
@@ -207,12 +208,12 @@ async def resident(conn: Conn, scope: Scope, resident_id: str) -> dict[str, Any]
     return row
 
 
-async def resident_exists(conn: Conn, resident_id: str) -> bool:
+async def resident_exists(conn: AsyncConn, resident_id: str) -> bool:
     return await _one(conn, "SELECT 1 AS x FROM resident WHERE id = %s", (resident_id,)) is not None
 
 
 async def resident_devices(
-    conn: Conn, resident_id: str, household_id: str, *, now: datetime, grace_s: int, low_battery_v: float
+    conn: AsyncConn, resident_id: str, household_id: str, *, now: datetime, grace_s: int, low_battery_v: float
 ) -> list[dict[str, Any]]:
     """The devices of the resident (or of their household with no resident set) with health."""
     return await _rows(
@@ -240,7 +241,7 @@ async def resident_devices(
 
 
 async def resident_alerts(
-    conn: Conn, resident_id: str, device_ids: Sequence[str], *, limit: int = 50
+    conn: AsyncConn, resident_id: str, device_ids: Sequence[str], *, limit: int = 50
 ) -> list[dict[str, Any]]:
     """The resident's alerts and their devices' alerts, newest first."""
     query = sql.SQL(
@@ -257,7 +258,7 @@ async def resident_alerts(
 
 
 async def resident_events(
-    conn: Conn, device_keys: Sequence[int], *, since: datetime, limit: int = 50
+    conn: AsyncConn, device_keys: Sequence[int], *, since: datetime, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Device events (smoke, gas, sos, away, home, ...) of these devices since `since`."""
     return await _rows(
@@ -283,7 +284,7 @@ class MeterSeries:
 
 
 async def water_readings(
-    conn: Conn, device_keys: Sequence[int], start: datetime, end: datetime
+    conn: AsyncConn, device_keys: Sequence[int], start: datetime, end: datetime
 ) -> MeterSeries:
     """Readings of the meters in [start, end], one index range scan of the primary key
     (device_key, ts) per meter and partition."""
@@ -314,7 +315,7 @@ async def water_readings(
 
 
 async def device_health(
-    conn: Conn, scope: Scope, *, now: datetime, grace_s: int, low_battery_v: float, limit: int = 100
+    conn: AsyncConn, scope: Scope, *, now: datetime, grace_s: int, low_battery_v: float, limit: int = 100
 ) -> dict[str, Any]:
     """Silent meters, offline gateways and low batteries in scope: counts by community, and
     the first `limit` of each list."""
@@ -388,7 +389,7 @@ def _first(summary: list[dict[str, Any]], name: str, limit: int) -> list[str]:
     return [device_id for _, _, device_id in sorted(pairs)[:limit]]
 
 
-async def _devices_by_id(conn: Conn, ids: list[str]) -> list[dict[str, Any]]:
+async def _devices_by_id(conn: AsyncConn, ids: list[str]) -> list[dict[str, Any]]:
     """The devices of `ids` with their place, in the order given."""
     if not ids:
         return []
@@ -416,7 +417,7 @@ _SILENT = sql.SQL(
 
 
 async def report_rows(
-    conn: Conn, scope: Scope, *, months: Sequence[datetime]
+    conn: AsyncConn, scope: Scope, *, months: Sequence[datetime]
 ) -> dict[str, list[dict[str, Any]]]:
     """Alert figures per (community, month) for alerts opened from `months[0]` up to
     `months[-1]` (the boundaries of local months, ascending), in one pass over the alerts:
@@ -465,7 +466,7 @@ async def report_rows(
 
 
 async def audit_entries(
-    conn: Conn, *, limit: int = 200, before_id: int | None = None
+    conn: AsyncConn, *, limit: int = 200, before_id: int | None = None
 ) -> list[dict[str, Any]]:
     return await _rows(
         conn,

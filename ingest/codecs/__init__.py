@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
-from lovekey.ingest.messages import DecodedMessage, MessageKind
+from lovekey.ingest.decoded import DecodedMessage, MessageKind
 
 # Ids in topics are the ids people type into the registry; longer ones are not ids.
 MAX_ID_CHARS = 128

@@ -6,7 +6,7 @@ from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import DecodeContext, Topic, register
 from lovekey.ingest.codecs._fields import check_device_id, flag, load_object, number, timestamp
-from lovekey.ingest.messages import DecodedMessage, EventMessage
+from lovekey.ingest.decoded import DecodedMessage, EventMessage
 from lovekey.vocabulary import EventType
 
 MAX_ABS_VALUE = 1e9  # stored as float4

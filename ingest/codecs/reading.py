@@ -13,7 +13,7 @@ from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import DecodeContext, Topic, register
 from lovekey.ingest.codecs._fields import check_device_id, checked, load_object, timestamp
-from lovekey.ingest.messages import DecodedMessage, Reading, SensorReading, WaterReading
+from lovekey.ingest.decoded import DecodedMessage, Reading, SensorReading, WaterReading
 
 # Plausible ranges; anything outside is a broken device or a broken gateway, not water.
 MAX_TOTAL_L = 1e12  # a meter register never gets near this

@@ -10,7 +10,7 @@ from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import DecodeContext, Topic, register
 from lovekey.ingest.codecs._fields import load_json
-from lovekey.ingest.messages import DecodedMessage, GatewayStatus
+from lovekey.ingest.decoded import DecodedMessage, GatewayStatus
 
 _WORDS: dict[str, GatewayStatus] = {"online": "online", "offline": "offline"}
 

@@ -29,8 +29,8 @@ from lovekey.simulator.columns import Columns
 from lovekey.simulator.incidents import LOCAL_OFFSET_S, NO_USE_KINDS, Planned, plan_incidents
 from lovekey.simulator.meters import (
     NEW_METER_BATTERY_V,
-    MeterParams,
-    SensorParams,
+    MeterBehaviour,
+    SensorBehaviour,
     draw_meters,
     draw_sensors,
 )
@@ -108,8 +108,8 @@ class DistrictModel:
         end_s: int,
         population: Population,
         traits: Traits,
-        meters: MeterParams,
-        sensors: SensorParams,
+        meters: MeterBehaviour,
+        sensors: SensorBehaviour,
         plans: list[Planned],
     ) -> None:
         self.scenario = scenario
@@ -328,8 +328,8 @@ def _add_cleaning(row: F32, plan: Planned, start: int) -> None:
 def _battery_plans(
     scenario: Scenario,
     population: Population,
-    meters: MeterParams,
-    sensors: SensorParams,
+    meters: MeterBehaviour,
+    sensors: SensorBehaviour,
     plans: list[Planned],
     start_s: int,
     end_s: int,

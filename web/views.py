@@ -11,7 +11,8 @@ from fastapi import HTTPException, Request
 from lovekey.vocabulary import DeviceKind
 from lovekey.web import auth, queries
 from lovekey.web.auth import Staff
-from lovekey.web.deps import Conn, Console, actor_for, console_of
+from lovekey.web.deps import Console, actor_for, console_of
+from lovekey.web.queries import AsyncConn
 from lovekey.web.reports import Report, build_report, month_range, month_starts
 from lovekey.web.usage import HOUR_S, chart_start, hourly_usage, to_json, window_hours
 
@@ -19,7 +20,7 @@ from lovekey.web.usage import HOUR_S, chart_start, hourly_usage, to_json, window
 USAGE_LOOKBACK = timedelta(days=1)
 
 
-async def alert_or_404(request: Request, conn: Conn, staff: Staff, alert_id: int) -> dict[str, Any]:
+async def alert_or_404(request: Request, conn: AsyncConn, staff: Staff, alert_id: int) -> dict[str, Any]:
     """The alert with deliveries and history if in scope; 404 otherwise (audited when it
     exists but is out of scope)."""
     alert = await queries.alert_detail(conn, staff.scope, alert_id)
@@ -36,7 +37,9 @@ async def alert_or_404(request: Request, conn: Conn, staff: Staff, alert_id: int
     return alert
 
 
-async def resident_or_404(request: Request, conn: Conn, staff: Staff, resident_id: str) -> dict[str, Any]:
+async def resident_or_404(
+    request: Request, conn: AsyncConn, staff: Staff, resident_id: str
+) -> dict[str, Any]:
     """The resident if in the staff member's scope; 404 otherwise (out of scope is audited,
     and answers exactly like a resident that does not exist)."""
     row = await queries.resident(conn, staff.scope, resident_id)
@@ -53,7 +56,7 @@ async def resident_or_404(request: Request, conn: Conn, staff: Staff, resident_i
     return row
 
 
-async def build_resident_view(conn: Conn, console: Console, row: dict[str, Any]) -> dict[str, Any]:
+async def build_resident_view(conn: AsyncConn, console: Console, row: dict[str, Any]) -> dict[str, Any]:
     web = console.settings.web
     now = console.clock()
     devices = await queries.resident_devices(
@@ -78,7 +81,9 @@ async def build_resident_view(conn: Conn, console: Console, row: dict[str, Any])
     }
 
 
-async def resident_usage(conn: Conn, console: Console, row: dict[str, Any], *, days: int) -> dict[str, Any]:
+async def resident_usage(
+    conn: AsyncConn, console: Console, row: dict[str, Any], *, days: int
+) -> dict[str, Any]:
     """The hourly chart of the resident's water meters over the last `days` days."""
     detect = console.settings.detect
     zone = console.settings.zone
@@ -111,7 +116,7 @@ class ReportRequest:
     months: int = 6
 
 
-async def load_report(conn: Conn, console: Console, staff: Staff, request: ReportRequest) -> Report:
+async def load_report(conn: AsyncConn, console: Console, staff: Staff, request: ReportRequest) -> Report:
     zone = console.settings.zone
     start, end = month_range(console.clock(), zone, request.months)
     rows = await queries.report_rows(conn, staff.scope, months=month_starts(start, end, zone))
