@@ -1,6 +1,6 @@
 """Reading a registry CSV file into a validated `RegistryFile` (no database here).
 
-Two steps, as the file has two kinds of rule. Each line on its own is a `DeviceRow`, a pydantic
+Two steps, as the file has two kinds of rule. Each line on its own is a `CsvLine`, a pydantic
 model of its cells (ids, kind, phones, languages, contacts): what is wrong with a line is found
 there and reported with its line number and column. The lines together must agree with one
 another (one device per id, one name per resident, one parent per grid, ...): `_District` gathers
@@ -100,7 +100,7 @@ class ContactCells(BaseModel):
     language: Language = "zh"
 
 
-class DeviceRow(BaseModel):
+class CsvLine(BaseModel):
     """One line of the file: a device, and what the line says about its resident and home.
 
     Field names are the CSV columns (contacts aside: `contactN_role` is `contacts[N].role`).
@@ -129,7 +129,7 @@ class DeviceRow(BaseModel):
     contacts: dict[int, ContactCells] = {}
 
     @model_validator(mode="after")
-    def _each_place_has_its_parent(self) -> DeviceRow:
+    def _each_place_has_its_parent(self) -> CsvLine:
         for place_id, parent_id in _PARENT_ID.items():
             if getattr(self, place_id) is not None and getattr(self, parent_id) is None:
                 raise ValueError(f"{place_id} given without {parent_id}")
@@ -170,15 +170,15 @@ _LEVEL_COLUMNS = tuple(
     for level in _LEVELS
 )
 _CONTACT_COLUMN = re.compile(r"^contact(?P<n>[1-9]\d*)_(?P<field>role|name|phone|push|language)$")
-REQUIRED = tuple(name for name, f in DeviceRow.model_fields.items() if f.is_required())
+REQUIRED = tuple(name for name, f in CsvLine.model_fields.items() if f.is_required())
 OPTIONAL = tuple(
-    name for name, f in DeviceRow.model_fields.items() if not f.is_required() and name != "contacts"
+    name for name, f in CsvLine.model_fields.items() if not f.is_required() and name != "contacts"
 )
 
 
 @dataclass(frozen=True, slots=True)
 class _Columns:
-    """Where each cell of a line goes in a `DeviceRow`, worked out once from the header."""
+    """Where each cell of a line goes in a `CsvLine`, worked out once from the header."""
 
     plain: tuple[tuple[int, str], ...]  # (cell index, field)
     contacts: tuple[tuple[int, tuple[tuple[int, str], ...]], ...]  # (N, its cells), N ascending
@@ -207,10 +207,10 @@ class _Columns:
         return data
 
 
-def read_row(line: int, data: dict[str, Any], context: dict[str, str]) -> tuple[DeviceRow | None, Problems]:
-    """One line's filled cells (from `_Columns.row`) as a `DeviceRow`, or every problem it has."""
+def read_row(line: int, data: dict[str, Any], context: dict[str, str]) -> tuple[CsvLine | None, Problems]:
+    """One line's filled cells (from `_Columns.row`) as a `CsvLine`, or every problem it has."""
     try:
-        return DeviceRow.model_validate(data, context=context), []
+        return CsvLine.model_validate(data, context=context), []
     except ValidationError as exc:
         return None, [(line, _reason(error)) for error in exc.errors(include_url=False)]
 
@@ -266,7 +266,7 @@ class _District:
     gateways: dict[str, None] = field(default_factory=dict)
     contacts: dict[str, tuple[int, list[Contact]]] = field(default_factory=dict)
 
-    def add(self, line: int, row: DeviceRow, problems: Problems) -> None:
+    def add(self, line: int, row: CsvLine, problems: Problems) -> None:
         if row.device_id in self.devices:
             first = self.devices[row.device_id][0]
             problems.append((line, f"device_id: duplicate device {row.device_id!r} (first on line {first})"))

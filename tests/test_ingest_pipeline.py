@@ -250,7 +250,7 @@ def test_bad_inputs_are_kept_with_their_reason_and_good_ones_keep_flowing(
 def test_database_outage_holds_messages_and_loses_nothing(
     db, settings_for, publisher, topic_prefix, postgres_factory, caplog
 ):
-    caplog.set_level(logging.INFO, logger="ingest")
+    caplog.set_level(logging.INFO, logger="lovekey.ingest")
     name = urlsplit(db).path.lstrip("/")
     with connect(db) as conn:
         register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1")])
@@ -443,7 +443,7 @@ def test_gateway_status_and_last_seen(db, settings_for, publisher, topic_prefix)
 def test_refused_rows_are_kept_and_missing_partitions_are_created(
     db, settings_for, publisher, topic_prefix, caplog
 ):
-    caplog.set_level(logging.WARNING, logger="ingest")
+    caplog.set_level(logging.WARNING, logger="lovekey.ingest")
     with connect(db, autocommit=True) as conn:
         register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1")])
         # a rule the codec does not know, so only the database can refuse the row
