@@ -26,6 +26,7 @@ from lovekey.detectors import rules
 from lovekey.detectors.hysteresis import RuleState
 from lovekey.detectors.params import MeterParams
 from lovekey.detectors.profile import RoutineProfile
+from lovekey.detectors.resident_meters import ResidentMeters
 from lovekey.detectors.ring import NEVER, ApplyResult, UsageRing
 from lovekey.detectors.rules import SweepInput, Verdict
 from lovekey.detectors.runs import Runs
@@ -151,9 +152,7 @@ class Detector:
             AlertKind.METER_SILENT: RuleState(meters),
             AlertKind.GATEWAY_OFFLINE: RuleState(gateways),
         }
-        self._has_resident = registry.resident_of >= 0
-        self._res = np.where(self._has_resident, registry.resident_of, 0)
-        self._meters_of_resident = np.bincount(registry.resident_of[self._has_resident], minlength=residents)
+        self.resident_meters = ResidentMeters(registry.resident_of, residents)
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
         self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
         self._leak_hour = -1
@@ -162,15 +161,6 @@ class Detector:
         self._judges = registry.params.report_interval_s <= settings.gateway_judge_interval_s
         self._judge_count = np.bincount(registry.gateway_of[self._judges], minlength=gateways)
         self._judge_quiet_s = registry.params.report_interval_s + settings.gateway_silent_grace_s
-        self._res_of_ok = registry.resident_of[self._has_resident]
-        self._single_meter = bool(self._meters_of_resident.max(initial=0) <= 1)
-        self._rep_meter = np.zeros(residents, np.int64)  # a meter of each resident
-        self._rep_meter[self._res_of_ok] = np.flatnonzero(self._has_resident)
-        # exactly one meter per resident: resident masks are a gather (empty: the identity)
-        self._one_each: I64 | None = None
-        if bool((self._meters_of_resident == 1).all()):
-            identity = residents == meters and bool((registry.resident_of == np.arange(meters)).all())
-            self._one_each = np.empty(0, np.int64) if identity else self._rep_meter
         # how far behind `now` a meter's data may be for a running tap or a leak to be current
         p = registry.params
         self._tap_lag_s = p.report_interval_s + p.tap_limit_s
@@ -280,7 +270,7 @@ class Detector:
         # out of the new buckets and windows (this writes the ring's `baseline_l`)
         self._track_leaks(verdicts[AlertKind.LEAK].raise_when, inp.horizon_s)
 
-        away_m = self._to_meters(away_r, False)
+        away_m = self.resident_meters.to_meters(away_r, False)
         changes = self._step_residents(inp, verdicts, unknown_now, away_r, away_m)
         changes += self._step_meters(silent)
         changes += self._step_gateways(inp, offline)
@@ -297,8 +287,7 @@ class Detector:
         """Per resident: away now, or back from an absence that ran out without using water."""
         away_r = presence.away
         if presence.lapsed_since_s is not None:
-            last_use_r = np.full(len(self.registry.resident_ids), NEVER, np.int64)
-            np.maximum.at(last_use_r, self._res_of_ok, self.runs.last_use_end[self._has_resident])
+            last_use_r = self.resident_meters.latest(self.runs.last_use_end)
             lapsed = presence.lapsed_since_s
             # water run in the hour or two after pressing "going out" is still before leaving
             leaving_s = 2 * 3600
@@ -312,7 +301,7 @@ class Detector:
         params = reg.params
         hz = ring.horizon()
         known_start = ring.known_start
-        monitor = self._to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
+        monitor = self.resident_meters.to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
         dry_from = np.maximum(runs.last_use_end, np.maximum(known_start, monitor))
         dry_b = (hz - dry_from) // bs
         # the profile tables are slot-major: row = the slot each meter's horizon ends
@@ -326,7 +315,7 @@ class Detector:
         # residents with an open low_usage alert, to clear it), for all at once when they
         # are many (a night): the rules' answer is the same either way.
         min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
-        low_active = self._to_meters(self.states[AlertKind.LOW_USAGE].active, False)
+        low_active = self.resident_meters.to_meters(self.states[AlertKind.LOW_USAGE].active, False)
         maybe = np.flatnonzero(over_limit | (dry_b >= min_dry_b) | low_active)
         self.quiet_candidates = int(maybe.size)  # for the benchmark's report
         sel: I64 | slice = maybe if maybe.size < len(hz) * self.quiet_subset_share else slice(None)
@@ -377,8 +366,9 @@ class Detector:
         """Meters of residents with an open routine_break, the evidence time it rose at, and
         the litres used since then (the part of it still in the ring)."""
         state = self.states[AlertKind.ROUTINE_BREAK]
-        meters = np.flatnonzero(self._has_resident & state.active[self._res])
-        raised_hz = state.raised_at[self._res[meters]]
+        res = self.resident_meters
+        meters = np.flatnonzero(res.has_resident & state.active[res.resident])
+        raised_hz = state.raised_at[res.resident[meters]]
         if not meters.size:
             return meters, raised_hz, np.empty(0, np.float32)
         oldest = (self.ring.oldest + 1) * self.bucket_s
@@ -402,7 +392,7 @@ class Detector:
             # the quiet rules are held (and their open alerts cleared): no use is expected
             quiet_kind = kind in QUIET_KINDS
             hold = hold_m if quiet_kind else unknown_now
-            cond_r, clear_r, hold_r, since_r, rep_r = self._by_resident(
+            cond_r, clear_r, hold_r, since_r, rep_r = self.resident_meters.by_resident(
                 verdict.raise_when & ~hold,
                 verdict.clear_when & ~hold,
                 hold,
@@ -507,57 +497,6 @@ class Detector:
         if known.any():
             level[known] = np.nanmedian(window[:, known], axis=0) + LEAK_READING_SLACK_L
         ring.baseline_l[meters] = np.maximum(level, 0.0)
-
-    def _to_meters(self, per_resident: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
-        """A per-resident array seen per meter (`fill` for meters of nobody)."""
-        if self._one_each is not None and self._one_each.size == 0:
-            return per_resident  # meter i is resident i
-        out = per_resident[self._res]
-        out[~self._has_resident] = fill
-        return out
-
-    def _by_resident(
-        self, cond: BOOL, clear: BOOL, hold: BOOL, since: I64, how: str
-    ) -> tuple[BOOL, BOOL, BOOL, I64, I64]:
-        """Meter masks to resident masks: 'all' meters quiet, or 'any' meter running."""
-        ok, r = self._has_resident, self._res_of_ok
-        n_res = len(self.registry.resident_ids)
-        if self._one_each is not None:  # the usual case: one meter per resident, a gather
-            take = self._one_each
-            if take.size == 0:  # meter i is resident i
-                return cond, clear, hold, since, self._rep_meter
-            return cond[take], clear[take], hold[take], since[take], self._rep_meter
-        if self._single_meter:  # at most one meter each: a scatter, no counting
-            out = []
-            for mask in (cond, clear, hold):
-                per = np.zeros(n_res, np.bool_)
-                per[r] = mask[ok]
-                out.append(per)
-            since_r = np.full(n_res, NEVER, np.int64)
-            since_r[r] = since[ok]
-            return out[0], out[1], out[2], since_r, self._rep_meter
-        total = self._meters_of_resident
-
-        def count(mask: BOOL) -> npt.NDArray[np.float64]:
-            counted = np.bincount(r, weights=mask[ok], minlength=n_res)
-            return counted.astype(np.float64)
-
-        hold_r = count(hold) > 0
-        if how == "all":
-            cond_r = (total > 0) & (count(cond) == total)
-            clear_r = count(clear) > 0
-            since_r = np.full(n_res, NEVER, np.int64)
-            np.maximum.at(since_r, r, since[ok])
-        else:
-            cond_r = count(cond) > 0
-            clear_r = (total > 0) & (count(clear) == total)
-            since_r = np.full(n_res, np.iinfo(np.int64).max, np.int64)
-            sel = ok & cond
-            np.minimum.at(since_r, self.registry.resident_of[sel], since[sel])
-        rep = self._rep_meter.copy()
-        sel_idx = np.flatnonzero(ok & cond)
-        rep[self.registry.resident_of[sel_idx]] = sel_idx
-        return cond_r, clear_r, hold_r, since_r, rep
 
     def _details(self, kind: str, m: int, inp: SweepInput, verdict: Verdict) -> dict[str, Any]:
         """What a raised alert tells the people it reaches, from meter `m`'s evidence."""
