@@ -14,8 +14,7 @@ has not reported yet (unknown is not zero); whether a meter is *silent* is judge
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy.typing as npt
 
 from lovekey.config import DetectSettings
 from lovekey.detectors import rules
+from lovekey.detectors.changes import Change, silent_details, water_details
 from lovekey.detectors.hysteresis import RuleState
 from lovekey.detectors.params import MeterParams
 from lovekey.detectors.profile import RoutineProfile
@@ -63,21 +63,6 @@ class Registry:
         m = len(self.meter_ids)
         if not (self.resident_of.size == self.gateway_of.size == self.params.meters == m):
             raise ValueError("registry arrays must all have one entry per meter")
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One alert transition: `action` is 'raise' or 'clear'."""
-
-    kind: str
-    action: str
-    subject: str
-    resident_id: str | None
-    device_id: str | None
-    gateway_id: str | None
-    since_s: int
-    details: dict[str, Any] = field(default_factory=dict)
-    reason: str = "condition_cleared"
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +402,9 @@ class Detector:
                         "raise",
                         int(r),
                         since_s=int(since_r[r]),
-                        details=self._details(kind, m, inp, verdict),
+                        details=water_details(
+                            kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
+                        ),
                     )
                 )
             for r in step.cleared:
@@ -435,10 +422,7 @@ class Detector:
                 self._meter_change(
                     "raise",
                     int(m),
-                    {
-                        "last_data_at": _iso(int(silent.since_s[m])),
-                        "expected_every_s": int(self.registry.params.silent_after_s[m]),
-                    },
+                    silent_details(int(silent.since_s[m]), int(self.registry.params.silent_after_s[m])),
                 )
             )
         for m in step.cleared:
@@ -497,29 +481,6 @@ class Detector:
         if known.any():
             level[known] = np.nanmedian(window[:, known], axis=0) + LEAK_READING_SLACK_L
         ring.baseline_l[meters] = np.maximum(level, 0.0)
-
-    def _details(self, kind: str, m: int, inp: SweepInput, verdict: Verdict) -> dict[str, Any]:
-        """What a raised alert tells the people it reaches, from meter `m`'s evidence."""
-        p, bs = self.registry.params, self.bucket_s
-        out: dict[str, Any] = {
-            "device_id": self.registry.meter_ids[m],
-            "data_until": _iso(int(inp.horizon_s[m])),
-        }
-        if kind == AlertKind.LOW_USAGE and verdict.used_l is not None:
-            out |= {
-                "used_l": round(float(verdict.used_l[m]), 1),
-                "min_l": float(p.low_min_l[m]),
-                "window_h": int(p.low_window_s[m]) / 3600,
-            }
-        elif kind == AlertKind.ROUTINE_BREAK:
-            out |= {
-                "dry_h": int(inp.dry_b[m]) * bs / 3600,
-                "usual_max_h": int(inp.routine_limit_b[m]) * bs / 3600,
-                "learned_days": int(self.profile.learned_days[m]),
-            }
-        elif kind == AlertKind.RUNNING_TAP:
-            out |= {"min_lpm": float(p.tap_min_l[m]) * 60 / bs}
-        return out
 
     def _resident_change(
         self,
@@ -602,7 +563,3 @@ class Detector:
             low_population_quantile=st.low_usage_population_quantile,
             groups=st.routine_population_groups,
         )
-
-
-def _iso(t_s: int) -> str:
-    return datetime.fromtimestamp(t_s, UTC).isoformat()

@@ -26,7 +26,8 @@ import psycopg
 from lovekey.alerts.store import AlertCandidate, clear_alerts, raise_alerts
 from lovekey.config import DetectSettings, Settings
 from lovekey.detectors import store as db
-from lovekey.detectors.engine import SWEPT_KINDS, Change, Detector, Presence, Registry
+from lovekey.detectors.changes import Change
+from lovekey.detectors.engine import SWEPT_KINDS, Detector, Presence, Registry
 from lovekey.detectors.params import build_params, effective_rules
 from lovekey.detectors.ring import NEVER, UsageRing
 from lovekey.vocabulary import (
