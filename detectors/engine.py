@@ -23,6 +23,7 @@ import numpy.typing as npt
 from lovekey.config import DetectSettings
 from lovekey.detectors import rules
 from lovekey.detectors.changes import Change, silent_details, water_details
+from lovekey.detectors.day_learning import DayLearner
 from lovekey.detectors.hysteresis import RuleState
 from lovekey.detectors.params import MeterParams
 from lovekey.detectors.profile import RoutineProfile
@@ -124,13 +125,9 @@ class Detector:
             day_start_s=int(settings.routine_day_start_h * 3600) // bs * bs,
             utc_offset_s=utc_offset_s,
         )
-        lag_s = int(settings.routine_summary_lag_h * 3600)
-        if learn_days and 86400 + lag_s + bs > settings.ring_hours * 3600:
-            raise ValueError("ring_hours must cover a day plus routine_summary_lag_h")
-        self._learn = learn_days
-        self._summary_lag_s = lag_s
-        self._taint: dict[int, BOOL] = {}
-        self.recorded_days: list[int] = []  # learned since the owner last looked (to persist)
+        self.days = DayLearner(
+            self.ring, self.profile, settings, registry.params.routine_margin_b, learn=learn_days
+        )
         residents, gateways = len(registry.resident_ids), len(registry.gateway_ids)
         self.states: dict[str, RuleState] = {
             **{k: RuleState(residents) for k in WATER_KINDS},
@@ -152,6 +149,15 @@ class Detector:
         self._leak_lag_s = p.report_interval_s + p.leak_limit_s
         self.last_sweep_s: int | None = None
         self.quiet_candidates = 0  # meters the last sweep judged the quiet rules' window for
+
+    @property
+    def recorded_days(self) -> list[int]:
+        """Days learned since the owner last looked (to persist; the owner clears it)."""
+        return self.days.recorded
+
+    def relearn(self) -> None:
+        """Recompute routine thresholds from the recorded days (after loading saved days)."""
+        self.days.relearn()
 
     # -- data in --------------------------------------------------------------------------
 
@@ -236,7 +242,7 @@ class Detector:
         """Evaluate every rule at `now_s`; return the alerts to raise and to clear."""
         self.ring.advance(now_s)
         presence = presence or Presence.everyone_home(len(self.registry.resident_ids))
-        self._learn_days(now_s)
+        self.days.learn_due(now_s)
         away_r = self._away(presence)
         inp = self._sweep_input(now_s, presence, gateway_offline_since_s)
 
@@ -264,7 +270,7 @@ class Detector:
         # no-use alert are: a false alarm (a long day out) must stay normal, or the resident
         # would learn an ever tighter pattern; after a real incident the learned limits are
         # capped (low_usage_cap_h), so the next one is still found
-        self._taint_days(inp.horizon_s, away_m | unknown_now)
+        self.days.taint(inp.horizon_s, away_m | unknown_now)
         self.last_sweep_s = now_s
         return changes
 
@@ -515,51 +521,3 @@ class Detector:
     ) -> Change:
         gid = self.registry.gateway_ids[g]
         return Change(AlertKind.GATEWAY_OFFLINE, action, gid, None, None, gid, since_s, details or {})
-
-    def _taint_days(self, hz: I64, taint: BOOL) -> None:
-        if not taint.any():
-            return
-        days = (hz[taint] - self.bucket_s - self.profile.origin_s) // 86400
-        for day in np.unique(days):
-            if self.profile.last_day is not None and day <= self.profile.last_day:
-                continue
-            mask = self._taint.setdefault(int(day), np.zeros(hz.size, np.bool_))
-            mask[np.flatnonzero(taint)[days == day]] = True
-
-    def _learn_days(self, now_s: int) -> None:
-        """Record every routine day whose data can all have arrived, then relearn."""
-        if not self._learn:
-            return
-        prof, _st = self.profile, self.settings
-        due = prof.day_of(now_s - self._summary_lag_s) - 1
-        first = prof.day_of(self.ring.oldest * self.bucket_s) + 1
-        if prof.last_day is not None:
-            first = max(first, prof.last_day + 1)
-        if due < first:
-            return
-        for day in range(first, due + 1):
-            usage = self.ring.usage_matrix(prof.first_bucket(day), prof.slots)
-            used = self.ring.used_matrix(prof.first_bucket(day), prof.slots)
-            exclude = self._taint.pop(day, np.zeros(usage.shape[1], np.bool_))
-            prof.record_day(day, usage, used, exclude)
-            self.recorded_days.append(day)
-        for day in [d for d in self._taint if d <= due]:
-            del self._taint[day]
-        self.relearn()
-
-    def relearn(self) -> None:
-        """Recompute routine thresholds from the recorded days (after loading saved days)."""
-        st, bs, prof = self.settings, self.bucket_s, self.profile
-        prof.recompute(
-            min_days=st.routine_min_days,
-            quantile=st.routine_quantile,
-            slack_b=int(st.routine_slack_min * 60) // bs,
-            margin_b=self.registry.params.routine_margin_b,
-            min_gap_b=int(st.routine_min_gap_min * 60) // bs,
-            low_margin_b=int(st.low_usage_margin_min * 60) // bs if st.low_usage_learn else 0,
-            low_cap_b=int(st.low_usage_cap_h * 3600) // bs if st.low_usage_learn else 0,
-            active_max_b=int(st.routine_active_max_h * 3600) // bs,
-            population_quantile=st.routine_population_quantile,
-            low_population_quantile=st.low_usage_population_quantile,
-            groups=st.routine_population_groups,
-        )
