@@ -14,7 +14,8 @@ from lovekey.alerts.store import list_alerts, resolve
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
 from lovekey.detectors.daemon import watch_events
-from lovekey.detectors.service import DetectorService, DetectorShard, EventWatcher
+from lovekey.detectors.event_watcher import EventWatcher
+from lovekey.detectors.service import DetectorService, DetectorShard
 
 BS = timedelta(minutes=15)
 # a recent quarter hour, so the reading partitions the migration made exist
