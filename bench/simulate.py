@@ -125,7 +125,8 @@ def _publish(args: argparse.Namespace, settings: Settings, processes: int) -> bo
     from lovekey.bench.support.publisher import Publisher
     from lovekey.simulator import World
     from lovekey.simulator.incidents import LOCAL
-    from lovekey.simulator.publish import Job, Pacing, publish_world
+    from lovekey.simulator.publish import Pacing
+    from lovekey.simulator.publish_world import Job, publish_world
 
     prefix = f"lkbench/{uuid.uuid4().hex[:12]}"
     days = args.publish_hours / 24

@@ -59,7 +59,8 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _once(url: str, settings: Settings, shard: Any, at: datetime) -> int:
-    from lovekey.detectors.service import DetectorService, EventWatcher
+    from lovekey.detectors.event_watcher import EventWatcher
+    from lovekey.detectors.service import DetectorService
     from lovekey.storage import connect
 
     with connect(url) as conn:

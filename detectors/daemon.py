@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from lovekey.config import Settings
-from lovekey.detectors.service import DetectorService, DetectorShard, EventWatcher
+from lovekey.detectors.event_watcher import EventWatcher
+from lovekey.detectors.service import DetectorService, DetectorShard
 from lovekey.errors import LoveKeyError
 from lovekey.retry import Backoff
 from lovekey.schedule import Periodic, scheduled

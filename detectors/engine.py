@@ -14,8 +14,7 @@ has not reported yet (unknown is not zero); whether a meter is *silent* is judge
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,9 +22,12 @@ import numpy.typing as npt
 
 from lovekey.config import DetectSettings
 from lovekey.detectors import rules
+from lovekey.detectors.changes import Change, silent_details, water_details
+from lovekey.detectors.day_learning import DayLearner
 from lovekey.detectors.hysteresis import RuleState
 from lovekey.detectors.params import MeterParams
 from lovekey.detectors.profile import RoutineProfile
+from lovekey.detectors.resident_meters import ResidentMeters
 from lovekey.detectors.ring import NEVER, ApplyResult, UsageRing
 from lovekey.detectors.rules import SweepInput, Verdict
 from lovekey.detectors.runs import Runs
@@ -62,21 +64,6 @@ class Registry:
         m = len(self.meter_ids)
         if not (self.resident_of.size == self.gateway_of.size == self.params.meters == m):
             raise ValueError("registry arrays must all have one entry per meter")
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One alert transition: `action` is 'raise' or 'clear'."""
-
-    kind: str
-    action: str
-    subject: str
-    resident_id: str | None
-    device_id: str | None
-    gateway_id: str | None
-    since_s: int
-    details: dict[str, Any] = field(default_factory=dict)
-    reason: str = "condition_cleared"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,22 +125,16 @@ class Detector:
             day_start_s=int(settings.routine_day_start_h * 3600) // bs * bs,
             utc_offset_s=utc_offset_s,
         )
-        lag_s = int(settings.routine_summary_lag_h * 3600)
-        if learn_days and 86400 + lag_s + bs > settings.ring_hours * 3600:
-            raise ValueError("ring_hours must cover a day plus routine_summary_lag_h")
-        self._learn = learn_days
-        self._summary_lag_s = lag_s
-        self._taint: dict[int, BOOL] = {}
-        self.recorded_days: list[int] = []  # learned since the owner last looked (to persist)
+        self.days = DayLearner(
+            self.ring, self.profile, settings, registry.params.routine_margin_b, learn=learn_days
+        )
         residents, gateways = len(registry.resident_ids), len(registry.gateway_ids)
         self.states: dict[str, RuleState] = {
             **{k: RuleState(residents) for k in WATER_KINDS},
             AlertKind.METER_SILENT: RuleState(meters),
             AlertKind.GATEWAY_OFFLINE: RuleState(gateways),
         }
-        self._has_resident = registry.resident_of >= 0
-        self._res = np.where(self._has_resident, registry.resident_of, 0)
-        self._meters_of_resident = np.bincount(registry.resident_of[self._has_resident], minlength=residents)
+        self.resident_meters = ResidentMeters(registry.resident_of, residents)
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
         self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
         self._leak_hour = -1
@@ -162,21 +143,21 @@ class Detector:
         self._judges = registry.params.report_interval_s <= settings.gateway_judge_interval_s
         self._judge_count = np.bincount(registry.gateway_of[self._judges], minlength=gateways)
         self._judge_quiet_s = registry.params.report_interval_s + settings.gateway_silent_grace_s
-        self._res_of_ok = registry.resident_of[self._has_resident]
-        self._single_meter = bool(self._meters_of_resident.max(initial=0) <= 1)
-        self._rep_meter = np.zeros(residents, np.int64)  # a meter of each resident
-        self._rep_meter[self._res_of_ok] = np.flatnonzero(self._has_resident)
-        # exactly one meter per resident: resident masks are a gather (empty: the identity)
-        self._one_each: I64 | None = None
-        if bool((self._meters_of_resident == 1).all()):
-            identity = residents == meters and bool((registry.resident_of == np.arange(meters)).all())
-            self._one_each = np.empty(0, np.int64) if identity else self._rep_meter
         # how far behind `now` a meter's data may be for a running tap or a leak to be current
         p = registry.params
         self._tap_lag_s = p.report_interval_s + p.tap_limit_s
         self._leak_lag_s = p.report_interval_s + p.leak_limit_s
         self.last_sweep_s: int | None = None
         self.quiet_candidates = 0  # meters the last sweep judged the quiet rules' window for
+
+    @property
+    def recorded_days(self) -> list[int]:
+        """Days learned since the owner last looked (to persist; the owner clears it)."""
+        return self.days.recorded
+
+    def relearn(self) -> None:
+        """Recompute routine thresholds from the recorded days (after loading saved days)."""
+        self.days.relearn()
 
     # -- data in --------------------------------------------------------------------------
 
@@ -261,7 +242,7 @@ class Detector:
         """Evaluate every rule at `now_s`; return the alerts to raise and to clear."""
         self.ring.advance(now_s)
         presence = presence or Presence.everyone_home(len(self.registry.resident_ids))
-        self._learn_days(now_s)
+        self.days.learn_due(now_s)
         away_r = self._away(presence)
         inp = self._sweep_input(now_s, presence, gateway_offline_since_s)
 
@@ -280,7 +261,7 @@ class Detector:
         # out of the new buckets and windows (this writes the ring's `baseline_l`)
         self._track_leaks(verdicts[AlertKind.LEAK].raise_when, inp.horizon_s)
 
-        away_m = self._to_meters(away_r, False)
+        away_m = self.resident_meters.to_meters(away_r, False)
         changes = self._step_residents(inp, verdicts, unknown_now, away_r, away_m)
         changes += self._step_meters(silent)
         changes += self._step_gateways(inp, offline)
@@ -289,7 +270,7 @@ class Detector:
         # no-use alert are: a false alarm (a long day out) must stay normal, or the resident
         # would learn an ever tighter pattern; after a real incident the learned limits are
         # capped (low_usage_cap_h), so the next one is still found
-        self._taint_days(inp.horizon_s, away_m | unknown_now)
+        self.days.taint(inp.horizon_s, away_m | unknown_now)
         self.last_sweep_s = now_s
         return changes
 
@@ -297,8 +278,7 @@ class Detector:
         """Per resident: away now, or back from an absence that ran out without using water."""
         away_r = presence.away
         if presence.lapsed_since_s is not None:
-            last_use_r = np.full(len(self.registry.resident_ids), NEVER, np.int64)
-            np.maximum.at(last_use_r, self._res_of_ok, self.runs.last_use_end[self._has_resident])
+            last_use_r = self.resident_meters.latest(self.runs.last_use_end)
             lapsed = presence.lapsed_since_s
             # water run in the hour or two after pressing "going out" is still before leaving
             leaving_s = 2 * 3600
@@ -312,7 +292,7 @@ class Detector:
         params = reg.params
         hz = ring.horizon()
         known_start = ring.known_start
-        monitor = self._to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
+        monitor = self.resident_meters.to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
         dry_from = np.maximum(runs.last_use_end, np.maximum(known_start, monitor))
         dry_b = (hz - dry_from) // bs
         # the profile tables are slot-major: row = the slot each meter's horizon ends
@@ -326,7 +306,7 @@ class Detector:
         # residents with an open low_usage alert, to clear it), for all at once when they
         # are many (a night): the rules' answer is the same either way.
         min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
-        low_active = self._to_meters(self.states[AlertKind.LOW_USAGE].active, False)
+        low_active = self.resident_meters.to_meters(self.states[AlertKind.LOW_USAGE].active, False)
         maybe = np.flatnonzero(over_limit | (dry_b >= min_dry_b) | low_active)
         self.quiet_candidates = int(maybe.size)  # for the benchmark's report
         sel: I64 | slice = maybe if maybe.size < len(hz) * self.quiet_subset_share else slice(None)
@@ -377,8 +357,9 @@ class Detector:
         """Meters of residents with an open routine_break, the evidence time it rose at, and
         the litres used since then (the part of it still in the ring)."""
         state = self.states[AlertKind.ROUTINE_BREAK]
-        meters = np.flatnonzero(self._has_resident & state.active[self._res])
-        raised_hz = state.raised_at[self._res[meters]]
+        res = self.resident_meters
+        meters = np.flatnonzero(res.has_resident & state.active[res.resident])
+        raised_hz = state.raised_at[res.resident[meters]]
         if not meters.size:
             return meters, raised_hz, np.empty(0, np.float32)
         oldest = (self.ring.oldest + 1) * self.bucket_s
@@ -402,7 +383,7 @@ class Detector:
             # the quiet rules are held (and their open alerts cleared): no use is expected
             quiet_kind = kind in QUIET_KINDS
             hold = hold_m if quiet_kind else unknown_now
-            cond_r, clear_r, hold_r, since_r, rep_r = self._by_resident(
+            cond_r, clear_r, hold_r, since_r, rep_r = self.resident_meters.by_resident(
                 verdict.raise_when & ~hold,
                 verdict.clear_when & ~hold,
                 hold,
@@ -427,7 +408,9 @@ class Detector:
                         "raise",
                         int(r),
                         since_s=int(since_r[r]),
-                        details=self._details(kind, m, inp, verdict),
+                        details=water_details(
+                            kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
+                        ),
                     )
                 )
             for r in step.cleared:
@@ -445,10 +428,7 @@ class Detector:
                 self._meter_change(
                     "raise",
                     int(m),
-                    {
-                        "last_data_at": _iso(int(silent.since_s[m])),
-                        "expected_every_s": int(self.registry.params.silent_after_s[m]),
-                    },
+                    silent_details(int(silent.since_s[m]), int(self.registry.params.silent_after_s[m])),
                 )
             )
         for m in step.cleared:
@@ -508,80 +488,6 @@ class Detector:
             level[known] = np.nanmedian(window[:, known], axis=0) + LEAK_READING_SLACK_L
         ring.baseline_l[meters] = np.maximum(level, 0.0)
 
-    def _to_meters(self, per_resident: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
-        """A per-resident array seen per meter (`fill` for meters of nobody)."""
-        if self._one_each is not None and self._one_each.size == 0:
-            return per_resident  # meter i is resident i
-        out = per_resident[self._res]
-        out[~self._has_resident] = fill
-        return out
-
-    def _by_resident(
-        self, cond: BOOL, clear: BOOL, hold: BOOL, since: I64, how: str
-    ) -> tuple[BOOL, BOOL, BOOL, I64, I64]:
-        """Meter masks to resident masks: 'all' meters quiet, or 'any' meter running."""
-        ok, r = self._has_resident, self._res_of_ok
-        n_res = len(self.registry.resident_ids)
-        if self._one_each is not None:  # the usual case: one meter per resident, a gather
-            take = self._one_each
-            if take.size == 0:  # meter i is resident i
-                return cond, clear, hold, since, self._rep_meter
-            return cond[take], clear[take], hold[take], since[take], self._rep_meter
-        if self._single_meter:  # at most one meter each: a scatter, no counting
-            out = []
-            for mask in (cond, clear, hold):
-                per = np.zeros(n_res, np.bool_)
-                per[r] = mask[ok]
-                out.append(per)
-            since_r = np.full(n_res, NEVER, np.int64)
-            since_r[r] = since[ok]
-            return out[0], out[1], out[2], since_r, self._rep_meter
-        total = self._meters_of_resident
-
-        def count(mask: BOOL) -> npt.NDArray[np.float64]:
-            counted = np.bincount(r, weights=mask[ok], minlength=n_res)
-            return counted.astype(np.float64)
-
-        hold_r = count(hold) > 0
-        if how == "all":
-            cond_r = (total > 0) & (count(cond) == total)
-            clear_r = count(clear) > 0
-            since_r = np.full(n_res, NEVER, np.int64)
-            np.maximum.at(since_r, r, since[ok])
-        else:
-            cond_r = count(cond) > 0
-            clear_r = (total > 0) & (count(clear) == total)
-            since_r = np.full(n_res, np.iinfo(np.int64).max, np.int64)
-            sel = ok & cond
-            np.minimum.at(since_r, self.registry.resident_of[sel], since[sel])
-        rep = self._rep_meter.copy()
-        sel_idx = np.flatnonzero(ok & cond)
-        rep[self.registry.resident_of[sel_idx]] = sel_idx
-        return cond_r, clear_r, hold_r, since_r, rep
-
-    def _details(self, kind: str, m: int, inp: SweepInput, verdict: Verdict) -> dict[str, Any]:
-        """What a raised alert tells the people it reaches, from meter `m`'s evidence."""
-        p, bs = self.registry.params, self.bucket_s
-        out: dict[str, Any] = {
-            "device_id": self.registry.meter_ids[m],
-            "data_until": _iso(int(inp.horizon_s[m])),
-        }
-        if kind == AlertKind.LOW_USAGE and verdict.used_l is not None:
-            out |= {
-                "used_l": round(float(verdict.used_l[m]), 1),
-                "min_l": float(p.low_min_l[m]),
-                "window_h": int(p.low_window_s[m]) / 3600,
-            }
-        elif kind == AlertKind.ROUTINE_BREAK:
-            out |= {
-                "dry_h": int(inp.dry_b[m]) * bs / 3600,
-                "usual_max_h": int(inp.routine_limit_b[m]) * bs / 3600,
-                "learned_days": int(self.profile.learned_days[m]),
-            }
-        elif kind == AlertKind.RUNNING_TAP:
-            out |= {"min_lpm": float(p.tap_min_l[m]) * 60 / bs}
-        return out
-
     def _resident_change(
         self,
         kind: str,
@@ -615,55 +521,3 @@ class Detector:
     ) -> Change:
         gid = self.registry.gateway_ids[g]
         return Change(AlertKind.GATEWAY_OFFLINE, action, gid, None, None, gid, since_s, details or {})
-
-    def _taint_days(self, hz: I64, taint: BOOL) -> None:
-        if not taint.any():
-            return
-        days = (hz[taint] - self.bucket_s - self.profile.origin_s) // 86400
-        for day in np.unique(days):
-            if self.profile.last_day is not None and day <= self.profile.last_day:
-                continue
-            mask = self._taint.setdefault(int(day), np.zeros(hz.size, np.bool_))
-            mask[np.flatnonzero(taint)[days == day]] = True
-
-    def _learn_days(self, now_s: int) -> None:
-        """Record every routine day whose data can all have arrived, then relearn."""
-        if not self._learn:
-            return
-        prof, _st = self.profile, self.settings
-        due = prof.day_of(now_s - self._summary_lag_s) - 1
-        first = prof.day_of(self.ring.oldest * self.bucket_s) + 1
-        if prof.last_day is not None:
-            first = max(first, prof.last_day + 1)
-        if due < first:
-            return
-        for day in range(first, due + 1):
-            usage = self.ring.usage_matrix(prof.first_bucket(day), prof.slots)
-            used = self.ring.used_matrix(prof.first_bucket(day), prof.slots)
-            exclude = self._taint.pop(day, np.zeros(usage.shape[1], np.bool_))
-            prof.record_day(day, usage, used, exclude)
-            self.recorded_days.append(day)
-        for day in [d for d in self._taint if d <= due]:
-            del self._taint[day]
-        self.relearn()
-
-    def relearn(self) -> None:
-        """Recompute routine thresholds from the recorded days (after loading saved days)."""
-        st, bs, prof = self.settings, self.bucket_s, self.profile
-        prof.recompute(
-            min_days=st.routine_min_days,
-            quantile=st.routine_quantile,
-            slack_b=int(st.routine_slack_min * 60) // bs,
-            margin_b=self.registry.params.routine_margin_b,
-            min_gap_b=int(st.routine_min_gap_min * 60) // bs,
-            low_margin_b=int(st.low_usage_margin_min * 60) // bs if st.low_usage_learn else 0,
-            low_cap_b=int(st.low_usage_cap_h * 3600) // bs if st.low_usage_learn else 0,
-            active_max_b=int(st.routine_active_max_h * 3600) // bs,
-            population_quantile=st.routine_population_quantile,
-            low_population_quantile=st.low_usage_population_quantile,
-            groups=st.routine_population_groups,
-        )
-
-
-def _iso(t_s: int) -> str:
-    return datetime.fromtimestamp(t_s, UTC).isoformat()

@@ -4,10 +4,10 @@
 registry, the last `ring_hours` of readings of its shard, the learned routine days and the
 alerts already in the database; each sweep it reads the rows received since the last one,
 applies them, asks the detector what changed and writes that through `alerts.store`, all in
-one transaction. `EventWatcher` raises smoke/gas/SOS alerts as soon as their events are
-committed (LISTEN lovekey_events, with a short poll by received_at as the fallback).
+one transaction. Smoke, gas and SOS events do not wait for a sweep: `detectors/event_watcher.py`
+raises them as soon as they are committed.
 
-Neither keeps anything that is not in the database: killing the process at any point and
+It keeps nothing that is not in the database: killing the process at any point and
 starting it again gives the same alerts, none lost and none twice.
 """
 
@@ -26,12 +26,11 @@ import psycopg
 from lovekey.alerts.store import AlertCandidate, clear_alerts, raise_alerts
 from lovekey.config import DetectSettings, Settings
 from lovekey.detectors import store as db
-from lovekey.detectors.engine import SWEPT_KINDS, Change, Detector, Presence, Registry
+from lovekey.detectors.changes import Change
+from lovekey.detectors.engine import SWEPT_KINDS, Detector, Presence, Registry
 from lovekey.detectors.params import build_params, effective_rules
 from lovekey.detectors.ring import NEVER, UsageRing
 from lovekey.vocabulary import (
-    LIFE_SAFETY_EVENTS,
-    LIFE_SAFETY_KINDS,
     AlertKind,
     AlertStatus,
     ResidentStatus,
@@ -370,77 +369,3 @@ def write_changes(conn: psycopg.Connection[Any], changes: Sequence[Change], now:
         clear_alerts(conn, kind, subjects, now, reason=reason)
     for c in changes:
         log.info("%s %s subject=%s since=%s", c.action, c.kind, c.subject, db.utc(c.since_s))
-
-
-# -- life-safety events -----------------------------------------------------------------------
-
-
-class EventWatcher:
-    """Raises smoke, gas and SOS alerts from device events, once each."""
-
-    def __init__(self, settings: Settings, *, shard: DetectorShard = DetectorShard()) -> None:
-        self.settings = settings
-        self.shard = shard
-        self._devices: dict[int, db.SignalDevice] = {}
-        self._watermark: datetime | None = None
-        self._seen: dict[tuple[int, str, datetime], datetime] = {}  # event -> received_at
-
-    def start(self, conn: psycopg.Connection[Any], now: datetime, lookback_s: float = 600) -> None:
-        self._devices = {
-            d.key: d for d in db.event_devices(conn) if self.shard.owns(d.resident_id or d.device_id)
-        }
-        self._watermark = now - timedelta(seconds=lookback_s)
-
-    def poll(self, conn: psycopg.Connection[Any], now: datetime) -> list[AlertCandidate]:
-        """Raise alerts for active events received since the last poll. Caller commits."""
-        if self._watermark is None:
-            raise RuntimeError("EventWatcher.start() was not called")
-        overlap = timedelta(seconds=self.settings.detect.received_overlap_s)
-        rows = db.events_received_after(conn, self._watermark - overlap, LIFE_SAFETY_EVENTS)
-        fresh = [r for r in rows if (r.key, r.type, r.ts) not in self._seen]
-        if rows:
-            self._watermark = max(self._watermark, max(r.received_at for r in rows))
-        cutoff = self._watermark - overlap
-        self._seen = {k: t for k, t in self._seen.items() if t > cutoff}
-        self._seen.update({(r.key, r.type, r.ts): r.received_at for r in fresh})
-        candidates = []
-        for row in fresh:
-            if not row.active:
-                continue  # a sensor going quiet does not end a life-safety alert: a person does
-            device = self._devices.get(row.key)
-            if device is None:
-                device = self._refresh(conn, row.key)
-            if device is None or device.resident_id is None:
-                log.warning("event %s from device key=%d with no resident: not raised", row.type, row.key)
-                continue
-            candidates.append(
-                AlertCandidate(
-                    row.type,
-                    device.resident_id,
-                    device.resident_id,
-                    device.device_id,
-                    device.gateway_id,
-                    row.ts,
-                    {"value": row.value, "event_at": row.ts.isoformat()},
-                )
-            )
-        if candidates:
-            done = db.alerted_events(
-                conn, LIFE_SAFETY_KINDS, min(c.since for c in candidates) - timedelta(seconds=1)
-            )
-            candidates = [c for c in candidates if (c.kind, c.subject, c.since) not in done]
-        if candidates:
-            raise_alerts(conn, candidates, now)
-            for c in candidates:
-                log.info("raise %s subject=%s since=%s", c.kind, c.subject, c.since)
-        return candidates
-
-    def _refresh(self, conn: psycopg.Connection[Any], key: int) -> db.SignalDevice | None:
-        """A device registered after we started: look the registry up again."""
-        self._devices = {
-            d.key: d for d in db.event_devices(conn) if self.shard.owns(d.resident_id or d.device_id)
-        }
-        return self._devices.get(key)
-
-
-__all__ = ["DetectorService", "DetectorShard", "EventWatcher", "write_changes"]

@@ -61,7 +61,9 @@ def _parse_time(text: str, settings: Settings) -> datetime:
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from lovekey.evaluation.replay import alerts_json, render, replay, score
+    from lovekey.evaluation.replay import alerts_json, replay
+    from lovekey.evaluation.report import render
+    from lovekey.evaluation.scoring import score
 
     st = settings.detect
     started = time.perf_counter()

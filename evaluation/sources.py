@@ -21,7 +21,8 @@ from lovekey.config import DetectSettings
 from lovekey.detectors import store as db
 from lovekey.detectors.engine import Registry
 from lovekey.detectors.params import build_params, effective_rules
-from lovekey.evaluation.replay import ReplayData, ReplayEvent, Truth
+from lovekey.evaluation.replay import ReplayData, ReplayEvent
+from lovekey.evaluation.scoring import Truth
 from lovekey.vocabulary import LIFE_SAFETY_EVENTS, PRESENCE_EVENTS, DeviceKind
 
 # the events the replay reads: the alarms, and the presses that say where the resident is

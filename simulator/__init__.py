@@ -5,7 +5,8 @@
     world.registry_rows()  world.truth()  world.water_usage(a, b, bucket_s=900)
     world.water_readings(a, b)  world.messages(a, b)
 
-`lovekey simulate` publishes `world.messages()` to the broker (simulator.publish).
+`lovekey simulate` publishes `world.messages()` to the broker (simulator.publish_world, over
+the clients of simulator.publish).
 The names below are imported on first use, so `lovekey --help` does not load numpy.
 """
 

@@ -17,7 +17,7 @@ from lovekey.errors import SimulatorError
 
 if TYPE_CHECKING:
     from lovekey.simulator import Scenario, World
-    from lovekey.simulator.publish import Job, Progress
+    from lovekey.simulator.publish_world import Job, Progress
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,8 @@ def _publish(
     world: World,
     speed: float | None,
 ) -> int:
-    from lovekey.simulator.publish import Job, Pacing, publish_world
+    from lovekey.simulator.publish import Pacing
+    from lovekey.simulator.publish_world import Job, publish_world
 
     processes = args.processes or (min(2, os.cpu_count() or 1) if args.load else 1)
     job = Job(

@@ -16,7 +16,8 @@ from lovekey.alerts.store import list_alerts, resolve
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
 from lovekey.detectors.daemon import watch_events
-from lovekey.detectors.service import DetectorService, DetectorShard, EventWatcher
+from lovekey.detectors.event_watcher import EventWatcher
+from lovekey.detectors.service import DetectorService, DetectorShard
 from lovekey.devices.registry import (
     CommunityRow,
     DeviceRow,

@@ -11,7 +11,8 @@ from lovekey.cli import main as lovekey_main
 from lovekey.config import load_settings
 from lovekey.detectors.engine import Registry
 from lovekey.detectors.params import uniform_params
-from lovekey.evaluation.replay import RaisedAlert, ReplayData, ReplayEvent, Truth, replay, score
+from lovekey.evaluation.replay import RaisedAlert, ReplayData, ReplayEvent, replay
+from lovekey.evaluation.scoring import Truth, score
 
 H = 3600
 START = 1_772_294_400  # 2026-03-01 00:00 +08:00

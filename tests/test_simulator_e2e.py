@@ -221,7 +221,8 @@ class Subscriber:
 def test_every_message_arrives_once_and_each_gateway_in_order(
     mqtt_url: str, topic_prefix: str, processes: int
 ):
-    from lovekey.simulator.publish import Job, Pacing, publish_world
+    from lovekey.simulator.publish import Pacing
+    from lovekey.simulator.publish_world import Job, publish_world
 
     start = (datetime.now(LOCAL) - timedelta(hours=6)).replace(second=0, microsecond=0)
     job = Job(
@@ -264,7 +265,8 @@ def test_every_message_arrives_once_and_each_gateway_in_order(
 def test_pacing_holds_the_rate_and_the_speed(mqtt_url: str, topic_prefix: str):
     import time
 
-    from lovekey.simulator.publish import Job, Pacing, publish_world
+    from lovekey.simulator.publish import Pacing
+    from lovekey.simulator.publish_world import Job, publish_world
 
     start = (datetime.now(LOCAL) - timedelta(hours=3)).replace(second=0, microsecond=0)
     base = Job(

@@ -1,0 +1,95 @@
+"""Which days the routine profile learns from, and when. Pure.
+
+A day is summarised into the profile once all its data can have arrived (`routine_summary_lag_h`
+after it ended), read from the usage ring while the ring still holds it. Meters that were away
+or could not be heard during part of a day are excluded from that day ("tainted"): an absence
+is not a normal day. After new days are recorded the thresholds are recomputed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from lovekey.config import DetectSettings
+from lovekey.detectors.profile import RoutineProfile
+from lovekey.detectors.ring import UsageRing
+
+I64 = npt.NDArray[np.int64]
+BOOL = npt.NDArray[np.bool_]
+
+
+class DayLearner:
+    """Feeds `profile` whole days from `ring`; `learn=False` never summarises a day."""
+
+    def __init__(
+        self,
+        ring: UsageRing,
+        profile: RoutineProfile,
+        settings: DetectSettings,
+        routine_margin_b: I64,
+        *,
+        learn: bool,
+    ) -> None:
+        bs = profile.bucket_s
+        lag_s = int(settings.routine_summary_lag_h * 3600)
+        if learn and 86400 + lag_s + bs > settings.ring_hours * 3600:
+            raise ValueError("ring_hours must cover a day plus routine_summary_lag_h")
+        self.ring = ring
+        self.profile = profile
+        self.settings = settings
+        self.bucket_s = bs
+        self._routine_margin_b = routine_margin_b
+        self._learn = learn
+        self._summary_lag_s = lag_s
+        self._taint: dict[int, BOOL] = {}  # day -> meters not to learn it for
+        self.recorded: list[int] = []  # learned since the owner last looked (to persist)
+
+    def taint(self, hz: I64, taint: BOOL) -> None:
+        """Meters in `taint` are not learned for the day their horizon `hz` falls in."""
+        if not taint.any():
+            return
+        days = (hz[taint] - self.bucket_s - self.profile.origin_s) // 86400
+        for day in np.unique(days):
+            if self.profile.last_day is not None and day <= self.profile.last_day:
+                continue
+            mask = self._taint.setdefault(int(day), np.zeros(hz.size, np.bool_))
+            mask[np.flatnonzero(taint)[days == day]] = True
+
+    def learn_due(self, now_s: int) -> None:
+        """Record every routine day whose data can all have arrived, then relearn."""
+        if not self._learn:
+            return
+        prof = self.profile
+        due = prof.day_of(now_s - self._summary_lag_s) - 1
+        first = prof.day_of(self.ring.oldest * self.bucket_s) + 1
+        if prof.last_day is not None:
+            first = max(first, prof.last_day + 1)
+        if due < first:
+            return
+        for day in range(first, due + 1):
+            usage = self.ring.usage_matrix(prof.first_bucket(day), prof.slots)
+            used = self.ring.used_matrix(prof.first_bucket(day), prof.slots)
+            exclude = self._taint.pop(day, np.zeros(usage.shape[1], np.bool_))
+            prof.record_day(day, usage, used, exclude)
+            self.recorded.append(day)
+        for day in [d for d in self._taint if d <= due]:
+            del self._taint[day]
+        self.relearn()
+
+    def relearn(self) -> None:
+        """Recompute routine thresholds from the recorded days (after loading saved days)."""
+        st, bs = self.settings, self.bucket_s
+        self.profile.recompute(
+            min_days=st.routine_min_days,
+            quantile=st.routine_quantile,
+            slack_b=int(st.routine_slack_min * 60) // bs,
+            margin_b=self._routine_margin_b,
+            min_gap_b=int(st.routine_min_gap_min * 60) // bs,
+            low_margin_b=int(st.low_usage_margin_min * 60) // bs if st.low_usage_learn else 0,
+            low_cap_b=int(st.low_usage_cap_h * 3600) // bs if st.low_usage_learn else 0,
+            active_max_b=int(st.routine_active_max_h * 3600) // bs,
+            population_quantile=st.routine_population_quantile,
+            low_population_quantile=st.low_usage_population_quantile,
+            groups=st.routine_population_groups,
+        )

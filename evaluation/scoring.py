@@ -1,0 +1,376 @@
+"""Scoring: the alerts a replay raised against the simulator's ground truth.
+
+`score` reports, per rule: recall, precision, false alerts per household-month and time to
+alert, plus the no-use and neighbour summaries the table's footer prints.
+
+Matching. An alert matches an incident when it is about the same resident (the device for
+meter_silent, the gateway for gateway_offline; a meter of an outage's gateway also matches
+it), its kind answers the incident's kind (`TARGETS`), it was raised after the incident
+began, and the condition it reports began before the incident ended (`since < end`). An
+alert matching nothing is false. Recall counts the incidents long enough for a rule to see
+them: e.g. a no-use incident is due for `low_usage` once it has lasted 12 h plus twice the
+meter's reporting interval plus an hour (a daily meter tells tomorrow what happened today).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from lovekey.config import DetectSettings
+from lovekey.evaluation.replay import RaisedAlert
+from lovekey.vocabulary import (
+    LIFE_SAFETY_KINDS,
+    MAINTENANCE_KINDS,
+    RESIDENT_KINDS,
+    WELFARE_KINDS,
+    AlertKind,
+)
+
+# the rows of the table, in this order: what the water says, what the devices say, the alarms
+RULES: tuple[AlertKind, ...] = WELFARE_KINDS + MAINTENANCE_KINDS + LIFE_SAFETY_KINDS
+# which incident kinds (the simulator's ground truth) each alert kind answers
+TARGETS: dict[str, frozenset[str]] = {
+    AlertKind.LOW_USAGE: frozenset({"no_use", "unannounced_absence"}),
+    AlertKind.ROUTINE_BREAK: frozenset({"no_use", "unannounced_absence"}),
+    AlertKind.RUNNING_TAP: frozenset({"running_tap"}),
+    AlertKind.LEAK: frozenset({"slow_leak"}),
+    AlertKind.METER_SILENT: frozenset({"meter_silent", "gateway_outage"}),
+    AlertKind.GATEWAY_OFFLINE: frozenset({"gateway_outage"}),
+    AlertKind.SMOKE: frozenset({"smoke"}),
+    AlertKind.GAS: frozenset({"gas"}),
+    AlertKind.SOS: frozenset({"sos"}),
+}
+# the incident kinds whose recall each rule is judged on (the first set above)
+RECALL_OF: dict[str, frozenset[str]] = {
+    **TARGETS,
+    AlertKind.METER_SILENT: frozenset({"meter_silent"}),
+}
+INSTANT_MATCH_S = 3600  # an SOS press (no duration) is answered within this
+
+
+@dataclass(frozen=True, slots=True)
+class Truth:
+    kind: str
+    resident_id: str | None
+    device_id: str | None
+    gateway_id: str | None
+    start_s: int
+    end_s: int | None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Truth:
+        def when(text: str | None) -> int | None:
+            return None if text is None else int(datetime.fromisoformat(text).timestamp())
+
+        start = when(obj["start"])
+        if start is None:
+            raise ValueError("an incident needs a start")
+        return cls(
+            obj["kind"],
+            obj.get("resident_id"),
+            obj.get("device_id"),
+            obj.get("gateway_id"),
+            start,
+            when(obj.get("end")),
+            dict(obj.get("details") or {}),
+        )
+
+
+@dataclass(slots=True)
+class RuleScore:
+    rule: str
+    alerts: int = 0
+    true_alerts: int = 0
+    false_alerts: int = 0
+    incidents: int = 0  # incidents of the kinds this rule is judged on, long enough
+    detected: int = 0
+    delays_s: list[int] = field(default_factory=list)
+
+    def row(self, household_months: float) -> dict[str, Any]:
+        delays = sorted(self.delays_s)
+        return {
+            "rule": self.rule,
+            "alerts": self.alerts,
+            "false_alerts": self.false_alerts,
+            "incidents": self.incidents,
+            "detected": self.detected,
+            "recall": _ratio(self.detected, self.incidents),
+            "precision": _ratio(self.true_alerts, self.alerts),
+            "false_per_household_month": round(self.false_alerts / household_months, 4)
+            if household_months
+            else None,
+            "median_h": _hours(_quantile(delays, 0.5)),
+            "p90_h": _hours(_quantile(delays, 0.9)),
+        }
+
+
+def score(
+    alerts: Sequence[RaisedAlert],
+    truth: Sequence[Truth],
+    *,
+    households: int,
+    start_s: int,
+    end_s: int,
+    report_interval_s: Mapping[str, int],
+    gateway_of: Mapping[str, str],
+    settings: DetectSettings,
+    utc_offset_s: int,
+    away_presses: Iterable[tuple[str, int]] | None = None,
+) -> dict[str, Any]:
+    """Match alerts to incidents and summarise; only [start_s, end_s) is scored.
+
+    `away_presses`: (resident, ts) of the away events that reached the platform; an absence
+    whose press was lost on the way (a gateway outage) is not one the platform was told of.
+    """
+    scored = [a for a in alerts if start_s <= a.raised_s < end_s]
+    months = households * (end_s - start_s) / (30 * 86400)
+    matches: dict[int, list[int]] = {}  # alert -> incidents it matches
+    for ai, alert in enumerate(scored):
+        matches[ai] = [ti for ti, inc in enumerate(truth) if _matches(alert, inc, gateway_of)]
+    first_alert: dict[tuple[int, str], int] = {}
+    for ai, tis in matches.items():
+        for ti in tis:
+            key = (ti, scored[ai].kind)
+            first_alert[key] = min(first_alert.get(key, 1 << 62), scored[ai].raised_s)
+    # an alert already open when an incident began (raised for something else, not yet
+    # cleared) is how people hear of it: found at its start
+    for alert in alerts:
+        for ti, inc in enumerate(truth):
+            if (
+                inc.kind in TARGETS.get(alert.kind, ())
+                and alert.resident_id is not None
+                and alert.resident_id == inc.resident_id
+                and alert.raised_s < inc.start_s
+                and (alert.cleared_s is None or alert.cleared_s > inc.start_s)
+            ):
+                first_alert.setdefault((ti, alert.kind), inc.start_s)
+    blind = {
+        ti
+        for ti, inc in enumerate(truth)
+        if inc.kind in ("no_use", "unannounced_absence") and _blind(inc, truth, gateway_of, settings)
+    }
+
+    rules: dict[str, RuleScore] = {rule: RuleScore(rule) for rule in RULES}
+    for ai, alert in enumerate(scored):
+        rs = rules[alert.kind]
+        rs.alerts += 1
+        if matches[ai]:
+            rs.true_alerts += 1
+        else:
+            rs.false_alerts += 1
+    for ti, inc in enumerate(truth):
+        if not start_s <= inc.start_s < end_s or ti in blind:
+            continue
+        for rule, kinds in RECALL_OF.items():
+            if inc.kind not in kinds or not _due(rule, inc, end_s, report_interval_s, settings):
+                continue
+            rs = rules[rule]
+            rs.incidents += 1
+            if (ti, rule) in first_alert:
+                rs.detected += 1
+                rs.delays_s.append(first_alert[(ti, rule)] - inc.start_s)
+
+    no_use = [
+        (ti, inc) for ti, inc in enumerate(truth) if inc.kind == "no_use" and start_s <= inc.start_s < end_s
+    ]
+    due = [
+        (ti, inc)
+        for ti, inc in no_use
+        if ti not in blind and _due(AlertKind.LOW_USAGE, inc, end_s, report_interval_s, settings)
+    ]
+    either = [
+        ti
+        for ti, _ in due
+        if (ti, AlertKind.LOW_USAGE) in first_alert or (ti, AlertKind.ROUTINE_BREAK) in first_alert
+    ]
+    day_time = [(ti, inc) for ti, inc in no_use if 7 <= ((inc.start_s + utc_offset_s) % 86400) / 3600 < 19]
+    routine_day = sorted(
+        first_alert[(ti, AlertKind.ROUTINE_BREAK)] - inc.start_s
+        for ti, inc in day_time
+        if (ti, AlertKind.ROUTINE_BREAK) in first_alert
+    )
+    any_day = sorted(
+        min(
+            first_alert.get((ti, AlertKind.ROUTINE_BREAK), 1 << 62),
+            first_alert.get((ti, AlertKind.LOW_USAGE), 1 << 62),
+        )
+        - inc.start_s
+        for ti, inc in day_time
+        if (ti, AlertKind.ROUTINE_BREAK) in first_alert or (ti, AlertKind.LOW_USAGE) in first_alert
+    )
+    neighbour_false = [
+        scored[ai] for ai, tis in matches.items() if not tis and scored[ai].kind in RESIDENT_KINDS
+    ]
+    explained = _explain(neighbour_false, truth, gateway_of)
+    heard = None if away_presses is None else set(away_presses)
+    told = [
+        inc
+        for inc in truth
+        if inc.kind != "planned_absence"
+        or heard is None
+        or any((inc.resident_id, inc.start_s + d) in heard for d in range(-120, 121))
+    ]
+    lost = [inc for inc in truth if inc.kind == "planned_absence" and inc not in told]
+    caused = [
+        a
+        for a in scored
+        if a.kind in (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
+        and _overlaps_kind(a, told, ("meter_silent", "gateway_outage", "planned_absence"), gateway_of)
+    ]
+    during_lost = [
+        a
+        for a in scored
+        if a.kind in (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
+        and _overlaps_kind(a, lost, ("planned_absence",), gateway_of)
+    ]
+    return {
+        "households": households,
+        "days": round((end_s - start_s) / 86400, 2),
+        "household_months": round(months, 2),
+        "rules": [rules[r].row(months) for r in RULES],
+        "no_use": {
+            "incidents": len(no_use),
+            "not_judged_meter_silent": len(blind & {ti for ti, _ in no_use}),
+            "due_after_12h": len(due),
+            "detected_by_low_usage_or_routine": len(either),
+            "recall_after_12h": _ratio(len(either), len(due)),
+            "daytime_incidents": len(day_time),
+            "routine_break_daytime_detected": len(routine_day),
+            "routine_break_daytime_median_h": _hours(_quantile(routine_day, 0.5)),
+            "routine_break_daytime_p90_h": _hours(_quantile(routine_day, 0.9)),
+            "first_alert_daytime_median_h": _hours(_quantile(any_day, 0.5)),
+        },
+        "neighbour": {
+            "alerts": sum(1 for a in scored if a.kind in RESIDENT_KINDS),
+            "false_alerts": len(neighbour_false),
+            "false_per_household_month": round(len(neighbour_false) / months, 4) if months else None,
+            "false_during": explained,
+            "caused_by_silent_meter_or_away": len(caused),
+            "during_absences_whose_press_was_lost": len(during_lost),
+        },
+        "checks_per_household_month": round(sum(1 for a in scored if a.kind in RESIDENT_KINDS) / months, 4)
+        if months
+        else None,
+    }
+
+
+def _matches(alert: RaisedAlert, inc: Truth, gateway_of: Mapping[str, str]) -> bool:
+    if inc.kind not in TARGETS.get(alert.kind, ()):
+        return False
+    if alert.kind == AlertKind.METER_SILENT:
+        same = (
+            alert.device_id == inc.device_id
+            if inc.kind == "meter_silent"
+            else inc.gateway_id is not None and gateway_of.get(alert.device_id or "") == inc.gateway_id
+        )
+    elif alert.kind == AlertKind.GATEWAY_OFFLINE:
+        same = alert.gateway_id == inc.gateway_id
+    else:
+        same = alert.resident_id is not None and alert.resident_id == inc.resident_id
+    if not same or alert.raised_s < inc.start_s:
+        return False
+    end = inc.end_s
+    if end is None or end <= inc.start_s:  # open, or an instant like an SOS press
+        end = inc.start_s + INSTANT_MATCH_S if inc.kind == "sos" else (1 << 62)
+        return alert.raised_s <= end if inc.kind == "sos" else True
+    return alert.since_s < end
+
+
+def _blind(inc: Truth, truth: Sequence[Truth], gateway_of: Mapping[str, str], st: DetectSettings) -> bool:
+    """Whether the resident's meter could not be heard before the incident was 12 h old: it
+    was silent, or its gateway was down and its values lost (not buffered)."""
+    due_by = inc.start_s + int(st.low_usage_window_h * 3600)
+    gateway = gateway_of.get(inc.device_id or "")
+    for other in truth:
+        silent = other.kind == "meter_silent" and other.device_id == inc.device_id
+        lost = (
+            other.kind == "gateway_outage"
+            and gateway is not None
+            and other.gateway_id == gateway
+            and not other.details.get("buffered", False)
+        )
+        if not (silent or lost):
+            continue
+        end = (1 << 62) if other.end_s is None else other.end_s
+        if other.start_s < due_by and end > inc.start_s:
+            return True
+    return False
+
+
+def _overlaps_kind(
+    alert: RaisedAlert, truth: Iterable[Truth], kinds: Sequence[str], gateway_of: Mapping[str, str]
+) -> bool:
+    """Whether the alert's evidence [since, raised] overlaps an incident of these kinds."""
+    for inc in truth:
+        if inc.kind not in kinds:
+            continue
+        mine = (inc.resident_id is not None and inc.resident_id == alert.resident_id) or (
+            inc.gateway_id is not None and inc.gateway_id == gateway_of.get(alert.device_id or "")
+        )
+        if not mine and inc.kind == "gateway_outage" and alert.resident_id:
+            mine = inc.gateway_id == alert.gateway_id
+        end = (1 << 62) if inc.end_s is None else inc.end_s
+        if mine and alert.since_s < end and alert.raised_s > inc.start_s:
+            return True
+    return False
+
+
+def _explain(
+    false: Sequence[RaisedAlert], truth: Sequence[Truth], gateway_of: Mapping[str, str]
+) -> dict[str, int]:
+    """What was going on for the resident when each false alert was raised."""
+    out: dict[str, int] = {}
+    for alert in false:
+        during = "nothing"
+        for inc in truth:
+            if inc.resident_id != alert.resident_id or inc.resident_id is None:
+                continue
+            end = (1 << 62) if inc.end_s is None else inc.end_s
+            if inc.start_s - 86400 < alert.raised_s and alert.since_s < end:
+                during = inc.kind
+                break
+        key = f"{alert.kind}:{during}"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _due(
+    rule: str,
+    inc: Truth,
+    end_s: int,
+    report_interval_s: Mapping[str, int],
+    st: DetectSettings,
+) -> bool:
+    """Whether the incident lasted long enough (within the scored span) for the rule to see."""
+    lasted = min(inc.end_s if inc.end_s is not None else end_s, end_s) - inc.start_s
+    interval = report_interval_s.get(inc.device_id or "", st.default_report_interval_s)
+    lag = 2 * interval + 3600
+    need: dict[str, int] = {
+        AlertKind.LOW_USAGE: int(st.low_usage_window_h * 3600) + lag,
+        AlertKind.ROUTINE_BREAK: 0,
+        AlertKind.RUNNING_TAP: int(st.running_tap_limit_h * 3600) + lag,
+        AlertKind.LEAK: int(st.leak_limit_h * 3600) + lag,
+        AlertKind.METER_SILENT: interval + st.silent_grace_s + 2 * st.sweep_interval_s + 900,
+        AlertKind.GATEWAY_OFFLINE: st.gateway_grace_s + 2 * 3600,
+    }
+    return lasted >= need.get(rule, 0)
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _quantile(values: Sequence[int], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.quantile(np.array(values, dtype=np.float64), q))
+
+
+def _hours(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 3600, 2)
