@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from lovekey.devices.csv_safety import unescape_cell
 from lovekey.devices.model import (
     CONTACT_ROLES,
     DEVICE_KINDS,
@@ -42,6 +43,16 @@ from lovekey.devices.phone import normalize_phone
 from lovekey.errors import ImportRejected
 
 Problems = list[tuple[int, str]]  # (line number, reason), the header being line 1
+
+# The longest a cell may be, in characters: names 100, addresses 200, a contact's Apprise URLs
+# 2000 (tokens are long); ids are held to 64 by their own rule. Checked before anything else,
+# so no error message repeats a huge cell.
+_MAX_CHARS = {"address": 200, "push": 2000}
+_MAX_CHARS_OTHERWISE = 100
+# Python's csv parser raises on a cell longer than its field limit, a process-wide setting:
+# set here, where registries are read, well above every cap so that an oversized cell is
+# reported by its column; only a cell past this one stops the reading.
+_CSV_FIELD_LIMIT = 1 << 20
 
 # -- one row's cells --------------------------------------------------------------------------
 # Every validator gets the cell already stripped and never blank: a blank cell means "not given"
@@ -339,11 +350,12 @@ def parse_registry(
 ) -> RegistryFile:
     """Parse and validate; raise ImportRejected listing every problem when there is any."""
     text = source if isinstance(source, str) else "".join(source)
-    lines = _lines(text)
+    unreadable: Problems = []
+    lines = _lines(text, unreadable)
     try:
         _, cells = next(lines)
     except StopIteration:
-        raise ImportRejected(name, [(1, "empty file: expected a header row")]) from None
+        raise ImportRejected(name, unreadable or [(1, "empty file: expected a header row")]) from None
     header = [h.strip() for h in cells]
     if problems := _header_problems(header):
         raise ImportRejected(name, problems)
@@ -359,13 +371,19 @@ def parse_registry(
         rows += 1
         # only filled cells: blank means "not given", and most cells of a full file are blank
         filled = {
-            column: value for column, cell in zip(header, cells, strict=True) if (value := cell.strip())
+            column: value
+            for column, cell in zip(header, cells, strict=True)
+            if (value := unescape_cell(cell.strip()))  # `'=...` is how an export keeps formulas out
         }
+        if too_long := _too_long(line, filled):
+            problems += too_long
+            continue
         row, row_problems = read_row(line, filled, default_country_code=default_country_code)
         problems += row_problems
         if row is not None:  # a row with bad cells is not checked against the others
             district.add(line, row, problems)
 
+    problems += unreadable
     if not rows and not problems:
         problems.append((1, "no rows after the header"))
     if problems:
@@ -374,11 +392,26 @@ def parse_registry(
     return district.registry()
 
 
-def _lines(text: str) -> Iterator[tuple[int, list[str]]]:
-    """`(line number, cells)` of each CSV record; a quoted cell may span lines."""
+def _lines(text: str, unreadable: Problems) -> Iterator[tuple[int, list[str]]]:
+    """`(line number, cells)` of each CSV record; a quoted cell may span lines. A cell past the
+    parser's limit ends the reading with a problem added to `unreadable`."""
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    for cells in reader:
-        yield reader.line_num, cells
+    try:
+        for cells in reader:
+            yield reader.line_num, cells
+    except csv.Error as exc:  # with the default dialect, only "field larger than field limit"
+        unreadable.append((reader.line_num, f"too long to read ({exc}); the rest of the file was not read"))
+
+
+def _too_long(line: int, filled: dict[str, str]) -> Problems:
+    problems: Problems = []
+    for column, value in filled.items():
+        match = _CONTACT_COLUMN.match(column)
+        cap = _MAX_CHARS.get(match["field"] if match else column, _MAX_CHARS_OTHERWISE)
+        if len(value) > cap:
+            problems.append((line, f"{column}: too long ({len(value)} characters, at most {cap})"))
+    return problems
 
 
 def _header_problems(header: list[str]) -> Problems:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from lovekey.devices.csv_safety import escape_cell
 from lovekey.devices.model import RegistryFile
 from lovekey.errors import RegistryError
 
@@ -444,7 +445,7 @@ def export_registry(conn: psycopg.Connection) -> str:
         for role, name, phone, push, language in row[-1]:
             cells += [role, name, phone or "", push or "", language]
         cells += [""] * (len(header) - len(cells))
-        writer.writerow(cells)
+        writer.writerow([escape_cell(cell) for cell in cells])  # no formulas for spreadsheets
     return out.getvalue()
 
 
