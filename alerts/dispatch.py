@@ -352,17 +352,27 @@ def _record_results(
     failed_rows: list[_Row] = []
     for group in groups:
         error = group.error
+        first = group.rows[0]
         if error is None:
             report.messages_sent += 1
+            # ids only: the recipient's name, phone and the message (with its ack link) stay out
+            log.debug(
+                "sent outbox=%s alert=%s channel=%s rows=%d",
+                first.id,
+                first.alert_id,
+                group.channel,
+                len(group.rows),
+            )
         else:
             log.warning(
-                "delivery failed outbox=%s channel=%s retryable=%s: %s",
-                group.rows[0].id,
+                "delivery failed outbox=%s alert=%s channel=%s retryable=%s: %s",
+                first.id,
+                first.alert_id,
                 group.channel,
                 error.retryable,
                 redact_text(error.detail),
             )
-        bundle = group.rows[0].id if len(group.rows) > 1 else None
+        bundle = first.id if len(group.rows) > 1 else None
         for row, attempt_id in zip(group.rows, group.attempt_ids, strict=True):
             attempts.append(
                 (

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from lovekey.devices.csv_safety import unescape_cell
 from lovekey.devices.model import (
     CONTACT_ROLES,
     DEVICE_KINDS,
@@ -43,6 +44,16 @@ from lovekey.devices.phone import normalize_phone
 from lovekey.errors import ImportRejected
 
 Problems = list[tuple[int, str]]  # (line number, reason), the header being line 1
+
+# The longest a cell may be, in characters: names 100, addresses 200, a contact's Apprise URLs
+# 2000 (tokens are long); ids are held to 64 by their own rule. Checked before anything else,
+# so no error message repeats a huge cell.
+_MAX_CHARS = {"address": 200, "push": 2000}
+_MAX_CHARS_OTHERWISE = 100
+# Python's csv parser raises on a cell longer than its field limit, a process-wide setting:
+# set here, where registries are read, well above every cap so that an oversized cell is
+# reported by its column; only a cell past this one stops the reading.
+_CSV_FIELD_LIMIT = 1 << 20
 
 # -- one row's cells --------------------------------------------------------------------------
 # Every validator gets the cell already stripped and never blank: a blank cell means "not given"
@@ -363,16 +374,19 @@ def parse_registry(
 ) -> RegistryFile:
     """Parse and validate; raise ImportRejected listing every problem when there is any."""
     text = source if isinstance(source, str) else "".join(source)
-    lines = _lines(text)
+    unreadable: Problems = []
+    lines = _lines(text, unreadable)
     try:
         _, cells = next(lines)
     except StopIteration:
-        raise ImportRejected(name, [(1, "empty file: expected a header row")]) from None
+        raise ImportRejected(name, unreadable or [(1, "empty file: expected a header row")]) from None
     header = [h.strip() for h in cells]
     if problems := _header_problems(header):
         raise ImportRejected(name, problems)
 
     columns = _Columns.of(header)
+    caps = [_cap(column) for column in header]
+    smallest_cap = min(caps, default=0)
     # the country a number without its own code belongs to is a setting, passed as context
     context = {"default_country_code": default_country_code}
     district = _District()
@@ -383,6 +397,14 @@ def parse_registry(
                 continue  # blank lines are allowed
             problems.append((line, f"{len(cells)} cells but the header has {len(header)}"))
             continue
+        if max(map(len, cells), default=0) > smallest_cap and (
+            too_long := _too_long(line, header, caps, cells)
+        ):
+            problems += too_long
+            rows += 1
+            continue
+        if "'" in "".join(cells):  # `'=...` is how an export keeps formulas out of spreadsheets
+            cells = [unescape_cell(cell.strip()) for cell in cells]
         data = columns.row(cells)
         if len(data) == 1 and not data["contacts"]:
             continue  # a line of blank cells is a blank line
@@ -392,6 +414,7 @@ def parse_registry(
         if row is not None:  # a row with bad cells is not checked against the others
             district.add(line, row, problems)
 
+    problems += unreadable
     if not rows and not problems:
         problems.append((1, "no rows after the header"))
     if problems:
@@ -400,11 +423,31 @@ def parse_registry(
     return district.registry()
 
 
-def _lines(text: str) -> Iterator[tuple[int, list[str]]]:
-    """`(line number, cells)` of each CSV record; a quoted cell may span lines."""
+def _lines(text: str, unreadable: Problems) -> Iterator[tuple[int, list[str]]]:
+    """`(line number, cells)` of each CSV record; a quoted cell may span lines. A cell past the
+    parser's limit ends the reading with a problem added to `unreadable`."""
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    for cells in reader:
-        yield reader.line_num, cells
+    try:
+        for cells in reader:
+            yield reader.line_num, cells
+    except csv.Error as exc:  # with the default dialect, only "field larger than field limit"
+        unreadable.append((reader.line_num, f"too long to read ({exc}); the rest of the file was not read"))
+
+
+def _cap(column: str) -> int:
+    """The most characters a cell of `column` may hold."""
+    match = _CONTACT_COLUMN.match(column)
+    return _MAX_CHARS.get(match["field"] if match else column, _MAX_CHARS_OTHERWISE)
+
+
+def _too_long(line: int, header: list[str], caps: list[int], cells: list[str]) -> Problems:
+    """A problem for each cell longer than its column's cap (checked before any parsing)."""
+    return [
+        (line, f"{column}: too long ({len(cell.strip())} characters, at most {cap})")
+        for column, cap, cell in zip(header, caps, cells, strict=True)
+        if len(cell) > cap and len(cell.strip()) > cap
+    ]
 
 
 def _header_problems(header: list[str]) -> Problems:

@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from lovekey.devices.csv_safety import escape_cell
+
 _EXPORT_QUERY = """
 SELECT d.id, d.gateway_id, d.resident_id, d.kind, d.report_interval_s,
        r.name, r.phone, r.language,
@@ -68,7 +70,7 @@ def export_registry(conn: psycopg.Connection) -> str:
         for role, name, phone, push, language in row[-1]:
             cells += [role, name, phone or "", push or "", language]
         cells += [""] * (len(header) - len(cells))
-        writer.writerow(cells)
+        writer.writerow([escape_cell(cell) for cell in cells])  # no formulas for spreadsheets
     return out.getvalue()
 
 

@@ -12,6 +12,7 @@ Support for one area lives in a `fix_*.py` module of its own, loaded as a pytest
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import uuid
@@ -36,6 +37,17 @@ MQTT_URL = os.environ.get("LOVEKEY_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 _timescale_skip_reason: list[str] = []
 
 pytest_plugins = ["tests.fix_alerts", "tests.fix_web"]
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Tests that call `lovekey.cli.main` get logging configured on their captured stderr;
+    put the root logger back afterwards, so no later test logs into a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 class DatabaseFactory:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,6 +170,30 @@ def test_errors_never_echo_a_secret(environ: dict[str, str]) -> None:
         load_settings(environ=environ)
     assert "hunter2" not in str(caught.value)
     assert caught.value.__suppress_context__  # a traceback does not print pydantic's own message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("LOVEKEY_MQTT_URL", "ftp://u:secret@h"), ("LOVEKEY_DATABASE_URL", "mysql://u:secret@h/db")],
+)
+def test_the_lovekey_command_never_prints_a_wrong_urls_password(
+    variable: str, value: str, tmp_path: Path
+) -> None:
+    """Through the installed command, at DEBUG: nothing on stdout or stderr shows the password."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
+    env.update({variable: value, "LOVEKEY_DATA_DIR": str(tmp_path / "data")})
+    command = Path(sys.executable).with_name("lovekey")
+    done = subprocess.run(
+        [str(command), "--log-level", "DEBUG", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert variable.removeprefix("LOVEKEY_").lower() in done.stderr  # the setting is named
+    assert "secret" not in done.stdout + done.stderr
 
 
 def test_settings_alone_read_the_environment_as_load_settings_does(monkeypatch: pytest.MonkeyPatch) -> None:
