@@ -214,8 +214,9 @@ class WebSettings(_Section):
     # a staff session ends this long after sign-in, or after this long without a request
     session_ttl_s: int = Field(12 * 3600, ge=60)
     session_idle_s: int = Field(3600, ge=60)
-    # mark cookies Secure (set when the console is served over HTTPS, e.g. behind a proxy)
-    secure_cookies: bool = False
+    # cookies are Secure (sent over HTTPS only); true only for plain-HTTP use on one machine
+    # (`lovekey demo` sets it: it serves on 127.0.0.1 over http)
+    insecure_cookies: bool = False
     # sign-in is refused for a name after this many failures within the lockout window
     login_max_failures: int = Field(5, ge=1)
     login_lockout_s: int = Field(900, ge=1)

@@ -83,7 +83,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         sink = stack.enter_context(sms_sink())
         settings = settings.with_overrides(
             data_dir=str(demo_dir),
-            web={"host": "127.0.0.1", "port": port},
+            web={"host": "127.0.0.1", "port": port, "insecure_cookies": True},  # plain http
             detect={"sweep_interval_s": 10},
             alerts={
                 "public_base_url": console_url,

@@ -153,6 +153,12 @@ def test_with_overrides_merges_sections_and_validates() -> None:
         base.with_overrides(alerts={"processes": 0})
 
 
+def test_console_cookies_are_secure_by_default() -> None:
+    assert load_settings(environ={}).web.insecure_cookies is False
+    insecure = load_settings(environ={"LOVEKEY_WEB__INSECURE_COOKIES": "true"})
+    assert insecure.web.insecure_cookies is True
+
+
 @pytest.mark.parametrize(
     "environ",
     [

@@ -41,7 +41,13 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         environ={},
         database_url=database_url,
         data_dir=str(tmp_path_factory.mktemp("web")),
-        web={"session_idle_s": IDLE_S, "session_ttl_s": TTL_S, "login_max_failures": 3},
+        # served over plain HTTP on loopback: the cookies cannot be Secure here
+        web={
+            "session_idle_s": IDLE_S,
+            "session_ttl_s": TTL_S,
+            "login_max_failures": 3,
+            "insecure_cookies": True,
+        },
         alerts={"ack_secret": ACK_SECRET},
     )
 
@@ -494,6 +500,32 @@ def test_security_headers_and_cookie_flags(served: Served) -> None:
         assert re.search(r"lk_session=[^;]+;", cookie)
         assert "HttpOnly" in cookie
         assert "SameSite=lax" in cookie
+
+
+def test_cookies_are_secure_unless_the_settings_say_otherwise(settings: Settings, database_url: str) -> None:
+    """By default every cookie the console sets is Secure (a browser sends it over HTTPS only);
+    the test console above opts out with `web.insecure_cookies` because it speaks plain HTTP."""
+    default = settings.with_overrides(web={"insecure_cookies": False})
+    with (
+        served_console(default, database_url, FakeClock(T0)) as served,
+        httpx.Client(base_url=served.base_url) as client,
+    ):
+        page = client.get("/login")
+        assert "Secure" in page.headers["set-cookie"]
+        token = csrf_from_html(page.text)
+        # httpx keeps Secure cookies off plain HTTP, as a browser would: send it by hand
+        response = client.post(
+            "/login",
+            data={"username": "root", "password": PASSWORD, "csrf": token},
+            headers={"cookie": f"lk_login_csrf={token}"},
+        )
+        assert response.status_code == 303
+        session_cookie = next(
+            c for c in response.headers.get_list("set-cookie") if c.startswith("lk_session=")
+        )
+        assert "Secure" in session_cookie
+        assert "HttpOnly" in session_cookie
+        assert "SameSite=lax" in session_cookie
 
 
 def test_users_add_command(

@@ -191,7 +191,7 @@ def _set_cookie(
         path="/",
         httponly=http_only,
         samesite="lax",
-        secure=console_of(request).settings.web.secure_cookies,
+        secure=not console_of(request).settings.web.insecure_cookies,
     )
 
 
