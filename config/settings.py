@@ -220,6 +220,8 @@ class WebSettings(_Section):
     # sign-in is refused for a name after this many failures within the lockout window
     login_max_failures: int = Field(5, ge=1)
     login_lockout_s: int = Field(900, ge=1)
+    # serve the OpenAPI schema (/api/openapi.json) and Swagger UI (/api/docs) to signed-in staff
+    api_docs: bool = False
     # language when neither the staff member nor the browser says (Accept-Language)
     default_language: Literal["zh", "en"] = "zh"
     # device health: a device is silent when last_seen is older than report_interval_s plus

@@ -528,6 +528,36 @@ def test_cookies_are_secure_unless_the_settings_say_otherwise(settings: Settings
         assert "SameSite=lax" in session_cookie
 
 
+def test_api_schema_and_docs_are_off_by_default(client: httpx.Client, served: Served) -> None:
+    for path in ("/api/openapi.json", "/api/docs"):
+        assert client.get(path).status_code in (401, 404)
+    with signed_in(served, "root") as (signed, _):
+        assert signed.get("/api/openapi.json").status_code == 404
+        assert signed.get("/api/docs").status_code == 404
+
+
+def test_api_docs_when_switched_on_are_for_signed_in_staff_only(
+    settings: Settings, database_url: str
+) -> None:
+    with_docs = settings.with_overrides(web={"api_docs": True})
+    with served_console(with_docs, database_url, FakeClock(T0)) as served:
+        with httpx.Client(base_url=served.base_url) as stranger:
+            assert stranger.get("/api/openapi.json").status_code == 401
+            assert stranger.get("/api/docs").status_code == 401
+        with signed_in(served, "gw_a1") as (client, _):
+            schema = client.get("/api/openapi.json")
+            assert schema.status_code == 200
+            assert "/api/alerts" in schema.json()["paths"]
+            assert "/api/openapi.json" not in schema.json()["paths"]
+            docs = client.get("/api/docs")
+            assert docs.status_code == 200
+            assert "/api/openapi.json" in docs.text
+            # the page loads Swagger UI from its CDN: only that, and only its own inline script
+            policy = docs.headers["content-security-policy"]
+            assert "'unsafe-inline'" not in policy
+            assert "script-src https://cdn.jsdelivr.net 'sha256-" in policy
+
+
 def test_users_add_command(
     database_url: str,
     seeded: Seeded,
