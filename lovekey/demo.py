@@ -44,7 +44,8 @@ from lovekey.signals import stop_on_signals
 log = logging.getLogger(__name__)
 
 DEMO_USER = "demo"
-DEMO_PASSWORD = "lovekey-demo-2026"  # noqa: S105  (a demo login, printed on the terminal)
+# a demo login, printed on the terminal; it must pass the password policy (no user name in it)
+DEMO_PASSWORD = "lovekey-walkthrough-2026"  # noqa: S105
 HISTORY_DAYS = 14
 LIVE_HOURS = 12
 # escalation waits in the demo are a twentieth of the real ones: 10 minutes become 30 s

@@ -582,8 +582,12 @@ def test_users_add_command(
         == 1
     )
     assert "no such grid: G-ZZ" in capsys.readouterr().err
-    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    assert lovekey_main(["users", "add", "gw_short", "--role", "admin", "--password-stdin"]) == 1
+    for weak in ("short", "1234567890", "123456789012", "password1234", "root_2-root_2-x"):
+        monkeypatch.setattr("sys.stdin", io.StringIO(f"{weak}\n"))
+        assert lovekey_main(["users", "add", "root_2", "--role", "admin", "--password-stdin"]) == 1
+        assert "password" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("1234567890\n"))
+    assert lovekey_main(["users", "passwd", "gw_new", "--password-stdin"]) == 1
     monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
     assert lovekey_main(["users", "add", "cs_none", "--role", "community_staff", "--password-stdin"]) == 1
     with httpx.Client(base_url=served.base_url) as client:

@@ -31,6 +31,7 @@ from lovekey.web.queries import urgency_tier
 from lovekey.web.reports import bar_chart, build_report, month_range, nice_ceiling, report_csv
 from lovekey.web.scope import Scope
 from lovekey.web.usage import HourlyUsage, chart_start, hourly_usage
+from lovekey.web.users import check_password
 
 ZONE = ZoneInfo("Asia/Shanghai")
 START = datetime(2025, 3, 10, 0, 0, tzinfo=ZONE)
@@ -334,6 +335,30 @@ def test_password_hashes() -> None:
     assert not same_token("abc", "abd")
     assert not same_token("", "")
     assert not same_token("abc", None)
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("1234567890", "at least 12"),  # accepted as an admin password once
+        ("123456789012", "digits"),
+        ("0000000000000000", "digits"),
+        ("password1234", "common"),
+        ("Qwertyuiop123", "common"),  # case does not help
+        ("xxxxxxxxxxxxxx", "different characters"),
+        ("wang.lei-2026-spring", "user name"),
+        ("my WANG.LEI password", "user name"),
+        (" leading space here", "spaces"),
+    ],
+)
+def test_weak_passwords_are_refused(password: str, why: str) -> None:
+    with pytest.raises(ConsoleError, match=why):
+        check_password(password, "wang.lei")
+
+
+@pytest.mark.parametrize("password", ["correct horse battery", "长城外古道边芳草碧连天涯", "k9#Tz!q2Lw@8"])
+def test_good_passwords_pass(password: str) -> None:
+    check_password(password, "wang.lei")
 
 
 def test_session_deadlines() -> None:
