@@ -3,6 +3,7 @@ sign-in, CSRF, sessions, role scoping of pages and API, actions through alerts.s
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -25,6 +26,7 @@ from tests.fix_web import PASSWORD, T0, Seeded, csrf_from_html, expected_hourly_
 ZONE = ZoneInfo("Asia/Shanghai")
 ACK_SECRET = "web-test-ack-secret-0123456789"
 IDLE_S = 1800
+ADDRESS_MAX_FAILURES = 25
 TTL_S = 4 * 3600
 
 
@@ -46,6 +48,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
             "session_idle_s": IDLE_S,
             "session_ttl_s": TTL_S,
             "login_max_failures": 3,
+            "login_address_max_failures": ADDRESS_MAX_FAILURES,
+            # the tests' own client: each test names its address in X-Forwarded-For
+            "trusted_proxies": ["127.0.0.1"],
             "insecure_cookies": True,
         },
         alerts={"ack_secret": ACK_SECRET},
@@ -125,6 +130,78 @@ def test_repeated_failures_lock_the_name_out(served: Served, database_url: str) 
         response = client.post("/login", data={"username": "gw_lock", "password": "x", "csrf": token})
         assert "error=locked" in response.headers["location"]
     assert audit_rows(database_url, "login_refused", "user:gw_lock")
+
+
+def _login_form(client: httpx.Client) -> str:
+    return csrf_from_html(client.get("/login").text)
+
+
+def _audited_from(database_url: str, action: str, address: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM audit_log WHERE action = %s AND ip = %s", (action, address)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_parallel_wrong_passwords_get_no_more_tries_than_the_limit(
+    served: Served, database_url: str
+) -> None:
+    """20 wrong passwords for one name at once: the limit (3 here) holds, not 3 plus however
+    many raced past a count read before the password was checked."""
+    address = "198.51.100.1"
+    async with httpx.AsyncClient(base_url=served.base_url, timeout=60) as client:
+        token = csrf_from_html((await client.get("/login")).text)
+
+        async def attempt(i: int) -> httpx.Response:
+            return await client.post(
+                "/login",
+                data={"username": "cs_b", "password": f"wrong password {i}", "csrf": token},
+                headers={"x-forwarded-for": address},
+            )
+
+        responses = await asyncio.gather(*(attempt(i) for i in range(20)))
+    locations = [r.headers["location"] for r in responses]
+    assert sum("error=bad_login" in loc for loc in locations) == 3
+    assert sum("error=locked" in loc for loc in locations) == 17
+    assert _audited_from(database_url, "login_failed", address) == 3
+
+
+def test_a_flood_from_one_address_is_refused_before_any_password_is_checked(
+    served: Served, database_url: str
+) -> None:
+    address = "198.51.100.2"
+    with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": address}) as client:
+        token = _login_form(client)
+        statuses = []
+        for i in range(ADDRESS_MAX_FAILURES + 5):
+            response = client.post(
+                "/login", data={"username": f"nobody{i}", "password": "a wrong password", "csrf": token}
+            )
+            statuses.append(response.status_code)
+        assert statuses == [303] * ADDRESS_MAX_FAILURES + [429] * 5
+        assert 0 < int(response.headers["retry-after"]) <= 900
+        # even the right password: the address waits, the password is not looked at
+        refused = client.post("/login", data={"username": "root", "password": PASSWORD, "csrf": token})
+        assert refused.status_code == 429
+    assert _audited_from(database_url, "login_failed", address) == ADDRESS_MAX_FAILURES
+    # one refusal audited per window, not one row per request of a flood
+    assert _audited_from(database_url, "login_refused", address) == 1
+    # everyone else is unaffected
+    with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": "198.51.100.20"}) as other:
+        sign_in(other, "root", PASSWORD)
+
+
+def test_a_stranger_cannot_lock_the_admin_out(served: Served, database_url: str) -> None:
+    with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": "203.0.113.66"}) as stranger:
+        token = _login_form(stranger)
+        for _ in range(5):
+            stranger.post("/login", data={"username": "root", "password": "guess guess", "csrf": token})
+        response = stranger.post("/login", data={"username": "root", "password": PASSWORD, "csrf": token})
+        assert "error=locked" in response.headers["location"]  # the stranger is locked out ...
+    with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": "198.51.100.30"}) as admin:
+        sign_in(admin, "root", PASSWORD)  # ... the admin, elsewhere, is not
+        assert admin.get("/api/me").json()["username"] == "root"
 
 
 def test_sign_in_form_needs_its_csrf_token(client: httpx.Client, database_url: str) -> None:
