@@ -350,6 +350,7 @@ def measure(
 
     rng = random.Random(7)
     results: dict[tuple[str, str], list[float]] = {}
+    settings = settings.with_overrides(web={"insecure_cookies": True})  # plain HTTP on loopback
     with served_console(settings, url, FakeClock(now)) as served:
         for username, role in STAFF:
             client = _sign_in(served.port, username)

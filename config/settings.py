@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import platformdirs
 import pydantic_settings
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -214,11 +214,21 @@ class WebSettings(_Section):
     # a staff session ends this long after sign-in, or after this long without a request
     session_ttl_s: int = Field(12 * 3600, ge=60)
     session_idle_s: int = Field(3600, ge=60)
-    # mark cookies Secure (set when the console is served over HTTPS, e.g. behind a proxy)
-    secure_cookies: bool = False
-    # sign-in is refused for a name after this many failures within the lockout window
+    # cookies are Secure (sent over HTTPS only); true only for plain-HTTP use on one machine
+    # (`lovekey demo` sets it: it serves on 127.0.0.1 over http)
+    insecure_cookies: bool = False
+    # sign-in for a name from one client address is refused after this many failures within
+    # the window (per name *and* address, so a stranger cannot lock the real user out) ...
     login_max_failures: int = Field(5, ge=1)
     login_lockout_s: int = Field(900, ge=1)
+    # ... and a client address that failed this often within the window, whatever the names,
+    # is answered 429 before any password is hashed
+    login_address_max_failures: int = Field(20, ge=1)
+    # proxies whose X-Forwarded-For names the client (addresses or networks); none: the peer
+    # address is the client's, and X-Forwarded-For is ignored
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
+    # serve the OpenAPI schema (/api/openapi.json) and Swagger UI (/api/docs) to signed-in staff
+    api_docs: bool = False
     # language when neither the staff member nor the browser says (Accept-Language)
     default_language: Literal["zh", "en"] = "zh"
     # device health: a device is silent when last_seen is older than report_interval_s plus

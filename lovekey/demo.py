@@ -44,7 +44,8 @@ from lovekey.signals import stop_on_signals
 log = logging.getLogger(__name__)
 
 DEMO_USER = "demo"
-DEMO_PASSWORD = "lovekey-demo-2026"  # noqa: S105  (a demo login, printed on the terminal)
+# a demo login, printed on the terminal; it must pass the password policy (no user name in it)
+DEMO_PASSWORD = "lovekey-walkthrough-2026"  # noqa: S105
 HISTORY_DAYS = 14
 LIVE_HOURS = 12
 # escalation waits in the demo are a twentieth of the real ones: 10 minutes become 30 s
@@ -83,7 +84,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         sink = stack.enter_context(sms_sink())
         settings = settings.with_overrides(
             data_dir=str(demo_dir),
-            web={"host": "127.0.0.1", "port": port},
+            web={"host": "127.0.0.1", "port": port, "insecure_cookies": True},  # plain http
             detect={"sweep_interval_s": 10},
             alerts={
                 "public_base_url": console_url,

@@ -156,6 +156,20 @@ def test_with_overrides_merges_sections_and_validates() -> None:
         base.with_overrides(alerts={"processes": 0})
 
 
+def test_console_cookies_are_secure_by_default() -> None:
+    assert load_settings(environ={}).web.insecure_cookies is False
+    insecure = load_settings(environ={"LOVEKEY_WEB__INSECURE_COOKIES": "true"})
+    assert insecure.web.insecure_cookies is True
+
+
+def test_trusted_proxies_are_parsed_once_as_networks() -> None:
+    assert load_settings(environ={}).web.trusted_proxies == ()
+    web = load_settings(environ={"LOVEKEY_WEB__TRUSTED_PROXIES": '["127.0.0.1", "10.0.0.0/8"]'}).web
+    assert [str(n) for n in web.trusted_proxies] == ["127.0.0.1/32", "10.0.0.0/8"]
+    with pytest.raises(SettingsError, match=r"web\.trusted_proxies"):
+        load_settings(environ={"LOVEKEY_WEB__TRUSTED_PROXIES": '["proxy.local"]'})
+
+
 @pytest.mark.parametrize(
     "environ",
     [

@@ -3,6 +3,7 @@ sign-in, CSRF, sessions, role scoping of pages and API, actions through alerts.s
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -25,6 +26,7 @@ from tests.fix_web import PASSWORD, T0, Seeded, csrf_from_html, expected_hourly_
 ZONE = ZoneInfo("Asia/Shanghai")
 ACK_SECRET = "web-test-ack-secret-0123456789"
 IDLE_S = 1800
+ADDRESS_MAX_FAILURES = 25
 TTL_S = 4 * 3600
 
 
@@ -41,7 +43,16 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         environ={},
         database_url=database_url,
         data_dir=str(tmp_path_factory.mktemp("web")),
-        web={"session_idle_s": IDLE_S, "session_ttl_s": TTL_S, "login_max_failures": 3},
+        # served over plain HTTP on loopback: the cookies cannot be Secure here
+        web={
+            "session_idle_s": IDLE_S,
+            "session_ttl_s": TTL_S,
+            "login_max_failures": 3,
+            "login_address_max_failures": ADDRESS_MAX_FAILURES,
+            # the tests' own client: each test names its address in X-Forwarded-For
+            "trusted_proxies": ["127.0.0.1"],
+            "insecure_cookies": True,
+        },
         alerts={"ack_secret": ACK_SECRET},
     )
 
@@ -119,6 +130,78 @@ def test_repeated_failures_lock_the_name_out(served: Served, database_url: str) 
         response = client.post("/login", data={"username": "gw_lock", "password": "x", "csrf": token})
         assert "error=locked" in response.headers["location"]
     assert audit_rows(database_url, "login_refused", "user:gw_lock")
+
+
+def _login_form(client: httpx.Client) -> str:
+    return csrf_from_html(client.get("/login").text)
+
+
+def _audited_from(database_url: str, action: str, address: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM audit_log WHERE action = %s AND ip = %s", (action, address)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_parallel_wrong_passwords_get_no_more_tries_than_the_limit(
+    served: Served, database_url: str
+) -> None:
+    """20 wrong passwords for one name at once: the limit (3 here) holds, not 3 plus however
+    many raced past a count read before the password was checked."""
+    address = "198.51.100.1"
+    async with httpx.AsyncClient(base_url=served.base_url, timeout=60) as client:
+        token = csrf_from_html((await client.get("/login")).text)
+
+        async def attempt(i: int) -> httpx.Response:
+            return await client.post(
+                "/login",
+                data={"username": "cs_b", "password": f"wrong password {i}", "csrf": token},
+                headers={"x-forwarded-for": address},
+            )
+
+        responses = await asyncio.gather(*(attempt(i) for i in range(20)))
+    locations = [r.headers["location"] for r in responses]
+    assert sum("error=bad_login" in loc for loc in locations) == 3
+    assert sum("error=locked" in loc for loc in locations) == 17
+    assert _audited_from(database_url, "login_failed", address) == 3
+
+
+def test_a_flood_from_one_address_is_refused_before_any_password_is_checked(
+    served: Served, database_url: str
+) -> None:
+    address = "198.51.100.2"
+    with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": address}) as client:
+        token = _login_form(client)
+        statuses = []
+        for i in range(ADDRESS_MAX_FAILURES + 5):
+            response = client.post(
+                "/login", data={"username": f"nobody{i}", "password": "a wrong password", "csrf": token}
+            )
+            statuses.append(response.status_code)
+        assert statuses == [303] * ADDRESS_MAX_FAILURES + [429] * 5
+        assert 0 < int(response.headers["retry-after"]) <= 900
+        # even the right password: the address waits, the password is not looked at
+        refused = client.post("/login", data={"username": "root", "password": PASSWORD, "csrf": token})
+        assert refused.status_code == 429
+    assert _audited_from(database_url, "login_failed", address) == ADDRESS_MAX_FAILURES
+    # one refusal audited per window, not one row per request of a flood
+    assert _audited_from(database_url, "login_refused", address) == 1
+    # everyone else is unaffected
+    with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": "198.51.100.20"}) as other:
+        sign_in(other, "root", PASSWORD)
+
+
+def test_a_stranger_cannot_lock_the_admin_out(served: Served, database_url: str) -> None:
+    with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": "203.0.113.66"}) as stranger:
+        token = _login_form(stranger)
+        for _ in range(5):
+            stranger.post("/login", data={"username": "root", "password": "guess guess", "csrf": token})
+        response = stranger.post("/login", data={"username": "root", "password": PASSWORD, "csrf": token})
+        assert "error=locked" in response.headers["location"]  # the stranger is locked out ...
+    with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": "198.51.100.30"}) as admin:
+        sign_in(admin, "root", PASSWORD)  # ... the admin, elsewhere, is not
+        assert admin.get("/api/me").json()["username"] == "root"
 
 
 def test_sign_in_form_needs_its_csrf_token(client: httpx.Client, database_url: str) -> None:
@@ -496,6 +579,62 @@ def test_security_headers_and_cookie_flags(served: Served) -> None:
         assert "SameSite=lax" in cookie
 
 
+def test_cookies_are_secure_unless_the_settings_say_otherwise(settings: Settings, database_url: str) -> None:
+    """By default every cookie the console sets is Secure (a browser sends it over HTTPS only);
+    the test console above opts out with `web.insecure_cookies` because it speaks plain HTTP."""
+    default = settings.with_overrides(web={"insecure_cookies": False})
+    with (
+        served_console(default, database_url, FakeClock(T0)) as served,
+        httpx.Client(base_url=served.base_url) as client,
+    ):
+        page = client.get("/login")
+        assert "Secure" in page.headers["set-cookie"]
+        token = csrf_from_html(page.text)
+        # httpx keeps Secure cookies off plain HTTP, as a browser would: send it by hand
+        response = client.post(
+            "/login",
+            data={"username": "root", "password": PASSWORD, "csrf": token},
+            headers={"cookie": f"lk_login_csrf={token}"},
+        )
+        assert response.status_code == 303
+        session_cookie = next(
+            c for c in response.headers.get_list("set-cookie") if c.startswith("lk_session=")
+        )
+        assert "Secure" in session_cookie
+        assert "HttpOnly" in session_cookie
+        assert "SameSite=lax" in session_cookie
+
+
+def test_api_schema_and_docs_are_off_by_default(client: httpx.Client, served: Served) -> None:
+    for path in ("/api/openapi.json", "/api/docs"):
+        assert client.get(path).status_code in (401, 404)
+    with signed_in(served, "root") as (signed, _):
+        assert signed.get("/api/openapi.json").status_code == 404
+        assert signed.get("/api/docs").status_code == 404
+
+
+def test_api_docs_when_switched_on_are_for_signed_in_staff_only(
+    settings: Settings, database_url: str
+) -> None:
+    with_docs = settings.with_overrides(web={"api_docs": True})
+    with served_console(with_docs, database_url, FakeClock(T0)) as served:
+        with httpx.Client(base_url=served.base_url) as stranger:
+            assert stranger.get("/api/openapi.json").status_code == 401
+            assert stranger.get("/api/docs").status_code == 401
+        with signed_in(served, "gw_a1") as (client, _):
+            schema = client.get("/api/openapi.json")
+            assert schema.status_code == 200
+            assert "/api/alerts" in schema.json()["paths"]
+            assert "/api/openapi.json" not in schema.json()["paths"]
+            docs = client.get("/api/docs")
+            assert docs.status_code == 200
+            assert "/api/openapi.json" in docs.text
+            # the page loads Swagger UI from its CDN: only that, and only its own inline script
+            policy = docs.headers["content-security-policy"]
+            assert "'unsafe-inline'" not in policy
+            assert "script-src https://cdn.jsdelivr.net 'sha256-" in policy
+
+
 def test_users_add_command(
     database_url: str,
     seeded: Seeded,
@@ -520,8 +659,12 @@ def test_users_add_command(
         == 1
     )
     assert "no such grid: G-ZZ" in capsys.readouterr().err
-    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
-    assert lovekey_main(["users", "add", "gw_short", "--role", "admin", "--password-stdin"]) == 1
+    for weak in ("short", "1234567890", "123456789012", "password1234", "root_2-root_2-x"):
+        monkeypatch.setattr("sys.stdin", io.StringIO(f"{weak}\n"))
+        assert lovekey_main(["users", "add", "root_2", "--role", "admin", "--password-stdin"]) == 1
+        assert "password" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("1234567890\n"))
+    assert lovekey_main(["users", "passwd", "gw_new", "--password-stdin"]) == 1
     monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
     assert lovekey_main(["users", "add", "cs_none", "--role", "community_staff", "--password-stdin"]) == 1
     with httpx.Client(base_url=served.base_url) as client:

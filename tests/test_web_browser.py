@@ -69,7 +69,7 @@ def served(database_url: str, seeded: Seeded, tmp_path_factory: pytest.TempPathF
         environ={},
         database_url=database_url,
         data_dir=str(tmp_path_factory.mktemp("web")),
-        web={"session_idle_s": IDLE_S},
+        web={"session_idle_s": IDLE_S, "insecure_cookies": True},  # plain HTTP on loopback
     )
     with served_console(settings, database_url, FakeClock(T0)) as served:
         yield served

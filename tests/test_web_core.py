@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -26,11 +27,20 @@ from lovekey.vocabulary import (
 )
 from lovekey.web import i18n
 from lovekey.web.actions import check_absence
-from lovekey.web.auth import Session, Staff, hash_password, same_token, session_expired, verify_password
+from lovekey.web.auth import (
+    Session,
+    Staff,
+    client_address,
+    hash_password,
+    same_token,
+    session_expired,
+    verify_password,
+)
 from lovekey.web.queries import urgency_tier
 from lovekey.web.reports import bar_chart, build_report, month_range, nice_ceiling, report_csv
 from lovekey.web.scope import Scope
 from lovekey.web.usage import HourlyUsage, chart_start, hourly_usage
+from lovekey.web.users import check_password
 
 ZONE = ZoneInfo("Asia/Shanghai")
 START = datetime(2025, 3, 10, 0, 0, tzinfo=ZONE)
@@ -334,6 +344,56 @@ def test_password_hashes() -> None:
     assert not same_token("abc", "abd")
     assert not same_token("", "")
     assert not same_token("abc", None)
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("1234567890", "at least 12"),  # accepted as an admin password once
+        ("123456789012", "digits"),
+        ("0000000000000000", "digits"),
+        ("password1234", "common"),
+        ("Qwertyuiop123", "common"),  # case does not help
+        ("xxxxxxxxxxxxxx", "different characters"),
+        ("wang.lei-2026-spring", "user name"),
+        ("my WANG.LEI password", "user name"),
+        (" leading space here", "spaces"),
+    ],
+)
+def test_weak_passwords_are_refused(password: str, why: str) -> None:
+    with pytest.raises(ConsoleError, match=why):
+        check_password(password, "wang.lei")
+
+
+@pytest.mark.parametrize("password", ["correct horse battery", "长城外古道边芳草碧连天涯", "k9#Tz!q2Lw@8"])
+def test_good_passwords_pass(password: str) -> None:
+    check_password(password, "wang.lei")
+
+
+PROXIES = (ip_network("127.0.0.1"), ip_network("10.0.0.0/8"))
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "proxies", "client"),
+    [
+        ("203.0.113.5", None, (), "203.0.113.5"),
+        # no trusted proxy configured: the header is whatever the client wrote
+        ("203.0.113.5", "198.51.100.9", (), "203.0.113.5"),
+        # nor is it believed from a peer that is not a trusted proxy
+        ("203.0.113.5", "198.51.100.9", PROXIES, "203.0.113.5"),
+        ("127.0.0.1", "198.51.100.9", PROXIES, "198.51.100.9"),
+        # a client that sends its own X-Forwarded-For cannot choose its address
+        ("127.0.0.1", "1.2.3.4, 198.51.100.9", PROXIES, "198.51.100.9"),
+        # through two trusted proxies
+        ("127.0.0.1", "198.51.100.9, 10.1.2.3", PROXIES, "198.51.100.9"),
+        ("127.0.0.1", None, PROXIES, "127.0.0.1"),
+        (None, "198.51.100.9", PROXIES, None),
+    ],
+)
+def test_client_address_believes_forwarded_for_only_from_trusted_proxies(
+    peer: str | None, forwarded_for: str | None, proxies: tuple[IPv4Network, ...], client: str | None
+) -> None:
+    assert client_address(peer, forwarded_for, proxies) == client
 
 
 def test_session_deadlines() -> None:

@@ -6,13 +6,17 @@ the session's CSRF token in the `X-CSRF-Token` header (`GET /api/me` returns it)
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from lovekey.errors import AlertStateError, ConsoleError
@@ -224,3 +228,31 @@ async def reports(
 ) -> JSONBody:
     report = await load_report(conn, console_of(request), session.staff, ReportRequest(months))
     return JSONBody(report_json(report))
+
+
+# ---------------------------------------------------------------- the schema, when switched on
+# Mounted by `create_app` only when `web.api_docs` is true, and then for signed-in staff only:
+# the schema is a map of every endpoint and parameter, nothing a stranger needs.
+docs_router = APIRouter()
+
+_SWAGGER_PAGE = get_swagger_ui_html(openapi_url="/api/openapi.json", title="LoveKey console API").body
+_SWAGGER_SCRIPT = re.search(rb"<script>(.*?)</script>", bytes(_SWAGGER_PAGE), re.DOTALL)
+assert _SWAGGER_SCRIPT is not None, "FastAPI's Swagger page changed shape"
+# the console's own policy allows no other origin and no inline script; this page needs Swagger
+# UI from its CDN and its one inline start-up script, allowed by hash rather than 'unsafe-inline'
+_SWAGGER_POLICY = (
+    "default-src 'none'; script-src https://cdn.jsdelivr.net 'sha256-"
+    + base64.b64encode(hashlib.sha256(_SWAGGER_SCRIPT.group(1)).digest()).decode()
+    + "'; style-src https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com;"
+    " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@docs_router.get("/openapi.json", include_in_schema=False)
+async def openapi_schema(request: Request, session: SignedIn) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@docs_router.get("/docs", include_in_schema=False)
+async def api_docs(session: SignedIn) -> HTMLResponse:
+    return HTMLResponse(_SWAGGER_PAGE, headers={"content-security-policy": _SWAGGER_POLICY})

@@ -75,13 +75,9 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
             await pool.close()
             log.info("console stopped")
 
-    app = FastAPI(
-        title="LoveKey console",
-        lifespan=lifespan,
-        docs_url="/api/docs",
-        redoc_url=None,
-        openapi_url="/api/openapi.json",
-    )
+    # no public schema or docs page: `api.docs_router` serves them to signed-in staff, and
+    # only when web.api_docs is set
+    app = FastAPI(title="LoveKey console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = console
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
@@ -90,6 +86,8 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
 
     app.include_router(pages.router)
     app.include_router(api.router, prefix="/api")
+    if settings.web.api_docs:
+        app.include_router(api.docs_router, prefix="/api")
     mount_ack_pages(app, settings, pool, clock)
 
     app.add_exception_handler(NotSignedIn, _not_signed_in)

@@ -14,9 +14,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 import psycopg
@@ -127,13 +130,90 @@ async def find_login(conn: psycopg.AsyncConnection[Any], username: str) -> tuple
     return _staff_from_row(row), row["password_hash"]
 
 
-async def recent_login_failures(conn: psycopg.AsyncConnection[Any], username: str, since: datetime) -> int:
-    cur = await conn.execute(
-        "SELECT count(*) FROM audit_log WHERE action = 'login_failed' AND target = %s AND at > %s",
-        (f"user:{username}", since),
-    )
+# ---------------------------------------------------------------------- sign-in throttling
+# Two counters per attempt, both in `login_throttle`: the client address (whatever the name) and
+# the name from that address. Keying the name's counter by address too means a stranger who
+# guesses wrong locks out only themselves, never the real user at another address; the address
+# counter bounds how many names one address may try, so the many-names way round that limit is
+# closed as well. An attempt is counted before its password is hashed (the expensive part).
+
+
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: Sequence[IPv4Network | IPv6Network]
+) -> str | None:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the last
+    address in X-Forwarded-For that is not itself a trusted proxy (the ones before it are
+    whatever the client chose to send)."""
+    address = peer
+    hops = [hop.strip() for hop in forwarded_for.split(",")] if forwarded_for else []
+    while address is not None and hops and _is_trusted(address, trusted_proxies):
+        address = hops.pop() or None
+    return address
+
+
+def _is_trusted(address: str, trusted_proxies: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted_proxies)
+
+
+def address_key(address: str) -> str:
+    return f"addr:{address}"
+
+
+def account_key(username: str, address: str) -> str:
+    return f"user:{username} addr:{address}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The attempts counted under a key in the current window, this one included."""
+
+    attempts: int
+    window_end: datetime
+
+    def retry_after_s(self, now: datetime) -> int:
+        return max(1, math.ceil((self.window_end - now).total_seconds()))
+
+
+# One statement: the row lock taken by ON CONFLICT orders parallel attempts, so each sees its
+# own count. A window older than window_s starts again at this attempt.
+_CLAIM_SQL = """
+INSERT INTO login_throttle AS t (key, window_start, attempts) VALUES (%(key)s, %(now)s, 1)
+ON CONFLICT (key) DO UPDATE SET
+    window_start = CASE WHEN t.window_start <= %(stale)s THEN %(now)s ELSE t.window_start END,
+    attempts = CASE WHEN t.window_start <= %(stale)s THEN 1 ELSE t.attempts + 1 END
+RETURNING attempts, window_start
+"""
+
+
+async def claim_attempt(conn: psycopg.AsyncConnection[Any], key: str, now: datetime, window_s: int) -> Claim:
+    window = timedelta(seconds=window_s)
+    cur = await conn.execute(_CLAIM_SQL, {"key": key, "now": now, "stale": now - window})
     row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    assert row is not None
+    return Claim(int(row[0]), row[1] + window)
+
+
+async def return_attempt(conn: psycopg.AsyncConnection[Any], key: str) -> None:
+    """A successful sign-in does not count against its address."""
+    await conn.execute(
+        "UPDATE login_throttle SET attempts = attempts - 1 WHERE key = %s AND attempts > 0", (key,)
+    )
+
+
+async def clear_attempts(conn: psycopg.AsyncConnection[Any], key: str) -> None:
+    """The real user signed in: the name's failures from that address are forgiven."""
+    await conn.execute("DELETE FROM login_throttle WHERE key = %s", (key,))
+
+
+async def prune_attempts(conn: psycopg.AsyncConnection[Any], now: datetime, window_s: int) -> int:
+    cur = await conn.execute(
+        "DELETE FROM login_throttle WHERE window_start <= %s", (now - timedelta(seconds=window_s),)
+    )
+    return cur.rowcount
 
 
 async def store_rehash(

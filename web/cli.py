@@ -89,7 +89,7 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
     from lovekey.web.users import add_user, check_password
 
     password = _read_password(args.password_stdin)
-    check_password(password)
+    check_password(password, args.name)
     with database_url(settings) as url:
         with connect(url, autocommit=True) as conn:
             migrate(conn, settings.storage)

@@ -23,6 +23,7 @@ from lovekey.web.auth import (
     Session,
     Staff,
     audit,
+    client_address,
     expire_session,
     load_session,
     same_token,
@@ -123,7 +124,11 @@ def actor_for(request: Request, staff: Staff | None, username: str = "") -> Acto
     return Actor(
         staff_id=staff.id if staff else None,
         username=staff.username if staff else username,
-        ip=request.client.host if request.client else None,
+        ip=client_address(
+            request.client.host if request.client else None,
+            request.headers.get("x-forwarded-for"),
+            console_of(request).settings.web.trusted_proxies,
+        ),
         user_agent=request.headers.get("user-agent", ""),
     )
 

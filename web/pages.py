@@ -4,7 +4,7 @@ every read goes through a scoped query; every action is audited."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
@@ -115,8 +115,17 @@ async def login(
     if not auth.same_token(request.cookies.get(LOGIN_CSRF_COOKIE), csrf):
         await auth.audit(conn, actor, "csrf_rejected", "/login", now, {"method": "POST"})
         raise HTTPException(status_code=403, detail="csrf")
-    since = now - timedelta(seconds=web.login_lockout_s)
-    if await auth.recent_login_failures(conn, username, since) >= web.login_max_failures:
+    # count this attempt against its address, then against the name from that address, both
+    # before the password is hashed; see auth's "sign-in throttling" for why both and why so
+    address = actor.ip or "unknown"
+    per_address = await auth.claim_attempt(conn, auth.address_key(address), now, web.login_lockout_s)
+    if per_address.attempts > web.login_address_max_failures:
+        if per_address.attempts == web.login_address_max_failures + 1:  # once per window, not per request
+            await auth.audit(conn, actor, "login_refused", f"user:{username}", now, {"reason": "address"})
+        return _too_many(request, per_address.retry_after_s(now))
+    account = auth.account_key(username, address)
+    per_account = await auth.claim_attempt(conn, account, now, web.login_lockout_s)
+    if per_account.attempts > web.login_max_failures:
         await auth.audit(conn, actor, "login_refused", f"user:{username}", now, {"reason": "locked"})
         return _redirect(request.app.url_path_for("login_page"), error="locked", next=_safe_next(next))
     staff, password_hash = await auth.find_login(conn, username)
@@ -124,6 +133,9 @@ async def login(
     if not ok or staff is None:
         await auth.audit(conn, actor, "login_failed", f"user:{username}", now)
         return _redirect(request.app.url_path_for("login_page"), error="bad_login", next=_safe_next(next))
+    await auth.return_attempt(conn, auth.address_key(address))
+    await auth.clear_attempts(conn, account)
+    await auth.prune_attempts(conn, now, web.login_lockout_s)
     if rehash:
         await auth.store_rehash(conn, staff.id, await asyncio.to_thread(auth.hash_password, password), now)
     await auth.prune_sessions(conn, now)
@@ -134,6 +146,12 @@ async def login(
     response = _redirect(_safe_next(next))
     _set_cookie(request, response, SESSION_COOKIE, token, max_age=web.session_ttl_s)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    return response
+
+
+def _too_many(request: Request, retry_after_s: int) -> Response:
+    response = render(request, "error.html", {"status": 429, "code": "too_many"}, status_code=429)
+    response.headers["retry-after"] = str(retry_after_s)
     return response
 
 
@@ -191,7 +209,7 @@ def _set_cookie(
         path="/",
         httponly=http_only,
         samesite="lax",
-        secure=console_of(request).settings.web.secure_cookies,
+        secure=not console_of(request).settings.web.insecure_cookies,
     )
 
 

@@ -18,15 +18,47 @@ from lovekey.vocabulary import ConsoleRole
 from lovekey.web.auth import Actor, audit_sync, hash_password
 from lovekey.web.scope import Scope
 
-MIN_PASSWORD_CHARS = 10
 CLI_ACTOR = Actor(staff_id=None, username="cli", ip=None, user_agent="lovekey users")
 
+# The policy (NIST SP 800-63B: length and a blocklist, no composition rules). A console account
+# sees residents' addresses and phone numbers, and its sign-in is reachable from the network.
+MIN_PASSWORD_CHARS = 12
+MIN_DISTINCT_CHARS = 5  # refuses "aaaaaaaaaaaa" and "abababababab"
+# a user name this short ("li") is too common a substring to forbid inside passwords
+MIN_NAME_CHARS_CHECKED = 3
+# The most used passwords of 12 characters or more (from the public breach-corpus top lists,
+# lower-cased); shorter ones fail on length. Not a breach database: the first guesses of anyone.
+COMMON_PASSWORDS = frozenset(
+    {
+        "123456789012", "1234567890123", "12345678901234", "123456789123", "123123123123",
+        "qwertyuiop12", "qwertyuiop123", "qwerty123456", "1q2w3e4r5t6y", "1qaz2wsx3edc",
+        "qazwsxedcrfv", "zaq12wsxcde3", "asdfghjkl123", "zxcvbnm12345", "password1234",
+        "password12345", "password123!", "passw0rd1234", "p@ssw0rd1234", "p@ssword1234",
+        "iloveyou1234", "welcome12345", "administrator", "admin1234567", "admin@123456",
+        "letmein12345", "changeme1234", "abc123456789", "abcdefghijkl", "a1b2c3d4e5f6",
+        "woaini1314520", "woaini123456",
+        "football1234", "baseball1234", "sunshine1234", "princess1234", "superman1234",
+        "trustno1trustno1", "qwertyqwerty", "asdfasdfasdf", "lovekey12345", "lovekey2026!",
+    }
+)  # fmt: skip
 
-def check_password(password: str) -> None:
+
+def check_password(password: str, username: str) -> None:
+    """Refuse a password a guesser would try early: short, digits only, one of the most common,
+    the user name inside it, or a few characters repeated."""
     if len(password) < MIN_PASSWORD_CHARS:
         raise ConsoleError(f"a password needs at least {MIN_PASSWORD_CHARS} characters")
     if password.strip() != password or not password.isprintable():
         raise ConsoleError("a password may not start or end with spaces or hold control characters")
+    if password.isdigit():
+        raise ConsoleError("a password may not be digits only")
+    if password.casefold() in COMMON_PASSWORDS:
+        raise ConsoleError("that password is one of the most common ones; choose another")
+    if len(set(password.casefold())) < MIN_DISTINCT_CHARS:
+        raise ConsoleError(f"a password needs at least {MIN_DISTINCT_CHARS} different characters")
+    name = username.casefold()
+    if len(name) >= MIN_NAME_CHARS_CHECKED and name in password.casefold():
+        raise ConsoleError("a password may not contain the user name")
 
 
 def add_user(
@@ -49,7 +81,7 @@ def add_user(
         Scope(ConsoleRole(role), tuple(grid_ids), tuple(community_ids))
     except ValueError as exc:
         raise ConsoleError(str(exc)) from exc
-    check_password(password)
+    check_password(password, username)
     _check_exist(conn, "grid", grid_ids)
     _check_exist(conn, "community", community_ids)
     try:
@@ -106,7 +138,7 @@ def set_password(
     conn: psycopg.Connection[Any], username: str, password: str, *, now: datetime, actor: Actor = CLI_ACTOR
 ) -> None:
     """Set a new password and end the account's sessions."""
-    check_password(password)
+    check_password(password, username)
     row = conn.execute(
         "UPDATE staff_user SET password_hash = %s, updated_at = %s WHERE username = %s RETURNING id",
         (hash_password(password), now, username),
