@@ -59,6 +59,21 @@ class MqttSettings(_Section):
     # MQTT 5 Receive Maximum: QoS 1 messages the broker may have in flight to us unacknowledged;
     # acks follow commits, so this is the window that keeps a batch of 5,000 rows flowing
     receive_maximum: int = Field(20_000, ge=1, le=65_535)
+    # the largest MQTT packet (topic, header and payload) anyone may send: the broker's
+    # `max_packet_size` in the files `lovekey broker-config` writes (a client sending more is
+    # disconnected before the broker holds it), and the Maximum Packet Size the ingester asks
+    # for (MQTT 5), so a bigger message never reaches a LoveKey process. Larger than
+    # ingest.max_payload_bytes, so a payload a little too big still arrives and is kept as
+    # `payload_too_large` for an operator to see.
+    max_packet_bytes: int = Field(256 * 1024, ge=1024, le=268_435_455)
+    # TLS for `mqtts://` URLs: the CA that signed the broker's certificate (unset: the system's
+    # CAs), and this client's own certificate and key when the broker asks for one
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = Field(None, repr=False)
+    # where `lovekey broker-config` writes the broker's password file, ACL and config snippet,
+    # and where `lovekey gateways credentials ...` rewrites them after every change
+    broker_files_dir: Path | None = None
 
     @field_validator("topic_prefix")
     @classmethod

@@ -35,6 +35,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--limit", type=int)
     p.set_defaults(handler=_list)
 
+    from lovekey.devices import broker_cli
+
+    broker_cli.add_commands(subparsers)
+
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     from lovekey.devices import apply_registry, parse_registry

@@ -17,7 +17,7 @@ from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import parse_topic
 from lovekey.ingest.decoded import DecodedMessage, SensorReading, WaterReading
-from lovekey.vocabulary import DeviceKind
+from lovekey.vocabulary import EVENTS_BY_DEVICE_KIND, DeviceKind
 
 # Row layouts, in the column order of the staging tables (see ingest.writer).
 WaterRow = tuple[datetime, float, int, float | None, float | None]
@@ -113,6 +113,10 @@ def plan_batch(
             continue
         # heard from, with no status change (None), unless a status message says otherwise
         plan.gateways_seen.setdefault(gateway_id, None)
+        misfit = _event_misfit(decoded, entry)
+        if misfit is not None:
+            _reject(plan, message, misfit, keep_bytes, topic_prefix)
+            continue
         if _add_rows(plan, message, decoded, entry, battery_ts, keep_bytes, topic_prefix):
             plan.devices_seen.setdefault(entry.key, None)
     return plan
@@ -176,6 +180,21 @@ def _add_rows(
     if row_errors:
         _reject_rows(plan, message, decoded, sorted(row_errors, key=lambda e: e[0]), keep_bytes)
     return accepted
+
+
+def _event_misfit(decoded: DecodedMessage, entry: DeviceEntry) -> PayloadError | None:
+    """An event its device's kind cannot produce (a water meter's `sos`), else None.
+
+    Checked before anything of the message is used: an `away` from a meter must not mark
+    anyone away, a `smoke` from a gas detector must not raise a smoke alert.
+    """
+    # a StrEnum key is found by its plain string value (`entry.kind` as the registry stores it)
+    allowed = EVENTS_BY_DEVICE_KIND.get(entry.kind, frozenset())  # type: ignore[call-overload]
+    for event in decoded.events:
+        if event.type not in allowed:
+            detail = f"a {entry.kind} device cannot send {event.type.value!r} events"
+            return PayloadError(reasons.WRONG_KIND, detail)
+    return None
 
 
 def _misfit(reading: WaterReading | SensorReading, kind: str, is_meter: bool) -> PayloadError | None:

@@ -26,7 +26,7 @@ from lovekey.config import Settings
 from lovekey.errors import SettingsError
 from lovekey.ingest.inbox import Inbox
 from lovekey.ingest.metrics import IngestMetrics, SummaryLog, serving
-from lovekey.ingest.mqtt import BrokerAddress
+from lovekey.ingest.mqtt import BrokerAddress, TlsFiles
 from lovekey.ingest.pipeline import IDLE_WAIT_S, TAKE_MAX, Batch, BatchPipeline, Database
 from lovekey.ingest.session import MqttSession
 
@@ -58,7 +58,7 @@ class Ingester:
             raise SettingsError(f"shared group {shared_group!r} must be a single topic level")
         self.settings = settings
         self.database_url = database_url
-        self.broker = BrokerAddress.parse(mqtt_url)
+        self.broker = BrokerAddress.parse(mqtt_url, TlsFiles.from_settings(settings.mqtt))
         if retire and not self.broker.mqtt5:
             raise SettingsError("retiring a session needs MQTT 5")
         self.shared_group = shared_group

@@ -45,6 +45,6 @@ REASONS: dict[str, str] = {
     UNKNOWN_DEVICE: "device id not in the registry",
     UNKNOWN_GATEWAY: "gateway id not in the registry",
     WRONG_GATEWAY: "device registered to another gateway than the one publishing",
-    WRONG_KIND: "reading fields that do not fit the registered device kind",
+    WRONG_KIND: "reading fields or an event type that do not fit the registered device kind",
     STORAGE_REFUSED: "the database refused the row (kept so the stream goes on)",
 }

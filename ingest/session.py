@@ -104,6 +104,7 @@ class MqttSession:
                 properties=connect_properties(
                     session_expiry_s=settings.session_expiry_s,
                     receive_maximum=settings.receive_maximum,
+                    maximum_packet_size=settings.max_packet_bytes,
                 ),
             )
         else:  # the session is kept by the client's clean_session=False
@@ -111,9 +112,8 @@ class MqttSession:
         client.loop_start()
         self._client = client
         log.info(
-            "ingest connecting to mqtt://%s:%s as %s%s",
-            self.broker.host,
-            self.broker.port,
+            "ingest connecting to %s as %s%s",
+            self.broker,
             self.client_id,
             f" (shared group {self.shared_group})" if self.shared_group else "",
         )

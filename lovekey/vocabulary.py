@@ -73,6 +73,20 @@ class DeviceKind(StrEnum):
     AWAY_BUTTON = "away_button"
 
 
+# The events each kind of device can produce (DESIGN.md: "a water meter cannot press SOS").
+# The ingester rejects any other event type from a device as `wrong_kind`, so a meter's
+# `away` marks nobody away and a smoke detector's `sos` raises nothing. Every battery-powered
+# device reports `battery_low`; meters and the two detectors have a tamper switch; the
+# buttons are what they say.
+EVENTS_BY_DEVICE_KIND: dict[DeviceKind, frozenset[EventType]] = {
+    DeviceKind.WATER_METER: frozenset({EventType.BATTERY_LOW, EventType.TAMPER}),
+    DeviceKind.SMOKE: frozenset({EventType.SMOKE, EventType.BATTERY_LOW, EventType.TAMPER}),
+    DeviceKind.GAS: frozenset({EventType.GAS, EventType.BATTERY_LOW, EventType.TAMPER}),
+    DeviceKind.SOS_BUTTON: frozenset({EventType.SOS, EventType.BATTERY_LOW}),
+    DeviceKind.AWAY_BUTTON: frozenset({EventType.AWAY, EventType.HOME, EventType.BATTERY_LOW}),
+}
+
+
 class ContactRole(StrEnum):
     """Who a contact is to a resident (`contact.role`, `community_contact.role`)."""
 
@@ -187,6 +201,7 @@ class AttemptResult(StrEnum):
 __all__ = [
     "CHOSEN_OUTCOMES",
     "COMMUNITY_CONTACT_ROLES",
+    "EVENTS_BY_DEVICE_KIND",
     "FALSE_ALARM_OUTCOMES",
     "LIFE_SAFETY_EVENTS",
     "LIFE_SAFETY_KINDS",

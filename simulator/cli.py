@@ -162,6 +162,7 @@ def _publish(
     world: World,
     speed: float | None,
 ) -> int:
+    from lovekey.ingest.mqtt import TlsFiles
     from lovekey.simulator.publish import Pacing
     from lovekey.simulator.publish_world import Job, publish_world
 
@@ -176,6 +177,7 @@ def _publish(
         topic_prefix=settings.mqtt.topic_prefix,
         max_inflight=args.max_inflight,
         lanes=args.connections,
+        tls_files=TlsFiles.from_settings(settings.mqtt),
         pacing=Pacing(
             speed=speed,
             max_rate=None if args.load else args.max_rate,

@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from lovekey.errors import PublishError
-from lovekey.ingest.mqtt import BrokerAddress, new_client
+from lovekey.ingest.mqtt import BrokerAddress, TlsFiles, new_client
 from lovekey.redact import redact_url
 from lovekey.retry import Backoff
 from lovekey.simulator.stream import MessageBatch
@@ -89,13 +89,14 @@ class BrokerPublisher:
         client_id: str | None = None,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         lanes: int = DEFAULT_LANES,
+        tls_files: TlsFiles | None = None,
     ) -> None:
         if not 1 <= max_inflight <= 65_000:
             raise ValueError("max_inflight must be between 1 and 65,000")
         if not 1 <= lanes <= 64:
             raise ValueError("lanes must be between 1 and 64")
         self.url = mqtt_url
-        self.address = BrokerAddress.parse(mqtt_url)
+        self.address = BrokerAddress.parse(mqtt_url, tls_files)
         self.client_id = client_id or f"lovekey-sim-{uuid.uuid4().hex[:8]}"
         self.max_inflight = max_inflight
         self.lane_count = lanes

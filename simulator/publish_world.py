@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from lovekey.errors import PublishError
+from lovekey.ingest.mqtt import TlsFiles
 from lovekey.simulator.publish import (
     DEFAULT_LANES,
     BrokerPublisher,
@@ -46,6 +47,7 @@ class Job:
     shard: tuple[int, int] = (0, 1)
     client_id: str = ""
     lanes: int = DEFAULT_LANES
+    tls_files: TlsFiles | None = None  # for mqtts:// (mqtt.ca_file, cert_file, key_file)
 
     def world(self) -> World:
         return World.build(
@@ -56,7 +58,11 @@ class Job:
         world = self.world()
         client_id = self.client_id or None
         with BrokerPublisher(
-            self.mqtt_url, client_id=client_id, max_inflight=self.max_inflight, lanes=self.lanes
+            self.mqtt_url,
+            client_id=client_id,
+            max_inflight=self.max_inflight,
+            lanes=self.lanes,
+            tls_files=self.tls_files,
         ) as publisher:
             return publish_batches(
                 world.message_batches(shard=self.shard),

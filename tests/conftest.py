@@ -36,7 +36,7 @@ MQTT_URL = os.environ.get("LOVEKEY_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 _timescale_skip_reason: list[str] = []
 
-pytest_plugins = ["tests.fix_alerts", "tests.fix_web"]
+pytest_plugins = ["tests.fix_alerts", "tests.fix_broker", "tests.fix_web"]
 
 
 @pytest.fixture(autouse=True)

@@ -220,3 +220,62 @@ def test_inbox_taker_sleeps_until_what_it_waits_for_is_there():
     # and at its deadline it takes what there is
     inbox.put(item(b"4"))
     assert inbox.take(10, 0.05, at_least=5) == [item(b"4")]
+
+
+KIND_DEVICES = {
+    "WM-1": DeviceEntry(1, "GW-1", "water_meter", "R-1", "H-1"),
+    "SM-1": DeviceEntry(2, "GW-1", "smoke", "R-1", "H-1"),
+    "GS-1": DeviceEntry(4, "GW-1", "gas", "R-1", "H-1"),
+    "SOS-1": DeviceEntry(5, "GW-1", "sos_button", "R-1", "H-1"),
+    "AW-1": DeviceEntry(6, "GW-1", "away_button", "R-1", "H-1"),
+}
+
+
+@pytest.mark.parametrize(
+    ("device", "event_type", "accepted"),
+    [
+        # what each kind really sends
+        ("WM-1", "battery_low", True),
+        ("WM-1", "tamper", True),
+        ("SM-1", "smoke", True),
+        ("GS-1", "gas", True),
+        ("SOS-1", "sos", True),
+        ("AW-1", "away", True),
+        ("AW-1", "home", True),
+        ("AW-1", "battery_low", True),
+        # forged or confused: a meter cannot press SOS or go away, a smoke detector cannot
+        # call for help, a gas detector cannot report smoke, a button has no tamper switch
+        ("WM-1", "away", False),
+        ("WM-1", "home", False),
+        ("WM-1", "smoke", False),
+        ("WM-1", "sos", False),
+        ("SM-1", "sos", False),
+        ("SM-1", "gas", False),
+        ("GS-1", "smoke", False),
+        ("SOS-1", "away", False),
+        ("SOS-1", "tamper", False),
+        ("AW-1", "sos", False),
+    ],
+)
+def test_an_event_its_device_kind_cannot_produce_is_rejected(device, event_type, accepted):
+    message = msg(f"GW-1/{device}/event", {"ts": ts(1), "type": event_type, "active": True})
+    result = plan_batch([message], KIND_DEVICES, GATEWAYS, topic_prefix=PREFIX, now=NOW, keep_bytes=8192)
+    if accepted:
+        assert [row[2] for row in result.events] == [event_type]
+        assert result.rejected == []
+        return
+    assert result.events == []
+    assert result.devices_seen == {}
+    [(_topic, gateway_id, device_id, reason, detail, payload, size)] = result.rejected
+    assert (gateway_id, device_id, reason) == ("GW-1", device, "wrong_kind")
+    assert KIND_DEVICES[device].kind in detail
+    assert f"cannot send {event_type!r} events" in detail
+    assert payload == message.payload
+    assert size == len(message.payload)
+
+
+def test_every_device_kind_has_its_events_and_every_event_a_device():
+    from lovekey.vocabulary import EVENTS_BY_DEVICE_KIND, DeviceKind, EventType
+
+    assert set(EVENTS_BY_DEVICE_KIND) == set(DeviceKind)
+    assert set().union(*EVENTS_BY_DEVICE_KIND.values()) == set(EventType)

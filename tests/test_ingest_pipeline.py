@@ -562,3 +562,39 @@ def test_retiring_a_shared_member_writes_what_its_session_held(
         probe.disconnect()
         probe.loop_stop()
     assert present == [False]
+
+
+def test_events_a_device_kind_cannot_produce_change_nothing_and_are_kept_as_wrong_kind(
+    db, settings_for, publisher, topic_prefix
+):
+    with connect(db) as conn:
+        register_devices(
+            conn,
+            [
+                ("WM-1", "GW-1", "water_meter", "R-1"),
+                ("SM-1", "GW-1", "smoke", "R-1"),
+                ("AW-1", "GW-1", "away_button", "R-1"),
+            ],
+        )
+
+    def event(device: str, kind: str) -> None:
+        publisher.publish(
+            f"{topic_prefix}/GW-1/{device}/event",
+            orjson.dumps({"ts": (NOW - timedelta(minutes=5)).isoformat(), "type": kind, "active": True}),
+        )
+
+    with running_ingester(settings_for(db)) as ingester:
+        event("WM-1", "away")  # a meter cannot say the resident went out ...
+        event("WM-1", "smoke")  # ... nor raise a fire alarm
+        event("SM-1", "sos")  # a smoke detector cannot call for help
+        event("AW-1", "home")  # the real button still works
+        processed(ingester, 4)
+    assert query(db, "SELECT status, away_until FROM resident WHERE id = 'R-1'") == [("active", None)]
+    assert query(db, "SELECT type FROM device_event") == [("home",)]
+    rejected = query(db, "SELECT device_id, reason, detail FROM rejected_input ORDER BY device_id, detail")
+    assert [(device, reason) for device, reason, _ in rejected] == [
+        ("SM-1", "wrong_kind"),
+        ("WM-1", "wrong_kind"),
+        ("WM-1", "wrong_kind"),
+    ]
+    assert "'sos'" in rejected[0][2]
