@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
-
 from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import parse_topic
@@ -25,6 +23,11 @@ SensorRow = tuple[datetime, int, float | None, float | None, float | None, float
 EventRow = tuple[datetime, int, str, bool, float | None]
 # topic, gateway_id, device_id, reason, detail, payload (cut), payload size in bytes
 RejectRow = tuple[str, str | None, str | None, str, str, bytes, int]
+
+# The bad rows of one batch message make one rejected_input row, whose detail lists the
+# first few of them (each cut to a line): what one message can write there is bounded.
+MAX_LISTED_ROW_ERRORS = 5
+MAX_ROW_ERROR_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,7 @@ def _add_rows(
         if misfit is not None:
             misfits.append((position, misfit))
     # a single reading that does not fit its device rejects the message whole (its bytes
-    # are the evidence); in a batch only the misfit rows go, each with its own JSON
+    # are the evidence); in a batch only the misfit rows go, in one row for the message
     if misfits and not decoded.batch:
         _reject(plan, message, misfits[0][1], keep_bytes, topic_prefix)
         return 0
@@ -224,21 +227,31 @@ def _reject_rows(
     errors: list[tuple[int, PayloadError]],
     keep_bytes: int,
 ) -> None:
-    """One rejected_input row per bad row of a batch, holding that row's JSON."""
-    rows = orjson.loads(message.payload)["readings"]
-    for index, error in errors:
-        row = orjson.dumps(rows[index])
-        plan.rejected.append(
-            (
-                message.topic,
-                decoded.gateway_id,
-                decoded.device_id,
-                error.reason,
-                f"readings[{index}]: {error.detail}",
-                row[:keep_bytes],
-                len(row),
-            )
+    """One rejected_input row for the bad rows of a batch, however many there are.
+
+    Its reason is the first bad row's; its detail counts them and lists the first
+    `MAX_LISTED_ROW_ERRORS`; the message's bytes are kept once, cut to `keep_bytes`. So a
+    message can never write more than one row here (30,000 junk rows once wrote 30,000).
+    """
+    total = len(decoded.readings) + len(decoded.row_errors)
+    listed = "; ".join(
+        f"readings[{index}]: {error.reason}: {error.detail}"[:MAX_ROW_ERROR_CHARS]
+        for index, error in errors[:MAX_LISTED_ROW_ERRORS]
+    )
+    detail = f"{len(errors)} of {total} readings rejected: {listed}"
+    if len(errors) > MAX_LISTED_ROW_ERRORS:
+        detail += f"; and {len(errors) - MAX_LISTED_ROW_ERRORS} more"
+    plan.rejected.append(
+        (
+            message.topic,
+            decoded.gateway_id,
+            decoded.device_id,
+            errors[0][1].reason,
+            detail,
+            message.payload[:keep_bytes],
+            len(message.payload),
         )
+    )
 
 
 def _ids(message: ReceivedMessage, topic_prefix: str) -> tuple[str | None, str | None]:

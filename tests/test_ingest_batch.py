@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from lovekey.errors import PayloadError
-from lovekey.ingest.batch import DeviceEntry, plan_batch
+from lovekey.ingest.batch import MAX_LISTED_ROW_ERRORS, DeviceEntry, plan_batch
 from lovekey.ingest.codecs import decode_message
 from lovekey.ingest.decoded import DecodedMessage
 from lovekey.ingest.inbox import Inbound, Inbox
@@ -106,7 +106,7 @@ def test_registry_rejections_keep_the_whole_message():
     assert plan(msg("GW-2/WM-404/reading", {"ts": ts(1), "total_l": 1})).gateways_seen == {}
 
 
-def test_bad_rows_of_a_batch_are_rejected_one_by_one_with_their_own_json():
+def test_bad_rows_of_a_batch_are_rejected_together_each_with_its_reason():
     rows = [
         {"ts": ts(60), "total_l": 1},
         {"ts": ts(45), "total_l": -1},
@@ -115,10 +115,28 @@ def test_bad_rows_of_a_batch_are_rejected_one_by_one_with_their_own_json():
     ]
     result = plan(msg("GW-1/WM-1/reading", {"readings": rows}))
     assert [row[1] for row in result.water] == [1.0, 3.0]
-    assert [(r[3], r[4].split(":")[0], orjson.loads(r[5])) for r in result.rejected] == [
-        ("bad_value", "readings[1]", rows[1]),
-        ("wrong_kind", "readings[2]", rows[2]),
-    ]
+    ((*_, reason, detail, kept, size),) = result.rejected
+    assert reason == "bad_value"  # the first bad row's
+    assert detail.startswith("2 of 4 readings rejected: readings[1]: bad_value: ")
+    assert "; readings[2]: wrong_kind: " in detail
+    assert orjson.loads(kept) == {"readings": rows}
+    assert size == len(kept)
+
+
+def test_a_batch_of_junk_rows_writes_one_rejected_row_and_keeps_its_good_rows():
+    # issue 16, finding 7: 30,000 junk rows in one 60 KB message wrote 30,000 rejected rows
+    good = {"ts": ts(15), "total_l": 3}
+    payload = b'{"readings": [' + b"0," * 30_000 + orjson.dumps(good) + b"]}"
+    assert len(payload) < 64 * 1024
+    result = plan(msg("GW-1/WM-1/reading", payload), keep_bytes=1024)
+    assert [row[1] for row in result.water] == [3.0]
+    ((topic, gateway, device, reason, detail, kept, size),) = result.rejected
+    assert (topic, gateway, device, reason) == ("lk/GW-1/WM-1/reading", "GW-1", "WM-1", "malformed_json")
+    assert detail.startswith("30000 of 30001 readings rejected: readings[0]: malformed_json: ")
+    assert detail.endswith("; and 29995 more")
+    assert detail.count("readings[") == MAX_LISTED_ROW_ERRORS
+    assert kept == payload[:1024]
+    assert size == len(payload)
 
 
 def test_undecodable_input_is_kept_cut_with_its_size_and_topic_ids():
