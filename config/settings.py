@@ -83,6 +83,11 @@ class MqttSettings(_Section):
         return value.rstrip("/")
 
 
+# litres a minute a household water pipe can deliver, with margin (a DN20 pipe at 4 bar
+# gives about 40); ingest.max_flow_lpm's default, and the detectors' when not told
+MAX_FLOW_LPM_DEFAULT = 60.0
+
+
 class IngestSettings(_Section):
     batch_rows: int = Field(5000, ge=1)
     batch_ms: int = Field(200, ge=1)
@@ -106,6 +111,14 @@ class IngestSettings(_Section):
     # database retry back-off: doubles from retry_min_s up to retry_max_s, with jitter
     retry_min_s: float = Field(0.2, gt=0)
     retry_max_s: float = Field(15.0, gt=0)
+    # plausibility: a household pipe (DN15-DN20) delivers a few dozen litres a minute at
+    # most; a meter's total rising faster than this since its previous reading is rejected
+    # (implausible_jump), and a stored rise that fast is not counted as use by the detectors
+    max_flow_lpm: float = Field(MAX_FLOW_LPM_DEFAULT, gt=0)
+    # meters whose newest (ts, total) is remembered to judge the next reading (16 B each),
+    # loaded at start from the readings of the last `flow_memory_lookback_h`
+    flow_memory_devices: int = Field(5_000_000, ge=0)
+    flow_memory_lookback_h: float = Field(48.0, ge=0)
 
 
 class DetectSettings(_Section):

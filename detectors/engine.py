@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.config import DetectSettings
+from lovekey.config.settings import MAX_FLOW_LPM_DEFAULT
 from lovekey.detectors import rules
 from lovekey.detectors.changes import Change, silent_details, water_details
 from lovekey.detectors.day_learning import DayLearner
@@ -98,8 +99,10 @@ class Detector:
         now_s: int,
         utc_offset_s: int,
         learn_days: bool = True,
+        max_flow_lpm: float | None = MAX_FLOW_LPM_DEFAULT,
     ) -> None:
-        """`learn_days=False`: never summarise days (thresholds are set by the caller, as the
+        """`max_flow_lpm`: a rise faster than this is not use (`ingest.max_flow_lpm`).
+        `learn_days=False`: never summarise days (thresholds are set by the caller, as the
         benchmark does on a ring too short to hold a day); the ring may then be any length."""
         self.registry = registry
         self.settings = settings
@@ -116,6 +119,7 @@ class Detector:
             flow_window_s=max(bs, 3600 // bs * bs),
             zero_l=settings.leak_dry_l,
             use_min_l=settings.use_min_l,
+            max_flow_lpm=max_flow_lpm,
         )
         self.runs = Runs(meters)
         self.profile = RoutineProfile(

@@ -19,6 +19,8 @@ arbitrary per-meter origin, interpolated linearly between readings. So
 
 Cumulative totals may go backwards (meter swap, rollover): the new segment starts from the
 new total, the interval across the step is unknown, and no negative use is ever produced.
+A total that rose faster than a household pipe delivers (`max_flow_lpm`) is a glitch, not
+use: the step counts as 0 L and the meter goes on from its new total.
 Readings may arrive late and out of order. Those newer than the meter's last applied reading
 are applied incrementally; a reading older than the last applied one cannot be placed
 without its neighbours, so its meter is reported *dirty* and the caller rebuilds it from the
@@ -32,6 +34,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from lovekey.config.settings import MAX_FLOW_LPM_DEFAULT
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -77,6 +81,7 @@ class UsageRing:
     unless it is (near) zero: a long span without use is known to be without use.
     `flow_span_max_s`: spans longer than this mark their buckets `coarse`.
     `flow_window_s`: the trailing window reported as `hour_l` with each completed bucket.
+    `max_flow_lpm`: a rise faster than this is a glitch, not use (counted as 0 L).
     `use_min_l`: a bucket counts as *used* when it holds at least this much, or, when its
     litres were spread from a longer span (hourly frozen values), when that span did: a
     meter that reports hourly says "used within this hour", not "0.3 L every 15 minutes".
@@ -96,6 +101,7 @@ class UsageRing:
         flow_window_s: int = 3600,
         zero_l: float = 0.05,
         use_min_l: float = 0.5,
+        max_flow_lpm: float | None = MAX_FLOW_LPM_DEFAULT,
     ) -> None:
         if bucket_s <= 0 or buckets < 2:
             raise ValueError("bucket_s must be positive and the ring at least 2 buckets")
@@ -108,6 +114,8 @@ class UsageRing:
         self.flow_buckets = flow_window_s // bucket_s
         self.zero_l = float(zero_l)
         self.use_min_l = float(use_min_l)
+        # litres a second a household pipe can deliver; a faster rise is not use (None: off)
+        self.max_flow_lps = None if max_flow_lpm is None else float(max_flow_lpm) / 60.0
         self.odometer = np.full((buckets, meters), np.nan, dtype=np.float32)
         self._flat = self.odometer.reshape(-1)  # a view: flat index = row * meters + meter
         self.used = np.zeros((buckets, meters), dtype=np.bool_)  # per bucket: water was used
@@ -244,6 +252,11 @@ class UsageRing:
         span = ts - prev_ts
         swap = has_prev & (delta < 0)
         used = np.where(has_prev & ~swap, delta, 0.0)
+        if self.max_flow_lps is not None:
+            # a rise faster than a pipe can deliver (a register glitch the ingester did not
+            # reject, stored before it checked) is no use: the step counts as 0 L and the
+            # meter goes on from its new total; unknown would hide low_usage just as long
+            used[used > self.max_flow_lps * np.maximum(span, 60)] = 0.0
         too_long = has_prev & (span > self.max_spread_s) & (used > self.zero_l)
         unknown = ~has_prev | swap | too_long
 

@@ -97,7 +97,13 @@ class DetectorService:
         registry = self._registry(meters)
         self._was_away = np.zeros(len(registry.resident_ids), bool)
         self._back_at = np.full(len(registry.resident_ids), NEVER, np.int64)
-        det = Detector(registry, st, now_s=db.epoch(now), utc_offset_s=utc_offset_s(self.settings, now))
+        det = Detector(
+            registry,
+            st,
+            now_s=db.epoch(now),
+            utc_offset_s=utc_offset_s(self.settings, now),
+            max_flow_lpm=self.settings.ingest.max_flow_lpm,
+        )
         self.detector = det
         self._keys = [m.key for m in meters]
         top = max(self._keys, default=0)
@@ -215,6 +221,7 @@ class DetectorService:
             max_spread_s=int(st.max_spread_h * 3600),
             flow_span_max_s=st.flow_span_max_s,
             use_min_l=st.use_min_l,
+            max_flow_lpm=self.settings.ingest.max_flow_lpm,
         )
         meter = self._key_to_meter[rows.key]
         ring.apply(meter, rows.ts_s, rows.total_l)

@@ -290,12 +290,30 @@ def known_alerts(
 
 
 def alerted_events(
-    conn: psycopg.Connection[Any], kinds: Sequence[str], since_after: datetime
+    conn: psycopg.Connection[Any], kinds: Sequence[str], triggered_after: datetime
 ) -> set[tuple[str, str, datetime]]:
-    """(kind, subject, since) of event alerts already raised: an event is raised once."""
+    """(kind, subject, event ts) of every event already raised, in alerts triggered after
+    `triggered_after`: an event is raised once.
+
+    An event that opened an alert is its `since`; one that only refreshed an open alert is
+    found in the `events` its raise listed, which the alert's history keeps ('opened' and
+    'updated' rows), even after the alert was resolved.
+    """
     rows = conn.execute(
-        "SELECT kind, subject, since FROM alert WHERE kind = ANY(%s) AND since > %s",
-        (list(kinds), since_after),
+        """
+        SELECT kind, subject, since FROM alert
+        WHERE kind = ANY(%(kinds)s) AND last_triggered_at > %(after)s
+        UNION
+        SELECT a.kind, a.subject, e.ts::timestamptz
+        FROM alert a
+        JOIN alert_history h ON h.alert_id = a.id AND h.event IN ('opened', 'updated')
+        CROSS JOIN LATERAL jsonb_array_elements_text(
+            CASE WHEN jsonb_typeof(h.detail -> 'events') = 'array' THEN h.detail -> 'events'
+                 ELSE '[]'::jsonb END
+        ) AS e(ts)
+        WHERE a.kind = ANY(%(kinds)s) AND a.last_triggered_at > %(after)s
+        """,
+        {"kinds": list(kinds), "after": triggered_after},
     ).fetchall()
     return {(k, s, t) for k, s, t in rows}
 

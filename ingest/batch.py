@@ -11,12 +11,13 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
+import numpy as np
 
 from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import parse_topic
 from lovekey.ingest.decoded import DecodedMessage, SensorReading, WaterReading
+from lovekey.ingest.last_totals import LastTotals
 from lovekey.vocabulary import EVENTS_BY_DEVICE_KIND, DeviceKind
 
 # Row layouts, in the column order of the staging tables (see ingest.writer).
@@ -25,6 +26,11 @@ SensorRow = tuple[datetime, int, float | None, float | None, float | None, float
 EventRow = tuple[datetime, int, str, bool, float | None]
 # topic, gateway_id, device_id, reason, detail, payload (cut), payload size in bytes
 RejectRow = tuple[str, str | None, str | None, str, str, bytes, int]
+
+# The bad rows of one batch message make one rejected_input row, whose detail lists the
+# first few of them (each cut to a line): what one message can write there is bounded.
+MAX_LISTED_ROW_ERRORS = 5
+MAX_ROW_ERROR_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,11 @@ class BatchPlan:
     gateways_seen: dict[str, bool | None] = field(default_factory=dict)
     # epoch seconds of every accepted reading and event, for the lag metric
     accepted_ts: list[float] = field(default_factory=list)
+    # epoch seconds of each row of `water`, in its order (for the plausibility check)
+    water_ts_s: list[float] = field(default_factory=list)
+    # every meter reading judged for plausibility, stored or not: (device keys, epoch
+    # seconds, totals), for the caller to remember once the plan is committed
+    judged: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def rows(self) -> int:
@@ -74,16 +85,25 @@ def plan_batch(
     topic_prefix: str,
     now: datetime,
     keep_bytes: int,
+    max_flow_lpm: float | None = None,
+    last_totals: LastTotals | None = None,
 ) -> BatchPlan:
     """Rows to store, rows to reject, and what was seen, for `messages` in arrival order.
 
     A message from an unknown device, or through a gateway the device is not registered
-    to, is rejected whole; in a batch, rows that do not fit the device are rejected one
-    by one. Device and gateway `last_seen` become `now` for every accepted message.
+    to, is rejected whole; in a batch, rows that do not fit the device are rejected
+    together, in one row for the message. Device and gateway `last_seen` become `now`
+    for every accepted message. With `max_flow_lpm`, a meter reading whose total rose
+    faster than that since the meter's previous reading (in the batch, or the newest in
+    `last_totals`) is rejected as `implausible_jump` (see `implausible_rises`).
     """
     plan = BatchPlan(seen_at=now)
     battery_ts: dict[int, datetime] = {}
-    for message in messages:
+    # bad rows of batch messages, by message position: rejected after the plausibility check
+    row_errors: dict[int, tuple[ReceivedMessage, DecodedMessage, list[tuple[int, PayloadError]]]] = {}
+    # (message position, first row in plan.water) of each message that added meter rows
+    water_starts: list[tuple[int, int]] = []
+    for position, message in enumerate(messages):
         decoded = message.decoded
         if isinstance(decoded, PayloadError):
             _reject(plan, message, decoded, keep_bytes, topic_prefix)
@@ -117,9 +137,115 @@ def plan_batch(
         if misfit is not None:
             _reject(plan, message, misfit, keep_bytes, topic_prefix)
             continue
-        if _add_rows(plan, message, decoded, entry, battery_ts, keep_bytes, topic_prefix):
+        first_water, rows_before = len(plan.water), plan.rows
+        errors = _add_rows(plan, message, decoded, entry, battery_ts, keep_bytes, topic_prefix)
+        if errors is None:
+            continue  # rejected whole
+        if plan.rows > rows_before:
             plan.devices_seen.setdefault(entry.key, None)
+        if len(plan.water) > first_water:
+            water_starts.append((position, first_water))
+        if errors:
+            row_errors[position] = (message, decoded, errors)
+    if max_flow_lpm is not None and plan.water:
+        _reject_implausible(plan, messages, water_starts, row_errors, max_flow_lpm, last_totals)
+    for position in sorted(row_errors):
+        message, decoded, errors = row_errors[position]
+        if decoded.batch:
+            _reject_rows(plan, message, decoded, sorted(errors, key=lambda e: e[0]), keep_bytes)
+        else:
+            _reject(plan, message, errors[0][1], keep_bytes, topic_prefix)
     return plan
+
+
+def implausible_rises(
+    keys: np.ndarray,
+    ts_s: np.ndarray,
+    total_l: np.ndarray,
+    known_ts_s: np.ndarray,
+    known_total_l: np.ndarray,
+    max_flow_lpm: float,
+) -> np.ndarray:
+    """Which readings show a total that rose faster than `max_flow_lpm` (a boolean mask).
+
+    Each reading of `keys`/`ts_s`/`total_l` is judged against the meter's nearest earlier
+    reading: among these, or the known one (`known_*`, per reading, NaN when none), which
+    counts as earlier at an equal time (a redelivery is no rise). Time spans count at least
+    a minute (a meter's clock ticks in seconds, its register in litres). A total that goes
+    back is a meter swap or a rollover, never a jump; a judged reading stays the meter's
+    previous one for the next, so after a meter is swapped for one that reads higher, one
+    reading is rejected and the next, rising slowly from it, is stored.
+    """
+    n = keys.size
+    have = ~np.isnan(known_ts_s)
+    all_keys = np.concatenate([keys, keys[have]])
+    all_ts = np.concatenate([ts_s, known_ts_s[have]])
+    all_total = np.concatenate([total_l, known_total_l[have]])
+    is_row = np.concatenate([np.ones(n, np.bool_), np.zeros(int(have.sum()), np.bool_)])
+    # by meter, then time; the known reading before a batch row of the same time
+    order = np.lexsort((is_row, all_ts, all_keys))
+    k, t, v, row = all_keys[order], all_ts[order], all_total[order], is_row[order]
+    span_min = np.maximum((t[1:] - t[:-1]) / 60.0, 1.0)
+    too_fast = (k[1:] == k[:-1]) & (v[1:] - v[:-1] > max_flow_lpm * span_min) & row[1:]
+    mask = np.zeros(n, np.bool_)
+    mask[order[1:][too_fast]] = True  # rows come first in the concatenation: same positions
+    return mask
+
+
+def _reject_implausible(
+    plan: BatchPlan,
+    messages: Sequence[ReceivedMessage],
+    water_starts: list[tuple[int, int]],
+    row_errors: dict[int, tuple[ReceivedMessage, DecodedMessage, list[tuple[int, PayloadError]]]],
+    max_flow_lpm: float,
+    last_totals: LastTotals | None,
+) -> None:
+    """Take the meter rows that rose impossibly fast out of the plan, as bad rows of their message."""
+    n = len(plan.water)
+    keys = np.fromiter((row[2] for row in plan.water), np.int64, n)
+    ts_s = np.asarray(plan.water_ts_s)
+    total_l = np.fromiter((row[1] for row in plan.water), np.float64, n)
+    if last_totals is None:
+        known_ts_s = known_total_l = np.full(n, np.nan)
+    else:
+        known_ts_s, known_total_l = last_totals.lookup(keys)
+    plan.judged = (keys, ts_s, total_l)
+    bad = np.flatnonzero(implausible_rises(keys, ts_s, total_l, known_ts_s, known_total_l, max_flow_lpm))
+    if bad.size == 0:
+        return
+    # only the (rare) rejected rows are traced back to their message, in Python
+    starts = np.array([start for _, start in water_starts])
+    refused_before = {position: {i for i, _ in errors} for position, (_, _, errors) in row_errors.items()}
+    for row_index in bad.tolist():
+        which = int(np.searchsorted(starts, row_index, side="right")) - 1
+        position, start = water_starts[which]
+        message = messages[position]
+        decoded = message.decoded
+        assert isinstance(decoded, DecodedMessage)
+        index = _reading_index(decoded, refused_before.get(position, set()), row_index - start)
+        reading = plan.water[row_index]
+        error = PayloadError(
+            reasons.IMPLAUSIBLE_JUMP,
+            f"total_l {reading[1]:g} at {reading[0].isoformat()} rose faster than"
+            f" {max_flow_lpm:g} L/min since the meter's previous reading",
+        )
+        row_errors.setdefault(position, (message, decoded, []))[2].append((index, error))
+    drop = set(bad.tolist())
+    plan.water = [row for i, row in enumerate(plan.water) if i not in drop]
+    plan.water_ts_s = [t for i, t in enumerate(plan.water_ts_s) if i not in drop]
+
+
+def _reading_index(decoded: DecodedMessage, refused: set[int], nth_water: int) -> int:
+    """The index, in the batch as sent, of a message's `nth_water` stored meter row.
+
+    `refused`: the indices of the message's rows refused before the plausibility check.
+    """
+    total = len(decoded.readings) + len(decoded.row_errors)
+    stored = (index for index in range(total) if index not in refused)
+    # meter rows are stored in order; a sensor row in a meter's batch is a misfit (refused)
+    for _ in range(nth_water):
+        next(stored)
+    return next(stored)
 
 
 def _add_rows(
@@ -130,8 +256,12 @@ def _add_rows(
     battery_ts: dict[int, datetime],
     keep_bytes: int,
     topic_prefix: str,
-) -> int:
-    """Add the rows of one registered device's message; returns how many were accepted."""
+) -> list[tuple[int, PayloadError]] | None:
+    """Add the rows of one registered device's message.
+
+    Returns its bad rows (indices in the batch as sent) for the caller to reject, or None
+    when the message was rejected whole.
+    """
     key = entry.key
     is_meter = entry.kind == DeviceKind.WATER_METER
     misfits: list[tuple[int, PayloadError]] = []
@@ -140,21 +270,21 @@ def _add_rows(
         if misfit is not None:
             misfits.append((position, misfit))
     # a single reading that does not fit its device rejects the message whole (its bytes
-    # are the evidence); in a batch only the misfit rows go, each with its own JSON
+    # are the evidence); in a batch only the misfit rows go, in one row for the message
     if misfits and not decoded.batch:
         _reject(plan, message, misfits[0][1], keep_bytes, topic_prefix)
-        return 0
-    accepted = 0
+        return None
     for event in decoded.events:
         plan.events.append((event.ts, key, event.type, event.active, event.value))
         plan.accepted_ts.append(event.ts.timestamp())
-        accepted += 1
     skip = {position for position, _ in misfits}
     for position, reading in enumerate(decoded.readings):
         if position in skip:
             continue
+        ts_s = reading.ts.timestamp()
         if isinstance(reading, WaterReading):
             plan.water.append((reading.ts, reading.total_l, key, reading.flow_lpm, reading.battery_v))
+            plan.water_ts_s.append(ts_s)
         else:
             plan.sensor.append(
                 (
@@ -166,8 +296,7 @@ def _add_rows(
                     reading.battery_v,
                 )
             )
-        plan.accepted_ts.append(reading.ts.timestamp())
-        accepted += 1
+        plan.accepted_ts.append(ts_s)
         # readings arrive out of order: the battery kept is that of the newest reading
         if reading.battery_v is not None:
             newest = battery_ts.get(key)
@@ -177,9 +306,7 @@ def _add_rows(
     row_errors = list(decoded.row_errors)
     if misfits:
         row_errors += _original_indices(decoded, misfits)
-    if row_errors:
-        _reject_rows(plan, message, decoded, sorted(row_errors, key=lambda e: e[0]), keep_bytes)
-    return accepted
+    return row_errors
 
 
 def _event_misfit(decoded: DecodedMessage, entry: DeviceEntry) -> PayloadError | None:
@@ -243,21 +370,31 @@ def _reject_rows(
     errors: list[tuple[int, PayloadError]],
     keep_bytes: int,
 ) -> None:
-    """One rejected_input row per bad row of a batch, holding that row's JSON."""
-    rows = orjson.loads(message.payload)["readings"]
-    for index, error in errors:
-        row = orjson.dumps(rows[index])
-        plan.rejected.append(
-            (
-                message.topic,
-                decoded.gateway_id,
-                decoded.device_id,
-                error.reason,
-                f"readings[{index}]: {error.detail}",
-                row[:keep_bytes],
-                len(row),
-            )
+    """One rejected_input row for the bad rows of a batch, however many there are.
+
+    Its reason is the first bad row's; its detail counts them and lists the first
+    `MAX_LISTED_ROW_ERRORS`; the message's bytes are kept once, cut to `keep_bytes`. So a
+    message can never write more than one row here (30,000 junk rows once wrote 30,000).
+    """
+    total = len(decoded.readings) + len(decoded.row_errors)
+    listed = "; ".join(
+        f"readings[{index}]: {error.reason}: {error.detail}"[:MAX_ROW_ERROR_CHARS]
+        for index, error in errors[:MAX_LISTED_ROW_ERRORS]
+    )
+    detail = f"{len(errors)} of {total} readings rejected: {listed}"
+    if len(errors) > MAX_LISTED_ROW_ERRORS:
+        detail += f"; and {len(errors) - MAX_LISTED_ROW_ERRORS} more"
+    plan.rejected.append(
+        (
+            message.topic,
+            decoded.gateway_id,
+            decoded.device_id,
+            errors[0][1].reason,
+            detail,
+            message.payload[:keep_bytes],
+            len(message.payload),
         )
+    )
 
 
 def _ids(message: ReceivedMessage, topic_prefix: str) -> tuple[str | None, str | None]:

@@ -28,6 +28,7 @@ from lovekey.ingest.batch import BatchPlan, ReceivedMessage, plan_batch
 from lovekey.ingest.codecs import decode_message
 from lovekey.ingest.decoded import DecodedMessage
 from lovekey.ingest.inbox import Inbound, Inbox
+from lovekey.ingest.last_totals import LastTotals
 from lovekey.ingest.metrics import IngestMetrics
 from lovekey.ingest.registry_cache import RegistryCache, load_registry, look_up
 from lovekey.ingest.seen_memory import SeenMemory
@@ -106,6 +107,9 @@ class BatchPipeline:
             refresh_s=ingest.registry_refresh_s, miss_retry_s=ingest.registry_miss_retry_s
         )
         self._seen = SeenMemory(ingest.last_seen_resolution_s)
+        # each meter's newest (ts, total), to judge its next reading; loaded on first commit
+        self._last_totals = LastTotals(ingest.flow_memory_devices)
+        self._last_totals_loaded = False
         self._gateways_written: dict[str, float] = {}
         self._max_age_s = settings.storage.retention_days * 86400.0
         # min(): a first wait configured above the cap used to mean "always the cap"
@@ -224,6 +228,8 @@ class BatchPipeline:
 
     def _sync_registry(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> None:
         """Bring the registry cache up to date for the devices and gateways of this batch."""
+        if not self._last_totals_loaded:
+            self._load_last_totals(conn)
         now_mono = time.monotonic()
         cache = self._registry
         if cache.refresh_due(now_mono):
@@ -241,6 +247,26 @@ class BatchPipeline:
         if device_ids or gateway_ids:
             found_devices, found_gateways = look_up(conn, device_ids, gateway_ids)
             cache.merge(device_ids, found_devices, gateway_ids, found_gateways, now_mono)
+
+    def _load_last_totals(self, conn: psycopg.Connection) -> None:
+        """Each recently active meter's newest reading, so a restart judges jumps at once."""
+        ingest = self.settings.ingest
+        rows = conn.execute(
+            """
+            SELECT DISTINCT ON (device_key) device_key, extract(epoch FROM ts)::float8, total_l
+            FROM water_reading
+            WHERE ts > now() - make_interval(secs => %s) AND device_key < %s
+            ORDER BY device_key, ts DESC
+            """,
+            (ingest.flow_memory_lookback_h * 3600, ingest.flow_memory_devices),
+        ).fetchall()
+        if rows:
+            keys, ts_s, total_l = zip(*rows, strict=True)
+            self._last_totals.remember(
+                np.array(keys, np.int64), np.array(ts_s, np.float64), np.array(total_l, np.float64)
+            )
+        self._last_totals_loaded = True
+        log.debug("last totals loaded for %d meters", len(rows))
 
     def _write(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> WriteResult:
         """Write these messages; a row the database refuses is found by halving, and kept."""
@@ -271,6 +297,8 @@ class BatchPipeline:
             topic_prefix=self.settings.mqtt.topic_prefix,
             now=datetime.now(UTC),
             keep_bytes=ingest.rejected_keep_bytes,
+            max_flow_lpm=ingest.max_flow_lpm,
+            last_totals=self._last_totals,
         )
         now_mono = time.monotonic()
         devices_seen = self._seen.due(plan.devices_seen, now_mono)
@@ -284,6 +312,8 @@ class BatchPipeline:
         )
         # remembered only after the commit: a failed write must write them again
         self._seen.written(devices_seen, now_mono)
+        if plan.judged is not None:
+            self._last_totals.remember(*plan.judged)
         for gateway_id, _ in gateways_seen:
             self._gateways_written[gateway_id] = now_mono
         self._count(plan, result)

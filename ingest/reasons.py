@@ -25,6 +25,8 @@ UNKNOWN_DEVICE = "unknown_device"
 UNKNOWN_GATEWAY = "unknown_gateway"
 WRONG_GATEWAY = "wrong_gateway"
 WRONG_KIND = "wrong_kind"
+# plausibility: decided against the meter's previous reading the ingester knows
+IMPLAUSIBLE_JUMP = "implausible_jump"
 
 # storage: the database refused a row the checks above let through
 STORAGE_REFUSED = "storage_refused"
@@ -46,5 +48,6 @@ REASONS: dict[str, str] = {
     UNKNOWN_GATEWAY: "gateway id not in the registry",
     WRONG_GATEWAY: "device registered to another gateway than the one publishing",
     WRONG_KIND: "reading fields or an event type that do not fit the registered device kind",
+    IMPLAUSIBLE_JUMP: "total rose faster than ingest.max_flow_lpm since the meter's previous reading",
     STORAGE_REFUSED: "the database refused the row (kept so the stream goes on)",
 }

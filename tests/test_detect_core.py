@@ -374,6 +374,21 @@ def test_low_usage_raises_after_twelve_known_hours_and_clears_on_clear_use() -> 
     assert [e[2] for e in h.events("low_usage")] == ["raise", "clear"]
 
 
+def test_a_stored_impossible_jump_is_not_use_and_does_not_hide_low_usage() -> None:
+    # issue 16, finding 3: a +5e11 L step already stored counted as use for 12 h
+    h = Home(1)
+    h.run(6, 3.0)
+    h.run(2, 0.0)
+    h.total += 5e11  # a glitch of the register, far faster than any pipe
+    h.run(11, 0.0)
+    raised = h.events("low_usage")
+    assert [e[2] for e in raised] == ["raise"]
+    assert raised[0][0] == 19.0  # as without the jump
+    r = ring()
+    r.apply([0] * 4, T0 + BS * np.arange(4), [100, 110, 110 + 5e11, 5e11 + 115])
+    assert usage(r, 0, 0, 3).tolist() == [10, 0, 5]  # the step is no use; what follows is
+
+
 def test_a_silent_meter_is_a_maintenance_alert_and_never_a_low_usage_one() -> None:
     h = Home(2, gateways=[0, 1])
     h.run(6, 3.0)

@@ -285,6 +285,83 @@ def test_a_smoke_event_raises_at_once_and_only_once(conn: psycopg.Connection[Any
     assert open_alerts(conn) == [("smoke", "R-1", "open")]
 
 
+def _press(conn: psycopg.Connection[Any], key: int, ts: datetime) -> None:
+    conn.execute(
+        "INSERT INTO device_event (ts, device_key, type, active) VALUES (%s, %s, 'sos', true)", (ts, key)
+    )
+    conn.commit()
+
+
+def test_a_second_sos_press_raises_no_duplicate_after_a_restart(conn: psycopg.Connection[Any]) -> None:
+    # issue 16, finding 8: a press folded into the open alert, which is then resolved, was
+    # raised again by a restarted watcher (it knew only the press that opened the alert)
+    keys = add_resident(conn, "R-1", extra=("sos_button",))
+    settings = make_settings_for(conn)
+    watcher = EventWatcher(settings)
+    watcher.start(conn, NOW)
+    _press(conn, keys["sos_button"], NOW)
+    assert [a.kind for a in watcher.poll(conn, NOW + timedelta(seconds=1))] == ["sos"]
+    conn.commit()
+    _press(conn, keys["sos_button"], NOW + timedelta(seconds=30))  # the same emergency, pressed again
+    assert [a.kind for a in watcher.poll(conn, NOW + timedelta(seconds=31))] == ["sos"]  # a refresh
+    conn.commit()
+    (first,) = list_alerts(conn)
+    resolve(
+        conn,
+        first["id"],
+        outcome="resident_ok",
+        note=None,
+        by="staff",
+        channel="console",
+        now=NOW + timedelta(seconds=40),
+    )
+    conn.commit()
+    restarted = EventWatcher(settings)
+    restarted.start(conn, NOW + timedelta(seconds=50))
+    assert restarted.poll(conn, NOW + timedelta(seconds=50)) == []
+    conn.commit()
+    # a genuinely new press after the resolution raises a new alert, once, across restarts
+    _press(conn, keys["sos_button"], NOW + timedelta(seconds=60))
+    assert [a.kind for a in restarted.poll(conn, NOW + timedelta(seconds=61))] == ["sos"]
+    conn.commit()
+    again = EventWatcher(settings)
+    again.start(conn, NOW + timedelta(seconds=70))
+    assert again.poll(conn, NOW + timedelta(seconds=70)) == []
+    conn.commit()
+    assert open_alerts(conn, everything=True) == [("sos", "R-1", "open"), ("sos", "R-1", "resolved")]
+
+
+def test_sos_presses_read_together_raise_one_alert_once_across_restarts(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # two presses first read in one poll (the watcher was down): one alert, and no press
+    # of the two comes back as a new alert after a restart
+    keys = add_resident(conn, "R-1", extra=("sos_button",))
+    settings = make_settings_for(conn)
+    _press(conn, keys["sos_button"], NOW)
+    _press(conn, keys["sos_button"], NOW + timedelta(seconds=30))
+    watcher = EventWatcher(settings)
+    watcher.start(conn, NOW + timedelta(seconds=40))
+    assert [a.kind for a in watcher.poll(conn, NOW + timedelta(seconds=40))] == ["sos"]
+    conn.commit()
+    (first,) = list_alerts(conn)
+    resolve(
+        conn,
+        first["id"],
+        outcome="resident_ok",
+        note=None,
+        by="staff",
+        channel="console",
+        now=NOW + timedelta(seconds=45),
+    )
+    conn.commit()
+    restarted = EventWatcher(settings)
+    restarted.start(conn, NOW + timedelta(seconds=50))
+    assert restarted.poll(conn, NOW + timedelta(seconds=50)) == []
+    conn.commit()
+    assert open_alerts(conn, everything=True) == [("sos", "R-1", "resolved")]
+
+
 def test_the_event_watcher_wakes_on_notify(conn: psycopg.Connection[Any]) -> None:
     keys = add_resident(conn, "R-1", extra=("sos_button",))
     settings = make_settings_for(conn)

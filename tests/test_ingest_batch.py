@@ -6,14 +6,16 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import orjson
 import pytest
 
 from lovekey.errors import PayloadError
-from lovekey.ingest.batch import DeviceEntry, plan_batch
+from lovekey.ingest.batch import MAX_LISTED_ROW_ERRORS, DeviceEntry, plan_batch
 from lovekey.ingest.codecs import decode_message
 from lovekey.ingest.decoded import DecodedMessage
 from lovekey.ingest.inbox import Inbound, Inbox
+from lovekey.ingest.last_totals import LastTotals
 from lovekey.ingest.registry_cache import RegistryCache
 from lovekey.ingest.seen_memory import SeenMemory
 
@@ -106,7 +108,7 @@ def test_registry_rejections_keep_the_whole_message():
     assert plan(msg("GW-2/WM-404/reading", {"ts": ts(1), "total_l": 1})).gateways_seen == {}
 
 
-def test_bad_rows_of_a_batch_are_rejected_one_by_one_with_their_own_json():
+def test_bad_rows_of_a_batch_are_rejected_together_each_with_its_reason():
     rows = [
         {"ts": ts(60), "total_l": 1},
         {"ts": ts(45), "total_l": -1},
@@ -115,10 +117,114 @@ def test_bad_rows_of_a_batch_are_rejected_one_by_one_with_their_own_json():
     ]
     result = plan(msg("GW-1/WM-1/reading", {"readings": rows}))
     assert [row[1] for row in result.water] == [1.0, 3.0]
-    assert [(r[3], r[4].split(":")[0], orjson.loads(r[5])) for r in result.rejected] == [
-        ("bad_value", "readings[1]", rows[1]),
-        ("wrong_kind", "readings[2]", rows[2]),
+    ((*_, reason, detail, kept, size),) = result.rejected
+    assert reason == "bad_value"  # the first bad row's
+    assert detail.startswith("2 of 4 readings rejected: readings[1]: bad_value: ")
+    assert "; readings[2]: wrong_kind: " in detail
+    assert orjson.loads(kept) == {"readings": rows}
+    assert size == len(kept)
+
+
+def test_a_batch_of_junk_rows_writes_one_rejected_row_and_keeps_its_good_rows():
+    # issue 16, finding 7: 30,000 junk rows in one 60 KB message wrote 30,000 rejected rows
+    good = {"ts": ts(15), "total_l": 3}
+    payload = b'{"readings": [' + b"0," * 30_000 + orjson.dumps(good) + b"]}"
+    assert len(payload) < 64 * 1024
+    result = plan(msg("GW-1/WM-1/reading", payload), keep_bytes=1024)
+    assert [row[1] for row in result.water] == [3.0]
+    ((topic, gateway, device, reason, detail, kept, size),) = result.rejected
+    assert (topic, gateway, device, reason) == ("lk/GW-1/WM-1/reading", "GW-1", "WM-1", "malformed_json")
+    assert detail.startswith("30000 of 30001 readings rejected: readings[0]: malformed_json: ")
+    assert detail.endswith("; and 29995 more")
+    assert detail.count("readings[") == MAX_LISTED_ROW_ERRORS
+    assert kept == payload[:1024]
+    assert size == len(payload)
+
+
+def plausible(*messages: Msg, last: LastTotals | None = None):
+    return plan_batch(
+        messages,
+        DEVICES,
+        GATEWAYS,
+        topic_prefix=PREFIX,
+        now=NOW,
+        keep_bytes=8192,
+        max_flow_lpm=60.0,
+        last_totals=last,
+    )
+
+
+def test_a_total_rising_faster_than_a_pipe_can_deliver_is_rejected_in_its_batch():
+    # issue 16, finding 3: +5e11 L in 15 minutes was stored and hid low_usage for 12 h
+    rows = [
+        {"ts": ts(60), "total_l": 1000},
+        {"ts": ts(45), "total_l": 1005},
+        {"ts": ts(30), "total_l": 5e11},
+        {"ts": ts(15), "total_l": 1010},  # back below the jump: judged against it, a swap-like step
     ]
+    result = plausible(msg("GW-1/WM-1/reading", {"readings": rows}))
+    assert [row[1] for row in result.water] == [1000.0, 1005.0, 1010.0]
+    ((*_, reason, detail, kept, _),) = result.rejected
+    assert reason == "implausible_jump"
+    assert detail.startswith("1 of 4 readings rejected: readings[2]: implausible_jump: total_l 5e+11 ")
+    assert orjson.loads(kept) == {"readings": rows}
+    # within 60 L/min: 900 L over 15 minutes is a lot of water, not an impossible jump
+    fast = plausible(msg("GW-1/WM-1/reading", {"readings": [rows[0], {"ts": ts(45), "total_l": 1900}]}))
+    assert len(fast.water) == 2
+    assert fast.rejected == []
+
+
+def test_a_jump_is_judged_against_the_last_reading_of_an_earlier_batch():
+    last = LastTotals(max_devices=100)
+    last.remember(np.array([1]), np.array([(NOW - timedelta(minutes=30)).timestamp()]), np.array([1000.0]))
+    jump = plausible(msg("GW-1/WM-1/reading", {"ts": ts(15), "total_l": 5e11}), last=last)
+    assert jump.water == []
+    ((topic, _, device, reason, _, kept, _),) = jump.rejected
+    assert (topic, device, reason) == ("lk/GW-1/WM-1/reading", "WM-1", "implausible_jump")
+    assert orjson.loads(kept)["total_l"] == 5e11
+    # the other meter, and this one's next ordinary reading, are stored
+    ok = plausible(
+        msg("GW-1/WM-1/reading", {"ts": ts(10), "total_l": 1100}),
+        msg("GW-2/WM-2/reading", {"ts": ts(10), "total_l": 9e9}),
+        last=last,
+    )
+    assert [row[1] for row in ok.water] == [1100.0, 9e9]
+    assert ok.rejected == []
+    # a redelivered reading (same time, same total) is no rise
+    again = plausible(msg("GW-1/WM-1/reading", {"ts": ts(30), "total_l": 1000}), last=last)
+    assert len(again.water) == 1
+    assert again.rejected == []
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "after", "stored"),
+    [
+        ("swap to a new meter", 812_345.0, 3.0, True),
+        ("rollover of a 6-digit register", 999_990.0, 4.0, True),
+        ("back by a little (a meter's own correction)", 1000.0, 999.5, True),
+        ("swap to a used meter that reads higher", 1000.0, 50_000.0, False),
+    ],
+)
+def test_a_swap_or_rollover_is_still_stored_and_a_higher_swap_after_one_reading(name, before, after, stored):
+    last = LastTotals(max_devices=100)
+    last.remember(np.array([1]), np.array([(NOW - timedelta(hours=1)).timestamp()]), np.array([before]))
+    result = plausible(msg("GW-1/WM-1/reading", {"ts": ts(30), "total_l": after}), last=last)
+    assert bool(result.water) is stored, name
+    assert result.judged is not None
+    last.remember(*result.judged)  # what the pipeline does after the commit
+    # the meter's next reading rises slowly from the new register: stored in every case
+    following = plausible(msg("GW-1/WM-1/reading", {"ts": ts(15), "total_l": after + 10}), last=last)
+    assert [row[1] for row in following.water] == [after + 10]
+
+
+def test_last_totals_keep_the_newest_reading_per_meter_and_stay_bounded():
+    last = LastTotals(max_devices=10)
+    last.remember(np.array([3, 3, 12]), np.array([200.0, 100.0, 50.0]), np.array([2.0, 1.0, 5.0]))
+    last.remember(np.array([3]), np.array([150.0]), np.array([9.0]))  # older: not newest
+    ts_s, total_l = last.lookup(np.array([3, 4, 12]))
+    assert ts_s[0] == 200.0
+    assert total_l[0] == 2.0
+    assert np.isnan(ts_s[1:]).all()  # 4 never heard; 12 past the bound, not remembered
 
 
 def test_undecodable_input_is_kept_cut_with_its_size_and_topic_ids():

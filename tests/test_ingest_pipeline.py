@@ -228,23 +228,60 @@ def test_bad_inputs_are_kept_with_their_reason_and_good_ones_keep_flowing(
         publisher.publish(good_topic, batch_with_bad_rows)
         processed(ingester, 2 * len(corpus) + 1)
         # still running: one more good reading after all that
-        publisher.publish(good_topic, reading(NOW, 999.0))
+        publisher.publish(good_topic, reading(NOW, 400.0))  # 400 L in 10 min: plausible
         processed(ingester, 2 * len(corpus) + 2)
         rejected_counts = dict(ingester.metrics.rejected)
     rejected = query(db, "SELECT topic, reason, payload_bytes, detail FROM rejected_input")
     expected = Counter((topic, reason) for topic, _, reason in corpus)
-    expected[(good_topic, "bad_value")] += 1
-    expected[(good_topic, "wrong_kind")] += 1
+    expected[(good_topic, "bad_value")] += 1  # both bad rows of the batch, in one row
     assert Counter((topic, reason) for topic, reason, _, _ in rejected) == expected
     assert rejected_counts == dict(Counter(reason for _, reason in expected.elements()))
     sizes = {reason: size for _, reason, size, _ in rejected}
     assert sizes["payload_too_large"] > 70_000
     kept = query(db, "SELECT length(payload) FROM rejected_input WHERE reason = 'payload_too_large'")
     assert kept == [(8192,)]
-    row_details = sorted(d.split(":")[0] for _, _, _, d in rejected if d.startswith("readings["))
-    assert row_details == ["readings[1]", "readings[2]"]
+    (row_detail,) = [d for _, _, _, d in rejected if " readings rejected: " in d]
+    assert row_detail.startswith("2 of 3 readings rejected: readings[1]: bad_value: ")
+    assert "; readings[2]: wrong_kind: " in row_detail
     stored = query(db, "SELECT total_l FROM water_reading ORDER BY total_l")
-    assert [t for (t,) in stored] == [*map(float, range(len(corpus))), 50.0, 999.0]
+    assert [t for (t,) in stored] == [*map(float, range(len(corpus))), 50.0, 400.0]
+
+
+def test_an_impossible_jump_is_rejected_across_batches_and_restarts_and_a_swap_is_stored(
+    db, settings_for, publisher, topic_prefix
+):
+    # issue 16, finding 3: +5e11 L between two 15-minute readings was stored
+    with connect(db) as conn:
+        register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1")])
+    topic = f"{topic_prefix}/GW-1/WM-1/reading"
+
+    def at(minutes: int) -> datetime:
+        return NOW - timedelta(minutes=minutes)
+
+    with running_ingester(settings_for(db)) as ingester:
+        publisher.publish(topic, reading(at(60), 1000.0))
+        processed(ingester, 1)
+        publisher.publish(topic, reading(at(45), 5e11))  # judged against the committed 1000 L
+        processed(ingester, 2)
+        batch = {
+            "readings": [
+                {"ts": at(30).isoformat(), "total_l": 1005.0},
+                {"ts": at(25).isoformat(), "total_l": 6e11},
+            ]
+        }
+        publisher.publish(topic, orjson.dumps(batch))
+        processed(ingester, 3)
+    with running_ingester(settings_for(db)) as ingester:  # a restart: the last total from the database
+        publisher.publish(topic, reading(at(20), 7e11))
+        processed(ingester, 1)
+        publisher.publish(topic, reading(at(15), 1010.0))
+        publisher.publish(topic, reading(at(10), 4.0))  # the meter swapped: restarts near zero
+        processed(ingester, 3)
+    stored = query(db, "SELECT total_l FROM water_reading ORDER BY ts")
+    assert [t for (t,) in stored] == [1000.0, 1005.0, 1010.0, 4.0]
+    rejected = query(db, "SELECT reason, detail FROM rejected_input ORDER BY id")
+    assert [reason for reason, _ in rejected] == ["implausible_jump"] * 3
+    assert rejected[1][1].startswith("1 of 2 readings rejected: readings[1]: implausible_jump: ")
 
 
 def test_database_outage_holds_messages_and_loses_nothing(
@@ -457,7 +494,8 @@ def test_refused_rows_are_kept_and_missing_partitions_are_created(
     with running_ingester(settings_for(db, batch_ms=300)) as ingester:
         for n in range(20):
             publisher.publish(topic, reading(NOW - timedelta(minutes=n), 10.0 * n))
-        publisher.publish(topic, reading(NOW - timedelta(seconds=30), 5e6))
+        # before the others in time, so no earlier reading makes it an implausible jump
+        publisher.publish(topic, reading(NOW - timedelta(minutes=25), 5e6))
         processed(ingester, 21)
     assert query(db, "SELECT count(*) FROM water_reading") == [(20,)]
     ((reason, detail, payload),) = query(db, "SELECT reason, detail, payload FROM rejected_input")

@@ -422,3 +422,13 @@ def test_device_lists_merge_per_community_candidates() -> None:
     ]
     assert _first(summary, "silent", 4) == ["B", "D", "E", "A"]
     assert all("silent" not in row for row in summary)
+
+
+def test_the_chart_leaves_out_a_stored_rise_faster_than_a_pipe_can_deliver() -> None:
+    # issue 16, finding 3: a stored +5e11 L step drew a 1e12 L bar
+    from lovekey.web.queries import without_jumps
+
+    device = np.array([0, 0, 0, 0, 1, 1])
+    ts = np.array([0.0, 900, 1800, 2700, 0, 900])
+    total = np.array([100.0, 110, 110 + 5e11, 115 + 5e11, 7e11, 7e11 + 20])
+    assert without_jumps(device, ts, total).tolist() == [100, 110, 110, 115, 7e11, 7e11 + 20]

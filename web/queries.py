@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from lovekey.config.settings import MAX_FLOW_LPM_DEFAULT
 from lovekey.vocabulary import (
     LIFE_SAFETY_KINDS,
     MAINTENANCE_KINDS,
@@ -304,11 +305,39 @@ async def water_readings(
         empty_f = np.zeros(0, dtype=np.float64)
         return MeterSeries(np.zeros(0, dtype=np.int64), empty_f, empty_f.copy())
     keys, ts, total = zip(*rows, strict=True)
+    device_index = np.asarray(keys, dtype=np.int64)
+    ts_s = np.asarray(ts, dtype=np.float64)
     return MeterSeries(
-        np.asarray(keys, dtype=np.int64),
-        np.asarray(ts, dtype=np.float64),
-        np.asarray(total, dtype=np.float64),
+        device_index, ts_s, without_jumps(device_index, ts_s, np.asarray(total, dtype=np.float64))
     )
+
+
+def without_jumps(
+    device_index: np.ndarray[Any, np.dtype[np.int64]],
+    ts_s: np.ndarray[Any, np.dtype[np.float64]],
+    total_l: np.ndarray[Any, np.dtype[np.float64]],
+    max_flow_lpm: float = MAX_FLOW_LPM_DEFAULT,
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Totals (sorted by device, ts) with every rise faster than a pipe can deliver taken out.
+
+    Such a step (a register glitch stored before the ingester rejected them) is no use, as
+    the detectors count it; left in, one 5e11 L step drew a 1e12 L bar. Later totals are
+    lowered by the step, so what the meter counted after it is still shown.
+    """
+    if total_l.size < 2:
+        return total_l
+    rise = np.diff(total_l)
+    span_s = np.maximum(np.diff(ts_s), 60.0)
+    jump = (device_index[1:] == device_index[:-1]) & (rise > max_flow_lpm / 60.0 * span_s)
+    if not jump.any():
+        return total_l
+    step = np.concatenate([[0.0], np.where(jump, rise, 0.0)])
+    run = np.cumsum(step)
+    first = np.concatenate([[True], device_index[1:] != device_index[:-1]])
+    # each device's running sum starts again at its first reading
+    start_of = np.maximum.accumulate(np.where(first, np.arange(total_l.size), 0))
+    rebased: np.ndarray[Any, np.dtype[np.float64]] = total_l - (run - run[start_of])
+    return rebased
 
 
 # ----------------------------------------------------------------------------- device health
