@@ -37,11 +37,12 @@ from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.channels import ChannelSender, Sender
 from lovekey.alerts.dispatch import DispatchContext, dispatch_once
 from lovekey.alerts.escalation_pass import EscalationContext, escalate_once
+from lovekey.alerts.metrics import outbox_registry
 from lovekey.config import Settings
 from lovekey.errors import StorageError
 from lovekey.retry import Backoff
 from lovekey.schedule import Periodic, scheduled
-from lovekey.storage import connect, connect_async
+from lovekey.storage import connect, connect_async, health
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +342,20 @@ async def run_worker(
         parent_alive.close()
         children.append((child, keep))
     try:
-        async with AlertWorker(settings, url) as worker:
+        async with AsyncExitStack() as stack:
+            a = settings.alerts
+            if a.metrics_port is not None:  # this process only: the outbox metrics cover all
+                ops = health.serving(
+                    outbox_registry(url),
+                    host=a.metrics_host,
+                    port=a.metrics_port,
+                    checks={"database": health.database_check(url)},
+                    name="alerts",
+                )
+                ops.__enter__()
+                # stopping the server waits for its thread: not on the event loop
+                stack.push_async_callback(asyncio.to_thread, ops.__exit__, None, None, None)
+            worker = await stack.enter_async_context(AlertWorker(settings, url))
             if ready is not None:
                 await ready(worker)
             await worker.run(stop)
@@ -362,7 +376,7 @@ def _dispatch_process(settings_data: dict[str, Any], url: str, parent_alive: Any
     from lovekey.logs import configure_logging
 
     settings = Settings.model_validate(settings_data)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides
     asyncio.run(_dispatch_main(settings, url, parent_alive))
 

@@ -189,6 +189,9 @@ class DetectSettings(_Section):
     events_poll_s: float = Field(1.0, gt=0)
     # rows are fetched by received_at; re-read this far back for transactions committed late
     received_overlap_s: int = Field(300, ge=0)
+    # /metrics, /healthz and /readyz of `lovekey detect` (unset: not served)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
 
 def _default_role_channels() -> dict[str, list[Literal["push", "sms"]]]:
@@ -234,6 +237,9 @@ class AlertSettings(_Section):
     rate_limit_window_s: int = Field(600, ge=1)
     # the daily all-is-well digest (only to family contacts who opted in) is checked this often
     digest_interval_s: int = Field(300, ge=10)
+    # /metrics, /healthz and /readyz of `lovekey alerts worker` (unset: not served)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
 
 class WebSettings(_Section):
@@ -302,6 +308,8 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     data_dir: Path = Field(default_factory=_default_data_dir)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per log line (for a log collector); "text": readable lines
+    log_format: Literal["text", "json"] = "text"
 
     storage: StorageSettings = StorageSettings()
     mqtt: MqttSettings = MqttSettings()

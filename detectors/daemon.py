@@ -12,35 +12,59 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
 from lovekey.config import Settings
 from lovekey.detectors.event_watcher import EventWatcher
+from lovekey.detectors.metrics import DetectMetrics
 from lovekey.detectors.service import DetectorService, DetectorShard
 from lovekey.errors import LoveKeyError
 from lovekey.retry import Backoff
 from lovekey.schedule import Periodic, scheduled
-from lovekey.storage import connect
+from lovekey.storage import connect, health
+from lovekey.vocabulary import AlertKind
 
 log = logging.getLogger(__name__)
 
 
 def run_detector(
-    settings: Settings, url: str, stop: threading.Event, *, shard: DetectorShard | None = None
+    settings: Settings,
+    url: str,
+    stop: threading.Event,
+    *,
+    shard: DetectorShard | None = None,
+    metrics: DetectMetrics | None = None,
 ) -> None:
-    """Sweep on a schedule and raise life-safety alerts from events until `stop` is set."""
-    asyncio.run(_run_detector(settings, url, stop, shard or DetectorShard()))
+    """Sweep on a schedule and raise life-safety alerts from events until `stop` is set.
+
+    With `detect.metrics_port` set, /metrics, /healthz and /readyz are served meanwhile.
+    """
+    metrics = metrics or DetectMetrics()
+    with ExitStack() as stack:
+        d = settings.detect
+        if d.metrics_port is not None:
+            checks = {"database": health.database_check(url)}
+            stack.enter_context(
+                health.serving(
+                    metrics.registry(), host=d.metrics_host, port=d.metrics_port, checks=checks, name="detect"
+                )
+            )
+        asyncio.run(_run_detector(settings, url, stop, shard or DetectorShard(), metrics))
 
 
-async def _run_detector(settings: Settings, url: str, stop: threading.Event, shard: DetectorShard) -> None:
-    sweeper = Sweeper(settings, url, shard)
+async def _run_detector(
+    settings: Settings, url: str, stop: threading.Event, shard: DetectorShard, metrics: DetectMetrics
+) -> None:
+    sweeper = Sweeper(settings, url, shard, metrics)
     try:
         every = settings.detect.sweep_interval_s
         async with scheduled(Periodic("detect-sweep", every, sweeper.sweep), timezone=settings.timezone):
             log.info("detector running shard=%d/%d sweep every %ss", shard.index, shard.count, every)
-            await asyncio.to_thread(watch_events, settings, url, stop, shard=shard)
+            await asyncio.to_thread(watch_events, settings, url, stop, shard=shard, metrics=metrics)
     finally:
         sweeper.close()
 
@@ -49,15 +73,19 @@ class Sweeper:
     """The sweep job: one connection and the detector state built over it, rebuilt from the
     database after any failure."""
 
-    def __init__(self, settings: Settings, url: str, shard: DetectorShard) -> None:
+    def __init__(
+        self, settings: Settings, url: str, shard: DetectorShard, metrics: DetectMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.url = url
         self.shard = shard
+        self.metrics = metrics or DetectMetrics()
         self._conn: psycopg.Connection | None = None
         self._service: DetectorService | None = None
 
     def sweep(self) -> None:
         now = datetime.now(UTC)
+        started = time.monotonic()
         try:
             if self._conn is None or self._service is None:
                 self._conn = connect(self.url)
@@ -65,13 +93,25 @@ class Sweeper:
                 service.start(self._conn, now)
                 self._conn.commit()
                 self._service = service
-            self._service.sweep(self._conn, now)
+            changes = self._service.sweep(self._conn, now)
             self._conn.commit()
         except Exception:
             # whatever failed, the state in memory may be half-updated: drop it and rebuild it
             # from the database on the next run (the database is the source of truth)
             log.exception("detector sweep failed; state is rebuilt on the next sweep")
+            self.metrics.sweep_failures += 1
             self.close()
+            return
+        # counted after the commit: a change rolled back was never raised
+        self.metrics.count_changes((c.kind, c.action) for c in changes)
+        detector = self._service.detector
+        silent = detector.states[AlertKind.METER_SILENT].active if detector is not None else None
+        self.metrics.observe_sweep(
+            time.monotonic() - started,
+            at_unix_s=time.time(),
+            meters=0 if silent is None else int(silent.size),
+            meters_silent=0 if silent is None else int(silent.sum()),
+        )
 
     def close(self) -> None:
         if self._conn is not None:
@@ -79,8 +119,16 @@ class Sweeper:
         self._conn = self._service = None
 
 
-def watch_events(settings: Settings, url: str, stop: threading.Event, *, shard: DetectorShard) -> None:
+def watch_events(
+    settings: Settings,
+    url: str,
+    stop: threading.Event,
+    *,
+    shard: DetectorShard,
+    metrics: DetectMetrics | None = None,
+) -> None:
     """LISTEN lovekey_events; poll device_event on each notification or every events_poll_s."""
+    metrics = metrics or DetectMetrics()
     backoff = Backoff(first_s=0.5, max_s=30.0)
     lost_at: datetime | None = None  # when the database went away, until we are back
     while not stop.is_set():
@@ -98,8 +146,9 @@ def watch_events(settings: Settings, url: str, stop: threading.Event, *, shard: 
                 while not stop.is_set():
                     for _ in listen.notifies(timeout=settings.detect.events_poll_s, stop_after=1):
                         pass
-                    watcher.poll(conn, datetime.now(UTC))
+                    raised = watcher.poll(conn, datetime.now(UTC))
                     conn.commit()
+                    metrics.count_changes((a.kind, "raise") for a in raised)
         except (psycopg.OperationalError, LoveKeyError):
             delay_s = backoff.next_delay_s()
             log.exception("event watcher lost the database; retrying in %.1fs", delay_s)

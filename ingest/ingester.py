@@ -29,6 +29,7 @@ from lovekey.ingest.metrics import IngestMetrics, SummaryLog, serving
 from lovekey.ingest.mqtt import BrokerAddress, TlsFiles
 from lovekey.ingest.pipeline import IDLE_WAIT_S, TAKE_MAX, Batch, BatchPipeline, Database
 from lovekey.ingest.session import MqttSession
+from lovekey.storage.health import database_check
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Ingester:
         self.retired = False  # retire mode: everything queued was written
         self._settled = 0  # messages whose batch was committed and acknowledged
         self._stack = ExitStack()
+        self.metrics_port: int | None = None  # bound while entered, when metrics_port is set
 
     def topics(self) -> list[str]:
         return self.session.topics()
@@ -98,7 +100,10 @@ class Ingester:
         ingest = self.settings.ingest
         with ExitStack() as stack:
             if ingest.metrics_port is not None:
-                stack.enter_context(serving(self.metrics, host=ingest.metrics_host, port=ingest.metrics_port))
+                checks = {"database": database_check(self.database_url), "broker": self.session.connected}
+                self.metrics_port = stack.enter_context(
+                    serving(self.metrics, host=ingest.metrics_host, port=ingest.metrics_port, checks=checks)
+                )
             stack.enter_context(self.session)
             self._stack = stack.pop_all()
         return self

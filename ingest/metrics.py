@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+
+from lovekey.storage import health
+from lovekey.storage.health import Check
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +103,11 @@ class IngestMetrics:
 
 
 @contextmanager
-def serving(metrics: IngestMetrics, *, host: str, port: int) -> Iterator[int]:
-    """Serve `metrics` on http://host:port/metrics for the block; yields the bound port."""
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry())
-    log.info("metrics on http://%s:%s/metrics", host, server.server_port)
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def serving(metrics: IngestMetrics, *, host: str, port: int, checks: Mapping[str, Check]) -> Iterator[int]:
+    """Serve `metrics` on http://host:port/metrics, with /healthz and /readyz answered by
+    `checks`, for the block; yields the bound port."""
+    with health.serving(metrics.registry(), host=host, port=port, checks=checks, name="ingest") as bound:
+        yield bound
 
 
 class _Collector:

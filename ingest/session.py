@@ -139,6 +139,11 @@ class MqttSession:
         client.loop_stop()
         self._client = None
 
+    def connected(self) -> bool:
+        """Whether the broker connection is up now (the ingester's readiness check)."""
+        client = self._client
+        return client is not None and client.is_connected()
+
     # -- acknowledging (the writer's thread) ----------------------------------------------
 
     def ack(self, committed: list[Inbound]) -> None:

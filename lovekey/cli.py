@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lovekey {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (default: $LOVEKEY_CONFIG)")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], help="json: one JSON object per line (default: text)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(subparsers)
@@ -53,8 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = {"log_level": args.log_level} if args.log_level else {}
+        if args.log_format:
+            overrides["log_format"] = args.log_format
         settings = load_settings(args.config, **overrides)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         code: int = args.handler(args, settings)
     except LoveKeyError as exc:
         print(f"lovekey: {exc}", file=sys.stderr)

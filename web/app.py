@@ -9,6 +9,7 @@ mounted by `lovekey run`, or driven by tests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,11 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.datastructures import URL
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -84,6 +86,7 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
 
     from lovekey.web import api, pages
 
+    add_health_routes(app, pool)
     app.include_router(pages.router)
     app.include_router(api.router, prefix="/api")
     if settings.web.api_docs:
@@ -93,6 +96,35 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
     app.add_exception_handler(NotSignedIn, _not_signed_in)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     return app
+
+
+# a readiness probe that waits longer than this is "not ready" (orchestrators give up at 1-5 s)
+READY_TIMEOUT_S = 2.0
+
+
+def add_health_routes(app: FastAPI, pool: AsyncConnectionPool[Any]) -> None:
+    """`/healthz` (the process answers) and `/readyz` (the database answers `SELECT 1` within
+    `READY_TIMEOUT_S`). No sign-in, no data beyond ok / not ok, and nothing audited: both
+    are GETs that change nothing, so CSRF (checked on state-changing requests) never applies."""
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S), pool.connection(timeout=READY_TIMEOUT_S) as conn:
+                await conn.execute("SELECT 1")
+            database = "ok"
+        except (TimeoutError, psycopg.Error, PoolTimeout):
+            database = "not ok"
+        ready = database == "ok"
+        return JSONResponse(
+            {"status": "ok" if ready else "not ok", "database": database},
+            status_code=200 if ready else 503,
+            headers={"cache-control": "no-store"},
+        )
 
 
 def mount_ack_pages(app: FastAPI, settings: Settings, pool: AsyncConnectionPool[Any], clock: Clock) -> None:
