@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import MQTT_URL, DatabaseFactory
@@ -77,7 +78,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(command: Command, database_url: str, data_dir: Path) -> Running:
+def _start(
+    command: Command,
+    database_url: str,
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    new_session: bool = False,
+) -> Running:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
     env |= {
         "LOVEKEY_DATABASE_URL": database_url,
@@ -88,6 +96,7 @@ def _start(command: Command, database_url: str, data_dir: Path) -> Running:
         "LOVEKEY_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
+    env |= extra_env or {}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lovekey", *command.argv],
         env=env,
@@ -95,6 +104,7 @@ def _start(command: Command, database_url: str, data_dir: Path) -> Running:
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
+        start_new_session=new_session,
     )
     running = Running(command, proc)
     running.reader = threading.Thread(target=running.read, args=(proc.stdout,), daemon=True)
@@ -147,3 +157,68 @@ def test_signal_stops_the_command_cleanly(
     assert code == 0, f"exit {code} after {took_s:.1f} s:\n{running.output[-4000:]}"
     assert took_s < STOP_WITHIN_S, running.output[-4000:]
     assert "Traceback" not in running.output, running.output[-4000:]
+
+
+def test_ctrl_c_on_demo_stops_the_publisher_first_and_its_broker_last(
+    postgres_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    """Ctrl+C at a terminal signals the whole process group: the demo's own broker must
+    not go with it while the live publisher is still sending (issue 16, finding 9)."""
+    command = Command("demo-own-broker", ("demo", "--residents", "50", "--port", "0"), r"running: ")
+    env = {"LOVEKEY_MQTT_URL": ""}  # no broker configured: the demo starts its own
+    running = _start(command, postgres_factory.create("stop_demo_group"), tmp_path, env, new_session=True)
+    try:
+        assert running.ready.wait(READY_WITHIN_S), running.output[-4000:]
+        t0 = time.monotonic()
+        os.killpg(running.proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does
+        code = running.proc.wait(STOP_WITHIN_S + 5)
+        took_s = time.monotonic() - t0
+        assert running.reader is not None
+        running.reader.join(5)
+        out = running.output
+        assert (code, "Traceback" in out) == (0, False), out[-4000:]
+        assert took_s < STOP_WITHIN_S, out[-4000:]
+        publisher = out.index("live publisher stopped")
+        worker_stopped = re.search(r"alert worker \S+ stopped", out)
+        assert worker_stopped is not None, out[-4000:]
+        assert publisher < worker_stopped.start() < out.index("console stopped"), out[-4000:]
+    finally:
+        if running.proc.poll() is None:
+            os.killpg(running.proc.pid, signal.SIGKILL)
+            running.proc.wait()
+        assert running.proc.stdout is not None
+        running.proc.stdout.close()
+
+
+def test_ingest_waits_for_a_database_that_is_not_there_yet(
+    postgres_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    from psycopg import sql
+
+    from lovekey.storage.scratch import with_database
+
+    name = f"lk_stop_ingest_late_{uuid.uuid4().hex[:8]}"
+    postgres_factory.created.append(name)  # dropped at the end of the session
+    command = Command("ingest-late-db", ("ingest",), r"connected to the broker")
+    running = _start(command, with_database(postgres_factory.admin_url, name), tmp_path)
+    try:
+        deadline = time.monotonic() + READY_WITHIN_S
+        while "waiting for the database" not in running.output and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # some retries go by
+        assert running.proc.poll() is None, running.output[-4000:]
+        assert running.output.count("waiting for the database") == 1, running.output[-4000:]
+
+        with psycopg.connect(postgres_factory.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        assert running.ready.wait(READY_WITHIN_S), running.output[-4000:]  # migrated, subscribed
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(STOP_WITHIN_S) == 0, running.output[-4000:]
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait()
+        if running.reader is not None:
+            running.reader.join(5)
+        assert running.proc.stdout is not None
+        running.proc.stdout.close()
