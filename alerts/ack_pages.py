@@ -70,6 +70,10 @@ TEXT: dict[str, dict[str, str]] = {
         "done_going": "谢谢！已记录您正在前往。",
         "done_fine": "谢谢！已记录老人平安。",
         "done_help": "已通知家属、网格员和社区工作人员。如有危险请立即拨打120，之后填写处理结果。",
+        "done_help_nobody": (
+            "没有通知到任何人：这位老人没有登记家属、网格员或社区工作人员。如有危险请立即拨打120，"
+            "并打电话给社区。提醒仍未处理，会继续通知其他联系人。"
+        ),
         "done_resolve": "谢谢！处理结果已保存。",
         "done_already": "此提醒已处理，谢谢。",
         "note_required": "选择“其他”时请填写备注。",
@@ -101,6 +105,11 @@ TEXT: dict[str, dict[str, str]] = {
             "Family, the grid worker and community staff are being told. If it is an"
             " emergency call 120 now; record the outcome afterwards."
         ),
+        "done_help_nobody": (
+            "Nobody could be told: no family, grid worker or community staff is registered for"
+            " this resident. If it is an emergency call 120 now, then call the community office."
+            " The alert stays open and keeps going to the remaining contacts."
+        ),
         "done_resolve": "Thank you! The outcome is saved.",
         "done_already": "This alert was already resolved. Thank you.",
         "note_required": "Please add a note when the outcome is 'other'.",
@@ -108,6 +117,11 @@ TEXT: dict[str, dict[str, str]] = {
 }
 for _lang, _texts in TEXT.items():
     _texts.update({f"outcome_{k}": v for k, v in OUTCOME_TEXT[_lang].items()})
+
+
+# the `?done=` values the page shows a message for, and those that also offer "call 120"
+_DONES = ("going", "fine", "help", "help_nobody", "resolve", "already")
+_HELP_FLASHES = ("done_help", "done_help_nobody")
 
 
 class AckService:
@@ -197,11 +211,11 @@ def create_router(
             }
             for o in others
         ]
-        return render(request, lang, alert=view, others=other_views, flash=flash, help=flash == "done_help")
+        return render(request, lang, alert=view, others=other_views, flash=flash, help=flash in _HELP_FLASHES)
 
     @router.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def ack_page(request: Request, token: str, done: str | None = None) -> Response:
-        flash = f"done_{done}" if done in ("going", "fine", "help", "resolve", "already") else None
+        flash = f"done_{done}" if done in _DONES else None
         if done == "note_required":
             flash = "note_required"
         return await page(request, token, flash)
@@ -247,14 +261,21 @@ def create_router(
                             now=now,
                         )
                     elif action == "help":
+                        # help first: only when someone was told does the person on site
+                        # count as having the alert in hand; when nobody could be, the
+                        # alert keeps escalating and the page says so
                         alert = await store.get_alert_async(conn, holder.alert_id)
-                        if alert is not None and alert["status"] != "acknowledged":
+                        if alert is None or alert["status"] == "resolved":
+                            raise AlertStateError(holder.alert_id, "already resolved")
+                        queued = await request_help_async(
+                            conn, holder.alert_id, by=by, ctx=service.escalation, now=now
+                        )
+                        if not queued:
+                            done = "help_nobody"
+                        elif alert["status"] != "acknowledged":
                             await store.acknowledge_async(
                                 conn, holder.alert_id, by=by, channel="link", now=now
                             )
-                        await request_help_async(
-                            conn, holder.alert_id, by=by, ctx=service.escalation, now=now
-                        )
                     elif action == "resolve":
                         if outcome == "other" and not (note or "").strip():
                             done = "note_required"

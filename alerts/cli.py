@@ -158,17 +158,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from lovekey.alerts.ack_pages import create_app
+    from lovekey.signals import serve_until_signalled
     from lovekey.storage import database_url
 
     with database_url(settings) as url:
         app = create_app(settings, url)
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=args.host or settings.web.host,
             port=args.port if args.port is not None else settings.web.port,
             log_config=None,  # logging is configured once, by lovekey.cli
             proxy_headers=True,
         )
+        serve_until_signalled(config)
     return 0
 
 

@@ -346,7 +346,23 @@ def _help_rows(
 
 
 def _help_event(alert_id: int, by: str, queued: int) -> tuple[int, str, Any]:
-    return (alert_id, "help_needed", Jsonb({"by": by, "recipients": queued}))
+    # recipients 0 is spelled out too: the history must show that nobody could be told
+    return (
+        alert_id,
+        "help_needed",
+        Jsonb({"by": by, "recipients": queued, "nobody_reachable": queued == 0}),
+    )
+
+
+# Nobody holds a help role: the alert must not look handled. An acknowledgement (the
+# "I'm going" before it, or none) is taken back and the chain decides again at once, so
+# whoever it still has (community-level contacts, emergency) is told on its next pass.
+_RESUME_ESCALATION = """
+    UPDATE alert SET status = CASE WHEN notified_at IS NULL THEN 'open' ELSE 'notified' END,
+                     acknowledged_at = NULL, acknowledged_by = NULL, ack_channel = NULL,
+                     escalation_due_at = %(now)s
+    WHERE id = %(alert)s AND status <> 'resolved'
+"""
 
 
 def request_help(
@@ -360,12 +376,16 @@ def request_help(
     """ "Needs help" from the person on site: tell the family, the grid worker and community
     staff at once (urgent), whatever step the chain is at. Rounds of help requests are
     numbered -1, -2, ... so they never collide with the chain's rounds. Returns how many
-    notifications were queued. The caller owns the transaction, so the outbox rows and the
-    history row commit together."""
+    notifications were queued; when that is 0, nobody holds those roles, and the alert goes
+    back to escalating (see `_RESUME_ESCALATION`) instead of counting as handled. The caller
+    owns the transaction, so the outbox rows and the history row commit together."""
     (alert,) = load_routing(conn, [alert_id])
     earlier = conn.execute(_HELP_REQUESTS, (alert_id,)).fetchone()
     n = _insert_outbox(conn, _help_rows(alert, earlier, by, ctx, now))
     add_history(conn, [_help_event(alert_id, by, n)], now, by)
+    if n == 0:
+        log.warning("alert %s: help needed and nobody holds a help role", alert_id)
+        conn.execute(_RESUME_ESCALATION, {"now": now, "alert": alert_id})
     return n
 
 
@@ -382,4 +402,7 @@ async def request_help_async(
     earlier = await (await conn.execute(_HELP_REQUESTS, (alert_id,))).fetchone()
     n = await _insert_outbox_async(conn, _help_rows(alert, earlier, by, ctx, now))
     await add_history_async(conn, [_help_event(alert_id, by, n)], now, by)
+    if n == 0:
+        log.warning("alert %s: help needed and nobody holds a help role", alert_id)
+        await conn.execute(_RESUME_ESCALATION, {"now": now, "alert": alert_id})
     return n

@@ -93,7 +93,12 @@ def start_mosquitto(binary: str, directory: Path, *, port: int | None = None) ->
     )
     log.info("starting mosquitto on 127.0.0.1:%d data=%s", port, directory)
     with subprocess.Popen(
-        [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [binary, "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        # its own session: Ctrl+C at a terminal signals the whole foreground group, and the
+        # broker must outlive the clients that are still stopping; it is stopped last, below
+        start_new_session=True,
     ) as process:
         try:
             _wait_for_port(port, lambda: process.poll() is None)

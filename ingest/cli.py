@@ -51,6 +51,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     with ExitStack() as stack:
         stack.enter_context(stop_on_signals(stop))
         db_url = stack.enter_context(database_url(settings))
+        if not _wait_for_database(db_url, stop):
+            return 0  # stopped while waiting: nothing was received, nothing to write
         with connect(db_url, autocommit=True) as conn:
             migrate(conn, settings.storage)
         mqtt_url = stack.enter_context(broker_url(settings))
@@ -67,3 +69,27 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         ingester.run(stop)
         log.info("ingest stopping")
     return 0
+
+
+def _wait_for_database(db_url: str, stop: threading.Event) -> bool:
+    """Connect once the database answers, retrying with `Backoff`: an ingester started
+    with (or before) a database that is down waits for it, as it does for one that goes
+    away mid-stream, instead of exiting. Logs once that it waits. False if stopped first."""
+    from lovekey.errors import StorageError
+    from lovekey.retry import Backoff
+    from lovekey.storage import connect
+
+    backoff = Backoff(first_s=0.5, max_s=15.0)
+    while not stop.is_set():
+        try:
+            with connect(db_url, autocommit=True):
+                pass
+        except StorageError as exc:
+            if backoff.failures == 0:
+                log.warning("waiting for the database: %s", exc)
+            stop.wait(backoff.next_delay_s())
+            continue
+        if backoff.failures:
+            log.info("the database answers; starting")
+        return True
+    return False

@@ -96,9 +96,15 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 "retry_base_s": 2.0,
             },
         )
+        # closed in reverse: the database and the broker outlive everything started below
         db_url, mqtt_url = open_services(stack, settings)
+        # Stopping goes in order: a signal (or --exit-after) first stops the live publisher,
+        # which then stops the pipeline (ingest, detectors, worker, console); the broker and
+        # the database close last, with the ExitStack. Stopping all at once let the publisher
+        # outlive the broker and retry into a traceback.
+        requested = threading.Event()
         stop = threading.Event()
-        stack.enter_context(stop_on_signals(stop))
+        stack.enter_context(stop_on_signals(requested))
 
         now = datetime.now(UTC).replace(microsecond=0)
         started = time.monotonic()
@@ -118,7 +124,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         )
 
         async def live(astop: asyncio.Event) -> None:
-            await asyncio.to_thread(_publish_live, world, settings, mqtt_url, now, stop)
+            await asyncio.to_thread(_publish_live, world, settings, mqtt_url, now, requested, stop)
+            if requested.is_set():
+                log.info("demo: live publisher stopped; stopping the pipeline")
+                stop.set()
 
         async def deadline(astop: asyncio.Event) -> None:
             if args.exit_after is None:
@@ -128,7 +137,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 await asyncio.wait_for(astop.wait(), args.exit_after)
             except TimeoutError:
                 log.info("demo: --exit-after %.0f s reached", args.exit_after)
-                stop.set()
+                requested.set()  # the publisher first, as for a signal
+                await astop.wait()
 
         asyncio.run(
             run_pipeline(settings, db_url, mqtt_url, stop=stop, extra={"live": live, "deadline": deadline})
@@ -288,9 +298,19 @@ def _create_demo_user(conn: psycopg.Connection[Any], now: datetime) -> None:
 
 
 def _publish_live(
-    world: Any, settings: Settings, mqtt_url: str, now: datetime, stop: threading.Event
+    world: Any,
+    settings: Settings,
+    mqtt_url: str,
+    now: datetime,
+    requested: threading.Event,
+    pipeline_stop: threading.Event,
 ) -> None:
-    """Publish the district's traffic from `now` on, in real time, until `stop`."""
+    """Publish the district's traffic from `now` on, in real time, until a stop is
+    `requested` or the pipeline stops (a part failed)."""
+
+    def stopped() -> bool:
+        return requested.is_set() or pipeline_stop.is_set()
+
     from lovekey.simulator.publish import BrokerPublisher
 
     prefix = settings.mqtt.topic_prefix.rstrip("/") + "/"
@@ -302,9 +322,9 @@ def _publish_live(
                 batch.topics, batch.payloads, batch.publish_ts, batch.retain, strict=True
             ):
                 due = origin_wall + (at - origin_sim)
-                while (delay := due - time.time()) > 0 and not stop.is_set():
+                while (delay := due - time.time()) > 0 and not stopped():
                     publisher.wait_until(time.monotonic() + min(delay, 0.5))  # serves PUBACKs
-                if stop.is_set():
+                if stopped():
                     return
                 # one lane per gateway keeps each gateway's messages in order
                 lane = publisher.lane_for(topic.split("/", 1)[0])

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from lovekey.config import Settings
 from lovekey.errors import SimulatorError
+from lovekey.redact import redact_url
+from lovekey.signals import interrupt_on_signals
 
 if TYPE_CHECKING:
     from lovekey.simulator import Scenario, World
@@ -185,8 +187,19 @@ def _publish(
             wall_origin=time.time(),
         ),
     )
-    with _progress_display(job, world) as show:
-        result = publish_world(job, processes=processes, on_progress=show)
+    log.info(
+        "simulate: publishing %d residents' traffic to %s with %d process(es); Ctrl+C stops",
+        args.residents,
+        redact_url(job.mqtt_url),
+        processes,
+    )
+    try:
+        with interrupt_on_signals(), _progress_display(job, world) as show:
+            result = publish_world(job, processes=processes, on_progress=show)
+    except KeyboardInterrupt:
+        # a stop, not a failure: what was published is acknowledged (BrokerPublisher waits)
+        print("simulate: stopped")
+        return 0
     print(
         f"published {result.published} messages in {result.elapsed_s:.1f} s"
         f" ({result.rate:,.0f} messages/s, {processes} process(es)),"

@@ -14,6 +14,7 @@ ingester stores each reading once).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import time
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INFLIGHT = 1000
 DEFAULT_LANES = 8
+# on a stop (Ctrl+C, SIGTERM), how long to wait for the broker to acknowledge what is in flight
+STOP_FLUSH_S = 3.0
 _KEEPALIVE_S = 30
 _SESSION_EXPIRY_S = 600  # the broker keeps our unacknowledged messages this long
 _RECONNECT_FOR_S = 60.0  # then give up
@@ -137,6 +140,11 @@ class BrokerPublisher:
         try:
             if exc_type is None and self._lanes:
                 self.flush()
+            elif exc_type is not None and issubclass(exc_type, KeyboardInterrupt) and self._lanes:
+                # stopped: what was handed to the broker is acknowledged before we go, if the
+                # broker answers soon; the stop must not wait as long as a finished run does
+                with contextlib.suppress(PublishError):
+                    self.flush(timeout_s=STOP_FLUSH_S)
         finally:
             self._close()
 

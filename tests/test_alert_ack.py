@@ -153,6 +153,40 @@ def test_needs_help_tells_family_grid_worker_and_staff_at_once(
     ]
 
 
+def test_needs_help_with_nobody_to_tell_says_so_and_keeps_escalating(
+    rig: DeliveryRig, client: httpx.Client, clock: Clock
+) -> None:
+    """Only a neighbour and an emergency number: "needs help" reaches nobody, so the page
+    must not say that people were told, and the alert must stay unhandled and escalate."""
+    from lovekey.bench.support.seeding import seed_resident
+    from tests.fix_alerts import standard_contacts
+
+    contacts = standard_contacts(rig.fake)
+    seed_resident(rig.conn, "R-2", name="赵大爷", contacts=[contacts[0], contacts[4]])
+    alert_id = rig.raise_("low_usage", "R-2", T0)
+    rig.run(T0)
+    token = token_in(rig.fake.received("push/lkh")[0].message)
+    clock.now = T0 + timedelta(minutes=3)
+    client.post(f"/a/{token}", data={"action": "going"})
+    rig.fake.clear()
+    clock.now = T0 + timedelta(minutes=8)
+
+    page = client.post(f"/a/{token}", data={"action": "help"})
+    assert "没有通知到任何人" in page.text
+    assert "已通知家属" not in page.text
+    assert "tel:120" in page.text
+    alert = get_alert(rig.conn, alert_id)
+    assert alert is not None
+    assert (alert["status"], alert["acknowledged_by"]) == ("notified", None)
+    help_row = history(rig.conn, alert_id)[-1]
+    assert help_row["event"] == "help_needed"
+    assert (help_row["detail"]["recipients"], help_row["detail"]["nobody_reachable"]) == (0, True)
+
+    # the chain goes on past the empty family / grid / staff steps to the emergency number
+    rig.run(T0 + timedelta(minutes=10))
+    assert [r.path for r in rig.fake.received()] == ["/sms/8613800000120"]
+
+
 def test_tokens_cannot_be_forged_reused_or_used_late(
     rig: DeliveryRig, client: httpx.Client, clock: Clock
 ) -> None:

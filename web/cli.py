@@ -154,6 +154,7 @@ def _disable(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from lovekey.signals import serve_until_signalled
     from lovekey.storage import connect, database_url, migrate
     from lovekey.web import create_app
 
@@ -164,7 +165,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             migrate(conn, settings.storage)
         app = create_app(settings, url)
         # log_config=None: logging was configured once by the lovekey entry point
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None))
         log.info("console on http://%s:%s/", host, port)
-        server.run()
+        serve_until_signalled(uvicorn.Config(app, host=host, port=port, log_config=None))
     return 0
