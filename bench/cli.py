@@ -1,4 +1,4 @@
-"""`lovekey bench NAME`: benchmarks that measure the targets the issues set.
+"""`lovekey bench NAME`: benchmarks that measure the targets the issues set; `lovekey chaos`.
 
 Each benchmark is `module:function` taking `(argv, settings) -> int` and parsing its own
 options; they are imported only when run.
@@ -31,6 +31,30 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
     p.add_argument("options", nargs=argparse.REMAINDER, help="options for that benchmark")
     p.set_defaults(handler=_bench)
+    # not a benchmark (it measures nothing, it asserts): a command of its own
+    c = subparsers.add_parser(
+        "chaos", help="kill and restart LoveKey's processes and servers; count what was lost or doubled"
+    )
+    c.add_argument("--trials", type=int, default=20, help="faults per scenario (default 20)")
+    c.add_argument(
+        "--scenario",
+        action="append",
+        choices=["ingest", "detect", "worker", "restarts"],
+        help="run only this scenario (repeatable; default all)",
+    )
+    c.add_argument("--seed", type=int, help="random seed, to repeat a run")
+    c.add_argument(
+        "--admin-url",
+        metavar="URL",
+        help="PostgreSQL server for scratch databases (default: database_url, else 127.0.0.1:5432)",
+    )
+    c.set_defaults(handler=_chaos)
+
+
+def _chaos(args: argparse.Namespace, settings: Settings) -> int:
+    from lovekey.bench.chaos import main
+
+    return main(args, settings)
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
