@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -358,6 +359,14 @@ class Settings(BaseSettings):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def parse_time(self, text: str) -> datetime:
+        """An RFC 3339 time from a command line; one without an offset is read in `timezone`."""
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise SettingsError(f"not an RFC 3339 time: {text!r}") from exc
+        return value if value.tzinfo else value.replace(tzinfo=self.zone)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with some values replaced (nested sections merge key by key), validated.

@@ -30,14 +30,6 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(handler=_detect)
 
 
-def _parse_time(text: str, settings: Settings) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise LoveKeyError(f"not an RFC 3339 time: {text!r}") from exc
-    return value if value.tzinfo else value.replace(tzinfo=settings.zone)
-
-
 # -- detect -----------------------------------------------------------------------------------
 
 
@@ -53,7 +45,7 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
         raise LoveKeyError("--at goes with --once")
     with database_url(settings) as url:
         if args.once:
-            at = _parse_time(args.at, settings) if args.at else datetime.now(UTC)
+            at = settings.parse_time(args.at) if args.at else datetime.now(UTC)
             return _once(url, settings, shard, at)
         return _run(url, settings, shard)
 

@@ -77,3 +77,27 @@ class RegistryFile:
     # residents whose rows carried contacts: their contact list is replaced by these
     contacts: tuple[Contact, ...]
     residents_with_contacts: frozenset[str]
+
+
+# The columns of a full-form registry file before its contacts, in the order an export writes
+# them (docs/registry.md): one row per device, the resident and household repeated.
+REGISTRY_COLUMNS = (
+    "device_id",
+    "gateway_id",
+    "resident_id",
+    "kind",
+    "report_interval_s",
+    "resident_name",
+    "resident_phone",
+    "resident_language",
+    "household_id",
+    "address",
+    "community_id",
+    "community_name",
+    "grid_id",
+    "grid_name",
+    "building_id",
+    "building_name",
+    "unit_id",
+    "unit_name",
+)

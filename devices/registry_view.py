@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from lovekey.devices.csv_safety import escape_cell
+from lovekey.devices.model import REGISTRY_COLUMNS
 
 _EXPORT_QUERY = """
 SELECT d.id, d.gateway_id, d.resident_id, d.kind, d.report_interval_s,
@@ -33,33 +34,13 @@ LEFT JOIN building AS b ON b.id = h.building_id
 LEFT JOIN unit AS u ON u.id = h.unit_id
 ORDER BY d.resident_id, d.id
 """
-_EXPORT_COLUMNS = (
-    "device_id",
-    "gateway_id",
-    "resident_id",
-    "kind",
-    "report_interval_s",
-    "resident_name",
-    "resident_phone",
-    "resident_language",
-    "household_id",
-    "address",
-    "community_id",
-    "community_name",
-    "grid_id",
-    "grid_name",
-    "building_id",
-    "building_name",
-    "unit_id",
-    "unit_name",
-)
 
 
 def export_registry(conn: psycopg.Connection) -> str:
     """The whole registry in the full CSV form; importing it back changes nothing."""
     rows = conn.execute(_EXPORT_QUERY).fetchall()
     most_contacts = max((len(row[-1]) for row in rows), default=0)
-    header = list(_EXPORT_COLUMNS)
+    header = list(REGISTRY_COLUMNS)
     for n in range(1, most_contacts + 1):
         header += [f"contact{n}_{f}" for f in ("role", "name", "phone", "push", "language")]
     out = io.StringIO()

@@ -49,14 +49,6 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(handler=_evaluate)
 
 
-def _parse_time(text: str, settings: Settings) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise LoveKeyError(f"not an RFC 3339 time: {text!r}") from exc
-    return value if value.tzinfo else value.replace(tzinfo=settings.zone)
-
-
 # -- evaluate ---------------------------------------------------------------------------------
 
 
@@ -71,7 +63,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         from lovekey.evaluation.sources import from_world
         from lovekey.simulator import Scenario, World
 
-        start = _parse_time(args.start, settings)
+        start = settings.parse_time(args.start)
         world = World.build(
             Scenario.load(args.scenario),
             residents=args.residents,

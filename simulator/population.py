@@ -14,6 +14,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from lovekey.devices.model import REGISTRY_COLUMNS
 from lovekey.simulator import rand
 from lovekey.simulator.names import mobiles, people, younger_people
 from lovekey.simulator.scenario import REPORTING_MODES, Scenario
@@ -264,26 +265,6 @@ def _fill(seed: int, stream: str, items: int, size: tuple[float, float]) -> I32:
 
 # -- the registry file --------------------------------------------------------------------
 
-REGISTRY_COLUMNS = (
-    "device_id",
-    "gateway_id",
-    "resident_id",
-    "kind",
-    "report_interval_s",
-    "resident_name",
-    "resident_phone",
-    "resident_language",
-    "household_id",
-    "address",
-    "community_id",
-    "community_name",
-    "grid_id",
-    "grid_name",
-    "building_id",
-    "building_name",
-    "unit_id",
-    "unit_name",
-)
 MAX_CONTACTS = 6  # two love-key holders, family, grid worker, two community staff
 CONTACT_COLUMNS = tuple(
     f"contact{n}_{field}" for n in range(1, MAX_CONTACTS + 1) for field in ("role", "name", "phone")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,12 @@ def test_settings_alone_read_the_environment_as_load_settings_does(monkeypatch: 
     monkeypatch.setenv("LOVEKEY_NO_SUCH_THING", "1")
     with pytest.raises(ValidationError, match="no_such_thing"):
         Settings()
+
+
+def test_parse_time_reads_a_time_without_offset_in_the_configured_zone() -> None:
+    settings = load_settings(environ={}, timezone="Asia/Shanghai")
+    naive = settings.parse_time("2026-03-01T08:00:00")
+    assert naive.utcoffset() == timedelta(hours=8)
+    assert settings.parse_time("2026-03-01T08:00:00+00:00").utcoffset() == timedelta(0)
+    with pytest.raises(SettingsError, match="RFC 3339"):
+        settings.parse_time("yesterday")
