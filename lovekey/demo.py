@@ -112,6 +112,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         with psycopg.connect(db_url, autocommit=True) as conn:
             _import_registry(conn, world, settings)
             rows = _write_history(conn, world, now)
+            _mark_absences(conn, world, now, settings)
             _create_demo_user(conn, now)
         print(
             f"\nLoveKey demo: {args.residents} residents, {HISTORY_DAYS} days of history"
@@ -266,19 +267,35 @@ def _write_history(conn: psycopg.Connection[Any], world: Any, now: datetime) -> 
         # sensors and buttons were heard from recently; gateways are up
         conn.execute("UPDATE device SET last_seen = %s WHERE kind <> 'water_meter'", (now,))
         conn.execute("UPDATE gateway SET online = true, status_changed_at = %s, last_seen = %s", (now, now))
-        # absences under way: the away button was pressed when they began
-        for incident in world.truth():
-            if (
-                incident.kind == "planned_absence"
-                and incident.start <= now
-                and (incident.end is None or incident.end > now)
-            ):
-                conn.execute(
-                    "UPDATE resident SET status = 'away', away_until = %s, away_reason = 'away_button'"
-                    " WHERE id = %s",
-                    (incident.end or now + timedelta(days=7), incident.resident_id),
-                )
     return int(stored)
+
+
+def _mark_absences(conn: psycopg.Connection[Any], world: Any, now: datetime, settings: Settings) -> None:
+    """Absences under way: the away button was pressed when they began.
+
+    Through `alerts.absence.set_away`, the one writer of a resident's away state, so the
+    demo's residents are away exactly as a real press would leave them.
+    """
+    from lovekey.alerts.absence import set_away
+    from lovekey.alerts.chains import ChainBook
+    from lovekey.vocabulary import DeviceKind
+
+    chains = ChainBook.load(settings.alerts.chains_file)
+    for incident in world.truth():
+        if (
+            incident.kind == "planned_absence"
+            and incident.start <= now
+            and (incident.end is None or incident.end > now)
+        ):
+            set_away(
+                conn,
+                incident.resident_id,
+                until=incident.end or now + timedelta(days=7),
+                # the reason the ingester writes for a press of the away button
+                reason=DeviceKind.AWAY_BUTTON,
+                now=now,
+                chains=chains,
+            )
 
 
 def _create_demo_user(conn: psycopg.Connection[Any], now: datetime) -> None:
