@@ -7,6 +7,8 @@ import asyncio
 import csv
 import io
 import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -20,6 +22,7 @@ import pytest
 from lovekey.bench.support.served_console import FakeClock, Served, served_console
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
+from lovekey.web import auth
 from lovekey.web.usage import chart_start
 from tests.fix_web import PASSWORD, T0, Seeded, csrf_from_html, expected_hourly_use, seed, sign_in
 
@@ -190,6 +193,53 @@ def test_a_flood_from_one_address_is_refused_before_any_password_is_checked(
     # everyone else is unaffected
     with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": "198.51.100.20"}) as other:
         sign_in(other, "root", PASSWORD)
+
+
+async def test_password_hashing_runs_one_at_a_time_with_the_cap_at_one(
+    settings: Settings, database_url: str, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sign-ins from many addresses at once (so no per-address throttle applies): with
+    web.max_concurrent_hashes = 1 at most one argon2 verification runs at a time; the others
+    wait for their turn or, past web.hash_wait_s, get 429 with Retry-After - never a 500."""
+    running = 0
+    most_at_once = 0
+    lock = threading.Lock()
+    real_verify = auth.verify_password
+
+    def counted_verify(password_hash: str | None, password: str) -> tuple[bool, bool]:
+        nonlocal running, most_at_once
+        with lock:
+            running += 1
+            most_at_once = max(most_at_once, running)
+        try:
+            time.sleep(0.15)  # a slower hash, so overlaps cannot slip between two checks
+            return real_verify(password_hash, password)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(auth, "verify_password", counted_verify)
+    capped = settings.with_overrides(web={"max_concurrent_hashes": 1, "hash_wait_s": 0.5})
+    with served_console(capped, database_url, FakeClock(T0)) as served:
+        async with httpx.AsyncClient(base_url=served.base_url, timeout=60) as client:
+            token = csrf_from_html((await client.get("/login")).text)
+
+            async def attempt(i: int) -> httpx.Response:
+                return await client.post(
+                    "/login",
+                    data={
+                        "username": "root",
+                        "password": PASSWORD if i % 2 else "a wrong one",
+                        "csrf": token,
+                    },
+                    headers={"x-forwarded-for": f"198.51.100.{100 + i}"},
+                )
+
+            responses = await asyncio.gather(*(attempt(i) for i in range(12)))
+    statuses = [r.status_code for r in responses]
+    assert most_at_once == 1
+    assert set(statuses) == {303, 429}, statuses
+    assert all(1 <= int(r.headers["retry-after"]) <= 5 for r in responses if r.status_code == 429)
 
 
 def test_a_stranger_cannot_lock_the_admin_out(served: Served, database_url: str) -> None:
