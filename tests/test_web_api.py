@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import re
 import threading
@@ -522,6 +523,27 @@ def test_usage_endpoint_serves_hourly_litres_of_the_last_seven_days(served: Serv
     assert 0 < len(below) < 12
     assert below[-1] - below[0] == len(below) - 1  # one run of hours
     assert data["meters"] == ["WM-A1"]
+
+
+def test_the_usage_chart_applies_the_configured_flow_limit(
+    settings: Settings, database_url: str, seeded: Seeded
+) -> None:
+    """`ingest.max_flow_lpm` reaches the chart as it reaches the ingester and the detectors:
+    under a limit below the busiest quarter hours, those rises are taken out of the series."""
+    busiest_l = float(np.percentile(seeded.slot_use_l[seeded.slot_use_l > 0], 75))
+    limit_lpm = busiest_l / 15.0  # a 15-minute slot using more than busiest_l is a glitch
+    limited = settings.with_overrides(ingest={"max_flow_lpm": limit_lpm})
+    with (
+        served_console(limited, database_url, FakeClock(T0)) as served,
+        signed_in(served, "gw_a1") as (client, _),
+    ):
+        data = client.get("/api/residents/R-A1/usage?days=7").json()
+    kept = dataclasses.replace(
+        seeded, slot_use_l=np.where(seeded.slot_use_l > busiest_l, 0.0, seeded.slot_use_l)
+    )
+    start = chart_start(T0, ZONE, 168)
+    np.testing.assert_allclose(data["usage_l"], expected_hourly_use(kept, start, 168), atol=1e-6)
+    assert sum(data["usage_l"]) < sum(expected_hourly_use(seeded, start, 168)) - 1.0
 
 
 def test_resident_page_lists_contacts_devices_alerts_and_events(served: Served, seeded: Seeded) -> None:
