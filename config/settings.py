@@ -259,6 +259,11 @@ class WebSettings(_Section):
     # ... and a client address that failed this often within the window, whatever the names,
     # is answered 429 before any password is hashed
     login_address_max_failures: int = Field(20, ge=1)
+    # argon2 hashes and verifications (each ~tens of ms of a core, 64 MiB) run at once in one
+    # console process (default: the cores of the reference machine); a sign-in that waits
+    # longer than hash_wait_s for a turn is answered 429 with Retry-After
+    max_concurrent_hashes: int = Field(2, ge=1)
+    hash_wait_s: float = Field(5.0, gt=0)
     # proxies whose X-Forwarded-For names the client (addresses or networks); none: the peer
     # address is the client's, and X-Forwarded-For is ignored
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()

@@ -93,6 +93,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         step_s=args.step_min * 60,
         utc_offset_s=offset_s,
         away_default_s=int(settings.ingest.away_default_h * 3600),
+        max_flow_lpm=settings.ingest.max_flow_lpm,
     )
     replayed = time.perf_counter()
     report = score(

@@ -72,11 +72,13 @@ def replay(
     step_s: int,
     utc_offset_s: int,
     away_default_s: int,
+    max_flow_lpm: float | None,
     gateway_offline_since: Mapping[str, Sequence[tuple[int, int]]] | None = None,
 ) -> list[RaisedAlert]:
-    """Run the detector over [start_s, end_s), one sweep every `step_s` of simulated time."""
+    """Run the detector over [start_s, end_s), one sweep every `step_s` of simulated time.
+    `max_flow_lpm` is `ingest.max_flow_lpm`, as the runner gives it (None: no limit)."""
     reg = data.registry
-    det = Detector(reg, settings, now_s=data.start_s, utc_offset_s=utc_offset_s)
+    det = Detector(reg, settings, now_s=data.start_s, utc_offset_s=utc_offset_s, max_flow_lpm=max_flow_lpm)
     order = np.argsort(data.arrival_s, kind="stable")
     arrival = data.arrival_s[order]
     by_meter = np.argsort(data.meter, kind="stable")  # for rebuilding a meter from history

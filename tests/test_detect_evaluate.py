@@ -140,7 +140,7 @@ def test_a_replay_raises_what_the_runner_would() -> None:
         START,
         START + 24 * H,
     )
-    alerts = replay(data, ST, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H)
+    alerts = replay(data, ST, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0)
     got = sorted((a.kind, a.subject, a.raised_s - START) for a in alerts)
     # low_usage for R-1 once 13 h passed without water (last used by 02:00; the 15:00 value
     # arrives 5 s after the 15:00 sweep, so the 15:15 sweep sees it); R-2 is away; the smoke
@@ -161,3 +161,23 @@ def test_lovekey_evaluate_in_process_is_deterministic(capsys: pytest.CaptureFixt
     assert {r["rule"] for r in first["rules"]} >= {"low_usage", "routine_break", "meter_silent"}
     assert first["households"] == 40
     assert first["run"]["readings"] > 40 * 24
+
+
+def test_a_replay_applies_the_flow_limit_it_is_given() -> None:
+    """`ingest.max_flow_lpm` reaches the replayed detector as it reaches the runner's: a
+    20 L step in 15 minutes at 06:00 is use under the default limit (60 L/min) and moves
+    low_usage later, and a glitch under a limit of 1 L/min, so low_usage comes as without it."""
+    reg = Registry(["WM-1"], ["R-1"], ["GW-1"], np.array([0]), np.array([0]), uniform_params(ST, 1))
+    ts = START + 900 * np.arange(1, 4 * 24)
+    use = np.where(np.arange(ts.size) < 8, 3.0, 0.0)  # 3 L a quarter hour until 02:00
+    use[ts == START + 6 * H] = 20.0
+    data = ReplayData(reg, np.zeros(ts.size, int), ts, use.cumsum(), ts + 5, [], START, START + 24 * H)
+
+    def low_usage_at_h(max_flow_lpm: float) -> list[float]:
+        alerts = replay(
+            data, ST, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=max_flow_lpm
+        )
+        return [(a.raised_s - START) / H for a in alerts if a.kind == "low_usage"]
+
+    assert low_usage_at_h(60.0) == [19.25]
+    assert low_usage_at_h(1.0) == [15.25]

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -20,6 +23,7 @@ import pytest
 from lovekey.bench.support.served_console import FakeClock, Served, served_console
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
+from lovekey.web import auth
 from lovekey.web.usage import chart_start
 from tests.fix_web import PASSWORD, T0, Seeded, csrf_from_html, expected_hourly_use, seed, sign_in
 
@@ -190,6 +194,53 @@ def test_a_flood_from_one_address_is_refused_before_any_password_is_checked(
     # everyone else is unaffected
     with httpx.Client(base_url=served.base_url, headers={"x-forwarded-for": "198.51.100.20"}) as other:
         sign_in(other, "root", PASSWORD)
+
+
+async def test_password_hashing_runs_one_at_a_time_with_the_cap_at_one(
+    settings: Settings, database_url: str, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sign-ins from many addresses at once (so no per-address throttle applies): with
+    web.max_concurrent_hashes = 1 at most one argon2 verification runs at a time; the others
+    wait for their turn or, past web.hash_wait_s, get 429 with Retry-After - never a 500."""
+    running = 0
+    most_at_once = 0
+    lock = threading.Lock()
+    real_verify = auth.verify_password
+
+    def counted_verify(password_hash: str | None, password: str) -> tuple[bool, bool]:
+        nonlocal running, most_at_once
+        with lock:
+            running += 1
+            most_at_once = max(most_at_once, running)
+        try:
+            time.sleep(0.15)  # a slower hash, so overlaps cannot slip between two checks
+            return real_verify(password_hash, password)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(auth, "verify_password", counted_verify)
+    capped = settings.with_overrides(web={"max_concurrent_hashes": 1, "hash_wait_s": 0.5})
+    with served_console(capped, database_url, FakeClock(T0)) as served:
+        async with httpx.AsyncClient(base_url=served.base_url, timeout=60) as client:
+            token = csrf_from_html((await client.get("/login")).text)
+
+            async def attempt(i: int) -> httpx.Response:
+                return await client.post(
+                    "/login",
+                    data={
+                        "username": "root",
+                        "password": PASSWORD if i % 2 else "a wrong one",
+                        "csrf": token,
+                    },
+                    headers={"x-forwarded-for": f"198.51.100.{100 + i}"},
+                )
+
+            responses = await asyncio.gather(*(attempt(i) for i in range(12)))
+    statuses = [r.status_code for r in responses]
+    assert most_at_once == 1
+    assert set(statuses) == {303, 429}, statuses
+    assert all(1 <= int(r.headers["retry-after"]) <= 5 for r in responses if r.status_code == 429)
 
 
 def test_a_stranger_cannot_lock_the_admin_out(served: Served, database_url: str) -> None:
@@ -472,6 +523,27 @@ def test_usage_endpoint_serves_hourly_litres_of_the_last_seven_days(served: Serv
     assert 0 < len(below) < 12
     assert below[-1] - below[0] == len(below) - 1  # one run of hours
     assert data["meters"] == ["WM-A1"]
+
+
+def test_the_usage_chart_applies_the_configured_flow_limit(
+    settings: Settings, database_url: str, seeded: Seeded
+) -> None:
+    """`ingest.max_flow_lpm` reaches the chart as it reaches the ingester and the detectors:
+    under a limit below the busiest quarter hours, those rises are taken out of the series."""
+    busiest_l = float(np.percentile(seeded.slot_use_l[seeded.slot_use_l > 0], 75))
+    limit_lpm = busiest_l / 15.0  # a 15-minute slot using more than busiest_l is a glitch
+    limited = settings.with_overrides(ingest={"max_flow_lpm": limit_lpm})
+    with (
+        served_console(limited, database_url, FakeClock(T0)) as served,
+        signed_in(served, "gw_a1") as (client, _),
+    ):
+        data = client.get("/api/residents/R-A1/usage?days=7").json()
+    kept = dataclasses.replace(
+        seeded, slot_use_l=np.where(seeded.slot_use_l > busiest_l, 0.0, seeded.slot_use_l)
+    )
+    start = chart_start(T0, ZONE, 168)
+    np.testing.assert_allclose(data["usage_l"], expected_hourly_use(kept, start, 168), atol=1e-6)
+    assert sum(data["usage_l"]) < sum(expected_hourly_use(seeded, start, 168)) - 1.0
 
 
 def test_resident_page_lists_contacts_devices_alerts_and_events(served: Served, seeded: Seeded) -> None:

@@ -431,4 +431,11 @@ def test_the_chart_leaves_out_a_stored_rise_faster_than_a_pipe_can_deliver() -> 
     device = np.array([0, 0, 0, 0, 1, 1])
     ts = np.array([0.0, 900, 1800, 2700, 0, 900])
     total = np.array([100.0, 110, 110 + 5e11, 115 + 5e11, 7e11, 7e11 + 20])
-    assert without_jumps(device, ts, total).tolist() == [100, 110, 110, 115, 7e11, 7e11 + 20]
+    assert without_jumps(device, ts, total, max_flow_lpm=60.0).tolist() == [
+        100,
+        110,
+        110,
+        115,
+        7e11,
+        7e11 + 20,
+    ]

@@ -32,6 +32,7 @@ from lovekey.config import Settings
 from lovekey.redact import redact_url
 from lovekey.web import i18n
 from lovekey.web.deps import Console, NotSignedIn, language_for
+from lovekey.web.password_gate import PasswordGate
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
         clock=clock,
         templates=templates,
         chains=ChainBook.load(settings.alerts.chains_file),
+        password_gate=PasswordGate(
+            max_concurrent=settings.web.max_concurrent_hashes, wait_s=settings.web.hash_wait_s
+        ),
     )
     i18n.install(templates.env, settings)
 

@@ -30,6 +30,7 @@ from lovekey.web.auth import (
     session_expired,
     touch_session,
 )
+from lovekey.web.password_gate import PasswordGate
 
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
@@ -42,6 +43,7 @@ class Console:
     clock: Callable[[], datetime]
     templates: Jinja2Templates
     chains: ChainBook  # escalation chains: which kinds an absence suppresses
+    password_gate: PasswordGate  # bounds the argon2 work running at once
 
 
 class NotSignedIn(Exception):

@@ -3,7 +3,7 @@ every read goes through a scoped query; every action is audited."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -23,6 +23,7 @@ from lovekey.web.deps import (
     console_of,
     language_for,
 )
+from lovekey.web.password_gate import PasswordGateBusy
 from lovekey.web.views import (
     ReportRequest,
     alert_or_404,
@@ -129,7 +130,13 @@ async def login(
         await auth.audit(conn, actor, "login_refused", f"user:{username}", now, {"reason": "locked"})
         return _redirect(request.app.url_path_for("login_page"), error="locked", next=_safe_next(next))
     staff, password_hash = await auth.find_login(conn, username)
-    ok, rehash = await asyncio.to_thread(auth.verify_password, password_hash, password)
+    try:
+        ok, rehash = await console.password_gate.run(auth.verify_password, password_hash, password)
+    except PasswordGateBusy as exc:
+        # the console was busy, not the client wrong: this attempt counts against neither
+        await auth.return_attempt(conn, auth.address_key(address))
+        await auth.return_attempt(conn, account)
+        return _too_many(request, exc.retry_after_s)
     if not ok or staff is None:
         await auth.audit(conn, actor, "login_failed", f"user:{username}", now)
         return _redirect(request.app.url_path_for("login_page"), error="bad_login", next=_safe_next(next))
@@ -137,7 +144,10 @@ async def login(
     await auth.clear_attempts(conn, account)
     await auth.prune_attempts(conn, now, web.login_lockout_s)
     if rehash:
-        await auth.store_rehash(conn, staff.id, await asyncio.to_thread(auth.hash_password, password), now)
+        # a busy console signs the user in with the old hash and upgrades it another time
+        with contextlib.suppress(PasswordGateBusy):
+            new_hash = await console.password_gate.run(auth.hash_password, password)
+            await auth.store_rehash(conn, staff.id, new_hash, now)
     await auth.prune_sessions(conn, now)
     token, _ = await auth.create_session(
         conn, staff, now=now, ttl_s=web.session_ttl_s, ip=actor.ip, user_agent=actor.user_agent

@@ -17,7 +17,6 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from lovekey.config.settings import MAX_FLOW_LPM_DEFAULT
 from lovekey.vocabulary import (
     LIFE_SAFETY_KINDS,
     MAINTENANCE_KINDS,
@@ -285,10 +284,11 @@ class MeterSeries:
 
 
 async def water_readings(
-    conn: AsyncConn, device_keys: Sequence[int], start: datetime, end: datetime
+    conn: AsyncConn, device_keys: Sequence[int], start: datetime, end: datetime, *, max_flow_lpm: float
 ) -> MeterSeries:
     """Readings of the meters in [start, end], one index range scan of the primary key
-    (device_key, ts) per meter and partition."""
+    (device_key, ts) per meter and partition; rises faster than `max_flow_lpm`
+    (`ingest.max_flow_lpm`) taken out, see `without_jumps`."""
     cur = conn.cursor(binary=True)
     async with cur:
         await cur.execute(
@@ -308,7 +308,9 @@ async def water_readings(
     device_index = np.asarray(keys, dtype=np.int64)
     ts_s = np.asarray(ts, dtype=np.float64)
     return MeterSeries(
-        device_index, ts_s, without_jumps(device_index, ts_s, np.asarray(total, dtype=np.float64))
+        device_index,
+        ts_s,
+        without_jumps(device_index, ts_s, np.asarray(total, dtype=np.float64), max_flow_lpm=max_flow_lpm),
     )
 
 
@@ -316,7 +318,8 @@ def without_jumps(
     device_index: np.ndarray[Any, np.dtype[np.int64]],
     ts_s: np.ndarray[Any, np.dtype[np.float64]],
     total_l: np.ndarray[Any, np.dtype[np.float64]],
-    max_flow_lpm: float = MAX_FLOW_LPM_DEFAULT,
+    *,
+    max_flow_lpm: float,
 ) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Totals (sorted by device, ts) with every rise faster than a pipe can deliver taken out.
 

@@ -95,7 +95,9 @@ async def resident_usage(
     )
     meters = [d["key"] for d in devices if d["kind"] == DeviceKind.WATER_METER]
     fetch_from = start - timedelta(seconds=(window_hours(detect.low_usage_window_h) - 1) * HOUR_S)
-    readings = await queries.water_readings(conn, meters, fetch_from - USAGE_LOOKBACK, now)
+    readings = await queries.water_readings(
+        conn, meters, fetch_from - USAGE_LOOKBACK, now, max_flow_lpm=console.settings.ingest.max_flow_lpm
+    )
     usage = hourly_usage(
         readings.device_index,
         readings.ts_s,
