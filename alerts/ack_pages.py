@@ -378,7 +378,7 @@ def _templates() -> Any:
     import jinja2
 
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("alerts", "templates"),
+        loader=jinja2.PackageLoader("lovekey.alerts", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
     )
 
