@@ -14,6 +14,7 @@ import time
 
 from lovekey.config import Settings
 from lovekey.devices.csvfile import parse_registry
+from lovekey.devices.model import REGISTRY_COLUMNS
 from lovekey.devices.registry import apply_registry
 from lovekey.storage import connect, database_url
 from lovekey.storage.scratch import scratch_database
@@ -26,25 +27,8 @@ def district_csv(residents: int, seed: int = 1) -> str:
     rng = random.Random(seed)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    header = [
-        "device_id",
-        "gateway_id",
-        "resident_id",
-        "kind",
-        "report_interval_s",
-        "resident_name",
-        "resident_phone",
-        "household_id",
-        "address",
-        "community_id",
-        "community_name",
-        "grid_id",
-        "grid_name",
-        "building_id",
-        "building_name",
-        "unit_id",
-        "unit_name",
-    ]
+    # the full form without resident_language (every resident takes the default)
+    header = [column for column in REGISTRY_COLUMNS if column != "resident_language"]
     for n in (1, 2, 3):
         header += [f"contact{n}_role", f"contact{n}_name", f"contact{n}_phone"]
     writer.writerow(header)
