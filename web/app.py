@@ -99,6 +99,7 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
 
     app.add_exception_handler(NotSignedIn, _not_signed_in)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(psycopg.DataError, _value_the_database_cannot_hold)
     return app
 
 
@@ -179,6 +180,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         },
         status_code=exc.status_code,
     )
+
+
+async def _value_the_database_cannot_hold(request: Request, exc: Exception) -> Response:
+    """A value from the request that PostgreSQL refuses to hold (a NUL character in a text, a
+    number past bigint in a page or offset) is the client's mistake: 400, not a 500 with a
+    traceback. The connection's transaction was rolled back by the pool."""
+    assert isinstance(exc, psycopg.DataError)
+    log.info(
+        "refused a request value the database cannot hold path=%r sqlstate=%s", request.url.path, exc.sqlstate
+    )
+    return await _http_error(request, StarletteHTTPException(status_code=400, detail="bad_value"))
 
 
 def _error_code(status: int) -> str:
