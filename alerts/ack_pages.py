@@ -277,6 +277,8 @@ def create_router(
                                 conn, holder.alert_id, by=by, channel="link", now=now
                             )
                     elif action == "resolve":
+                        if outcome not in CHOSEN_OUTCOMES:
+                            return Response(status_code=400)
                         if outcome == "other" and not (note or "").strip():
                             done = "note_required"
                         else:
@@ -293,6 +295,10 @@ def create_router(
                         return Response(status_code=400)
             except AlertStateError:
                 done = "already"
+            except psycopg.DataError:
+                # a value PostgreSQL cannot hold (a NUL character in the note): the sender's
+                # mistake, refused like an unknown action; the transaction was rolled back
+                return Response(status_code=400)
         return RedirectResponse(f"{request.url.path}?done={done}", status_code=303)
 
     @router.post("/alerts/sms/{secret}", include_in_schema=False)
