@@ -403,6 +403,10 @@ def parse_registry(
             problems += too_long
             rows += 1
             continue
+        if broken := _control_characters(line, header, cells):
+            problems += broken
+            rows += 1
+            continue
         if "'" in "".join(cells):  # `'=...` is how an export keeps formulas out of spreadsheets
             cells = [unescape_cell(cell.strip()) for cell in cells]
         data = columns.row(cells)
@@ -424,15 +428,33 @@ def parse_registry(
 
 
 def _lines(text: str, unreadable: Problems) -> Iterator[tuple[int, list[str]]]:
-    """`(line number, cells)` of each CSV record; a quoted cell may span lines. A cell past the
-    parser's limit ends the reading with a problem added to `unreadable`."""
+    """`(line number, cells)` of each CSV record, numbered by the line it starts on (a quoted
+    cell may span lines). A cell past the parser's limit ends the reading with a problem added
+    to `unreadable`."""
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    ended = 0  # the line the previous record ended on
     try:
         for cells in reader:
-            yield reader.line_num, cells
+            yield ended + 1, cells
+            ended = reader.line_num
     except csv.Error as exc:  # with the default dialect, only "field larger than field limit"
         unreadable.append((reader.line_num, f"too long to read ({exc}); the rest of the file was not read"))
+
+
+# NUL, line breaks and the other C0 controls (a tab aside) belong in no id, name, address or
+# phone; a line break in a cell is most often a quote left open, which would otherwise swallow
+# the lines after it into one name and leave their devices out of the import without a word
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _control_characters(line: int, header: list[str], cells: list[str]) -> Problems:
+    """A problem for each cell holding a control character (checked before any parsing)."""
+    return [
+        (line, f"{column}: holds a line break or another control character (a quote left open?)")
+        for column, cell in zip(header, cells, strict=True)
+        if _CONTROL.search(cell)
+    ]
 
 
 def _cap(column: str) -> int:
