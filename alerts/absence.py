@@ -22,6 +22,10 @@ from lovekey.alerts.store import add_history, add_history_async
 from lovekey.errors import AlertError
 from lovekey.vocabulary import Outcome
 
+# the longest planned absence, as the console allows (web.actions.MAX_ABSENCE): while away
+# a resident gets no low-usage alerts, so "300d" typed for "30d" would silence them for a year
+MAX_ABSENCE = timedelta(days=366)
+
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\s*$")
 
 
@@ -31,7 +35,10 @@ def parse_until(text: str, now: datetime, zone: ZoneInfo) -> datetime:
     if match:
         amount, unit = float(match[1]), match[2]
         seconds = amount * {"d": 86400, "h": 3600, "m": 60}[unit]
-        return now + timedelta(seconds=seconds)
+        try:
+            return now + timedelta(seconds=seconds)
+        except OverflowError as exc:  # "9999999999d": past the last date there is
+            raise AlertError(f"--until: too far: {text!r} (an absence lasts at most a year)") from exc
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError as exc:
@@ -65,6 +72,8 @@ _CLEAR_AWAY = """
 def _checked_reason(until: datetime, reason: str, now: datetime) -> str:
     if until <= now:
         raise AlertError("an absence must end in the future")
+    if until > now + MAX_ABSENCE:  # a typo in the CLI must not silence a resident for decades
+        raise AlertError("an absence may last at most a year")
     reason = " ".join(reason.split())
     if not reason:
         raise AlertError("an absence needs a reason")
