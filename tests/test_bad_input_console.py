@@ -7,6 +7,8 @@ The console is served by uvicorn on real PostgreSQL and spoken to over HTTP.
 
 from __future__ import annotations
 
+import http.client
+import logging
 from collections.abc import Iterator
 
 import httpx
@@ -200,3 +202,48 @@ def test_a_forged_or_foreign_session_cookie_is_not_signed_in(served: Served) -> 
         long_name = other.post("/login", data={"username": "r" * 65, "password": "p", "csrf": token})
         long_password = other.post("/login", data={"username": "root", "password": "p" * 1025, "csrf": token})
         assert (long_name.status_code, long_password.status_code) == (422, 422)
+
+
+def test_a_refused_path_cannot_forge_a_log_line(
+    served: Served, root: tuple[httpx.Client, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _ = root
+    caplog.set_level(logging.INFO, logger="lovekey.web")
+    # http.client sends the path as given (httpx would tidy the encoded line break away)
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    try:
+        connection.request(
+            "GET", "/residents/R%0AERROR%20lovekey%20forged%00", headers={"cookie": _cookie_header(client)}
+        )
+        assert connection.getresponse().status == 400
+    finally:
+        connection.close()
+    refused = [r.getMessage() for r in caplog.records if "cannot hold" in r.getMessage()]
+    assert len(refused) == 1
+    # one line holding the whole path: the break is dropped by URL parsing (urlsplit strips
+    # line breaks) and anything else unprintable is escaped by the %r the line is logged with
+    assert "\n" not in refused[0]
+    assert "forged\\x00'" in refused[0]
+
+
+def _cookie_header(client: httpx.Client) -> str:
+    return "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+
+
+def test_a_form_post_with_a_forged_csrf_token_is_refused(
+    root: tuple[httpx.Client, str], seeded: Seeded, database_url: str
+) -> None:
+    # what tests/test_web_browser.py does in Chromium, over plain HTTP (that one skips
+    # where no browser is installed)
+    client, _ = root
+    alert_id = seeded.alerts["sos:R-A2"]
+    before = alert_row(database_url, alert_id)
+    for path, form in (
+        (f"/queue/{alert_id}/acknowledge", {"csrf": "forged-token"}),
+        (f"/queue/{alert_id}/resolve", {"csrf": "", "outcome": "resident_ok"}),
+        ("/residents/R-A2/absence", {"action": "set", "until": "2999-01-01T00:00", "reason": "x"}),
+    ):
+        assert client.post(path, data=form).status_code == 403, path
+    assert alert_row(database_url, alert_id) == before
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT status FROM resident WHERE id = 'R-A2'").fetchone() == ("active",)
