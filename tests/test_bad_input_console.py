@@ -247,3 +247,26 @@ def test_a_form_post_with_a_forged_csrf_token_is_refused(
     assert alert_row(database_url, alert_id) == before
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT status FROM resident WHERE id = 'R-A2'").fetchone() == ("active",)
+
+
+def test_static_paths_cannot_leave_the_static_folder(served: Served) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    try:
+        for path in ("/static/../app.py", "/static/..%2fapp.py", "/static/%2e%2e/%2e%2e/pyproject.toml"):
+            connection.request("GET", path)  # sent as given: httpx would resolve the dots
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 404, path
+            assert b"import" not in body, path
+    finally:
+        connection.close()
+
+
+def test_a_huge_sign_in_form_and_the_wrong_methods_are_refused(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=60) as client:
+        token = csrf_from_html(client.get("/login").text)
+        huge = client.post("/login", data={"username": "u" * 5_000_000, "password": "p", "csrf": token})
+        assert huge.status_code == 400  # the form parser stops a field at 1 MB
+        assert "lk_session" not in client.cookies
+        for method, path in (("PUT", "/login"), ("DELETE", "/queue"), ("PATCH", "/api/alerts/1/resolve")):
+            assert client.request(method, path).status_code == 405, (method, path)
