@@ -30,7 +30,8 @@ def add_commands(subparsers: Any) -> None:
         "--client-id",
         metavar="ID",
         help="MQTT client id (default: mqtt.client_id, plus -GROUP-HOSTNAME with --shared);"
-        " keep it stable across restarts so the broker keeps the session",
+        " keep it stable across restarts so the broker keeps the session (with a broker"
+        " password the broker sees it sealed with a tag of that password)",
     )
     p.add_argument(
         "--retire",

@@ -65,8 +65,8 @@ class Ingester:
         self.shared_group = shared_group
         self.retire = retire
         base = settings.mqtt.client_id
-        self.client_id = client_id or (
-            f"{base}-{shared_group}-{socket.gethostname()}" if shared_group else base
+        self.client_id = self.broker.session_client_id(
+            client_id or (f"{base}-{shared_group}-{socket.gethostname()}" if shared_group else base)
         )
         # room for everything the broker may have in flight plus one take, so with QoS 1
         # the inbox is never what stops paho's thread

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -80,6 +81,22 @@ class BrokerAddress:
         if self.username is not None:
             login = f"{self.username}:***@" if self.password is not None else f"{self.username}@"
         return f"{scheme}://{login}{self.host}:{self.port}"
+
+    def session_client_id(self, name: str) -> str:
+        """The client id this login uses for the session called `name`.
+
+        MQTT lets any client that connects with a client id in use take that id's session
+        over, and Mosquitto's password file and ACL cannot tie an id to a user: a gateway with
+        its own valid password that connected as `lovekey-ingest` with a clean start would wipe
+        the session in which the broker holds readings for a stopped ingester. So a login with
+        a password seals the name with a tag derived from that password: stable across
+        restarts (the session survives them), and unknown to anyone who does not already hold
+        the ingester's password.
+        """
+        if self.password is None:
+            return name
+        tag = hashlib.sha256(b"lovekey mqtt session\0" + self.password.encode()).hexdigest()[:12]
+        return f"{name}-{tag}"
 
 
 def new_client(address: BrokerAddress, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
