@@ -38,6 +38,16 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--by", default=None)
     p.set_defaults(handler=_resolve)
 
+    p = sub.add_parser("purge", help="delete resolved alerts (and their notifications) past their retention")
+    p.add_argument(
+        "--before",
+        type=_date_arg,
+        default=None,
+        help="resolved before this date, YYYY-MM-DD (default: alerts.records_keep_days ago)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    p.set_defaults(handler=_purge)
+
     p = sub.add_parser("worker", help="run escalation and delivery until stopped")
     p.set_defaults(handler=_worker)
 
@@ -121,6 +131,37 @@ def _ack(args: argparse.Namespace, settings: Settings) -> int:
         if first
         else f"alert {args.id} was already acknowledged (noted in its history)"
     )
+    return 0
+
+
+def _date_arg(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
+
+
+def _purge(args: argparse.Namespace, settings: Settings) -> int:
+    from lovekey.alerts.records import purge_alert_records, records_cutoff
+    from lovekey.storage import connect, database_url
+
+    keep = settings.alerts.records_keep_days
+    if args.before is None and keep is None:
+        print("alerts.records_keep_days is unset (keep forever): say --before DATE", file=sys.stderr)
+        return 2
+    cutoff = args.before or records_cutoff(_now(), keep or 0)
+    if cutoff > _now():
+        print(f"--before {cutoff.date()} is in the future", file=sys.stderr)
+        return 2
+    with database_url(settings) as url, connect(url, autocommit=True) as conn:
+        report = purge_alert_records(conn, cutoff, dry_run=args.dry_run)
+    verb = "would purge" if args.dry_run else "purged"
+    print(
+        f"{verb} {report.alerts} alerts resolved and {report.digests} digests queued"
+        f" before {cutoff.date().isoformat()}"
+    )
+    for table, n in sorted(report.rows.items()):
+        print(f"  {table}: {n} rows")
     return 0
 
 

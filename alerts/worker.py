@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL_ALERTS = "lovekey_alerts"
 CHANNEL_OUTBOX = "lovekey_outbox"
+PURGE_INTERVAL_S = 24 * 3600  # resolved alerts past alerts.records_keep_days
 
 
 def utc_now() -> datetime:
@@ -165,6 +166,7 @@ class AlertWorker:
             (
                 Periodic("escalate", a.escalation_interval_s, self._escalate_job),
                 Periodic("digest", a.digest_interval_s, self._digest_job),
+                Periodic("purge", PURGE_INTERVAL_S, self._purge_job),
             )
             if self.escalates
             else ()
@@ -246,6 +248,23 @@ class AlertWorker:
             return
         if n:
             await self._outbox_wake.wake()
+
+    async def _purge_job(self) -> None:
+        from lovekey.alerts.records import purge_alert_records, records_cutoff
+
+        keep = self.settings.alerts.records_keep_days
+        if self._stopping or keep is None:
+            return
+
+        def purge() -> None:
+            # a connection of its own, once a day: its transactions must not mix with a job's
+            with connect(self.url, autocommit=True) as conn:
+                purge_alert_records(conn, records_cutoff(self.clock(), keep))
+
+        try:
+            await asyncio.to_thread(purge)
+        except (psycopg.Error, StorageError) as exc:
+            log.error("purge of old alert records failed (tried again tomorrow): %s", exc)
 
     async def _reconnect(
         self, conn: psycopg.Connection[Any], *, autocommit: bool = True

@@ -238,6 +238,9 @@ class AlertSettings(_Section):
     rate_limit_window_s: int = Field(600, ge=1)
     # the daily all-is-well digest (only to family contacts who opted in) is checked this often
     digest_interval_s: int = Field(300, ge=10)
+    # resolved alerts, their history and notifications are purged this long after they were
+    # resolved (alerts/records.py says why three years); None keeps them for ever
+    records_keep_days: int | None = Field(3 * 365, ge=30)
     # /metrics, /healthz and /readyz of `lovekey alerts worker` (unset: not served)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
