@@ -130,7 +130,10 @@ def plan_batch(
         # gateway status names no device: only the gateway must be registered
         if decoded.kind == "status":
             if gateway_id in gateways:
-                plan.gateways_seen[gateway_id] = decoded.status == "online"
+                if decoded.status is None:  # a source's sign of life: heard from, no change
+                    plan.gateways_seen.setdefault(gateway_id, None)
+                else:
+                    plan.gateways_seen[gateway_id] = decoded.status == "online"
             else:
                 error = PayloadError(reasons.UNKNOWN_GATEWAY, gateway_id)
                 _reject(plan, message, error, keep_bytes, topic_prefix)
