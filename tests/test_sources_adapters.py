@@ -96,25 +96,25 @@ def _cs(**changes: Any) -> bytes:
     return dumps(event)
 
 
-@pytest.mark.parametrize(
-    ("topic", "payload", "reason"),
-    [
-        (CS_TOPIC, b"{not json", "malformed_json"),
-        (CS_TOPIC, b"[1, 2]", "malformed_json"),
-        (CS_TOPIC, _cs(deviceInfo=None), "missing_field"),
-        (CS_TOPIC.replace("0101010101010101", "0202020202020202"), _cs(), "device_mismatch"),
-        (CS_TOPIC, _cs(time=None), "missing_field"),
-        (CS_TOPIC, _cs(time="2022-07-18T09:34:15"), "bad_timestamp"),
-        (CS_TOPIC, _cs(time="2099-01-01T00:00:00Z"), "future_timestamp"),
-        (CS_TOPIC, _cs(object=None), "missing_field"),
-        (CS_TOPIC, _cs(object={"CurrentVolume": "123.456"}), "bad_value"),
-        (CS_TOPIC, _cs(object={"CurrentVolume": -1.0}), "bad_value"),
-        (CS_TOPIC, _cs(object={"StatusCode": 0}), "missing_field"),
-        (CS_TOPIC, _cs(fCnt=-1), "bad_value"),
-        (CS_TOPIC.replace("/up", "/join"), _cs(), "bad_topic"),
-        ("application/x/event/up", _cs(), "bad_topic"),
-    ],
-)
+CHIRPSTACK_BAD = [
+    (CS_TOPIC, b"{not json", "malformed_json"),
+    (CS_TOPIC, b"[1, 2]", "malformed_json"),
+    (CS_TOPIC, _cs(deviceInfo=None), "missing_field"),
+    (CS_TOPIC.replace("0101010101010101", "0202020202020202"), _cs(), "device_mismatch"),
+    (CS_TOPIC, _cs(time=None), "missing_field"),
+    (CS_TOPIC, _cs(time="2022-07-18T09:34:15"), "bad_timestamp"),
+    (CS_TOPIC, _cs(time="2099-01-01T00:00:00Z"), "future_timestamp"),
+    (CS_TOPIC, _cs(object=None), "missing_field"),
+    (CS_TOPIC, _cs(object={"CurrentVolume": "123.456"}), "bad_value"),
+    (CS_TOPIC, _cs(object={"CurrentVolume": -1.0}), "bad_value"),
+    (CS_TOPIC, _cs(object={"StatusCode": 0}), "missing_field"),
+    (CS_TOPIC, _cs(fCnt=-1), "bad_value"),
+    (CS_TOPIC.replace("/up", "/join"), _cs(), "bad_topic"),
+    ("application/x/event/up", _cs(), "bad_topic"),
+]
+
+
+@pytest.mark.parametrize(("topic", "payload", "reason"), CHIRPSTACK_BAD)
 def test_chirpstack_bad_input(topic: str, payload: bytes, reason: str) -> None:
     assert refused(adapter("chirpstack", options=CHIRPSTACK_OPTIONS), topic, payload) == reason
 
@@ -160,24 +160,24 @@ def _tts(path: tuple[str, ...], value: Any) -> bytes:
     return dumps(message)
 
 
-@pytest.mark.parametrize(
-    ("topic", "payload", "reason"),
-    [
-        (TTS_TOPIC, b"\xff\xfe", "malformed_json"),
-        (TTS_TOPIC, dumps(TTS_UP_DOCUMENTED), "missing_field"),  # a temperature sensor's formatter
-        (TTS_TOPIC, _tts(("end_device_ids",), None), "missing_field"),
-        (TTS_TOPIC.replace("dev1", "dev2"), dumps(TTS_UP), "device_mismatch"),
-        (TTS_TOPIC, _tts(("end_device_ids", "dev_eui"), None), "missing_field"),
-        (TTS_TOPIC, _tts(("simulated",), True), "bad_value"),
-        (TTS_TOPIC, _tts(("uplink_message",), None), "missing_field"),
-        (TTS_TOPIC, _tts(("uplink_message", "received_at"), "yesterday"), "bad_timestamp"),
-        (TTS_TOPIC, _tts(("uplink_message", "received_at"), "2099-02-12T15:15:45Z"), "future_timestamp"),
-        (TTS_TOPIC, _tts(("uplink_message", "decoded_payload"), None), "missing_field"),
-        (TTS_TOPIC, _tts(("uplink_message", "f_cnt"), "1"), "bad_value"),
-        (TTS_TOPIC, _tts(("uplink_message", "decoded_payload", "CurrentVolume"), True), "bad_value"),
-        (TTS_TOPIC.replace("/up", "/join"), dumps(TTS_UP), "bad_topic"),
-    ],
-)
+TTS_BAD = [
+    (TTS_TOPIC, b"\xff\xfe", "malformed_json"),
+    (TTS_TOPIC, dumps(TTS_UP_DOCUMENTED), "missing_field"),  # a temperature sensor's formatter
+    (TTS_TOPIC, _tts(("end_device_ids",), None), "missing_field"),
+    (TTS_TOPIC.replace("dev1", "dev2"), dumps(TTS_UP), "device_mismatch"),
+    (TTS_TOPIC, _tts(("end_device_ids", "dev_eui"), None), "missing_field"),
+    (TTS_TOPIC, _tts(("simulated",), True), "bad_value"),
+    (TTS_TOPIC, _tts(("uplink_message",), None), "missing_field"),
+    (TTS_TOPIC, _tts(("uplink_message", "received_at"), "yesterday"), "bad_timestamp"),
+    (TTS_TOPIC, _tts(("uplink_message", "received_at"), "2099-02-12T15:15:45Z"), "future_timestamp"),
+    (TTS_TOPIC, _tts(("uplink_message", "decoded_payload"), None), "missing_field"),
+    (TTS_TOPIC, _tts(("uplink_message", "f_cnt"), "1"), "bad_value"),
+    (TTS_TOPIC, _tts(("uplink_message", "decoded_payload", "CurrentVolume"), True), "bad_value"),
+    (TTS_TOPIC.replace("/up", "/join"), dumps(TTS_UP), "bad_topic"),
+]
+
+
+@pytest.mark.parametrize(("topic", "payload", "reason"), TTS_BAD)
 def test_tts_bad_input(topic: str, payload: bytes, reason: str) -> None:
     assert refused(adapter("tts", options=CHIRPSTACK_OPTIONS), topic, payload) == reason
 
@@ -199,23 +199,23 @@ def test_wmbusmeters_documented_telegrams() -> None:
     assert shanghai.readings[0].ts == datetime(2024, 3, 3, 18, 37, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(
-    ("payload", "reason"),
-    [
-        (b"MyTapWater;33225544;123.529", "malformed_json"),
-        (WMBUS_IPERL.replace(b'"id":"33225544",', b""), "missing_field"),
-        (WMBUS_IPERL.replace(b'"33225544"', b"33225544"), "bad_value"),
-        (WMBUS_IPERL.replace(b'"water"', b'"heat"'), "wrong_kind"),
-        (WMBUS_IPERL.replace(b'"media":"water",', b""), "missing_field"),
-        (WMBUS_IPERL.replace(b'"_":"telegram"', b'"_":"alarm"'), "bad_value"),
-        (WMBUS_IPERL.replace(b',\n    "timestamp":"2024-03-03T18:37:00Z"', b""), "missing_field"),
-        (WMBUS_IPERL.replace(b"2024-03-03T18:37:00Z", b"03/03/2024 18:37"), "bad_timestamp"),
-        (WMBUS_IPERL.replace(b"2024-03-03T18:37:00Z", b"2097-03-03T18:37:00Z"), "future_timestamp"),
-        (WMBUS_IPERL.replace(b'"total_m3":123.529', b'"total_kwh":123.529'), "missing_field"),
-        (WMBUS_IPERL.replace(b"123.529", b'"123.529"'), "bad_value"),
-        (WMBUS_IPERL.replace(b"123.529", b"-5"), "bad_value"),
-    ],
-)
+WMBUS_BAD = [
+    (b"MyTapWater;33225544;123.529", "malformed_json"),
+    (WMBUS_IPERL.replace(b'"id":"33225544",', b""), "missing_field"),
+    (WMBUS_IPERL.replace(b'"33225544"', b"33225544"), "bad_value"),
+    (WMBUS_IPERL.replace(b'"water"', b'"heat"'), "wrong_kind"),
+    (WMBUS_IPERL.replace(b'"media":"water",', b""), "missing_field"),
+    (WMBUS_IPERL.replace(b'"_":"telegram"', b'"_":"alarm"'), "bad_value"),
+    (WMBUS_IPERL.replace(b',\n    "timestamp":"2024-03-03T18:37:00Z"', b""), "missing_field"),
+    (WMBUS_IPERL.replace(b"2024-03-03T18:37:00Z", b"03/03/2024 18:37"), "bad_timestamp"),
+    (WMBUS_IPERL.replace(b"2024-03-03T18:37:00Z", b"2097-03-03T18:37:00Z"), "future_timestamp"),
+    (WMBUS_IPERL.replace(b'"total_m3":123.529', b'"total_kwh":123.529'), "missing_field"),
+    (WMBUS_IPERL.replace(b"123.529", b'"123.529"'), "bad_value"),
+    (WMBUS_IPERL.replace(b"123.529", b"-5"), "bad_value"),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason"), WMBUS_BAD)
 def test_wmbusmeters_bad_input(payload: bytes, reason: str) -> None:
     assert refused(adapter("wmbusmeters"), "wmbusmeters/33225544", payload) == reason
 
@@ -246,26 +246,26 @@ def test_zigbee2mqtt_snapshots_become_levels_and_the_bridge_a_gateway() -> None:
         assert (heard.kind, heard.status) == ("status", None)
 
 
-@pytest.mark.parametrize(
-    ("topic", "payload", "reason"),
-    [
-        ("zigbee2mqtt/smoke", b"{smoke: true}", "malformed_json"),
-        ("zigbee2mqtt/smoke", b"[true]", "malformed_json"),
-        ("zigbee2mqtt/smoke", dumps({"smoke": "yes"}), "bad_value"),
-        ("zigbee2mqtt/smoke", dumps({"smoke": False, "battery_low": 1}), "bad_value"),
-        ("zigbee2mqtt/smoke", dumps({"smoke": True, "last_seen": "just now"}), "bad_timestamp"),
-        ("zigbee2mqtt/smoke", dumps({"smoke": True, "last_seen": 4102444800000}), "future_timestamp"),
-        (
-            "zigbee2mqtt/smoke",
-            dumps({"smoke": True, "last_seen": 1764990000000, "voltage": "3V"}),
-            "bad_value",
-        ),
-        ("zigbee2mqtt/bridge/state", b"maybe", "bad_status"),
-        ("zigbee2mqtt/smoke/availability", b'{"state":"up"}', "bad_status"),
-        ("zigbee2mqtt/" + "x" * 65, dumps(Z2M_SMOKE_ALARM), "bad_value"),
-        ("elsewhere/smoke", dumps(Z2M_SMOKE_ALARM), "bad_topic"),
-    ],
-)
+Z2M_BAD = [
+    ("zigbee2mqtt/smoke", b"{smoke: true}", "malformed_json"),
+    ("zigbee2mqtt/smoke", b"[true]", "malformed_json"),
+    ("zigbee2mqtt/smoke", dumps({"smoke": "yes"}), "bad_value"),
+    ("zigbee2mqtt/smoke", dumps({"smoke": False, "battery_low": 1}), "bad_value"),
+    ("zigbee2mqtt/smoke", dumps({"smoke": True, "last_seen": "just now"}), "bad_timestamp"),
+    ("zigbee2mqtt/smoke", dumps({"smoke": True, "last_seen": 4102444800000}), "future_timestamp"),
+    (
+        "zigbee2mqtt/smoke",
+        dumps({"smoke": True, "last_seen": 1764990000000, "voltage": "3V"}),
+        "bad_value",
+    ),
+    ("zigbee2mqtt/bridge/state", b"maybe", "bad_status"),
+    ("zigbee2mqtt/smoke/availability", b'{"state":"up"}', "bad_status"),
+    ("zigbee2mqtt/" + "x" * 65, dumps(Z2M_SMOKE_ALARM), "bad_value"),
+    ("elsewhere/smoke", dumps(Z2M_SMOKE_ALARM), "bad_topic"),
+]
+
+
+@pytest.mark.parametrize(("topic", "payload", "reason"), Z2M_BAD)
 def test_zigbee2mqtt_bad_input(topic: str, payload: bytes, reason: str) -> None:
     assert refused(adapter("zigbee2mqtt"), topic, payload) == reason
 
@@ -301,27 +301,27 @@ def _body(old: str, new: str) -> bytes:
     return cjt188_frame(CJT188_2018_BODY.replace(old, new, 1))
 
 
-@pytest.mark.parametrize(
-    ("payload", "reason"),
-    [
-        (CJT188_PUBLISHED, "bad_checksum"),  # as published: its checksum is wrong
-        (cjt188_frame(CJT188_2018_BODY, checksum=0x08), "bad_checksum"),
-        (_body("00 77 66 55 2C 00", "00 7A 66 55 2C 00"), "bad_value"),  # impossible BCD digit
-        (_body("44 33 22", "4F 33 22"), "bad_value"),  # impossible BCD digit in the address
-        (cjt188_frame(CJT188_2018_BODY)[:-6], "bad_frame"),  # cut short
-        (cjt188_frame(CJT188_2018_BODY)[:-1] + b"\x17", "bad_frame"),  # no end byte
-        (b"\xfe\xfe" + cjt188_frame(CJT188_2018_BODY, wake=0)[1:], "bad_frame"),  # no start byte
-        (_body("81 16", "81 15"), "bad_frame"),  # length byte disagrees
-        (_body("10 44", "20 44"), "bad_value"),  # a heat meter
-        (_body("81 16", "C1 16"), "bad_frame"),  # the meter's error answer
-        (_body("1F 90", "2F 90"), "bad_frame"),  # not 901F
-        (_body("55 2C 00", "55 2A 00"), "bad_value"),  # unknown unit code
-        (_body("22 11 05", "22 11 13"), "bad_timestamp"),  # month 13
-        (b"FE FE 68 1", "bad_frame"),  # odd hex digits
-        (b"\xfe" * 20 + cjt188_frame(CJT188_2018_BODY, wake=0), "bad_frame"),  # endless preamble
-        (b"", "bad_frame"),
-    ],
-)
+CJT188_BAD = [
+    (CJT188_PUBLISHED, "bad_checksum"),  # as published: its checksum is wrong
+    (cjt188_frame(CJT188_2018_BODY, checksum=0x08), "bad_checksum"),
+    (_body("00 77 66 55 2C 00", "00 7A 66 55 2C 00"), "bad_value"),  # impossible BCD digit
+    (_body("44 33 22", "4F 33 22"), "bad_value"),  # impossible BCD digit in the address
+    (cjt188_frame(CJT188_2018_BODY)[:-6], "bad_frame"),  # cut short
+    (cjt188_frame(CJT188_2018_BODY)[:-1] + b"\x17", "bad_frame"),  # no end byte
+    (b"\xfe\xfe" + cjt188_frame(CJT188_2018_BODY, wake=0)[1:], "bad_frame"),  # no start byte
+    (_body("81 16", "81 15"), "bad_frame"),  # length byte disagrees
+    (_body("10 44", "20 44"), "bad_value"),  # a heat meter
+    (_body("81 16", "C1 16"), "bad_frame"),  # the meter's error answer
+    (_body("1F 90", "2F 90"), "bad_frame"),  # not 901F
+    (_body("55 2C 00", "55 2A 00"), "bad_value"),  # unknown unit code
+    (_body("22 11 05", "22 11 13"), "bad_timestamp"),  # month 13
+    (b"FE FE 68 1", "bad_frame"),  # odd hex digits
+    (b"\xfe" * 20 + cjt188_frame(CJT188_2018_BODY, wake=0), "bad_frame"),  # endless preamble
+    (b"", "bad_frame"),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason"), CJT188_BAD)
 def test_cjt188_bad_frames(payload: bytes, reason: str) -> None:
     assert refused(adapter("cjt188"), "cjt188/c1", payload) == reason
 
