@@ -282,3 +282,21 @@ def test_a_restart_raises_no_alarm_again(
     assert query(db, "SELECT type, active FROM device_event") == [("smoke", True)]
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM rejected_input").fetchone() == (0,)
+
+
+def test_an_alarm_that_clears_within_one_batch_is_still_raised(
+    db: str, settings_for: Callable[..., Settings], publisher: Publisher, topic_prefix: str
+) -> None:
+    """Without last_seen each snapshot is read at its own receipt: an alarm and its clearing
+    a few milliseconds apart, in one batch, are two events, not one time with two states."""
+    register(db, "z2m", [("SM-Z-1", "smoke", "kitchen smoke")])
+    base = f"{topic_prefix}/zigbee2mqtt"
+    settings = settings_for(db, [{"name": "z2m", "kind": "zigbee2mqtt", "topic": f"{base}/#"}])
+    with running_ingester(settings) as ingester:
+        for body in (Z2M_SMOKE_QUIET, Z2M_SMOKE_ALARM, Z2M_SMOKE_QUIET):
+            publisher.publish(f"{base}/kitchen smoke", dumps(body))
+        processed(ingester, 3)
+    assert query(db, "SELECT type, active FROM device_event ORDER BY ts") == [
+        ("smoke", True),
+        ("smoke", False),
+    ]
