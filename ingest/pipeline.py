@@ -272,6 +272,25 @@ class BatchPipeline:
             if stop.wait(self._backoff.next_delay_s()):
                 return None
 
+    def store(self, database: Database, received: list[ReceivedMessage]) -> WriteResult:
+        """Write these decoded messages now, in one transaction, and say what was stored.
+
+        For a caller that must answer only once the rows are safe (the HTTP push receiver,
+        `lovekey receive`): decode with the source's adapter (`ingest.sources`), wrap each
+        message in a `ReceivedMessage` with the source's name, call this, then answer. A
+        database outage raises (psycopg.OperationalError, StorageError) for the caller to
+        answer "try again"; a row the database refuses is kept in `rejected_input`, as
+        always. One caller at a time: the registry cache and the meters' last totals are
+        this pipeline's, not thread-safe.
+        """
+        try:
+            conn = database.connection()
+            self._sync_registry(conn, received)
+            return self._write(conn, received)
+        except _RETRY:
+            database.discard()
+            raise
+
     def _sync_registry(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> None:
         """Bring the registry cache up to date for the devices and gateways of this batch."""
         if not self._last_totals_loaded:

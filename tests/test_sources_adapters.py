@@ -347,3 +347,21 @@ def test_mqtt_sources_put_native_first_and_bridge_under_their_prefix() -> None:
     assert isinstance(z.adapter, SourceAdapter)
     decoded = z.adapter.decode("zigbee2mqtt/bridge/state", b"online", CONTEXT)
     assert isinstance(decoded, DecodedMessage)
+
+
+@pytest.mark.parametrize("kind", ["chirpstack", "wmbusmeters", "cjt188"])
+def test_the_benchmark_load_is_what_the_adapters_read(kind: str) -> None:
+    """`lovekey bench ingest --source KIND` measures messages the adapter stores, at the
+    (device, time) its prober looks for."""
+    from lovekey.bench.support.source_load import SourceLoad, external_id, source_entry
+
+    settings = load_settings(environ={}, sources=[source_entry(kind, "lk")])
+    source = mqtt_sources(settings)[1]
+    assert source.adapter is not None
+    load = SourceLoad(kind, {"WM-000007": 7, "WM-000008": 8}, prefix="lk", probe_every=1)
+    for _ in range(4):
+        topic, payload, count, (key, ts) = load.message()
+        decoded = source.adapter.decode(topic, payload, CONTEXT)
+        assert count == 1
+        assert decoded.device_id.lower() == external_id(kind, key).lower()  # type: ignore[union-attr]
+        assert decoded.readings[0].ts == ts

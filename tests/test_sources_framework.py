@@ -200,3 +200,24 @@ def test_levels_are_stored_as_events_only_where_they_change(postgres_factory: An
     )
     assert [row[3] for row in plan.rejected] == ["wrong_kind"]
     assert not plan.levels
+
+
+def test_a_caller_can_store_adapted_messages_at_once(postgres_factory: Any, make_settings: Any) -> None:
+    """The HTTP receiver's path: decode, store, and only then answer."""
+    from lovekey.ingest.inbox import Inbox
+    from lovekey.ingest.metrics import IngestMetrics
+    from lovekey.ingest.pipeline import BatchPipeline, Database
+
+    url = postgres_factory.create("sources")
+    with connect(url) as conn:
+        apply_registry(conn, parse_registry(REGISTRY))
+    settings = make_settings(database_url=url)
+    pipeline = BatchPipeline(
+        settings, Inbox(max_messages=10, max_bytes=1 << 20), IngestMetrics(pending=lambda: 0)
+    )
+    recent = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    message = _source_message("0101010101010101", "cs-east", readings=(WaterReading(recent, 1234.0),))
+    with Database(url) as database:
+        first = pipeline.store(database, [message])
+        again = pipeline.store(database, [message])  # the platform's retry
+    assert (first.water, again.water, again.duplicates) == (1, 0, 1)
