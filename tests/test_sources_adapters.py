@@ -365,3 +365,13 @@ def test_the_benchmark_load_is_what_the_adapters_read(kind: str) -> None:
         assert count == 1
         assert decoded.device_id.lower() == external_id(kind, key).lower()  # type: ignore[union-attr]
         assert decoded.readings[0].ts == ts
+
+
+def test_zigbee2mqtt_alarms_kept_apart_under_one_level() -> None:
+    """docs/sources/zigbee2mqtt.md: alarms under zigbee2mqtt/alarms/, the bridge's state in a
+    second entry of the same gateway."""
+    alarms = adapter("zigbee2mqtt", topic="zigbee2mqtt/alarms/#", options={"base_topic": "zigbee2mqtt"})
+    state = adapter("zigbee2mqtt", topic="zigbee2mqtt/bridge/state", options={"base_topic": "zigbee2mqtt"})
+    smoke = alarms.decode("zigbee2mqtt/alarms/kitchen smoke", dumps(Z2M_SMOKE_ALARM), CONTEXT)
+    assert smoke.device_id == "alarms/kitchen smoke"
+    assert state.decode("zigbee2mqtt/bridge/state", Z2M_ONLINE_LEGACY, CONTEXT).status == "online"

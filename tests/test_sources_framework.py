@@ -78,6 +78,7 @@ token = "s3cret-token"
         [{"name": "a", "kind": "tts", "timezone": "Mars/Base"}],
         [{"name": "a", "kind": "tts", "broker_url": "http://x"}],
         [{"name": "a", "kind": "native"}, {"name": "b", "kind": "native"}],
+        [{"name": "a", "kind": "native", "topic": "x/#"}],  # native topics follow topic_prefix
     ],
 )
 def test_bad_source_entries_are_refused(entries: list[dict[str, Any]]) -> None:
