@@ -375,3 +375,17 @@ def test_zigbee2mqtt_alarms_kept_apart_under_one_level() -> None:
     smoke = alarms.decode("zigbee2mqtt/alarms/kitchen smoke", dumps(Z2M_SMOKE_ALARM), CONTEXT)
     assert smoke.device_id == "alarms/kitchen smoke"
     assert state.decode("zigbee2mqtt/bridge/state", Z2M_ONLINE_LEGACY, CONTEXT).status == "online"
+
+
+def test_times_and_units_as_the_sources_write_them() -> None:
+    from lovekey.ingest.sources._fields import any_time, epoch, rfc3339
+
+    instant = datetime(2026, 12, 6, 3, 55, tzinfo=UTC)
+    assert epoch(1796529300) == epoch(1796529300000) == epoch(1796529300.0) == instant  # s and ms
+    assert rfc3339("2026-12-06T03:55:00Z", None) == instant
+    assert rfc3339("2026-12-06T11:55:00+08:00", None) == instant
+    assert rfc3339("2026-12-06 11:55:00", SHANGHAI) == instant  # no zone: the source's
+    assert any_time("2026-12-06T03:55:00.000000001Z", None) == instant  # Go's nanoseconds
+    for bad in ("2026-12-06 11:55:00", "tomorrow", 17.5j, None, True):
+        with pytest.raises(PayloadError):
+            any_time(bad, None)
