@@ -101,7 +101,7 @@ def test_external_ids_are_imported_exported_and_unique_per_gateway(postgres_fact
         }
     with pytest.raises(ImportRejected, match="already names a device of gateway 'cs-east'"):
         parse_registry(REGISTRY + "WM-3,cs-east,R-3,water_meter,0101010101010101\n")
-    with pytest.raises(ImportRejected, match="external_id"):
+    with pytest.raises(ImportRejected, match="external_id: 'bad\\+id' is not an id at a source"):
         parse_registry(REGISTRY + "WM-3,cs-east,R-3,water_meter,bad+id\n")
 
 
