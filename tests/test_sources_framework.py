@@ -222,3 +222,25 @@ def test_a_caller_can_store_adapted_messages_at_once(postgres_factory: Any, make
         first = pipeline.store(database, [message])
         again = pipeline.store(database, [message])  # the platform's retry
     assert (first.water, again.water, again.duplicates) == (1, 0, 1)
+
+
+def test_level_memory_skips_only_what_cannot_be_a_change() -> None:
+    from lovekey.ingest.level_memory import LevelMemory
+
+    memory = LevelMemory()
+    t = [NOW + timedelta(minutes=i) for i in range(5)]
+    first = [(t[1], 7, "smoke", True, None)]
+    assert memory.changes(first) == first  # nothing known: the database judges
+    memory.committed(first)
+    same_later = (t[2], 7, "smoke", True, None)
+    other_later = (t[3], 7, "smoke", False, None)
+    same_earlier = (t[0], 7, "smoke", True, None)  # a late one: the database judges
+    other_type = (t[2], 7, "tamper", True, None)
+    assert memory.changes([same_later, other_later, same_earlier, other_type]) == [
+        other_later,
+        same_earlier,
+        other_type,
+    ]
+    memory.committed([other_later, same_earlier])
+    assert memory.changes([(t[4], 7, "smoke", True, None)]) == [(t[4], 7, "smoke", True, None)]
+    assert len(memory) == 1
