@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Self
 
 import numpy as np
@@ -25,13 +25,21 @@ from lovekey.config import Settings
 from lovekey.errors import PayloadError, StorageError
 from lovekey.ingest import reasons
 from lovekey.ingest.batch import BatchPlan, ReceivedMessage, plan_batch
-from lovekey.ingest.codecs import decode_message
+from lovekey.ingest.codecs import DecodeContext, decode_message
 from lovekey.ingest.decoded import DecodedMessage
 from lovekey.ingest.inbox import Inbound, Inbox
 from lovekey.ingest.last_totals import LastTotals
+from lovekey.ingest.level_memory import LevelMemory
 from lovekey.ingest.metrics import IngestMetrics
-from lovekey.ingest.registry_cache import RegistryCache, load_registry, look_up
+from lovekey.ingest.registry_cache import (
+    RegistryCache,
+    load_external,
+    load_registry,
+    look_up,
+    look_up_external,
+)
 from lovekey.ingest.seen_memory import SeenMemory
+from lovekey.ingest.sources import MqttSource, mqtt_sources
 from lovekey.ingest.writer import WriteResult, prepare, write_plan
 from lovekey.retry import Backoff
 from lovekey.storage import connect
@@ -98,11 +106,16 @@ class BatchPipeline:
     inbox (thread-safe) and the metrics (plain counters, each written by one thread).
     """
 
-    def __init__(self, settings: Settings, inbox: Inbox, metrics: IngestMetrics) -> None:
+    def __init__(
+        self, settings: Settings, inbox: Inbox, metrics: IngestMetrics, *, remember_levels: bool = True
+    ) -> None:
         ingest = settings.ingest
         self.settings = settings
         self.metrics = metrics
         self._inbox = inbox
+        # what the ingester reads: the native contract first, then each configured MQTT
+        # source (`Inbound.source` is an index into this)
+        self.sources: tuple[MqttSource, ...] = mqtt_sources(settings)
         self._registry = RegistryCache(
             refresh_s=ingest.registry_refresh_s, miss_retry_s=ingest.registry_miss_retry_s
         )
@@ -110,6 +123,10 @@ class BatchPipeline:
         # each meter's newest (ts, total), to judge its next reading; loaded on first commit
         self._last_totals = LastTotals(ingest.flow_memory_devices)
         self._last_totals_loaded = False
+        # each device's newest committed state per alarm type: unchanged snapshots skip the
+        # writer. Not with a shared subscription: another member may commit a newer state of
+        # the same device, which this memory would not know
+        self._levels = LevelMemory() if remember_levels else None
         self._gateways_written: dict[str, float] = {}
         self._max_age_s = settings.storage.retention_days * 86400.0
         # min(): a first wait configured above the cap used to mean "always the cap"
@@ -134,9 +151,23 @@ class BatchPipeline:
         while True:
             # one clock read per take: the future/too-old limits need no finer grain
             now = datetime.now(UTC)
+            now_mono = time.monotonic()
+            context: DecodeContext | None = None
+            sources = self.sources
             for item in taken:
-                decoded = self._decode(item, now)
-                batch.received.append(ReceivedMessage(item.topic, item.payload, decoded))
+                if item.source:
+                    if context is None:
+                        context = self._context(now)
+                    # a snapshot without a clock of its own (Zigbee2MQTT without last_seen) is
+                    # read at its own receipt: two states in one batch must not share a time
+                    received = now - timedelta(seconds=now_mono - item.received_mono)
+                    item_context = DecodeContext(received, context.latest, context.earliest)
+                    decoded = self._adapt(sources[item.source], item, item_context)
+                else:
+                    decoded = self._decode(item, now)
+                batch.received.append(
+                    ReceivedMessage(item.topic, item.payload, decoded, sources[item.source].name)
+                )
                 if isinstance(decoded, DecodedMessage):
                     rows += max(1, len(decoded.readings) + len(decoded.events))
                 else:
@@ -165,6 +196,28 @@ class BatchPipeline:
             )
         except PayloadError as exc:
             return exc  # kept in rejected_input with its reason, never dropped
+
+    def _context(self, now: datetime) -> DecodeContext:
+        tolerance = timedelta(seconds=self.settings.ingest.future_tolerance_s)
+        oldest = now - timedelta(seconds=self._max_age_s)
+        return DecodeContext(now=now, latest=now + tolerance, earliest=oldest)
+
+    def _adapt(
+        self, source: MqttSource, item: Inbound, context: DecodeContext
+    ) -> DecodedMessage | PayloadError:
+        """A configured source's message, through its adapter (`ingest.sources`)."""
+        adapter = source.adapter
+        assert adapter is not None  # only the native source (index 0) has none
+        limit = self.settings.ingest.max_payload_bytes
+        if len(item.payload) > limit:
+            return PayloadError(reasons.PAYLOAD_TOO_LARGE, f"{len(item.payload)} bytes > {limit}")
+        topic = item.topic
+        if source.strip:
+            topic = topic[len(source.strip) :]
+        try:
+            return adapter.decode(topic, item.payload, context)
+        except PayloadError as exc:
+            return exc  # kept in rejected_input with its reason and source, never dropped
 
     # -- committing (the writer's thread) --------------------------------------------------
 
@@ -226,6 +279,25 @@ class BatchPipeline:
             if stop.wait(self._backoff.next_delay_s()):
                 return None
 
+    def store(self, database: Database, received: list[ReceivedMessage]) -> WriteResult:
+        """Write these decoded messages now, in one transaction, and say what was stored.
+
+        For a caller that must answer only once the rows are safe (the HTTP push receiver,
+        `lovekey receive`): decode with the source's adapter (`ingest.sources`), wrap each
+        message in a `ReceivedMessage` with the source's name, call this, then answer. A
+        database outage raises (psycopg.OperationalError, StorageError) for the caller to
+        answer "try again"; a row the database refuses is kept in `rejected_input`, as
+        always. One caller at a time: the registry cache and the meters' last totals are
+        this pipeline's, not thread-safe.
+        """
+        try:
+            conn = database.connection()
+            self._sync_registry(conn, received)
+            return self._write(conn, received)
+        except _RETRY:
+            database.discard()
+            raise
+
     def _sync_registry(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> None:
         """Bring the registry cache up to date for the devices and gateways of this batch."""
         if not self._last_totals_loaded:
@@ -234,15 +306,25 @@ class BatchPipeline:
         cache = self._registry
         if cache.refresh_due(now_mono):
             devices, gateways = load_registry(conn)
-            cache.replace(devices, gateways, now_mono)
+            cache.replace(devices, gateways, now_mono, load_external(conn))
             log.debug("registry loaded: %d devices, %d gateways", len(devices), len(gateways))
         # a device registered (or moved) since the last load is looked up now, so its
         # first readings are not rejected as unknown for up to `registry_refresh_s`
-        claims = [
-            (r.decoded.gateway_id, r.decoded.device_id)
-            for r in received
-            if isinstance(r.decoded, DecodedMessage)
-        ]
+        claims: list[tuple[str, str | None]] = []
+        external: list[tuple[str, str]] = []
+        for r in received:
+            decoded = r.decoded
+            if not isinstance(decoded, DecodedMessage):
+                continue
+            if decoded.external and decoded.device_id is not None:
+                external.append((decoded.gateway_id, decoded.device_id.lower()))
+            else:
+                claims.append((decoded.gateway_id, decoded.device_id))
+        if external and (stale := cache.stale_external(external, now_mono)):
+            found = look_up_external(conn, stale)
+            cache.merge_external(stale, found, now_mono)
+            # the devices found by their external id, as the cache holds devices
+            claims += [(gateway_id, device_id) for (gateway_id, _), device_id in found.items()]
         device_ids, gateway_ids = cache.stale_ids(claims, now_mono)
         if device_ids or gateway_ids:
             found_devices, found_gateways = look_up(conn, device_ids, gateway_ids)
@@ -286,7 +368,7 @@ class BatchPipeline:
             log.warning("database refused a message on %s: %s", received[0].topic, exc)
             refused = PayloadError(reasons.STORAGE_REFUSED, f"{exc.sqlstate}: {_one_line(exc)}"[:500])
             only = received[0]
-            return self._write_once(conn, [ReceivedMessage(only.topic, only.payload, refused)])
+            return self._write_once(conn, [ReceivedMessage(only.topic, only.payload, refused, only.source)])
 
     def _write_once(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> WriteResult:
         ingest = self.settings.ingest
@@ -299,7 +381,10 @@ class BatchPipeline:
             keep_bytes=ingest.rejected_keep_bytes,
             max_flow_lpm=ingest.max_flow_lpm,
             last_totals=self._last_totals,
+            external=self._registry.external,
         )
+        if self._levels is not None:
+            plan.levels = self._levels.changes(plan.levels)
         now_mono = time.monotonic()
         devices_seen = self._seen.due(plan.devices_seen, now_mono)
         gateways_seen = self._gateways_due(plan, now_mono)
@@ -314,6 +399,8 @@ class BatchPipeline:
         self._seen.written(devices_seen, now_mono)
         if plan.judged is not None:
             self._last_totals.remember(*plan.judged)
+        if self._levels is not None:
+            self._levels.committed(plan.levels)
         for gateway_id, _ in gateways_seen:
             self._gateways_written[gateway_id] = now_mono
         self._count(plan, result)
