@@ -294,6 +294,93 @@ class RegistrySettings(_Section):
         return value
 
 
+# The kinds of source LoveKey reads (docs/sources/): its own MQTT contract, the MQTT tools and
+# network servers that decode meters and alarms for it, concentrators forwarding CJ/T 188
+# frames, and the carrier platforms that push over HTTP (`lovekey receive`).
+MQTT_SOURCE_KINDS = ("native", "chirpstack", "tts", "wmbusmeters", "zigbee2mqtt", "cjt188")
+HTTP_SOURCE_KINDS = ("ctwing", "onenet", "huawei")
+SourceKind = Literal[
+    "native", "chirpstack", "tts", "wmbusmeters", "zigbee2mqtt", "cjt188", "ctwing", "onenet", "huawei"
+]
+# a source name goes into rejected_input.source and client ids: one topic level, no spaces
+_SOURCE_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+
+
+class SourceSettings(_Section):
+    """One `[[sources]]` entry: where messages of one kind come from and how they map to devices.
+
+    MQTT kinds read `topic` (a filter; default per kind, see docs/sources/) on the LoveKey
+    broker, or on `broker_url`, the source's own broker, through `lovekey bridge`. HTTP kinds
+    are served by `lovekey receive` at `path`, checked with `token`. Devices of the source are
+    registered to the gateway `gateway_id` (default: the source's name) with their id at the
+    source in the registry's `external_id` column.
+    """
+
+    name: str = Field(pattern=_SOURCE_NAME)
+    kind: SourceKind
+    topic: str | None = None  # MQTT kinds: the subscription filter
+    path: str | None = None  # HTTP kinds: the URL path the platform posts to
+    gateway_id: str | None = None  # registry gateway of its devices; None: the source's name
+    # the source's own broker (a bridge subscribes there and republishes to LoveKey's); None:
+    # the source publishes to LoveKey's broker
+    broker_url: str | None = Field(None, repr=False)
+    # QoS of the subscription at the source (The Things Stack serves QoS 0 only)
+    qos: int = Field(1, ge=0, le=1)
+    # the platform's shared secret (OneNET token, CTWing/Huawei callback token)
+    token: str | None = Field(None, repr=False)
+    # clocks that say no zone (wmbusmeters, CJ/T 188 meter time) are read in this zone;
+    # None: the top-level `timezone`
+    timezone: str | None = None
+    # raw payloads (LoRaWAN frm_payload, NB-IoT APPdata): payload decoder per meter model,
+    # "default" for any model not listed; e.g. {default = "cjt188"}
+    decoders: dict[str, str] = Field(default_factory=dict)
+    # kind-specific knobs, documented on each source's page
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _source_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _source_broker(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("mqtt", "mqtts"):
+            raise ValueError("broker_url must look like mqtt://user:pass@host:port")
+        return value or None
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_filter(cls, value: str | None) -> str | None:
+        if value is not None:
+            levels = value.split("/")
+            if (
+                not value
+                or value.startswith("$")
+                or "#" in levels[:-1]
+                or any(("+" in level and level != "+") or ("#" in level and level != "#") for level in levels)
+            ):
+                raise ValueError(f"{value!r} is not an MQTT topic filter")
+        return value
+
+    @property
+    def gateway(self) -> str:
+        """The registry gateway the source's devices are registered to."""
+        return self.gateway_id or self.name
+
+    @property
+    def is_http(self) -> bool:
+        return self.kind in HTTP_SOURCE_KINDS
+
+    def zone(self, default: str) -> ZoneInfo:
+        return ZoneInfo(self.timezone or default)
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("lovekey", appauthor=False))
 
@@ -324,6 +411,23 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
     registry: RegistrySettings = RegistrySettings()
+    # `[[sources]]`: the device sources read (docs/sources/); none: the native contract alone
+    sources: tuple[SourceSettings, ...] = ()
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_apart(cls, value: tuple[SourceSettings, ...]) -> tuple[SourceSettings, ...]:
+        names = [source.name for source in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must differ: {', '.join(sorted(names))}")
+        for source in value:
+            if source.is_http and (source.topic or source.broker_url):
+                raise ValueError(f"source {source.name}: an HTTP source has a path, not a topic or broker")
+            if not source.is_http and source.path:
+                raise ValueError(f"source {source.name}: an MQTT source has a topic, not a path")
+        if sum(source.kind == "native" for source in value) > 1:
+            raise ValueError("at most one native source (the lovekey/... contract)")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -389,6 +493,11 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = redact_url(self.database_url) if self.database_url else "embedded"
         data["mqtt_url"] = redact_url(self.mqtt_url) if self.mqtt_url else "embedded"
+        for source in data["sources"]:
+            if source["token"]:
+                source["token"] = "***"  # noqa: S105  # the mask, not a secret
+            if source["broker_url"]:
+                source["broker_url"] = redact_url(source["broker_url"])
         return data
 
 

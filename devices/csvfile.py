@@ -95,6 +95,10 @@ def _apprise_urls(value: str) -> str:
 
 
 Id = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
+# A device's id at its source: hex (DevEUI, CJ/T 188 address), digits (IMEI), or a Zigbee2MQTT
+# friendly name, which may hold spaces and '/' but never an MQTT wildcard or a control character.
+_EXTERNAL_ID_PATTERN = r"^[^\x00-\x1f\x7f+#]{1,64}$"
+ExternalId = Annotated[str, StringConstraints(pattern=_EXTERNAL_ID_PATTERN)]
 Phone = Annotated[str, AfterValidator(_a_phone)]
 Language = Annotated[str, _one_of(LANGUAGES, "unknown language")]
 
@@ -124,6 +128,7 @@ class CsvLine(BaseModel):
     resident_id: Id
     kind: Annotated[str, _one_of(DEVICE_KINDS, "unknown kind")]
     report_interval_s: Annotated[int, BeforeValidator(_positive_whole)] | None = None
+    external_id: ExternalId | None = None
     resident_name: str | None = None
     resident_phone: Phone | None = None
     resident_language: Language | None = None
@@ -276,12 +281,28 @@ class _District:
     devices: dict[str, tuple[int, Device]] = field(default_factory=dict)
     gateways: dict[str, None] = field(default_factory=dict)
     contacts: dict[str, tuple[int, list[Contact]]] = field(default_factory=dict)
+    # (gateway id, external id in lower case) -> line: a source's ids name one device each
+    external_ids: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def add(self, line: int, row: CsvLine, problems: Problems) -> None:
         if row.device_id in self.devices:
             first = self.devices[row.device_id][0]
             problems.append((line, f"device_id: duplicate device {row.device_id!r} (first on line {first})"))
             return
+        if row.external_id is not None:
+            # case is ignored, as the ingester ignores it (a DevEUI is written either way)
+            at_source = (row.gateway_id, row.external_id.lower())
+            if at_source in self.external_ids:
+                first = self.external_ids[at_source]
+                problems.append(
+                    (
+                        line,
+                        f"external_id: {row.external_id!r} already names a device of gateway"
+                        f" {row.gateway_id!r} (line {first})",
+                    )
+                )
+                return
+            self.external_ids[at_source] = line
         device = Device(
             id=row.device_id,
             gateway_id=row.gateway_id,
@@ -289,6 +310,7 @@ class _District:
             household_id=row.household,
             kind=row.kind,
             report_interval_s=row.report_interval_s,
+            external_id=row.external_id,
         )
         self.devices[row.device_id] = (line, device)
         self.gateways[row.gateway_id] = None

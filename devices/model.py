@@ -49,6 +49,8 @@ class Device:
     household_id: str
     kind: str
     report_interval_s: int | None
+    # the device's id at its source (DevEUI, IMEI, CJ/T 188 address, ...): docs/sources/
+    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,7 @@ REGISTRY_COLUMNS = (
     "resident_id",
     "kind",
     "report_interval_s",
+    "external_id",
     "resident_name",
     "resident_phone",
     "resident_language",

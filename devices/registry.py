@@ -90,6 +90,7 @@ _TABLES: dict[str, dict[str, Any]] = {
             ("resident_id", "text"),
             ("gateway_id", "text"),
             ("report_interval_s", "integer"),
+            ("external_id", "text"),
         ],
         "defaults": {},
     },
@@ -110,7 +111,7 @@ def apply_registry(conn: psycopg.Connection, registry: RegistryFile) -> ImportRe
         ],
         "resident": [(r.id, r.household_id, r.name, r.phone, r.language) for r in registry.residents],
         "device": [
-            (d.id, d.kind, d.household_id, d.resident_id, d.gateway_id, d.report_interval_s)
+            (d.id, d.kind, d.household_id, d.resident_id, d.gateway_id, d.report_interval_s, d.external_id)
             for d in registry.devices
         ],
     }
@@ -168,6 +169,7 @@ class DeviceRow:
     gateway_id: str
     resident_id: str | None = None  # a device may serve a household, not one resident
     report_interval_s: int | None = None
+    external_id: str | None = None  # its id at its source (docs/sources/); None: keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,7 @@ def upsert_rows(conn: psycopg.Connection, rows: Iterable[RegistryRow]) -> Import
                     row.resident_id,
                     row.gateway_id,
                     row.report_interval_s,
+                    row.external_id,
                 )
             case ContactRow():
                 quiet_start, quiet_end = row.quiet or (None, None)

@@ -18,7 +18,7 @@ from lovekey.devices.csv_safety import escape_cell
 from lovekey.devices.model import REGISTRY_COLUMNS
 
 _EXPORT_QUERY = """
-SELECT d.id, d.gateway_id, d.resident_id, d.kind, d.report_interval_s,
+SELECT d.id, d.gateway_id, d.resident_id, d.kind, d.report_interval_s, d.external_id,
        r.name, r.phone, r.language,
        h.id, h.address,
        h.community_id, c.name, h.grid_id, g.name, h.building_id, b.name, h.unit_id, u.name,

@@ -26,6 +26,11 @@ SensorRow = tuple[datetime, int, float | None, float | None, float | None, float
 EventRow = tuple[datetime, int, str, bool, float | None]
 # topic, gateway_id, device_id, reason, detail, payload (cut), payload size in bytes
 RejectRow = tuple[str, str | None, str | None, str, str, bytes, int]
+# the source a rejected row came by and the device's id there, row for row with `rejected`
+RejectOrigin = tuple[str | None, str | None]
+# an event row, and whether it must differ from the device's stored level to be kept (the
+# first level of its device and type in a batch; later ones are changes within the batch)
+LevelRow = tuple[datetime, int, str, bool, float | None, bool]
 
 # The bad rows of one batch message make one rejected_input row, whose detail lists the
 # first few of them (each cut to a line): what one message can write there is bounded.
@@ -46,11 +51,15 @@ class DeviceEntry:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
-    """One message as the planner sees it: where it came from, its bytes, what they decoded to."""
+    """One message as the planner sees it: where it came from, its bytes, what they decoded to.
+
+    `source` names the configured source (`[[sources]]`) it came by; None: not known.
+    """
 
     topic: str
     payload: bytes
     decoded: DecodedMessage | PayloadError
+    source: str | None = None
 
 
 @dataclass(slots=True)
@@ -59,7 +68,10 @@ class BatchPlan:
     water: list[WaterRow] = field(default_factory=list)
     sensor: list[SensorRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
+    # state snapshots turned into event rows where they change (see `_add_levels`)
+    levels: list[LevelRow] = field(default_factory=list)
     rejected: list[RejectRow] = field(default_factory=list)
+    rejected_origin: list[RejectOrigin] = field(default_factory=list)
     # device key -> battery of its newest reading in the batch that had one (else None)
     devices_seen: dict[int, float | None] = field(default_factory=dict)
     # gateway id -> online/offline from its last status message in the batch (else None)
@@ -87,6 +99,7 @@ def plan_batch(
     keep_bytes: int,
     max_flow_lpm: float | None = None,
     last_totals: LastTotals | None = None,
+    external: Mapping[tuple[str, str], str] | None = None,
 ) -> BatchPlan:
     """Rows to store, rows to reject, and what was seen, for `messages` in arrival order.
 
@@ -96,9 +109,14 @@ def plan_batch(
     for every accepted message. With `max_flow_lpm`, a meter reading whose total rose
     faster than that since the meter's previous reading (in the batch, or the newest in
     `last_totals`) is rejected as `implausible_jump` (see `implausible_rises`).
+
+    A source's message (`decoded.external`) names its device by its id at the source:
+    `external` maps (gateway id, that id in lower case) to the registered device's id.
     """
     plan = BatchPlan(seen_at=now)
     battery_ts: dict[int, datetime] = {}
+    # (device key, event type) -> the level last added to the plan
+    level_last: dict[tuple[int, str], bool] = {}
     # bad rows of batch messages, by message position: rejected after the plausibility check
     row_errors: dict[int, tuple[ReceivedMessage, DecodedMessage, list[tuple[int, PayloadError]]]] = {}
     # (message position, first row in plan.water) of each message that added meter rows
@@ -119,6 +137,16 @@ def plan_batch(
             continue
         device_id = decoded.device_id
         assert device_id is not None  # readings and events always name their device
+        if decoded.external:
+            registered = (external or {}).get((gateway_id, device_id.lower()))
+            if registered is None:
+                error = PayloadError(
+                    reasons.UNKNOWN_DEVICE,
+                    f"no device of gateway {gateway_id} has external_id {device_id[:64]!r}",
+                )
+                _reject(plan, message, error, keep_bytes, topic_prefix)
+                continue
+            device_id = registered
         entry = devices.get(device_id)
         if entry is None:
             error = PayloadError(reasons.UNKNOWN_DEVICE, device_id)
@@ -141,7 +169,9 @@ def plan_batch(
         errors = _add_rows(plan, message, decoded, entry, battery_ts, keep_bytes, topic_prefix)
         if errors is None:
             continue  # rejected whole
-        if plan.rows > rows_before:
+        if decoded.levels:
+            _add_levels(plan, decoded, entry, level_last)
+        if plan.rows > rows_before or decoded.levels:
             plan.devices_seen.setdefault(entry.key, None)
         if len(plan.water) > first_water:
             water_starts.append((position, first_water))
@@ -309,6 +339,29 @@ def _add_rows(
     return row_errors
 
 
+def _add_levels(
+    plan: BatchPlan, decoded: DecodedMessage, entry: DeviceEntry, level_last: dict[tuple[int, str], bool]
+) -> None:
+    """A state snapshot's levels, as event rows where they change within the batch.
+
+    The first level of a device and type in the batch is kept with `compare` set: the
+    writer stores it only if it differs from the newest stored event before it (none
+    counts as inactive), so a repeated snapshot, a redelivery or a restart raises nothing.
+    """
+    key = entry.key
+    allowed = EVENTS_BY_DEVICE_KIND.get(entry.kind, frozenset())  # type: ignore[call-overload]
+    for level in decoded.levels:
+        if level.type not in allowed:
+            continue  # inactive (an active one rejected the message): nothing to keep
+        slot = (key, level.type)
+        previous = level_last.get(slot)
+        if previous is not None and previous == level.active:
+            continue
+        level_last[slot] = level.active
+        plan.levels.append((level.ts, key, level.type, level.active, level.value, previous is None))
+        plan.accepted_ts.append(level.ts.timestamp())
+
+
 def _event_misfit(decoded: DecodedMessage, entry: DeviceEntry) -> PayloadError | None:
     """An event its device's kind cannot produce (a water meter's `sos`), else None.
 
@@ -320,6 +373,12 @@ def _event_misfit(decoded: DecodedMessage, entry: DeviceEntry) -> PayloadError |
     for event in decoded.events:
         if event.type not in allowed:
             detail = f"a {entry.kind} device cannot send {event.type.value!r} events"
+            return PayloadError(reasons.WRONG_KIND, detail)
+    # a snapshot may carry every field its model has: an inactive level of a type the
+    # device's kind cannot raise says nothing, an active one is a misregistered device
+    for level in decoded.levels:
+        if level.type not in allowed and level.active:
+            detail = f"a {entry.kind} device cannot raise {level.type.value!r}"
             return PayloadError(reasons.WRONG_KIND, detail)
     return None
 
@@ -350,6 +409,10 @@ def _reject(
     plan: BatchPlan, message: ReceivedMessage, error: PayloadError, keep_bytes: int, topic_prefix: str
 ) -> None:
     gateway_id, device_id = _ids(message, topic_prefix)
+    external_id = None
+    decoded = message.decoded
+    if isinstance(decoded, DecodedMessage) and decoded.external:
+        device_id, external_id = None, decoded.device_id
     plan.rejected.append(
         (
             message.topic,
@@ -361,6 +424,7 @@ def _reject(
             len(message.payload),
         )
     )
+    plan.rejected_origin.append((message.source, external_id))
 
 
 def _reject_rows(
@@ -388,19 +452,22 @@ def _reject_rows(
         (
             message.topic,
             decoded.gateway_id,
-            decoded.device_id,
+            None if decoded.external else decoded.device_id,
             errors[0][1].reason,
             detail,
             message.payload[:keep_bytes],
             len(message.payload),
         )
     )
+    plan.rejected_origin.append((message.source, decoded.device_id if decoded.external else None))
 
 
 def _ids(message: ReceivedMessage, topic_prefix: str) -> tuple[str | None, str | None]:
     decoded = message.decoded
     if isinstance(decoded, DecodedMessage):
         return decoded.gateway_id, decoded.device_id
+    if message.source is not None and not message.topic.startswith(topic_prefix):
+        return None, None  # a source's topic: not the native contract's levels
     try:
         topic = parse_topic(topic_prefix, message.topic)
     except PayloadError:

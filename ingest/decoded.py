@@ -54,6 +54,13 @@ class DecodedMessage:
 
     `row_errors` holds `(index, error)` for rows of a batch that were rejected while the
     others are in `readings`; `device_id` is None for gateway status.
+
+    A message of a configured source (`ingest.sources`) says `external=True`: its
+    `device_id` is the device's id at the source (DevEUI, IMEI, ...), looked up in the
+    registry's `external_id` column among the devices of `gateway_id`. Sources that report
+    state rather than events (Zigbee2MQTT) give `levels`: each is stored as an event only
+    when it differs from the device's previous level of that type (false -> true raises
+    once; a repeated snapshot is nothing new).
     """
 
     kind: MessageKind
@@ -64,3 +71,5 @@ class DecodedMessage:
     status: GatewayStatus | None = None
     row_errors: tuple[tuple[int, PayloadError], ...] = ()
     batch: bool = False  # the payload was {"readings": [...]}
+    external: bool = False  # device_id is the source's id for the device
+    levels: tuple[EventMessage, ...] = ()  # states: stored as events when they change

@@ -23,6 +23,7 @@ class Inbound:
     qos: int
     generation: int  # connection it arrived on; acks go only to that connection
     received_mono: float
+    source: int = 0  # which of the pipeline's MQTT sources (`ingest.sources`); 0: native
 
 
 class Inbox:

@@ -75,6 +75,7 @@ class Ingester:
             max_bytes=settings.ingest.max_pending_bytes,
         )
         self.metrics = IngestMetrics(pending=inbox.__len__)
+        self.pipeline = BatchPipeline(settings, inbox, self.metrics)
         self.session = MqttSession(
             settings.mqtt,
             self.broker,
@@ -83,9 +84,9 @@ class Ingester:
             metrics=self.metrics,
             shared_group=shared_group,
             retire=retire,
+            source_filters=tuple(source.filters for source in self.pipeline.sources),
         )
         self.subscribed = self.session.subscribed
-        self.pipeline = BatchPipeline(settings, inbox, self.metrics)
         self.retired = False  # retire mode: everything queued was written
         self._settled = 0  # messages whose batch was committed and acknowledged
         self._stack = ExitStack()

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Self
 
 import numpy as np
@@ -25,13 +25,20 @@ from lovekey.config import Settings
 from lovekey.errors import PayloadError, StorageError
 from lovekey.ingest import reasons
 from lovekey.ingest.batch import BatchPlan, ReceivedMessage, plan_batch
-from lovekey.ingest.codecs import decode_message
+from lovekey.ingest.codecs import DecodeContext, decode_message
 from lovekey.ingest.decoded import DecodedMessage
 from lovekey.ingest.inbox import Inbound, Inbox
 from lovekey.ingest.last_totals import LastTotals
 from lovekey.ingest.metrics import IngestMetrics
-from lovekey.ingest.registry_cache import RegistryCache, load_registry, look_up
+from lovekey.ingest.registry_cache import (
+    RegistryCache,
+    load_external,
+    load_registry,
+    look_up,
+    look_up_external,
+)
 from lovekey.ingest.seen_memory import SeenMemory
+from lovekey.ingest.sources import MqttSource, mqtt_sources
 from lovekey.ingest.writer import WriteResult, prepare, write_plan
 from lovekey.retry import Backoff
 from lovekey.storage import connect
@@ -103,6 +110,9 @@ class BatchPipeline:
         self.settings = settings
         self.metrics = metrics
         self._inbox = inbox
+        # what the ingester reads: the native contract first, then each configured MQTT
+        # source (`Inbound.source` is an index into this)
+        self.sources: tuple[MqttSource, ...] = mqtt_sources(settings)
         self._registry = RegistryCache(
             refresh_s=ingest.registry_refresh_s, miss_retry_s=ingest.registry_miss_retry_s
         )
@@ -134,9 +144,18 @@ class BatchPipeline:
         while True:
             # one clock read per take: the future/too-old limits need no finer grain
             now = datetime.now(UTC)
+            context: DecodeContext | None = None
+            sources = self.sources
             for item in taken:
-                decoded = self._decode(item, now)
-                batch.received.append(ReceivedMessage(item.topic, item.payload, decoded))
+                if item.source:
+                    if context is None:
+                        context = self._context(now)
+                    decoded = self._adapt(sources[item.source], item, context)
+                else:
+                    decoded = self._decode(item, now)
+                batch.received.append(
+                    ReceivedMessage(item.topic, item.payload, decoded, sources[item.source].name)
+                )
                 if isinstance(decoded, DecodedMessage):
                     rows += max(1, len(decoded.readings) + len(decoded.events))
                 else:
@@ -165,6 +184,28 @@ class BatchPipeline:
             )
         except PayloadError as exc:
             return exc  # kept in rejected_input with its reason, never dropped
+
+    def _context(self, now: datetime) -> DecodeContext:
+        tolerance = timedelta(seconds=self.settings.ingest.future_tolerance_s)
+        oldest = now - timedelta(seconds=self._max_age_s)
+        return DecodeContext(now=now, latest=now + tolerance, earliest=oldest)
+
+    def _adapt(
+        self, source: MqttSource, item: Inbound, context: DecodeContext
+    ) -> DecodedMessage | PayloadError:
+        """A configured source's message, through its adapter (`ingest.sources`)."""
+        adapter = source.adapter
+        assert adapter is not None  # only the native source (index 0) has none
+        limit = self.settings.ingest.max_payload_bytes
+        if len(item.payload) > limit:
+            return PayloadError(reasons.PAYLOAD_TOO_LARGE, f"{len(item.payload)} bytes > {limit}")
+        topic = item.topic
+        if source.strip:
+            topic = topic[len(source.strip) :]
+        try:
+            return adapter.decode(topic, item.payload, context)
+        except PayloadError as exc:
+            return exc  # kept in rejected_input with its reason and source, never dropped
 
     # -- committing (the writer's thread) --------------------------------------------------
 
@@ -234,15 +275,25 @@ class BatchPipeline:
         cache = self._registry
         if cache.refresh_due(now_mono):
             devices, gateways = load_registry(conn)
-            cache.replace(devices, gateways, now_mono)
+            cache.replace(devices, gateways, now_mono, load_external(conn))
             log.debug("registry loaded: %d devices, %d gateways", len(devices), len(gateways))
         # a device registered (or moved) since the last load is looked up now, so its
         # first readings are not rejected as unknown for up to `registry_refresh_s`
-        claims = [
-            (r.decoded.gateway_id, r.decoded.device_id)
-            for r in received
-            if isinstance(r.decoded, DecodedMessage)
-        ]
+        claims: list[tuple[str, str | None]] = []
+        external: list[tuple[str, str]] = []
+        for r in received:
+            decoded = r.decoded
+            if not isinstance(decoded, DecodedMessage):
+                continue
+            if decoded.external and decoded.device_id is not None:
+                external.append((decoded.gateway_id, decoded.device_id.lower()))
+            else:
+                claims.append((decoded.gateway_id, decoded.device_id))
+        if external and (stale := cache.stale_external(external, now_mono)):
+            found = look_up_external(conn, stale)
+            cache.merge_external(stale, found, now_mono)
+            # the devices found by their external id, as the cache holds devices
+            claims += [(gateway_id, device_id) for (gateway_id, _), device_id in found.items()]
         device_ids, gateway_ids = cache.stale_ids(claims, now_mono)
         if device_ids or gateway_ids:
             found_devices, found_gateways = look_up(conn, device_ids, gateway_ids)
@@ -286,7 +337,7 @@ class BatchPipeline:
             log.warning("database refused a message on %s: %s", received[0].topic, exc)
             refused = PayloadError(reasons.STORAGE_REFUSED, f"{exc.sqlstate}: {_one_line(exc)}"[:500])
             only = received[0]
-            return self._write_once(conn, [ReceivedMessage(only.topic, only.payload, refused)])
+            return self._write_once(conn, [ReceivedMessage(only.topic, only.payload, refused, only.source)])
 
     def _write_once(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> WriteResult:
         ingest = self.settings.ingest
@@ -299,6 +350,7 @@ class BatchPipeline:
             keep_bytes=ingest.rejected_keep_bytes,
             max_flow_lpm=ingest.max_flow_lpm,
             last_totals=self._last_totals,
+            external=self._registry.external,
         )
         now_mono = time.monotonic()
         devices_seen = self._seen.due(plan.devices_seen, now_mono)

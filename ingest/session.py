@@ -57,8 +57,12 @@ class MqttSession:
         metrics: IngestMetrics,
         shared_group: str | None = None,
         retire: bool = False,
+        source_filters: tuple[tuple[str, ...], ...] = (),
     ) -> None:
         self.settings = settings
+        # the filters of each configured MQTT source, by its index (0, the native contract,
+        # has the prefix topics below); a message matching one is tagged with that index
+        self.source_filters = source_filters
         self.broker = broker
         self.client_id = client_id
         self.shared_group = shared_group
@@ -78,7 +82,8 @@ class MqttSession:
     def topics(self) -> list[str]:
         prefix = self.settings.topic_prefix
         share = f"$share/{self.shared_group}/" if self.shared_group else ""
-        return [f"{share}{prefix}/+/+/reading", f"{share}{prefix}/+/+/event", f"{share}{prefix}/+/status"]
+        native = [f"{share}{prefix}/+/+/reading", f"{share}{prefix}/+/+/event", f"{share}{prefix}/+/status"]
+        return native + [share + f for filters in self.source_filters[1:] for f in filters]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -93,6 +98,11 @@ class MqttSession:
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
+        # paho matches a message's topic against these filters and calls the one that
+        # matches (without the $share prefix): no topic matching of ours on the hot path
+        for index, filters in enumerate(self.source_filters):
+            for topic_filter in filters:
+                client.message_callback_add(topic_filter, self._source_callback(index))
         self._next_reconnect_wait(client)
         settings = self.settings
         if self.broker.mqtt5:
@@ -241,7 +251,15 @@ class MqttSession:
         log.info("unsubscribed: writing what the session still holds, then retiring it")
         self.subscribed.set()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _source_callback(self, index: int) -> Any:
+        def on_source_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+            self._on_message(client, userdata, message, index)
+
+        return on_source_message
+
+    def _on_message(
+        self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage, source: int = 0
+    ) -> None:
         # the hot path: one call per message, so nothing here but counting and queueing
         self._metrics.received += 1
         self.last_message_mono = time.monotonic()
@@ -252,4 +270,6 @@ class MqttSession:
         payload = message.payload
         if not isinstance(payload, bytes):
             payload = bytes(payload)
-        self._inbox.put(Inbound(topic, payload, message.mid, message.qos, self._generation, time.monotonic()))
+        self._inbox.put(
+            Inbound(topic, payload, message.mid, message.qos, self._generation, time.monotonic(), source)
+        )

@@ -30,13 +30,17 @@ CREATE TEMPORARY TABLE IF NOT EXISTS lk_stage_sensor (
 CREATE TEMPORARY TABLE IF NOT EXISTS lk_stage_event (
     ts timestamptz, device_key int4, type text, active bool, value float4
 ) ON COMMIT DELETE ROWS;
+CREATE TEMPORARY TABLE IF NOT EXISTS lk_stage_level (
+    ts timestamptz, device_key int4, type text, active bool, value float4, compare bool
+) ON COMMIT DELETE ROWS;
 """
 
 # Column types of each binary COPY, in the column order of its target table.
 _WATER_COLUMNS = ["timestamptz", "float8", "int4", "float4", "float4"]
 _SENSOR_COLUMNS = ["timestamptz", "int4", "float4", "float4", "float4", "float4"]
 _EVENT_COLUMNS = ["timestamptz", "int4", "text", "bool", "float4"]
-_REJECT_COLUMNS = ["text", "text", "text", "text", "text", "bytea", "int4"]
+_LEVEL_COLUMNS = ["timestamptz", "int4", "text", "bool", "float4", "bool"]
+_REJECT_COLUMNS = ["text", "text", "text", "text", "text", "bytea", "int4", "text", "text"]
 
 _INSERT_WATER = """
 INSERT INTO water_reading (ts, total_l, device_key, flow_lpm, battery_v)
@@ -51,6 +55,22 @@ ON CONFLICT DO NOTHING
 _INSERT_EVENTS = """
 INSERT INTO device_event (ts, device_key, type, active, value)
 SELECT ts, device_key, type, active, value FROM lk_stage_event
+ON CONFLICT DO NOTHING
+RETURNING device_key, type, ts, active
+"""
+# A level is an event where it changes: the first of its device and type in the batch only
+# when it differs from the newest stored event before it (none: inactive), the later ones
+# always (the planner kept only changes). So smoke false -> true is stored once however
+# often the snapshot repeats, and a redelivered snapshot meets its own row (ON CONFLICT).
+_INSERT_LEVELS = """
+INSERT INTO device_event (ts, device_key, type, active, value)
+SELECT s.ts, s.device_key, s.type, s.active, s.value FROM lk_stage_level AS s
+WHERE NOT s.compare
+   OR s.active IS DISTINCT FROM COALESCE(
+        (SELECT e.active FROM device_event AS e
+         WHERE e.device_key = s.device_key AND e.type = s.type AND e.ts < s.ts
+         ORDER BY e.ts DESC LIMIT 1),
+        false)
 ON CONFLICT DO NOTHING
 RETURNING device_key, type, ts, active
 """
@@ -115,6 +135,7 @@ class WriteResult:
     sensor: int = 0
     events: int = 0
     duplicates: int = 0  # staged rows that were already stored
+    level_events: int = 0  # state changes stored as events (also counted in `events`)
     rejected: int = 0
     residents_updated: list[str] = field(default_factory=list)
 
@@ -123,6 +144,7 @@ class WriteResult:
         self.sensor += other.sensor
         self.events += other.events
         self.duplicates += other.duplicates
+        self.level_events += other.level_events
         self.rejected += other.rejected
         self.residents_updated += other.residents_updated
 
@@ -156,11 +178,19 @@ def write_plan(
             _copy(cur, "COPY lk_stage_sensor FROM STDIN (FORMAT BINARY)", _SENSOR_COLUMNS, plan.sensor)
             cur.execute(_INSERT_SENSOR)
             result.sensor = cur.rowcount
+        inserted: list[tuple[Any, ...]] = []
         if plan.events:
             _copy(cur, "COPY lk_stage_event FROM STDIN (FORMAT BINARY)", _EVENT_COLUMNS, plan.events)
             cur.execute(_INSERT_EVENTS)
             inserted = cur.fetchall()
             result.events = len(inserted)
+        if plan.levels:
+            _copy(cur, "COPY lk_stage_level FROM STDIN (FORMAT BINARY)", _LEVEL_COLUMNS, plan.levels)
+            cur.execute(_INSERT_LEVELS)
+            changed = cur.fetchall()
+            result.level_events = len(changed)
+            inserted += changed
+        if inserted:
             # only newly inserted away/home events move a resident: a redelivered one is not
             presence = [
                 (k, ts, t == EventType.AWAY and active)
@@ -170,15 +200,14 @@ def write_plan(
             if presence:
                 result.residents_updated = _apply_presence(cur, presence, away_s)
             # wakes the detectors at commit, so an SOS does not wait for their next sweep
-            if inserted:
-                cur.execute("SELECT pg_notify('lovekey_events', '')")
+            cur.execute("SELECT pg_notify('lovekey_events', '')")
         if plan.rejected:
             _copy(
                 cur,
                 "COPY rejected_input (topic, gateway_id, device_id, reason, detail, payload,"
-                " payload_bytes) FROM STDIN (FORMAT BINARY)",
+                " payload_bytes, source, external_id) FROM STDIN (FORMAT BINARY)",
                 _REJECT_COLUMNS,
-                plan.rejected,
+                [(*row, *origin) for row, origin in zip(plan.rejected, plan.rejected_origin, strict=True)],
             )
             result.rejected = len(plan.rejected)
         # in the same transaction as the rows: an acknowledged message is fully applied
@@ -201,7 +230,9 @@ def write_plan(
                 },
             )
     # ON CONFLICT DO NOTHING counts only what it inserted; the rest were already stored
+    # (a level that did not change is not a duplicate: it was never a row to store)
     result.duplicates = plan.rows - result.water - result.sensor - result.events
+    result.events += result.level_events
     return result
 
 

@@ -34,6 +34,7 @@ class Msg:
     topic: str
     payload: bytes
     decoded: DecodedMessage | PayloadError
+    source: str | None = None
 
 
 def msg(topic: str, body: object) -> Msg:
