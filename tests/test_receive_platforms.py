@@ -77,7 +77,7 @@ def _ctwing(**change: Any) -> bytes:
         (_ctwing(payload="abc"), reasons.BAD_VALUE),
         (_ctwing(payload={"APPdata": "not*base64"}), reasons.BAD_VALUE),
         (_ctwing(payload={"serviceData": [1]}), reasons.BAD_VALUE),
-        (_ctwing(IMEI="9" * 200), reasons.BAD_VALUE),
+        (_ctwing(IMEI="9" * 65), reasons.BAD_VALUE),
         (fx.CTWING_ONLINE.replace(b'"eventType":1', b'"eventType":5'), reasons.BAD_STATUS),
     ],
 )

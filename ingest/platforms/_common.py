@@ -9,9 +9,10 @@ from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import DecodeContext
 from lovekey.ingest.codecs._fields import load_object
+from lovekey.ingest.sources._fields import MAX_EXTERNAL_ID_CHARS, within
 
-# Ids a platform gives a device (an IMEI is 15 digits, a CTWing deviceId 32 hex digits).
-MAX_EXTERNAL_ID_CHARS = 128
+# Ids a platform gives a device (an IMEI is 15 digits, a CTWing deviceId 32 hex digits) are
+# held to the registry's limit on external ids.
 
 __all__ = ["epoch_ms", "external_id", "load_object", "text", "within"]
 
@@ -26,15 +27,7 @@ def epoch_ms(value: Any, name: str, context: DecodeContext) -> datetime:
         ts = datetime.fromtimestamp(value / 1000, UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise PayloadError(reasons.BAD_TIMESTAMP, f"{name} {value!r}: {exc}") from exc
-    return within(ts, name, context)
-
-
-def within(ts: datetime, name: str, context: DecodeContext) -> datetime:
-    if ts > context.latest:
-        raise PayloadError(reasons.FUTURE_TIMESTAMP, f"{name} {ts.isoformat()} is in the future")
-    if context.earliest is not None and ts < context.earliest:
-        raise PayloadError(reasons.TOO_OLD, f"{name} {ts.isoformat()} is past retention")
-    return ts
+    return within(ts, context, name)
 
 
 def text(body: dict[str, Any], name: str) -> str:

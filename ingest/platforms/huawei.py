@@ -83,4 +83,4 @@ def event_time(value: Any, name: str, context: DecodeContext) -> datetime:
         ts = datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError as exc:
         raise PayloadError(reasons.BAD_TIMESTAMP, f"{name} {value!r}: {exc}") from exc
-    return within(ts, name, context)
+    return within(ts, context, name)
