@@ -134,6 +134,9 @@ class ReceiveSettings(_Section):
     max_body_bytes: int = Field(64 * 1024, ge=256)
     # rows written in one transaction at most; the requests waiting meanwhile share the next
     commit_rows: int = Field(5000, ge=1)
+    # writers, each with its own connection: one writes while another's commit is flushed
+    # (each judges plausibility against the readings it wrote itself and those loaded at start)
+    committers: int = Field(2, ge=1, le=8)
     # in-flight requests are given this long to finish when the receiver stops
     shutdown_grace_s: float = Field(3.0, gt=0)
 

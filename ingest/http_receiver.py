@@ -101,16 +101,21 @@ class Pending:
 
 
 class Committer:
-    """Writes what requests queued, one transaction at a time, and settles their futures.
+    """Writes what requests queued, one transaction at a time per writer, and settles their
+    futures.
 
     Requests that arrive while a transaction runs are written together in the next: under
-    load a commit holds hundreds of requests, with no timer anywhere.
+    load a commit holds hundreds of requests, with no timer anywhere. `receive.committers`
+    writers (threads, each with its own connection and pipeline) take turns at the queue,
+    so one writes while another waits for its commit to be flushed.
     """
 
     def __init__(self, settings: Settings, db_url: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.metrics = IngestMetrics()
         # the pipeline's inbox is the MQTT ingester's; here requests queue in `_waiting`
-        self._pipeline = BatchPipeline(settings, Inbox(max_messages=1, max_bytes=1), self.metrics)
+        self._pipelines = [
+            BatchPipeline(settings, Inbox(max_messages=1, max_bytes=1), IngestMetrics())
+            for _ in range(settings.receive.committers)
+        ]
         self._db_url = db_url
         self._loop = loop
         self._commit_rows = settings.receive.commit_rows
@@ -119,11 +124,33 @@ class Committer:
         self._closing = False
         # set when the receiver stops: a commit waiting out a database outage gives up
         self.abandon = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lovekey-receive-commit")
+        self._threads = [
+            threading.Thread(target=self._run, args=(pipeline,), name=f"lovekey-receive-commit-{n}")
+            for n, pipeline in enumerate(self._pipelines)
+        ]
         self.commits = 0
 
+    @property
+    def database_up(self) -> bool:
+        return any(p.metrics.database_up for p in self._pipelines)
+
+    def totals(self) -> tuple[int, int, int]:
+        """Rows stored, duplicates and rejected rows, over every writer."""
+        stored = sum(sum(p.metrics.stored.values()) for p in self._pipelines)
+        duplicates = sum(p.metrics.duplicates for p in self._pipelines)
+        rejected = sum(sum(p.metrics.rejected.values()) for p in self._pipelines)
+        return stored, duplicates, rejected
+
+    def write_seconds(self) -> tuple[float, float]:
+        """Mean seconds a transaction took to write and commit, and its 99th percentile bucket."""
+        total = sum(p.metrics.batch_seconds.total for p in self._pipelines)
+        count = sum(int(p.metrics.batch_seconds.counts.sum()) for p in self._pipelines)
+        p99 = max((p.metrics.batch_seconds.quantile(0.99) or 0.0) for p in self._pipelines)
+        return (total / count if count else 0.0), p99
+
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, messages: list[ReceivedMessage]) -> asyncio.Future[bool]:
         """Queue a request's messages; the future says True once they are committed."""
@@ -137,13 +164,14 @@ class Committer:
         """Write what is queued, then end (call once no request can submit any more)."""
         with self._ready:
             self._closing = True
-            self._ready.notify()
+            self._ready.notify_all()
 
     def join(self) -> None:
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     def _take(self) -> list[Pending] | None:
-        """What has queued up to `commit_rows` rows; None once closed and drained."""
+        """What has queued, up to `commit_rows` rows; None once closed and drained."""
         with self._ready:
             while not self._waiting:
                 if self._closing:
@@ -157,12 +185,12 @@ class Committer:
                 rows += len(pending.messages)
             return taken
 
-    def _run(self) -> None:
+    def _run(self, pipeline: BatchPipeline) -> None:
         with Database(self._db_url) as database:
             while (taken := self._take()) is not None:
                 batch = Batch(received=[m for p in taken for m in p.messages])
-                committed = self._pipeline.commit(database, batch, self.abandon) is not None
-                self.commits += 1
+                committed = pipeline.commit(database, batch, self.abandon) is not None
+                self.commits += 1  # a counter for the log: an update lost to a race is no harm
                 # one hand-over to the loop per commit, not one per request
                 self._loop.call_soon_threadsafe(_settle, [p.future for p in taken], committed)
 
@@ -201,7 +229,7 @@ class ReceiverApp:
         path: str = scope["path"]
         method: str = scope["method"]
         if path in ("/healthz", "/readyz") and method == "GET":
-            up = path == "/healthz" or self.committer.metrics.database_up
+            up = path == "/healthz" or self.committer.database_up
             await _answer(send, 200 if up else 503, {"status": "ok" if up else "database unavailable"})
             return
         route, path_token = self._match(path)
@@ -223,11 +251,12 @@ class ReceiverApp:
         try:
             if too_large:
                 raise PayloadError(reasons.PAYLOAD_TOO_LARGE, f"body over {self.max_body_bytes} bytes")
-            push = self._read(route, body, path_token or query.get("token"))
+            context = self._context()
+            push = route.adapter.read(body, context, token=path_token or query.get("token"))
         except PayloadError as error:
             await self._refuse(route, body, error, send, scope)
             return
-        messages, failed = self._messages(route, body, push)
+        messages, failed = self._messages(route, body, push, context)
         if messages and not await self._commit(messages, send):
             return
         if messages and failed == len(messages):
@@ -246,13 +275,12 @@ class ReceiverApp:
         now = datetime.now(UTC)
         return DecodeContext(now, now + self.future_tolerance, now - self.max_age)
 
-    def _read(self, route: Route, body: bytes, token: str | None) -> Push:
-        return route.adapter.read(body, self._context(), token=token)
-
-    def _messages(self, route: Route, body: bytes, push: Push) -> tuple[list[ReceivedMessage], int]:
+    def _messages(
+        self, route: Route, body: bytes, push: Push, context: DecodeContext
+    ) -> tuple[list[ReceivedMessage], int]:
         """The push's reports as the ingester's messages, and how many were refused here."""
         name = route.source.name
-        decoded = route.adapter.messages(push, self._context())
+        decoded = route.adapter.messages(push, context)
         if push.notes:
             log.debug("%s: %s", name, "; ".join(push.notes))
         failed = sum(isinstance(d, PayloadError) for d in decoded)
@@ -343,6 +371,7 @@ class _Server:
             log_config=None,
             access_log=False,
             limit_concurrency=receive.max_connections,
+            proxy_headers=False,  # the platforms connect directly; no X-Forwarded-* to trust
             timeout_graceful_shutdown=int(max(1, receive.shutdown_grace_s)),
             server_header=False,
             date_header=False,
@@ -412,13 +441,17 @@ async def run_receiver(
         committer.abandon.set()
         committer.close()
         await asyncio.to_thread(committer.join)
-        m = committer.metrics
+        stored, duplicates, rejected = committer.totals()
+        mean_s, p99_s = committer.write_seconds()
         log.info(
-            "receiver stopped after %.0fs: %d requests, %d commits, stored %d, duplicates %d, rejected %d",
+            "receiver stopped after %.0fs: %d requests, %d commits (write+commit mean %.0f ms,"
+            " p99 <= %.0f ms), stored %d, duplicates %d, rejected %d",
             time.monotonic() - started,
             app.counts.requests,
             committer.commits,
-            sum(m.stored.values()),
-            m.duplicates,
-            sum(m.rejected.values()),
+            mean_s * 1000,
+            p99_s * 1000,
+            stored,
+            duplicates,
+            rejected,
         )
