@@ -161,16 +161,21 @@ def _receiver_process(
     }
     log_file = tempfile.TemporaryFile()  # noqa: SIM115  # closed below, after the process
     command = [sys.executable, "-m", "lovekey", "receive"]
-    if profile:
-        command = ["py-spy", "record", "--format", "raw", "--threads", "-o", profile, "--", *command]
     proc = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    spy: subprocess.Popen[bytes] | None = None
     try:
         _wait_port(port, proc)
+        if profile:
+            # attached to the running receiver; it writes its file when interrupted
+            spy_command = ["py-spy", "record", "--format", "raw", "--threads", "-o", profile]
+            spy = subprocess.Popen([*spy_command, "--pid", str(proc.pid)], stdout=subprocess.DEVNULL)
         yield proc
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         if proc.poll() is None:
-            # py-spy writes its file on SIGINT and passes it on to the receiver
-            proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
