@@ -1,8 +1,10 @@
 """`lovekey receive`: the HTTP server CTWing, OneNET and Huawei push readings to.
 
-One asyncio loop serves the requests (uvicorn with its C parser, and a bare ASGI app: the
-per-request cost is the limit, so no framework sits in between). Each request is read by
-the pure platform readers (`ingest.platforms`) on the loop and handed, as the ingester's
+One asyncio loop serves the requests: an `asyncio.Protocol` around httptools' C parser
+(uvicorn's parser), with no ASGI or web framework in between - the loop's per-request cost
+is the limit, and a framework cost more than the receiver's own work (measured with `lovekey
+bench receive --profile`). Each request is read by the pure platform readers
+(`ingest.platforms`, through the source adapters) on the loop and handed, as the ingester's
 `ReceivedMessage`s, to one committer thread that owns the database connection. The
 committer writes whatever has queued up while its previous transaction ran, all in one
 transaction, through the ingester's own pipeline (`BatchPipeline.commit`: registry checks,
@@ -27,7 +29,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,10 +55,6 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = "lovekey-receive"
 # How long the committer waits for work before looking at its stop flag again.
 IDLE_WAIT_S = 0.25
-
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # status codes by the reason a whole push was refused
 _STATUS = {
@@ -92,12 +90,15 @@ def routes(settings: Settings) -> dict[str, Route]:
 # -- the committer (its own thread) ----------------------------------------------------------
 
 
+Settled = Callable[[bool], None]
+
+
 @dataclass(slots=True)
 class Pending:
-    """The messages of one request, and the future its handler awaits."""
+    """The messages of one request, and what to call (on the loop) once they are committed."""
 
     messages: list[ReceivedMessage]
-    future: asyncio.Future[bool]
+    settled: Settled
 
 
 class Committer:
@@ -152,13 +153,12 @@ class Committer:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, messages: list[ReceivedMessage]) -> asyncio.Future[bool]:
-        """Queue a request's messages; the future says True once they are committed."""
-        future: asyncio.Future[bool] = self._loop.create_future()
+    def submit(self, messages: list[ReceivedMessage], settled: Settled) -> None:
+        """Queue a request's messages; `settled(True)` is called on the loop once they are
+        committed, `settled(False)` if the receiver stopped before they could be."""
         with self._ready:
-            self._waiting.append(Pending(messages, future))
+            self._waiting.append(Pending(messages, settled))
             self._ready.notify()
-        return future
 
     def close(self) -> None:
         """Write what is queued, then end (call once no request can submit any more)."""
@@ -192,16 +192,37 @@ class Committer:
                 committed = pipeline.commit(database, batch, self.abandon) is not None
                 self.commits += 1  # a counter for the log: an update lost to a race is no harm
                 # one hand-over to the loop per commit, not one per request
-                self._loop.call_soon_threadsafe(_settle, [p.future for p in taken], committed)
+                self._loop.call_soon_threadsafe(_settle, [p.settled for p in taken], committed)
 
 
-def _settle(futures: list[asyncio.Future[bool]], committed: bool) -> None:
-    for future in futures:
-        if not future.done():  # the client may have gone; its rows are stored all the same
-            future.set_result(committed)
+def _settle(callbacks: list[Settled], committed: bool) -> None:
+    for settled in callbacks:
+        settled(committed)
 
 
-# -- the ASGI app (the loop) -----------------------------------------------------------------
+# -- the requests (the loop) -----------------------------------------------------------------
+
+# An answer: status, body, content type.
+Answer = tuple[int, bytes, bytes]
+Respond = Callable[[Answer], None]
+
+_REASON_PHRASES = {
+    200: b"OK",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Content Too Large",
+    422: b"Unprocessable Content",
+    503: b"Service Unavailable",
+}
+_JSON = b"application/json"
+_OK: Answer = (200, b'{"result":"ok"}', _JSON)
+_STOPPING: Answer = (503, b'{"error":"unavailable","detail":"stopping; send it again"}', _JSON)
+
+
+def _json(code: int, **body: str) -> Answer:
+    return code, orjson.dumps(body), _JSON
 
 
 @dataclass(slots=True)
@@ -210,59 +231,61 @@ class Counts:
     refused: dict[str, int] = field(default_factory=dict)
 
 
-class ReceiverApp:
-    """The bare ASGI application: routes, reads, queues, answers after the commit."""
+class Receiver:
+    """What a request is answered: routes, reads, queues, answers after the commit.
+
+    `handle` runs on the loop, synchronously: the platform readers are pure and quick, and
+    the commit is waited for by a callback, not a task, so a request costs no coroutine.
+    """
 
     def __init__(self, settings: Settings, routes: dict[str, Route], committer: Committer) -> None:
-        self.settings = settings
         self.routes = routes
         self.committer = committer
         self.max_body_bytes = settings.receive.max_body_bytes
-        self.keep_bytes = settings.ingest.rejected_keep_bytes
         self.future_tolerance = timedelta(seconds=settings.ingest.future_tolerance_s)
         self.max_age = timedelta(days=settings.storage.retention_days)
         self.counts = Counts()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        path: str = scope["path"]
-        method: str = scope["method"]
-        if path in ("/healthz", "/readyz") and method == "GET":
+    def handle(
+        self, method: bytes, target: bytes, body: bytes, too_large: bool, client: str, respond: Respond
+    ) -> None:
+        """Answer one request through `respond`: at once, or once its rows are committed."""
+        path, _, query_string = target.decode("latin-1").partition("?")
+        if path in ("/healthz", "/readyz") and method == b"GET":
             up = path == "/healthz" or self.committer.database_up
-            await _answer(send, 200 if up else 503, {"status": "ok" if up else "database unavailable"})
+            respond(_json(200, status="ok") if up else _json(503, status="database unavailable"))
             return
         route, path_token = self._match(path)
         if route is None:
-            await _answer(send, 404, {"error": "not_found"})
+            respond(_json(404, error="not_found"))
             return
         self.counts.requests += 1
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        kind = route.source.kind
-        if method == "GET" and kind == "onenet":
-            await self._handshake(route, query, send)
+        query = dict(parse_qsl(query_string)) if query_string else {}
+        if method == b"GET" and route.source.kind == "onenet":
+            self._handshake(route, query, client, respond)
             return
-        if method != "POST":
-            await _answer(send, 405, {"error": "method_not_allowed"})
+        if method != b"POST":
+            respond(_json(405, error="method_not_allowed"))
             return
-        body, too_large = await _read_body(receive, self.max_body_bytes)
-        if body is None:
-            return  # the client went away before sending its body
         try:
             if too_large:
                 raise PayloadError(reasons.PAYLOAD_TOO_LARGE, f"body over {self.max_body_bytes} bytes")
             context = self._context()
             push = route.adapter.read(body, context, token=path_token or query.get("token"))
         except PayloadError as error:
-            await self._refuse(route, body, error, send, scope)
+            self._refuse(route, body, error, client, respond)
             return
         messages, failed = self._messages(route, body, push, context)
-        if messages and not await self._commit(messages, send):
+        if not messages:
+            respond(_OK)  # notices, command results: nothing to store
             return
-        if messages and failed == len(messages):
-            await _answer(send, 422, {"error": "no_usable_reading", "detail": "every report was rejected"})
-            return
-        await _answer(send, 200, {"result": "ok"})
+        # every reading impossible: say so (the push is kept); else 200, once committed
+        answer = (
+            _json(422, error="no_usable_reading", detail="every report was rejected")
+            if failed == len(messages)
+            else _OK
+        )
+        self.committer.submit(messages, lambda committed: respond(answer if committed else _STOPPING))
 
     def _match(self, path: str) -> tuple[Route | None, str | None]:
         route = self.routes.get(path)
@@ -286,104 +309,182 @@ class ReceiverApp:
         failed = sum(isinstance(d, PayloadError) for d in decoded)
         return [ReceivedMessage(route.path, body, d, source=name) for d in decoded], failed
 
-    async def _commit(self, messages: list[ReceivedMessage], send: Send) -> bool:
-        """Queue and wait for the commit; False (answered 503) when the receiver stopped first."""
-        if await self.committer.submit(messages):
-            return True
-        await _answer(send, 503, {"error": "unavailable", "detail": "stopping; send it again"})
-        return False
-
-    async def _refuse(self, route: Route, body: bytes, error: PayloadError, send: Send, scope: Scope) -> None:
+    def _refuse(self, route: Route, body: bytes, error: PayloadError, client: str, respond: Respond) -> None:
         """Keep the refused push in rejected_input, then answer 4xx with the reason."""
         self.counts.refused[error.reason] = self.counts.refused.get(error.reason, 0) + 1
         status = _STATUS.get(error.reason, 400)
         if status == 403:
-            client = scope.get("client") or ("?", 0)
-            log.warning("refused a push to %s from %s: %s", route.source.name, client[0], error.detail)
+            log.warning("refused a push to %s from %s: %s", route.source.name, client, error.detail)
+        answer = _json(status, error=error.reason, detail=error.detail)
         message = ReceivedMessage(route.path, body, error, source=route.source.name)
-        if not await self._commit([message], send):
-            return
-        await _answer(send, status, {"error": error.reason, "detail": error.detail})
+        self.committer.submit([message], lambda committed: respond(answer if committed else _STOPPING))
 
-    async def _handshake(self, route: Route, query: dict[str, str], send: Send) -> None:
+    def _handshake(self, route: Route, query: dict[str, str], client: str, respond: Respond) -> None:
         adapter = route.adapter
         assert isinstance(adapter, OnenetAdapter)
         try:
             reply = adapter.handshake(query)
         except PayloadError as error:
-            raw = orjson.dumps(query)
-            scope: Scope = {}
-            await self._refuse(route, raw, error, send, scope)
+            self._refuse(route, orjson.dumps(query), error, client, respond)
             return
         log.info("%s: answered OneNET's URL check", route.source.name)
-        headers = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(reply))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": reply})
+        respond((200, reply, b"text/plain"))
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, bool]:
-    """The request body, cut at `limit` bytes (True when it was longer); None on disconnect."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None, False
-        chunk: bytes = message.get("body", b"")
-        if size <= limit:
-            chunks.append(chunk)
-        size += len(chunk)
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    return (body[: limit + 1], True) if size > limit else (body, False)
+class _Connection(asyncio.Protocol):
+    """One client connection: httptools parses, `Receiver.handle` decides, answers go out in
+    request order (HTTP/1.1 pipelining), each as one write."""
+
+    def __init__(self, server: _PushServer) -> None:
+        import httptools
+
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client = "?"
+        self.target = b""
+        self.chunks: list[bytes] = []
+        self.size = 0
+        # answers owed, in request order: [answer or None while its commit runs, keep-alive]
+        self.owed: deque[list[Any]] = deque()
+        self.closing = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else "?"
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            self._write((503, b'{"error":"too_many_connections"}', _JSON), keep_alive=False)
+            return
+        server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None  # answers still owed are dropped; their rows are committed anyway
+        self.server.changed()
+
+    def data_received(self, data: bytes) -> None:
+        import httptools
+
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._write(_json(400, error="bad_request", detail="upgrade not supported"), keep_alive=False)
+        except httptools.HttpParserError as exc:
+            self._write(_json(400, error="bad_request", detail=str(exc)[:200]), keep_alive=False)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.target = b""
+        self.chunks = []
+        self.size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"expect" and value.lower() == b"100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self.size <= self.server.max_body_bytes:
+            self.chunks.append(body)
+        self.size += len(body)
+
+    def on_message_complete(self) -> None:
+        slot: list[Any] = [None, self.parser.should_keep_alive()]
+        self.owed.append(slot)
+        body = b"".join(self.chunks)
+        too_large = self.size > self.server.max_body_bytes
+        self.chunks = []
+
+        def respond(answer: Answer) -> None:
+            slot[0] = answer
+            self._flush()
+
+        try:
+            self.server.receiver.handle(
+                self.parser.get_method(),
+                self.target,
+                body[: self.server.max_body_bytes + 1],
+                too_large,
+                self.client,
+                respond,
+            )
+        except Exception:
+            log.exception("a push to %s could not be handled", self.target[:100].decode("latin-1"))
+            respond(_json(500, error="internal_error"))
+
+    # answers
+
+    def _flush(self) -> None:
+        while self.owed and self.owed[0][0] is not None:
+            answer, keep_alive = self.owed.popleft()
+            self._write(answer, keep_alive=keep_alive and not self.closing)
+        self.server.changed()
+
+    def _write(self, answer: Answer, *, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        status, body, content_type = answer
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
+            status,
+            _REASON_PHRASES.get(status, b"Error"),
+            content_type,
+            len(body),
+            b"" if keep_alive else b"Connection: close\r\n",
+        )
+        transport.write(head + body)
+        if not keep_alive:
+            transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return not self.owed
+
+    def shut(self) -> None:
+        """Answer what is owed, then close (the receiver is stopping)."""
+        self.closing = True
+        if self.idle and self.transport is not None:
+            self.transport.close()
 
 
-async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = orjson.dumps(body)
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+class _PushServer:
+    """The listening socket and its connections."""
+
+    def __init__(self, receiver: Receiver, settings: Settings) -> None:
+        self.receiver = receiver
+        self.max_body_bytes = settings.receive.max_body_bytes
+        self.max_connections = settings.receive.max_connections
+        self.connections: set[_Connection] = set()
+        self._changed = asyncio.Event()
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    async def drain(self, grace_s: float) -> None:
+        """Let every connection get the answers it is owed (at most `grace_s`), then close all."""
+        deadline = time.monotonic() + grace_s
+        for connection in list(self.connections):
+            connection.shut()
+        while any(not c.idle for c in self.connections) and time.monotonic() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(0.01, deadline - time.monotonic()))
+            for connection in list(self.connections):
+                connection.shut()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
 
 
 # -- running it ------------------------------------------------------------------------------
-
-
-class _Server:
-    """uvicorn without its own signal handling: the caller's stop event ends it."""
-
-    def __init__(self, app: ReceiverApp, settings: Settings, host: str, port: int) -> None:
-        import uvicorn
-
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:
-                yield
-
-        receive = settings.receive
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            http="httptools",
-            loop="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            limit_concurrency=receive.max_connections,
-            proxy_headers=False,  # the platforms connect directly; no X-Forwarded-* to trust
-            timeout_graceful_shutdown=int(max(1, receive.shutdown_grace_s)),
-            server_header=False,
-            date_header=False,
-        )
-        self.server = Server(config)
-
-    @property
-    def port(self) -> int | None:
-        for server in getattr(self.server, "servers", []):
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        return None
 
 
 async def run_receiver(
@@ -395,49 +496,40 @@ async def run_receiver(
     port: int | None = None,
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve the configured HTTP sources until `stop` is set; in-flight requests finish."""
+    """Serve the configured HTTP sources until `stop` is set; the pushes in hand are answered."""
     table = routes(settings)
     if not table:
-        raise SettingsError(
-            "no HTTP source configured: add a [[sources]] entry of kind ctwing, onenet or huawei"
-        )
+        raise SettingsError("no HTTP source configured: add a [[sources]] of kind ctwing, onenet or huawei")
     loop = asyncio.get_running_loop()
     committer = Committer(settings, db_url, loop)
-    app = ReceiverApp(settings, table, committer)
-    server = _Server(
-        app, settings, host or settings.receive.host, settings.receive.port if port is None else port
-    )
+    receiver = Receiver(settings, table, committer)
+    push_server = _PushServer(receiver, settings)
+    host = host or settings.receive.host
+    started = time.monotonic()
     committer.start()
-
-    async def stopper() -> None:
-        await stop.wait()
-        committer.abandon.set()  # a commit waiting for the database answers 503 instead
-        server.server.should_exit = True
-
-    async def announce() -> None:
-        # uvicorn says it is up by a flag, not an event
-        while not server.server.started:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        bound = server.port or 0
+    try:
+        server = await loop.create_server(
+            lambda: _Connection(push_server),
+            host,
+            settings.receive.port if port is None else port,
+            reuse_address=True,
+            backlog=2048,
+        )
+        bound = int(server.sockets[0].getsockname()[1])
         log.info(
             "receiving pushes on http://%s:%d for %s",
-            host or settings.receive.host,
+            host,
             bound,
             ", ".join(f"{r.source.name} ({r.source.kind}) at {r.path}" for r in table.values()),
         )
         if on_ready is not None:
             on_ready(bound)
-
-    started = time.monotonic()
-    stopping = asyncio.create_task(stopper(), name="receive-stopper")
-    announcing = asyncio.create_task(announce(), name="receive-announce")
-    try:
-        await server.server.serve()
+        await stop.wait()
+        server.close()  # no new connections; those open get their answers, then close
+        committer.abandon.set()  # a commit waiting for the database answers 503 instead
+        await push_server.drain(settings.receive.shutdown_grace_s)
+        await server.wait_closed()
     finally:
-        for task in (stopping, announcing):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         committer.abandon.set()
         committer.close()
         await asyncio.to_thread(committer.join)
@@ -447,7 +539,7 @@ async def run_receiver(
             "receiver stopped after %.0fs: %d requests, %d commits (write+commit mean %.0f ms,"
             " p99 <= %.0f ms), stored %d, duplicates %d, rejected %d",
             time.monotonic() - started,
-            app.counts.requests,
+            receiver.counts.requests,
             committer.commits,
             mean_s * 1000,
             p99_s * 1000,
