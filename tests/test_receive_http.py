@@ -638,3 +638,68 @@ def test_stop_under_load_keeps_every_answered_push(
         )
     assert expected
     assert expected <= stored, f"{len(expected - stored)} answered pushes missing"
+
+
+# -- HTTP on the wire -----------------------------------------------------------------------
+
+
+def _raw(receiver: Running, data: bytes, *, expect: int = 1, timeout_s: float = 10.0) -> list[bytes]:
+    """Send `data` on one connection; read `expect` responses (status line + headers + body)."""
+    host, port = receiver.url.removeprefix("http://").split(":")
+    answers: list[bytes] = []
+    buffer = b""
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        sock.sendall(data)
+        while len(answers) < expect:
+            head_end = buffer.find(b"\r\n\r\n")
+            if head_end >= 0:
+                head = buffer[:head_end]
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if len(buffer) >= head_end + 4 + length:
+                    answers.append(buffer[: head_end + 4 + length])
+                    buffer = buffer[head_end + 4 + length :]
+                    continue
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+    return answers
+
+
+def _post(path: str, body: bytes, *extra: bytes) -> bytes:
+    head = b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n" % path.encode()
+    return head + b"".join(extra) + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_pipelined_requests_are_answered_in_order(receiver: Running) -> None:
+    device_id, imei = CT_METERS[3]
+    first = fx.ctwing_report(imei, _now_ms(40), {"cumulativeFlow": 3.0})
+    second = fx.ctwing_report(imei, _now_ms(39), {"cumulativeFlow": 3.001})
+    path = f"/receive/ctwing/{CT_TOKEN}"
+    answers = _raw(receiver, _post(path, first) + _post("/nowhere", b"{}") + _post(path, second), expect=3)
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"200", b"404", b"200"]
+    assert [total for _, total, _ in _water(receiver.db, device_id)] == pytest.approx([3000.0, 3001.0])
+
+
+def test_chunked_body_and_expect_continue(receiver: Running) -> None:
+    device_id, hw_id = HW_METERS[2]
+    body = fx.huawei_notify(hw_id, _hw_time(30), {"volume_l": 42})
+    chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:])
+    request = (
+        f"POST /receive/huawei/{HW_TOKEN} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+    answers = _raw(receiver, request + chunked, expect=2)
+    assert answers[0].startswith(b"HTTP/1.1 100 Continue")
+    assert answers[1].startswith(b"HTTP/1.1 200 OK")
+    assert [total for _, total, _ in _water(receiver.db, device_id)] == [42.0]
+
+
+def test_broken_http_is_answered_400_and_closed(receiver: Running) -> None:
+    (answer,) = _raw(receiver, b"THIS IS NOT HTTP\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"Connection: close" in answer
