@@ -13,11 +13,18 @@ batches at QoS 1 (in-flight capped) and measures:
 Phases: a fixed rate (`--rate`, default 5,000 readings/s), then as fast as the publisher
 goes (`max`), then optionally the drain of a backlog published while the ingester was
 stopped (`--backlog`).
+
+`--source chirpstack|wmbusmeters|cjt188` sends one reading a message in that source's format
+(bench/support/source_load.py) to an ingester configured with the matching `[[sources]]`
+entry; `--mix 1,0,0` does the same in the native format. `--baseline` also drains the same
+backlog of native single readings with a bare paho -> staged COPY pipeline
+(bench/support/bare_pipeline.py), the yardstick of this machine in this run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -33,9 +40,11 @@ import numpy as np
 import orjson
 import psycopg
 
+from lovekey.bench.support.bare_pipeline import BarePipeline
 from lovekey.bench.support.ingester_processes import IngesterProcess, Members
 from lovekey.bench.support.publisher import Publisher, wait_for
 from lovekey.bench.support.seeding import register_devices
+from lovekey.bench.support.source_load import SOURCE_KINDS, SourceLoad, register_source_devices, source_entry
 from lovekey.config import Settings
 from lovekey.errors import LoveKeyError
 from lovekey.ingest.broker import find_mosquitto, start_mosquitto
@@ -73,6 +82,17 @@ def main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--phases", default="fixed,max", help="which of fixed,max to run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument(
+        "--source",
+        choices=("native", *SOURCE_KINDS),
+        default="native",
+        help="message format: native (the mix above) or one reading a message from a configured source",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="with --backlog: also drain it with a bare paho -> COPY pipeline (native single readings)",
+    )
+    parser.add_argument(
         "--profile", metavar="SVG", help="record the ingester with py-spy into this flame graph"
     )
     args = parser.parse_args(argv)
@@ -93,24 +113,29 @@ def main(argv: list[str], settings: Settings) -> int:
                 return 1
             scratch_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             mqtt_url = stack.enter_context(start_mosquitto(binary, scratch_dir / "mosquitto"))
-        keys = _register(db, args.devices, args.gateways)
-        load = Load(
-            keys,
-            mix / mix.sum(),
-            gateways=args.gateways,
-            prefix=f"lkbench/{uuid.uuid4().hex[:8]}",
-            probe_every=args.probe_every,
-        )
+        prefix = f"lkbench/{uuid.uuid4().hex[:8]}"
+        extra_env: dict[str, str] = {}
+        load: Load | SourceLoad
+        if args.source == "native":
+            keys = _register(db, args.devices, args.gateways)
+            load = Load(
+                keys, mix / mix.sum(), gateways=args.gateways, prefix=prefix, probe_every=args.probe_every
+            )
+        else:
+            with connect(db) as conn:
+                keys = register_source_devices(conn, args.source, args.devices)
+            load = SourceLoad(args.source, keys, prefix=prefix, probe_every=args.probe_every)
+            extra_env["LOVEKEY_SOURCES"] = json.dumps([source_entry(args.source, prefix)])
         shared = "bench" if args.ingesters > 1 else None
         ingester = Members(
             [
-                IngesterProcess(db, mqtt_url, load.prefix, shared=shared, member=n)
+                IngesterProcess(db, mqtt_url, prefix, shared=shared, member=n, extra_env=extra_env)
                 for n in range(args.ingesters)
             ]
         )
         print(
             f"ingesters={args.ingesters} devices={args.devices} gateways={args.gateways}"
-            f" mix={args.mix}"
+            f" source={args.source} mix={args.mix if args.source == 'native' else '1 reading/message'}"
             f" (mean {load.mean_readings:.2f} readings/message) max_inflight={args.max_inflight}"
         )
         with Publisher(mqtt_url, max_inflight=args.max_inflight) as publisher, Prober(db) as prober:
@@ -118,15 +143,23 @@ def main(argv: list[str], settings: Settings) -> int:
                 ingester.wait_ready(publisher, load)
                 results = []
                 if "fixed" in args.phases:
-                    load.run(publisher, prober, ingester, rate=args.rate, seconds=3.0, label="warm-up")
+                    run_phase(load, publisher, prober, ingester, rate=args.rate, seconds=3.0, label="warm-up")
                     results.append(
-                        load.run(
-                            publisher, prober, ingester, rate=args.rate, seconds=args.seconds, label="fixed"
+                        run_phase(
+                            load,
+                            publisher,
+                            prober,
+                            ingester,
+                            rate=args.rate,
+                            seconds=args.seconds,
+                            label="fixed",
                         )
                     )
                 if "max" in args.phases:
                     results.append(
-                        load.run(publisher, prober, ingester, rate=None, seconds=args.seconds, label="max")
+                        run_phase(
+                            load, publisher, prober, ingester, rate=None, seconds=args.seconds, label="max"
+                        )
                     )
                 ingester.catch_up(load)
                 peak_mb = ingester.peak_rss_mb()
@@ -134,6 +167,8 @@ def main(argv: list[str], settings: Settings) -> int:
             if args.backlog:
                 results.append(_drain(args.backlog, load, publisher, ingester, args.profile))
                 peak_mb = max(peak_mb, ingester.last_peak_mb)
+            if args.backlog and args.baseline:
+                results.append(_bare_drain(args.backlog, db, mqtt_url, publisher, prefix, args.devices))
         for result in results:
             print(result.line())
         print(f"ingester peak RSS: {peak_mb:.0f} MB")
@@ -234,49 +269,50 @@ class Load:
         last = first + (count - 1) * step
         return self.topics[i], orjson.dumps(body), count, (self.keys[self.devices[i]], last)
 
-    def run(
-        self,
-        publisher: Publisher,
-        prober: Prober,
-        ingester: Members,
-        *,
-        rate: float | None,
-        seconds: float,
-        label: str,
-    ) -> PhaseResult:
-        stored_before = ingester.stored()
-        prober.label = label
-        readings = messages = 0
-        cpu_before = ingester.cpu_s(), _own_cpu_s()
-        started = time.monotonic()
-        deadline = started + seconds
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if rate is not None and readings > rate * (now - started):
-                time.sleep(min(0.005, readings / rate - (now - started)))
-                continue
-            topic, payload, count, probe = self.message()
-            publisher.publish(topic, payload)
-            if messages % self.probe_every == 0:
-                prober.expect(probe, time.monotonic())
-            readings += count
-            messages += 1
-        elapsed = time.monotonic() - started
-        stored = ingester.stored() - stored_before
-        ingester_cpu, own_cpu = ingester.cpu_s() - cpu_before[0], _own_cpu_s() - cpu_before[1]
-        prober.wait_all(timeout_s=120)
-        return PhaseResult(
-            label,
-            elapsed,
-            readings,
-            messages,
-            stored,
-            prober.latencies(label),
-            ingester_cpu_s=ingester_cpu,
-            publisher_cpu_s=own_cpu,
-        )
+
+def run_phase(
+    load: Load | SourceLoad,
+    publisher: Publisher,
+    prober: Prober,
+    ingester: Members,
+    *,
+    rate: float | None,
+    seconds: float,
+    label: str,
+) -> PhaseResult:
+    stored_before = ingester.stored()
+    prober.label = label
+    readings = messages = 0
+    cpu_before = ingester.cpu_s(), _own_cpu_s()
+    started = time.monotonic()
+    deadline = started + seconds
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if rate is not None and readings > rate * (now - started):
+            time.sleep(min(0.005, readings / rate - (now - started)))
+            continue
+        topic, payload, count, probe = load.message()
+        publisher.publish(topic, payload)
+        if messages % load.probe_every == 0:
+            prober.expect(probe, time.monotonic())
+        readings += count
+        messages += 1
+    elapsed = time.monotonic() - started
+    stored = ingester.stored() - stored_before
+    ingester_cpu, own_cpu = ingester.cpu_s() - cpu_before[0], _own_cpu_s() - cpu_before[1]
+    prober.wait_all(timeout_s=120)
+    return PhaseResult(
+        label,
+        elapsed,
+        readings,
+        messages,
+        stored,
+        prober.latencies(label),
+        ingester_cpu_s=ingester_cpu,
+        publisher_cpu_s=own_cpu,
+    )
 
 
 class Prober:
@@ -342,7 +378,7 @@ class Prober:
 
 def _drain(
     readings: int,
-    load: Load,
+    load: Load | SourceLoad,
     publisher: Publisher,
     ingester: Members,
     profile: str | None,
@@ -375,6 +411,38 @@ def _drain(
         stored,
         ingester_cpu_s=cpu,
         note="(drained from the broker, publisher idle)",
+    )
+
+
+def _bare_drain(
+    readings: int, db: str, mqtt_url: str, publisher: Publisher, prefix: str, devices: int
+) -> PhaseResult:
+    """The same backlog of native single readings, drained by the bare pipeline."""
+    bare_prefix = prefix + "-bare"
+    with connect(db) as conn:
+        keys = register_devices(
+            conn,
+            ((f"WB-{i:06d}", "GW-BARE", "water_meter", None) for i in range(devices)),
+            report_interval_s=60,
+        )
+    load = Load(keys, np.array([1.0, 0.0, 0.0]), gateways=1, prefix=bare_prefix, probe_every=10**9)
+    load.topics = [f"{bare_prefix}/GW-BARE/{d}/reading" for d in load.devices]
+    bare = BarePipeline(db, mqtt_url, f"{bare_prefix}/+/+/reading", keys)
+    bare.connect()
+    for _ in range(readings):
+        topic, payload, _, _ = load.message()
+        publisher.publish(topic, payload)
+    publisher.flush(timeout_s=600)
+    cpu_before = _own_cpu_s()
+    seconds, stored = bare.drain(readings)
+    return PhaseResult(
+        "bare",
+        seconds,
+        readings,
+        readings,
+        stored,
+        ingester_cpu_s=_own_cpu_s() - cpu_before,
+        note="(bare paho -> staged COPY, no checks: this machine's yardstick; CPU is its process's)",
     )
 
 

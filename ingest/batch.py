@@ -28,9 +28,8 @@ EventRow = tuple[datetime, int, str, bool, float | None]
 RejectRow = tuple[str, str | None, str | None, str, str, bytes, int]
 # the source a rejected row came by and the device's id there, row for row with `rejected`
 RejectOrigin = tuple[str | None, str | None]
-# an event row, and whether it must differ from the device's stored level to be kept (the
-# first level of its device and type in a batch; later ones are changes within the batch)
-LevelRow = tuple[datetime, int, str, bool, float | None, bool]
+# a state snapshot's level, in the layout of an event row: stored where it changes (the writer)
+LevelRow = EventRow
 
 # The bad rows of one batch message make one rejected_input row, whose detail lists the
 # first few of them (each cut to a line): what one message can write there is bounded.
@@ -115,8 +114,6 @@ def plan_batch(
     """
     plan = BatchPlan(seen_at=now)
     battery_ts: dict[int, datetime] = {}
-    # (device key, event type) -> the level last added to the plan
-    level_last: dict[tuple[int, str], bool] = {}
     # bad rows of batch messages, by message position: rejected after the plausibility check
     row_errors: dict[int, tuple[ReceivedMessage, DecodedMessage, list[tuple[int, PayloadError]]]] = {}
     # (message position, first row in plan.water) of each message that added meter rows
@@ -130,7 +127,10 @@ def plan_batch(
         # gateway status names no device: only the gateway must be registered
         if decoded.kind == "status":
             if gateway_id in gateways:
-                plan.gateways_seen[gateway_id] = decoded.status == "online"
+                if decoded.status is None:  # a source's sign of life: heard from, no change
+                    plan.gateways_seen.setdefault(gateway_id, None)
+                else:
+                    plan.gateways_seen[gateway_id] = decoded.status == "online"
             else:
                 error = PayloadError(reasons.UNKNOWN_GATEWAY, gateway_id)
                 _reject(plan, message, error, keep_bytes, topic_prefix)
@@ -170,7 +170,7 @@ def plan_batch(
         if errors is None:
             continue  # rejected whole
         if decoded.levels:
-            _add_levels(plan, decoded, entry, level_last)
+            _add_levels(plan, decoded, entry)
         if plan.rows > rows_before or decoded.levels:
             plan.devices_seen.setdefault(entry.key, None)
         if len(plan.water) > first_water:
@@ -339,27 +339,20 @@ def _add_rows(
     return row_errors
 
 
-def _add_levels(
-    plan: BatchPlan, decoded: DecodedMessage, entry: DeviceEntry, level_last: dict[tuple[int, str], bool]
-) -> None:
-    """A state snapshot's levels, as event rows where they change within the batch.
+def _add_levels(plan: BatchPlan, decoded: DecodedMessage, entry: DeviceEntry) -> None:
+    """A state snapshot's levels, for the writer to store where they change.
 
-    The first level of a device and type in the batch is kept with `compare` set: the
-    writer stores it only if it differs from the newest stored event before it (none
-    counts as inactive), so a repeated snapshot, a redelivery or a restart raises nothing.
+    Whether a level is a change is decided against every state known before it, stored or
+    in this batch, whatever order they arrived in: the writer does it in one statement
+    (`ingest.writer`), so a repeated snapshot, a redelivery, a late one or a restart raises
+    nothing. Types the device's kind cannot raise were checked to be inactive; they are left out.
     """
     key = entry.key
     allowed = EVENTS_BY_DEVICE_KIND.get(entry.kind, frozenset())  # type: ignore[call-overload]
     for level in decoded.levels:
-        if level.type not in allowed:
-            continue  # inactive (an active one rejected the message): nothing to keep
-        slot = (key, level.type)
-        previous = level_last.get(slot)
-        if previous is not None and previous == level.active:
-            continue
-        level_last[slot] = level.active
-        plan.levels.append((level.ts, key, level.type, level.active, level.value, previous is None))
-        plan.accepted_ts.append(level.ts.timestamp())
+        if level.type in allowed:
+            plan.levels.append((level.ts, key, level.type, level.active, level.value))
+            plan.accepted_ts.append(level.ts.timestamp())
 
 
 def _event_misfit(decoded: DecodedMessage, entry: DeviceEntry) -> PayloadError | None:

@@ -40,6 +40,18 @@ def add_commands(subparsers: Any) -> None:
     )
     p.set_defaults(handler=_ingest)
 
+    b = subparsers.add_parser(
+        "bridge",
+        help="read sources on their own brokers and republish them on LoveKey's",
+        description="For each [[sources]] entry with a broker_url (ChirpStack, The Things Stack,"
+        " Zigbee2MQTT on a broker of their own), subscribe there and republish every message"
+        " on LoveKey's broker, where `lovekey ingest` reads it (docs/sources/README.md).",
+    )
+    b.add_argument(
+        "--source", action="append", default=[], metavar="NAME", help="only this source (repeatable)"
+    )
+    b.set_defaults(handler=_bridge)
+
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from lovekey.ingest.broker import broker_url
@@ -93,3 +105,26 @@ def _wait_for_database(db_url: str, stop: threading.Event) -> bool:
             log.info("the database answers; starting")
         return True
     return False
+
+
+def _bridge(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import signal
+
+    from lovekey.ingest.bridge import bridged_sources, run_bridges
+    from lovekey.ingest.broker import broker_url
+
+    if not bridged_sources(settings, args.source):
+        log.error("no [[sources]] entry has a broker_url: nothing to bridge")
+        return 1
+
+    async def main(url: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_bridges(settings, url, stop, args.source)
+
+    with broker_url(settings) as url:
+        asyncio.run(main(url))
+    return 0

@@ -53,7 +53,8 @@ class DecodedMessage:
     """One MQTT message after decoding, before the registry is consulted.
 
     `row_errors` holds `(index, error)` for rows of a batch that were rejected while the
-    others are in `readings`; `device_id` is None for gateway status.
+    others are in `readings`; `device_id` is None for gateway status, and a status of None
+    says only that the gateway was heard from (a source's bookkeeping message).
 
     A message of a configured source (`ingest.sources`) says `external=True`: its
     `device_id` is the device's id at the source (DevEUI, IMEI, ...), looked up in the

@@ -144,13 +144,18 @@ class BatchPipeline:
         while True:
             # one clock read per take: the future/too-old limits need no finer grain
             now = datetime.now(UTC)
+            now_mono = time.monotonic()
             context: DecodeContext | None = None
             sources = self.sources
             for item in taken:
                 if item.source:
                     if context is None:
                         context = self._context(now)
-                    decoded = self._adapt(sources[item.source], item, context)
+                    # a snapshot without a clock of its own (Zigbee2MQTT without last_seen) is
+                    # read at its own receipt: two states in one batch must not share a time
+                    received = now - timedelta(seconds=now_mono - item.received_mono)
+                    item_context = DecodeContext(received, context.latest, context.earliest)
+                    decoded = self._adapt(sources[item.source], item, item_context)
                 else:
                     decoded = self._decode(item, now)
                 batch.received.append(

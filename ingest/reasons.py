@@ -19,6 +19,9 @@ DEVICE_MISMATCH = "device_mismatch"
 UNKNOWN_EVENT = "unknown_event"
 BAD_STATUS = "bad_status"
 EMPTY_BATCH = "empty_batch"
+# frames of the wired meters' protocols (CJ/T 188): decided by the source's decoder alone
+BAD_FRAME = "bad_frame"
+BAD_CHECKSUM = "bad_checksum"
 
 # registry: decided by the writer against its cache of the registry
 UNKNOWN_DEVICE = "unknown_device"
@@ -50,6 +53,8 @@ REASONS: dict[str, str] = {
     UNKNOWN_EVENT: "event type not one of smoke, gas, sos, away, home, tamper, battery_low",
     BAD_STATUS: "gateway status is neither online nor offline",
     EMPTY_BATCH: "a batch with no readings",
+    BAD_FRAME: "a meter frame that is cut short, mis-delimited, or not a reading (CJ/T 188)",
+    BAD_CHECKSUM: "a meter frame whose checksum does not match its bytes (CJ/T 188)",
     UNKNOWN_DEVICE: "device id not in the registry",
     UNKNOWN_GATEWAY: "gateway id not in the registry",
     WRONG_GATEWAY: "device registered to another gateway than the one publishing",

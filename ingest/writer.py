@@ -31,7 +31,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS lk_stage_event (
     ts timestamptz, device_key int4, type text, active bool, value float4
 ) ON COMMIT DELETE ROWS;
 CREATE TEMPORARY TABLE IF NOT EXISTS lk_stage_level (
-    ts timestamptz, device_key int4, type text, active bool, value float4, compare bool
+    ts timestamptz, device_key int4, type text, active bool, value float4
 ) ON COMMIT DELETE ROWS;
 """
 
@@ -39,7 +39,7 @@ CREATE TEMPORARY TABLE IF NOT EXISTS lk_stage_level (
 _WATER_COLUMNS = ["timestamptz", "float8", "int4", "float4", "float4"]
 _SENSOR_COLUMNS = ["timestamptz", "int4", "float4", "float4", "float4", "float4"]
 _EVENT_COLUMNS = ["timestamptz", "int4", "text", "bool", "float4"]
-_LEVEL_COLUMNS = ["timestamptz", "int4", "text", "bool", "float4", "bool"]
+_LEVEL_COLUMNS = _EVENT_COLUMNS
 _REJECT_COLUMNS = ["text", "text", "text", "text", "text", "bytea", "int4", "text", "text"]
 
 _INSERT_WATER = """
@@ -58,19 +58,35 @@ SELECT ts, device_key, type, active, value FROM lk_stage_event
 ON CONFLICT DO NOTHING
 RETURNING device_key, type, ts, active
 """
-# A level is an event where it changes: the first of its device and type in the batch only
-# when it differs from the newest stored event before it (none: inactive), the later ones
-# always (the planner kept only changes). So smoke false -> true is stored once however
-# often the snapshot repeats, and a redelivered snapshot meets its own row (ON CONFLICT).
+# A level is an event where it differs from the state just before it: the newer of the
+# device's newest stored event of that type before it (none: inactive) and the level before
+# it in this batch (by time, whatever the arrival order). So smoke false -> true is stored
+# once however often the snapshot repeats, a late or redelivered snapshot changes nothing,
+# and a restart forgets nothing (the edges are in the table).
 _INSERT_LEVELS = """
+WITH staged AS (
+    SELECT DISTINCT ON (device_key, type, ts) ts, device_key, type, active, value
+    FROM lk_stage_level
+    ORDER BY device_key, type, ts
+), level AS (
+    SELECT s.*,
+           lag(s.ts) OVER w AS before_ts,
+           lag(s.active) OVER w AS before_active
+    FROM staged AS s
+    WINDOW w AS (PARTITION BY s.device_key, s.type ORDER BY s.ts)
+)
 INSERT INTO device_event (ts, device_key, type, active, value)
-SELECT s.ts, s.device_key, s.type, s.active, s.value FROM lk_stage_level AS s
-WHERE NOT s.compare
-   OR s.active IS DISTINCT FROM COALESCE(
-        (SELECT e.active FROM device_event AS e
-         WHERE e.device_key = s.device_key AND e.type = s.type AND e.ts < s.ts
-         ORDER BY e.ts DESC LIMIT 1),
-        false)
+SELECT l.ts, l.device_key, l.type, l.active, l.value
+FROM level AS l
+LEFT JOIN LATERAL (
+    SELECT e.ts, e.active FROM device_event AS e
+    WHERE e.device_key = l.device_key AND e.type = l.type AND e.ts < l.ts
+    ORDER BY e.ts DESC LIMIT 1
+) AS stored ON true
+WHERE l.active IS DISTINCT FROM CASE
+    WHEN l.before_ts IS NOT NULL AND (stored.ts IS NULL OR l.before_ts > stored.ts) THEN l.before_active
+    ELSE COALESCE(stored.active, false)
+END
 ON CONFLICT DO NOTHING
 RETURNING device_key, type, ts, active
 """

@@ -35,7 +35,14 @@ class IngesterProcess:
     """`python -m lovekey ingest` on the scratch database, with a metrics port to read."""
 
     def __init__(
-        self, db: str, mqtt_url: str, prefix: str, *, shared: str | None = None, member: int = 0
+        self,
+        db: str,
+        mqtt_url: str,
+        prefix: str,
+        *,
+        shared: str | None = None,
+        member: int = 0,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.shared = shared
@@ -49,6 +56,7 @@ class IngesterProcess:
             "LOVEKEY_INGEST__METRICS_PORT": str(self.port),
             "LOVEKEY_INGEST__SUMMARY_INTERVAL_S": "10",
             "LOVEKEY_LOG_LEVEL": "INFO",
+            **(extra_env or {}),  # e.g. LOVEKEY_SOURCES for `--source`
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.profiling = False

@@ -1,0 +1,90 @@
+"""`lovekey bridge` against the real Mosquitto: a source on "its own" broker (here the same
+Mosquitto under another topic) reaches the ingester through the bridge and is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from lovekey.bench.support.publisher import Publisher, running_ingester, wait_for
+from lovekey.config import Settings
+from lovekey.ingest.bridge import run_bridges
+from lovekey.storage import connect
+from tests.fix_sources import Z2M_ONLINE_LEGACY, Z2M_SMOKE_ALARM, Z2M_SMOKE_QUIET, dumps
+from tests.test_sources_mqtt import register
+
+
+@pytest.fixture
+def db(postgres_factory: Any) -> str:
+    return postgres_factory.create("bridge")
+
+
+def bridging(settings: Settings, url: str) -> Iterator[None]:
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(run_bridges(settings, url, stop))
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, name="test-bridge")
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(15)
+        loop.close()
+    assert not thread.is_alive()
+    if failures:
+        raise failures[0]
+
+
+def test_a_zigbee2mqtt_on_its_own_broker_is_stored_through_the_bridge(
+    db: str, make_settings: Callable[..., Settings], mqtt_url: str, topic_prefix: str
+) -> None:
+    register(db, "z2m", [("SM-Z-1", "smoke", "kitchen smoke")])
+    remote = f"{topic_prefix}/remote/zigbee2mqtt"
+    settings = make_settings(
+        database_url=db,
+        mqtt_url=mqtt_url,
+        mqtt={"topic_prefix": topic_prefix, "client_id": "lkt-" + topic_prefix.rsplit("/", 1)[-1]},
+        ingest={"batch_ms": 50, "registry_miss_retry_s": 0},
+        sources=[{"name": "z2m", "kind": "zigbee2mqtt", "topic": f"{remote}/#", "broker_url": mqtt_url}],
+    )
+    with (
+        running_ingester(settings) as ingester,
+        Publisher(mqtt_url) as source,
+        contextlib_bridging(settings, mqtt_url),
+    ):
+        # the bridge's subscription at the source is in place once a message goes through
+        def through() -> bool:
+            source.publish(f"{remote}/bridge/state", Z2M_ONLINE_LEGACY)
+            return ingester.metrics.acked >= 1
+
+        wait_for(through, timeout_s=20, interval_s=0.5)
+        for body in (Z2M_SMOKE_QUIET, Z2M_SMOKE_ALARM, Z2M_SMOKE_ALARM):
+            source.publish(f"{remote}/kitchen smoke", dumps(body))
+        wait_for(lambda: _events(db) == [("smoke", True)], timeout_s=20)
+    with connect(db) as conn:
+        assert conn.execute("SELECT online FROM gateway WHERE id = 'z2m'").fetchone() == (True,)
+        topics = conn.execute("SELECT DISTINCT topic FROM rejected_input").fetchall()
+    assert topics == []
+
+
+def contextlib_bridging(settings: Settings, url: str) -> Any:
+    from contextlib import contextmanager
+
+    return contextmanager(bridging)(settings, url)
+
+
+def _events(db: str) -> list[tuple[str, bool]]:
+    with connect(db) as conn:
+        return [(t, a) for t, a in conn.execute("SELECT type, active FROM device_event ORDER BY ts")]
