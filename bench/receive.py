@@ -156,7 +156,7 @@ def _receiver_process(
         "LOVEKEY_RECEIVE__COMMITTERS": str(committers),
         "LOVEKEY_LOG_LEVEL": "INFO",
         "LOVEKEY_SOURCES": orjson.dumps(
-            [{"name": GATEWAY, "kind": "ctwing", "token": TOKEN, "options": {"total_m3": "total_m3"}}]
+            [{"name": GATEWAY, "kind": "ctwing", "token": TOKEN, "options": {"battery_field": "battery_v"}}]
         ).decode(),
     }
     log_file = tempfile.TemporaryFile()  # noqa: SIM115  # closed below, after the process

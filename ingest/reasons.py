@@ -63,6 +63,6 @@ REASONS: dict[str, str] = {
     BAD_SIGNATURE: "a platform push whose signature or URL token does not match the source's token",
     CANNOT_DECRYPT: "an encrypted platform push that cannot be decrypted (no aes_key, or the wrong one)",
     UNSUPPORTED_FORMAT: "a platform push in a format the source does not read (e.g. OneNET Studio)",
-    UNMAPPED: "a platform report whose values hold none of the fields the source maps to a reading",
+    UNMAPPED: "a platform report holding neither the source's total field nor an alarm field",
     STORAGE_REFUSED: "the database refused the row (kept so the stream goes on)",
 }

@@ -48,21 +48,28 @@ AES_KEY = fx.new_aes_key()
 CT_METERS = [(f"CT-{n}", f"8640160594856{n:02d}") for n in range(5)]
 ON_METERS = [(f"ON-{n}", str(524870 + n)) for n in range(5)]
 HW_METERS = [(f"HW-{n}", f"a2664352-9505-45a5-9913-ae01a26605{n:02d}") for n in range(5)]
-PROFILE = {"total_m3": "cumulativeFlow", "battery_v": "batteryVoltage"}
+PROFILE = {"total_field": "cumulativeFlow", "total_unit": "m3", "battery_field": "batteryVoltage"}
+ONENET = {"battery_field": "battery_v"}  # the total streams are named total_m3 / total_l
 
 
 def _sources() -> list[dict[str, Any]]:
     return [
         {"name": "ctwing", "kind": "ctwing", "token": CT_TOKEN, "options": PROFILE},
-        {"name": "onenet", "kind": "onenet", "token": ON_TOKEN, "path": "/push/onenet"},
+        {"name": "onenet", "kind": "onenet", "token": ON_TOKEN, "path": "/push/onenet", "options": ONENET},
         {
             "name": "onenet-aes",
             "kind": "onenet",
             "token": ON_TOKEN,
             "aes_key": AES_KEY,
             "gateway_id": "onenet",
+            "options": ONENET,
         },
-        {"name": "huawei", "kind": "huawei", "token": HW_TOKEN, "options": {"total_l": "volume_l"}},
+        {
+            "name": "huawei",
+            "kind": "huawei",
+            "token": HW_TOKEN,
+            "options": {"total_field": "volume_l", "total_unit": "l"},
+        },
     ]
 
 

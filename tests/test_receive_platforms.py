@@ -10,12 +10,16 @@ from typing import Any
 import orjson
 import pytest
 
+from lovekey.config import load_settings
 from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import DecodeContext
-from lovekey.ingest.decoded import SensorReading, WaterReading
-from lovekey.ingest.platforms import Report, ctwing, fields, huawei, onenet
+from lovekey.ingest.decoded import DecodedMessage, WaterReading
+from lovekey.ingest.platforms import Push, Report, ctwing, huawei, onenet
+from lovekey.ingest.sources import adapter_for
+from lovekey.ingest.sources._http import PlatformAdapter
 from tests import fix_platforms as fx
+from tests.fix_sources import CJT188_2018_BODY, cjt188_frame
 
 NOW = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)
 
@@ -122,7 +126,11 @@ def test_onenet_points_of_one_time_are_one_reading() -> None:
     online, data = push.reports
     assert online.online is True
     assert online.external_ids == ("524871",)
-    reading = fields.reading(data, fields.field_map({}), context())
+    (message,) = _adapter("onenet", options={"battery_field": "battery_v"}).messages(
+        Push(reports=(data,)), context()
+    )
+    assert isinstance(message, DecodedMessage)
+    (reading,) = message.readings
     assert isinstance(reading, WaterReading)
     assert (reading.total_l, reading.battery_v) == (pytest.approx(12345.0), 3.61)
 
@@ -245,19 +253,51 @@ def test_huawei_bad_pushes(body: bytes, reason: str) -> None:
     assert caught.value.reason == reason
 
 
-# -- field maps -----------------------------------------------------------------------------
+# -- the adapters: values to readings, as every source adapter does -------------------------
 
 
-def test_field_map_names_the_platform_fields() -> None:
-    names = fields.field_map({"total_m3": "cumulativeFlow", "battery_v": "batteryVoltage"})
+def _adapter(kind: str = "huawei", **entry: Any) -> PlatformAdapter:
+    settings = load_settings(environ={}, sources=[{"name": "p", "kind": kind, "token": "t0k3n", **entry}])
+    adapter = adapter_for(settings.sources[0], settings)
+    assert isinstance(adapter, PlatformAdapter)
+    return adapter
+
+
+def test_options_say_where_the_total_and_battery_are() -> None:
+    adapter = _adapter(
+        options={"total_field": "cumulativeFlow", "total_unit": "m3", "battery_field": "batteryVoltage"}
+    )
     report = Report(("1",), NOW, values={"cumulativeFlow": "123.456", "batteryVoltage": 3.5, "rssi": -90})
-    reading = fields.reading(report, names, context())
+    (message,) = adapter.messages(Push(reports=(report,)), context())
+    assert isinstance(message, DecodedMessage)
+    (reading,) = message.readings
     assert isinstance(reading, WaterReading)
-    assert reading.total_l == pytest.approx(123456.0)
-    # a battery-only report is a heartbeat, as in the native contract
-    heartbeat = fields.reading(Report(("1",), NOW, values={"batteryVoltage": 3.4}), names, context())
-    assert isinstance(heartbeat, SensorReading)
-    assert heartbeat.battery_v == 3.4
+    assert (reading.total_l, reading.battery_v) == (pytest.approx(123456.0), 3.5)
+    assert (message.gateway_id, message.device_id, message.external) == ("p", "1", True)
+
+
+def test_alarm_fields_become_levels_and_notices_nothing() -> None:
+    adapter = _adapter()
+    alarm = Report(("S1",), NOW, values={"smoke": True, "battery_low": False})
+    online = Report(("S1",), NOW, online=True)
+    (message,) = adapter.messages(Push(reports=(alarm, online)), context())
+    assert isinstance(message, DecodedMessage)
+    assert message.readings == ()
+    assert [(level.type, level.active) for level in message.levels] == [
+        ("smoke", True),
+        ("battery_low", False),
+    ]
+
+
+def test_appdata_goes_to_the_named_decoder() -> None:
+    frame = cjt188_frame(CJT188_2018_BODY)
+    raw = Report(("860803030676429",), NOW, raw=frame, model="10053421")
+    (refused,) = _adapter("ctwing").messages(Push(reports=(raw,)), context())
+    assert isinstance(refused, PayloadError)
+    assert refused.reason == reasons.UNSUPPORTED_FORMAT
+    (message,) = _adapter("ctwing", decoders={"10053421": "cjt188"}).messages(Push(reports=(raw,)), context())
+    assert isinstance(message, DecodedMessage)
+    assert message.readings[0].total_l == pytest.approx(556677000.0)  # 556,677.00 m3
 
 
 @pytest.mark.parametrize(
@@ -268,14 +308,24 @@ def test_field_map_names_the_platform_fields() -> None:
         ({"cumulativeFlow": "nan"}, reasons.BAD_VALUE),
         ({"cumulativeFlow": -1}, reasons.BAD_VALUE),
         ({"cumulativeFlow": True}, reasons.BAD_VALUE),
-        ({"cumulativeFlow": 1, "gas_lel_pct": 3}, reasons.BAD_VALUE),
+        ({"cumulativeFlow": 1e30}, reasons.BAD_VALUE),
+        ({"cumulativeFlow": 1, "smoke": "yes"}, reasons.BAD_VALUE),
     ],
 )
-def test_field_map_bad_values(values: dict[str, Any], reason: str) -> None:
-    names = fields.field_map({"total_m3": "cumulativeFlow"})
+def test_bad_values(values: dict[str, Any], reason: str) -> None:
+    adapter = _adapter(options={"total_field": "cumulativeFlow"})
+    (refused,) = adapter.messages(Push(reports=(Report(("1",), NOW, values=values),)), context())
+    assert isinstance(refused, PayloadError)
+    assert refused.reason == reason
+
+
+def test_single_reading_push_through_the_adapter_interface() -> None:
+    adapter = _adapter("huawei", options={"total_field": "brightness", "total_unit": "l"})
+    decoded = adapter.decode("/receive/p/t0k3n", orjson.dumps(fx.HUAWEI_DATA_CHANGED), context())
+    assert decoded.readings[0].total_l == 80.0
     with pytest.raises(PayloadError) as caught:
-        fields.reading(Report(("1",), NOW, values=values), names, context())
-    assert caught.value.reason == reason
+        adapter.decode("/receive/p/wrong", orjson.dumps(fx.HUAWEI_DATA_CHANGED), context())
+    assert caught.value.reason == reasons.BAD_SIGNATURE
 
 
 def test_appdata_round_trip_is_bytes() -> None:

@@ -89,15 +89,6 @@ def _row(row: dict[str, Any], topic: Topic, context: DecodeContext) -> Reading:
     )
 
 
-def reading_from_row(row: dict[str, Any], context: DecodeContext) -> Reading:
-    """One reading from a row of the native fields (`ts`, `total_l`, ...), checked as the
-    codec checks them: for sources whose own fields were mapped onto these."""
-    return _row(row, _NO_TOPIC, context)
-
-
-_NO_TOPIC = Topic("reading", "", None)
-
-
 def _seq(value: Any) -> int | None:
     if value is None:
         return None

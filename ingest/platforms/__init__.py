@@ -27,7 +27,8 @@ class Report:
     IMEI, then its own deviceId); the registry's `external_id` is matched against each.
     `values` are fields the platform decoded (CTWing serviceData, a OneNET data point,
     Huawei service data); `raw` the bytes it did not (CTWing `APPdata`); `online` a
-    device's online (True) or offline (False) notice.
+    device's online (True) or offline (False) notice; `model` the platform's product (CTWing
+    `productId`), which picks the payload decoder of `raw`.
     """
 
     external_ids: tuple[str, ...]
@@ -35,6 +36,7 @@ class Report:
     values: Mapping[str, Any] | None = None
     raw: bytes | None = None
     online: bool | None = None
+    model: str | None = None  # the product or model the platform files the device under
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,13 +68,18 @@ def _data_report(message: dict[str, Any], context: DecodeContext) -> Report:
             raw = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise PayloadError(reasons.BAD_VALUE, f"APPdata is not base64: {exc}") from exc
-        return Report(ids, ts, raw=raw)
+        return Report(ids, ts, raw=raw, model=_product(message))
     service_data = payload.get("serviceData")
     if service_data is not None:
         if not isinstance(service_data, dict):
             raise PayloadError(reasons.BAD_VALUE, "serviceData must be a JSON object")
-        return Report(ids, ts, values=service_data)
-    return Report(ids, ts, values=payload)
+        return Report(ids, ts, values=service_data, model=_product(message))
+    return Report(ids, ts, values=payload, model=_product(message))
+
+
+def _product(message: dict[str, Any]) -> str | None:
+    product = message.get("productId")
+    return str(product) if isinstance(product, str | int) and product != "" else None
 
 
 def _online_offline(message: dict[str, Any], context: DecodeContext) -> Report:
