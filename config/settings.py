@@ -137,6 +137,9 @@ class ReceiveSettings(_Section):
     # writers, each with its own connection: one writes while another's commit is flushed
     # (each judges plausibility against the readings it wrote itself and those loaded at start)
     committers: int = Field(2, ge=1, le=8)
+    # refused pushes (forged, unreadable) kept in rejected_input per source and minute at most:
+    # anyone can post to the URL; past this they are answered and counted, not stored
+    refused_kept_per_minute: int = Field(600, ge=0)
     # in-flight requests are given this long to finish when the receiver stops
     shutdown_grace_s: float = Field(3.0, gt=0)
 

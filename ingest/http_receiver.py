@@ -231,6 +231,36 @@ class Counts:
     refused: dict[str, int] = field(default_factory=dict)
 
 
+class RefusalBudget:
+    """How many refused pushes of one source are kept this minute; the rest are counted.
+
+    Times are `time.monotonic()` values passed in."""
+
+    def __init__(self, source: str, per_minute: int) -> None:
+        self.source = source
+        self.per_minute = per_minute
+        self.window_start = -60.0
+        self.kept = 0
+        self.dropped = 0
+
+    def take(self, now_mono: float) -> bool:
+        if now_mono - self.window_start >= 60.0:
+            if self.dropped:
+                log.warning(
+                    "%s: %d more refused pushes in the last minute were answered but not kept"
+                    " (receive.refused_kept_per_minute = %d)",
+                    self.source,
+                    self.dropped,
+                    self.per_minute,
+                )
+            self.window_start, self.kept, self.dropped = now_mono, 0, 0
+        if self.kept < self.per_minute:
+            self.kept += 1
+            return True
+        self.dropped += 1
+        return False
+
+
 class Receiver:
     """What a request is answered: routes, reads, queues, answers after the commit.
 
@@ -245,6 +275,10 @@ class Receiver:
         self.future_tolerance = timedelta(seconds=settings.ingest.future_tolerance_s)
         self.max_age = timedelta(days=settings.storage.retention_days)
         self.counts = Counts()
+        self.refusal_budgets = {
+            r.source.name: RefusalBudget(r.source.name, settings.receive.refused_kept_per_minute)
+            for r in routes.values()
+        }
 
     def handle(
         self, method: bytes, target: bytes, body: bytes, too_large: bool, client: str, respond: Respond
@@ -310,12 +344,21 @@ class Receiver:
         return [ReceivedMessage(route.path, body, d, source=name) for d in decoded], failed
 
     def _refuse(self, route: Route, body: bytes, error: PayloadError, client: str, respond: Respond) -> None:
-        """Keep the refused push in rejected_input, then answer 4xx with the reason."""
+        """Keep the refused push in rejected_input, then answer 4xx with the reason.
+
+        Anyone can post to the URL, so what refusals may write is bounded: at most
+        `receive.refused_kept_per_minute` rows a source a minute are kept; past that the
+        push is answered the same way, counted, and logged once a minute.
+        """
         self.counts.refused[error.reason] = self.counts.refused.get(error.reason, 0) + 1
         status = _STATUS.get(error.reason, 400)
+        answer = _json(status, error=error.reason, detail=error.detail)
+        budget = self.refusal_budgets[route.source.name]
+        if not budget.take(time.monotonic()):
+            respond(answer)
+            return
         if status == 403:
             log.warning("refused a push to %s from %s: %s", route.source.name, client, error.detail)
-        answer = _json(status, error=error.reason, detail=error.detail)
         message = ReceivedMessage(route.path, body, error, source=route.source.name)
         self.committer.submit([message], lambda committed: respond(answer if committed else _STOPPING))
 

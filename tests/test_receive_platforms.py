@@ -332,3 +332,13 @@ def test_appdata_round_trip_is_bytes() -> None:
     raw = base64.b64decode(orjson.loads(fx.CTWING_DATA_REPORT_APPDATA)["payload"]["APPdata"])
     (report,) = ctwing.read_push(fx.CTWING_DATA_REPORT_APPDATA, context()).reports
     assert report.raw == raw
+
+
+def test_refused_pushes_kept_per_minute_are_bounded() -> None:
+    from lovekey.ingest.http_receiver import RefusalBudget
+
+    budget = RefusalBudget("ctwing", per_minute=2)
+    assert [budget.take(t) for t in (0.0, 1.0, 2.0, 59.0)] == [True, True, False, False]
+    assert budget.dropped == 2
+    assert budget.take(61.0)  # a new minute
+    assert budget.dropped == 0
