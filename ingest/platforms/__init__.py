@@ -24,7 +24,8 @@ class Report:
     """One thing a platform says about one device at one time.
 
     `external_ids` are the names the platform gives the device, best first (CTWing: the
-    IMEI, then its own deviceId); the registry's `external_id` is matched against each.
+    IMEI, then its own deviceId); the first is the one the registry's `external_id` must
+    hold (the others are what the push also says, for a person reading it).
     `values` are fields the platform decoded (CTWing serviceData, a OneNET data point,
     Huawei service data); `raw` the bytes it did not (CTWing `APPdata`); `online` a
     device's online (True) or offline (False) notice; `model` the platform's product (CTWing
