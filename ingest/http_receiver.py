@@ -189,7 +189,14 @@ class Committer:
         with Database(self._db_url) as database:
             while (taken := self._take()) is not None:
                 batch = Batch(received=[m for p in taken for m in p.messages])
-                committed = pipeline.commit(database, batch, self.abandon) is not None
+                try:
+                    committed = pipeline.commit(database, batch, self.abandon) is not None
+                except Exception:
+                    # a fault of ours, not the database's (commit waits those out): these
+                    # pushes are answered 503 and sent again; the writer goes on
+                    log.exception("a commit of %d pushes failed", len(taken))
+                    database.discard()
+                    committed = False
                 self.commits += 1  # a counter for the log: an update lost to a race is no harm
                 # one hand-over to the loop per commit, not one per request
                 self._loop.call_soon_threadsafe(_settle, [p.settled for p in taken], committed)
@@ -218,7 +225,7 @@ _REASON_PHRASES = {
 }
 _JSON = b"application/json"
 _OK: Answer = (200, b'{"result":"ok"}', _JSON)
-_STOPPING: Answer = (503, b'{"error":"unavailable","detail":"stopping; send it again"}', _JSON)
+_STOPPING: Answer = (503, b'{"error":"unavailable","detail":"not stored; send it again"}', _JSON)
 
 
 def _json(code: int, **body: str) -> Answer:
