@@ -122,6 +122,28 @@ class IngestSettings(_Section):
     flow_memory_lookback_h: float = Field(48.0, ge=0)
 
 
+class ReceiveSettings(_Section):
+    """`lovekey receive`: the HTTP server the carrier platforms push to (`[[sources]]` of the
+    HTTP kinds say which paths it serves; docs/sources/)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8090, ge=0, le=65535)
+    # requests in progress at once; past this the server answers 503 and the platform retries
+    max_connections: int = Field(4096, ge=1)
+    # a larger request body is answered 413 and kept (cut) in rejected_input
+    max_body_bytes: int = Field(64 * 1024, ge=256)
+    # rows written in one transaction at most; the requests waiting meanwhile share the next
+    commit_rows: int = Field(5000, ge=1)
+    # writers, each with its own connection: one writes while another's commit is flushed
+    # (each judges plausibility against the readings it wrote itself and those loaded at start)
+    committers: int = Field(2, ge=1, le=8)
+    # refused pushes (forged, unreadable) kept in rejected_input per source and minute at most:
+    # anyone can post to the URL; past this they are answered and counted, not stored
+    refused_kept_per_minute: int = Field(600, ge=0)
+    # in-flight requests are given this long to finish when the receiver stops
+    shutdown_grace_s: float = Field(3.0, gt=0)
+
+
 class DetectSettings(_Section):
     """Detector defaults. The rule thresholds marked (overridable) may be overridden per
     community and per resident in their `rules` jsonb: `{"detect": {"low_usage_min_l": 5}}`."""
@@ -331,6 +353,8 @@ class SourceSettings(_Section):
     qos: int = Field(1, ge=0, le=1)
     # the platform's shared secret (OneNET token, CTWing/Huawei callback token)
     token: str | None = Field(None, repr=False)
+    # OneNET's EncodingAESKey (43 characters) when its push uses the encrypted mode
+    aes_key: str | None = Field(None, repr=False, min_length=43, max_length=43)
     # clocks that say no zone (wmbusmeters, CJ/T 188 meter time) are read in this zone;
     # None: the top-level `timezone`
     timezone: str | None = None
@@ -410,6 +434,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     mqtt: MqttSettings = MqttSettings()
     ingest: IngestSettings = IngestSettings()
+    receive: ReceiveSettings = ReceiveSettings()
     detect: DetectSettings = DetectSettings()
     alerts: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
@@ -502,6 +527,8 @@ class Settings(BaseSettings):
         for source in data["sources"]:
             if source["token"]:
                 source["token"] = "***"  # noqa: S105  # the mask, not a secret
+            if source.get("aes_key"):
+                source["aes_key"] = "***"
             if source["broker_url"]:
                 source["broker_url"] = redact_url(source["broker_url"])
         return data

@@ -31,6 +31,12 @@ WRONG_KIND = "wrong_kind"
 # plausibility: decided against the meter's previous reading the ingester knows
 IMPLAUSIBLE_JUMP = "implausible_jump"
 
+# HTTP platform pushes (lovekey receive): decided by the platform readers
+BAD_SIGNATURE = "bad_signature"
+CANNOT_DECRYPT = "cannot_decrypt"
+UNSUPPORTED_FORMAT = "unsupported_format"
+UNMAPPED = "unmapped"
+
 # storage: the database refused a row the checks above let through
 STORAGE_REFUSED = "storage_refused"
 
@@ -54,5 +60,9 @@ REASONS: dict[str, str] = {
     WRONG_GATEWAY: "device registered to another gateway than the one publishing",
     WRONG_KIND: "reading fields or an event type that do not fit the registered device kind",
     IMPLAUSIBLE_JUMP: "total rose faster than ingest.max_flow_lpm since the meter's previous reading",
+    BAD_SIGNATURE: "a platform push whose signature or URL token does not match the source's token",
+    CANNOT_DECRYPT: "an encrypted platform push that cannot be decrypted (no aes_key, or the wrong one)",
+    UNSUPPORTED_FORMAT: "a platform push in a format the source does not read (e.g. OneNET Studio)",
+    UNMAPPED: "a platform report holding neither the source's total field nor an alarm field",
     STORAGE_REFUSED: "the database refused the row (kept so the stream goes on)",
 }

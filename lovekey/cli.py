@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "lovekey.devices.cli",
     "lovekey.alerts.cli",
     "lovekey.ingest.cli",
+    "lovekey.ingest.receive_cli",
     "lovekey.web.cli",
     "lovekey.simulator.cli",
     "lovekey.detectors.cli",

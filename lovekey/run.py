@@ -1,4 +1,5 @@
-"""`lovekey run`: ingest, detectors, the alert worker, the console and maintenance in one process.
+"""`lovekey run`: ingest, detectors, the alert worker, the console and maintenance in one process
+(and the HTTP push receiver, when `[[sources]]` name a CTWing, OneNET or Huawei source).
 
 For a district on one machine. Each part is still its own command for scale-out
 (`lovekey ingest --shared`, `lovekey detect --shard`, `lovekey alerts worker`, `lovekey serve`).
@@ -29,7 +30,7 @@ from lovekey.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
-PARTS = ("ingest", "detect", "alerts", "console", "maintain")
+PARTS = ("ingest", "detect", "alerts", "console", "maintain", "receive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,9 @@ async def run_pipeline(
         jobs["console"] = lambda: _console(settings, db_url, astop)
     if "maintain" in parts:
         jobs["maintain"] = lambda: _maintain(settings, db_url, astop)
+    # the push receiver runs when there is something to receive: an HTTP source configured
+    if "receive" in parts and any(source.is_http for source in settings.sources):
+        jobs["receive"] = lambda: _receive(settings, db_url, astop)
     for name, part in (extra or {}).items():
         jobs[name] = functools.partial(part, astop)
 
@@ -218,6 +222,12 @@ async def _console(settings: Settings, db_url: str, stop: asyncio.Event) -> None
     from lovekey.web.app import create_app
 
     await _HostedServer(create_app(settings, db_url), settings).serve(stop)
+
+
+async def _receive(settings: Settings, db_url: str, stop: asyncio.Event) -> None:
+    from lovekey.ingest.http_receiver import run_receiver
+
+    await run_receiver(settings, db_url, stop)
 
 
 async def _maintain(settings: Settings, db_url: str, stop: asyncio.Event) -> None:

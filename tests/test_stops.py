@@ -37,6 +37,7 @@ class Command:
     argv: tuple[str, ...]
     ready: str  # a regular expression for a line on stdout or stderr that says it is up
     web: bool = False  # it serves the console or the ack pages: give it a free port
+    env: tuple[tuple[str, str], ...] = ()  # settings of its own, as environment variables
 
 
 COMMANDS = (
@@ -48,6 +49,12 @@ COMMANDS = (
     Command("alerts-serve", ("alerts", "serve"), r"Uvicorn running|Application startup complete", web=True),
     Command("serve", ("serve",), r"Uvicorn running|Application startup complete", web=True),
     Command("simulate", ("simulate", "--residents", "20", "--speed", "1"), r"simulate: publishing"),
+    Command(
+        "receive",
+        ("receive", "--port", "0"),
+        r"receiving pushes on http://",
+        env=(("LOVEKEY_SOURCES", '[{"name": "ctwing", "kind": "ctwing", "token": "stop-test-token"}]'),),
+    ),
 )
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -124,7 +131,7 @@ def wave(
         try:
             for command in COMMANDS:
                 url = postgres_factory.create(f"stop_{command.name}_{sig.name}")
-                out[command.name] = _start(command, url, Path(tmp) / command.name)
+                out[command.name] = _start(command, url, Path(tmp) / command.name, dict(command.env))
             yield sig, out
         finally:
             for running in out.values():
