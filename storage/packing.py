@@ -1,0 +1,223 @@
+"""The packing job: water readings older than the hot window move into compact days.
+
+`pack_history` runs inside `run_maintenance` (so in `lovekey maintain` and `lovekey run`).
+It walks UTC days older than `storage.hot_days` and, for each, batches of meters; one batch
+is one transaction that
+
+1. deletes the batch's hot rows of that day and gets them back in the same statement
+   (`COPY (DELETE ... RETURNING ...) TO STDOUT`): exactly the rows it removes, so a reading
+   ingest commits meanwhile stays in the hot table for the next pass instead of being lost;
+2. locks and decodes the meter-days already packed (a late reading for a packed day is
+   merged, a duplicate of a packed reading dropped: the packed one was stored first);
+3. writes one packed row per meter-day.
+
+A SIGKILL anywhere rolls the open batch back: nothing is lost or doubled, and the next pass
+picks the day up again. The readers (`storage.history`) merge both tables, so a day
+half-packed reads the same as before and after. Ingest never waits on the job: the job's
+row locks are on readings older than the hot window, which ingest only touches when a
+duplicate of one arrives, and then for one batch.
+
+Which days to visit: every day in retention that has not been finished yet, and every
+finished day that a reading received since the last pass belongs to (the BRIN index on
+`received_at` finds those). A day missed by that search (a reading whose transaction was
+open for more than `_LATE_SLACK`) is not lost: it stays in the hot table, read as usual,
+until retention.
+
+On TimescaleDB with compression (its community licence) the hypertable compresses itself
+and this job does nothing; the Apache edition has no compression and is packed like plain
+PostgreSQL. Only one job packs at a time (an advisory lock); another returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from lovekey.config import StorageSettings
+from lovekey.storage.compact import WaterColumns, decode_days, encode_days
+from lovekey.storage.history import HOT_COLUMNS, packed_days, parse_hot_copy
+from lovekey.storage.migrate import Layout, recorded_layout, server_features
+
+log = logging.getLogger(__name__)
+
+_PACK_LOCK = 0x4C4B5041434B  # "LKPACK"; any fixed 64-bit number
+# how far before the previous pass to look for late readings: covers an ingest transaction
+# that began (its received_at is its start) before the pass and committed after it
+_LATE_SLACK = timedelta(hours=1)
+_DAY_US = 86_400 * 1_000_000
+
+
+@dataclass(slots=True)
+class PackReport:
+    mode: str  # "packed", "timescaledb compression", "busy" (another job holds the lock)
+    days: int = 0  # days visited
+    meter_days: int = 0  # packed rows written (new or merged)
+    readings: int = 0  # hot rows moved into packed rows
+    seconds: float = 0.0
+    stopped: bool = False  # asked to stop before every day was visited
+
+
+def pack_history(
+    conn: psycopg.Connection[Any],
+    storage: StorageSettings,
+    *,
+    now: datetime | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> PackReport:
+    """Pack every meter-day older than the hot window. `conn` must be autocommit."""
+    started = time.monotonic()
+    if recorded_layout(conn) is Layout.TIMESCALE and server_features(conn).can_compress:
+        return PackReport("timescaledb compression")
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_PACK_LOCK,)).fetchone()
+    if row is None or not row[0]:
+        return PackReport("busy")
+    try:
+        report = PackReport("packed")
+        _pack_all(conn, storage, now or datetime.now(UTC), stop or (lambda: False), report)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_PACK_LOCK,))
+    report.seconds = time.monotonic() - started
+    if report.meter_days:
+        log.info(
+            "packed days=%d meter_days=%d readings=%d seconds=%.1f",
+            report.days,
+            report.meter_days,
+            report.readings,
+            report.seconds,
+        )
+    return report
+
+
+def days_to_pack(conn: psycopg.Connection[Any], storage: StorageSettings, now: datetime) -> list[date]:
+    """Days in retention and older than the hot window that may hold hot readings."""
+    cutoff = now.astimezone(UTC).date() - timedelta(days=storage.hot_days)
+    oldest = (now - timedelta(days=storage.retention_days)).astimezone(UTC).date()
+    finished = {d for (d,) in conn.execute("SELECT day FROM water_pack_day WHERE day >= %s", (oldest,))}
+    todo = {oldest + timedelta(days=i) for i in range((cutoff - oldest).days)} - finished
+    row = conn.execute("SELECT max(packed_at) FROM water_pack_day").fetchone()
+    if row is not None and row[0] is not None:
+        late = conn.execute(
+            """
+            SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM water_reading
+            WHERE received_at > %s AND ts < %s AND ts >= %s
+            """,
+            (row[0] - _LATE_SLACK, _midnight(cutoff), _midnight(oldest)),
+        ).fetchall()
+        todo.update(d for (d,) in late)
+    return sorted(todo)
+
+
+def _pack_all(
+    conn: psycopg.Connection[Any],
+    storage: StorageSettings,
+    now: datetime,
+    stop: Callable[[], bool],
+    report: PackReport,
+) -> None:
+    row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    pass_started: datetime = row[0]
+    meters = [k for (k,) in conn.execute("SELECT key FROM device WHERE kind = 'water_meter' ORDER BY key")]
+    size = storage.pack_batch_meters
+    for day in days_to_pack(conn, storage, now):
+        for i in range(0, len(meters), size):
+            if stop():
+                report.stopped = True
+                return
+            with conn.transaction():
+                written, moved = pack_batch(conn, meters[i : i + size], day)
+            report.meter_days += written
+            report.readings += moved
+        conn.execute(
+            """
+            INSERT INTO water_pack_day (day, packed_at) VALUES (%s, %s)
+            ON CONFLICT (day) DO UPDATE SET packed_at = EXCLUDED.packed_at
+            """,
+            (day, pass_started),
+        )
+        report.days += 1
+
+
+def pack_batch(conn: psycopg.Connection[Any], device_keys: Sequence[int], day: date) -> tuple[int, int]:
+    """Move these meters' hot readings of `day` into packed rows; call inside a transaction.
+
+    Returns (packed rows written, hot readings moved).
+    """
+    start = _midnight(day)
+    moved = _take_hot(conn, device_keys, start, start + timedelta(days=1))
+    if len(moved) == 0:
+        return 0, 0
+    keys = sorted(set(moved.device_key.tolist()))
+    with conn.cursor(binary=True) as cur:
+        rows = cur.execute(
+            """
+            SELECT device_key, day - DATE '1970-01-01',
+                   (extract(epoch FROM received_at) * 1000000)::int8, data
+            FROM water_reading_packed
+            WHERE day = %s AND device_key = ANY(%s::int4[])
+            ORDER BY device_key
+            FOR UPDATE
+            """,
+            (day, keys),
+        ).fetchall()
+    earlier = decode_days(packed_days(rows))
+    merged = WaterColumns.concat([earlier, moved]).sorted_unique()
+    packed = encode_days(merged)
+    if rows:
+        conn.execute(
+            "DELETE FROM water_reading_packed WHERE day = %s AND device_key = ANY(%s::int4[])",
+            (day, [r[0] for r in rows]),
+        )
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY water_reading_packed (device_key, day, readings, received_at, data)"
+            " FROM STDIN (FORMAT BINARY)"
+        ) as copy,
+    ):
+        copy.set_types(["int4", "date", "int4", "timestamptz", "bytea"])
+        for p in packed:
+            copy.write_row(
+                (
+                    p.device_key,
+                    day,
+                    p.readings,
+                    datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=p.received_us),
+                    p.data,
+                )
+            )
+    return len(packed), len(moved)
+
+
+def _take_hot(
+    conn: psycopg.Connection[Any], device_keys: Sequence[int], start: datetime, end: datetime
+) -> WaterColumns:
+    """Delete these meters' hot rows with start <= ts < end and return exactly those rows."""
+    statement = sql.SQL(
+        "COPY (DELETE FROM water_reading WHERE device_key = ANY({}::int4[]) AND ts >= {} AND ts < {}"
+        " RETURNING {}) TO STDOUT (FORMAT BINARY)"
+    ).format(sql.Literal(list(device_keys)), sql.Literal(start), sql.Literal(end), HOT_COLUMNS)
+    buf = bytearray()
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for chunk in copy:
+            buf += chunk
+    return parse_hot_copy(bytes(buf))
+
+
+def drop_packed_before(conn: psycopg.Connection[Any], cutoff: datetime) -> int:
+    """Retention for compact history: packed days wholly before `cutoff` go."""
+    day = cutoff.astimezone(UTC).date()
+    dropped = conn.execute("DELETE FROM water_reading_packed WHERE day < %s", (day,)).rowcount
+    conn.execute("DELETE FROM water_pack_day WHERE day < %s", (day,))
+    return dropped
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
