@@ -91,9 +91,9 @@ def hot_query(device_keys: Sequence[int] | None, start: datetime, end: datetime)
     where = sql.SQL("ts >= {} AND ts < {}").format(sql.Literal(start), sql.Literal(end))
     if device_keys is not None:
         where = sql.SQL("device_key = ANY({}::int4[]) AND {}").format(sql.Literal(list(device_keys)), where)
-    return sql.SQL("COPY (SELECT {} FROM water_reading WHERE {}) TO STDOUT (FORMAT BINARY)").format(
-        HOT_COLUMNS, where
-    )
+    return sql.SQL(
+        "COPY (SELECT {} FROM water_reading WHERE {} ORDER BY device_key, ts) TO STDOUT (FORMAT BINARY)"
+    ).format(HOT_COLUMNS, where)
 
 
 def packed_query(device_keys: Sequence[int] | None, start: datetime, end: datetime) -> tuple[str, Any]:
@@ -117,7 +117,13 @@ def packed_days(rows: Sequence[tuple[int, int, int, bytes]]) -> list[PackedDay]:
 
 
 def merge(packed: list[PackedDay], hot: WaterColumns, start: datetime, end: datetime) -> WaterColumns:
-    """The packed readings and the hot ones in [start, end), sorted, each reading once."""
+    """The packed readings and the hot ones in [start, end), sorted, each reading once.
+
+    `hot` comes sorted and unique (the primary key, ORDER BY); with nothing packed in the
+    range, the usual case for recent data, it is returned as it is, without a second sort.
+    """
+    if not packed:
+        return hot
     old = decode_days(packed)
     if len(old):
         inside = (old.ts_us >= epoch_us(start)) & (old.ts_us < epoch_us(end))

@@ -291,3 +291,36 @@ def test_sigkill_in_the_middle_of_packing_loses_and_doubles_nothing(
         ).fetchone()
         assert left == (0,)
         assert conn.execute("SELECT count(*) FROM water_reading_packed").fetchone() == (meters * 20,)
+
+
+async def test_console_and_detectors_read_the_same_before_and_after_packing(
+    history_url: tuple[str, list[int]],
+) -> None:
+    from lovekey.detectors import store as detector_store
+    from lovekey.web import queries
+
+    url, keys = history_url
+    start = (_NOW - timedelta(days=40)).replace(hour=0, minute=0, second=0)
+    rows = _regular(keys, start, 10)
+    end = start + timedelta(days=10)
+
+    async def chart() -> list[tuple[Any, ...]]:
+        async with await psycopg.AsyncConnection.connect(url) as aconn:
+            s = await queries.water_readings(aconn, keys, start, end, max_flow_lpm=100.0)
+        return list(zip(s.device_index.tolist(), s.ts_s.tolist(), s.total_l.tolist(), strict=True))
+
+    def learning(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+        r = detector_store.readings_since_ts(conn, keys, start, end)
+        return list(zip(r.key.tolist(), r.ts_s.tolist(), r.total_l.tolist(), strict=True))
+
+    with connect(url, autocommit=True) as conn:
+        _clear(conn)
+        run_maintenance(conn, _storage(hot_days=400), now=_NOW)
+        _ingest(conn, rows)
+        chart_before, learning_before = await chart(), learning(conn)
+        report = pack_history(conn, _storage(), now=_NOW)
+        assert report.readings > 0
+        assert report.readings < len(rows), "part of the range stays hot"
+        assert await chart() == chart_before
+        assert learning(conn) == learning_before
+    assert len(learning_before) == len(rows)
