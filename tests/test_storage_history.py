@@ -9,6 +9,7 @@ each step that the history reads exactly what was first stored for each (meter, 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from lovekey.bench.support.seeding import seed_resident
 from lovekey.config import load_settings
 from lovekey.storage import connect, run_maintenance
 from lovekey.storage.compact import WaterColumns
+from lovekey.storage.export import csv_text, export_readings
 from lovekey.storage.history import epoch_us, history_bounds, read_water, read_water_async
 from lovekey.storage.packing import pack_batch, pack_history
 from tests.conftest import DatabaseFactory
@@ -128,6 +130,7 @@ def _series(draw: st.DrawFn, keys: list[int], now: datetime) -> tuple[list[Row],
 
 
 _NOW = datetime.now(UTC).replace(microsecond=0)
+_FIRST_DAY = (_NOW - timedelta(days=110)).date()
 
 
 @settings(
@@ -146,6 +149,7 @@ def test_packing_is_lossless_with_swaps_rollovers_duplicates_and_late_readings(
         _clear(conn)
         _ingest(conn, early)
         assert _history(conn) == _expected(early)
+        exported_hot = csv_text(conn, _FIRST_DAY, _NOW.date())
         first = run_maintenance(conn, storage, now=_NOW)
         assert first.packing is not None
         assert first.packing.mode == "packed"
@@ -154,6 +158,7 @@ def test_packing_is_lossless_with_swaps_rollovers_duplicates_and_late_readings(
             "SELECT count(*) FROM water_reading WHERE ts < %s", (_NOW - timedelta(days=36),)
         ).fetchone()
         assert old == (0,), "every reading older than the hot window is packed"
+        assert csv_text(conn, _FIRST_DAY, _NOW.date()) == exported_hot, "the export is byte for byte the same"
         _ingest(conn, late)  # late readings and duplicates, many for packed days
         assert _history(conn) == _expected(early + late)
         run_maintenance(conn, storage, now=_NOW)
@@ -324,3 +329,125 @@ async def test_console_and_detectors_read_the_same_before_and_after_packing(
         assert await chart() == chart_before
         assert learning(conn) == learning_before
     assert len(learning_before) == len(rows)
+
+
+def test_export_csv_and_parquet_give_back_what_was_ingested(
+    history_url: tuple[str, list[int]], tmp_path: Any
+) -> None:
+    import csv
+
+    import pyarrow.parquet as pq
+
+    url, keys = history_url
+    start = (_NOW - timedelta(days=40)).replace(hour=0, minute=0, second=0)
+    rows = _regular(keys, start, 3, every_s=3600)
+    rows[0] = (rows[0][0], rows[0][1] + timedelta(microseconds=250_000), 1234.5678901, 12.5, None)
+    with connect(url, autocommit=True) as conn:
+        _clear(conn)
+        run_maintenance(conn, _storage(hot_days=400), now=_NOW)
+        _ingest(conn, rows)
+        pack_history(conn, _storage(hot_days=38), now=_NOW)  # the first days packed, the last hot
+        assert 0 < conn.execute("SELECT count(*) FROM water_reading").fetchone()[0] < len(rows)  # type: ignore[index]
+        ids = dict(conn.execute("SELECT key, id FROM device"))
+        first, last = start.date(), (start + timedelta(days=2)).date()
+        n_csv = export_readings(conn, tmp_path / "r.csv", first=first, last=last, fmt="csv")
+        n_pq = export_readings(conn, tmp_path / "r.parquet", first=first, last=last, fmt="parquet")
+    assert n_csv == n_pq == len(rows)
+    want = sorted((ids[k], epoch_us(ts), total, flow, battery) for k, ts, total, flow, battery in rows)
+    with (tmp_path / "r.csv").open() as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == ["device_id", "ts", "total_l", "flow_lpm", "battery_v"]
+    got = sorted(
+        (
+            d,
+            epoch_us(datetime.fromisoformat(ts)),
+            float(total),
+            float(flow) if flow else None,
+            float(battery) if battery else None,
+        )
+        for d, ts, total, flow, battery in lines[1:]
+    )
+    assert got == want  # 12.5 and 3.6 print as the float32 PostgreSQL stored reads back
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z$")
+    assert all(stamp.match(line[1]) for line in lines[1:])
+    assert sum(line[1].endswith(".250000Z") for line in lines[1:]) == 1
+    table = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    got_pq = sorted(
+        (
+            r["device_id"],
+            epoch_us(r["ts"]),
+            r["total_l"],
+            r["flow_lpm"],
+            None if r["battery_v"] is None else float(np.float32(r["battery_v"])),
+        )
+        for r in table
+    )
+    f4 = [
+        (d, t, v, None if f is None else float(np.float32(f)), None if b is None else float(np.float32(b)))
+        for d, t, v, f, b in want
+    ]
+    assert got_pq == f4
+
+
+def test_export_command_writes_a_file(history_url: tuple[str, list[int]], tmp_path: Any) -> None:
+    url, keys = history_url
+    start = (_NOW - timedelta(days=50)).replace(hour=0, minute=0, second=0)
+    with connect(url, autocommit=True) as conn:
+        _clear(conn)
+        run_maintenance(conn, _storage(), now=_NOW)
+        _ingest(conn, _regular(keys, start, 1))
+        run_maintenance(conn, _storage(), now=_NOW)
+    out = tmp_path / "c1.csv"
+    env = {**os.environ, "LOVEKEY_DATABASE_URL": url, "LOVEKEY_DATA_DIR": str(tmp_path)}
+    day = start.date().isoformat()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lovekey",
+            "export",
+            "readings",
+            "--from",
+            day,
+            "--to",
+            day,
+            "--community",
+            "C-1",
+            "--format",
+            "csv",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"exported {96 * len(keys)} readings" in done.stdout
+    assert len(out.read_text().splitlines()) == 96 * len(keys) + 1
+    wrong = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lovekey",
+            "export",
+            "readings",
+            "--from",
+            day,
+            "--to",
+            day,
+            "--community",
+            "nowhere",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert wrong.returncode != 0
+    assert "no community 'nowhere'" in wrong.stderr
