@@ -86,6 +86,31 @@ def parse_hot_copy(data: bytes) -> WaterColumns:
     )
 
 
+RECORD = np.dtype(
+    [
+        ("key", ">i4"),
+        ("ts", ">i8"),
+        ("total", ">f8"),
+        ("flow", ">f4"),
+        ("battery", ">f4"),
+        ("received", ">i8"),
+    ]
+)
+
+
+def parse_records(data: bytes) -> WaterColumns:
+    """Columns of concatenated `RECORD`s (the packing job's `string_agg` of send functions)."""
+    rows = np.frombuffer(data, dtype=RECORD)
+    return WaterColumns(
+        rows["key"].astype(np.int32),
+        rows["ts"].astype(np.int64) + _PG_EPOCH_US,
+        rows["total"].astype(np.float64),
+        rows["flow"].astype(np.float32),
+        rows["battery"].astype(np.float32),
+        rows["received"].astype(np.int64) + _PG_EPOCH_US,
+    )
+
+
 def hot_query(device_keys: Sequence[int] | None, start: datetime, end: datetime) -> sql.Composed:
     """Hot rows with start <= ts < end (of these meters, or all when None)."""
     where = sql.SQL("ts >= {} AND ts < {}").format(sql.Literal(start), sql.Literal(end))

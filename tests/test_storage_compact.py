@@ -21,6 +21,7 @@ _T0 = 1_767_225_600 * 1_000_000  # 2026-01-01T00:00:00Z in microseconds
 _float32 = st.one_of(st.none(), st.floats(width=32, allow_nan=False))
 _total = st.one_of(
     st.integers(-(10**12), 10**12).map(lambda dl: dl / 10.0),  # whole decilitres, as meters report
+    st.integers(0, 300).map(lambda dl: 12_345.6 + dl / 10.0),  # small steps: narrow widths
     st.floats(-1e9, 1e12, allow_nan=False),  # anything else a decoder may have stored
 )
 
@@ -31,7 +32,10 @@ def _readings(draw: st.DrawFn) -> WaterColumns:
         st.lists(
             st.tuples(
                 st.integers(1, 4),  # meter
-                st.integers(-2 * DAY_US, 3 * DAY_US),  # microseconds around three days
+                st.one_of(  # around three days: whole seconds (most meters) or microseconds
+                    st.integers(-2 * 86_400, 3 * 86_400).map(lambda s: s * 1_000_000),
+                    st.integers(-2 * DAY_US, 3 * DAY_US),
+                ),
                 _total,
                 _float32,
                 _float32,
