@@ -33,11 +33,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from lovekey.config import StorageSettings
 from lovekey.storage.compact import WaterColumns, decode_days, encode_days
@@ -61,6 +62,7 @@ class PackReport:
     readings: int = 0  # hot rows moved into packed rows
     seconds: float = 0.0
     stopped: bool = False  # asked to stop before every day was visited
+    shrunk: list[str] = field(default_factory=list)  # emptied partitions/chunks vacuumed, reindexed
 
 
 def pack_history(
@@ -79,7 +81,11 @@ def pack_history(
         return PackReport("busy")
     try:
         report = PackReport("packed")
-        _pack_all(conn, storage, now or datetime.now(UTC), stop or (lambda: False), report)
+        now = now or datetime.now(UTC)
+        _pack_all(conn, storage, now, stop or (lambda: False), report)
+        if not report.stopped:
+            cutoff = now.astimezone(UTC).date() - timedelta(days=storage.hot_days)
+            report.shrunk = shrink_emptied(conn, _midnight(cutoff))
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_PACK_LOCK,))
     report.seconds = time.monotonic() - started
@@ -222,6 +228,61 @@ def _take_hot(
         binary=True,
     ).fetchone()
     return parse_records(row[0] if row is not None and row[0] is not None else b"")
+
+
+def shrink_emptied(conn: psycopg.Connection[Any], before: datetime) -> list[str]:
+    """Give back the space of hot partitions (or chunks) that packing emptied.
+
+    Deleting a partition's rows leaves its heap to VACUUM, which returns the pages, but its
+    primary key keeps its size: about 39 bytes a reading packed, for as long as retention
+    keeps the partition, ten times the compact form. So a partition wholly before `before`
+    with no row left is vacuumed and its indexes rebuilt with REINDEX CONCURRENTLY, which
+    lets ingest go on writing (a late reading may still arrive; it lands as usual). One that
+    still holds rows (a late reading not yet packed) waits for a later pass.
+    """
+    shrunk = []
+    for name in _ranges_before(conn, before):
+        ident = sql.SQL(".").join(sql.Identifier(part) for part in name)
+        row = conn.execute(
+            sql.SQL("SELECT pg_indexes_size({}::regclass), EXISTS (SELECT 1 FROM {})").format(
+                sql.Literal(".".join(name)), ident
+            )
+        ).fetchone()
+        if row is None or row[1] or row[0] <= 64 * 1024:
+            continue  # rows left, or already small
+        conn.execute(sql.SQL("VACUUM {}").format(ident))
+        conn.execute(sql.SQL("REINDEX TABLE CONCURRENTLY {}").format(ident))
+        shrunk.append(".".join(name))
+    return shrunk
+
+
+def _ranges_before(conn: psycopg.Connection[Any], before: datetime) -> list[tuple[str, str]]:
+    """(schema, table) of each partition or chunk of water_reading that ends by `before`."""
+    if recorded_layout(conn) is Layout.TIMESCALE:
+        rows = conn.execute(
+            """
+            SELECT chunk_schema, chunk_name FROM timescaledb_information.chunks
+            WHERE hypertable_name = 'water_reading' AND range_end <= %s
+            """,
+            (before,),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+    rows = conn.execute(
+        """
+        SELECT n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid)
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE i.inhparent = 'water_reading'::regclass
+        """
+    ).fetchall()
+    out = []
+    for schema, name, bound in rows:
+        upper = conn.execute(
+            "SELECT (regexp_match(%s, 'TO \\(''([^'']+)''\\)'))[1]::timestamptz", (bound,)
+        ).fetchone()
+        if upper is not None and upper[0] is not None and upper[0] <= before:
+            out.append((schema, name))
+    return out
 
 
 def drop_packed_before(conn: psycopg.Connection[Any], cutoff: datetime) -> int:

@@ -451,3 +451,58 @@ def test_export_command_writes_a_file(history_url: tuple[str, list[int]], tmp_pa
     )
     assert wrong.returncode != 0
     assert "no community 'nowhere'" in wrong.stderr
+
+
+def test_ingest_does_not_wait_for_a_packing_batch(history_url: tuple[str, list[int]]) -> None:
+    """While a batch holds its transaction open, new readings and late ones for the very
+    meter-day being packed go in at once (lock_timeout 2 s); the late one is merged later."""
+    url, keys = history_url
+    day = (_NOW - timedelta(days=45)).replace(hour=0, minute=0, second=0)
+    rows = _regular(keys, day, 1)
+    with connect(url, autocommit=True) as conn:
+        _clear(conn)
+        run_maintenance(conn, _storage(), now=_NOW)
+        _ingest(conn, rows)
+    late = (keys[0], day + timedelta(hours=5, seconds=30), 999.9, None, None)
+    fresh = (keys[0], _NOW - timedelta(minutes=5), 1000.0, None, 3.6)
+    with connect(url) as packer, connect(url, autocommit=True) as ingest:
+        pack_batch(packer, keys, day.date())  # the batch's transaction stays open
+        ingest.execute("SET lock_timeout = '2s'")
+        _ingest(ingest, [late, fresh])
+        packer.commit()
+        assert _history(ingest) == _expected([*rows, late, fresh])
+        pack_history(ingest, _storage(), now=_NOW)
+        assert _history(ingest) == _expected([*rows, late, fresh])
+        left = ingest.execute("SELECT count(*) FROM water_reading WHERE ts < %s", (day + timedelta(days=1),))
+        assert left.fetchone() == (0,), "the late reading was merged into its packed day"
+
+
+def test_packed_partitions_give_their_index_space_back(backend: DatabaseFactory) -> None:
+    url = backend.create("shrink", **STORAGE)
+    start = (_NOW - timedelta(days=80)).replace(hour=0, minute=0, second=0)
+    size = """
+        WITH RECURSIVE t(oid) AS (
+            SELECT 'water_reading'::regclass::oid
+            UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.oid)
+        SELECT sum(pg_indexes_size(oid)) FROM t
+        """
+    with connect(url, autocommit=True) as conn:
+        for i in range(METERS):
+            seed_resident(conn, f"S-{i}", meter_id=f"SM-{i}")
+        keys = [k for (k,) in conn.execute("SELECT key FROM device ORDER BY key")]
+        rows = _regular(keys, start, 21, every_s=300)
+        run_maintenance(conn, _storage(hot_days=400), now=_NOW)
+        empty = conn.execute(size).fetchone()[0]  # type: ignore[index]
+        _ingest(conn, rows)
+        before = conn.execute(size).fetchone()[0]  # type: ignore[index]
+        report = run_maintenance(conn, _storage(), now=_NOW)
+        after = conn.execute(size).fetchone()[0]  # type: ignore[index]
+        assert report.packing is not None
+        assert report.packing.shrunk, "the emptied partitions were rebuilt"
+        # a partition or chunk rebuilt empty keeps only its indexes' first pages
+        for name in report.packing.shrunk:
+            small = conn.execute("SELECT pg_indexes_size(%s::regclass)", (name,)).fetchone()
+            assert small is not None
+            assert small[0] <= 64 * 1024, name
+        assert after - empty < (before - empty) / 2
+        assert _history(conn) == _expected(rows)
