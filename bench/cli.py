@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "detect": ("lovekey.bench.detect:main", "detector sweep and update, 1e6 meters; district memory"),
     "alerts": ("lovekey.bench.alerts:main", "1,000 simultaneous alerts: commit to first provider request"),
     "receive": ("lovekey.bench.receive:main", "CTWing pushes over HTTP into the database: pushes/s, p99"),
+    "storage": ("lovekey.bench.storage:main", "bytes per reading hot and packed; packing a district-day"),
 }
 
 

@@ -46,6 +46,9 @@ def main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--requests", type=int, default=60, help="requests per page and role")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--database", help="measure this kept database again (no generation)")
+    parser.add_argument(
+        "--pack", action="store_true", help="pack readings older than storage.hot_days before measuring"
+    )
     args = parser.parse_args(argv)
 
     with database_url(settings) as url, ExitStack() as stack:
@@ -58,6 +61,8 @@ def main(argv: list[str], settings: Settings) -> int:
             generate(scratch, settings, residents=args.residents, days=args.days, now=now)
         else:
             now = _data_end(scratch)
+        if args.pack:
+            _pack(scratch, settings, now=now)
         describe(scratch)
         show_chart_plan(scratch, now)
         load_before = os.getloadavg()[0]
@@ -70,6 +75,18 @@ def main(argv: list[str], settings: Settings) -> int:
         if args.keep:
             print("measure it again with: lovekey bench console --database NAME")
     return 0
+
+
+def _pack(url: str, settings: Settings, *, now: datetime) -> None:
+    """Compact history as `lovekey maintain` leaves it (storage.packing), then statistics."""
+    from lovekey.storage.packing import pack_history
+
+    done = _step(f"packing readings older than {settings.storage.hot_days} days")
+    with connect(url, autocommit=True) as conn:
+        report = pack_history(conn, settings.storage, now=now)
+        conn.execute("VACUUM ANALYZE")
+    done()
+    print(f"packed {report.readings:,} readings into {report.meter_days:,} meter-days", flush=True)
 
 
 def _step(label: str) -> Callable[[], None]:

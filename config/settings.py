@@ -49,6 +49,11 @@ class StorageSettings(_Section):
     partitions_ahead: int = Field(2, ge=1)
     timescaledb: Literal["auto", "on", "off"] = "auto"
     maintenance_interval_s: int = Field(3600, ge=10)
+    # readings older than this many days are packed into compact history (docs/storage.md);
+    # the detectors' learning reads through storage.history, so it may reach further back
+    hot_days: int = Field(35, ge=1)
+    # meters per packing transaction: about 0.2 s and 200,000 readings at 15 minutes
+    pack_batch_meters: int = Field(2000, ge=1)
 
 
 class MqttSettings(_Section):

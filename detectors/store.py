@@ -18,6 +18,8 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
+from lovekey.storage.history import read_water
+
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
@@ -177,14 +179,14 @@ def gateways(conn: psycopg.Connection[Any], ids: Sequence[str]) -> dict[str, dat
 def readings_since_ts(
     conn: psycopg.Connection[Any], keys: Sequence[int], start: datetime, end: datetime
 ) -> ReadingColumns:
-    """Readings of these meters with start <= ts <= end, ordered by meter and time."""
-    return _copy_readings(
-        conn,
-        sql.SQL(
-            "SELECT device_key, ts, total_l, received_at FROM water_reading"
-            " WHERE ts >= {} AND ts <= {} AND device_key = ANY({})"
-            " ORDER BY device_key, ts"
-        ).format(sql.Literal(start), sql.Literal(end), sql.Literal(list(keys))),
+    """Readings of these meters with start <= ts <= end, ordered by meter and time, hot and
+    packed alike (storage.history; a packed reading's received_s is its day's newest)."""
+    got = read_water(conn, keys, start, end + timedelta(microseconds=1))
+    return ReadingColumns(
+        got.device_key.astype(np.int64),
+        got.ts_us // 1_000_000,
+        got.total_l,
+        got.received_us // 1_000_000,
     )
 
 

@@ -23,6 +23,7 @@ from lovekey.detectors.engine import Registry
 from lovekey.detectors.params import build_params, effective_rules
 from lovekey.evaluation.replay import ReplayData, ReplayEvent
 from lovekey.evaluation.scoring import Truth
+from lovekey.storage.history import history_bounds
 from lovekey.vocabulary import LIFE_SAFETY_EVENTS, PRESENCE_EVENTS, DeviceKind
 
 # the events the replay reads: the alarms, and the presses that say where the resident is
@@ -136,8 +137,8 @@ def from_database(
         [m.report_interval_s for m in meters],
         rules,
     )
-    bounds = conn.execute("SELECT min(ts), max(received_at) FROM water_reading").fetchone()
-    if bounds is None or bounds[0] is None:
+    bounds = history_bounds(conn)  # hot and packed readings alike
+    if bounds[0] is None:
         raise ValueError("the database holds no water readings to replay")
     start = start or bounds[0]
     end = end or bounds[1]

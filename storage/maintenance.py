@@ -2,13 +2,15 @@
 
 Both layouts share one entry point, `run_maintenance`, which the scheduled job calls
 (`lovekey maintain`, and inside `lovekey run`). It never deletes reading rows one by one:
-retention drops whole native partitions or TimescaleDB chunks.
+retention drops whole native partitions or TimescaleDB chunks. Compact history
+(storage.packing) is one row per meter-day, so its retention deletes those rows by day.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +19,7 @@ from psycopg import sql
 
 from lovekey.config import StorageSettings
 from lovekey.storage.migrate import Layout, ServerFeatures, recorded_layout, server_features
+from lovekey.storage.packing import PackReport, drop_packed_before, pack_history
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +35,19 @@ class MaintenanceReport:
     dropped: list[str] = field(default_factory=list)  # partitions or chunks dropped
     deleted_rows: dict[str, int] = field(default_factory=dict)  # small tables pruned by row
     compression: str = "n/a"
+    packing: PackReport | None = None  # compact history (storage.packing)
 
 
 def run_maintenance(
-    conn: psycopg.Connection, storage: StorageSettings, *, now: datetime | None = None
+    conn: psycopg.Connection,
+    storage: StorageSettings,
+    *,
+    now: datetime | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> MaintenanceReport:
-    """Create partitions ahead, drop what is past retention. `conn` must be autocommit."""
+    """Create partitions ahead, drop what is past retention (compact history too), pack
+    readings older than the hot window. `conn` must be autocommit; `stop` ends packing
+    between two batches."""
     now = now or datetime.now(UTC)
     layout = recorded_layout(conn)
     report = MaintenanceReport(layout=layout)
@@ -54,6 +64,8 @@ def run_maintenance(
             ).fetchall()
             conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)", (table, cutoff))
             report.dropped.extend(r[0] for r in rows)
+    report.deleted_rows["water_reading_packed"] = drop_packed_before(conn, cutoff)
+    report.packing = pack_history(conn, storage, now=now, stop=stop)
     report.deleted_rows["device_event"] = conn.execute(
         "DELETE FROM device_event WHERE ts < %s", (cutoff,)
     ).rowcount

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from lovekey.storage.history import read_water_async
 from lovekey.vocabulary import (
     LIFE_SAFETY_KINDS,
     MAINTENANCE_KINDS,
@@ -286,31 +287,19 @@ class MeterSeries:
 async def water_readings(
     conn: AsyncConn, device_keys: Sequence[int], start: datetime, end: datetime, *, max_flow_lpm: float
 ) -> MeterSeries:
-    """Readings of the meters in [start, end], one index range scan of the primary key
-    (device_key, ts) per meter and partition; rises faster than `max_flow_lpm`
+    """Readings of the meters in [start, end], hot and packed alike (storage.history: one
+    index range scan of each table per meter); rises faster than `max_flow_lpm`
     (`ingest.max_flow_lpm`) taken out, see `without_jumps`."""
-    cur = conn.cursor(binary=True)
-    async with cur:
-        await cur.execute(
-            """
-            SELECT device_key, extract(epoch FROM ts)::float8, total_l
-            FROM water_reading
-            WHERE device_key = ANY(%s::int[]) AND ts >= %s AND ts <= %s
-            ORDER BY device_key, ts
-            """,
-            (list(device_keys), start, end),
-        )
-        rows = await cur.fetchall()
-    if not rows:
+    got = await read_water_async(conn, device_keys, start, end + timedelta(microseconds=1))
+    if not len(got):
         empty_f = np.zeros(0, dtype=np.float64)
         return MeterSeries(np.zeros(0, dtype=np.int64), empty_f, empty_f.copy())
-    keys, ts, total = zip(*rows, strict=True)
-    device_index = np.asarray(keys, dtype=np.int64)
-    ts_s = np.asarray(ts, dtype=np.float64)
+    device_index = got.device_key.astype(np.int64)
+    ts_s = got.ts_us / 1_000_000
     return MeterSeries(
         device_index,
         ts_s,
-        without_jumps(device_index, ts_s, np.asarray(total, dtype=np.float64), max_flow_lpm=max_flow_lpm),
+        without_jumps(device_index, ts_s, got.total_l, max_flow_lpm=max_flow_lpm),
     )
 
 
