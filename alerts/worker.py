@@ -137,7 +137,10 @@ class AlertWorker:
         self.chains = ChainBook.load(a.chains_file)
         if self._sender is None:
             sender = await asyncio.to_thread(
-                ChannelSender, keepalive=a.keepalive_webhooks, connections=a.send_threads
+                ChannelSender,
+                keepalive=a.keepalive_webhooks,
+                connections=a.send_threads,
+                providers=dict(a.providers),
             )
             self._stack.callback(sender.close)
             self._sender = sender
