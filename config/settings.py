@@ -236,6 +236,9 @@ class ProviderSettings(_Section):
     # per-number limit; the next channel is tried rather than being throttled)
     per_number_per_hour: int | None = Field(None, ge=1)
     timeout_s: float = Field(5.0, gt=0)
+    # the longest template variable the provider accepts on this account (unset: the
+    # provider's default, Alibaba 35 and Tencent 12 characters); longer values are shortened
+    variable_max_chars: int | None = Field(None, ge=1, le=500)
     # kind = "apprise": the Apprise URL template, with {phone} like alerts.sms_url
     url: str | None = Field(None, repr=False)
 

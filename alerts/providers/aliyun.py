@@ -20,7 +20,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from lovekey.alerts.providers.base import Accepted, Action, ProviderError, TemplateMessage, clip
+from lovekey.alerts.providers.base import Accepted, Action, ProviderError, TemplateMessage, clipped
 from lovekey.config import ProviderSettings
 
 # Alibaba Cloud's default limit per template variable is 35 characters
@@ -137,8 +137,8 @@ def _template(settings: ProviderSettings, message: TemplateMessage) -> str:
     return str(template)
 
 
-def _params(message: TemplateMessage) -> str:
-    return json.dumps({k: clip(v, VARIABLE_MAX_CHARS) for k, v in message.params.items()}, ensure_ascii=False)
+def _params(message: TemplateMessage, max_chars: int) -> str:
+    return json.dumps(clipped(message.params, max_chars), ensure_ascii=False)
 
 
 def _mainland(phone: str) -> str:
@@ -166,7 +166,7 @@ class AliyunSms:
             phone_numbers=_mainland(message.phone),
             sign_name=self.settings.sign_name,
             template_code=_template(self.settings, message),
-            template_param=_params(message),
+            template_param=_params(message, self.settings.variable_max_chars or VARIABLE_MAX_CHARS),
             out_id=message.reference,
         )
         try:
@@ -203,7 +203,7 @@ class AliyunVoice:
             called_number=_mainland(message.phone),
             called_show_number=self.settings.caller_number,
             start_code=start,
-            start_tts_params=_params(message),
+            start_tts_params=_params(message, self.settings.variable_max_chars or VARIABLE_MAX_CHARS),
             menu_key_map=keys,
             play_times=self.settings.play_times,
             timeout=self.settings.key_timeout_ms,

@@ -75,3 +75,9 @@ def clip(value: str, max_chars: int) -> str:
     """A template parameter within a provider's per-variable limit (characters, not bytes:
     both providers count a Chinese character as one)."""
     return value if len(value) <= max_chars else value[: max_chars - 1] + "…"
+
+
+def clipped(params: Mapping[str, str], max_chars: int) -> dict[str, str]:
+    """Every variable within the limit, except a link: a shortened link is a broken one, so it
+    goes whole and a provider that finds it too long says so (an operator error)."""
+    return {k: v if k == "link" else clip(v, max_chars) for k, v in params.items()}

@@ -13,6 +13,10 @@ wording and variables); LoveKey supplies the variables, in this order:
 | `digest`     | the daily all-is-well note             | name, time                   |
 | `call`       | a voice call (key 1 / key 2)           | name, what                   |
 
+`link` is the acknowledgement link's token only (about 22 characters): both providers review
+the links in a template and Tencent Cloud refuses a URL in a variable, so the registered
+template holds the fixed part ("https://lk.example/a/${link}").
+
 The resident is named as the operator chooses (`alerts.resident_naming`): the full name,
 the surname with a polite title, or the household number (a neighbour's SMS is personal data).
 """
@@ -58,6 +62,7 @@ def template_params(
 ) -> tuple[str, dict[str, str], str]:
     """(template key, variables, LoveKey's own wording of it) for one message."""
     lang = "en" if language == "en" else "zh"
+    token = link.rstrip("/").rpartition("/")[2]
     if purpose == "digest":
         assert digest is not None
         who, first_use = digest
@@ -82,15 +87,15 @@ def template_params(
     if len(facts) > 1:
         return (
             f"bundle.{lang}",
-            {"count": str(len(facts)), "link": link},
+            {"count": str(len(facts)), "link": token},
             texts.alert_message(facts, language=lang, link=link, sms=True, zone=zone, now=now).body,
         )
     text = texts.alert_message(facts, language=lang, link=link, sms=True, zone=zone, now=now).body
     if first.help_by:
-        return f"help.{lang}", {"name": name, "helper": first.help_by, "link": link}, text
+        return f"help.{lang}", {"name": name, "helper": first.help_by, "link": token}, text
     since = first.since.astimezone(zone).strftime("%H:%M")
     key = "urgent" if first.urgent else "alert"
-    return f"{key}.{lang}", {"name": name, "what": what, "since": since, "link": link}, text
+    return f"{key}.{lang}", {"name": name, "what": what, "since": since, "link": token}, text
 
 
 def _name(facts: texts.AlertFacts, naming: str, lang: str) -> str:

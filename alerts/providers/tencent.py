@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from lovekey.alerts.providers.base import Accepted, Action, ProviderError, TemplateMessage, clip
+from lovekey.alerts.providers.base import Accepted, Action, ProviderError, TemplateMessage, clipped
 from lovekey.config import ProviderSettings
 
-# Tencent Cloud limits each template variable; 12 characters is what a non-verification
-# variable may hold on an account without raised limits (raise it with the provider first)
-VARIABLE_MAX_CHARS = 12
+# Tencent Cloud limits each template variable by account and template type; set
+# `variable_max_chars` to what yours allows (values are shortened to fit, never a link)
+VARIABLE_MAX_CHARS = 35
 
 _CODES: dict[str, tuple[Action, bool]] = {
     "InvalidParameterValue.IncorrectPhoneNumber": (Action.GIVE_UP, False),
@@ -110,6 +110,12 @@ def _template(settings: ProviderSettings, message: TemplateMessage) -> str:
     return str(template)
 
 
+def _positional(message: TemplateMessage, max_chars: int) -> list[str]:
+    """The variables in order (`{1}`, `{2}`, ...). `link` is the token alone: Tencent refuses
+    a URL in a variable (InvalidParameterValue.ProhibitedUseUrlInTemplateParameter)."""
+    return list(clipped(message.params, max_chars).values())
+
+
 def _credential(settings: ProviderSettings) -> Any:
     from tencentcloud.common import credential
 
@@ -140,7 +146,9 @@ class TencentSms:
         request.SmsSdkAppId = self.settings.app_id
         request.SignName = self.settings.sign_name
         request.TemplateId = _template(self.settings, message)
-        request.TemplateParamSet = [clip(v, VARIABLE_MAX_CHARS) for v in message.params.values()]
+        request.TemplateParamSet = _positional(
+            message, self.settings.variable_max_chars or VARIABLE_MAX_CHARS
+        )
         request.SessionContext = message.reference
         try:
             response = self._client.SendSms(request)
@@ -178,7 +186,9 @@ class TencentVoice:
         request.TemplateId = _template(self.settings, message)
         request.CalledNumber = message.phone
         request.VoiceSdkAppid = self.settings.app_id
-        request.TemplateParamSet = [clip(v, VARIABLE_MAX_CHARS) for v in message.params.values()]
+        request.TemplateParamSet = _positional(
+            message, self.settings.variable_max_chars or VARIABLE_MAX_CHARS
+        )
         request.PlayTimes = self.settings.play_times
         request.SessionContext = message.reference
         try:
