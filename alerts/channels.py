@@ -153,6 +153,9 @@ class AppriseSender:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             NotificationManager().load_modules()  # type: ignore[no-untyped-call]
+        from lovekey.alerts.feishu import register as register_feishu
+
+        register_feishu()  # Feishu bots with a signing secret (`feishu://token/?secret=...`)
         self._apprise: Any = apprise
         self._asset = apprise.AppriseAsset(storage_mode="memory")
         _install_capture()

@@ -458,3 +458,123 @@ def test_a_message_the_provider_accepted_is_not_sent_again_after_a_crash(
         "SELECT result FROM delivery_attempt d JOIN alert_outbox o ON o.id = d.outbox_id"
         " WHERE o.phone = '+8613800000002'"
     ) == [("interrupted",)]
+
+
+def test_send_test_prints_the_provider_answer(tmp_path: Any, capsys: Any) -> None:
+    import json
+
+    from lovekey.cli import main as lovekey_main
+
+    with (
+        FakeAliyun(
+            key_id=ALI_KEY, key_secret=ALI_SECRET, sign_name="爱心钥匙", templates=ALIYUN_TEMPLATES
+        ) as aliyun,
+        FakeTencent(
+            key_id=TC_KEY, key_secret=TC_SECRET, sign_name="爱心钥匙", templates=TENCENT_TEMPLATES
+        ) as tencent,
+    ):
+        providers = provider_settings(aliyun, tencent)
+        lines = []
+        for name in ("aliyun", "tencent_voice"):
+            lines.append(f"[alerts.providers.{name}]")
+            for key, value in providers[name].items():
+                if isinstance(value, dict):
+                    continue
+                lines.append(f"{key} = {json.dumps(value)}")
+            lines.append(f"[alerts.providers.{name}.templates]")
+            lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in providers[name]["templates"].items()]
+        config = tmp_path / "lovekey.toml"
+        config.write_text("\n".join(lines), encoding="utf-8")
+
+        assert (
+            lovekey_main(
+                [
+                    "--config",
+                    str(config),
+                    "alerts",
+                    "send-test",
+                    "--provider",
+                    "aliyun",
+                    "--to",
+                    "+8613800000002",
+                ]
+            )
+            == 0
+        )
+        answer = json.loads(capsys.readouterr().out)
+        (sms,) = aliyun.sent
+        assert answer["accepted"] is True
+        assert answer["message_id"] == sms.message_id
+        assert answer["answer"]["RequestId"].startswith("REQ-")
+        assert sms.rendered.startswith("【爱心钥匙】测试用水异常偏少")
+
+        aliyun.codes["13800000009"] = "isv.MOBILE_NUMBER_ILLEGAL"
+        assert (
+            lovekey_main(
+                [
+                    "--config",
+                    str(config),
+                    "alerts",
+                    "send-test",
+                    "--provider",
+                    "aliyun",
+                    "--to",
+                    "+8613800000009",
+                ]
+            )
+            == 1
+        )
+        refused = json.loads(capsys.readouterr().out)
+        assert (refused["accepted"], refused["code"], refused["action"]) == (
+            False,
+            "isv.MOBILE_NUMBER_ILLEGAL",
+            "give_up",
+        )
+
+        assert (
+            lovekey_main(
+                [
+                    "--config",
+                    str(config),
+                    "alerts",
+                    "send-test",
+                    "--provider",
+                    "tencent_voice",
+                    "--to",
+                    "+8613800000002",
+                    "--voice",
+                ]
+            )
+            == 0
+        )
+        (call,) = tencent.sent
+        assert (
+            call.rendered == "(call, read 2x) 爱心钥匙提醒：测试用水异常偏少。我去看看请按1，需要帮助请按2。"
+        )
+
+
+def test_feishu_bot_with_a_signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lovekey.alerts.channels import AppriseSender, Outgoing
+    from lovekey.alerts.feishu import NotifyFeishuSigned
+    from lovekey.bench.support.cloud_fakes import FakeFeishu
+    from lovekey.errors import DeliveryError
+
+    with FakeFeishu(token="hook-token-1", secret="feishu-signing-secret") as bot:
+        monkeypatch.setattr(
+            NotifyFeishuSigned, "notify_url", bot.notify_url
+        )  # the stand-in, not open.feishu.cn
+        sender = AppriseSender()
+        sender(
+            Outgoing(
+                "push:0",
+                "feishu://hook-token-1/?secret=feishu-signing-secret",
+                "爱心钥匙",
+                "王老人用水异常偏少",
+            )
+        )
+        assert bot.texts == ["爱心钥匙\r\n王老人用水异常偏少"]
+        with pytest.raises(DeliveryError, match="19021"):
+            sender(Outgoing("push:0", "feishu://hook-token-1/?secret=wrong-secret", "t", "b"))
+        with pytest.raises(DeliveryError, match="19021"):
+            sender(Outgoing("push:0", "feishu://hook-token-1/", "t", "b"))  # unsigned: refused by the bot
+        assert bot.refused == ["19021", "19021"]

@@ -607,3 +607,52 @@ class FakeTencent(_CloudFake):
                 }
             },
         )
+
+
+# --- Feishu custom bot ----------------------------------------------------------------------
+
+
+class FakeFeishu(_CloudFake):
+    """A Feishu custom bot with "签名校验": POST /open-apis/bot/v2/hook/<token> must carry
+    `timestamp` (within an hour) and `sign` = base64(HMAC-SHA256 keyed "<timestamp>\\n<secret>"
+    over nothing), per https://open.feishu.cn/document/client-docs/bot-v3/add-custom-bot;
+    otherwise code 19021."""
+
+    name = "feishu"
+
+    def __init__(self, *, token: str, secret: str) -> None:
+        super().__init__(key_id=token, key_secret=secret, sign_name="", templates={})
+        self.texts: list[str] = []
+
+    @property
+    def notify_url(self) -> str:
+        return f"{self.endpoint}/open-apis/bot/v2/hook/{{token}}"
+
+    def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        import base64
+
+        self.requests += 1
+        if path.rstrip("/") != f"/open-apis/bot/v2/hook/{self.key_id}":
+            return 404, {
+                "code": 19001,
+                "data": {},
+                "msg": "param invalid: incoming webhook access token invalid",
+            }
+        data = json.loads(body or b"{}")
+        timestamp = str(data.get("timestamp", ""))
+        expected = base64.b64encode(
+            hmac.new(f"{timestamp}\n{self.key_secret}".encode(), b"", hashlib.sha256).digest()
+        ).decode()
+        if (
+            not timestamp.isdigit()
+            or abs(time.time() - int(timestamp)) > 3600
+            or data.get("sign") != expected
+        ):
+            self.refused.append("19021")
+            return 200, {
+                "code": 19021,
+                "data": {},
+                "msg": "sign match fail or timestamp is not within one hour from current time",
+            }
+        self.texts.append(str(data.get("content", {}).get("text", "")))
+        return 200, {"code": 0, "data": {}, "msg": "success"}
