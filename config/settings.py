@@ -462,6 +462,13 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = redact_url(self.database_url) if self.database_url else "embedded"
         data["mqtt_url"] = redact_url(self.mqtt_url) if self.mqtt_url else "embedded"
+        alerts = data["alerts"]
+        if alerts.get("inbound_sms_hmac_key"):
+            alerts["inbound_sms_hmac_key"] = "***"
+        for provider in alerts.get("providers", {}).values():
+            for secret in ("access_key_secret", "callback_secret", "url"):
+                if provider.get(secret):
+                    provider[secret] = "***"
         return data
 
 

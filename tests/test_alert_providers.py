@@ -578,3 +578,26 @@ def test_feishu_bot_with_a_signing_secret(monkeypatch: pytest.MonkeyPatch) -> No
         with pytest.raises(DeliveryError, match="19021"):
             sender(Outgoing("push:0", "feishu://hook-token-1/", "t", "b"))  # unsigned: refused by the bot
         assert bot.refused == ["19021", "19021"]
+
+
+def test_the_documented_provider_settings_load_and_keep_their_secrets() -> None:
+    """docs/alerts.md's example is valid settings, and no secret of it reaches a log line."""
+    from pathlib import Path
+
+    from lovekey.config import load_settings
+
+    text = (Path(__file__).parents[1] / "docs" / "alerts.md").read_text(encoding="utf-8")
+    start = text.index("### Settings\n\n```toml\n") + len("### Settings\n\n```toml\n")
+    import tomllib
+
+    data = tomllib.loads(text[start : text.index("```", start)])
+    settings = load_settings(environ={}, alerts=data["alerts"])
+    a = settings.alerts
+    assert a.sms_providers == ["aliyun", "tencent"]
+    assert a.providers["aliyun"].templates["alert.zh"] == "SMS_123456789"
+    assert a.role_channels["family/life_safety"] == ["voice", "sms"]
+    described = str(settings.describe())
+    for provider in a.providers.values():
+        assert provider.callback_secret
+        assert provider.callback_secret not in described
+        assert provider.callback_secret not in repr(provider)
