@@ -3,7 +3,7 @@
 Like `bench alerts`, but every love-key holder is reached by a template SMS through the
 official SDK of a provider (Alibaba Cloud by default, `--provider tencent` for Tencent Cloud,
 `--voice` for voice calls), against the provider stand-in in this process
-(`bench.support.cloud_fakes`, which verifies every request's signature). A `lovekey alerts
+(`alerts.providers.standins`, which verifies every request's signature). A `lovekey alerts
 worker` runs as a subprocess. N low-usage alerts are committed in one transaction, and for
 each the time from that commit to the stand-in accepting its first request is measured, with
 the worker's CPU time per notification (all its processes, from /proc).
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from lovekey.alerts.providers.standins import FakeAliyun, FakeTencent
 from lovekey.alerts.store import AlertCandidate, raise_alerts
-from lovekey.bench.support.cloud_fakes import FakeAliyun, FakeTencent
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.bench.support.seeding import ContactSpec, seed_resident
 from lovekey.bench.support.worker_process import WorkerProcess

@@ -1,6 +1,6 @@
 """Template SMS and voice providers: Alibaba Cloud and Tencent Cloud through their official
 SDKs, against local stand-ins that verify the SDKs' signatures (ACS3-HMAC-SHA256, TC3) and
-answer and call back with the documented bodies (lovekey.bench.support.cloud_fakes)."""
+answer and call back with the documented bodies (lovekey.alerts.providers.standins)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from lovekey.alerts.ack_pages import create_app
 from lovekey.alerts.channels import ChannelSender
 from lovekey.alerts.dispatch import DispatchReport, dispatch_once
 from lovekey.alerts.escalation_pass import escalate_once
+from lovekey.alerts.providers.standins import FakeAliyun, FakeTencent
 from lovekey.alerts.store import get_alert, history
-from lovekey.bench.support.cloud_fakes import FakeAliyun, FakeTencent
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.config import Settings
 from tests.fix_alerts import TEST_SECRET, DeliveryRig, at_local, delivery_rig, serve_app
@@ -146,7 +146,7 @@ def phones_factory(
 
     with ExitStack() as stack:
 
-        def build(**alerts: Any) -> Phones:
+        def build(tweak: Callable[[dict[str, Any]], None] | None = None, **alerts: Any) -> Phones:
             aliyun = stack.enter_context(
                 FakeAliyun(
                     key_id=ALI_KEY, key_secret=ALI_SECRET, sign_name="爱心钥匙", templates=ALIYUN_TEMPLATES
@@ -158,12 +158,15 @@ def phones_factory(
                 )
             )
             fake = stack.enter_context(FakeProvider())
+            providers = provider_settings(aliyun, tencent)
+            if tweak is not None:
+                tweak(providers)
             settings = make_settings(
                 database_url=database_url,
                 alerts={
                     "public_base_url": "https://lk.example",
                     "ack_secret": TEST_SECRET.decode(),
-                    "providers": provider_settings(aliyun, tencent),
+                    "providers": providers,
                     "sms_providers": ["aliyun", "tencent"],
                     "voice_providers": ["tencent_voice", "aliyun_voice"],
                     "resident_naming": "surname_title",
@@ -556,7 +559,7 @@ def test_send_test_prints_the_provider_answer(tmp_path: Any, capsys: Any) -> Non
 def test_feishu_bot_with_a_signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     from lovekey.alerts.channels import AppriseSender, Outgoing
     from lovekey.alerts.feishu import NotifyFeishuSigned
-    from lovekey.bench.support.cloud_fakes import FakeFeishu
+    from lovekey.alerts.providers.standins import FakeFeishu
     from lovekey.errors import DeliveryError
 
     with FakeFeishu(token="hook-token-1", secret="feishu-signing-secret") as bot:
@@ -601,3 +604,110 @@ def test_the_documented_provider_settings_load_and_keep_their_secrets() -> None:
         assert provider.callback_secret
         assert provider.callback_secret not in described
         assert provider.callback_secret not in repr(provider)
+
+
+def test_sigkill_of_the_worker_while_the_provider_holds_its_answer(database_url: str) -> None:
+    """A real `lovekey alerts worker` is SIGKILLed while the stand-in has accepted messages
+    and not yet answered; a new worker finishes the job. Every notification reaches the
+    provider; only messages whose request was in flight at the kill can arrive twice (neither
+    provider offers an idempotency key), each at most once more."""
+    import json
+    import time
+    from datetime import UTC
+
+    from lovekey.alerts.store import AlertCandidate, raise_alerts
+    from lovekey.bench.support.seeding import ContactSpec, seed_resident
+    from lovekey.bench.support.worker_process import WorkerProcess
+
+    n = 20
+    with (
+        FakeAliyun(
+            key_id=ALI_KEY, key_secret=ALI_SECRET, sign_name="爱心钥匙", templates=ALIYUN_TEMPLATES
+        ) as aliyun,
+        FakeTencent(
+            key_id=TC_KEY, key_secret=TC_SECRET, sign_name="爱心钥匙", templates=TENCENT_TEMPLATES
+        ) as tencent,
+        FakeProvider() as unused,
+        psycopg_connect(database_url) as conn,
+    ):
+        conn.execute(
+            "TRUNCATE provider_message, provider_callback, delivery_attempt, alert_outbox, alert_history, alert,"
+            " contact, community_contact, device, gateway, resident, household, grid, community"
+            " RESTART IDENTITY CASCADE"
+        )
+        for i in range(n):
+            seed_resident(
+                conn,
+                f"K{i}",
+                name=f"住户{i}",
+                contacts=[ContactSpec("love_key_holder", f"邻居{i}", phone=f"+86139{i:08d}")],
+            )
+        env = {
+            "providers": json.dumps({"aliyun": provider_settings(aliyun, tencent)["aliyun"]}),
+            "sms_providers": json.dumps(["aliyun"]),
+            "role_channels": json.dumps({"default": ["sms"]}),
+            "processes": 1,
+            "dispatchers": 2,
+            "batch_size": 5,
+            "send_threads": 10,
+        }
+        aliyun.hold_s = 2.0  # accepted, then the answer waits: the kill lands in that window
+        first = WorkerProcess(database_url, unused, **env)
+        try:
+            now = datetime.now(UTC)
+            with conn.transaction():
+                raise_alerts(
+                    conn,
+                    [AlertCandidate("low_usage", f"K{i}", f"K{i}", None, None, now, {}) for i in range(n)],
+                    now,
+                )
+            deadline = time.monotonic() + 60
+            while len(aliyun.sent) < 5:
+                assert time.monotonic() < deadline, "".join(first.lines[-20:])
+                time.sleep(0.05)
+            first.kill()
+        finally:
+            first.close()
+        in_flight = {m.reference for m in aliyun.sent}
+        recorded = {r[0] for r in conn.execute("SELECT reference FROM provider_message")}
+
+        aliyun.hold_s = 0.0
+        second = WorkerProcess(database_url, unused, **env)
+        try:
+            deadline = time.monotonic() + 90
+            while conn.execute("SELECT count(*) FROM alert_outbox WHERE state = 'sent'").fetchone()[0] < n:
+                assert time.monotonic() < deadline, "".join(second.lines[-20:])
+                time.sleep(0.1)
+            assert second.stop() == 0
+        finally:
+            second.close()
+
+    counts: dict[str, int] = {}
+    for m in aliyun.sent:
+        counts[m.reference] = counts.get(m.reference, 0) + 1
+    assert len(counts) == n  # every notification reached the provider
+    duplicated = {ref for ref, c in counts.items() if c > 1}
+    assert duplicated <= in_flight - recorded  # only what was in flight, unrecorded, at the kill
+    assert all(counts[ref] == 2 for ref in duplicated)
+    assert aliyun.refused == []
+
+
+def psycopg_connect(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def test_a_providers_per_number_limit_sends_the_next_message_through_the_other(
+    phones_factory: Callable[..., Phones],
+) -> None:
+    p = phones_factory(tweak=lambda providers: providers["aliyun"].update(per_number_per_hour=1))
+    p.rig.raise_("smoke", "R-1", T0)
+    p.run(T0)
+    p.rig.raise_("gas", "R-1", T0 + timedelta(minutes=1))
+    p.run(T0 + timedelta(minutes=1))
+    # the family's first message went through Alibaba Cloud, the second (within the hour) through
+    # Tencent Cloud instead of being throttled by Alibaba
+    assert len(p.aliyun.sent_to("13800000002")) == 1
+    assert len(p.tencent.sent_to("13800000002")) == 1
+    assert p.tencent.sent_to("13800000002")[0].rendered.startswith("【爱心钥匙】紧急！王老人燃气泄漏报警")

@@ -1,5 +1,5 @@
-"""Stand-ins for Alibaba Cloud and Tencent Cloud SMS/voice APIs, for tests, benchmarks and
-the demo: real HTTP servers on free local ports that the official SDKs are pointed at through
+"""Stand-ins for Alibaba Cloud and Tencent Cloud SMS/voice APIs, for `lovekey demo`, the
+benchmarks and the tests: real HTTP servers on free local ports that the official SDKs are pointed at through
 the providers' `endpoint` setting.
 
 Faithful at the edge LoveKey touches:
@@ -73,7 +73,7 @@ class _CloudFake:
         key_secret: str,
         sign_name: str,
         templates: dict[str, str],
-        echo: Callable[[str], None] | None = None,
+        echo: Callable[[SentMessage], None] | None = None,
     ) -> None:
         self.key_id = key_id
         self.key_secret = key_secret
@@ -156,7 +156,7 @@ class _CloudFake:
             self.sent.append(message)
             self.first_request_at.setdefault(message.reference, time.time())
         if self.echo is not None:
-            self.echo(f"[{self.name} {message.kind} to {message.phone}] {message.rendered}")
+            self.echo(message)
         if self.hold_s:
             time.sleep(self.hold_s)
 
