@@ -201,6 +201,11 @@ class ChannelSender:
             self._apprise(out)
         return None
 
+    def already_accepted(self, out: Outgoing) -> Accepted | None:
+        """For a resend after a crash: the provider's record of the first send, if it keeps
+        one we can ask for (see `ProviderBook.find`)."""
+        return self.providers.find(out.template) if out.template is not None else None
+
     def close(self) -> None:
         if self._webhook is not None:
             self._webhook.close()

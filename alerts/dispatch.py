@@ -24,7 +24,10 @@ Template providers (`alerts.providers`: Alibaba Cloud, Tencent Cloud) offer no i
 key, so that window is closed another way: the provider's acceptance (its message id) is
 committed on `log_conn` as soon as the batch's sends return, before step 4, and a row
 claimed again with an interrupted attempt *and* an accepted message is marked sent, not
-sent again. What remains is a kill during the provider's HTTP request itself.
+sent again. What remains is a kill during the provider's HTTP request itself: for Alibaba
+Cloud SMS, a row resent after an interrupted attempt first asks the provider
+(`QuerySendDetails`, by our OutId) whether it already took it; Tencent Cloud keeps no such
+record of accepted messages, so such a message may go twice.
 
 Provider errors (`providers.ProviderError`) say what to do next: retry the same provider
 later (throttling, with the provider's delay), go to the next channel at once (provider down,
@@ -130,6 +133,7 @@ class _Group:
     error: DeliveryError | None = None
     attempt_ids: list[int] = field(default_factory=list)
     accepted: Accepted | None = None
+    recheck: bool = False  # an earlier attempt was cut short: ask the provider before resending
 
 
 _CLAIM = """
@@ -164,14 +168,19 @@ def dispatch_once(
             return report
         report.claimed = len(rows)
         ids = [r.id for r in rows]
-        report.interrupted = conn.execute(
-            """
-            UPDATE delivery_attempt SET result = 'interrupted', finished_at = %s,
-                   error = 'worker stopped before the result was recorded'
-            WHERE outbox_id = ANY(%s) AND result = 'started'
-            """,
-            (now, ids),
-        ).rowcount
+        interrupted = {
+            (outbox_id, channel)
+            for outbox_id, channel in conn.execute(
+                """
+                UPDATE delivery_attempt SET result = 'interrupted', finished_at = %s,
+                       error = 'worker stopped before the result was recorded'
+                WHERE outbox_id = ANY(%s) AND result = 'started'
+                RETURNING outbox_id, channel
+                """,
+                (now, ids),
+            )
+        }
+        report.interrupted = len(interrupted)
 
         rows, report.rows_sent = _already_accepted(conn, rows)
         live, cancelled = _drop_answered(rows)
@@ -192,6 +201,7 @@ def dispatch_once(
         groups = _groups(live)
         for group in groups:
             _prepare(group, ctx, now)
+            group.recheck = any((r.id, group.channel) in interrupted for r in group.rows)
         _hold_per_number(conn, groups, settings, now)
 
         _record_started(log_conn, groups, now, ctx.worker)
@@ -471,6 +481,11 @@ def _send_one(send: Sender, group: _Group) -> None:
     if group.outgoing is None:
         return
     try:
+        already = getattr(send, "already_accepted", None)
+        if group.recheck and group.outgoing.template is not None and already is not None:
+            group.accepted = already(group.outgoing)  # the provider took it before a crash
+            if group.accepted is not None:
+                return
         group.accepted = send(group.outgoing)
     except DeliveryError as exc:
         group.error = exc

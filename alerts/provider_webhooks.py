@@ -52,9 +52,10 @@ log = logging.getLogger(__name__)
 
 RequestHelp = Callable[[psycopg.AsyncConnection[Any], int, str, datetime], Awaitable[int]]
 
+# by the provider's id, or (Alibaba SMS found again after a crash) by our OutId
 _MESSAGE = """
     SELECT id, outbox_id, alert_id, phone, channel FROM provider_message
-    WHERE provider = %s AND message_id = %s ORDER BY id
+    WHERE provider = %s AND (message_id = %s OR message_id = 'out:' || %s) ORDER BY id
 """
 _LOG = """
     INSERT INTO provider_callback (received_at, provider, topic, accepted, reason, remote, body)
@@ -149,7 +150,11 @@ async def _apply(
         return 1 if reply.reason in ("ok", "already_acknowledged", "not_understood") else 0
     rows = [
         r
-        for r in await (await conn.execute(_MESSAGE, (provider, record.message_id))).fetchall()
+        for r in await (
+            await conn.execute(
+                _MESSAGE, (provider, record.message_id, getattr(record, "reference", "") or None)
+            )
+        ).fetchall()
         if same_number(r[3], record.phone, country)
     ]
     if not rows:

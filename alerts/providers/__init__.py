@@ -108,3 +108,12 @@ class ProviderBook:
                 message.channel, "no such provider", action=Action.NEXT_CHANNEL, operator=True
             )
         return self.get(name).send(message)
+
+    def find(self, message: TemplateMessage) -> Accepted | None:
+        """The provider's record of an earlier send of `message` (same reference), where the
+        provider can be asked (Alibaba SMS); None when it has none or cannot say."""
+        name = provider_of(message.channel)
+        if name is None or name not in self._settings:
+            return None
+        find = getattr(self.get(name), "find", None)
+        return find(message) if find is not None else None

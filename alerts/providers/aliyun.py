@@ -17,6 +17,7 @@ with `Throttling*` codes.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -70,6 +71,7 @@ _CODES: dict[str, tuple[Action, bool]] = {
     "isv.VOICE_FILE_ILLEGAL": (Action.NEXT_CHANNEL, True),
 }
 _THROTTLE_RETRY_S = 60.0
+_CHINA = timezone(timedelta(hours=8))  # QuerySendDetails' SendDate is a date in China
 
 
 def _split_endpoint(endpoint: str | None, default_host: str) -> tuple[str, str]:
@@ -176,6 +178,32 @@ class AliyunSms:
         if body.code != "OK":
             raise refusal(message.channel, str(body.code), str(body.message))
         return Accepted(self.name, str(body.biz_id), {"RequestId": body.request_id})
+
+    def find(self, message: TemplateMessage) -> Accepted | None:
+        """Whether Alibaba Cloud already took this message (a worker died before recording
+        its answer): `QuerySendDetails` for the number, today and yesterday (China time),
+        looking for our OutId. Its records carry no BizId, so the message is recorded under
+        its OutId, which receipts carry too."""
+        from alibabacloud_dysmsapi20170525 import models
+
+        today = datetime.now(_CHINA)
+        for day in (today, today - timedelta(days=1)):
+            request = models.QuerySendDetailsRequest(
+                phone_number=_mainland(message.phone),
+                send_date=day.strftime("%Y%m%d"),
+                page_size=50,
+                current_page=1,
+            )
+            try:
+                body = self._client.query_send_details(request).body
+            except Exception as exc:
+                raise _sdk_error(message.channel, exc) from exc
+            if body.code != "OK":
+                raise refusal(message.channel, str(body.code), str(body.message))
+            details = body.sms_send_detail_dtos.sms_send_detail_dto if body.sms_send_detail_dtos else []
+            if any(d.out_id == message.reference for d in details or ()):
+                return Accepted(self.name, f"out:{message.reference}", {"RequestId": body.request_id})
+        return None
 
 
 class AliyunVoice:

@@ -44,6 +44,7 @@ class Receipt:
     phone: str  # as the provider wrote it (digits, maybe without the country code)
     status: str  # delivered | failed | answered | unanswered
     reason: str
+    reference: str = ""  # our id echoed back (Alibaba's out_id), when the provider sends it
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -239,6 +239,8 @@ class FakeAliyun(_CloudFake):
             return 200, self._send_sms(q, request_id)
         if action == "IvrCall":
             return 200, self._ivr_call(q, request_id)
+        if action == "QuerySendDetails":
+            return 200, self._query_send_details(q, request_id)
         return 404, {"Code": "InvalidAction.NotFound", "Message": f"{action}", "RequestId": request_id}
 
     def _refusal(self, code: str, request_id: str) -> dict[str, Any]:
@@ -289,6 +291,36 @@ class FakeAliyun(_CloudFake):
             )
         )
         return {"Code": "OK", "Message": "OK", "BizId": biz_id, "RequestId": request_id}
+
+    def _query_send_details(self, q: dict[str, str], request_id: str) -> dict[str, Any]:
+        """The messages sent to one number on one day (China time), newest first; the shape of
+        the SDK's QuerySendDetailsResponseBody."""
+        china = timezone(timedelta(hours=8))
+        day = q.get("SendDate", "")
+        found = []
+        for m in reversed(self.sent):
+            at = datetime.fromtimestamp(self.first_request_at.get(m.reference, 0.0), china)
+            if m.kind == "sms" and m.phone == q.get("PhoneNumber") and at.strftime("%Y%m%d") == day:
+                found.append(
+                    {
+                        "PhoneNum": m.phone,
+                        "SendStatus": 1,  # 1: waiting for the carrier's receipt
+                        "ErrCode": "",
+                        "TemplateCode": m.template,
+                        "Content": m.rendered,
+                        "SendDate": at.strftime("%Y-%m-%d %H:%M:%S"),
+                        "ReceiveDate": "",
+                        "OutId": m.reference,
+                    }
+                )
+        size = int(q.get("PageSize") or 10)
+        return {
+            "Code": "OK",
+            "Message": "OK",
+            "RequestId": request_id,
+            "TotalCount": str(len(found)),
+            "SmsSendDetailDTOs": {"SmsSendDetailDTO": found[:size]},
+        }
 
     def _ivr_call(self, q: dict[str, str], request_id: str) -> dict[str, Any]:
         phone = q.get("CalledNumber", "")
