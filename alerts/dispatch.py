@@ -424,32 +424,29 @@ def _template_outgoing(group: _Group, ctx: DispatchContext, now: datetime, body:
 
 def _record_accepted(log_conn: psycopg.Connection[Any], groups: Sequence[_Group], now: datetime) -> None:
     """What providers accepted, committed before the outbox rows are (see the module doc)."""
-    rows = [
-        (
-            r.id,
-            r.alert_id,
-            g.accepted.provider,
-            g.channel,
-            g.accepted.message_id,
-            f"lk{g.rows[0].id}",
-            r.phone or "",
-            now,
-        )
-        for g in groups
-        if g.accepted is not None
-        for r in g.rows
-    ]
+    rows = [(r, g, g.accepted) for g in groups if g.accepted is not None for r in g.rows]
     if not rows:
         return
-    with log_conn.cursor() as cur:
-        cur.executemany(
-            """
-            INSERT INTO provider_message (outbox_id, alert_id, provider, channel, message_id,
-                                          reference, phone, accepted_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
-            """,
-            rows,
-        )
+    log_conn.execute(
+        """
+        INSERT INTO provider_message (outbox_id, alert_id, provider, channel, message_id,
+                                      reference, phone, accepted_at)
+        SELECT o, a, p, c, m, f, ph, %s
+        FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
+                    %s::text[]) AS t(o, a, p, c, m, f, ph)
+        ON CONFLICT DO NOTHING
+        """,
+        (
+            now,
+            [r.id for r, _, _ in rows],
+            [r.alert_id for r, _, _ in rows],
+            [acc.provider for _, _, acc in rows],
+            [g.channel for _, g, _ in rows],
+            [acc.message_id for _, _, acc in rows],
+            [f"lk{g.rows[0].id}" for _, g, _ in rows],
+            [r.phone or "" for r, _, _ in rows],
+        ),
+    )
 
 
 def _record_started(
