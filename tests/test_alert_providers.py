@@ -726,3 +726,34 @@ def test_a_providers_per_number_limit_sends_the_next_message_through_the_other(
     assert len(p.aliyun.sent_to("13800000002")) == 1
     assert len(p.tencent.sent_to("13800000002")) == 1
     assert p.tencent.sent_to("13800000002")[0].rendered.startswith("【爱心钥匙】紧急！王老人燃气泄漏报警")
+
+
+def test_an_apprise_gateway_as_one_of_the_sms_providers(phones_factory: Callable[..., Phones]) -> None:
+    """kind = "apprise": a plain SMS gateway URL template as a provider, here the fallback."""
+    p = phones_factory(
+        tweak=lambda providers: providers.update(gateway={"kind": "apprise", "url": "PLACEHOLDER"}),
+    )
+    fake = p.rig.fake
+    gateway = p.rig.settings.alerts.providers["gateway"].model_copy(update={"url": fake.sms_template()})
+    providers = {**p.rig.settings.alerts.providers, "gateway": gateway}
+    settings = p.rig.settings.with_overrides(
+        alerts={
+            "providers": {k: v.model_dump() for k, v in providers.items()},
+            "sms_providers": ["aliyun", "gateway"],
+        }
+    )
+    from lovekey.alerts.dispatch import DispatchContext
+    from lovekey.alerts.escalation_pass import EscalationContext
+
+    p.rig.escalation = EscalationContext(p.rig.escalation.chains, settings.alerts, settings.zone)
+    p.rig.dispatch = DispatchContext(settings.alerts, settings.zone, TEST_SECRET, "test")
+    p.aliyun.down = True
+    p.rig.raise_("low_usage", "R-1", T0)
+    p.run(T0)
+    p.run(T0 + timedelta(minutes=10))
+    (sms,) = fake.received("sms/8613800000002")
+    assert "王老人" not in sms.message  # the gateway gets LoveKey's own free text, full name
+    assert "王秀英" in sms.message
+    assert p.rows("SELECT sent_channel FROM alert_outbox WHERE phone = '+8613800000002'") == [
+        ("sms@gateway",)
+    ]
