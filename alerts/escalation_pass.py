@@ -36,7 +36,13 @@ from lovekey.alerts.recipients import (
 )
 from lovekey.alerts.store import add_history, add_history_async
 from lovekey.config import AlertSettings
-from lovekey.vocabulary import AlertStatus, ContactRole, Outcome
+from lovekey.vocabulary import (
+    LIFE_SAFETY_KINDS,
+    MAINTENANCE_KINDS,
+    AlertStatus,
+    ContactRole,
+    Outcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +53,18 @@ class EscalationContext:
     settings: AlertSettings
     zone: ZoneInfo
 
-    def channel_preference(self, role: str) -> list[str]:
+    def channel_preference(self, role: str, kind: str | None = None) -> list[str]:
+        """The role's channel order; "role/class" (welfare, life_safety, maintenance) first."""
         prefs = self.settings.role_channels
-        return list(prefs.get(role) or prefs.get("default") or ["push", "sms"])
+        by_class = prefs.get(f"{role}/{alert_class(kind)}") if kind else None
+        return list(by_class or prefs.get(role) or prefs.get("default") or ["push", "sms"])
+
+
+def alert_class(kind: str) -> str:
+    """The class `alerts.role_channels` may name: life_safety, maintenance or welfare."""
+    if kind in LIFE_SAFETY_KINDS:
+        return "life_safety"
+    return "maintenance" if kind in MAINTENANCE_KINDS else "welfare"
 
 
 @dataclass(slots=True)
@@ -222,10 +237,12 @@ def _notify_rows(
     rows = []
     for person in chosen.values():
         channels = recipient_channels(
-            ctx.channel_preference(person.role),
+            ctx.channel_preference(person.role, alert.kind),
             phone=person.phone,
             push_urls=person.push_urls,
             sms_enabled=ctx.settings.sms_url is not None,
+            sms_providers=ctx.settings.sms_providers,
+            voice_providers=ctx.settings.voice_providers,
         )
         if not channels:
             log.warning("alert %s: %s has no usable channel", alert.id, person.ref)

@@ -25,6 +25,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "alerts": ("lovekey.bench.alerts:main", "1,000 simultaneous alerts: commit to first provider request"),
     "receive": ("lovekey.bench.receive:main", "CTWing pushes over HTTP into the database: pushes/s, p99"),
     "storage": ("lovekey.bench.storage:main", "bytes per reading hot and packed; packing a district-day"),
+    "phones": (
+        "lovekey.bench.phones:main",
+        "1,000 simultaneous alerts by template SMS/voice through the providers' SDKs",
+    ),
 }
 
 

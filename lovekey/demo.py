@@ -9,8 +9,10 @@ another since this morning, a tap left running, an SOS press and a smoke alarm w
 first minutes, a silent meter and a planned absence (which must NOT reach a neighbour).
 
 Escalation waits are scaled down (10 minutes become 30 seconds) so a visitor sees an alert
-climb from the love-key holder to staff within two minutes. Text messages go to a local
-stand-in SMS gateway that prints each one here.
+climb from the love-key holder to staff within two minutes. Text messages and voice calls go
+through Alibaba Cloud's official SDKs to a local stand-in of its API
+(`alerts.providers.standins`, which checks each request's signature and template), which
+prints the template SMS and the call a real phone would get.
 """
 
 from __future__ import annotations
@@ -26,10 +28,8 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     console_url = f"http://127.0.0.1:{port}"
 
     with ExitStack() as stack:
-        sink = stack.enter_context(sms_sink())
+        cloud = stack.enter_context(_cloud_standin(console_url))
         settings = settings.with_overrides(
             data_dir=str(demo_dir),
             web={"host": "127.0.0.1", "port": port, "insecure_cookies": True},  # plain http
@@ -89,7 +89,15 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             alerts={
                 "public_base_url": console_url,
                 "chains_file": str(_scaled_chains(demo_dir / "chains.toml")),
-                "sms_url": f"json://127.0.0.1:{sink}/sms?:to={{phone}}",
+                "providers": _demo_providers(cloud.endpoint),
+                "sms_providers": ["aliyun"],
+                "voice_providers": ["aliyun_voice"],
+                # smoke, gas, SOS: the family gets a call first (key 1 / key 2), then an SMS
+                "role_channels": {
+                    "default": ["push", "sms"],
+                    "emergency": ["sms", "push"],
+                    "family/life_safety": ["voice", "sms"],
+                },
                 "processes": 1,
                 "escalation_interval_s": 2.0,
                 "poll_interval_s": 1.0,
@@ -119,8 +127,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             f" ({rows:,} meter readings) ready in {time.monotonic() - started:.0f} s.\n"
             f"  console   {console_url}   login: {DEMO_USER} / {DEMO_PASSWORD}\n"
             f"  broker    {_public(mqtt_url)}   topics: {settings.mqtt.topic_prefix}/#\n"
-            "  Text messages the alerts send are printed below as the stand-in SMS gateway"
-            " receives them.\n  Ctrl+C stops.\n",
+            "  Template SMS and voice calls are printed below as the stand-in of Alibaba Cloud's"
+            " SMS and voice APIs receives them.\n  Ctrl+C stops.\n",
             flush=True,
         )
 
@@ -404,36 +412,68 @@ def _toml(value: Any) -> str:
 _PRINT_LOCK = threading.Lock()
 
 
-class _SmsHandler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
-        to = body.get("to") or "?"
-        text = body.get("message") or body.get("body") or ""
-        with _PRINT_LOCK:  # several senders at once must not interleave their lines
-            sys.stdout.write(f"  SMS → {redact_phone(str(to))}: {text}\n")
-            sys.stdout.flush()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"ok": true}')
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+def _print_sent(message: Any) -> None:
+    what = "Call" if message.kind == "voice" else "SMS"
+    with _PRINT_LOCK:  # several senders at once must not interleave their lines
+        sys.stdout.write(f"  {what} → {redact_phone('+86' + message.phone)}: {message.rendered}\n")
+        sys.stdout.flush()
 
 
-@contextmanager
-def sms_sink() -> Iterator[int]:
-    """A stand-in SMS gateway on a free loopback port that prints what it is sent."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SmsHandler)
-    thread = threading.Thread(target=server.serve_forever, name="demo-sms", daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+DEMO_KEY_ID, DEMO_KEY_SECRET = "demo-access-key-id", "demo-access-key-secret"
+
+
+def _cloud_standin(console_url: str) -> Any:
+    """A stand-in of Alibaba Cloud's SMS and voice APIs with the demo's approved templates
+    (the wording an operator registers, docs/alerts.md), printing what it would deliver."""
+    from lovekey.alerts.providers.standins import FakeAliyun
+
+    link = f"{console_url}/a/${{link}}"
+    templates = {
+        "SMS_DEMO_ALERT_ZH": f"${{name}}${{what}}（${{since}}起），请查看并确认：{link} 回复1确认",
+        "SMS_DEMO_URGENT_ZH": f"紧急！${{name}}${{what}}（${{since}}起），请立即前往：{link}",
+        "SMS_DEMO_HELP_ZH": f"${{helper}}在${{name}}处，老人需要帮助，请立即前往：{link}",
+        "SMS_DEMO_BUNDLE_ZH": f"您有${{count}}条提醒，请查看：{link}",
+        "SMS_DEMO_STAND_DOWN_ZH": "${name}的提醒已解除：${outcome}，无需前往。谢谢！",
+        "SMS_DEMO_DIGEST_ZH": "${name}今天${time}已开始用水，一切安好。",
+        "SMS_DEMO_ALERT_EN": f"LoveKey: ${{name}} ${{what}} since ${{since}}. Please check: {link} Reply 1",
+        "SMS_DEMO_URGENT_EN": f"URGENT LoveKey: ${{name}} ${{what}} since ${{since}}. Go now: {link}",
+        "SMS_DEMO_HELP_EN": f"URGENT LoveKey: ${{helper}} is with ${{name}}, who needs help: {link}",
+        "SMS_DEMO_BUNDLE_EN": f"LoveKey: ${{count}} alerts: {link}",
+        "SMS_DEMO_STAND_DOWN_EN": "LoveKey all clear: ${name}: ${outcome}. No need to go.",
+        "SMS_DEMO_DIGEST_EN": "LoveKey: ${name} used water today at ${time}. All is well.",
+        "TTS_DEMO_CALL_ZH": "爱心钥匙提醒：${name}${what}。我去看看请按1，需要帮助请按2。",
+        "TTS_DEMO_CALL_EN": "LoveKey: ${name}, ${what}. Press 1 if you are going, 2 if help is needed.",
+    }
+    return FakeAliyun(
+        key_id=DEMO_KEY_ID,
+        key_secret=DEMO_KEY_SECRET,
+        sign_name="爱心钥匙",
+        templates=templates,
+        echo=_print_sent,
+    )
+
+
+def _demo_providers(endpoint: str) -> dict[str, Any]:
+    credentials = {"access_key_id": DEMO_KEY_ID, "access_key_secret": DEMO_KEY_SECRET, "endpoint": endpoint}
+    messages = ("alert", "urgent", "help", "bundle", "stand_down", "digest")
+    return {
+        "aliyun": {
+            "kind": "aliyun_sms",
+            **credentials,
+            "sign_name": "爱心钥匙",
+            "templates": {
+                f"{m}.{lang}": f"SMS_DEMO_{m.upper()}_{lang.upper()}"
+                for m in messages
+                for lang in ("zh", "en")
+            },
+        },
+        "aliyun_voice": {
+            "kind": "aliyun_voice",
+            **credentials,
+            "caller_number": "057100000000",
+            "templates": {"call.zh": "TTS_DEMO_CALL_ZH", "call.en": "TTS_DEMO_CALL_EN"},
+        },
+    }
 
 
 def _port_free(port: int) -> bool:
