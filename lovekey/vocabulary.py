@@ -97,6 +97,8 @@ class ContactRole(StrEnum):
     EMERGENCY = "emergency"
     # community contacts only: who fixes meters and gateways
     MAINTENANCE = "maintenance"
+    # chains only: the resident themself, on `resident.phone` (the check-in stage)
+    RESIDENT = "resident"
 
 
 RESIDENT_CONTACT_ROLES: tuple[ContactRole, ...] = (
@@ -112,6 +114,40 @@ COMMUNITY_CONTACT_ROLES: tuple[ContactRole, ...] = (
     ContactRole.GRID_WORKER,
     ContactRole.EMERGENCY,
 )
+
+
+class AlertTier(StrEnum):
+    """Which tier of the welfare rules raised an alert (`alert.tier`)."""
+
+    CHECK_IN = "check_in"  # the sensitive tier: only the resident is asked
+    NEIGHBOUR = "neighbour"  # the neighbour tier: the love-key holder and onwards
+
+
+# `alert.stage` while only the resident has been asked; after that it names a contact role
+CHECK_IN_STAGE = "check_in"
+
+
+class CheckInAnswer(StrEnum):
+    """How a check-in ended (`check_in_answer.answer`; NULL while it runs)."""
+
+    FINE = "fine"
+    NEED_HELP = "need_help"
+    NONE = "none"  # no answer by the end of the stage
+    UNREACHABLE = "unreachable"  # no usable phone, or every attempt to reach it failed
+
+
+class PartOfDay(StrEnum):
+    """A quarter of the local day (`check_in_answer.part_of_day`)."""
+
+    NIGHT = "night"  # 00:00-06:00
+    MORNING = "morning"  # 06:00-12:00
+    AFTERNOON = "afternoon"  # 12:00-18:00
+    EVENING = "evening"  # 18:00-24:00
+
+    @classmethod
+    def of_hour(cls, hour: int) -> PartOfDay:
+        """The part of the day a local hour (0-23) falls in."""
+        return (cls.NIGHT, cls.MORNING, cls.AFTERNOON, cls.EVENING)[hour // 6]
 
 
 class ConsoleRole(StrEnum):
@@ -199,6 +235,7 @@ class AttemptResult(StrEnum):
 
 
 __all__ = [
+    "CHECK_IN_STAGE",
     "CHOSEN_OUTCOMES",
     "COMMUNITY_CONTACT_ROLES",
     "EVENTS_BY_DEVICE_KIND",
@@ -213,7 +250,9 @@ __all__ = [
     "WELFARE_KINDS",
     "AlertKind",
     "AlertStatus",
+    "AlertTier",
     "AttemptResult",
+    "CheckInAnswer",
     "ConsoleRole",
     "ContactRole",
     "DeviceKind",
@@ -222,5 +261,6 @@ __all__ = [
     "OutboxPurpose",
     "OutboxState",
     "Outcome",
+    "PartOfDay",
     "ResidentStatus",
 ]

@@ -126,6 +126,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "contact_community_staff": ("Community staff", "社区工作人员"),
     "contact_emergency": ("Emergency", "急救"),
     "contact_maintenance": ("Maintenance", "维修人员"),
+    "contact_resident": ("Resident (check-in)", "老人本人（问询）"),
     # residents
     "search": ("Search", "搜索"),
     "search_hint": ("Name, id or address", "姓名、编号或地址"),
