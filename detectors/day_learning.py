@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.config import DetectSettings
-from lovekey.detectors.profile import RoutineProfile
+from lovekey.detectors.profile import RoutineProfile, floor_minimum
 from lovekey.detectors.ring import UsageRing
 
 I64 = npt.NDArray[np.int64]
@@ -30,7 +30,9 @@ class DayLearner:
         routine_margin_b: I64,
         *,
         learn: bool,
+        floor_min_l: npt.NDArray[np.float64] | None = None,
     ) -> None:
+        """`floor_min_l`: per meter the field rule's litres (`low_usage_min_l`), for the floor."""
         bs = profile.bucket_s
         lag_s = int(settings.routine_summary_lag_h * 3600)
         if learn and 86400 + lag_s + bs > settings.ring_hours * 3600:
@@ -42,8 +44,14 @@ class DayLearner:
         self._routine_margin_b = routine_margin_b
         self._learn = learn
         self._summary_lag_s = lag_s
+        # the plain field rule's window, in buckets (the floor learns its lows per day)
+        self.floor_window_b = max(1, round(settings.low_usage_window_h * 3600 / bs))
         self._taint: dict[int, BOOL] = {}  # day -> meters not to learn it for
         self.recorded: list[int] = []  # learned since the owner last looked (to persist)
+        meters = ring.meters
+        self._floor_min_l = np.full(meters, settings.low_usage_min_l) if floor_min_l is None else floor_min_l
+        # per meter: the floor applies (its ordinary days never trip the field rule)
+        self.floor_eligible = np.zeros(meters, np.bool_)
 
     def taint(self, hz: I64, taint: BOOL) -> None:
         """Meters in `taint` are not learned for the day their horizon `hz` falls in."""
@@ -67,11 +75,19 @@ class DayLearner:
             first = max(first, prof.last_day + 1)
         if due < first:
             return
+        window_b = self.floor_window_b
         for day in range(first, due + 1):
-            usage = self.ring.usage_matrix(prof.first_bucket(day), prof.slots)
+            # the day and the field-rule window after its last bucket: every window that
+            # starts in the day (the lag is longer than the window, so the ring holds them)
+            both = self.ring.usage_matrix(prof.first_bucket(day), prof.slots + window_b - 1)
+            usage = both[: prof.slots]
             used = self.ring.used_matrix(prof.first_bucket(day), prof.slots)
             exclude = self._taint.pop(day, np.zeros(usage.shape[1], np.bool_))
-            prof.record_day(day, usage, used, exclude)
+            # a day away or unheard says nothing of the field rule either; nor do the windows
+            # reaching into the next day when it is (an absence starting tomorrow morning)
+            exclude_next = self._taint.get(day + 1, np.zeros(usage.shape[1], np.bool_))
+            lows = np.where(exclude_next, np.nan, floor_minimum(both, window_b)).astype(np.float32)
+            prof.record_day(day, usage, used, exclude, lows)
             self.recorded.append(day)
         for day in [d for d in self._taint if d <= due]:
             del self._taint[day]
@@ -92,4 +108,9 @@ class DayLearner:
             population_quantile=st.routine_population_quantile,
             low_population_quantile=st.low_usage_population_quantile,
             groups=st.routine_population_groups,
+            early_population_quantile=st.routine_check_in_population_quantile,
         )
+        if st.floor_enabled:
+            self.floor_eligible = self.profile.floor_eligible(
+                self._floor_min_l, st.floor_history_days, st.floor_min_days
+            )

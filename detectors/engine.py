@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +32,7 @@ from lovekey.detectors.resident_meters import ResidentMeters
 from lovekey.detectors.ring import NEVER, ApplyResult, UsageRing
 from lovekey.detectors.rules import SweepInput, Verdict
 from lovekey.detectors.runs import Runs
-from lovekey.vocabulary import WELFARE_KINDS, AlertKind
+from lovekey.vocabulary import WELFARE_KINDS, AlertKind, AlertTier
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -60,11 +60,15 @@ class Registry:
     resident_of: I64
     gateway_of: I64
     params: MeterParams
+    # per resident: can be asked on their own phone (the check-in tier); None: everyone
+    askable: BOOL | None = None
 
     def __post_init__(self) -> None:
         m = len(self.meter_ids)
         if not (self.resident_of.size == self.gateway_of.size == self.params.meters == m):
             raise ValueError("registry arrays must all have one entry per meter")
+        if self.askable is not None and self.askable.size != len(self.resident_ids):
+            raise ValueError("askable has one entry per resident")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,12 @@ class Presence:
     away: BOOL
     monitor_since_s: I64
     lapsed_since_s: I64 | None = None
+    # when the resident last answered a check-in "fine" (NEVER: not yet): their open quiet
+    # alerts are closed, and the floor's window and the dry runs start again from then
+    answered_fine_s: I64 | None = None
+    # when the resident was last seen up and about other than by their water: a passage at
+    # the door reminder. It ends a dry run for the learned rules (not for the floor)
+    active_at_s: I64 | None = None
 
     @classmethod
     def everyone_home(cls, residents: int) -> Presence:
@@ -130,7 +140,12 @@ class Detector:
             utc_offset_s=utc_offset_s,
         )
         self.days = DayLearner(
-            self.ring, self.profile, settings, registry.params.routine_margin_b, learn=learn_days
+            self.ring,
+            self.profile,
+            settings,
+            registry.params.routine_margin_b,
+            learn=learn_days,
+            floor_min_l=registry.params.low_min_l,
         )
         residents, gateways = len(registry.resident_ids), len(registry.gateway_ids)
         self.states: dict[str, RuleState] = {
@@ -139,6 +154,9 @@ class Detector:
             AlertKind.GATEWAY_OFFLINE: RuleState(gateways),
         }
         self.resident_meters = ResidentMeters(registry.resident_of, residents)
+        # per welfare kind and resident: the open alert only asks the resident (check-in tier)
+        self.check_in_only = {k: np.zeros(residents, np.bool_) for k in WATER_KINDS}
+        self._answered: I64 | None = None  # per resident: their last "fine", this sweep
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
         self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
         self._leak_hour = -1
@@ -248,6 +266,7 @@ class Detector:
         presence = presence or Presence.everyone_home(len(self.registry.resident_ids))
         self.days.learn_due(now_s)
         away_r = self._away(presence)
+        self._answered = presence.answered_fine_s
         inp = self._sweep_input(now_s, presence, gateway_offline_since_s)
 
         offline = rules.gateway_offline(inp)
@@ -296,8 +315,14 @@ class Detector:
         params = reg.params
         hz = ring.horizon()
         known_start = ring.known_start
-        monitor = self.resident_meters.to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
+        since_r = presence.monitor_since_s
+        if presence.answered_fine_s is not None:  # a "fine" restarts the rules from the answer
+            since_r = np.maximum(since_r, presence.answered_fine_s)
+        monitor = self.resident_meters.to_meters(-(-since_r // bs) * bs, NEVER)
         dry_from = np.maximum(runs.last_use_end, np.maximum(known_start, monitor))
+        if presence.active_at_s is not None:  # a passage at the door ends a dry run
+            active = self.resident_meters.to_meters(presence.active_at_s // bs * bs, NEVER)
+            dry_from = np.maximum(dry_from, np.minimum(active, hz))
         dry_b = (hz - dry_from) // bs
         # the profile tables are slot-major: row = the slot each meter's horizon ends
         cell = prof.slot_ending(hz) * len(hz) + self._all_meters
@@ -316,6 +341,8 @@ class Detector:
         sel: I64 | slice = maybe if maybe.size < len(hz) * self.quiet_subset_share else slice(None)
         hz_s = hz[sel]
         open_meters, raised_at, used_since = self._routine_open(hz)
+        floor_sel = np.flatnonzero(self.days.floor_eligible)
+        floor_hz = hz[floor_sel]
         return SweepInput(
             now_s=now_s,
             bucket_s=bs,
@@ -347,6 +374,9 @@ class Detector:
             low_allowance_b=prof.low_allowance,
             profile_group=prof.group,
             profile_slots=prof.slots,
+            floor_sel=floor_sel,
+            floor_usage_l=ring.usage_between(floor_sel, floor_hz - params.low_window_s[floor_sel], floor_hz),
+            early_allowance_b=prof.early_allowance,
             routine_open_meters=open_meters,
             routine_raised_at_s=raised_at,
             routine_used_since_l=used_since,
@@ -386,40 +416,80 @@ class Detector:
             # a resident is quiet when all their meters are; flowing when any one is. Away,
             # the quiet rules are held (and their open alerts cleared): no use is expected
             quiet_kind = kind in QUIET_KINDS
+            how: Literal["all", "any"] = "all" if quiet_kind else "any"
             hold = hold_m if quiet_kind else unknown_now
+            neighbour_m, first_m = self._tiers(kind, verdict)
             cond_r, clear_r, hold_r, since_r, rep_r = self.resident_meters.by_resident(
-                verdict.raise_when & ~hold,
-                verdict.clear_when & ~hold,
-                hold,
-                verdict.since_s,
-                "all" if quiet_kind else "any",
+                first_m & ~hold, verdict.clear_when & ~hold, hold, verdict.since_s, how
             )
+            neighbour_r = cond_r
+            if first_m is not verdict.raise_when:  # two tiers: which residents the second reaches
+                neighbour_r = self.resident_meters.by_resident(
+                    neighbour_m & ~hold, verdict.clear_when & ~hold, hold, verdict.since_s, how
+                )[0]
             state = self.states[kind]
+            check_in = self.check_in_only[kind]
             if quiet_kind:
                 for r in state.force_clear(away_r):
                     changes.append(self._resident_change(kind, "clear", int(r), reason="resident_away"))
+                # a resident who answered "fine" after the alert rose: it is closed (the alerts
+                # side resolved it as resident_ok) and the rules start again from the answer
+                if self._answered is not None:
+                    fine = state.active & (self._answered > state.raised_at)
+                    state.force_clear(fine)
                 hold_r = hold_r | away_r
             step = state.step(cond_r, clear_r, hold_r)
             state.since[step.raised] = since_r[step.raised]
             state.raised_at[step.raised] = hz[rep_r[step.raised]]
+            check_in[step.cleared] = False
+            check_in[~state.active] = False
+            # an open check-in alert whose neighbour tier now fires goes to the neighbour
+            lifted = np.flatnonzero(state.active & check_in & neighbour_r & ~hold_r)
+            check_in[step.raised] = ~neighbour_r[step.raised]
+            check_in[lifted] = False
             # an episode a person already resolved stays active here but is not raised again
             handled = since_r[step.raised] <= state.handled_until[step.raised]
             for r in step.raised[~handled]:
                 m = int(rep_r[r])
+                details = water_details(
+                    kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
+                )
+                tier = AlertTier.CHECK_IN if check_in[r] else AlertTier.NEIGHBOUR
                 changes.append(
                     self._resident_change(
-                        kind,
-                        "raise",
-                        int(r),
-                        since_s=int(since_r[r]),
-                        details=water_details(
-                            kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
-                        ),
+                        kind, "raise", int(r), since_s=int(since_r[r]), details=details, tier=tier
                     )
+                )
+            for r in lifted:
+                if state.since[r] <= state.handled_until[r]:
+                    continue
+                m = int(rep_r[r])
+                details = water_details(
+                    kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
+                )
+                changes.append(
+                    self._resident_change(kind, "escalate", int(r), details=details, tier=AlertTier.NEIGHBOUR)
                 )
             for r in step.cleared:
                 changes.append(self._resident_change(kind, "clear", int(r)))
         return changes
+
+    def _tiers(self, kind: str, verdict: Verdict) -> tuple[BOOL, BOOL]:
+        """Per meter: the neighbour tier's condition, and the first tier's (either tier).
+
+        A resident who cannot be asked (`Registry.askable`) has no check-in tier: for
+        routine_break they wait for the neighbour tier's timing; the floor is never skipped,
+        so for them it goes to the neighbour at once."""
+        early = verdict.early_when
+        if early is None:
+            return verdict.raise_when, verdict.raise_when
+        askable = self.registry.askable
+        if askable is None:
+            return verdict.raise_when, early
+        askable_m = self.resident_meters.to_meters(askable, True)
+        if kind == AlertKind.LOW_USAGE:
+            return verdict.raise_when | (early & ~askable_m), early
+        return verdict.raise_when, np.where(askable_m, early, verdict.raise_when)
 
     def _step_meters(self, silent: Verdict) -> list[Change]:
         """meter_silent's hysteresis (a meter of an offline gateway is held by the rule)."""
@@ -501,10 +571,11 @@ class Detector:
         since_s: int | None = None,
         details: dict[str, Any] | None = None,
         reason: str = "condition_cleared",
+        tier: str = AlertTier.NEIGHBOUR,
     ) -> Change:
         rid = self.registry.resident_ids[r]
         since = int(self.states[kind].since[r]) if since_s is None else since_s
-        return Change(kind, action, rid, rid, None, None, since, details or {}, reason)
+        return Change(kind, action, rid, rid, None, None, since, details or {}, reason, tier)
 
     def _meter_change(self, action: str, m: int, details: dict[str, Any] | None = None) -> Change:
         reg = self.registry

@@ -29,6 +29,7 @@ from lovekey.detectors import store as db
 from lovekey.detectors.changes import Change
 from lovekey.detectors.engine import SWEPT_KINDS, Detector, Presence, Registry
 from lovekey.detectors.params import build_params, effective_rules
+from lovekey.detectors.profile import floor_minimum
 from lovekey.detectors.ring import NEVER, UsageRing
 from lovekey.vocabulary import (
     AlertKind,
@@ -195,8 +196,11 @@ class DetectorService:
                 keep = idx >= 0
                 bits = np.array([np.frombuffer(r.use_bits, np.uint8) for r in found], np.uint8)
                 bits = bits.reshape(len(found), -1)
+                lows = np.array([np.nan if r.floor_min_l is None else r.floor_min_l for r in found])
+                lows = lows.astype(np.float32)
                 if keep.any() and bits.shape[1] == prof.use_bits.shape[2]:
-                    prof.load_day(day, idx[keep], bits[keep], np.array([r.valid for r in found], bool)[keep])
+                    valid = np.array([r.valid for r in found], bool)[keep]
+                    prof.load_day(day, idx[keep], bits[keep], valid, lows[keep])
             else:
                 self._backfill_day(conn, day)
         if prof.last_day is not None:
@@ -210,13 +214,16 @@ class DetectorService:
         prof, bs = det.profile, det.bucket_s
         start, end = prof.day_start(day), prof.day_start(day + 1)
         lead = int(st.max_spread_h * 3600) + bs
-        rows = db.readings_since_ts(conn, self._keys, db.utc(start - lead), db.utc(end + bs))
+        # and the field rule's window after the day: the floor's lows of windows starting in it
+        window_b = det.days.floor_window_b
+        tail = window_b * bs
+        rows = db.readings_since_ts(conn, self._keys, db.utc(start - lead), db.utc(end + tail + bs))
         if len(rows) == 0:
             return
         ring = UsageRing(
             len(self._keys),
             bucket_s=bs,
-            buckets=(end + bs - start + lead) // bs + 2,
+            buckets=(end + tail + bs - start + lead) // bs + 2,
             now_s=start - lead,
             max_spread_s=int(st.max_spread_h * 3600),
             flow_span_max_s=st.flow_span_max_s,
@@ -226,9 +233,10 @@ class DetectorService:
         meter = self._key_to_meter[rows.key]
         ring.apply(meter, rows.ts_s, rows.total_l)
         first = prof.first_bucket(day)
-        usage = ring.usage_matrix(first, prof.slots)
+        both = ring.usage_matrix(first, prof.slots + window_b - 1)
+        usage = both[: prof.slots]
         used = ring.used_matrix(first, prof.slots)
-        prof.record_day(day, usage, used, np.zeros(usage.shape[1], bool))
+        prof.record_day(day, usage, used, np.zeros(usage.shape[1], bool), floor_minimum(both, window_b))
         det.recorded_days.append(day)
 
     def _save_days(self, conn: psycopg.Connection[Any], days: Sequence[int]) -> None:
@@ -237,10 +245,20 @@ class DetectorService:
         for day in sorted(set(days)):
             try:
                 bits, valid = prof.day_rows(day)
+                lows = prof.day_floor(day)
             except KeyError:
                 continue
             local = self._local_date(day)
-            rows += [db.DayRow(k, local, bits[i].tobytes(), bool(valid[i])) for i, k in enumerate(self._keys)]
+            rows += [
+                db.DayRow(
+                    k,
+                    local,
+                    bits[i].tobytes(),
+                    bool(valid[i]),
+                    None if np.isnan(lows[i]) else float(lows[i]),
+                )
+                for i, k in enumerate(self._keys)
+            ]
         if rows:
             keep_after = self._local_date(max(days) - prof.days - 7)
             db.save_days(
@@ -359,12 +377,20 @@ class DetectorService:
 
 def write_changes(conn: psycopg.Connection[Any], changes: Sequence[Change], now: datetime) -> None:
     """Raise and clear through alerts.store (the caller owns the transaction)."""
+    # an escalation is a raise with tier 'neighbour': it lifts the open check-in alert
     raises = [
         AlertCandidate(
-            c.kind, c.subject, c.resident_id, c.device_id, c.gateway_id, db.utc(c.since_s), c.details
+            c.kind,
+            c.subject,
+            c.resident_id,
+            c.device_id,
+            c.gateway_id,
+            db.utc(c.since_s),
+            c.details,
+            c.tier,
         )
         for c in changes
-        if c.action == "raise"
+        if c.action in ("raise", "escalate")
     ]
     if raises:
         raise_alerts(conn, raises, now)

@@ -327,17 +327,18 @@ class DayRow:
     day: date
     use_bits: bytes
     valid: bool
+    floor_min_l: float | None = None  # the least litres of the field rule's windows that day
 
 
 def load_days(conn: psycopg.Connection[Any], first: date, *, bucket_s: int, day_start_s: int) -> list[DayRow]:
     rows = conn.execute(
         """
-        SELECT device_key, day, use_bits, valid FROM detector_day
+        SELECT device_key, day, use_bits, valid, floor_min_l FROM detector_day
         WHERE day >= %s AND bucket_s = %s AND day_start_s = %s
         """,
         (first, bucket_s, day_start_s),
     ).fetchall()
-    return [DayRow(k, d, bytes(b), v) for k, d, b, v in rows]
+    return [DayRow(k, d, bytes(b), v, f) for k, d, b, v, f in rows]
 
 
 def save_days(
@@ -351,19 +352,24 @@ def save_days(
     """Upsert learned days (a staged COPY), and forget days older than `keep_after`."""
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS detector_day_in"
-        " (device_key integer, day date, use_bits bytea, valid boolean) ON COMMIT DELETE ROWS"
+        " (device_key integer, day date, use_bits bytea, valid boolean, floor_min_l real)"
+        " ON COMMIT DELETE ROWS"
     )
     with conn.cursor() as cur:
-        with cur.copy("COPY detector_day_in (device_key, day, use_bits, valid) FROM STDIN") as cp:
+        with cur.copy(
+            "COPY detector_day_in (device_key, day, use_bits, valid, floor_min_l) FROM STDIN"
+        ) as cp:
             for row in rows:
-                cp.write_row((row.key, row.day, row.use_bits, row.valid))
+                cp.write_row((row.key, row.day, row.use_bits, row.valid, row.floor_min_l))
         cur.execute(
             """
-            INSERT INTO detector_day (device_key, day, bucket_s, day_start_s, use_bits, valid)
-            SELECT device_key, day, %s, %s, use_bits, valid FROM detector_day_in
+            INSERT INTO detector_day (device_key, day, bucket_s, day_start_s, use_bits, valid,
+                                      floor_min_l)
+            SELECT device_key, day, %s, %s, use_bits, valid, floor_min_l FROM detector_day_in
             ON CONFLICT (device_key, day) DO UPDATE
                SET bucket_s = EXCLUDED.bucket_s, day_start_s = EXCLUDED.day_start_s,
-                   use_bits = EXCLUDED.use_bits, valid = EXCLUDED.valid
+                   use_bits = EXCLUDED.use_bits, valid = EXCLUDED.valid,
+                   floor_min_l = EXCLUDED.floor_min_l
             """,
             (bucket_s, day_start_s),
         )
