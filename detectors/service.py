@@ -74,8 +74,15 @@ def utc_offset_s(settings: Settings, at: datetime) -> int:
 class DetectorService:
     """One shard's detector state, kept in step with the database sweep by sweep."""
 
-    def __init__(self, settings: Settings, *, shard: DetectorShard = DetectorShard()) -> None:
+    def __init__(
+        self, settings: Settings, *, shard: DetectorShard = DetectorShard(), replay: bool = False
+    ) -> None:
+        """`replay`: the sweeps are as of a past time (`detect --once --at T`): a reading
+        received after T is taken to have arrived when it was taken, and a meter last heard
+        after T to have been last heard when its newest reading before T was taken, so a
+        meter that went silent before T is seen silent (issue 14)."""
         self.settings = settings
+        self.replay = replay
         self.st: DetectSettings = settings.detect
         self.shard = shard
         self.detector: Detector | None = None
@@ -111,15 +118,18 @@ class DetectorService:
         self._key_to_meter = np.full(top + 1, -1, np.int64)
         self._key_to_meter[np.array(self._keys, np.int64)] = np.arange(len(meters))
         seen = np.array([db.epoch(m.last_seen) if m.last_seen else NEVER for m in meters], np.int64)
+        if self.replay:  # heard after T: known only from the readings taken before T
+            seen[seen > db.epoch(now)] = NEVER
         det.ring.last_arrival[:] = seen
 
         ring_start = now - timedelta(hours=st.ring_hours)
         rows = db.readings_since_ts(conn, self._keys, ring_start, now)
         self._watermark = now
         self._apply(rows, now, conn=None)
-        # a meter never heard from counts as silent from when we started watching it
+        # a meter never heard from counts as silent from when we started watching it; in a
+        # replay, one with no reading in the ring before T was silent for all of the ring
         never = det.ring.last_arrival == NEVER
-        det.ring.last_arrival[never] = db.epoch(now)
+        det.ring.last_arrival[never] = db.epoch(ring_start if self.replay else now)
         self._load_days(conn, now)
         self._restore_alerts(conn, now)
         log.info(
@@ -316,7 +326,7 @@ class DetectorService:
         self._pending = rows.take(np.flatnonzero(fresh & later))
         use = np.flatnonzero(fresh & ~later)
         rows, meter, pair = rows.take(use), meter[use], pair[use]
-        arrival = np.minimum(rows.received_s, now_s)
+        arrival = self._arrival(rows, now_s)
         result = det.apply(meter, rows.ts_s, rows.total_l, arrival)
         if result.dirty.size and conn is not None:
             keys = [self._keys[int(m)] for m in result.dirty]
@@ -327,7 +337,7 @@ class DetectorService:
                 self._key_to_meter[history.key],
                 history.ts_s,
                 history.total_l,
-                np.minimum(history.received_s, now_s),
+                self._arrival(history, now_s),
             )
             log.info("rebuilt %d meter(s) after late readings", result.dirty.size)
         # remember what a later fetch (received_at > watermark - overlap) can return again
@@ -337,6 +347,16 @@ class DetectorService:
         new = rows.received_s > cutoff
         self._recent_pair = np.concatenate([self._recent_pair[keep], pair[new]])
         self._recent_arrival = np.concatenate([self._recent_arrival[keep], rows.received_s[new]])
+
+    def _arrival(self, rows: db.ReadingColumns, now_s: int) -> I64:
+        """When each row reached us, as far as a sweep at `now_s` may know. Live, a row
+        committed while the sweep ran arrived now; in a replay, a row received after T
+        arrived when it was taken (it cannot say the meter was heard at T)."""
+        if self.replay:
+            out: I64 = np.where(rows.received_s <= now_s, rows.received_s, rows.ts_s)
+            return out
+        live: I64 = np.minimum(rows.received_s, now_s)
+        return live
 
     def _presence(self, conn: psycopg.Connection[Any], now: datetime) -> Presence:
         """Who is away now, and since when each resident is watched (end of the last absence)."""

@@ -590,3 +590,34 @@ def test_the_floor_flags_an_evening_last_use_a_dry_night_and_a_dry_morning_with_
     assert floors is not None
     assert floors[0] >= 7
     assert floors[1] >= 10  # its ordinary days never went under the field rule's 10 L
+
+
+def test_a_replay_sees_a_meter_go_silent_though_its_readings_were_received_after_the_replay_time(
+    conn: psycopg.Connection[Any], env: None
+) -> None:
+    """`detect --once --at T` over data loaded later (an import, a replayed trace): every
+    reading was received after T, so by arrival every meter looks heard at T. A replay takes
+    a reading received after T to have arrived when it was taken: the meter that stopped 8 h
+    before T is silent at T, and the one that kept reporting is not (issue 14, item 6)."""
+    received = NOW + timedelta(minutes=5)  # both loaded after T
+    rows = []
+    stopped, going = add_resident(conn, "R-1"), add_resident(conn, "R-2")
+    t, total = T - timedelta(hours=20), 1000.0
+    while t <= T:
+        total += 2.0
+        if t <= T - timedelta(hours=8):
+            rows.append((t, received, total, stopped["water_meter"]))
+        rows.append((t, received, total, going["water_meter"]))
+        t += BS
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+    conn.execute("UPDATE device SET last_seen = %s WHERE kind = 'water_meter'", (received,))
+    conn.commit()
+    detect_once(T)
+    assert open_alerts(conn) == [("meter_silent", "WA-R-1", "open")]
+    [alert] = list_alerts(conn)
+    assert alert["since"] == (T - timedelta(hours=8)).isoformat()
