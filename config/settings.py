@@ -141,6 +141,9 @@ class DetectSettings(_Section):
     low_usage_population_quantile: float | None = Field(None, gt=0.5, le=1.0)
     low_usage_margin_min: float = Field(60.0, ge=0)
     low_usage_cap_h: float = Field(24.0, ge=0)
+    # the door reminder: a passage with no water after it is probably the resident going
+    # out; the learned rules (not the floor) then count the dry run from this long after it
+    door_out_grace_h: float = Field(3.0, ge=0)
     # the floor (issue 17): a resident whose own ordinary days never tripped the plain field
     # rule (< low_usage_min_l in low_usage_window_h of known data) on any learned day of the
     # last `floor_history_days`, with at least `floor_min_days` such days learned, is flagged

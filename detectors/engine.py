@@ -90,6 +90,10 @@ class Presence:
     # when the resident was last seen up and about other than by their water: a passage at
     # the door reminder. It ends a dry run for the learned rules (not for the floor)
     active_at_s: I64 | None = None
+    # per resident and quarter of the local day (night, morning, afternoon, evening): the
+    # longest dry stretch at which they answered a check-in "fine" lately. routine_break's
+    # check-in tier does not ask again for a stretch no longer than that (the floor does)
+    fine_dry_s: npt.NDArray[np.int64] | None = None
 
     @classmethod
     def everyone_home(cls, residents: int) -> Presence:
@@ -169,6 +173,7 @@ class Detector:
         p = registry.params
         self._tap_lag_s = p.report_interval_s + p.tap_limit_s
         self._leak_lag_s = p.report_interval_s + p.leak_limit_s
+        self.utc_offset_s = utc_offset_s
         self.last_sweep_s: int | None = None
         self.quiet_candidates = 0  # meters the last sweep judged the quiet rules' window for
 
@@ -322,12 +327,26 @@ class Detector:
         dry_from = np.maximum(runs.last_use_end, np.maximum(known_start, monitor))
         if presence.active_at_s is not None:  # a passage at the door ends a dry run
             active = self.resident_meters.to_meters(presence.active_at_s // bs * bs, NEVER)
+            # and one with no water after it is probably the resident going out: the learned
+            # rules count the dry run from a while later (slower, not silenced: someone can
+            # fall after coming home); the floor judges water alone and never waits
+            out = (active != NEVER) & (active >= runs.last_use_end)
+            active = np.where(out, active + int(st.door_out_grace_h * 3600) // bs * bs, active)
             dry_from = np.maximum(dry_from, np.minimum(active, hz))
         dry_b = (hz - dry_from) // bs
         # the profile tables are slot-major: row = the slot each meter's horizon ends
         cell = prof.slot_ending(hz) * len(hz) + self._all_meters
         limit = prof.threshold.reshape(-1).take(cell)  # uint8, compared as it is
         over_limit = dry_b > limit
+        answered_dry_b = np.zeros(len(hz), np.int64)
+        if presence.fine_dry_s is not None:  # each meter's resident, at its horizon's quarter
+            quarter = ((hz + self.utc_offset_s) % 86400) // 21600
+            per_r = presence.fine_dry_s // bs
+            answered_dry_b = np.where(
+                self.resident_meters.has_resident,
+                per_r[np.maximum(self.registry.resident_of, 0), quarter],
+                0,
+            )
 
         # The quiet rules can fire only where the dry run is already long: longer than the
         # resident's own limit (routine_break) or than low_usage's minimum. The window's
@@ -377,6 +396,7 @@ class Detector:
             floor_sel=floor_sel,
             floor_usage_l=ring.usage_between(floor_sel, floor_hz - params.low_window_s[floor_sel], floor_hz),
             early_allowance_b=prof.early_allowance,
+            answered_dry_b=answered_dry_b,
             routine_open_meters=open_meters,
             routine_raised_at_s=raised_at,
             routine_used_since_l=used_since,

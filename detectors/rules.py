@@ -80,6 +80,9 @@ class SweepInput:
     floor_usage_l: F32
     # routine_break's check-in tier: the district's allowance at its own quantile (0: none)
     early_allowance_b: npt.NDArray[np.int16]
+    # routine_break's check-in tier: the longest dry run (buckets) at which this meter's
+    # resident answered "fine" at this quarter of the day; the tier waits for a longer one
+    answered_dry_b: I64
     # routine_break's open alerts: their meters, and per such meter the evidence time at the
     # raise and the litres used since then
     routine_open_meters: I64
@@ -229,6 +232,7 @@ def routine_break(inp: SweepInput) -> Verdict:
         # water used after the raise, and enough of it (unknown litres do not hold it open)
         used_after = inp.last_use_end_s[meters] > inp.routine_raised_at_s
         recovered[meters] = used_after & ~(inp.routine_used_since_l < inp.settings.routine_clear_l)
+    early = early & (inp.dry_b > inp.answered_dry_b)
     return Verdict(cond, recovered, inp.dry_from_s, early_when=early | cond)
 
 

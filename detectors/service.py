@@ -34,6 +34,7 @@ from lovekey.detectors.ring import NEVER, UsageRing
 from lovekey.vocabulary import (
     AlertKind,
     AlertStatus,
+    PartOfDay,
     ResidentStatus,
 )
 
@@ -387,7 +388,22 @@ class DetectorService:
         self._back_at[back] = now_s
         since[back] = now_s
         self._was_away = away
-        return Presence(away, since, lapsed)
+        # seen up and about: a "fine" to a check-in, a passage at the door reminder
+        fine = np.full(len(ids), NEVER, np.int64)
+        for rid, at in db.fine_answers(conn, window, now).items():
+            if (i := index.get(rid)) is not None:
+                fine[i] = db.epoch(at)
+        door = np.full(len(ids), NEVER, np.int64)
+        for rid, at in db.door_passages(conn, window, now).items():
+            if (i := index.get(rid)) is not None:
+                door[i] = db.epoch(at)
+        quarters = {str(part): i for i, part in enumerate(PartOfDay)}
+        fine_dry = np.zeros((len(ids), 4), np.int64)
+        learned_from = now - timedelta(days=self.st.routine_history_days)
+        for rid, part, minutes in db.fine_dry_stretches(conn, learned_from):
+            if (i := index.get(rid)) is not None and part in quarters:
+                fine_dry[i, quarters[part]] = minutes * 60
+        return Presence(away, since, lapsed, fine, door, fine_dry)
 
     def _gateway_status(self, conn: psycopg.Connection[Any]) -> I64:
         ids = self._det.registry.gateway_ids

@@ -18,6 +18,8 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
+from lovekey.vocabulary import DOOR_EVENTS
+
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
@@ -386,3 +388,47 @@ def epoch(t: datetime) -> int:
 
 def days_ago(t: datetime, days: float) -> datetime:
     return t - timedelta(days=days)
+
+
+# -- the resident seen up and about: the door reminder, and check-in answers -------------------
+
+
+def door_passages(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> dict[str, datetime]:
+    """Per resident, their newest passage at a door reminder taken in (since, until]."""
+    rows = conn.execute(
+        """
+        SELECT d.resident_id, max(e.ts) FROM device_event e JOIN device d ON d.key = e.device_key
+        WHERE e.type = ANY(%s) AND e.ts > %s AND e.ts <= %s AND d.resident_id IS NOT NULL
+        GROUP BY d.resident_id
+        """,
+        ([str(t) for t in DOOR_EVENTS], since, until),
+    ).fetchall()
+    return {r: t for r, t in rows}
+
+
+def fine_answers(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> dict[str, datetime]:
+    """Per resident, their newest check-in answered "fine" in (since, until] (`check_in_answer`
+    belongs to the alerts package; the detectors only read it)."""
+    rows = conn.execute(
+        """
+        SELECT resident_id, max(answered_at) FROM check_in_answer
+        WHERE answer = 'fine' AND answered_at > %s AND answered_at <= %s
+        GROUP BY resident_id
+        """,
+        (since, until),
+    ).fetchall()
+    return {r: t for r, t in rows}
+
+
+def fine_dry_stretches(conn: psycopg.Connection[Any], since: datetime) -> list[tuple[str, str, int]]:
+    """(resident, part of the day, minutes): the longest dry stretch at which each resident
+    answered a check-in "fine" since `since`, per part of the day."""
+    rows = conn.execute(
+        """
+        SELECT resident_id, part_of_day, max(dry_minutes) FROM check_in_answer
+        WHERE answer = 'fine' AND answered_at > %s
+        GROUP BY resident_id, part_of_day
+        """,
+        (since,),
+    ).fetchall()
+    return [(r, p, int(m)) for r, p, m in rows]

@@ -67,6 +67,13 @@ def add_commands(subparsers: Any) -> None:
         help="local hours in which nobody is asked, e.g. 22-7 (default: none)",
     )
     p.add_argument(
+        "--door-share",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="simulated households with a door reminder (default 0.5; scored apart)",
+    )
+    p.add_argument(
         "--no-field-rule",
         action="store_true",
         help="skip the second replay with the plain field rule (issue 17's comparison)",
@@ -113,8 +120,10 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     offset_s = int(offset.total_seconds()) if offset is not None else 0
     from dataclasses import replace
 
+    from lovekey.evaluation.replay import ReplayEvent
     from lovekey.evaluation.scoring import field_rule_comparison
     from lovekey.simulator.checkin import CheckInModel, spans_from_truth
+    from lovekey.simulator.door import DoorModel, door_events
 
     lines = [(t.kind, t.resident_id, t.start_s, t.end_s) for t in source.truth]
     model = CheckInModel(
@@ -123,7 +132,16 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         utc_offset_s=offset_s,
         spans=spans_from_truth(lines, source.data.end_s),
     )
-    data = replace(source.data, check_in=model, quiet_hours=_quiet_hours(args.quiet_hours))
+    spans = spans_from_truth(lines, source.data.end_s)
+    door = DoorModel(seed=args.seed, share=args.door_share if args.residents else 0.0)
+    residents = list(source.data.registry.resident_ids)
+    passages = door_events(door, residents, spans, source.data.start_s, source.data.end_s)
+    events = [
+        *source.data.events,
+        *(ReplayEvent(t + 5, t, EventType.PASSAGE, True, r, f"DR-{r}", "") for r, t in passages),
+    ]
+    data = replace(source.data, events=events, check_in=model, quiet_hours=_quiet_hours(args.quiet_hours))
+    with_door = {r for r in residents if door.has_reminder(r)}
     built = time.perf_counter()
     alerts = replay(
         data,
@@ -144,6 +162,14 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
             max_flow_lpm=settings.ingest.max_flow_lpm,
         )
     replayed = time.perf_counter()
+    score_args: dict[str, Any] = {
+        "start_s": scored_from,
+        "end_s": source.data.end_s,
+        "report_interval_s": source.report_interval_s,
+        "gateway_of": source.gateway_of,
+        "settings": st,
+        "utc_offset_s": offset_s,
+    }
     report = score(
         alerts,
         source.truth,
@@ -158,6 +184,18 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
             (e.resident_id, e.ts_s) for e in source.data.events if e.type == EventType.AWAY and e.resident_id
         ],
     )
+    report["by_household"] = {
+        name: _group_summary(
+            score(
+                [a for a in alerts if (a.resident_id in group) == keep],
+                [t for t in source.truth if t.resident_id is not None and (t.resident_id in group) == keep],
+                households=sum(1 for r in residents if (r in group) == keep),
+                **score_args,
+            )
+        )
+        for name, group, keep in (("door_reminder", with_door, True), ("water_only", with_door, False))
+        if any((r in group) == keep for r in residents)
+    }
     if field_alerts is not None:
         report["field_rule"] = field_rule_comparison(
             alerts, field_alerts, source.truth, start_s=scored_from, end_s=source.data.end_s
@@ -196,3 +234,19 @@ def _quiet_hours(text: str | None) -> tuple[int, int] | None:
     if not (0 <= start < 24 and 0 <= end < 24):
         raise LoveKeyError("--quiet-hours: hours are 0-23")
     return start, end
+
+
+def _group_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue-14 figures of one kind of household, from its own score."""
+    sg, nb, nu = report["stages"], report["neighbour"], report["no_use"]
+    return {
+        "households": report["households"],
+        "check_ins_per_household_month": sg["check_ins_per_household_month"],
+        "false_neighbour_per_household_month": nb["false_per_household_month"],
+        "daytime_incidents": sg["daytime_incidents"],
+        "onset_to_check_in_median_h": sg["onset_to_first_contact_median_h"],
+        "onset_to_neighbour_median_h": sg["onset_to_neighbour_median_h"],
+        "onset_to_neighbour_p90_h": sg["onset_to_neighbour_p90_h"],
+        "recall_after_12h": nu["recall_after_12h"],
+        "caused_by_silent_meter_or_away": nb["caused_by_silent_meter_or_away"],
+    }

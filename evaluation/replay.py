@@ -21,7 +21,7 @@ from lovekey.config import DetectSettings
 from lovekey.detectors.engine import Detector, Presence, Registry
 from lovekey.detectors.ring import NEVER
 from lovekey.simulator.checkin import CheckInModel
-from lovekey.vocabulary import LIFE_SAFETY_EVENTS, AlertTier, CheckInAnswer, EventType
+from lovekey.vocabulary import DOOR_EVENTS, LIFE_SAFETY_EVENTS, AlertTier, CheckInAnswer, EventType
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -117,6 +117,10 @@ def replay(
     status = {g: sorted(v) for g, v in (gateway_offline_since or {}).items()}
 
     answered = np.full(residents, NEVER, np.int64)  # per resident: their last "fine"
+    active_at = np.full(residents, NEVER, np.int64)  # per resident: their last door passage
+    # per resident and quarter of the day: the longest dry stretch answered "fine" at
+    fine_dry = np.zeros((residents, 4), np.int64)
+    door_seen = False
     stages: list[tuple[int, RaisedAlert, str]] = []  # (settled at, alert, answer), by time
 
     t, lo = data.start_s, 0
@@ -133,8 +137,11 @@ def replay(
                 alert.cleared_s = settled
                 open_alerts.pop((alert.kind, alert.subject), None)
                 r = res_index.get(alert.resident_id or "")
-                if r is not None:
+                if r is not None and alert.asked_s is not None:
                     answered[r] = max(answered[r], settled)
+                    quarter = ((alert.asked_s + utc_offset_s) % 86400) // 21600
+                    dry = alert.asked_s - alert.since_s
+                    fine_dry[r, quarter] = max(fine_dry[r, quarter], dry)
             else:
                 alert.neighbour_s = settled
         hi = int(np.searchsorted(arrival, t, side="right"))
@@ -158,6 +165,9 @@ def replay(
                     monitor_since[r] = max(monitor_since[r], ev.ts_s)
                 away_until[r] = NEVER
                 lapsed[r] = NEVER
+            elif ev.type in DOOR_EVENTS and r is not None:  # seen up and about
+                active_at[r] = max(active_at[r], ev.ts_s)
+                door_seen = True
             elif ev.type in LIFE_SAFETY_EVENTS and ev.active and ev.resident_id:
                 event_key = (ev.type, ev.resident_id, ev.ts_s)
                 if event_key not in raised_events:
@@ -178,7 +188,14 @@ def replay(
         monitor_since[ended] = np.maximum(monitor_since[ended], away_until[ended])
         lapsed[ended] = away_from[ended]
         away_until[ended] = NEVER
-        presence = Presence(away_until > t, monitor_since.copy(), lapsed.copy(), answered.copy())
+        presence = Presence(
+            away_until > t,
+            monitor_since.copy(),
+            lapsed.copy(),
+            answered.copy(),
+            active_at.copy() if door_seen else None,
+            fine_dry.copy(),
+        )
         offline = None
         if status:
             offline = np.full(len(reg.gateway_ids), NEVER, np.int64)

@@ -57,6 +57,16 @@ def render(report: Mapping[str, Any]) -> str:
             f" onset to neighbour: median {_num(sg['onset_to_neighbour_median_h'], 1)} h, p90"
             f" {_num(sg['onset_to_neighbour_p90_h'], 1)} h ({sg['daytime_neighbour_reached']} reached)",
         ]
+    for name, g in (report.get("by_household") or {}).items():
+        lines.append(
+            f"{name}: {g['households']} households; check-ins {_num(g['check_ins_per_household_month'], 3)}"
+            f" and false neighbour alerts {_num(g['false_neighbour_per_household_month'], 3)} per"
+            f" household-month; daytime no-use {g['daytime_incidents']}: onset to check-in median"
+            f" {_num(g['onset_to_check_in_median_h'], 1)} h, to neighbour median"
+            f" {_num(g['onset_to_neighbour_median_h'], 1)} h"
+            f" (p90 {_num(g['onset_to_neighbour_p90_h'], 1)} h);"
+            f" recall after 12 h {_pct(g['recall_after_12h'])}"
+        )
     fr = report.get("field_rule")
     if fr:
         for key, label in (

@@ -55,12 +55,18 @@ class EventType(StrEnum):
     HOME = "home"
     TAMPER = "tamper"
     BATTERY_LOW = "battery_low"
+    # the door reminder: someone at the door; the direction, where the device tells it
+    PASSAGE = "passage"
+    LEFT = "left"
+    RETURNED = "returned"
 
 
 # the events that raise an alert at once, each to the alert kind of the same name
 LIFE_SAFETY_EVENTS: tuple[EventType, ...] = (EventType.SMOKE, EventType.GAS, EventType.SOS)
 # the events that say where the resident is
 PRESENCE_EVENTS: tuple[EventType, ...] = (EventType.AWAY, EventType.HOME)
+# the events that say the resident was up and about at the door (activity, never an alert)
+DOOR_EVENTS: tuple[EventType, ...] = (EventType.PASSAGE, EventType.LEFT, EventType.RETURNED)
 
 
 class DeviceKind(StrEnum):
@@ -71,6 +77,7 @@ class DeviceKind(StrEnum):
     GAS = "gas"
     SOS_BUTTON = "sos_button"
     AWAY_BUTTON = "away_button"
+    DOOR_SENSOR = "door_sensor"  # the door "going-out reminder"
 
 
 # The events each kind of device can produce (DESIGN.md: "a water meter cannot press SOS").
@@ -84,6 +91,9 @@ EVENTS_BY_DEVICE_KIND: dict[DeviceKind, frozenset[EventType]] = {
     DeviceKind.GAS: frozenset({EventType.GAS, EventType.BATTERY_LOW, EventType.TAMPER}),
     DeviceKind.SOS_BUTTON: frozenset({EventType.SOS, EventType.BATTERY_LOW}),
     DeviceKind.AWAY_BUTTON: frozenset({EventType.AWAY, EventType.HOME, EventType.BATTERY_LOW}),
+    DeviceKind.DOOR_SENSOR: frozenset(
+        {EventType.PASSAGE, EventType.LEFT, EventType.RETURNED, EventType.BATTERY_LOW, EventType.TAMPER}
+    ),
 }
 
 
@@ -238,6 +248,7 @@ __all__ = [
     "CHECK_IN_STAGE",
     "CHOSEN_OUTCOMES",
     "COMMUNITY_CONTACT_ROLES",
+    "DOOR_EVENTS",
     "EVENTS_BY_DEVICE_KIND",
     "FALSE_ALARM_OUTCOMES",
     "LIFE_SAFETY_EVENTS",

@@ -640,6 +640,7 @@ def sweep_input(meters: int, now_s: int, **given: object) -> SweepInput:
         "floor_sel": np.empty(0, np.int64),
         "floor_usage_l": np.empty(0, np.float32),
         "early_allowance_b": np.zeros((1, 86400 // BS), np.int16),
+        "answered_dry_b": np.zeros(meters, np.int64),
         "routine_open_meters": np.empty(0, np.int64),
         "routine_raised_at_s": np.empty(0, np.int64),
         "routine_used_since_l": np.empty(0, np.float32),
