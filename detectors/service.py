@@ -103,7 +103,7 @@ class DetectorService:
         """Rebuild everything from the database as of `now`."""
         st = self.st
         meters = [m for m in db.water_meters(conn) if self.shard.owns(m.resident_id or m.device_id)]
-        registry = self._registry(meters)
+        registry = self._registry(meters, db.unaskable_residents(conn))
         self._was_away = np.zeros(len(registry.resident_ids), bool)
         self._back_at = np.full(len(registry.resident_ids), NEVER, np.int64)
         det = Detector(
@@ -142,7 +142,9 @@ class DetectorService:
             det.profile.last_day is not None,
         )
 
-    def _registry(self, meters: Sequence[db.MeterRow]) -> Registry:
+    def _registry(self, meters: Sequence[db.MeterRow], unaskable: set[str]) -> Registry:
+        """Who is who; `unaskable`: residents the check-in stage cannot ask (their floor goes
+        to the neighbour, their routine_break waits for the neighbour tier)."""
         residents = sorted({m.resident_id for m in meters if m.resident_id})
         res_index = {r: i for i, r in enumerate(residents)}
         gateways = sorted({m.gateway_id for m in meters})
@@ -161,6 +163,7 @@ class DetectorService:
             np.array([res_index.get(m.resident_id or "", -1) for m in meters], np.int64),
             np.array([gw_index[m.gateway_id] for m in meters], np.int64),
             params,
+            np.array([r not in unaskable for r in residents], np.bool_),
         )
 
     def _restore_alerts(self, conn: psycopg.Connection[Any], now: datetime) -> None:

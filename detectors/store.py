@@ -432,3 +432,19 @@ def fine_dry_stretches(conn: psycopg.Connection[Any], since: datetime) -> list[t
         (since,),
     ).fetchall()
     return [(r, p, int(m)) for r, p, m in rows]
+
+
+def unaskable_residents(conn: psycopg.Connection[Any]) -> set[str]:
+    """Residents the check-in stage cannot ask: no phone of their own, their community has
+    switched the stage off, or their last check-in found the phone unreachable."""
+    rows = conn.execute(
+        """
+        SELECT r.id FROM resident r
+        JOIN household h ON h.id = r.household_id
+        LEFT JOIN community c ON c.id = h.community_id
+        WHERE r.phone IS NULL OR c.check_in_enabled IS FALSE
+           OR (SELECT a.answer FROM check_in_answer a WHERE a.resident_id = r.id
+               ORDER BY a.asked_at DESC LIMIT 1) = 'unreachable'
+        """
+    ).fetchall()
+    return {r for (r,) in rows}

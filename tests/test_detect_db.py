@@ -64,6 +64,7 @@ def add_resident(
     interval_s: int = 900,
     away_until: datetime | None = None,
     extra: tuple[str, ...] = (),
+    phone: str | None = None,
 ) -> dict[str, int]:
     """A resident with a water meter (and `extra` devices, e.g. 'smoke'), registered through
     the registry's API, and away until `away_until` if given; returns device keys."""
@@ -75,7 +76,7 @@ def add_resident(
             CommunityRow("C-1"),
             GatewayRow(gateway),
             HouseholdRow(household, community_id="C-1"),
-            ResidentRow(rid, household),
+            ResidentRow(rid, household, phone=phone),
             *(
                 DeviceRow(
                     device,
@@ -532,13 +533,17 @@ def test_the_floor_flags_an_evening_last_use_a_dry_night_and_a_dry_morning_with_
     the hour from 07:00 to 21:00 and at 02:00) uses 2.2 L at 19:00 and then nothing through
     the night and the morning. The learned rules wait for 13 h of dryness and the resident's
     own longest dry stretch; the floor flags them when the field rule would, asking the
-    resident first (tier check_in), through `lovekey detect --once` fresh processes that read
-    the learned days back from detector_day. routine_break is off here: in the issue's case
+    resident first (tier check_in; R-2, with no phone of their own, gets the neighbour at
+    once), through `lovekey detect --once` fresh processes that read the learned days back
+    from detector_day. routine_break is off here: in the issue's case
     the district's dry evenings held it back; alone in this district, it would see the
     resident's regular nights and fire itself."""
     monkeypatch.setenv("LOVEKEY_DETECT__ROUTINE_ENABLED", "false")
-    keys = add_resident(conn, "R-1")
+    keys = add_resident(conn, "R-1", phone="+8613800000001")  # a phone: they can be asked
     key = keys["water_meter"]
+    # the same days for a resident with no phone of their own: nobody can be asked, so the
+    # floor wakes the neighbour at once (it is never skipped)
+    other = add_resident(conn, "R-2", gateway="GW-2")["water_meter"]
     # the incident evening: the latest local 19:00 at least 16 h before T
     evening = (T + LOCAL - timedelta(hours=16)).replace(hour=19, minute=0) - LOCAL
     if evening > T - timedelta(hours=16):
@@ -558,7 +563,7 @@ def test_the_floor_flags_an_evening_last_use_a_dry_night_and_a_dry_morning_with_
     rows, total = [], 1000.0
     for bucket, used in series:
         total += used
-        rows.append((bucket + BS, bucket + BS + timedelta(seconds=5), total, key))
+        rows += [(bucket + BS, bucket + BS + timedelta(seconds=5), total, k) for k in (key, other)]
     with (
         conn.cursor() as cur,
         cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
@@ -578,9 +583,9 @@ def test_the_floor_flags_an_evening_last_use_a_dry_night_and_a_dry_morning_with_
     detect_once(flags_at - BS)
     assert open_alerts(conn) == []
     detect_once(flags_at)
-    [alert] = list_alerts(conn)
-    tier = conn.execute("SELECT tier FROM alert WHERE id = %s", (alert["id"],)).fetchone()
-    assert (alert["kind"], alert["subject"], tier) == ("low_usage", "R-1", ("check_in",))
+    tiers = conn.execute("SELECT subject, kind, tier FROM alert ORDER BY subject").fetchall()
+    assert tiers == [("R-1", "low_usage", "check_in"), ("R-2", "low_usage", "neighbour")]
+    alert = list_alerts(conn)[0]
     assert alert["since"] == (evening + BS).isoformat()
     assert alert["details"]["used_l"] < 10
     floors = conn.execute(
