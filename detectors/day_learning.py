@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.config import DetectSettings
-from lovekey.detectors.profile import RoutineProfile, floor_minimum
+from lovekey.detectors.profile import RoutineProfile
 from lovekey.detectors.ring import UsageRing
 
 I64 = npt.NDArray[np.int64]
@@ -52,6 +52,9 @@ class DayLearner:
         self._floor_min_l = np.full(meters, settings.low_usage_min_l) if floor_min_l is None else floor_min_l
         # per meter: the floor applies (its ordinary days never trip the field rule)
         self.floor_eligible = np.zeros(meters, np.bool_)
+        # per day not yet learned: per meter, the least litres of the field-rule windows the
+        # sweeps judged (NaN: none judged); see `judged_windows`
+        self._judged_low: dict[int, npt.NDArray[np.float32]] = {}
 
     def taint(self, hz: I64, taint: BOOL) -> None:
         """Meters in `taint` are not learned for the day their horizon `hz` falls in."""
@@ -64,6 +67,28 @@ class DayLearner:
             mask = self._taint.setdefault(int(day), np.zeros(hz.size, np.bool_))
             mask[np.flatnonzero(taint)[days == day]] = True
 
+    @property
+    def learning(self) -> bool:
+        return self._learn
+
+    def judged_windows(self, meters: I64, hz: I64, litres: npt.NDArray[np.float32]) -> None:
+        """The field rule's windows a sweep judged for `meters` (ending at their horizons
+        `hz`): a day's floor minimum is the least of these, so it says what the field rule
+        saw that day. A daily meter is judged once a day, at its horizon after each delivery,
+        not at every hour of the day its values cover (the field rule cannot see those)."""
+        if not self._learn or meters.size == 0:
+            return
+        days = (hz - 1 - self.profile.origin_s) // 86400
+        for day in np.unique(days):
+            if self.profile.last_day is not None and day <= self.profile.last_day:
+                continue
+            low = self._judged_low.get(int(day))
+            if low is None:
+                low = self._judged_low[int(day)] = np.full(self.ring.meters, np.nan, np.float32)
+            pick = days == day
+            m = meters[pick]
+            low[m] = np.fmin(low[m], litres[pick])
+
     def learn_due(self, now_s: int) -> None:
         """Record every routine day whose data can all have arrived, then relearn."""
         if not self._learn:
@@ -75,22 +100,19 @@ class DayLearner:
             first = max(first, prof.last_day + 1)
         if due < first:
             return
-        window_b = self.floor_window_b
         for day in range(first, due + 1):
-            # the day and the field-rule window after its last bucket: every window that
-            # starts in the day (the lag is longer than the window, so the ring holds them)
-            both = self.ring.usage_matrix(prof.first_bucket(day), prof.slots + window_b - 1)
-            usage = both[: prof.slots]
+            usage = self.ring.usage_matrix(prof.first_bucket(day), prof.slots)
             used = self.ring.used_matrix(prof.first_bucket(day), prof.slots)
             exclude = self._taint.pop(day, np.zeros(usage.shape[1], np.bool_))
-            # a day away or unheard says nothing of the field rule either; nor do the windows
-            # reaching into the next day when it is (an absence starting tomorrow morning)
-            exclude_next = self._taint.get(day + 1, np.zeros(usage.shape[1], np.bool_))
-            lows = np.where(exclude_next, np.nan, floor_minimum(both, window_b)).astype(np.float32)
+            # the least litres the field rule saw in the windows judged that day (the sweeps
+            # judge none while the resident is away or the meter unheard)
+            lows = self._judged_low.pop(day, None)
             prof.record_day(day, usage, used, exclude, lows)
             self.recorded.append(day)
         for day in [d for d in self._taint if d <= due]:
             del self._taint[day]
+        for day in [d for d in self._judged_low if d <= due]:
+            del self._judged_low[day]
         self.relearn()
 
     def relearn(self) -> None:

@@ -161,6 +161,7 @@ class Detector:
         # per welfare kind and resident: the open alert only asks the resident (check-in tier)
         self.check_in_only = {k: np.zeros(residents, np.bool_) for k in WATER_KINDS}
         self._answered: I64 | None = None  # per resident: their last "fine", this sweep
+        self._field_judged_hz = np.full(meters, NEVER, np.int64)  # the field rule's last window
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
         self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
         self._leak_hour = -1
@@ -285,11 +286,12 @@ class Detector:
             AlertKind.RUNNING_TAP: rules.running_tap(inp),
             AlertKind.LEAK: rules.leak(inp),
         }
+        away_m = self.resident_meters.to_meters(away_r, False)
+        self._judge_field_rule(inp, unknown_now | away_m)
         # after every rule has judged this sweep's data: from now on a leak's flow is netted
         # out of the new buckets and windows (this writes the ring's `baseline_l`)
         self._track_leaks(verdicts[AlertKind.LEAK].raise_when, inp.horizon_s)
 
-        away_m = self.resident_meters.to_meters(away_r, False)
         changes = self._step_residents(inp, verdicts, unknown_now, away_r, away_m)
         changes += self._step_meters(silent)
         changes += self._step_gateways(inp, offline)
@@ -546,6 +548,26 @@ class Detector:
         for g in step.cleared:
             changes.append(self._gateway_change("clear", int(g), int(last_g[g])))
         return changes
+
+    def _judge_field_rule(self, inp: SweepInput, held: BOOL) -> None:
+        """What the plain field rule judged this sweep, for the floor's eligibility: the
+        window ending at each meter's horizon, once per new horizon, for the meters it would
+        judge (not away, heard, the window after the last absence)."""
+        if not self.days.learning:
+            return
+        hz = inp.horizon_s
+        fresh = (hz != self._field_judged_hz) & ~held
+        self._field_judged_hz = np.where(held, self._field_judged_hz, hz)
+        meters = np.flatnonzero(fresh)
+        if not meters.size:
+            return
+        start = hz[meters] - inp.params.low_window_s[meters]
+        litres = self.ring.usage_between(meters, start, hz[meters])
+        if inp.leak_baseline_l.any():  # net of a leak, as the rule (before it is updated)
+            buckets = inp.params.low_window_s[meters] // self.bucket_s
+            litres = litres - inp.leak_baseline_l[meters] * buckets
+        judged = ~np.isnan(litres) & (start >= inp.monitor_from_s[meters])
+        self.days.judged_windows(meters[judged], hz[meters[judged]], litres[judged].astype(np.float32))
 
     # -- helpers --------------------------------------------------------------------------
 

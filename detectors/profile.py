@@ -102,7 +102,7 @@ class RoutineProfile:
         self, day: int, usage_l: F32, used: BOOL, exclude: BOOL, floor_min_l: F32 | None = None
     ) -> None:
         """Store day `day` from its usage and used flags (slots x meters; NaN: unknown), and
-        the least litres of the field rule's windows starting that day (`floor_minimum`)."""
+        the least litres of the field rule's windows judged that day (NaN: none)."""
         if usage_l.shape[0] != self.slots or used.shape != usage_l.shape:
             raise ValueError(f"a day has {self.slots} buckets, got {usage_l.shape[0]}")
         row = day % self.days
@@ -110,7 +110,7 @@ class RoutineProfile:
         self.valid[row] = ~np.isnan(usage_l).any(axis=0) & ~exclude
         self.floor_min_l[row] = np.nan
         if floor_min_l is not None:
-            self.floor_min_l[row] = np.where(exclude, np.nan, floor_min_l)
+            self.floor_min_l[row] = floor_min_l
         self.day_of_row[row] = day
         self.last_day = day if self.last_day is None else max(self.last_day, day)
 
