@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from lovekey.errors import AlertStateError
-from lovekey.vocabulary import CHOSEN_OUTCOMES
+from lovekey.vocabulary import CHOSEN_OUTCOMES, AlertTier
 
 _COLUMNS = (
     "id, kind, subject, resident_id, device_id, gateway_id, status, since, opened_at,"
@@ -43,12 +43,16 @@ class AlertCandidate:
     gateway_id: str | None
     since: datetime
     details: Mapping[str, Any] = field(default_factory=dict)
+    # which welfare tier fired: 'check_in' only asks the resident, 'neighbour' (every other
+    # kind too) goes to the love-key holder and onwards
+    tier: str = AlertTier.NEIGHBOUR
 
 
 @dataclass(frozen=True, slots=True)
 class RaiseResult:
     opened: list[int]
     updated: list[int]
+    raised_tier: list[int] = field(default_factory=list)  # open check_in alerts now 'neighbour'
 
 
 def raise_alerts(
@@ -60,6 +64,9 @@ def raise_alerts(
     raising the same condition at once end with one alert. A refresh moves
     `last_triggered_at` and replaces `details`; it writes an 'updated' history row only when
     the details changed, so a detector re-raising every sweep does not flood the history.
+    A refresh with tier 'neighbour' raises an unresolved 'check_in' alert to 'neighbour'
+    (never back down) and makes its escalation due at once, so the chain goes on past the
+    resident stage without waiting for the stage to end.
     """
     if not candidates:
         return RaiseResult([], [])
@@ -67,26 +74,32 @@ def raise_alerts(
         """
         WITH c AS (
             SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                                 %s::timestamptz[], %s::jsonb[])
-                AS c(kind, subject, resident_id, device_id, gateway_id, since, details)
+                                 %s::timestamptz[], %s::jsonb[], %s::text[])
+                AS c(kind, subject, resident_id, device_id, gateway_id, since, details, tier)
         ),
         before AS (
-            SELECT DISTINCT a.id, a.details FROM alert a JOIN c USING (kind, subject)
+            SELECT DISTINCT a.id, a.details, a.tier FROM alert a JOIN c USING (kind, subject)
             WHERE a.status <> 'resolved'
         ),
         up AS (
             INSERT INTO alert AS a (kind, subject, resident_id, device_id, gateway_id, since,
-                                    opened_at, last_triggered_at, escalation_due_at, details)
+                                    opened_at, last_triggered_at, escalation_due_at, details,
+                                    tier)
             SELECT DISTINCT ON (kind, subject)
-                   kind, subject, resident_id, device_id, gateway_id, since, %s, %s, %s, details
-            FROM c ORDER BY kind, subject
+                   kind, subject, resident_id, device_id, gateway_id, since, %s, %s, %s, details,
+                   tier
+            FROM c ORDER BY kind, subject, tier DESC
             ON CONFLICT (kind, subject) WHERE status <> 'resolved' DO UPDATE
                SET last_triggered_at = greatest(a.last_triggered_at, EXCLUDED.last_triggered_at),
-                   details = EXCLUDED.details
-            RETURNING a.id, a.details, (a.xmax = 0) AS inserted
+                   details = EXCLUDED.details,
+                   tier = CASE WHEN EXCLUDED.tier = 'neighbour' THEN 'neighbour' ELSE a.tier END,
+                   escalation_due_at = CASE WHEN a.tier = 'check_in' AND EXCLUDED.tier = 'neighbour'
+                                            THEN EXCLUDED.escalation_due_at
+                                            ELSE a.escalation_due_at END
+            RETURNING a.id, a.details, (a.xmax = 0) AS inserted, a.tier
         )
         SELECT up.id, up.inserted, before.details IS DISTINCT FROM up.details AS changed,
-               up.details
+               up.details, before.tier IS DISTINCT FROM up.tier AS raised
         FROM up LEFT JOIN before USING (id)
         ORDER BY up.id
         """,
@@ -98,6 +111,7 @@ def raise_alerts(
             [c.gateway_id for c in candidates],
             [c.since for c in candidates],
             [Jsonb(dict(c.details)) for c in candidates],
+            [str(AlertTier(c.tier)) for c in candidates],
             now,
             now,
             now,
@@ -105,10 +119,12 @@ def raise_alerts(
     ).fetchall()
     opened = [r[0] for r in rows if r[1]]
     updated = [r[0] for r in rows if not r[1]]
+    raised = [r[0] for r in rows if not r[1] and r[4]]
     history: list[tuple[int, str, Any]] = [(r[0], "opened", Jsonb(r[3])) for r in rows if r[1]]
     history += [(r[0], "updated", Jsonb(r[3])) for r in rows if not r[1] and r[2]]
+    history += [(i, "tier_raised", Jsonb({"tier": AlertTier.NEIGHBOUR})) for i in raised]
     add_history(conn, history, now, actor="detector")
-    return RaiseResult(opened, updated)
+    return RaiseResult(opened, updated, raised)
 
 
 def clear_alerts(

@@ -176,6 +176,20 @@ class DetectSettings(_Section):
     low_usage_population_quantile: float | None = Field(None, gt=0.5, le=1.0)
     low_usage_margin_min: float = Field(60.0, ge=0)
     low_usage_cap_h: float = Field(24.0, ge=0)
+    # the door reminder: a passage with no water after it is probably the resident going
+    # out; the learned rules (not the floor) then count the dry run from this long after it
+    door_out_grace_h: float = Field(3.0, ge=0)
+    # the floor (issue 17): a resident whose own ordinary days never tripped the plain field
+    # rule (< low_usage_min_l in low_usage_window_h of known data) on any learned day of the
+    # last `floor_history_days`, with at least `floor_min_days` such days learned, is flagged
+    # the moment the field rule would flag them, under the learned rules. It asks the resident
+    # first (the check-in tier); the learned rules still wake the neighbour. 12 days: the
+    # newest learned day is 1-2 days old, so the days judged lie within the 14 days before.
+    # One day is enough: back from ten days away, a resident the field rule never fired on in
+    # the days they were home is one it is quiet for (a frugal one trips it on their first day)
+    floor_enabled: bool = True
+    floor_history_days: int = Field(12, ge=1, le=90)
+    floor_min_days: int = Field(1, ge=1)
     sweep_interval_s: int = Field(60, ge=1)
     # usage history held in memory per meter (a ring of buckets); covers every window
     ring_hours: int = Field(56, ge=14, le=24 * 14)
@@ -206,6 +220,12 @@ class DetectSettings(_Section):
     # and only once the dry run is longer than this quantile of everyone's dry runs that
     # started at the same time of day (errands, days out: learned from the district); None: off
     routine_population_quantile: float | None = Field(0.9995, gt=0.5, le=1.0)
+    # the check-in tier of routine_break (issue 14): the resident alone is asked once the dry
+    # run is longer than their own pattern and than this quantile of the district's dry runs
+    # starting at that time of day (None: their own pattern only); the neighbour waits for
+    # routine_population_quantile. Off: one tier, as before
+    routine_check_in_enabled: bool = True
+    routine_check_in_population_quantile: float | None = Field(0.995, gt=0.5, le=1.0)
     # ... learned separately for this many groups of residents, by how busy their days are
     routine_population_groups: int = Field(1, ge=1, le=16)
     # a day is learned from once complete data for it can have arrived (a daily meter sends

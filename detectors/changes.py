@@ -14,12 +14,13 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.detectors.rules import SweepInput, Verdict
-from lovekey.vocabulary import AlertKind
+from lovekey.vocabulary import AlertKind, AlertTier
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One alert transition: `action` is 'raise' or 'clear'."""
+    """One alert transition: `action` is 'raise', 'clear' or 'escalate' (an open check-in
+    alert whose neighbour tier fired: raise it again with tier 'neighbour')."""
 
     kind: str
     action: str
@@ -30,6 +31,7 @@ class Change:
     since_s: int
     details: dict[str, Any] = field(default_factory=dict)
     reason: str = "condition_cleared"
+    tier: str = AlertTier.NEIGHBOUR  # a raise: which tier fired (`alert.tier`)
 
 
 def water_details(

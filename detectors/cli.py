@@ -46,17 +46,18 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
     with database_url(settings) as url:
         if args.once:
             at = settings.parse_time(args.at) if args.at else datetime.now(UTC)
-            return _once(url, settings, shard, at)
+            return _once(url, settings, shard, at, replay=args.at is not None)
         return _run(url, settings, shard)
 
 
-def _once(url: str, settings: Settings, shard: Any, at: datetime) -> int:
+def _once(url: str, settings: Settings, shard: Any, at: datetime, *, replay: bool = False) -> int:
+    """One sweep as of `at`; `replay`: `at` was given, data received after it is history."""
     from lovekey.detectors.event_watcher import EventWatcher
     from lovekey.detectors.service import DetectorService
     from lovekey.storage import connect
 
     with connect(url) as conn:
-        service = DetectorService(settings, shard=shard)
+        service = DetectorService(settings, shard=shard, replay=replay)
         service.start(conn, at)
         conn.commit()
         changes = service.sweep(conn, at)

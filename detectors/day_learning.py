@@ -30,7 +30,9 @@ class DayLearner:
         routine_margin_b: I64,
         *,
         learn: bool,
+        floor_min_l: npt.NDArray[np.float64] | None = None,
     ) -> None:
+        """`floor_min_l`: per meter the field rule's litres (`low_usage_min_l`), for the floor."""
         bs = profile.bucket_s
         lag_s = int(settings.routine_summary_lag_h * 3600)
         if learn and 86400 + lag_s + bs > settings.ring_hours * 3600:
@@ -42,8 +44,17 @@ class DayLearner:
         self._routine_margin_b = routine_margin_b
         self._learn = learn
         self._summary_lag_s = lag_s
+        # the plain field rule's window, in buckets (the floor learns its lows per day)
+        self.floor_window_b = max(1, round(settings.low_usage_window_h * 3600 / bs))
         self._taint: dict[int, BOOL] = {}  # day -> meters not to learn it for
         self.recorded: list[int] = []  # learned since the owner last looked (to persist)
+        meters = ring.meters
+        self._floor_min_l = np.full(meters, settings.low_usage_min_l) if floor_min_l is None else floor_min_l
+        # per meter: the floor applies (its ordinary days never trip the field rule)
+        self.floor_eligible = np.zeros(meters, np.bool_)
+        # per day not yet learned: per meter, the least litres of the field-rule windows the
+        # sweeps judged (NaN: none judged); see `judged_windows`
+        self._judged_low: dict[int, npt.NDArray[np.float32]] = {}
 
     def taint(self, hz: I64, taint: BOOL) -> None:
         """Meters in `taint` are not learned for the day their horizon `hz` falls in."""
@@ -55,6 +66,28 @@ class DayLearner:
                 continue
             mask = self._taint.setdefault(int(day), np.zeros(hz.size, np.bool_))
             mask[np.flatnonzero(taint)[days == day]] = True
+
+    @property
+    def learning(self) -> bool:
+        return self._learn
+
+    def judged_windows(self, meters: I64, hz: I64, litres: npt.NDArray[np.float32]) -> None:
+        """The field rule's windows a sweep judged for `meters` (ending at their horizons
+        `hz`): a day's floor minimum is the least of these, so it says what the field rule
+        saw that day. A daily meter is judged once a day, at its horizon after each delivery,
+        not at every hour of the day its values cover (the field rule cannot see those)."""
+        if not self._learn or meters.size == 0:
+            return
+        days = (hz - 1 - self.profile.origin_s) // 86400
+        for day in np.unique(days):
+            if self.profile.last_day is not None and day <= self.profile.last_day:
+                continue
+            low = self._judged_low.get(int(day))
+            if low is None:
+                low = self._judged_low[int(day)] = np.full(self.ring.meters, np.nan, np.float32)
+            pick = days == day
+            m = meters[pick]
+            low[m] = np.fmin(low[m], litres[pick])
 
     def learn_due(self, now_s: int) -> None:
         """Record every routine day whose data can all have arrived, then relearn."""
@@ -71,10 +104,15 @@ class DayLearner:
             usage = self.ring.usage_matrix(prof.first_bucket(day), prof.slots)
             used = self.ring.used_matrix(prof.first_bucket(day), prof.slots)
             exclude = self._taint.pop(day, np.zeros(usage.shape[1], np.bool_))
-            prof.record_day(day, usage, used, exclude)
+            # the least litres the field rule saw in the windows judged that day (the sweeps
+            # judge none while the resident is away or the meter unheard)
+            lows = self._judged_low.pop(day, None)
+            prof.record_day(day, usage, used, exclude, lows)
             self.recorded.append(day)
         for day in [d for d in self._taint if d <= due]:
             del self._taint[day]
+        for day in [d for d in self._judged_low if d <= due]:
+            del self._judged_low[day]
         self.relearn()
 
     def relearn(self) -> None:
@@ -92,4 +130,9 @@ class DayLearner:
             population_quantile=st.routine_population_quantile,
             low_population_quantile=st.low_usage_population_quantile,
             groups=st.routine_population_groups,
+            early_population_quantile=st.routine_check_in_population_quantile,
         )
+        if st.floor_enabled:
+            self.floor_eligible = self.profile.floor_eligible(
+                self._floor_min_l, st.floor_history_days, st.floor_min_days
+            )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +32,7 @@ from lovekey.detectors.resident_meters import ResidentMeters
 from lovekey.detectors.ring import NEVER, ApplyResult, UsageRing
 from lovekey.detectors.rules import SweepInput, Verdict
 from lovekey.detectors.runs import Runs
-from lovekey.vocabulary import WELFARE_KINDS, AlertKind
+from lovekey.vocabulary import WELFARE_KINDS, AlertKind, AlertTier
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -60,11 +60,15 @@ class Registry:
     resident_of: I64
     gateway_of: I64
     params: MeterParams
+    # per resident: can be asked on their own phone (the check-in tier); None: everyone
+    askable: BOOL | None = None
 
     def __post_init__(self) -> None:
         m = len(self.meter_ids)
         if not (self.resident_of.size == self.gateway_of.size == self.params.meters == m):
             raise ValueError("registry arrays must all have one entry per meter")
+        if self.askable is not None and self.askable.size != len(self.resident_ids):
+            raise ValueError("askable has one entry per resident")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,16 @@ class Presence:
     away: BOOL
     monitor_since_s: I64
     lapsed_since_s: I64 | None = None
+    # when the resident last answered a check-in "fine" (NEVER: not yet): their open quiet
+    # alerts are closed, and the floor's window and the dry runs start again from then
+    answered_fine_s: I64 | None = None
+    # when the resident was last seen up and about other than by their water: a passage at
+    # the door reminder. It ends a dry run for the learned rules (not for the floor)
+    active_at_s: I64 | None = None
+    # per resident and quarter of the local day (night, morning, afternoon, evening): the
+    # longest dry stretch at which they answered a check-in "fine" lately. routine_break's
+    # check-in tier does not ask again for a stretch no longer than that (the floor does)
+    fine_dry_s: npt.NDArray[np.int64] | None = None
 
     @classmethod
     def everyone_home(cls, residents: int) -> Presence:
@@ -130,7 +144,12 @@ class Detector:
             utc_offset_s=utc_offset_s,
         )
         self.days = DayLearner(
-            self.ring, self.profile, settings, registry.params.routine_margin_b, learn=learn_days
+            self.ring,
+            self.profile,
+            settings,
+            registry.params.routine_margin_b,
+            learn=learn_days,
+            floor_min_l=registry.params.low_min_l,
         )
         residents, gateways = len(registry.resident_ids), len(registry.gateway_ids)
         self.states: dict[str, RuleState] = {
@@ -139,6 +158,10 @@ class Detector:
             AlertKind.GATEWAY_OFFLINE: RuleState(gateways),
         }
         self.resident_meters = ResidentMeters(registry.resident_of, residents)
+        # per welfare kind and resident: the open alert only asks the resident (check-in tier)
+        self.check_in_only = {k: np.zeros(residents, np.bool_) for k in WATER_KINDS}
+        self._answered: I64 | None = None  # per resident: their last "fine", this sweep
+        self._field_judged_hz = np.full(meters, NEVER, np.int64)  # the field rule's last window
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
         self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
         self._leak_hour = -1
@@ -151,6 +174,7 @@ class Detector:
         p = registry.params
         self._tap_lag_s = p.report_interval_s + p.tap_limit_s
         self._leak_lag_s = p.report_interval_s + p.leak_limit_s
+        self.utc_offset_s = utc_offset_s
         self.last_sweep_s: int | None = None
         self.quiet_candidates = 0  # meters the last sweep judged the quiet rules' window for
 
@@ -248,6 +272,7 @@ class Detector:
         presence = presence or Presence.everyone_home(len(self.registry.resident_ids))
         self.days.learn_due(now_s)
         away_r = self._away(presence)
+        self._answered = presence.answered_fine_s
         inp = self._sweep_input(now_s, presence, gateway_offline_since_s)
 
         offline = rules.gateway_offline(inp)
@@ -261,11 +286,12 @@ class Detector:
             AlertKind.RUNNING_TAP: rules.running_tap(inp),
             AlertKind.LEAK: rules.leak(inp),
         }
+        away_m = self.resident_meters.to_meters(away_r, False)
+        self._judge_field_rule(inp, unknown_now | away_m)
         # after every rule has judged this sweep's data: from now on a leak's flow is netted
         # out of the new buckets and windows (this writes the ring's `baseline_l`)
         self._track_leaks(verdicts[AlertKind.LEAK].raise_when, inp.horizon_s)
 
-        away_m = self.resident_meters.to_meters(away_r, False)
         changes = self._step_residents(inp, verdicts, unknown_now, away_r, away_m)
         changes += self._step_meters(silent)
         changes += self._step_gateways(inp, offline)
@@ -296,13 +322,33 @@ class Detector:
         params = reg.params
         hz = ring.horizon()
         known_start = ring.known_start
-        monitor = self.resident_meters.to_meters(-(-presence.monitor_since_s // bs) * bs, NEVER)
+        since_r = presence.monitor_since_s
+        if presence.answered_fine_s is not None:  # a "fine" restarts the rules from the answer
+            since_r = np.maximum(since_r, presence.answered_fine_s)
+        monitor = self.resident_meters.to_meters(-(-since_r // bs) * bs, NEVER)
         dry_from = np.maximum(runs.last_use_end, np.maximum(known_start, monitor))
+        if presence.active_at_s is not None:  # a passage at the door ends a dry run
+            active = self.resident_meters.to_meters(presence.active_at_s // bs * bs, NEVER)
+            # and one with no water after it is probably the resident going out: the learned
+            # rules count the dry run from a while later (slower, not silenced: someone can
+            # fall after coming home); the floor judges water alone and never waits
+            out = (active != NEVER) & (active >= runs.last_use_end)
+            active = np.where(out, active + int(st.door_out_grace_h * 3600) // bs * bs, active)
+            dry_from = np.maximum(dry_from, np.minimum(active, hz))
         dry_b = (hz - dry_from) // bs
         # the profile tables are slot-major: row = the slot each meter's horizon ends
         cell = prof.slot_ending(hz) * len(hz) + self._all_meters
         limit = prof.threshold.reshape(-1).take(cell)  # uint8, compared as it is
         over_limit = dry_b > limit
+        answered_dry_b = np.zeros(len(hz), np.int64)
+        if presence.fine_dry_s is not None:  # each meter's resident, at its horizon's quarter
+            quarter = ((hz + self.utc_offset_s) % 86400) // 21600
+            per_r = presence.fine_dry_s // bs
+            answered_dry_b = np.where(
+                self.resident_meters.has_resident,
+                per_r[np.maximum(self.registry.resident_of, 0), quarter],
+                0,
+            )
 
         # The quiet rules can fire only where the dry run is already long: longer than the
         # resident's own limit (routine_break) or than low_usage's minimum. The window's
@@ -316,6 +362,8 @@ class Detector:
         sel: I64 | slice = maybe if maybe.size < len(hz) * self.quiet_subset_share else slice(None)
         hz_s = hz[sel]
         open_meters, raised_at, used_since = self._routine_open(hz)
+        floor_sel = np.flatnonzero(self.days.floor_eligible)
+        floor_hz = hz[floor_sel]
         return SweepInput(
             now_s=now_s,
             bucket_s=bs,
@@ -347,6 +395,10 @@ class Detector:
             low_allowance_b=prof.low_allowance,
             profile_group=prof.group,
             profile_slots=prof.slots,
+            floor_sel=floor_sel,
+            floor_usage_l=ring.usage_between(floor_sel, floor_hz - params.low_window_s[floor_sel], floor_hz),
+            early_allowance_b=prof.early_allowance,
+            answered_dry_b=answered_dry_b,
             routine_open_meters=open_meters,
             routine_raised_at_s=raised_at,
             routine_used_since_l=used_since,
@@ -386,40 +438,80 @@ class Detector:
             # a resident is quiet when all their meters are; flowing when any one is. Away,
             # the quiet rules are held (and their open alerts cleared): no use is expected
             quiet_kind = kind in QUIET_KINDS
+            how: Literal["all", "any"] = "all" if quiet_kind else "any"
             hold = hold_m if quiet_kind else unknown_now
+            neighbour_m, first_m = self._tiers(kind, verdict)
             cond_r, clear_r, hold_r, since_r, rep_r = self.resident_meters.by_resident(
-                verdict.raise_when & ~hold,
-                verdict.clear_when & ~hold,
-                hold,
-                verdict.since_s,
-                "all" if quiet_kind else "any",
+                first_m & ~hold, verdict.clear_when & ~hold, hold, verdict.since_s, how
             )
+            neighbour_r = cond_r
+            if first_m is not verdict.raise_when:  # two tiers: which residents the second reaches
+                neighbour_r = self.resident_meters.by_resident(
+                    neighbour_m & ~hold, verdict.clear_when & ~hold, hold, verdict.since_s, how
+                )[0]
             state = self.states[kind]
+            check_in = self.check_in_only[kind]
             if quiet_kind:
                 for r in state.force_clear(away_r):
                     changes.append(self._resident_change(kind, "clear", int(r), reason="resident_away"))
+                # a resident who answered "fine" after the alert rose: it is closed (the alerts
+                # side resolved it as resident_ok) and the rules start again from the answer
+                if self._answered is not None:
+                    fine = state.active & (self._answered > state.raised_at)
+                    state.force_clear(fine)
                 hold_r = hold_r | away_r
             step = state.step(cond_r, clear_r, hold_r)
             state.since[step.raised] = since_r[step.raised]
             state.raised_at[step.raised] = hz[rep_r[step.raised]]
+            check_in[step.cleared] = False
+            check_in[~state.active] = False
+            # an open check-in alert whose neighbour tier now fires goes to the neighbour
+            lifted = np.flatnonzero(state.active & check_in & neighbour_r & ~hold_r)
+            check_in[step.raised] = ~neighbour_r[step.raised]
+            check_in[lifted] = False
             # an episode a person already resolved stays active here but is not raised again
             handled = since_r[step.raised] <= state.handled_until[step.raised]
             for r in step.raised[~handled]:
                 m = int(rep_r[r])
+                details = water_details(
+                    kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
+                )
+                tier = AlertTier.CHECK_IN if check_in[r] else AlertTier.NEIGHBOUR
                 changes.append(
                     self._resident_change(
-                        kind,
-                        "raise",
-                        int(r),
-                        since_s=int(since_r[r]),
-                        details=water_details(
-                            kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
-                        ),
+                        kind, "raise", int(r), since_s=int(since_r[r]), details=details, tier=tier
                     )
+                )
+            for r in lifted:
+                if state.since[r] <= state.handled_until[r]:
+                    continue
+                m = int(rep_r[r])
+                details = water_details(
+                    kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
+                )
+                changes.append(
+                    self._resident_change(kind, "escalate", int(r), details=details, tier=AlertTier.NEIGHBOUR)
                 )
             for r in step.cleared:
                 changes.append(self._resident_change(kind, "clear", int(r)))
         return changes
+
+    def _tiers(self, kind: str, verdict: Verdict) -> tuple[BOOL, BOOL]:
+        """Per meter: the neighbour tier's condition, and the first tier's (either tier).
+
+        A resident who cannot be asked (`Registry.askable`) has no check-in tier: for
+        routine_break they wait for the neighbour tier's timing; the floor is never skipped,
+        so for them it goes to the neighbour at once."""
+        early = verdict.early_when
+        if early is None:
+            return verdict.raise_when, verdict.raise_when
+        askable = self.registry.askable
+        if askable is None:
+            return verdict.raise_when, early
+        askable_m = self.resident_meters.to_meters(askable, True)
+        if kind == AlertKind.LOW_USAGE:
+            return verdict.raise_when | (early & ~askable_m), early
+        return verdict.raise_when, np.where(askable_m, early, verdict.raise_when)
 
     def _step_meters(self, silent: Verdict) -> list[Change]:
         """meter_silent's hysteresis (a meter of an offline gateway is held by the rule)."""
@@ -456,6 +548,26 @@ class Detector:
         for g in step.cleared:
             changes.append(self._gateway_change("clear", int(g), int(last_g[g])))
         return changes
+
+    def _judge_field_rule(self, inp: SweepInput, held: BOOL) -> None:
+        """What the plain field rule judged this sweep, for the floor's eligibility: the
+        window ending at each meter's horizon, once per new horizon, for the meters it would
+        judge (not away, heard, the window after the last absence)."""
+        if not self.days.learning:
+            return
+        hz = inp.horizon_s
+        fresh = (hz != self._field_judged_hz) & ~held
+        self._field_judged_hz = np.where(held, self._field_judged_hz, hz)
+        meters = np.flatnonzero(fresh)
+        if not meters.size:
+            return
+        start = hz[meters] - inp.params.low_window_s[meters]
+        litres = self.ring.usage_between(meters, start, hz[meters])
+        if inp.leak_baseline_l.any():  # net of a leak, as the rule (before it is updated)
+            buckets = inp.params.low_window_s[meters] // self.bucket_s
+            litres = litres - inp.leak_baseline_l[meters] * buckets
+        judged = ~np.isnan(litres) & (start >= inp.monitor_from_s[meters])
+        self.days.judged_windows(meters[judged], hz[meters[judged]], litres[judged].astype(np.float32))
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -501,10 +613,11 @@ class Detector:
         since_s: int | None = None,
         details: dict[str, Any] | None = None,
         reason: str = "condition_cleared",
+        tier: str = AlertTier.NEIGHBOUR,
     ) -> Change:
         rid = self.registry.resident_ids[r]
         since = int(self.states[kind].since[r]) if since_s is None else since_s
-        return Change(kind, action, rid, rid, None, None, since, details or {}, reason)
+        return Change(kind, action, rid, rid, None, None, since, details or {}, reason, tier)
 
     def _meter_change(self, action: str, m: int, details: dict[str, Any] | None = None) -> Change:
         reg = self.registry

@@ -50,6 +50,9 @@ class RoutineProfile:
         self.origin_s = day_start_s - utc_offset_s  # a routine day starts here (mod 1 day), UTC
         self.use_bits = np.zeros((days, meters, (self.slots + 7) // 8), dtype=np.uint8)
         self.valid = np.zeros((days, meters), dtype=np.bool_)
+        # the floor: per day the least litres any field-rule window starting that day held
+        # (NaN: no known window, or a day away or unheard)
+        self.floor_min_l = np.full((days, meters), np.nan, dtype=np.float32)
         self.day_of_row = np.full(days, NEVER, dtype=np.int64)
         # slot-major (slots x meters): a sweep reads one slot of nearly every meter, which is
         # then one contiguous row rather than a cache line per meter
@@ -63,6 +66,7 @@ class RoutineProfile:
         self.group = np.zeros(meters, dtype=np.int64)
         self.allowance = np.zeros((1, self.slots), dtype=np.int16)
         self.low_allowance = np.zeros((1, self.slots), dtype=np.int16)  # the same, for low_usage
+        self.early_allowance = np.zeros((1, self.slots), dtype=np.int16)  # routine's check-in tier
         self.learned_days = np.zeros(meters, dtype=np.int16)
         self.last_day: int | None = None  # newest day recorded
 
@@ -94,25 +98,36 @@ class RoutineProfile:
 
     # -- learning -------------------------------------------------------------------------
 
-    def record_day(self, day: int, usage_l: F32, used: BOOL, exclude: BOOL) -> None:
-        """Store day `day` from its usage and used flags (slots x meters; NaN: unknown)."""
+    def record_day(
+        self, day: int, usage_l: F32, used: BOOL, exclude: BOOL, floor_min_l: F32 | None = None
+    ) -> None:
+        """Store day `day` from its usage and used flags (slots x meters; NaN: unknown), and
+        the least litres of the field rule's windows judged that day (NaN: none)."""
         if usage_l.shape[0] != self.slots or used.shape != usage_l.shape:
             raise ValueError(f"a day has {self.slots} buckets, got {usage_l.shape[0]}")
         row = day % self.days
         self.use_bits[row] = np.packbits(np.ascontiguousarray(used.T), axis=1)
         self.valid[row] = ~np.isnan(usage_l).any(axis=0) & ~exclude
+        self.floor_min_l[row] = np.nan
+        if floor_min_l is not None:
+            self.floor_min_l[row] = floor_min_l
         self.day_of_row[row] = day
         self.last_day = day if self.last_day is None else max(self.last_day, day)
 
-    def load_day(self, day: int, meters: I64, use_bits: U8, valid: BOOL) -> None:
+    def load_day(
+        self, day: int, meters: I64, use_bits: U8, valid: BOOL, floor_min_l: F32 | None = None
+    ) -> None:
         """Put saved days back (rows of packed bits for some meters of one day)."""
         row = day % self.days
         if self.day_of_row[row] != day:
             self.use_bits[row] = 0
             self.valid[row] = False
+            self.floor_min_l[row] = np.nan
             self.day_of_row[row] = day
         self.use_bits[row, meters] = use_bits
         self.valid[row, meters] = valid
+        if floor_min_l is not None:
+            self.floor_min_l[row, meters] = floor_min_l
         self.last_day = day if self.last_day is None else max(self.last_day, day)
 
     def day_rows(self, day: int) -> tuple[U8, BOOL]:
@@ -121,6 +136,30 @@ class RoutineProfile:
         if self.day_of_row[row] != day:
             raise KeyError(day)
         return self.use_bits[row], self.valid[row]
+
+    def day_floor(self, day: int) -> F32:
+        """The floor minima of every meter for a recorded day (NaN: not known)."""
+        row = day % self.days
+        if self.day_of_row[row] != day:
+            raise KeyError(day)
+        out: F32 = self.floor_min_l[row]
+        return out
+
+    def floor_eligible(self, min_l: npt.NDArray[np.float64], history_days: int, min_days: int) -> BOOL:
+        """Per meter: the plain field rule did not fire on any of its learned days within the
+        last `history_days` (every field-rule window starting on them held at least `min_l`),
+        and at least `min_days` such days are known. These residents' ordinary days never trip
+        the field rule, so when it fires for them it is news: the floor flags them then."""
+        if self.last_day is None:
+            return np.zeros(self.floor_min_l.shape[1], np.bool_)
+        days = np.arange(self.last_day - min(history_days, self.days) + 1, self.last_day + 1)
+        rows = days % self.days
+        present = self.day_of_row[rows] == days
+        lows = self.floor_min_l[rows[present]]  # D x M
+        known = ~np.isnan(lows)
+        tripped = (known & (lows < min_l[None, :].astype(np.float32))).any(axis=0)
+        out: BOOL = ~tripped & (known.sum(axis=0) >= min_days)
+        return out
 
     def recompute(
         self,
@@ -136,6 +175,7 @@ class RoutineProfile:
         population_quantile: float | None = None,
         low_population_quantile: float | None = None,
         groups: int = 1,
+        early_population_quantile: float | None = None,
     ) -> None:
         """Thresholds from the days recorded within the last `days` days."""
         if self.last_day is None:
@@ -170,7 +210,10 @@ class RoutineProfile:
             self.low_threshold[:, lo:hi] = low.T
         self.allowance = np.zeros((self.groups, self.slots), np.int16)
         self.low_allowance = np.zeros((self.groups, self.slots), np.int16)
+        self.early_allowance = np.zeros((self.groups, self.slots), np.int16)
         for g in range(self.groups):
+            if early_population_quantile is not None:
+                self.early_allowance[g] = _allowance(runs[g], early_population_quantile, slack_b)
             if population_quantile is not None:
                 self.allowance[g] = _allowance(runs[g], population_quantile, slack_b)
             if low_population_quantile is not None:
@@ -313,3 +356,22 @@ def _widen(level: npt.NDArray[np.int32], slack_b: int) -> npt.NDArray[np.int32]:
         np.maximum(widened, np.roll(level, shift, axis=1) + shift, out=widened)
         np.maximum(widened, np.roll(level, -shift, axis=1), out=widened)
     return widened
+
+
+def floor_minimum(usage_l: F32, window_b: int) -> F32:
+    """Per meter (column), the least litres in any `window_b`-bucket window starting in the
+    first `rows - window_b + 1` rows of `usage_l` (buckets x meters, NaN unknown); windows
+    holding an unknown bucket are skipped (the field rule judges known data only), NaN where
+    no window is known."""
+    starts = usage_l.shape[0] - window_b + 1
+    if starts < 1:
+        return np.full(usage_l.shape[1], np.nan, np.float32)
+    zero = np.zeros((1, usage_l.shape[1]), np.float64)
+    litres = np.concatenate([zero, np.cumsum(np.nan_to_num(usage_l, nan=0.0), axis=0, dtype=np.float64)])
+    unknown = np.concatenate([zero, np.cumsum(np.isnan(usage_l), axis=0, dtype=np.float64)])
+    window = litres[window_b : window_b + starts] - litres[:starts]
+    holes = unknown[window_b : window_b + starts] - unknown[:starts]
+    window[holes > 0] = np.inf
+    low = window.min(axis=0)
+    out: F32 = np.where(np.isinf(low), np.nan, low).astype(np.float32)
+    return out

@@ -75,6 +75,14 @@ class SweepInput:
     low_allowance_b: npt.NDArray[np.int16]
     profile_group: I64
     profile_slots: int
+    # the floor (issue 17): the meters it applies to and the field rule's window over them
+    floor_sel: I64
+    floor_usage_l: F32
+    # routine_break's check-in tier: the district's allowance at its own quantile (0: none)
+    early_allowance_b: npt.NDArray[np.int16]
+    # routine_break's check-in tier: the longest dry run (buckets) at which this meter's
+    # resident answered "fine" at this quarter of the day; the tier waits for a longer one
+    answered_dry_b: I64
     # routine_break's open alerts: their meters, and per such meter the evidence time at the
     # raise and the litres used since then
     routine_open_meters: I64
@@ -98,6 +106,9 @@ class Verdict:
     since_s: I64  # when the condition began; read only where it is raised
     hold: BOOL | None = None  # nothing can be said for these subjects now
     used_l: npt.NDArray[np.floating[Any]] | None = None  # low_usage: litres in the window
+    # the check-in tier: the condition on which the resident alone is asked first (`raise_when`
+    # wakes the neighbour); None: the rule has one tier
+    early_when: BOOL | None = None
 
 
 # -- silence ------------------------------------------------------------------------------
@@ -169,12 +180,35 @@ def low_usage(inp: SweepInput) -> Verdict:
     cond &= inp.dry_b[sel] >= low_limit
     raise_when = _spread(cond, sel, size, False)
     clear_when = _spread(known & (used_s >= p.low_clear_l[sel]), sel, size, False)
+    used_l = _spread(used_s, sel, size, np.nan)
+    early_when = floor(inp)
+    if early_when.any():  # the floor's window litres, for what the check-in says
+        used_l = used_l.astype(np.float64)
+        mine = used_l[inp.floor_sel]
+        used_l[inp.floor_sel] = np.where(np.isnan(mine), inp.floor_usage_l, mine)
     # when the low use began: only ever read where low_usage is raised, so only computed then
-    if raise_when.any():
+    if raise_when.any() or early_when.any():
         since = np.minimum(np.maximum(inp.last_use_end_s, inp.known_start_s), inp.horizon_s)
     else:
         since = inp.horizon_s
-    return Verdict(raise_when, clear_when, since, used_l=_spread(used_s, sel, size, np.nan))
+    return Verdict(raise_when, clear_when, since, used_l=used_l, early_when=early_when | raise_when)
+
+
+def floor(inp: SweepInput) -> BOOL:
+    """The plain field rule, for the meters whose ordinary days never trip it (`floor_sel`):
+    less than `low_min_l` in the last window of known data, after monitoring began. It fires
+    exactly when the field rule would; its answer is the check-in tier of `low_usage`."""
+    sel, p = inp.floor_sel, inp.params
+    out = np.zeros(inp.horizon_s.size, np.bool_)
+    if not sel.size:
+        return out
+    window_s = p.low_window_s[sel]
+    used: npt.NDArray[np.floating[Any]] = inp.floor_usage_l
+    if inp.leak_baseline_l.any():  # net of a leak's flow, as low_usage
+        used = used.astype(np.float64) - inp.leak_baseline_l[sel] * (window_s // inp.bucket_s)
+    win_start = inp.horizon_s[sel] - window_s
+    out[sel] = ~np.isnan(used) & (win_start >= inp.monitor_from_s[sel]) & (used < p.low_min_l[sel])
+    return out
 
 
 def routine_break(inp: SweepInput) -> Verdict:
@@ -182,17 +216,24 @@ def routine_break(inp: SweepInput) -> Verdict:
     district's dry runs starting at that time of day may last. Not while a leak is being
     netted out: the pattern was learned through the leak. Clears once the resident has used
     `routine_clear_l` since the alert rose."""
-    cond = inp.params.routine_enabled & inp.over_routine_limit & (inp.leak_baseline_l == 0)
+    own = inp.params.routine_enabled & inp.over_routine_limit & (inp.leak_baseline_l == 0)
+    cond = own
     if inp.allowance_b.any():
         beyond = inp.dry_b[inp.quiet_sel] > inp.allowance_b.reshape(-1).take(_allowance_cell(inp))
-        cond &= _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False)
+        cond = own & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False)
+    # the check-in tier: the same, against the district at its own (lower) quantile
+    early = own if inp.settings.routine_check_in_enabled else cond
+    if inp.settings.routine_check_in_enabled and inp.early_allowance_b.any():
+        beyond = inp.dry_b[inp.quiet_sel] > inp.early_allowance_b.reshape(-1).take(_allowance_cell(inp))
+        early = own & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False)
     recovered = np.zeros(inp.horizon_s.size, np.bool_)
     meters = inp.routine_open_meters
     if meters.size:
         # water used after the raise, and enough of it (unknown litres do not hold it open)
         used_after = inp.last_use_end_s[meters] > inp.routine_raised_at_s
         recovered[meters] = used_after & ~(inp.routine_used_since_l < inp.settings.routine_clear_l)
-    return Verdict(cond, recovered, inp.dry_from_s)
+    early = early & (inp.dry_b > inp.answered_dry_b)
+    return Verdict(cond, recovered, inp.dry_from_s, early_when=early | cond)
 
 
 # -- the flow rules -----------------------------------------------------------------------

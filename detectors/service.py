@@ -29,10 +29,12 @@ from lovekey.detectors import store as db
 from lovekey.detectors.changes import Change
 from lovekey.detectors.engine import SWEPT_KINDS, Detector, Presence, Registry
 from lovekey.detectors.params import build_params, effective_rules
+from lovekey.detectors.profile import floor_minimum
 from lovekey.detectors.ring import NEVER, UsageRing
 from lovekey.vocabulary import (
     AlertKind,
     AlertStatus,
+    PartOfDay,
     ResidentStatus,
 )
 
@@ -73,8 +75,15 @@ def utc_offset_s(settings: Settings, at: datetime) -> int:
 class DetectorService:
     """One shard's detector state, kept in step with the database sweep by sweep."""
 
-    def __init__(self, settings: Settings, *, shard: DetectorShard = DetectorShard()) -> None:
+    def __init__(
+        self, settings: Settings, *, shard: DetectorShard = DetectorShard(), replay: bool = False
+    ) -> None:
+        """`replay`: the sweeps are as of a past time (`detect --once --at T`): a reading
+        received after T is taken to have arrived when it was taken, and a meter last heard
+        after T to have been last heard when its newest reading before T was taken, so a
+        meter that went silent before T is seen silent (issue 14)."""
         self.settings = settings
+        self.replay = replay
         self.st: DetectSettings = settings.detect
         self.shard = shard
         self.detector: Detector | None = None
@@ -94,7 +103,7 @@ class DetectorService:
         """Rebuild everything from the database as of `now`."""
         st = self.st
         meters = [m for m in db.water_meters(conn) if self.shard.owns(m.resident_id or m.device_id)]
-        registry = self._registry(meters)
+        registry = self._registry(meters, db.unaskable_residents(conn))
         self._was_away = np.zeros(len(registry.resident_ids), bool)
         self._back_at = np.full(len(registry.resident_ids), NEVER, np.int64)
         det = Detector(
@@ -110,15 +119,18 @@ class DetectorService:
         self._key_to_meter = np.full(top + 1, -1, np.int64)
         self._key_to_meter[np.array(self._keys, np.int64)] = np.arange(len(meters))
         seen = np.array([db.epoch(m.last_seen) if m.last_seen else NEVER for m in meters], np.int64)
+        if self.replay:  # heard after T: known only from the readings taken before T
+            seen[seen > db.epoch(now)] = NEVER
         det.ring.last_arrival[:] = seen
 
         ring_start = now - timedelta(hours=st.ring_hours)
         rows = db.readings_since_ts(conn, self._keys, ring_start, now)
         self._watermark = now
         self._apply(rows, now, conn=None)
-        # a meter never heard from counts as silent from when we started watching it
+        # a meter never heard from counts as silent from when we started watching it; in a
+        # replay, one with no reading in the ring before T was silent for all of the ring
         never = det.ring.last_arrival == NEVER
-        det.ring.last_arrival[never] = db.epoch(now)
+        det.ring.last_arrival[never] = db.epoch(ring_start if self.replay else now)
         self._load_days(conn, now)
         self._restore_alerts(conn, now)
         log.info(
@@ -130,7 +142,9 @@ class DetectorService:
             det.profile.last_day is not None,
         )
 
-    def _registry(self, meters: Sequence[db.MeterRow]) -> Registry:
+    def _registry(self, meters: Sequence[db.MeterRow], unaskable: set[str]) -> Registry:
+        """Who is who; `unaskable`: residents the check-in stage cannot ask (their floor goes
+        to the neighbour, their routine_break waits for the neighbour tier)."""
         residents = sorted({m.resident_id for m in meters if m.resident_id})
         res_index = {r: i for i, r in enumerate(residents)}
         gateways = sorted({m.gateway_id for m in meters})
@@ -149,6 +163,7 @@ class DetectorService:
             np.array([res_index.get(m.resident_id or "", -1) for m in meters], np.int64),
             np.array([gw_index[m.gateway_id] for m in meters], np.int64),
             params,
+            np.array([r not in unaskable for r in residents], np.bool_),
         )
 
     def _restore_alerts(self, conn: psycopg.Connection[Any], now: datetime) -> None:
@@ -195,8 +210,11 @@ class DetectorService:
                 keep = idx >= 0
                 bits = np.array([np.frombuffer(r.use_bits, np.uint8) for r in found], np.uint8)
                 bits = bits.reshape(len(found), -1)
+                lows = np.array([np.nan if r.floor_min_l is None else r.floor_min_l for r in found])
+                lows = lows.astype(np.float32)
                 if keep.any() and bits.shape[1] == prof.use_bits.shape[2]:
-                    prof.load_day(day, idx[keep], bits[keep], np.array([r.valid for r in found], bool)[keep])
+                    valid = np.array([r.valid for r in found], bool)[keep]
+                    prof.load_day(day, idx[keep], bits[keep], valid, lows[keep])
             else:
                 self._backfill_day(conn, day)
         if prof.last_day is not None:
@@ -210,13 +228,16 @@ class DetectorService:
         prof, bs = det.profile, det.bucket_s
         start, end = prof.day_start(day), prof.day_start(day + 1)
         lead = int(st.max_spread_h * 3600) + bs
-        rows = db.readings_since_ts(conn, self._keys, db.utc(start - lead), db.utc(end + bs))
+        # and the field rule's window after the day: the floor's lows of windows starting in it
+        window_b = det.days.floor_window_b
+        tail = window_b * bs
+        rows = db.readings_since_ts(conn, self._keys, db.utc(start - lead), db.utc(end + tail + bs))
         if len(rows) == 0:
             return
         ring = UsageRing(
             len(self._keys),
             bucket_s=bs,
-            buckets=(end + bs - start + lead) // bs + 2,
+            buckets=(end + tail + bs - start + lead) // bs + 2,
             now_s=start - lead,
             max_spread_s=int(st.max_spread_h * 3600),
             flow_span_max_s=st.flow_span_max_s,
@@ -226,9 +247,10 @@ class DetectorService:
         meter = self._key_to_meter[rows.key]
         ring.apply(meter, rows.ts_s, rows.total_l)
         first = prof.first_bucket(day)
-        usage = ring.usage_matrix(first, prof.slots)
+        both = ring.usage_matrix(first, prof.slots + window_b - 1)
+        usage = both[: prof.slots]
         used = ring.used_matrix(first, prof.slots)
-        prof.record_day(day, usage, used, np.zeros(usage.shape[1], bool))
+        prof.record_day(day, usage, used, np.zeros(usage.shape[1], bool), floor_minimum(both, window_b))
         det.recorded_days.append(day)
 
     def _save_days(self, conn: psycopg.Connection[Any], days: Sequence[int]) -> None:
@@ -237,10 +259,20 @@ class DetectorService:
         for day in sorted(set(days)):
             try:
                 bits, valid = prof.day_rows(day)
+                lows = prof.day_floor(day)
             except KeyError:
                 continue
             local = self._local_date(day)
-            rows += [db.DayRow(k, local, bits[i].tobytes(), bool(valid[i])) for i, k in enumerate(self._keys)]
+            rows += [
+                db.DayRow(
+                    k,
+                    local,
+                    bits[i].tobytes(),
+                    bool(valid[i]),
+                    None if np.isnan(lows[i]) else float(lows[i]),
+                )
+                for i, k in enumerate(self._keys)
+            ]
         if rows:
             keep_after = self._local_date(max(days) - prof.days - 7)
             db.save_days(
@@ -298,7 +330,7 @@ class DetectorService:
         self._pending = rows.take(np.flatnonzero(fresh & later))
         use = np.flatnonzero(fresh & ~later)
         rows, meter, pair = rows.take(use), meter[use], pair[use]
-        arrival = np.minimum(rows.received_s, now_s)
+        arrival = self._arrival(rows, now_s)
         result = det.apply(meter, rows.ts_s, rows.total_l, arrival)
         if result.dirty.size and conn is not None:
             keys = [self._keys[int(m)] for m in result.dirty]
@@ -309,7 +341,7 @@ class DetectorService:
                 self._key_to_meter[history.key],
                 history.ts_s,
                 history.total_l,
-                np.minimum(history.received_s, now_s),
+                self._arrival(history, now_s),
             )
             log.info("rebuilt %d meter(s) after late readings", result.dirty.size)
         # remember what a later fetch (received_at > watermark - overlap) can return again
@@ -319,6 +351,16 @@ class DetectorService:
         new = rows.received_s > cutoff
         self._recent_pair = np.concatenate([self._recent_pair[keep], pair[new]])
         self._recent_arrival = np.concatenate([self._recent_arrival[keep], rows.received_s[new]])
+
+    def _arrival(self, rows: db.ReadingColumns, now_s: int) -> I64:
+        """When each row reached us, as far as a sweep at `now_s` may know. Live, a row
+        committed while the sweep ran arrived now; in a replay, a row received after T
+        arrived when it was taken (it cannot say the meter was heard at T)."""
+        if self.replay:
+            out: I64 = np.where(rows.received_s <= now_s, rows.received_s, rows.ts_s)
+            return out
+        live: I64 = np.minimum(rows.received_s, now_s)
+        return live
 
     def _presence(self, conn: psycopg.Connection[Any], now: datetime) -> Presence:
         """Who is away now, and since when each resident is watched (end of the last absence)."""
@@ -349,7 +391,22 @@ class DetectorService:
         self._back_at[back] = now_s
         since[back] = now_s
         self._was_away = away
-        return Presence(away, since, lapsed)
+        # seen up and about: a "fine" to a check-in, a passage at the door reminder
+        fine = np.full(len(ids), NEVER, np.int64)
+        for rid, at in db.fine_answers(conn, window, now).items():
+            if (i := index.get(rid)) is not None:
+                fine[i] = db.epoch(at)
+        door = np.full(len(ids), NEVER, np.int64)
+        for rid, at in db.door_passages(conn, window, now).items():
+            if (i := index.get(rid)) is not None:
+                door[i] = db.epoch(at)
+        quarters = {str(part): i for i, part in enumerate(PartOfDay)}
+        fine_dry = np.zeros((len(ids), 4), np.int64)
+        learned_from = now - timedelta(days=self.st.routine_history_days)
+        for rid, part, minutes in db.fine_dry_stretches(conn, learned_from):
+            if (i := index.get(rid)) is not None and part in quarters:
+                fine_dry[i, quarters[part]] = minutes * 60
+        return Presence(away, since, lapsed, fine, door, fine_dry)
 
     def _gateway_status(self, conn: psycopg.Connection[Any]) -> I64:
         ids = self._det.registry.gateway_ids
@@ -359,12 +416,20 @@ class DetectorService:
 
 def write_changes(conn: psycopg.Connection[Any], changes: Sequence[Change], now: datetime) -> None:
     """Raise and clear through alerts.store (the caller owns the transaction)."""
+    # an escalation is a raise with tier 'neighbour': it lifts the open check-in alert
     raises = [
         AlertCandidate(
-            c.kind, c.subject, c.resident_id, c.device_id, c.gateway_id, db.utc(c.since_s), c.details
+            c.kind,
+            c.subject,
+            c.resident_id,
+            c.device_id,
+            c.gateway_id,
+            db.utc(c.since_s),
+            c.details,
+            c.tier,
         )
         for c in changes
-        if c.action == "raise"
+        if c.action in ("raise", "escalate")
     ]
     if raises:
         raise_alerts(conn, raises, now)

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from lovekey.storage.history import read_water
+from lovekey.vocabulary import DOOR_EVENTS
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -329,17 +330,18 @@ class DayRow:
     day: date
     use_bits: bytes
     valid: bool
+    floor_min_l: float | None = None  # the least litres of the field rule's windows that day
 
 
 def load_days(conn: psycopg.Connection[Any], first: date, *, bucket_s: int, day_start_s: int) -> list[DayRow]:
     rows = conn.execute(
         """
-        SELECT device_key, day, use_bits, valid FROM detector_day
+        SELECT device_key, day, use_bits, valid, floor_min_l FROM detector_day
         WHERE day >= %s AND bucket_s = %s AND day_start_s = %s
         """,
         (first, bucket_s, day_start_s),
     ).fetchall()
-    return [DayRow(k, d, bytes(b), v) for k, d, b, v in rows]
+    return [DayRow(k, d, bytes(b), v, f) for k, d, b, v, f in rows]
 
 
 def save_days(
@@ -353,19 +355,24 @@ def save_days(
     """Upsert learned days (a staged COPY), and forget days older than `keep_after`."""
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS detector_day_in"
-        " (device_key integer, day date, use_bits bytea, valid boolean) ON COMMIT DELETE ROWS"
+        " (device_key integer, day date, use_bits bytea, valid boolean, floor_min_l real)"
+        " ON COMMIT DELETE ROWS"
     )
     with conn.cursor() as cur:
-        with cur.copy("COPY detector_day_in (device_key, day, use_bits, valid) FROM STDIN") as cp:
+        with cur.copy(
+            "COPY detector_day_in (device_key, day, use_bits, valid, floor_min_l) FROM STDIN"
+        ) as cp:
             for row in rows:
-                cp.write_row((row.key, row.day, row.use_bits, row.valid))
+                cp.write_row((row.key, row.day, row.use_bits, row.valid, row.floor_min_l))
         cur.execute(
             """
-            INSERT INTO detector_day (device_key, day, bucket_s, day_start_s, use_bits, valid)
-            SELECT device_key, day, %s, %s, use_bits, valid FROM detector_day_in
+            INSERT INTO detector_day (device_key, day, bucket_s, day_start_s, use_bits, valid,
+                                      floor_min_l)
+            SELECT device_key, day, %s, %s, use_bits, valid, floor_min_l FROM detector_day_in
             ON CONFLICT (device_key, day) DO UPDATE
                SET bucket_s = EXCLUDED.bucket_s, day_start_s = EXCLUDED.day_start_s,
-                   use_bits = EXCLUDED.use_bits, valid = EXCLUDED.valid
+                   use_bits = EXCLUDED.use_bits, valid = EXCLUDED.valid,
+                   floor_min_l = EXCLUDED.floor_min_l
             """,
             (bucket_s, day_start_s),
         )
@@ -382,3 +389,63 @@ def epoch(t: datetime) -> int:
 
 def days_ago(t: datetime, days: float) -> datetime:
     return t - timedelta(days=days)
+
+
+# -- the resident seen up and about: the door reminder, and check-in answers -------------------
+
+
+def door_passages(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> dict[str, datetime]:
+    """Per resident, their newest passage at a door reminder taken in (since, until]."""
+    rows = conn.execute(
+        """
+        SELECT d.resident_id, max(e.ts) FROM device_event e JOIN device d ON d.key = e.device_key
+        WHERE e.type = ANY(%s) AND e.ts > %s AND e.ts <= %s AND d.resident_id IS NOT NULL
+        GROUP BY d.resident_id
+        """,
+        ([str(t) for t in DOOR_EVENTS], since, until),
+    ).fetchall()
+    return {r: t for r, t in rows}
+
+
+def fine_answers(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> dict[str, datetime]:
+    """Per resident, their newest check-in answered "fine" in (since, until] (`check_in_answer`
+    belongs to the alerts package; the detectors only read it)."""
+    rows = conn.execute(
+        """
+        SELECT resident_id, max(answered_at) FROM check_in_answer
+        WHERE answer = 'fine' AND answered_at > %s AND answered_at <= %s
+        GROUP BY resident_id
+        """,
+        (since, until),
+    ).fetchall()
+    return {r: t for r, t in rows}
+
+
+def fine_dry_stretches(conn: psycopg.Connection[Any], since: datetime) -> list[tuple[str, str, int]]:
+    """(resident, part of the day, minutes): the longest dry stretch at which each resident
+    answered a check-in "fine" since `since`, per part of the day."""
+    rows = conn.execute(
+        """
+        SELECT resident_id, part_of_day, max(dry_minutes) FROM check_in_answer
+        WHERE answer = 'fine' AND answered_at > %s
+        GROUP BY resident_id, part_of_day
+        """,
+        (since,),
+    ).fetchall()
+    return [(r, p, int(m)) for r, p, m in rows]
+
+
+def unaskable_residents(conn: psycopg.Connection[Any]) -> set[str]:
+    """Residents the check-in stage cannot ask: no phone of their own, their community has
+    switched the stage off, or their last check-in found the phone unreachable."""
+    rows = conn.execute(
+        """
+        SELECT r.id FROM resident r
+        JOIN household h ON h.id = r.household_id
+        LEFT JOIN community c ON c.id = h.community_id
+        WHERE r.phone IS NULL OR c.check_in_enabled IS FALSE
+           OR (SELECT a.answer FROM check_in_answer a WHERE a.resident_id = r.id
+               ORDER BY a.asked_at DESC LIMIT 1) = 'unreachable'
+        """
+    ).fetchall()
+    return {r for (r,) in rows}

@@ -77,6 +77,11 @@ class Meter:
     test_length: I64
     test_incident_hour: I64
     test_incident_since: I64
+    # for the two-stage design: the test runs' anchors (buckets from the span's start) and,
+    # per bucket of the span, whether the resident was out (a day out): a check-in then goes
+    # unanswered unless they carry a mobile
+    test_anchor: I64 | None = None
+    out: BOOL | None = None
 
 
 def choose(
@@ -106,24 +111,59 @@ def choose(
 
 
 def measure(meters: list[Meter], thresholds: I64, *, test_months: float) -> dict[str, float]:
-    false = 0
+    false = false_out = 0
     delays = []
     for m, meter in enumerate(meters):
         d = thresholds[m]
-        false += int((meter.test_length >= d[meter.test_hour]).sum())
+        alarm = meter.test_length >= d[meter.test_hour]
+        false += int(alarm.sum())
+        if meter.test_anchor is not None and meter.out is not None and alarm.any():
+            at = meter.test_anchor[alarm] + d[meter.test_hour[alarm]]
+            false_out += int(meter.out[np.minimum(at, meter.out.size - 1)].sum())
         delays.append(np.maximum(0, d[meter.test_incident_hour] - meter.test_incident_since))
     delay_h = np.concatenate(delays) / PER_H
     return {
         "false_per_resident_month": false / test_months,
+        "false_out_per_resident_month": false_out / test_months,
         "median_h": float(np.median(delay_h)),
         "within_3h": float((delay_h <= 3).mean()),
         "incidents": int(delay_h.size),
     }
 
 
+def two_stage(
+    point: dict[str, float], *, unanswered_home: float, unanswered_out: float, stage_h: float
+) -> dict[str, float]:
+    """A frontier point read as the check-in tier of the two-stage design: every alarm asks
+    the resident (check-ins per month); the neighbour is woken when nobody answers: always
+    for a resident on the floor (median time + the stage), for a false alarm with the
+    probability that a healthy resident at home, or out, leaves the stage unanswered."""
+    out = point["false_out_per_resident_month"]
+    home = point["false_per_resident_month"] - out
+    return {
+        "check_ins_per_resident_month": point["false_per_resident_month"],
+        "false_neighbour_per_resident_month": home * unanswered_home + out * unanswered_out,
+        "median_to_check_in_h": point["median_h"],
+        "median_to_neighbour_h": point["median_h"] + stage_h,
+    }
+
+
+def unanswered_rates(samples: int = 20_000, seed: int = 11) -> tuple[float, float]:
+    """From the simulator's check-in model: the share of stages a healthy resident leaves
+    unanswered at home in the daytime, and when out."""
+    from lovekey.simulator.checkin import CheckInModel
+
+    model = CheckInModel(seed=seed)
+    noon = 1_772_337_600  # a local noon
+    asks = [(f"R-{i}", noon + (i % 12 - 4) * 3600) for i in range(samples)]
+    home = sum(1 for r, t in asks if model.answer(r, t)[0] != "fine") / samples
+    mobile = sum(1 for i in range(samples) if model.carries_mobile(f"R-{i}")) / samples
+    return home, 1 - mobile * (1 - home)
+
+
 def simulate(
     residents: int, train_days: int, test_days: int, seed: int, *, day_out_rate: float | None
-) -> BOOL:
+) -> tuple[BOOL, BOOL]:
     from lovekey.simulator.scenario import Scenario
     from lovekey.simulator.world import World
 
@@ -138,10 +178,20 @@ def simulate(
     world = World.build(scenario, residents=residents, seed=seed, start=start, days=days)
     _, usage = world.water_usage(start, start + timedelta(days=days), bucket_s=BUCKET_S)
     used: BOOL = usage >= USE_MIN_L
-    return used
+    # per meter and bucket: out on a day out (for the two-stage design's unanswered check-ins)
+    out = np.zeros_like(used)
+    row = {m: i for i, m in enumerate(world.meter_ids)}
+    t0 = int(start.timestamp())
+    for inc in world.truth():
+        i = row.get(inc.device_id or "")
+        if inc.kind == "day_out" and i is not None and inc.end is not None:
+            a = (int(inc.start.timestamp()) - t0) // BUCKET_S
+            b = (int(inc.end.timestamp()) - t0) // BUCKET_S
+            out[i, max(a, 0) : max(b, 0)] = True
+    return used, out
 
 
-def meters_of(used: BOOL, train_days: int, rng: np.random.Generator) -> list[Meter]:
+def meters_of(used: BOOL, train_days: int, rng: np.random.Generator, out: BOOL | None = None) -> list[Meter]:
     split = train_days * PER_DAY
     days = used.shape[1] // PER_DAY
 
@@ -150,13 +200,24 @@ def meters_of(used: BOOL, train_days: int, rng: np.random.Generator) -> list[Met
         return day * PER_DAY + rng.integers(7 * PER_H, 19 * PER_H, size=day.size)
 
     meters = []
-    for row in used:
+    for i, row in enumerate(used):
         a, length = dry_runs(row, 0, split)
         ia, isince = incident_anchors(row, starts(1, train_days, 2))
         ta, tlength = dry_runs(row, split, row.size)
         xa, xsince = incident_anchors(row, starts(train_days, days, 4))
         meters.append(
-            Meter(hour_of(a), length, hour_of(ia), isince, hour_of(ta), tlength, hour_of(xa), xsince)
+            Meter(
+                hour_of(a),
+                length,
+                hour_of(ia),
+                isince,
+                hour_of(ta),
+                tlength,
+                hour_of(xa),
+                xsince,
+                test_anchor=ta,
+                out=None if out is None else out[i],
+            )
         )
     return meters
 
@@ -177,14 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="days out per resident per 30 days (default: the scenario's)",
     )
+    parser.add_argument(
+        "--two-stage",
+        action="store_true",
+        help="read each point as a check-in tier: the resident asked first (issue 14)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     began = time.monotonic()
-    used = simulate(
+    used, out = simulate(
         args.residents, args.train_days, args.test_days, args.seed, day_out_rate=args.day_out_rate
     )
-    meters = meters_of(used, args.train_days, np.random.default_rng(args.seed))
+    meters = meters_of(used, args.train_days, np.random.default_rng(args.seed), out)
     train_incidents = sum(m.train_incident_since.size for m in meters)
     train_months = args.residents * args.train_days / 30
     test_months = args.residents * args.test_days / 30
@@ -196,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             point = measure(meters, thresholds, test_months=test_months)
             points.append({"weight": weight, "margin_h": margin_h, **point})
     frontier = _frontier(points)
+    if args.two_stage:
+        home, away = unanswered_rates()
+        for p in points:
+            p.update(two_stage(p, unanswered_home=home, unanswered_out=away, stage_h=0.5))
     if args.json:
         print(json.dumps({"points": points, "frontier": frontier}, indent=1))
         return 0
@@ -203,6 +273,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.residents} residents, {args.train_days} days to choose thresholds, "
         f"{args.test_days} held-out days; {time.monotonic() - began:.0f} s"
     )
+    if args.two_stage:
+        print(
+            f"two stages: a check-in is left unanswered {home:.1%} of the time at home and"
+            f" {away:.1%} when out (simulator/checkin.py); the stage lasts 0.5 h"
+        )
+        print(
+            f"{'check-ins / res.-month':>24} {'of them out':>12} {'false neighbour':>16}"
+            f" {'median to check-in h':>21} {'to neighbour h':>15}"
+        )
+        for p in frontier:
+            print(
+                f"{p['check_ins_per_resident_month']:>24.3f} {p['false_out_per_resident_month']:>12.3f}"
+                f" {p['false_neighbour_per_resident_month']:>16.3f} {p['median_to_check_in_h']:>21.1f}"
+                f" {p['median_to_neighbour_h']:>15.1f}"
+            )
+        return 0
     print(f"{'false / resident-month':>24} {'median h':>9} {'within 3 h':>11}")
     for p in frontier:
         print(f"{p['false_per_resident_month']:>24.3f} {p['median_h']:>9.1f} {p['within_3h']:>10.1%}")

@@ -18,6 +18,14 @@ from lovekey.errors import LoveKeyError
 from lovekey.vocabulary import EventType
 
 DEFAULT_START = "2026-03-01T00:00:00+08:00"
+# the plain field rule, as a street office runs it: < 10 L in the last 12 h of known data
+FIELD_RULE: dict[str, Any] = {
+    "low_usage_learn": False,
+    "low_usage_min_dry_h": 0.0,
+    "routine_enabled": False,
+    "floor_enabled": False,
+    "routine_check_in_enabled": False,
+}
 
 
 def add_commands(subparsers: Any) -> None:
@@ -45,6 +53,30 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
         "--alerts-out", type=Path, metavar="FILE", help="also write every alert raised (JSON Lines)"
+    )
+    p.add_argument(
+        "--unanswered",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="sensitivity: this share of healthy residents' check-ins go unanswered (default 0)",
+    )
+    p.add_argument(
+        "--quiet-hours",
+        metavar="H-H",
+        help="local hours in which nobody is asked, e.g. 22-7 (default: none)",
+    )
+    p.add_argument(
+        "--door-share",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="simulated households with a door reminder (default 0.5; scored apart)",
+    )
+    p.add_argument(
+        "--no-field-rule",
+        action="store_true",
+        help="skip the second replay with the plain field rule (issue 17's comparison)",
     )
     p.set_defaults(handler=_evaluate)
 
@@ -86,16 +118,58 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         raise LoveKeyError("give --residents N (simulate in-process) or --truth FILE")
     offset = settings.zone.utcoffset(datetime.fromtimestamp(source.data.start_s, UTC))
     offset_s = int(offset.total_seconds()) if offset is not None else 0
+    from dataclasses import replace
+
+    from lovekey.evaluation.replay import ReplayEvent
+    from lovekey.evaluation.scoring import field_rule_comparison
+    from lovekey.simulator.checkin import CheckInModel, spans_from_truth
+    from lovekey.simulator.door import DoorModel, door_events
+
+    lines = [(t.kind, t.resident_id, t.start_s, t.end_s) for t in source.truth]
+    model = CheckInModel(
+        seed=args.seed,
+        extra_unanswered=args.unanswered,
+        utc_offset_s=offset_s,
+        spans=spans_from_truth(lines, source.data.end_s),
+    )
+    spans = spans_from_truth(lines, source.data.end_s)
+    door = DoorModel(seed=args.seed, share=args.door_share if args.residents else 0.0)
+    residents = list(source.data.registry.resident_ids)
+    passages = door_events(door, residents, spans, source.data.start_s, source.data.end_s)
+    events = [
+        *source.data.events,
+        *(ReplayEvent(t + 5, t, EventType.PASSAGE, True, r, f"DR-{r}", "") for r, t in passages),
+    ]
+    data = replace(source.data, events=events, check_in=model, quiet_hours=_quiet_hours(args.quiet_hours))
+    with_door = {r for r in residents if door.has_reminder(r)}
     built = time.perf_counter()
     alerts = replay(
-        source.data,
+        data,
         st,
         step_s=args.step_min * 60,
         utc_offset_s=offset_s,
         away_default_s=int(settings.ingest.away_default_h * 3600),
         max_flow_lpm=settings.ingest.max_flow_lpm,
     )
+    field_alerts = None
+    if not args.no_field_rule:
+        field_alerts = replay(
+            source.data,
+            st.model_copy(update=FIELD_RULE),
+            step_s=args.step_min * 60,
+            utc_offset_s=offset_s,
+            away_default_s=int(settings.ingest.away_default_h * 3600),
+            max_flow_lpm=settings.ingest.max_flow_lpm,
+        )
     replayed = time.perf_counter()
+    score_args: dict[str, Any] = {
+        "start_s": scored_from,
+        "end_s": source.data.end_s,
+        "report_interval_s": source.report_interval_s,
+        "gateway_of": source.gateway_of,
+        "settings": st,
+        "utc_offset_s": offset_s,
+    }
     report = score(
         alerts,
         source.truth,
@@ -110,12 +184,30 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
             (e.resident_id, e.ts_s) for e in source.data.events if e.type == EventType.AWAY and e.resident_id
         ],
     )
+    report["by_household"] = {
+        name: _group_summary(
+            score(
+                [a for a in alerts if (a.resident_id in group) == keep],
+                [t for t in source.truth if t.resident_id is not None and (t.resident_id in group) == keep],
+                households=sum(1 for r in residents if (r in group) == keep),
+                **score_args,
+            )
+        )
+        for name, group, keep in (("door_reminder", with_door, True), ("water_only", with_door, False))
+        if any((r in group) == keep for r in residents)
+    }
+    if field_alerts is not None:
+        report["field_rule"] = field_rule_comparison(
+            alerts, field_alerts, source.truth, start_s=scored_from, end_s=source.data.end_s
+        )
     report["run"] = {
         "residents": args.residents,
         "seed": args.seed if args.residents else None,
         "warmup_days": args.warmup_days,
         "readings": len(source.data.ts_s),
         "sweep_every_min": args.step_min,
+        "unanswered": args.unanswered,
+        "quiet_hours": args.quiet_hours,
         "history_s": round(built - started, 1),
         "replay_s": round(replayed - built, 1),
     }
@@ -130,3 +222,31 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         run = report["run"]
         print(f"({run['readings']:,} readings; history {run['history_s']} s, replay {run['replay_s']} s)")
     return 0
+
+
+def _quiet_hours(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        start, end = (int(part) for part in text.split("-"))
+    except ValueError as exc:
+        raise LoveKeyError(f"--quiet-hours: expected H-H, e.g. 22-7, got {text!r}") from exc
+    if not (0 <= start < 24 and 0 <= end < 24):
+        raise LoveKeyError("--quiet-hours: hours are 0-23")
+    return start, end
+
+
+def _group_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue-14 figures of one kind of household, from its own score."""
+    sg, nb, nu = report["stages"], report["neighbour"], report["no_use"]
+    return {
+        "households": report["households"],
+        "check_ins_per_household_month": sg["check_ins_per_household_month"],
+        "false_neighbour_per_household_month": nb["false_per_household_month"],
+        "daytime_incidents": sg["daytime_incidents"],
+        "onset_to_check_in_median_h": sg["onset_to_first_contact_median_h"],
+        "onset_to_neighbour_median_h": sg["onset_to_neighbour_median_h"],
+        "onset_to_neighbour_p90_h": sg["onset_to_neighbour_p90_h"],
+        "recall_after_12h": nu["recall_after_12h"],
+        "caused_by_silent_meter_or_away": nb["caused_by_silent_meter_or_away"],
+    }

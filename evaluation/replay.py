@@ -20,7 +20,8 @@ import numpy.typing as npt
 from lovekey.config import DetectSettings
 from lovekey.detectors.engine import Detector, Presence, Registry
 from lovekey.detectors.ring import NEVER
-from lovekey.vocabulary import LIFE_SAFETY_EVENTS, EventType
+from lovekey.simulator.checkin import CheckInModel
+from lovekey.vocabulary import DOOR_EVENTS, LIFE_SAFETY_EVENTS, AlertTier, CheckInAnswer, EventType
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -36,6 +37,19 @@ class RaisedAlert:
     since_s: int
     raised_s: int
     cleared_s: int | None = None
+    tier: str = AlertTier.NEIGHBOUR  # the tier it was raised at
+    asked_s: int | None = None  # the check-in stage began (the resident asked)
+    answer: str | None = None  # how the stage ended: fine, none
+    answered_s: int | None = None
+    neighbour_s: int | None = None  # the neighbour (love-key holder) reached
+
+    def __post_init__(self) -> None:
+        if self.tier == AlertTier.NEIGHBOUR and self.neighbour_s is None:
+            self.neighbour_s = self.raised_s  # raised at the neighbour tier: woken at once
+
+    @property
+    def check_in(self) -> bool:
+        return self.tier == AlertTier.CHECK_IN
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,11 @@ class ReplayData:
     events: Sequence[ReplayEvent]
     start_s: int
     end_s: int
+    # how residents answer a check-in (the simulator's model over its truth); None: no stage
+    # is simulated, a check-in alert stays a check-in unless its neighbour tier fires
+    check_in: CheckInModel | None = None
+    # local hours in which nobody is asked (start, end); the stage waits for their end
+    quiet_hours: tuple[int, int] | None = None
 
 
 def replay(
@@ -97,9 +116,34 @@ def replay(
     raised_events: set[tuple[str, str, int]] = set()
     status = {g: sorted(v) for g, v in (gateway_offline_since or {}).items()}
 
+    answered = np.full(residents, NEVER, np.int64)  # per resident: their last "fine"
+    active_at = np.full(residents, NEVER, np.int64)  # per resident: their last door passage
+    # per resident and quarter of the day: the longest dry stretch answered "fine" at
+    fine_dry = np.zeros((residents, 4), np.int64)
+    door_seen = False
+    stages: list[tuple[int, RaisedAlert, str]] = []  # (settled at, alert, answer), by time
+
     t, lo = data.start_s, 0
     while t < data.end_s:
         t = min(t + step_s, data.end_s)
+        # check-in stages settled by now: "fine" closes the alert, no answer wakes the neighbour
+        stages.sort(key=lambda x: x[0])
+        while stages and stages[0][0] <= t:
+            settled, alert, answer = stages.pop(0)
+            if alert.cleared_s is not None or alert.neighbour_s is not None:
+                continue  # closed by water, or the neighbour tier got there first
+            alert.answer, alert.answered_s = answer, settled
+            if answer == CheckInAnswer.FINE:
+                alert.cleared_s = settled
+                open_alerts.pop((alert.kind, alert.subject), None)
+                r = res_index.get(alert.resident_id or "")
+                if r is not None and alert.asked_s is not None:
+                    answered[r] = max(answered[r], settled)
+                    quarter = ((alert.asked_s + utc_offset_s) % 86400) // 21600
+                    dry = alert.asked_s - alert.since_s
+                    fine_dry[r, quarter] = max(fine_dry[r, quarter], dry)
+            else:
+                alert.neighbour_s = settled
         hi = int(np.searchsorted(arrival, t, side="right"))
         if hi > lo:
             rows = order[lo:hi]
@@ -121,6 +165,9 @@ def replay(
                     monitor_since[r] = max(monitor_since[r], ev.ts_s)
                 away_until[r] = NEVER
                 lapsed[r] = NEVER
+            elif ev.type in DOOR_EVENTS and r is not None:  # seen up and about
+                active_at[r] = max(active_at[r], ev.ts_s)
+                door_seen = True
             elif ev.type in LIFE_SAFETY_EVENTS and ev.active and ev.resident_id:
                 event_key = (ev.type, ev.resident_id, ev.ts_s)
                 if event_key not in raised_events:
@@ -134,13 +181,21 @@ def replay(
                             ev.gateway_id,
                             ev.ts_s,
                             ev.arrival_s,
+                            neighbour_s=ev.arrival_s,  # life safety goes straight to people
                         )
                         out.append(alert)
         ended = (away_until != NEVER) & (away_until <= t)
         monitor_since[ended] = np.maximum(monitor_since[ended], away_until[ended])
         lapsed[ended] = away_from[ended]
         away_until[ended] = NEVER
-        presence = Presence(away_until > t, monitor_since.copy(), lapsed.copy())
+        presence = Presence(
+            away_until > t,
+            monitor_since.copy(),
+            lapsed.copy(),
+            answered.copy(),
+            active_at.copy() if door_seen else None,
+            fine_dry.copy(),
+        )
         offline = None
         if status:
             offline = np.full(len(reg.gateway_ids), NEVER, np.int64)
@@ -161,12 +216,36 @@ def replay(
                     change.gateway_id,
                     change.since_s,
                     t,
+                    tier=change.tier,
                 )
                 open_alerts[key] = alert
                 out.append(alert)
+                if not alert.check_in:
+                    alert.neighbour_s = t
+                elif data.check_in is not None and alert.resident_id is not None:
+                    alert.asked_s = _after_quiet(t, data.quiet_hours, utc_offset_s)
+                    answer, settled = data.check_in.answer(alert.resident_id, alert.asked_s)
+                    stages.append((settled, alert, answer))
+            elif change.action == "escalate":
+                if key in open_alerts and open_alerts[key].neighbour_s is None:
+                    open_alerts[key].neighbour_s = t
             elif key in open_alerts:
                 open_alerts.pop(key).cleared_s = t
     return out
+
+
+def _after_quiet(t_s: int, quiet: tuple[int, int] | None, utc_offset_s: int) -> int:
+    """`t_s`, or the end of the quiet hours it falls in (nobody is asked at night)."""
+    if quiet is None:
+        return t_s
+    start_h, end_h = quiet
+    local = (t_s + utc_offset_s) % 86400
+    hour = local / 3600
+    inside = (start_h <= hour or hour < end_h) if start_h > end_h else (start_h <= hour < end_h)
+    if not inside:
+        return t_s
+    wait = (end_h * 3600 - local) % 86400
+    return t_s + int(wait)
 
 
 def _rebuild(det: Detector, data: ReplayData, by_meter: I64, bounds: I64, dirty: I64, t: int) -> None:

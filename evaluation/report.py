@@ -46,6 +46,40 @@ def render(report: Mapping[str, Any]) -> str:
         f"false ones happened during: {json.dumps(nb['false_during'])}",
         f"all neighbour checks: {_num(report['checks_per_household_month'], 3)} per household-month",
     ]
+    sg = report.get("stages")
+    if sg:
+        lines += [
+            f"check-ins: {sg['check_ins']} ({_num(sg['check_ins_per_household_month'], 3)} per"
+            f" household-month); answers: {json.dumps(sg['answers'])}",
+            f"daytime no-use incidents: {sg['daytime_incidents']}; onset to first contact (check-in"
+            f" or neighbour): median {_num(sg['onset_to_first_contact_median_h'], 1)} h, p90"
+            f" {_num(sg['onset_to_first_contact_p90_h'], 1)} h ({sg['daytime_reached']} reached);"
+            f" onset to neighbour: median {_num(sg['onset_to_neighbour_median_h'], 1)} h, p90"
+            f" {_num(sg['onset_to_neighbour_p90_h'], 1)} h ({sg['daytime_neighbour_reached']} reached)",
+        ]
+    for name, g in (report.get("by_household") or {}).items():
+        lines.append(
+            f"{name}: {g['households']} households; check-ins {_num(g['check_ins_per_household_month'], 3)}"
+            f" and false neighbour alerts {_num(g['false_neighbour_per_household_month'], 3)} per"
+            f" household-month; daytime no-use {g['daytime_incidents']}: onset to check-in median"
+            f" {_num(g['onset_to_check_in_median_h'], 1)} h, to neighbour median"
+            f" {_num(g['onset_to_neighbour_median_h'], 1)} h"
+            f" (p90 {_num(g['onset_to_neighbour_p90_h'], 1)} h);"
+            f" recall after 12 h {_pct(g['recall_after_12h'])}"
+        )
+    fr = report.get("field_rule")
+    if fr:
+        for key, label in (
+            ("field_quiet", "residents the field rule is quiet for"),
+            ("field_fires_on_ordinary_days", "residents it fires on in ordinary days"),
+        ):
+            c = fr[key]
+            lines.append(
+                f"vs the field rule, {label}: {c['incidents']} no-use incidents, field rule flagged"
+                f" {c['field_flagged']}, LoveKey {c['lovekey_flagged']}; LoveKey later {c['later']}"
+                f" (median {_num(c['later_median_h'], 1)} h, max {_num(c['later_max_h'], 1)} h),"
+                f" missed {c['missed']}"
+            )
     return "\n".join(lines)
 
 

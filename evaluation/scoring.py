@@ -204,8 +204,12 @@ def score(
         for ti, inc in day_time
         if (ti, AlertKind.ROUTINE_BREAK) in first_alert or (ti, AlertKind.LOW_USAGE) in first_alert
     )
+    # the neighbour is woken by an alert raised at the neighbour tier, by an open check-in
+    # whose neighbour tier fired, or by a check-in nobody answered; a "fine" wakes nobody
     neighbour_false = [
-        scored[ai] for ai, tis in matches.items() if not tis and scored[ai].kind in RESIDENT_KINDS
+        scored[ai]
+        for ai, tis in matches.items()
+        if not tis and scored[ai].kind in RESIDENT_KINDS and scored[ai].neighbour_s is not None
     ]
     explained = _explain(neighbour_false, truth, gateway_of)
     heard = None if away_presses is None else set(away_presses)
@@ -221,6 +225,7 @@ def score(
         a
         for a in scored
         if a.kind in (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
+        and a.neighbour_s is not None
         and _overlaps_kind(a, told, ("meter_silent", "gateway_outage", "planned_absence"), gateway_of)
     ]
     during_lost = [
@@ -246,18 +251,154 @@ def score(
             "routine_break_daytime_p90_h": _hours(_quantile(routine_day, 0.9)),
             "first_alert_daytime_median_h": _hours(_quantile(any_day, 0.5)),
         },
+        "stages": _stages(scored, matches, truth, day_time, first_alert, months),
         "neighbour": {
-            "alerts": sum(1 for a in scored if a.kind in RESIDENT_KINDS),
+            "alerts": sum(1 for a in scored if a.kind in RESIDENT_KINDS and a.neighbour_s is not None),
             "false_alerts": len(neighbour_false),
             "false_per_household_month": round(len(neighbour_false) / months, 4) if months else None,
             "false_during": explained,
             "caused_by_silent_meter_or_away": len(caused),
             "during_absences_whose_press_was_lost": len(during_lost),
         },
-        "checks_per_household_month": round(sum(1 for a in scored if a.kind in RESIDENT_KINDS) / months, 4)
+        "checks_per_household_month": round(
+            sum(1 for a in scored if a.kind in RESIDENT_KINDS and a.neighbour_s is not None) / months, 4
+        )
         if months
         else None,
     }
+
+
+def _stages(
+    scored: Sequence[RaisedAlert],
+    matches: Mapping[int, list[int]],
+    truth: Sequence[Truth],
+    day_time: Sequence[tuple[int, Truth]],
+    first_alert: Mapping[tuple[int, str], int],
+    months: float,
+) -> dict[str, Any]:
+    """The check-in stage: how many residents were asked, how they answered, and for daytime
+    no-use incidents the time from onset to the check-in and to the neighbour."""
+    check_ins = [ai for ai, a in enumerate(scored) if a.check_in and a.asked_s is not None]
+    answers: dict[str, int] = {}
+    for ai in check_ins:
+        key = f"{'true' if matches[ai] else 'false'}:{scored[ai].answer or 'open'}"
+        answers[key] = answers.get(key, 0) + 1
+    welfare = (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
+    asked: dict[int, int] = {}
+    woke: dict[int, int] = {}
+    for ai, tis in matches.items():
+        a = scored[ai]
+        if a.kind not in welfare:
+            continue
+        for ti in tis:
+            if a.asked_s is not None:
+                asked[ti] = min(asked.get(ti, 1 << 62), a.asked_s)
+            if a.neighbour_s is not None:
+                woke[ti] = min(woke.get(ti, 1 << 62), a.neighbour_s)
+    # an alert already open when the incident began counts from its start (as `first_alert`)
+    for ti, _ in day_time:
+        for kind in welfare:
+            at = first_alert.get((ti, kind))
+            if at is not None and ti not in woke and ti not in asked:
+                woke.setdefault(ti, at)
+    to_check_in = sorted(
+        min(asked.get(ti, 1 << 62), woke.get(ti, 1 << 62)) - inc.start_s
+        for ti, inc in day_time
+        if ti in asked or ti in woke
+    )
+    to_neighbour = sorted(woke[ti] - inc.start_s for ti, inc in day_time if ti in woke)
+    return {
+        "check_ins": len(check_ins),
+        "check_ins_per_household_month": round(len(check_ins) / months, 4) if months else None,
+        "answers": dict(sorted(answers.items())),
+        "daytime_incidents": len(day_time),
+        "daytime_reached": len(to_check_in),
+        "onset_to_first_contact_median_h": _hours(_quantile(to_check_in, 0.5)),
+        "onset_to_first_contact_p90_h": _hours(_quantile(to_check_in, 0.9)),
+        "daytime_neighbour_reached": len(to_neighbour),
+        "onset_to_neighbour_median_h": _hours(_quantile(to_neighbour, 0.5)),
+        "onset_to_neighbour_p90_h": _hours(_quantile(to_neighbour, 0.9)),
+    }
+
+
+def field_rule_comparison(
+    alerts: Sequence[RaisedAlert],
+    field_alerts: Sequence[RaisedAlert],
+    truth: Sequence[Truth],
+    *,
+    start_s: int,
+    end_s: int,
+    quiet_days: float = 14.0,
+) -> dict[str, Any]:
+    """Issue 17: for every no-use incident in [start_s, end_s), LoveKey's first flag (a
+    check-in or an alert of low_usage or routine_break) against the plain field rule's
+    first alert (`field_alerts`, a replay with the field rule alone) on the same data.
+
+    A resident the field rule is quiet for is one it raised no alert for in the
+    `quiet_days` before the incident (and had none open then). For those, `later` counts
+    incidents LoveKey flagged after the field rule did and `missed` those the field rule
+    flagged and LoveKey never did: the floor's guarantee is that both are 0."""
+    welfare = (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
+
+    def first(pool: Sequence[RaisedAlert], inc: Truth) -> int | None:
+        found = [
+            inc.start_s if a.raised_s < inc.start_s else a.raised_s
+            for a in pool
+            if a.kind in welfare
+            and a.resident_id == inc.resident_id
+            and (
+                _matches(a, inc, {})
+                or (a.raised_s < inc.start_s and (a.cleared_s is None or a.cleared_s > inc.start_s))
+            )
+        ]
+        return min(found, default=None)
+
+    by_resident: dict[str, list[RaisedAlert]] = {}
+    for a in alerts:
+        by_resident.setdefault(a.resident_id or "", []).append(a)
+    field_by: dict[str, list[RaisedAlert]] = {}
+    for a in field_alerts:
+        field_by.setdefault(a.resident_id or "", []).append(a)
+    rows: list[dict[str, Any]] = []
+    for inc in truth:
+        if inc.kind != "no_use" or not start_s <= inc.start_s < end_s or inc.resident_id is None:
+            continue
+        mine, theirs = by_resident.get(inc.resident_id, []), field_by.get(inc.resident_id, [])
+        quiet_from = inc.start_s - int(quiet_days * 86400)
+        quiet = not any(
+            a.kind == AlertKind.LOW_USAGE
+            and a.raised_s < inc.start_s
+            and (a.cleared_s is None or a.cleared_s > quiet_from)
+            for a in theirs
+        )
+        ours, field = first(mine, inc), first(theirs, inc)
+        rows.append(
+            {
+                "resident_id": inc.resident_id,
+                "start_s": inc.start_s,
+                "field_quiet": quiet,
+                "lovekey_h": None if ours is None else round((ours - inc.start_s) / 3600, 2),
+                "field_h": None if field is None else round((field - inc.start_s) / 3600, 2),
+            }
+        )
+
+    def count(quiet: bool) -> dict[str, Any]:
+        mine = [r for r in rows if r["field_quiet"] == quiet]
+        both = [r for r in mine if r["lovekey_h"] is not None and r["field_h"] is not None]
+        later = [r for r in both if r["lovekey_h"] > r["field_h"]]
+        missed = [r for r in mine if r["field_h"] is not None and r["lovekey_h"] is None]
+        by_h = sorted(r["lovekey_h"] - r["field_h"] for r in later)
+        return {
+            "incidents": len(mine),
+            "field_flagged": sum(1 for r in mine if r["field_h"] is not None),
+            "lovekey_flagged": sum(1 for r in mine if r["lovekey_h"] is not None),
+            "later": len(later),
+            "missed": len(missed),
+            "later_median_h": round(by_h[len(by_h) // 2], 2) if by_h else None,
+            "later_max_h": round(by_h[-1], 2) if by_h else None,
+        }
+
+    return {"field_quiet": count(True), "field_fires_on_ordinary_days": count(False), "incidents": rows}
 
 
 def _matches(alert: RaisedAlert, inc: Truth, gateway_of: Mapping[str, str]) -> bool:

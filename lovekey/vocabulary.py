@@ -55,12 +55,18 @@ class EventType(StrEnum):
     HOME = "home"
     TAMPER = "tamper"
     BATTERY_LOW = "battery_low"
+    # the door reminder: someone at the door; the direction, where the device tells it
+    PASSAGE = "passage"
+    LEFT = "left"
+    RETURNED = "returned"
 
 
 # the events that raise an alert at once, each to the alert kind of the same name
 LIFE_SAFETY_EVENTS: tuple[EventType, ...] = (EventType.SMOKE, EventType.GAS, EventType.SOS)
 # the events that say where the resident is
 PRESENCE_EVENTS: tuple[EventType, ...] = (EventType.AWAY, EventType.HOME)
+# the events that say the resident was up and about at the door (activity, never an alert)
+DOOR_EVENTS: tuple[EventType, ...] = (EventType.PASSAGE, EventType.LEFT, EventType.RETURNED)
 
 
 class DeviceKind(StrEnum):
@@ -71,6 +77,7 @@ class DeviceKind(StrEnum):
     GAS = "gas"
     SOS_BUTTON = "sos_button"
     AWAY_BUTTON = "away_button"
+    DOOR_SENSOR = "door_sensor"  # the door "going-out reminder"
 
 
 # The events each kind of device can produce (DESIGN.md: "a water meter cannot press SOS").
@@ -84,6 +91,9 @@ EVENTS_BY_DEVICE_KIND: dict[DeviceKind, frozenset[EventType]] = {
     DeviceKind.GAS: frozenset({EventType.GAS, EventType.BATTERY_LOW, EventType.TAMPER}),
     DeviceKind.SOS_BUTTON: frozenset({EventType.SOS, EventType.BATTERY_LOW}),
     DeviceKind.AWAY_BUTTON: frozenset({EventType.AWAY, EventType.HOME, EventType.BATTERY_LOW}),
+    DeviceKind.DOOR_SENSOR: frozenset(
+        {EventType.PASSAGE, EventType.LEFT, EventType.RETURNED, EventType.BATTERY_LOW, EventType.TAMPER}
+    ),
 }
 
 
@@ -97,6 +107,8 @@ class ContactRole(StrEnum):
     EMERGENCY = "emergency"
     # community contacts only: who fixes meters and gateways
     MAINTENANCE = "maintenance"
+    # chains only: the resident themself, on `resident.phone` (the check-in stage)
+    RESIDENT = "resident"
 
 
 RESIDENT_CONTACT_ROLES: tuple[ContactRole, ...] = (
@@ -112,6 +124,40 @@ COMMUNITY_CONTACT_ROLES: tuple[ContactRole, ...] = (
     ContactRole.GRID_WORKER,
     ContactRole.EMERGENCY,
 )
+
+
+class AlertTier(StrEnum):
+    """Which tier of the welfare rules raised an alert (`alert.tier`)."""
+
+    CHECK_IN = "check_in"  # the sensitive tier: only the resident is asked
+    NEIGHBOUR = "neighbour"  # the neighbour tier: the love-key holder and onwards
+
+
+# `alert.stage` while only the resident has been asked; after that it names a contact role
+CHECK_IN_STAGE = "check_in"
+
+
+class CheckInAnswer(StrEnum):
+    """How a check-in ended (`check_in_answer.answer`; NULL while it runs)."""
+
+    FINE = "fine"
+    NEED_HELP = "need_help"
+    NONE = "none"  # no answer by the end of the stage
+    UNREACHABLE = "unreachable"  # no usable phone, or every attempt to reach it failed
+
+
+class PartOfDay(StrEnum):
+    """A quarter of the local day (`check_in_answer.part_of_day`)."""
+
+    NIGHT = "night"  # 00:00-06:00
+    MORNING = "morning"  # 06:00-12:00
+    AFTERNOON = "afternoon"  # 12:00-18:00
+    EVENING = "evening"  # 18:00-24:00
+
+    @classmethod
+    def of_hour(cls, hour: int) -> PartOfDay:
+        """The part of the day a local hour (0-23) falls in."""
+        return (cls.NIGHT, cls.MORNING, cls.AFTERNOON, cls.EVENING)[hour // 6]
 
 
 class ConsoleRole(StrEnum):
@@ -199,8 +245,10 @@ class AttemptResult(StrEnum):
 
 
 __all__ = [
+    "CHECK_IN_STAGE",
     "CHOSEN_OUTCOMES",
     "COMMUNITY_CONTACT_ROLES",
+    "DOOR_EVENTS",
     "EVENTS_BY_DEVICE_KIND",
     "FALSE_ALARM_OUTCOMES",
     "LIFE_SAFETY_EVENTS",
@@ -213,7 +261,9 @@ __all__ = [
     "WELFARE_KINDS",
     "AlertKind",
     "AlertStatus",
+    "AlertTier",
     "AttemptResult",
+    "CheckInAnswer",
     "ConsoleRole",
     "ContactRole",
     "DeviceKind",
@@ -222,5 +272,6 @@ __all__ = [
     "OutboxPurpose",
     "OutboxState",
     "Outcome",
+    "PartOfDay",
     "ResidentStatus",
 ]

@@ -72,6 +72,32 @@ def test_duplicate_candidates_in_one_batch_make_one_alert(conn: psycopg.Connecti
     assert conn.execute("SELECT count(*) FROM alert").fetchone() == (1,)
 
 
+def test_a_neighbour_raise_lifts_a_check_in_alert_and_makes_it_due_now(conn: psycopg.Connection) -> None:
+    from dataclasses import replace
+
+    first = raise_alerts(conn, [replace(low_usage("R-1"), tier="check_in")], T0)
+    (alert_id,) = first.opened
+    conn.execute("UPDATE alert SET escalation_due_at = NULL WHERE id = %s", (alert_id,))
+    # the sensitive tier again: stays check_in, nothing becomes due
+    again = raise_alerts(conn, [replace(low_usage("R-1"), tier="check_in")], T0 + timedelta(minutes=5))
+    assert again.raised_tier == []
+    later = T0 + timedelta(hours=2)
+    raised = raise_alerts(conn, [low_usage("R-1")], later)
+    assert raised.raised_tier == [alert_id]
+    assert conn.execute(
+        "SELECT tier, escalation_due_at FROM alert WHERE id = %s", (alert_id,)
+    ).fetchone() == (
+        "neighbour",
+        later,
+    )
+    # never back down
+    down = raise_alerts(conn, [replace(low_usage("R-1"), tier="check_in")], later + timedelta(minutes=5))
+    assert down.raised_tier == []
+    assert conn.execute("SELECT tier FROM alert WHERE id = %s", (alert_id,)).fetchone() == ("neighbour",)
+    events = [h["event"] for h in history(conn, alert_id)]
+    assert events.count("tier_raised") == 1
+
+
 def test_clear_resolves_and_a_new_condition_opens_a_new_alert(conn: psycopg.Connection) -> None:
     opened = raise_alerts(conn, [low_usage("R-1"), low_usage("R-2")], T0).opened
     cleared = clear_alerts(conn, "low_usage", ["R-1", "R-9"], T0 + timedelta(hours=1))

@@ -87,3 +87,23 @@ def test_when_nothing_is_worth_its_false_alarms_there_is_no_rule() -> None:
     chosen = choose([meter], 1000.0, train_incidents=1, train_months=1.0)
     assert (chosen == NEVER).all()
     assert measure([meter], chosen, test_months=1.0)["within_3h"] == 0.0
+
+
+def test_the_two_stage_reading_wakes_the_neighbour_only_for_unanswered_check_ins() -> None:
+    from lovekey.evaluation.bound import two_stage, unanswered_rates
+
+    meter = _meter([PER_H] * 30, [0, PER_H])
+    out = np.zeros(40 * PER_DAY, np.bool_)
+    anchors = np.arange(30, dtype=np.int64) * PER_DAY + 10 * PER_H
+    out[anchors[:10] + PER_H // 2] = True  # the first ten alarms fall on a day out
+    meter = Meter(**{**{f: getattr(meter, f) for f in Meter.__slots__}, "test_anchor": anchors, "out": out})
+    chosen = choose([meter], 0.0, train_incidents=2, train_months=1.0)  # alarms at 0.5 h
+    got = measure([meter], chosen, test_months=1.0)
+    assert (got["false_per_resident_month"], got["false_out_per_resident_month"]) == (30, 10)
+    staged = two_stage(got, unanswered_home=0.02, unanswered_out=0.5, stage_h=0.5)
+    assert staged["check_ins_per_resident_month"] == 30
+    assert staged["false_neighbour_per_resident_month"] == 20 * 0.02 + 10 * 0.5
+    assert staged["median_to_neighbour_h"] == staged["median_to_check_in_h"] + 0.5
+    home, away = unanswered_rates(samples=4000)
+    assert 0.01 < home < 0.04  # Seoul's ~2 % after the whole sequence
+    assert away > 0.4  # out, only a carried mobile answers

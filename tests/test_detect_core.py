@@ -637,6 +637,10 @@ def sweep_input(meters: int, now_s: int, **given: object) -> SweepInput:
         "low_allowance_b": np.zeros((1, 86400 // BS), np.int16),
         "profile_group": np.zeros(meters, np.int64),
         "profile_slots": 86400 // BS,
+        "floor_sel": np.empty(0, np.int64),
+        "floor_usage_l": np.empty(0, np.float32),
+        "early_allowance_b": np.zeros((1, 86400 // BS), np.int16),
+        "answered_dry_b": np.zeros(meters, np.int64),
         "routine_open_meters": np.empty(0, np.int64),
         "routine_raised_at_s": np.empty(0, np.int64),
         "routine_used_since_l": np.empty(0, np.float32),
@@ -697,3 +701,48 @@ def test_a_gateway_is_offline_when_all_its_judges_are_quiet_or_by_its_own_word()
     assert silent.raise_when.tolist() == [False, False, True, False, False]
     assert silent.hold is not None
     assert silent.hold.tolist() == [True, True, False, False, False]
+
+
+def test_the_floor_is_the_plain_field_rule_for_the_meters_it_applies_to() -> None:
+    """Issue 17: for the meters in `floor_sel` (residents whose days never trip the field
+    rule) the check-in tier of low_usage is "< 10 L in the last 12 h of known data", however
+    short the dry run; the learned tier (the neighbour) still waits for its long dry run."""
+    now = T0 + 86400
+    hz = now // BS * BS
+    inp = sweep_input(
+        4,
+        now,
+        # every meter used a little an hour ago: the learned rule's 13 h dry run is far off
+        dry_b=np.full(4, 4, np.int64),
+        window_usage_l=np.array([2.0, 2.0, 12.0, 2.0], np.float32),
+        # meters 0 and 2 are the floor's; meter 3 is too, but came back from an absence 6 h ago
+        floor_sel=np.array([0, 2, 3], np.int64),
+        floor_usage_l=np.array([2.0, 12.0, 2.0], np.float32),
+        monitor_from_s=np.array([NEVER, NEVER, NEVER, hz - 6 * 3600], np.int64),
+    )
+    verdict = rules.low_usage(inp)
+    assert verdict.raise_when.tolist() == [False, False, False, False]  # nobody to the neighbour
+    assert verdict.early_when is not None
+    assert verdict.early_when.tolist() == [True, False, False, False]  # meter 0 is asked
+    assert rules.floor(inp).tolist() == [True, False, False, False]
+
+
+def test_routine_break_asks_the_resident_before_the_district_allows_the_neighbour() -> None:
+    """Two tiers: over their own pattern and the district's 0.995 level the resident is asked;
+    the neighbour waits for the district's 0.9995 level. A resident who answered "fine" at a
+    dry stretch as long at this time of day is not asked again for it."""
+    now = T0 + 86400
+    slots = 86400 // BS
+    inp = sweep_input(
+        3,
+        now,
+        dry_b=np.array([20, 20, 20], np.int64),  # 5 h dry, over everyone's own limit
+        over_routine_limit=np.ones(3, np.bool_),
+        allowance_b=np.full((1, slots), 30, np.int16),  # the neighbour: over 7.5 h
+        early_allowance_b=np.full((1, slots), 16, np.int16),  # the check-in: over 4 h
+        answered_dry_b=np.array([0, 0, 24], np.int64),  # meter 2's resident was fine at 6 h
+    )
+    verdict = rules.routine_break(inp)
+    assert verdict.raise_when.tolist() == [False, False, False]
+    assert verdict.early_when is not None
+    assert verdict.early_when.tolist() == [True, True, False]

@@ -64,6 +64,7 @@ def add_resident(
     interval_s: int = 900,
     away_until: datetime | None = None,
     extra: tuple[str, ...] = (),
+    phone: str | None = None,
 ) -> dict[str, int]:
     """A resident with a water meter (and `extra` devices, e.g. 'smoke'), registered through
     the registry's API, and away until `away_until` if given; returns device keys."""
@@ -75,7 +76,7 @@ def add_resident(
             CommunityRow("C-1"),
             GatewayRow(gateway),
             HouseholdRow(household, community_id="C-1"),
-            ResidentRow(rid, household),
+            ResidentRow(rid, household, phone=phone),
             *(
                 DeviceRow(
                     device,
@@ -509,3 +510,119 @@ def test_the_detector_daemon_sweeps_watches_events_and_ends_on_stop(conn: psycop
             break
         stop.wait(0.1)
     assert others == []
+
+
+LOCAL = timedelta(hours=8)  # the settings' zone, Asia/Shanghai (no DST)
+
+
+def field_rule_flags_at(series: list[tuple[datetime, float]], *, min_l: float = 10.0) -> datetime:
+    """The plain field rule, written out for the test: the first bucket end at which the
+    litres of the last 12 h (48 buckets of 15 min) are under `min_l`. `series`: (bucket
+    start, litres), one per bucket, in order."""
+    litres = [v for _, v in series]
+    for i in range(48, len(series) + 1):
+        if sum(litres[i - 48 : i]) < min_l:
+            return series[i - 1][0] + BS
+    raise AssertionError("the field rule never fires on this series")
+
+
+def test_the_floor_flags_an_evening_last_use_a_dry_night_and_a_dry_morning_with_the_field_rule(
+    conn: psycopg.Connection[Any], env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17's pattern: a resident whose ordinary days never trip the field rule (water on
+    the hour from 07:00 to 21:00 and at 02:00) uses 2.2 L at 19:00 and then nothing through
+    the night and the morning. The learned rules wait for 13 h of dryness and the resident's
+    own longest dry stretch; the floor flags them when the field rule would, asking the
+    resident first (tier check_in; R-2, with no phone of their own, gets the neighbour at
+    once), through `lovekey detect --once` fresh processes that read the learned days back
+    from detector_day. routine_break is off here: in the issue's case
+    the district's dry evenings held it back; alone in this district, it would see the
+    resident's regular nights and fire itself."""
+    monkeypatch.setenv("LOVEKEY_DETECT__ROUTINE_ENABLED", "false")
+    keys = add_resident(conn, "R-1", phone="+8613800000001")  # a phone: they can be asked
+    key = keys["water_meter"]
+    # the same days for a resident with no phone of their own: nobody can be asked, so the
+    # floor wakes the neighbour at once (it is never skipped)
+    other = add_resident(conn, "R-2", gateway="GW-2")["water_meter"]
+    # the incident evening: the latest local 19:00 at least 16 h before T
+    evening = (T + LOCAL - timedelta(hours=16)).replace(hour=19, minute=0) - LOCAL
+    if evening > T - timedelta(hours=16):
+        evening -= timedelta(days=1)
+    start = evening.replace(minute=0) - timedelta(days=16, hours=19)  # 16 days before, local 00:00
+    series: list[tuple[datetime, float]] = []
+    t = start
+    while t < T:
+        hour = (t + LOCAL).hour
+        used = 0.0
+        if t.minute == 0 and t < evening and (7 <= hour <= 21 or hour == 2):
+            used = 6.0
+        elif t == evening:
+            used = 2.2  # the last use: then a dry night and a dry morning
+        series.append((t, used))
+        t += BS
+    rows, total = [], 1000.0
+    for bucket, used in series:
+        total += used
+        rows += [(bucket + BS, bucket + BS + timedelta(seconds=5), total, k) for k in (key, other)]
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+    conn.commit()
+    flags_at = field_rule_flags_at(series)
+    assert evening + timedelta(hours=9) < flags_at <= T - BS  # within the night, before T
+
+    # without the floor the learned rules are still waiting when the field rule fires
+    monkeypatch.setenv("LOVEKEY_DETECT__FLOOR_ENABLED", "false")
+    detect_once(flags_at)
+    assert open_alerts(conn) == []
+    monkeypatch.delenv("LOVEKEY_DETECT__FLOOR_ENABLED")
+    # with it: nothing a quarter hour before the field rule, the check-in when it fires
+    detect_once(flags_at - BS)
+    assert open_alerts(conn) == []
+    detect_once(flags_at)
+    tiers = conn.execute("SELECT subject, kind, tier FROM alert ORDER BY subject").fetchall()
+    assert tiers == [("R-1", "low_usage", "check_in"), ("R-2", "low_usage", "neighbour")]
+    alert = list_alerts(conn)[0]
+    assert alert["since"] == (evening + BS).isoformat()
+    assert alert["details"]["used_l"] < 10
+    floors = conn.execute(
+        "SELECT count(*), min(floor_min_l) FROM detector_day WHERE device_key = %s AND floor_min_l IS NOT NULL",
+        (key,),
+    ).fetchone()
+    assert floors is not None
+    assert floors[0] >= 7
+    assert floors[1] >= 10  # its ordinary days never went under the field rule's 10 L
+
+
+def test_a_replay_sees_a_meter_go_silent_though_its_readings_were_received_after_the_replay_time(
+    conn: psycopg.Connection[Any], env: None
+) -> None:
+    """`detect --once --at T` over data loaded later (an import, a replayed trace): every
+    reading was received after T, so by arrival every meter looks heard at T. A replay takes
+    a reading received after T to have arrived when it was taken: the meter that stopped 8 h
+    before T is silent at T, and the one that kept reporting is not (issue 14, item 6)."""
+    received = NOW + timedelta(minutes=5)  # both loaded after T
+    rows = []
+    stopped, going = add_resident(conn, "R-1"), add_resident(conn, "R-2")
+    t, total = T - timedelta(hours=20), 1000.0
+    while t <= T:
+        total += 2.0
+        if t <= T - timedelta(hours=8):
+            rows.append((t, received, total, stopped["water_meter"]))
+        rows.append((t, received, total, going["water_meter"]))
+        t += BS
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+    conn.execute("UPDATE device SET last_seen = %s WHERE kind = 'water_meter'", (received,))
+    conn.commit()
+    detect_once(T)
+    assert open_alerts(conn) == [("meter_silent", "WA-R-1", "open")]
+    [alert] = list_alerts(conn)
+    assert alert["since"] == (T - timedelta(hours=8)).isoformat()

@@ -335,6 +335,7 @@ KIND_DEVICES = {
     "GS-1": DeviceEntry(4, "GW-1", "gas", "R-1", "H-1"),
     "SOS-1": DeviceEntry(5, "GW-1", "sos_button", "R-1", "H-1"),
     "AW-1": DeviceEntry(6, "GW-1", "away_button", "R-1", "H-1"),
+    "DR-1": DeviceEntry(7, "GW-1", "door_sensor", "R-1", "H-1"),
 }
 
 
@@ -350,6 +351,11 @@ KIND_DEVICES = {
         ("AW-1", "away", True),
         ("AW-1", "home", True),
         ("AW-1", "battery_low", True),
+        ("DR-1", "passage", True),
+        ("DR-1", "left", True),
+        ("DR-1", "returned", True),
+        ("DR-1", "battery_low", True),
+        ("DR-1", "tamper", True),
         # forged or confused: a meter cannot press SOS or go away, a smoke detector cannot
         # call for help, a gas detector cannot report smoke, a button has no tamper switch
         ("WM-1", "away", False),
@@ -362,6 +368,11 @@ KIND_DEVICES = {
         ("SOS-1", "away", False),
         ("SOS-1", "tamper", False),
         ("AW-1", "sos", False),
+        # the door reminder sees someone at the door: it is not an away button nor an alarm
+        ("DR-1", "away", False),
+        ("DR-1", "sos", False),
+        ("WM-1", "passage", False),
+        ("AW-1", "left", False),
     ],
 )
 def test_an_event_its_device_kind_cannot_produce_is_rejected(device, event_type, accepted):

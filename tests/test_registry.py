@@ -182,7 +182,8 @@ def test_a_bad_file_lists_every_bad_line_and_changes_nothing(conn: psycopg.Conne
     assert lines == [3, 4, 5, 6, 7, 8, 9, 10]
     reasons = dict(problems)
     assert (
-        reasons[3] == "kind: unknown kind 'toaster' (one of water_meter, smoke, gas, sos_button, away_button)"
+        reasons[3]
+        == "kind: unknown kind 'toaster' (one of water_meter, smoke, gas, sos_button, away_button, door_sensor)"
     )
     assert reasons[4] == "device_id: duplicate device 'WM-1' (first on line 2)"
     assert reasons[5].startswith("resident_phone: malformed phone '138-*****ME'")

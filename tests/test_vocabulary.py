@@ -25,6 +25,9 @@ CHECKED_COLUMNS: dict[tuple[str, str], type[StrEnum] | tuple[StrEnum, ...]] = {
     ("alert_outbox", "state"): v.OutboxState,
     ("delivery_attempt", "result"): v.AttemptResult,
     ("staff_user", "role"): v.ConsoleRole,
+    ("alert", "tier"): v.AlertTier,
+    ("check_in_answer", "answer"): v.CheckInAnswer,
+    ("check_in_answer", "part_of_day"): v.PartOfDay,
 }
 
 
@@ -64,3 +67,11 @@ def test_groupings_partition_the_alert_kinds() -> None:
     groups = (v.WELFARE_KINDS, v.LIFE_SAFETY_KINDS, v.MAINTENANCE_KINDS)
     assert sorted(k for g in groups for k in g) == sorted(v.AlertKind)
     assert {str(e) for e in v.LIFE_SAFETY_EVENTS} == {str(k) for k in v.LIFE_SAFETY_KINDS}
+
+
+def test_part_of_day_covers_every_hour() -> None:
+    parts = [v.PartOfDay.of_hour(h) for h in range(24)]
+    assert parts[0] == parts[5] == v.PartOfDay.NIGHT
+    assert parts[6] == parts[11] == v.PartOfDay.MORNING
+    assert parts[12] == parts[17] == v.PartOfDay.AFTERNOON
+    assert parts[18] == parts[23] == v.PartOfDay.EVENING

@@ -126,6 +126,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "contact_community_staff": ("Community staff", "社区工作人员"),
     "contact_emergency": ("Emergency", "急救"),
     "contact_maintenance": ("Maintenance", "维修人员"),
+    "contact_resident": ("Resident (check-in)", "老人本人（问询）"),
     # residents
     "search": ("Search", "搜索"),
     "search_hint": ("Name, id or address", "姓名、编号或地址"),
@@ -182,6 +183,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "device_gas": ("Gas detector", "燃气报警器"),
     "device_sos_button": ("SOS button", "紧急按钮"),
     "device_away_button": ("Going-out button", "外出按钮"),
+    "device_door_sensor": ("Door reminder", "外出提示器"),
     "alert_history": ("Alerts", "告警记录"),
     "no_alerts": ("No alerts.", "没有告警。"),
     "event_history": ("Device events, last 30 days", "设备事件（近30天）"),
