@@ -46,8 +46,9 @@ def records_cutoff(now: datetime, keep_days: int) -> datetime:
 def purge_alert_records(
     conn: psycopg.Connection[Any], cutoff: datetime, *, dry_run: bool = False
 ) -> PurgeReport:
-    """Delete resolved alerts resolved before `cutoff`, and digests queued before it, with
-    their dependents. `conn` must be autocommit: each batch is its own transaction."""
+    """Delete resolved alerts resolved before `cutoff`, digests queued before it and provider
+    callbacks received before it, with their dependents. `conn` must be autocommit: each batch
+    is its own transaction."""
     report = PurgeReport(cutoff)
     children = _children(conn)
     if dry_run:
@@ -92,6 +93,10 @@ def purge_alert_records(
                 report.digests += len(ids)
         if len(ids) < BATCH:
             break
+    with conn.transaction():
+        # every callback a provider (or a stranger) posted, kept for the record of refusals
+        cur = conn.execute("DELETE FROM provider_callback WHERE received_at < %s", (cutoff,))
+        report.add("provider_callback", cur.rowcount)
     if report.alerts or report.digests:
         log.info(
             "purged %d alerts resolved and %d digests queued before %s (%s)",

@@ -348,6 +348,7 @@ def registry_rows(population: Population, scenario: Scenario) -> list[dict[str, 
                 "device_id": device_ids[d],
                 "kind": DEVICE_KINDS[kind],
                 "report_interval_s": interval,
+                "external_id": "",  # the simulator speaks LoveKey's own contract
                 **base,
                 **blank_contacts,
             }

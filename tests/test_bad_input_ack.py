@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
-from lovekey.alerts.ack_pages import create_app
+from lovekey.alerts.ack_pages import create_app, inbound_signature
 from lovekey.alerts.store import get_alert
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.bench.support.seeding import seed_resident
@@ -24,6 +24,7 @@ from tests.fix_alerts import TEST_SECRET, DeliveryRig, at_local, delivery_rig, s
 T0 = at_local("2025-03-01 09:00")
 LINK = re.compile(r"https://lk\.example/a/([0-9a-z]+\.[0-9a-z]+\.[A-Za-z0-9_-]+)")
 INBOUND = "inbound-secret-bad-input"
+INBOUND_KEY = "inbound-hmac-key-for-bad-input"
 MARKUP = "<script>alert(1)</script>"
 
 
@@ -45,6 +46,7 @@ def rig(database_url: str, make_settings: Callable[..., Settings]) -> Iterator[D
                 "public_base_url": "https://lk.example",
                 "ack_secret": TEST_SECRET.decode(),
                 "inbound_sms_token": INBOUND,
+                "inbound_sms_hmac_key": INBOUND_KEY,
                 "token_ttl_s": 3600,
             },
         )
@@ -57,11 +59,27 @@ def clock() -> Clock:
     return Clock(T0)
 
 
+class SignedAsTheGateway(httpx.Auth):
+    """Every request signed as the operator's SMS gateway signs the inbound webhook's: the bad
+    bodies below must be refused for what they are, not for a missing signature."""
+
+    requires_request_body = True
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        timestamp = str(int(self.clock.now.timestamp()))
+        request.headers["X-LoveKey-Timestamp"] = timestamp
+        request.headers["X-LoveKey-Signature"] = inbound_signature(INBOUND_KEY, timestamp, request.content)
+        yield request
+
+
 @pytest.fixture
 def client(rig: DeliveryRig, database_url: str, clock: Clock) -> Iterator[httpx.Client]:
     with (
         serve_app(create_app(rig.settings, database_url, clock=clock)) as base_url,
-        httpx.Client(base_url=base_url, timeout=30) as c,
+        httpx.Client(base_url=base_url, timeout=30, auth=SignedAsTheGateway(clock)) as c,
     ):
         yield c
 

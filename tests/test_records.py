@@ -66,6 +66,13 @@ def test_resolved_alerts_past_the_cutoff_go_with_everything_hanging_off_them(rig
     assert all(n > 0 for n in before_old), before_old  # history, outbox and attempts exist
     assert all(n > 0 for n in before_recent), before_recent
 
+    for at in (T0, T0 + timedelta(days=400)):  # a provider's callback, old and recent
+        rig.conn.execute(
+            "INSERT INTO provider_callback (received_at, provider, topic, accepted, reason, body)"
+            " VALUES (%s, 'aliyun', 'SmsReport', true, 'ok', '[{\"phone_number\": \"138...\"}]')",
+            (at,),
+        )
+
     report = purge_alert_records(rig.conn, T0 + timedelta(days=200))
 
     assert report.alerts == 1
@@ -75,6 +82,8 @@ def test_resolved_alerts_past_the_cutoff_go_with_everything_hanging_off_them(rig
     assert report.rows["alert"] == 1
     assert report.rows["alert_outbox"] == before_old[2]
     assert report.rows["delivery_attempt"] == before_old[3]
+    callbacks = rig.conn.execute("SELECT received_at FROM provider_callback").fetchall()
+    assert [at for (at,) in callbacks] == [T0 + timedelta(days=400)]
     # nothing left to do: a second purge finds nothing
     assert purge_alert_records(rig.conn, T0 + timedelta(days=200)).alerts == 0
 
