@@ -4,7 +4,13 @@ Mosquitto under another topic) reaches the ingester through the bridge and is st
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -133,3 +139,39 @@ def test_the_things_stack_over_mqtt_3_1_1_at_qos_0_is_stored_through_the_bridge(
         rejected = conn.execute("SELECT count(*) FROM rejected_input").fetchone()
     assert rows == (1,)  # however many copies got through, one reading
     assert rejected == (0,)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_lovekey_bridge_stops_cleanly(signum: int, mqtt_url: str, topic_prefix: str, tmp_path: Any) -> None:
+    """Like every long-running command (tests/test_stops.py): exit 0 within 5 s, no traceback."""
+    sources = [{"name": "z2m", "kind": "zigbee2mqtt", "topic": f"{topic_prefix}/z/#", "broker_url": mqtt_url}]
+    env = {
+        **os.environ,
+        "LOVEKEY_MQTT_URL": mqtt_url,
+        "LOVEKEY_MQTT__TOPIC_PREFIX": topic_prefix,
+        "LOVEKEY_MQTT__CLIENT_ID": "lkt-" + topic_prefix.rsplit("/", 1)[-1],
+        "LOVEKEY_SOURCES": json.dumps(sources),
+        "LOVEKEY_DATA_DIR": str(tmp_path),
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "lovekey", "bridge"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "bridge z2m:" in line:
+                break
+        else:
+            pytest.fail("the bridge never said it was up:\n" + "".join(lines))
+        started = time.monotonic()
+        proc.send_signal(signum)
+        rest, _ = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert elapsed < 5.0
+    assert "Traceback" not in rest
