@@ -5,13 +5,13 @@ One asyncio loop serves the requests: an `asyncio.Protocol` around httptools' C 
 is the limit, and a framework cost more than the receiver's own work (measured with `lovekey
 bench receive --profile`). Each request is read by the pure platform readers
 (`ingest.platforms`, through the source adapters) on the loop and handed, as the ingester's
-`ReceivedMessage`s, to one committer thread that owns the database connection. The
-committer writes whatever has queued up while its previous transaction ran, all in one
-transaction, through the ingester's own pipeline (`BatchPipeline.commit`: registry checks,
-plausibility, staged COPY with ON CONFLICT DO NOTHING, rejected_input, outage retries) -
-a group commit. Every request is answered only after the transaction holding its rows has
-committed, so a 200 means stored, and a platform's retry of the same push meets the
-primary keys and is stored once.
+`ReceivedMessage`s, to the committer: `receive.committers` writer threads, each with its
+own database connection. A writer takes whatever has queued up while the transactions
+before ran, all in one transaction, through the ingester's own pipeline
+(`BatchPipeline.commit`: registry checks, plausibility, staged COPY with ON CONFLICT DO
+NOTHING, rejected_input, outage retries) - a group commit. Every request is answered only
+after the transaction holding its rows has committed, so a 200 means stored, and a
+platform's retry of the same push meets the primary keys and is stored once.
 
 Answers: 200 for a push that was understood (its readings stored; reports for unknown
 devices kept in rejected_input, since a retry could not fix them); 400 for a body that
@@ -52,7 +52,6 @@ from lovekey.ingest.sources.onenet import OnenetAdapter
 
 log = logging.getLogger(__name__)
 
-APPLICATION_NAME = "lovekey-receive"
 # How long the committer waits for work before looking at its stop flag again.
 IDLE_WAIT_S = 0.25
 
@@ -102,8 +101,8 @@ class Pending:
 
 
 class Committer:
-    """Writes what requests queued, one transaction at a time per writer, and settles their
-    futures.
+    """Writes what requests queued, one transaction at a time per writer, and calls each
+    request back (on the loop) once its transaction has committed.
 
     Requests that arrive while a transaction runs are written together in the next: under
     load a commit holds hundreds of requests, with no timer anywhere. `receive.committers`
@@ -381,6 +380,11 @@ class Receiver:
         respond((200, reply, b"text/plain"))
 
 
+# Answers one connection may owe (pipelined requests) before it is read no further: what one
+# connection can queue for the committer is bounded by this plus what one read (256 KiB) holds.
+MAX_OWED = 64
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: httptools parses, `Receiver.handle` decides, answers go out in
     request order (HTTP/1.1 pipelining), each as one write."""
@@ -449,6 +453,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         slot: list[Any] = [None, self.parser.should_keep_alive()]
         self.owed.append(slot)
+        if len(self.owed) >= MAX_OWED and self.transport is not None:
+            self.transport.pause_reading()  # until the answers owed go out
         body = b"".join(self.chunks)
         too_large = self.size > self.server.max_body_bytes
         self.chunks = []
@@ -476,6 +482,9 @@ class _Connection(asyncio.Protocol):
         while self.owed and self.owed[0][0] is not None:
             answer, keep_alive = self.owed.popleft()
             self._write(answer, keep_alive=keep_alive and not self.closing)
+        transport = self.transport
+        if len(self.owed) < MAX_OWED // 2 and transport is not None and not transport.is_reading():
+            transport.resume_reading()
         self.server.changed()
 
     def _write(self, answer: Answer, *, keep_alive: bool) -> None:

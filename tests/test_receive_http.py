@@ -710,3 +710,14 @@ def test_broken_http_is_answered_400_and_closed(receiver: Running) -> None:
     (answer,) = _raw(receiver, b"THIS IS NOT HTTP\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"Connection: close" in answer
+
+
+def test_many_pipelined_requests_are_read_in_turn_and_all_answered(receiver: Running) -> None:
+    """More requests in one write than a connection may owe answers for: reading pauses and
+    resumes, and every push is answered, in order, and stored."""
+    device_id, hw_id = HW_METERS[3]
+    bodies = [fx.huawei_notify(hw_id, _hw_time(300 - n), {"volume_l": 1000 + n}) for n in range(150)]
+    data = b"".join(_post(f"/receive/huawei/{HW_TOKEN}", body) for body in bodies)
+    answers = _raw(receiver, data, expect=150, timeout_s=30)
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"200"] * 150
+    assert len(_water(receiver.db, device_id)) == 150
