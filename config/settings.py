@@ -450,6 +450,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"source {source.name}: an HTTP source has a path, not a topic or broker")
             if not source.is_http and source.path:
                 raise ValueError(f"source {source.name}: an MQTT source has a topic, not a path")
+        for source in value:
+            if source.kind == "native" and (source.topic or source.broker_url):
+                raise ValueError(f"source {source.name}: native topics follow mqtt.topic_prefix")
         if sum(source.kind == "native" for source in value) > 1:
             raise ValueError("at most one native source (the lovekey/... contract)")
         return value

@@ -241,6 +241,8 @@ def _reason(error: Any) -> str:
         detail = "blank, but required"
     elif error["type"] == "value_error":
         detail = str(error["ctx"]["error"])  # our own words, without pydantic's "Value error, "
+    elif error["type"] == "string_pattern_mismatch" and column == "external_id":
+        detail = f"{error['input']!r} is not an id at a source (1-64 characters, no + # or controls)"
     elif error["type"] == "string_pattern_mismatch":  # only ids have a pattern
         detail = f"{error['input']!r} is not a valid id (letters, digits, _.:-)"
     else:

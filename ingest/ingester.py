@@ -75,7 +75,7 @@ class Ingester:
             max_bytes=settings.ingest.max_pending_bytes,
         )
         self.metrics = IngestMetrics(pending=inbox.__len__)
-        self.pipeline = BatchPipeline(settings, inbox, self.metrics)
+        self.pipeline = BatchPipeline(settings, inbox, self.metrics, remember_levels=shared_group is None)
         self.session = MqttSession(
             settings.mqtt,
             self.broker,

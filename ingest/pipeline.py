@@ -29,6 +29,7 @@ from lovekey.ingest.codecs import DecodeContext, decode_message
 from lovekey.ingest.decoded import DecodedMessage
 from lovekey.ingest.inbox import Inbound, Inbox
 from lovekey.ingest.last_totals import LastTotals
+from lovekey.ingest.level_memory import LevelMemory
 from lovekey.ingest.metrics import IngestMetrics
 from lovekey.ingest.registry_cache import (
     RegistryCache,
@@ -105,7 +106,9 @@ class BatchPipeline:
     inbox (thread-safe) and the metrics (plain counters, each written by one thread).
     """
 
-    def __init__(self, settings: Settings, inbox: Inbox, metrics: IngestMetrics) -> None:
+    def __init__(
+        self, settings: Settings, inbox: Inbox, metrics: IngestMetrics, *, remember_levels: bool = True
+    ) -> None:
         ingest = settings.ingest
         self.settings = settings
         self.metrics = metrics
@@ -120,6 +123,10 @@ class BatchPipeline:
         # each meter's newest (ts, total), to judge its next reading; loaded on first commit
         self._last_totals = LastTotals(ingest.flow_memory_devices)
         self._last_totals_loaded = False
+        # each device's newest committed state per alarm type: unchanged snapshots skip the
+        # writer. Not with a shared subscription: another member may commit a newer state of
+        # the same device, which this memory would not know
+        self._levels = LevelMemory() if remember_levels else None
         self._gateways_written: dict[str, float] = {}
         self._max_age_s = settings.storage.retention_days * 86400.0
         # min(): a first wait configured above the cap used to mean "always the cap"
@@ -272,6 +279,25 @@ class BatchPipeline:
             if stop.wait(self._backoff.next_delay_s()):
                 return None
 
+    def store(self, database: Database, received: list[ReceivedMessage]) -> WriteResult:
+        """Write these decoded messages now, in one transaction, and say what was stored.
+
+        For a caller that must answer only once the rows are safe (the HTTP push receiver,
+        `lovekey receive`): decode with the source's adapter (`ingest.sources`), wrap each
+        message in a `ReceivedMessage` with the source's name, call this, then answer. A
+        database outage raises (psycopg.OperationalError, StorageError) for the caller to
+        answer "try again"; a row the database refuses is kept in `rejected_input`, as
+        always. One caller at a time: the registry cache and the meters' last totals are
+        this pipeline's, not thread-safe.
+        """
+        try:
+            conn = database.connection()
+            self._sync_registry(conn, received)
+            return self._write(conn, received)
+        except _RETRY:
+            database.discard()
+            raise
+
     def _sync_registry(self, conn: psycopg.Connection, received: list[ReceivedMessage]) -> None:
         """Bring the registry cache up to date for the devices and gateways of this batch."""
         if not self._last_totals_loaded:
@@ -357,6 +383,8 @@ class BatchPipeline:
             last_totals=self._last_totals,
             external=self._registry.external,
         )
+        if self._levels is not None:
+            plan.levels = self._levels.changes(plan.levels)
         now_mono = time.monotonic()
         devices_seen = self._seen.due(plan.devices_seen, now_mono)
         gateways_seen = self._gateways_due(plan, now_mono)
@@ -371,6 +399,8 @@ class BatchPipeline:
         self._seen.written(devices_seen, now_mono)
         if plan.judged is not None:
             self._last_totals.remember(*plan.judged)
+        if self._levels is not None:
+            self._levels.committed(plan.levels)
         for gateway_id, _ in gateways_seen:
             self._gateways_written[gateway_id] = now_mono
         self._count(plan, result)

@@ -347,3 +347,45 @@ def test_mqtt_sources_put_native_first_and_bridge_under_their_prefix() -> None:
     assert isinstance(z.adapter, SourceAdapter)
     decoded = z.adapter.decode("zigbee2mqtt/bridge/state", b"online", CONTEXT)
     assert isinstance(decoded, DecodedMessage)
+
+
+@pytest.mark.parametrize("kind", ["chirpstack", "wmbusmeters", "cjt188"])
+def test_the_benchmark_load_is_what_the_adapters_read(kind: str) -> None:
+    """`lovekey bench ingest --source KIND` measures messages the adapter stores, at the
+    (device, time) its prober looks for."""
+    from lovekey.bench.support.source_load import SourceLoad, external_id, source_entry
+
+    settings = load_settings(environ={}, sources=[source_entry(kind, "lk")])
+    source = mqtt_sources(settings)[1]
+    assert source.adapter is not None
+    load = SourceLoad(kind, {"WM-000007": 7, "WM-000008": 8}, prefix="lk", probe_every=1)
+    for _ in range(4):
+        topic, payload, count, (key, ts) = load.message()
+        decoded = source.adapter.decode(topic, payload, CONTEXT)
+        assert count == 1
+        assert decoded.device_id.lower() == external_id(kind, key).lower()  # type: ignore[union-attr]
+        assert decoded.readings[0].ts == ts
+
+
+def test_zigbee2mqtt_alarms_kept_apart_under_one_level() -> None:
+    """docs/sources/zigbee2mqtt.md: alarms under zigbee2mqtt/alarms/, the bridge's state in a
+    second entry of the same gateway."""
+    alarms = adapter("zigbee2mqtt", topic="zigbee2mqtt/alarms/#", options={"base_topic": "zigbee2mqtt"})
+    state = adapter("zigbee2mqtt", topic="zigbee2mqtt/bridge/state", options={"base_topic": "zigbee2mqtt"})
+    smoke = alarms.decode("zigbee2mqtt/alarms/kitchen smoke", dumps(Z2M_SMOKE_ALARM), CONTEXT)
+    assert smoke.device_id == "alarms/kitchen smoke"
+    assert state.decode("zigbee2mqtt/bridge/state", Z2M_ONLINE_LEGACY, CONTEXT).status == "online"
+
+
+def test_times_and_units_as_the_sources_write_them() -> None:
+    from lovekey.ingest.sources._fields import any_time, epoch, rfc3339
+
+    instant = datetime(2026, 12, 6, 3, 55, tzinfo=UTC)
+    assert epoch(1796529300) == epoch(1796529300000) == epoch(1796529300.0) == instant  # s and ms
+    assert rfc3339("2026-12-06T03:55:00Z", None) == instant
+    assert rfc3339("2026-12-06T11:55:00+08:00", None) == instant
+    assert rfc3339("2026-12-06 11:55:00", SHANGHAI) == instant  # no zone: the source's
+    assert any_time("2026-12-06T03:55:00.000000001Z", None) == instant  # Go's nanoseconds
+    for bad in ("2026-12-06 11:55:00", "tomorrow", 17.5j, None, True):
+        with pytest.raises(PayloadError):
+            any_time(bad, None)

@@ -78,6 +78,7 @@ token = "s3cret-token"
         [{"name": "a", "kind": "tts", "timezone": "Mars/Base"}],
         [{"name": "a", "kind": "tts", "broker_url": "http://x"}],
         [{"name": "a", "kind": "native"}, {"name": "b", "kind": "native"}],
+        [{"name": "a", "kind": "native", "topic": "x/#"}],  # native topics follow topic_prefix
     ],
 )
 def test_bad_source_entries_are_refused(entries: list[dict[str, Any]]) -> None:
@@ -100,7 +101,7 @@ def test_external_ids_are_imported_exported_and_unique_per_gateway(postgres_fact
         }
     with pytest.raises(ImportRejected, match="already names a device of gateway 'cs-east'"):
         parse_registry(REGISTRY + "WM-3,cs-east,R-3,water_meter,0101010101010101\n")
-    with pytest.raises(ImportRejected, match="external_id"):
+    with pytest.raises(ImportRejected, match="external_id: 'bad\\+id' is not an id at a source"):
         parse_registry(REGISTRY + "WM-3,cs-east,R-3,water_meter,bad+id\n")
 
 
@@ -200,3 +201,46 @@ def test_levels_are_stored_as_events_only_where_they_change(postgres_factory: An
     )
     assert [row[3] for row in plan.rejected] == ["wrong_kind"]
     assert not plan.levels
+
+
+def test_a_caller_can_store_adapted_messages_at_once(postgres_factory: Any, make_settings: Any) -> None:
+    """The HTTP receiver's path: decode, store, and only then answer."""
+    from lovekey.ingest.inbox import Inbox
+    from lovekey.ingest.metrics import IngestMetrics
+    from lovekey.ingest.pipeline import BatchPipeline, Database
+
+    url = postgres_factory.create("sources")
+    with connect(url) as conn:
+        apply_registry(conn, parse_registry(REGISTRY))
+    settings = make_settings(database_url=url)
+    pipeline = BatchPipeline(
+        settings, Inbox(max_messages=10, max_bytes=1 << 20), IngestMetrics(pending=lambda: 0)
+    )
+    recent = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    message = _source_message("0101010101010101", "cs-east", readings=(WaterReading(recent, 1234.0),))
+    with Database(url) as database:
+        first = pipeline.store(database, [message])
+        again = pipeline.store(database, [message])  # the platform's retry
+    assert (first.water, again.water, again.duplicates) == (1, 0, 1)
+
+
+def test_level_memory_skips_only_what_cannot_be_a_change() -> None:
+    from lovekey.ingest.level_memory import LevelMemory
+
+    memory = LevelMemory()
+    t = [NOW + timedelta(minutes=i) for i in range(5)]
+    first = [(t[1], 7, "smoke", True, None)]
+    assert memory.changes(first) == first  # nothing known: the database judges
+    memory.committed(first)
+    same_later = (t[2], 7, "smoke", True, None)
+    other_later = (t[3], 7, "smoke", False, None)
+    same_earlier = (t[0], 7, "smoke", True, None)  # a late one: the database judges
+    other_type = (t[2], 7, "tamper", True, None)
+    assert memory.changes([same_later, other_later, same_earlier, other_type]) == [
+        other_later,
+        same_earlier,
+        other_type,
+    ]
+    memory.committed([other_later, same_earlier])
+    assert memory.changes([(t[4], 7, "smoke", True, None)]) == [(t[4], 7, "smoke", True, None)]
+    assert len(memory) == 1

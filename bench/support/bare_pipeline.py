@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import deque
 from datetime import datetime
 
 import orjson
@@ -34,7 +35,9 @@ class BarePipeline:
         self.topic_filter = topic_filter
         self.keys = keys
         self.client_id = f"lovekey-bare-{uuid.uuid4().hex[:8]}"
-        self._received: list[tuple[str, bytes]] = []
+        # paho's thread appends, the writer pops: a deque needs no lock for that (swapping a
+        # list raced with an append in flight and lost the message)
+        self._received: deque[tuple[str, bytes]] = deque()
         self._subscribed = threading.Event()
 
     def _client(self) -> mqtt.Client:
@@ -71,7 +74,8 @@ class BarePipeline:
                 )
                 while stored < expected and time.monotonic() < deadline:
                     time.sleep(0.05)
-                    taken, self._received = self._received, []
+                    received = self._received
+                    taken = [received.popleft() for _ in range(len(received))]
                     if not taken:
                         continue
                     started = started or time.monotonic()

@@ -32,7 +32,6 @@ Everything here is pure: bytes in, a `Cjt188Reading` out, or `PayloadError`.
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,7 +49,7 @@ UNIT_LITRES = {0x29: 1.0, 0x2C: 1000.0}
 READ_DATA_LENGTH = 22
 HEADER = 11  # 68 T A0..A6 C L
 MAX_WAKE = 16  # FE bytes tolerated before the start byte
-_HEX_TEXT = re.compile(rb"^[0-9A-Fa-f\s]+$")
+_HEX_DIGITS = frozenset(b"0123456789ABCDEFabcdef")
 
 
 class StatusBits(enum.Enum):
@@ -75,12 +74,16 @@ class Cjt188Reading:
 
 
 def frame_bytes(payload: bytes) -> bytes:
-    """The frame's bytes, from binary or from hex text (`FE FE 68 10 ...`, any spacing)."""
-    if payload and _HEX_TEXT.match(payload):
-        digits = b"".join(payload.split())
-        if len(digits) % 2:
-            raise PayloadError(reasons.BAD_FRAME, "hex text with an odd number of digits")
-        return bytes.fromhex(digits.decode("ascii"))
+    """The frame's bytes, from binary or from hex text (`FE FE 68 10 ...`, any spacing).
+
+    A binary frame starts with FE or 68, neither of which is an ASCII hex digit, so the first
+    byte tells the two apart.
+    """
+    if payload and payload[0] in _HEX_DIGITS:
+        try:
+            return bytes.fromhex(payload.decode("ascii"))  # skips ASCII whitespace itself
+        except ValueError as exc:
+            raise PayloadError(reasons.BAD_FRAME, f"hex text that is not whole bytes: {exc}") from exc
     return payload
 
 
@@ -162,8 +165,8 @@ def _meter_time(raw: bytes) -> datetime | None:
     """ss mm hh DD MM YY YY in BCD; all zeros (a meter without a clock) is None."""
     if not any(raw):
         return None
-    digits = _bcd_digits(raw[::-1], "meter time")  # YYYYMMDDhhmmss
+    d = _bcd_digits(raw[::-1], "meter time")  # YYYYMMDDhhmmss
     try:
-        return datetime.strptime(digits, "%Y%m%d%H%M%S")
+        return datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(d[8:10]), int(d[10:12]), int(d[12:]))
     except ValueError as exc:
-        raise PayloadError(reasons.BAD_TIMESTAMP, f"meter time {digits}: {exc}") from exc
+        raise PayloadError(reasons.BAD_TIMESTAMP, f"meter time {d}: {exc}") from exc
