@@ -111,10 +111,15 @@ class Committer:
     """
 
     def __init__(self, settings: Settings, db_url: str, loop: asyncio.AbstractEventLoop) -> None:
-        # the pipeline's inbox is the MQTT ingester's; here requests queue in `_waiting`
+        # the pipeline's inbox is the MQTT ingester's; here requests queue in `_waiting`.
+        # A writer may remember alarm states only when it is the only one: another writer may
+        # commit a newer state of the same device (as a shared-subscription ingester would)
+        writers = settings.receive.committers
         self._pipelines = [
-            BatchPipeline(settings, Inbox(max_messages=1, max_bytes=1), IngestMetrics())
-            for _ in range(settings.receive.committers)
+            BatchPipeline(
+                settings, Inbox(max_messages=1, max_bytes=1), IngestMetrics(), remember_levels=writers == 1
+            )
+            for _ in range(writers)
         ]
         self._db_url = db_url
         self._loop = loop
