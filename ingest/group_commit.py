@@ -47,8 +47,8 @@ class Committer:
 
     Requests that arrive while a transaction runs are written together in the next: under
     load a commit holds hundreds of requests, with no timer anywhere. `receive.committers`
-    writers (threads, each with its own connection and pipeline) take turns at the queue,
-    so one writes while another waits for its commit to be flushed.
+    writers (threads, each with its own connection and pipeline; one by default, the
+    fastest on two shared cores) take turns at the queue.
     """
 
     def __init__(self, settings: Settings, db_url: str, loop: asyncio.AbstractEventLoop) -> None:
