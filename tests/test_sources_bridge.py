@@ -4,7 +4,13 @@ Mosquitto under another topic) reaches the ingester through the bridge and is st
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -88,3 +94,84 @@ def contextlib_bridging(settings: Settings, url: str) -> Any:
 def _events(db: str) -> list[tuple[str, bool]]:
     with connect(db) as conn:
         return [(t, a) for t, a in conn.execute("SELECT type, active FROM device_event ORDER BY ts")]
+
+
+def test_the_things_stack_over_mqtt_3_1_1_at_qos_0_is_stored_through_the_bridge(
+    postgres_factory: Any, make_settings: Callable[..., Settings], mqtt_url: str, topic_prefix: str
+) -> None:
+    """The Things Stack's MQTT server speaks 3.1.1 and serves QoS 0 only: the bridge's other path."""
+    from tests.fix_sources import CHIRPSTACK_OPTIONS, TTS_TOPIC, TTS_UP
+
+    # the documented uplink is from 2020: keep it inside retention, in a few partitions
+    db = postgres_factory.create("bridge", retention_days=4500, partition_days=366)
+    register(db, "ttn", [("WM-TTS-1", "water_meter", "0004A30B001C0530")])
+    remote = f"{topic_prefix}/remote"
+    settings = make_settings(
+        database_url=db,
+        mqtt_url=mqtt_url,
+        mqtt={"topic_prefix": topic_prefix, "client_id": "lkt-" + topic_prefix.rsplit("/", 1)[-1]},
+        ingest={"batch_ms": 50, "registry_miss_retry_s": 0},
+        storage={"retention_days": 4500, "partition_days": 366},
+        sources=[
+            {
+                "name": "ttn",
+                "kind": "tts",
+                "topic": f"{remote}/v3/+/devices/+/up",
+                "broker_url": mqtt_url + "?protocol=3.1.1",
+                "qos": 0,
+                "options": CHIRPSTACK_OPTIONS,
+            }
+        ],
+    )
+    with (
+        running_ingester(settings) as ingester,
+        Publisher(mqtt_url, qos=0) as source,
+        contextlib_bridging(settings, mqtt_url),
+    ):
+
+        def stored() -> bool:
+            source.publish(f"{remote}/{TTS_TOPIC}", dumps(TTS_UP))  # QoS 0: send until one arrives
+            return ingester.metrics.stored["water_reading"] >= 1
+
+        wait_for(stored, timeout_s=20, interval_s=0.5)
+    with connect(db) as conn:
+        rows = conn.execute("SELECT count(*) FROM water_reading").fetchone()
+        rejected = conn.execute("SELECT count(*) FROM rejected_input").fetchone()
+    assert rows == (1,)  # however many copies got through, one reading
+    assert rejected == (0,)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_lovekey_bridge_stops_cleanly(signum: int, mqtt_url: str, topic_prefix: str, tmp_path: Any) -> None:
+    """Like every long-running command (tests/test_stops.py): exit 0 within 5 s, no traceback."""
+    sources = [{"name": "z2m", "kind": "zigbee2mqtt", "topic": f"{topic_prefix}/z/#", "broker_url": mqtt_url}]
+    env = {
+        **os.environ,
+        "LOVEKEY_MQTT_URL": mqtt_url,
+        "LOVEKEY_MQTT__TOPIC_PREFIX": topic_prefix,
+        "LOVEKEY_MQTT__CLIENT_ID": "lkt-" + topic_prefix.rsplit("/", 1)[-1],
+        "LOVEKEY_SOURCES": json.dumps(sources),
+        "LOVEKEY_DATA_DIR": str(tmp_path),
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "lovekey", "bridge"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "bridge z2m:" in line:
+                break
+        else:
+            pytest.fail("the bridge never said it was up:\n" + "".join(lines))
+        started = time.monotonic()
+        proc.send_signal(signum)
+        rest, _ = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert elapsed < 5.0
+    assert "Traceback" not in rest
