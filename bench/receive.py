@@ -63,7 +63,7 @@ def main(argv: list[str], settings: Settings) -> int:
     parser.add_argument("--connections", type=int, default=256, help="keep-alive connections of the load")
     parser.add_argument("--replay", type=int, default=5000, help="pushes sent again in the replay phase")
     parser.add_argument("--phases", default="baseline,fixed,max,replay")
-    parser.add_argument("--committers", type=int, default=2, help="receive.committers (writer threads)")
+    parser.add_argument("--committers", type=int, default=1, help="receive.committers (writer threads)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument(
         "--profile", metavar="FILE", help="record the receiver with py-spy (collapsed stacks) into FILE"

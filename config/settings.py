@@ -147,9 +147,11 @@ class ReceiveSettings(_Section):
     max_body_bytes: int = Field(64 * 1024, ge=256)
     # rows written in one transaction at most; the requests waiting meanwhile share the next
     commit_rows: int = Field(5000, ge=1)
-    # writers, each with its own connection: one writes while another's commit is flushed
-    # (each judges plausibility against the readings it wrote itself and those loaded at start)
-    committers: int = Field(2, ge=1, le=8)
+    # database writers, each with its own connection. One is the fastest here: two writers
+    # halve each commit and contend for the same cores (measured with `lovekey bench receive
+    # --committers`); more may pay where the database has cores of its own to spare (each
+    # then judges plausibility against the readings it wrote itself and those loaded at start)
+    committers: int = Field(1, ge=1, le=8)
     # refused pushes (forged, unreadable) kept in rejected_input per source and minute at most:
     # anyone can post to the URL; past this they are answered and counted, not stored
     refused_kept_per_minute: int = Field(600, ge=0)

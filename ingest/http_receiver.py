@@ -5,13 +5,13 @@ One asyncio loop serves the requests: an `asyncio.Protocol` around httptools' C 
 is the limit, and a framework cost more than the receiver's own work (measured with `lovekey
 bench receive --profile`). Each request is read by the pure platform readers
 (`ingest.platforms`, through the source adapters) on the loop and handed, as the ingester's
-`ReceivedMessage`s, to one committer thread that owns the database connection. The
-committer writes whatever has queued up while its previous transaction ran, all in one
-transaction, through the ingester's own pipeline (`BatchPipeline.commit`: registry checks,
-plausibility, staged COPY with ON CONFLICT DO NOTHING, rejected_input, outage retries) -
-a group commit. Every request is answered only after the transaction holding its rows has
-committed, so a 200 means stored, and a platform's retry of the same push meets the
-primary keys and is stored once.
+`ReceivedMessage`s, to the committer (`ingest.group_commit`): `receive.committers` writer
+threads, each with its own database connection. A writer takes whatever has queued up while
+the transactions before ran, all in one transaction, through the ingester's own pipeline
+(`BatchPipeline.commit`: registry checks, plausibility, staged COPY with ON CONFLICT DO
+NOTHING, rejected_input, outage retries) - a group commit. Every request is answered only
+after the transaction holding its rows has committed, so a 200 means stored, and a
+platform's retry of the same push meets the primary keys and is stored once.
 
 Answers: 200 for a push that was understood (its readings stored; reports for unknown
 devices kept in rejected_input, since a retry could not fix them); 400 for a body that
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,19 +41,13 @@ from lovekey.errors import PayloadError, SettingsError
 from lovekey.ingest import reasons
 from lovekey.ingest.batch import ReceivedMessage
 from lovekey.ingest.codecs import DecodeContext
-from lovekey.ingest.inbox import Inbox
-from lovekey.ingest.metrics import IngestMetrics
-from lovekey.ingest.pipeline import Batch, BatchPipeline, Database
+from lovekey.ingest.group_commit import Committer
 from lovekey.ingest.platforms import Push
 from lovekey.ingest.sources import adapter_for
 from lovekey.ingest.sources._http import PlatformAdapter
 from lovekey.ingest.sources.onenet import OnenetAdapter
 
 log = logging.getLogger(__name__)
-
-APPLICATION_NAME = "lovekey-receive"
-# How long the committer waits for work before looking at its stop flag again.
-IDLE_WAIT_S = 0.25
 
 # status codes by the reason a whole push was refused
 _STATUS = {
@@ -85,126 +78,6 @@ def routes(settings: Settings) -> dict[str, Route]:
         assert isinstance(adapter, PlatformAdapter)  # the HTTP kinds' adapters all are
         out[path] = Route(source, path, adapter)
     return out
-
-
-# -- the committer (its own thread) ----------------------------------------------------------
-
-
-Settled = Callable[[bool], None]
-
-
-@dataclass(slots=True)
-class Pending:
-    """The messages of one request, and what to call (on the loop) once they are committed."""
-
-    messages: list[ReceivedMessage]
-    settled: Settled
-
-
-class Committer:
-    """Writes what requests queued, one transaction at a time per writer, and settles their
-    futures.
-
-    Requests that arrive while a transaction runs are written together in the next: under
-    load a commit holds hundreds of requests, with no timer anywhere. `receive.committers`
-    writers (threads, each with its own connection and pipeline) take turns at the queue,
-    so one writes while another waits for its commit to be flushed.
-    """
-
-    def __init__(self, settings: Settings, db_url: str, loop: asyncio.AbstractEventLoop) -> None:
-        # the pipeline's inbox is the MQTT ingester's; here requests queue in `_waiting`
-        self._pipelines = [
-            BatchPipeline(settings, Inbox(max_messages=1, max_bytes=1), IngestMetrics())
-            for _ in range(settings.receive.committers)
-        ]
-        self._db_url = db_url
-        self._loop = loop
-        self._commit_rows = settings.receive.commit_rows
-        self._waiting: deque[Pending] = deque()
-        self._ready = threading.Condition()
-        self._closing = False
-        # set when the receiver stops: a commit waiting out a database outage gives up
-        self.abandon = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(pipeline,), name=f"lovekey-receive-commit-{n}")
-            for n, pipeline in enumerate(self._pipelines)
-        ]
-        self.commits = 0
-
-    @property
-    def database_up(self) -> bool:
-        return any(p.metrics.database_up for p in self._pipelines)
-
-    def totals(self) -> tuple[int, int, int]:
-        """Rows stored, duplicates and rejected rows, over every writer."""
-        stored = sum(sum(p.metrics.stored.values()) for p in self._pipelines)
-        duplicates = sum(p.metrics.duplicates for p in self._pipelines)
-        rejected = sum(sum(p.metrics.rejected.values()) for p in self._pipelines)
-        return stored, duplicates, rejected
-
-    def write_seconds(self) -> tuple[float, float]:
-        """Mean seconds a transaction took to write and commit, and its 99th percentile bucket."""
-        total = sum(p.metrics.batch_seconds.total for p in self._pipelines)
-        count = sum(int(p.metrics.batch_seconds.counts.sum()) for p in self._pipelines)
-        p99 = max((p.metrics.batch_seconds.quantile(0.99) or 0.0) for p in self._pipelines)
-        return (total / count if count else 0.0), p99
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, messages: list[ReceivedMessage], settled: Settled) -> None:
-        """Queue a request's messages; `settled(True)` is called on the loop once they are
-        committed, `settled(False)` if the receiver stopped before they could be."""
-        with self._ready:
-            self._waiting.append(Pending(messages, settled))
-            self._ready.notify()
-
-    def close(self) -> None:
-        """Write what is queued, then end (call once no request can submit any more)."""
-        with self._ready:
-            self._closing = True
-            self._ready.notify_all()
-
-    def join(self) -> None:
-        for thread in self._threads:
-            thread.join()
-
-    def _take(self) -> list[Pending] | None:
-        """What has queued, up to `commit_rows` rows; None once closed and drained."""
-        with self._ready:
-            while not self._waiting:
-                if self._closing:
-                    return None
-                self._ready.wait(IDLE_WAIT_S)
-            taken: list[Pending] = []
-            rows = 0
-            while self._waiting and (not taken or rows < self._commit_rows):
-                pending = self._waiting.popleft()
-                taken.append(pending)
-                rows += len(pending.messages)
-            return taken
-
-    def _run(self, pipeline: BatchPipeline) -> None:
-        with Database(self._db_url) as database:
-            while (taken := self._take()) is not None:
-                batch = Batch(received=[m for p in taken for m in p.messages])
-                try:
-                    committed = pipeline.commit(database, batch, self.abandon) is not None
-                except Exception:
-                    # a fault of ours, not the database's (commit waits those out): these
-                    # pushes are answered 503 and sent again; the writer goes on
-                    log.exception("a commit of %d pushes failed", len(taken))
-                    database.discard()
-                    committed = False
-                self.commits += 1  # a counter for the log: an update lost to a race is no harm
-                # one hand-over to the loop per commit, not one per request
-                self._loop.call_soon_threadsafe(_settle, [p.settled for p in taken], committed)
-
-
-def _settle(callbacks: list[Settled], committed: bool) -> None:
-    for settled in callbacks:
-        settled(committed)
 
 
 # -- the requests (the loop) -----------------------------------------------------------------
@@ -381,6 +254,11 @@ class Receiver:
         respond((200, reply, b"text/plain"))
 
 
+# Answers one connection may owe (pipelined requests) before it is read no further: what one
+# connection can queue for the committer is bounded by this plus what one read (256 KiB) holds.
+MAX_OWED = 64
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: httptools parses, `Receiver.handle` decides, answers go out in
     request order (HTTP/1.1 pipelining), each as one write."""
@@ -449,6 +327,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         slot: list[Any] = [None, self.parser.should_keep_alive()]
         self.owed.append(slot)
+        if len(self.owed) >= MAX_OWED and self.transport is not None:
+            self.transport.pause_reading()  # until the answers owed go out
         body = b"".join(self.chunks)
         too_large = self.size > self.server.max_body_bytes
         self.chunks = []
@@ -476,6 +356,9 @@ class _Connection(asyncio.Protocol):
         while self.owed and self.owed[0][0] is not None:
             answer, keep_alive = self.owed.popleft()
             self._write(answer, keep_alive=keep_alive and not self.closing)
+        transport = self.transport
+        if len(self.owed) < MAX_OWED // 2 and transport is not None and not transport.is_reading():
+            transport.resume_reading()
         self.server.changed()
 
     def _write(self, answer: Answer, *, keep_alive: bool) -> None:

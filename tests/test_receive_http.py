@@ -48,6 +48,7 @@ AES_KEY = fx.new_aes_key()
 CT_METERS = [(f"CT-{n}", f"8640160594856{n:02d}") for n in range(5)]
 ON_METERS = [(f"ON-{n}", str(524870 + n)) for n in range(5)]
 HW_METERS = [(f"HW-{n}", f"a2664352-9505-45a5-9913-ae01a26605{n:02d}") for n in range(5)]
+HW_SMOKE = "5b0c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3"
 PROFILE = {"total_field": "cumulativeFlow", "total_unit": "m3", "battery_field": "batteryVoltage"}
 ONENET = {"battery_field": "battery_v"}  # the total streams are named total_m3 / total_l
 
@@ -98,6 +99,8 @@ def receiver(database_url: str) -> Iterator[Running]:
                 DeviceRow(device_id, "water_meter", f"H-{device_id}", gateway, external_id=external_id),
             ]
     rows += [GatewayRow("smoke-gw"), HouseholdRow("H-S1"), DeviceRow("S-1", "smoke", "H-S1", "smoke-gw")]
+    # a smoke alarm reporting through the Huawei platform
+    rows += [HouseholdRow("H-HS"), DeviceRow("HS-1", "smoke", "H-HS", "huawei", external_id=HW_SMOKE)]
     with connect(database_url, autocommit=True) as conn:
         upsert_rows(conn, rows)
 
@@ -710,3 +713,30 @@ def test_broken_http_is_answered_400_and_closed(receiver: Running) -> None:
     (answer,) = _raw(receiver, b"THIS IS NOT HTTP\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"Connection: close" in answer
+
+
+def test_many_pipelined_requests_are_read_in_turn_and_all_answered(receiver: Running) -> None:
+    """More requests in one write than a connection may owe answers for: reading pauses and
+    resumes, and every push is answered, in order, and stored."""
+    device_id, hw_id = HW_METERS[3]
+    bodies = [fx.huawei_notify(hw_id, _hw_time(300 - n), {"volume_l": 1000 + n}) for n in range(150)]
+    data = b"".join(_post(f"/receive/huawei/{HW_TOKEN}", body) for body in bodies)
+    answers = _raw(receiver, data, expect=150, timeout_s=30)
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"200"] * 150
+    assert len(_water(receiver.db, device_id)) == 150
+
+
+def test_alarm_states_through_a_platform_are_stored_where_they_change(receiver: Running) -> None:
+    """An alarm's `smoke` field is a state: stored as an event only when it changes, so the
+    same state pushed again (or retried) raises nothing new."""
+    states = [(50, False), (40, True), (30, True), (20, False), (20, False)]
+    with receiver.client() as client:
+        for minutes_ago, smoke in states:
+            body = fx.huawei_notify(HW_SMOKE, _hw_time(minutes_ago), {"smoke": smoke, "battery_low": False})
+            assert client.post(f"/receive/huawei/{HW_TOKEN}", content=body).status_code == 200
+    with psycopg.connect(receiver.db) as conn:
+        events = conn.execute(
+            "SELECT e.type, e.active FROM device_event e JOIN device d ON d.key = e.device_key"
+            " WHERE d.id = 'HS-1' ORDER BY e.ts"
+        ).fetchall()
+    assert events == [("smoke", True), ("smoke", False)]
