@@ -506,3 +506,26 @@ def test_packed_partitions_give_their_index_space_back(backend: DatabaseFactory)
             assert small[0] <= 64 * 1024, name
         assert after - empty < (before - empty) / 2
         assert _history(conn) == _expected(rows)
+
+
+def test_a_stop_request_ends_packing_between_batches(history_url: tuple[str, list[int]]) -> None:
+    url, keys = history_url
+    start = (_NOW - timedelta(days=50)).replace(hour=0, minute=0, second=0)
+    rows = _regular(keys, start, 5)
+    with connect(url, autocommit=True) as conn, connect(url, autocommit=True) as watcher:
+        _clear(conn)
+        run_maintenance(conn, _storage(hot_days=400), now=_NOW)
+        _ingest(conn, rows)
+
+        def two_written() -> bool:  # asked before each batch; batches commit before the next ask
+            row = watcher.execute("SELECT count(*) FROM water_reading_packed").fetchone()
+            return row is not None and row[0] >= 2
+
+        report = pack_history(conn, _storage(pack_batch_meters=1), now=_NOW, stop=two_written)
+        assert report.stopped
+        assert report.meter_days == 2, "two batches of one meter, then the stop"
+        assert _history(conn) == _expected(rows)
+        rest = pack_history(conn, _storage(), now=_NOW)
+        assert not rest.stopped
+        assert rest.meter_days == 5 * len(keys) - 2
+        assert _history(conn) == _expected(rows)
