@@ -529,3 +529,36 @@ def test_a_stop_request_ends_packing_between_batches(history_url: tuple[str, lis
         assert not rest.stopped
         assert rest.meter_days == 5 * len(keys) - 2
         assert _history(conn) == _expected(rows)
+
+
+@pytest.mark.slow
+def test_the_storage_benchmark_runs_end_to_end(postgres_factory: DatabaseFactory, tmp_path: Any) -> None:
+    """A small `lovekey bench storage`: every reading packed and exported, figures printed
+    (the targets are judged at full size, not here)."""
+    env = {
+        **os.environ,
+        "LOVEKEY_DATABASE_URL": postgres_factory.admin_url,
+        "LOVEKEY_DATA_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lovekey",
+            "bench",
+            "storage",
+            "--meters",
+            "12",
+            "--days",
+            "3",
+            "--skip-district",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "FAILED" not in done.stdout, done.stdout
+    for figure in ("hot table:", "compact history:", "WAL written", "export csv:", "export parquet:"):
+        assert figure in done.stdout, done.stdout + done.stderr
