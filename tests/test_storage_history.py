@@ -562,3 +562,28 @@ def test_the_storage_benchmark_runs_end_to_end(postgres_factory: DatabaseFactory
     assert "FAILED" not in done.stdout, done.stdout
     for figure in ("hot table:", "compact history:", "WAL written", "export csv:", "export parquet:"):
         assert figure in done.stdout, done.stdout + done.stderr
+
+
+def test_the_evaluation_replays_packed_history_as_it_was(
+    history_url: tuple[str, list[int]], tmp_path: Any
+) -> None:
+    from lovekey.evaluation.sources import from_database
+
+    url, keys = history_url
+    start = (_NOW - timedelta(days=45)).replace(hour=0, minute=0, second=0)
+    rows = _regular(keys, start, 4)
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text("")
+    detect = load_settings(environ={}).detect
+    with connect(url, autocommit=True) as conn:
+        _clear(conn)
+        run_maintenance(conn, _storage(hot_days=400), now=_NOW)
+        _ingest(conn, rows)
+        before = from_database(conn, detect, truth).data
+        assert pack_history(conn, _storage(), now=_NOW).readings == len(rows)
+        after = from_database(conn, detect, truth).data
+    assert after.start_s == before.start_s == min(r[1] for r in _expected(rows)) // 1_000_000
+    assert after.ts_s.tolist() == before.ts_s.tolist()
+    assert after.total_l.tolist() == before.total_l.tolist()
+    assert after.meter.tolist() == before.meter.tolist()
+    assert len(before.ts_s) == len(rows)
