@@ -587,3 +587,14 @@ def test_the_evaluation_replays_packed_history_as_it_was(
     assert after.total_l.tolist() == before.total_l.tolist()
     assert after.meter.tolist() == before.meter.tolist()
     assert len(before.ts_s) == len(rows)
+
+
+def test_only_one_packer_at_a_time(history_url: tuple[str, list[int]]) -> None:
+    from lovekey.storage.packing import _PACK_LOCK
+
+    url, _ = history_url
+    with connect(url, autocommit=True) as other, connect(url, autocommit=True) as conn:
+        other.execute("SELECT pg_advisory_lock(%s)", (_PACK_LOCK,))
+        assert pack_history(conn, _storage(), now=_NOW).mode == "busy"
+        other.execute("SELECT pg_advisory_unlock(%s)", (_PACK_LOCK,))
+        assert pack_history(conn, _storage(), now=_NOW).mode == "packed"
