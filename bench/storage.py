@@ -33,6 +33,7 @@ import numpy as np
 import psycopg
 
 from lovekey.config import Settings
+from lovekey.errors import StorageError
 from lovekey.storage import connect, database_url, run_maintenance
 from lovekey.storage.history import read_water
 from lovekey.storage.packing import pack_history
@@ -95,6 +96,14 @@ def _bytes_per_reading(url: str, settings: Settings, *, meters: int, days: int, 
             f"hot table: {hot_total / n:.1f} bytes/reading"
             f" (heap {hot['heap'] / n:.1f}, indexes {hot['index'] / n:.1f}, toast {hot['toast'] / n:.1f})"
         )
+        # what rebuilding the closed partitions' indexes would give (not done by maintenance)
+        conn.execute("REINDEX TABLE water_reading")
+        rebuilt = _sizes(conn, "water_reading", partitions=True)
+        print(
+            f"hot table with its indexes rebuilt: {sum(rebuilt.values()) / n:.1f} bytes/reading"
+            f" (indexes {rebuilt['index'] / n:.1f}): page splits cost"
+            f" {(hot['index'] - rebuilt['index']) / n:.1f} bytes/reading"
+        )
         wal_before = _wal_lsn(conn)
         started = time.perf_counter()
         report = pack_history(conn, storage.model_copy(update={"hot_days": 1}), now=end + timedelta(days=2))
@@ -122,6 +131,7 @@ def _bytes_per_reading(url: str, settings: Settings, *, meters: int, days: int, 
             f"hot table after packing and VACUUM: heap {left['heap'] / 1e6:.1f} MB,"
             f" indexes {left['index'] / 1e6:.1f} MB (emptied index pages are reused, not returned)"
         )
+        _export_speed(conn, start, end, n)
         chart = _chart_reads(conn, start, end)
         print(
             f"a meter's {days} packed days through storage.history:"
@@ -199,6 +209,30 @@ def _wal_bytes(conn: psycopg.Connection[Any], before: str) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _export_speed(conn: psycopg.Connection[Any], start: datetime, end: datetime, n: int) -> None:
+    """`lovekey export readings` of the whole packed span, CSV and Parquet, to a temp dir."""
+    import tempfile
+
+    from lovekey.storage.export import export_readings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("csv", "parquet"):
+            out = Path(tmp) / f"readings.{fmt}"
+            started = time.perf_counter()
+            try:
+                count = export_readings(conn, out, first=start.date(), last=end.date(), fmt=fmt)
+            except StorageError as exc:
+                print(f"export {fmt}: {exc}")
+                continue
+            took = time.perf_counter() - started
+            print(
+                f"export {fmt}: {count:,} readings in {took:.1f} s ({count / took:,.0f} readings/s),"
+                f" {out.stat().st_size / count:.1f} bytes/reading on disk"
+            )
+            if count != n:
+                print(f"FAILED: exported {count:,} of {n:,}")
 
 
 def _process_cpu_s(pid: int) -> float | None:

@@ -236,7 +236,8 @@ async def _maintain(settings: Settings, db_url: str, stop: asyncio.Event) -> Non
 
     def once() -> None:
         with connect(db_url, autocommit=True) as conn:
-            report = run_maintenance(conn, settings.storage, now=datetime.now(UTC))
+            # packing a backlog can take minutes: it stops between two batches when asked
+            report = run_maintenance(conn, settings.storage, now=datetime.now(UTC), stop=stop.is_set)
         log.info("maintenance created=%d dropped=%d", len(report.created), len(report.dropped))
 
     # the first pass here, as `lovekey maintain` does: a database that cannot be maintained

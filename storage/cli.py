@@ -49,22 +49,25 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
     from lovekey.signals import stop_on_signals
     from lovekey.storage import connect, database_url, run_maintenance
 
+    stop = threading.Event()
     with database_url(settings) as url:
 
         def job() -> None:
             with connect(url, autocommit=True) as conn:
-                report = run_maintenance(conn, settings.storage)
+                # packing a backlog can take minutes: it stops between two batches when asked
+                report = run_maintenance(conn, settings.storage, stop=stop.is_set)
+            packing = report.packing
+            packed = f"{packing.readings} readings ({packing.mode})" if packing else "nothing"
             print(
                 f"layout: {report.layout.value}; created {len(report.created)} partition(s);"
-                f" dropped {len(report.dropped)}; compression: {report.compression}",
+                f" dropped {len(report.dropped)}; compression: {report.compression}; packed {packed}",
                 flush=True,
             )
 
-        job()  # the first pass here: a database that cannot be maintained fails the command
-        if args.once:
-            return 0
-        stop = threading.Event()
         with stop_on_signals(stop):
+            job()  # the first pass here: a database that cannot be maintained fails the command
+            if args.once or stop.is_set():
+                return 0
             asyncio.run(_maintain_until(stop, settings, job))
     return 0
 

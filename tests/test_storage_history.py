@@ -506,3 +506,95 @@ def test_packed_partitions_give_their_index_space_back(backend: DatabaseFactory)
             assert small[0] <= 64 * 1024, name
         assert after - empty < (before - empty) / 2
         assert _history(conn) == _expected(rows)
+
+
+def test_a_stop_request_ends_packing_between_batches(history_url: tuple[str, list[int]]) -> None:
+    url, keys = history_url
+    start = (_NOW - timedelta(days=50)).replace(hour=0, minute=0, second=0)
+    rows = _regular(keys, start, 5)
+    with connect(url, autocommit=True) as conn, connect(url, autocommit=True) as watcher:
+        _clear(conn)
+        run_maintenance(conn, _storage(hot_days=400), now=_NOW)
+        _ingest(conn, rows)
+
+        def two_written() -> bool:  # asked before each batch; batches commit before the next ask
+            row = watcher.execute("SELECT count(*) FROM water_reading_packed").fetchone()
+            return row is not None and row[0] >= 2
+
+        report = pack_history(conn, _storage(pack_batch_meters=1), now=_NOW, stop=two_written)
+        assert report.stopped
+        assert report.meter_days == 2, "two batches of one meter, then the stop"
+        assert _history(conn) == _expected(rows)
+        rest = pack_history(conn, _storage(), now=_NOW)
+        assert not rest.stopped
+        assert rest.meter_days == 5 * len(keys) - 2
+        assert _history(conn) == _expected(rows)
+
+
+@pytest.mark.slow
+def test_the_storage_benchmark_runs_end_to_end(postgres_factory: DatabaseFactory, tmp_path: Any) -> None:
+    """A small `lovekey bench storage`: every reading packed and exported, figures printed
+    (the targets are judged at full size, not here)."""
+    env = {
+        **os.environ,
+        "LOVEKEY_DATABASE_URL": postgres_factory.admin_url,
+        "LOVEKEY_DATA_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lovekey",
+            "bench",
+            "storage",
+            "--meters",
+            "12",
+            "--days",
+            "3",
+            "--skip-district",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "FAILED" not in done.stdout, done.stdout
+    for figure in ("hot table:", "compact history:", "WAL written", "export csv:", "export parquet:"):
+        assert figure in done.stdout, done.stdout + done.stderr
+
+
+def test_the_evaluation_replays_packed_history_as_it_was(
+    history_url: tuple[str, list[int]], tmp_path: Any
+) -> None:
+    from lovekey.evaluation.sources import from_database
+
+    url, keys = history_url
+    start = (_NOW - timedelta(days=45)).replace(hour=0, minute=0, second=0)
+    rows = _regular(keys, start, 4)
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text("")
+    detect = load_settings(environ={}).detect
+    with connect(url, autocommit=True) as conn:
+        _clear(conn)
+        run_maintenance(conn, _storage(hot_days=400), now=_NOW)
+        _ingest(conn, rows)
+        before = from_database(conn, detect, truth).data
+        assert pack_history(conn, _storage(), now=_NOW).readings == len(rows)
+        after = from_database(conn, detect, truth).data
+    assert after.start_s == before.start_s == min(r[1] for r in _expected(rows)) // 1_000_000
+    assert after.ts_s.tolist() == before.ts_s.tolist()
+    assert after.total_l.tolist() == before.total_l.tolist()
+    assert after.meter.tolist() == before.meter.tolist()
+    assert len(before.ts_s) == len(rows)
+
+
+def test_only_one_packer_at_a_time(history_url: tuple[str, list[int]]) -> None:
+    from lovekey.storage.packing import _PACK_LOCK
+
+    url, _ = history_url
+    with connect(url, autocommit=True) as other, connect(url, autocommit=True) as conn:
+        other.execute("SELECT pg_advisory_lock(%s)", (_PACK_LOCK,))
+        assert pack_history(conn, _storage(), now=_NOW).mode == "busy"
+        other.execute("SELECT pg_advisory_unlock(%s)", (_PACK_LOCK,))
+        assert pack_history(conn, _storage(), now=_NOW).mode == "packed"
