@@ -109,16 +109,16 @@ def _run(
     all_latencies: list[float] = []
     with FakeProvider() as fake, connect(url, autocommit=True) as conn:
         total = n * rounds + 10
-        with conn.transaction():
-            for i in range(total):
-                contact = (
-                    ContactSpec("love_key_holder", f"邻居{i}", push_url=fake.url(f"push/{i}"))
-                    if i % 2 == 0
-                    else ContactSpec("love_key_holder", f"邻居{i}", phone=f"+86139{i:08d}")
-                )
-                seed_resident(
-                    conn, f"R-{i:06d}", name=f"住户{i}", address=f"{i // 6}号楼", contacts=[contact]
-                )
+        # one transaction per resident: each upsert stages through temporary tables that its
+        # commit drops; a single transaction over thousands held a lock per table and ran the
+        # server out of lock memory (max_locks_per_transaction)
+        for i in range(total):
+            contact = (
+                ContactSpec("love_key_holder", f"邻居{i}", push_url=fake.url(f"push/{i}"))
+                if i % 2 == 0
+                else ContactSpec("love_key_holder", f"邻居{i}", phone=f"+86139{i:08d}")
+            )
+            seed_resident(conn, f"R-{i:06d}", name=f"住户{i}", address=f"{i // 6}号楼", contacts=[contact])
         worker: WorkerProcess | _InProcessWorker = (
             _InProcessWorker(url, settings, fake) if null_sender else WorkerProcess(url, fake, **overrides)
         )
