@@ -16,7 +16,11 @@ def add_commands(subparsers: Any) -> None:
     alerts = subparsers.add_parser("alerts", help="list, acknowledge and resolve alerts")
     sub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("list", help="unresolved alerts, newest first")
+    p = sub.add_parser(
+        "list",
+        help="unresolved alerts, newest first, with their stage"
+        " ('check_in' while only the resident has been asked, then the role reached)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument("--all", action="store_true", help="include resolved alerts")
     p.add_argument("--limit", type=int, default=None, help="at most this many")
@@ -100,10 +104,10 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print("no alerts" if args.all else "no unresolved alerts")
         return 0
-    print(f"{'id':>6}  {'kind':<16} {'subject':<14} {'status':<13} {'opened_at':<25} since")
+    print(f"{'id':>6}  {'kind':<16} {'subject':<14} {'status':<13} {'stage':<16} {'opened_at':<25} since")
     for r in rows:
         print(
-            f"{r['id']:>6}  {r['kind']:<16} {r['subject']:<14} {r['status']:<13}"
+            f"{r['id']:>6}  {r['kind']:<16} {r['subject']:<14} {r['status']:<13} {r['stage'] or '-':<16}"
             f" {r['opened_at']:<25} {r['since']}"
         )
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from lovekey.alerts import store
+from lovekey.alerts import check_in, store
 from lovekey.alerts.tokens import TokenParts, make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError, AlertStateError
 
@@ -34,10 +34,11 @@ class LinkHolder:
     name: str
     language: str
     detail: dict[str, Any]
+    role: str = ""  # 'resident': the resident's own check-in page
 
 
 _HOLDER = """
-    SELECT id, alert_id, recipient_key, contact_ref, name, language, detail
+    SELECT id, alert_id, recipient_key, contact_ref, name, language, detail, role
     FROM alert_outbox WHERE id = %s AND alert_id IS NOT NULL
 """
 
@@ -186,6 +187,24 @@ def _sms_target_params(
     return {"phones": phones, "since": now - timedelta(seconds=ttl_s), "code": code}
 
 
+# the resident's own check-in, still open, that a reply from this phone answers: `1` fine,
+# `2` need help (a neighbour who is also asked as a resident is asked about themself first)
+_CHECK_IN_TARGET = """
+    SELECT o.alert_id, o.name
+    FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
+    JOIN check_in_answer c ON c.alert_id = o.alert_id
+    WHERE o.phone = ANY(%(phones)s) AND o.role = 'resident' AND o.purpose = 'alert'
+      AND o.state = 'sent' AND o.sent_at > %(since)s AND a.status <> 'resolved'
+      AND (c.answer IS NULL OR c.answer = 'none')
+    ORDER BY o.sent_at DESC, o.id DESC
+    LIMIT 1
+"""
+
+
+def _check_in_reply(answered: check_in.Answered) -> SmsReply:
+    return SmsReply(answered.alert_id, True, f"check_in_{answered.answer}")
+
+
 def _acknowledged(alert_id: int, first: bool) -> SmsReply:
     return SmsReply(alert_id, first, "ok" if first else "already_acknowledged")
 
@@ -198,13 +217,25 @@ def acknowledge_by_sms(
     *,
     ttl_s: int,
     default_country_code: str,
+    channel: str = "sms",
 ) -> SmsReply:
-    """Acknowledge the alert an SMS reply points at, in one transaction of its own."""
+    """Acknowledge the alert an SMS reply points at, in one transaction of its own. From a
+    resident with an open check-in, `1` answers it "fine" and `2` "need help" (`channel`
+    says how the answer came: a key pressed in a call arrives here too)."""
     code = parse_reply(text)
     if code is None:
         return SmsReply(None, False, "not_understood")
     params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
     with conn.transaction():
+        asked = conn.execute(_CHECK_IN_TARGET, params).fetchone() if code in check_in.REPLIES else None
+        if asked is not None:
+            try:
+                answered = check_in.answer(
+                    conn, asked[0], check_in.REPLIES[code], by=asked[1] or sender, channel=channel, now=now
+                )
+            except AlertStateError:
+                return SmsReply(None, False, "no_alert")
+            return _check_in_reply(answered)
         row = conn.execute(_SMS_TARGET, params).fetchone()
         if row is None:
             return SmsReply(None, False, "no_alert")
@@ -231,6 +262,7 @@ async def acknowledge_by_sms_async(
     *,
     ttl_s: int,
     default_country_code: str,
+    channel: str = "sms",
 ) -> SmsReply:
     """`acknowledge_by_sms` over an asynchronous connection."""
     code = parse_reply(text)
@@ -238,6 +270,17 @@ async def acknowledge_by_sms_async(
         return SmsReply(None, False, "not_understood")
     params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
     async with conn.transaction():
+        asked = None
+        if code in check_in.REPLIES:
+            asked = await (await conn.execute(_CHECK_IN_TARGET, params)).fetchone()
+        if asked is not None:
+            try:
+                answered = await check_in.answer_async(
+                    conn, asked[0], check_in.REPLIES[code], by=asked[1] or sender, channel=channel, now=now
+                )
+            except AlertStateError:
+                return SmsReply(None, False, "no_alert")
+            return _check_in_reply(answered)
         row = await (await conn.execute(_SMS_TARGET, params)).fetchone()
         if row is None:
             return SmsReply(None, False, "no_alert")
