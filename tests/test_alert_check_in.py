@@ -300,3 +300,35 @@ def test_alerts_list_json_shows_tier_and_stage(
     (row,) = [a for a in json.loads(capsys.readouterr().out) if a["id"] == alert_id]
     assert (row["tier"], row["stage"]) == ("check_in", "check_in")
     assert row["check_in"] == {"answer": None, "asked_at": row["check_in"]["asked_at"], "answered_at": None}
+
+
+def test_the_check_in_command_switches_a_community(
+    rig: DeliveryRig,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOVEKEY_DATABASE_URL", database_url)
+    assert lovekey_main(["alerts", "check-in", "--community", "C-1", "--off", "--quiet", "22:30-06:00"]) == 0
+    capsys.readouterr()
+    assert lovekey_main(["alerts", "check-in", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row == {
+        "community_id": "C-1",
+        "name": "C-1",
+        "enabled": False,
+        "enabled_from": "community",
+        "quiet": "22:30-06:00",
+        "quiet_from": "community",
+    }
+    # off: the check-in alert asks nobody
+    raise_tier(rig, "check_in", T0)
+    rig.run(T0)
+    assert rig.fake.received() == []
+    assert lovekey_main(["alerts", "check-in", "--community", "C-1", "--default", "--quiet-default"]) == 0
+    assert lovekey_main(["alerts", "check-in", "--community", "C-1", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert (row["enabled"], row["enabled_from"], row["quiet"]) == (True, "settings", "21:00-07:00")
+    assert lovekey_main(["alerts", "check-in", "--off"]) != 0  # which community?
+    assert lovekey_main(["alerts", "check-in", "--community", "C-9", "--on"]) != 0
+    assert lovekey_main(["alerts", "check-in", "--community", "C-1", "--quiet", "late"]) != 0
