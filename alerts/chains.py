@@ -233,7 +233,7 @@ def _check_in_steps(kind: str, raw_steps: Any) -> tuple[ChainStep, ...]:
         ):
             raise ChainError(f"{what}: 'channels' must list some of {', '.join(CHECK_IN_CHANNELS)}")
         wait_s = _minutes(raw.get("wait_min", 0), f"{what} wait_min")
-        if wait_s < 60:
-            raise ChainError(f"{what}: wait_min must be at least 1 (the resident needs time to answer)")
+        if wait_s <= 0:
+            raise ChainError(f"{what}: wait_min must be more than 0 (the resident needs time to answer)")
         steps.append(ChainStep(roles, wait_s, tuple(channels)))
     return tuple(steps)

@@ -332,3 +332,21 @@ def test_the_check_in_command_switches_a_community(
     assert lovekey_main(["alerts", "check-in", "--off"]) != 0  # which community?
     assert lovekey_main(["alerts", "check-in", "--community", "C-9", "--on"]) != 0
     assert lovekey_main(["alerts", "check-in", "--community", "C-1", "--quiet", "late"]) != 0
+
+
+def test_check_ins_are_counted_by_answer(rig: DeliveryRig, database_url: str) -> None:
+    from lovekey.alerts.metrics import outbox_registry
+
+    def counts() -> dict[str, float]:
+        (family,) = [
+            f for f in outbox_registry(database_url).collect() if f.name == "lovekey_alerts_check_ins"
+        ]
+        return {s.labels["answer"]: s.value for s in family.samples}
+
+    assert counts() == {"asking": 0, "fine": 0, "need_help": 0, "none": 0, "unreachable": 0}
+    raise_tier(rig, "check_in", T0)
+    rig.run(T0)
+    assert counts()["asking"] == 1
+    for minutes in (10, 20, 30):
+        rig.run(T0 + timedelta(minutes=minutes))
+    assert counts() == {"asking": 0, "fine": 0, "need_help": 0, "none": 1, "unreachable": 0}
