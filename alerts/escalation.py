@@ -5,9 +5,9 @@ decision in one transaction.
 The check-in stage comes first for an alert of the sensitive tier (`tier = 'check_in'`): the
 chain's `check_in` steps ask the resident, one after the other; an answer "fine" resolves the
 alert (elsewhere), "need help", a raise to the neighbour tier, or the end of the stage without an
-answer go on to the chain's `steps` at once. A check-in alert whose resident cannot be asked (the
-stage is off, no usable phone) waits for the neighbour tier; in quiet hours the stage waits for
-their end.
+answer go on to the chain's `steps` at once. A resident who cannot be asked (the stage is off,
+no usable phone) goes straight to the chain's `steps`: the sensitive tier's flag is never
+dropped. In quiet hours the stage waits for their end (the neighbour tier still runs).
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class Notify:
     skipped: tuple[int, ...] = ()  # steps passed over because nobody holds their roles
     check_in: int | None = None  # asks the resident: index into chain.check_in
     ends_check_in: bool = False  # the first step after the check-in stage (it ends unanswered)
+    # a check-in alert whose resident could not be asked: 'off' (the stage is switched off) or
+    # 'no_phone'; it goes straight to the chain's steps
+    check_in_skipped: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +84,7 @@ class ResolveAway:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    # resolved | acknowledged | chain_exhausted | no_recipients | check_in_off | check_in_no_phone
-    # (the last two: a check-in alert waits for the neighbour tier)
-    reason: str
+    reason: str  # resolved | acknowledged | chain_exhausted | no_recipients
 
 
 Decision = Notify | Wait | StandDown | ResolveAway | Done
@@ -127,9 +128,9 @@ def next_step(alert: AlertSnapshot, history: Sequence[Escalation], chain: Chain,
 
 def _start_check_in(alert: AlertSnapshot, chain: Chain, now: datetime) -> Decision:
     if not chain.check_in or alert.check_in_blocked == "off":
-        return Done("check_in_off")
+        return _from_step(0, 0, alert, chain, now, check_in_skipped="off")
     if alert.check_in_blocked is not None or ContactRole.RESIDENT not in alert.available_roles:
-        return Done("check_in_no_phone")
+        return _from_step(0, 0, alert, chain, now, check_in_skipped="no_phone")
     if alert.check_in_quiet_until is not None and alert.check_in_quiet_until > now:
         return Wait(alert.check_in_quiet_until)
     return _ask(0, 0, chain, now)
@@ -167,7 +168,14 @@ def _available(roles: Sequence[RoleRef], alert: AlertSnapshot) -> tuple[RoleRef,
 
 
 def _from_step(
-    first: int, round_: int, alert: AlertSnapshot, chain: Chain, now: datetime, *, ends_check_in: bool = False
+    first: int,
+    round_: int,
+    alert: AlertSnapshot,
+    chain: Chain,
+    now: datetime,
+    *,
+    ends_check_in: bool = False,
+    check_in_skipped: str | None = None,
 ) -> Decision:
     skipped: list[int] = []
     for index in range(first, len(chain.steps)):
@@ -181,11 +189,20 @@ def _from_step(
                 next_check=now + timedelta(seconds=step.wait_s),
                 skipped=tuple(skipped),
                 ends_check_in=ends_check_in,
+                check_in_skipped=check_in_skipped,
             )
         skipped.append(index)
     if chain.repeat_every_s is None:
         return Done("no_recipients")
-    return _repeat(round_, alert, chain, now, tuple(skipped), ends_check_in=ends_check_in)
+    return _repeat(
+        round_,
+        alert,
+        chain,
+        now,
+        tuple(skipped),
+        ends_check_in=ends_check_in,
+        check_in_skipped=check_in_skipped,
+    )
 
 
 def _repeat(
@@ -196,6 +213,7 @@ def _repeat(
     skipped: tuple[int, ...],
     *,
     ends_check_in: bool = False,
+    check_in_skipped: str | None = None,
 ) -> Decision:
     assert chain.repeat_every_s is not None
     roles = _available(chain.repeat_roles, alert)
@@ -208,4 +226,5 @@ def _repeat(
         next_check=now + timedelta(seconds=chain.repeat_every_s),
         skipped=skipped,
         ends_check_in=ends_check_in,
+        check_in_skipped=check_in_skipped,
     )

@@ -98,6 +98,14 @@ def escalate_once(
                 # the stage is over and the resident never answered
                 closed = check_in.close_unanswered(conn, alert.id, now)
                 events.append((alert.id, "check_in_ended", Jsonb({"answer": closed})))
+            if isinstance(decision, escalation.Notify) and decision.check_in_skipped:
+                # the resident could not be asked: straight to the chain's steps; the detectors
+                # read 'unreachable' as "use the neighbour tier's timing for this resident"
+                if decision.check_in_skipped == "no_phone" and alert.resident_id and alert.id not in answers:
+                    check_in.unreachable(
+                        conn, alert.id, alert.resident_id, alert.kind, alert.since, now, ctx.zone
+                    )
+                events.append((alert.id, "check_in_skipped", Jsonb({"reason": decision.check_in_skipped})))
             if isinstance(decision, escalation.Notify):
                 rows = _notify_rows(alert, decision, chain.urgent, ctx, now, chain)
                 outbox += rows
@@ -155,15 +163,6 @@ def escalate_once(
                 if decision.reason in ("no_recipients", "chain_exhausted"):
                     events.append((alert.id, decision.reason, Jsonb({})))
                     log.warning("alert %s %s: %s", alert.id, alert.kind, decision.reason)
-                elif decision.reason in ("check_in_off", "check_in_no_phone") and alert.id not in answers:
-                    # nobody is told until the neighbour tier fires; the detectors read the
-                    # 'unreachable' answer as "use the neighbour tier's timing for this resident"
-                    if decision.reason == "check_in_no_phone" and alert.resident_id:
-                        check_in.unreachable(
-                            conn, alert.id, alert.resident_id, alert.kind, alert.since, now, ctx.zone
-                        )
-                        answers[alert.id] = CheckInAnswer.UNREACHABLE
-                    events.append((alert.id, "check_in_skipped", Jsonb({"reason": decision.reason})))
                 due.append((alert.id, None))
         report.notifications += _insert_outbox(conn, outbox)
         add_history(conn, events, now, actor="escalation")

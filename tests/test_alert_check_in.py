@@ -253,29 +253,40 @@ def test_community_quiet_hours_and_switch(rig: DeliveryRig) -> None:
     assert [r.path for r in rig.fake.received()] == [f"/{RESIDENT_SMS}"]
 
 
-def test_switched_off_the_check_in_alert_waits_for_the_neighbour_tier(rig: DeliveryRig) -> None:
+def test_switched_off_a_check_in_alert_goes_to_the_neighbour(rig: DeliveryRig) -> None:
     rig.conn.execute("UPDATE community SET check_in_enabled = false WHERE id = 'C-1'")
     alert_id = raise_tier(rig, "check_in", T0)
     rig.run(T0)
-    rig.run(T0 + timedelta(hours=2))
-    assert rig.fake.received() == []
-    assert "check_in_skipped" in events(rig, alert_id)
-    assert answer_row(rig, alert_id) is None
-    raise_tier(rig, "neighbour", T0 + timedelta(hours=3))
-    rig.run(T0 + timedelta(hours=3))
+    # nobody asks the resident; the sensitive tier's flag is not dropped: the chain's steps
     assert [r.path for r in rig.fake.received()] == ["/push/lkh"]
+    assert "check_in_skipped" in events(rig, alert_id)
+    assert answer_row(rig, alert_id) is None  # the resident was not asked, and not unreachable
+    assert stage(rig, alert_id) == "love_key_holder"
 
 
-def test_a_resident_without_a_phone_is_recorded_unreachable(rig: DeliveryRig) -> None:
+def test_a_resident_without_a_phone_goes_straight_to_the_neighbour(rig: DeliveryRig) -> None:
     rig.conn.execute("UPDATE resident SET phone = NULL WHERE id = 'R-1'")
     alert_id = raise_tier(rig, "check_in", T0)
     rig.run(T0)
-    rig.run(T0 + timedelta(hours=1))
-    assert rig.fake.received() == []
-    assert answer_row(rig, alert_id) == ("unreachable", None, 5 * 60, "morning")
-    raise_tier(rig, "neighbour", T0 + timedelta(hours=2))
-    rig.run(T0 + timedelta(hours=2))
     assert [r.path for r in rig.fake.received()] == ["/push/lkh"]
+    # the detectors read this as "use the neighbour tier's timing for this resident"
+    assert answer_row(rig, alert_id) == ("unreachable", None, 5 * 60, "morning")
+    rig.run(T0 + timedelta(minutes=10))
+    assert sorted(r.path for r in rig.fake.received()[1:]) == ["/push/grid", "/sms/8613800000002"]
+
+
+def test_without_an_sms_gateway_the_phone_is_not_usable(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    with FakeProvider() as fake:
+        settings = make_settings(database_url=database_url, alerts={"public_base_url": "https://lk.example"})
+        with delivery_rig(database_url, settings, fake) as r:
+            r.conn.execute("TRUNCATE check_in_answer")
+            r.conn.execute("UPDATE resident SET phone = %s WHERE id = 'R-1'", (RESIDENT_PHONE,))
+            alert_id = raise_tier(r, "check_in", T0)
+            r.run(T0)
+            assert [x.path for x in fake.received()] == ["/push/lkh"]
+            assert answer_row(r, alert_id)[0] == "unreachable"  # type: ignore[index]
 
 
 def test_a_phone_that_never_takes_a_message_ends_unreachable(rig: DeliveryRig) -> None:
@@ -321,10 +332,10 @@ def test_the_check_in_command_switches_a_community(
         "quiet": "22:30-06:00",
         "quiet_from": "community",
     }
-    # off: the check-in alert asks nobody
+    # off: the check-in alert does not ask the resident, it goes to the neighbour
     raise_tier(rig, "check_in", T0)
     rig.run(T0)
-    assert rig.fake.received() == []
+    assert [r.path for r in rig.fake.received()] == ["/push/lkh"]
     assert lovekey_main(["alerts", "check-in", "--community", "C-1", "--default", "--quiet-default"]) == 0
     assert lovekey_main(["alerts", "check-in", "--community", "C-1", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out.split("\n", 1)[1])

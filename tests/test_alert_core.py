@@ -198,13 +198,19 @@ class TestCheckIn:
         decision = next_step(self.ask(tier=AlertTier.NEIGHBOUR), [], self.chain, T0)
         assert roles(decision) == ["love_key_holder"]
 
-    def test_who_cannot_be_asked_waits_for_the_neighbour_tier(self) -> None:
-        assert next_step(self.ask(check_in_blocked="off"), [], self.chain, T0) == Done("check_in_off")
-        assert next_step(self.ask(check_in_blocked="no_phone"), [], self.chain, T0) == Done(
-            "check_in_no_phone"
-        )
-        no_phone = self.ask(available_roles=ALL_ROLES)
-        assert next_step(no_phone, [], self.chain, T0) == Done("check_in_no_phone")
+    def test_who_cannot_be_asked_goes_straight_to_the_neighbour(self) -> None:
+        for snapshot, reason in (
+            (self.ask(check_in_blocked="off"), "off"),
+            (self.ask(check_in_blocked="no_phone"), "no_phone"),
+            (self.ask(available_roles=ALL_ROLES), "no_phone"),  # nobody holds 'resident'
+        ):
+            decision = next_step(snapshot, [], self.chain, T0)
+            assert isinstance(decision, Notify)
+            assert (roles(decision), decision.step, decision.check_in_skipped) == (
+                ["love_key_holder"],
+                0,
+                reason,
+            )
 
     def test_quiet_hours_wait(self) -> None:
         morning = T0 + timedelta(hours=6)
@@ -222,7 +228,9 @@ class TestCheckIn:
 
     def test_a_community_can_switch_the_stage_off_in_its_chain(self) -> None:
         chain = BOOK.chain_for("low_usage", {"escalation": {"low_usage": {"check_in": []}}})
-        assert next_step(self.ask(), [], chain, T0) == Done("check_in_off")
+        decision = next_step(self.ask(), [], chain, T0)
+        assert isinstance(decision, Notify)
+        assert (roles(decision), decision.check_in_skipped) == (["love_key_holder"], "off")
 
     @pytest.mark.parametrize(
         "check_in",
