@@ -174,3 +174,19 @@ async def answer_async(
         return Answered(alert_id, reply, True)
     await conn.execute(_GO_ON, (now, alert_id))
     return Answered(alert_id, reply, False)
+
+
+async def answer_key_async(
+    conn: psycopg.AsyncConnection[Any], alert_id: int, key: str, *, by: str, channel: str, now: datetime
+) -> str:
+    """A key the resident pressed in the check-in call: 1 fine, 2 need help (the same as a
+    reply). Returns 'resolved', 'help', 'ignored' (another key) or 'no_alert' (nothing open).
+    For the voice channel's per-role key handling: the handler for the role 'resident'."""
+    reply = REPLIES.get(int(key)) if key.isdigit() else None
+    if reply is None:
+        return "ignored"
+    try:
+        answered = await answer_async(conn, alert_id, reply, by=by, channel=channel, now=now)
+    except AlertStateError:
+        return "no_alert"
+    return "resolved" if answered.resolved else "help"

@@ -210,10 +210,18 @@ def _snapshot(
 def _resident_channels(alert: AlertRouting, step: ChainStep, ctx: EscalationContext) -> list[str]:
     """The channels a check-in step can reach the resident on, in the step's order: a channel
     with no provider configured drops out (voice -> SMS where there is no voice provider)."""
+    return _channels(ctx, list(step.channels), phone=alert.resident_phone, push_urls=())
+
+
+def _channels(
+    ctx: EscalationContext, preference: list[str], *, phone: str | None, push_urls: Sequence[str]
+) -> list[str]:
+    """A recipient's usable channels in `preference` order: the one place that knows which
+    channels are configured (the check-in's usable-phone test asks it too)."""
     return recipient_channels(
-        list(step.channels),
-        phone=alert.resident_phone,
-        push_urls=(),
+        preference,
+        phone=phone,
+        push_urls=push_urls,
         sms_enabled=ctx.settings.sms_url is not None,
     )
 
@@ -283,14 +291,10 @@ def _notify_rows(
     rows = []
     for person in chosen.values():
         if decision.check_in is not None and chain is not None:
-            channels = _resident_channels(alert, chain.check_in[decision.check_in], ctx)
+            preference = list(chain.check_in[decision.check_in].channels)  # the check-in step's
         else:
-            channels = recipient_channels(
-                ctx.channel_preference(person.role),
-                phone=person.phone,
-                push_urls=person.push_urls,
-                sms_enabled=ctx.settings.sms_url is not None,
-            )
+            preference = ctx.channel_preference(person.role)
+        channels = _channels(ctx, preference, phone=person.phone, push_urls=person.push_urls)
         if not channels:
             log.warning("alert %s: %s has no usable channel", alert.id, person.ref)
             continue

@@ -361,3 +361,28 @@ def test_check_ins_are_counted_by_answer(rig: DeliveryRig, database_url: str) ->
     for minutes in (10, 20, 30):
         rig.run(T0 + timedelta(minutes=minutes))
     assert counts() == {"asking": 0, "fine": 0, "need_help": 0, "none": 1, "unreachable": 0}
+
+
+def test_a_key_pressed_in_the_call_answers_like_a_reply(rig: DeliveryRig, database_url: str) -> None:
+    import asyncio
+
+    import psycopg as pg
+
+    from lovekey.alerts.check_in import answer_key_async
+
+    first = raise_tier(rig, "check_in", T0)
+    rig.run(T0)
+
+    async def press(alert_id: int, key: str) -> str:
+        async with await pg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+            return await answer_key_async(
+                conn, alert_id, key, by="王秀英", channel="voice@test", now=T0 + timedelta(minutes=1)
+            )
+
+    assert asyncio.run(press(first, "9")) == "ignored"
+    assert answer_row(rig, first)[0] is None  # type: ignore[index]
+    assert asyncio.run(press(first, "2")) == "help"
+    assert answer_row(rig, first)[:2] == ("need_help", "voice@test")  # type: ignore[index]
+    assert asyncio.run(press(first, "1")) == "no_alert"  # a given answer stands
+    rig.run(T0 + timedelta(minutes=1))
+    assert rig.fake.received()[-1].path == "/push/lkh"
