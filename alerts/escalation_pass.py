@@ -92,25 +92,11 @@ def escalate_once(
             decision = escalation.next_step(state, history.get(alert.id, ()), chain, now)
             name = type(decision).__name__
             report.decisions[name] = report.decisions.get(name, 0) + 1
-            asking = isinstance(decision, escalation.Notify) and decision.check_in is not None
-            waiting = isinstance(decision, escalation.Wait)
-            if alert.id in answers and answers[alert.id] is None and not asking and not waiting:
-                # the stage is over and the resident never answered
-                closed = check_in.close_unanswered(conn, alert.id, now)
-                events.append((alert.id, "check_in_ended", Jsonb({"answer": closed})))
-            if isinstance(decision, escalation.Notify) and decision.check_in_skipped:
-                # the resident could not be asked: straight to the chain's steps; the detectors
-                # read 'unreachable' as "use the neighbour tier's timing for this resident"
-                if decision.check_in_skipped == "no_phone" and alert.resident_id and alert.id not in answers:
-                    check_in.unreachable(
-                        conn, alert.id, alert.resident_id, alert.kind, alert.since, now, ctx.zone
-                    )
-                events.append((alert.id, "check_in_skipped", Jsonb({"reason": decision.check_in_skipped})))
+            events += _record_check_in(conn, alert, decision, answers, ctx, now)
             if isinstance(decision, escalation.Notify):
+                asking = decision.check_in is not None
                 rows = _notify_rows(alert, decision, chain.urgent, ctx, now, chain)
                 outbox += rows
-                if decision.check_in == 0:
-                    check_in.start(conn, alert.id, alert.resident_id, alert.kind, alert.since, now, ctx.zone)
                 events.append(
                     (
                         alert.id,
@@ -174,6 +160,35 @@ def escalate_once(
             cur.executemany("UPDATE alert SET stage = %s WHERE id = %s", [(st, i) for i, st in stages])
         report.alerts = len(ids)
     return report
+
+
+def _record_check_in(
+    conn: psycopg.Connection[Any],
+    alert: AlertRouting,
+    decision: escalation.Decision,
+    answers: Mapping[int, str | None],
+    ctx: EscalationContext,
+    now: datetime,
+) -> list[tuple[int, str, Any]]:
+    """The `check_in_answer` row a decision starts, skips or ends; returns history events."""
+    notify = decision if isinstance(decision, escalation.Notify) else None
+    if notify is not None and notify.check_in is not None:
+        if notify.check_in == 0:  # the first ask
+            check_in.start(conn, alert.id, alert.resident_id, alert.kind, alert.since, now, ctx.zone)
+        return []
+    if alert.id in answers and answers[alert.id] is None:
+        if isinstance(decision, escalation.Wait):
+            return []  # the stage is waiting for an answer (or for the morning)
+        # the stage is over (ended, lifted, acknowledged, resolved) and the resident never answered
+        closed = check_in.close_unanswered(conn, alert.id, now)
+        return [(alert.id, "check_in_ended", Jsonb({"answer": closed}))]
+    if notify is not None and notify.check_in_skipped:
+        # the resident could not be asked: straight to the chain's steps; the detectors read
+        # 'unreachable' as "use the neighbour tier's timing for this resident"
+        if notify.check_in_skipped == "no_phone" and alert.resident_id and alert.id not in answers:
+            check_in.unreachable(conn, alert.id, alert.resident_id, alert.kind, alert.since, now, ctx.zone)
+        return [(alert.id, "check_in_skipped", Jsonb({"reason": notify.check_in_skipped}))]
+    return []
 
 
 def _snapshot(

@@ -509,7 +509,9 @@ class _SmsHandler(BaseHTTPRequestHandler):
         reply = self.server.replies.get(str(to))
         if reply is not None:
             # the resident reads the text and answers a few seconds later
-            threading.Timer(3.0, _reply, (self.server.reply_url, str(to), reply)).start()
+            timer = threading.Timer(3.0, _reply, (self.server.reply_url, str(to), reply))
+            timer.daemon = True  # a reply still due when the demo stops is dropped
+            timer.start()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
