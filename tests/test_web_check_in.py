@@ -85,6 +85,8 @@ def test_the_alert_page_shows_the_check_in_and_its_answer(
             assert "Check-in: only the resident has been asked" in page
             assert "no answer yet" in page
             assert "dry for 180 min when asked" in page
+            queue = client.get("/queue", headers={"Accept-Language": "en"}).text
+            assert queue.count("Check-in: only the resident has been asked") == 1
 
             with conn.transaction():
                 check_in.answer(conn, alert_id, CheckInAnswer.FINE, by="Wang Fang", channel="sms", now=T0)

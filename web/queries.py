@@ -76,7 +76,7 @@ async def alert_queue(
         """
         SELECT a.id, a.kind, a.subject, a.resident_id, a.device_id, a.gateway_id, a.status,
                a.since, a.opened_at, a.last_triggered_at, a.notified_at, a.acknowledged_at,
-               a.acknowledged_by, a.ack_channel, a.escalation_due_at, a.details,
+               a.acknowledged_by, a.ack_channel, a.escalation_due_at, a.details, a.stage,
                {tier} AS tier, ar.name AS resident_name, h.address, h.community_id, h.grid_id,
                t.told, t.last_told_at, t.rounds, t.pending, t.told_to
         FROM alert a {joins}
