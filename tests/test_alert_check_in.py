@@ -386,3 +386,54 @@ def test_a_key_pressed_in_the_call_answers_like_a_reply(rig: DeliveryRig, databa
     assert asyncio.run(press(first, "1")) == "no_alert"  # a given answer stands
     rig.run(T0 + timedelta(minutes=1))
     assert rig.fake.received()[-1].path == "/push/lkh"
+
+
+def test_a_reply_goes_to_the_newest_message_the_phone_was_sent(
+    rig: DeliveryRig, client: httpx.Client, clock: Clock
+) -> None:
+    from lovekey.bench.support.seeding import ContactSpec, seed_resident
+
+    # the resident R-1 also holds the key of R-2, on the same phone
+    seed_resident(
+        rig.conn,
+        "R-2",
+        name="刘桂芳",
+        contacts=[ContactSpec("love_key_holder", "王秀英", phone=RESIDENT_PHONE)],
+    )
+
+    def reply(minutes: int, text: str) -> str:
+        clock.now = T0 + timedelta(minutes=minutes)
+        answer = client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": text})
+        return str(answer.json()["result"])
+
+    own = raise_tier(rig, "check_in", T0)
+    rig.run(T0)
+    assert reply(2, "1") == "check_in_fine"
+    assert reply(3, "1") == "no_alert"  # a second "1" to the closed check-in changes nothing
+    with rig.conn.transaction():
+        neighbour = raise_alerts(
+            rig.conn,
+            [AlertCandidate("low_usage", "R-2", "R-2", None, None, T0 - timedelta(hours=12))],
+            T0 + timedelta(minutes=5),
+        ).opened[0]
+    rig.run(T0 + timedelta(minutes=5))
+    assert reply(6, "1") == "ok"  # now the newest message is R-2's alert: "I'm going"
+    assert get_alert(rig.conn, neighbour)["status"] == "acknowledged"  # type: ignore[index]
+    assert get_alert(rig.conn, own)["outcome"] == "resident_ok"  # type: ignore[index]
+
+
+def test_a_resident_never_acknowledges_their_own_alert(
+    rig: DeliveryRig, client: httpx.Client, clock: Clock
+) -> None:
+    alert_id = raise_tier(rig, "check_in", T0)
+    rig.run(T0)
+    clock.now = T0 + timedelta(minutes=1)
+    assert client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": "2"}).json()[
+        "result"
+    ] == ("check_in_need_help")
+    clock.now = T0 + timedelta(minutes=2)
+    again = client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": "1"})
+    assert again.json()["result"] == "no_alert"
+    assert get_alert(rig.conn, alert_id)["status"] != "acknowledged"  # type: ignore[index]
+    rig.run(T0 + timedelta(minutes=2))
+    assert rig.fake.received()[-1].path == "/push/lkh"  # help is still on its way
