@@ -260,6 +260,17 @@ def check_in_message(name: str, *, language: str, link: str, sms: bool) -> Outgo
     return OutgoingMessage(title, variants[0])
 
 
+def check_in_call_text(name: str, *, language: str) -> str:
+    """What the check-in call says (a voice provider reads it, or its registered template holds
+    the same words): the keys are those of the text, 1 fine, 2 need help."""
+    if _lang(language) == "zh":
+        return f"{name}您好，这里是社区爱心钥匙。您一切都好吗？平安请按1，需要帮助请按2。"
+    return (
+        f"Hello {name}, this is your community's LoveKey. Are you all right?"
+        " Press 1 if you are fine, 2 if you need help."
+    )
+
+
 def stand_down_message(facts: Sequence[AlertFacts], *, language: str, sms: bool) -> OutgoingMessage:
     """All clear for one or more alerts the recipient was told about."""
     lang = _lang(language)

@@ -24,6 +24,7 @@ from lovekey.alerts.texts import (
     WHAT,
     AlertFacts,
     alert_message,
+    check_in_call_text,
     check_in_message,
     fits_one_sms,
     sms_segment_limit,
@@ -249,6 +250,10 @@ class TestCheckIn:
     def test_the_resident_is_not_a_step_role(self) -> None:
         with pytest.raises(ChainError, match="check_in"):
             ChainBook({"default": {"steps": [{"notify": ["resident"], "wait_min": 5}]}}, "test")
+
+    def test_check_in_call_asks_for_key_1_or_2(self) -> None:
+        assert "请按1" in check_in_call_text("王秀英", language="zh")
+        assert "Press 1 if you are fine, 2 if you need help" in check_in_call_text("Wang", language="en")
 
     def test_check_in_message_asks_for_1_or_2(self) -> None:
         for lang in ("zh", "en"):
