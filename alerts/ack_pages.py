@@ -8,7 +8,10 @@ stand-alone host for `lovekey alerts serve`, with its own pool opened in its lif
 Routes:
 
     GET/POST /a/{token}            the page for one alert and one recipient (zh/en, mobile)
-    POST     /alerts/sms/{secret}  replies from the SMS gateway: `1` or an alert's number
+    POST     /alerts/sms/{secret}  replies from the SMS gateway: `1` or an alert's number,
+                                   HMAC-signed (`inbound_signature`)
+    POST     /alerts/providers/... receipts, replies and key presses from SMS/voice providers
+                                   (`alerts.provider_webhooks`)
 
 The token in the path is the credential (see alerts.tokens): nothing else is needed to act,
 and nothing works without it. Endpoints are asynchronous and use the `*_async` shells of the
@@ -33,7 +36,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from psycopg_pool import AsyncConnectionPool
 
-from lovekey.alerts import check_in, inbound, store
+from lovekey.alerts import check_in, inbound, provider_webhooks, store
 from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.escalation_pass import EscalationContext, request_help_async
 from lovekey.alerts.texts import OUTCOME_TEXT, WHAT
@@ -331,6 +334,12 @@ def create_router(
         expected = settings.alerts.inbound_sms_token
         if not expected or not hmac.compare_digest(secret.encode(), expected.encode()):
             return JSONResponse({"error": "not_found"}, status_code=404)
+        refused = _inbound_signed(
+            settings.alerts.inbound_sms_hmac_key, request, await request.body(), service.clock()
+        )
+        if refused is not None:
+            log.warning("inbound sms refused: %s", refused)
+            return JSONResponse({"error": refused}, status_code=401)
         fields = await _fields(request)
         sender = _first(fields, "from", "sender", "phone", "mobile", "msisdn")
         text = _first(fields, "text", "message", "body", "content")
@@ -352,7 +361,38 @@ def create_router(
             {"acknowledged": reply.acknowledged, "first": reply.first, "result": reply.reason}
         )
 
+    async def help_now(conn: psycopg.AsyncConnection[Any], alert_id: int, by: str, now: datetime) -> int:
+        return await request_help_async(conn, alert_id, by=by, ctx=service.escalation, now=now)
+
+    router.include_router(
+        provider_webhooks.create_router(settings, pool, clock=service.clock, request_help=help_now)
+    )
     return router
+
+
+def inbound_signature(key: str, timestamp: str, body: bytes) -> str:
+    """The generic inbound-SMS webhook's signature: hex HMAC-SHA256 over "<timestamp>.<body>"
+    with `alerts.inbound_sms_hmac_key` (the operator's gateway computes the same)."""
+    return hmac.new(key.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+# a signed inbound request older or newer than this is refused (a replayed capture)
+INBOUND_MAX_SKEW_S = 300
+
+
+def _inbound_signed(key: str | None, request: Request, body: bytes, now: datetime) -> str | None:
+    """None when the request carries a valid, fresh signature; else why not."""
+    if not key:
+        return "no_hmac_key_configured"
+    timestamp = request.headers.get("x-lovekey-timestamp", "")
+    signature = request.headers.get("x-lovekey-signature", "")
+    if not timestamp.isdigit() or not signature:
+        return "unsigned"
+    if abs(now.timestamp() - int(timestamp)) > INBOUND_MAX_SKEW_S:
+        return "stale"
+    if not hmac.compare_digest(inbound_signature(key, timestamp, body), signature.lower()):
+        return "bad_signature"
+    return None
 
 
 def create_app(settings: Settings, database_url: str, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:

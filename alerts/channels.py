@@ -1,10 +1,16 @@
 """Channels: turning a recipient's addresses into Apprise URLs, and sending through Apprise.
 
-Two channel kinds, registered in `CHANNELS`:
+Three channel kinds, registered in `CHANNELS`:
 - "sms": the recipient's phone put into the configured SMS-gateway URL template
-  (`alerts.sms_url`, any Apprise SMS service or a generic `json://`/`form://` gateway);
+  (`alerts.sms_url`, any Apprise SMS service or a generic `json://`/`form://` gateway), or,
+  when `alerts.sms_providers` names template providers, one channel per provider in order:
+  "sms@aliyun", "sms@tencent" (the next is the fallback when one is down or refuses);
+- "voice": a call through each of `alerts.voice_providers`, "voice@<name>", that reads a
+  template and collects a key (1 / 2);
 - "push": each of the recipient's own Apprise URLs (`push_url`: WeCom, DingTalk, Feishu,
   ntfy, email, `json://` webhooks, ...) is a channel of its own, "push:0", "push:1", ...
+
+Template providers (`alerts.providers`) are sent through `ProviderBook`; the rest as before.
 
 `ChannelSender` sends Apprise's `json://` targets itself over kept-alive connections
 (`alerts.webhook`) and everything else through `AppriseSender`. Sending is blocking (Apprise's
@@ -26,15 +32,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from lovekey.alerts.providers import Accepted, ProviderBook, TemplateMessage
 from lovekey.alerts.webhook import KeepAliveJsonSender, is_retryable_status
+from lovekey.config import ProviderSettings
 from lovekey.errors import DeliveryError
 
 log = logging.getLogger(__name__)
 
 SMS = "sms"
 PUSH = "push"
-# channel kind -> whether a recipient message on it is an SMS (short texts) or a push (title+body)
-CHANNELS: dict[str, bool] = {SMS: True, PUSH: False}
+VOICE = "voice"
+# channel kind -> whether a recipient message on it is short (SMS, a call) or a push (title+body)
+CHANNELS: dict[str, bool] = {SMS: True, PUSH: False, VOICE: True}
 
 # Apprise schemas of generic HTTP targets that accept extra headers as "+Name=value".
 _HEADER_SCHEMAS = ("json", "jsons", "xml", "xmls", "form", "forms")
@@ -42,7 +51,13 @@ _HTTP_STATUS = re.compile(r"error=(\d{3})")
 
 
 def channel_kind(channel: str) -> str:
-    return channel.partition(":")[0]
+    """'push:0' -> 'push', 'sms@aliyun' -> 'sms', 'voice@tencent' -> 'voice'."""
+    return channel.partition(":")[0].partition("@")[0]
+
+
+def to_phone(channel: str) -> bool:
+    """Whether a channel reaches the recipient's phone number (SMS or a call)."""
+    return channel_kind(channel) in (SMS, VOICE)
 
 
 def is_sms(channel: str) -> bool:
@@ -50,15 +65,26 @@ def is_sms(channel: str) -> bool:
 
 
 def recipient_channels(
-    preference: Sequence[str], *, phone: str | None, push_urls: Sequence[str], sms_enabled: bool
+    preference: Sequence[str],
+    *,
+    phone: str | None,
+    push_urls: Sequence[str],
+    sms_enabled: bool,
+    sms_providers: Sequence[str] = (),
+    voice_providers: Sequence[str] = (),
 ) -> list[str]:
-    """The recipient's channels in the order the role prefers: 'push:0', 'push:1', 'sms'."""
+    """The recipient's channels in the order the role prefers: 'push:0', 'push:1', 'sms' (or
+    'sms@a', 'sms@b' with template providers), 'voice@a', ..."""
     out: list[str] = []
     for kind in preference:
         if kind == PUSH:
             out += [f"{PUSH}:{i}" for i in range(len(push_urls))]
+        elif kind == SMS and phone and sms_providers:
+            out += [f"{SMS}@{name}" for name in sms_providers]
         elif kind == SMS and phone and sms_enabled:
             out.append(SMS)
+        elif kind == VOICE and phone:
+            out += [f"{VOICE}@{name}" for name in voice_providers]
     return out
 
 
@@ -71,7 +97,7 @@ def channel_url(
     idempotency_key: str,
 ) -> str:
     """The Apprise URL for one channel of one recipient (secret: do not log)."""
-    kind, _, index = channel.partition(":")
+    kind, index = channel_kind(channel), channel.partition(":")[2]
     if kind == SMS:
         if not sms_url_template or not phone:
             raise DeliveryError(channel, "no SMS gateway configured or no phone", retryable=False)
@@ -104,12 +130,14 @@ class Outgoing:
     url: str  # secret
     title: str
     body: str
+    template: TemplateMessage | None = None  # set for template providers (url is then "")
 
     def __repr__(self) -> str:
         return f"Outgoing(channel={self.channel!r}, url=<redacted>, body_chars={len(self.body)})"
 
 
-Sender = Callable[[Outgoing], None]
+# a sender returns the provider's acceptance (its message id) when there is one
+Sender = Callable[[Outgoing], Accepted | None]
 
 
 class AppriseSender:
@@ -125,6 +153,9 @@ class AppriseSender:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             NotificationManager().load_modules()  # type: ignore[no-untyped-call]
+        from lovekey.alerts.feishu import register as register_feishu
+
+        register_feishu()  # Feishu bots with a signing secret (`feishu://token/?secret=...`)
         self._apprise: Any = apprise
         self._asset = apprise.AppriseAsset(storage_mode="memory")
         _install_capture()
@@ -152,13 +183,28 @@ class ChannelSender:
     (`alerts.webhook`, about five times cheaper a message), everything else through Apprise.
     `keepalive=False` sends everything through Apprise."""
 
-    def __init__(self, *, keepalive: bool = True, connections: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        keepalive: bool = True,
+        connections: int = 16,
+        providers: dict[str, ProviderSettings] | None = None,
+    ) -> None:
         self._apprise = AppriseSender()
         self._webhook = KeepAliveJsonSender(connections=connections) if keepalive else None
+        self.providers = ProviderBook(providers or {})
 
-    def __call__(self, out: Outgoing) -> None:
+    def __call__(self, out: Outgoing) -> Accepted | None:
+        if out.template is not None:
+            return self.providers.send(out.template)
         if self._webhook is None or not self._webhook.send(out.channel, out.url, out.title, out.body):
             self._apprise(out)
+        return None
+
+    def already_accepted(self, out: Outgoing) -> Accepted | None:
+        """For a resend after a crash: the provider's record of the first send, if it keeps
+        one we can ask for (see `ProviderBook.find`)."""
+        return self.providers.find(out.template) if out.template is not None else None
 
     def close(self) -> None:
         if self._webhook is not None:

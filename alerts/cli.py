@@ -1,4 +1,4 @@
-"""`lovekey alerts list|ack|resolve|worker|serve|staff|check-in` and `lovekey away`."""
+"""`lovekey alerts list|ack|resolve|worker|serve|send-test|staff|check-in` and `lovekey away`."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--host", default=None, help="default: web.host")
     p.add_argument("--port", type=int, default=None, help="default: web.port")
     p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("send-test", help="one real message through a configured SMS/voice provider")
+    p.add_argument("--provider", required=True, help="a name under [alerts.providers]")
+    p.add_argument("--to", required=True, help="the phone, E.164 (+8613812345678)")
+    p.add_argument("--voice", action="store_true", help="a voice call (default: an SMS)")
+    p.add_argument("--language", choices=[lang.value for lang in Language], default=Language.ZH.value)
+    p.set_defaults(handler=_send_test)
 
     p = sub.add_parser("staff", help="community-level contacts (maintenance, fallback staff)")
     staff = p.add_subparsers(dest="staff_command", metavar="ACTION", required=True)
@@ -194,6 +201,63 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             proxy_headers=True,
         )
         serve_until_signalled(config)
+    return 0
+
+
+def _send_test(args: argparse.Namespace, settings: Settings) -> int:
+    """Send the `alert` (or `call`) template with sample values and print the provider's answer."""
+    from lovekey.alerts.providers import ProviderBook, ProviderError, TemplateMessage
+    from lovekey.alerts.texts import WHAT
+    from lovekey.redact import redact_phone
+
+    provider = settings.alerts.providers.get(args.provider)
+    if provider is None or provider.kind == "apprise":
+        print(f"no template provider {args.provider!r} under [alerts.providers]", file=sys.stderr)
+        return 2
+    channel = f"{'voice' if args.voice else 'sms'}@{args.provider}"
+    if args.voice != provider.kind.endswith("_voice"):
+        print(f"{args.provider} is a {provider.kind} provider", file=sys.stderr)
+        return 2
+    zh = args.language == Language.ZH
+    params = {"name": "测试" if zh else "Test", "what": WHAT[args.language]["low_usage"]}
+    if not args.voice:
+        params |= {"since": _now().astimezone(settings.zone).strftime("%H:%M"), "link": "test"}
+    message = TemplateMessage(
+        channel=channel,
+        phone=args.to,
+        template_key=f"{'call' if args.voice else 'alert'}.{args.language}",
+        params=params,
+        reference="lktest",
+    )
+    try:
+        accepted = ProviderBook(settings.alerts.providers).send(message)
+    except ProviderError as exc:
+        print(
+            json.dumps(
+                {
+                    "accepted": False,
+                    "to": redact_phone(args.to),
+                    "code": exc.code,
+                    "action": str(exc.action),
+                    "operator_error": exc.operator,
+                    "detail": exc.detail,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return 1
+    print(
+        json.dumps(
+            {
+                "accepted": True,
+                "to": redact_phone(args.to),
+                "provider": accepted.provider,
+                "message_id": accepted.message_id,
+                "answer": dict(accepted.raw),
+            },
+            ensure_ascii=False,
+        )
+    )
     return 0
 
 

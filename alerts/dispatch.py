@@ -20,6 +20,21 @@ send carries an idempotency key that is the same on the resend (`Idempotency-Key
 provider that honours it drops the duplicate; one that does not may deliver it twice. The
 window is one HTTP request long.
 
+Template providers (`alerts.providers`: Alibaba Cloud, Tencent Cloud) offer no idempotency
+key, so that window is closed another way: the provider's acceptance (its message id) is
+committed on `log_conn` as soon as the batch's sends return, before step 4, and a row
+claimed again with an interrupted attempt *and* an accepted message is marked sent, not
+sent again. What remains is a kill during the provider's HTTP request itself: for Alibaba
+Cloud SMS, a row resent after an interrupted attempt first asks the provider
+(`QuerySendDetails`, by our OutId) whether it already took it; Tencent Cloud keeps no such
+record of accepted messages, so such a message may go twice.
+
+Provider errors (`providers.ProviderError`) say what to do next: retry the same provider
+later (throttling, with the provider's delay), go to the next channel at once (provider down,
+template refused; the latter is an operator error recorded on the alert), or give up on the
+number (invalid, blacklisted): every channel to that phone is skipped, and when nothing is
+left the notification fails and the alert's history says why.
+
 Bundling and rate limits: due rows for the same recipient, channel and purpose claimed
 together go out as one message; a recipient who has had `rate_limit_messages` messages within
 `rate_limit_window_s` gets non-urgent rows held until the window frees, and those then go
@@ -40,9 +55,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from lovekey.alerts import texts
-from lovekey.alerts.channels import Outgoing, Sender, channel_url, is_sms
+from lovekey.alerts.channels import Outgoing, Sender, channel_url, is_sms, to_phone
 from lovekey.alerts.escalation_pass import stand_down_for
 from lovekey.alerts.policy import rate_limited_until, retry_delay_s
+from lovekey.alerts.providers import Accepted, Action, ProviderError, TemplateMessage, provider_of
+from lovekey.alerts.providers.messages import template_params
 from lovekey.alerts.store import add_history
 from lovekey.alerts.tokens import make_token
 from lovekey.config import AlertSettings
@@ -116,6 +133,8 @@ class _Group:
     outgoing: Outgoing | None = None
     error: DeliveryError | None = None
     attempt_ids: list[int] = field(default_factory=list)
+    accepted: Accepted | None = None
+    recheck: bool = False  # an earlier attempt was cut short: ask the provider before resending
 
 
 _CLAIM = """
@@ -150,15 +169,21 @@ def dispatch_once(
             return report
         report.claimed = len(rows)
         ids = [r.id for r in rows]
-        report.interrupted = conn.execute(
-            """
-            UPDATE delivery_attempt SET result = 'interrupted', finished_at = %s,
-                   error = 'worker stopped before the result was recorded'
-            WHERE outbox_id = ANY(%s) AND result = 'started'
-            """,
-            (now, ids),
-        ).rowcount
+        interrupted = {
+            (outbox_id, channel)
+            for outbox_id, channel in conn.execute(
+                """
+                UPDATE delivery_attempt SET result = 'interrupted', finished_at = %s,
+                       error = 'worker stopped before the result was recorded'
+                WHERE outbox_id = ANY(%s) AND result = 'started'
+                RETURNING outbox_id, channel
+                """,
+                (now, ids),
+            )
+        }
+        report.interrupted = len(interrupted)
 
+        rows, report.rows_sent = _already_accepted(conn, rows)
         live, cancelled = _drop_answered(rows)
         if cancelled:
             conn.execute(
@@ -177,12 +202,83 @@ def dispatch_once(
         groups = _groups(live)
         for group in groups:
             _prepare(group, ctx, now)
+            group.recheck = any((r.id, group.channel) in interrupted for r in group.rows)
+        _hold_per_number(conn, groups, settings, now)
 
         _record_started(log_conn, groups, now, ctx.worker)
         _send_all(groups, send, executor)
         done = clock()
+        _record_accepted(log_conn, groups, done)
         _record_results(conn, groups, settings, done, report)
     return report
+
+
+def _already_accepted(conn: psycopg.Connection[Any], rows: list[_Row]) -> tuple[list[_Row], int]:
+    """Rows a provider accepted before a worker died without recording it: sent, not again."""
+    accepted = {
+        outbox_id: (channel, at)
+        for outbox_id, channel, at in conn.execute(
+            """
+            SELECT DISTINCT ON (outbox_id) outbox_id, channel, accepted_at FROM provider_message
+            WHERE outbox_id = ANY(%s) ORDER BY outbox_id, id DESC
+            """,
+            ([r.id for r in rows],),
+        )
+    }
+    if not accepted:
+        return rows, 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE alert_outbox SET state = 'sent', sent_at = %s, sent_channel = %s WHERE id = %s",
+            [(at, channel, outbox_id) for outbox_id, (channel, at) in accepted.items()],
+        )
+    _after_sent(
+        conn,
+        [r for r in rows if r.id in accepted and r.purpose == "alert"],
+        min(at for _, at in accepted.values()),
+    )
+    return [r for r in rows if r.id not in accepted], len(accepted)
+
+
+def _hold_per_number(
+    conn: psycopg.Connection[Any], groups: Sequence[_Group], settings: AlertSettings, now: datetime
+) -> None:
+    """A provider's own per-number limit (`per_number_per_hour`): a message over it goes to
+    the next channel (the other provider) instead of being refused by this one."""
+    limited = [
+        g
+        for g in groups
+        if g.outgoing is not None
+        and g.outgoing.template is not None
+        and (name := provider_of(g.channel)) in settings.providers
+        and settings.providers[name].per_number_per_hour
+    ]
+    if not limited:
+        return
+    counts = {
+        (provider, phone): n
+        for provider, phone, n in conn.execute(
+            """
+            SELECT provider, phone, count(DISTINCT message_id) FROM provider_message
+            WHERE phone = ANY(%s) AND accepted_at > %s GROUP BY provider, phone
+            """,
+            (sorted({g.rows[0].phone or "" for g in limited}), now - timedelta(hours=1)),
+        )
+    }
+    for group in limited:
+        name = provider_of(group.channel) or ""
+        limit = settings.providers[name].per_number_per_hour or 0
+        key = (name, group.rows[0].phone or "")
+        if counts.get(key, 0) >= limit:
+            group.error = ProviderError(
+                group.channel,
+                f"{limit} messages to this number through {name} within the hour",
+                action=Action.NEXT_CHANNEL,
+                code="lovekey.PER_NUMBER_LIMIT",
+            )
+            group.outgoing = None
+        else:
+            counts[key] = counts.get(key, 0) + 1
 
 
 def _drop_answered(rows: Sequence[_Row]) -> tuple[list[_Row], list[_Row]]:
@@ -293,18 +389,77 @@ def _prepare(group: _Group, ctx: DispatchContext, now: datetime) -> None:
             sms=sms,
             zone=ctx.zone,
         )
+    provider = ctx.settings.providers.get(provider_of(group.channel) or "")
+    if provider is not None and provider.kind != "apprise":
+        group.outgoing = _template_outgoing(group, ctx, now, message.body)
+        return
     try:
         url = channel_url(
             group.channel,
             phone=first.phone,
             push_urls=first.push_urls,
-            sms_url_template=ctx.settings.sms_url,
+            sms_url_template=provider.url if provider is not None else ctx.settings.sms_url,
             idempotency_key=f"lovekey-{first.id}-{group.channel}",
         )
     except DeliveryError as exc:
         group.error = exc
         return
     group.outgoing = Outgoing(group.channel, url, message.title, message.body)
+
+
+def _template_outgoing(group: _Group, ctx: DispatchContext, now: datetime, body: str) -> Outgoing:
+    first = group.rows[0]
+    digest = None
+    if first.purpose == "digest":
+        digest = (first.detail.get("name", ""), datetime.fromisoformat(first.detail["first_use_at"]))
+    key, params, text = template_params(
+        first.purpose,
+        [_facts(r) for r in group.rows] if first.purpose != "digest" else [],
+        voice=group.channel.startswith("voice"),
+        language=first.language,
+        link=ctx.link(first, now) if first.purpose == "alert" else "",
+        naming=ctx.settings.resident_naming,
+        zone=ctx.zone,
+        now=now,
+        digest=digest,
+        check_in=first.purpose == "alert" and first.role == ContactRole.RESIDENT,
+    )
+    message = TemplateMessage(
+        channel=group.channel,
+        phone=first.phone or "",
+        template_key=key,
+        params=params,
+        reference=f"lk{first.id}",  # OutId/SessionContext: short, ours, echoed in receipts
+        text=text,
+    )
+    return Outgoing(group.channel, "", "", body, template=message)
+
+
+def _record_accepted(log_conn: psycopg.Connection[Any], groups: Sequence[_Group], now: datetime) -> None:
+    """What providers accepted, committed before the outbox rows are (see the module doc)."""
+    rows = [(r, g, g.accepted) for g in groups if g.accepted is not None for r in g.rows]
+    if not rows:
+        return
+    log_conn.execute(
+        """
+        INSERT INTO provider_message (outbox_id, alert_id, provider, channel, message_id,
+                                      reference, phone, accepted_at)
+        SELECT o, a, p, c, m, f, ph, %s
+        FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
+                    %s::text[]) AS t(o, a, p, c, m, f, ph)
+        ON CONFLICT DO NOTHING
+        """,
+        (
+            now,
+            [r.id for r, _, _ in rows],
+            [r.alert_id for r, _, _ in rows],
+            [acc.provider for _, _, acc in rows],
+            [g.channel for _, g, _ in rows],
+            [acc.message_id for _, _, acc in rows],
+            [f"lk{g.rows[0].id}" for _, g, _ in rows],
+            [r.phone or "" for r, _, _ in rows],
+        ),
+    )
 
 
 def _record_started(
@@ -336,7 +491,12 @@ def _send_one(send: Sender, group: _Group) -> None:
     if group.outgoing is None:
         return
     try:
-        send(group.outgoing)
+        already = getattr(send, "already_accepted", None)
+        if group.recheck and group.outgoing.template is not None and already is not None:
+            group.accepted = already(group.outgoing)  # the provider took it before a crash
+            if group.accepted is not None:
+                return
+        group.accepted = send(group.outgoing)
     except DeliveryError as exc:
         group.error = exc
 
@@ -361,7 +521,8 @@ def _record_results(
     attempts: list[tuple[str, str | None, datetime, int]] = []
     updates: list[dict[str, Any]] = []
     sent_alert_rows: list[_Row] = []
-    failed_rows: list[_Row] = []
+    failed_rows: list[tuple[_Row, DeliveryError]] = []
+    operator_errors: list[tuple[int, str, Any]] = []
     for group in groups:
         error = group.error
         first = group.rows[0]
@@ -376,14 +537,32 @@ def _record_results(
                 len(group.rows),
             )
         else:
-            log.warning(
-                "delivery failed outbox=%s alert=%s channel=%s retryable=%s: %s",
+            operator = isinstance(error, ProviderError) and error.operator
+            (log.error if operator else log.warning)(
+                "delivery failed outbox=%s alert=%s channel=%s retryable=%s%s: %s",
                 first.id,
                 first.alert_id,
                 group.channel,
                 error.retryable,
+                " (operator: fix the provider settings)" if operator else "",
                 redact_text(error.detail),
             )
+            if operator and first.alert_id is not None:
+                assert isinstance(error, ProviderError)
+                operator_errors.append(
+                    (
+                        first.alert_id,
+                        "provider_error",
+                        Jsonb(
+                            {
+                                "channel": group.channel,
+                                "code": error.code,
+                                "detail": redact_text(error.detail)[:300],
+                                "operator": True,
+                            }
+                        ),
+                    )
+                )
         bundle = first.id if len(group.rows) > 1 else None
         for row, attempt_id in zip(group.rows, group.attempt_ids, strict=True):
             attempts.append(
@@ -411,17 +590,28 @@ def _record_results(
                     sent_alert_rows.append(row)
             else:
                 failures = row.channel_attempts + 1
-                if error.retryable and failures < settings.max_attempts_per_channel:
+                action = error.action if isinstance(error, ProviderError) else None
+                following = _next_channel(row, skip_phone=action is Action.GIVE_UP)
+                if action is Action.NEXT_CHANNEL and following is not None:
+                    update.update(index=following, attempts=0)  # the other provider, now
+                    report.retried += 1
+                elif (
+                    action is not Action.GIVE_UP
+                    and (error.retryable or action is Action.NEXT_CHANNEL)
+                    and failures < settings.max_attempts_per_channel
+                ):
                     delay = retry_delay_s(failures, base_s=settings.retry_base_s, max_s=settings.retry_max_s)
+                    if isinstance(error, ProviderError) and error.retry_after_s:
+                        delay = max(delay, error.retry_after_s)
                     update.update(attempts=failures, not_before=now + timedelta(seconds=delay))
                     report.retried += 1
-                elif row.channel_index + 1 < len(row.channels):
-                    update.update(index=row.channel_index + 1, attempts=0)  # fall back now
+                elif following is not None:
+                    update.update(index=following, attempts=0)  # fall back now
                     report.retried += 1
                 else:
                     update.update(state="failed", attempts=failures)
                     report.failed += 1
-                    failed_rows.append(row)
+                    failed_rows.append((row, error))
             updates.append(update)
     # one statement each, whatever the batch size
     conn.execute(
@@ -448,17 +638,39 @@ def _record_results(
         ],
     )
     _after_sent(conn, sent_alert_rows, now)
+    if operator_errors:
+        add_history(conn, operator_errors, now, actor="worker")
     if failed_rows:
         add_history(
             conn,
             [
-                (r.alert_id, "delivery_failed", Jsonb({"recipient": r.recipient_key, "role": r.role}))
-                for r in failed_rows
+                (
+                    r.alert_id,
+                    "delivery_failed",
+                    Jsonb({"recipient": r.recipient_key, "role": r.role, **_failure(e)}),
+                )
+                for r, e in failed_rows
                 if r.alert_id is not None
             ],
             now,
             actor="worker",
         )
+
+
+def _next_channel(row: _Row, *, skip_phone: bool) -> int | None:
+    """The index of the channel to try next; past every channel to the phone when the number
+    itself was refused."""
+    for index in range(row.channel_index + 1, len(row.channels)):
+        if not (skip_phone and to_phone(row.channels[index])):
+            return index
+    return None
+
+
+def _failure(error: DeliveryError) -> dict[str, Any]:
+    if not isinstance(error, ProviderError):
+        return {}
+    reason = "invalid_number" if error.action is Action.GIVE_UP else "provider_refused"
+    return {"reason": reason, "code": error.code}
 
 
 def _after_sent(conn: psycopg.Connection[Any], rows: Sequence[_Row], now: datetime) -> None:

@@ -36,7 +36,16 @@ from lovekey.alerts.recipients import (
 )
 from lovekey.alerts.store import add_history, add_history_async
 from lovekey.config import AlertSettings
-from lovekey.vocabulary import CHECK_IN_STAGE, AlertStatus, AlertTier, CheckInAnswer, ContactRole, Outcome
+from lovekey.vocabulary import (
+    CHECK_IN_STAGE,
+    LIFE_SAFETY_KINDS,
+    MAINTENANCE_KINDS,
+    AlertStatus,
+    AlertTier,
+    CheckInAnswer,
+    ContactRole,
+    Outcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +56,18 @@ class EscalationContext:
     settings: AlertSettings
     zone: ZoneInfo
 
-    def channel_preference(self, role: str) -> list[str]:
+    def channel_preference(self, role: str, kind: str | None = None) -> list[str]:
+        """The role's channel order; "role/class" (welfare, life_safety, maintenance) first."""
         prefs = self.settings.role_channels
-        return list(prefs.get(role) or prefs.get("default") or ["push", "sms"])
+        by_class = prefs.get(f"{role}/{alert_class(kind)}") if kind else None
+        return list(by_class or prefs.get(role) or prefs.get("default") or ["push", "sms"])
+
+
+def alert_class(kind: str) -> str:
+    """The class `alerts.role_channels` may name: life_safety, maintenance or welfare."""
+    if kind in LIFE_SAFETY_KINDS:
+        return "life_safety"
+    return "maintenance" if kind in MAINTENANCE_KINDS else "welfare"
 
 
 @dataclass(slots=True)
@@ -238,6 +256,8 @@ def _channels(
         phone=phone,
         push_urls=push_urls,
         sms_enabled=ctx.settings.sms_url is not None,
+        sms_providers=ctx.settings.sms_providers,
+        voice_providers=ctx.settings.voice_providers,
     )
 
 
@@ -308,7 +328,7 @@ def _notify_rows(
         if decision.check_in is not None and chain is not None:
             preference = list(chain.check_in[decision.check_in].channels)  # the check-in step's
         else:
-            preference = ctx.channel_preference(person.role)
+            preference = ctx.channel_preference(person.role, alert.kind)
         channels = _channels(ctx, preference, phone=person.phone, push_urls=person.push_urls)
         if not channels:
             log.warning("alert %s: %s has no usable channel", alert.id, person.ref)

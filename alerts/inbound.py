@@ -1,4 +1,4 @@
-"""Acknowledgement from outside: a signed link, or an SMS reply.
+"""Acknowledgement from outside: a signed link, an SMS reply, or a key pressed in a call.
 
 Both end in `alerts.store.acknowledge` / `resolve`; what is here decides *which* alert and
 *who*. Like the store, each step is its SQL literal and its pure checks defined once, with two
@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from lovekey.alerts import check_in, store
 from lovekey.alerts.tokens import TokenParts, make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError, AlertStateError
+from lovekey.vocabulary import ContactRole
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,9 @@ async def other_alerts_async(
 class SmsReply:
     acknowledged: int | None  # the alert acknowledged (None: nothing matched)
     first: bool  # this reply was the first acknowledgement
-    reason: str  # 'ok', 'already_acknowledged', 'not_understood', 'no_alert'
+    # 'ok', 'already_acknowledged', 'not_understood', 'no_alert'; a resident's answer to
+    # their check-in: 'check_in_fine', 'check_in_need_help'
+    reason: str
 
 
 _CODE = re.compile(r"#?\s*(\d{1,12})\b")
@@ -314,3 +318,121 @@ async def acknowledge_by_sms_async(
 def contact_id_of(contact_ref: str) -> int | None:
     table, _, ident = contact_ref.partition(":")
     return int(ident) if table == "contact" and ident.isdigit() else None
+
+
+# --- voice key presses ---------------------------------------------------------------------
+# A key pressed during a provider's voice call arrives (verified and matched to the call by
+# `alerts.provider_webhooks`) as a `KeyPress` naming the notification it answers. Keys mean
+# the same in every call: 1 = "I'm going" (a contact) / "I'm fine" (the resident), 2 = "help
+# is needed", which tells the help roles at once (`request_help`). A role can be given its
+# own handling through `KEY_HANDLERS` (the resident check-in registers one).
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPress:
+    outbox_id: int  # the notification the call delivered
+    alert_id: int
+    role: str  # the called person's contact role
+    name: str
+    contact_ref: str
+    key: str  # "1", "2", ...
+    channel: str  # "voice@<provider>"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyResult:
+    alert_id: int
+    action: str  # 'acknowledged', 'already_acknowledged', 'resolved', 'help', 'ignored', 'no_alert'
+
+
+KeyHandler = Callable[[psycopg.AsyncConnection[Any], KeyPress, datetime], Awaitable[KeyResult]]
+# role -> handler; the default handling below applies to roles not listed
+KEY_HANDLERS: dict[str, KeyHandler] = {}
+
+_KEY_TARGET = """
+    SELECT o.id, o.alert_id, o.role, o.name, o.contact_ref
+    FROM alert_outbox o WHERE o.id = %s AND o.alert_id IS NOT NULL
+"""
+
+
+async def key_press_for_async(
+    conn: psycopg.AsyncConnection[Any], outbox_id: int, key: str, channel: str
+) -> KeyPress | None:
+    """The `KeyPress` for a key pressed in the call that delivered notification `outbox_id`."""
+    row = await (await conn.execute(_KEY_TARGET, (outbox_id,))).fetchone()
+    if row is None:
+        return None
+    return KeyPress(row[0], row[1], row[2], row[3], row[4], key, channel)
+
+
+async def accept_key_press_async(
+    conn: psycopg.AsyncConnection[Any],
+    press: KeyPress,
+    now: datetime,
+    *,
+    request_help: Callable[[psycopg.AsyncConnection[Any], int, str, datetime], Awaitable[int]],
+) -> KeyResult:
+    """Act on a key, in one transaction of its own; the press is on the alert's history."""
+    async with conn.transaction():
+        await store.add_history_async(
+            conn,
+            [
+                (
+                    press.alert_id,
+                    "key_pressed",
+                    Jsonb(
+                        {
+                            "outbox_id": press.outbox_id,
+                            "key": press.key,
+                            "role": press.role,
+                            "channel": press.channel,
+                        }
+                    ),
+                )
+            ],
+            now,
+            press.name or press.role,
+        )
+        handler = KEY_HANDLERS.get(press.role)
+        if handler is not None:
+            return await handler(conn, press, now)
+        return await _default_key(conn, press, now, request_help)
+
+
+async def _default_key(
+    conn: psycopg.AsyncConnection[Any],
+    press: KeyPress,
+    now: datetime,
+    request_help: Callable[[psycopg.AsyncConnection[Any], int, str, datetime], Awaitable[int]],
+) -> KeyResult:
+    by = press.name or press.role
+    try:
+        if press.key == "1":
+            first = await store.acknowledge_async(
+                conn,
+                press.alert_id,
+                by=by,
+                channel="voice",
+                now=now,
+                contact_id=contact_id_of(press.contact_ref),
+            )
+            return KeyResult(press.alert_id, "acknowledged" if first else "already_acknowledged")
+        if press.key == "2":
+            await request_help(conn, press.alert_id, by, now)
+            return KeyResult(press.alert_id, "help")
+    except AlertStateError:
+        return KeyResult(press.alert_id, "no_alert")
+    return KeyResult(press.alert_id, "ignored")
+
+
+async def _resident_key(conn: psycopg.AsyncConnection[Any], press: KeyPress, now: datetime) -> KeyResult:
+    """A key the resident pressed in their check-in call: the answer to the check-in (1 fine,
+    2 need help), recorded by `alerts.check_in` as a reply would be. "Need help" makes the
+    escalation due at once, so the love-key holder is told and the chain goes on."""
+    action = await check_in.answer_key_async(
+        conn, press.alert_id, press.key, by=press.name or press.role, channel=press.channel, now=now
+    )
+    return KeyResult(press.alert_id, action)
+
+
+KEY_HANDLERS[ContactRole.RESIDENT] = _resident_key

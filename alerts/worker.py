@@ -137,7 +137,10 @@ class AlertWorker:
         self.chains = ChainBook.load(a.chains_file)
         if self._sender is None:
             sender = await asyncio.to_thread(
-                ChannelSender, keepalive=a.keepalive_webhooks, connections=a.send_threads
+                ChannelSender,
+                keepalive=a.keepalive_webhooks,
+                connections=a.send_threads,
+                providers=dict(a.providers),
             )
             self._stack.callback(sender.close)
             self._sender = sender
@@ -266,7 +269,7 @@ class AlertWorker:
                     dispatch_once,
                     conn,
                     log_conn,
-                    self._send,
+                    self._sender_for_dispatch(),
                     self.dispatch,
                     self.clock,
                     executor=self._send_pool,
@@ -285,9 +288,11 @@ class AlertWorker:
                 continue  # more may be due: no waiting while there is work
             await self._outbox_wake.wait(seen, a.poll_interval_s)
 
-    def _send(self, out: Any) -> None:
+    def _sender_for_dispatch(self) -> Sender:
+        # the sender itself, not a wrapper: dispatch also asks it `already_accepted` (a
+        # provider's record of a message a crash cut short) when it has that method
         assert self._sender is not None
-        self._sender(out)
+        return self._sender
 
     # --- LISTEN -------------------------------------------------------------------------
     async def _listen(self, stop: asyncio.Event) -> None:

@@ -23,6 +23,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "simulate": ("lovekey.bench.simulate:main", "simulate a district: readings/s, memory, publish msg/s"),
     "detect": ("lovekey.bench.detect:main", "detector sweep and update, 1e6 meters; district memory"),
     "alerts": ("lovekey.bench.alerts:main", "1,000 simultaneous alerts: commit to first provider request"),
+    "phones": (
+        "lovekey.bench.phones:main",
+        "1,000 simultaneous alerts by template SMS/voice through the providers' SDKs",
+    ),
 }
 
 

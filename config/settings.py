@@ -22,7 +22,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 import platformdirs
 import pydantic_settings
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -195,8 +203,45 @@ class DetectSettings(_Section):
     metrics_host: str = "127.0.0.1"
 
 
-def _default_role_channels() -> dict[str, list[Literal["push", "sms"]]]:
+def _default_role_channels() -> dict[str, list[Literal["push", "sms", "voice"]]]:
     return {"default": ["push", "sms"], "emergency": ["sms", "push"]}
+
+
+ProviderKind = Literal["aliyun_sms", "tencent_sms", "aliyun_voice", "tencent_voice", "apprise"]
+
+
+class ProviderSettings(_Section):
+    """One SMS or voice provider under `[alerts.providers.<name>]` (see docs/alerts.md).
+
+    Templates: `templates."<message>.<language>"` is the template id the provider approved,
+    for the messages `alert`, `urgent`, `help`, `bundle`, `stand_down`, `digest`, `check_in`
+    (SMS) and `call`, `check_in_call` (voice; `call_bye` is the closing words an Alibaba IVR
+    call speaks after a key)."""
+
+    kind: ProviderKind
+    # Alibaba Cloud AccessKey ID / Tencent Cloud SecretId, and the secret that goes with it
+    access_key_id: str | None = Field(None, repr=False)
+    access_key_secret: str | None = Field(None, repr=False)
+    # the API's URL; unset: the provider's public endpoint (tests and on-premise proxies set it)
+    endpoint: str | None = None
+    region: str | None = None  # Tencent Cloud region (default ap-guangzhou)
+    sign_name: str | None = None  # the approved SMS signature, without 【】
+    app_id: str | None = None  # Tencent SmsSdkAppId / VoiceSdkAppid
+    caller_number: str | None = None  # Alibaba voice: the purchased number shown to the callee
+    templates: dict[str, str] = Field(default_factory=dict)
+    play_times: int = Field(2, ge=1, le=3)  # a voice message is read this many times
+    key_timeout_ms: int = Field(10_000, ge=1000, le=60_000)  # Alibaba IVR: wait for a key
+    # the receipts/replies callback URL carries this secret (neither provider signs callbacks)
+    callback_secret: str | None = Field(None, repr=False, min_length=16)
+    # messages to one number through this provider within an hour (the provider's own
+    # per-number limit; the next channel is tried rather than being throttled)
+    per_number_per_hour: int | None = Field(None, ge=1)
+    timeout_s: float = Field(5.0, gt=0)
+    # the longest template variable the provider accepts on this account (unset: the
+    # provider's default, Alibaba 35 and Tencent 12 characters); longer values are shortened
+    variable_max_chars: int | None = Field(None, ge=1, le=500)
+    # kind = "apprise": the Apprise URL template, with {phone} like alerts.sms_url
+    url: str | None = Field(None, repr=False)
 
 
 class AlertSettings(_Section):
@@ -212,7 +257,22 @@ class AlertSettings(_Section):
     sms_url: str | None = Field(None, repr=False)
     # channels tried in order per contact role ("default" for roles not listed): "push" is each
     # of the contact's Apprise push URLs, "sms" the gateway above
-    role_channels: dict[str, list[Literal["push", "sms"]]] = Field(default_factory=_default_role_channels)
+    # "voice" is a call through `voice_providers`; a key "role/class" (class: welfare,
+    # life_safety, maintenance) overrides a role's order for one class of alert
+    role_channels: dict[str, list[Literal["push", "sms", "voice"]]] = Field(
+        default_factory=_default_role_channels
+    )
+    # SMS and voice providers by name (`[alerts.providers.<name>]`), and the order each channel
+    # tries them in: the first, and the next when it is down or refuses (fallback A -> B)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    sms_providers: list[str] = Field(default_factory=list)
+    voice_providers: list[str] = Field(default_factory=list)
+    # how a resident is named in a template message (a neighbour's SMS is personal data):
+    # "full_name", "surname_title" (王奶奶 / Mrs Wang) or "household" (the household number)
+    resident_naming: Literal["full_name", "surname_title", "household"] = "full_name"
+    # the generic inbound-SMS webhook also requires an HMAC-SHA256 signature made with this
+    # key (headers X-LoveKey-Timestamp and X-LoveKey-Signature; see docs/alerts.md)
+    inbound_sms_hmac_key: str | None = Field(None, repr=False, min_length=16)
     # inbound-SMS webhook path token (the gateway posts replies to /alerts/sms/{token}); unset: off
     inbound_sms_token: str | None = Field(None, repr=False, min_length=8)
     # worker: how often to look for due escalations and queued notifications without a NOTIFY
@@ -247,6 +307,20 @@ class AlertSettings(_Section):
     # /metrics, /healthz and /readyz of `lovekey alerts worker` (unset: not served)
     metrics_port: int | None = Field(None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _providers_exist(self) -> AlertSettings:
+        for channel, names, kinds in (
+            ("sms", self.sms_providers, ("aliyun_sms", "tencent_sms", "apprise")),
+            ("voice", self.voice_providers, ("aliyun_voice", "tencent_voice")),
+        ):
+            for name in names:
+                provider = self.providers.get(name)
+                if provider is None:
+                    raise ValueError(f"{channel}_providers names {name!r}: no [alerts.providers.{name}]")
+                if provider.kind not in kinds:
+                    raise ValueError(f"{channel}_providers: {name!r} is a {provider.kind} provider")
+        return self
 
 
 class WebSettings(_Section):
@@ -395,6 +469,13 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = redact_url(self.database_url) if self.database_url else "embedded"
         data["mqtt_url"] = redact_url(self.mqtt_url) if self.mqtt_url else "embedded"
+        alerts = data["alerts"]
+        if alerts.get("inbound_sms_hmac_key"):
+            alerts["inbound_sms_hmac_key"] = "***"
+        for provider in alerts.get("providers", {}).values():
+            for secret in ("access_key_secret", "callback_secret", "url"):
+                if provider.get(secret):
+                    provider[secret] = "***"
         return data
 
 

@@ -7,13 +7,18 @@ simulator publishes the district's live traffic over MQTT in real time. A few in
 placed so that something happens at once: a resident who has not used water for 13 hours,
 another since this morning, a tap left running, an SOS press and a smoke alarm within the
 first minutes, a silent meter and a planned absence (which must NOT reach a neighbour).
-Two residents are asked first (the check-in stage): one answers "1, fine" a few seconds after
-the text arrives (the alert closes, nobody is woken), the other, on the floor since 90 minutes
-ago, never answers (the love-key neighbour is called when the stage ends).
+Two residents are asked first (the check-in stage), by a call that takes a key: one presses
+"1, fine" a few seconds after the phone rings (the alert closes, nobody is woken), the other,
+on the floor since 90 minutes ago, never answers (the love-key neighbour is called when the
+stage ends).
 
 Escalation waits are scaled down (10 minutes become 30 seconds) so a visitor sees an alert
-climb from the love-key holder to staff within two minutes. Text messages go to a local
-stand-in SMS gateway that prints each one here.
+climb from the love-key holder to staff within two minutes. Text messages and voice calls go
+through Alibaba Cloud's official SDKs to a local stand-in of its API
+(`alerts.providers.standins`, which checks each request's signature and template), which
+prints the template SMS and the call a real phone would get. The key the resident presses
+comes back the way Alibaba Cloud reports it: its VoiceReport pushed to the callback URL with
+the provider's secret, matched to the call LoveKey made (`alerts.provider_webhooks`).
 """
 
 from __future__ import annotations
@@ -30,10 +35,8 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -84,10 +87,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         port = args.port or free_port()  # 0: any free port
     console_url = f"http://127.0.0.1:{port}"
 
-    inbound_token = secrets.token_urlsafe(16)
-    replies: dict[str, str] = {}  # phone -> what the stand-in resident replies
+    callbacks = {name: secrets.token_urlsafe(24) for name in ("aliyun", "aliyun_voice")}
+    phones = _StandInPhones(f"{console_url}/alerts/providers", callbacks)
     with ExitStack() as stack:
-        sink = stack.enter_context(sms_sink(replies, f"{console_url}/alerts/sms/{inbound_token}"))
+        cloud = stack.enter_context(_cloud_standin(console_url, phones))
+        phones.cloud = cloud
         settings = settings.with_overrides(
             data_dir=str(demo_dir),
             web={"host": "127.0.0.1", "port": port, "insecure_cookies": True},  # plain http
@@ -95,12 +99,19 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             alerts={
                 "public_base_url": console_url,
                 "chains_file": str(_scaled_chains(demo_dir / "chains.toml")),
-                "sms_url": f"json://127.0.0.1:{sink}/sms?:to={{phone}}",
+                "providers": _demo_providers(cloud.endpoint, callbacks),
+                "sms_providers": ["aliyun"],
+                "voice_providers": ["aliyun_voice"],
+                # smoke, gas, SOS: the family gets a call first (key 1 / key 2), then an SMS
+                "role_channels": {
+                    "default": ["push", "sms"],
+                    "emergency": ["sms", "push"],
+                    "family/life_safety": ["voice", "sms"],
+                },
                 "processes": 1,
                 "escalation_interval_s": 2.0,
                 "poll_interval_s": 1.0,
                 "retry_base_s": 2.0,
-                "inbound_sms_token": inbound_token,
                 # a visitor runs the demo at any hour: no quiet hours for the check-in
                 "check_in_quiet_start": "00:00",
                 "check_in_quiet_end": "00:00",
@@ -124,14 +135,14 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             rows = _write_history(conn, world, now)
             _mark_absences(conn, world, now, settings)
             _create_demo_user(conn, now)
-            check_ins = _check_in_residents(conn, asked, replies)
+            check_ins = _check_in_residents(conn, asked, phones)
         print(
             f"\nLoveKey demo: {args.residents} residents, {HISTORY_DAYS} days of history"
             f" ({rows:,} meter readings) ready in {time.monotonic() - started:.0f} s.\n"
             f"  console   {console_url}   login: {DEMO_USER} / {DEMO_PASSWORD}\n"
             f"  broker    {_public(mqtt_url)}   topics: {settings.mqtt.topic_prefix}/#\n"
-            "  Text messages the alerts send are printed below as the stand-in SMS gateway"
-            " receives them.\n"
+            "  Template SMS and voice calls are printed below as the stand-in of Alibaba Cloud's"
+            " SMS and voice APIs receives them.\n"
             f"  check-in  {check_ins}\n"
             "  Ctrl+C stops.\n",
             flush=True,
@@ -144,7 +155,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 stop.set()
 
         async def open_check_ins(astop: asyncio.Event) -> None:
-            await asyncio.to_thread(_open_check_ins, db_url, asked, stop)
+            await asyncio.to_thread(_check_in_scene, db_url, asked, stop)
             await astop.wait()
 
         async def deadline(astop: asyncio.Event) -> None:
@@ -334,32 +345,34 @@ def _mark_absences(conn: psycopg.Connection[Any], world: Any, now: datetime, set
             )
 
 
-def _check_in_residents(conn: psycopg.Connection[Any], who: dict[str, str], replies: dict[str, str]) -> str:
-    """Set up the stand-in resident who answers "1"; returns a line for the banner."""
+def _check_in_residents(conn: psycopg.Connection[Any], who: dict[str, str], phones: _StandInPhones) -> str:
+    """Give the resident who is fine a phone that answers the check-in call with key 1; returns
+    a line for the banner: who is asked first, and how each of them will answer."""
     ids = [who["fine"], who["silent"]]
-    names = dict(conn.execute("SELECT id, name FROM resident WHERE id = ANY(%s)", (ids,)).fetchall())
-    phone = conn.execute("SELECT phone FROM resident WHERE id = %s", (who["fine"],)).fetchone()
-    if phone is None or not phone[0]:
+    rows = conn.execute("SELECT id, name, phone FROM resident WHERE id = ANY(%s)", (ids,)).fetchall()
+    names = {resident_id: name for resident_id, name, _ in rows}
+    phone = next(p for resident_id, _, p in rows if resident_id == who["fine"])
+    if not phone:
         raise RuntimeError(f"demo: resident {who['fine']} has no phone of their own")
-    replies[phone[0]] = "1"
+    phones.answer_check_in(phone, "1")
     return (
         f"{names[who['fine']]} is asked and answers 1 (fine): nobody is woken;"
         f" {names[who['silent']]} is asked and never answers: the neighbour is called"
     )
 
 
-def _open_check_ins(db_url: str, who: dict[str, str], stop: threading.Event) -> None:
+def _check_in_scene(db_url: str, who: dict[str, str], stop: threading.Event) -> None:
     """Two check-ins, as the detectors' sensitive tier raises them, once the detectors have
     swept (so a visitor sees both stories within two minutes, whatever the detectors' own
-    timing): the resident who is fine replies "1" to the text; the one on the floor never
-    answers. Opened after the detectors' first sweep, they are the demo's own: the detectors
-    clear only the alerts they know of, and lift these to the neighbour tier only if their own
-    neighbour tier fires for these residents."""
+    timing): the resident who is fine presses 1 a few seconds after the call reaches their
+    phone (`_StandInPhones`); the one on the floor never answers. Opened after the detectors'
+    first sweep, they are the demo's own: the detectors clear only the alerts they know of, and
+    lift these to the neighbour tier only if their own neighbour tier fires for these residents."""
     from lovekey.alerts.store import AlertCandidate, raise_alerts
     from lovekey.vocabulary import AlertKind, AlertTier
 
-    deadline = time.monotonic() + 60
     with psycopg.connect(db_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
         while not stop.is_set() and time.monotonic() < deadline:
             if conn.execute("SELECT 1 FROM alert_history WHERE actor = 'detector' LIMIT 1").fetchone():
                 break
@@ -380,7 +393,7 @@ def _open_check_ins(db_url: str, who: dict[str, str], stop: threading.Event) -> 
         ]
         with conn.transaction():
             raise_alerts(conn, candidates, now)
-    log.info("demo: two check-ins opened")
+        log.info("demo: two check-ins opened")
 
 
 def _create_demo_user(conn: psycopg.Connection[Any], now: datetime) -> None:
@@ -444,15 +457,15 @@ def _summary(conn: psycopg.Connection[Any]) -> bool:
         print(f"  {kind:<16} {status:<13} {count}")
     n_escalated = escalated[0] if escalated else 0
     print(f"  alerts escalated: {n_escalated}; notification events: {sent[0] if sent else 0}")
-    for name, answer, outcome, stage in conn.execute(
+    for name, answer, channel, outcome, stage in conn.execute(
         """
         SELECT coalesce(r.name, c.resident_id), coalesce(c.answer, 'no answer yet'),
-               coalesce(a.outcome, a.status), coalesce(a.stage, '-')
+               coalesce(c.channel, '-'), coalesce(a.outcome, a.status), coalesce(a.stage, '-')
         FROM check_in_answer c JOIN alert a ON a.id = c.alert_id
         LEFT JOIN resident r ON r.id = c.resident_id ORDER BY c.id
         """
     ):
-        print(f"  check-in: {name}: {answer}; alert {outcome}, stage {stage}")
+        print(f"  check-in: {name}: {answer} (by {channel}); alert {outcome}, stage {stage}")
     return bool(n_escalated)
 
 
@@ -495,73 +508,148 @@ def _toml(value: Any) -> str:
 _PRINT_LOCK = threading.Lock()
 
 
-class _SmsHandler(BaseHTTPRequestHandler):
-    server: _SmsServer
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
-        to = body.get("to") or "?"
-        text = body.get("message") or body.get("body") or ""
-        with _PRINT_LOCK:  # several senders at once must not interleave their lines
-            sys.stdout.write(f"  SMS → {redact_phone(str(to))}: {text}\n")
-            sys.stdout.flush()
-        reply = self.server.replies.get(str(to))
-        if reply is not None:
-            # the resident reads the text and answers a few seconds later
-            timer = threading.Timer(3.0, _reply, (self.server.reply_url, str(to), reply))
-            timer.daemon = True  # a reply still due when the demo stops is dropped
-            timer.start()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"ok": true}')
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _SmsServer(ThreadingHTTPServer):
-    replies: dict[str, str]
-    reply_url: str
-
-
-def _reply(url: str, sender: str, text: str) -> None:
-    """Post a resident's reply to the inbound-SMS webhook, as an SMS gateway does."""
-    import urllib.request
-
-    request = urllib.request.Request(  # noqa: S310 - our own console on loopback
-        url,
-        data=json.dumps({"from": sender, "text": text}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            answer = json.loads(response.read())
-    except (OSError, ValueError) as exc:
-        log.warning("demo: the stand-in resident's reply was not taken: %s", exc)
-        return
-    with _PRINT_LOCK:
-        sys.stdout.write(f"  SMS ← {redact_phone(sender)}: {text}   ({answer.get('result')})\n")
+def _print_sent(message: Any) -> None:
+    what = "Call" if message.kind == "voice" else "SMS"
+    with _PRINT_LOCK:  # several senders at once must not interleave their lines
+        sys.stdout.write(f"  {what} → {redact_phone('+86' + message.phone)}: {message.rendered}\n")
         sys.stdout.flush()
 
 
-@contextmanager
-def sms_sink(replies: dict[str, str] | None = None, reply_url: str = "") -> Iterator[int]:
-    """A stand-in SMS gateway on a free loopback port that prints what it is sent; a phone in
-    `replies` answers with that text, posted to `reply_url` (the inbound-SMS webhook)."""
-    server = _SmsServer(("127.0.0.1", 0), _SmsHandler)
-    server.replies = replies if replies is not None else {}
-    server.reply_url = reply_url
-    thread = threading.Thread(target=server.serve_forever, name="demo-sms", daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+DEMO_KEY_ID, DEMO_KEY_SECRET = "demo-access-key-id", "demo-access-key-secret"
+# the demo's check-in templates, in the stand-in's approved list and in the provider settings
+_CHECK_IN_TEMPLATES = frozenset(
+    ("SMS_DEMO_CHECK_IN_ZH", "SMS_DEMO_CHECK_IN_EN", "TTS_DEMO_CHECK_IN_ZH", "TTS_DEMO_CHECK_IN_EN")
+)
+
+
+class _StandInPhones:
+    """The phones behind the stand-in of Alibaba Cloud: each message is printed as the phone
+    would show it, and a resident given an answer (`answer_check_in`) answers their check-in
+    a few seconds later the way a real one reaches LoveKey - a key pressed in the call, which
+    Alibaba Cloud reports in its VoiceReport push (or a reply to the text, in its SmsUp push),
+    posted to the callback URL with the provider's secret. Nothing is written to the database
+    here: LoveKey verifies the callback and matches it to the call it made."""
+
+    def __init__(self, callbacks_url: str, callback_secrets: dict[str, str]) -> None:
+        self.callbacks_url = callbacks_url  # <console>/alerts/providers
+        self.secrets = callback_secrets  # provider name -> its callback_secret
+        self.cloud: Any = None  # the FakeAliyun, once started
+        self._answers: dict[str, str] = {}  # mainland number -> the key or reply
+        self._lock = threading.Lock()
+
+    def answer_check_in(self, phone_e164: str, key: str) -> None:
+        with self._lock:
+            self._answers[phone_e164.removeprefix("+86")] = key
+
+    def __call__(self, message: Any) -> None:
+        _print_sent(message)
+        if message.template not in _CHECK_IN_TEMPLATES:
+            return
+        with self._lock:
+            key = self._answers.pop(message.phone, None)
+        if key is not None:
+            timer = threading.Timer(3.0, self._answer, (message, key))  # picking up the phone
+            timer.daemon = True  # an answer still due when the demo stops is dropped
+            timer.start()
+
+    def _answer(self, message: Any, key: str) -> None:
+        voice = message.kind == "voice"
+        provider, topic = ("aliyun_voice", "voice_report") if voice else ("aliyun", "sms_up")
+        url = f"{self.callbacks_url}/{provider}/{self.secrets[provider]}/{topic}"
+        shown = f"key {key}" if voice else f"reply {key}"
+        status = 0
+        # the push can arrive before LoveKey has recorded what Alibaba Cloud accepted (then it
+        # is refused, 403); Alibaba Cloud retries a push that was not acknowledged
+        for _ in range(5):
+            try:
+                if voice:
+                    status, _ = self.cloud.voice_report(url, message, dtmf=key)
+                else:
+                    status, _ = self.cloud.sms_up(url, message.phone, key)
+            except OSError as exc:
+                log.warning("demo: the stand-in's callback failed: %s", exc)
+            if status == 200:
+                break
+            time.sleep(2.0)
+        with _PRINT_LOCK:
+            sys.stdout.write(
+                f"  {'Call' if voice else 'SMS'} ← {redact_phone('+86' + message.phone)}:"
+                f" {shown}   (pushed by Alibaba Cloud to LoveKey's callback: HTTP {status})\n"
+            )
+            sys.stdout.flush()
+
+
+def _cloud_standin(console_url: str, phones: _StandInPhones) -> Any:
+    """A stand-in of Alibaba Cloud's SMS and voice APIs with the demo's approved templates
+    (the wording an operator registers, docs/alerts.md), delivering to `phones`."""
+    from lovekey.alerts.providers.standins import FakeAliyun
+
+    link = f"{console_url}/a/${{link}}"
+    templates = {
+        "SMS_DEMO_ALERT_ZH": f"${{name}}${{what}}（${{since}}起），请查看并确认：{link} 回复1确认",
+        "SMS_DEMO_URGENT_ZH": f"紧急！${{name}}${{what}}（${{since}}起），请立即前往：{link}",
+        "SMS_DEMO_HELP_ZH": f"${{helper}}在${{name}}处，老人需要帮助，请立即前往：{link}",
+        "SMS_DEMO_BUNDLE_ZH": f"您有${{count}}条提醒，请查看：{link}",
+        "SMS_DEMO_STAND_DOWN_ZH": "${name}的提醒已解除：${outcome}，无需前往。谢谢！",
+        "SMS_DEMO_DIGEST_ZH": "${name}今天${time}已开始用水，一切安好。",
+        "SMS_DEMO_CHECK_IN_ZH": (
+            f"${{name}}您好，社区问候您：一切都好吗？平安请回复1，需要帮助请回复2。{link}"
+        ),
+        "SMS_DEMO_ALERT_EN": f"LoveKey: ${{name}} ${{what}} since ${{since}}. Please check: {link} Reply 1",
+        "SMS_DEMO_URGENT_EN": f"URGENT LoveKey: ${{name}} ${{what}} since ${{since}}. Go now: {link}",
+        "SMS_DEMO_HELP_EN": f"URGENT LoveKey: ${{helper}} is with ${{name}}, who needs help: {link}",
+        "SMS_DEMO_BUNDLE_EN": f"LoveKey: ${{count}} alerts: {link}",
+        "SMS_DEMO_STAND_DOWN_EN": "LoveKey all clear: ${name}: ${outcome}. No need to go.",
+        "SMS_DEMO_DIGEST_EN": "LoveKey: ${name} used water today at ${time}. All is well.",
+        "SMS_DEMO_CHECK_IN_EN": (
+            f"LoveKey: Hello ${{name}}, are you all right?"
+            f" Reply 1 if you are fine, 2 if you need help. {link}"
+        ),
+        "TTS_DEMO_CALL_ZH": "爱心钥匙提醒：${name}${what}。我去看看请按1，需要帮助请按2。",
+        "TTS_DEMO_CALL_EN": "LoveKey: ${name}, ${what}. Press 1 if you are going, 2 if help is needed.",
+        "TTS_DEMO_CHECK_IN_ZH": "${name}您好，这里是社区爱心钥匙。您一切都好吗？平安请按1，需要帮助请按2。",
+        "TTS_DEMO_CHECK_IN_EN": (
+            "Hello ${name}, this is your community's LoveKey. Are you all right?"
+            " Press 1 if you are fine, 2 if you need help."
+        ),
+    }
+    return FakeAliyun(
+        key_id=DEMO_KEY_ID,
+        key_secret=DEMO_KEY_SECRET,
+        sign_name="爱心钥匙",
+        templates=templates,
+        echo=phones,
+    )
+
+
+def _demo_providers(endpoint: str, callback_secrets: dict[str, str]) -> dict[str, Any]:
+    credentials = {"access_key_id": DEMO_KEY_ID, "access_key_secret": DEMO_KEY_SECRET, "endpoint": endpoint}
+    messages = ("alert", "urgent", "help", "bundle", "stand_down", "digest", "check_in")
+    return {
+        "aliyun": {
+            "kind": "aliyun_sms",
+            **credentials,
+            "sign_name": "爱心钥匙",
+            "callback_secret": callback_secrets["aliyun"],
+            "templates": {
+                f"{m}.{lang}": f"SMS_DEMO_{m.upper()}_{lang.upper()}"
+                for m in messages
+                for lang in ("zh", "en")
+            },
+        },
+        "aliyun_voice": {
+            "kind": "aliyun_voice",
+            **credentials,
+            "caller_number": "057100000000",
+            "callback_secret": callback_secrets["aliyun_voice"],
+            "templates": {
+                "call.zh": "TTS_DEMO_CALL_ZH",
+                "call.en": "TTS_DEMO_CALL_EN",
+                "check_in_call.zh": "TTS_DEMO_CHECK_IN_ZH",
+                "check_in_call.en": "TTS_DEMO_CHECK_IN_EN",
+            },
+        },
+    }
 
 
 def _port_free(port: int) -> bool:

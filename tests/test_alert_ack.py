@@ -7,11 +7,12 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
-from lovekey.alerts.ack_pages import create_app
+from lovekey.alerts.ack_pages import create_app, inbound_signature
 from lovekey.alerts.store import get_alert, history
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.cli import main as lovekey_main
@@ -21,6 +22,7 @@ from tests.fix_alerts import TEST_SECRET, DeliveryRig, at_local, delivery_rig, s
 T0 = at_local("2025-03-01 09:00")
 LINK = re.compile(r"https://lk\.example/a/([0-9a-z]+\.[0-9a-z]+\.[A-Za-z0-9_-]+)")
 INBOUND = "inbound-secret-123"
+INBOUND_KEY = "inbound-hmac-key-0123456789"
 
 
 class Clock:
@@ -41,6 +43,7 @@ def rig(database_url: str, make_settings: Callable[..., Settings]) -> Iterator[D
                 "public_base_url": "https://lk.example",
                 "ack_secret": TEST_SECRET.decode(),
                 "inbound_sms_token": INBOUND,
+                "inbound_sms_hmac_key": INBOUND_KEY,
                 "token_ttl_s": 3600,
             },
         )
@@ -60,6 +63,16 @@ def client(rig: DeliveryRig, database_url: str, clock: Clock) -> Iterator[httpx.
         httpx.Client(base_url=base_url, timeout=30, follow_redirects=True) as c,
     ):
         yield c
+
+
+def sms_in(client: httpx.Client, clock: Clock, **kwargs: Any) -> httpx.Response:
+    """POST to the generic inbound-SMS webhook, signed as the operator's gateway signs."""
+    request = client.build_request("POST", f"/alerts/sms/{INBOUND}", **kwargs)
+    body = request.read()
+    timestamp = str(int(clock.now.timestamp()))
+    request.headers["X-LoveKey-Timestamp"] = timestamp
+    request.headers["X-LoveKey-Signature"] = inbound_signature(INBOUND_KEY, timestamp, body)
+    return client.send(request)
 
 
 def token_in(message: str) -> str:
@@ -246,12 +259,33 @@ def test_inbound_sms_reply_acknowledges(rig: DeliveryRig, client: httpx.Client, 
         client.post("/alerts/sms/wrong-secret", json={"from": "+8613800000002", "text": "1"}).status_code
         == 404
     )
-    stranger = client.post(f"/alerts/sms/{INBOUND}", json={"from": "+8613999999999", "text": "1"})
+    # the path secret alone no longer acknowledges anything: a forged or missing signature,
+    # or a replayed one, is refused and the alert stays as it was
+    unsigned = client.post(f"/alerts/sms/{INBOUND}", json={"from": "+8613800000002", "text": "1"})
+    assert (unsigned.status_code, unsigned.json()) == (401, {"error": "unsigned"})
+    forged = client.post(
+        f"/alerts/sms/{INBOUND}",
+        json={"from": "+8613800000002", "text": "1"},
+        headers={
+            "X-LoveKey-Timestamp": str(int(clock.now.timestamp())),
+            "X-LoveKey-Signature": inbound_signature("not-the-key-0123456789", "0", b"{}"),
+        },
+    )
+    assert (forged.status_code, forged.json()) == (401, {"error": "bad_signature"})
+    stale = sms_in(
+        client, Clock(clock.now - timedelta(minutes=10)), json={"from": "+8613800000002", "text": "1"}
+    )
+    assert (stale.status_code, stale.json()) == (401, {"error": "stale"})
+    untouched = get_alert(rig.conn, alert_id)
+    assert untouched is not None
+    assert untouched["status"] == "notified"
+
+    stranger = sms_in(client, clock, json={"from": "+8613999999999", "text": "1"})
     assert stranger.json() == {"acknowledged": None, "first": False, "result": "no_alert"}
-    chatter = client.post(f"/alerts/sms/{INBOUND}", data={"from": "8613800000002", "text": "好的"})
+    chatter = sms_in(client, clock, data={"from": "8613800000002", "text": "好的"})
     assert chatter.json()["result"] == "not_understood"
 
-    reply = client.post(f"/alerts/sms/{INBOUND}", data={"from": "13800000002", "text": "１"})
+    reply = sms_in(client, clock, data={"from": "13800000002", "text": "１"})
     assert reply.json() == {"acknowledged": alert_id, "first": True, "result": "ok"}
     alert = get_alert(rig.conn, alert_id)
     assert alert is not None
@@ -270,7 +304,7 @@ def test_inbound_sms_short_code_picks_the_alert(rig: DeliveryRig, client: httpx.
     rig.run(T0 + timedelta(minutes=11))  # smoke also reaches the family by SMS
     assert len(rig.fake.received("sms/8613800000002")) == 2
     clock.now = T0 + timedelta(minutes=12)
-    reply = client.post(f"/alerts/sms/{INBOUND}", json={"from": "+8613800000002", "text": f"#{first}"})
+    reply = sms_in(client, clock, json={"from": "+8613800000002", "text": f"#{first}"})
     assert reply.json()["acknowledged"] == first
     a, b = get_alert(rig.conn, first), get_alert(rig.conn, second)
     assert a is not None

@@ -8,11 +8,12 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
-from lovekey.alerts.ack_pages import create_app
+from lovekey.alerts.ack_pages import create_app, inbound_signature
 from lovekey.alerts.store import AlertCandidate, get_alert, history, raise_alerts
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.cli import main as lovekey_main
@@ -24,6 +25,7 @@ RESIDENT_PHONE = "+8613700000001"
 RESIDENT_SMS = "sms/8613700000001"
 LINK = re.compile(r"https://lk\.example/a/([0-9a-z]+\.[0-9a-z]+\.[A-Za-z0-9_-]+)")
 INBOUND = "inbound-secret-123"
+INBOUND_KEY = "inbound-hmac-key-0123456789"  # the generic webhook takes only signed replies
 
 
 class Clock:
@@ -44,6 +46,7 @@ def rig(database_url: str, make_settings: Callable[..., Settings]) -> Iterator[D
                 "public_base_url": "https://lk.example",
                 "ack_secret": TEST_SECRET.decode(),
                 "inbound_sms_token": INBOUND,
+                "inbound_sms_hmac_key": INBOUND_KEY,
                 "token_ttl_s": 3 * 3600,
             },
         )
@@ -65,6 +68,16 @@ def client(rig: DeliveryRig, database_url: str, clock: Clock) -> Iterator[httpx.
         httpx.Client(base_url=base_url, timeout=30, follow_redirects=True) as c,
     ):
         yield c
+
+
+def sms_in(client: httpx.Client, clock: Clock, **kwargs: Any) -> httpx.Response:
+    """POST to the generic inbound-SMS webhook, signed as the operator's gateway signs."""
+    request = client.build_request("POST", f"/alerts/sms/{INBOUND}", **kwargs)
+    body = request.read()
+    timestamp = str(int(clock.now.timestamp()))
+    request.headers["X-LoveKey-Timestamp"] = timestamp
+    request.headers["X-LoveKey-Signature"] = inbound_signature(INBOUND_KEY, timestamp, body)
+    return client.send(request)
 
 
 def raise_tier(rig: DeliveryRig, tier: str, now: datetime, *, kind: str = "low_usage") -> int:
@@ -117,7 +130,7 @@ def test_a_resident_who_answers_fine_closes_the_alert_and_nobody_is_woken(
     assert stage(rig, alert_id) == "check_in"
 
     clock.now = T0 + timedelta(minutes=4)
-    reply = client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": "1"})
+    reply = sms_in(client, clock, json={"from": RESIDENT_PHONE, "text": "1"})
     assert reply.json() == {"acknowledged": alert_id, "first": True, "result": "check_in_fine"}
 
     alert = get_alert(rig.conn, alert_id)
@@ -129,7 +142,7 @@ def test_a_resident_who_answers_fine_closes_the_alert_and_nobody_is_woken(
     assert [r.path for r in rig.fake.received()] == [f"/{RESIDENT_SMS}"], "nobody else was told"
     assert "stand_down" not in events(rig, alert_id)
     # a second "1" finds nothing open
-    again = client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": "1"})
+    again = sms_in(client, clock, json={"from": RESIDENT_PHONE, "text": "1"})
     assert again.json()["result"] == "no_alert"
 
 
@@ -160,7 +173,7 @@ def test_need_help_goes_to_the_neighbour_at_once(
     alert_id = raise_tier(rig, "check_in", T0)
     rig.run(T0)
     clock.now = T0 + timedelta(minutes=2)
-    reply = client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": "２"})
+    reply = sms_in(client, clock, json={"from": RESIDENT_PHONE, "text": "２"})
     assert reply.json()["result"] == "check_in_need_help"
     rig.run(T0 + timedelta(minutes=2))
     assert [r.path for r in rig.fake.received()] == [f"/{RESIDENT_SMS}", "/push/lkh"]
@@ -207,7 +220,7 @@ def test_a_late_fine_stands_the_neighbour_down(rig: DeliveryRig, client: httpx.C
         rig.run(T0 + timedelta(minutes=minutes))
     assert rig.fake.received()[-1].path == "/push/lkh"
     clock.now = T0 + timedelta(minutes=33)
-    reply = client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": "1"})
+    reply = sms_in(client, clock, json={"from": RESIDENT_PHONE, "text": "1"})
     assert reply.json()["result"] == "check_in_fine"
     rig.fake.clear()
     rig.run(T0 + timedelta(minutes=33))
@@ -403,7 +416,7 @@ def test_a_reply_goes_to_the_newest_message_the_phone_was_sent(
 
     def reply(minutes: int, text: str) -> str:
         clock.now = T0 + timedelta(minutes=minutes)
-        answer = client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": text})
+        answer = sms_in(client, clock, json={"from": RESIDENT_PHONE, "text": text})
         return str(answer.json()["result"])
 
     own = raise_tier(rig, "check_in", T0)
@@ -428,11 +441,11 @@ def test_a_resident_never_acknowledges_their_own_alert(
     alert_id = raise_tier(rig, "check_in", T0)
     rig.run(T0)
     clock.now = T0 + timedelta(minutes=1)
-    assert client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": "2"}).json()[
-        "result"
-    ] == ("check_in_need_help")
+    assert sms_in(client, clock, json={"from": RESIDENT_PHONE, "text": "2"}).json()["result"] == (
+        "check_in_need_help"
+    )
     clock.now = T0 + timedelta(minutes=2)
-    again = client.post(f"/alerts/sms/{INBOUND}", json={"from": RESIDENT_PHONE, "text": "1"})
+    again = sms_in(client, clock, json={"from": RESIDENT_PHONE, "text": "1"})
     assert again.json()["result"] == "no_alert"
     assert get_alert(rig.conn, alert_id)["status"] != "acknowledged"  # type: ignore[index]
     rig.run(T0 + timedelta(minutes=2))

@@ -1,0 +1,246 @@
+"""Alibaba Cloud SMS (dysmsapi 2017-05-25, `SendSms`) and voice (dyvmsapi 2017-05-25,
+`IvrCall`: a TTS template read to the callee, who answers with a key) through the official
+SDKs (`alibabacloud-dysmsapi20170525`, `alibabacloud-dyvmsapi20170525`).
+
+The SDKs (tea-openapi 0.4) sign every request with ACS3-HMAC-SHA256 (the V3 signature: an
+`Authorization: ACS3-HMAC-SHA256 Credential=...,SignedHeaders=...,Signature=...` header over
+the canonical request, with the body's SHA-256 in `x-acs-content-sha256`), and keep HTTP
+connections alive per host. The endpoint setting is "https://dysmsapi.aliyuncs.com" style;
+`http://` is allowed for a local stand-in.
+
+Error codes: https://help.aliyun.com/document_detail/101346.html (SMS API error codes) and
+the voice API error codes https://help.aliyun.com/document_detail/112502.html. A refusal comes
+back as HTTP 200 with `Code` other than "OK"; throttling of the API itself as HTTP 400/429
+with `Throttling*` codes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from lovekey.alerts.providers.base import Accepted, Action, ProviderError, TemplateMessage, clipped
+from lovekey.config import ProviderSettings
+
+# Alibaba Cloud's default limit per template variable is 35 characters
+# (https://help.aliyun.com/zh/document_detail/3041859.html)
+VARIABLE_MAX_CHARS = 35
+
+# code -> (action, the operator must fix the configuration)
+_CODES: dict[str, tuple[Action, bool]] = {
+    # the number: never retried, the alert moves on to the next person
+    "isv.MOBILE_NUMBER_ILLEGAL": (Action.GIVE_UP, False),
+    "isv.BLACK_KEY_CONTROL_LIMIT": (Action.GIVE_UP, False),
+    "isv.DOMESTIC_NUMBER_NOT_SUPPORTED": (Action.GIVE_UP, False),
+    "isv.MOBILE_COUNT_OVER_LIMIT": (Action.GIVE_UP, False),
+    # throttling of this number or of the account: the same provider, later
+    "isv.BUSINESS_LIMIT_CONTROL": (Action.RETRY, False),
+    "Throttling.User": (Action.RETRY, False),
+    "Throttling.Api": (Action.RETRY, False),
+    "Throttling": (Action.RETRY, False),
+    "isp.SYSTEM_ERROR": (Action.RETRY, False),
+    "InternalError": (Action.RETRY, False),
+    "ServiceUnavailable": (Action.NEXT_CHANNEL, False),
+    # configuration: shown to the operator; another provider may still deliver
+    "isv.SMS_TEMPLATE_ILLEGAL": (Action.NEXT_CHANNEL, True),
+    "isv.SMS_SIGNATURE_ILLEGAL": (Action.NEXT_CHANNEL, True),
+    "isv.SMS_SIGNATURE_SCENE_ILLEGAL": (Action.NEXT_CHANNEL, True),
+    "isv.SIGN_STATE_ILLEGAL": (Action.NEXT_CHANNEL, True),
+    "isv.TEMPLATE_MISSING_PARAMETERS": (Action.NEXT_CHANNEL, True),
+    "isv.TEMPLATE_PARAMS_ILLEGAL": (Action.NEXT_CHANNEL, True),
+    "isv.INVALID_JSON_PARAM": (Action.NEXT_CHANNEL, True),
+    "isv.PARAM_LENGTH_LIMIT": (Action.NEXT_CHANNEL, True),
+    "isv.INVALID_PARAMETERS": (Action.NEXT_CHANNEL, True),
+    "isv.AMOUNT_NOT_ENOUGH": (Action.NEXT_CHANNEL, True),
+    "isv.OUT_OF_SERVICE": (Action.NEXT_CHANNEL, True),
+    "isv.DAY_LIMIT_CONTROL": (Action.NEXT_CHANNEL, True),
+    "isv.MONTH_LIMIT_CONTROL": (Action.NEXT_CHANNEL, True),
+    "isv.PRODUCT_UN_SUBSCRIPT": (Action.NEXT_CHANNEL, True),
+    "isv.PRODUCT_UNSUBSCRIBE": (Action.NEXT_CHANNEL, True),
+    "isv.ACCOUNT_NOT_EXISTS": (Action.NEXT_CHANNEL, True),
+    "isv.ACCOUNT_ABNORMAL": (Action.NEXT_CHANNEL, True),
+    "isp.RAM_PERMISSION_DENY": (Action.NEXT_CHANNEL, True),
+    "InvalidAccessKeyId.NotFound": (Action.NEXT_CHANNEL, True),
+    "SignatureDoesNotMatch": (Action.NEXT_CHANNEL, True),
+    "IncompleteSignature": (Action.NEXT_CHANNEL, True),
+    # voice (dyvmsapi)
+    "isv.TTS_TEMPLATE_ILLEGAL": (Action.NEXT_CHANNEL, True),
+    "isv.DISPLAY_NUMBER_ILLEGAL": (Action.NEXT_CHANNEL, True),
+    "isv.VOICE_FILE_ILLEGAL": (Action.NEXT_CHANNEL, True),
+}
+_THROTTLE_RETRY_S = 60.0
+_CHINA = timezone(timedelta(hours=8))  # QuerySendDetails' SendDate is a date in China
+
+
+def _split_endpoint(endpoint: str | None, default_host: str) -> tuple[str, str]:
+    if not endpoint:
+        return "https", default_host
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    return parts.scheme or "https", parts.netloc
+
+
+def _config(settings: ProviderSettings, default_host: str) -> Any:
+    from alibabacloud_tea_openapi.utils_models import Config
+
+    protocol, host = _split_endpoint(settings.endpoint, default_host)
+    timeout_ms = int(settings.timeout_s * 1000)
+    return Config(
+        access_key_id=settings.access_key_id,
+        access_key_secret=settings.access_key_secret,
+        endpoint=host,
+        protocol=protocol,
+        read_timeout=timeout_ms,
+        connect_timeout=timeout_ms,
+        max_idle_conns=64,
+    )
+
+
+def refusal(channel: str, code: str, message: str) -> ProviderError:
+    action, operator = _CODES.get(code, (Action.NEXT_CHANNEL, False))
+    return ProviderError(
+        channel,
+        f"{code}: {message}",
+        action=action,
+        code=code,
+        operator=operator,
+        retry_after_s=_THROTTLE_RETRY_S if action is Action.RETRY else None,
+    )
+
+
+def _sdk_error(channel: str, exc: Exception) -> ProviderError:
+    """The SDK's exceptions: a Client/Server/ThrottlingException carries the code; anything
+    else (connection refused, timed out) means the provider could not be reached."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code and code != "None":
+        error = refusal(channel, code, str(getattr(exc, "message", "")))
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after > 0:
+            error.retry_after_s = retry_after / 1000
+        if getattr(exc, "status_code", 0) >= 500 and code not in _CODES:
+            error.action, error.retryable = Action.NEXT_CHANNEL, False
+        return error
+    return ProviderError(
+        channel, f"unreachable: {type(exc).__name__}", action=Action.NEXT_CHANNEL, code="unreachable"
+    )
+
+
+def _template(settings: ProviderSettings, message: TemplateMessage) -> str:
+    template = settings.templates.get(message.template_key)
+    if not template:
+        raise ProviderError(
+            message.channel,
+            f"no template id for {message.template_key!r} in [alerts.providers] settings",
+            action=Action.NEXT_CHANNEL,
+            code="lovekey.NO_TEMPLATE",
+            operator=True,
+        )
+    return str(template)
+
+
+def _params(message: TemplateMessage, max_chars: int) -> str:
+    return json.dumps(clipped(message.params, max_chars), ensure_ascii=False)
+
+
+def _mainland(phone: str) -> str:
+    """Alibaba takes mainland numbers without +86, others with their country code."""
+    digits = phone.lstrip("+")
+    return digits[2:] if digits.startswith("86") and len(digits) == 13 else digits
+
+
+class AliyunSms:
+    """`SendSms` with the approved signature and a template; OutId carries our reference."""
+
+    kind = "aliyun_sms"
+
+    def __init__(self, name: str, settings: ProviderSettings) -> None:
+        from alibabacloud_dysmsapi20170525.client import Client
+
+        self.name = name
+        self.settings = settings
+        self._client = Client(_config(settings, "dysmsapi.aliyuncs.com"))
+
+    def send(self, message: TemplateMessage) -> Accepted:
+        from alibabacloud_dysmsapi20170525 import models
+
+        request = models.SendSmsRequest(
+            phone_numbers=_mainland(message.phone),
+            sign_name=self.settings.sign_name,
+            template_code=_template(self.settings, message),
+            template_param=_params(message, self.settings.variable_max_chars or VARIABLE_MAX_CHARS),
+            out_id=message.reference,
+        )
+        try:
+            body = self._client.send_sms(request).body
+        except Exception as exc:  # the SDK raises Tea exceptions for everything
+            raise _sdk_error(message.channel, exc) from exc
+        if body.code != "OK":
+            raise refusal(message.channel, str(body.code), str(body.message))
+        return Accepted(self.name, str(body.biz_id), {"RequestId": body.request_id})
+
+    def find(self, message: TemplateMessage) -> Accepted | None:
+        """Whether Alibaba Cloud already took this message (a worker died before recording
+        its answer): `QuerySendDetails` for the number, today and yesterday (China time),
+        looking for our OutId. Its records carry no BizId, so the message is recorded under
+        its OutId, which receipts carry too."""
+        from alibabacloud_dysmsapi20170525 import models
+
+        today = datetime.now(_CHINA)
+        for day in (today, today - timedelta(days=1)):
+            request = models.QuerySendDetailsRequest(
+                phone_number=_mainland(message.phone),
+                send_date=day.strftime("%Y%m%d"),
+                page_size=50,
+                current_page=1,
+            )
+            try:
+                body = self._client.query_send_details(request).body
+            except Exception as exc:
+                raise _sdk_error(message.channel, exc) from exc
+            if body.code != "OK":
+                raise refusal(message.channel, str(body.code), str(body.message))
+            details = body.sms_send_detail_dtos.sms_send_detail_dto if body.sms_send_detail_dtos else []
+            if any(d.out_id == message.reference for d in details or ()):
+                return Accepted(self.name, f"out:{message.reference}", {"RequestId": body.request_id})
+        return None
+
+
+class AliyunVoice:
+    """`IvrCall`: the `call.<lang>` TTS template read `play_times` times; keys 1 and 2 are
+    collected (each answered by the `call_bye.<lang>` template, when configured) and reported
+    in the call record (VoiceReport `dtmf`)."""
+
+    kind = "aliyun_voice"
+
+    def __init__(self, name: str, settings: ProviderSettings) -> None:
+        from alibabacloud_dyvmsapi20170525.client import Client
+
+        self.name = name
+        self.settings = settings
+        self._client = Client(_config(settings, "dyvmsapi.aliyuncs.com"))
+
+    def send(self, message: TemplateMessage) -> Accepted:
+        from alibabacloud_dyvmsapi20170525 import models
+
+        start = _template(self.settings, message)
+        language = message.template_key.rpartition(".")[2]
+        bye = self.settings.templates.get(f"call_bye.{language}")
+        keys = [models.IvrCallRequestMenuKeyMap(key=k, code=bye) for k in ("1", "2")] if bye else None
+        request = models.IvrCallRequest(
+            called_number=_mainland(message.phone),
+            called_show_number=self.settings.caller_number,
+            start_code=start,
+            start_tts_params=_params(message, self.settings.variable_max_chars or VARIABLE_MAX_CHARS),
+            menu_key_map=keys,
+            play_times=self.settings.play_times,
+            timeout=self.settings.key_timeout_ms,
+            out_id=message.reference[:15],  # OutId: at most 15 bytes
+        )
+        try:
+            body = self._client.ivr_call(request).body
+        except Exception as exc:
+            raise _sdk_error(message.channel, exc) from exc
+        if body.code != "OK":
+            raise refusal(message.channel, str(body.code), str(body.message))
+        return Accepted(self.name, str(body.call_id), {"RequestId": body.request_id})
