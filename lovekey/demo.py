@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import logging
-import secrets
 import shutil
 import sys
 import threading
@@ -84,10 +83,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         port = args.port or free_port()  # 0: any free port
     console_url = f"http://127.0.0.1:{port}"
 
-    inbound_token = secrets.token_urlsafe(16)
-    replies: dict[str, str] = {}  # phone -> what the stand-in resident replies
     with ExitStack() as stack:
-        sink = stack.enter_context(sms_sink(replies, f"{console_url}/alerts/sms/{inbound_token}"))
+        sink = stack.enter_context(sms_sink())
         settings = settings.with_overrides(
             data_dir=str(demo_dir),
             web={"host": "127.0.0.1", "port": port, "insecure_cookies": True},  # plain http
@@ -100,7 +97,6 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 "escalation_interval_s": 2.0,
                 "poll_interval_s": 1.0,
                 "retry_base_s": 2.0,
-                "inbound_sms_token": inbound_token,
                 # a visitor runs the demo at any hour: no quiet hours for the check-in
                 "check_in_quiet_start": "00:00",
                 "check_in_quiet_end": "00:00",
@@ -124,7 +120,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             rows = _write_history(conn, world, now)
             _mark_absences(conn, world, now, settings)
             _create_demo_user(conn, now)
-            check_ins = _check_in_residents(conn, asked, replies)
+            check_ins = _check_in_residents(conn, asked)
         print(
             f"\nLoveKey demo: {args.residents} residents, {HISTORY_DAYS} days of history"
             f" ({rows:,} meter readings) ready in {time.monotonic() - started:.0f} s.\n"
@@ -144,7 +140,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 stop.set()
 
         async def open_check_ins(astop: asyncio.Event) -> None:
-            await asyncio.to_thread(_open_check_ins, db_url, asked, stop)
+            await asyncio.to_thread(_check_in_scene, db_url, asked, settings, stop)
             await astop.wait()
 
         async def deadline(astop: asyncio.Event) -> None:
@@ -334,32 +330,32 @@ def _mark_absences(conn: psycopg.Connection[Any], world: Any, now: datetime, set
             )
 
 
-def _check_in_residents(conn: psycopg.Connection[Any], who: dict[str, str], replies: dict[str, str]) -> str:
-    """Set up the stand-in resident who answers "1"; returns a line for the banner."""
+def _check_in_residents(conn: psycopg.Connection[Any], who: dict[str, str]) -> str:
+    """A line for the banner: who is asked first, and how each of them will answer."""
     ids = [who["fine"], who["silent"]]
     names = dict(conn.execute("SELECT id, name FROM resident WHERE id = ANY(%s)", (ids,)).fetchall())
-    phone = conn.execute("SELECT phone FROM resident WHERE id = %s", (who["fine"],)).fetchone()
-    if phone is None or not phone[0]:
-        raise RuntimeError(f"demo: resident {who['fine']} has no phone of their own")
-    replies[phone[0]] = "1"
     return (
         f"{names[who['fine']]} is asked and answers 1 (fine): nobody is woken;"
         f" {names[who['silent']]} is asked and never answers: the neighbour is called"
     )
 
 
-def _open_check_ins(db_url: str, who: dict[str, str], stop: threading.Event) -> None:
+def _check_in_scene(db_url: str, who: dict[str, str], settings: Settings, stop: threading.Event) -> None:
     """Two check-ins, as the detectors' sensitive tier raises them, once the detectors have
     swept (so a visitor sees both stories within two minutes, whatever the detectors' own
-    timing): the resident who is fine replies "1" to the text; the one on the floor never
-    answers. Opened after the detectors' first sweep, they are the demo's own: the detectors
-    clear only the alerts they know of, and lift these to the neighbour tier only if their own
-    neighbour tier fires for these residents."""
+    timing): the resident who is fine answers "1" a few seconds after the question reaches
+    their phone; the one on the floor never answers. Opened after the detectors' first sweep,
+    they are the demo's own: the detectors clear only the alerts they know of, and lift these
+    to the neighbour tier only if their own neighbour tier fires for these residents.
+
+    The stand-in resident's reply goes through `alerts.inbound.acknowledge_by_sms`, the code
+    behind the inbound-SMS webhook (and behind a key pressed in a call), whatever stand-in
+    gateway carries the question."""
     from lovekey.alerts.store import AlertCandidate, raise_alerts
     from lovekey.vocabulary import AlertKind, AlertTier
 
-    deadline = time.monotonic() + 60
     with psycopg.connect(db_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
         while not stop.is_set() and time.monotonic() < deadline:
             if conn.execute("SELECT 1 FROM alert_history WHERE actor = 'detector' LIMIT 1").fetchone():
                 break
@@ -380,7 +376,44 @@ def _open_check_ins(db_url: str, who: dict[str, str], stop: threading.Event) -> 
         ]
         with conn.transaction():
             raise_alerts(conn, candidates, now)
-    log.info("demo: two check-ins opened")
+        log.info("demo: two check-ins opened")
+        _answer_fine(conn, who["fine"], settings, stop)
+
+
+def _answer_fine(
+    conn: psycopg.Connection[Any], resident_id: str, settings: Settings, stop: threading.Event
+) -> None:
+    """The stand-in resident who is fine: once the question reached their phone, reply "1"."""
+    from lovekey.alerts.inbound import acknowledge_by_sms
+
+    deadline = time.monotonic() + 120
+    while not stop.is_set() and time.monotonic() < deadline:
+        asked = conn.execute(
+            """
+            SELECT o.phone FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
+            WHERE a.subject = %s AND o.role = 'resident' AND o.state = 'sent'
+            LIMIT 1
+            """,
+            (resident_id,),
+        ).fetchone()
+        if asked is not None:
+            break
+        stop.wait(1.0)
+    else:
+        return
+    if stop.wait(3.0):  # reading the text, picking up the phone
+        return
+    reply = acknowledge_by_sms(
+        conn,
+        asked[0],
+        "1",
+        datetime.now(UTC),
+        ttl_s=settings.alerts.token_ttl_s,
+        default_country_code=settings.registry.default_country_code,
+    )
+    with _PRINT_LOCK:
+        sys.stdout.write(f"  SMS ← {redact_phone(asked[0])}: 1   ({reply.reason})\n")
+        sys.stdout.flush()
 
 
 def _create_demo_user(conn: psycopg.Connection[Any], now: datetime) -> None:
@@ -496,8 +529,6 @@ _PRINT_LOCK = threading.Lock()
 
 
 class _SmsHandler(BaseHTTPRequestHandler):
-    server: _SmsServer
-
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
@@ -506,12 +537,6 @@ class _SmsHandler(BaseHTTPRequestHandler):
         with _PRINT_LOCK:  # several senders at once must not interleave their lines
             sys.stdout.write(f"  SMS → {redact_phone(str(to))}: {text}\n")
             sys.stdout.flush()
-        reply = self.server.replies.get(str(to))
-        if reply is not None:
-            # the resident reads the text and answers a few seconds later
-            timer = threading.Timer(3.0, _reply, (self.server.reply_url, str(to), reply))
-            timer.daemon = True  # a reply still due when the demo stops is dropped
-            timer.start()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -521,39 +546,10 @@ class _SmsHandler(BaseHTTPRequestHandler):
         pass
 
 
-class _SmsServer(ThreadingHTTPServer):
-    replies: dict[str, str]
-    reply_url: str
-
-
-def _reply(url: str, sender: str, text: str) -> None:
-    """Post a resident's reply to the inbound-SMS webhook, as an SMS gateway does."""
-    import urllib.request
-
-    request = urllib.request.Request(  # noqa: S310 - our own console on loopback
-        url,
-        data=json.dumps({"from": sender, "text": text}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            answer = json.loads(response.read())
-    except (OSError, ValueError) as exc:
-        log.warning("demo: the stand-in resident's reply was not taken: %s", exc)
-        return
-    with _PRINT_LOCK:
-        sys.stdout.write(f"  SMS ← {redact_phone(sender)}: {text}   ({answer.get('result')})\n")
-        sys.stdout.flush()
-
-
 @contextmanager
-def sms_sink(replies: dict[str, str] | None = None, reply_url: str = "") -> Iterator[int]:
-    """A stand-in SMS gateway on a free loopback port that prints what it is sent; a phone in
-    `replies` answers with that text, posted to `reply_url` (the inbound-SMS webhook)."""
-    server = _SmsServer(("127.0.0.1", 0), _SmsHandler)
-    server.replies = replies if replies is not None else {}
-    server.reply_url = reply_url
+def sms_sink() -> Iterator[int]:
+    """A stand-in SMS gateway on a free loopback port that prints what it is sent."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SmsHandler)
     thread = threading.Thread(target=server.serve_forever, name="demo-sms", daemon=True)
     thread.start()
     try:
