@@ -148,7 +148,7 @@ def _providers(aliyun: FakeAliyun, tencent: FakeTencent) -> dict[str, Any]:
 def rig_factory(database_url: str, make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Rig]]:
     with ExitStack() as stack:
 
-        def build(**alerts: Any) -> Rig:
+        def build(tweak: Callable[[dict[str, Any]], None] | None = None, **alerts: Any) -> Rig:
             aliyun = stack.enter_context(
                 FakeAliyun(
                     key_id=ALI_KEY, key_secret=ALI_SECRET, sign_name="爱心钥匙", templates=ALIYUN_TEMPLATES
@@ -160,12 +160,15 @@ def rig_factory(database_url: str, make_settings: Callable[..., Settings]) -> It
                 )
             )
             fake = stack.enter_context(FakeProvider())  # the contacts' push URLs
+            providers = _providers(aliyun, tencent)
+            if tweak is not None:
+                tweak(providers)
             settings = make_settings(
                 database_url=database_url,
                 alerts={
                     "public_base_url": "https://lk.example",
                     "ack_secret": TEST_SECRET.decode(),
-                    "providers": _providers(aliyun, tencent),
+                    "providers": providers,
                     "inbound_sms_token": INBOUND,
                     "inbound_sms_hmac_key": INBOUND_KEY,
                     "token_ttl_s": 3 * 3600,
@@ -309,3 +312,22 @@ def test_a_silent_resident_is_called_twice_then_texted_then_the_neighbour(
     r.run(T0 + timedelta(minutes=30))
     assert r.answer(alert_id) == ("none", None)
     assert [m.path for m in r.rig.fake.received()] == ["/push/lkh"]
+
+
+def test_a_voice_provider_without_the_check_in_template_falls_back_to_the_text(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    def no_check_in_call(providers: dict[str, Any]) -> None:
+        # the operator registered the contacts' call but not the check-in call
+        providers["aliyun_voice"]["templates"] = {"call.zh": "TTS_600003"}
+
+    r = rig_factory(no_check_in_call, sms_providers=["aliyun"], voice_providers=["aliyun_voice"])
+    alert_id = r.check_in(T0)
+    r.run(T0)
+    # no call was made; the resident still gets the text, and the alert says what to fix
+    sms = _only(r.aliyun.sent)
+    assert (sms.kind, sms.template) == ("sms", "SMS_600001")
+    (error,) = [h["detail"] for h in history(r.rig.conn, alert_id) if h["event"] == "provider_error"]
+    assert (error["channel"], error["operator"]) == ("voice@aliyun_voice", True)
+    assert r.aliyun.sms_up(r.callback("aliyun", "sms_up"), RESIDENT_MOBILE, "1")[0] == 200
+    assert r.answer(alert_id) == ("fine", "sms@aliyun")
