@@ -19,9 +19,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from lovekey.alerts import store
+from lovekey.alerts import check_in, store
 from lovekey.alerts.tokens import TokenParts, make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError, AlertStateError
+from lovekey.vocabulary import ContactRole
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +36,11 @@ class LinkHolder:
     name: str
     language: str
     detail: dict[str, Any]
+    role: str = ""  # 'resident': the resident's own check-in page
 
 
 _HOLDER = """
-    SELECT id, alert_id, recipient_key, contact_ref, name, language, detail
+    SELECT id, alert_id, recipient_key, contact_ref, name, language, detail, role
     FROM alert_outbox WHERE id = %s AND alert_id IS NOT NULL
 """
 
@@ -141,7 +143,9 @@ async def other_alerts_async(
 class SmsReply:
     acknowledged: int | None  # the alert acknowledged (None: nothing matched)
     first: bool  # this reply was the first acknowledgement
-    reason: str  # 'ok', 'already_acknowledged', 'not_understood', 'no_alert'
+    # 'ok', 'already_acknowledged', 'not_understood', 'no_alert'; a resident's answer to
+    # their check-in: 'check_in_fine', 'check_in_need_help'
+    reason: str
 
 
 _CODE = re.compile(r"#?\s*(\d{1,12})\b")
@@ -170,10 +174,10 @@ def phone_variants(sender: str, default_country_code: str) -> list[str]:
 # the newest alert sent to this phone that is still open: `1` means that one, any other
 # number must be the alert's id (and such a match wins over the newest)
 _SMS_TARGET = """
-    SELECT o.alert_id, o.name, o.contact_ref
+    SELECT o.alert_id, o.name, o.contact_ref, o.sent_at
     FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
     WHERE o.phone = ANY(%(phones)s) AND o.purpose = 'alert' AND o.state = 'sent'
-      AND o.sent_at > %(since)s AND a.status <> 'resolved'
+      AND o.sent_at > %(since)s AND a.status <> 'resolved' AND o.role <> 'resident'
       AND (%(code)s = 1 OR o.alert_id = %(code)s)
     ORDER BY (o.alert_id = %(code)s) DESC, o.sent_at DESC, o.id DESC
     LIMIT 1
@@ -185,6 +189,32 @@ def _sms_target_params(
 ) -> dict[str, Any]:
     phones = phone_variants(sender, default_country_code)
     return {"phones": phones, "since": now - timedelta(seconds=ttl_s), "code": code}
+
+
+# the newest check-in this phone was sent as the resident (`1` fine, `2` need help), and
+# whether it is still open to an answer
+_CHECK_IN_TARGET = """
+    SELECT o.alert_id, o.name, o.sent_at,
+           a.status <> 'resolved' AND (c.answer IS NULL OR c.answer = 'none') AS open
+    FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
+    LEFT JOIN check_in_answer c ON c.alert_id = o.alert_id
+    WHERE o.phone = ANY(%(phones)s) AND o.role = 'resident' AND o.purpose = 'alert'
+      AND o.state = 'sent' AND o.sent_at > %(since)s
+    ORDER BY o.sent_at DESC, o.id DESC
+    LIMIT 1
+"""
+
+
+def _answers_check_in(asked: tuple[Any, ...] | None, row: tuple[Any, ...] | None) -> bool:
+    """Whether a reply answers the phone's own check-in rather than an alert it was sent as a
+    contact: the newer of the two messages wins. A resident who also holds a neighbour's key
+    and replies "1" to a check-in that has just closed must not acknowledge the neighbour's
+    alert ("I'm going") by mistake; and a resident never acknowledges their own alert."""
+    return asked is not None and (row is None or asked[2] >= row[3])
+
+
+def _check_in_reply(answered: check_in.Answered) -> SmsReply:
+    return SmsReply(answered.alert_id, True, f"check_in_{answered.answer}")
 
 
 def _acknowledged(alert_id: int, first: bool) -> SmsReply:
@@ -199,17 +229,31 @@ def acknowledge_by_sms(
     *,
     ttl_s: int,
     default_country_code: str,
+    channel: str = "sms",
 ) -> SmsReply:
-    """Acknowledge the alert an SMS reply points at, in one transaction of its own."""
+    """Acknowledge the alert an SMS reply points at, in one transaction of its own. From a
+    resident with an open check-in, `1` answers it "fine" and `2` "need help" (`channel`
+    says how the answer came: a key pressed in a call arrives here too)."""
     code = parse_reply(text)
     if code is None:
         return SmsReply(None, False, "not_understood")
     params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
     with conn.transaction():
+        asked = conn.execute(_CHECK_IN_TARGET, params).fetchone() if code in check_in.REPLIES else None
         row = conn.execute(_SMS_TARGET, params).fetchone()
+        if asked is not None and _answers_check_in(asked, row):
+            if not asked[3]:
+                return SmsReply(None, False, "no_alert")  # that check-in is over
+            try:
+                answered = check_in.answer(
+                    conn, asked[0], check_in.REPLIES[code], by=asked[1] or sender, channel=channel, now=now
+                )
+            except AlertStateError:
+                return SmsReply(None, False, "no_alert")
+            return _check_in_reply(answered)
         if row is None:
             return SmsReply(None, False, "no_alert")
-        alert_id, name, contact_ref = row
+        alert_id, name, contact_ref, _ = row
         try:
             first = store.acknowledge(
                 conn,
@@ -232,6 +276,7 @@ async def acknowledge_by_sms_async(
     *,
     ttl_s: int,
     default_country_code: str,
+    channel: str = "sms",
 ) -> SmsReply:
     """`acknowledge_by_sms` over an asynchronous connection."""
     code = parse_reply(text)
@@ -239,10 +284,23 @@ async def acknowledge_by_sms_async(
         return SmsReply(None, False, "not_understood")
     params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
     async with conn.transaction():
+        asked = None
+        if code in check_in.REPLIES:
+            asked = await (await conn.execute(_CHECK_IN_TARGET, params)).fetchone()
         row = await (await conn.execute(_SMS_TARGET, params)).fetchone()
+        if asked is not None and _answers_check_in(asked, row):
+            if not asked[3]:
+                return SmsReply(None, False, "no_alert")  # that check-in is over
+            try:
+                answered = await check_in.answer_async(
+                    conn, asked[0], check_in.REPLIES[code], by=asked[1] or sender, channel=channel, now=now
+                )
+            except AlertStateError:
+                return SmsReply(None, False, "no_alert")
+            return _check_in_reply(answered)
         if row is None:
             return SmsReply(None, False, "no_alert")
-        alert_id, name, contact_ref = row
+        alert_id, name, contact_ref, _ = row
         try:
             first = await store.acknowledge_async(
                 conn,
@@ -349,11 +407,6 @@ async def _default_key(
 ) -> KeyResult:
     by = press.name or press.role
     try:
-        if press.key == "1" and press.role == "resident":
-            await store.resolve_async(
-                conn, press.alert_id, outcome="resident_ok", note=None, by=by, channel="voice", now=now
-            )
-            return KeyResult(press.alert_id, "resolved")
         if press.key == "1":
             first = await store.acknowledge_async(
                 conn,
@@ -370,3 +423,16 @@ async def _default_key(
     except AlertStateError:
         return KeyResult(press.alert_id, "no_alert")
     return KeyResult(press.alert_id, "ignored")
+
+
+async def _resident_key(conn: psycopg.AsyncConnection[Any], press: KeyPress, now: datetime) -> KeyResult:
+    """A key the resident pressed in their check-in call: the answer to the check-in (1 fine,
+    2 need help), recorded by `alerts.check_in` as a reply would be. "Need help" makes the
+    escalation due at once, so the love-key holder is told and the chain goes on."""
+    action = await check_in.answer_key_async(
+        conn, press.alert_id, press.key, by=press.name or press.role, channel=press.channel, now=now
+    )
+    return KeyResult(press.alert_id, action)
+
+
+KEY_HANDLERS[ContactRole.RESIDENT] = _resident_key

@@ -12,8 +12,12 @@ Neither provider signs its callbacks, so trust rests on three checks, in order:
 1. the secret in the path (constant-time comparison) - a request without it is answered 403;
 2. the body has the documented shape - otherwise 400;
 3. every receipt and key press must name a message this provider accepted from LoveKey *and*
-   the number it was sent to; an SMS reply must come from a number LoveKey sent an alert to
-   (`inbound.acknowledge_by_sms`). A callback none of whose records match is answered 403.
+   the number it was sent to; an SMS reply must come from a number LoveKey sent an alert or a
+   check-in to (`inbound.acknowledge_by_sms`). A callback none of whose records match is
+   answered 403.
+
+A resident's reply or key to their own check-in ("1" fine, "2" need help) takes the same path
+and ends in `alerts.check_in` (`inbound.acknowledge_by_sms` and the `resident` key handler).
 Refusals are logged and kept in `provider_callback` with their reason, never acted on.
 """
 
@@ -57,6 +61,11 @@ _MESSAGE = """
     SELECT id, outbox_id, alert_id, phone, channel FROM provider_message
     WHERE provider = %s AND (message_id = %s OR message_id = 'out:' || %s) ORDER BY id
 """
+# the `inbound.SmsReply` reasons of a reply that came from a number LoveKey wrote to: an
+# acknowledgement, or a resident's answer to their check-in (1 fine, 2 need help)
+_REPLY_MATCHED = frozenset(
+    ("ok", "already_acknowledged", "not_understood", "check_in_fine", "check_in_need_help")
+)
 _LOG = """
     INSERT INTO provider_callback (received_at, provider, topic, accepted, reason, remote, body)
     VALUES (%s, %s, %s, %s, %s, %s, %s)
@@ -145,9 +154,10 @@ async def _apply(
             now,
             ttl_s=settings.alerts.token_ttl_s,
             default_country_code=country,
+            channel=f"sms@{provider}",
         )
         log.info("provider sms reply from=%s result=%s", redact_phone(record.phone), reply.reason)
-        return 1 if reply.reason in ("ok", "already_acknowledged", "not_understood") else 0
+        return 1 if reply.reason in _REPLY_MATCHED else 0
     rows = [
         r
         for r in await (

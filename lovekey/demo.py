@@ -7,12 +7,18 @@ simulator publishes the district's live traffic over MQTT in real time. A few in
 placed so that something happens at once: a resident who has not used water for 13 hours,
 another since this morning, a tap left running, an SOS press and a smoke alarm within the
 first minutes, a silent meter and a planned absence (which must NOT reach a neighbour).
+Two residents are asked first (the check-in stage), by a call that takes a key: one presses
+"1, fine" a few seconds after the phone rings (the alert closes, nobody is woken), the other,
+on the floor since 90 minutes ago, never answers (the love-key neighbour is called when the
+stage ends).
 
 Escalation waits are scaled down (10 minutes become 30 seconds) so a visitor sees an alert
 climb from the love-key holder to staff within two minutes. Text messages and voice calls go
 through Alibaba Cloud's official SDKs to a local stand-in of its API
 (`alerts.providers.standins`, which checks each request's signature and template), which
-prints the template SMS and the call a real phone would get.
+prints the template SMS and the call a real phone would get. The key the resident presses
+comes back the way Alibaba Cloud reports it: its VoiceReport pushed to the callback URL with
+the provider's secret, matched to the call LoveKey made (`alerts.provider_webhooks`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import csv
 import io
 import json
 import logging
+import secrets
 import shutil
 import sys
 import threading
@@ -80,8 +87,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         port = args.port or free_port()  # 0: any free port
     console_url = f"http://127.0.0.1:{port}"
 
+    callbacks = {name: secrets.token_urlsafe(24) for name in ("aliyun", "aliyun_voice")}
+    phones = _StandInPhones(f"{console_url}/alerts/providers", callbacks)
     with ExitStack() as stack:
-        cloud = stack.enter_context(_cloud_standin(console_url))
+        cloud = stack.enter_context(_cloud_standin(console_url, phones))
+        phones.cloud = cloud
         settings = settings.with_overrides(
             data_dir=str(demo_dir),
             web={"host": "127.0.0.1", "port": port, "insecure_cookies": True},  # plain http
@@ -89,7 +99,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             alerts={
                 "public_base_url": console_url,
                 "chains_file": str(_scaled_chains(demo_dir / "chains.toml")),
-                "providers": _demo_providers(cloud.endpoint),
+                "providers": _demo_providers(cloud.endpoint, callbacks),
                 "sms_providers": ["aliyun"],
                 "voice_providers": ["aliyun_voice"],
                 # smoke, gas, SOS: the family gets a call first (key 1 / key 2), then an SMS
@@ -102,6 +112,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 "escalation_interval_s": 2.0,
                 "poll_interval_s": 1.0,
                 "retry_base_s": 2.0,
+                # a visitor runs the demo at any hour: no quiet hours for the check-in
+                "check_in_quiet_start": "00:00",
+                "check_in_quiet_end": "00:00",
             },
         )
         # closed in reverse: the database and the broker outlive everything started below
@@ -116,19 +129,22 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
         now = datetime.now(UTC).replace(microsecond=0)
         started = time.monotonic()
-        world = _build_world(args.residents, args.seed, now)
+        world, asked = _build_world(args.residents, args.seed, now)
         with psycopg.connect(db_url, autocommit=True) as conn:
             _import_registry(conn, world, settings)
             rows = _write_history(conn, world, now)
             _mark_absences(conn, world, now, settings)
             _create_demo_user(conn, now)
+            check_ins = _check_in_residents(conn, asked, phones)
         print(
             f"\nLoveKey demo: {args.residents} residents, {HISTORY_DAYS} days of history"
             f" ({rows:,} meter readings) ready in {time.monotonic() - started:.0f} s.\n"
             f"  console   {console_url}   login: {DEMO_USER} / {DEMO_PASSWORD}\n"
             f"  broker    {_public(mqtt_url)}   topics: {settings.mqtt.topic_prefix}/#\n"
             "  Template SMS and voice calls are printed below as the stand-in of Alibaba Cloud's"
-            " SMS and voice APIs receives them.\n  Ctrl+C stops.\n",
+            " SMS and voice APIs receives them.\n"
+            f"  check-in  {check_ins}\n"
+            "  Ctrl+C stops.\n",
             flush=True,
         )
 
@@ -137,6 +153,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             if requested.is_set():
                 log.info("demo: live publisher stopped; stopping the pipeline")
                 stop.set()
+
+        async def open_check_ins(astop: asyncio.Event) -> None:
+            await asyncio.to_thread(_check_in_scene, db_url, asked, stop)
+            await astop.wait()
 
         async def deadline(astop: asyncio.Event) -> None:
             if args.exit_after is None:
@@ -150,7 +170,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 await astop.wait()
 
         asyncio.run(
-            run_pipeline(settings, db_url, mqtt_url, stop=stop, extra={"live": live, "deadline": deadline})
+            run_pipeline(
+                settings,
+                db_url,
+                mqtt_url,
+                stop=stop,
+                extra={"live": live, "check_ins": open_check_ins, "deadline": deadline},
+            )
         )
         with psycopg.connect(db_url) as conn:
             escalated = _summary(conn)
@@ -162,7 +188,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 # -- the simulated district ------------------------------------------------------------------
 
 
-def _build_world(residents: int, seed: int, now: datetime) -> Any:
+def _build_world(residents: int, seed: int, now: datetime) -> tuple[Any, dict[str, str]]:
+    """The district, and the two residents the demo asks first ('fine', 'silent')."""
     from lovekey.simulator import Scenario, World
 
     start = now - timedelta(days=HISTORY_DAYS)
@@ -178,6 +205,11 @@ def _build_world(residents: int, seed: int, now: datetime) -> Any:
             # a meter that reports every 15 minutes is overdue soon after it falls silent
             owners.setdefault("quarter_hour_meter", []).append(index[row["resident_id"]])
 
+    for row in rows:
+        if row["kind"] == "water_meter" and row.get("resident_phone"):
+            # a resident with a phone of their own can be asked first (the check-in)
+            owners.setdefault("own_phone", []).append(index[row["resident_id"]])
+
     def first(kind: str, taken: set[int]) -> int:
         for i in owners.get(kind, []):
             if i not in taken:
@@ -187,9 +219,12 @@ def _build_world(residents: int, seed: int, now: datetime) -> Any:
 
     taken: set[int] = set()
     now_h = HISTORY_DAYS * 24.0
+    silent = first("own_phone", taken)
     fixed = [
         {"kind": "no_use", "resident": first("water_meter", taken), "start_h": now_h - 13.5, "open": True},
         {"kind": "no_use", "resident": first("water_meter", taken), "start_h": now_h - 5, "open": True},
+        # the check-in: a resident on the floor for 90 minutes, who will not answer
+        {"kind": "no_use", "resident": silent, "start_h": now_h - 1.5, "open": True},
         {
             "kind": "running_tap",
             "resident": first("water_meter", taken),
@@ -218,8 +253,12 @@ def _build_world(residents: int, seed: int, now: datetime) -> Any:
             "duration_h": 0.1,
         },
     ]
+    # and one who is up and about, and will answer "fine"
+    fine = first("own_phone", taken)
     scenario = scenario.with_overrides({"incidents": {"fixed": fixed}})
-    return World.build(scenario, residents=residents, seed=seed, start=start, days=days)
+    world = World.build(scenario, residents=residents, seed=seed, start=start, days=days)
+    ids = list(index)
+    return world, {"fine": ids[fine], "silent": ids[silent]}
 
 
 def _import_registry(conn: psycopg.Connection[Any], world: Any, settings: Settings) -> None:
@@ -306,6 +345,57 @@ def _mark_absences(conn: psycopg.Connection[Any], world: Any, now: datetime, set
             )
 
 
+def _check_in_residents(conn: psycopg.Connection[Any], who: dict[str, str], phones: _StandInPhones) -> str:
+    """Give the resident who is fine a phone that answers the check-in call with key 1; returns
+    a line for the banner: who is asked first, and how each of them will answer."""
+    ids = [who["fine"], who["silent"]]
+    rows = conn.execute("SELECT id, name, phone FROM resident WHERE id = ANY(%s)", (ids,)).fetchall()
+    names = {resident_id: name for resident_id, name, _ in rows}
+    phone = next(p for resident_id, _, p in rows if resident_id == who["fine"])
+    if not phone:
+        raise RuntimeError(f"demo: resident {who['fine']} has no phone of their own")
+    phones.answer_check_in(phone, "1")
+    return (
+        f"{names[who['fine']]} is asked and answers 1 (fine): nobody is woken;"
+        f" {names[who['silent']]} is asked and never answers: the neighbour is called"
+    )
+
+
+def _check_in_scene(db_url: str, who: dict[str, str], stop: threading.Event) -> None:
+    """Two check-ins, as the detectors' sensitive tier raises them, once the detectors have
+    swept (so a visitor sees both stories within two minutes, whatever the detectors' own
+    timing): the resident who is fine presses 1 a few seconds after the call reaches their
+    phone (`_StandInPhones`); the one on the floor never answers. Opened after the detectors'
+    first sweep, they are the demo's own: the detectors clear only the alerts they know of, and
+    lift these to the neighbour tier only if their own neighbour tier fires for these residents."""
+    from lovekey.alerts.store import AlertCandidate, raise_alerts
+    from lovekey.vocabulary import AlertKind, AlertTier
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            if conn.execute("SELECT 1 FROM alert_history WHERE actor = 'detector' LIMIT 1").fetchone():
+                break
+            stop.wait(1.0)
+        now = datetime.now(UTC)
+        candidates = [
+            AlertCandidate(
+                kind=AlertKind.LOW_USAGE,
+                subject=resident_id,
+                resident_id=resident_id,
+                device_id=None,
+                gateway_id=None,
+                since=now - timedelta(minutes=90),
+                details={"demo": "a check-in, as the detectors' sensitive tier raises it"},
+                tier=AlertTier.CHECK_IN,
+            )
+            for resident_id in (who["fine"], who["silent"])
+        ]
+        with conn.transaction():
+            raise_alerts(conn, candidates, now)
+        log.info("demo: two check-ins opened")
+
+
 def _create_demo_user(conn: psycopg.Connection[Any], now: datetime) -> None:
     from lovekey.web.users import add_user
 
@@ -367,6 +457,15 @@ def _summary(conn: psycopg.Connection[Any]) -> bool:
         print(f"  {kind:<16} {status:<13} {count}")
     n_escalated = escalated[0] if escalated else 0
     print(f"  alerts escalated: {n_escalated}; notification events: {sent[0] if sent else 0}")
+    for name, answer, channel, outcome, stage in conn.execute(
+        """
+        SELECT coalesce(r.name, c.resident_id), coalesce(c.answer, 'no answer yet'),
+               coalesce(c.channel, '-'), coalesce(a.outcome, a.status), coalesce(a.stage, '-')
+        FROM check_in_answer c JOIN alert a ON a.id = c.alert_id
+        LEFT JOIN resident r ON r.id = c.resident_id ORDER BY c.id
+        """
+    ):
+        print(f"  check-in: {name}: {answer} (by {channel}); alert {outcome}, stage {stage}")
     return bool(n_escalated)
 
 
@@ -380,12 +479,9 @@ def _scaled_chains(path: Path) -> Path:
     for kind, table in chains["chains"].items():
         lines.append(f"[chains.{kind}]")
         for key, value in table.items():
-            if key == "steps":
-                steps = [
-                    {"notify": s["notify"], "wait_min": round(s.get("wait_min", 0) * WAIT_SCALE, 2)}
-                    for s in value
-                ]
-                lines.append(f"steps = {_toml(steps)}")
+            if key in ("steps", "check_in"):
+                steps = [{**s, "wait_min": round(s.get("wait_min", 0) * WAIT_SCALE, 2)} for s in value]
+                lines.append(f"{key} = {_toml(steps)}")
             elif key == "repeat":
                 every_min = max(1, round(value["every_min"] * WAIT_SCALE))
                 repeat = {"notify": value["notify"], "every_min": every_min}
@@ -420,11 +516,72 @@ def _print_sent(message: Any) -> None:
 
 
 DEMO_KEY_ID, DEMO_KEY_SECRET = "demo-access-key-id", "demo-access-key-secret"
+# the demo's check-in templates, in the stand-in's approved list and in the provider settings
+_CHECK_IN_TEMPLATES = frozenset(
+    ("SMS_DEMO_CHECK_IN_ZH", "SMS_DEMO_CHECK_IN_EN", "TTS_DEMO_CHECK_IN_ZH", "TTS_DEMO_CHECK_IN_EN")
+)
 
 
-def _cloud_standin(console_url: str) -> Any:
+class _StandInPhones:
+    """The phones behind the stand-in of Alibaba Cloud: each message is printed as the phone
+    would show it, and a resident given an answer (`answer_check_in`) answers their check-in
+    a few seconds later the way a real one reaches LoveKey - a key pressed in the call, which
+    Alibaba Cloud reports in its VoiceReport push (or a reply to the text, in its SmsUp push),
+    posted to the callback URL with the provider's secret. Nothing is written to the database
+    here: LoveKey verifies the callback and matches it to the call it made."""
+
+    def __init__(self, callbacks_url: str, callback_secrets: dict[str, str]) -> None:
+        self.callbacks_url = callbacks_url  # <console>/alerts/providers
+        self.secrets = callback_secrets  # provider name -> its callback_secret
+        self.cloud: Any = None  # the FakeAliyun, once started
+        self._answers: dict[str, str] = {}  # mainland number -> the key or reply
+        self._lock = threading.Lock()
+
+    def answer_check_in(self, phone_e164: str, key: str) -> None:
+        with self._lock:
+            self._answers[phone_e164.removeprefix("+86")] = key
+
+    def __call__(self, message: Any) -> None:
+        _print_sent(message)
+        if message.template not in _CHECK_IN_TEMPLATES:
+            return
+        with self._lock:
+            key = self._answers.pop(message.phone, None)
+        if key is not None:
+            timer = threading.Timer(3.0, self._answer, (message, key))  # picking up the phone
+            timer.daemon = True  # an answer still due when the demo stops is dropped
+            timer.start()
+
+    def _answer(self, message: Any, key: str) -> None:
+        voice = message.kind == "voice"
+        provider, topic = ("aliyun_voice", "voice_report") if voice else ("aliyun", "sms_up")
+        url = f"{self.callbacks_url}/{provider}/{self.secrets[provider]}/{topic}"
+        shown = f"key {key}" if voice else f"reply {key}"
+        status = 0
+        # the push can arrive before LoveKey has recorded what Alibaba Cloud accepted (then it
+        # is refused, 403); Alibaba Cloud retries a push that was not acknowledged
+        for _ in range(5):
+            try:
+                if voice:
+                    status, _ = self.cloud.voice_report(url, message, dtmf=key)
+                else:
+                    status, _ = self.cloud.sms_up(url, message.phone, key)
+            except OSError as exc:
+                log.warning("demo: the stand-in's callback failed: %s", exc)
+            if status == 200:
+                break
+            time.sleep(2.0)
+        with _PRINT_LOCK:
+            sys.stdout.write(
+                f"  {'Call' if voice else 'SMS'} ← {redact_phone('+86' + message.phone)}:"
+                f" {shown}   (pushed by Alibaba Cloud to LoveKey's callback: HTTP {status})\n"
+            )
+            sys.stdout.flush()
+
+
+def _cloud_standin(console_url: str, phones: _StandInPhones) -> Any:
     """A stand-in of Alibaba Cloud's SMS and voice APIs with the demo's approved templates
-    (the wording an operator registers, docs/alerts.md), printing what it would deliver."""
+    (the wording an operator registers, docs/alerts.md), delivering to `phones`."""
     from lovekey.alerts.providers.standins import FakeAliyun
 
     link = f"{console_url}/a/${{link}}"
@@ -435,32 +592,45 @@ def _cloud_standin(console_url: str) -> Any:
         "SMS_DEMO_BUNDLE_ZH": f"您有${{count}}条提醒，请查看：{link}",
         "SMS_DEMO_STAND_DOWN_ZH": "${name}的提醒已解除：${outcome}，无需前往。谢谢！",
         "SMS_DEMO_DIGEST_ZH": "${name}今天${time}已开始用水，一切安好。",
+        "SMS_DEMO_CHECK_IN_ZH": (
+            f"${{name}}您好，社区问候您：一切都好吗？平安请回复1，需要帮助请回复2。{link}"
+        ),
         "SMS_DEMO_ALERT_EN": f"LoveKey: ${{name}} ${{what}} since ${{since}}. Please check: {link} Reply 1",
         "SMS_DEMO_URGENT_EN": f"URGENT LoveKey: ${{name}} ${{what}} since ${{since}}. Go now: {link}",
         "SMS_DEMO_HELP_EN": f"URGENT LoveKey: ${{helper}} is with ${{name}}, who needs help: {link}",
         "SMS_DEMO_BUNDLE_EN": f"LoveKey: ${{count}} alerts: {link}",
         "SMS_DEMO_STAND_DOWN_EN": "LoveKey all clear: ${name}: ${outcome}. No need to go.",
         "SMS_DEMO_DIGEST_EN": "LoveKey: ${name} used water today at ${time}. All is well.",
+        "SMS_DEMO_CHECK_IN_EN": (
+            f"LoveKey: Hello ${{name}}, are you all right?"
+            f" Reply 1 if you are fine, 2 if you need help. {link}"
+        ),
         "TTS_DEMO_CALL_ZH": "爱心钥匙提醒：${name}${what}。我去看看请按1，需要帮助请按2。",
         "TTS_DEMO_CALL_EN": "LoveKey: ${name}, ${what}. Press 1 if you are going, 2 if help is needed.",
+        "TTS_DEMO_CHECK_IN_ZH": "${name}您好，这里是社区爱心钥匙。您一切都好吗？平安请按1，需要帮助请按2。",
+        "TTS_DEMO_CHECK_IN_EN": (
+            "Hello ${name}, this is your community's LoveKey. Are you all right?"
+            " Press 1 if you are fine, 2 if you need help."
+        ),
     }
     return FakeAliyun(
         key_id=DEMO_KEY_ID,
         key_secret=DEMO_KEY_SECRET,
         sign_name="爱心钥匙",
         templates=templates,
-        echo=_print_sent,
+        echo=phones,
     )
 
 
-def _demo_providers(endpoint: str) -> dict[str, Any]:
+def _demo_providers(endpoint: str, callback_secrets: dict[str, str]) -> dict[str, Any]:
     credentials = {"access_key_id": DEMO_KEY_ID, "access_key_secret": DEMO_KEY_SECRET, "endpoint": endpoint}
-    messages = ("alert", "urgent", "help", "bundle", "stand_down", "digest")
+    messages = ("alert", "urgent", "help", "bundle", "stand_down", "digest", "check_in")
     return {
         "aliyun": {
             "kind": "aliyun_sms",
             **credentials,
             "sign_name": "爱心钥匙",
+            "callback_secret": callback_secrets["aliyun"],
             "templates": {
                 f"{m}.{lang}": f"SMS_DEMO_{m.upper()}_{lang.upper()}"
                 for m in messages
@@ -471,7 +641,13 @@ def _demo_providers(endpoint: str) -> dict[str, Any]:
             "kind": "aliyun_voice",
             **credentials,
             "caller_number": "057100000000",
-            "templates": {"call.zh": "TTS_DEMO_CALL_ZH", "call.en": "TTS_DEMO_CALL_EN"},
+            "callback_secret": callback_secrets["aliyun_voice"],
+            "templates": {
+                "call.zh": "TTS_DEMO_CALL_ZH",
+                "call.en": "TTS_DEMO_CALL_EN",
+                "check_in_call.zh": "TTS_DEMO_CHECK_IN_ZH",
+                "check_in_call.en": "TTS_DEMO_CHECK_IN_EN",
+            },
         },
     }
 

@@ -12,13 +12,17 @@ wording and variables); LoveKey supplies the variables, in this order:
 | `stand_down` | the alert is over                      | name, outcome                |
 | `digest`     | the daily all-is-well note             | name, time                   |
 | `call`       | a voice call (key 1 / key 2)           | name, what                   |
+| `check_in`   | the resident asked first (SMS)         | name, link                   |
+| `check_in_call` | the resident asked first (a call)   | name                         |
 
 `link` is the acknowledgement link's token only (about 22 characters): both providers review
 the links in a template and Tencent Cloud refuses a URL in a variable, so the registered
 template holds the fixed part ("https://lk.example/a/${link}").
 
 The resident is named as the operator chooses (`alerts.resident_naming`): the full name,
-the surname with a polite title, or the household number (a neighbour's SMS is personal data).
+the surname with a polite title, or the household number (a neighbour's SMS is personal data);
+the check-in greets the resident on their own phone, so there "household" means the surname
+with a title.
 """
 
 from __future__ import annotations
@@ -59,10 +63,14 @@ def template_params(
     zone: ZoneInfo,
     now: datetime,
     digest: tuple[str, datetime] | None = None,
+    check_in: bool = False,
 ) -> tuple[str, dict[str, str], str]:
-    """(template key, variables, LoveKey's own wording of it) for one message."""
+    """(template key, variables, LoveKey's own wording of it) for one message; `check_in`: the
+    question to the resident themself (1 fine, 2 need help), by text or by a call."""
     lang = "en" if language == "en" else "zh"
     token = link.rstrip("/").rpartition("/")[2]
+    if check_in:
+        return _check_in(facts[0], voice=voice, lang=lang, link=link, token=token, naming=naming)
     if purpose == "digest":
         assert digest is not None
         who, first_use = digest
@@ -102,3 +110,16 @@ def _name(facts: texts.AlertFacts, naming: str, lang: str) -> str:
     if facts.kind in MAINTENANCE_KINDS:
         return facts.name  # a device or gateway: not personal data
     return resident_name(facts.name, facts.address, naming=naming, language=lang)
+
+
+def _check_in(
+    facts: texts.AlertFacts, *, voice: bool, lang: str, link: str, token: str, naming: str
+) -> tuple[str, dict[str, str], str]:
+    # the resident is greeted on their own phone: by name, never by household number
+    name = resident_name(
+        facts.name, "", naming="surname_title" if naming == "household" else naming, language=lang
+    )
+    if voice:
+        return f"check_in_call.{lang}", {"name": name}, texts.check_in_call_text(name, language=lang)
+    text = texts.check_in_message(name, language=lang, link=link, sms=True).body
+    return f"check_in.{lang}", {"name": name, "link": token}, text
