@@ -33,7 +33,7 @@ from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from psycopg_pool import AsyncConnectionPool
 
-from lovekey.alerts import inbound, store
+from lovekey.alerts import check_in, inbound, store
 from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.escalation_pass import EscalationContext, request_help_async
 from lovekey.alerts.texts import OUTCOME_TEXT, WHAT
@@ -41,7 +41,7 @@ from lovekey.alerts.worker import load_secret_async, utc_now
 from lovekey.config import Settings
 from lovekey.errors import AckTokenError, AlertStateError
 from lovekey.redact import redact_phone
-from lovekey.vocabulary import CHOSEN_OUTCOMES
+from lovekey.vocabulary import CHOSEN_OUTCOMES, CheckInAnswer, ContactRole
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,13 @@ TEXT: dict[str, dict[str, str]] = {
         "done_resolve": "谢谢！处理结果已保存。",
         "done_already": "此提醒已处理，谢谢。",
         "note_required": "选择“其他”时请填写备注。",
+        "check_in_hello": "{name}您好",
+        "check_in_question": "社区问候您：一切都好吗？",
+        "i_am_fine": "我很好",
+        "i_need_help": "我需要帮助",
+        "done_i_am_fine": "谢谢！祝您平安。",
+        "done_i_need_help": "已通知您的联系人，他们会尽快联系您。如有危险请立即拨打120。",
+        "done_answered": "您已经回答过了，谢谢。",
     },
     "en": {
         "title": "LoveKey",
@@ -113,6 +120,15 @@ TEXT: dict[str, dict[str, str]] = {
         "done_resolve": "Thank you! The outcome is saved.",
         "done_already": "This alert was already resolved. Thank you.",
         "note_required": "Please add a note when the outcome is 'other'.",
+        "check_in_hello": "Hello {name}",
+        "check_in_question": "The community is checking on you: are you all right?",
+        "i_am_fine": "I am fine",
+        "i_need_help": "I need help",
+        "done_i_am_fine": "Thank you! Take care.",
+        "done_i_need_help": (
+            "Your contacts are being told and will be in touch soon. In an emergency call 120 now."
+        ),
+        "done_answered": "You have already answered. Thank you.",
     },
 }
 for _lang, _texts in TEXT.items():
@@ -120,7 +136,10 @@ for _lang, _texts in TEXT.items():
 
 
 # the `?done=` values the page shows a message for, and those that also offer "call 120"
-_DONES = ("going", "fine", "help", "help_nobody", "resolve", "already")
+_DONES: tuple[str, ...] = ("going", "fine", "help", "help_nobody", "resolve", "already")
+_DONES += ("i_am_fine", "i_need_help", "answered")  # the resident's own page
+# what the resident's own buttons answer
+_CHECK_IN_ACTIONS = {"i_am_fine": CheckInAnswer.FINE, "i_need_help": CheckInAnswer.NEED_HELP}
 _HELP_FLASHES = ("done_help", "done_help_nobody")
 
 
@@ -211,6 +230,8 @@ def create_router(
             }
             for o in others
         ]
+        if holder.role == ContactRole.RESIDENT:  # the check-in: the resident's own page
+            return render(request, lang, alert=view, others=[], flash=flash, check_in=True)
         return render(request, lang, alert=view, others=other_views, flash=flash, help=flash in _HELP_FLASHES)
 
     @router.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -237,11 +258,21 @@ def create_router(
                 return render(request, "zh", 403, error=exc.reason)
             by = holder.name or holder.contact_ref
             done = action
+            if (holder.role == ContactRole.RESIDENT) != (action in _CHECK_IN_ACTIONS):
+                return Response(status_code=400)  # a resident answers; a contact acts
             try:
                 # one transaction: the transition, its history rows and the outbox rows of a
                 # help request commit together or not at all
                 async with conn.transaction():
-                    if action == "going":
+                    if action in _CHECK_IN_ACTIONS:
+                        try:
+                            answer = _CHECK_IN_ACTIONS[action]
+                            await check_in.answer_async(
+                                conn, holder.alert_id, answer, by=by, channel="link", now=now
+                            )
+                        except AlertStateError:
+                            done = "answered"
+                    elif action == "going":
                         await store.acknowledge_async(
                             conn,
                             holder.alert_id,

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from lovekey.errors import SettingsError
-from lovekey.vocabulary import MAINTENANCE_KINDS, ContactRole
+from lovekey.vocabulary import MAINTENANCE_KINDS, WELFARE_KINDS, ContactRole
 
 # a chain may name any contact role; maintenance kinds (device faults) may name only maintenance
 _ROLES: tuple[ContactRole, ...] = tuple(ContactRole)
-_KEYS = {"steps", "repeat", "urgent", "suppress_when_away", "delay_min"}
+_KEYS = {"steps", "repeat", "urgent", "suppress_when_away", "delay_min", "check_in"}
+# the channels a check-in step may try the resident's phone on, in the order given
+CHECK_IN_CHANNELS = ("voice", "sms")
 
 
 class ChainError(SettingsError):
@@ -55,6 +57,9 @@ class ChainStep:
 
     roles: tuple[RoleRef, ...]
     wait_s: int
+    # the channels to try, in order, where the step says (check-in steps); empty: the role's
+    # own order from the `alerts.role_channels` setting
+    channels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,9 @@ class Chain:
     urgent: bool
     suppress_when_away: bool
     delay_s: int
+    # the check-in stage: the resident asked on their own phone before `steps`, for alerts the
+    # detectors raise on the sensitive tier (`alert.tier = 'check_in'`); welfare kinds only
+    check_in: tuple[ChainStep, ...] = ()
 
 
 class ChainBook:
@@ -165,6 +173,7 @@ def _chain(kind: str, table: Mapping[str, Any]) -> Chain:
                 _minutes(raw.get("wait_min", 0), f"chain {kind!r} step {i} wait_min"),
             )
         )
+    check_in = _check_in_steps(kind, table.get("check_in", []))
     repeat = table.get("repeat")
     repeat_roles: tuple[RoleRef, ...] = ()
     repeat_every_s: int | None = None
@@ -186,7 +195,13 @@ def _chain(kind: str, table: Mapping[str, Any]) -> Chain:
         urgent=bool(table.get("urgent", False)),
         suppress_when_away=bool(table.get("suppress_when_away", False)),
         delay_s=_minutes(table.get("delay_min", 0), f"chain {kind!r} delay_min"),
+        # life-safety alerts and device faults never wait for the resident to answer
+        check_in=check_in if kind in WELFARE_KINDS else (),
     )
+    if any(r.role == ContactRole.RESIDENT for s in chain.steps for r in s.roles) or any(
+        r.role == ContactRole.RESIDENT for r in repeat_roles
+    ):
+        raise ChainError(f"chain {kind!r}: the resident is asked in 'check_in' only, not in steps")
     if kind in MAINTENANCE_KINDS:
         named = {r.role for s in chain.steps for r in s.roles} | {r.role for r in repeat_roles}
         if named - {ContactRole.MAINTENANCE}:
@@ -195,3 +210,30 @@ def _chain(kind: str, table: Mapping[str, Any]) -> Chain:
                 f" not {', '.join(sorted(named - {ContactRole.MAINTENANCE}))}"
             )
     return chain
+
+
+def _check_in_steps(kind: str, raw_steps: Any) -> tuple[ChainStep, ...]:
+    """`check_in = [{ notify = ["resident"], wait_min = N, channels = ["voice", "sms"] }, ...]`."""
+    if not isinstance(raw_steps, list):
+        raise ChainError(f"chain {kind!r}: 'check_in' must be a list of steps")
+    steps = []
+    for i, raw in enumerate(raw_steps, 1):
+        what = f"chain {kind!r} check_in step {i}"
+        if not isinstance(raw, Mapping) or set(raw) - {"notify", "wait_min", "channels"}:
+            raise ChainError(f'{what}: expected {{notify = ["resident"], wait_min = N, channels = [...]}}')
+        roles = _roles(raw.get("notify"), what)
+        if roles != (RoleRef(ContactRole.RESIDENT),):
+            raise ChainError(f'{what}: a check-in notifies ["resident"] only')
+        channels = raw.get("channels", list(CHECK_IN_CHANNELS))
+        if (
+            not isinstance(channels, list)
+            or not channels
+            or any(c not in CHECK_IN_CHANNELS for c in channels)
+            or len(set(channels)) != len(channels)
+        ):
+            raise ChainError(f"{what}: 'channels' must list some of {', '.join(CHECK_IN_CHANNELS)}")
+        wait_s = _minutes(raw.get("wait_min", 0), f"{what} wait_min")
+        if wait_s <= 0:
+            raise ChainError(f"{what}: wait_min must be more than 0 (the resident needs time to answer)")
+        steps.append(ChainStep(roles, wait_s, tuple(channels)))
+    return tuple(steps)

@@ -1,11 +1,11 @@
-"""`lovekey alerts list|ack|resolve|worker|serve|staff` and `lovekey away`."""
+"""`lovekey alerts list|ack|resolve|worker|serve|staff|check-in` and `lovekey away`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from typing import Any
 
 from lovekey.config import Settings
@@ -16,7 +16,11 @@ def add_commands(subparsers: Any) -> None:
     alerts = subparsers.add_parser("alerts", help="list, acknowledge and resolve alerts")
     sub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("list", help="unresolved alerts, newest first")
+    p = sub.add_parser(
+        "list",
+        help="unresolved alerts, newest first, with their stage"
+        " ('check_in' while only the resident has been asked, then the role reached)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument("--all", action="store_true", help="include resolved alerts")
     p.add_argument("--limit", type=int, default=None, help="at most this many")
@@ -66,6 +70,25 @@ def add_commands(subparsers: Any) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=_staff_list)
 
+    p = sub.add_parser(
+        "check-in",
+        help="the check-in stage per community: on/off and its quiet hours (no options: show them)",
+    )
+    p.add_argument("--community", default=None, help="community id (required to change anything)")
+    switch = p.add_mutually_exclusive_group()
+    switch.add_argument("--on", dest="enabled", action="store_const", const=True, help="ask residents first")
+    switch.add_argument("--off", dest="enabled", action="store_const", const=False, help="never ask first")
+    switch.add_argument(
+        "--default", dest="enabled", action="store_const", const="default", help="follow the settings"
+    )
+    hours = p.add_mutually_exclusive_group()
+    hours.add_argument(
+        "--quiet", default=None, metavar="HH:MM-HH:MM", help="local night hours, e.g. 21:30-07:00"
+    )
+    hours.add_argument("--quiet-default", action="store_true", help="the settings' quiet hours")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_check_in)
+
     p = subparsers.add_parser("away", help="plan a resident's absence (or end it)")
     p.add_argument("resident")
     group = p.add_mutually_exclusive_group(required=True)
@@ -100,10 +123,10 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print("no alerts" if args.all else "no unresolved alerts")
         return 0
-    print(f"{'id':>6}  {'kind':<16} {'subject':<14} {'status':<13} {'opened_at':<25} since")
+    print(f"{'id':>6}  {'kind':<16} {'subject':<14} {'status':<13} {'stage':<16} {'opened_at':<25} since")
     for r in rows:
         print(
-            f"{r['id']:>6}  {r['kind']:<16} {r['subject']:<14} {r['status']:<13}"
+            f"{r['id']:>6}  {r['kind']:<16} {r['subject']:<14} {r['status']:<13} {r['stage'] or '-':<16}"
             f" {r['opened_at']:<25} {r['since']}"
         )
     return 0
@@ -240,6 +263,81 @@ def _staff_list(args: argparse.Namespace, settings: Settings) -> int:
                 f"{i['id']:>4} {i['community_id'] or '*':<12} {i['role']:<16} {i['position']}"
                 f" {i['name']} {i['phone']}{' +push' if i['push'] else ''}"
             )
+    return 0
+
+
+def _quiet_hours(text: str) -> tuple[time, time]:
+    from lovekey.errors import AlertError
+
+    start, sep, end = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+    except ValueError as exc:
+        raise AlertError(f"--quiet {text!r}: expected HH:MM-HH:MM, e.g. 21:30-07:00") from exc
+
+
+def _check_in(args: argparse.Namespace, settings: Settings) -> int:
+    from lovekey.errors import AlertError
+    from lovekey.storage import connect, database_url
+
+    changing = args.enabled is not None or args.quiet is not None or args.quiet_default
+    if changing and not args.community:
+        raise AlertError("--community is required to change the check-in stage")
+    with database_url(settings) as url, connect(url) as conn, conn.transaction():
+        if changing:
+            quiet = _quiet_hours(args.quiet) if args.quiet else None
+            found = conn.execute(
+                """
+                UPDATE community SET
+                    check_in_enabled = CASE WHEN %(keep)s THEN check_in_enabled ELSE %(enabled)s END,
+                    check_in_quiet_start = CASE WHEN %(keep_quiet)s THEN check_in_quiet_start
+                                                ELSE %(start)s END,
+                    check_in_quiet_end = CASE WHEN %(keep_quiet)s THEN check_in_quiet_end
+                                              ELSE %(end)s END,
+                    updated_at = now()
+                WHERE id = %(community)s
+                """,
+                {
+                    "keep": args.enabled is None,
+                    "enabled": args.enabled if isinstance(args.enabled, bool) else None,
+                    "keep_quiet": quiet is None and not args.quiet_default,
+                    "start": quiet[0] if quiet else None,
+                    "end": quiet[1] if quiet else None,
+                    "community": args.community,
+                },
+            ).rowcount
+            if not found:
+                raise AlertError(f"no community {args.community!r}")
+        rows = conn.execute(
+            """
+            SELECT id, name, check_in_enabled, check_in_quiet_start, check_in_quiet_end
+            FROM community WHERE %s::text IS NULL OR id = %s ORDER BY id
+            """,
+            (args.community, args.community),
+        ).fetchall()
+    a = settings.alerts
+    items = [
+        {
+            "community_id": r[0],
+            "name": r[1],
+            "enabled": a.check_in_enabled if r[2] is None else r[2],
+            "enabled_from": "settings" if r[2] is None else "community",
+            "quiet": f"{(r[3] or a.check_in_quiet_start):%H:%M}-{(r[4] or a.check_in_quiet_end):%H:%M}",
+            "quiet_from": "settings" if r[3] is None else "community",
+        }
+        for r in rows
+    ]
+    if args.json:
+        json.dump(items, sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    for i in items:
+        print(
+            f"{i['community_id']:<14} check-in {'on ' if i['enabled'] else 'off'} ({i['enabled_from']})"
+            f"  quiet {i['quiet']} ({i['quiet_from']})  {i['name']}"
+        )
     return 0
 
 

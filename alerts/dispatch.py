@@ -48,6 +48,7 @@ from lovekey.alerts.tokens import make_token
 from lovekey.config import AlertSettings
 from lovekey.errors import DeliveryError
 from lovekey.redact import redact_text
+from lovekey.vocabulary import ContactRole
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +238,13 @@ def _groups(rows: Sequence[_Row]) -> list[_Group]:
         by_key.setdefault((row.recipient_key, row.channel, row.purpose), []).append(row)
     groups = []
     for (_, channel, purpose), members in by_key.items():
+        # a check-in asks about one alert: never in a bundle
+        asks = [m for m in members if m.role == ContactRole.RESIDENT]
+        if asks:
+            groups += [_Group([m], channel) for m in asks]
+            members = [m for m in members if m.role != ContactRole.RESIDENT]
+            if not members:
+                continue
         if purpose == "digest":
             groups += [_Group([m], channel) for m in members]
         else:
@@ -262,7 +270,11 @@ def _facts(row: _Row) -> texts.AlertFacts:
 def _prepare(group: _Group, ctx: DispatchContext, now: datetime) -> None:
     first = group.rows[0]
     sms = is_sms(group.channel)
-    if first.purpose == "alert":
+    if first.purpose == "alert" and first.role == ContactRole.RESIDENT:  # the check-in
+        message = texts.check_in_message(
+            first.detail.get("name", ""), language=first.language, link=ctx.link(first, now), sms=sms
+        )
+    elif first.purpose == "alert":
         message = texts.alert_message(
             [_facts(r) for r in group.rows],
             language=first.language,

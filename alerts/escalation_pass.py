@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from lovekey.alerts import escalation
-from lovekey.alerts.chains import ChainBook, RoleRef
+from lovekey.alerts import check_in, escalation
+from lovekey.alerts.chains import Chain, ChainBook, ChainStep, RoleRef
 from lovekey.alerts.channels import recipient_channels
 from lovekey.alerts.escalation import AlertSnapshot, Escalation
 from lovekey.alerts.policy import quiet_until
@@ -36,7 +36,7 @@ from lovekey.alerts.recipients import (
 )
 from lovekey.alerts.store import add_history, add_history_async
 from lovekey.config import AlertSettings
-from lovekey.vocabulary import AlertStatus, ContactRole, Outcome
+from lovekey.vocabulary import CHECK_IN_STAGE, AlertStatus, AlertTier, CheckInAnswer, ContactRole, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -81,26 +81,21 @@ def escalate_once(
         routing = load_routing(conn, ids)
         history = _escalations(conn, ids)
         notified = _notified(conn, ids)
+        answers = check_in.answers(conn, ids)
         due: list[tuple[int, datetime | None]] = []
+        stages: list[tuple[int, str]] = []
         outbox: list[dict[str, Any]] = []
         events: list[tuple[int, str, Any]] = []
         for alert in routing:
             chain = ctx.chains.chain_for(alert.kind, alert.community_rules, alert.resident_rules)
-            state = AlertSnapshot(
-                id=alert.id,
-                kind=alert.kind,
-                status=AlertStatus(alert.status),
-                opened_at=alert.opened_at,
-                away_until=alert.away_until,
-                anyone_notified=alert.id in notified,
-                stood_down=alert.stood_down_at is not None,
-                available_roles=available_roles(alert),
-            )
+            state = _snapshot(alert, chain, ctx, now, alert.id in notified, answers.get(alert.id))
             decision = escalation.next_step(state, history.get(alert.id, ()), chain, now)
             name = type(decision).__name__
             report.decisions[name] = report.decisions.get(name, 0) + 1
+            events += _record_check_in(conn, alert, decision, answers, ctx, now)
             if isinstance(decision, escalation.Notify):
-                rows = _notify_rows(alert, decision, chain.urgent, ctx, now)
+                asking = decision.check_in is not None
+                rows = _notify_rows(alert, decision, chain.urgent, ctx, now, chain)
                 outbox += rows
                 events.append(
                     (
@@ -113,10 +108,12 @@ def escalate_once(
                                 "roles": [str(r) for r in decision.roles],
                                 "recipients": len(rows),
                                 "skipped_steps": list(decision.skipped),
+                                **({"check_in": decision.check_in} if asking else {}),
                             }
                         ),
                     )
                 )
+                stages.append((alert.id, CHECK_IN_STAGE if asking else str(decision.roles[0].role)))
                 due.append((alert.id, decision.next_check))
             elif isinstance(decision, escalation.Wait):
                 due.append((alert.id, decision.until))
@@ -160,8 +157,88 @@ def escalate_once(
                 "UPDATE alert SET escalation_due_at = %s WHERE id = %s",
                 [(at, alert_id) for alert_id, at in due],
             )
+            cur.executemany("UPDATE alert SET stage = %s WHERE id = %s", [(st, i) for i, st in stages])
         report.alerts = len(ids)
     return report
+
+
+def _record_check_in(
+    conn: psycopg.Connection[Any],
+    alert: AlertRouting,
+    decision: escalation.Decision,
+    answers: Mapping[int, str | None],
+    ctx: EscalationContext,
+    now: datetime,
+) -> list[tuple[int, str, Any]]:
+    """The `check_in_answer` row a decision starts, skips or ends; returns history events."""
+    notify = decision if isinstance(decision, escalation.Notify) else None
+    if notify is not None and notify.check_in is not None:
+        if notify.check_in == 0:  # the first ask
+            check_in.start(conn, alert.id, alert.resident_id, alert.kind, alert.since, now, ctx.zone)
+        return []
+    if alert.id in answers and answers[alert.id] is None:
+        if isinstance(decision, escalation.Wait):
+            return []  # the stage is waiting for an answer (or for the morning)
+        # the stage is over (ended, lifted, acknowledged, resolved) and the resident never answered
+        closed = check_in.close_unanswered(conn, alert.id, now)
+        return [(alert.id, "check_in_ended", Jsonb({"answer": closed}))]
+    if notify is not None and notify.check_in_skipped:
+        # the resident could not be asked: straight to the chain's steps; the detectors read
+        # 'unreachable' as "use the neighbour tier's timing for this resident"
+        if notify.check_in_skipped == "no_phone" and alert.resident_id and alert.id not in answers:
+            check_in.unreachable(conn, alert.id, alert.resident_id, alert.kind, alert.since, now, ctx.zone)
+        return [(alert.id, "check_in_skipped", Jsonb({"reason": notify.check_in_skipped}))]
+    return []
+
+
+def _snapshot(
+    alert: AlertRouting,
+    chain: Chain,
+    ctx: EscalationContext,
+    now: datetime,
+    notified: bool,
+    answer: str | None,
+) -> AlertSnapshot:
+    enabled = ctx.settings.check_in_enabled if alert.check_in_enabled is None else alert.check_in_enabled
+    quiet = alert.check_in_quiet or (ctx.settings.check_in_quiet_start, ctx.settings.check_in_quiet_end)
+    blocked = None
+    if not enabled:
+        blocked = "off"
+    elif not chain.check_in or not _resident_channels(alert, chain.check_in[0], ctx):
+        blocked = "no_phone"
+    return AlertSnapshot(
+        id=alert.id,
+        kind=alert.kind,
+        status=AlertStatus(alert.status),
+        opened_at=alert.opened_at,
+        away_until=alert.away_until,
+        anyone_notified=notified,
+        stood_down=alert.stood_down_at is not None,
+        available_roles=available_roles(alert),
+        tier=AlertTier(alert.tier),
+        check_in_blocked=blocked,
+        check_in_quiet_until=quiet_until(now, quiet[0], quiet[1], ctx.zone),
+        check_in_answer=CheckInAnswer(answer) if answer else None,
+    )
+
+
+def _resident_channels(alert: AlertRouting, step: ChainStep, ctx: EscalationContext) -> list[str]:
+    """The channels a check-in step can reach the resident on, in the step's order: a channel
+    with no provider configured drops out (voice -> SMS where there is no voice provider)."""
+    return _channels(ctx, list(step.channels), phone=alert.resident_phone, push_urls=())
+
+
+def _channels(
+    ctx: EscalationContext, preference: list[str], *, phone: str | None, push_urls: Sequence[str]
+) -> list[str]:
+    """A recipient's usable channels in `preference` order: the one place that knows which
+    channels are configured (the check-in's usable-phone test asks it too)."""
+    return recipient_channels(
+        preference,
+        phone=phone,
+        push_urls=push_urls,
+        sms_enabled=ctx.settings.sms_url is not None,
+    )
 
 
 def _escalations(conn: psycopg.Connection[Any], ids: Sequence[int]) -> dict[int, list[Escalation]]:
@@ -173,17 +250,21 @@ def _escalations(conn: psycopg.Connection[Any], ids: Sequence[int]) -> dict[int,
         """,
         (list(ids),),
     ):
-        out.setdefault(alert_id, []).append(Escalation(detail["round"], detail["step"], at))
+        out.setdefault(alert_id, []).append(
+            Escalation(detail["round"], detail["step"], at, detail.get("check_in"))
+        )
     return out
 
 
 def _notified(conn: psycopg.Connection[Any], ids: Sequence[int]) -> set[int]:
+    """Alerts someone was told about; the resident asked in the check-in is not someone who
+    needs a stand-down."""
     return {
         r[0]
         for r in conn.execute(
             """
             SELECT DISTINCT alert_id FROM alert_outbox
-            WHERE alert_id = ANY(%s) AND purpose = 'alert' AND state = 'sent'
+            WHERE alert_id = ANY(%s) AND purpose = 'alert' AND state = 'sent' AND role <> 'resident'
             """,
             (list(ids),),
         )
@@ -207,6 +288,7 @@ def _notify_rows(
     urgent: bool,
     ctx: EscalationContext,
     now: datetime,
+    chain: Chain | None = None,
 ) -> list[dict[str, Any]]:
     chosen: dict[str, Recipient] = {}
     phones: set[str] = set()
@@ -219,14 +301,15 @@ def _notify_rows(
             if person.phone:
                 phones.add(person.phone)
     detail = facts_detail(alert, urgent)
+    if decision.check_in is not None:
+        detail["check_in"] = decision.check_in
     rows = []
     for person in chosen.values():
-        channels = recipient_channels(
-            ctx.channel_preference(person.role),
-            phone=person.phone,
-            push_urls=person.push_urls,
-            sms_enabled=ctx.settings.sms_url is not None,
-        )
+        if decision.check_in is not None and chain is not None:
+            preference = list(chain.check_in[decision.check_in].channels)  # the check-in step's
+        else:
+            preference = ctx.channel_preference(person.role)
+        channels = _channels(ctx, preference, phone=person.phone, push_urls=person.push_urls)
         if not channels:
             log.warning("alert %s: %s has no usable channel", alert.id, person.ref)
             continue
@@ -312,6 +395,7 @@ def stand_down_for(
                o.detail || jsonb_build_object('outcome', a.outcome)
         FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
         WHERE o.alert_id = %(alert)s AND o.purpose = 'alert' AND o.state = 'sent'
+          AND o.role <> 'resident'
           AND (%(key)s::text IS NULL OR o.recipient_key = %(key)s)
         ORDER BY o.recipient_key, o.sent_at DESC
         ON CONFLICT DO NOTHING

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from lovekey.alerts import store
+from lovekey.alerts import check_in, store
 from lovekey.alerts.tokens import TokenParts, make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError, AlertStateError
 
@@ -34,10 +34,11 @@ class LinkHolder:
     name: str
     language: str
     detail: dict[str, Any]
+    role: str = ""  # 'resident': the resident's own check-in page
 
 
 _HOLDER = """
-    SELECT id, alert_id, recipient_key, contact_ref, name, language, detail
+    SELECT id, alert_id, recipient_key, contact_ref, name, language, detail, role
     FROM alert_outbox WHERE id = %s AND alert_id IS NOT NULL
 """
 
@@ -169,10 +170,10 @@ def phone_variants(sender: str, default_country_code: str) -> list[str]:
 # the newest alert sent to this phone that is still open: `1` means that one, any other
 # number must be the alert's id (and such a match wins over the newest)
 _SMS_TARGET = """
-    SELECT o.alert_id, o.name, o.contact_ref
+    SELECT o.alert_id, o.name, o.contact_ref, o.sent_at
     FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
     WHERE o.phone = ANY(%(phones)s) AND o.purpose = 'alert' AND o.state = 'sent'
-      AND o.sent_at > %(since)s AND a.status <> 'resolved'
+      AND o.sent_at > %(since)s AND a.status <> 'resolved' AND o.role <> 'resident'
       AND (%(code)s = 1 OR o.alert_id = %(code)s)
     ORDER BY (o.alert_id = %(code)s) DESC, o.sent_at DESC, o.id DESC
     LIMIT 1
@@ -184,6 +185,32 @@ def _sms_target_params(
 ) -> dict[str, Any]:
     phones = phone_variants(sender, default_country_code)
     return {"phones": phones, "since": now - timedelta(seconds=ttl_s), "code": code}
+
+
+# the newest check-in this phone was sent as the resident (`1` fine, `2` need help), and
+# whether it is still open to an answer
+_CHECK_IN_TARGET = """
+    SELECT o.alert_id, o.name, o.sent_at,
+           a.status <> 'resolved' AND (c.answer IS NULL OR c.answer = 'none') AS open
+    FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
+    LEFT JOIN check_in_answer c ON c.alert_id = o.alert_id
+    WHERE o.phone = ANY(%(phones)s) AND o.role = 'resident' AND o.purpose = 'alert'
+      AND o.state = 'sent' AND o.sent_at > %(since)s
+    ORDER BY o.sent_at DESC, o.id DESC
+    LIMIT 1
+"""
+
+
+def _answers_check_in(asked: tuple[Any, ...] | None, row: tuple[Any, ...] | None) -> bool:
+    """Whether a reply answers the phone's own check-in rather than an alert it was sent as a
+    contact: the newer of the two messages wins. A resident who also holds a neighbour's key
+    and replies "1" to a check-in that has just closed must not acknowledge the neighbour's
+    alert ("I'm going") by mistake; and a resident never acknowledges their own alert."""
+    return asked is not None and (row is None or asked[2] >= row[3])
+
+
+def _check_in_reply(answered: check_in.Answered) -> SmsReply:
+    return SmsReply(answered.alert_id, True, f"check_in_{answered.answer}")
 
 
 def _acknowledged(alert_id: int, first: bool) -> SmsReply:
@@ -198,17 +225,31 @@ def acknowledge_by_sms(
     *,
     ttl_s: int,
     default_country_code: str,
+    channel: str = "sms",
 ) -> SmsReply:
-    """Acknowledge the alert an SMS reply points at, in one transaction of its own."""
+    """Acknowledge the alert an SMS reply points at, in one transaction of its own. From a
+    resident with an open check-in, `1` answers it "fine" and `2` "need help" (`channel`
+    says how the answer came: a key pressed in a call arrives here too)."""
     code = parse_reply(text)
     if code is None:
         return SmsReply(None, False, "not_understood")
     params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
     with conn.transaction():
+        asked = conn.execute(_CHECK_IN_TARGET, params).fetchone() if code in check_in.REPLIES else None
         row = conn.execute(_SMS_TARGET, params).fetchone()
+        if asked is not None and _answers_check_in(asked, row):
+            if not asked[3]:
+                return SmsReply(None, False, "no_alert")  # that check-in is over
+            try:
+                answered = check_in.answer(
+                    conn, asked[0], check_in.REPLIES[code], by=asked[1] or sender, channel=channel, now=now
+                )
+            except AlertStateError:
+                return SmsReply(None, False, "no_alert")
+            return _check_in_reply(answered)
         if row is None:
             return SmsReply(None, False, "no_alert")
-        alert_id, name, contact_ref = row
+        alert_id, name, contact_ref, _ = row
         try:
             first = store.acknowledge(
                 conn,
@@ -231,6 +272,7 @@ async def acknowledge_by_sms_async(
     *,
     ttl_s: int,
     default_country_code: str,
+    channel: str = "sms",
 ) -> SmsReply:
     """`acknowledge_by_sms` over an asynchronous connection."""
     code = parse_reply(text)
@@ -238,10 +280,23 @@ async def acknowledge_by_sms_async(
         return SmsReply(None, False, "not_understood")
     params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
     async with conn.transaction():
+        asked = None
+        if code in check_in.REPLIES:
+            asked = await (await conn.execute(_CHECK_IN_TARGET, params)).fetchone()
         row = await (await conn.execute(_SMS_TARGET, params)).fetchone()
+        if asked is not None and _answers_check_in(asked, row):
+            if not asked[3]:
+                return SmsReply(None, False, "no_alert")  # that check-in is over
+            try:
+                answered = await check_in.answer_async(
+                    conn, asked[0], check_in.REPLIES[code], by=asked[1] or sender, channel=channel, now=now
+                )
+            except AlertStateError:
+                return SmsReply(None, False, "no_alert")
+            return _check_in_reply(answered)
         if row is None:
             return SmsReply(None, False, "no_alert")
-        alert_id, name, contact_ref = row
+        alert_id, name, contact_ref, _ = row
         try:
             first = await store.acknowledge_async(
                 conn,

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lovekey.storage.connections import APPLICATION_NAME
-from lovekey.vocabulary import OutboxState
+from lovekey.vocabulary import CheckInAnswer, OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ SELECT 'oldest_pending', '', '', coalesce(extract(epoch FROM now() - min(created
 UNION ALL
 SELECT 'oldest_due', '', '', coalesce(extract(epoch FROM now() - min(not_before)), 0)::float8
   FROM alert_outbox WHERE state = 'pending' AND not_before <= now()
+UNION ALL
+SELECT 'check_in', coalesce(answer, 'asking'), '', count(*)::float8
+  FROM check_in_answer GROUP BY 2
 """
 
 
@@ -85,11 +88,14 @@ class OutboxCollector:
             labels=["channel", "result"],
         )
         gauges: dict[str, float] = {"oldest_pending": 0.0, "oldest_due": 0.0}
+        check_ins = {"asking": 0.0} | {answer.value: 0.0 for answer in CheckInAnswer}
         for what, label, label2, value in rows:
             if what == "state":
                 states[label] = value
             elif what == "attempt":
                 attempts.add_metric([label, label2], value)
+            elif what == "check_in":
+                check_ins[label] = value
             else:
                 gauges[what] = value
         yield CounterMetricFamily(
@@ -109,6 +115,14 @@ class OutboxCollector:
             "age of the oldest pending notification (0: none pending)",
             value=gauges["oldest_pending"],
         )
+        asked = GaugeMetricFamily(
+            "lovekey_alerts_check_ins",
+            "residents asked first (the check-in stage), by how it ended ('asking': still running)",
+            labels=["answer"],
+        )
+        for answer, count in sorted(check_ins.items()):
+            asked.add_metric([answer], count)
+        yield asked
         yield GaugeMetricFamily(
             "lovekey_alerts_outbox_oldest_due_seconds",
             "how long the longest-waiting due notification has waited (0: none); grows if dispatch is stuck",

@@ -17,7 +17,14 @@ from typing import Any
 import psycopg
 
 from lovekey.alerts.chains import RoleRef
-from lovekey.vocabulary import MAINTENANCE_KINDS, AlertKind, ContactRole, ResidentStatus
+from lovekey.vocabulary import (
+    MAINTENANCE_KINDS,
+    WELFARE_KINDS,
+    AlertKind,
+    AlertTier,
+    ContactRole,
+    ResidentStatus,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,12 @@ class AlertRouting:
     resident_rules: Mapping[str, Any]
     contacts: tuple[Recipient, ...] = ()
     community_contacts: tuple[tuple[str | None, str | None, Recipient], ...] = field(default=())
+    tier: str = AlertTier.NEIGHBOUR
+    resident_phone: str | None = None
+    resident_language: str = "zh"
+    # the community's check-in switch and quiet hours (None: the settings decide)
+    check_in_enabled: bool | None = None
+    check_in_quiet: tuple[time, time] | None = None
 
     @property
     def display_name(self) -> str:
@@ -71,6 +84,8 @@ class AlertRouting:
 
 def recipients_for(alert: AlertRouting, ref: RoleRef) -> list[Recipient]:
     """The people holding `ref` for this alert, in position order."""
+    if ref.role == ContactRole.RESIDENT:
+        return _the_resident(alert) if ref.position in (None, 1) else []
     if ref.role == ContactRole.MAINTENANCE:
         found = _community_level(alert, ContactRole.MAINTENANCE)
     elif alert.kind in MAINTENANCE_KINDS:
@@ -91,6 +106,26 @@ def available_roles(alert: AlertRouting) -> frozenset[str]:
             out.add(role)
             out.add(f"{role}:{c.position}")
     return frozenset(out)
+
+
+def _the_resident(alert: AlertRouting) -> list[Recipient]:
+    """The resident on their own phone (the check-in stage): welfare alerts only."""
+    if alert.kind not in WELFARE_KINDS or not alert.resident_id or not alert.resident_phone:
+        return []
+    return [
+        Recipient(
+            key=recipient_key(alert.resident_phone, ()),
+            ref=f"resident:{alert.resident_id}",
+            role=ContactRole.RESIDENT,
+            position=1,
+            name=alert.resident_name,
+            language=alert.resident_language,
+            phone=alert.resident_phone,
+            push_urls=(),
+            quiet_start=None,  # the stage has its own quiet hours (the community's)
+            quiet_end=None,
+        )
+    ]
 
 
 def _community_level(alert: AlertRouting, role: str) -> list[Recipient]:
@@ -115,7 +150,9 @@ _ROUTING_ALERTS = """
     SELECT a.id, a.kind, a.subject, a.status, a.since, a.opened_at, a.outcome,
            a.stood_down_at, r.id, coalesce(r.name, ''), r.status, r.away_until,
            coalesce(h.address, ''), h.community_id, h.grid_id,
-           coalesce(c.rules, '{}'), coalesce(r.rules, '{}'), a.gateway_id
+           coalesce(c.rules, '{}'), coalesce(r.rules, '{}'), a.gateway_id,
+           a.tier, r.phone, coalesce(r.language, 'zh'), c.check_in_enabled,
+           c.check_in_quiet_start, c.check_in_quiet_end
     FROM alert a
     LEFT JOIN device d ON d.id = a.device_id
     LEFT JOIN resident r ON r.id = coalesce(a.resident_id, d.resident_id)
@@ -240,6 +277,11 @@ def _routing(
                 resident_rules=r[16],
                 contacts=tuple(contacts.get(r[8], ())) if r[8] else (),
                 community_contacts=tuple(_relevant(community_contacts, communities)),
+                tier=r[18],
+                resident_phone=r[19] or None,
+                resident_language=r[20],
+                check_in_enabled=r[21],
+                check_in_quiet=(r[22], r[23]) if r[22] is not None and r[23] is not None else None,
             )
         )
     return out

@@ -28,7 +28,7 @@ from lovekey.vocabulary import CHOSEN_OUTCOMES, AlertTier
 _COLUMNS = (
     "id, kind, subject, resident_id, device_id, gateway_id, status, since, opened_at,"
     " last_triggered_at, notified_at, acknowledged_at, acknowledged_by, ack_channel,"
-    " resolved_at, outcome, outcome_note, details"
+    " resolved_at, outcome, outcome_note, details, tier, stage"
 )
 
 
@@ -315,13 +315,20 @@ def history(conn: psycopg.Connection[Any], alert_id: int) -> list[dict[str, Any]
         return cur.fetchall()
 
 
+_CHECK_IN = """(
+    SELECT jsonb_build_object('answer', c.answer, 'asked_at', c.asked_at, 'answered_at', c.answered_at)
+    FROM check_in_answer c WHERE c.alert_id = alert.id
+) AS check_in"""
+
+
 def list_alerts(
     conn: psycopg.Connection[Any], *, include_resolved: bool = False, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """Alerts newest first as JSON-ready dicts (timestamps as RFC 3339 strings)."""
+    """Alerts newest first as JSON-ready dicts (timestamps as RFC 3339 strings), each with its
+    `check_in` (the resident's answer, when they were asked; null: never asked)."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT " + _COLUMNS + " FROM alert"  # noqa: S608 - constant columns
+            "SELECT " + _COLUMNS + ", " + _CHECK_IN + " FROM alert"  # noqa: S608 - constant columns
             " WHERE %s OR status <> 'resolved' ORDER BY opened_at DESC, id DESC LIMIT %s",
             (include_resolved, limit),
         )

@@ -236,6 +236,41 @@ def _bundle(
     return OutgoingMessage(title, long_body)
 
 
+def check_in_message(name: str, *, language: str, link: str, sms: bool) -> OutgoingMessage:
+    """The check-in: the resident asked on their own phone whether they are all right. Kept
+    plain and short (many residents read large print slowly); a call reads the same words and
+    takes the same keys."""
+    if _lang(language) == "zh":
+        title = "【爱心钥匙】问候"
+        variants = [
+            f"【爱心钥匙】{name}您好，社区问候您：一切都好吗？平安请回复1，需要帮助请回复2。{link}",
+            f"【爱心钥匙】{name}您好，平安请回复1，需要帮助回复2。{link}",
+            f"平安回1，求助回2 {link}",
+        ]
+    else:
+        title = "LoveKey: are you all right?"
+        variants = [
+            f"LoveKey: Hello {name}, the community is checking on you. Are you all right?"
+            f" Reply 1 if you are fine, 2 if you need help. {link}",
+            f"LoveKey: Hello {name}, reply 1 if you are fine, 2 if you need help. {link}",
+            f"Reply 1 if fine, 2 for help {link}",
+        ]
+    if sms:
+        return OutgoingMessage("", pick_sms(variants))
+    return OutgoingMessage(title, variants[0])
+
+
+def check_in_call_text(name: str, *, language: str) -> str:
+    """What the check-in call says (a voice provider reads it, or its registered template holds
+    the same words): the keys are those of the text, 1 fine, 2 need help."""
+    if _lang(language) == "zh":
+        return f"{name}您好，这里是社区爱心钥匙。您一切都好吗？平安请按1，需要帮助请按2。"
+    return (
+        f"Hello {name}, this is your community's LoveKey. Are you all right?"
+        " Press 1 if you are fine, 2 if you need help."
+    )
+
+
 def stand_down_message(facts: Sequence[AlertFacts], *, language: str, sms: bool) -> OutgoingMessage:
     """All clear for one or more alerts the recipient was told about."""
     lang = _lang(language)

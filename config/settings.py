@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -240,6 +240,12 @@ class AlertSettings(_Section):
     # alerts decided per escalation transaction: smaller commits let dispatch start sooner
     escalation_batch: int = Field(100, ge=1, le=10_000)
     poll_interval_s: float = Field(2.0, gt=0)
+    # the check-in stage (docs/alerts.md): used where a community does not say otherwise
+    # (community.check_in_enabled), and never in these local night hours (a community's own
+    # check_in_quiet_start/_end win); start == end: no quiet hours
+    check_in_enabled: bool = True
+    check_in_quiet_start: time = time(21, 0)
+    check_in_quiet_end: time = time(7, 0)
     # json:// targets (webhooks, a JSON SMS gateway) over kept-alive connections, the rest
     # through Apprise; false: everything through Apprise (which honours HTTP(S)_PROXY)
     keepalive_webhooks: bool = True

@@ -7,6 +7,9 @@ simulator publishes the district's live traffic over MQTT in real time. A few in
 placed so that something happens at once: a resident who has not used water for 13 hours,
 another since this morning, a tap left running, an SOS press and a smoke alarm within the
 first minutes, a silent meter and a planned absence (which must NOT reach a neighbour).
+Two residents are asked first (the check-in stage): one answers "1, fine" a few seconds after
+the text arrives (the alert closes, nobody is woken), the other, on the floor since 90 minutes
+ago, never answers (the love-key neighbour is called when the stage ends).
 
 Escalation waits are scaled down (10 minutes become 30 seconds) so a visitor sees an alert
 climb from the love-key holder to staff within two minutes. Text messages go to a local
@@ -94,6 +97,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 "escalation_interval_s": 2.0,
                 "poll_interval_s": 1.0,
                 "retry_base_s": 2.0,
+                # a visitor runs the demo at any hour: no quiet hours for the check-in
+                "check_in_quiet_start": "00:00",
+                "check_in_quiet_end": "00:00",
             },
         )
         # closed in reverse: the database and the broker outlive everything started below
@@ -108,19 +114,22 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
         now = datetime.now(UTC).replace(microsecond=0)
         started = time.monotonic()
-        world = _build_world(args.residents, args.seed, now)
+        world, asked = _build_world(args.residents, args.seed, now)
         with psycopg.connect(db_url, autocommit=True) as conn:
             _import_registry(conn, world, settings)
             rows = _write_history(conn, world, now)
             _mark_absences(conn, world, now, settings)
             _create_demo_user(conn, now)
+            check_ins = _check_in_residents(conn, asked)
         print(
             f"\nLoveKey demo: {args.residents} residents, {HISTORY_DAYS} days of history"
             f" ({rows:,} meter readings) ready in {time.monotonic() - started:.0f} s.\n"
             f"  console   {console_url}   login: {DEMO_USER} / {DEMO_PASSWORD}\n"
             f"  broker    {_public(mqtt_url)}   topics: {settings.mqtt.topic_prefix}/#\n"
             "  Text messages the alerts send are printed below as the stand-in SMS gateway"
-            " receives them.\n  Ctrl+C stops.\n",
+            " receives them.\n"
+            f"  check-in  {check_ins}\n"
+            "  Ctrl+C stops.\n",
             flush=True,
         )
 
@@ -129,6 +138,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             if requested.is_set():
                 log.info("demo: live publisher stopped; stopping the pipeline")
                 stop.set()
+
+        async def open_check_ins(astop: asyncio.Event) -> None:
+            await asyncio.to_thread(_check_in_scene, db_url, asked, settings, stop)
+            await astop.wait()
 
         async def deadline(astop: asyncio.Event) -> None:
             if args.exit_after is None:
@@ -142,7 +155,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                 await astop.wait()
 
         asyncio.run(
-            run_pipeline(settings, db_url, mqtt_url, stop=stop, extra={"live": live, "deadline": deadline})
+            run_pipeline(
+                settings,
+                db_url,
+                mqtt_url,
+                stop=stop,
+                extra={"live": live, "check_ins": open_check_ins, "deadline": deadline},
+            )
         )
         with psycopg.connect(db_url) as conn:
             escalated = _summary(conn)
@@ -154,7 +173,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 # -- the simulated district ------------------------------------------------------------------
 
 
-def _build_world(residents: int, seed: int, now: datetime) -> Any:
+def _build_world(residents: int, seed: int, now: datetime) -> tuple[Any, dict[str, str]]:
+    """The district, and the two residents the demo asks first ('fine', 'silent')."""
     from lovekey.simulator import Scenario, World
 
     start = now - timedelta(days=HISTORY_DAYS)
@@ -170,6 +190,11 @@ def _build_world(residents: int, seed: int, now: datetime) -> Any:
             # a meter that reports every 15 minutes is overdue soon after it falls silent
             owners.setdefault("quarter_hour_meter", []).append(index[row["resident_id"]])
 
+    for row in rows:
+        if row["kind"] == "water_meter" and row.get("resident_phone"):
+            # a resident with a phone of their own can be asked first (the check-in)
+            owners.setdefault("own_phone", []).append(index[row["resident_id"]])
+
     def first(kind: str, taken: set[int]) -> int:
         for i in owners.get(kind, []):
             if i not in taken:
@@ -179,9 +204,12 @@ def _build_world(residents: int, seed: int, now: datetime) -> Any:
 
     taken: set[int] = set()
     now_h = HISTORY_DAYS * 24.0
+    silent = first("own_phone", taken)
     fixed = [
         {"kind": "no_use", "resident": first("water_meter", taken), "start_h": now_h - 13.5, "open": True},
         {"kind": "no_use", "resident": first("water_meter", taken), "start_h": now_h - 5, "open": True},
+        # the check-in: a resident on the floor for 90 minutes, who will not answer
+        {"kind": "no_use", "resident": silent, "start_h": now_h - 1.5, "open": True},
         {
             "kind": "running_tap",
             "resident": first("water_meter", taken),
@@ -210,8 +238,12 @@ def _build_world(residents: int, seed: int, now: datetime) -> Any:
             "duration_h": 0.1,
         },
     ]
+    # and one who is up and about, and will answer "fine"
+    fine = first("own_phone", taken)
     scenario = scenario.with_overrides({"incidents": {"fixed": fixed}})
-    return World.build(scenario, residents=residents, seed=seed, start=start, days=days)
+    world = World.build(scenario, residents=residents, seed=seed, start=start, days=days)
+    ids = list(index)
+    return world, {"fine": ids[fine], "silent": ids[silent]}
 
 
 def _import_registry(conn: psycopg.Connection[Any], world: Any, settings: Settings) -> None:
@@ -298,6 +330,92 @@ def _mark_absences(conn: psycopg.Connection[Any], world: Any, now: datetime, set
             )
 
 
+def _check_in_residents(conn: psycopg.Connection[Any], who: dict[str, str]) -> str:
+    """A line for the banner: who is asked first, and how each of them will answer."""
+    ids = [who["fine"], who["silent"]]
+    names = dict(conn.execute("SELECT id, name FROM resident WHERE id = ANY(%s)", (ids,)).fetchall())
+    return (
+        f"{names[who['fine']]} is asked and answers 1 (fine): nobody is woken;"
+        f" {names[who['silent']]} is asked and never answers: the neighbour is called"
+    )
+
+
+def _check_in_scene(db_url: str, who: dict[str, str], settings: Settings, stop: threading.Event) -> None:
+    """Two check-ins, as the detectors' sensitive tier raises them, once the detectors have
+    swept (so a visitor sees both stories within two minutes, whatever the detectors' own
+    timing): the resident who is fine answers "1" a few seconds after the question reaches
+    their phone; the one on the floor never answers. Opened after the detectors' first sweep,
+    they are the demo's own: the detectors clear only the alerts they know of, and lift these
+    to the neighbour tier only if their own neighbour tier fires for these residents.
+
+    The stand-in resident's reply goes through `alerts.inbound.acknowledge_by_sms`, the code
+    behind the inbound-SMS webhook (and behind a key pressed in a call), whatever stand-in
+    gateway carries the question."""
+    from lovekey.alerts.store import AlertCandidate, raise_alerts
+    from lovekey.vocabulary import AlertKind, AlertTier
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            if conn.execute("SELECT 1 FROM alert_history WHERE actor = 'detector' LIMIT 1").fetchone():
+                break
+            stop.wait(1.0)
+        now = datetime.now(UTC)
+        candidates = [
+            AlertCandidate(
+                kind=AlertKind.LOW_USAGE,
+                subject=resident_id,
+                resident_id=resident_id,
+                device_id=None,
+                gateway_id=None,
+                since=now - timedelta(minutes=90),
+                details={"demo": "a check-in, as the detectors' sensitive tier raises it"},
+                tier=AlertTier.CHECK_IN,
+            )
+            for resident_id in (who["fine"], who["silent"])
+        ]
+        with conn.transaction():
+            raise_alerts(conn, candidates, now)
+        log.info("demo: two check-ins opened")
+        _answer_fine(conn, who["fine"], settings, stop)
+
+
+def _answer_fine(
+    conn: psycopg.Connection[Any], resident_id: str, settings: Settings, stop: threading.Event
+) -> None:
+    """The stand-in resident who is fine: once the question reached their phone, reply "1"."""
+    from lovekey.alerts.inbound import acknowledge_by_sms
+
+    deadline = time.monotonic() + 120
+    while not stop.is_set() and time.monotonic() < deadline:
+        asked = conn.execute(
+            """
+            SELECT o.phone FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
+            WHERE a.subject = %s AND o.role = 'resident' AND o.state = 'sent'
+            LIMIT 1
+            """,
+            (resident_id,),
+        ).fetchone()
+        if asked is not None:
+            break
+        stop.wait(1.0)
+    else:
+        return
+    if stop.wait(3.0):  # reading the text, picking up the phone
+        return
+    reply = acknowledge_by_sms(
+        conn,
+        asked[0],
+        "1",
+        datetime.now(UTC),
+        ttl_s=settings.alerts.token_ttl_s,
+        default_country_code=settings.registry.default_country_code,
+    )
+    with _PRINT_LOCK:
+        sys.stdout.write(f"  SMS ← {redact_phone(asked[0])}: 1   ({reply.reason})\n")
+        sys.stdout.flush()
+
+
 def _create_demo_user(conn: psycopg.Connection[Any], now: datetime) -> None:
     from lovekey.web.users import add_user
 
@@ -359,6 +477,15 @@ def _summary(conn: psycopg.Connection[Any]) -> bool:
         print(f"  {kind:<16} {status:<13} {count}")
     n_escalated = escalated[0] if escalated else 0
     print(f"  alerts escalated: {n_escalated}; notification events: {sent[0] if sent else 0}")
+    for name, answer, outcome, stage in conn.execute(
+        """
+        SELECT coalesce(r.name, c.resident_id), coalesce(c.answer, 'no answer yet'),
+               coalesce(a.outcome, a.status), coalesce(a.stage, '-')
+        FROM check_in_answer c JOIN alert a ON a.id = c.alert_id
+        LEFT JOIN resident r ON r.id = c.resident_id ORDER BY c.id
+        """
+    ):
+        print(f"  check-in: {name}: {answer}; alert {outcome}, stage {stage}")
     return bool(n_escalated)
 
 
@@ -372,12 +499,9 @@ def _scaled_chains(path: Path) -> Path:
     for kind, table in chains["chains"].items():
         lines.append(f"[chains.{kind}]")
         for key, value in table.items():
-            if key == "steps":
-                steps = [
-                    {"notify": s["notify"], "wait_min": round(s.get("wait_min", 0) * WAIT_SCALE, 2)}
-                    for s in value
-                ]
-                lines.append(f"steps = {_toml(steps)}")
+            if key in ("steps", "check_in"):
+                steps = [{**s, "wait_min": round(s.get("wait_min", 0) * WAIT_SCALE, 2)} for s in value]
+                lines.append(f"{key} = {_toml(steps)}")
             elif key == "repeat":
                 every_min = max(1, round(value["every_min"] * WAIT_SCALE))
                 repeat = {"notify": value["notify"], "every_min": every_min}

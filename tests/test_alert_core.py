@@ -24,12 +24,14 @@ from lovekey.alerts.texts import (
     WHAT,
     AlertFacts,
     alert_message,
+    check_in_call_text,
+    check_in_message,
     fits_one_sms,
     sms_segment_limit,
 )
 from lovekey.alerts.tokens import make_token, parse_token, verify_token
 from lovekey.errors import AckTokenError
-from lovekey.vocabulary import AlertKind, AlertStatus, Language, Outcome
+from lovekey.vocabulary import AlertKind, AlertStatus, AlertTier, CheckInAnswer, Language, Outcome
 
 T0 = datetime(2025, 3, 1, 1, 0, tzinfo=UTC)
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -149,6 +151,116 @@ class TestNextStep:
         book = ChainBook({"default": {"steps": [{"notify": ["family"], "wait_min": 5}]}}, "t")
         decision = next_step(state(), [Escalation(0, 0, T0)], book.chain_for("x"), T0 + timedelta(hours=1))
         assert decision == Done("chain_exhausted")
+
+
+class TestCheckIn:
+    chain = BOOK.chain_for("low_usage")
+    asked = ALL_ROLES | {"resident"}
+
+    def ask(self, **kw: object) -> AlertSnapshot:
+        base: dict[str, object] = {"tier": AlertTier.CHECK_IN, "available_roles": self.asked}
+        base.update(kw)
+        return state(**base)
+
+    def test_call_call_again_text_then_the_neighbour(self) -> None:
+        history: list[Escalation] = []
+        now = T0
+        seen = []
+        for _ in range(5):
+            decision = next_step(self.ask(), history, self.chain, now)
+            while isinstance(decision, Wait):
+                now = decision.until
+                decision = next_step(self.ask(), history, self.chain, now)
+            assert isinstance(decision, Notify)
+            seen.append(
+                ((now - T0).total_seconds() / 60, roles(decision), decision.check_in, decision.ends_check_in)
+            )
+            history.append(Escalation(decision.round, decision.step, now, decision.check_in))
+        assert seen == [
+            (0, ["resident"], 0, False),
+            (10, ["resident"], 1, False),
+            (20, ["resident"], 2, False),
+            (30, ["love_key_holder"], None, True),
+            (40, ["family", "grid_worker"], None, False),
+        ]
+        assert [s.channels for s in self.chain.check_in] == [("voice", "sms"), ("voice", "sms"), ("sms",)]
+
+    def test_need_help_or_the_neighbour_tier_go_on_at_once(self) -> None:
+        history = [Escalation(0, None, T0, 0)]
+        for snapshot in (
+            self.ask(check_in_answer=CheckInAnswer.NEED_HELP),
+            self.ask(tier=AlertTier.NEIGHBOUR),
+        ):
+            decision = next_step(snapshot, history, self.chain, T0 + timedelta(minutes=1))
+            assert isinstance(decision, Notify)
+            assert (roles(decision), decision.ends_check_in) == (["love_key_holder"], True)
+
+    def test_the_neighbour_tier_never_asks(self) -> None:
+        decision = next_step(self.ask(tier=AlertTier.NEIGHBOUR), [], self.chain, T0)
+        assert roles(decision) == ["love_key_holder"]
+
+    def test_who_cannot_be_asked_goes_straight_to_the_neighbour(self) -> None:
+        for snapshot, reason in (
+            (self.ask(check_in_blocked="off"), "off"),
+            (self.ask(check_in_blocked="no_phone"), "no_phone"),
+            (self.ask(available_roles=ALL_ROLES), "no_phone"),  # nobody holds 'resident'
+        ):
+            decision = next_step(snapshot, [], self.chain, T0)
+            assert isinstance(decision, Notify)
+            assert (roles(decision), decision.step, decision.check_in_skipped) == (
+                ["love_key_holder"],
+                0,
+                reason,
+            )
+
+    def test_quiet_hours_wait(self) -> None:
+        morning = T0 + timedelta(hours=6)
+        assert next_step(self.ask(check_in_quiet_until=morning), [], self.chain, T0) == Wait(morning)
+        # mid-stage too: the next call waits for the morning
+        history = [Escalation(0, None, T0, 0)]
+        later = T0 + timedelta(minutes=10)
+        assert next_step(self.ask(check_in_quiet_until=morning), history, self.chain, later) == Wait(morning)
+
+    def test_life_safety_and_device_faults_have_no_stage(self) -> None:
+        for kind in ("smoke", "gas", "sos", "leak", "meter_silent"):
+            assert BOOK.chain_for(kind).check_in == ()
+        decision = next_step(self.ask(kind="sos"), [], BOOK.chain_for("sos"), T0)
+        assert "resident" not in roles(decision)
+
+    def test_a_community_can_switch_the_stage_off_in_its_chain(self) -> None:
+        chain = BOOK.chain_for("low_usage", {"escalation": {"low_usage": {"check_in": []}}})
+        decision = next_step(self.ask(), [], chain, T0)
+        assert isinstance(decision, Notify)
+        assert (roles(decision), decision.check_in_skipped) == (["love_key_holder"], "off")
+
+    @pytest.mark.parametrize(
+        "check_in",
+        [
+            [{"notify": ["family"], "wait_min": 10}],
+            [{"notify": ["resident"], "wait_min": 10, "channels": ["push"]}],
+            [{"notify": ["resident"], "wait_min": 0}],
+            [{"notify": ["resident"], "wait_min": 10, "channels": []}],
+            {"notify": ["resident"]},
+        ],
+    )
+    def test_bad_check_in_steps_are_refused(self, check_in: object) -> None:
+        with pytest.raises(ChainError):
+            ChainBook({"default": BOOK_DEFAULT, "low_usage": {"check_in": check_in}}, "test")
+
+    def test_the_resident_is_not_a_step_role(self) -> None:
+        with pytest.raises(ChainError, match="check_in"):
+            ChainBook({"default": {"steps": [{"notify": ["resident"], "wait_min": 5}]}}, "test")
+
+    def test_check_in_call_asks_for_key_1_or_2(self) -> None:
+        assert "请按1" in check_in_call_text("王秀英", language="zh")
+        assert "Press 1 if you are fine, 2 if you need help" in check_in_call_text("Wang", language="en")
+
+    def test_check_in_message_asks_for_1_or_2(self) -> None:
+        for lang in ("zh", "en"):
+            sms = check_in_message("王秀英", language=lang, link="https://lk.example/a/x", sms=True)
+            assert "1" in sms.body
+            assert "2" in sms.body
+            assert "https://lk.example/a/x" in sms.body
 
 
 class TestChains:

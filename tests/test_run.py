@@ -87,7 +87,7 @@ def test_demo_reaches_an_escalated_alert(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
     env["LOVEKEY_DATA_DIR"] = str(tmp_path / "data")
     proc = subprocess.run(
-        [sys.executable, "-m", "lovekey", "demo", "--residents", "200", "--exit-after", "90", "--port", "0"],
+        [sys.executable, "-m", "lovekey", "demo", "--residents", "200", "--exit-after", "120", "--port", "0"],
         env=env,
         capture_output=True,
         text=True,
@@ -100,3 +100,10 @@ def test_demo_reaches_an_escalated_alert(tmp_path: Path) -> None:
     assert int(escalated.group(1)) >= 1
     assert "login: demo /" in proc.stdout
     assert "SMS →" in proc.stdout  # the stand-in gateway received real deliveries
+    # the check-in: one resident answered "1" (closed, nobody woken), one never did
+    answered = re.search(r"check-in: (.+): fine; alert resident_ok, stage check_in", proc.stdout)
+    assert answered is not None, proc.stdout[-3000:]
+    assert re.search(r"SMS ← \S+: 1\s+\(check_in_fine\)", proc.stdout), proc.stdout[-3000:]
+    silent = re.search(r"check-in: (.+): none; alert \w+, stage (\w+)", proc.stdout)
+    assert silent is not None, proc.stdout[-3000:]
+    assert silent.group(2) != "check_in"  # the stage ended: the neighbour and onwards were told

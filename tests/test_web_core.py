@@ -18,6 +18,7 @@ from lovekey.errors import ConsoleError
 from lovekey.vocabulary import (
     AlertKind,
     AlertStatus,
+    CheckInAnswer,
     ConsoleRole,
     ContactRole,
     DeviceKind,
@@ -215,6 +216,7 @@ def test_catalogue_is_complete_in_both_languages() -> None:
         "outcome_": tuple(Outcome),
         "role_": tuple(ConsoleRole),
         "contact_": tuple(ContactRole),
+        "check_in_answer_": tuple(CheckInAnswer),
         "resident_": tuple(ResidentStatus),
         "device_": tuple(DeviceKind),
         "event_": tuple(EventType),

@@ -76,7 +76,7 @@ async def alert_queue(
         """
         SELECT a.id, a.kind, a.subject, a.resident_id, a.device_id, a.gateway_id, a.status,
                a.since, a.opened_at, a.last_triggered_at, a.notified_at, a.acknowledged_at,
-               a.acknowledged_by, a.ack_channel, a.escalation_due_at, a.details,
+               a.acknowledged_by, a.ack_channel, a.escalation_due_at, a.details, a.stage,
                {tier} AS tier, ar.name AS resident_name, h.address, h.community_id, h.grid_id,
                t.told, t.last_told_at, t.rounds, t.pending, t.told_to
         FROM alert a {joins}
@@ -115,7 +115,8 @@ async def alert_detail(conn: AsyncConn, scope: Scope, alert_id: int) -> dict[str
     """One alert in scope, with who was told (outbox and attempts) and its history."""
     query = sql.SQL(
         """
-        SELECT a.*, {tier} AS tier, ar.name AS resident_name, h.address, h.community_id,
+        SELECT a.*, a.tier AS welfare_tier, {tier} AS tier, ar.name AS resident_name, h.address,
+               h.community_id,
                h.grid_id
         FROM alert a {joins}
         WHERE a.id = %(id)s AND {visible}
@@ -143,6 +144,13 @@ async def alert_detail(conn: AsyncConn, scope: Scope, alert_id: int) -> dict[str
     alert["history"] = await _rows(
         conn,
         "SELECT at, event, actor, detail FROM alert_history WHERE alert_id = %s ORDER BY id",
+        (alert_id,),
+    )
+    # the check-in stage: the resident asked first, and what they answered (None: not asked)
+    alert["check_in"] = await _one(
+        conn,
+        "SELECT asked_at, answered_at, answer, channel, dry_minutes, part_of_day"
+        " FROM check_in_answer WHERE alert_id = %s",
         (alert_id,),
     )
     return alert
