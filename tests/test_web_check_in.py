@@ -93,6 +93,8 @@ def test_the_alert_page_shows_the_check_in_and_its_answer(
             page = client.get(f"/queue/{alert_id}", headers={"Accept-Language": "en"}).text
             assert "answered: fine" in page
             assert "Resident is fine" in page  # the outcome: closed as resident_ok
+            resident = client.get("/residents/R-A2", headers={"Accept-Language": "en"}).text
+            assert "Check-in: answered: fine" in resident
             detail = client.get(f"/api/alerts/{alert_id}").json()
             assert (detail["stage"], detail["welfare_tier"]) == ("check_in", "check_in")
             assert (detail["check_in"]["answer"], detail["check_in"]["dry_minutes"]) == ("fine", 180)

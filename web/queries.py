@@ -255,8 +255,9 @@ async def resident_alerts(
     query = sql.SQL(
         """
         SELECT a.id, a.kind, a.status, a.since, a.opened_at, a.acknowledged_at,
-               a.acknowledged_by, a.resolved_at, a.outcome, a.outcome_note, {tier} AS tier
-        FROM alert a
+               a.acknowledged_by, a.resolved_at, a.outcome, a.outcome_note, {tier} AS tier,
+               c.answer AS check_in_answer
+        FROM alert a LEFT JOIN check_in_answer c ON c.alert_id = a.id
         WHERE a.resident_id = %s OR a.device_id = ANY(%s::text[])
         ORDER BY a.opened_at DESC, a.id DESC
         LIMIT %s
