@@ -161,6 +161,7 @@ class Detector:
         # per welfare kind and resident: the open alert only asks the resident (check-in tier)
         self.check_in_only = {k: np.zeros(residents, np.bool_) for k in WATER_KINDS}
         self._answered: I64 | None = None  # per resident: their last "fine", this sweep
+        self._answered_before: I64 | None = None  # ... and at the sweep before
         self._field_judged_hz = np.full(meters, NEVER, np.int64)  # the field rule's last window
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
         self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
@@ -272,6 +273,10 @@ class Detector:
         presence = presence or Presence.everyone_home(len(self.registry.resident_ids))
         self.days.learn_due(now_s)
         away_r = self._away(presence)
+        # answers are acted on once: the first sweep (a restart) only takes note of them
+        self._answered_before = self._answered
+        if self._answered_before is None and presence.answered_fine_s is not None:
+            self._answered_before = presence.answered_fine_s
         self._answered = presence.answered_fine_s
         inp = self._sweep_input(now_s, presence, gateway_offline_since_s)
 
@@ -454,11 +459,12 @@ class Detector:
             if quiet_kind:
                 for r in state.force_clear(away_r):
                     changes.append(self._resident_change(kind, "clear", int(r), reason="resident_away"))
-                # a resident who answered "fine" after the alert rose: it is closed (the alerts
-                # side resolved it as resident_ok) and the rules start again from the answer
-                if self._answered is not None:
-                    fine = state.active & (self._answered > state.raised_at)
-                    state.force_clear(fine)
+                # a resident who answered "fine" since the last sweep: their alert is closed
+                # (the alerts side resolved it as resident_ok) and the rules start again from
+                # the answer (compared with the last sweep's answers, not the alert's evidence
+                # time: a daily meter's evidence is hours older than an answer given before)
+                if self._answered is not None and self._answered_before is not None:
+                    state.force_clear(state.active & (self._answered > self._answered_before))
                 hold_r = hold_r | away_r
             step = state.step(cond_r, clear_r, hold_r)
             state.since[step.raised] = since_r[step.raised]

@@ -17,6 +17,7 @@ from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
 from lovekey.detectors.daemon import watch_events
 from lovekey.detectors.event_watcher import EventWatcher
+from lovekey.detectors.ring import NEVER
 from lovekey.detectors.service import DetectorService, DetectorShard
 from lovekey.devices.registry import (
     CommunityRow,
@@ -626,3 +627,61 @@ def test_a_replay_sees_a_meter_go_silent_though_its_readings_were_received_after
     assert open_alerts(conn) == [("meter_silent", "WA-R-1", "open")]
     [alert] = list_alerts(conn)
     assert alert["since"] == (T - timedelta(hours=8)).isoformat()
+
+
+def test_the_runner_reads_door_passages_and_fine_answers_as_the_resident_up_and_about(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """What the sweeps read beside water: the newest passage at a door reminder, the newest
+    "fine" to a check-in, and per part of the day the longest dry stretch answered "fine";
+    and who cannot be asked (no phone of their own, or a phone found unreachable)."""
+    door = add_resident(conn, "R-1", extra=("door_sensor",), phone="+8613800000001")["door_sensor"]
+    add_resident(conn, "R-2", phone="+8613800000002")
+    add_resident(conn, "R-3")  # no phone
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO device_event (ts, received_at, device_key, type, active) VALUES (%s, %s, %s, %s, true)",
+            [
+                (T - timedelta(hours=3), T, door, "passage"),
+                (T - timedelta(hours=1), T, door, "left"),
+                (T + timedelta(hours=1), T, door, "returned"),  # after the sweep's time: not yet
+            ],
+        )
+    answers = [
+        ("R-1", T - timedelta(hours=5), "fine", 300, "morning"),
+        ("R-1", T - timedelta(hours=2), "fine", 200, "morning"),
+        ("R-2", T - timedelta(hours=4), "unreachable", 400, "afternoon"),
+    ]
+    for rid, at, answer, minutes, part in answers:
+        alert_id = conn.execute(
+            "INSERT INTO alert (kind, subject, resident_id, since, opened_at, last_triggered_at,"
+            " escalation_due_at, tier) VALUES ('routine_break', %s, %s, %s, %s, %s, %s, 'check_in')"
+            " RETURNING id",
+            (f"{rid}-{minutes}", rid, at, at, at, at),
+        ).fetchone()
+        assert alert_id is not None
+        conn.execute(
+            "INSERT INTO check_in_answer (alert_id, resident_id, kind, asked_at, answered_at, answer,"
+            " dry_minutes, part_of_day) VALUES (%s, %s, 'routine_break', %s, %s, %s, %s, %s)",
+            (alert_id[0], rid, at, at, answer, minutes, part),
+        )
+    conn.commit()
+    service = DetectorService(make_settings_for(conn))
+    service.start(conn, T)
+    det = service.detector
+    assert det is not None
+    assert det.registry.askable is not None
+    assert dict(zip(det.registry.resident_ids, det.registry.askable.tolist(), strict=True)) == {
+        "R-1": True,
+        "R-2": False,  # their phone was unreachable last time
+        "R-3": False,  # no phone
+    }
+    presence = service._presence(conn, T)
+    assert presence.active_at_s is not None
+    assert presence.answered_fine_s is not None
+    assert presence.fine_dry_s is not None
+    assert presence.active_at_s.tolist()[0] == int((T - timedelta(hours=1)).timestamp())
+    assert presence.active_at_s.tolist()[1:] == [NEVER, NEVER]
+    assert presence.answered_fine_s.tolist()[0] == int((T - timedelta(hours=2)).timestamp())
+    assert presence.answered_fine_s.tolist()[1] == NEVER  # unreachable is not "fine"
+    assert presence.fine_dry_s[0].tolist() == [0, 300 * 60, 0, 0]  # the morning's longest

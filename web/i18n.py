@@ -207,6 +207,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "event_home": ("Back home", "回家"),
     "event_tamper": ("Tamper", "防拆"),
     "event_battery_low": ("Battery low", "电量低"),
+    "event_passage": ("Someone at the door", "门口有人"),
+    "event_left": ("Went out (door)", "出门"),
+    "event_returned": ("Came back (door)", "回家"),
     "cleared": ("cleared", "已解除"),
     "no_events": ("No events.", "没有事件。"),
     # devices
