@@ -655,6 +655,36 @@ def _record_results(
             now,
             actor="worker",
         )
+        _go_on_when_nobody_was_reached(
+            conn, [r.id for r, _ in failed_rows if r.alert_id is not None and r.purpose == "alert"], now
+        )
+
+
+def _go_on_when_nobody_was_reached(
+    conn: psycopg.Connection[Any], outbox_ids: list[int], now: datetime
+) -> None:
+    """A round in which every notification failed for good (an invalid number, every channel
+    spent) reached nobody, and nobody can acknowledge it: record that, and make the alert due
+    now, so the chain goes on to its next people instead of waiting out the step."""
+    if not outbox_ids:
+        return
+    rounds = conn.execute(
+        """
+        WITH failed AS (SELECT DISTINCT alert_id, round FROM alert_outbox WHERE id = ANY(%s))
+        SELECT f.alert_id, f.round FROM failed f JOIN alert a ON a.id = f.alert_id
+        WHERE a.status IN ('open', 'notified')
+          AND NOT EXISTS (
+              SELECT 1 FROM alert_outbox o
+              WHERE o.alert_id = f.alert_id AND o.round = f.round AND o.purpose = 'alert'
+                AND o.state IN ('pending', 'sent'))
+        ORDER BY 1, 2
+        """,
+        (outbox_ids,),
+    ).fetchall()
+    if not rounds:
+        return
+    add_history(conn, [(a, "nobody_reached", Jsonb({"round": r})) for a, r in rounds], now, actor="worker")
+    conn.execute("UPDATE alert SET escalation_due_at = %s WHERE id = ANY(%s)", (now, [a for a, _ in rounds]))
 
 
 def _next_channel(row: _Row, *, skip_phone: bool) -> int | None:

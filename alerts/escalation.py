@@ -49,6 +49,9 @@ class Escalation:
     step: int | None  # index into chain.steps; None for a repeat or a check-in
     at: datetime
     check_in: int | None = None  # index into chain.check_in: the resident was asked
+    # every notification of the round failed for good (an invalid number, every channel
+    # spent): nobody can acknowledge it, so its wait is over at once
+    unreached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,7 @@ def next_step(alert: AlertSnapshot, history: Sequence[Escalation], chain: Chain,
     if last.check_in is not None:
         return _in_check_in(last, alert, chain, now)
     if last.step is not None and last.step + 1 < len(chain.steps):
-        due = last.at + timedelta(seconds=chain.steps[last.step].wait_s)
+        due = last.at if last.unreached else last.at + timedelta(seconds=chain.steps[last.step].wait_s)
         if now < due:
             return Wait(due)
         return _from_step(last.step + 1, last.round + 1, alert, chain, now)
@@ -120,7 +123,7 @@ def next_step(alert: AlertSnapshot, history: Sequence[Escalation], chain: Chain,
     if chain.repeat_every_s is None:
         return Done("chain_exhausted")
     wait_s = chain.steps[-1].wait_s if last.step is not None else chain.repeat_every_s
-    due = last.at + timedelta(seconds=wait_s)
+    due = last.at if last.unreached else last.at + timedelta(seconds=wait_s)
     if now < due:
         return Wait(due)
     return _repeat(last.round + 1, alert, chain, now, ())
@@ -138,7 +141,11 @@ def _start_check_in(alert: AlertSnapshot, chain: Chain, now: datetime) -> Decisi
 
 def _in_check_in(last: Escalation, alert: AlertSnapshot, chain: Chain, now: datetime) -> Decision:
     assert last.check_in is not None
-    if alert.tier == AlertTier.NEIGHBOUR or alert.check_in_answer == CheckInAnswer.NEED_HELP:
+    if (
+        alert.tier == AlertTier.NEIGHBOUR
+        or alert.check_in_answer == CheckInAnswer.NEED_HELP
+        or last.unreached  # the resident's number was refused: asking again cannot reach them
+    ):
         return _from_step(0, last.round + 1, alert, chain, now, ends_check_in=True)
     index = last.check_in
     wait_s = chain.check_in[index].wait_s if index < len(chain.check_in) else 0

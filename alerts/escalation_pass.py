@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -263,17 +263,24 @@ def _channels(
 
 def _escalations(conn: psycopg.Connection[Any], ids: Sequence[int]) -> dict[int, list[Escalation]]:
     out: dict[int, list[Escalation]] = {}
-    for alert_id, at, detail in conn.execute(
+    unreached: set[tuple[int, int]] = set()
+    for alert_id, event, at, detail in conn.execute(
         """
-        SELECT alert_id, at, detail FROM alert_history
-        WHERE alert_id = ANY(%s) AND event = 'escalated' ORDER BY id
+        SELECT alert_id, event, at, detail FROM alert_history
+        WHERE alert_id = ANY(%s) AND event IN ('escalated', 'nobody_reached') ORDER BY id
         """,
         (list(ids),),
     ):
+        if event == "nobody_reached":
+            unreached.add((alert_id, detail["round"]))
+            continue
         out.setdefault(alert_id, []).append(
             Escalation(detail["round"], detail["step"], at, detail.get("check_in"))
         )
-    return out
+    return {
+        alert_id: [replace(e, unreached=(alert_id, e.round) in unreached) for e in rounds]
+        for alert_id, rounds in out.items()
+    }
 
 
 def _notified(conn: psycopg.Connection[Any], ids: Sequence[int]) -> set[int]:

@@ -19,6 +19,7 @@ from lovekey.alerts.escalation_pass import escalate_once
 from lovekey.alerts.providers.standins import FakeAliyun, FakeTencent
 from lovekey.alerts.store import get_alert, history
 from lovekey.bench.support.provider import FakeProvider
+from lovekey.bench.support.seeding import ContactSpec, seed_resident
 from lovekey.config import Settings
 from tests.fix_alerts import TEST_SECRET, DeliveryRig, at_local, delivery_rig, serve_app
 
@@ -335,6 +336,40 @@ def test_invalid_number_is_not_retried_and_the_alert_moves_on(phones_factory: Ca
     # the chain goes on: community staff are told at the next step
     p.run(T0 + timedelta(minutes=25))
     assert len(p.aliyun.sent_to("13800000004")) == 1
+
+
+def test_a_step_that_reaches_nobody_goes_on_to_the_next_people_at_once(
+    phones_factory: Callable[..., Phones],
+) -> None:
+    p = phones_factory()
+    seed_resident(
+        p.rig.conn,
+        "R-2",
+        name="赵大爷",
+        contacts=[
+            ContactSpec("love_key_holder", "邻居", phone="+8613900000009"),
+            ContactSpec("family", "赵小", phone="+8613900000010"),
+        ],
+    )
+    p.aliyun.codes["13900000009"] = "isv.MOBILE_NUMBER_ILLEGAL"  # the neighbour's only number
+    alert_id = p.rig.raise_("low_usage", "R-2", T0)
+    p.run(T0)
+    assert p.aliyun.sent_to("13900000009") == []
+    assert events(p, alert_id, "nobody_reached") == [{"round": 0}]
+    p.run(T0 + timedelta(seconds=30))  # not at the 10 minutes the neighbour would have had
+    assert len(p.aliyun.sent_to("13900000010")) == 1
+    assert len(events(p, alert_id, "escalated")) == 2
+
+
+def test_a_step_that_reaches_someone_waits_as_before(phones_factory: Callable[..., Phones]) -> None:
+    p = phones_factory()
+    p.aliyun.codes["13800000002"] = "isv.MOBILE_NUMBER_ILLEGAL"  # family; the grid worker is reached
+    alert_id = p.rig.raise_("low_usage", "R-1", T0)
+    p.run(T0)
+    p.run(T0 + timedelta(minutes=10))
+    assert events(p, alert_id, "nobody_reached") == []
+    p.run(T0 + timedelta(minutes=11))
+    assert p.aliyun.sent_to("13800000004") == []  # community staff wait for their step
 
 
 def test_provider_down_falls_back_to_the_other(phones_factory: Callable[..., Phones]) -> None:
