@@ -756,3 +756,32 @@ def test_an_apprise_gateway_as_one_of_the_sms_providers(phones_factory: Callable
     assert p.rows("SELECT sent_channel FROM alert_outbox WHERE phone = '+8613800000002'") == [
         ("sms@gateway",)
     ]
+
+
+def test_one_template_due_together_goes_as_one_batch_and_a_bad_number_fails_alone(
+    phones_factory: Callable[..., Phones],
+) -> None:
+    p = phones_factory()
+    p.rig.raise_("sos", "R-1", T0)  # everyone at once; family and emergency by SMS in Chinese
+    p.run(T0)
+    zh = [m for m in p.aliyun.sent if m.template == "SMS_400002"]
+    assert len(zh) >= 2
+    assert len({m.message_id for m in zh}) == 1  # one SendBatchSms, one BizId
+    assert {m.reference for m in zh} == {zh[0].reference}
+    assert zh[0].reference.startswith("lkb")
+    refs = p.rows("SELECT DISTINCT reference FROM delivery_attempt WHERE channel = 'sms@aliyun'")
+    assert (zh[0].reference,) in refs
+
+    # a receipt for one number of the batch lands on that number's notification only
+    status, _ = p.aliyun.sms_report(p.callback("aliyun", "sms_report"), zh[0])
+    assert status == 200
+    assert p.rows("SELECT count(*) FROM provider_message WHERE status = 'delivered'") == [(1,)]
+
+    q = phones_factory()
+    q.aliyun.codes["13800000120"] = "isv.MOBILE_NUMBER_ILLEGAL"  # the emergency number
+    alert_id = q.rig.raise_("sos", "R-1", T0)
+    q.run(T0)
+    assert q.aliyun.sent_to("13800000120") == []
+    assert len(q.aliyun.sent_to("13800000002")) == 1  # the batch's other number still got it
+    failed = [e for e in events(q, alert_id, "delivery_failed") if e["role"] == "emergency"]
+    assert [(e["reason"], e["code"]) for e in failed] == [("invalid_number", "isv.MOBILE_NUMBER_ILLEGAL")]
