@@ -29,6 +29,10 @@ Cloud SMS, a row resent after an interrupted attempt first asks the provider
 (`QuerySendDetails`, by our OutId) whether it already took it; Tencent Cloud keeps no such
 record of accepted messages, so such a message may go twice.
 
+Template messages of one channel and template claimed together go to a provider that takes
+several in one request (Alibaba's SendBatchSms) as one request: the SDK's cost is per
+request, and a burst of 1,000 needs that to fit two cores in a second.
+
 Provider errors (`providers.ProviderError`) say what to do next: retry the same provider
 later (throttling, with the provider's delay), go to the next channel at once (provider down,
 template refused; the latter is an operator error recorded on the alert), or give up on the
