@@ -201,6 +201,14 @@ class ChannelSender:
             self._apprise(out)
         return None
 
+    def batch_max(self, out: Outgoing) -> int:
+        """How many template messages like `out` can go in one request (1: one each)."""
+        return self.providers.batch_max(out.channel) if out.template is not None else 1
+
+    def send_batch(self, outs: Sequence[Outgoing]) -> Accepted:
+        """Template messages of one channel and template in one provider request."""
+        return self.providers.send_batch([o.template for o in outs if o.template is not None])
+
     def already_accepted(self, out: Outgoing) -> Accepted | None:
         """For a resend after a crash: the provider's record of the first send, if it keeps
         one we can ask for (see `ProviderBook.find`)."""

@@ -29,6 +29,10 @@ Cloud SMS, a row resent after an interrupted attempt first asks the provider
 (`QuerySendDetails`, by our OutId) whether it already took it; Tencent Cloud keeps no such
 record of accepted messages, so such a message may go twice.
 
+Template messages of one channel and template claimed together go to a provider that takes
+several in one request (Alibaba's SendBatchSms) as one request: the SDK's cost is per
+request, and a burst of 1,000 needs that to fit two cores in a second.
+
 Provider errors (`providers.ProviderError`) say what to do next: retry the same provider
 later (throttling, with the provider's delay), go to the next channel at once (provider down,
 template refused; the latter is an operator error recorded on the alert), or give up on the
@@ -46,7 +50,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -135,6 +139,8 @@ class _Group:
     attempt_ids: list[int] = field(default_factory=list)
     accepted: Accepted | None = None
     recheck: bool = False  # an earlier attempt was cut short: ask the provider before resending
+    reference: str | None = None  # our OutId/SessionContext for a provider send
+    batch: list[_Group] | None = None  # groups sent together in one provider request
 
 
 _CLAIM = """
@@ -170,13 +176,13 @@ def dispatch_once(
         report.claimed = len(rows)
         ids = [r.id for r in rows]
         interrupted = {
-            (outbox_id, channel)
-            for outbox_id, channel in conn.execute(
+            (outbox_id, channel): reference
+            for outbox_id, channel, reference in conn.execute(
                 """
                 UPDATE delivery_attempt SET result = 'interrupted', finished_at = %s,
                        error = 'worker stopped before the result was recorded'
                 WHERE outbox_id = ANY(%s) AND result = 'started'
-                RETURNING outbox_id, channel
+                RETURNING outbox_id, channel, reference
                 """,
                 (now, ids),
             )
@@ -202,8 +208,15 @@ def dispatch_once(
         groups = _groups(live)
         for group in groups:
             _prepare(group, ctx, now)
-            group.recheck = any((r.id, group.channel) in interrupted for r in group.rows)
+            cut_short = [
+                interrupted[(r.id, group.channel)] for r in group.rows if (r.id, group.channel) in interrupted
+            ]
+            if cut_short and group.outgoing is not None and group.outgoing.template is not None:
+                # ask the provider for the reference the cut-short attempt was sent under
+                group.recheck = True
+                _set_reference(group, cut_short[0] or group.reference)
         _hold_per_number(conn, groups, settings, now)
+        _form_batches(groups, send)
 
         _record_started(log_conn, groups, now, ctx.worker)
         _send_all(groups, send, executor)
@@ -432,12 +445,50 @@ def _template_outgoing(group: _Group, ctx: DispatchContext, now: datetime, body:
         reference=f"lk{first.id}",  # OutId/SessionContext: short, ours, echoed in receipts
         text=text,
     )
+    group.reference = message.reference
     return Outgoing(group.channel, "", "", body, template=message)
+
+
+def _set_reference(group: _Group, reference: str | None) -> None:
+    assert group.outgoing is not None
+    assert group.outgoing.template is not None
+    group.reference = reference
+    group.outgoing = replace(
+        group.outgoing, template=replace(group.outgoing.template, reference=reference or "")
+    )
+
+
+def _form_batches(groups: Sequence[_Group], send: Sender) -> None:
+    """Template messages of one channel and template go to the provider in one request where
+    it takes several (Alibaba's SendBatchSms): the SDK's cost is per request. A batch's
+    reference is `lkb<first outbox id>`, recorded on each member's attempt."""
+    batch_max = getattr(send, "batch_max", None)
+    if batch_max is None:
+        return
+    buckets: dict[tuple[str, str], list[_Group]] = {}
+    for group in groups:
+        out = group.outgoing
+        if out is None or out.template is None or group.recheck or group.error is not None:
+            continue
+        buckets.setdefault((group.channel, out.template.template_key), []).append(group)
+    for members in buckets.values():
+        size = int(batch_max(members[0].outgoing))
+        if size < 2:
+            continue
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            if len(chunk) < 2:
+                continue
+            reference = f"lkb{chunk[0].rows[0].id}"
+            for group in chunk:
+                _set_reference(group, reference)
+                group.batch = chunk
 
 
 def _record_accepted(log_conn: psycopg.Connection[Any], groups: Sequence[_Group], now: datetime) -> None:
     """What providers accepted, committed before the outbox rows are (see the module doc)."""
     rows = [(r, g, g.accepted) for g in groups if g.accepted is not None for r in g.rows]
+    # a message found again after a crash keeps the reference it was sent under
     if not rows:
         return
     log_conn.execute(
@@ -456,7 +507,7 @@ def _record_accepted(log_conn: psycopg.Connection[Any], groups: Sequence[_Group]
             [acc.provider for _, _, acc in rows],
             [g.channel for _, g, _ in rows],
             [acc.message_id for _, _, acc in rows],
-            [f"lk{g.rows[0].id}" for _, g, _ in rows],
+            [g.reference or f"lk{g.rows[0].id}" for _, g, _ in rows],
             [r.phone or "" for r, _, _ in rows],
         ),
     )
@@ -470,9 +521,10 @@ def _record_started(
         return
     rows = log_conn.execute(
         """
-        INSERT INTO delivery_attempt (outbox_id, started_at, channel, result, bundle_size, worker)
-        SELECT o, %s, c, 'started', n, %s
-        FROM unnest(%s::bigint[], %s::text[], %s::int[]) AS t(o, c, n)
+        INSERT INTO delivery_attempt (outbox_id, started_at, channel, result, bundle_size, worker,
+                                      reference)
+        SELECT o, %s, c, 'started', n, %s, f
+        FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[]) AS t(o, c, n, f)
         RETURNING id
         """,
         (
@@ -481,6 +533,7 @@ def _record_started(
             [r.id for _, r in items],
             [g.channel for g, _ in items],
             [len(g.rows) for g, _ in items],
+            [g.reference for g, _ in items],
         ),
     ).fetchall()
     for (group, _), (attempt_id,) in zip(items, rows, strict=True):
@@ -501,12 +554,42 @@ def _send_one(send: Sender, group: _Group) -> None:
         group.error = exc
 
 
-def _send_all(groups: Sequence[_Group], send: Sender, executor: Executor | None) -> None:
-    if executor is None:
-        for group in groups:
-            _send_one(send, group)
+def _send_batch(send: Sender, batch: list[_Group]) -> None:
+    """One provider request for the batch; if the provider refuses a number in it (which
+    refuses the whole request), each message goes alone, so only that number fails."""
+    outs = [g.outgoing for g in batch if g.outgoing is not None]
+    try:
+        accepted = send.send_batch(outs)  # type: ignore[attr-defined]  # see _form_batches
+    except ProviderError as exc:
+        if exc.action is Action.GIVE_UP:
+            for group in batch:
+                _send_one(send, group)
+            return
+        for group in batch:
+            group.error = exc
         return
-    futures: list[Future[None]] = [executor.submit(_send_one, send, g) for g in groups]
+    except DeliveryError as exc:
+        for group in batch:
+            group.error = exc
+        return
+    for group in batch:
+        group.accepted = accepted
+
+
+def _send_all(groups: Sequence[_Group], send: Sender, executor: Executor | None) -> None:
+    tasks: list[tuple[Callable[..., None], Any]] = []
+    seen: set[int] = set()
+    for group in groups:
+        if group.batch is None:
+            tasks.append((_send_one, group))
+        elif id(group.batch) not in seen:
+            seen.add(id(group.batch))
+            tasks.append((_send_batch, group.batch))
+    if executor is None:
+        for task, arg in tasks:
+            task(send, arg)
+        return
+    futures: list[Future[None]] = [executor.submit(task, send, arg) for task, arg in tasks]
     for future in futures:
         future.result()
 

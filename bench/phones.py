@@ -209,25 +209,25 @@ def _run(
 
 
 class _CloudArrivals:
-    """First acceptance per resident at the cloud stand-in (by our reference, lk<outbox id>)."""
+    """First acceptance per resident at the cloud stand-in (by number: +86139<index>; one
+    batch request carries several)."""
 
     def __init__(self, cloud: Any, conn: psycopg.Connection[Any]) -> None:
-        self.cloud, self.conn = cloud, conn
+        self.cloud = cloud
 
-    def pending(self) -> dict[str, float]:
-        return dict(self.cloud.first_request_at)
+    def pending(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for m in list(self.cloud.sent):
+            i = int(m.phone.lstrip("+").removeprefix("86")[3:])
+            out[i] = min(out.get(i, m.at), m.at)
+        return out
 
     def clear(self) -> None:
         self.cloud.sent.clear()
         self.cloud.first_request_at.clear()
 
     def by_resident(self) -> dict[int, float]:
-        outbox: dict[str, str] = dict(
-            self.conn.execute(
-                "SELECT 'lk' || o.id, a.subject FROM alert_outbox o JOIN alert a ON a.id = o.alert_id"
-            ).fetchall()
-        )
-        return {int(outbox[ref][2:]): at for ref, at in self.pending().items() if ref in outbox}
+        return self.pending()
 
 
 class _GatewayArrivals:

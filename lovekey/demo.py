@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import urllib3
 
 from lovekey.config import Settings
 from lovekey.redact import redact_phone
@@ -566,8 +567,9 @@ class _StandInPhones:
                     status, _ = self.cloud.voice_report(url, message, dtmf=key)
                 else:
                     status, _ = self.cloud.sms_up(url, message.phone, key)
-            except OSError as exc:
+            except (OSError, urllib3.exceptions.HTTPError) as exc:  # the console has stopped
                 log.warning("demo: the stand-in's callback failed: %s", exc)
+                return
             if status == 200:
                 break
             time.sleep(2.0)

@@ -75,14 +75,14 @@ class Rig:
     def callback(self, provider: str, topic: str, secret: str = SECRET) -> str:
         return f"{self.base_url}/alerts/providers/{provider}/{secret}/{topic}"
 
-    def check_in(self, now: datetime) -> int:
-        """A check-in alert for R-1, as the detectors' sensitive tier raises it."""
+    def check_in(self, now: datetime, resident: str = "R-1") -> int:
+        """A check-in alert for `resident`, as the detectors' sensitive tier raises it."""
         with self.rig.conn.transaction():
             result = raise_alerts(
                 self.rig.conn,
                 [
                     AlertCandidate(
-                        "low_usage", "R-1", "R-1", None, None, now - timedelta(hours=5), tier="check_in"
+                        "low_usage", resident, resident, None, None, now - timedelta(hours=5), tier="check_in"
                     )
                 ],
                 now,
@@ -331,3 +331,39 @@ def test_a_voice_provider_without_the_check_in_template_falls_back_to_the_text(
     assert (error["channel"], error["operator"]) == ("voice@aliyun_voice", True)
     assert r.aliyun.sms_up(r.callback("aliyun", "sms_up"), RESIDENT_MOBILE, "1")[0] == 200
     assert r.answer(alert_id) == ("fine", "sms@aliyun")
+
+
+def test_check_ins_sent_in_one_batch_are_answered_each_on_its_own(rig_factory: Callable[..., Rig]) -> None:
+    from lovekey.bench.support.seeding import ContactSpec, seed_resident
+
+    r = rig_factory(sms_providers=["aliyun"])
+    seed_resident(
+        r.rig.conn,
+        "R-2",
+        name="刘桂芳",
+        address="幸福里3-2-102",
+        contacts=[ContactSpec("love_key_holder", "李阿姨", push_url=r.rig.fake.url("push/lkh2"))],
+    )
+    r.rig.conn.execute("UPDATE resident SET phone = '+8613700000002' WHERE id = 'R-2'")
+    first, second = r.check_in(T0), r.check_in(T0, "R-2")
+    r.run(T0)
+    # the two check-in texts went in one SendBatchSms: one BizId, each with its own name and link
+    sent = sorted(r.aliyun.sent, key=lambda m: m.phone)
+    assert [m.phone for m in sent] == [RESIDENT_MOBILE, "13700000002"]
+    assert sent[0].message_id == sent[1].message_id
+    assert sent[0].rendered.startswith("【爱心钥匙】王秀英您好")
+    assert sent[1].rendered.startswith("【爱心钥匙】刘桂芳您好")
+    assert sent[0].params != sent[1].params  # each resident's own link
+    # a receipt for one number of the batch is recorded against that resident's check-in only
+    assert r.aliyun.sms_report(r.callback("aliyun", "sms_report"), sent[1])[0] == 200
+    statuses = dict(r.rig.conn.execute("SELECT alert_id, status FROM provider_message").fetchall())
+    assert statuses == {first: "accepted", second: "delivered"}
+
+    r.clock.now = T0 + timedelta(minutes=2)
+    assert r.aliyun.sms_up(r.callback("aliyun", "sms_up"), "13700000002", "1")[0] == 200
+    assert r.answer(second) == ("fine", "sms@aliyun")
+    assert r.answer(first) == (None, None)
+    for minutes in (10, 20, 30):
+        r.run(T0 + timedelta(minutes=minutes))
+    assert r.answer(first) == ("none", None)
+    assert [m.path for m in r.rig.fake.received()] == ["/push/lkh"]  # R-1's neighbour, not R-2's

@@ -704,8 +704,9 @@ def test_sigkill_of_the_worker_while_the_provider_holds_its_answer(database_url:
             first.kill()
         finally:
             first.close()
-        in_flight = {m.reference for m in aliyun.sent}
-        recorded = {r[0] for r in conn.execute("SELECT reference FROM provider_message")}
+        # by number (one per resident): several messages may share one batch request
+        in_flight = {m.phone for m in aliyun.sent}
+        recorded = {r[0][3:] for r in conn.execute("SELECT phone FROM provider_message")}
 
         aliyun.hold_s = 0.0
         second = WorkerProcess(database_url, unused, **env)
@@ -720,7 +721,7 @@ def test_sigkill_of_the_worker_while_the_provider_holds_its_answer(database_url:
 
     counts: dict[str, int] = {}
     for m in aliyun.sent:
-        counts[m.reference] = counts.get(m.reference, 0) + 1
+        counts[m.phone] = counts.get(m.phone, 0) + 1
     assert len(counts) == n  # every notification reached the provider
     # the kill cut requests the provider had accepted, unrecorded by LoveKey ...
     assert in_flight - recorded
@@ -728,10 +729,8 @@ def test_sigkill_of_the_worker_while_the_provider_holds_its_answer(database_url:
     # by OutId) before resending, found them, and recorded them as sent
     assert counts == {ref: 1 for ref in counts}
     found = {
-        r[0]
-        for r in conn_rows(
-            database_url, "SELECT reference FROM provider_message WHERE message_id LIKE 'out:%%'"
-        )
+        r[0][3:]
+        for r in conn_rows(database_url, "SELECT phone FROM provider_message WHERE message_id LIKE 'out:%%'")
     }
     assert found == in_flight - recorded
     assert aliyun.refused == []
@@ -792,3 +791,32 @@ def test_an_apprise_gateway_as_one_of_the_sms_providers(phones_factory: Callable
     assert p.rows("SELECT sent_channel FROM alert_outbox WHERE phone = '+8613800000002'") == [
         ("sms@gateway",)
     ]
+
+
+def test_one_template_due_together_goes_as_one_batch_and_a_bad_number_fails_alone(
+    phones_factory: Callable[..., Phones],
+) -> None:
+    p = phones_factory()
+    p.rig.raise_("sos", "R-1", T0)  # everyone at once; family and emergency by SMS in Chinese
+    p.run(T0)
+    zh = [m for m in p.aliyun.sent if m.template == "SMS_400002"]
+    assert len(zh) >= 2
+    assert len({m.message_id for m in zh}) == 1  # one SendBatchSms, one BizId
+    assert {m.reference for m in zh} == {zh[0].reference}
+    assert zh[0].reference.startswith("lkb")
+    refs = p.rows("SELECT DISTINCT reference FROM delivery_attempt WHERE channel = 'sms@aliyun'")
+    assert (zh[0].reference,) in refs
+
+    # a receipt for one number of the batch lands on that number's notification only
+    status, _ = p.aliyun.sms_report(p.callback("aliyun", "sms_report"), zh[0])
+    assert status == 200
+    assert p.rows("SELECT count(*) FROM provider_message WHERE status = 'delivered'") == [(1,)]
+
+    q = phones_factory()
+    q.aliyun.codes["13800000120"] = "isv.MOBILE_NUMBER_ILLEGAL"  # the emergency number
+    alert_id = q.rig.raise_("sos", "R-1", T0)
+    q.run(T0)
+    assert q.aliyun.sent_to("13800000120") == []
+    assert len(q.aliyun.sent_to("13800000002")) == 1  # the batch's other number still got it
+    failed = [e for e in events(q, alert_id, "delivery_failed") if e["role"] == "emergency"]
+    assert [(e["reason"], e["code"]) for e in failed] == [("invalid_number", "isv.MOBILE_NUMBER_ILLEGAL")]

@@ -109,6 +109,22 @@ class ProviderBook:
             )
         return self.get(name).send(message)
 
+    def batch_max(self, channel: str) -> int:
+        """How many messages of one template the channel's provider takes in one request (1:
+        no batch request)."""
+        name = provider_of(channel)
+        if name is None or name not in self._settings:
+            return 1
+        provider = self.get(name)
+        return int(getattr(provider, "batch_max", 1)) if hasattr(provider, "send_batch") else 1
+
+    def send_batch(self, messages: list[TemplateMessage]) -> Accepted:
+        """Several messages of one template, one channel, in one request."""
+        name = provider_of(messages[0].channel) or ""
+        send_batch = getattr(self.get(name), "send_batch")  # noqa: B009 (checked by batch_max)
+        accepted: Accepted = send_batch(messages)
+        return accepted
+
     def find(self, message: TemplateMessage) -> Accepted | None:
         """The provider's record of an earlier send of `message` (same reference), where the
         provider can be asked (Alibaba SMS); None when it has none or cannot say."""

@@ -34,7 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -55,6 +55,7 @@ class SentMessage:
     params: dict[str, str] | list[str]
     rendered: str  # what the phone shows, or what the call reads
     reference: str  # OutId / SessionContext
+    at: float = 0.0  # wall time the stand-in accepted it
 
 
 class _Server(ThreadingHTTPServer):
@@ -110,6 +111,8 @@ class _CloudFake:
                     self.connection.close()
                     return
                 status, payload = fake._handle(self.command, self.path, dict(self.headers.items()), body)
+                if fake.hold_s:  # accepted (or refused); the answer waits
+                    time.sleep(fake.hold_s)
                 data = json.dumps(payload, ensure_ascii=False).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", fake.content_type)
@@ -152,13 +155,12 @@ class _CloudFake:
         return f"{self.name}-{next(self._ids):08d}"
 
     def _accept(self, message: SentMessage) -> None:
+        message = replace(message, at=time.time())
         with self._lock:
             self.sent.append(message)
             self.first_request_at.setdefault(message.reference, time.time())
         if self.echo is not None:
             self.echo(message)
-        if self.hold_s:
-            time.sleep(self.hold_s)
 
     def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         raise NotImplementedError
@@ -239,6 +241,10 @@ class FakeAliyun(_CloudFake):
             return 200, self._send_sms(q, request_id)
         if action == "IvrCall":
             return 200, self._ivr_call(q, request_id)
+        if action == "SendBatchSms":
+            return 200, self._send_batch_sms(
+                {**q, **dict(parse_qsl(body.decode(), keep_blank_values=True))}, request_id
+            )
         if action == "QuerySendDetails":
             return 200, self._query_send_details(q, request_id)
         return 404, {"Code": "InvalidAction.NotFound", "Message": f"{action}", "RequestId": request_id}
@@ -290,6 +296,52 @@ class FakeAliyun(_CloudFake):
                 q.get("OutId", ""),
             )
         )
+        return {"Code": "OK", "Message": "OK", "BizId": biz_id, "RequestId": request_id}
+
+    def _send_batch_sms(self, q: dict[str, str], request_id: str) -> dict[str, Any]:
+        """SendBatchSms: numbers, signatures and variables as JSON arrays of equal length, one
+        template; one BizId. A refused number refuses the whole request (the stand-in's reading
+        of the API, which answers once per request)."""
+        try:
+            phones = json.loads(q.get("PhoneNumberJson", "[]"))
+            signs = json.loads(q.get("SignNameJson", "[]"))
+            params = json.loads(q.get("TemplateParamJson", "[]"))
+        except ValueError:
+            return self._refusal("isv.INVALID_JSON_PARAM", request_id)
+        if not (len(phones) == len(signs) == len(params)) or not phones or len(phones) > 100:
+            return self._refusal("isv.INVALID_PARAMETERS", request_id)
+        for phone in phones:
+            if phone in self.codes:
+                return self._refusal(self.codes[phone], request_id)
+            if not re.fullmatch(r"1\d{10}|\d{8,15}", phone):
+                return self._refusal("isv.MOBILE_NUMBER_ILLEGAL", request_id)
+        if any(sign != self.sign_name for sign in signs):
+            return self._refusal("isv.SMS_SIGNATURE_ILLEGAL", request_id)
+        rendered = [
+            self._render(q.get("TemplateCode", ""), json.dumps(p, ensure_ascii=False), request_id)
+            for p in params
+        ]
+        for r in rendered:
+            if isinstance(r, dict):
+                return r
+        if self._take_throttle():
+            return self._refusal("isv.BUSINESS_LIMIT_CONTROL", request_id)
+        biz_id = f"{next(self._ids)}^0"
+        for phone, r in zip(phones, rendered, strict=True):
+            assert not isinstance(r, dict)
+            variables, text = r
+            self._accept(
+                SentMessage(
+                    "aliyun",
+                    "sms",
+                    biz_id,
+                    phone,
+                    q["TemplateCode"],
+                    variables,
+                    f"【{self.sign_name}】{text}",
+                    q.get("OutId", ""),
+                )
+            )
         return {"Code": "OK", "Message": "OK", "BizId": biz_id, "RequestId": request_id}
 
     def _query_send_details(self, q: dict[str, str], request_id: str) -> dict[str, Any]:
