@@ -21,7 +21,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from lovekey.alerts.providers.base import Accepted, Action, ProviderError, TemplateMessage, clipped
+from lovekey.alerts.providers.base import (
+    Accepted,
+    Action,
+    ProviderError,
+    TemplateMessage,
+    clipped,
+    refusal_by_code,
+)
 from lovekey.config import ProviderSettings
 
 # Alibaba Cloud's default limit per template variable is 35 characters
@@ -70,7 +77,6 @@ _CODES: dict[str, tuple[Action, bool]] = {
     "isv.DISPLAY_NUMBER_ILLEGAL": (Action.NEXT_CHANNEL, True),
     "isv.VOICE_FILE_ILLEGAL": (Action.NEXT_CHANNEL, True),
 }
-_THROTTLE_RETRY_S = 60.0
 _CHINA = timezone(timedelta(hours=8))  # QuerySendDetails' SendDate is a date in China
 
 
@@ -98,15 +104,7 @@ def _config(settings: ProviderSettings, default_host: str) -> Any:
 
 
 def refusal(channel: str, code: str, message: str) -> ProviderError:
-    action, operator = _CODES.get(code, (Action.NEXT_CHANNEL, False))
-    return ProviderError(
-        channel,
-        f"{code}: {message}",
-        action=action,
-        code=code,
-        operator=operator,
-        retry_after_s=_THROTTLE_RETRY_S if action is Action.RETRY else None,
-    )
+    return refusal_by_code(_CODES, channel, code, message)
 
 
 def _sdk_error(channel: str, exc: Exception) -> ProviderError:

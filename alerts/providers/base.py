@@ -81,3 +81,22 @@ def clipped(params: Mapping[str, str], max_chars: int) -> dict[str, str]:
     """Every variable within the limit, except a link: a shortened link is a broken one, so it
     goes whole and a provider that finds it too long says so (an operator error)."""
     return {k: v if k == "link" else clip(v, max_chars) for k, v in params.items()}
+
+
+THROTTLE_RETRY_S = 60.0  # a throttled provider is tried again no sooner than this
+
+
+def refusal_by_code(
+    codes: Mapping[str, tuple[Action, bool]], channel: str, code: str, message: str
+) -> ProviderError:
+    """A provider's error code as what the outbox does next (`codes`: code -> action and
+    whether it is the operator's to fix); a code not in the table tries the next channel."""
+    action, operator = codes.get(code, (Action.NEXT_CHANNEL, False))
+    return ProviderError(
+        channel,
+        f"{code}: {message}",
+        action=action,
+        code=code,
+        operator=operator,
+        retry_after_s=THROTTLE_RETRY_S if action is Action.RETRY else None,
+    )

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from lovekey.alerts.providers.base import Accepted, Action, ProviderError, TemplateMessage, clipped
+from lovekey.alerts.providers.base import (
+    Accepted,
+    Action,
+    ProviderError,
+    TemplateMessage,
+    clipped,
+    refusal_by_code,
+)
 from lovekey.config import ProviderSettings
 
 # Tencent Cloud limits each template variable by account and template type; set
@@ -55,20 +62,11 @@ _CODES: dict[str, tuple[Action, bool]] = {
     "AuthFailure.SignatureFailure": (Action.NEXT_CHANNEL, True),
     "AuthFailure.SecretIdNotFound": (Action.NEXT_CHANNEL, True),
 }
-_THROTTLE_RETRY_S = 60.0
 _UNREACHABLE = ("ClientNetworkError", "ServerNetworkError", "ClientError")
 
 
 def refusal(channel: str, code: str, message: str) -> ProviderError:
-    action, operator = _CODES.get(code, (Action.NEXT_CHANNEL, False))
-    return ProviderError(
-        channel,
-        f"{code}: {message}",
-        action=action,
-        code=code,
-        operator=operator,
-        retry_after_s=_THROTTLE_RETRY_S if action is Action.RETRY else None,
-    )
+    return refusal_by_code(_CODES, channel, code, message)
 
 
 def _sdk_error(channel: str, exc: Exception) -> ProviderError:

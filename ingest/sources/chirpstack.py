@@ -14,41 +14,20 @@ the uplink), so the same event delivered twice is stored once.
 
 from __future__ import annotations
 
-from typing import Any
-from zoneinfo import ZoneInfo
-
-from lovekey.config import SourceSettings
 from lovekey.errors import PayloadError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import DecodeContext
 from lovekey.ingest.codecs._fields import load_object
-from lovekey.ingest.decoded import DecodedMessage, EventMessage, WaterReading
-from lovekey.ingest.sources import SourceAdapter, register
+from lovekey.ingest.decoded import DecodedMessage
+from lovekey.ingest.sources import register
 from lovekey.ingest.sources._fields import external_id, rfc3339, within
-from lovekey.ingest.sources._meter import (
-    MeterFields,
-    base64_bytes,
-    check_decoders,
-    decoder_for,
-    from_frame,
-    levels,
-    meter_reading,
-    object_time,
-)
-
-MAX_F_CNT = 2**32 - 1
+from lovekey.ingest.sources._lorawan import LoRaWanAdapter, frame_counter
 
 
 @register
-class ChirpStack(SourceAdapter):
+class ChirpStack(LoRaWanAdapter):
     kind = "chirpstack"
     default_topic = "application/+/device/+/event/up"
-
-    def __init__(self, source: SourceSettings, *, zone: ZoneInfo) -> None:
-        super().__init__(source, zone=zone)
-        self.fields = MeterFields.from_options(source.options)
-        check_decoders(source.decoders)
-        self.decoders = dict(source.decoders)
 
     def decode(self, topic: str, payload: bytes, context: DecodeContext) -> DecodedMessage:
         levels_ = topic.split("/")
@@ -69,34 +48,13 @@ class ChirpStack(SourceAdapter):
         if "time" not in body:
             raise PayloadError(reasons.MISSING_FIELD, "time")
         ts = within(rfc3339(body["time"], None, "time"), context, "time")
-        seq = _f_cnt(body.get("fCnt", 0))
-        model = info.get("deviceProfileName")
-        reading: WaterReading | None
-        found: tuple[EventMessage, ...]
-        if decoder_for(self.decoders, model if isinstance(model, str) else None) == "cjt188":
-            reading, found = from_frame(base64_bytes(body.get("data"), "data"), ts, self.fields, seq)
-        else:
-            decoded = body.get("object")
-            if not isinstance(decoded, dict):
-                raise PayloadError(reasons.MISSING_FIELD, "object (the device profile's codec output)")
-            ts = object_time(decoded, self.fields, self.zone, context, ts)
-            reading = meter_reading(decoded, ts, self.fields, seq)
-            found = levels(decoded, ts)
-            if reading is None and not found:
-                raise PayloadError(
-                    reasons.MISSING_FIELD, f"object has no {self.fields.total[0][0]} nor alarm state"
-                )
-        return DecodedMessage(
-            "reading",
-            self.gateway_id,
+        seq = frame_counter(body.get("fCnt", 0), "fCnt")
+        return self.uplink(
             dev_eui,
-            readings=(reading,) if reading is not None else (),
-            levels=found,
-            external=True,
+            info.get("deviceProfileName"),
+            raw=(body.get("data"), "data"),
+            decoded=(body.get("object"), "object (the device profile's codec output)"),
+            ts=ts,
+            seq=seq,
+            context=context,
         )
-
-
-def _f_cnt(value: Any) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_F_CNT:
-        raise PayloadError(reasons.BAD_VALUE, f"fCnt must be a 32-bit counter, got {value!r:.40}")
-    return value

@@ -15,7 +15,6 @@ are refused unless `options.allow_simulated` is true.
 
 from __future__ import annotations
 
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from lovekey.config import SourceSettings
@@ -23,33 +22,19 @@ from lovekey.errors import PayloadError, SettingsError
 from lovekey.ingest import reasons
 from lovekey.ingest.codecs import DecodeContext
 from lovekey.ingest.codecs._fields import load_object
-from lovekey.ingest.decoded import DecodedMessage, EventMessage, WaterReading
-from lovekey.ingest.sources import SourceAdapter, register
+from lovekey.ingest.decoded import DecodedMessage
+from lovekey.ingest.sources import register
 from lovekey.ingest.sources._fields import external_id, rfc3339, within
-from lovekey.ingest.sources._meter import (
-    MeterFields,
-    base64_bytes,
-    check_decoders,
-    decoder_for,
-    from_frame,
-    levels,
-    meter_reading,
-    object_time,
-)
-
-MAX_F_CNT = 2**32 - 1
+from lovekey.ingest.sources._lorawan import LoRaWanAdapter, frame_counter
 
 
 @register
-class TheThingsStack(SourceAdapter):
+class TheThingsStack(LoRaWanAdapter):
     kind = "tts"
     default_topic = "v3/+/devices/+/up"
 
     def __init__(self, source: SourceSettings, *, zone: ZoneInfo) -> None:
         super().__init__(source, zone=zone)
-        self.fields = MeterFields.from_options(source.options)
-        check_decoders(source.decoders)
-        self.decoders = dict(source.decoders)
         self.device_key = str(source.options.get("device_key", "dev_eui"))
         if self.device_key not in ("dev_eui", "device_id"):
             raise SettingsError(f"source {source.name}: device_key is dev_eui or device_id")
@@ -85,37 +70,14 @@ class TheThingsStack(SourceAdapter):
         if when is None:
             raise PayloadError(reasons.MISSING_FIELD, "uplink_message.received_at")
         ts = within(rfc3339(when, None, "received_at"), context, "received_at")
-        seq = _f_cnt(uplink.get("f_cnt", 0))
+        seq = frame_counter(uplink.get("f_cnt", 0), "f_cnt")
         version = uplink.get("version_ids")
-        model = version.get("model_id") if isinstance(version, dict) else None
-        reading: WaterReading | None
-        found: tuple[EventMessage, ...]
-        if decoder_for(self.decoders, model if isinstance(model, str) else None) == "cjt188":
-            reading, found = from_frame(
-                base64_bytes(uplink.get("frm_payload"), "frm_payload"), ts, self.fields, seq
-            )
-        else:
-            decoded = uplink.get("decoded_payload")
-            if not isinstance(decoded, dict):
-                raise PayloadError(reasons.MISSING_FIELD, "decoded_payload (the payload formatter's output)")
-            ts = object_time(decoded, self.fields, self.zone, context, ts)
-            reading = meter_reading(decoded, ts, self.fields, seq)
-            found = levels(decoded, ts)
-            if reading is None and not found:
-                raise PayloadError(
-                    reasons.MISSING_FIELD, f"decoded_payload has no {self.fields.total[0][0]} nor alarm state"
-                )
-        return DecodedMessage(
-            "reading",
-            self.gateway_id,
+        return self.uplink(
             key,
-            readings=(reading,) if reading is not None else (),
-            levels=found,
-            external=True,
+            version.get("model_id") if isinstance(version, dict) else None,
+            raw=(uplink.get("frm_payload"), "frm_payload"),
+            decoded=(uplink.get("decoded_payload"), "decoded_payload (the payload formatter's output)"),
+            ts=ts,
+            seq=seq,
+            context=context,
         )
-
-
-def _f_cnt(value: Any) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_F_CNT:
-        raise PayloadError(reasons.BAD_VALUE, f"f_cnt must be a 32-bit counter, got {value!r:.40}")
-    return value
