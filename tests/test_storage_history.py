@@ -560,7 +560,15 @@ def test_the_storage_benchmark_runs_end_to_end(postgres_factory: DatabaseFactory
         check=False,
     )
     assert "FAILED" not in done.stdout, done.stdout
-    for figure in ("hot table:", "compact history:", "WAL written", "export csv:", "export parquet:"):
+    figures = (
+        "hot table:",
+        "hot layout",
+        "compact history:",
+        "WAL written",
+        "export csv:",
+        "export parquet:",
+    )
+    for figure in figures:
         assert figure in done.stdout, done.stdout + done.stderr
 
 
