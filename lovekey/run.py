@@ -1,5 +1,6 @@
 """`lovekey run`: ingest, detectors, the alert worker, the console and maintenance in one process
-(and the HTTP push receiver, when `[[sources]]` name a CTWing, OneNET or Huawei source).
+(and the HTTP push receiver, when `[[sources]]` name a CTWing, OneNET or Huawei source, and
+the bridge, when a source has a broker of its own).
 
 For a district on one machine. Each part is still its own command for scale-out
 (`lovekey ingest --shared`, `lovekey detect --shard`, `lovekey alerts worker`, `lovekey serve`).
@@ -30,7 +31,7 @@ from lovekey.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
-PARTS = ("ingest", "detect", "alerts", "console", "maintain", "receive")
+PARTS = ("ingest", "detect", "alerts", "console", "maintain", "receive", "bridge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,7 @@ def add_commands(subparsers: Any) -> None:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     parts = tuple(p for p in PARTS if p not in args.without)
     with ExitStack() as stack:
-        db_url, mqtt_url = open_services(stack, settings, need_broker="ingest" in parts)
+        db_url, mqtt_url = open_services(stack, settings, need_broker="ingest" in parts or "bridge" in parts)
         stop = threading.Event()
         stack.enter_context(stop_on_signals(stop))
         asyncio.run(run_pipeline(settings, db_url, mqtt_url, stop=stop, parts=parts))
@@ -102,6 +103,9 @@ async def run_pipeline(
     # the push receiver runs when there is something to receive: an HTTP source configured
     if "receive" in parts and any(source.is_http for source in settings.sources):
         jobs["receive"] = lambda: _receive(settings, db_url, astop)
+    # and the bridge when a source has a broker of its own (`lovekey bridge` on its own)
+    if "bridge" in parts and mqtt_url and any(s.broker_url and not s.is_http for s in settings.sources):
+        jobs["bridge"] = lambda: _bridge(settings, mqtt_url, astop)
     for name, part in (extra or {}).items():
         jobs[name] = functools.partial(part, astop)
 
@@ -228,6 +232,12 @@ async def _receive(settings: Settings, db_url: str, stop: asyncio.Event) -> None
     from lovekey.ingest.http_receiver import run_receiver
 
     await run_receiver(settings, db_url, stop)
+
+
+async def _bridge(settings: Settings, mqtt_url: str, stop: asyncio.Event) -> None:
+    from lovekey.ingest.bridge import run_bridges
+
+    await run_bridges(settings, mqtt_url, stop)
 
 
 async def _maintain(settings: Settings, db_url: str, stop: asyncio.Event) -> None:

@@ -175,3 +175,46 @@ def test_lovekey_bridge_stops_cleanly(signum: int, mqtt_url: str, topic_prefix: 
     assert proc.returncode == 0, "".join(lines) + rest
     assert elapsed < 5.0
     assert "Traceback" not in rest
+
+
+def test_lovekey_run_hosts_the_bridge_for_a_source_with_a_broker_of_its_own(
+    db: str, make_settings: Callable[..., Settings], mqtt_url: str, topic_prefix: str
+) -> None:
+    """`lovekey run` (here its pipeline with ingest and bridge) needs no separate `lovekey
+    bridge`: a message on the source's own broker is stored."""
+    from lovekey.run import run_pipeline
+
+    register(db, "z2m", [("SM-Z-2", "smoke", "hall smoke")])
+    remote = f"{topic_prefix}/remote/zigbee2mqtt"
+    settings = make_settings(
+        database_url=db,
+        mqtt_url=mqtt_url,
+        mqtt={"topic_prefix": topic_prefix, "client_id": "lkt-" + topic_prefix.rsplit("/", 1)[-1]},
+        ingest={"batch_ms": 50, "registry_miss_retry_s": 0},
+        sources=[{"name": "z2m", "kind": "zigbee2mqtt", "topic": f"{remote}/#", "broker_url": mqtt_url}],
+    )
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def pipeline() -> None:
+        try:
+            asyncio.run(run_pipeline(settings, db, mqtt_url, stop=stop, parts=("ingest", "bridge")))
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=pipeline, name="test-run-bridge")
+    thread.start()
+    try:
+        with Publisher(mqtt_url) as source:
+
+            def stored() -> bool:  # the bridge subscribes at the source some time after start
+                source.publish(f"{remote}/hall smoke", dumps(Z2M_SMOKE_ALARM))
+                return _events(db) != []
+
+            wait_for(stored, timeout_s=30, interval_s=0.5)
+    finally:
+        stop.set()
+        thread.join(15)
+    assert not thread.is_alive()
+    assert not failures, failures
+    assert _events(db) == [("smoke", True)]  # however many copies got through, one event
