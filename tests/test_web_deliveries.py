@@ -278,6 +278,7 @@ def test_the_alert_page_shows_receipts_keys_refusals_and_operator_errors(
     assert "delivery_receipt" in page
     assert "key_pressed" in page
     assert "meaning: I&#39;m going" in page
+    assert "code: </span>" not in page  # a receipt without a code says no empty one
 
     # the same through the API
     detail = r.console.get(f"/api/alerts/{alert_id}").json()
@@ -371,11 +372,12 @@ def test_the_alert_page_shows_each_check_in_attempt_and_the_answer(rig_factory: 
     [
         ("isv.MOBILE_NUMBER_ILLEGAL: 非法手机号", "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号"),
         (
-            "InvalidParameterValue.IncorrectPhoneNumber: InvalidParameterValue.IncorrectPhoneNumber",
+            "InvalidParameterValue.IncorrectPhoneNumber: the phone number is incorrect",
             "InvalidParameterValue.IncorrectPhoneNumber",
-            "InvalidParameterValue.IncorrectPhoneNumber",
+            "the phone number is incorrect",
         ),
         ("DELIVERED 用户接收成功", "DELIVERED", "用户接收成功"),
+        ("isv.MOBILE_NUMBER_ILLEGAL: isv.MOBILE_NUMBER_ILLEGAL", "isv.MOBILE_NUMBER_ILLEGAL", ""),
         ("MK:0001 失败", "MK:0001", "失败"),
         ("200005 执行完成", "200005", "执行完成"),
         ("result 1", "", "result 1"),  # a word is text, not a code

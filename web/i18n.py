@@ -149,7 +149,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "purpose_stand_down": ("stand-down", "解除通知"),
     "purpose_digest": ("digest", "日报"),
     "delivery_queued": ("queued", "排队中"),
-    "delivery_accepted": ("accepted by the provider", "服务商已受理"),
+    "delivery_accepted": ("accepted, no receipt yet", "已受理，暂无回执"),
     "delivery_delivered": ("delivered", "已送达"),
     "delivery_failed": ("failed", "发送失败"),
     "delivery_unanswered": ("call not answered", "电话未接听"),

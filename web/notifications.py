@@ -97,7 +97,8 @@ def split_reason(reason: str | None) -> Reason:
     for separator in (": ", " "):
         head, found, tail = text.partition(separator)
         if found and _is_code(head):
-            return Reason(head, tail.strip())
+            tail = tail.strip()
+            return Reason(head, "" if tail == head else tail)  # a provider may repeat its code
     if _is_code(text):
         return Reason(text, "")
     return Reason("", text)
@@ -288,7 +289,7 @@ def history_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
         facts["meaning"] = key_meaning(facts.get("role", ""), facts["key"])
     if event == "delivery_receipt" and "reason" in facts:
         reason = split_reason(facts.pop("reason"))
-        facts.update(code=reason.code, text=reason.text)
+        facts.update({k: v for k, v in (("code", reason.code), ("text", reason.text)) if v})
     return {
         "at": entry.get("at"),
         "event": event,
