@@ -161,6 +161,18 @@ def parse_reply(text: str) -> int | None:
     return int(match[1])
 
 
+def named_alert(text: str) -> int | None:
+    """The alert id a reply names, if any. A bare key (`1`, `2`: what a message asks to reply
+    or a call to press) is never an id, however the alerts are numbered: alerts 1 and 2 exist
+    in every installation, and a neighbour's "1" to the newest alert must not acknowledge
+    alert #1 sent to them days before. Written as a short code (`#1`, `#2`) it is one."""
+    code = parse_reply(text)
+    if code is None:
+        return None
+    bare = unicodedata.normalize("NFKC", text).strip() == str(code)
+    return None if bare and code in check_in.REPLIES else code
+
+
 def phone_variants(sender: str, default_country_code: str) -> list[str]:
     """E.164 forms the sender's number may be stored as."""
     digits = re.sub(r"\D", "", sender)
@@ -171,24 +183,30 @@ def phone_variants(sender: str, default_country_code: str) -> list[str]:
     return [f"+{digits}", f"+{default_country_code}{digits.lstrip('0')}"]
 
 
-# the newest alert sent to this phone that is still open: `1` means that one, any other
-# number must be the alert's id (and such a match wins over the newest)
+# the newest alert sent to this phone that is still open: `1` means that one; an alert id the
+# reply names (`named_alert`: never a bare key) must be one sent to this phone, and such a
+# match wins over the newest
 _SMS_TARGET = """
     SELECT o.alert_id, o.name, o.contact_ref, o.sent_at
     FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
     WHERE o.phone = ANY(%(phones)s) AND o.purpose = 'alert' AND o.state = 'sent'
       AND o.sent_at > %(since)s AND a.status <> 'resolved' AND o.role <> 'resident'
-      AND (%(code)s = 1 OR o.alert_id = %(code)s)
-    ORDER BY (o.alert_id = %(code)s) DESC, o.sent_at DESC, o.id DESC
+      AND (%(code)s = 1 OR o.alert_id = %(named)s::bigint)
+    ORDER BY (o.alert_id = %(named)s::bigint) DESC NULLS LAST, o.sent_at DESC, o.id DESC
     LIMIT 1
 """
 
 
 def _sms_target_params(
-    code: int, sender: str, now: datetime, ttl_s: int, default_country_code: str
+    text: str, code: int, sender: str, now: datetime, ttl_s: int, default_country_code: str
 ) -> dict[str, Any]:
     phones = phone_variants(sender, default_country_code)
-    return {"phones": phones, "since": now - timedelta(seconds=ttl_s), "code": code}
+    return {
+        "phones": phones,
+        "since": now - timedelta(seconds=ttl_s),
+        "code": code,
+        "named": named_alert(text),
+    }
 
 
 # the newest check-in this phone was sent as the resident (`1` fine, `2` need help), and
@@ -237,7 +255,7 @@ def acknowledge_by_sms(
     code = parse_reply(text)
     if code is None:
         return SmsReply(None, False, "not_understood")
-    params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
+    params = _sms_target_params(text, code, sender, now, ttl_s, default_country_code)
     with conn.transaction():
         asked = conn.execute(_CHECK_IN_TARGET, params).fetchone() if code in check_in.REPLIES else None
         row = conn.execute(_SMS_TARGET, params).fetchone()
@@ -282,7 +300,7 @@ async def acknowledge_by_sms_async(
     code = parse_reply(text)
     if code is None:
         return SmsReply(None, False, "not_understood")
-    params = _sms_target_params(code, sender, now, ttl_s, default_country_code)
+    params = _sms_target_params(text, code, sender, now, ttl_s, default_country_code)
     async with conn.transaction():
         asked = None
         if code in check_in.REPLIES:

@@ -83,6 +83,14 @@ async def alerts(
     return JSONBody({"alerts": rows, "offset": offset, "limit": limit})
 
 
+@router.get("/provider-errors")
+async def provider_errors(request: Request, conn: Conn, session: SignedIn) -> JSONBody:
+    """Provider refusals the operator must fix, on alerts in scope, over the last 24 hours."""
+    since = console_of(request).clock() - queries.OPERATOR_ERROR_WINDOW
+    rows = await queries.operator_errors(conn, session.staff.scope, since=since)
+    return JSONBody({"since": since, "provider_errors": rows})
+
+
 @router.get("/alerts/{alert_id}")
 async def alert(request: Request, conn: Conn, session: SignedIn, alert_id: int) -> JSONBody:
     return JSONBody(await alert_or_404(request, conn, session.staff, alert_id))

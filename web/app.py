@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -99,6 +100,7 @@ def create_app(settings: Settings, database_url: str, *, clock: Clock = system_c
 
     app.add_exception_handler(NotSignedIn, _not_signed_in)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(psycopg.DataError, _value_the_database_cannot_hold)
     return app
 
@@ -180,6 +182,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         },
         status_code=exc.status_code,
     )
+
+
+# what a 422 says about each invalid field: where and why, never the value that was sent
+# (FastAPI's own answer echoes it as `input`: a password typed into the sign-in form)
+_VALIDATION_FIELDS = ("type", "loc", "msg")
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """A request that fails validation: 422 with the fields and reasons (JSON under /api,
+    the error page elsewhere), without the values the client sent."""
+    assert isinstance(exc, RequestValidationError)
+    if request.url.path.startswith("/api/"):
+        errors = [{k: e[k] for k in _VALIDATION_FIELDS if k in e} for e in exc.errors()]
+        return JSONResponse({"error": "invalid", "detail": errors}, status_code=422)
+    return await _http_error(request, StarletteHTTPException(status_code=422, detail="invalid"))
 
 
 async def _value_the_database_cannot_hold(request: Request, exc: Exception) -> Response:

@@ -239,10 +239,14 @@ async def queue(
     alerts = await queries.alert_queue(conn, scope, kind=kind, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
     counts = await queries.alert_counts(conn, scope, kind=kind)
     total = sum(counts.values())
+    # what the operator must fix in the provider settings, first, whatever the filter
+    since = console_of(request).clock() - queries.OPERATOR_ERROR_WINDOW
+    operator_errors = await queries.operator_errors(conn, scope, since=since)
     return render(
         request,
         "queue.html",
         {
+            "operator_errors": operator_errors,
             "alerts": alerts,
             "kind": kind,
             "kinds": queries.QUEUE_KINDS,

@@ -79,18 +79,28 @@ async def alert_queue(
                a.since, a.opened_at, a.last_triggered_at, a.notified_at, a.acknowledged_at,
                a.acknowledged_by, a.ack_channel, a.escalation_due_at, a.details, a.stage,
                {tier} AS tier, ar.name AS resident_name, h.address, h.community_id, h.grid_id,
-               t.told, t.last_told_at, t.rounds, t.pending, t.told_to
+               t.told, t.last_told_at, t.rounds, t.pending, t.told_to,
+               t.failed + coalesce(pm.undelivered, 0) AS undelivered,
+               EXISTS (SELECT 1 FROM alert_history hi WHERE hi.alert_id = a.id
+                         AND hi.event = 'provider_error' AND hi.detail @> '{{"operator": true}}')
+                   AS operator_error
         FROM alert a {joins}
         LEFT JOIN LATERAL (
             SELECT count(*) FILTER (WHERE o.state = 'sent') AS told,
                    max(o.sent_at) AS last_told_at,
                    coalesce(max(o.round) + 1, 0) AS rounds,
                    count(*) FILTER (WHERE o.state = 'pending') AS pending,
+                   count(*) FILTER (WHERE o.state = 'failed') AS failed,
                    (array_agg(json_build_object('name', o.name, 'role', o.role)
                               ORDER BY o.sent_at DESC) FILTER (WHERE o.state = 'sent'))[1:3]
                        AS told_to
             FROM alert_outbox o WHERE o.alert_id = a.id AND o.purpose = 'alert'
         ) t ON TRUE
+        LEFT JOIN LATERAL (
+            -- messages a provider took but then reported as never arrived
+            SELECT count(*) AS undelivered FROM provider_message m
+            WHERE m.alert_id = a.id AND m.status = 'failed'
+        ) pm ON TRUE
         WHERE a.status <> 'resolved' AND {visible}
           AND (%(kind)s::text IS NULL OR a.kind = %(kind)s::text)
         ORDER BY tier, a.status = 'acknowledged', a.opened_at, a.id
@@ -126,18 +136,27 @@ async def alert_detail(conn: AsyncConn, scope: Scope, alert_id: int) -> dict[str
     alert = await _one(conn, query, {**scope.params, "id": alert_id})
     if alert is None:
         return None
+    # every notification with its attempts and what the providers said: the message they
+    # accepted (their id for it), its receipt (delivered / failed with their reason, a call
+    # answered or not) and a key pressed in a call. `phone` leaves here only to be masked by
+    # `web.notifications`.
     alert["deliveries"] = await _rows(
         conn,
         """
-        SELECT o.id, o.purpose, o.round, o.step, o.role, o.name, o.state, o.channels,
-               o.created_at, o.not_before, o.sent_at, o.sent_channel,
-               coalesce(json_agg(json_build_object(
+        SELECT o.id, o.purpose, o.round, o.step, o.role, o.name, o.phone, o.state, o.channels,
+               o.created_at, o.not_before, o.sent_at, o.sent_channel, o.bundle_id,
+               coalesce((SELECT json_agg(json_build_object(
                    'channel', d.channel, 'result', d.result, 'started_at', d.started_at,
                    'finished_at', d.finished_at, 'error', d.error) ORDER BY d.id)
-                   FILTER (WHERE d.id IS NOT NULL), '[]') AS attempts
-        FROM alert_outbox o LEFT JOIN delivery_attempt d ON d.outbox_id = o.id
+                   FROM delivery_attempt d WHERE d.outbox_id = o.id), '[]') AS attempts,
+               coalesce((SELECT json_agg(json_build_object(
+                   'provider', m.provider, 'channel', m.channel, 'message_id', m.message_id,
+                   'accepted_at', m.accepted_at, 'status', m.status, 'status_at', m.status_at,
+                   'reason', m.reason, 'key_pressed', m.key_pressed, 'key_at', m.key_at)
+                   ORDER BY m.accepted_at, m.id)
+                   FROM provider_message m WHERE m.outbox_id = o.id), '[]') AS messages
+        FROM alert_outbox o
         WHERE o.alert_id = %s
-        GROUP BY o.id
         ORDER BY o.round, o.created_at, o.id
         """,
         (alert_id,),
@@ -155,6 +174,36 @@ async def alert_detail(conn: AsyncConn, scope: Scope, alert_id: int) -> dict[str
         (alert_id,),
     )
     return alert
+
+
+# how far back the overview looks for provider errors the operator must fix
+OPERATOR_ERROR_WINDOW = timedelta(hours=24)
+
+
+async def operator_errors(
+    conn: AsyncConn, scope: Scope, *, since: datetime, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Provider refusals the operator must fix (`provider_error` entries marked `operator` in
+    the history of alerts in scope) since `since`, one row per channel and code: how many
+    alerts, when last, the latest text, and the newest few alert ids."""
+    query = sql.SQL(
+        """
+        SELECT hi.detail->>'channel' AS channel, hi.detail->>'code' AS code,
+               count(DISTINCT hi.alert_id) AS alerts, max(hi.at) AS last_at,
+               (array_agg(hi.detail->>'detail' ORDER BY hi.at DESC))[1] AS detail,
+               (array_agg(hi.alert_id ORDER BY hi.at DESC))[1:5] AS alert_ids
+        FROM alert_history hi JOIN alert a ON a.id = hi.alert_id {joins}
+        WHERE hi.event = 'provider_error' AND hi.at >= %(since)s
+          AND hi.detail @> '{{"operator": true}}' AND {visible}
+        GROUP BY 1, 2
+        ORDER BY last_at DESC
+        LIMIT %(limit)s
+        """
+    ).format(joins=ALERT_HOUSEHOLD_JOINS, visible=scope.alert("a", "h"))
+    rows = await _rows(conn, query, {**scope.params, "since": since, "limit": limit})
+    for row in rows:
+        row["alert_ids"] = list(dict.fromkeys(row["alert_ids"] or []))  # one alert, once
+    return rows
 
 
 async def alert_exists(conn: AsyncConn, alert_id: int) -> bool:

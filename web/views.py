@@ -12,6 +12,7 @@ from lovekey.vocabulary import DeviceKind
 from lovekey.web import auth, queries
 from lovekey.web.auth import Staff
 from lovekey.web.deps import Console, actor_for, console_of
+from lovekey.web.notifications import alert_view
 from lovekey.web.queries import AsyncConn
 from lovekey.web.reports import Report, build_report, month_range, month_starts
 from lovekey.web.usage import HOUR_S, chart_start, hourly_usage, to_json, window_hours
@@ -21,8 +22,9 @@ USAGE_LOOKBACK = timedelta(days=1)
 
 
 async def alert_or_404(request: Request, conn: AsyncConn, staff: Staff, alert_id: int) -> dict[str, Any]:
-    """The alert with deliveries and history if in scope; 404 otherwise (audited when it
-    exists but is out of scope)."""
+    """The alert with its notifications (shaped by `notifications.alert_view`: masked numbers,
+    provider receipts, keys pressed, operator errors) and history if in scope; 404 otherwise
+    (audited when it exists but is out of scope)."""
     alert = await queries.alert_detail(conn, staff.scope, alert_id)
     if alert is None:
         if await queries.alert_exists(conn, alert_id):
@@ -34,7 +36,7 @@ async def alert_or_404(request: Request, conn: AsyncConn, staff: Staff, alert_id
                 console_of(request).clock(),
             )
         raise HTTPException(status_code=404, detail="alert")
-    return alert
+    return alert_view(alert)
 
 
 async def resident_or_404(
