@@ -24,7 +24,7 @@ from lovekey.detectors.service import DetectorService
 from lovekey.ingest.codecs import decode_message
 from lovekey.simulator import INCIDENT_KINDS, Scenario, World
 from lovekey.simulator.checkin import spans_from_truth
-from lovekey.simulator.district import EV_LEFT
+from lovekey.simulator.district import EV_LEFT, EVENT_TYPES
 from lovekey.simulator.door import DoorModel, door_events
 from lovekey.simulator.incidents import LOCAL
 from lovekey.simulator.population import DOOR_SENSOR
@@ -81,7 +81,7 @@ def test_a_world_with_door_reminders_agrees_with_the_evaluation_and_the_contract
         (world.population.resident_ids[int(world.population.device_resident[d])], t)
         for d, triggers in world.door_triggers.items()
         for t, kind in triggers
-        if world_event_is_door(kind)
+        if EVENT_TYPES[kind] in DOOR_EVENTS
     ]
     assert sorted(sent) == sorted(expected)
     assert len(expected) > 100
@@ -97,12 +97,6 @@ def test_a_world_with_door_reminders_agrees_with_the_evaluation_and_the_contract
         assert [str(e.type) for e in decoded.events] == [orjson.loads(message.payload)["type"]]
         seen.add(orjson.loads(message.payload)["type"])
     assert {"passage", "left", "returned"} <= seen
-
-
-def world_event_is_door(kind: int) -> bool:
-    from lovekey.simulator.district import EVENT_TYPES
-
-    return EVENT_TYPES[kind] in DOOR_EVENTS
 
 
 def test_door_passages_published_by_the_simulator_are_stored_and_read_as_activity(
@@ -187,13 +181,14 @@ def test_door_passages_published_by_the_simulator_are_stored_and_read_as_activit
     assert presence.active_at_s is not None
     ids = list(service._det.registry.resident_ids)
     window_s = int((now - timedelta(hours=settings.detect.ring_hours)).timestamp())
+    pop = world.population
+    resident_of = {
+        pop.device_ids[d]: pop.resident_ids[int(pop.device_resident[d])] for d in world.door_triggers
+    }
     newest: dict[str, int] = {}
     for device, kind, ts in stored:
         if kind in {str(t) for t in DOOR_EVENTS} and ts > window_s:
-            resident = world.population.resident_ids[
-                int(world.population.device_resident[world.population.device_ids.index(device)])
-            ]
-            newest[resident] = max(newest.get(resident, 0), ts)
+            newest[resident_of[device]] = max(newest.get(resident_of[device], 0), ts)
     assert newest
     assert {r: int(presence.active_at_s[ids.index(r)]) for r in newest} == newest
     others = [i for i, r in enumerate(ids) if r not in newest]
