@@ -370,7 +370,9 @@ class DistrictModel:
             if plan.resident >= 0 and plan.kind in OUTING_KINDS | DOWN_KINDS:
                 spans[plan.resident].append((plan.kind, plan.start_s, plan.end_or(self.end_s)))
         residents = pop.device_resident[devices]
-        tells = [tells_direction(self.seed, r) for r in residents.tolist()]
+        tells = (
+            rand.uniform(self.seed, "door.direction", residents) < DOOR_DIRECTION_SHARE
+        )  # = tells_direction
         months = (self.end_s - self.start_s) / (30 * DAY_S)
         tampered = rand.uniform(self.seed, "door.tamper", residents) < DOOR_TAMPER_PER_MONTH * months
         tamper_at = self.start_s + np.floor(
