@@ -83,21 +83,32 @@ def unreachable(
     conn.execute(_START, (alert_id, resident_id, kind, now, dry, part, CheckInAnswer.UNREACHABLE, now))
 
 
+# A question reached the resident's phone when it was sent and no report of its provider
+# says otherwise: a call reported `unanswered` (nobody picked up, busy, switched off: see
+# alerts.providers.callbacks) or a text reported `failed` did not; a text delivered, or sent
+# with no report yet, did (a text with no reply still reached the phone). A call whose report
+# has not come by the end of the stage counts as reached: without a callback URL no report
+# ever comes, and a missing report is no proof that nobody picked up.
+_CLOSE = """
+    UPDATE check_in_answer SET answered_at = %(now)s,
+           answer = CASE WHEN EXISTS (
+               SELECT 1 FROM alert_outbox o
+               WHERE o.alert_id = %(alert)s AND o.role = 'resident' AND o.state = 'sent'
+                 AND (NOT EXISTS (SELECT 1 FROM provider_message p WHERE p.outbox_id = o.id)
+                      OR EXISTS (SELECT 1 FROM provider_message p
+                                 WHERE p.outbox_id = o.id
+                                   AND p.status NOT IN ('failed', 'unanswered')))
+           ) THEN 'none' ELSE 'unreachable' END
+    WHERE alert_id = %(alert)s AND answer IS NULL
+    RETURNING answer
+"""
+
+
 def close_unanswered(conn: psycopg.Connection[Any], alert_id: int, now: datetime) -> str | None:
     """End an unanswered check-in: 'none' when a question reached the phone, 'unreachable'
-    when every attempt to reach it failed. Returns the answer recorded (None: nothing open)."""
-    row = conn.execute(
-        """
-        UPDATE check_in_answer SET answered_at = %(now)s,
-               answer = CASE WHEN EXISTS (
-                   SELECT 1 FROM alert_outbox
-                   WHERE alert_id = %(alert)s AND role = 'resident' AND state = 'sent'
-               ) THEN 'none' ELSE 'unreachable' END
-        WHERE alert_id = %(alert)s AND answer IS NULL
-        RETURNING answer
-        """,
-        {"alert": alert_id, "now": now},
-    ).fetchone()
+    when none did (every call went unanswered, every text failed, or nothing could be sent).
+    Returns the answer recorded (None: nothing open)."""
+    row = conn.execute(_CLOSE, {"alert": alert_id, "now": now}).fetchone()
     return None if row is None else str(row[0])
 
 

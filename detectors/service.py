@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 I64 = npt.NDArray[np.int64]
 _EPOCH_DATE = date(1970, 1, 1)
+# who can be asked is read again at least this often (and whenever a check-in is settled)
+ASKABLE_REFRESH = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class DetectorService:
         self._pending = db.ReadingColumns.empty()
         self._was_away = np.empty(0, bool)
         self._back_at = np.empty(0, np.int64)  # per resident: when we saw an absence end
+        self._askable_read_at: datetime | None = None  # when who can be asked was last read
 
     # -- start --------------------------------------------------------------------------------
 
@@ -103,7 +106,8 @@ class DetectorService:
         """Rebuild everything from the database as of `now`."""
         st = self.st
         meters = [m for m in db.water_meters(conn) if self.shard.owns(m.resident_id or m.device_id)]
-        registry = self._registry(meters, db.unaskable_residents(conn))
+        registry = self._registry(meters, db.unaskable_residents(conn, now))
+        self._askable_read_at = now
         self._was_away = np.zeros(len(registry.resident_ids), bool)
         self._back_at = np.full(len(registry.resident_ids), NEVER, np.int64)
         det = Detector(
@@ -304,6 +308,7 @@ class DetectorService:
         if len(rows):
             self._watermark = max(self._watermark, db.utc(int(rows.received_s.max())))
         self._apply(rows, now, conn=conn)
+        self._refresh_askable(conn, now)
         presence = self._presence(conn, now)
         offline = self._gateway_status(conn)
         changes = det.sweep(db.epoch(now), presence, offline)
@@ -313,6 +318,25 @@ class DetectorService:
             self._save_days(conn, det.recorded_days)
             det.recorded_days.clear()
         return changes
+
+    def _refresh_askable(self, conn: psycopg.Connection[Any], now: datetime) -> None:
+        """Who can be asked, read again when a check-in was settled since the last read (a
+        phone found unreachable, or answering again) and at least every `ASKABLE_REFRESH`
+        (a retry period running out, a phone or a community's switch changed in the registry)."""
+        askable = self._det.registry.askable
+        if askable is None or self._askable_read_at is None:
+            return
+        last = self._askable_read_at
+        # a transaction that settled a check-in may commit after it read its clock
+        overlap = timedelta(seconds=self.st.received_overlap_s)
+        if now - last < ASKABLE_REFRESH and not db.check_ins_settled(conn, last - overlap, now):
+            return
+        unaskable = db.unaskable_residents(conn, now)
+        fresh = np.array([r not in unaskable for r in self._det.registry.resident_ids], np.bool_)
+        if not np.array_equal(fresh, askable):
+            log.info("who can be asked changed: %d residents cannot be asked", int((~fresh).sum()))
+        askable[:] = fresh
+        self._askable_read_at = now
 
     def _apply(self, rows: db.ReadingColumns, now: datetime, *, conn: psycopg.Connection[Any] | None) -> None:
         """Apply rows of our meters not applied before; rebuild meters that got late data."""

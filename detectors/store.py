@@ -435,17 +435,43 @@ def fine_dry_stretches(conn: psycopg.Connection[Any], since: datetime) -> list[t
     return [(r, p, int(m)) for r, p, m in rows]
 
 
-def unaskable_residents(conn: psycopg.Connection[Any]) -> set[str]:
-    """Residents the check-in stage cannot ask: no phone of their own, their community has
-    switched the stage off, or their last check-in found the phone unreachable."""
+# A resident whose newest settled check-in found their phone unreachable (no call picked up,
+# no text delivered, or no usable phone) is not asked for this long: their alerts take the
+# neighbour tier's timing. Then the next alert asks them again, so a phone that works again
+# (charged, found, its number fixed in the registry) is used again; one that still does not
+# puts them back for as long. An answer, or a stage that reached the phone ('none'), makes
+# them askable at once.
+UNREACHABLE_RETRY = timedelta(days=14)
+
+
+def unaskable_residents(conn: psycopg.Connection[Any], now: datetime) -> set[str]:
+    """Residents the check-in stage cannot ask at `now`: no phone of their own, their community
+    has switched the stage off, or their newest settled check-in (asked by `now`) found the
+    phone unreachable less than `UNREACHABLE_RETRY` ago."""
     rows = conn.execute(
         """
         SELECT r.id FROM resident r
         JOIN household h ON h.id = r.household_id
         LEFT JOIN community c ON c.id = h.community_id
         WHERE r.phone IS NULL OR c.check_in_enabled IS FALSE
-           OR (SELECT a.answer FROM check_in_answer a WHERE a.resident_id = r.id
-               ORDER BY a.asked_at DESC LIMIT 1) = 'unreachable'
-        """
+           OR EXISTS (
+               SELECT 1 FROM (
+                   SELECT a.answer, a.answered_at FROM check_in_answer a
+                   WHERE a.resident_id = r.id AND a.answer IS NOT NULL AND a.asked_at <= %(now)s
+                   ORDER BY a.asked_at DESC LIMIT 1
+               ) newest
+               WHERE newest.answer = 'unreachable' AND newest.answered_at > %(since)s
+           )
+        """,
+        {"now": now, "since": now - UNREACHABLE_RETRY},
     ).fetchall()
     return {r for (r,) in rows}
+
+
+def check_ins_settled(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> bool:
+    """Whether any check-in was settled (answered, or closed unanswered) in (since, until]."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM check_in_answer WHERE answered_at > %s AND answered_at <= %s)",
+        (since, until),
+    ).fetchone()
+    return bool(row and row[0])

@@ -10,7 +10,10 @@ first minutes, a silent meter and a planned absence (which must NOT reach a neig
 Two residents are asked first (the check-in stage), by a call that takes a key: one presses
 "1, fine" a few seconds after the phone rings (the alert closes, nobody is woken), the other,
 on the floor since 90 minutes ago, never answers (the love-key neighbour is called when the
-stage ends).
+stage ends). Half the households have a door reminder (`door_sensor`, as `lovekey evaluate`
+gives them): its passages, `left` / `returned`, battery and tamper events are published with
+the rest, and two residents go out a minute or two after the start, so a `left` arrives and
+is stored at once (the summary counts the door events stored).
 
 Escalation waits are scaled down (10 minutes become 30 seconds) so a visitor sees an alert
 climb from the love-key holder to staff within two minutes. Text messages and voice calls go
@@ -58,6 +61,8 @@ HISTORY_DAYS = 14
 LIVE_HOURS = 12
 # escalation waits in the demo are a twentieth of the real ones: 10 minutes become 30 s
 WAIT_SCALE = 1 / 20
+# households with a door reminder: the share `lovekey evaluate` and `lovekey simulate` use
+DOOR_SHARE = 0.5
 
 
 def add_commands(subparsers: Any) -> None:
@@ -130,7 +135,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
         now = datetime.now(UTC).replace(microsecond=0)
         started = time.monotonic()
-        world, asked = _build_world(args.residents, args.seed, now)
+        world, asked, going_out = _build_world(args.residents, args.seed, now)
         with psycopg.connect(db_url, autocommit=True) as conn:
             _import_registry(conn, world, settings)
             rows = _write_history(conn, world, now)
@@ -145,6 +150,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             "  Template SMS and voice calls are printed below as the stand-in of Alibaba Cloud's"
             " SMS and voice APIs receives them.\n"
             f"  check-in  {check_ins}\n"
+            f"  door      {going_out}\n"
             "  Ctrl+C stops.\n",
             flush=True,
         )
@@ -189,14 +195,18 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 # -- the simulated district ------------------------------------------------------------------
 
 
-def _build_world(residents: int, seed: int, now: datetime) -> tuple[Any, dict[str, str]]:
-    """The district, and the two residents the demo asks first ('fine', 'silent')."""
+def _build_world(residents: int, seed: int, now: datetime) -> tuple[Any, dict[str, str], str]:
+    """The district, the two residents the demo asks first ('fine', 'silent'), and a line for
+    the banner on the door reminders."""
     from lovekey.simulator import Scenario, World
+    from lovekey.simulator.district import tells_direction
 
     start = now - timedelta(days=HISTORY_DAYS)
     days = HISTORY_DAYS + LIVE_HOURS / 24
     scenario = Scenario.load(None)
-    probe = World.build(scenario, residents=residents, seed=seed, start=start, days=days)
+    probe = World.build(
+        scenario, residents=residents, seed=seed, start=start, days=days, door_share=DOOR_SHARE
+    )
     owners: dict[str, list[int]] = {}
     rows = probe.registry_rows()
     index = {rid: i for i, rid in enumerate(dict.fromkeys(r["resident_id"] for r in rows))}
@@ -256,10 +266,38 @@ def _build_world(residents: int, seed: int, now: datetime) -> tuple[Any, dict[st
     ]
     # and one who is up and about, and will answer "fine"
     fine = first("own_phone", taken)
+    # two residents with a door reminder go out for three hours a minute or two from now
+    out_at_h = now_h + 90 / 3600
+    # (whose reminders tell the direction, so they say "left"; a passage may still be missed)
+    doors = [i for i in owners.get("door_sensor", []) if i not in taken and tells_direction(seed, i)]
+    outgoers = doors[:2]
+    fixed += [{"kind": "day_out", "resident": r, "start_h": out_at_h, "duration_h": 3.0} for r in outgoers]
     scenario = scenario.with_overrides({"incidents": {"fixed": fixed}})
-    world = World.build(scenario, residents=residents, seed=seed, start=start, days=days)
+    world = World.build(
+        scenario, residents=residents, seed=seed, start=start, days=days, door_share=DOOR_SHARE
+    )
     ids = list(index)
-    return world, {"fine": ids[fine], "silent": ids[silent]}
+    return world, {"fine": ids[fine], "silent": ids[silent]}, _door_line(world, [ids[r] for r in outgoers])
+
+
+def _door_line(world: Any, outgoers: list[str]) -> str:
+    """Who has a door reminder, and what theirs will say when the two residents go out."""
+    from lovekey.simulator.district import EVENT_TYPES
+    from lovekey.simulator.population import DOOR_SENSOR
+
+    pop = world.population
+    households = len(world.door_triggers)
+    said = []
+    for rid in outgoers:
+        resident = pop.resident_ids.index(rid)
+        device = pop.devices_of(resident)[DOOR_SENSOR]
+        out = next(p for p in world.of_kind("day_out") if p.resident == resident)
+        heard = [str(EVENT_TYPES[k]) for t, k in world.door_triggers[device] if t == out.start_s]
+        said.append(
+            f"{pop.resident_name(resident)} goes out: {pop.device_ids[device]} says"
+            f" {heard[0] if heard else 'nothing (a missed passage)'}"
+        )
+    return f"{households} households have a door reminder; " + "; ".join(said)
 
 
 def _import_registry(conn: psycopg.Connection[Any], world: Any, settings: Settings) -> None:
@@ -458,6 +496,11 @@ def _summary(conn: psycopg.Connection[Any]) -> bool:
         print(f"  {kind:<16} {status:<13} {count}")
     n_escalated = escalated[0] if escalated else 0
     print(f"  alerts escalated: {n_escalated}; notification events: {sent[0] if sent else 0}")
+    door = conn.execute(
+        "SELECT e.type, count(*) FROM device_event e JOIN device d ON d.key = e.device_key"
+        " WHERE d.kind = 'door_sensor' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    print("  door reminder events stored: " + (", ".join(f"{t} {n}" for t, n in door) or "none"))
     for name, answer, channel, outcome, stage in conn.execute(
         """
         SELECT coalesce(r.name, c.resident_id), coalesce(c.answer, 'no answer yet'),

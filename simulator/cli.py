@@ -93,6 +93,14 @@ def add_commands(subparsers: Any) -> None:
         " more than the broker's Receive Maximum)",
     )
     p.add_argument(
+        "--door-share",
+        type=_share,
+        default=0.5,
+        metavar="SHARE",
+        help="households with a door reminder (kind door_sensor; default 0.5, as `lovekey"
+        " evaluate --door-share`)",
+    )
+    p.add_argument(
         "--reporting", choices=_MODES, help="every meter reports this way (default: the scenario's mix)"
     )
     p.add_argument(
@@ -136,7 +144,14 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
     from lovekey.simulator import World
 
-    world = World.build(scenario, residents=args.residents, seed=args.seed, start=start, days=args.days)
+    world = World.build(
+        scenario,
+        residents=args.residents,
+        seed=args.seed,
+        start=start,
+        days=args.days,
+        door_share=args.door_share,
+    )
     if args.registry_out:
         write_registry(world, args.registry_out)
         print(
@@ -180,6 +195,7 @@ def _publish(
         max_inflight=args.max_inflight,
         lanes=args.connections,
         tls_files=TlsFiles.from_settings(settings.mqtt),
+        door_share=args.door_share,
         pacing=Pacing(
             speed=speed,
             max_rate=None if args.load else args.max_rate,
@@ -309,6 +325,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 

@@ -19,13 +19,16 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from types import MappingProxyType
 from typing import Self
 
 import numpy as np
 import numpy.typing as npt
 
+from lovekey.simulator import rand
 from lovekey.simulator.columns import Columns
+from lovekey.simulator.door import DOWN_KINDS, OUTING_KINDS, DoorModel
 from lovekey.simulator.incidents import LOCAL_OFFSET_S, NO_USE_KINDS, Planned, plan_incidents
 from lovekey.simulator.meters import (
     NEW_METER_BATTERY_V,
@@ -34,7 +37,7 @@ from lovekey.simulator.meters import (
     draw_meters,
     draw_sensors,
 )
-from lovekey.simulator.population import WATER_METER, Population, build_population
+from lovekey.simulator.population import DOOR_SENSOR, WATER_METER, Population, build_population
 from lovekey.simulator.routine import MINUTES_PER_DAY, Traits, day_events, draw_traits, minute_usage
 from lovekey.simulator.scenario import Scenario
 from lovekey.vocabulary import EventType
@@ -57,8 +60,29 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType.HOME,
     EventType.TAMPER,
     EventType.BATTERY_LOW,
+    EventType.PASSAGE,
+    EventType.LEFT,
+    EventType.RETURNED,
 )
-EV_SMOKE, EV_GAS, EV_SOS, EV_AWAY, EV_HOME, EV_TAMPER, EV_BATTERY_LOW = range(7)
+EV_SMOKE, EV_GAS, EV_SOS, EV_AWAY, EV_HOME, EV_TAMPER, EV_BATTERY_LOW, EV_PASSAGE, EV_LEFT, EV_RETURNED = (
+    range(10)
+)
+
+# The door reminders, beyond what `simulator.door.DoorModel` draws (when each one triggers,
+# which triggers it misses, which are dead). Assumptions, as the model's own figures are:
+# no published rate exists for these devices.
+# - DOOR_DIRECTION_SHARE of the reminders tell the direction: they report a trigger at the
+#   start of a day out or an absence as `left` and one at its end as `returned`; visitors
+#   and false triggers, and every trigger of the others, are a `passage`.
+# - DOOR_TAMPER_PER_MONTH: a reminder taken off the wall (a cleaner, a curious grandchild)
+#   reports `tamper` once, at a random time, with this chance per month.
+DOOR_DIRECTION_SHARE = 0.5
+DOOR_TAMPER_PER_MONTH = 0.02
+
+
+def tells_direction(seed: int, resident: int) -> bool:
+    """Whether resident `resident`'s door reminder (if they have one) tells the direction."""
+    return bool(rand.uniform(seed, "door.direction", [resident])[0] < DOOR_DIRECTION_SHARE)
 
 
 @dataclass(frozen=True)
@@ -111,8 +135,10 @@ class DistrictModel:
         meters: MeterBehaviour,
         sensors: SensorBehaviour,
         plans: list[Planned],
+        door: DoorModel | None = None,
     ) -> None:
         self.scenario = scenario
+        self.door = door or DoorModel(seed=seed, share=0.0)
         self.seed = seed
         self.start_s = start_s
         self.end_s = end_s
@@ -133,9 +159,25 @@ class DistrictModel:
             self.swaps[plan.resident].append(plan)
 
     @classmethod
-    def draw(cls, scenario: Scenario, *, residents: int, seed: int, start_s: int, end_s: int) -> Self:
-        """Everything that is drawn once: people, habits, devices and incidents."""
-        population = build_population(scenario, residents=residents, seed=seed)
+    def draw(
+        cls,
+        scenario: Scenario,
+        *,
+        residents: int,
+        seed: int,
+        start_s: int,
+        end_s: int,
+        door_share: float = 0.0,
+    ) -> Self:
+        """Everything that is drawn once: people, habits, devices and incidents.
+
+        `door_share`: households with a door reminder (`simulator.door.DoorModel`, the same
+        households and triggers as `lovekey evaluate --door-share` gives).
+        """
+        if not 0.0 <= door_share <= 1.0:
+            raise ValueError("door_share must be between 0 and 1")
+        door = DoorModel(seed=seed, share=door_share)
+        population = build_population(scenario, residents=residents, seed=seed, door=door)
         traits = draw_traits(scenario, seed, population.profile)
         meters = draw_meters(scenario, population, seed=seed, start_s=start_s)
         sensors = draw_sensors(scenario, population, seed=seed)
@@ -154,6 +196,7 @@ class DistrictModel:
             meters=meters,
             sensors=sensors,
             plans=plans,
+            door=door,
         )
 
     def of_kind(self, kind: str) -> list[Planned]:
@@ -296,6 +339,9 @@ class DistrictModel:
                 found.append(
                     (plan.device, plan.start_s, EV_BATTERY_LOW, True, float(plan.params["battery_v"]))
                 )
+        for device, triggers in self.door_triggers.items():
+            if device in devices_in:
+                found += [(device, t, kind, True, math.nan) for t, kind in triggers if start <= t < end]
         found = [f for f in found if start <= f[1] < end and self.start_s <= f[1] < self.end_s]
         found.sort()
         return EventRows(
@@ -305,6 +351,46 @@ class DistrictModel:
             active=np.array([f[3] for f in found], dtype=np.bool_),
             value=np.array([f[4] for f in found], dtype=np.float64),
         )
+
+    # -- door reminders -------------------------------------------------------------------------
+
+    @cached_property
+    def door_triggers(self) -> dict[int, list[tuple[int, int]]]:
+        """Per door reminder (device index): (time, EVENT_TYPES index) of what it reports over
+        the span, by time: `DoorModel.passages` (drawn from the ground truth exactly as
+        `lovekey evaluate` draws them), read as `left` / `returned` by the reminders that tell
+        the direction, and a `tamper` now and then (see DOOR_DIRECTION_SHARE)."""
+        pop = self.population
+        devices = np.nonzero(pop.device_kind == DOOR_SENSOR)[0].tolist()
+        if not devices:
+            return {}
+        # the truth lines the model reads, in the truth's order (the model draws span by span)
+        spans: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
+        for plan in self.plans:
+            if plan.resident >= 0 and plan.kind in OUTING_KINDS | DOWN_KINDS:
+                spans[plan.resident].append((plan.kind, plan.start_s, plan.end_or(self.end_s)))
+        residents = pop.device_resident[devices]
+        tells = (
+            rand.uniform(self.seed, "door.direction", residents) < DOOR_DIRECTION_SHARE
+        )  # = tells_direction
+        months = (self.end_s - self.start_s) / (30 * DAY_S)
+        tampered = rand.uniform(self.seed, "door.tamper", residents) < DOOR_TAMPER_PER_MONTH * months
+        tamper_at = self.start_s + np.floor(
+            rand.uniform(self.seed, "door.tamper_at", residents) * (self.end_s - self.start_s)
+        ).astype(np.int64)
+        out: dict[int, list[tuple[int, int]]] = {}
+        for k, (device, r) in enumerate(zip(devices, residents.tolist(), strict=True)):
+            own = spans.get(r, [])
+            times = self.door.passages(pop.resident_ids[r], own, self.start_s, self.end_s)
+            leaving = {a for kind, a, _ in own if kind in OUTING_KINDS} if tells[k] else set()
+            coming = {b for kind, _, b in own if kind in OUTING_KINDS} if tells[k] else set()
+            triggers = [
+                (t, EV_LEFT if t in leaving else EV_RETURNED if t in coming else EV_PASSAGE) for t in times
+            ]
+            if tampered[k]:
+                triggers.append((int(tamper_at[k]), EV_TAMPER))
+            out[device] = sorted(triggers)
+        return out
 
 
 def _minutes(plan: Planned, start: int, end_s: int) -> tuple[int, int]:

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from lovekey.devices.model import REGISTRY_COLUMNS
 from lovekey.simulator import rand
+from lovekey.simulator.door import DoorModel
 from lovekey.simulator.names import mobiles, people, younger_people
 from lovekey.simulator.scenario import REPORTING_MODES, Scenario
 from lovekey.vocabulary import DeviceKind
@@ -31,9 +32,10 @@ DEVICE_KINDS: tuple[DeviceKind, ...] = (
     DeviceKind.GAS,
     DeviceKind.SOS_BUTTON,
     DeviceKind.AWAY_BUTTON,
+    DeviceKind.DOOR_SENSOR,
 )
-WATER_METER, SMOKE, GAS, SOS_BUTTON, AWAY_BUTTON = range(5)
-_PREFIX = ("WM", "SM", "GS", "SOS", "AW")
+WATER_METER, SMOKE, GAS, SOS_BUTTON, AWAY_BUTTON, DOOR_SENSOR = range(6)
+_PREFIX = ("WM", "SM", "GS", "SOS", "AW", "DR")
 
 # Expected seconds between messages, for the registry's report_interval_s (meter_silent).
 MODE_INTERVAL_S = {
@@ -160,7 +162,11 @@ class Population:
         )
 
 
-def build_population(scenario: Scenario, *, residents: int, seed: int) -> Population:
+def build_population(
+    scenario: Scenario, *, residents: int, seed: int, door: DoorModel | None = None
+) -> Population:
+    """`door`: who has a door reminder (`DoorModel.has_reminder`, so a simulated world and
+    `lovekey evaluate` give one to the same households); None: nobody."""
     if residents < 1:
         raise ValueError("a district needs at least one resident")
     pop = scenario.population
@@ -220,6 +226,9 @@ def build_population(scenario: Scenario, *, residents: int, seed: int) -> Popula
         (AWAY_BUTTON, pop.away_share),
     ):
         has[:, kind] = rand.uniform(seed, f"device.{DEVICE_KINDS[kind]}", index) < share
+    has[:, DOOR_SENSOR] = False
+    if door is not None and door.share > 0:
+        has[:, DOOR_SENSOR] = [door.has_reminder(f"R-{i:06d}") for i in range(residents)]
     counts = has.sum(axis=1)
     device_resident = np.repeat(index.astype(np.int32), counts)
     device_kind = np.nonzero(has)[1].astype(np.int32)  # row-major: per resident, kinds in order

@@ -48,10 +48,16 @@ class Job:
     client_id: str = ""
     lanes: int = DEFAULT_LANES
     tls_files: TlsFiles | None = None  # for mqtts:// (mqtt.ca_file, cert_file, key_file)
+    door_share: float = 0.0  # households with a door reminder (World.build)
 
     def world(self) -> World:
         return World.build(
-            self.scenario, residents=self.residents, seed=self.seed, start=self.start, days=self.days
+            self.scenario,
+            residents=self.residents,
+            seed=self.seed,
+            start=self.start,
+            days=self.days,
+            door_share=self.door_share,
         )
 
     def run(self, on_progress: Callable[[PublishStats], None] | None = None) -> PublishStats:

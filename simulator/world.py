@@ -47,13 +47,31 @@ class World(DistrictModel):
     """
 
     @classmethod
-    def build(cls, scenario: Scenario, *, residents: int, seed: int, start: datetime, days: float) -> World:
-        """Everything that is drawn once; the start is taken to the whole minute."""
+    def build(
+        cls,
+        scenario: Scenario,
+        *,
+        residents: int,
+        seed: int,
+        start: datetime,
+        days: float,
+        door_share: float = 0.0,
+    ) -> World:
+        """Everything that is drawn once; the start is taken to the whole minute.
+
+        `door_share`: households with a door reminder (`kind=door_sensor` in the registry
+        rows; its `passage` / `left` / `returned` / `tamper` / `battery_low` events in the
+        traffic), drawn by `simulator.door.DoorModel` as `lovekey evaluate` draws them. The
+        default 0 keeps a world as it was before door reminders (and `lovekey evaluate`, which
+        adds the passages itself, from doubling them).
+        """
         if days <= 0:
             raise ValueError("days must be positive")
         start_s = epoch_s(start) // 60 * 60
         end_s = start_s + max(1, int(days * DAY_S) // 60) * 60
-        return cls.draw(scenario, residents=residents, seed=seed, start_s=start_s, end_s=end_s)
+        return cls.draw(
+            scenario, residents=residents, seed=seed, start_s=start_s, end_s=end_s, door_share=door_share
+        )
 
     # -- the simple views -----------------------------------------------------------------
 
@@ -130,7 +148,8 @@ class World(DistrictModel):
         return stream.water_readings(self, start, end)
 
     def events(self, start: datetime | None = None, end: datetime | None = None) -> list[SimulatedEvent]:
-        """Device events (buttons, alarms, batteries) as the platform receives them, by arrival.
+        """Device events (buttons, alarms, door reminders, batteries) as the platform receives
+        them, by arrival.
 
         A gateway outage delays its devices' events to its end (buffered) or loses them;
         `start`/`end` select by the event's own `ts`. Much cheaper than decoding `messages()`.

@@ -85,7 +85,8 @@ def test_a_simulated_day_lands_in_the_database_exactly_as_sent(
     path, scenario = scenario_file
     db = postgres_factory.create("sim")
     start = (datetime.now(LOCAL) - timedelta(days=DAYS)).replace(second=0, microsecond=0)
-    world = World.build(scenario, residents=RESIDENTS, seed=SEED, start=start, days=DAYS)
+    # `lovekey simulate` gives door reminders to half the households by default
+    world = World.build(scenario, residents=RESIDENTS, seed=SEED, start=start, days=DAYS, door_share=0.5)
     sent = list(world.messages())
     settings = make_settings(
         database_url=db,
@@ -115,6 +116,8 @@ def test_a_simulated_day_lands_in_the_database_exactly_as_sent(
         start.isoformat(),
         "--scenario",
         str(path),
+        "--door-share",
+        "0.5",
     ]
     registry, truth = tmp_path / "registry.csv", tmp_path / "truth.jsonl"
 

@@ -11,11 +11,23 @@ Documented bodies:
 - Alibaba SMS SmsUp https://help.aliyun.com/zh/sms/developer-reference/smsup-http
 - Alibaba voice VoiceReport https://help.aliyun.com/zh/vms/voicereport-6 (`dtmf`: the keys)
 - Alibaba voice VoiceCallReport https://help.aliyun.com/zh/vms/voicecallreport-6
+- Alibaba voice call result codes (VoiceReport `status_code`)
+  https://help.aliyun.com/document_detail/55085.html
 - Tencent SMS status https://cloud.tencent.com/document/api/382/5807 (JSON array)
 - Tencent SMS reply https://cloud.tencent.com/document/api/382/5809 (one object)
 - Tencent voice status / key press https://cloud.tencent.com/document/api/382/5816 and
   https://cloud.tencent.com/document/product/1128/51535 (`voiceprompt_callback`,
-  `voicekey_callback`, `voicefailure_callback`)
+  `voicekey_callback`) and https://cloud.tencent.com/document/product/1128/51536
+  (`voice_failure_callback`)
+
+A call's report says whether the resident picked up: Alibaba's `status_code` (200000 the
+whole message heard, 200001 hung up before its end, 200008 picked up but no key before the
+timeout: all three reached the resident; 200002 busy, 200003 rang but not answered, 200004
+bad number, 200005 could not be connected or rejected, 200007 out of coverage, 200010
+switched off, 200011 suspended, and any other code: not reached), Tencent's
+`voiceprompt_callback.result` (0 answered; 1 not answered; 2 call failed) and every
+`voice_failure_callback`. The check-in counts a call reported `unanswered` as not having
+reached the phone (`alerts.check_in.close_unanswered`).
 """
 
 from __future__ import annotations
@@ -34,6 +46,13 @@ TOPICS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Alibaba's call result codes for a call the resident picked up (the module docstring lists
+# the others); every other code is a call that did not reach them
+ALIYUN_PICKED_UP = frozenset({"200000", "200001", "200008"})
+# Tencent's voiceprompt_callback.result for a call the resident picked up
+TENCENT_PICKED_UP = "0"
+
+
 class CallbackFormatError(ValueError):
     """The body is not the documented shape."""
 
@@ -42,7 +61,7 @@ class CallbackFormatError(ValueError):
 class Receipt:
     message_id: str
     phone: str  # as the provider wrote it (digits, maybe without the country code)
-    status: str  # delivered | failed | answered | unanswered
+    status: str  # delivered | failed (SMS); answered | unanswered (a call: picked up or not)
     reason: str
     reference: str = ""  # our id echoed back (Alibaba's out_id), when the provider sends it
 
@@ -106,7 +125,7 @@ def _aliyun(topic: str, data: Any) -> list[Record]:
         out += [Reply(str(i["phone_number"]), str(i["content"])) for i in _items(data)]
     elif topic == "voice_report":
         for i in _items(data):
-            answered = bool(i.get("b_start_time"))  # empty when the call was not connected
+            answered = str(i["status_code"]) in ALIYUN_PICKED_UP
             out.append(
                 Receipt(
                     str(i["call_id"]),
@@ -155,10 +174,10 @@ def _tencent(topic: str, data: Any) -> list[Record]:
             out.append(KeyPress(str(i["callid"]), _tencent_phone(i), str(i["keypress"])[:1]))
         elif "voiceprompt_callback" in data:
             i = data["voiceprompt_callback"]
-            status = "answered" if str(i["result"]) == "0" else "unanswered"
+            status = "answered" if str(i["result"]) == TENCENT_PICKED_UP else "unanswered"
             out.append(Receipt(str(i["callid"]), _tencent_phone(i), status, f"result {i['result']}"))
-        elif "voicefailure_callback" in data:
-            i = data["voicefailure_callback"]
+        elif "voice_failure_callback" in data:
+            i = data["voice_failure_callback"]
             reason = f"{i.get('failure_code', '')} {i.get('failure_reason', '')}".strip()
             out.append(Receipt(str(i["callid"]), _tencent_phone(i), "unanswered", reason))
         else:
