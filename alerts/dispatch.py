@@ -26,8 +26,11 @@ committed on `log_conn` as soon as the batch's sends return, before step 4, and 
 claimed again with an interrupted attempt *and* an accepted message is marked sent, not
 sent again. What remains is a kill during the provider's HTTP request itself: for Alibaba
 Cloud SMS, a row resent after an interrupted attempt first asks the provider
-(`QuerySendDetails`, by our OutId) whether it already took it; Tencent Cloud keeps no such
-record of accepted messages, so such a message may go twice.
+(`QuerySendDetails`, by our OutId) whether it already took it. Tencent Cloud's queries list
+only messages the carrier has already sent a receipt for, seconds to minutes later, so an
+empty answer right after a crash cannot tell "not sent" from "no receipt yet": such a message
+is resent at once and may go twice (docs/alerts.md, "Tencent Cloud: why a message cut short
+may go twice").
 
 Template messages of one channel and template claimed together go to a provider that takes
 several in one request (Alibaba's SendBatchSms) as one request: the SDK's cost is per

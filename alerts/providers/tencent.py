@@ -120,6 +120,76 @@ def _credential(settings: ProviderSettings) -> Any:
     return credential.Credential(settings.access_key_id or "", settings.access_key_secret or "")
 
 
+# idle connections kept to the provider: one per send thread in flight (`alerts.send_threads`
+# is at most this in practice); the SDK's own requests session keeps 10 and opens and drops
+# a connection for every request beyond them
+POOL_CONNECTIONS = 64
+
+
+class _Response:
+    """What the SDK reads of an HTTP answer (`abstract_client.py`: `status_code`, `content`,
+    `headers.get('Content-Type')`; `ResponsePrettyFormatter` for its debug log: `reason`,
+    `text`, `raw.version`), over a urllib3 response."""
+
+    __slots__ = ("content", "headers", "raw", "reason", "status_code")
+
+    def __init__(self, response: Any) -> None:
+        self.raw = response
+        self.status_code = response.status
+        self.reason = response.reason
+        self.headers = response.headers  # case-insensitive, like requests'
+        self.content = response.data
+
+    @property
+    def text(self) -> str:
+        return bytes(self.content).decode("utf-8", "replace")
+
+
+class _PooledConnection:
+    """The SDK's HTTP connection (`tencentcloud.common.http.request.ProxyConnection`: one
+    `request(method, url, body, headers)` the SDK calls with the request it built and signed)
+    over a kept-alive urllib3 pool, with the proxy, CA bundle and timeout the SDK chose.
+
+    Why: the SDK sends through a `requests.Session`, which costs more CPU per request than
+    building, signing and parsing it together (merging settings, walking os.environ twice for
+    proxies the SDK already passes, preparing and re-validating headers), and 1,000 alerts in
+    a second on two cores cannot afford it (docs/alerts.md, "Speed"). The request on the wire
+    is the same: method, URL, the SDK's headers (Host, Authorization, X-TC-*) and body."""
+
+    def __init__(self, sdk_connection: Any, *, connections: int) -> None:
+        import urllib3
+
+        self.request_host = sdk_connection.request_host
+        self.request_length = 0  # the SDK reads it after each request
+        self.timeout = sdk_connection.timeout
+        proxy = (sdk_connection.proxy or {}).get("https")
+        options: dict[str, Any] = {"maxsize": connections, "ca_certs": sdk_connection.certification}
+        self._pool: Any = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+
+    def request(
+        self, method: str, url: str, body: str | bytes | None = None, headers: dict[str, str] | None = None
+    ) -> _Response:
+        headers = headers if headers is not None else {}
+        headers.setdefault("Host", self.request_host)
+        data = body.encode() if isinstance(body, str) else body
+        response = self._pool.request(
+            method,
+            url,
+            body=data,
+            headers=headers,
+            timeout=self.timeout,
+            retries=False,  # the SDK retries (or not) itself
+            redirect=False,
+        )
+        return _Response(response)
+
+
+def _lean_client(client: Any) -> Any:
+    """The SDK client sending through `_PooledConnection` (see there)."""
+    client.request.conn = _PooledConnection(client.request.conn, connections=POOL_CONNECTIONS)
+    return client
+
+
 class TencentSms:
     """`SendSms` to one number; SessionContext carries our reference."""
 
@@ -130,10 +200,12 @@ class TencentSms:
 
         self.name = name
         self.settings = settings
-        self._client = sms_client.SmsClient(
-            _credential(settings),
-            settings.region or "ap-guangzhou",
-            _profile(settings, "sms.tencentcloudapi.com"),
+        self._client = _lean_client(
+            sms_client.SmsClient(
+                _credential(settings),
+                settings.region or "ap-guangzhou",
+                _profile(settings, "sms.tencentcloudapi.com"),
+            )
         )
 
     def send(self, message: TemplateMessage) -> Accepted:
@@ -171,10 +243,12 @@ class TencentVoice:
 
         self.name = name
         self.settings = settings
-        self._client = vms_client.VmsClient(
-            _credential(settings),
-            settings.region or "ap-guangzhou",
-            _profile(settings, "vms.tencentcloudapi.com"),
+        self._client = _lean_client(
+            vms_client.VmsClient(
+                _credential(settings),
+                settings.region or "ap-guangzhou",
+                _profile(settings, "vms.tencentcloudapi.com"),
+            )
         )
 
     def send(self, message: TemplateMessage) -> Accepted:

@@ -1,0 +1,189 @@
+"""How the official SDKs' requests travel: built, signed and parsed by the SDKs, sent over
+kept-alive urllib3 pools instead of the SDKs' requests sessions (docs/alerts.md, "Speed"),
+with the proxy and answers the SDKs expect, to stand-ins that verify every signature and read
+the request the way an HTTP server does."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lovekey.alerts.providers import PROVIDERS, Accepted, ProviderError, TemplateMessage
+from lovekey.alerts.providers.standins import FakeAliyun, FakeTencent
+from lovekey.config import ProviderSettings
+
+KEY_ID, KEY_SECRET = "transport-key-id", "transport-key-secret"
+TENCENT_TEMPLATES = {
+    "9001": "{1}{2}（{3}起），请查看：https://lk.example/a/{4}",
+    "9002": "{1}{2}。请按1或2。",
+}
+ALIYUN_TEMPLATES = {
+    "SMS_900001": "${name}${what}（${since}起），请查看：https://lk.example/a/${link}",
+    "TTS_900001": "${name}${what}。请按1或2。",
+}
+SMS_PARAMS = {"name": "王阿姨", "what": "今天没有用水", "since": "08:00", "link": "tok123"}
+CALL_PARAMS = {"name": "王阿姨", "what": "今天没有用水"}
+
+
+def _provider(kind: str, endpoint: str, **extra: Any) -> Any:
+    settings = ProviderSettings(
+        kind=kind,
+        access_key_id=KEY_ID,
+        access_key_secret=KEY_SECRET,
+        endpoint=endpoint,
+        sign_name="爱心钥匙",
+        **extra,
+    )
+    return PROVIDERS[kind]("cloud", settings)
+
+
+def _tencent_sms(endpoint: str) -> Any:
+    return _provider("tencent_sms", endpoint, app_id="1400000001", templates={"alert.zh": "9001"})
+
+
+def _sms(i: int) -> TemplateMessage:
+    return TemplateMessage("sms@cloud", f"+86139{i:08d}", "alert.zh", SMS_PARAMS, f"lk{i}")
+
+
+@pytest.fixture
+def tencent() -> Iterator[FakeTencent]:
+    with FakeTencent(
+        key_id=KEY_ID, key_secret=KEY_SECRET, sign_name="爱心钥匙", templates=TENCENT_TEMPLATES
+    ) as fake:
+        yield fake
+
+
+@pytest.fixture
+def aliyun() -> Iterator[FakeAliyun]:
+    with FakeAliyun(
+        key_id=KEY_ID, key_secret=KEY_SECRET, sign_name="爱心钥匙", templates=ALIYUN_TEMPLATES
+    ) as fake:
+        yield fake
+
+
+class _CountingEnviron(dict[str, str]):
+    """os.environ that counts how often it is walked (iterated, or its items listed)."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[str]:
+        type(self).walks += 1
+        return super().__iter__()
+
+    def items(self) -> Any:
+        type(self).walks += 1
+        return super().items()
+
+
+def test_tencent_sends_do_not_walk_the_environment_per_request(
+    tencent: FakeTencent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK reads its proxy once, when the client is built; requests' session walked
+    os.environ twice more on every request (a quarter of the SDK's CPU per message)."""
+    provider = _tencent_sms(tencent.endpoint)
+    monkeypatch.setattr(os, "environ", _CountingEnviron(os.environ))
+    _CountingEnviron.walks = 0
+    accepted = [provider.send(_sms(i)) for i in range(3)]
+    assert _CountingEnviron.walks == 0
+    assert [a.message_id for a in accepted] == [m.message_id for m in tencent.sent]
+    assert [m.reference for m in tencent.sent] == ["lk0", "lk1", "lk2"]
+    assert tencent.refused == []
+
+
+def test_tencent_keeps_the_proxy_the_sdk_chose(tencent: FakeTencent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's HTTP(S)_PROXY, read by the SDK when the client is built, still carries
+    the requests: here the stand-in is the proxy, and the signed Host is the real API's."""
+    monkeypatch.setenv("HTTP_PROXY", tencent.endpoint)
+    provider = _tencent_sms("http://sms.tencentcloudapi.invalid")
+    accepted = provider.send(_sms(7))
+    (sent,) = tencent.sent
+    assert (accepted.message_id, sent.phone, sent.reference) == (sent.message_id, "+8613900000007", "lk7")
+    assert tencent.refused == []
+
+
+def test_tencent_unreachable_is_the_next_channel(tencent: FakeTencent) -> None:
+    provider = _tencent_sms(tencent.endpoint)
+    tencent.down = True
+    with pytest.raises(ProviderError) as caught:
+        provider.send(_sms(1))
+    assert caught.value.code == "unreachable"
+    tencent.down = False
+    assert isinstance(provider.send(_sms(2)), Accepted)  # a fresh connection after the drop
+
+
+def test_tencent_refusal_keeps_the_sdk_error_code(tencent: FakeTencent) -> None:
+    """The SDK still parses the answer: an error body becomes its exception, and its code ours."""
+    provider = _provider("tencent_sms", tencent.endpoint, app_id="1400000001", templates={"alert.zh": "4040"})
+    with pytest.raises(ProviderError) as caught:
+        provider.send(_sms(1))
+    assert caught.value.code == "FailedOperation.TemplateIncorrectOrUnapproved"
+    assert caught.value.operator
+
+
+def test_tencent_voice_through_the_pool(tencent: FakeTencent) -> None:
+    provider = _provider(
+        "tencent_voice", tencent.endpoint, app_id="1400000002", templates={"call.zh": "9002"}
+    )
+    accepted = provider.send(TemplateMessage("voice@cloud", "+8613900000001", "call.zh", CALL_PARAMS, "lk1"))
+    (call,) = tencent.sent
+    assert (call.kind, call.message_id, call.reference) == ("voice", accepted.message_id, "lk1")
+    assert tencent.refused == []
+
+
+def test_aliyun_requests_go_through_the_pooled_session(aliyun: FakeAliyun) -> None:
+    """darabonba keeps one requests session per host; LoveKey's pooled session takes its
+    place under the same key, so every SendSms and IvrCall is sent by it (if darabonba's
+    key changed, requests would silently be back, and this fails)."""
+    from darabonba.core import DaraCore
+
+    from lovekey.alerts.providers.aliyun import PooledSession
+
+    sms = _provider("aliyun_sms", aliyun.endpoint, templates={"alert.zh": "SMS_900001"})
+    voice = _provider(
+        "aliyun_voice", aliyun.endpoint, caller_number="057100000000", templates={"call.zh": "TTS_900001"}
+    )
+    sessions = [s for s in DaraCore._sessions.values() if isinstance(s, PooledSession)]
+    before = sum(s.requests_sent for s in sessions)
+    sms.send(_sms(1))
+    voice.send(TemplateMessage("voice@cloud", "+8613900000002", "call.zh", CALL_PARAMS, "lk2"))
+    assert sum(s.requests_sent for s in sessions) - before == 2
+    assert [(m.kind, m.reference) for m in aliyun.sent] == [("sms", "lk1"), ("voice", "lk2")]
+    assert aliyun.refused == []
+
+
+def test_aliyun_unreachable_is_the_next_channel(aliyun: FakeAliyun) -> None:
+    sms = _provider("aliyun_sms", aliyun.endpoint, templates={"alert.zh": "SMS_900001"}, timeout_s=2)
+    aliyun.down = True
+    with pytest.raises(ProviderError) as caught:
+        sms.send(_sms(1))
+    assert caught.value.code == "unreachable"
+
+
+def _exchange(endpoint: str, request: bytes) -> bytes:
+    """Send raw bytes, read the answer until the stand-in closes the connection."""
+    host, port = endpoint.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(4096):  # times out (fails) if the connection stays open
+            answer += chunk
+    return answer
+
+
+def test_stand_in_reads_requests_as_an_http_server_does(tencent: FakeTencent) -> None:
+    # header names in any case; "Connection: close" is honoured (the read ends)
+    answer = _exchange(
+        tencent.endpoint,
+        b"POST / HTTP/1.1\r\nHOST: x\r\ncontent-TYPE: application/json\r\nConnection: close\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+    )
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert b"AuthFailure.InvalidAuthorization" in answer  # unsigned: the provider's refusal
+    # a request line without a version, and a header line without a colon: 400
+    assert _exchange(tencent.endpoint, b"POST /\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert _exchange(tencent.endpoint, b"POST / HTTP/1.1\r\nno colon\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert tencent.refused == ["AuthFailure.InvalidAuthorization"]
