@@ -181,6 +181,16 @@ class DetectSettings(_Section):
     # the door reminder: a passage with no water after it is probably the resident going
     # out; the learned rules (not the floor) then count the dry run from this long after it
     door_out_grace_h: float = Field(3.0, ge=0)
+    # where a household has a door reminder and no passage was seen since the last water use
+    # (the resident is home and silent), routine_break's check-in tier asks once the dry run
+    # is longer than their own pattern and this (lower) quantile of the district's dry runs
+    # starting then: a resident at home answers, so a faster check-in costs little (None: as
+    # everyone, routine_check_in_population_quantile)
+    door_home_check_in_quantile: float | None = Field(0.98, gt=0.5, le=1.0)
+    # a check-in raised after a passage with no water since (probably out) is marked
+    # `door_out`: unanswered, it does not wake the neighbour; the neighbour tier decides.
+    # Trades a resident who came back unseen and fell (they wait for the neighbour tier)
+    door_out_holds_neighbour: bool = True
     # the floor (issue 17): a resident whose own ordinary days never tripped the plain field
     # rule (< low_usage_min_l in low_usage_window_h of known data) on any learned day of the
     # last `floor_history_days`, with at least `floor_min_days` such days learned, is flagged

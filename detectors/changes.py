@@ -59,6 +59,11 @@ def water_details(
         }
     elif kind == AlertKind.RUNNING_TAP:
         out |= {"min_lpm": float(p.tap_min_l[m]) * 60 / bs}
+    if kind == AlertKind.ROUTINE_BREAK and inp.door_out is not None and inp.door_out[m]:
+        # the door saw the resident pass and no water since: probably out. Unanswered, this
+        # check-in does not wake the neighbour (`detect.door_out_holds_neighbour`); the
+        # neighbour tier decides
+        out["door_out"] = bool(inp.settings.door_out_holds_neighbour)
     return out
 
 

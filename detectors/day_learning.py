@@ -131,6 +131,7 @@ class DayLearner:
             low_population_quantile=st.low_usage_population_quantile,
             groups=st.routine_population_groups,
             early_population_quantile=st.routine_check_in_population_quantile,
+            home_population_quantile=st.door_home_check_in_quantile,
         )
         if st.floor_enabled:
             self.floor_eligible = self.profile.floor_eligible(

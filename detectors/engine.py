@@ -62,6 +62,8 @@ class Registry:
     params: MeterParams
     # per resident: can be asked on their own phone (the check-in tier); None: everyone
     askable: BOOL | None = None
+    # per resident: their household has a door reminder (`kind=door_sensor`); None: nobody
+    door: BOOL | None = None
 
     def __post_init__(self) -> None:
         m = len(self.meter_ids)
@@ -69,6 +71,8 @@ class Registry:
             raise ValueError("registry arrays must all have one entry per meter")
         if self.askable is not None and self.askable.size != len(self.resident_ids):
             raise ValueError("askable has one entry per resident")
+        if self.door is not None and self.door.size != len(self.resident_ids):
+            raise ValueError("door has one entry per resident")
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +336,7 @@ class Detector:
             since_r = np.maximum(since_r, presence.answered_fine_s)
         monitor = self.resident_meters.to_meters(-(-since_r // bs) * bs, NEVER)
         dry_from = np.maximum(runs.last_use_end, np.maximum(known_start, monitor))
+        door_out: BOOL | None = None
         if presence.active_at_s is not None:  # a passage at the door ends a dry run
             active = self.resident_meters.to_meters(presence.active_at_s // bs * bs, NEVER)
             # and one with no water after it is probably the resident going out: the learned
@@ -340,6 +345,12 @@ class Detector:
             out = (active != NEVER) & (active >= runs.last_use_end)
             active = np.where(out, active + int(st.door_out_grace_h * 3600) // bs * bs, active)
             dry_from = np.maximum(dry_from, np.minimum(active, hz))
+            door_out = out
+        home_silent: BOOL | None = None
+        if reg.door is not None and reg.door.any():  # a reminder that saw nobody leave
+            home_silent = self.resident_meters.to_meters(reg.door, False)
+            if door_out is not None:
+                home_silent = home_silent & ~door_out
         dry_b = (hz - dry_from) // bs
         # the profile tables are slot-major: row = the slot each meter's horizon ends
         cell = prof.slot_ending(hz) * len(hz) + self._all_meters
@@ -412,6 +423,9 @@ class Detector:
             gateway_judge_count=self._judge_count,
             gateway_judge_quiet_s=self._judge_quiet_s,
             gateway_status_since_s=status_since,
+            home_silent=home_silent,
+            door_out=door_out,
+            home_allowance_b=prof.home_allowance,
         )
 
     def _routine_open(self, hz: I64) -> tuple[I64, I64, F32]:

@@ -67,6 +67,8 @@ class RoutineProfile:
         self.allowance = np.zeros((1, self.slots), dtype=np.int16)
         self.low_allowance = np.zeros((1, self.slots), dtype=np.int16)  # the same, for low_usage
         self.early_allowance = np.zeros((1, self.slots), dtype=np.int16)  # routine's check-in tier
+        # the same for a household whose door reminder saw no passage since the last use
+        self.home_allowance = np.zeros((1, self.slots), dtype=np.int16)
         self.learned_days = np.zeros(meters, dtype=np.int16)
         self.last_day: int | None = None  # newest day recorded
 
@@ -176,6 +178,7 @@ class RoutineProfile:
         low_population_quantile: float | None = None,
         groups: int = 1,
         early_population_quantile: float | None = None,
+        home_population_quantile: float | None = None,
     ) -> None:
         """Thresholds from the days recorded within the last `days` days."""
         if self.last_day is None:
@@ -211,7 +214,10 @@ class RoutineProfile:
         self.allowance = np.zeros((self.groups, self.slots), np.int16)
         self.low_allowance = np.zeros((self.groups, self.slots), np.int16)
         self.early_allowance = np.zeros((self.groups, self.slots), np.int16)
+        self.home_allowance = np.zeros((self.groups, self.slots), np.int16)
         for g in range(self.groups):
+            if home_population_quantile is not None:
+                self.home_allowance[g] = _allowance(runs[g], home_population_quantile, slack_b)
             if early_population_quantile is not None:
                 self.early_allowance[g] = _allowance(runs[g], early_population_quantile, slack_b)
             if population_quantile is not None:

@@ -13,7 +13,7 @@ gateways for `gateway_offline`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,13 @@ class SweepInput:
     gateway_judge_count: I64  # per gateway
     gateway_judge_quiet_s: I64  # a judge is quiet after this long without data
     gateway_status_since_s: I64 | None  # per gateway: `offline` by its own word since
+    # the door reminder: per meter, its household has one and no passage was seen since the
+    # last water use (home and silent: routine_break's check-in tier may ask sooner, against
+    # `home_allowance_b`, groups x slots); and one was seen with no water since (probably
+    # out). None: no household has one
+    home_silent: BOOL | None = None
+    door_out: BOOL | None = None
+    home_allowance_b: npt.NDArray[np.int16] = field(default_factory=lambda: np.zeros((1, 1), np.int16))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +233,10 @@ def routine_break(inp: SweepInput) -> Verdict:
     if inp.settings.routine_check_in_enabled and inp.early_allowance_b.any():
         beyond = inp.dry_b[inp.quiet_sel] > inp.early_allowance_b.reshape(-1).take(_allowance_cell(inp))
         early = own & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False)
+    if inp.settings.routine_check_in_enabled and inp.home_silent is not None and inp.home_allowance_b.any():
+        # home and silent (a door reminder, no passage since the last use): asked sooner
+        beyond = inp.dry_b[inp.quiet_sel] > inp.home_allowance_b.reshape(-1).take(_allowance_cell(inp))
+        early = early | (own & inp.home_silent & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False))
     recovered = np.zeros(inp.horizon_s.size, np.bool_)
     meters = inp.routine_open_meters
     if meters.size:

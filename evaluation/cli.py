@@ -120,6 +120,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     offset_s = int(offset.total_seconds()) if offset is not None else 0
     from dataclasses import replace
 
+    import numpy as np
+
     from lovekey.evaluation.replay import ReplayEvent
     from lovekey.evaluation.scoring import field_rule_comparison
     from lovekey.simulator.checkin import CheckInModel, spans_from_truth
@@ -140,8 +142,15 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         *source.data.events,
         *(ReplayEvent(t + 5, t, EventType.PASSAGE, True, r, f"DR-{r}", "") for r, t in passages),
     ]
-    data = replace(source.data, events=events, check_in=model, quiet_hours=_quiet_hours(args.quiet_hours))
     with_door = {r for r in residents if door.has_reminder(r)}
+    registry = replace(source.data.registry, door=np.array([r in with_door for r in residents], np.bool_))
+    data = replace(
+        source.data,
+        registry=registry,
+        events=events,
+        check_in=model,
+        quiet_hours=_quiet_hours(args.quiet_hours),
+    )
     built = time.perf_counter()
     alerts = replay(
         data,

@@ -42,6 +42,9 @@ class RaisedAlert:
     answer: str | None = None  # how the stage ended: fine, none
     answered_s: int | None = None
     neighbour_s: int | None = None  # the neighbour (love-key holder) reached
+    # a check-in raised after the door saw the resident go out (no water since): unanswered,
+    # it does not wake the neighbour (`detect.door_out_holds_neighbour`)
+    door_out: bool = False
 
     def __post_init__(self) -> None:
         if self.tier == AlertTier.NEIGHBOUR and self.neighbour_s is None:
@@ -142,7 +145,7 @@ def replay(
                     quarter = ((alert.asked_s + utc_offset_s) % 86400) // 21600
                     dry = alert.asked_s - alert.since_s
                     fine_dry[r, quarter] = max(fine_dry[r, quarter], dry)
-            else:
+            elif not alert.door_out:  # after a passage out, the neighbour tier decides
                 alert.neighbour_s = settled
         hi = int(np.searchsorted(arrival, t, side="right"))
         if hi > lo:
@@ -217,6 +220,7 @@ def replay(
                     change.since_s,
                     t,
                     tier=change.tier,
+                    door_out=bool(change.details.get("door_out")),
                 )
                 open_alerts[key] = alert
                 out.append(alert)

@@ -107,3 +107,49 @@ def test_the_two_stage_reading_wakes_the_neighbour_only_for_unanswered_check_ins
     home, away = unanswered_rates(samples=4000)
     assert 0.01 < home < 0.04  # Seoul's ~2 % after the whole sequence
     assert away > 0.4  # out, only a carried mobile answers
+
+
+def test_the_door_oracle_asks_a_quiet_home_and_leaves_a_day_out_to_the_neighbour_tier() -> None:
+    """evaluation/stages_bound.py: a dry run with no passage is the home class (a check-in
+    at the threshold, the neighbour woken with the resident's chance of not answering);
+    one with a passage before it is the out class, which under `hold` wakes the neighbour
+    only when the run outlasts the passage by `out_neighbour_h`."""
+    from lovekey.evaluation.stages_bound import (
+        CAND,
+        NONE_SEEN,
+        STAGE_B,
+        Answering,
+        Incidents,
+        Policy,
+        Runs,
+        _cost_matrices,
+        delays,
+    )
+
+    who = Answering(home_day=0.02, home_night=0.05, out=1.0)
+    out = np.zeros(10 * PER_DAY, np.bool_)
+    # two 10 h runs from 10:00: no passage; a passage 1 h in (and a day out from then)
+    anchor = np.array([10 * PER_H, PER_DAY + 10 * PER_H], np.int64)
+    out[PER_DAY + 11 * PER_H : PER_DAY + 20 * PER_H] = True
+    runs = Runs(anchor, np.full(2, 10 * PER_H, np.int64), np.array([NONE_SEEN, PER_H], np.int64))
+    hold = Policy(None, False, 8.0)
+    check_ins, neighbour, hour = _cost_matrices(runs, out, who, hold)
+    at_3h = int(np.flatnonzero(CAND == 3 * PER_H)[0])
+    assert hour.tolist() == [10, 10]
+    assert check_ins[:, at_3h].tolist() == [1.0, 0.0]  # the day out is not asked under hold
+    assert neighbour[0, at_3h] == 0.02  # home in the day: 2 % unanswered
+    assert neighbour[1, at_3h] == 1.0  # the run outlasts the passage by 8 h: the neighbour
+    shorter = Runs(anchor, np.full(2, 8 * PER_H, np.int64), runs.seen)
+    assert _cost_matrices(shorter, out, who, hold)[1][1, at_3h] == 0.0  # back within 8 h
+    wake = Policy(6.0, True, 0.0)
+    check_ins, neighbour, _ = _cost_matrices(runs, out, who, wake)
+    assert check_ins[1, at_3h] == 1.0  # asked 6 h after the passage, out: nobody answers
+    assert neighbour[1, at_3h] == 1.0
+    # an incident 2 h into a quiet home's dry run: the check-in 1 h after it at a 3 h threshold
+    inc = Incidents(np.array([0]), np.array([2 * PER_H]), np.array([NONE_SEEN]))
+    to_ci, to_nb = delays(inc, np.array([3 * PER_H]), hold)
+    assert (to_ci.tolist(), to_nb.tolist()) == ([PER_H], [PER_H + STAGE_B])
+    # a false trigger at the door 1 h after the onset: out class, the neighbour 8 h after it
+    inc = Incidents(np.array([0]), np.array([2 * PER_H]), np.array([3 * PER_H]))
+    to_ci, to_nb = delays(inc, np.array([4 * PER_H]), hold)
+    assert to_nb.tolist() == [9 * PER_H]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -746,3 +747,54 @@ def test_routine_break_asks_the_resident_before_the_district_allows_the_neighbou
     assert verdict.raise_when.tolist() == [False, False, False]
     assert verdict.early_when is not None
     assert verdict.early_when.tolist() == [True, True, False]
+
+
+def test_routine_break_asks_sooner_where_the_door_saw_nobody_leave() -> None:
+    """Issue 14: a household with a door reminder that saw no passage since the last water
+    use is home and silent: its check-in tier asks over the district's `home_allowance_b`
+    (lower), where the others wait for `early_allowance_b`. A passage since (probably out) or
+    no reminder: as before. The neighbour tier is the same for all."""
+    now = T0 + 86400
+    slots = 86400 // BS
+    inp = sweep_input(
+        4,
+        now,
+        dry_b=np.full(4, 12, np.int64),  # 3 h dry, over everyone's own limit
+        over_routine_limit=np.ones(4, np.bool_),
+        allowance_b=np.full((1, slots), 30, np.int16),  # the neighbour: over 7.5 h
+        early_allowance_b=np.full((1, slots), 16, np.int16),  # the check-in: over 4 h
+        home_allowance_b=np.full((1, slots), 8, np.int16),  # home and silent: over 2 h
+        # meter 0: reminder, nobody seen; 1: reminder, a passage since; 2, 3: no reminder
+        home_silent=np.array([True, False, False, False]),
+        door_out=np.array([False, True, False, False]),
+        answered_dry_b=np.array([0, 0, 0, 0], np.int64),
+    )
+    verdict = rules.routine_break(inp)
+    assert verdict.raise_when.tolist() == [False] * 4
+    assert verdict.early_when is not None
+    assert verdict.early_when.tolist() == [True, False, False, False]
+    # the resident's own pattern still comes first: under it, nobody is asked
+    quiet = rules.routine_break(replace(inp, over_routine_limit=np.zeros(4, np.bool_)))
+    assert quiet.early_when is not None
+    assert not quiet.early_when.any()
+    # and without any reminder in the district, nothing changes
+    plain = rules.routine_break(replace(inp, home_silent=None, door_out=None))
+    assert plain.early_when is not None
+    assert not plain.early_when.any()
+
+
+def test_a_routine_check_in_after_a_passage_out_is_marked_so_silence_does_not_wake_the_neighbour() -> None:
+    """Issue 14: a routine_break raised while the door saw the resident pass and no water
+    since carries `door_out` (true unless `door_out_holds_neighbour` is off): unanswered, the
+    stage then leaves the neighbour to the neighbour tier."""
+    from lovekey.detectors.changes import water_details
+
+    now = T0 + 86400
+    inp = sweep_input(2, now, door_out=np.array([True, False]), over_routine_limit=np.ones(2, np.bool_))
+    verdict = rules.routine_break(inp)
+    learned = np.zeros(2, np.int16)
+    assert water_details("routine_break", 0, inp, verdict, "WM-0", learned)["door_out"] is True
+    assert "door_out" not in water_details("routine_break", 1, inp, verdict, "WM-1", learned)
+    off = replace(inp, settings=DetectSettings(door_out_holds_neighbour=False))
+    assert water_details("routine_break", 0, off, verdict, "WM-0", learned)["door_out"] is False
+    assert "door_out" not in water_details("low_usage", 0, inp, rules.low_usage(inp), "WM-0", learned)

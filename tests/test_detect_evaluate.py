@@ -181,3 +181,57 @@ def test_a_replay_applies_the_flow_limit_it_is_given() -> None:
 
     assert low_usage_at_h(60.0) == [19.25]
     assert low_usage_at_h(1.0) == [15.25]
+
+
+def _door_day(settings_update: dict[str, object]) -> list[RaisedAlert]:
+    """R-1 has a door reminder: water every quarter hour 07:00-21:00 for 20 days; on day 20
+    the last use is at 09:00, the door sees them pass at 09:30 and nothing runs after. R-2's
+    days are dry from 12:30 to 22:30 (the district's long dry runs: the neighbour tier waits
+    for them; the check-in tier, on their own pattern only, does not). Nobody answers."""
+    from dataclasses import replace
+
+    from lovekey.simulator.checkin import CheckInModel
+
+    reg = Registry(
+        ["WM-1", "WM-2"], ["R-1", "R-2"], ["GW-1"], np.array([0, 1]), np.array([0, 0]), uniform_params(ST, 2)
+    )
+    reg = replace(reg, door=np.array([True, False]))
+    ts = START + 900 * np.arange(1, 21 * 96)
+    local_h = ((ts + 8 * H) % 86400) / H  # START is local midnight (+08:00)
+    day = (ts - START) // 86400
+    use1 = np.where((local_h > 7) & (local_h <= 21), 3.0, 0.0)
+    use1[(day == 20) & (local_h > 9)] = 0.0
+    use2 = np.where((local_h > 7) & ((local_h <= 12.25) | (local_h > 22.5)), 3.0, 0.0)
+    passage = START + 20 * 86400 + int(9.5 * H)
+    events = [ReplayEvent(passage + 5, passage, "passage", True, "R-1", "DR-1", "GW-1")]
+    data = ReplayData(
+        reg,
+        np.concatenate([np.zeros(ts.size, int), np.ones(ts.size, int)]),
+        np.concatenate([ts, ts]),
+        np.concatenate([use1.cumsum(), use2.cumsum()]),
+        np.concatenate([ts, ts]) + 5,
+        events,
+        START,
+        START + 21 * 86400,
+        check_in=CheckInModel(seed=1, extra_unanswered=1.0),
+    )
+    st = ST.model_copy(update={"routine_check_in_population_quantile": None, **settings_update})
+    alerts = replay(data, st, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0)
+    return [a for a in alerts if a.kind == "routine_break" and a.resident_id == "R-1"]
+
+
+def test_an_unanswered_check_in_after_the_door_saw_them_go_does_not_wake_the_neighbour() -> None:
+    """Issue 14: routine_break asks the resident once the dry stretch after the passage is
+    long; unanswered, the neighbour is woken at once only when `door_out_holds_neighbour` is
+    off; on (the default) the neighbour waits for the neighbour tier."""
+    held = _door_day({})
+    woken = _door_day({"door_out_holds_neighbour": False})
+    assert len(held) == len(woken) == 1
+    assert held[0].check_in
+    assert held[0].door_out
+    assert held[0].answer == woken[0].answer == "none"
+    assert not woken[0].door_out
+    assert held[0].raised_s == woken[0].raised_s
+    assert woken[0].neighbour_s == woken[0].answered_s  # the stage ended: the neighbour
+    assert held[0].answered_s is not None
+    assert held[0].neighbour_s is None or held[0].neighbour_s > held[0].answered_s
