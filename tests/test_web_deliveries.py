@@ -344,6 +344,9 @@ def test_the_alert_page_shows_each_check_in_attempt_and_the_answer(rig_factory: 
     assert first.message_id in section
     assert second.message_id in section
     assert "call not answered" in section
+    chinese = r.console.get(f"/queue/{alert_id}", headers={"Accept-Language": "zh-CN"}).text
+    assert "电话未接听" in chinese
+    assert "问询：先询问老人本人" in chinese
     assert "Resident (check-in)" in section
     assert "+861********01" in section
     assert "13700000001" not in page

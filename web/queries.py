@@ -97,9 +97,11 @@ async def alert_queue(
             FROM alert_outbox o WHERE o.alert_id = a.id AND o.purpose = 'alert'
         ) t ON TRUE
         LEFT JOIN LATERAL (
-            -- messages a provider took but then reported as never arrived
-            SELECT count(*) AS undelivered FROM provider_message m
-            WHERE m.alert_id = a.id AND m.status = 'failed'
+            -- messages a provider took but then reported as never arrived (found through the
+            -- outbox: provider_message is indexed by outbox row, not by alert)
+            SELECT count(*) AS undelivered
+            FROM alert_outbox po JOIN provider_message m ON m.outbox_id = po.id
+            WHERE po.alert_id = a.id AND m.status = 'failed'
         ) pm ON TRUE
         WHERE a.status <> 'resolved' AND {visible}
           AND (%(kind)s::text IS NULL OR a.kind = %(kind)s::text)
