@@ -222,10 +222,10 @@ def _door_day(settings_update: dict[str, object]) -> list[RaisedAlert]:
 
 def test_an_unanswered_check_in_after_the_door_saw_them_go_does_not_wake_the_neighbour() -> None:
     """Issue 14: routine_break asks the resident once the dry stretch after the passage is
-    long; unanswered, the neighbour is woken at once only when `door_out_holds_neighbour` is
-    off; on (the default) the neighbour waits for the neighbour tier."""
-    held = _door_day({})
-    woken = _door_day({"door_out_holds_neighbour": False})
+    long; unanswered, the neighbour is woken at once when `door_out_holds_neighbour` is off
+    (the default); on, the neighbour waits for the neighbour tier."""
+    held = _door_day({"door_out_holds_neighbour": True})
+    woken = _door_day({})  # the default: off
     assert len(held) == len(woken) == 1
     assert held[0].check_in
     assert held[0].door_out
