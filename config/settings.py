@@ -185,7 +185,7 @@ class DetectSettings(_Section):
     # (the resident is home and silent), routine_break's check-in tier asks once the dry run
     # is longer than their own pattern and this (lower) quantile of the district's dry runs
     # starting then: a resident at home answers (None, the default: as everyone,
-    # routine_check_in_population_quantile). 0.98 is about an hour faster for them and costs
+    # routine_check_in_population_quantile). 0.98 is 1.4-1.7 h faster for them and costs
     # about 0.03 false neighbour alerts a month (days out whose leaving the door missed):
     # docs/detection.md, "The door household's check-in tier"
     door_home_check_in_quantile: float | None = Field(None, gt=0.5, le=1.0)
