@@ -184,13 +184,16 @@ class DetectSettings(_Section):
     # where a household has a door reminder and no passage was seen since the last water use
     # (the resident is home and silent), routine_break's check-in tier asks once the dry run
     # is longer than their own pattern and this (lower) quantile of the district's dry runs
-    # starting then: a resident at home answers, so a faster check-in costs little (None: as
-    # everyone, routine_check_in_population_quantile)
-    door_home_check_in_quantile: float | None = Field(0.98, gt=0.5, le=1.0)
+    # starting then: a resident at home answers (None, the default: as everyone,
+    # routine_check_in_population_quantile). 0.98 is 1.4-1.7 h faster for them and costs
+    # about 0.03 false neighbour alerts a month (days out whose leaving the door missed):
+    # docs/detection.md, "The door household's check-in tier"
+    door_home_check_in_quantile: float | None = Field(None, gt=0.5, le=1.0)
     # a check-in raised after a passage with no water since (probably out) is marked
     # `door_out`: unanswered, it does not wake the neighbour; the neighbour tier decides.
-    # Trades a resident who came back unseen and fell (they wait for the neighbour tier)
-    door_out_holds_neighbour: bool = True
+    # Trades a resident who came back unseen and fell (they wait for the neighbour tier); off
+    # by default: it changed nothing measurable (docs/detection.md)
+    door_out_holds_neighbour: bool = False
     # the floor (issue 17): a resident whose own ordinary days never tripped the plain field
     # rule (< low_usage_min_l in low_usage_window_h of known data) on any learned day of the
     # last `floor_history_days`, with at least `floor_min_days` such days learned, is flagged

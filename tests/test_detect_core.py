@@ -785,16 +785,22 @@ def test_routine_break_asks_sooner_where_the_door_saw_nobody_leave() -> None:
 
 def test_a_routine_check_in_after_a_passage_out_is_marked_so_silence_does_not_wake_the_neighbour() -> None:
     """Issue 14: a routine_break raised while the door saw the resident pass and no water
-    since carries `door_out` (true unless `door_out_holds_neighbour` is off): unanswered, the
+    since carries `door_out` (true when `door_out_holds_neighbour` is on): unanswered, the
     stage then leaves the neighbour to the neighbour tier."""
     from lovekey.detectors.changes import water_details
 
     now = T0 + 86400
-    inp = sweep_input(2, now, door_out=np.array([True, False]), over_routine_limit=np.ones(2, np.bool_))
+    inp = sweep_input(
+        2,
+        now,
+        settings=DetectSettings(door_out_holds_neighbour=True),
+        door_out=np.array([True, False]),
+        over_routine_limit=np.ones(2, np.bool_),
+    )
     verdict = rules.routine_break(inp)
     learned = np.zeros(2, np.int16)
     assert water_details("routine_break", 0, inp, verdict, "WM-0", learned)["door_out"] is True
     assert "door_out" not in water_details("routine_break", 1, inp, verdict, "WM-1", learned)
-    off = replace(inp, settings=DetectSettings(door_out_holds_neighbour=False))
+    off = replace(inp, settings=DetectSettings())  # the default: off
     assert water_details("routine_break", 0, off, verdict, "WM-0", learned)["door_out"] is False
     assert "door_out" not in water_details("low_usage", 0, inp, rules.low_usage(inp), "WM-0", learned)

@@ -222,10 +222,10 @@ def _door_day(settings_update: dict[str, object]) -> list[RaisedAlert]:
 
 def test_an_unanswered_check_in_after_the_door_saw_them_go_does_not_wake_the_neighbour() -> None:
     """Issue 14: routine_break asks the resident once the dry stretch after the passage is
-    long; unanswered, the neighbour is woken at once only when `door_out_holds_neighbour` is
-    off; on (the default) the neighbour waits for the neighbour tier."""
-    held = _door_day({})
-    woken = _door_day({"door_out_holds_neighbour": False})
+    long; unanswered, the neighbour is woken at once when `door_out_holds_neighbour` is off
+    (the default); on, the neighbour waits for the neighbour tier."""
+    held = _door_day({"door_out_holds_neighbour": True})
+    woken = _door_day({})  # the default: off
     assert len(held) == len(woken) == 1
     assert held[0].check_in
     assert held[0].door_out
@@ -235,3 +235,31 @@ def test_an_unanswered_check_in_after_the_door_saw_them_go_does_not_wake_the_nei
     assert woken[0].neighbour_s == woken[0].answered_s  # the stage ended: the neighbour
     assert held[0].answered_s is not None
     assert held[0].neighbour_s is None or held[0].neighbour_s > held[0].answered_s
+
+
+def test_per_kind_rows_know_which_away_presses_were_lost_as_the_whole_does() -> None:
+    """A neighbour alert during an absence whose away press never reached the platform is
+    not "caused by the away button": the whole report said so, the per-kind rows (door /
+    water-only) did not, as they were scored without the presses."""
+    from lovekey.evaluation.cli import by_household
+
+    alerts = [alert("low_usage", "R-2", 30, 40)]  # raised at the neighbour tier
+    incidents = [
+        truth("planned_absence", "R-2", 24, 24 * 5),  # its press was lost (not in the list)
+        truth("planned_absence", "R-1", 24, 24 * 5),
+    ]
+    args = {
+        "start_s": START,
+        "end_s": START + 30 * 86400,
+        "report_interval_s": {"WM-1": 900},
+        "gateway_of": {},
+        "settings": ST,
+        "utc_offset_s": 8 * H,
+        "away_presses": [("R-1", START + 24 * H)],
+    }
+    whole = score(alerts, incidents, households=2, **args)
+    rows = by_household(alerts, incidents, ["R-1", "R-2"], {"R-1"}, args)
+    assert whole["neighbour"]["caused_by_silent_meter_or_away"] == 0
+    assert whole["neighbour"]["during_absences_whose_press_was_lost"] == 1
+    assert rows["water_only"]["caused_by_silent_meter_or_away"] == 0
+    assert rows["door_reminder"]["caused_by_silent_meter_or_away"] == 0
