@@ -44,25 +44,25 @@ def district_csv(residents: int, seed: int = 1) -> str:
         ]
         for k, kind in enumerate(KINDS_PER_RESIDENT):
             first = k == 0  # resident details and contacts on the first row only
-            row = [
-                f"{kind[:3].upper()}-{i:06d}",
-                gateway,
-                f"R-{i:06d}",
-                kind,
-                "900" if kind == "water_meter" else "3600",
-                f"Resident {i}" if first else "",
-                f"138{i:08d}" if first else "",
-                f"H-{i:06d}",
-                f"Building {building} unit {unit} room {i % 6 + 1}" if first else "",
-                f"C-{community:03d}",
-                f"Community {community}" if first else "",
-                f"G-{grid:04d}",
-                f"Grid {grid}" if first else "",
-                f"B-{building:05d}",
-                "",
-                f"U-{unit:05d}",
-                "",
-            ]
+            cells = {
+                "device_id": f"{kind[:3].upper()}-{i:06d}",
+                "gateway_id": gateway,
+                "resident_id": f"R-{i:06d}",
+                "kind": kind,
+                "report_interval_s": "900" if kind == "water_meter" else "3600",
+                "resident_name": f"Resident {i}" if first else "",
+                "resident_phone": f"138{i:08d}" if first else "",
+                "household_id": f"H-{i:06d}",
+                "address": f"Building {building} unit {unit} room {i % 6 + 1}" if first else "",
+                "community_id": f"C-{community:03d}",
+                "community_name": f"Community {community}" if first else "",
+                "grid_id": f"G-{grid:04d}",
+                "grid_name": f"Grid {grid}" if first else "",
+                "building_id": f"B-{building:05d}",
+                "unit_id": f"U-{unit:05d}",
+            }
+            # by name, so a column added to the registry (empty here) cannot shift the others
+            row = [cells.get(column, "") for column in header[: len(header) - 9]]
             for role, name, phone in contacts:
                 row += [role, name, phone] if first else ["", "", ""]
             writer.writerow(row)

@@ -94,10 +94,14 @@ def _start(
     new_session: bool = False,
 ) -> Running:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOVEKEY_")}
+    unique = uuid.uuid4().hex[:12]
     env |= {
         "LOVEKEY_DATABASE_URL": database_url,
         "LOVEKEY_MQTT_URL": MQTT_URL,
-        "LOVEKEY_MQTT__TOPIC_PREFIX": f"lktest/{uuid.uuid4().hex[:12]}",
+        "LOVEKEY_MQTT__TOPIC_PREFIX": f"lktest/{unique}",
+        # `run` and `ingest` start together: with one client id they would take each
+        # other's broker session over and over (each reconnecting every second)
+        "LOVEKEY_MQTT__CLIENT_ID": f"lkstop-{unique}",
         "LOVEKEY_DATA_DIR": str(data_dir),
         "LOVEKEY_WEB__PORT": str(_free_port()),
         "LOVEKEY_LOG_LEVEL": "INFO",
