@@ -39,6 +39,15 @@ class AlertSnapshot:
     check_in_blocked: str | None = None
     check_in_quiet_until: datetime | None = None  # quiet hours for the stage end then
     check_in_answer: CheckInAnswer | None = None  # the resident's answer so far
+    # the door reminder saw the resident go out before this check-in: when the stage ends
+    # unanswered, nobody else is told; the detectors' neighbour tier decides (a raise to
+    # `neighbour` ends the stage as any raise does)
+    check_in_holds: bool = False
+
+
+# how often a held check-in (`check_in_holds`) is looked at again; a raise to the neighbour
+# tier makes it due at once
+HELD_RECHECK = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +165,8 @@ def _in_check_in(last: Escalation, alert: AlertSnapshot, chain: Chain, now: date
         if alert.check_in_quiet_until is not None and alert.check_in_quiet_until > now:
             return Wait(alert.check_in_quiet_until)
         return _ask(index + 1, last.round + 1, chain, now)
+    if alert.check_in_holds:
+        return Wait(now + HELD_RECHECK)
     return _from_step(0, last.round + 1, alert, chain, now, ends_check_in=True)
 
 

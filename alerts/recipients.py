@@ -73,6 +73,9 @@ class AlertRouting:
     # the community's check-in switch and quiet hours (None: the settings decide)
     check_in_enabled: bool | None = None
     check_in_quiet: tuple[time, time] | None = None
+    # raised after the door reminder saw the resident go out (`detect.door_out_holds_neighbour`):
+    # the check-in stage's silence does not wake the neighbour; the neighbour tier decides
+    check_in_holds: bool = False
 
     @property
     def display_name(self) -> str:
@@ -152,7 +155,8 @@ _ROUTING_ALERTS = """
            coalesce(h.address, ''), h.community_id, h.grid_id,
            coalesce(c.rules, '{}'), coalesce(r.rules, '{}'), a.gateway_id,
            a.tier, r.phone, coalesce(r.language, 'zh'), c.check_in_enabled,
-           c.check_in_quiet_start, c.check_in_quiet_end
+           c.check_in_quiet_start, c.check_in_quiet_end,
+           coalesce((a.details ->> 'door_out')::boolean, false)
     FROM alert a
     LEFT JOIN device d ON d.id = a.device_id
     LEFT JOIN resident r ON r.id = coalesce(a.resident_id, d.resident_id)
@@ -282,6 +286,7 @@ def _routing(
                 resident_language=r[20],
                 check_in_enabled=r[21],
                 check_in_quiet=(r[22], r[23]) if r[22] is not None and r[23] is not None else None,
+                check_in_holds=r[24],
             )
         )
     return out

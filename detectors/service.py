@@ -106,7 +106,7 @@ class DetectorService:
         """Rebuild everything from the database as of `now`."""
         st = self.st
         meters = [m for m in db.water_meters(conn) if self.shard.owns(m.resident_id or m.device_id)]
-        registry = self._registry(meters, db.unaskable_residents(conn, now))
+        registry = self._registry(meters, db.unaskable_residents(conn, now), db.door_households(conn))
         self._askable_read_at = now
         self._was_away = np.zeros(len(registry.resident_ids), bool)
         self._back_at = np.full(len(registry.resident_ids), NEVER, np.int64)
@@ -146,9 +146,10 @@ class DetectorService:
             det.profile.last_day is not None,
         )
 
-    def _registry(self, meters: Sequence[db.MeterRow], unaskable: set[str]) -> Registry:
+    def _registry(self, meters: Sequence[db.MeterRow], unaskable: set[str], door: set[str]) -> Registry:
         """Who is who; `unaskable`: residents the check-in stage cannot ask (their floor goes
-        to the neighbour, their routine_break waits for the neighbour tier)."""
+        to the neighbour, their routine_break waits for the neighbour tier); `door`: residents
+        with a door reminder (`detect.door_home_check_in_quantile`)."""
         residents = sorted({m.resident_id for m in meters if m.resident_id})
         res_index = {r: i for i, r in enumerate(residents)}
         gateways = sorted({m.gateway_id for m in meters})
@@ -168,6 +169,7 @@ class DetectorService:
             np.array([gw_index[m.gateway_id] for m in meters], np.int64),
             params,
             np.array([r not in unaskable for r in residents], np.bool_),
+            np.array([r in door for r in residents], np.bool_),
         )
 
     def _restore_alerts(self, conn: psycopg.Connection[Any], now: datetime) -> None:
@@ -336,6 +338,9 @@ class DetectorService:
         if not np.array_equal(fresh, askable):
             log.info("who can be asked changed: %d residents cannot be asked", int((~fresh).sum()))
         askable[:] = fresh
+        if (door := self._det.registry.door) is not None:  # a reminder fitted or taken away
+            with_door = db.door_households(conn)
+            door[:] = [r in with_door for r in self._det.registry.resident_ids]
         self._askable_read_at = now
 
     def _apply(self, rows: db.ReadingColumns, now: datetime, *, conn: psycopg.Connection[Any] | None) -> None:

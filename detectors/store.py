@@ -407,6 +407,19 @@ def door_passages(conn: psycopg.Connection[Any], since: datetime, until: datetim
     return {r: t for r, t in rows}
 
 
+def door_households(conn: psycopg.Connection[Any]) -> set[str]:
+    """Residents whose household (or who themselves) have a door reminder (`door_sensor`)."""
+    rows = conn.execute(
+        """
+        SELECT DISTINCT r.id FROM device d
+        JOIN resident r ON r.id = d.resident_id
+                        OR (d.resident_id IS NULL AND r.household_id = d.household_id)
+        WHERE d.kind = 'door_sensor'
+        """
+    ).fetchall()
+    return {r for (r,) in rows}
+
+
 def fine_answers(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> dict[str, datetime]:
     """Per resident, their newest check-in answered "fine" in (since, until] (`check_in_answer`
     belongs to the alerts package; the detectors only read it)."""

@@ -80,7 +80,14 @@ def sms_in(client: httpx.Client, clock: Clock, **kwargs: Any) -> httpx.Response:
     return client.send(request)
 
 
-def raise_tier(rig: DeliveryRig, tier: str, now: datetime, *, kind: str = "low_usage") -> int:
+def raise_tier(
+    rig: DeliveryRig,
+    tier: str,
+    now: datetime,
+    *,
+    kind: str = "low_usage",
+    details: dict[str, Any] | None = None,
+) -> int:
     with rig.conn.transaction():
         result = raise_alerts(
             rig.conn,
@@ -92,6 +99,7 @@ def raise_tier(rig: DeliveryRig, tier: str, now: datetime, *, kind: str = "low_u
                     device_id=None,
                     gateway_id=None,
                     since=now - timedelta(hours=5),
+                    details=details or {},
                     tier=tier,
                 )
             ],
@@ -211,6 +219,35 @@ def test_a_neighbour_tier_raise_goes_past_the_stage_at_once(rig: DeliveryRig) ->
     rig.run(later)
     assert [r.path for r in rig.fake.received()] == [f"/{RESIDENT_SMS}", "/push/lkh"]
     assert answer_row(rig, alert_id)[0] == "none"  # type: ignore[index]
+    assert stage(rig, alert_id) == "love_key_holder"
+
+
+def test_a_check_in_after_the_door_saw_them_go_out_waits_for_the_neighbour_tier(rig: DeliveryRig) -> None:
+    """`detect.door_out_holds_neighbour`: the stage's silence wakes nobody (the resident is
+    probably out); the detectors' neighbour tier, when it fires, goes on as any raise does."""
+    alert_id = raise_tier(rig, "check_in", T0, kind="routine_break", details={"door_out": True})
+    for minutes in (0, 10, 20):
+        rig.run(T0 + timedelta(minutes=minutes))
+    assert [r.path for r in rig.fake.received()] == [f"/{RESIDENT_SMS}"] * 3
+    for minutes in (30, 90, 200):  # the stage is over, unanswered: held
+        rig.run(T0 + timedelta(minutes=minutes))
+    assert len(rig.fake.received()) == 3, "nobody else was told"
+    assert stage(rig, alert_id) == "check_in"
+    assert answer_row(rig, alert_id)[0] is None  # type: ignore[index]
+    later = T0 + timedelta(minutes=240)
+    raise_tier(rig, "neighbour", later, kind="routine_break", details={"door_out": True})
+    rig.run(later)
+    assert rig.fake.received()[-1].path == "/push/lkh"
+    assert stage(rig, alert_id) == "love_key_holder"
+    assert answer_row(rig, alert_id)[0] == "none"  # type: ignore[index]
+
+
+def test_door_out_false_is_the_stage_as_always(rig: DeliveryRig) -> None:
+    """The detail is written false while the setting is off: the neighbour is called."""
+    alert_id = raise_tier(rig, "check_in", T0, kind="routine_break", details={"door_out": False})
+    for minutes in (0, 10, 20, 30):
+        rig.run(T0 + timedelta(minutes=minutes))
+    assert rig.fake.received()[-1].path == "/push/lkh"
     assert stage(rig, alert_id) == "love_key_holder"
 
 

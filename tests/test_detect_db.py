@@ -676,6 +676,12 @@ def test_the_runner_reads_door_passages_and_fine_answers_as_the_resident_up_and_
         "R-2": False,  # their phone was unreachable last time
         "R-3": False,  # no phone
     }
+    assert det.registry.door is not None  # the faster check-in tier's "has a door reminder"
+    assert dict(zip(det.registry.resident_ids, det.registry.door.tolist(), strict=True)) == {
+        "R-1": True,
+        "R-2": False,
+        "R-3": False,
+    }
     presence = service._presence(conn, T)
     assert presence.active_at_s is not None
     assert presence.answered_fine_s is not None
