@@ -154,7 +154,9 @@ class _PooledConnection:
     building, signing and parsing it together (merging settings, walking os.environ twice for
     proxies the SDK already passes, preparing and re-validating headers), and 1,000 alerts in
     a second on two cores cannot afford it (docs/alerts.md, "Speed"). The request on the wire
-    is the same: method, URL, the SDK's headers (Host, Authorization, X-TC-*) and body."""
+    carries the same method, URL, SDK headers (Host, Content-Type, Authorization, X-TC-*) and
+    body; only requests' own defaults are gone (its User-Agent, `Accept: */*`, gzip), none of
+    them signed."""
 
     def __init__(self, sdk_connection: Any, *, connections: int) -> None:
         import urllib3
