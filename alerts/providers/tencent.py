@@ -2,7 +2,8 @@
 `SendTtsVoice`) through the official SDKs (`tencentcloud-sdk-python-sms`, `-vms`).
 
 The SDK signs every request with TC3-HMAC-SHA256 (signed headers `content-type;host`, the
-JSON body's SHA-256, a key derived from the SecretKey, the date and the service name). A
+JSON body's SHA-256, a key derived from the SecretKey, the date and the service name), and
+the signed request leaves through `_PooledConnection`, a kept-alive urllib3 pool. A
 template's variables are positional (`{1}`, `{2}`, ...): the parameters go in the order
 LoveKey lists them for each message (docs/alerts.md).
 
