@@ -155,6 +155,16 @@ def test_aliyun_requests_go_through_the_pooled_session(aliyun: FakeAliyun) -> No
     assert aliyun.refused == []
 
 
+def test_aliyun_through_a_proxy_goes_as_before(aliyun: FakeAliyun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """darabonba reads HTTP(S)_PROXY on every request and passes it on: such a request goes
+    through a real requests session, as it did; the stand-in is the proxy here."""
+    monkeypatch.setenv("HTTP_PROXY", aliyun.endpoint)
+    sms = _provider("aliyun_sms", "http://dysmsapi.aliyuncs.invalid", templates={"alert.zh": "SMS_900001"})
+    sms.send(_sms(3))
+    assert [(m.phone, m.reference) for m in aliyun.sent] == [("13900000003", "lk3")]
+    assert aliyun.refused == []
+
+
 def test_aliyun_unreachable_is_the_next_channel(aliyun: FakeAliyun) -> None:
     sms = _provider("aliyun_sms", aliyun.endpoint, templates={"alert.zh": "SMS_900001"}, timeout_s=2)
     aliyun.down = True

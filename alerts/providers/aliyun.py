@@ -4,8 +4,9 @@ SDKs (`alibabacloud-dysmsapi20170525`, `alibabacloud-dyvmsapi20170525`).
 
 The SDKs (tea-openapi 0.4) sign every request with ACS3-HMAC-SHA256 (the V3 signature: an
 `Authorization: ACS3-HMAC-SHA256 Credential=...,SignedHeaders=...,Signature=...` header over
-the canonical request, with the body's SHA-256 in `x-acs-content-sha256`), and keep HTTP
-connections alive per host. The endpoint setting is "https://dysmsapi.aliyuncs.com" style;
+the canonical request, with the body's SHA-256 in `x-acs-content-sha256`); the signed
+request leaves through `PooledSession`, a kept-alive urllib3 pool per host (why: see
+there). The endpoint setting is "https://dysmsapi.aliyuncs.com" style;
 `http://` is allowed for a local stand-in.
 
 Error codes: https://help.aliyun.com/document_detail/101346.html (SMS API error codes) and

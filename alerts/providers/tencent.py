@@ -2,7 +2,8 @@
 `SendTtsVoice`) through the official SDKs (`tencentcloud-sdk-python-sms`, `-vms`).
 
 The SDK signs every request with TC3-HMAC-SHA256 (signed headers `content-type;host`, the
-JSON body's SHA-256, a key derived from the SecretKey, the date and the service name). A
+JSON body's SHA-256, a key derived from the SecretKey, the date and the service name), and
+the signed request leaves through `_PooledConnection`, a kept-alive urllib3 pool. A
 template's variables are positional (`{1}`, `{2}`, ...): the parameters go in the order
 LoveKey lists them for each message (docs/alerts.md).
 
@@ -154,7 +155,9 @@ class _PooledConnection:
     building, signing and parsing it together (merging settings, walking os.environ twice for
     proxies the SDK already passes, preparing and re-validating headers), and 1,000 alerts in
     a second on two cores cannot afford it (docs/alerts.md, "Speed"). The request on the wire
-    is the same: method, URL, the SDK's headers (Host, Authorization, X-TC-*) and body."""
+    carries the same method, URL, SDK headers (Host, Content-Type, Authorization, X-TC-*) and
+    body; only requests' own defaults are gone (its User-Agent, `Accept: */*`, gzip), none of
+    them signed."""
 
     def __init__(self, sdk_connection: Any, *, connections: int) -> None:
         import urllib3
