@@ -170,12 +170,7 @@ def escalate_once(
                 due.append((alert.id, None))
         report.notifications += _insert_outbox(conn, outbox)
         add_history(conn, events, now, actor="escalation")
-        with conn.cursor() as cur:
-            cur.executemany(
-                "UPDATE alert SET escalation_due_at = %s WHERE id = %s",
-                [(at, alert_id) for alert_id, at in due],
-            )
-            cur.executemany("UPDATE alert SET stage = %s WHERE id = %s", [(st, i) for i, st in stages])
+        _set_due(conn, due, dict(stages))
         report.alerts = len(ids)
     return report
 
@@ -364,6 +359,23 @@ def _notify_rows(
             }
         )
     return rows
+
+
+# one statement for the whole pass (two `executemany` of one UPDATE per alert cost a third of
+# a pass of 100 alerts); an alert whose stage did not change keeps it
+_SET_DUE = """
+    UPDATE alert a SET escalation_due_at = v.due_at, stage = coalesce(v.stage, a.stage)
+    FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[]) AS v(id, due_at, stage)
+    WHERE a.id = v.id
+"""
+
+
+def _set_due(
+    conn: psycopg.Connection[Any], due: Sequence[tuple[int, datetime | None]], stages: Mapping[int, str]
+) -> None:
+    if due:
+        ids = [alert_id for alert_id, _ in due]
+        conn.execute(_SET_DUE, (ids, [at for _, at in due], [stages.get(i) for i in ids]))
 
 
 _INSERT_OUTBOX = """
