@@ -104,7 +104,7 @@ async def run_pipeline(
     if "receive" in parts and any(source.is_http for source in settings.sources):
         jobs["receive"] = lambda: _receive(settings, db_url, astop)
     # and the bridge when a source has a broker of its own (`lovekey bridge` on its own)
-    if "bridge" in parts and mqtt_url and any(s.broker_url and not s.is_http for s in settings.sources):
+    if "bridge" in parts and mqtt_url and _bridged(settings):
         jobs["bridge"] = lambda: _bridge(settings, mqtt_url, astop)
     for name, part in (extra or {}).items():
         jobs[name] = functools.partial(part, astop)
@@ -232,6 +232,12 @@ async def _receive(settings: Settings, db_url: str, stop: asyncio.Event) -> None
     from lovekey.ingest.http_receiver import run_receiver
 
     await run_receiver(settings, db_url, stop)
+
+
+def _bridged(settings: Settings) -> bool:
+    from lovekey.ingest.bridge import bridged_sources
+
+    return bool(bridged_sources(settings))
 
 
 async def _bridge(settings: Settings, mqtt_url: str, stop: asyncio.Event) -> None:
