@@ -11,10 +11,11 @@ async shell too, `request_help_async`, over the same SQL and the same pure row-b
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -378,32 +379,48 @@ def _set_due(
         conn.execute(_SET_DUE, (ids, [at for _, at in due], [stages.get(i) for i in ids]))
 
 
+# one statement for the whole batch, its rows as one JSON array: an `executemany` of one INSERT
+# per row paid a statement (and the outbox's NOTIFY trigger) per row, and psycopg's adaptation
+# of 17 parameters each; measured on 100 rows, 11.6 ms -> 5.5 ms
 _INSERT_OUTBOX = """
     INSERT INTO alert_outbox (alert_id, purpose, round, step, recipient_key, contact_ref, role,
                               name, language, phone, push_urls, channels, urgent, not_before,
                               created_at, digest_date, detail)
-    VALUES (%(alert_id)s, %(purpose)s, %(round)s, %(step)s, %(recipient_key)s,
-            %(contact_ref)s, %(role)s,
-            %(name)s, %(language)s, %(phone)s, %(push_urls)s, %(channels)s, %(urgent)s,
-            %(not_before)s, %(created_at)s, %(digest_date)s, %(detail)s)
+    SELECT alert_id, purpose, round, step, recipient_key, contact_ref, role, name, language,
+           phone, push_urls, channels, urgent, not_before, created_at, digest_date, detail
+    FROM ROWS FROM (jsonb_to_recordset(%s::jsonb) AS (
+             alert_id bigint, purpose text, round integer, step integer, recipient_key text,
+             contact_ref text, role text, name text, language text, phone text,
+             push_urls text[], channels text[], urgent boolean, not_before timestamptz,
+             created_at timestamptz, digest_date date, detail jsonb))
+         WITH ORDINALITY AS r
+    ORDER BY r.ordinality
     ON CONFLICT DO NOTHING
 """
+
+
+def _outbox_json(rows: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(rows, default=_json_value, ensure_ascii=False)
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Jsonb):
+        return value.obj
+    raise TypeError(f"an outbox row cannot hold {type(value).__name__}")
 
 
 def _insert_outbox(conn: psycopg.Connection[Any], rows: Sequence[Mapping[str, Any]]) -> int:
     if not rows:
         return 0
-    with conn.cursor() as cur:
-        cur.executemany(_INSERT_OUTBOX, rows)
-        return cur.rowcount if cur.rowcount >= 0 else len(rows)
+    return conn.execute(_INSERT_OUTBOX, (_outbox_json(rows),)).rowcount
 
 
 async def _insert_outbox_async(conn: psycopg.AsyncConnection[Any], rows: Sequence[Mapping[str, Any]]) -> int:
     if not rows:
         return 0
-    async with conn.cursor() as cur:
-        await cur.executemany(_INSERT_OUTBOX, rows)
-        return cur.rowcount if cur.rowcount >= 0 else len(rows)
+    return (await conn.execute(_INSERT_OUTBOX, (_outbox_json(rows),))).rowcount
 
 
 def queue_outbox(conn: psycopg.Connection[Any], rows: Sequence[Mapping[str, Any]]) -> int:
