@@ -571,7 +571,8 @@ class _StandInPhones:
     would show it, and a resident given an answer (`answer_check_in`) answers their check-in
     a few seconds later the way a real one reaches LoveKey - a key pressed in the call, which
     Alibaba Cloud reports in its VoiceReport push (or a reply to the text, in its SmsUp push),
-    posted to the callback URL with the provider's secret. Nothing is written to the database
+    posted to the callback URL with the provider's secret; a check-in call nobody answers is
+    reported as rung out (VoiceReport status 200005). Nothing is written to the database
     here: LoveKey verifies the callback and matches it to the call it made."""
 
     def __init__(self, callbacks_url: str, callback_secrets: dict[str, str]) -> None:
@@ -591,25 +592,32 @@ class _StandInPhones:
             return
         with self._lock:
             key = self._answers.pop(message.phone, None)
-        if key is not None:
-            timer = threading.Timer(3.0, self._answer, (message, key))  # picking up the phone
-            timer.daemon = True  # an answer still due when the demo stops is dropped
-            timer.start()
+        if key is None and message.kind != "voice":
+            return  # a text nobody answers: no push
+        # a key a few seconds after the phone rings; a call nobody picks up is reported too,
+        # once it has rung out (Alibaba Cloud's VoiceReport comes for every call)
+        timer = threading.Timer(3.0 if key is not None else 8.0, self._answer, (message, key))
+        timer.daemon = True  # a push still due when the demo stops is dropped
+        timer.start()
 
-    def _answer(self, message: Any, key: str) -> None:
+    def _answer(self, message: Any, key: str | None) -> None:
         voice = message.kind == "voice"
         provider, topic = ("aliyun_voice", "voice_report") if voice else ("aliyun", "sms_up")
         url = f"{self.callbacks_url}/{provider}/{self.secrets[provider]}/{topic}"
-        shown = f"key {key}" if voice else f"reply {key}"
+        shown = f"key {key}" if key is not None else "rang out, nobody picked up"
+        if not voice:
+            shown = f"reply {key}"
         status = 0
         # the push can arrive before LoveKey has recorded what Alibaba Cloud accepted (then it
         # is refused, 403); Alibaba Cloud retries a push that was not acknowledged
         for _ in range(5):
             try:
                 if voice:
-                    status, _ = self.cloud.voice_report(url, message, dtmf=key)
+                    status, _ = self.cloud.voice_report(
+                        url, message, dtmf=key or "", answered=key is not None
+                    )
                 else:
-                    status, _ = self.cloud.sms_up(url, message.phone, key)
+                    status, _ = self.cloud.sms_up(url, message.phone, key or "")
             except (OSError, urllib3.exceptions.HTTPError) as exc:  # the console has stopped
                 log.warning("demo: the stand-in's callback failed: %s", exc)
                 return

@@ -109,6 +109,9 @@ def test_demo_reaches_an_escalated_alert(tmp_path: Path) -> None:
         r"check-in: (.+): fine \(by voice@aliyun_voice\); alert resident_ok, stage check_in", proc.stdout
     )
     assert answered is not None, proc.stdout[-3000:]
+    # the resident on the floor: each call rings out and the stand-in reports it, as Alibaba
+    # Cloud does; the stage's last ask is a text, which reached the phone: 'none', not unreachable
+    assert re.search(r"Call ← \S+: rang out, nobody picked up .*HTTP 200\)", proc.stdout), proc.stdout[-3000:]
     silent = re.search(r"check-in: (.+): none \(by -\); alert \w+, stage (\w+)", proc.stdout)
     assert silent is not None, proc.stdout[-3000:]
     assert silent.group(2) != "check_in"  # the stage ended: the neighbour and onwards were told
