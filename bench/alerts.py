@@ -30,9 +30,16 @@ import psycopg
 from lovekey.alerts.channels import Outgoing
 from lovekey.alerts.store import AlertCandidate, raise_alerts
 from lovekey.alerts.worker import AlertWorker
+from lovekey.bench.support.cpu import MachineCpu, burst_figures, machine_text
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.bench.support.seeding import ContactSpec, seed_resident
-from lovekey.bench.support.worker_process import WorkerProcess, process_cpu_s
+from lovekey.bench.support.worker_process import (
+    WorkerProcess,
+    cpu_ms_each,
+    database_cpu_s,
+    database_cpu_text,
+    process_cpu_s,
+)
 from lovekey.config import Settings
 from lovekey.storage import connect, database_url, migrate
 from lovekey.storage.scratch import scratch_database
@@ -77,6 +84,8 @@ def main(argv: list[str], settings: Settings) -> int:
                 f" p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms;"
                 f" {r['requests_per_s']:.0f} requests/s;"
                 f" worker CPU {r['worker_cpu_ms_per_alert']:.2f} ms per alert"
+                f"{database_cpu_text(r['database_cpu_ms_per_alert'])}"
+                f"{machine_text(r['machine'])}"
                 f" (machine load average {r['load_average_1m']:.1f}, {os.cpu_count()} CPUs)"
             )
         verdict = "PASS" if figures["p99_ms"] < 1000 else "FAIL"
@@ -132,11 +141,14 @@ def _run(
                 first = r * n
                 load_1m = os.getloadavg()[0]
                 cpu_before = worker.cpu_s()
-                committed = _raise(conn, range(first, first + n))
-                if not fake.wait_for(n, timeout_s=120):
-                    raise RuntimeError(f"only {len(fake.received())} of {n} requests arrived")
+                db_before = database_cpu_s()
+                with MachineCpu() as machine:
+                    committed = _raise(conn, range(first, first + n))
+                    if not fake.wait_for(n, timeout_s=120):
+                        raise RuntimeError(f"only {len(fake.received())} of {n} requests arrived")
                 time.sleep(0.5)  # let the worker record the last results
                 worker_cpu_s = worker.cpu_s() - cpu_before
+                db_cpu_ms = cpu_ms_each(db_before, database_cpu_s(), n)
                 arrival: dict[int, float] = {}
                 for req in fake.received():
                     i = _resident_index(req.path)
@@ -156,6 +168,8 @@ def _run(
                         "max_ms": float(latencies_ms.max()),
                         "requests_per_s": n / span if span > 0 else float("inf"),
                         "worker_cpu_ms_per_alert": worker_cpu_s * 1000 / n,
+                        "database_cpu_ms_per_alert": db_cpu_ms,
+                        "machine": burst_figures(machine, committed, latencies_ms),
                         "load_average_1m": load_1m,
                     }
                 )

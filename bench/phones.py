@@ -34,9 +34,10 @@ import psycopg
 
 from lovekey.alerts.providers.standins import FakeAliyun, FakeTencent
 from lovekey.alerts.store import AlertCandidate, raise_alerts
+from lovekey.bench.support.cpu import MachineCpu, burst_figures, machine_text
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.bench.support.seeding import ContactSpec, seed_resident
-from lovekey.bench.support.worker_process import WorkerProcess
+from lovekey.bench.support.worker_process import WorkerProcess, cpu_ms_each, database_cpu_s, database_cpu_text
 from lovekey.config import Settings
 from lovekey.storage import connect, database_url, migrate
 from lovekey.storage.scratch import scratch_database
@@ -92,6 +93,8 @@ def _print(figures: dict[str, Any]) -> None:
             f" {figures['path']}: min {r['min_ms']:.0f} ms, p50 {r['p50_ms']:.0f} ms,"
             f" p90 {r['p90_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms;"
             f" worker CPU {r['worker_cpu_ms_per_notification']:.2f} ms per notification"
+            f"{database_cpu_text(r['database_cpu_ms_per_notification'])}"
+            f"{machine_text(r['machine'])}"
             f" (load average {r['load_average_1m']:.1f}, {os.cpu_count()} CPUs)"
         )
     verdict = "PASS" if figures["p99_ms"] < 1000 else "FAIL"
@@ -183,10 +186,13 @@ def _run(
                 first = r * n
                 load_1m = os.getloadavg()[0]
                 cpu_before = worker.cpu_s()
-                committed = _raise(conn, range(first, first + n))
-                _wait(lambda: arrivals.enough(n), 180, f"{n} messages")
+                db_before = database_cpu_s()
+                with MachineCpu() as machine:
+                    committed = _raise(conn, range(first, first + n))
+                    _wait(lambda: arrivals.enough(n), 180, f"{n} messages")
                 time.sleep(0.5)  # let the worker record the last results
                 worker_cpu_s = worker.cpu_s() - cpu_before
+                db_cpu_ms = cpu_ms_each(db_before, database_cpu_s(), n)
                 arrival = arrivals.by_resident()
                 latencies_ms = np.array([arrival[i] - committed for i in range(first, first + n)]) * 1000
                 all_latencies += list(latencies_ms)
@@ -200,6 +206,8 @@ def _run(
                         "p99_ms": float(np.percentile(latencies_ms, 99)),
                         "max_ms": float(latencies_ms.max()),
                         "worker_cpu_ms_per_notification": worker_cpu_s * 1000 / n,
+                        "database_cpu_ms_per_notification": db_cpu_ms,
+                        "machine": burst_figures(machine, committed, latencies_ms),
                         "load_average_1m": load_1m,
                     }
                 )

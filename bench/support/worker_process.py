@@ -86,3 +86,35 @@ def process_cpu_s(pid: int) -> float:
     except (OSError, ValueError):
         return total
     return total + sum(process_cpu_s(c) for c in children)
+
+
+def database_cpu_s() -> float | None:
+    """CPU seconds (user + system) used so far by every PostgreSQL process on this machine
+    (Linux), or None when there is none here (a remote database): how much of a burst's cost
+    is the server's. Counts other databases' work too: measure on a quiet server."""
+    total, found = 0.0, False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                head, tail = fh.read().rsplit(")", 1)
+        except OSError:
+            continue  # gone since the listing
+        if head.split("(", 1)[1] != "postgres":
+            continue
+        fields = tail.split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        found = True
+    return total if found else None
+
+
+def cpu_ms_each(before_s: float | None, after_s: float | None, n: int) -> float | None:
+    """CPU milliseconds per item between two readings of `database_cpu_s` (None: not here)."""
+    if before_s is None or after_s is None or n <= 0:
+        return None
+    return (after_s - before_s) * 1000 / n
+
+
+def database_cpu_text(ms: float | None) -> str:
+    return "" if ms is None else f", database CPU {ms:.2f} ms"
