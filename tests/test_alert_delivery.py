@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
+from lovekey.alerts.dispatch import _CLAIM
 from lovekey.alerts.store import acknowledge, clear_alerts, get_alert, history, resolve
 from lovekey.alerts.texts import fits_one_sms
 from lovekey.bench.support.provider import FakeProvider
@@ -330,3 +332,23 @@ def test_daily_digest_to_opted_in_family_once_a_day(world: DeliveryRig) -> None:
         (midnight + timedelta(hours=9),),
     )
     assert queue_digests(world.conn, world.settings, now + timedelta(hours=3)) == 0
+
+
+def test_a_claim_reads_the_queue_in_order_instead_of_sorting_all_of_it(database_url: str) -> None:
+    """A burst queues thousands of notifications at once; each claim must read its batch off
+    an index in the claim's own order (urgent first), not sort every pending row."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            """
+            INSERT INTO alert_outbox (purpose, recipient_key, contact_ref, role, channels, urgent,
+                                      not_before, created_at)
+            SELECT 'alert', 'tel:+86139' || lpad(i::text, 8, '0'), 'contact:' || i, 'love_key_holder',
+                   '{sms}', i % 10 = 0, now() - interval '1 second' * i, now()
+            FROM generate_series(1, 3000) AS i
+            """
+        )
+        conn.execute("ANALYZE alert_outbox")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + _CLAIM, (datetime.now(UTC), 50)))
+        conn.rollback()
+    assert "alert_outbox_claim_idx" in plan, plan
+    assert "Sort" not in plan, plan

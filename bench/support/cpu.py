@@ -67,6 +67,10 @@ class MachineCpu:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+            busy = machine_busy_s()  # the last arrival may come after the last sample
+            if busy is not None:
+                self._at.append(time.time())
+                self._busy.append(busy)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
