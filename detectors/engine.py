@@ -373,7 +373,15 @@ class Detector:
         # are many (a night): the rules' answer is the same either way.
         min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
         low_active = self.resident_meters.to_meters(self.states[AlertKind.LOW_USAGE].active, False)
-        maybe = np.flatnonzero(over_limit | (dry_b >= min_dry_b) | low_active)
+        candidates = over_limit | (dry_b >= min_dry_b) | low_active
+        learned: BOOL | None = None
+        if st.routine_check_in_enabled and not st.routine_check_in_own and prof.early_allowance.any():
+            # the check-in tier judges the district alone: any meter with a learned pattern
+            # whose dry run is over the district's shortest allowance may fire
+            learned = prof.learned_days >= st.routine_min_days
+            shortest = int(prof.early_allowance[prof.early_allowance > 0].min(initial=0))
+            candidates |= learned & (dry_b > shortest)
+        maybe = np.flatnonzero(candidates)
         self.quiet_candidates = int(maybe.size)  # for the benchmark's report
         sel: I64 | slice = maybe if maybe.size < len(hz) * self.quiet_subset_share else slice(None)
         hz_s = hz[sel]
@@ -426,6 +434,7 @@ class Detector:
             home_silent=home_silent,
             door_out=door_out,
             home_allowance_b=prof.home_allowance,
+            learned=learned,
         )
 
     def _routine_open(self, hz: I64) -> tuple[I64, I64, F32]:
