@@ -249,6 +249,14 @@ class DetectSettings(_Section):
     # neighbour alerts a month, 0.12 with 5 % unanswered (docs/detection.md, "Where the
     # water-only time goes")
     routine_check_in_own: bool = True
+    # low_usage's and routine_break's neighbour tier, when it fires before the resident was
+    # asked, asks them first (a check-in: the neighbour 30 min later if nobody answers; at
+    # once in the stage's quiet hours or for a resident who cannot be asked) instead of
+    # waking the neighbour at once. Measured on the tuning seeds 2, 3, 5 (docs/detection.md,
+    # "Water-only timing"): false neighbour alerts 0.068-0.081 -> 0.041-0.052 a
+    # household-month for water-only households (0.046 -> 0.021-0.031 with the door; 0.062-0.067
+    # with 5 % unanswered), the median to the neighbour 0.0-0.2 h later. False: the old way
+    quiet_neighbour_asks_first: bool = True
     # ... learned separately for this many groups of residents, by how busy their days are
     routine_population_groups: int = Field(1, ge=1, le=16)
     # a day is learned from once complete data for it can have arrived (a daily meter sends

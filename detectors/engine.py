@@ -164,6 +164,9 @@ class Detector:
         self.resident_meters = ResidentMeters(registry.resident_of, residents)
         # per welfare kind and resident: the open alert only asks the resident (check-in tier)
         self.check_in_only = {k: np.zeros(residents, np.bool_) for k in WATER_KINDS}
+        # ... raised at the check-in tier although its neighbour tier had fired already
+        # (`quiet_neighbour_asks_first`): the stage's silence, not the tier, wakes the neighbour
+        self.asked_first = {k: np.zeros(residents, np.bool_) for k in WATER_KINDS}
         self._answered: I64 | None = None  # per resident: their last "fine", this sweep
         self._answered_before: I64 | None = None  # ... and at the sweep before
         self._field_judged_hz = np.full(meters, NEVER, np.int64)  # the field rule's last window
@@ -494,9 +497,18 @@ class Detector:
             state.raised_at[step.raised] = hz[rep_r[step.raised]]
             check_in[step.cleared] = False
             check_in[~state.active] = False
+            asked_first = self.asked_first[kind]
+            asked_first[~state.active] = False
             # an open check-in alert whose neighbour tier now fires goes to the neighbour
-            lifted = np.flatnonzero(state.active & check_in & neighbour_r & ~hold_r)
+            # (not one that was raised asking first with that tier already firing)
+            lifted = np.flatnonzero(state.active & check_in & neighbour_r & ~hold_r & ~asked_first)
             check_in[step.raised] = ~neighbour_r[step.raised]
+            if quiet_kind and self.settings.quiet_neighbour_asks_first:
+                # the neighbour tier fired before anyone was asked: ask the resident first
+                askable = self.registry.askable
+                ask = neighbour_r[step.raised] & (True if askable is None else askable[step.raised])
+                check_in[step.raised] |= ask
+                asked_first[step.raised] = ask
             check_in[lifted] = False
             # an episode a person already resolved stays active here but is not raised again
             handled = since_r[step.raised] <= state.handled_until[step.raised]
@@ -506,6 +518,8 @@ class Detector:
                     kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
                 )
                 tier = AlertTier.CHECK_IN if check_in[r] else AlertTier.NEIGHBOUR
+                if asked_first[r]:  # in quiet hours the alerts side then tells the neighbour at once
+                    details["neighbour_tier"] = True
                 changes.append(
                     self._resident_change(
                         kind, "raise", int(r), since_s=int(since_r[r]), details=details, tier=tier

@@ -514,6 +514,40 @@ def test_routine_break_alerts_hours_before_the_field_rule_on_a_regular_resident(
     assert h.det.profile.learned_days[1] >= 14
 
 
+def _quiet_day_changes(settings: DetectSettings, *, askable: bool = True) -> list[tuple[str, str, str, bool]]:
+    """One resident: 6 h of use, then 20 h without water; every change (kind, action, tier,
+    whether it says the neighbour tier had fired)."""
+    h = Home(1, settings=settings)
+    if not askable:
+        h.det.registry = replace(h.reg, askable=np.array([False]))
+    changes = []
+    for hours, litres in ((6, 3.0), (20, 0.0)):
+        for _ in range(int(hours * 3600 // BS)):
+            h.t += BS
+            h.total += litres
+            h.det.apply([0], [h.t], h.total, [h.t + 3])
+            changes += [
+                (c.kind, c.action, c.tier, bool(c.details.get("neighbour_tier")))
+                for c in h.det.sweep(h.t + 30, h.presence)
+            ]
+    return changes
+
+
+def test_a_neighbour_tier_that_fires_before_anyone_was_asked_asks_the_resident_first() -> None:
+    """`quiet_neighbour_asks_first`: the learned low_usage (a neighbour tier: nothing learned
+    yet, so no floor) is raised as a check-in, and is not escalated by the same tier later:
+    the stage's silence wakes the neighbour. A resident who cannot be asked: the neighbour
+    at once, as when it is off."""
+    st = load_settings(environ={}).detect
+    old = st.model_copy(update={"quiet_neighbour_asks_first": False})
+    assert _quiet_day_changes(old) == [("low_usage", "raise", "neighbour", False)]
+    first = st.model_copy(update={"quiet_neighbour_asks_first": True})
+    assert st.quiet_neighbour_asks_first  # the default
+    # marked so: in quiet hours the alerts side tells the neighbour at once
+    assert _quiet_day_changes(first) == [("low_usage", "raise", "check_in", True)]
+    assert _quiet_day_changes(first, askable=False) == [("low_usage", "raise", "neighbour", False)]
+
+
 def test_restore_marks_open_alerts_active_so_a_restart_does_not_raise_them_again() -> None:
     h = Home(1)
     h.run(14, 0.0)
