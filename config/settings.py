@@ -253,9 +253,10 @@ class DetectSettings(_Section):
     # asked, asks them first (a check-in: the neighbour 30 min later if nobody answers; at
     # once in the stage's quiet hours or for a resident who cannot be asked) instead of
     # waking the neighbour at once. Measured on the tuning seeds 2, 3, 5 (docs/detection.md,
-    # "Water-only timing"): false neighbour alerts 0.068-0.081 -> 0.041-0.052 a
-    # household-month for water-only households (0.046 -> 0.021-0.031 with the door; 0.062-0.067
-    # with 5 % unanswered), the median to the neighbour 0.0-0.2 h later. False: the old way
+    # "Water-only timing"): false neighbour alerts 0.068-0.086 -> 0.041-0.052 a
+    # household-month for water-only households (0.046-0.047 -> 0.021-0.030 with the door;
+    # 0.062-0.067 with 5 % unanswered), the median to the neighbour within 0.2 h of before.
+    # False: the neighbour at once, as before
     quiet_neighbour_asks_first: bool = True
     # ... learned separately for this many groups of residents, by how busy their days are
     routine_population_groups: int = Field(1, ge=1, le=16)
