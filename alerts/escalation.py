@@ -43,6 +43,10 @@ class AlertSnapshot:
     # unanswered, nobody else is told; the detectors' neighbour tier decides (a raise to
     # `neighbour` ends the stage as any raise does)
     check_in_holds: bool = False
+    # the detectors' neighbour tier had fired when this check-in was raised
+    # (`detect.quiet_neighbour_asks_first`): the resident is asked first only when they can be
+    # asked now; in quiet hours the neighbour is told at once, as without the stage
+    check_in_urgent: bool = False
 
 
 # how often a held check-in (`check_in_holds`) is looked at again; a raise to the neighbour
@@ -72,8 +76,9 @@ class Notify:
     skipped: tuple[int, ...] = ()  # steps passed over because nobody holds their roles
     check_in: int | None = None  # asks the resident: index into chain.check_in
     ends_check_in: bool = False  # the first step after the check-in stage (it ends unanswered)
-    # a check-in alert whose resident could not be asked: 'off' (the stage is switched off) or
-    # 'no_phone'; it goes straight to the chain's steps
+    # a check-in alert whose resident could not be asked: 'off' (the stage is switched off),
+    # 'no_phone', or 'quiet' (quiet hours, and the neighbour tier had fired: `check_in_urgent`);
+    # it goes straight to the chain's steps
     check_in_skipped: str | None = None
 
 
@@ -144,6 +149,8 @@ def _start_check_in(alert: AlertSnapshot, chain: Chain, now: datetime) -> Decisi
     if alert.check_in_blocked is not None or ContactRole.RESIDENT not in alert.available_roles:
         return _from_step(0, 0, alert, chain, now, check_in_skipped="no_phone")
     if alert.check_in_quiet_until is not None and alert.check_in_quiet_until > now:
+        if alert.check_in_urgent:
+            return _from_step(0, 0, alert, chain, now, check_in_skipped="quiet")
         return Wait(alert.check_in_quiet_until)
     return _ask(0, 0, chain, now)
 

@@ -234,6 +234,7 @@ def _snapshot(
         check_in_quiet_until=quiet_until(now, quiet[0], quiet[1], ctx.zone),
         check_in_answer=CheckInAnswer(answer) if answer else None,
         check_in_holds=alert.check_in_holds,
+        check_in_urgent=alert.check_in_urgent,
     )
 
 

@@ -76,6 +76,9 @@ class AlertRouting:
     # raised after the door reminder saw the resident go out (`detect.door_out_holds_neighbour`):
     # the check-in stage's silence does not wake the neighbour; the neighbour tier decides
     check_in_holds: bool = False
+    # raised as a check-in although the detectors' neighbour tier had fired
+    # (`detect.quiet_neighbour_asks_first`): in quiet hours the neighbour is told at once
+    check_in_urgent: bool = False
 
     @property
     def display_name(self) -> str:
@@ -156,7 +159,8 @@ _ROUTING_ALERTS = """
            coalesce(c.rules, '{}'), coalesce(r.rules, '{}'), a.gateway_id,
            a.tier, r.phone, coalesce(r.language, 'zh'), c.check_in_enabled,
            c.check_in_quiet_start, c.check_in_quiet_end,
-           coalesce((a.details ->> 'door_out')::boolean, false)
+           coalesce((a.details ->> 'door_out')::boolean, false),
+           coalesce((a.details ->> 'neighbour_tier')::boolean, false)
     FROM alert a
     LEFT JOIN device d ON d.id = a.device_id
     LEFT JOIN resident r ON r.id = coalesce(a.resident_id, d.resident_id)
@@ -287,6 +291,7 @@ def _routing(
                 check_in_enabled=r[21],
                 check_in_quiet=(r[22], r[23]) if r[22] is not None and r[23] is not None else None,
                 check_in_holds=r[24],
+                check_in_urgent=r[25],
             )
         )
     return out

@@ -241,6 +241,23 @@ class DetectSettings(_Section):
     # routine_population_quantile. Off: one tier, as before
     routine_check_in_enabled: bool = True
     routine_check_in_population_quantile: float | None = Field(0.995, gt=0.5, le=1.0)
+    # ... and only where the dry run is also over the resident's own pattern (True, the
+    # default). False: the district's level alone asks any resident with a learned pattern,
+    # also at hours their own pattern is off (asleep, or usually out). At 0.995 the own
+    # pattern binds only through those hours: off, water-only households were reached 1.2 h
+    # sooner (8.8 h against 10.0 h, seed 2 with 20x no-use) for about 0.02 more false
+    # neighbour alerts a month, 0.12 with 5 % unanswered (docs/detection.md, "Where the
+    # water-only time goes")
+    routine_check_in_own: bool = True
+    # low_usage's and routine_break's neighbour tier, when it fires before the resident was
+    # asked, asks them first (a check-in: the neighbour 30 min later if nobody answers; at
+    # once in the stage's quiet hours or for a resident who cannot be asked) instead of
+    # waking the neighbour at once. Measured on the tuning seeds 2, 3, 5 (docs/detection.md,
+    # "Water-only timing"): false neighbour alerts 0.068-0.086 -> 0.041-0.052 a
+    # household-month for water-only households (0.046-0.047 -> 0.021-0.030 with the door;
+    # 0.062-0.067 with 5 % unanswered), the median to the neighbour within 0.2 h of before.
+    # False: the neighbour at once, as before
+    quiet_neighbour_asks_first: bool = True
     # ... learned separately for this many groups of residents, by how busy their days are
     routine_population_groups: int = Field(1, ge=1, le=16)
     # a day is learned from once complete data for it can have arrived (a daily meter sends

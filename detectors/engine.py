@@ -164,6 +164,9 @@ class Detector:
         self.resident_meters = ResidentMeters(registry.resident_of, residents)
         # per welfare kind and resident: the open alert only asks the resident (check-in tier)
         self.check_in_only = {k: np.zeros(residents, np.bool_) for k in WATER_KINDS}
+        # ... raised at the check-in tier although its neighbour tier had fired already
+        # (`quiet_neighbour_asks_first`): the stage's silence, not the tier, wakes the neighbour
+        self.asked_first = {k: np.zeros(residents, np.bool_) for k in WATER_KINDS}
         self._answered: I64 | None = None  # per resident: their last "fine", this sweep
         self._answered_before: I64 | None = None  # ... and at the sweep before
         self._field_judged_hz = np.full(meters, NEVER, np.int64)  # the field rule's last window
@@ -373,7 +376,15 @@ class Detector:
         # are many (a night): the rules' answer is the same either way.
         min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
         low_active = self.resident_meters.to_meters(self.states[AlertKind.LOW_USAGE].active, False)
-        maybe = np.flatnonzero(over_limit | (dry_b >= min_dry_b) | low_active)
+        candidates = over_limit | (dry_b >= min_dry_b) | low_active
+        learned: BOOL | None = None
+        if st.routine_check_in_enabled and not st.routine_check_in_own and prof.early_allowance.any():
+            # the check-in tier judges the district alone: any meter with a learned pattern
+            # whose dry run is over the district's shortest allowance may fire
+            learned = prof.learned_days >= st.routine_min_days
+            shortest = int(prof.early_allowance[prof.early_allowance > 0].min(initial=0))
+            candidates |= learned & (dry_b > shortest)
+        maybe = np.flatnonzero(candidates)
         self.quiet_candidates = int(maybe.size)  # for the benchmark's report
         sel: I64 | slice = maybe if maybe.size < len(hz) * self.quiet_subset_share else slice(None)
         hz_s = hz[sel]
@@ -426,6 +437,7 @@ class Detector:
             home_silent=home_silent,
             door_out=door_out,
             home_allowance_b=prof.home_allowance,
+            learned=learned,
         )
 
     def _routine_open(self, hz: I64) -> tuple[I64, I64, F32]:
@@ -485,9 +497,18 @@ class Detector:
             state.raised_at[step.raised] = hz[rep_r[step.raised]]
             check_in[step.cleared] = False
             check_in[~state.active] = False
+            asked_first = self.asked_first[kind]
+            asked_first[~state.active] = False
             # an open check-in alert whose neighbour tier now fires goes to the neighbour
-            lifted = np.flatnonzero(state.active & check_in & neighbour_r & ~hold_r)
+            # (not one that was raised asking first with that tier already firing)
+            lifted = np.flatnonzero(state.active & check_in & neighbour_r & ~hold_r & ~asked_first)
             check_in[step.raised] = ~neighbour_r[step.raised]
+            if quiet_kind and self.settings.quiet_neighbour_asks_first:
+                # the neighbour tier fired before anyone was asked: ask the resident first
+                askable = self.registry.askable
+                ask = neighbour_r[step.raised] & (True if askable is None else askable[step.raised])
+                check_in[step.raised] |= ask
+                asked_first[step.raised] = ask
             check_in[lifted] = False
             # an episode a person already resolved stays active here but is not raised again
             handled = since_r[step.raised] <= state.handled_until[step.raised]
@@ -497,6 +518,8 @@ class Detector:
                     kind, m, inp, verdict, self.registry.meter_ids[m], self.profile.learned_days
                 )
                 tier = AlertTier.CHECK_IN if check_in[r] else AlertTier.NEIGHBOUR
+                if asked_first[r]:  # in quiet hours the alerts side then tells the neighbour at once
+                    details["neighbour_tier"] = True
                 changes.append(
                     self._resident_change(
                         kind, "raise", int(r), since_s=int(since_r[r]), details=details, tier=tier

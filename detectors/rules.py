@@ -101,6 +101,9 @@ class SweepInput:
     home_silent: BOOL | None = None
     door_out: BOOL | None = None
     home_allowance_b: npt.NDArray[np.int16] = field(default_factory=lambda: np.zeros((1, 1), np.int16))
+    # per meter: its resident has a learned pattern (`routine_min_days`); set only when
+    # routine_break's check-in tier judges the district alone (`routine_check_in_own` off)
+    learned: BOOL | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +235,12 @@ def routine_break(inp: SweepInput) -> Verdict:
     early = own if inp.settings.routine_check_in_enabled else cond
     if inp.settings.routine_check_in_enabled and inp.early_allowance_b.any():
         beyond = inp.dry_b[inp.quiet_sel] > inp.early_allowance_b.reshape(-1).take(_allowance_cell(inp))
-        early = own & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False)
+        # over the resident's own pattern; or (routine_check_in_own off) the district alone,
+        # for a resident with a learned pattern (enough days), at any time of day
+        mine = own
+        if not inp.settings.routine_check_in_own and inp.learned is not None:
+            mine = inp.params.routine_enabled & inp.learned & (inp.leak_baseline_l == 0)
+        early = mine & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False)
     if inp.settings.routine_check_in_enabled and inp.home_silent is not None and inp.home_allowance_b.any():
         # home and silent (a door reminder, no passage since the last use): asked sooner
         beyond = inp.dry_b[inp.quiet_sel] > inp.home_allowance_b.reshape(-1).take(_allowance_cell(inp))

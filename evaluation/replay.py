@@ -126,6 +126,7 @@ def replay(
     door_seen = False
     stages: list[tuple[int, RaisedAlert, str]] = []  # (settled at, alert, answer), by time
 
+    quiet = data.quiet_hours
     t, lo = data.start_s, 0
     while t < data.end_s:
         t = min(t + step_s, data.end_s)
@@ -225,6 +226,10 @@ def replay(
                 open_alerts[key] = alert
                 out.append(alert)
                 if not alert.check_in:
+                    alert.neighbour_s = t
+                elif change.details.get("neighbour_tier") and _after_quiet(t, quiet, utc_offset_s) > t:
+                    # raised asking first although the neighbour tier fired: in quiet hours
+                    # the neighbour is told at once (alerts/escalation.py, `check_in_urgent`)
                     alert.neighbour_s = t
                 elif data.check_in is not None and alert.resident_id is not None:
                     alert.asked_s = _after_quiet(t, data.quiet_hours, utc_offset_s)

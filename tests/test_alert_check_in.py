@@ -291,6 +291,25 @@ def test_quiet_hours_hold_the_check_in_until_morning(rig: DeliveryRig) -> None:
     assert answer_row(rig, alert_id)[3] == "morning"  # type: ignore[index]
 
 
+def test_a_check_in_raised_by_the_neighbour_tier_waits_for_no_morning(rig: DeliveryRig) -> None:
+    """`detect.quiet_neighbour_asks_first`: a check-in raised although the detectors'
+    neighbour tier had fired (`details.neighbour_tier`) asks the resident first by day; in
+    quiet hours the neighbour is told at once, as without the stage, instead of waiting for
+    the morning."""
+    night = at_local("2025-03-01 23:30")
+    raise_tier(rig, "check_in", night, details={"neighbour_tier": True})
+    rig.run(night)
+    paths = [r.path for r in rig.fake.received()]
+    assert f"/{RESIDENT_SMS}" not in paths
+    assert "/push/lkh" in paths
+
+
+def test_a_check_in_raised_by_the_neighbour_tier_asks_the_resident_by_day(rig: DeliveryRig) -> None:
+    raise_tier(rig, "check_in", T0, details={"neighbour_tier": True})
+    rig.run(T0)
+    assert [r.path for r in rig.fake.received()] == [f"/{RESIDENT_SMS}"]
+
+
 def test_community_quiet_hours_and_switch(rig: DeliveryRig) -> None:
     # this community marks 08:00-10:00 quiet: 09:00 is inside
     rig.conn.execute(

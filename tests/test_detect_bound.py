@@ -153,3 +153,32 @@ def test_the_door_oracle_asks_a_quiet_home_and_leaves_a_day_out_to_the_neighbour
     inc = Incidents(np.array([0]), np.array([2 * PER_H]), np.array([3 * PER_H]))
     to_ci, to_nb = delays(inc, np.array([4 * PER_H]), hold)
     assert to_nb.tolist() == [9 * PER_H]
+
+
+def test_what_the_stages_oracle_knows_can_be_taken_away() -> None:
+    """evaluation/stages_bound.py: `--knows district` chooses with the district's average
+    answering, `--knows nothing` also forgets which runs were days out; `--pooled` gives
+    every resident the district's one threshold per hour."""
+    from lovekey.evaluation.stages_bound import Answering, Incidents, Resident, Runs, as_known, pooled
+
+    empty = Runs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    none = Incidents(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    residents = [
+        Resident(empty, empty, none, none, Answering(0.0, 0.1, 1.0)),
+        Resident(empty, empty, none, none, Answering(0.2, 0.3, 0.0)),
+    ]
+    out = np.ones((2, 4), np.bool_)
+    same, same_out = as_known(residents, out, "resident")
+    assert same is residents
+    assert same_out is out
+    district, d_out = as_known(residents, out, "district")
+    assert [r.who for r in district] == [Answering(0.1, 0.2, 0.5)] * 2
+    assert d_out is out
+    nothing, n_out = as_known(residents, out, "nothing")
+    assert not n_out.any()
+    who = nothing[0].who
+    assert who.home_day == who.home_night == who.out == nothing[1].who.out
+    table = np.arange(2 * 24 * 3, dtype=np.float64).reshape(2, 24, 3)
+    shared = pooled(table)
+    np.testing.assert_array_equal(shared[0], table.sum(axis=0))
+    np.testing.assert_array_equal(shared[1], shared[0])

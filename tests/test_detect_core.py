@@ -514,6 +514,40 @@ def test_routine_break_alerts_hours_before_the_field_rule_on_a_regular_resident(
     assert h.det.profile.learned_days[1] >= 14
 
 
+def _quiet_day_changes(settings: DetectSettings, *, askable: bool = True) -> list[tuple[str, str, str, bool]]:
+    """One resident: 6 h of use, then 20 h without water; every change (kind, action, tier,
+    whether it says the neighbour tier had fired)."""
+    h = Home(1, settings=settings)
+    if not askable:
+        h.det.registry = replace(h.reg, askable=np.array([False]))
+    changes = []
+    for hours, litres in ((6, 3.0), (20, 0.0)):
+        for _ in range(int(hours * 3600 // BS)):
+            h.t += BS
+            h.total += litres
+            h.det.apply([0], [h.t], h.total, [h.t + 3])
+            changes += [
+                (c.kind, c.action, c.tier, bool(c.details.get("neighbour_tier")))
+                for c in h.det.sweep(h.t + 30, h.presence)
+            ]
+    return changes
+
+
+def test_a_neighbour_tier_that_fires_before_anyone_was_asked_asks_the_resident_first() -> None:
+    """`quiet_neighbour_asks_first`: the learned low_usage (a neighbour tier: nothing learned
+    yet, so no floor) is raised as a check-in, and is not escalated by the same tier later:
+    the stage's silence wakes the neighbour. A resident who cannot be asked: the neighbour
+    at once, as when it is off."""
+    st = load_settings(environ={}).detect
+    old = st.model_copy(update={"quiet_neighbour_asks_first": False})
+    assert _quiet_day_changes(old) == [("low_usage", "raise", "neighbour", False)]
+    first = st.model_copy(update={"quiet_neighbour_asks_first": True})
+    assert st.quiet_neighbour_asks_first  # the default
+    # marked so: in quiet hours the alerts side tells the neighbour at once
+    assert _quiet_day_changes(first) == [("low_usage", "raise", "check_in", True)]
+    assert _quiet_day_changes(first, askable=False) == [("low_usage", "raise", "neighbour", False)]
+
+
 def test_restore_marks_open_alerts_active_so_a_restart_does_not_raise_them_again() -> None:
     h = Home(1)
     h.run(14, 0.0)
@@ -524,13 +558,13 @@ def test_restore_marks_open_alerts_active_so_a_restart_does_not_raise_them_again
     assert again.events() == []
 
 
-def _busy_then_quiet_district() -> list[tuple[float, str, str, str]]:
+def _busy_then_quiet_district(settings: DetectSettings | None = None) -> list[tuple[float, str, str, str]]:
     """Thirty residents learn three weeks of their own days, then some stop using water at
     different hours (and are found, and use water again), a few use little, the rest go on:
     every alert change, in order."""
     rng = np.random.default_rng(7)
     n = 30
-    h = Home(n)
+    h = Home(n, settings=settings)
     rate = rng.uniform(0.2, 0.9, n)  # chance of use in a daytime bucket
     stop_at = np.full(n, np.inf)
     stop_at[:10] = 21 * 24 + rng.uniform(6, 20, 10)  # hours from the start
@@ -563,6 +597,24 @@ def test_quiet_rules_give_the_same_alerts_computed_for_all_meters_or_the_few_tha
         ("routine_break", "clear"),
     } <= kinds
     assert few == everyone
+
+
+def test_the_district_alone_check_in_tier_judges_every_meter_that_may_fire_in_a_subset_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`routine_check_in_own` off: the check-in tier may fire for a meter under its own
+    limit, so a sweep that reads the window for the few meters that may fire must count
+    those too (they are the ones whose dry run is over the district's shortest allowance)."""
+    st = load_settings(environ={}).detect.model_copy(update={"routine_check_in_own": False})
+    monkeypatch.setattr(Detector, "quiet_subset_share", 0.0)
+    everyone = _busy_then_quiet_district(st)
+    monkeypatch.setattr(Detector, "quiet_subset_share", 1.0)
+    few = _busy_then_quiet_district(st)
+    assert few == everyone
+    # and it asks where the resident's own limit would not: more check-ins than the default
+    default = _busy_then_quiet_district()
+    asked = [e for e in everyone if e[1:3] == ("routine_break", "raise")]
+    assert len(asked) > len([e for e in default if e[1:3] == ("routine_break", "raise")])
 
 
 def test_one_reading_per_meter_and_a_mixed_batch_fill_the_ring_alike() -> None:
@@ -747,6 +799,34 @@ def test_routine_break_asks_the_resident_before_the_district_allows_the_neighbou
     assert verdict.raise_when.tolist() == [False, False, False]
     assert verdict.early_when is not None
     assert verdict.early_when.tolist() == [True, True, False]
+
+
+def test_routine_break_can_ask_on_the_district_alone_at_any_hour() -> None:
+    """`routine_check_in_own` off: the check-in tier asks a resident with a learned pattern
+    once the dry run is over the district's level, even at an hour their own pattern is off
+    (asleep, or often out: `routine_limit_b` DISABLED) or under their own limit; a resident
+    without enough learned days is not asked. The neighbour tier still needs their own
+    pattern. On (the default) nothing changes."""
+    now = T0 + 86400
+    slots = 86400 // BS
+    inp = sweep_input(
+        3,
+        now,
+        settings=DetectSettings(routine_check_in_own=False),
+        dry_b=np.full(3, 20, np.int64),  # 5 h dry
+        over_routine_limit=np.zeros(3, np.bool_),  # own pattern off at this hour
+        allowance_b=np.full((1, slots), 8, np.int16),  # the neighbour: over 2 h
+        early_allowance_b=np.full((1, slots), 16, np.int16),  # the check-in: over 4 h
+        learned=np.array([True, True, False]),
+    )
+    inp = replace(inp, dry_b=np.array([20, 12, 20], np.int64))  # meter 1: 3 h, under the district
+    verdict = rules.routine_break(inp)
+    assert verdict.raise_when.tolist() == [False, False, False]
+    assert verdict.early_when is not None
+    assert verdict.early_when.tolist() == [True, False, False]
+    own = rules.routine_break(replace(inp, settings=DetectSettings()))
+    assert own.early_when is not None
+    assert not own.early_when.any()
 
 
 def test_routine_break_asks_sooner_where_the_door_saw_nobody_leave() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lovekey.cli import main as lovekey_main
-from lovekey.config import load_settings
+from lovekey.config import DetectSettings, load_settings
 from lovekey.detectors.engine import Registry
 from lovekey.detectors.params import uniform_params
 from lovekey.evaluation.replay import RaisedAlert, ReplayData, ReplayEvent, replay
@@ -181,6 +181,46 @@ def test_a_replay_applies_the_flow_limit_it_is_given() -> None:
 
     assert low_usage_at_h(60.0) == [19.25]
     assert low_usage_at_h(1.0) == [15.25]
+
+
+def test_a_neighbour_tier_asks_first_by_day_and_tells_the_neighbour_at_once_in_quiet_hours() -> None:
+    """`quiet_neighbour_asks_first` in the replay: the learned low_usage fires at 15:15 with
+    nothing asked before; it is a check-in (the resident is asked), except in the stage's
+    quiet hours (here 12:00-18:00), where the neighbour is told at once, as the alerts side
+    does, rather than waiting for their end."""
+    from dataclasses import replace
+
+    from lovekey.simulator.checkin import CheckInModel
+
+    reg = Registry(["WM-1"], ["R-1"], ["GW-1"], np.array([0]), np.array([0]), uniform_params(ST, 1))
+    ts = START + 900 * np.arange(1, 4 * 24)
+    use = np.where(np.arange(ts.size) < 8, 3.0, 0.0)  # 3 L a quarter hour until 02:00
+    data = ReplayData(
+        reg, np.zeros(ts.size, int), ts, use.cumsum(), ts + 5, [], START, START + 24 * H, CheckInModel(seed=1)
+    )
+
+    def low_usage(st: DetectSettings, quiet: tuple[int, int] | None) -> RaisedAlert:
+        alerts = replay(
+            replace(data, quiet_hours=quiet),
+            st,
+            step_s=900,
+            utc_offset_s=8 * H,
+            away_default_s=168 * H,
+            max_flow_lpm=60.0,
+        )
+        (found,) = [a for a in alerts if a.kind == "low_usage"]
+        return found
+
+    asked = low_usage(ST, None)  # the default: asks first
+    assert asked.check_in
+    assert asked.asked_s == asked.raised_s == START + int(15.25 * H)
+    night = low_usage(ST, (12, 18))
+    assert night.check_in
+    assert night.asked_s is None
+    assert night.neighbour_s == night.raised_s  # quiet hours: the neighbour at once
+    before = low_usage(ST.model_copy(update={"quiet_neighbour_asks_first": False}), None)
+    assert not before.check_in
+    assert before.neighbour_s == before.raised_s
 
 
 def _door_day(settings_update: dict[str, object]) -> list[RaisedAlert]:
