@@ -10,9 +10,10 @@ import pytest
 from lovekey.bench.support.cpu import MachineCpu, burst_figures, machine_busy_s
 
 
-def _sampled(at: list[float], busy: list[float]) -> MachineCpu:
+def _sampled(at: list[float], busy: list[float], steal: list[float] | None = None) -> MachineCpu:
     machine = MachineCpu()
     machine._at, machine._busy = at, busy
+    machine._steal = steal if steal is not None else [0.0] * len(at)
     return machine
 
 
@@ -21,11 +22,13 @@ def test_a_burst_is_read_from_the_commit_to_the_p99_arrival() -> None:
     # the machine works `cores * 0.5` CPU-seconds a second; 100 notifications, p99 at 2 s
     at = [100.0 + 0.1 * i for i in range(40)]
     busy = [50.0 + cores * 0.5 * 0.1 * i for i in range(40)]
+    steal = [7.0 + cores * 0.1 * 0.1 * i for i in range(40)]  # and the host takes a tenth
     latencies = np.linspace(0.1, 2.0, 100)
     p99 = float(np.percentile(latencies, 99))
-    burst = _sampled(at, busy).burst(100.5, latencies)
+    burst = _sampled(at, busy, steal).burst(100.5, latencies)
     assert burst is not None
-    assert burst.busy_share == pytest.approx(0.5)
+    assert burst.busy_share == pytest.approx(0.6)
+    assert burst.steal_share == pytest.approx(0.1)
     assert burst.ms_per_notification == pytest.approx(cores * 0.5 * p99 * 1000 / 99)
     assert burst.budget_ms == pytest.approx(cores * 1000 / 99)
 

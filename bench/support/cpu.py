@@ -22,29 +22,35 @@ import numpy as np
 
 SAMPLE_S = 0.01
 # /proc/stat's cpu line: user nice system idle iowait irq softirq steal (guest is inside user)
-_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
+_WORK_FIELDS = (0, 1, 2, 5, 6)
+_STEAL = 7
 
 
-def machine_busy_s() -> float | None:
-    """CPU seconds all cores have spent working since boot, or None off Linux."""
+def machine_busy_s() -> tuple[float, float] | None:
+    """CPU seconds all cores have spent working since boot, and seconds the hypervisor gave
+    to other guests while this one wanted to run (steal: capacity lost, not work); None off
+    Linux."""
     try:
         with open("/proc/stat") as fh:
-            fields = fh.readline().split()[1:]
-    except OSError:
+            fields = [int(f) for f in fh.readline().split()[1:]]
+    except (OSError, ValueError):
         return None
-    return sum(int(fields[i]) for i in _BUSY_FIELDS) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(fields[i] for i in _WORK_FIELDS) / tick, fields[_STEAL] / tick
 
 
 @dataclass(frozen=True, slots=True)
 class BurstCpu:
-    busy_share: float  # of all cores, from the commit to the p99 arrival
-    ms_per_notification: float  # CPU of the whole machine until p99, per notification then
+    busy_share: float  # of all cores, from the commit to the p99 arrival: work and steal
+    steal_share: float  # ... of it taken by the hypervisor for other guests
+    ms_per_notification: float  # CPU work of the whole machine until p99, per notification
     budget_ms: float  # what each notification may cost for a p99 of 1 s on these cores
 
     def text(self) -> str:
         return (
-            f"machine CPU {self.busy_share:.0%} busy from commit to p99,"
-            f" {self.ms_per_notification:.2f} ms a notification"
+            f"machine CPU {self.busy_share:.0%} busy from commit to p99"
+            f" ({self.steal_share:.0%} stolen by the host),"
+            f" {self.ms_per_notification:.2f} ms of work a notification"
             f" (a p99 of 1 s on {os.cpu_count()} CPUs allows {self.budget_ms:.2f} ms)"
         )
 
@@ -55,6 +61,7 @@ class MachineCpu:
     def __init__(self) -> None:
         self._at: list[float] = []
         self._busy: list[float] = []
+        self._steal: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="bench-cpu", daemon=True)
 
@@ -67,18 +74,19 @@ class MachineCpu:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
-            busy = machine_busy_s()  # the last arrival may come after the last sample
-            if busy is not None:
-                self._at.append(time.time())
-                self._busy.append(busy)
+            self._take()  # the last arrival may come after the last sample
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            busy = machine_busy_s()
-            if busy is not None:
-                self._at.append(time.time())
-                self._busy.append(busy)
+            self._take()
             self._stop.wait(SAMPLE_S)
+
+    def _take(self) -> None:
+        sample = machine_busy_s()
+        if sample is not None:
+            self._at.append(time.time())
+            self._busy.append(sample[0])
+            self._steal.append(sample[1])
 
     def burst(self, committed: float, latencies_s: np.ndarray) -> BurstCpu | None:
         """The round committed at `committed` (wall clock) with these latencies; None when
@@ -90,10 +98,14 @@ class MachineCpu:
         if p99_at - committed < 5 * SAMPLE_S or at[0] > committed or at[-1] < p99_at:
             return None
         used = float(np.interp(p99_at, at, busy) - np.interp(committed, at, busy))
+        steal = np.array(self._steal)
+        stolen = float(np.interp(p99_at, at, steal) - np.interp(committed, at, steal))
         cores = os.cpu_count() or 1
+        span = cores * (p99_at - committed)
         reached = 0.99 * len(latencies_s)
         return BurstCpu(
-            busy_share=used / (cores * (p99_at - committed)),
+            busy_share=(used + stolen) / span,
+            steal_share=stolen / span,
             ms_per_notification=used * 1000 / reached,
             budget_ms=cores * 1000 / reached,
         )
