@@ -112,11 +112,15 @@ class AlertWorker:
         sender: Sender | None = None,
         clock: Callable[[], datetime] = utc_now,
         escalate: bool = True,
+        housekeeping: bool = True,
     ) -> None:
         self.settings = settings
         self.url = url
         self.clock = clock
-        self.escalates = escalate  # False: a dispatch-only process next to the main one
+        self.escalates = escalate  # False: dispatch only
+        # digests and the purge of old records: the main process only; the processes beside
+        # it (`alerts.processes`) escalate and dispatch
+        self.housekeeps = escalate and housekeeping
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._sender = sender
         self._stack = AsyncExitStack()
@@ -165,15 +169,12 @@ class AlertWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         a = self.settings.alerts
-        jobs = (
-            (
-                Periodic("escalate", a.escalation_interval_s, self._escalate_job),
-                Periodic("digest", a.digest_interval_s, self._digest_job),
-                Periodic("purge", PURGE_INTERVAL_S, self._purge_job),
-            )
-            if self.escalates
-            else ()
-        )
+        jobs: list[Periodic] = []
+        if self.escalates:
+            jobs.append(Periodic("escalate", a.escalation_interval_s, self._escalate_job))
+        if self.housekeeps:
+            jobs.append(Periodic("digest", a.digest_interval_s, self._digest_job))
+            jobs.append(Periodic("purge", PURGE_INTERVAL_S, self._purge_job))
         async with scheduled(*jobs, timezone=self.settings.timezone) as schedule:
             self._schedule = schedule
             log.info(
@@ -347,7 +348,8 @@ async def run_worker(
     *,
     ready: Callable[[AlertWorker], Awaitable[None]] | None = None,
 ) -> None:
-    """The main worker process, plus `alerts.processes - 1` dispatch-only processes.
+    """The main worker process, plus `alerts.processes - 1` processes that escalate and dispatch
+    beside it (digests and the purge stay in this one).
 
     The extra processes share the outbox through row locks exactly as separate workers do.
     Each holds the read end of a pipe from this process: when this process ends, by any
@@ -394,7 +396,7 @@ async def run_worker(
 
 
 def _dispatch_process(settings_data: dict[str, Any], url: str, parent_alive: Any) -> None:
-    """Entry point of a dispatch-only process (spawned: logging is configured here)."""
+    """Entry point of a process beside the main one (spawned: logging is configured here)."""
     import signal
 
     from lovekey.logs import configure_logging
@@ -423,6 +425,8 @@ async def _dispatch_main(settings: Settings, url: str, parent_alive: Any) -> Non
 
     async with asyncio.TaskGroup() as tg:
         tg.create_task(watch_parent(), name="alerts-parent-watch")
-        async with AlertWorker(settings, url, escalate=False) as worker:
+        # it escalates too (passes share due alerts through SKIP LOCKED): a burst's escalation
+        # then runs on every core instead of queueing behind one process's dispatchers
+        async with AlertWorker(settings, url, housekeeping=False) as worker:
             await worker.run(stop)
         stop.set()
