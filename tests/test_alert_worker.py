@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -10,9 +11,11 @@ import psycopg
 import pytest
 
 from lovekey.alerts.store import AlertCandidate, raise_alerts
+from lovekey.alerts.worker import _dispatch_process
 from lovekey.bench.support.provider import FakeProvider
 from lovekey.bench.support.seeding import ContactSpec, seed_resident
 from lovekey.bench.support.worker_process import WorkerProcess
+from lovekey.config import Settings
 
 
 @pytest.fixture
@@ -157,3 +160,31 @@ def test_two_workers_never_send_the_same_notification(
         "SELECT count(DISTINCT worker) FROM delivery_attempt WHERE result = 'ok'"
     ).fetchone()
     assert by_worker == (2,)  # both took part
+
+
+def test_a_process_beside_the_main_one_escalates_a_burst_by_itself(
+    database_url: str, conn: psycopg.Connection, make_settings: Callable[..., Settings]
+) -> None:
+    """`alerts.processes` > 1: the extra processes escalate too (they share due alerts with
+    the main one through SKIP LOCKED), so a burst's escalation is not one process's queue.
+    Only the extra process runs here: without it escalating, nobody would be told."""
+    with FakeProvider() as fake:
+        settings = make_settings(
+            database_url=database_url,
+            alerts={"sms_url": fake.sms_template(), "ack_secret": "worker-test-secret-0123456789"},
+        )
+        context = multiprocessing.get_context("spawn")
+        parent_alive, keep = context.Pipe(duplex=False)
+        child = context.Process(
+            target=_dispatch_process, args=(settings.model_dump(mode="json"), database_url, parent_alive)
+        )
+        child.start()
+        parent_alive.close()
+        try:
+            seed_and_raise(conn, fake, 5, "BESIDE-")
+            wait_until(lambda: sent_rows(conn) >= 5, 60, "the extra process to escalate and send")
+            assert len({r.path for r in fake.received()}) == 5
+        finally:
+            keep.close()  # the main process "ends": the extra one finishes and exits
+            child.join(60)
+        assert child.exitcode == 0
