@@ -74,13 +74,19 @@ class WorkerProcess:
             self.proc.stderr.close()
 
 
+def _stat(pid: int | str) -> tuple[str, float]:
+    """A process's name and CPU seconds (user + system) from /proc/<pid>/stat (Linux)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        head, tail = fh.read().rsplit(")", 1)
+    fields = tail.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of a process and its descendants, from /proc (Linux)."""
     total = 0.0
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total += _stat(pid)[1]
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
             children = [int(c) for c in fh.read().split()]
     except (OSError, ValueError):
@@ -97,15 +103,12 @@ def database_cpu_s() -> float | None:
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                head, tail = fh.read().rsplit(")", 1)
+            name, cpu_s = _stat(entry.name)
         except OSError:
             continue  # gone since the listing
-        if head.split("(", 1)[1] != "postgres":
-            continue
-        fields = tail.split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        found = True
+        if name == "postgres":
+            total += cpu_s
+            found = True
     return total if found else None
 
 
