@@ -12,7 +12,7 @@ Target: p99 under 1 s.
 The stand-in answers from this process, on the same cores as the worker and PostgreSQL, so
 its own cost counts: it reads requests without the standard library's email header parser,
 and the wait for arrivals counts before it builds the per-resident table. The SDKs build,
-sign and parse every request; their HTTP goes over kept-alive urllib3 pools
+sign and parse every request; their HTTP goes over kept-alive connections (`alerts.keepalive`)
 (`alerts.providers.tencent._PooledConnection`, `alerts.providers.aliyun.PooledSession`).
 On a shared machine the figures move with the load of the moment: `--baseline` measures the
 plain json:// gateway in the same run to read them against. Figures: docs/alerts.md.

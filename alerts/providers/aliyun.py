@@ -5,7 +5,7 @@ SDKs (`alibabacloud-dysmsapi20170525`, `alibabacloud-dyvmsapi20170525`).
 The SDKs (tea-openapi 0.4) sign every request with ACS3-HMAC-SHA256 (the V3 signature: an
 `Authorization: ACS3-HMAC-SHA256 Credential=...,SignedHeaders=...,Signature=...` header over
 the canonical request, with the body's SHA-256 in `x-acs-content-sha256`); the signed
-request leaves through `PooledSession`, a kept-alive urllib3 pool per host (why: see
+request leaves through `PooledSession`, over kept-alive connections per host (why: see
 there). The endpoint setting is "https://dysmsapi.aliyuncs.com" style;
 `http://` is allowed for a local stand-in.
 
@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from lovekey.alerts.keepalive import KeepAlivePool, Response
 from lovekey.alerts.providers.base import (
     Accepted,
     Action,
@@ -112,11 +113,11 @@ def _config(settings: ProviderSettings, default_host: str) -> Any:
 
 class _Response:
     """What darabonba reads of an HTTP answer (`DaraCore.do_action`: `reason`, `status_code`,
-    `headers.items()`, `content`), over a urllib3 response."""
+    `headers.items()`, `content`), over a `keepalive.Response`."""
 
     __slots__ = ("content", "headers", "reason", "status_code")
 
-    def __init__(self, response: Any) -> None:
+    def __init__(self, response: Response) -> None:
         self.status_code = response.status
         self.reason = response.reason
         self.headers = response.headers
@@ -127,25 +128,23 @@ class PooledSession:
     """Takes the place of the `requests.Session` darabonba keeps per provider host
     (`DaraCore._sessions`, keyed by protocol, host, port and pool size): `send()` gets the
     request the SDK built and signed (a prepared request: method, URL, headers, body) and
-    sends it over a kept-alive urllib3 pool. A request through a proxy, with a client
-    certificate or another CA bundle, or streamed, goes through a real `requests.Session`
-    as before.
+    sends it over kept-alive connections (`alerts.keepalive`). A request through a proxy, with
+    a client certificate or another CA bundle, or streamed, goes through a real
+    `requests.Session` as before.
 
     Why: requests' `Session.send` and its adapter cost more CPU per request than the SDK's own
     building, signing and parsing (hooks, cookie jars, redirect resolution, TLS context
-    lookup), and 1,000 alerts in a second on two cores cannot afford it (docs/alerts.md,
-    "Speed"). The request on the wire is the same."""
+    lookup), and so does a urllib3 pool, which also re-encodes the URL byte by byte each time
+    it parses one (an RPC-style request carries every parameter in its query); 1,000 alerts in
+    a second on two cores cannot afford it (docs/alerts.md, "Speed"). The request on the wire
+    is the same."""
 
     def __init__(self, *, connections: int) -> None:
-        import certifi
         import requests
-        import urllib3
 
         self.requests_sent = 0
         self._fallback = requests.Session()
-        self._pool = urllib3.PoolManager(
-            maxsize=connections, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where()
-        )
+        self._pool = KeepAlivePool(maxsize=connections)
 
     def send(
         self,
@@ -158,31 +157,23 @@ class PooledSession:
         stream: bool = False,
     ) -> Any:
         import requests
-        import urllib3
 
         if proxies or cert is not None or verify is not True or stream:
             return self._fallback.send(
                 request, proxies=proxies, timeout=timeout, verify=verify, cert=cert, stream=stream
             )
         connect_s, read_s = timeout or (None, None)
-        # the URL is split once here: urllib3 re-encodes a URL byte by byte each time it
-        # parses one, and an RPC-style request carries every parameter in its query
-        url = urlsplit(request.url)
-        target = f"{url.path or '/'}?{url.query}" if url.query else url.path or "/"
+        body = request.body.encode() if isinstance(request.body, str) else request.body
         try:
-            pool = self._pool.connection_from_host(url.hostname, url.port, url.scheme)
-            response = pool.urlopen(
+            response = self._pool.request(
                 request.method,
-                target,
-                body=request.body,
-                headers=dict(request.headers),
-                timeout=urllib3.Timeout(connect=connect_s, read=read_s),
-                retries=False,  # the SDK retries (or not) itself
-                redirect=False,
-                assert_same_host=False,
-                preload_content=True,
+                request.url,
+                body=body,
+                headers=request.headers,
+                connect_timeout_s=connect_s,
+                read_timeout_s=read_s,
             )
-        except urllib3.exceptions.HTTPError as exc:
+        except OSError as exc:
             # what requests raises (an IOError): the SDK turns it into its RetryError
             raise requests.ConnectionError(str(exc)) from exc
         self.requests_sent += 1

@@ -3,7 +3,7 @@
 
 The SDK signs every request with TC3-HMAC-SHA256 (signed headers `content-type;host`, the
 JSON body's SHA-256, a key derived from the SecretKey, the date and the service name), and
-the signed request leaves through `_PooledConnection`, a kept-alive urllib3 pool. A
+the signed request leaves through `_PooledConnection`, over kept-alive connections. A
 template's variables are positional (`{1}`, `{2}`, ...): the parameters go in the order
 LoveKey lists them for each message (docs/alerts.md).
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lovekey.alerts.keepalive import KeepAlivePool
 from lovekey.alerts.providers.base import (
     Accepted,
     Action,
@@ -130,7 +131,7 @@ POOL_CONNECTIONS = 64
 class _Response:
     """What the SDK reads of an HTTP answer (`abstract_client.py`: `status_code`, `content`,
     `headers.get('Content-Type')`; `ResponsePrettyFormatter` for its debug log: `reason`,
-    `text`, `raw.version`), over a urllib3 response."""
+    `text`, `raw.version`), over a `keepalive.Response` or, through a proxy, a urllib3 one."""
 
     __slots__ = ("content", "headers", "raw", "reason", "status_code")
 
@@ -149,7 +150,8 @@ class _Response:
 class _PooledConnection:
     """The SDK's HTTP connection (`tencentcloud.common.http.request.ProxyConnection`: one
     `request(method, url, body, headers)` the SDK calls with the request it built and signed)
-    over a kept-alive urllib3 pool, with the proxy, CA bundle and timeout the SDK chose.
+    over kept-alive connections (`alerts.keepalive`), with the CA bundle and timeout the SDK
+    chose; through the SDK's proxy, a urllib3 proxy pool.
 
     Why: the SDK sends through a `requests.Session`, which costs more CPU per request than
     building, signing and parsing it together (merging settings, walking os.environ twice for
@@ -160,14 +162,20 @@ class _PooledConnection:
     them signed."""
 
     def __init__(self, sdk_connection: Any, *, connections: int) -> None:
-        import urllib3
-
         self.request_host = sdk_connection.request_host
         self.request_length = 0  # the SDK reads it after each request
         self.timeout = sdk_connection.timeout
         proxy = (sdk_connection.proxy or {}).get("https")
-        options: dict[str, Any] = {"maxsize": connections, "ca_certs": sdk_connection.certification}
-        self._pool: Any = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+        self._proxied: Any = None
+        self._pool: KeepAlivePool | None = None
+        if proxy:
+            import urllib3
+
+            self._proxied = urllib3.ProxyManager(
+                proxy, maxsize=connections, ca_certs=sdk_connection.certification
+            )
+        else:
+            self._pool = KeepAlivePool(maxsize=connections, ca_certs=sdk_connection.certification)
 
     def request(
         self, method: str, url: str, body: str | bytes | None = None, headers: dict[str, str] | None = None
@@ -175,7 +183,18 @@ class _PooledConnection:
         headers = headers if headers is not None else {}
         headers.setdefault("Host", self.request_host)
         data = body.encode() if isinstance(body, str) else body
-        response = self._pool.request(
+        if self._pool is not None:
+            return _Response(
+                self._pool.request(
+                    method,
+                    url,
+                    body=data,
+                    headers=headers,
+                    connect_timeout_s=self.timeout,
+                    read_timeout_s=self.timeout,
+                )
+            )
+        response = self._proxied.request(
             method,
             url,
             body=data,
