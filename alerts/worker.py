@@ -148,6 +148,7 @@ class AlertWorker:
                 providers=dict(a.providers),
             )
             self._stack.callback(sender.close)
+            await asyncio.to_thread(sender.providers.build_all)  # not during the first burst
             self._sender = sender
         loop = asyncio.get_running_loop()
         # threads for blocking DB passes: one per dispatcher, escalation, digest, spare

@@ -1,5 +1,5 @@
 """How the official SDKs' requests travel: built, signed and parsed by the SDKs, sent over
-kept-alive urllib3 pools instead of the SDKs' requests sessions (docs/alerts.md, "Speed"),
+kept-alive connections (`alerts.keepalive`) instead of the SDKs' requests sessions (docs/alerts.md, "Speed"),
 with the proxy and answers the SDKs expect, to stand-ins that verify every signature and read
 the request the way an HTTP server does."""
 
@@ -197,3 +197,38 @@ def test_stand_in_reads_requests_as_an_http_server_does(tencent: FakeTencent) ->
     assert _exchange(tencent.endpoint, b"POST /\r\n\r\n").startswith(b"HTTP/1.1 400")
     assert _exchange(tencent.endpoint, b"POST / HTTP/1.1\r\nno colon\r\n\r\n").startswith(b"HTTP/1.1 400")
     assert tencent.refused == ["AuthFailure.InvalidAuthorization"]
+
+
+def test_the_worker_builds_its_providers_before_the_first_burst_and_survives_a_broken_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ProviderBook.build_all` (called at worker start): importing an SDK and building its
+    client would otherwise hold up the first message of a burst in each process."""
+    from lovekey.alerts.providers import ProviderBook
+
+    built: list[str] = []
+
+    def counting(name: str, settings: ProviderSettings) -> Any:
+        built.append(name)
+        return object()
+
+    def broken(name: str, settings: ProviderSettings) -> Any:
+        raise RuntimeError("no SDK here")
+
+    monkeypatch.setitem(PROVIDERS, "tencent_sms", counting)
+    monkeypatch.setitem(PROVIDERS, "aliyun_voice", broken)
+    book = ProviderBook(
+        {
+            "sms": ProviderSettings(kind="tencent_sms"),
+            "voice": ProviderSettings(kind="aliyun_voice"),
+        }
+    )
+    with caplog.at_level("ERROR", logger="lovekey.alerts.providers"):
+        book.build_all()
+    assert built == ["sms"]
+    assert "provider voice could not be built: RuntimeError: no SDK here" in caplog.text
+    first = book.get("sms")
+    assert book.get("sms") is first
+    assert built == ["sms"]  # built once, at build_all
+    with pytest.raises(RuntimeError):
+        book.get("voice")  # tried again when a message needs it
