@@ -27,7 +27,7 @@ import ssl
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 _MAX_HEAD_BYTES = 64 * 1024  # status line and headers of one answer
 _MAX_HEADERS = 100
@@ -35,6 +35,7 @@ _MAX_BODY_BYTES = 16 * 1024 * 1024  # a provider's answer is a few hundred bytes
 _CHUNK = 64 * 1024
 _NO_BODY = frozenset({204, 304})
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_URL_SAFE = "".join(chr(c) for c in range(33, 127))  # printable ASCII but the space: kept as is
 
 
 class ProtocolError(OSError):
@@ -171,9 +172,11 @@ class KeepAlivePool:
         headers: Mapping[str, str] | None = None,
         connect_timeout_s: float | None = None,
         read_timeout_s: float | None = None,
+        connect_attempts: int = 1,
     ) -> Response:
         """Send one request and read its whole answer. Raises OSError (a connection refused,
-        reset or timed out; `ssl.SSLError`; `ProtocolError`)."""
+        reset or timed out; `ssl.SSLError`; `ProtocolError`). `connect_attempts`: how often a
+        new connection is tried when none can be made (nothing has been sent then)."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
@@ -181,6 +184,8 @@ class KeepAlivePool:
         host = parts.hostname
         port = parts.port or (443 if scheme == "https" else 80)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not target.isascii() or " " in target:
+            target = quote(target, safe=_URL_SAFE)  # UTF-8, percent-encoded, as requests does
         head = [f"{method} {target} HTTP/1.1\r\n"]
         names = set()
         for name, value in (headers or {}).items():
@@ -189,16 +194,17 @@ class KeepAlivePool:
             head.append(f"{name}: {value}\r\n")
             names.add(name.lower())
         if "host" not in names:
-            head.append(f"Host: {parts.netloc.rpartition('@')[2]}\r\n")
+            netloc = parts.netloc.rpartition("@")[2]
+            if not netloc.isascii():
+                netloc = host.encode("idna").decode() + (f":{parts.port}" if parts.port else "")
+            head.append(f"Host: {netloc}\r\n")
         if body is not None and "content-length" not in names:
             head.append(f"Content-Length: {len(body)}\r\n")
         head.append("\r\n")
         message = "".join(head).encode("latin-1") + (body or b"")
 
         key = (scheme, host, port)
-        conn = self._take(key)
-        if conn is None:
-            conn = self._open(scheme, host, port, connect_timeout_s)
+        conn = self._take(key) or self._connect(scheme, host, port, connect_timeout_s, connect_attempts)
         try:
             conn.sock.settimeout(read_timeout_s)
             conn.sock.sendall(message)
@@ -232,6 +238,16 @@ class KeepAlivePool:
                 conns.append(conn)
                 return
         conn.close()
+
+    def _connect(
+        self, scheme: str, host: str, port: int, timeout_s: float | None, attempts: int
+    ) -> _Connection:
+        for _ in range(attempts - 1):
+            try:
+                return self._open(scheme, host, port, timeout_s)
+            except OSError:
+                continue  # refused or timed out: nothing was sent, so once more is safe
+        return self._open(scheme, host, port, timeout_s)
 
     def _open(self, scheme: str, host: str, port: int, timeout_s: float | None) -> _Connection:
         sock = socket.create_connection((host, port), timeout=timeout_s)

@@ -5,15 +5,17 @@ and re-builds its plugin each time: about 1.6 ms of CPU a message here, which ca
 at roughly 700 messages a second, too slow for a burst of alerts (1,000 at once must each
 reach a provider within a second). The generic HTTP targets carry nearly all of a burst (an
 SMS gateway, WeCom/DingTalk-style bridges behind a webhook), so this sender speaks exactly
-Apprise's `json://` protocol itself over a pool of kept-alive connections (urllib3): about
-0.3 ms a message.
+Apprise's `json://` protocol itself over kept-alive connections (`alerts.keepalive`, about
+0.1 ms of client CPU a request; a urllib3 pool cost 0.6).
 
 Exactly Apprise's protocol: the URL is parsed by Apprise's own `NotifyJSON.parse_url`, so
 `+Header=`, `-param=`, `:payload=` (add, rename, drop a field), `method=`, `verify=`, `cto=`,
 `rto=`, `redirect=` and credentials mean what they mean to Apprise, and the request carries the
 same headers and the same JSON body, byte for byte (`tests/test_alert_webhook.py` compares the
-two). A URL with any other argument is not ours: `send()` returns False, and the caller sends
-it through Apprise.
+two). Redirects are followed as `requests` follows them for Apprise (303, and 301/302 after a
+POST, become a GET without the body; credentials are not sent to another host), up to 3. A
+URL with any other argument is not ours: `send()` returns False, and the caller sends it
+through Apprise.
 
 Not mirrored: proxies from the environment (`HTTP(S)_PROXY`), which `requests` honours. A
 deployment that reaches its gateway through a proxy sets `alerts.keepalive_webhooks = false`.
@@ -22,13 +24,13 @@ deployment that reaches its gateway through a proxy sets `alerts.keepalive_webho
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import urllib3
 
+from lovekey.alerts.keepalive import KeepAlivePool
 from lovekey.errors import DeliveryError
 
 SCHEMAS = frozenset({"json", "jsons"})
@@ -39,6 +41,10 @@ _USER_AGENT = "Apprise"  # Apprise's app_id, which its json:// sends as User-Age
 _JSON_VERSION = "1.0"  # NotifyJSON.json_version
 _TIMEOUT_S = 4.0  # Apprise's socket connect and read timeouts
 _MAX_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# what requests drops when a redirect turns the request into a GET, or leaves the host
+_BODY_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding"})
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 
 
 def schema_of(url: str) -> str:
@@ -53,17 +59,18 @@ def is_retryable_status(status: int) -> bool:
 class KeepAliveJsonSender:
     """Sends to `json://`/`jsons://` URLs; thread-safe.
 
-    One urllib3 pool per target host keeps up to `connections` idle connections (the number
-    of send threads: more are opened when needed, only that many are kept).
+    Kept-alive connections per target host, up to `connections` idle ones (the number of send
+    threads: more are opened when needed, only that many are kept).
     """
 
     def __init__(self, *, connections: int = 16) -> None:
         from apprise.plugins.custom_json import NotifyJSON
 
         self._parse: Callable[[str], dict[str, Any] | None] = NotifyJSON.parse_url
-        self._connections = connections
-        self._pools: dict[bool, urllib3.PoolManager] = {}
-        self._lock = threading.Lock()
+        self._pools = {
+            True: KeepAlivePool(maxsize=connections, ca_certs=_ca_certs()),
+            False: KeepAlivePool(maxsize=connections, verify=False),
+        }
 
     def send(self, channel: str, url: str, title: str, body: str) -> bool:
         """Send, or return False when `url` is not a json:// URL this sender mirrors exactly
@@ -74,43 +81,98 @@ class KeepAliveJsonSender:
         if parsed and not all(k in _ARGUMENTS or k[:1] in "+-:" for k in parsed["qsd"]):
             return False
         request = _request(parsed, channel, title, body)
-        pool = self._pool(verify=request.pop("verify"))
+        pool = self._pools[request.verify]
+        method, target, headers = request.method, request.url, request.headers
+        data: bytes | None = request.body
         try:
-            response = pool.request(**request)
-        except urllib3.exceptions.HTTPError as exc:
-            # connection refused, reset, timed out: the provider may be back soon
+            for hop in range(_MAX_REDIRECTS + 1):
+                response = pool.request(
+                    method,
+                    target,
+                    body=data,
+                    headers=headers,
+                    connect_timeout_s=request.connect_timeout_s,
+                    read_timeout_s=request.read_timeout_s,
+                    connect_attempts=2,  # once more when no connection could be made
+                )
+                location = response.headers.get("Location")
+                if not (request.redirect and response.status in _REDIRECTS and location):
+                    break
+                if hop == _MAX_REDIRECTS:
+                    break  # the redirect itself is the answer: not 2xx, so a failure
+                following = urljoin(target, location)
+                method, data, headers = _redirected(response.status, method, data, headers)
+                if urlsplit(following).netloc != urlsplit(target).netloc:
+                    headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+                target = following
+        except (OSError, ValueError) as exc:
+            # connection refused, reset, timed out, a garbled answer: the provider may be back soon
             raise DeliveryError(channel, f"connection error: {type(exc).__name__}") from exc
         if not 200 <= response.status < 300:
             raise DeliveryError(
                 channel,
-                f"Failed to send JSON {request['method']} notification: error={response.status}.",
+                f"Failed to send JSON {request.method} notification: error={response.status}.",
                 retryable=is_retryable_status(response.status),
             )
         return True
 
-    def _pool(self, *, verify: bool) -> urllib3.PoolManager:
-        pool = self._pools.get(verify)
-        if pool is None:
-            with self._lock:
-                pool = self._pools.get(verify)
-                if pool is None:
-                    pool = self._pools[verify] = urllib3.PoolManager(
-                        maxsize=self._connections,
-                        block=False,
-                        cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
-                        ca_certs=_ca_certs() if verify else None,
-                    )
-        return pool
-
     def close(self) -> None:
-        with self._lock:
-            for pool in self._pools.values():
-                pool.clear()
-            self._pools.clear()
+        for pool in self._pools.values():
+            pool.clear()
 
 
-def _request(parsed: dict[str, Any] | None, channel: str, title: str, body: str) -> dict[str, Any]:
-    """urllib3 `request()` arguments (plus `verify`) for what NotifyJSON.send would send."""
+def _redirected(
+    status: int, method: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[str, bytes | None, dict[str, str]]:
+    """The request after a redirect, as requests rebuilds it (`Session.rebuild_method`,
+    `resolve_redirects`): 303 (but HEAD), 302 (but HEAD) and 301 after a POST become a GET;
+    every redirect but 307/308 drops the body and its headers."""
+    if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
+        method = "GET"
+    if status not in (307, 308):
+        body = None
+        headers = {k: v for k, v in headers.items() if k.lower() not in _BODY_HEADERS}
+    return method, body, headers
+
+
+class _Request:
+    """What NotifyJSON.send would send: method, URL, body, headers, timeouts and the flags."""
+
+    __slots__ = (
+        "body",
+        "connect_timeout_s",
+        "headers",
+        "method",
+        "read_timeout_s",
+        "redirect",
+        "url",
+        "verify",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        redirect: bool,
+        verify: bool,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.body = body
+        self.headers = headers
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.redirect = redirect
+        self.verify = verify
+
+
+def _request(parsed: dict[str, Any] | None, channel: str, title: str, body: str) -> _Request:
+    """What NotifyJSON.send would send for this URL."""
     if not parsed or not parsed.get("host"):
         raise DeliveryError(channel, "not a valid json:// URL", retryable=False)
     method = str(parsed.get("method") or "POST").upper()
@@ -143,29 +205,16 @@ def _request(parsed: dict[str, Any] | None, channel: str, title: str, body: str)
     if parsed["params"]:  # requests' `params=`: appended to the query
         target += ("&" if "?" in target else "?") + urlencode(parsed["params"])
     qsd = parsed["qsd"]
-    redirect = bool(parsed.get("redirect", True))  # Apprise's parse_bool of `redirect=`
-    return {
-        "method": method,
-        "url": target,
-        "body": json.dumps(payload).encode(),  # requests sends the body whatever the method
-        "headers": headers,
-        "timeout": urllib3.Timeout(
-            connect=_seconds(qsd.get("cto"), channel), read=_seconds(qsd.get("rto"), channel)
-        ),
-        # one retry when a connection cannot be made; never after the request went out (a
-        # retry could deliver twice: the outbox retries later, with the same idempotency key)
-        "retries": urllib3.Retry(
-            total=None,
-            connect=1,
-            read=0,
-            status=0,
-            other=0,
-            redirect=_MAX_REDIRECTS if redirect else 0,
-            raise_on_redirect=False,
-        ),
-        "redirect": redirect,
-        "verify": bool(parsed.get("verify", True)),
-    }
+    return _Request(
+        method,
+        target,
+        json.dumps(payload).encode(),  # requests sends the body whatever the method
+        headers,
+        connect_timeout_s=_seconds(qsd.get("cto"), channel),
+        read_timeout_s=_seconds(qsd.get("rto"), channel),
+        redirect=bool(parsed.get("redirect", True)),  # Apprise's parse_bool of `redirect=`
+        verify=bool(parsed.get("verify", True)),
+    )
 
 
 def _seconds(value: str | None, channel: str) -> float:
@@ -183,6 +232,6 @@ def _seconds(value: str | None, channel: str) -> float:
 def _ca_certs() -> str | None:
     try:
         import certifi
-    except ImportError:  # urllib3 then uses the system's store
+    except ImportError:  # the system's store then
         return None
     return str(certifi.where())

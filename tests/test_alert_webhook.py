@@ -11,6 +11,7 @@ from lovekey.alerts.webhook import KeepAliveJsonSender
 from lovekey.bench.support.provider import FakeProvider, ProviderRequest
 from lovekey.errors import DeliveryError
 from tests.fix_alerts import shared_sender
+from tests.fix_http import ScriptedServer
 
 TITLE = "【LoveKey】王秀英 12小时未用水"
 BODY = "幸福里3-2-101 王秀英 自 09:00 起未用水。请查看: https://lk.example/a/Xy_z-1"
@@ -147,3 +148,70 @@ def test_invalid_urls_are_permanent_failures(keepalive: KeepAliveJsonSender) -> 
         with pytest.raises(DeliveryError) as info:
             keepalive.send("push:0", url, TITLE, BODY)
         assert not info.value.retryable
+
+
+def _answer(status: int, location: str | None = None) -> bytes:
+    extra = f"Location: {location}\r\n".encode() if location else b""
+    return b"HTTP/1.1 %d Moved\r\n%sContent-Length: 0\r\n\r\n" % (status, extra)
+
+
+def _method_body(request: bytes) -> tuple[bytes, bytes, bytes]:
+    head, _, body = request.partition(b"\r\n\r\n")
+    method, target, _ = head.split(b"\r\n", 1)[0].split(b" ")
+    return method, target, body
+
+
+@pytest.mark.parametrize(
+    ("status", "method_after", "keeps_body"),
+    [
+        (302, b"GET", False),
+        (303, b"GET", False),
+        (301, b"GET", False),
+        (307, b"POST", True),
+        (308, b"POST", True),
+    ],
+)
+def test_redirects_are_followed_as_requests_follows_them_for_apprise(
+    keepalive: KeepAliveJsonSender, status: int, method_after: bytes, keeps_body: bool
+) -> None:
+    server = ScriptedServer([_answer(status, "/final?x=1"), _answer(200)])
+    try:
+        assert keepalive.send("push:0", server.url("/hook").replace("http", "json", 1), TITLE, BODY)
+    finally:
+        server.close()
+    (_, first), (_, second) = server.requests
+    assert _method_body(first)[0] == b"POST"
+    method, target, body = _method_body(second)
+    assert (method, target) == (method_after, b"/final?x=1")
+    assert (body == _method_body(first)[2]) is keeps_body
+    assert (b"Content-Type: application/json" in second) is keeps_body
+
+
+def test_a_redirect_is_a_failure_with_redirect_off_and_after_three_hops(
+    keepalive: KeepAliveJsonSender,
+) -> None:
+    server = ScriptedServer([_answer(302, "/elsewhere")] + [_answer(307, f"/hop{i}") for i in range(4)])
+    url = server.url("/hook").replace("http", "json", 1)
+    try:
+        with pytest.raises(DeliveryError, match="error=302"):
+            keepalive.send("push:0", url + "?redirect=no", TITLE, BODY)
+        assert len(server.requests) == 1
+        with pytest.raises(DeliveryError, match="error=307"):
+            keepalive.send("push:0", url, TITLE, BODY)
+    finally:
+        server.close()
+    assert [_method_body(r)[1] for _, r in server.requests[1:]] == [b"/hook", b"/hop0", b"/hop1", b"/hop2"]
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_host(keepalive: KeepAliveJsonSender) -> None:
+    other = ScriptedServer([_answer(200)])
+    first = ScriptedServer([_answer(307, f"http://localhost:{other.port}/there")])
+    try:
+        url = f"json://user:pw@127.0.0.1:{first.port}/hook"
+        assert keepalive.send("push:0", url, TITLE, BODY)
+    finally:
+        first.close()
+        other.close()
+    assert b"authorization: basic " in first.requests[0][1].lower()
+    assert b"authorization" not in other.requests[0][1].lower()
+    assert _method_body(other.requests[0][1])[2] == _method_body(first.requests[0][1])[2]
