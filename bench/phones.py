@@ -71,6 +71,13 @@ def main(argv: list[str], settings: Settings) -> int:
         metavar="KEY=VALUE",
         help="override a worker setting (alerts.KEY)",
     )
+    parser.add_argument(
+        "--provider-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a provider setting (alerts.providers.<name>.KEY, a JSON value), e.g. batch_max=1",
+    )
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.set)
     runs = []
@@ -103,6 +110,14 @@ def _print(figures: dict[str, Any]) -> None:
 
 
 def _provider_settings(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
+    settings = _provider_defaults(args, endpoint)
+    for item in args.provider_set:
+        key, _, value = item.partition("=")
+        settings[key] = json.loads(value)
+    return settings
+
+
+def _provider_defaults(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
     credentials = {"access_key_id": KEY_ID, "access_key_secret": KEY_SECRET, "endpoint": endpoint}
     if args.provider == "aliyun":
         if args.voice:

@@ -315,6 +315,9 @@ class ProviderSettings(_Section):
     # messages to one number through this provider within an hour (the provider's own
     # per-number limit; the next channel is tried rather than being throttled)
     per_number_per_hour: int | None = Field(None, ge=1)
+    # Alibaba Cloud SMS: numbers sent together in one SendBatchSms (unset: 100, the API's
+    # limit; 1: one SendSms a message, which Alibaba advises for time-sensitive messages)
+    batch_max: int | None = Field(None, ge=1, le=100)
     timeout_s: float = Field(5.0, gt=0)
     # the longest template variable the provider accepts on this account (unset: the
     # provider's default, Alibaba 35 and Tencent 12 characters); longer values are shortened

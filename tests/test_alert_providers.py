@@ -820,3 +820,16 @@ def test_one_template_due_together_goes_as_one_batch_and_a_bad_number_fails_alon
     assert len(q.aliyun.sent_to("13800000002")) == 1  # the batch's other number still got it
     failed = [e for e in events(q, alert_id, "delivery_failed") if e["role"] == "emergency"]
     assert [(e["reason"], e["code"]) for e in failed] == [("invalid_number", "isv.MOBILE_NUMBER_ILLEGAL")]
+
+
+def test_alibaba_sms_one_request_a_message_when_the_operator_says_so(
+    phones_factory: Callable[..., Phones],
+) -> None:
+    """`batch_max = 1`: one SendSms a message, as Alibaba advises for time-sensitive ones."""
+    p = phones_factory(lambda providers: providers["aliyun"].update(batch_max=1))
+    p.rig.raise_("sos", "R-1", T0)
+    p.run(T0)
+    zh = [m for m in p.aliyun.sent if m.template == "SMS_400002"]
+    assert len(zh) >= 2
+    assert len({m.message_id for m in zh}) == len(zh)  # a BizId each: one request each
+    assert not any(m.reference.startswith("lkb") for m in zh)

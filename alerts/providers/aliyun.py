@@ -89,6 +89,9 @@ def _split_endpoint(endpoint: str | None, default_host: str) -> tuple[str, str]:
     return parts.scheme or "https", parts.netloc
 
 
+# numbers in one SendBatchSms request (the API's limit)
+BATCH_MAX = 100
+
 # idle connections kept to each provider host (the SDK's `max_idle_conns`): one per send
 # thread in flight
 POOL_CONNECTIONS = 64
@@ -244,6 +247,9 @@ class AliyunSms:
 
         self.name = name
         self.settings = settings
+        # SendBatchSms takes up to 100 numbers, each with its own signature and variables;
+        # `batch_max = 1` sends one SendSms a message, which Alibaba advises for alerts
+        self.batch_max = settings.batch_max or BATCH_MAX
         self._client = Client(_config(settings, "dysmsapi.aliyuncs.com"))
 
     def send(self, message: TemplateMessage) -> Accepted:
@@ -263,9 +269,6 @@ class AliyunSms:
         if body.code != "OK":
             raise refusal(message.channel, str(body.code), str(body.message))
         return Accepted(self.name, str(body.biz_id), {"RequestId": body.request_id})
-
-    # SendBatchSms takes up to 100 numbers, each with its own signature and variables
-    batch_max = 100
 
     def send_batch(self, messages: list[TemplateMessage]) -> Accepted:
         """One `SendBatchSms` for messages of one template: one request instead of one each
