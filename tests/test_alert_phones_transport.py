@@ -147,12 +147,53 @@ def test_aliyun_requests_go_through_the_pooled_session(aliyun: FakeAliyun) -> No
         "aliyun_voice", aliyun.endpoint, caller_number="057100000000", templates={"call.zh": "TTS_900001"}
     )
     sessions = [s for s in DaraCore._sessions.values() if isinstance(s, PooledSession)]
-    before = sum(s.requests_sent for s in sessions)
+    before = sum(s.requests_sent for s in sessions), sum(s.light_requests_sent for s in sessions)
     sms.send(_sms(1))
     voice.send(TemplateMessage("voice@cloud", "+8613900000002", "call.zh", CALL_PARAMS, "lk2"))
-    assert sum(s.requests_sent for s in sessions) - before == 2
+    assert sum(s.requests_sent for s in sessions) - before[0] == 2
+    assert sum(s.light_requests_sent for s in sessions) - before[1] == 2  # prepared lightly
     assert [(m.kind, m.reference) for m in aliyun.sent] == [("sms", "lk1"), ("voice", "lk2")]
     assert aliyun.refused == []
+
+
+def test_aliyun_requests_are_prepared_lightly_only_for_its_own_hosts(aliyun: FakeAliyun) -> None:
+    """darabonba's request preparation, replaced for the provider hosts only: the light
+    request keeps method, URL, headers and body as the SDK made them; any other host is
+    prepared by requests, and a light request completed for a real session is what requests
+    would have made."""
+    import darabonba.core
+    import requests
+
+    from lovekey.alerts.providers.aliyun import _complete
+
+    _provider("aliyun_sms", aliyun.endpoint, templates={"alert.zh": "SMS_900001"})
+    prepared = darabonba.core.PreparedRequest
+    query = "?Action=SendSms&TemplateParam=%7B%22name%22%3A%22%E7%8E%8B%22%7D"
+    headers = {"host": "dysmsapi.aliyuncs.com", "x-acs-action": "SendSms"}
+
+    light = prepared()
+    light.prepare(method="post", url=aliyun.endpoint + "/" + query, headers=headers, data=b"{}")
+    assert light.light is not None
+    assert (light.method, light.url, light.body) == ("POST", aliyun.endpoint + "/" + query, b"{}")
+    assert light.headers["X-ACS-Action"] == "SendSms"
+
+    full = _complete(light)
+    expected = requests.PreparedRequest()
+    expected.prepare(method="post", url=aliyun.endpoint + "/" + query, headers=headers, data=b"{}")
+    assert type(full) is requests.PreparedRequest
+    assert (full.method, full.url, full.body, dict(full.headers)) == (
+        expected.method,
+        expected.url,
+        expected.body,
+        dict(expected.headers),
+    )
+
+    other = prepared()
+    other.prepare(method="get", url="http://Example.COM/a b", headers={"x": "1"})
+    assert other.light is None
+    assert other.url == "http://example.com/a%20b"  # requests' own preparation
+    with pytest.raises(requests.exceptions.InvalidHeader):
+        prepared().prepare(method="post", url=aliyun.endpoint + "/", headers={"x": "a\nb"}, data=b"")
 
 
 def test_aliyun_through_a_proxy_goes_as_before(aliyun: FakeAliyun, monkeypatch: pytest.MonkeyPatch) -> None:
