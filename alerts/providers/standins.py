@@ -61,6 +61,9 @@ class SentMessage:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # a provider's API takes many connections at once; socketserver's default backlog of 5
+    # dropped the SYNs of a burst's first connections, which the client resent a second later
+    request_queue_size = 1024
 
 
 class _CloudFake:
