@@ -29,6 +29,8 @@ import weakref
 from collections.abc import Iterator, Mapping
 from urllib.parse import quote, urlsplit
 
+from lovekey.errors import LoveKeyError
+
 _MAX_HEAD_BYTES = 64 * 1024  # status line and headers of one answer
 _MAX_HEADERS = 100
 _MAX_BODY_BYTES = 16 * 1024 * 1024  # a provider's answer is a few hundred bytes
@@ -38,8 +40,9 @@ _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _URL_SAFE = "".join(chr(c) for c in range(33, 127))  # printable ASCII but the space: kept as is
 
 
-class ProtocolError(OSError):
-    """The server's answer is not HTTP/1.x as this client reads it (or is too large)."""
+class ProtocolError(LoveKeyError, OSError):
+    """The server's answer is not HTTP/1.x as this client reads it (or is too large). An
+    OSError too: to a caller it is the network failing, like a reset connection."""
 
 
 class Headers(Mapping[str, str]):
