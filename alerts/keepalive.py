@@ -33,7 +33,7 @@ from lovekey.errors import LoveKeyError
 
 _MAX_HEAD_BYTES = 64 * 1024  # status line and headers of one answer
 _MAX_HEADERS = 100
-_MAX_BODY_BYTES = 16 * 1024 * 1024  # a provider's answer is a few hundred bytes
+_MAX_BODY_BYTES = 1024 * 1024  # a provider's answer is a few hundred bytes, an error page a few KB
 _CHUNK = 64 * 1024
 _NO_BODY = frozenset({204, 304})
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")

@@ -172,6 +172,10 @@ def test_interim_answers_are_skipped_and_bodiless_answers_keep_the_connection(po
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", "chunk size"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "Transfer-Encoding"),
         (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1048577\r\n\r\n", "over"),  # not read at all
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100001\r\n", "over"),
+        (b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * (1024 * 1024 + 1), "over"),
+        (b"HTTP/1.1 200 OK\r\nX-Long: " + b"x" * (65 * 1024), "within"),
     ],
 )
 def test_a_malformed_answer_is_a_protocol_error(pool: KeepAlivePool, answer: bytes, complaint: str) -> None:
