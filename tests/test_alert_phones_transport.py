@@ -271,5 +271,10 @@ def test_the_worker_builds_its_providers_before_the_first_burst_and_survives_a_b
     first = book.get("sms")
     assert book.get("sms") is first
     assert built == ["sms"]  # built once, at build_all
-    with pytest.raises(RuntimeError):
-        book.get("voice")  # tried again when a message needs it
+    # tried again when a message needs it; still broken: an operator error, the next channel
+    with pytest.raises(ProviderError) as caught:
+        book.send(TemplateMessage("voice@voice", "+8613900000001", "call.zh", CALL_PARAMS, "lk1"))
+    assert caught.value.operator
+    assert caught.value.code == "lovekey.PROVIDER_BROKEN"
+    assert "no SDK here" in caught.value.detail
+    assert book.batch_max("voice@voice") == 1

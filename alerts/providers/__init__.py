@@ -121,7 +121,21 @@ class ProviderBook:
             raise ProviderError(
                 message.channel, "no such provider", action=Action.NEXT_CHANNEL, operator=True
             )
-        return self.get(name).send(message)
+        return self._usable(name, message.channel).send(message)
+
+    def _usable(self, name: str, channel: str) -> Provider:
+        """The provider, or a ProviderError for the operator when it cannot be built (the
+        message goes on to the next channel instead of the error ending the dispatcher)."""
+        try:
+            return self.get(name)
+        except Exception as exc:
+            raise ProviderError(
+                channel,
+                f"provider {name} could not be built: {type(exc).__name__}: {exc}",
+                action=Action.NEXT_CHANNEL,
+                code="lovekey.PROVIDER_BROKEN",
+                operator=True,
+            ) from exc
 
     def batch_max(self, channel: str) -> int:
         """How many messages of one template the channel's provider takes in one request (1:
@@ -129,13 +143,16 @@ class ProviderBook:
         name = provider_of(channel)
         if name is None or name not in self._settings:
             return 1
-        provider = self.get(name)
+        try:
+            provider = self.get(name)
+        except Exception:
+            return 1  # the send says why (`_usable`)
         return int(getattr(provider, "batch_max", 1)) if hasattr(provider, "send_batch") else 1
 
     def send_batch(self, messages: list[TemplateMessage]) -> Accepted:
         """Several messages of one template, one channel, in one request."""
         name = provider_of(messages[0].channel) or ""
-        send_batch = getattr(self.get(name), "send_batch")  # noqa: B009 (checked by batch_max)
+        send_batch = getattr(self._usable(name, messages[0].channel), "send_batch")  # noqa: B009 (checked by batch_max)
         accepted: Accepted = send_batch(messages)
         return accepted
 
@@ -145,5 +162,5 @@ class ProviderBook:
         name = provider_of(message.channel)
         if name is None or name not in self._settings:
             return None
-        find = getattr(self.get(name), "find", None)
+        find = getattr(self._usable(name, message.channel), "find", None)
         return find(message) if find is not None else None
