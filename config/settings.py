@@ -371,8 +371,9 @@ class AlertSettings(_Section):
     # json:// targets (webhooks, a JSON SMS gateway) over kept-alive connections, the rest
     # through Apprise; false: everything through Apprise (which honours HTTP(S)_PROXY)
     keepalive_webhooks: bool = True
-    # worker processes that dispatch (the first also escalates): a json:// send costs about
-    # 0.3 ms of CPU, one through Apprise about 1.6 ms, so a burst needs more than one core
+    # worker processes, each escalating and dispatching (digests and the purge: the first
+    # only): a burst's escalation and sends need more than one core (a json:// send costs
+    # about 0.1 ms of CPU over the kept-alive client, one through Apprise about 1.6 ms)
     processes: int = Field(2, ge=1, le=32)
     dispatchers: int = Field(4, ge=1, le=64)  # concurrent claim/send/record loops each
     batch_size: int = Field(50, ge=1, le=1000)  # notifications claimed per loop at once
