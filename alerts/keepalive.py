@@ -12,8 +12,9 @@ What it speaks: one request at a time per connection, `Content-Length` bodies (n
 uploads), answers framed by `Content-Length`, `Transfer-Encoding: chunked` or the end of the
 connection; interim 1xx answers skipped; a connection kept only when the answer was HTTP/1.1,
 fully read and not `Connection: close`. TLS through `ssl` with the CA bundle given (certifi's
-by default) and the host name checked. No proxies, no redirects, no retries: a caller that
-needs them uses urllib3. As with urllib3 and `retries=False`, a request is never sent twice:
+by default) and the host name checked. No proxies, no redirects (a caller follows them): a
+caller that needs a proxy uses urllib3. As with urllib3 and `retries=False`, a request is
+never sent twice (only a connection that could not be made is tried again, if asked):
 an idle connection the server has closed is noticed before it is used (it polls readable) and
 replaced, but a request that failed once it was written raises.
 """

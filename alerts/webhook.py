@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
@@ -68,7 +69,7 @@ class KeepAliveJsonSender:
 
         self._parse: Callable[[str], dict[str, Any] | None] = NotifyJSON.parse_url
         self._pools = {
-            True: KeepAlivePool(maxsize=connections, ca_certs=_ca_certs()),
+            True: KeepAlivePool(maxsize=connections),  # certifi's bundle
             False: KeepAlivePool(maxsize=connections, verify=False),
         }
 
@@ -96,10 +97,12 @@ class KeepAliveJsonSender:
                     connect_attempts=2,  # once more when no connection could be made
                 )
                 location = response.headers.get("Location")
-                if not (request.redirect and response.status in _REDIRECTS and location):
+                # after the last hop the redirect itself is the answer: not 2xx, so a failure
+                if (
+                    not (request.redirect and response.status in _REDIRECTS and location)
+                    or hop == _MAX_REDIRECTS
+                ):
                     break
-                if hop == _MAX_REDIRECTS:
-                    break  # the redirect itself is the answer: not 2xx, so a failure
                 following = urljoin(target, location)
                 method, data, headers = _redirected(response.status, method, data, headers)
                 if urlsplit(following).netloc != urlsplit(target).netloc:
@@ -135,40 +138,18 @@ def _redirected(
     return method, body, headers
 
 
+@dataclass(frozen=True, slots=True)
 class _Request:
     """What NotifyJSON.send would send: method, URL, body, headers, timeouts and the flags."""
 
-    __slots__ = (
-        "body",
-        "connect_timeout_s",
-        "headers",
-        "method",
-        "read_timeout_s",
-        "redirect",
-        "url",
-        "verify",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        body: bytes,
-        headers: dict[str, str],
-        *,
-        connect_timeout_s: float,
-        read_timeout_s: float,
-        redirect: bool,
-        verify: bool,
-    ) -> None:
-        self.method = method
-        self.url = url
-        self.body = body
-        self.headers = headers
-        self.connect_timeout_s = connect_timeout_s
-        self.read_timeout_s = read_timeout_s
-        self.redirect = redirect
-        self.verify = verify
+    method: str
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    connect_timeout_s: float
+    read_timeout_s: float
+    redirect: bool
+    verify: bool
 
 
 def _request(parsed: dict[str, Any] | None, channel: str, title: str, body: str) -> _Request:
@@ -227,11 +208,3 @@ def _seconds(value: str | None, channel: str) -> float:
     if seconds <= 0:
         raise DeliveryError(channel, f"invalid timeout {value!r}", retryable=False)
     return seconds
-
-
-def _ca_certs() -> str | None:
-    try:
-        import certifi
-    except ImportError:  # the system's store then
-        return None
-    return str(certifi.where())

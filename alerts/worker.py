@@ -111,16 +111,14 @@ class AlertWorker:
         *,
         sender: Sender | None = None,
         clock: Callable[[], datetime] = utc_now,
-        escalate: bool = True,
         housekeeping: bool = True,
     ) -> None:
         self.settings = settings
         self.url = url
         self.clock = clock
-        self.escalates = escalate  # False: dispatch only
         # digests and the purge of old records: the main process only; the processes beside
         # it (`alerts.processes`) escalate and dispatch
-        self.housekeeps = escalate and housekeeping
+        self.housekeeps = housekeeping
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._sender = sender
         self._stack = AsyncExitStack()
@@ -170,18 +168,15 @@ class AlertWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         a = self.settings.alerts
-        jobs: list[Periodic] = []
-        if self.escalates:
-            jobs.append(Periodic("escalate", a.escalation_interval_s, self._escalate_job))
+        jobs = [Periodic("escalate", a.escalation_interval_s, self._escalate_job)]
         if self.housekeeps:
             jobs.append(Periodic("digest", a.digest_interval_s, self._digest_job))
             jobs.append(Periodic("purge", PURGE_INTERVAL_S, self._purge_job))
         async with scheduled(*jobs, timezone=self.settings.timezone) as schedule:
             self._schedule = schedule
             log.info(
-                "alert worker %s started (%s): %d dispatchers, %d send threads",
+                "alert worker %s started (escalation and dispatch): %d dispatchers, %d send threads",
                 self.name,
-                "escalation and dispatch" if self.escalates else "dispatch",
                 a.dispatchers,
                 a.send_threads,
             )
@@ -204,8 +199,6 @@ class AlertWorker:
 
     # --- escalation -------------------------------------------------------------------
     def _escalate_soon(self) -> None:
-        if not self.escalates:
-            return
         self._escalate_dirty = True
         if not self._escalate_lock.locked():
             self._schedule.run_soon("escalate")
@@ -321,8 +314,7 @@ class AlertWorker:
         while not self._stopping:
             try:
                 async with await connect_async(self.url, autocommit=True) as conn:
-                    if self.escalates:
-                        await conn.execute("LISTEN lovekey_alerts")
+                    await conn.execute("LISTEN lovekey_alerts")
                     await conn.execute("LISTEN lovekey_outbox")
                     backoff.reset()
                     self._escalate_soon()  # anything raised while we were not listening

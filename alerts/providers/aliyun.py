@@ -22,6 +22,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
+from requests.structures import CaseInsensitiveDict
+
 from lovekey.alerts.keepalive import KeepAlivePool, Response
 from lovekey.alerts.providers.base import (
     Accepted,
@@ -143,10 +146,8 @@ class PooledSession:
     is the same."""
 
     def __init__(self, *, connections: int) -> None:
-        import requests
-
         self.requests_sent = 0
-        self.light_requests_sent = 0  # of them, prepared by `_light_request_class`
+        self.light_requests_sent = 0  # of them, prepared by `_LightPreparedRequest`
         self._fallback = requests.Session()
         self._pool = KeepAlivePool(maxsize=connections)
 
@@ -160,8 +161,6 @@ class PooledSession:
         cert: Any = None,
         stream: bool = False,
     ) -> Any:
-        import requests
-
         if proxies or cert is not None or verify is not True or stream:
             return self._fallback.send(
                 _complete(request), proxies=proxies, timeout=timeout, verify=verify, cert=cert, stream=stream
@@ -198,11 +197,10 @@ def _keep_pooled_session(protocol: str, host: str) -> None:
     key = f"{protocol.lower()}://{host.rstrip('/')}:80:pool={POOL_CONNECTIONS}"
     darabonba.core.DaraCore._sessions.setdefault(key, PooledSession(connections=POOL_CONNECTIONS))
     _POOLED_HOSTS.add(host.rstrip("/"))
-    if not issubclass(darabonba.core.PreparedRequest, _light_request_class()):
-        darabonba.core.PreparedRequest = _light_request_class()
+    darabonba.core.PreparedRequest = _LightPreparedRequest
 
 
-def _light_request_class() -> type[Any]:
+class _LightPreparedRequest(requests.PreparedRequest):
     """`darabonba.core.PreparedRequest` for LoveKey's provider hosts (see `_keep_pooled_session`).
 
     darabonba builds a `requests.PreparedRequest` for every call (`DaraCore.do_action`) and
@@ -211,52 +209,41 @@ def _light_request_class() -> type[Any]:
     included, in its query), builds a cookie jar and validates every header: about 0.2 ms of
     CPU a request, a fifth of a notification's share on two cores. For a host whose session
     is a `PooledSession`, which reads only the method, URL, headers and body and sends them
-    as they are, the light class records those four; the request on the wire is the same
-    (the stand-ins verify every signature over it). Any other host, or a call with files,
-    params, auth, cookies, hooks or JSON, or a header that is not plain text, is prepared by requests
-    as before, and a light request that must go through a real session after all (a proxy, a
+    as they are, this records those four; the request on the wire is the same (the stand-ins
+    verify every signature over it). Any other host, or a call with files, params, auth,
+    cookies, hooks or JSON, or a header that is not plain text, is prepared by requests as
+    before, and a light request that must go through a real session after all (a proxy, a
     client certificate, streaming) is completed by `_complete` first."""
-    global _LIGHT_REQUEST
-    if _LIGHT_REQUEST is None:
-        from requests import PreparedRequest
-        from requests.structures import CaseInsensitiveDict
 
-        class LightPreparedRequest(PreparedRequest):
-            light: tuple[Any, ...] | None = None  # (method, url, headers, data) when light
+    light: tuple[Any, ...] | None = None  # (method, url, headers, data) when light
 
-            def prepare(
-                self,
-                method: Any = None,
-                url: Any = None,
-                headers: Any = None,
-                files: Any = None,
-                data: Any = None,
-                params: Any = None,
-                auth: Any = None,
-                cookies: Any = None,
-                hooks: Any = None,
-                json: Any = None,
-            ) -> None:
-                if (
-                    isinstance(url, str)
-                    and urlsplit(url).netloc in _POOLED_HOSTS
-                    and not (files or params or auth or cookies or hooks or json)
-                    and isinstance(data, bytes | None)
-                    and all(_plain_header(k, v) for k, v in (headers or {}).items())
-                ):
-                    self.method = str(method).upper()
-                    self.url = url
-                    self.headers = CaseInsensitiveDict(headers or {})
-                    self.body = data
-                    self.light = (method, url, headers, data)
-                    return
-                super().prepare(method, url, headers, files, data, params, auth, cookies, hooks, json)
-
-        _LIGHT_REQUEST = LightPreparedRequest
-    return _LIGHT_REQUEST
-
-
-_LIGHT_REQUEST: type[Any] | None = None
+    def prepare(
+        self,
+        method: Any = None,
+        url: Any = None,
+        headers: Any = None,
+        files: Any = None,
+        data: Any = None,
+        params: Any = None,
+        auth: Any = None,
+        cookies: Any = None,
+        hooks: Any = None,
+        json: Any = None,
+    ) -> None:
+        if (
+            isinstance(url, str)
+            and urlsplit(url).netloc in _POOLED_HOSTS
+            and not (files or params or auth or cookies or hooks or json)
+            and isinstance(data, bytes | None)
+            and all(_plain_header(k, v) for k, v in (headers or {}).items())
+        ):
+            self.method = str(method).upper()
+            self.url = url
+            self.headers = CaseInsensitiveDict(headers or {})
+            self.body = data
+            self.light = (method, url, headers, data)
+            return
+        super().prepare(method, url, headers, files, data, params, auth, cookies, hooks, json)
 
 
 def _plain_header(name: Any, value: Any) -> bool:
@@ -274,10 +261,8 @@ def _complete(request: Any) -> Any:
     light = getattr(request, "light", None)
     if light is None:
         return request
-    from requests import PreparedRequest
-
     method, url, headers, data = light
-    full = PreparedRequest()
+    full = requests.PreparedRequest()
     full.prepare(method=method, url=url, headers=headers, data=data)
     return full
 
