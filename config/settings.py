@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -249,6 +249,13 @@ class DetectSettings(_Section):
     # neighbour alerts a month, 0.12 with 5 % unanswered (docs/detection.md, "Where the
     # water-only time goes")
     routine_check_in_own: bool = True
+    # the check-in tier by the hour of day the dry run began, in place of the district's
+    # quantile (routine_check_in_population_quantile): 24 values, from 00:00, each the hours
+    # of dry run after which the resident is asked (0: never for dry runs begun that hour).
+    # None (the default): the district's quantile. docs/detection.md, "The world bound"
+    routine_check_in_schedule_h: list[Annotated[float, Field(ge=0, le=72)]] | None = Field(
+        None, min_length=24, max_length=24
+    )
     # low_usage's and routine_break's neighbour tier, when it fires before the resident was
     # asked, asks them first (a check-in: the neighbour 30 min later if nobody answers; at
     # once in the stage's quiet hours or for a resident who cannot be asked) instead of

@@ -131,6 +131,11 @@ class DayLearner:
             low_population_quantile=st.low_usage_population_quantile,
             groups=st.routine_population_groups,
             early_population_quantile=st.routine_check_in_population_quantile,
+            early_schedule_b=(
+                None
+                if st.routine_check_in_schedule_h is None
+                else self.profile.schedule_allowance(st.routine_check_in_schedule_h)
+            ),
             home_population_quantile=st.door_home_check_in_quantile,
         )
         if st.floor_enabled:

@@ -24,6 +24,8 @@ long at the end of the night, short in a busy morning. Two thresholds per bucket
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -48,6 +50,7 @@ class RoutineProfile:
         self.slots = 86400 // bucket_s
         self.days = days
         self.origin_s = day_start_s - utc_offset_s  # a routine day starts here (mod 1 day), UTC
+        self.day_start_s = day_start_s  # local
         self.use_bits = np.zeros((days, meters, (self.slots + 7) // 8), dtype=np.uint8)
         self.valid = np.zeros((days, meters), dtype=np.bool_)
         # the floor: per day the least litres any field-rule window starting that day held
@@ -91,6 +94,16 @@ class RoutineProfile:
         out: I64 = (end_s - (self.bucket_s + self.origin_s)) // self.bucket_s
         out -= out // self.slots * self.slots
         return out
+
+    def schedule_allowance(self, hours: Sequence[float]) -> npt.NDArray[np.int16]:
+        """Per start slot, from 24 hours of dry run by the local hour a dry run began (0:
+        never): the allowance a dry run must exceed (`dry_b > allowance`: asked once it has
+        lasted the hours)."""
+        start = (self.day_start_s + np.arange(self.slots) * self.bucket_s) % 86400
+        need = np.asarray(hours, np.float64)[start // 3600]
+        buckets = np.ceil(need * 3600 / self.bucket_s).astype(np.int64) - 1
+        never = np.iinfo(np.int16).max
+        return np.where(need > 0, np.clip(buckets, 0, never), never).astype(np.int16)
 
     def day_start_ending(self, end_s: I64) -> I64:
         """Start of the routine day of the bucket that ends at `end_s`."""
@@ -179,8 +192,10 @@ class RoutineProfile:
         groups: int = 1,
         early_population_quantile: float | None = None,
         home_population_quantile: float | None = None,
+        early_schedule_b: npt.NDArray[np.int16] | None = None,
     ) -> None:
-        """Thresholds from the days recorded within the last `days` days."""
+        """Thresholds from the days recorded within the last `days` days. `early_schedule_b`
+        (per start slot) replaces the check-in tier's district quantile."""
         if self.last_day is None:
             return
         first = self.last_day - self.days + 1
@@ -218,7 +233,9 @@ class RoutineProfile:
         for g in range(self.groups):
             if home_population_quantile is not None:
                 self.home_allowance[g] = _allowance(runs[g], home_population_quantile, slack_b)
-            if early_population_quantile is not None:
+            if early_schedule_b is not None:
+                self.early_allowance[g] = early_schedule_b
+            elif early_population_quantile is not None:
                 self.early_allowance[g] = _allowance(runs[g], early_population_quantile, slack_b)
             if population_quantile is not None:
                 self.allowance[g] = _allowance(runs[g], population_quantile, slack_b)

@@ -129,18 +129,17 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
     from lovekey.evaluation.replay import ReplayEvent
     from lovekey.evaluation.scoring import field_rule_comparison
-    from lovekey.simulator.checkin import CheckInModel, spans_from_truth
-    from lovekey.simulator.door import DoorModel, door_events
+    from lovekey.evaluation.sources import stage_models
+    from lovekey.simulator.door import door_events
 
-    lines = [(t.kind, t.resident_id, t.start_s, t.end_s) for t in source.truth]
-    model = CheckInModel(
+    model, door = stage_models(
+        source,
         seed=args.seed,
-        extra_unanswered=args.unanswered,
+        unanswered=args.unanswered,
+        door_share=args.door_share if args.residents else 0.0,
         utc_offset_s=offset_s,
-        spans=spans_from_truth(lines, source.data.end_s),
     )
-    spans = spans_from_truth(lines, source.data.end_s)
-    door = DoorModel(seed=args.seed, share=args.door_share if args.residents else 0.0)
+    spans = model.spans
     residents = list(source.data.registry.resident_ids)
     passages = door_events(door, residents, spans, source.data.start_s, source.data.end_s)
     events = [

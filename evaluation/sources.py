@@ -23,6 +23,8 @@ from lovekey.detectors.engine import Registry
 from lovekey.detectors.params import build_params, effective_rules
 from lovekey.evaluation.replay import ReplayData, ReplayEvent
 from lovekey.evaluation.scoring import Truth
+from lovekey.simulator.checkin import CheckInModel, spans_from_truth
+from lovekey.simulator.door import DoorModel
 from lovekey.storage.history import history_bounds
 from lovekey.vocabulary import LIFE_SAFETY_EVENTS, PRESENCE_EVENTS, DeviceKind
 
@@ -65,6 +67,21 @@ def _registry(
 
 
 # -- the simulator ----------------------------------------------------------------------------
+
+
+def stage_models(
+    source: Source, *, seed: int, unanswered: float, door_share: float, utc_offset_s: int
+) -> tuple[CheckInModel, DoorModel]:
+    """How `lovekey evaluate` has residents answer check-ins (from the truth) and which
+    households have a door reminder, so other studies of the same world draw the same."""
+    lines = [(t.kind, t.resident_id, t.start_s, t.end_s) for t in source.truth]
+    model = CheckInModel(
+        seed=seed,
+        extra_unanswered=unanswered,
+        utc_offset_s=utc_offset_s,
+        spans=spans_from_truth(lines, source.data.end_s),
+    )
+    return model, DoorModel(seed=seed, share=door_share)
 
 
 def from_world(world: Any, settings: DetectSettings) -> Source:

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from lovekey.config import DetectSettings, load_settings
 from lovekey.detectors import rules
@@ -241,6 +242,45 @@ def test_profile_needs_enough_valid_days() -> None:
     )
     assert p.learned_days.tolist() == [10]
     assert (p.threshold == DISABLED).all()
+
+
+def test_a_check_in_schedule_takes_the_place_of_the_districts_quantile() -> None:
+    """`routine_check_in_schedule_h`: the check-in tier's allowance by the local hour a dry
+    run began, the same for every activity group: asked once the dry run has lasted the
+    hours; 0 never asks for runs begun that hour."""
+    p = RoutineProfile(2, bucket_s=BS, days=28, day_start_s=4 * 3600, utc_offset_s=OFFSET)
+    for day in range(20):
+        usage = np.stack([_day_usage(8), _day_usage(20)], axis=1)
+        p.record_day(day, usage, usage >= 1.0, np.zeros(2, bool))
+    hours = [0.0] * 24
+    hours[10], hours[4] = 4.5, 12.0
+    args = dict(min_days=14, quantile=0.95, slack_b=2, margin_b=np.array([4, 4]), min_gap_b=8)
+    p.recompute(**args, low_margin_b=4, low_cap_b=96, groups=2, early_population_quantile=0.995)
+    by_quantile = p.early_allowance.copy()
+    p.recompute(
+        **args,
+        low_margin_b=4,
+        low_cap_b=96,
+        groups=2,
+        early_population_quantile=0.995,
+        early_schedule_b=p.schedule_allowance(hours),
+    )
+    never = np.iinfo(np.int16).max
+    # slots count from the routine day's start, 04:00: slot 0 is 04:00-04:15, slot 24 10:00
+    assert p.early_allowance.shape == (2, 96)
+    assert (p.early_allowance[:, 24:28] == 4.5 * 4 - 1).all()  # asked at 18 buckets: dry_b > 17
+    assert (p.early_allowance[:, 0:4] == 12 * 4 - 1).all()
+    assert (p.early_allowance[:, 4:24] == never).all()
+    assert (p.early_allowance[:, 28:] == never).all()
+    assert not np.array_equal(by_quantile, p.early_allowance)
+
+
+def test_the_schedule_setting_takes_24_hours_or_none() -> None:
+    assert DetectSettings().routine_check_in_schedule_h is None
+    assert DetectSettings(routine_check_in_schedule_h=[5.0] * 24).routine_check_in_schedule_h == [5.0] * 24
+    for bad, why in (([5.0] * 23, "at least 24"), ([5.0] * 23 + [-1.0], "greater than or equal to 0")):
+        with pytest.raises(ValidationError, match=why):
+            DetectSettings(routine_check_in_schedule_h=bad)
 
 
 # -- the state machine ------------------------------------------------------------------------
