@@ -253,6 +253,10 @@ class DetectSettings(_Section):
     # quantile (routine_check_in_population_quantile): 24 values, from 00:00, each the hours
     # of dry run after which the resident is asked (0: never for dry runs begun that hour).
     # None (the default): the district's quantile. docs/detection.md, "The world bound"
+    # a resident's check-in tier waits, in each part of the day, for a dry run longer than the
+    # n-th longest dry stretch they answered "fine" at there in the last routine_history_days
+    # (1: the longest; 2: one they have shown twice, not a one-off)
+    check_in_fine_nth: int = Field(1, ge=1, le=10)
     routine_check_in_schedule_h: list[Annotated[float, Field(ge=0, le=72)]] | None = Field(
         None, min_length=24, max_length=24
     )

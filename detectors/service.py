@@ -432,7 +432,7 @@ class DetectorService:
         quarters = {str(part): i for i, part in enumerate(PartOfDay)}
         fine_dry = np.zeros((len(ids), 4), np.int64)
         learned_from = now - timedelta(days=self.st.routine_history_days)
-        for rid, part, minutes in db.fine_dry_stretches(conn, learned_from):
+        for rid, part, minutes in db.fine_dry_stretches(conn, learned_from, self.st.check_in_fine_nth):
             if (i := index.get(rid)) is not None and part in quarters:
                 fine_dry[i, quarters[part]] = minutes * 60
         return Presence(away, since, lapsed, fine, door, fine_dry)

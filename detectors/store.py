@@ -434,16 +434,24 @@ def fine_answers(conn: psycopg.Connection[Any], since: datetime, until: datetime
     return {r: t for r, t in rows}
 
 
-def fine_dry_stretches(conn: psycopg.Connection[Any], since: datetime) -> list[tuple[str, str, int]]:
-    """(resident, part of the day, minutes): the longest dry stretch at which each resident
-    answered a check-in "fine" since `since`, per part of the day."""
+def fine_dry_stretches(
+    conn: psycopg.Connection[Any], since: datetime, nth: int = 1
+) -> list[tuple[str, str, int]]:
+    """(resident, part of the day, minutes): the `nth` longest dry stretch at which each
+    resident answered a check-in "fine" since `since`, per part of the day (none where they
+    answered fewer times)."""
     rows = conn.execute(
         """
-        SELECT resident_id, part_of_day, max(dry_minutes) FROM check_in_answer
-        WHERE answer = 'fine' AND answered_at > %s
-        GROUP BY resident_id, part_of_day
+        SELECT resident_id, part_of_day, dry_minutes FROM (
+            SELECT resident_id, part_of_day, dry_minutes,
+                   row_number() OVER (PARTITION BY resident_id, part_of_day
+                                      ORDER BY dry_minutes DESC) AS k
+            FROM check_in_answer
+            WHERE answer = 'fine' AND answered_at > %s
+        ) ranked
+        WHERE k = %s
         """,
-        (since,),
+        (since, nth),
     ).fetchall()
     return [(r, p, int(m)) for r, p, m in rows]
 

@@ -10,6 +10,7 @@ was raised and cleared; `evaluation/scoring.py` matches them to the truth and
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -123,6 +124,8 @@ def replay(
     active_at = np.full(residents, NEVER, np.int64)  # per resident: their last door passage
     # per resident and quarter of the day: the longest dry stretch answered "fine" at
     fine_dry = np.zeros((residents, 4), np.int64)
+    # as the runner reads them: the answers of the last `routine_history_days`
+    fine_window = _FineWindow(fine_dry, settings.routine_history_days * 86400, settings.check_in_fine_nth)
     door_seen = False
     stages: list[tuple[int, RaisedAlert, str]] = []  # (settled at, alert, answer), by time
 
@@ -145,7 +148,7 @@ def replay(
                     answered[r] = max(answered[r], settled)
                     quarter = ((alert.asked_s + utc_offset_s) % 86400) // 21600
                     dry = alert.asked_s - alert.since_s
-                    fine_dry[r, quarter] = max(fine_dry[r, quarter], dry)
+                    fine_window.add(settled, r, quarter, dry)
             elif not alert.door_out:  # after a passage out, the neighbour tier decides
                 alert.neighbour_s = settled
         hi = int(np.searchsorted(arrival, t, side="right"))
@@ -188,6 +191,7 @@ def replay(
                             neighbour_s=ev.arrival_s,  # life safety goes straight to people
                         )
                         out.append(alert)
+        fine_window.expire(t)
         ended = (away_until != NEVER) & (away_until <= t)
         monitor_since[ended] = np.maximum(monitor_since[ended], away_until[ended])
         lapsed[ended] = away_from[ended]
@@ -241,6 +245,35 @@ def replay(
             elif key in open_alerts:
                 open_alerts.pop(key).cleared_s = t
     return out
+
+
+class _FineWindow:
+    """Per resident and quarter of the day, the `nth` longest dry stretch answered "fine"
+    within the last `window_s`, kept in `table` (`detectors/store.py` `fine_dry_stretches`)."""
+
+    def __init__(self, table: I64, window_s: int, nth: int = 1) -> None:
+        self.table = table
+        self.window_s = window_s
+        self.nth = nth
+        self._order: deque[tuple[int, int, int]] = deque()  # (answered, resident, quarter)
+        self._cells: dict[tuple[int, int], deque[tuple[int, int]]] = {}  # -> (answered, dry)
+
+    def add(self, answered_s: int, resident: int, quarter: int, dry_s: int) -> None:
+        self._order.append((answered_s, resident, quarter))
+        cell = self._cells.setdefault((resident, quarter), deque())
+        cell.append((answered_s, dry_s))
+        self._update(resident, quarter, cell)
+
+    def expire(self, now_s: int) -> None:
+        while self._order and self._order[0][0] <= now_s - self.window_s:
+            _, r, q = self._order.popleft()
+            cell = self._cells[(r, q)]
+            cell.popleft()
+            self._update(r, q, cell)
+
+    def _update(self, r: int, q: int, cell: deque[tuple[int, int]]) -> None:
+        longest = sorted((dry for _, dry in cell), reverse=True)
+        self.table[r, q] = longest[self.nth - 1] if len(longest) >= self.nth else 0
 
 
 def _after_quiet(t_s: int, quiet: tuple[int, int] | None, utc_offset_s: int) -> int:

@@ -514,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-min", type=int, default=15)
     parser.add_argument("--by", choices=("hour", "hour-mobile"), default="hour")
     parser.add_argument("--start", default="2026-03-01T00:00:00+08:00")
+    parser.add_argument("--within", type=float, nargs="+", default=WITHIN_H, metavar="H")
+    parser.add_argument("--weights-false", type=float, nargs="+", default=WEIGHTS_FALSE, metavar="W")
+    parser.add_argument("--weights-check-in", type=float, nargs="+", default=WEIGHTS_CHECK_IN, metavar="W")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -538,13 +541,14 @@ def main(argv: list[str] | None = None) -> int:
         chooser = study_of(
             args.seed if args.choose_seed is None else args.choose_seed, args.choose_scenario or args.scenario
         )
-    placed = synthetic_incidents(chooser, args.synthetic, args.seed) if args.synthetic else None
+    chooser_seed = args.seed if args.choose_seed is None else args.choose_seed
+    placed = synthetic_incidents(chooser, args.synthetic, chooser_seed) if args.synthetic else None
     group_m, group_c = groups_of(study, args.by), groups_of(chooser, args.by)
     points = []
-    for within_h in WITHIN_H:
+    for within_h in args.within:
         tab = table(chooser, group_c, int(within_h * 3600), placed)
-        for wf in WEIGHTS_FALSE:
-            for wc in WEIGHTS_CHECK_IN:
+        for wf in args.weights_false:
+            for wc in args.weights_check_in:
                 chosen = choose(tab, months=chooser.household_months, weight_false=wf, weight_check_in=wc)
                 row = measure(study, chosen, group_m).row(study.household_months)
                 points.append({"within_h": within_h, "weight_false": wf, "weight_check_in": wc, **row})
@@ -572,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
             f" {p['onset_to_check_in_median_h']:>14} {p['onset_to_neighbour_median_h']:>15}"
             f" {p['neighbour_within_6h']:>10.1%}"
         )
+    if len(points) == 1:  # one choice asked for: its schedule, as detect.routine_check_in_schedule_h
+        for row in points[0]["thresholds_h"]:
+            print(json.dumps([max(h, 0.0) for h in row]))
     return 0
 
 

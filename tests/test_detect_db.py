@@ -15,6 +15,7 @@ from lovekey.alerts.chains import ChainBook
 from lovekey.alerts.store import list_alerts, resolve
 from lovekey.cli import main as lovekey_main
 from lovekey.config import Settings
+from lovekey.detectors import store as detect_store
 from lovekey.detectors.daemon import watch_events
 from lovekey.detectors.event_watcher import EventWatcher
 from lovekey.detectors.ring import NEVER
@@ -691,3 +692,7 @@ def test_the_runner_reads_door_passages_and_fine_answers_as_the_resident_up_and_
     assert presence.answered_fine_s.tolist()[0] == int((T - timedelta(hours=2)).timestamp())
     assert presence.answered_fine_s.tolist()[1] == NEVER  # unreachable is not "fine"
     assert presence.fine_dry_s[0].tolist() == [0, 300 * 60, 0, 0]  # the morning's longest
+    # `check_in_fine_nth`: the second longest, a stretch they have answered "fine" at twice
+    assert detect_store.fine_dry_stretches(conn, T - timedelta(days=28), 2) == [("R-1", "morning", 200)]
+    assert detect_store.fine_dry_stretches(conn, T - timedelta(days=28), 3) == []
+    assert detect_store.fine_dry_stretches(conn, T - timedelta(hours=3), 1) == [("R-1", "morning", 200)]

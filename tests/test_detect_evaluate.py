@@ -303,3 +303,32 @@ def test_per_kind_rows_know_which_away_presses_were_lost_as_the_whole_does() -> 
     assert whole["neighbour"]["during_absences_whose_press_was_lost"] == 1
     assert rows["water_only"]["caused_by_silent_meter_or_away"] == 0
     assert rows["door_reminder"]["caused_by_silent_meter_or_away"] == 0
+
+
+def test_the_replay_forgets_fine_answers_older_than_the_runner_reads() -> None:
+    """The runner moves a resident's check-in threshold to the longest dry stretch they
+    answered "fine" at in the last `routine_history_days` (`detectors/store.py`
+    `fine_dry_stretches`); the replay keeps the same window, not every answer for ever."""
+    from lovekey.evaluation.replay import _FineWindow
+
+    day = 86400
+    table = np.zeros((2, 4), np.int64)
+    window = _FineWindow(table, 28 * day)
+    window.add(0, 0, 2, 6 * 3600)  # resident 0, afternoon: fine at 6 h
+    window.add(10 * day, 0, 2, 5 * 3600)  # and at 5 h ten days later
+    window.add(10 * day, 1, 1, 4 * 3600)
+    window.expire(27 * day)
+    assert table[0, 2] == 6 * 3600
+    window.expire(28 * day)  # the 6 h answer is 28 days old: the 5 h one is what is left
+    assert table.tolist() == [[0, 0, 5 * 3600, 0], [0, 4 * 3600, 0, 0]]
+    window.expire(38 * day)
+    assert not table.any()
+    # `check_in_fine_nth = 2`: the second longest, none until there are two
+    second = _FineWindow(table, 28 * day, nth=2)
+    second.add(40 * day, 0, 2, 6 * 3600)
+    assert table[0, 2] == 0
+    second.add(41 * day, 0, 2, 5 * 3600)
+    second.add(42 * day, 0, 2, 7 * 3600)
+    assert table[0, 2] == 6 * 3600
+    second.expire(68 * day)  # the 6 h answer goes: of 5 h and 7 h, the second is 5 h
+    assert table[0, 2] == 5 * 3600
