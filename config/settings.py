@@ -159,6 +159,15 @@ class ReceiveSettings(_Section):
     shutdown_grace_s: float = Field(3.0, gt=0)
 
 
+# detect.routine_check_in_schedule_h's default: hours of dry run by the local hour it began
+CHECK_IN_SCHEDULE_H: tuple[float, ...] = (
+    *(0.0, 12.0, 7.0, 6.0, 6.5, 0.0),  # 00-05
+    *(0.0, 0.0, 0.0, 0.0, 4.5, 5.0),  # 06-11
+    *(5.0, 5.0, 5.0, 5.0, 5.5, 4.5),  # 12-17
+    *(4.5, 16.0, 0.0, 13.5, 12.0, 0.0),  # 18-23
+)
+
+
 class DetectSettings(_Section):
     """Detector defaults. The rule thresholds marked (overridable) may be overridden per
     community and per resident in their `rules` jsonb: `{"detect": {"low_usage_min_l": 5}}`."""
@@ -191,9 +200,11 @@ class DetectSettings(_Section):
     door_home_check_in_quantile: float | None = Field(None, gt=0.5, le=1.0)
     # a check-in raised after a passage with no water since (probably out) is marked
     # `door_out`: unanswered, it does not wake the neighbour; the neighbour tier decides.
-    # Trades a resident who came back unseen and fell (they wait for the neighbour tier); off
-    # by default: it changed nothing measurable (docs/detection.md)
-    door_out_holds_neighbour: bool = False
+    # Trades a resident who came back unseen and fell (they wait for the neighbour tier). On
+    # by default since the check-in schedule: a passage out moves the dry run's start into
+    # the hours the schedule asks soonest, and unanswered those check-ins woke neighbours
+    # 0.16 times a household-month (0.08 held; docs/detection.md, "The check-in schedule")
+    door_out_holds_neighbour: bool = True
     # the floor (issue 17): a resident whose own ordinary days never tripped the plain field
     # rule (< low_usage_min_l in low_usage_window_h of known data) on any learned day of the
     # last `floor_history_days`, with at least `floor_min_days` such days learned, is flagged
@@ -237,29 +248,44 @@ class DetectSettings(_Section):
     routine_population_quantile: float | None = Field(0.9995, gt=0.5, le=1.0)
     # the check-in tier of routine_break (issue 14): the resident alone is asked once the dry
     # run is longer than their own pattern and than this quantile of the district's dry runs
-    # starting at that time of day (None: their own pattern only); the neighbour waits for
+    # starting at that time of day (None: their own pattern only), where no schedule is set
+    # (routine_check_in_schedule_h below); the neighbour waits for
     # routine_population_quantile. Off: one tier, as before
     routine_check_in_enabled: bool = True
     routine_check_in_population_quantile: float | None = Field(0.995, gt=0.5, le=1.0)
-    # ... and only where the dry run is also over the resident's own pattern (True, the
-    # default). False: the district's level alone asks any resident with a learned pattern,
-    # also at hours their own pattern is off (asleep, or usually out). At 0.995 the own
-    # pattern binds only through those hours: off, water-only households were reached 1.2 h
+    # ... and only where the dry run is also over the resident's own pattern (True). False
+    # (the default): any resident with a learned pattern is asked on the district's level
+    # (or the schedule below) alone, also at hours their own pattern is off (asleep, or
+    # usually out). With the quantile at 0.995, off reached water-only households 1.2 h
     # sooner (8.8 h against 10.0 h, seed 2 with 20x no-use) for about 0.02 more false
-    # neighbour alerts a month, 0.12 with 5 % unanswered (docs/detection.md, "Where the
-    # water-only time goes")
-    routine_check_in_own: bool = True
-    # the check-in tier by the hour of day the dry run began, in place of the district's
+    # neighbour alerts a month; with the schedule, on, the own pattern binds at about 6 h of
+    # dry run and holds everything at 9.6 h (docs/detection.md, "The check-in schedule")
+    routine_check_in_own: bool = False
+    # the check-in tier by the local hour a dry run began, in place of the district's
     # quantile (routine_check_in_population_quantile): 24 values, from 00:00, each the hours
     # of dry run after which the resident is asked (0: never for dry runs begun that hour).
-    # None (the default): the district's quantile. docs/detection.md, "The world bound"
+    # The default was chosen by `python -m lovekey.evaluation.world_bound` on a simulated
+    # district's ordinary days with placed incidents (seed 3; docs/detection.md, "The
+    # check-in schedule"): ask after 4.5-5.5 h of no water for dry runs begun 10:00-18:59,
+    # after 6-7 h for those begun 02:00-04:59, and not in the morning (05:00-09:59, the
+    # days out) or most of the evening. [] (empty): the district's quantile, as before
+    routine_check_in_schedule_h: list[Annotated[float, Field(ge=0, le=72)]] = Field(
+        default_factory=lambda: list(CHECK_IN_SCHEDULE_H), max_length=24
+    )
+
+    @field_validator("routine_check_in_schedule_h")
+    @classmethod
+    def _a_whole_day(cls, hours: list[float]) -> list[float]:
+        if hours and len(hours) != 24:
+            raise ValueError(f"24 values, one per hour from 00:00, or none; got {len(hours)}")
+        return hours
+
     # a resident's check-in tier waits, in each part of the day, for a dry run longer than the
     # n-th longest dry stretch they answered "fine" at there in the last routine_history_days
-    # (1: the longest; 2: one they have shown twice, not a one-off)
-    check_in_fine_nth: int = Field(1, ge=1, le=10)
-    routine_check_in_schedule_h: list[Annotated[float, Field(ge=0, le=72)]] | None = Field(
-        None, min_length=24, max_length=24
-    )
+    # (1: the longest; 2, the default: one they have shown twice, not a one-off). With the
+    # schedule, the longest held check-ins 1.5 h later for 0.8 fewer a month, the second
+    # longest 0.5-1 h later for 0.4 fewer (docs/detection.md)
+    check_in_fine_nth: int = Field(2, ge=1, le=10)
     # low_usage's and routine_break's neighbour tier, when it fires before the resident was
     # asked, asks them first (a check-in: the neighbour 30 min later if nobody answers; at
     # once in the stage's quiet hours or for a resident who cannot be asked) instead of

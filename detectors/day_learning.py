@@ -132,9 +132,9 @@ class DayLearner:
             groups=st.routine_population_groups,
             early_population_quantile=st.routine_check_in_population_quantile,
             early_schedule_b=(
-                None
-                if st.routine_check_in_schedule_h is None
-                else self.profile.schedule_allowance(st.routine_check_in_schedule_h)
+                self.profile.schedule_allowance(st.routine_check_in_schedule_h)
+                if st.routine_check_in_schedule_h
+                else None
             ),
             home_population_quantile=st.door_home_check_in_quantile,
         )

@@ -276,9 +276,10 @@ def test_a_check_in_schedule_takes_the_place_of_the_districts_quantile() -> None
 
 
 def test_the_schedule_setting_takes_24_hours_or_none() -> None:
-    assert DetectSettings().routine_check_in_schedule_h is None
+    assert len(DetectSettings().routine_check_in_schedule_h) == 24
     assert DetectSettings(routine_check_in_schedule_h=[5.0] * 24).routine_check_in_schedule_h == [5.0] * 24
-    for bad, why in (([5.0] * 23, "at least 24"), ([5.0] * 23 + [-1.0], "greater than or equal to 0")):
+    assert DetectSettings(routine_check_in_schedule_h=[]).routine_check_in_schedule_h == []  # the quantile
+    for bad, why in (([5.0] * 23, "24 values"), ([5.0] * 23 + [-1.0], "greater than or equal to 0")):
         with pytest.raises(ValidationError, match=why):
             DetectSettings(routine_check_in_schedule_h=bad)
 
@@ -645,16 +646,19 @@ def test_the_district_alone_check_in_tier_judges_every_meter_that_may_fire_in_a_
     """`routine_check_in_own` off: the check-in tier may fire for a meter under its own
     limit, so a sweep that reads the window for the few meters that may fire must count
     those too (they are the ones whose dry run is over the district's shortest allowance)."""
-    st = load_settings(environ={}).detect.model_copy(update={"routine_check_in_own": False})
-    monkeypatch.setattr(Detector, "quiet_subset_share", 0.0)
-    everyone = _busy_then_quiet_district(st)
-    monkeypatch.setattr(Detector, "quiet_subset_share", 1.0)
-    few = _busy_then_quiet_district(st)
-    assert few == everyone
-    # and it asks where the resident's own limit would not: more check-ins than the default
-    default = _busy_then_quiet_district()
+    defaults = load_settings(environ={}).detect
+    assert not defaults.routine_check_in_own
+    quantile = defaults.model_copy(update={"routine_check_in_schedule_h": []})
+    for st in (defaults, quantile):  # the check-in schedule, and the district's quantile
+        monkeypatch.setattr(Detector, "quiet_subset_share", 0.0)
+        everyone = _busy_then_quiet_district(st)
+        monkeypatch.setattr(Detector, "quiet_subset_share", 1.0)
+        few = _busy_then_quiet_district(st)
+        assert few == everyone
+    # and it asks where the resident's own limit would not: more check-ins than with it
+    own = _busy_then_quiet_district(quantile.model_copy(update={"routine_check_in_own": True}))
     asked = [e for e in everyone if e[1:3] == ("routine_break", "raise")]
-    assert len(asked) > len([e for e in default if e[1:3] == ("routine_break", "raise")])
+    assert len(asked) > len([e for e in own if e[1:3] == ("routine_break", "raise")])
 
 
 def test_one_reading_per_meter_and_a_mixed_batch_fill_the_ring_alike() -> None:
@@ -846,7 +850,7 @@ def test_routine_break_can_ask_on_the_district_alone_at_any_hour() -> None:
     once the dry run is over the district's level, even at an hour their own pattern is off
     (asleep, or often out: `routine_limit_b` DISABLED) or under their own limit; a resident
     without enough learned days is not asked. The neighbour tier still needs their own
-    pattern. On (the default) nothing changes."""
+    pattern. On, nothing changes."""
     now = T0 + 86400
     slots = 86400 // BS
     inp = sweep_input(
@@ -864,7 +868,7 @@ def test_routine_break_can_ask_on_the_district_alone_at_any_hour() -> None:
     assert verdict.raise_when.tolist() == [False, False, False]
     assert verdict.early_when is not None
     assert verdict.early_when.tolist() == [True, False, False]
-    own = rules.routine_break(replace(inp, settings=DetectSettings()))
+    own = rules.routine_break(replace(inp, settings=DetectSettings(routine_check_in_own=True)))
     assert own.early_when is not None
     assert not own.early_when.any()
 
@@ -921,6 +925,6 @@ def test_a_routine_check_in_after_a_passage_out_is_marked_so_silence_does_not_wa
     learned = np.zeros(2, np.int16)
     assert water_details("routine_break", 0, inp, verdict, "WM-0", learned)["door_out"] is True
     assert "door_out" not in water_details("routine_break", 1, inp, verdict, "WM-1", learned)
-    off = replace(inp, settings=DetectSettings())  # the default: off
+    off = replace(inp, settings=DetectSettings(door_out_holds_neighbour=False))
     assert water_details("routine_break", 0, off, verdict, "WM-0", learned)["door_out"] is False
     assert "door_out" not in water_details("low_usage", 0, inp, rules.low_usage(inp), "WM-0", learned)

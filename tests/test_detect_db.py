@@ -691,8 +691,8 @@ def test_the_runner_reads_door_passages_and_fine_answers_as_the_resident_up_and_
     assert presence.active_at_s.tolist()[1:] == [NEVER, NEVER]
     assert presence.answered_fine_s.tolist()[0] == int((T - timedelta(hours=2)).timestamp())
     assert presence.answered_fine_s.tolist()[1] == NEVER  # unreachable is not "fine"
-    assert presence.fine_dry_s[0].tolist() == [0, 300 * 60, 0, 0]  # the morning's longest
-    # `check_in_fine_nth`: the second longest, a stretch they have answered "fine" at twice
-    assert detect_store.fine_dry_stretches(conn, T - timedelta(days=28), 2) == [("R-1", "morning", 200)]
+    # `check_in_fine_nth` (2): the morning's second longest, a stretch answered "fine" twice
+    assert presence.fine_dry_s[0].tolist() == [0, 200 * 60, 0, 0]
+    assert detect_store.fine_dry_stretches(conn, T - timedelta(days=28), 1) == [("R-1", "morning", 300)]
     assert detect_store.fine_dry_stretches(conn, T - timedelta(days=28), 3) == []
     assert detect_store.fine_dry_stretches(conn, T - timedelta(hours=3), 1) == [("R-1", "morning", 200)]

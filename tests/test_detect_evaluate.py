@@ -255,17 +255,23 @@ def _door_day(settings_update: dict[str, object]) -> list[RaisedAlert]:
         START + 21 * 86400,
         check_in=CheckInModel(seed=1, extra_unanswered=1.0),
     )
-    st = ST.model_copy(update={"routine_check_in_population_quantile": None, **settings_update})
+    # the check-in tier on the resident's own pattern alone
+    own = {
+        "routine_check_in_population_quantile": None,
+        "routine_check_in_schedule_h": [],
+        "routine_check_in_own": True,
+    }
+    st = ST.model_copy(update={**own, **settings_update})
     alerts = replay(data, st, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0)
     return [a for a in alerts if a.kind == "routine_break" and a.resident_id == "R-1"]
 
 
 def test_an_unanswered_check_in_after_the_door_saw_them_go_does_not_wake_the_neighbour() -> None:
     """Issue 14: routine_break asks the resident once the dry stretch after the passage is
-    long; unanswered, the neighbour is woken at once when `door_out_holds_neighbour` is off
-    (the default); on, the neighbour waits for the neighbour tier."""
-    held = _door_day({"door_out_holds_neighbour": True})
-    woken = _door_day({})  # the default: off
+    long; unanswered, the neighbour is woken at once when `door_out_holds_neighbour` is off;
+    on (the default), the neighbour waits for the neighbour tier."""
+    held = _door_day({})
+    woken = _door_day({"door_out_holds_neighbour": False})
     assert len(held) == len(woken) == 1
     assert held[0].check_in
     assert held[0].door_out
