@@ -258,8 +258,9 @@ class DetectSettings(_Section):
     # (or the schedule below) alone, also at hours their own pattern is off (asleep, or
     # usually out). With the quantile at 0.995, off reached water-only households 1.2 h
     # sooner (8.8 h against 10.0 h, seed 2 with 20x no-use) for about 0.02 more false
-    # neighbour alerts a month; with the schedule, on, the own pattern binds at about 6 h of
-    # dry run and holds everything at 9.6 h (docs/detection.md, "The check-in schedule")
+    # neighbour alerts a month; with the schedule, on, the two hold at different hours (the
+    # own pattern in the busy mornings, the schedule in the afternoons) and everything waited
+    # 9.6 h, as before the schedule (docs/detection.md, "The check-in schedule")
     routine_check_in_own: bool = False
     # the check-in tier by the local hour a dry run began, in place of the district's
     # quantile (routine_check_in_population_quantile): 24 values, from 00:00, each the hours
