@@ -7,6 +7,8 @@ checks the check-ins, the neighbour and the times the rule gives.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,21 @@ def test_the_choice_gives_up_hours_whose_check_ins_cost_more_than_they_catch() -
     dear = wb.choose(tab, months=s.household_months, weight_false=100.0, weight_check_in=0.0)
     assert cheap[0, 8] < wb.NEVER  # the run that began 08:45 catches the incident
     assert dear[0, 8] == wb.NEVER  # at a high price for a false neighbour, not worth it
+
+
+def test_the_command_chooses_on_a_small_world_and_prints_the_schedule_asked_for(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """End to end on a small simulated district: one choice asked for, its figures and its
+    24 hours (as `detect.routine_check_in_schedule_h` takes them)."""
+    argv = ["--residents", "80", "--warmup-days", "14", "--days", "10", "--seed", "4"]
+    argv += ["--synthetic", "1", "--within", "6", "--weights-false", "1", "--weights-check-in", "0.03"]
+    assert wb.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    head = json.loads(lines[0])
+    assert head["synthetic_per_resident_day"] == 1.0
+    assert 0 < head["water_only_households"] < 80
+    schedule = json.loads(lines[-1])
+    assert len(schedule) == 24
+    assert all(h == 0 or 1 <= h <= 16 for h in schedule)
+    assert any(h > 0 for h in schedule)  # placed incidents are worth some check-ins
