@@ -1,4 +1,5 @@
-"""The world bound's replay of a start-hour threshold rule, on hand-made histories.
+"""The world bound's replay of a start-hour threshold rule, on hand-made histories (and the
+command once on a small simulated district).
 
 One resident, one meter reading every 15 minutes, residents who always answer at home and
 carry no mobile: each test says when water was used and what the resident was doing, and
