@@ -5,9 +5,12 @@ the request the way an HTTP server does."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -278,3 +281,43 @@ def test_the_worker_builds_its_providers_before_the_first_burst_and_survives_a_b
     assert caught.value.code == "lovekey.PROVIDER_BROKEN"
     assert "no SDK here" in caught.value.detail
     assert book.batch_max("voice@voice") == 1
+
+
+def test_the_standin_pushes_from_several_threads_without_dropping_connections(
+    aliyun: FakeAliyun, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The demo's stand-in pushes key presses and call reports from a timer thread each; on
+    urllib3's shared pool (one connection per host) the concurrent pushes each logged
+    "Connection pool is full, discarding connection"."""
+    class Callback(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"code": 0}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Callback)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/callback"
+    answers: list[int] = []
+    try:
+        with caplog.at_level("WARNING", logger="urllib3"):
+            for _ in range(3):  # rounds of pushes at once, over connections kept from before
+                pushes = [
+                    threading.Thread(target=lambda: answers.append(aliyun.post(url, {})[0])) for _ in range(6)
+                ]
+                for push in pushes:
+                    push.start()
+                for push in pushes:
+                    push.join()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answers == [200] * 18
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]

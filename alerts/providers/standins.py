@@ -94,6 +94,9 @@ class _CloudFake:
         self._throttle = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        # its pushes (receipts, key presses) go out from several timer threads at once: a pool
+        # of its own, not urllib3's shared one of a single connection per host
+        self._pushes = urllib3.PoolManager(maxsize=8)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -178,6 +181,7 @@ class _CloudFake:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+        self._pushes.clear()
 
     @property
     def endpoint(self) -> str:
@@ -214,7 +218,7 @@ class _CloudFake:
     def post(self, url: str, payload: Any) -> tuple[int, Any]:
         """Post a callback the way the provider's push does (JSON); (status, answer)."""
         data = json.dumps(payload, ensure_ascii=False).encode()
-        response = urllib3.request(
+        response = self._pushes.request(
             "POST", url, body=data, headers={"Content-Type": "application/json"}, timeout=10.0
         )
         return response.status, json.loads(response.data or b"null")
