@@ -289,6 +289,7 @@ def test_the_standin_pushes_from_several_threads_without_dropping_connections(
     """The demo's stand-in pushes key presses and call reports from a timer thread each; on
     urllib3's shared pool (one connection per host) the concurrent pushes each logged
     "Connection pool is full, discarding connection"."""
+
     class Callback(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
