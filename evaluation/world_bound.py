@@ -49,8 +49,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lovekey.evaluation.replay import ReplayEvent
+from lovekey.evaluation.scoring import TARGETS
 from lovekey.simulator.checkin import STAGE_S, CheckInModel
-from lovekey.vocabulary import CheckInAnswer, EventType
+from lovekey.vocabulary import AlertKind, CheckInAnswer, EventType
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -62,7 +63,7 @@ USE_MIN_L = 0.5  # as `detect.use_min_l`
 MONTH_S = 30 * 86400
 # candidate thresholds: 1 h to 16 h in half hours, and never
 CANDIDATES_S = np.append(np.arange(2, 33) * 1800, NEVER).astype(np.int64)
-MATCHES = ("no_use", "unannounced_absence")  # what a welfare alert is true for (scoring.TARGETS)
+MATCHES = TARGETS[AlertKind.ROUTINE_BREAK]  # what a welfare alert is true for
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,20 +372,6 @@ class Table:
     incidents: int
 
 
-def _unanswered(study: Study, r: int, t_s: int) -> float:
-    """The chance that a healthy resident leaves the stage asked at `t_s` unanswered."""
-    m, rid = study.model, study.resident_ids[r]
-    doing = m.doing(rid, t_s)
-    if doing is not None and doing != "no_use" and not m.carries_mobile(rid):
-        return 1.0
-    base = m.miss_hard_to_reach if m.hard_to_reach(rid) else m.miss_others
-    p = 1.0
-    for offset in (0, 600, 1200):
-        hour = ((t_s + offset + m.utc_offset_s) % 86400) // 3600
-        p *= min(1.0, base * (m.night_factor if hour < 7 or hour >= 21 else 1.0))
-    return 1 - (1 - m.extra_unanswered) * (1 - p)
-
-
 def _incident_runs(study: Study, incidents: Sequence[Incident]) -> tuple[I64, I64]:
     """For each incident, the run it continues (the last use before onset; -1: none) and
     its onset."""
@@ -443,7 +430,7 @@ def table(study: Study, group: I64, within_s: int, incidents: Sequence[Incident]
             if at + STAGE_S < study.run_end_s[runs[i]] and not any(
                 inc.start_s <= at and anchor[i] < inc.end_s for inc in study.truth.get(r, ())
             ):
-                fn[g[i], hour[i], c] += _unanswered(study, r, at)
+                fn[g[i], hour[i], c] += study.model.unanswered_chance(study.resident_ids[r], at)
         # asked while still well: "fine", counted again from then, until after the onset
         times = np.maximum(1, -(-(onset - inc_anchor) // limit))
         k = np.searchsorted(study.keys, (inc_meter << 40) | (inc_anchor + times * limit))

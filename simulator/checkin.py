@@ -94,14 +94,27 @@ class CheckInModel:
             return CheckInAnswer.NONE, asked_s + STAGE_S
         if self._u("lost", resident_id, asked_s) < self.extra_unanswered:
             return CheckInAnswer.NONE, asked_s + STAGE_S
-        base = self.miss_hard_to_reach if self.hard_to_reach(resident_id) else self.miss_others
         for attempt, (offset, delay) in enumerate(zip(ATTEMPT_OFFSETS_S, ANSWER_DELAY_S, strict=True)):
             at = asked_s + offset
-            hour = ((at + self.utc_offset_s) % 86400) // 3600
-            miss = min(1.0, base * (self.night_factor if hour < 7 or hour >= 21 else 1.0))
-            if self._u("attempt", resident_id, asked_s, attempt) >= miss:
+            if self._u("attempt", resident_id, asked_s, attempt) >= self.attempt_miss(resident_id, at):
                 return CheckInAnswer.FINE, at + delay
         return CheckInAnswer.NONE, asked_s + STAGE_S
+
+    def attempt_miss(self, resident_id: str, at_s: int) -> float:
+        """The chance that the resident, at home, misses one attempt made at `at_s`."""
+        base = self.miss_hard_to_reach if self.hard_to_reach(resident_id) else self.miss_others
+        hour = ((at_s + self.utc_offset_s) % 86400) // 3600
+        return min(1.0, base * (self.night_factor if hour < 7 or hour >= 21 else 1.0))
+
+    def unanswered_chance(self, resident_id: str, asked_s: int) -> float:
+        """The chance that `answer` leaves the stage asked at `asked_s` unanswered, for a
+        resident who is not on the floor (out without a mobile: certain)."""
+        if self.doing(resident_id, asked_s) in OUT_KINDS and not self.carries_mobile(resident_id):
+            return 1.0
+        missed = 1.0
+        for offset in ATTEMPT_OFFSETS_S:
+            missed *= self.attempt_miss(resident_id, asked_s + offset)
+        return 1 - (1 - self.extra_unanswered) * (1 - missed)
 
 
 TruthLine = tuple[str, str | None, int, int | None]  # kind, resident, start, end (None: open)
