@@ -20,7 +20,7 @@ from lovekey.vocabulary import MAINTENANCE_KINDS, WELFARE_KINDS, ContactRole
 
 # a chain may name any contact role; maintenance kinds (device faults) may name only maintenance
 _ROLES: tuple[ContactRole, ...] = tuple(ContactRole)
-_KEYS = {"steps", "repeat", "urgent", "suppress_when_away", "delay_min", "check_in"}
+_KEYS = {"steps", "repeat", "urgent", "suppress_when_away", "delay_min", "check_in", "check_in_slow"}
 # the channels a check-in step may try the resident's phone on, in the order given
 CHECK_IN_CHANNELS = ("voice", "sms")
 
@@ -74,6 +74,9 @@ class Chain:
     # the check-in stage: the resident asked on their own phone before `steps`, for alerts the
     # detectors raise on the sensitive tier (`alert.tier = 'check_in'`); welfare kinds only
     check_in: tuple[ChainStep, ...] = ()
+    # more asks after `check_in` for a resident who answers late (the escalation pass appends
+    # them for a resident who answered "fine" after the first ask; `alerts.check_in_slow_after`)
+    check_in_slow: tuple[ChainStep, ...] = ()
 
 
 class ChainBook:
@@ -173,7 +176,8 @@ def _chain(kind: str, table: Mapping[str, Any]) -> Chain:
                 _minutes(raw.get("wait_min", 0), f"chain {kind!r} step {i} wait_min"),
             )
         )
-    check_in = _check_in_steps(kind, table.get("check_in", []))
+    check_in = _check_in_steps(kind, "check_in", table.get("check_in", []))
+    check_in_slow = _check_in_steps(kind, "check_in_slow", table.get("check_in_slow", []))
     repeat = table.get("repeat")
     repeat_roles: tuple[RoleRef, ...] = ()
     repeat_every_s: int | None = None
@@ -197,11 +201,14 @@ def _chain(kind: str, table: Mapping[str, Any]) -> Chain:
         delay_s=_minutes(table.get("delay_min", 0), f"chain {kind!r} delay_min"),
         # life-safety alerts and device faults never wait for the resident to answer
         check_in=check_in if kind in WELFARE_KINDS else (),
+        check_in_slow=check_in_slow if kind in WELFARE_KINDS else (),
     )
     if any(r.role == ContactRole.RESIDENT for s in chain.steps for r in s.roles) or any(
         r.role == ContactRole.RESIDENT for r in repeat_roles
     ):
-        raise ChainError(f"chain {kind!r}: the resident is asked in 'check_in' only, not in steps")
+        raise ChainError(
+            f"chain {kind!r}: the resident is asked in 'check_in' and 'check_in_slow' only, not in steps"
+        )
     if kind in MAINTENANCE_KINDS:
         named = {r.role for s in chain.steps for r in s.roles} | {r.role for r in repeat_roles}
         if named - {ContactRole.MAINTENANCE}:
@@ -212,13 +219,14 @@ def _chain(kind: str, table: Mapping[str, Any]) -> Chain:
     return chain
 
 
-def _check_in_steps(kind: str, raw_steps: Any) -> tuple[ChainStep, ...]:
-    """`check_in = [{ notify = ["resident"], wait_min = N, channels = ["voice", "sms"] }, ...]`."""
+def _check_in_steps(kind: str, key: str, raw_steps: Any) -> tuple[ChainStep, ...]:
+    """`check_in = [{ notify = ["resident"], wait_min = N, channels = ["voice", "sms"] }, ...]`;
+    `check_in_slow` (the asks a late answerer gets after them) has the same shape."""
     if not isinstance(raw_steps, list):
-        raise ChainError(f"chain {kind!r}: 'check_in' must be a list of steps")
+        raise ChainError(f"chain {kind!r}: {key!r} must be a list of steps")
     steps = []
     for i, raw in enumerate(raw_steps, 1):
-        what = f"chain {kind!r} check_in step {i}"
+        what = f"chain {kind!r} {key} step {i}"
         if not isinstance(raw, Mapping) or set(raw) - {"notify", "wait_min", "channels"}:
             raise ChainError(f'{what}: expected {{notify = ["resident"], wait_min = N, channels = [...]}}')
         roles = _roles(raw.get("notify"), what)

@@ -5,6 +5,10 @@ worker processes share the work without deciding the same alert twice, and the n
 a decision creates are outbox rows written in the same transaction as the history row that
 records the decision: the decision and its notifications commit together or not at all.
 
+A resident who answers check-ins late (see `_slow_answerer`) is given the chain's
+`check_in_slow` asks here, appended to its `check_in`: `next_step` sees a longer stage and
+needs no case of its own.
+
 The pass itself is synchronous (the worker). "Needs help" from the acknowledgement pages has an
 async shell too, `request_help_async`, over the same SQL and the same pure row-building.
 """
@@ -15,7 +19,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,6 +45,7 @@ from lovekey.vocabulary import (
     CHECK_IN_STAGE,
     LIFE_SAFETY_KINDS,
     MAINTENANCE_KINDS,
+    WELFARE_KINDS,
     AlertStatus,
     AlertTier,
     CheckInAnswer,
@@ -98,15 +103,19 @@ def escalate_once(
         if not ids:
             return report
         routing = load_routing(conn, ids)
-        history = _escalations(conn, ids)
+        history, asked_slow = _escalations(conn, ids)
         notified = _notified(conn, ids)
         answers = check_in.answers(conn, ids)
+        delays = _fine_delays(conn, _not_yet_asked(routing, history), ctx.settings, now)
         due: list[tuple[int, datetime | None]] = []
         stages: list[tuple[int, str]] = []
         outbox: list[dict[str, Any]] = []
         events: list[tuple[int, str, Any]] = []
         for alert in routing:
             chain = ctx.chains.chain_for(alert.kind, alert.community_rules, alert.resident_rules)
+            slow = _slow_answerer(alert, chain, history.get(alert.id, ()), asked_slow, delays, ctx.settings)
+            if slow:  # the late answerer's extra asks, so the pure decision needs no new case
+                chain = replace(chain, check_in=chain.check_in + chain.check_in_slow)
             state = _snapshot(alert, chain, ctx, now, alert.id in notified, answers.get(alert.id))
             decision = escalation.next_step(state, history.get(alert.id, ()), chain, now)
             name = type(decision).__name__
@@ -128,6 +137,8 @@ def escalate_once(
                                 "recipients": len(rows),
                                 "skipped_steps": list(decision.skipped),
                                 **({"check_in": decision.check_in} if asking else {}),
+                                # read back by later passes: the alert keeps the longer stage
+                                **({"slow_answerer": True} if slow and decision.check_in == 0 else {}),
                             }
                         ),
                     )
@@ -259,9 +270,14 @@ def _channels(
     )
 
 
-def _escalations(conn: psycopg.Connection[Any], ids: Sequence[int]) -> dict[int, list[Escalation]]:
+def _escalations(
+    conn: psycopg.Connection[Any], ids: Sequence[int]
+) -> tuple[dict[int, list[Escalation]], set[int]]:
+    """Each alert's notification rounds, and the alerts whose first check-in ask was recorded
+    with `slow_answerer` (their stage has the chain's `check_in_slow` steps)."""
     out: dict[int, list[Escalation]] = {}
     unreached: set[tuple[int, int]] = set()
+    asked_slow: set[int] = set()
     for alert_id, event, at, detail in conn.execute(
         """
         SELECT alert_id, event, at, detail FROM alert_history
@@ -272,13 +288,71 @@ def _escalations(conn: psycopg.Connection[Any], ids: Sequence[int]) -> dict[int,
         if event == "nobody_reached":
             unreached.add((alert_id, detail["round"]))
             continue
+        if detail.get("slow_answerer"):
+            asked_slow.add(alert_id)
         out.setdefault(alert_id, []).append(
             Escalation(detail["round"], detail["step"], at, detail.get("check_in"))
         )
-    return {
+    history = {
         alert_id: [replace(e, unreached=(alert_id, e.round) in unreached) for e in rounds]
         for alert_id, rounds in out.items()
     }
+    return history, asked_slow
+
+
+def _not_yet_asked(routing: Sequence[AlertRouting], history: Mapping[int, Sequence[Escalation]]) -> set[str]:
+    """The residents of check-in alerts whose stage has not started: only they need their past
+    answers read (a stage under way keeps what its first ask recorded)."""
+    return {
+        alert.resident_id
+        for alert in routing
+        if alert.resident_id is not None
+        and alert.tier == AlertTier.CHECK_IN
+        and alert.kind in WELFARE_KINDS
+        and not any(e.check_in == 0 for e in history.get(alert.id, ()))
+    }
+
+
+# per resident, how long after the first ask each "fine" of the window came (seconds); one
+# query for the whole pass, over the index on (resident_id, asked_at)
+_FINE_DELAYS = """
+    SELECT resident_id, array_agg(extract(epoch FROM answered_at - asked_at)::float8)
+    FROM check_in_answer
+    WHERE resident_id = ANY(%s) AND asked_at >= %s AND answer = 'fine' AND answered_at <= %s
+    GROUP BY resident_id
+"""
+
+
+def _fine_delays(
+    conn: psycopg.Connection[Any], resident_ids: set[str], settings: AlertSettings, now: datetime
+) -> dict[str, list[float]]:
+    """The delays of each resident's "fine" answers in the last `check_in_slow_days` days."""
+    if not resident_ids or settings.check_in_slow_after == 0:
+        return {}
+    since = now - timedelta(days=settings.check_in_slow_days)
+    return dict(conn.execute(_FINE_DELAYS, (sorted(resident_ids), since, now)).fetchall())
+
+
+def _slow_answerer(
+    alert: AlertRouting,
+    chain: Chain,
+    history: Sequence[Escalation],
+    asked_slow: set[int],
+    delays: Mapping[str, Sequence[float]],
+    settings: AlertSettings,
+) -> bool:
+    """Whether the alert's check-in stage gets the chain's `check_in_slow` steps: decided at the
+    first ask (a resident who answered "fine" `check_in_slow_after` times, each only after the
+    first ask's wait) and kept from its record, so an answer leaving the window mid-stage does
+    not cut the stage short under a resident the history calls slow."""
+    if not chain.check_in or not chain.check_in_slow:
+        return False  # no stage to lengthen (`check_in = []`), or `check_in_slow = []`
+    if any(e.check_in == 0 for e in history):
+        return alert.id in asked_slow
+    if settings.check_in_slow_after == 0 or alert.resident_id is None:
+        return False
+    late = sum(1 for d in delays.get(alert.resident_id, ()) if d >= chain.check_in[0].wait_s)
+    return late >= settings.check_in_slow_after
 
 
 def _notified(conn: psycopg.Connection[Any], ids: Sequence[int]) -> set[int]:

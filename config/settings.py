@@ -407,6 +407,11 @@ class AlertSettings(_Section):
     check_in_enabled: bool = True
     check_in_quiet_start: time = time(21, 0)
     check_in_quiet_end: time = time(7, 0)
+    # a resident who answered "fine" this many times within the last check_in_slow_days days,
+    # each only after the first ask's wait (hard of hearing, often away from the phone), is
+    # asked the chain's `check_in_slow` steps too before the neighbour is woken; 0: never
+    check_in_slow_after: int = Field(1, ge=0)
+    check_in_slow_days: int = Field(28, ge=1)
     # json:// targets (webhooks, a JSON SMS gateway) over kept-alive connections, the rest
     # through Apprise; false: everything through Apprise (which honours HTTP(S)_PROXY)
     keepalive_webhooks: bool = True
