@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lovekey.config import Settings
 from lovekey.errors import LoveKeyError
-from lovekey.vocabulary import EventType
+from lovekey.vocabulary import AlertKind, EventType
 
 if TYPE_CHECKING:
     from lovekey.evaluation.replay import RaisedAlert
@@ -148,12 +148,16 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     ]
     with_door = {r for r in residents if door.has_reminder(r)}
     registry = replace(source.data.registry, door=np.array([r in with_door for r in residents], np.bool_))
+    slow_extra = _late_answerers_asks(settings)
     data = replace(
         source.data,
         registry=registry,
         events=events,
         check_in=model,
         quiet_hours=_quiet_hours(args.quiet_hours),
+        slow_extra=slow_extra,
+        slow_after=settings.alerts.check_in_slow_after,
+        slow_window_s=settings.alerts.check_in_slow_days * 86400,
     )
     built = time.perf_counter()
     alerts = replay(
@@ -200,6 +204,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         "sweep_every_min": args.step_min,
         "unanswered": args.unanswered,
         "quiet_hours": args.quiet_hours,
+        "late_answerers_extra_asks": data.slow_extra,
         "history_s": round(built - started, 1),
         "replay_s": round(replayed - built, 1),
     }
@@ -214,6 +219,15 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         run = report["run"]
         print(f"({run['readings']:,} readings; history {run['history_s']} s, replay {run['replay_s']} s)")
     return 0
+
+
+def _late_answerers_asks(settings: Settings) -> int:
+    """How many more asks a late answerer gets, as the alerts would give them (the chains'
+    `check_in_slow` of a welfare alert; who: `alerts.check_in_slow_after` / `_days`)."""
+    from lovekey.alerts.chains import ChainBook
+
+    chain = ChainBook.load(settings.alerts.chains_file).chain_for(AlertKind.ROUTINE_BREAK)
+    return len(chain.check_in_slow) if chain.check_in else 0
 
 
 def _quiet_hours(text: str | None) -> tuple[int, int] | None:

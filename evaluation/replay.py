@@ -21,7 +21,7 @@ import numpy.typing as npt
 from lovekey.config import DetectSettings
 from lovekey.detectors.engine import Detector, Presence, Registry
 from lovekey.detectors.ring import NEVER
-from lovekey.simulator.checkin import CheckInModel
+from lovekey.simulator.checkin import ATTEMPT_OFFSETS_S, CheckInModel
 from lovekey.vocabulary import DOOR_EVENTS, LIFE_SAFETY_EVENTS, AlertTier, CheckInAnswer, EventType
 
 I64 = npt.NDArray[np.int64]
@@ -86,6 +86,12 @@ class ReplayData:
     check_in: CheckInModel | None = None
     # local hours in which nobody is asked (start, end); the stage waits for their end
     quiet_hours: tuple[int, int] | None = None
+    # a resident who answered "fine" after the first ask at least `slow_after` times (0:
+    # never) in the last `slow_window_s` gets `slow_extra` more asks (the chains'
+    # `check_in_slow`, alerts.check_in_slow_after / _days)
+    slow_extra: int = 0
+    slow_after: int = 0
+    slow_window_s: int = 28 * 86400
 
 
 def replay(
@@ -128,6 +134,7 @@ def replay(
     fine_window = _FineWindow(fine_dry, settings.routine_history_days * 86400, settings.check_in_fine_nth)
     door_seen = False
     stages: list[tuple[int, RaisedAlert, str]] = []  # (settled at, alert, answer), by time
+    late = _LateAnswers(data.slow_after, data.slow_window_s)
 
     quiet = data.quiet_hours
     t, lo = data.start_s, 0
@@ -149,6 +156,8 @@ def replay(
                     quarter = ((alert.asked_s + utc_offset_s) % 86400) // 21600
                     dry = alert.asked_s - alert.since_s
                     fine_window.add(settled, r, quarter, dry)
+                    if settled - alert.asked_s >= ATTEMPT_OFFSETS_S[1]:
+                        late.add(r, alert.asked_s)
             elif not alert.door_out:  # after a passage out, the neighbour tier decides
                 alert.neighbour_s = settled
         hi = int(np.searchsorted(arrival, t, side="right"))
@@ -237,7 +246,9 @@ def replay(
                     alert.neighbour_s = t
                 elif data.check_in is not None and alert.resident_id is not None:
                     alert.asked_s = _after_quiet(t, data.quiet_hours, utc_offset_s)
-                    answer, settled = data.check_in.answer(alert.resident_id, alert.asked_s)
+                    r = res_index.get(alert.resident_id)
+                    extra = data.slow_extra if r is not None and late.slow(r, t) else 0
+                    answer, settled = data.check_in.answer(alert.resident_id, alert.asked_s, extra)
                     stages.append((settled, alert, answer))
             elif change.action == "escalate":
                 if key in open_alerts and open_alerts[key].neighbour_s is None:
@@ -274,6 +285,28 @@ class _FineWindow:
     def _update(self, r: int, q: int, cell: deque[tuple[int, int]]) -> None:
         longest = sorted((dry for _, dry in cell), reverse=True)
         self.table[r, q] = longest[self.nth - 1] if len(longest) >= self.nth else 0
+
+
+class _LateAnswers:
+    """Per resident, when they were asked the check-ins they answered "fine" only after the
+    first ask: a resident with `after` of them (0: never) asked in the last `window_s` is a
+    slow answerer (`alerts/escalation_pass.py`, `_slow_answerer`)."""
+
+    def __init__(self, after: int, window_s: int) -> None:
+        self.after = after
+        self.window_s = window_s
+        self._times: dict[int, deque[int]] = {}
+
+    def add(self, resident: int, asked_s: int) -> None:
+        self._times.setdefault(resident, deque()).append(asked_s)
+
+    def slow(self, resident: int, now_s: int) -> bool:
+        times = self._times.get(resident)
+        if self.after <= 0 or times is None:
+            return False
+        while times and times[0] <= now_s - self.window_s:
+            times.popleft()
+        return len(times) >= self.after
 
 
 def _after_quiet(t_s: int, quiet: tuple[int, int] | None, utc_offset_s: int) -> int:

@@ -50,7 +50,7 @@ import numpy.typing as npt
 
 from lovekey.evaluation.replay import ReplayEvent
 from lovekey.evaluation.scoring import TARGETS
-from lovekey.simulator.checkin import STAGE_S, CheckInModel
+from lovekey.simulator.checkin import CheckInModel, stage_s
 from lovekey.vocabulary import AlertKind, CheckInAnswer, EventType
 
 I64 = npt.NDArray[np.int64]
@@ -96,6 +96,12 @@ class Study:
     step_s: int
     utc_offset_s: int
     household_months: float
+    # per resident: more asks in their check-in stage (`--slow-extra`: the chains'
+    # `check_in_slow` for those who answer late, here known from the model)
+    extra_asks: I64 | None = None
+
+    def asks_more(self, resident: int) -> int:
+        return 0 if self.extra_asks is None else int(self.extra_asks[resident])
 
     def local_hour(self, t: I64) -> I64:
         return ((t + self.utc_offset_s) % 86400) // 3600
@@ -257,6 +263,14 @@ class CheckIn:
     run_end_s: int
 
 
+def with_slow_extra(study: Study, extra: int) -> Study:
+    """`study` with `extra` more asks for each resident the model makes hard to reach."""
+    if extra:
+        hard = [study.model.hard_to_reach(r) for r in study.resident_ids]
+        study.extra_asks = np.array(hard, np.int64) * extra
+    return study
+
+
 def groups_of(study: Study, by: str) -> I64:
     """Per resident, the row of the threshold table that applies to them."""
     if by == "hour":
@@ -316,7 +330,7 @@ def measure(study: Study, thresholds: I64, group: I64) -> Outcome:
                     nxt_runs.append(run)
                     nxt_since.append(restart)
                 continue
-            answer, settled = model.answer(ids[r], at)
+            answer, settled = model.answer(ids[r], at, study.asks_more(r))
             woken = None
             if answer == CheckInAnswer.FINE:
                 if settled < end:
@@ -418,6 +432,7 @@ def table(study: Study, group: I64, within_s: int, incidents: Sequence[Incident]
     inc_meter = study.run_meter[inc_run]
     inc_res = study.run_resident[inc_run]
     inc_cell = (group[inc_res], study.local_hour(inc_anchor))
+    inc_stage = np.array([stage_s(study.asks_more(r)) for r in inc_res.tolist()], np.int64)
     meter_end = np.searchsorted(study.keys, (inc_meter + 1) << 40)
     for c, limit in enumerate(CANDIDATES_S.tolist()):
         if limit >= NEVER:
@@ -427,16 +442,17 @@ def table(study: Study, group: I64, within_s: int, incidents: Sequence[Incident]
         for i in np.flatnonzero(ok).tolist():
             r, at = int(res[i]), int(alarm[i])
             ci[g[i], hour[i], c] += 1
-            if at + STAGE_S < study.run_end_s[runs[i]] and not any(
+            extra = study.asks_more(r)
+            if at + stage_s(extra) < study.run_end_s[runs[i]] and not any(
                 inc.start_s <= at and anchor[i] < inc.end_s for inc in study.truth.get(r, ())
             ):
-                fn[g[i], hour[i], c] += study.model.unanswered_chance(study.resident_ids[r], at)
+                fn[g[i], hour[i], c] += study.model.unanswered_chance(study.resident_ids[r], at, extra)
         # asked while still well: "fine", counted again from then, until after the onset
         times = np.maximum(1, -(-(onset - inc_anchor) // limit))
         k = np.searchsorted(study.keys, (inc_meter << 40) | (inc_anchor + times * limit))
         seen = study.arrival_s[np.minimum(k, len(study.keys) - 1)]
         at = study.start_s + -(-(seen - study.start_s) // study.step_s) * study.step_s
-        hit = (k < meter_end) & (at + STAGE_S - onset <= within_s)
+        hit = (k < meter_end) & (at + inc_stage - onset <= within_s)
         np.add.at(caught[:, :, c], (inc_cell[0][hit], inc_cell[1][hit]), 1)
     return Table(ci, fn, caught, len(incidents))
 
@@ -498,6 +514,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--door-share", type=float, default=0.5)
     parser.add_argument("--unanswered", type=float, default=0.0)
+    parser.add_argument(
+        "--slow-extra",
+        type=int,
+        default=0,
+        metavar="N",
+        help="residents who are hard to reach get N more asks (known from the model)",
+    )
     parser.add_argument("--step-min", type=int, default=15)
     parser.add_argument("--by", choices=("hour", "hour-mobile"), default="hour")
     parser.add_argument("--start", default="2026-03-01T00:00:00+08:00")
@@ -522,12 +545,13 @@ def main(argv: list[str] | None = None) -> int:
             start=args.start,
         )
 
-    study = study_of(args.seed, args.scenario)
+    study = with_slow_extra(study_of(args.seed, args.scenario), args.slow_extra)
     chooser = study
     if args.choose_seed is not None or args.choose_scenario is not None:
         chooser = study_of(
             args.seed if args.choose_seed is None else args.choose_seed, args.choose_scenario or args.scenario
         )
+        chooser = with_slow_extra(chooser, args.slow_extra)
     chooser_seed = args.seed if args.choose_seed is None else args.choose_seed
     placed = synthetic_incidents(chooser, args.synthetic, chooser_seed) if args.synthetic else None
     group_m, group_c = groups_of(study, args.by), groups_of(chooser, args.by)
@@ -547,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "chosen_on_scenario": str(args.choose_scenario or args.scenario or "default"),
         "synthetic_per_resident_day": args.synthetic,
         "by": args.by,
+        "slow_extra": args.slow_extra,
         "water_only_households": len(study.resident_ids),
         "household_months": round(study.household_months, 1),
         "daytime_incidents": len(study.incidents),

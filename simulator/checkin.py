@@ -46,6 +46,23 @@ STAGE_S = 1800
 # how long after an attempt a resident who answers it does (a call is picked up within a
 # minute; an SMS reply takes a few)
 ANSWER_DELAY_S: tuple[int, ...] = (60, 60, 300)
+# a resident who answers late gets `extra` more calls (the chain's `check_in_slow` steps),
+# each 10 min after the last ask; the stage ends 10 min after the last
+EXTRA_ATTEMPT_S = 600
+EXTRA_DELAY_S = 60
+
+
+def stage_s(extra: int = 0) -> int:
+    """How long the stage lasts with `extra` more asks."""
+    return STAGE_S + extra * EXTRA_ATTEMPT_S
+
+
+def _attempts(extra: int) -> list[tuple[int, int]]:
+    """(offset from the first ask, answer delay) of each ask of a stage with `extra` more."""
+    more = [(STAGE_S + i * EXTRA_ATTEMPT_S, EXTRA_DELAY_S) for i in range(extra)]
+    return [*zip(ATTEMPT_OFFSETS_S, ANSWER_DELAY_S, strict=True), *more]
+
+
 # kinds of the ground truth in which the resident is not at home
 OUT_KINDS = frozenset({"day_out", "planned_absence", "unannounced_absence"})
 # in which they cannot answer at all
@@ -85,20 +102,22 @@ class CheckInModel:
                 return kind
         return None
 
-    def answer(self, resident_id: str, asked_s: int) -> tuple[CheckInAnswer, int]:
-        """How the stage that starts at `asked_s` ends, and when it is settled."""
+    def answer(self, resident_id: str, asked_s: int, extra: int = 0) -> tuple[CheckInAnswer, int]:
+        """How the stage that starts at `asked_s` (with `extra` more asks) ends, and when it
+        is settled."""
+        unanswered = CheckInAnswer.NONE, asked_s + stage_s(extra)
         doing = self.doing(resident_id, asked_s)
         if doing in DOWN_KINDS:
-            return CheckInAnswer.NONE, asked_s + STAGE_S
+            return unanswered
         if doing in OUT_KINDS and not self.carries_mobile(resident_id):
-            return CheckInAnswer.NONE, asked_s + STAGE_S
+            return unanswered
         if self._u("lost", resident_id, asked_s) < self.extra_unanswered:
-            return CheckInAnswer.NONE, asked_s + STAGE_S
-        for attempt, (offset, delay) in enumerate(zip(ATTEMPT_OFFSETS_S, ANSWER_DELAY_S, strict=True)):
+            return unanswered
+        for attempt, (offset, delay) in enumerate(_attempts(extra)):
             at = asked_s + offset
             if self._u("attempt", resident_id, asked_s, attempt) >= self.attempt_miss(resident_id, at):
                 return CheckInAnswer.FINE, at + delay
-        return CheckInAnswer.NONE, asked_s + STAGE_S
+        return unanswered
 
     def attempt_miss(self, resident_id: str, at_s: int) -> float:
         """The chance that the resident, at home, misses one attempt made at `at_s`."""
@@ -106,13 +125,13 @@ class CheckInModel:
         hour = ((at_s + self.utc_offset_s) % 86400) // 3600
         return min(1.0, base * (self.night_factor if hour < 7 or hour >= 21 else 1.0))
 
-    def unanswered_chance(self, resident_id: str, asked_s: int) -> float:
+    def unanswered_chance(self, resident_id: str, asked_s: int, extra: int = 0) -> float:
         """The chance that `answer` leaves the stage asked at `asked_s` unanswered, for a
         resident who is not on the floor (out without a mobile: certain)."""
         if self.doing(resident_id, asked_s) in OUT_KINDS and not self.carries_mobile(resident_id):
             return 1.0
         missed = 1.0
-        for offset in ATTEMPT_OFFSETS_S:
+        for offset, _ in _attempts(extra):
             missed *= self.attempt_miss(resident_id, asked_s + offset)
         return 1 - (1 - self.extra_unanswered) * (1 - missed)
 

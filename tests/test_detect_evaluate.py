@@ -338,3 +338,61 @@ def test_the_replay_forgets_fine_answers_older_than_the_runner_reads() -> None:
     assert table[0, 2] == 6 * 3600
     second.expire(68 * day)  # the 6 h answer goes: of 5 h and 7 h, the second is 5 h
     assert table[0, 2] == 5 * 3600
+
+
+def test_a_resident_who_answered_late_is_asked_once_more_before_the_neighbour() -> None:
+    """The chains' `check_in_slow` in the replay: R-1 (hard to reach: misses an ask 60 % of
+    the time) is dry every afternoon and asked daily. Before any late "fine" an unanswered
+    stage wakes the neighbour 30 min after the first ask; after one (`slow_after` = 1, within
+    the window) the stage has a fourth ask and ends at 40 min, and some are answered on it."""
+    from dataclasses import replace
+
+    from lovekey.evaluation.replay import _LateAnswers
+    from lovekey.simulator.checkin import STAGE_S, CheckInModel
+
+    reg = Registry(["WM-1"], ["R-1"], ["GW-1"], np.array([0]), np.array([0]), uniform_params(ST, 1))
+    days = 40
+    ts = START + 900 * np.arange(1, days * 96)
+    local_h = ((ts + 8 * H) % 86400) / H
+    use = np.where((local_h > 7) & ((local_h <= 12.25) | (local_h > 22.5)), 3.0, 0.0)
+    data = ReplayData(
+        reg,
+        np.zeros(ts.size, int),
+        ts,
+        use.cumsum(),
+        ts + 5,
+        [],
+        START,
+        START + days * 86400,
+        check_in=CheckInModel(seed=3, hard_to_reach_share=1.0),
+        slow_extra=1,
+        slow_after=1,
+    )
+
+    def stages(d: ReplayData) -> list[tuple[int, str | None, int]]:
+        alerts = replay(d, ST, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0)
+        asked = [a for a in alerts if a.asked_s is not None and a.answered_s is not None]
+        return [(a.asked_s, a.answer, a.answered_s - a.asked_s) for a in asked]
+
+    seen = stages(data)
+    assert len(seen) > 15
+    late_before = [
+        any(asked2 < asked and ans2 == "fine" and took2 >= 600 for asked2, ans2, took2 in seen)
+        for asked, _, _ in seen
+    ]
+    unanswered = [
+        (late, took) for (_, answer, took), late in zip(seen, late_before, strict=True) if answer == "none"
+    ]
+    assert (False, STAGE_S) in unanswered
+    assert (True, STAGE_S + 600) in unanswered
+    assert all(took == (STAGE_S + 600 if late else STAGE_S) for late, took in unanswered)
+    assert any(answer == "fine" and took == STAGE_S + 60 for _, answer, took in seen)  # the 4th call
+    # switched off: every unanswered stage ends after the three asks
+    off = stages(replace(data, slow_after=0))
+    assert {took for _, answer, took in off if answer == "none"} == {STAGE_S}
+    # the window: a late answer counts for `window_s` from when it was asked
+    late = _LateAnswers(1, 28 * 86400)
+    late.add(0, 10 * 86400)
+    assert late.slow(0, 37 * 86400)
+    assert not late.slow(0, 38 * 86400)
+    assert not late.slow(1, 0)

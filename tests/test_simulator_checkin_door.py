@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from lovekey.simulator.checkin import STAGE_S, CheckInModel
+import pytest
+
+from lovekey.simulator.checkin import STAGE_S, CheckInModel, stage_s
 from lovekey.simulator.door import DoorModel
 from lovekey.vocabulary import CheckInAnswer
 
@@ -45,3 +47,19 @@ def test_the_door_reminder_sees_leaving_and_returning_but_nobody_opens_to_a_visi
     down = model.passages("R-1", [("no_use", start, end)], start, end)
     assert down == []  # no false triggers here, and no visitor let in
     assert not DoorModel(seed=7, share=0.0).passages("R-1", [], start, end)
+
+
+def test_a_late_answerers_extra_asks_catch_some_of_what_three_miss_and_end_the_stage_later() -> None:
+    """`check_in_slow`: a hard-to-reach resident (misses an ask 60 % of the time) leaves
+    three asks unanswered 0.6^3 = 22 % of the time, four 0.6^4 = 13 %; the stage ends 10 min
+    later for each extra ask, and `unanswered_chance` says the same as the answers drawn."""
+    model = CheckInModel(seed=7, hard_to_reach_share=1.0)
+    asks = [(f"R-{i:04d}", NOON + (i % 5) * DAY) for i in range(20_000)]
+    three = sum(1 for r, t in asks if model.answer(r, t)[0] == CheckInAnswer.NONE) / len(asks)
+    four = sum(1 for r, t in asks if model.answer(r, t, 1)[0] == CheckInAnswer.NONE) / len(asks)
+    assert three == pytest.approx(0.216, abs=0.015)
+    assert four == pytest.approx(0.1296, abs=0.012)
+    assert model.unanswered_chance("R-0001", NOON, 1) == pytest.approx(0.6**4)
+    fourth = [model.answer(r, t, 1)[1] - t for r, t in asks if model.answer(r, t)[0] == CheckInAnswer.NONE]
+    assert set(fourth) == {STAGE_S + 60, STAGE_S + 600}  # answered on the 4th call, or never
+    assert stage_s(2) == STAGE_S + 1200

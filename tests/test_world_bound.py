@@ -8,6 +8,7 @@ checks the check-ins, the neighbour and the times the rule gives.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -164,3 +165,19 @@ def test_the_command_chooses_on_a_small_world_and_prints_the_schedule_asked_for(
     assert len(schedule) == 24
     assert all(h == 0 or 1 <= h <= 16 for h in schedule)
     assert any(h > 0 for h in schedule)  # placed incidents are worth some check-ins
+
+
+def test_a_late_answerers_extra_ask_reaches_the_neighbour_ten_minutes_later() -> None:
+    # as above, with one more ask for this resident (`--slow-extra`): the stage ends at 40 min
+    s = study([6, 10, 40, 44], spans=[("no_use", 11, 39)], days=2)
+    s.extra_asks = np.ones(1, np.int64)
+    out = wb.measure(s, rule(h10=4), GROUP)
+    assert out.to_check_in_h == [pytest.approx(3.25)]
+    assert out.to_neighbour_h == [pytest.approx(3.25 + 40 / 60)]
+    # who gets them: those the model makes hard to reach
+    easy = wb.with_slow_extra(study([6, 10]), 2)
+    assert easy.extra_asks is not None
+    assert easy.extra_asks.tolist() == [0]  # `study` has no hard-to-reach residents
+    hard = study([6, 10])
+    hard.model = dataclasses.replace(hard.model, hard_to_reach_share=1.0)
+    assert wb.with_slow_extra(hard, 2).asks_more(0) == 2
