@@ -283,11 +283,12 @@ class DetectSettings(_Section):
 
     # a resident's check-in tier waits, in each part of the day, for a dry run longer than the
     # n-th longest dry stretch they answered "fine" at there in the last routine_history_days
-    # (1: the longest; 2, the default: one they have shown twice, not a one-off). With the
-    # schedule (seed 2, 20x) a neighbour was reached in 5.4 h with 2.7 check-ins a month when
-    # nothing was learned, 7.0 h with 1.9 from the longest, 5.5 h with 2.3 from the second
-    # longest (docs/detection.md)
-    check_in_fine_nth: int = Field(2, ge=1, le=10)
+    # (1: the longest; 4, the default: a stretch they have shown four times, a habit, not a
+    # one-off). With the schedule (seed 2, 20x) a neighbour was reached in 5.4 h with 2.7
+    # check-ins a month when nothing was learned, 7.0 h with 1.9 from the longest, 5.5 h with
+    # 2.3 from the second longest; with the late answerers' extra ask (tuning seeds 2/5/6,
+    # 20x) 6.0/6.3/6.0 h from the second, 6.0/5.8/5.9 h from the fourth (docs/detection.md)
+    check_in_fine_nth: int = Field(4, ge=1, le=10)
     # low_usage's and routine_break's neighbour tier, when it fires before the resident was
     # asked, asks them first (a check-in: the neighbour 30 min later if nobody answers; at
     # once in the stage's quiet hours or for a resident who cannot be asked) instead of

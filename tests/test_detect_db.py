@@ -667,7 +667,11 @@ def test_the_runner_reads_door_passages_and_fine_answers_as_the_resident_up_and_
             (alert_id[0], rid, at, at, answer, minutes, part),
         )
     conn.commit()
-    service = DetectorService(make_settings_for(conn))
+    settings = make_settings_for(conn)  # the second longest stretch answered "fine" at:
+    settings = settings.model_copy(
+        update={"detect": settings.detect.model_copy(update={"check_in_fine_nth": 2})}
+    )
+    service = DetectorService(settings)
     service.start(conn, T)
     det = service.detector
     assert det is not None
@@ -691,7 +695,7 @@ def test_the_runner_reads_door_passages_and_fine_answers_as_the_resident_up_and_
     assert presence.active_at_s.tolist()[1:] == [NEVER, NEVER]
     assert presence.answered_fine_s.tolist()[0] == int((T - timedelta(hours=2)).timestamp())
     assert presence.answered_fine_s.tolist()[1] == NEVER  # unreachable is not "fine"
-    # `check_in_fine_nth` (2): the morning's second longest, a stretch answered "fine" twice
+    # `check_in_fine_nth` = 2: the morning's second longest, a stretch answered "fine" twice
     assert presence.fine_dry_s[0].tolist() == [0, 200 * 60, 0, 0]
     assert detect_store.fine_dry_stretches(conn, T - timedelta(days=28), 1) == [("R-1", "morning", 300)]
     assert detect_store.fine_dry_stretches(conn, T - timedelta(days=28), 3) == []
