@@ -2,7 +2,7 @@
 
 `python -m lovekey.evaluation.world_bound --residents 2000 --days 30 --seed S
 [--scenario simulator/scenarios/no_use_20x.toml] [--unanswered 0.05] [--by hour|hour-mobile]
-[--choose-seed S2]`
+[--choose-seed S2] [--slow-extra N] [--door-oracle]`
 
 `evaluation/stages_bound.py` simulates years of a simpler life (day outs and cleaning days
 only, every reading at once). This study builds the same world as `lovekey evaluate` (the
@@ -31,7 +31,12 @@ leak or running-tap rule. `--choose-seed` chooses on another seed's world instea
 sample, what a rule learned from a district's history could do).
 
 So the frontier is a generous bound on any rule of this family: a rule that reads only the
-length of the resident's current dry run and the hour it began.
+length of the resident's current dry run and the hour it began. Two options give the rule
+more than the platform has: `--slow-extra N` gives the residents the model makes hard to reach
+N more asks (what the chains' `check_in_slow` gives those whose answers came late), and
+`--door-oracle` knows when each resident is out and asks nobody then, counting again from
+their return: a perfect door reminder, the most a door household's rule could know from it
+(the door sees nothing of a quiet afternoon at home).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import numpy.typing as npt
 
 from lovekey.evaluation.replay import ReplayEvent
 from lovekey.evaluation.scoring import TARGETS
-from lovekey.simulator.checkin import CheckInModel, stage_s
+from lovekey.simulator.checkin import OUT_KINDS, CheckInModel, stage_s
 from lovekey.vocabulary import AlertKind, CheckInAnswer, EventType
 
 I64 = npt.NDArray[np.int64]
@@ -99,6 +104,9 @@ class Study:
     # per resident: more asks in their check-in stage (`--slow-extra`: the chains'
     # `check_in_slow` for those who answer late, here known from the model)
     extra_asks: I64 | None = None
+    # `--door-oracle`: the rule knows when the resident is out (a perfect door reminder) and
+    # asks nobody then; the count restarts when they are back
+    door_oracle: bool = False
 
     def asks_more(self, resident: int) -> int:
         return 0 if self.extra_asks is None else int(self.extra_asks[resident])
@@ -308,6 +316,16 @@ def _held(study: Study, resident: int, anchor_s: int, t_s: int) -> int | None:
     return None
 
 
+def _out_until(study: Study, resident: int, t_s: int) -> int | None:
+    """With `door_oracle`: the end of the time out the resident is in at `t_s` (None: home)."""
+    if not study.door_oracle:
+        return None
+    for kind, start, end in study.model.spans.get(study.resident_ids[resident], ()):
+        if kind in OUT_KINDS and start <= t_s < end:
+            return end
+    return None
+
+
 def measure(study: Study, thresholds: I64, group: I64) -> Outcome:
     """Replay the rule `thresholds[group, hour]` (seconds; NEVER: never) exactly."""
     runs = _relevant(study)
@@ -325,6 +343,8 @@ def measure(study: Study, thresholds: I64, group: I64) -> Outcome:
         ):
             end = int(study.run_end_s[run])
             restart = _held(study, r, int(study.run_anchor_s[run]), at)
+            if restart is None:
+                restart = _out_until(study, r, at)
             if restart is not None:
                 if restart < end:
                     nxt_runs.append(run)
@@ -441,6 +461,8 @@ def table(study: Study, group: I64, within_s: int, incidents: Sequence[Incident]
         ok &= (alarm >= lo) & (alarm < hi)
         for i in np.flatnonzero(ok).tolist():
             r, at = int(res[i]), int(alarm[i])
+            if _out_until(study, r, at) is not None:
+                continue  # a perfect door: nobody is asked while they are out
             ci[g[i], hour[i], c] += 1
             extra = study.asks_more(r)
             if at + stage_s(extra) < study.run_end_s[runs[i]] and not any(
@@ -513,6 +535,11 @@ def main(argv: list[str] | None = None) -> int:
         help="choose on this many placed daytime incidents per resident-day instead of the world's own",
     )
     parser.add_argument("--door-share", type=float, default=0.5)
+    parser.add_argument(
+        "--door-oracle",
+        action="store_true",
+        help="the rule knows when each resident is out and asks nobody then (a perfect door reminder)",
+    )
     parser.add_argument("--unanswered", type=float, default=0.0)
     parser.add_argument(
         "--slow-extra",
@@ -546,12 +573,14 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     study = with_slow_extra(study_of(args.seed, args.scenario), args.slow_extra)
+    study.door_oracle = args.door_oracle
     chooser = study
     if args.choose_seed is not None or args.choose_scenario is not None:
         chooser = study_of(
             args.seed if args.choose_seed is None else args.choose_seed, args.choose_scenario or args.scenario
         )
         chooser = with_slow_extra(chooser, args.slow_extra)
+        chooser.door_oracle = args.door_oracle
     chooser_seed = args.seed if args.choose_seed is None else args.choose_seed
     placed = synthetic_incidents(chooser, args.synthetic, chooser_seed) if args.synthetic else None
     group_m, group_c = groups_of(study, args.by), groups_of(chooser, args.by)
@@ -572,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         "synthetic_per_resident_day": args.synthetic,
         "by": args.by,
         "slow_extra": args.slow_extra,
+        "door_oracle": args.door_oracle,
         "water_only_households": len(study.resident_ids),
         "household_months": round(study.household_months, 1),
         "daytime_incidents": len(study.incidents),

@@ -181,3 +181,19 @@ def test_a_late_answerers_extra_ask_reaches_the_neighbour_ten_minutes_later() ->
     hard = study([6, 10])
     hard.model = dataclasses.replace(hard.model, hard_to_reach_share=1.0)
     assert wb.with_slow_extra(hard, 2).asks_more(0) == 2
+
+
+def test_a_perfect_door_asks_nobody_while_they_are_out_and_counts_again_from_their_return() -> None:
+    # out 10:12-20:30: asked at 14:15 and left unanswered without the oracle; with it nobody is
+    # asked while out, and the count restarts at 20:30 (hour 20: after 15 min -> the 21:00 sweep)
+    s = study([6, 10, 21], spans=[("day_out", 10.2, 20.5)])
+    s.door_oracle = True
+    assert wb.measure(s, rule(h10=4), GROUP).check_ins == 0
+    out = wb.measure(s, rule(h10=4, h20=0.25), GROUP)
+    assert (out.check_ins, out.false_neighbour) == (1, 0)
+    # the chooser's table counts no cost for an alarm while they are out
+    tab = wb.table(s, GROUP, 6 * H)
+    h10 = int(np.flatnonzero(wb.CANDIDATES_S == 4 * H)[0])
+    assert tab.check_ins[0, 10, h10] == 0
+    s.door_oracle = False
+    assert wb.table(s, GROUP, 6 * H).false_neighbour[0, 10, h10] == 1
