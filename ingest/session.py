@@ -33,6 +33,8 @@ from lovekey.ingest.mqtt import BrokerAddress, connect_properties, new_client
 from lovekey.retry import Backoff
 
 log = logging.getLogger(__name__)
+PAHO_LOGGER = "lovekey.ingest.paho"
+_NOT_CONNECTED = "Client is not connected"
 
 # Waits between reconnect attempts to the broker: from 1 s, doubling, up to 30 s.
 RECONNECT_FIRST_S = 1.0
@@ -79,6 +81,23 @@ class MqttSession:
         self._closing = False
         self._client: mqtt.Client | None = None
 
+    def _paho_logger(self) -> logging.Logger:
+        """paho's messages, into `lovekey.ingest.paho` (its level and handlers), through a
+        logger of this session's own whose filter knows whether this session is closing. It
+        is not registered with `logging`, so sessions do not pile up there (nor does a new
+        session of the same client id inherit an old one's filter); like any logger it
+        remembers the level it found, so logging is set up before sessions start."""
+        paho_log = logging.Logger(PAHO_LOGGER)
+        paho_log.parent = logging.getLogger(PAHO_LOGGER)
+        paho_log.addFilter(self._paho_record_wanted)
+        return paho_log
+
+    def _paho_record_wanted(self, record: logging.LogRecord) -> bool:
+        """Between our `disconnect()` and `loop_stop()` paho's network thread may go round once
+        more, find the socket closed and log "Client is not connected" as an error: expected
+        while we close (it went into the README demo's last lines), a fault at any other time."""
+        return not (self._closing and record.getMessage().startswith(_NOT_CONNECTED))
+
     def topics(self) -> list[str]:
         prefix = self.settings.topic_prefix
         share = f"$share/{self.shared_group}/" if self.shared_group else ""
@@ -90,7 +109,7 @@ class MqttSession:
     def __enter__(self) -> Self:
         client = new_client(self.broker, self.client_id, manual_ack=True)
         # an error in a callback must not end paho's network thread: it is logged instead
-        client.enable_logger(logging.getLogger("lovekey.ingest.paho"))
+        client.enable_logger(self._paho_logger())
         client.suppress_exceptions = True
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from lovekey.ingest.inbox import Inbox
 from lovekey.ingest.ingester import Ingester
 from lovekey.ingest.metrics import IngestMetrics
 from lovekey.ingest.mqtt import BrokerAddress
-from lovekey.ingest.session import MqttSession
+from lovekey.ingest.session import PAHO_LOGGER, MqttSession
 from lovekey.storage import connect
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -108,3 +109,34 @@ def test_the_session_backs_off_until_the_broker_is_up_then_subscribes(make_setti
             assert session.subscribed.wait(15)
             # connected: the back-off started over (one wait held ready for the next drop)
             assert session.reconnect_backoff.failures == 1
+
+
+def test_paho_finding_the_socket_closed_while_the_session_closes_is_not_logged_as_an_error(
+    make_settings, topic_prefix, caplog
+):
+    """paho's network thread may go round once more between the session's disconnect() and
+    loop_stop() and log "Client is not connected" at ERROR (it showed in the README demo's
+    last lines). Expected while closing, so dropped then; logged at any other time, and
+    paho's other messages always are."""
+    settings = make_settings(mqtt={"topic_prefix": topic_prefix})
+    port = free_port()
+    session = MqttSession(
+        settings.mqtt,
+        BrokerAddress.parse(f"mqtt://127.0.0.1:{port}?protocol=3.1.1"),
+        f"lkt-closing-{port}",
+        inbox=Inbox(max_messages=10, max_bytes=1 << 20),
+        metrics=IngestMetrics(),
+    )
+    not_connected = (
+        "Client is not connected. Socket: None). Last known Connection State: MQTT_CS_DISCONNECTED"
+    )
+    with session, caplog.at_level(logging.DEBUG, logger=PAHO_LOGGER):
+        paho_log = session._client.logger  # what paho's network thread logs through
+        paho_log.error(not_connected)
+        session._closing = True
+        paho_log.error(not_connected)
+        paho_log.error("Caught exception in on_message: boom")
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name == PAHO_LOGGER] == [
+        (PAHO_LOGGER, "ERROR", not_connected),
+        (PAHO_LOGGER, "ERROR", "Caught exception in on_message: boom"),
+    ]
