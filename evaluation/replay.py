@@ -247,7 +247,7 @@ def replay(
                 elif data.check_in is not None and alert.resident_id is not None:
                     alert.asked_s = _after_quiet(t, data.quiet_hours, utc_offset_s)
                     r = res_index.get(alert.resident_id)
-                    extra = data.slow_extra if r is not None and late.slow(r, t) else 0
+                    extra = data.slow_extra if r is not None and late.slow(r, alert.asked_s) else 0
                     answer, settled = data.check_in.answer(alert.resident_id, alert.asked_s, extra)
                     stages.append((settled, alert, answer))
             elif change.action == "escalate":
