@@ -91,16 +91,21 @@ def test_amqtt_in_process_speaks_mqtt_311_to_the_ingester(db, make_settings, top
     assert readings(db) == 20
 
 
-def test_the_session_backs_off_until_the_broker_is_up_then_subscribes(make_settings, topic_prefix):
-    settings = make_settings(mqtt={"topic_prefix": topic_prefix})
-    port = free_port()  # nothing listens here yet
-    session = MqttSession(
+def _session(settings: Settings, port: int, client_id: str) -> MqttSession:
+    """A session for a broker at 127.0.0.1:`port` (MQTT 3.1.1), not yet entered."""
+    return MqttSession(
         settings.mqtt,
         BrokerAddress.parse(f"mqtt://127.0.0.1:{port}?protocol=3.1.1"),
-        f"lkt-backoff-{port}",
+        client_id,
         inbox=Inbox(max_messages=10, max_bytes=1 << 20),
         metrics=IngestMetrics(),
     )
+
+
+def test_the_session_backs_off_until_the_broker_is_up_then_subscribes(make_settings, topic_prefix):
+    settings = make_settings(mqtt={"topic_prefix": topic_prefix})
+    port = free_port()  # nothing listens here yet
+    session = _session(settings, port, f"lkt-backoff-{port}")
     with session:
         # each refused connect takes the next, longer wait from the shared Backoff
         wait_for(lambda: session.reconnect_backoff.failures >= 3, timeout_s=10)
@@ -120,13 +125,7 @@ def test_paho_finding_the_socket_closed_while_the_session_closes_is_not_logged_a
     paho's other messages always are."""
     settings = make_settings(mqtt={"topic_prefix": topic_prefix})
     port = free_port()
-    session = MqttSession(
-        settings.mqtt,
-        BrokerAddress.parse(f"mqtt://127.0.0.1:{port}?protocol=3.1.1"),
-        f"lkt-closing-{port}",
-        inbox=Inbox(max_messages=10, max_bytes=1 << 20),
-        metrics=IngestMetrics(),
-    )
+    session = _session(settings, port, f"lkt-closing-{port}")
     not_connected = (
         "Client is not connected. Socket: None). Last known Connection State: MQTT_CS_DISCONNECTED"
     )
