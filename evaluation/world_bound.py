@@ -560,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
 
     def study_of(seed: int, scenario: Path | None) -> Study:
-        return build(
+        """The world of `seed`, with what the rule is told beyond the readings."""
+        study = build(
             residents=args.residents,
             days=args.days,
             warmup_days=args.warmup_days,
@@ -571,16 +572,15 @@ def main(argv: list[str] | None = None) -> int:
             step_min=args.step_min,
             start=args.start,
         )
+        study.door_oracle = args.door_oracle
+        return with_slow_extra(study, args.slow_extra)
 
-    study = with_slow_extra(study_of(args.seed, args.scenario), args.slow_extra)
-    study.door_oracle = args.door_oracle
+    study = study_of(args.seed, args.scenario)
     chooser = study
     if args.choose_seed is not None or args.choose_scenario is not None:
         chooser = study_of(
             args.seed if args.choose_seed is None else args.choose_seed, args.choose_scenario or args.scenario
         )
-        chooser = with_slow_extra(chooser, args.slow_extra)
-        chooser.door_oracle = args.door_oracle
     chooser_seed = args.seed if args.choose_seed is None else args.choose_seed
     placed = synthetic_incidents(chooser, args.synthetic, chooser_seed) if args.synthetic else None
     group_m, group_c = groups_of(study, args.by), groups_of(chooser, args.by)
