@@ -67,6 +67,21 @@ class DayLearner:
             mask = self._taint.setdefault(int(day), np.zeros(hz.size, np.bool_))
             mask[np.flatnonzero(taint)[days == day]] = True
 
+    def taint_spans(self, meters: I64, from_s: I64, to_s: I64) -> None:
+        """Each meter in `meters` is not learned for any day that [from_s, to_s] touches.
+        Only days not yet learned can change, so a span is cheap however long it is."""
+        if meters.size == 0:
+            return
+        prof = self.profile
+        first = (from_s - prof.origin_s) // 86400
+        last = (np.maximum(to_s, from_s) - prof.origin_s) // 86400
+        low = int(first.min()) if prof.last_day is None else max(int(first.min()), prof.last_day + 1)
+        for day in range(low, int(last.max()) + 1):
+            pick = (first <= day) & (day <= last)
+            if pick.any():
+                mask = self._taint.setdefault(day, np.zeros(self.ring.meters, np.bool_))
+                mask[meters[pick]] = True
+
     @property
     def learning(self) -> bool:
         return self._learn

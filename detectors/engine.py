@@ -98,6 +98,10 @@ class Presence:
     # longest dry stretch at which they answered a check-in "fine" lately. routine_break's
     # check-in tier does not ask again for a stretch no longer than that (the floor does)
     fine_dry_s: npt.NDArray[np.int64] | None = None
+    # when the condition began of the newest alert a person resolved as the resident needing
+    # help (NEVER: none lately). That dry run was an incident, not their routine: its days
+    # are not learned, so their thresholds stay where their ordinary days put them
+    found_s: I64 | None = None
 
     @classmethod
     def everyone_home(cls, residents: int) -> Presence:
@@ -170,6 +174,10 @@ class Detector:
         self._answered: I64 | None = None  # per resident: their last "fine", this sweep
         self._answered_before: I64 | None = None  # ... and at the sweep before
         self._field_judged_hz = np.full(meters, NEVER, np.int64)  # the field rule's last window
+        # per meter: the start of the dry run its resident was found needing help in, and
+        # whether that dry run has ended (its days are all tainted)
+        self._found_since = np.full(meters, NEVER, np.int64)
+        self._found_done = np.zeros(meters, np.bool_)
         self._meters_of_gateway = np.bincount(registry.gateway_of, minlength=gateways)
         self._leak_known = np.zeros(meters, np.bool_)  # leak flow measured this hour
         self._leak_hour = -1
@@ -313,8 +321,28 @@ class Detector:
         # would learn an ever tighter pattern; after a real incident the learned limits are
         # capped (low_usage_cap_h), so the next one is still found
         self.days.taint(inp.horizon_s, away_m | unknown_now)
+        self._taint_found(inp.horizon_s, presence.found_s)
         self.last_sweep_s = now_s
         return changes
+
+    def _taint_found(self, hz: I64, found_r: I64 | None) -> None:
+        """Not learned: the days of a dry run in which the resident was found needing help,
+        from its start until water is used again. Learning them taught a resident's rules to
+        wait out a dry run as long as their incident (the 24 h cap still found the next one,
+        but after the 12 h every incident must be found within)."""
+        if found_r is None:
+            return
+        found = self.resident_meters.to_meters(found_r, NEVER)
+        fresh = found != self._found_since
+        self._found_since[fresh] = found[fresh]
+        self._found_done[fresh] = False
+        m = np.flatnonzero((found != NEVER) & ~self._found_done)
+        if m.size == 0:
+            return
+        since, used_end = found[m], self.runs.last_use_end[m]
+        back = used_end > since  # water again: the dry run ended with that use
+        self.days.taint_spans(m, since, np.where(back, used_end, hz[m]))
+        self._found_done[m[back]] = True
 
     def _away(self, presence: Presence) -> BOOL:
         """Per resident: away now, or back from an absence that ran out without using water."""

@@ -435,7 +435,11 @@ class DetectorService:
         for rid, part, minutes in db.fine_dry_stretches(conn, learned_from, self.st.check_in_fine_nth):
             if (i := index.get(rid)) is not None and part in quarters:
                 fine_dry[i, quarters[part]] = minutes * 60
-        return Presence(away, since, lapsed, fine, door, fine_dry)
+        found = np.full(len(ids), NEVER, np.int64)
+        for rid, began in db.found_needing_help(conn, learned_from).items():
+            if (i := index.get(rid)) is not None:
+                found[i] = db.epoch(began)
+        return Presence(away, since, lapsed, fine, door, fine_dry, found)
 
     def _gateway_status(self, conn: psycopg.Connection[Any]) -> I64:
         ids = self._det.registry.gateway_ids

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from lovekey.storage.history import read_water
-from lovekey.vocabulary import DOOR_EVENTS
+from lovekey.vocabulary import DOOR_EVENTS, Outcome
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -430,6 +430,20 @@ def fine_answers(conn: psycopg.Connection[Any], since: datetime, until: datetime
         GROUP BY resident_id
         """,
         (since, until),
+    ).fetchall()
+    return {r: t for r, t in rows}
+
+
+def found_needing_help(conn: psycopg.Connection[Any], since: datetime) -> dict[str, datetime]:
+    """Per resident, when the condition began of their newest alert begun after `since` that
+    a person resolved as the resident needing help (outcome needed_help or hospital)."""
+    rows = conn.execute(
+        """
+        SELECT resident_id, max(since) FROM alert
+        WHERE outcome = ANY(%s) AND since > %s AND resident_id IS NOT NULL
+        GROUP BY resident_id
+        """,
+        ([str(Outcome.NEEDED_HELP), str(Outcome.HOSPITAL)], since),
     ).fetchall()
     return {r: t for r, t in rows}
 

@@ -21,11 +21,15 @@ import numpy.typing as npt
 from lovekey.config import DetectSettings
 from lovekey.detectors.engine import Detector, Presence, Registry
 from lovekey.detectors.ring import NEVER
-from lovekey.simulator.checkin import ATTEMPT_OFFSETS_S, CheckInModel
+from lovekey.simulator.checkin import ATTEMPT_OFFSETS_S, DOWN_KINDS, CheckInModel
 from lovekey.vocabulary import DOOR_EVENTS, LIFE_SAFETY_EVENTS, AlertTier, CheckInAnswer, EventType
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+
+# From the neighbour being told to the outcome recorded: they go round, find the resident
+# and whoever helps records "needed help" (the runner reads it at its next sweep)
+VISIT_S = 3600
 
 
 @dataclass(slots=True)
@@ -135,6 +139,9 @@ def replay(
     door_seen = False
     stages: list[tuple[int, RaisedAlert, str]] = []  # (settled at, alert, answer), by time
     late = _LateAnswers(data.slow_after, data.slow_window_s)
+    # per resident: the start of the dry run they were last found needing help in (the
+    # simulated outcome of a visit to a resident the truth has down); see `_Visits`
+    visits = _Visits(data.check_in, residents, res_index)
 
     quiet = data.quiet_hours
     t, lo = data.start_s, 0
@@ -201,6 +208,7 @@ def replay(
                         )
                         out.append(alert)
         fine_window.expire(t)
+        visits.record(t)
         ended = (away_until != NEVER) & (away_until <= t)
         monitor_since[ended] = np.maximum(monitor_since[ended], away_until[ended])
         lapsed[ended] = away_from[ended]
@@ -212,6 +220,7 @@ def replay(
             answered.copy(),
             active_at.copy() if door_seen else None,
             fine_dry.copy(),
+            visits.found.copy() if visits.any else None,
         )
         offline = None
         if status:
@@ -238,6 +247,7 @@ def replay(
                 )
                 open_alerts[key] = alert
                 out.append(alert)
+                visits.watch(alert)
                 if not alert.check_in:
                     alert.neighbour_s = t
                 elif change.details.get("neighbour_tier") and _after_quiet(t, quiet, utc_offset_s) > t:
@@ -331,3 +341,43 @@ def _rebuild(det: Detector, data: ReplayData, by_meter: I64, bounds: I64, dirty:
 
 def alerts_json(alerts: Sequence[RaisedAlert]) -> list[dict[str, Any]]:
     return [asdict(a) for a in alerts]
+
+
+class _Visits:
+    """The outcome a visit records. When the neighbour has been told of an alert and the
+    truth has its resident down then (collapsed: the check-in model's `DOWN_KINDS`), the
+    visit finds them needing help `VISIT_S` later; `found` then holds the alert's start, as
+    the runner reads it from the alert's outcome. Without a check-in model nothing is found."""
+
+    def __init__(self, model: CheckInModel | None, residents: int, res_index: Mapping[str, int]) -> None:
+        self._model = model
+        self._index = res_index
+        self.found = np.full(residents, NEVER, np.int64)
+        self.any = False
+        self._waiting: list[RaisedAlert] = []  # raised, the neighbour not told yet
+        self._due: list[tuple[int, int, int]] = []  # (recorded at, resident, since)
+
+    def watch(self, alert: RaisedAlert) -> None:
+        if self._model is not None and alert.resident_id in self._index:
+            self._waiting.append(alert)
+
+    def record(self, t: int) -> None:
+        """Outcomes recorded by `t`, from the alerts whose neighbour was told before it."""
+        if self._model is None:
+            return
+        waiting: list[RaisedAlert] = []
+        for a in self._waiting:
+            rid = a.resident_id or ""
+            if a.neighbour_s is None and a.cleared_s is None:
+                waiting.append(a)
+            elif a.neighbour_s is not None and self._model.doing(rid, a.neighbour_s) in DOWN_KINDS:
+                self._due.append((a.neighbour_s + VISIT_S, self._index[rid], a.since_s))
+        self._waiting = waiting
+        still: list[tuple[int, int, int]] = []
+        for at, r, since in self._due:
+            if at <= t:
+                self.found[r] = max(self.found[r], since)
+                self.any = True
+            else:
+                still.append((at, r, since))
+        self._due = still

@@ -928,3 +928,31 @@ def test_a_routine_check_in_after_a_passage_out_is_marked_so_silence_does_not_wa
     off = replace(inp, settings=DetectSettings(door_out_holds_neighbour=False))
     assert water_details("routine_break", 0, off, verdict, "WM-0", learned)["door_out"] is False
     assert "door_out" not in water_details("low_usage", 0, inp, rules.low_usage(inp), "WM-0", learned)
+
+
+def test_the_days_of_a_dry_run_in_which_the_resident_was_found_needing_help_are_not_learned() -> None:
+    """Residents 0 and 1 have the same 30 h dry run; a visit finds resident 0 needing help
+    (`Presence.found_s`). Those days are not learned for resident 0 (from the start of the
+    dry run until water is used again) and are for resident 1, whose alert nobody resolved
+    so. Resident 0's days after it are learned as ever, although the outcome stays on record."""
+    h = Home(3)
+    for _ in range(10 * 96):
+        h.run(0.25, _quiet_litres(((h.t + OFFSET) % 86400) / 3600))
+    noon = h.t + 12 * 3600
+    back = noon + 30 * 3600
+    found = np.full(3, NEVER, np.int64)
+    end = back + 3 * 86400
+    while h.t < end:
+        normal = _quiet_litres(((h.t + OFFSET) % 86400) / 3600)
+        dry = noon <= h.t < back
+        h.run(0.25, np.array([0.0 if dry else normal, 0.0 if dry else normal, normal]))
+        if h.t >= noon + 7 * 3600 and found[0] == NEVER:  # the outcome recorded
+            found[0] = noon
+            h.presence = replace(h.presence, found_s=found.copy())
+    prof = h.det.profile
+    first, last = prof.day_of(noon), prof.day_of(back)
+    assert last == first + 1
+    for day in (first, last):
+        assert prof.day_rows(day)[1].tolist() == [False, True, True]
+    for day in (first - 1, last + 1):
+        assert prof.day_rows(day)[1].tolist() == [True, True, True]

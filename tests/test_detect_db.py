@@ -700,3 +700,41 @@ def test_the_runner_reads_door_passages_and_fine_answers_as_the_resident_up_and_
     assert detect_store.fine_dry_stretches(conn, T - timedelta(days=28), 1) == [("R-1", "morning", 300)]
     assert detect_store.fine_dry_stretches(conn, T - timedelta(days=28), 3) == []
     assert detect_store.fine_dry_stretches(conn, T - timedelta(hours=3), 1) == [("R-1", "morning", 200)]
+
+
+def test_the_runner_reads_who_was_found_needing_help_from_the_outcomes_people_recorded(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """`Presence.found_s`: per resident, the start of their newest alert of the last
+    `routine_history_days` that a person resolved "needed help" or "hospital"; a false alarm's
+    outcome, an unresolved alert or an older one is not read."""
+    for rid in ("R-1", "R-2", "R-3", "R-4"):
+        add_resident(conn, rid)
+    alerts = [
+        ("R-1", T - timedelta(days=9), "resolved", "hospital"),
+        ("R-1", T - timedelta(hours=30), "resolved", "needed_help"),
+        ("R-2", T - timedelta(hours=20), "resolved", "resident_ok"),
+        ("R-3", T - timedelta(days=29), "resolved", "hospital"),  # older than the learning
+        ("R-4", T - timedelta(hours=5), "open", None),
+    ]
+    for n, (rid, since, status, outcome) in enumerate(alerts):
+        conn.execute(
+            "INSERT INTO alert (kind, subject, resident_id, since, opened_at, last_triggered_at,"
+            " escalation_due_at, status, resolved_at, outcome)"
+            " VALUES ('low_usage', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (f"{rid}-{n}", rid, since, since, since, since, status, None if outcome is None else T, outcome),
+        )
+    conn.commit()
+    service = DetectorService(make_settings_for(conn))
+    service.start(conn, T)
+    det = service.detector
+    assert det is not None
+    presence = service._presence(conn, T)
+    assert presence.found_s is not None
+    found = dict(zip(det.registry.resident_ids, presence.found_s.tolist(), strict=True))
+    assert found == {
+        "R-1": int((T - timedelta(hours=30)).timestamp()),
+        "R-2": NEVER,
+        "R-3": NEVER,
+        "R-4": NEVER,
+    }

@@ -11,6 +11,7 @@ from lovekey.cli import main as lovekey_main
 from lovekey.config import DetectSettings, load_settings
 from lovekey.detectors.engine import Registry
 from lovekey.detectors.params import uniform_params
+from lovekey.detectors.ring import NEVER
 from lovekey.evaluation.replay import RaisedAlert, ReplayData, ReplayEvent, replay
 from lovekey.evaluation.scoring import Truth, score
 
@@ -396,3 +397,44 @@ def test_a_resident_who_answered_late_is_asked_once_more_before_the_neighbour() 
     assert late.slow(0, 37 * 86400)
     assert not late.slow(0, 38 * 86400)
     assert not late.slow(1, 0)
+
+
+def test_a_visit_to_a_resident_the_truth_has_down_records_them_found_needing_help() -> None:
+    """The replay's outcome of a visit (`_Visits`): once the neighbour has been told of an
+    alert while its resident is down (`no_use` in the truth), "needed help" is on record
+    `VISIT_S` later, with the alert's start. A resident out for the day, or an alert that
+    closed before the neighbour was told, records nothing; nor does a replay without a truth."""
+    from lovekey.evaluation.replay import VISIT_S, _Visits
+    from lovekey.simulator.checkin import CheckInModel
+
+    model = CheckInModel(
+        seed=1,
+        spans={
+            "R-1": [("no_use", START + 10 * H, START + 40 * H)],
+            "R-2": [("day_out", START, START + 30 * H)],
+        },
+    )
+    visits = _Visits(model, 3, {"R-1": 0, "R-2": 1, "R-3": 2})
+    down = alert("low_usage", "R-1", 10, 16)
+    out = alert("low_usage", "R-2", 10, 16)
+    cleared = alert("low_usage", "R-3", 10, 16)
+    for a in (down, out, cleared):
+        a.tier = "check_in"
+        a.neighbour_s = None
+        visits.watch(a)
+    visits.record(START + 16 * H)
+    assert not visits.any
+    down.neighbour_s = out.neighbour_s = START + 17 * H
+    cleared.cleared_s = START + 17 * H
+    visits.record(START + 17 * H + VISIT_S - 1)
+    assert not visits.any
+    visits.record(START + 17 * H + VISIT_S)
+    assert visits.any
+    assert visits.found.tolist() == [START + 10 * H, NEVER, NEVER]
+    visits.record(START + 30 * H)  # recorded once; the others are not waited on any more
+    assert visits.found.tolist() == [START + 10 * H, NEVER, NEVER]
+    blind = _Visits(None, 1, {"R-1": 0})
+    late = alert("low_usage", "R-1", 10, 16)
+    blind.watch(late)
+    blind.record(START + 30 * H)
+    assert not blind.any
