@@ -316,12 +316,13 @@ class Detector:
         changes += self._step_meters(silent)
         changes += self._step_gateways(inp, offline)
 
-        # days with an absence or a silence are not learned as normal days. Days of an open
-        # no-use alert are: a false alarm (a long day out) must stay normal, or the resident
-        # would learn an ever tighter pattern; after a real incident the learned limits are
-        # capped (low_usage_cap_h), so the next one is still found
+        # days with an absence or a silence are not learned as normal days, nor those of a
+        # dry run a person found to be an incident or one longer than any learned limit.
+        # Days of an open no-use alert otherwise are: a false alarm (a long day out) must
+        # stay normal, or the resident would learn an ever tighter pattern
         self.days.taint(inp.horizon_s, away_m | unknown_now)
         self._taint_found(inp.horizon_s, presence.found_s)
+        self._taint_long_dry(inp.horizon_s)
         self.last_sweep_s = now_s
         return changes
 
@@ -343,6 +344,21 @@ class Detector:
         back = used_end > since  # water again: the dry run ended with that use
         self.days.taint_spans(m, since, np.where(back, used_end, hz[m]))
         self._found_done[m[back]] = True
+
+    def _taint_long_dry(self, hz: I64) -> None:
+        """Not learned: the days of a dry run longer than any limit may be learned
+        (`low_usage_cap_h`). Nobody's routine goes without water for longer; such a run is an
+        absence nobody announced or an incident, and learning it left the resident's rules
+        at the cap, and off the floor, for four weeks: a shorter incident after it went
+        unseen."""
+        cap_s = int(self.settings.low_usage_cap_h * 3600)
+        if cap_s <= 0:
+            return
+        used_end = self.runs.last_use_end
+        m = np.flatnonzero(hz - used_end > cap_s)
+        if m.size:
+            oldest = self.ring.oldest * self.bucket_s
+            self.days.taint_spans(m, np.maximum(used_end[m], oldest), hz[m])
 
     def _away(self, presence: Presence) -> BOOL:
         """Per resident: away now, or back from an absence that ran out without using water."""

@@ -931,7 +931,7 @@ def test_a_routine_check_in_after_a_passage_out_is_marked_so_silence_does_not_wa
 
 
 def test_the_days_of_a_dry_run_in_which_the_resident_was_found_needing_help_are_not_learned() -> None:
-    """Residents 0 and 1 have the same 30 h dry run; a visit finds resident 0 needing help
+    """Residents 0 and 1 have the same 20 h dry run; a visit finds resident 0 needing help
     (`Presence.found_s`). Those days are not learned for resident 0 (from the start of the
     dry run until water is used again) and are for resident 1, whose alert nobody resolved
     so. Resident 0's days after it are learned as ever, although the outcome stays on record."""
@@ -939,9 +939,9 @@ def test_the_days_of_a_dry_run_in_which_the_resident_was_found_needing_help_are_
     for _ in range(10 * 96):
         h.run(0.25, _quiet_litres(((h.t + OFFSET) % 86400) / 3600))
     noon = h.t + 12 * 3600
-    back = noon + 30 * 3600
+    back = noon + 20 * 3600  # under low_usage_cap_h: without the outcome, it is learned
     found = np.full(3, NEVER, np.int64)
-    end = back + 3 * 86400
+    end = back + 4 * 86400
     while h.t < end:
         normal = _quiet_litres(((h.t + OFFSET) % 86400) / 3600)
         dry = noon <= h.t < back
@@ -956,3 +956,32 @@ def test_the_days_of_a_dry_run_in_which_the_resident_was_found_needing_help_are_
         assert prof.day_rows(day)[1].tolist() == [False, True, True]
     for day in (first - 1, last + 1):
         assert prof.day_rows(day)[1].tolist() == [True, True, True]
+
+
+def test_the_days_of_a_dry_run_longer_than_any_learned_limit_are_not_learned() -> None:
+    """A dry run longer than `low_usage_cap_h` (24 h) is an absence nobody announced or an
+    incident, never a routine: resident 0's 30 h are not learned (nobody recorded anything).
+    Resident 1's 20 h are (a long day out is learned, or it would alarm every time)."""
+    h = Home(2)
+    for _ in range(10 * 96):
+        h.run(0.25, _quiet_litres(((h.t + OFFSET) % 86400) / 3600))
+    noon = h.t + 12 * 3600
+    end = noon + 4 * 86400
+    while h.t < end:
+        normal = _quiet_litres(((h.t + OFFSET) % 86400) / 3600)
+        h.run(
+            0.25,
+            np.array(
+                [
+                    0.0 if noon <= h.t < noon + 30 * 3600 else normal,
+                    0.0 if noon <= h.t < noon + 20 * 3600 else normal,
+                ]
+            ),
+        )
+    prof = h.det.profile
+    first = prof.day_of(noon)
+    assert prof.day_of(noon + 30 * 3600) == first + 1
+    for day in (first, first + 1):
+        assert prof.day_rows(day)[1].tolist() == [False, True]
+    for day in (first - 1, first + 2):
+        assert prof.day_rows(day)[1].tolist() == [True, True]
