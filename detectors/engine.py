@@ -354,11 +354,12 @@ class Detector:
         cap_s = int(self.settings.low_usage_cap_h * 3600)
         if cap_s <= 0:
             return
-        used_end = self.runs.last_use_end
-        m = np.flatnonzero(hz - used_end > cap_s)
+        # as the rules measure a dry run: from the last use, or from when data began
+        dry_from = np.maximum(self.runs.last_use_end, self.ring.known_start)
+        m = np.flatnonzero(hz - dry_from > cap_s)
         if m.size:
             oldest = self.ring.oldest * self.bucket_s
-            self.days.taint_spans(m, np.maximum(used_end[m], oldest), hz[m])
+            self.days.taint_spans(m, np.maximum(dry_from[m], oldest), hz[m])
 
     def _away(self, presence: Presence) -> BOOL:
         """Per resident: away now, or back from an absence that ran out without using water."""
