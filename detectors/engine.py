@@ -46,8 +46,10 @@ GATEWAY_KINDS: tuple[AlertKind, ...] = (AlertKind.GATEWAY_OFFLINE,)
 SWEPT_KINDS: tuple[AlertKind, ...] = WATER_KINDS + METER_KINDS + GATEWAY_KINDS
 # the rules that fire on a resident being quiet (all their meters), held while they are away
 QUIET_KINDS: tuple[AlertKind, ...] = (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
-# a leaking meter's flow read through a whole-litre register wobbles by up to a litre
-LEAK_READING_SLACK_L = 0.5
+# a leaking meter's flow read through a whole-litre register wobbles by up to a litre: with
+# this slack and `use_min_l` (0.5) the median's next litre is not use, with a quarter litre
+# to spare for float32 differences of large totals (a "5 L" bucket can be 5.003)
+LEAK_READING_SLACK_L = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +235,10 @@ class Detector:
     ) -> None:
         """Replace what is known of `meters` by their full history (readings of those meters)."""
         ms = np.asarray(meters, dtype=np.int64)
+        # a leak measured before still runs through the history: re-read net of it
+        leak_l = self.ring.baseline_l[ms].copy()
         self.ring.reset_meters(ms)
+        self.ring.baseline_l[ms] = leak_l
         self.runs.reset(ms)
         result = self.apply(meter, ts_s, total_l, arrival_s)
         if result.dirty.size:  # cannot happen for a reset meter's sorted history
@@ -663,9 +668,11 @@ class Detector:
         """A leak's constant flow is not the resident using water: while a meter leaks, only
         use above its leak (the median bucket of the last `leak_limit`, plus the slack of a
         whole-litre register) counts as use, and
-        windows are measured net of it. Back to zero when the leak stops."""
-        ring = self.ring
-        stopped = (ring.baseline_l > 0) & ~leaking
+        windows are measured net of it. Back to zero once an hour measured dry follows the
+        flow. A gap in the readings (or a coarse delta) also breaks the leak's own run, for a
+        day, but says nothing of the pipe: counting the leak as use for that day hid a dry run."""
+        ring, runs = self.ring, self.runs
+        stopped = (ring.baseline_l > 0) & (runs.last_still_end > runs.last_wet_end) & ~leaking
         ring.baseline_l[stopped] = 0.0
         self._leak_known[stopped] = False
         # measured when a leak is first seen, then again every hour (not every sweep)
@@ -683,7 +690,7 @@ class Detector:
         usage = ring.usage_matrix(first, int(last.max()) - first + 1)[:, meters]
         offsets = np.arange(usage.shape[0])[:, None] + first
         inside = (offsets > (last - span)[None, :]) & (offsets <= last[None, :])
-        # the median bucket (a leak runs in most of them) plus half a litre: through a
+        # the median bucket (a leak runs in most of them) plus the slack: through a
         # whole-litre register 2.1 L a bucket reads 2, 3, 2, 2, 3 L, and a 3 is not use
         window = np.where(inside & ~np.isnan(usage), usage, np.nan)
         known = (~np.isnan(window)).any(axis=0)

@@ -29,6 +29,7 @@ class Runs:
         self.last_calm_end = np.full(meters, NEVER, dtype=np.int64)  # below it, or unknown
         self.last_wet_end = np.full(meters, NEVER, dtype=np.int64)  # flow within the hour
         self.last_dry_end = np.full(meters, NEVER, dtype=np.int64)  # a dry hour, or unknown
+        self.last_still_end = np.full(meters, NEVER, dtype=np.int64)  # a dry hour, known
 
     def reset(self, meters: I64) -> None:
         for arr in (
@@ -37,6 +38,7 @@ class Runs:
             self.last_calm_end,
             self.last_wet_end,
             self.last_dry_end,
+            self.last_still_end,
         ):
             arr[meters] = NEVER
 
@@ -59,7 +61,8 @@ class Runs:
         if baseline_l is not None and baseline_l.any():  # net of a known leak
             usage = usage - baseline_l[m]
         flow = known & ~done.coarse & (usage >= params.tap_min_l[m])
-        wet = ~np.isnan(done.hour_l) & ~done.coarse & (done.hour_l > dry_l)
+        measured = ~np.isnan(done.hour_l) & ~done.coarse
+        wet = measured & (done.hour_l > dry_l)
         # maximum.at over the whole (meter-ordered) arrays is several times faster than over
         # masked copies; entries that do not count carry NEVER
         for target, mask in (
@@ -68,6 +71,7 @@ class Runs:
             (self.last_calm_end, ~flow),
             (self.last_wet_end, wet),
             (self.last_dry_end, ~wet),
+            (self.last_still_end, measured & ~wet),
         ):
             if mask.any():
                 np.maximum.at(target, m, np.where(mask, end, NEVER))
