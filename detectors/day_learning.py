@@ -70,7 +70,7 @@ class DayLearner:
     def taint_spans(self, meters: I64, from_s: I64, to_s: I64) -> None:
         """Each meter in `meters` is not learned for any day that [from_s, to_s] touches.
         Only days not yet learned can change, so a span is cheap however long it is."""
-        if meters.size == 0:
+        if meters.size == 0 or not self._learn:
             return
         prof = self.profile
         first = (from_s - prof.origin_s) // 86400
