@@ -190,6 +190,9 @@ class DetectSettings(_Section):
     # the door reminder: a passage with no water after it is probably the resident going
     # out; the learned rules (not the floor) then count the dry run from this long after it
     door_out_grace_h: float = Field(3.0, ge=0)
+    # ... but an outing lasts hours: this long after such a passage, with still no water,
+    # the dry run counts from the passage itself (the resident was last seen then)
+    door_out_max_h: float = Field(12.0, gt=0)
     # where a household has a door reminder and no passage was seen since the last water use
     # (the resident is home and silent), routine_break's check-in tier asks once the dry run
     # is longer than their own pattern and this (lower) quantile of the district's dry runs

@@ -396,7 +396,10 @@ class Detector:
             # rules count the dry run from a while later (slower, not silenced: someone can
             # fall after coming home); the floor judges water alone and never waits
             out = (active != NEVER) & (active >= runs.last_use_end)
-            active = np.where(out, active + int(st.door_out_grace_h * 3600) // bs * bs, active)
+            # until `door_out_max_h` after the passage: longer than an outing lasts, the dry
+            # run is judged from when the resident was last seen
+            held = out & (hz - active < int(st.door_out_max_h * 3600))
+            active = np.where(held, active + int(st.door_out_grace_h * 3600) // bs * bs, active)
             dry_from = np.maximum(dry_from, np.minimum(active, hz))
             door_out = out
         home_silent: BOOL | None = None

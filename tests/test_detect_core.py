@@ -1046,3 +1046,22 @@ def test_the_next_litre_of_a_leak_through_a_whole_litre_register_is_not_use() ->
         h.det.apply([0], [h.t], np.array([np.floor(exact)]), [h.t + 3])
         h.det.sweep(h.t + 30, h.presence)
     assert int(h.det.runs.last_use_end[0]) == known_from
+
+
+def test_a_passage_out_moves_the_dry_run_only_as_long_as_an_outing_lasts() -> None:
+    """A passage at the door with no water after it is probably an outing: the learned
+    rules count the dry run from `door_out_grace_h` (3 h) after it. Not for ever: from
+    `door_out_max_h` (12 h) after the passage with still no water, the dry run counts from
+    the passage, when the resident was last seen (seed 12's missed incident began six
+    minutes after a passage)."""
+    h = Home(3)
+    h.run(2, 3.0)
+    used = h.t
+    h.run(14, 0.0)
+    now = h.t + 30
+    passage = np.array([used + 900, h.t - 11 * 3600, NEVER], np.int64)  # 13.75 h, 11 h ago, none
+    presence = Presence(np.zeros(3, np.bool_), np.full(3, NEVER, np.int64), active_at_s=passage)
+    inp = h.det._sweep_input(now, presence, None)
+    assert inp.dry_from_s.tolist() == [passage[0], passage[1] + 3 * 3600, used]
+    assert inp.door_out is not None
+    assert inp.door_out.tolist() == [True, True, False]  # both still look like going out
