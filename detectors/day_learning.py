@@ -58,7 +58,7 @@ class DayLearner:
 
     def taint(self, hz: I64, taint: BOOL) -> None:
         """Meters in `taint` are not learned for the day their horizon `hz` falls in."""
-        if not taint.any():
+        if not self._learn or not taint.any():
             return
         days = (hz[taint] - self.bucket_s - self.profile.origin_s) // 86400
         for day in np.unique(days):
