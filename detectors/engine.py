@@ -333,9 +333,9 @@ class Detector:
 
     def _taint_found(self, hz: I64, found_r: I64 | None) -> None:
         """Not learned: the days of a dry run in which the resident was found needing help,
-        from its start until water is used again. Learning them taught a resident's rules to
-        wait out a dry run as long as their incident (the 24 h cap still found the next one,
-        but after the 12 h every incident must be found within)."""
+        from its start until water is used again. Learned, they set the resident's limits to
+        the incident's length (up to the 24 h cap) for four weeks, and a shorter incident in
+        that time could go unseen."""
         if found_r is None:
             return
         found = self.resident_meters.to_meters(found_r, NEVER)
