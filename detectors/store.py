@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from lovekey.storage.history import read_water
-from lovekey.vocabulary import DOOR_EVENTS, Outcome
+from lovekey.vocabulary import DOOR_EVENTS
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -437,13 +437,16 @@ def fine_answers(conn: psycopg.Connection[Any], since: datetime, until: datetime
 def found_needing_help(conn: psycopg.Connection[Any], since: datetime) -> dict[str, datetime]:
     """Per resident, when the condition began of their newest alert begun after `since` that
     a person resolved as the resident needing help (outcome needed_help or hospital)."""
+    # the outcomes as literals, as migration 0099's partial index names them: a parameter
+    # array cannot prove the index's predicate, so a prepared statement's generic plan would
+    # scan every alert ever raised
     rows = conn.execute(
         """
         SELECT resident_id, max(since) FROM alert
-        WHERE outcome = ANY(%s) AND since > %s AND resident_id IS NOT NULL
+        WHERE outcome IN ('needed_help', 'hospital') AND since > %s AND resident_id IS NOT NULL
         GROUP BY resident_id
         """,
-        ([str(Outcome.NEEDED_HELP), str(Outcome.HOSPITAL)], since),
+        (since,),
     ).fetchall()
     return {r: t for r, t in rows}
 
