@@ -57,15 +57,10 @@ class DayLearner:
         self._judged_low: dict[int, npt.NDArray[np.float32]] = {}
 
     def taint(self, hz: I64, taint: BOOL) -> None:
-        """Meters in `taint` are not learned for the day their horizon `hz` falls in."""
-        if not self._learn or not taint.any():
-            return
-        days = (hz[taint] - self.bucket_s - self.profile.origin_s) // 86400
-        for day in np.unique(days):
-            if self.profile.last_day is not None and day <= self.profile.last_day:
-                continue
-            mask = self._taint.setdefault(int(day), np.zeros(hz.size, np.bool_))
-            mask[np.flatnonzero(taint)[days == day]] = True
+        """Meters in `taint` are not learned for the day their horizon `hz` falls in (the
+        day of the bucket that ends at `hz`)."""
+        last_bucket = hz[taint] - self.bucket_s
+        self.taint_spans(np.flatnonzero(taint), last_bucket, last_bucket)
 
     def taint_spans(self, meters: I64, from_s: I64, to_s: I64) -> None:
         """Each meter in `meters` is not learned for any day that [from_s, to_s] touches.
