@@ -54,7 +54,8 @@ def queue_digests(conn: psycopg.Connection[Any], settings: Settings, now: dateti
                 SELECT d.resident_id, min(x.ts)
                 FROM device d
                 CROSS JOIN LATERAL (
-                    SELECT ts, total_l - lag(total_l) OVER (ORDER BY ts) AS used_l
+                    SELECT ts, reading_total_l(total_dl, total_l_exact)
+                              - lag(reading_total_l(total_dl, total_l_exact)) OVER (ORDER BY ts) AS used_l
                     FROM water_reading
                     WHERE device_key = d.key AND ts > %(since)s AND ts <= %(now)s
                 ) x

@@ -484,7 +484,7 @@ def _seed_detector_residents(
             t += timedelta(minutes=15)
     with (
         conn.cursor() as cur,
-        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+        cur.copy("COPY water_reading_wide (ts, received_at, total_l, device_key) FROM STDIN") as copy,
     ):
         for row in readings:
             copy.write_row(row)

@@ -160,15 +160,16 @@ def _load_readings(conn: psycopg.Connection, *, days: int, now: datetime) -> Non
         # total = base + scale * 120 L/day * (x - sin(2 pi x) / (2 pi)), x in days; monotone
         cur = conn.execute(
             """
-            INSERT INTO water_reading (ts, received_at, total_l, device_key, battery_v)
-            SELECT t, t,
-                   1000 + (0.5 + (d.key %% 7) / 7.0) * 120
-                        * (x - sin(2 * pi() * x) / (2 * pi())),
-                   d.key, 3.6
+            INSERT INTO water_reading (ts, received_s, total_dl, total_l_exact, device_key, battery_v)
+            SELECT t, seconds_since_2000(t), whole_decilitres(total_l), total_l_exact_for(total_l), d.key, 3.6
             FROM generate_series(%s::timestamptz, %s::timestamptz - interval '1 microsecond',
                                  interval '15 minutes') AS t
             CROSS JOIN LATERAL (SELECT extract(epoch FROM t)::float8 / 86400 AS x) e
             CROSS JOIN (SELECT key FROM device WHERE kind = 'water_meter') d
+            CROSS JOIN LATERAL (
+                SELECT 1000 + (0.5 + (d.key %% 7) / 7.0) * 120
+                            * (x - sin(2 * pi() * x) / (2 * pi())) AS total_l
+            ) v
             """,
             (day, upper),
         )
@@ -303,7 +304,7 @@ def show_chart_plan(url: str, now: datetime) -> None:
             r[0]
             for r in conn.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)"
-                " SELECT device_key, extract(epoch FROM ts)::float8, total_l"
+                " SELECT device_key, extract(epoch FROM ts)::float8, reading_total_l(total_dl, total_l_exact)"
                 " FROM water_reading WHERE device_key = ANY(%s::int[]) AND ts >= %s AND ts <= %s"
                 " ORDER BY device_key, ts",
                 ([key[0] if key else 0], now - timedelta(days=8, hours=11), now),

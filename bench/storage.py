@@ -181,7 +181,7 @@ def _hot_layouts(conn: psycopg.Connection[Any], n: int) -> None:
         for j, index in enumerate(i for i in indexes if "KEY" not in i):
             conn.execute(f"CREATE INDEX {table}_{j} ON {table} USING {index}")
         rows = _HOT_SELECT[select]  # constants of this module
-        conn.execute(f"INSERT INTO {table} SELECT {rows} FROM water_reading ORDER BY received_at")  # noqa: S608
+        conn.execute(f"INSERT INTO {table} SELECT {rows} FROM water_reading_wide ORDER BY received_at, ts")  # noqa: S608
         conn.execute(f"VACUUM ANALYZE {table}")
         size = _sizes(conn, table)
         print(
@@ -200,10 +200,15 @@ def _load_like_ingest(conn: psycopg.Connection[Any], device_key: np.ndarray[Any,
     battery = readings.battery_v[order]
     keys = device_key[order]
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    conn.execute(
+        "CREATE TEMPORARY TABLE lk_bench_arrivals (n int8 GENERATED ALWAYS AS IDENTITY, ts timestamptz,"
+        " received_at timestamptz, total_l float8, device_key int4, battery_v float4)"
+    )
     with (
         conn.cursor() as cur,
         cur.copy(
-            "COPY water_reading (ts, received_at, total_l, device_key, battery_v) FROM STDIN (FORMAT BINARY)"
+            "COPY lk_bench_arrivals (ts, received_at, total_l, device_key, battery_v)"
+            " FROM STDIN (FORMAT BINARY)"
         ) as copy,
     ):
         copy.set_types(["timestamptz", "timestamptz", "float8", "int4", "float4"])
@@ -218,6 +223,17 @@ def _load_like_ingest(conn: psycopg.Connection[Any], device_key: np.ndarray[Any,
                     None if b != b else float(b),  # NaN: sent without a battery value
                 )
             )
+    # into the hot table as ingest's INSERT writes it (ingest/writer.py), in arrival order
+    conn.execute(
+        """
+        INSERT INTO water_reading (ts, received_s, total_dl, total_l_exact, device_key, battery_v)
+        SELECT ts, seconds_since_2000(received_at), whole_decilitres(total_l), total_l_exact_for(total_l),
+               device_key, battery_v
+        FROM lk_bench_arrivals ORDER BY n
+        ON CONFLICT DO NOTHING
+        """
+    )
+    conn.execute("DROP TABLE lk_bench_arrivals")
 
 
 def _sizes(conn: psycopg.Connection[Any], table: str, *, partitions: bool = False) -> dict[str, int]:
@@ -326,10 +342,10 @@ def _district_day(url: str, settings: Settings, *, meters: int) -> bool:
         # the day), a second or two of jitter, a battery value on each
         cur = conn.execute(
             """
-            INSERT INTO water_reading (ts, received_at, total_l, device_key, battery_v)
+            INSERT INTO water_reading (ts, received_s, total_dl, device_key, battery_v)
             SELECT %(day)s + make_interval(mins => 15 * q, secs => (d.key * 7 + q) %% 3),
-                   %(day)s + make_interval(mins => 15 * q + 1),
-                   round((d.key * 10 + q * 3.7 + floor(random() * 40) / 10)::numeric, 1)::float8,
+                   seconds_since_2000(%(day)s + make_interval(mins => 15 * q + 1)),
+                   d.key * 100 + q * 37 + floor(random() * 40)::int,
                    d.key, 3.6
             FROM generate_series(0, 95) q CROSS JOIN device d
             ORDER BY q, d.key

@@ -18,7 +18,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from lovekey.storage.history import read_water
+from lovekey.storage.history import read_water, seconds_since_2000
 from lovekey.vocabulary import DOOR_EVENTS
 
 I64 = npt.NDArray[np.int64]
@@ -192,13 +192,14 @@ def readings_since_ts(
 
 
 def readings_received_after(conn: psycopg.Connection[Any], after: datetime) -> ReadingColumns:
-    """Rows received after `after` (any meter), ordered by meter and time."""
+    """Rows received after `after` (any meter), ordered by meter and time; arrival is kept to
+    the second, so rows of `after`'s own second come too (the caller drops what it has seen)."""
     return _copy_readings(
         conn,
         sql.SQL(
-            "SELECT device_key, ts, total_l, received_at FROM water_reading"
-            " WHERE received_at > {} ORDER BY device_key, ts"
-        ).format(sql.Literal(after)),
+            "SELECT device_key, ts, reading_total_l(total_dl, total_l_exact), time_from_2000(received_s)"
+            " FROM water_reading WHERE received_s >= {} ORDER BY device_key, ts"
+        ).format(sql.Literal(seconds_since_2000(after))),
     )
 
 

@@ -335,7 +335,8 @@ class BatchPipeline:
         ingest = self.settings.ingest
         rows = conn.execute(
             """
-            SELECT DISTINCT ON (device_key) device_key, extract(epoch FROM ts)::float8, total_l
+            SELECT DISTINCT ON (device_key) device_key, extract(epoch FROM ts)::float8,
+                   reading_total_l(total_dl, total_l_exact)
             FROM water_reading
             WHERE ts > now() - make_interval(secs => %s) AND device_key < %s
             ORDER BY device_key, ts DESC

@@ -35,6 +35,9 @@ CREATE TEMPORARY TABLE IF NOT EXISTS lk_stage_level (
 ) ON COMMIT DELETE ROWS;
 """
 
+# water_reading keeps a total as whole decilitres, or as the float itself where that would
+# not give it back exactly (migration 0100); received_s defaults to the transaction's start.
+
 # Column types of each binary COPY, in the column order of its target table.
 _WATER_COLUMNS = ["timestamptz", "float8", "int4", "float4", "float4"]
 _SENSOR_COLUMNS = ["timestamptz", "int4", "float4", "float4", "float4", "float4"]
@@ -43,8 +46,9 @@ _LEVEL_COLUMNS = _EVENT_COLUMNS
 _REJECT_COLUMNS = ["text", "text", "text", "text", "text", "bytea", "int4", "text", "text"]
 
 _INSERT_WATER = """
-INSERT INTO water_reading (ts, total_l, device_key, flow_lpm, battery_v)
-SELECT ts, total_l, device_key, flow_lpm, battery_v FROM lk_stage_water
+INSERT INTO water_reading (ts, total_dl, total_l_exact, device_key, flow_lpm, battery_v)
+SELECT ts, whole_decilitres(total_l), total_l_exact_for(total_l), device_key, flow_lpm, battery_v
+FROM lk_stage_water
 ON CONFLICT DO NOTHING
 """
 _INSERT_SENSOR = """

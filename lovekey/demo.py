@@ -336,8 +336,10 @@ def _write_history(conn: psycopg.Connection[Any], world: Any, now: datetime) -> 
                 copy.write_row((key_of[i], ts, total))
         # they arrived back then, not now: detectors judge silence by arrival
         stored = conn.execute(
-            "INSERT INTO water_reading (device_key, ts, received_at, total_l)"
-            " SELECT device_key, to_timestamp(ts), to_timestamp(ts), total_l FROM demo_history"
+            "INSERT INTO water_reading (device_key, ts, received_s, total_dl, total_l_exact)"
+            " SELECT device_key, to_timestamp(ts), seconds_since_2000(to_timestamp(ts)),"
+            " whole_decilitres(total_l), total_l_exact_for(total_l)"
+            " FROM demo_history"
             " ON CONFLICT DO NOTHING"
         ).rowcount
         conn.execute(

@@ -20,6 +20,7 @@ database; per-reading arrival times are not kept once a day is packed (docs/stor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -51,11 +52,20 @@ HOT_ROW = np.dtype(
         ("received", ">i8"),
     ]
 )
-# The hot table's columns in that order; NULL flow/battery travel as NaN (a NaN is never stored:
-# JSON has none and the ingester checks its numbers).
+# The hot table's columns in that order, its narrow total and arrival second widened back
+# (migration 0100); NULL flow/battery travel as NaN (a NaN is never stored: JSON has none and
+# the ingester checks its numbers).
 HOT_COLUMNS = sql.SQL(
-    "device_key, ts, total_l, coalesce(flow_lpm, 'NaN'::real), coalesce(battery_v, 'NaN'::real), received_at"
+    "device_key, ts, reading_total_l(total_dl, total_l_exact), coalesce(flow_lpm, 'NaN'::real),"
+    " coalesce(battery_v, 'NaN'::real), time_from_2000(received_s)"
 )
+# The hot table counts arrival in whole seconds from PostgreSQL's own epoch, 2000-01-01 UTC.
+EPOCH_2000_S = 946_684_800
+
+
+def seconds_since_2000(when: datetime) -> int:
+    """`received_s` of a row that arrived at `when` (SQL `seconds_since_2000`)."""
+    return math.floor(when.timestamp()) - EPOCH_2000_S
 
 
 def epoch_us(ts: datetime) -> int:
@@ -218,7 +228,7 @@ async def _read_async(
 
 def history_bounds(conn: psycopg.Connection[Any]) -> tuple[datetime | None, datetime | None]:
     """The earliest reading's ts and the newest received_at, over hot and packed history."""
-    row = conn.execute("SELECT min(ts), max(received_at) FROM water_reading").fetchone()
+    row = conn.execute("SELECT min(ts), time_from_2000(max(received_s)) FROM water_reading").fetchone()
     first, newest = row if row is not None else (None, None)
     row = conn.execute("SELECT min(day), max(received_at) FROM water_reading_packed").fetchone()
     day, packed_newest = row if row is not None else (None, None)

@@ -19,7 +19,7 @@ duplicate of one arrives, and then for one batch.
 
 Which days to visit: every day in retention that has not been finished yet, and every
 finished day that a reading received since the last pass belongs to (the BRIN index on
-`received_at` finds those). A day missed by that search (a reading whose transaction was
+`received_s` finds those). A day missed by that search (a reading whose transaction was
 open for more than `_LATE_SLACK`) is not lost: it stays in the hot table, read as usual,
 until retention.
 
@@ -42,14 +42,14 @@ from psycopg import sql
 
 from lovekey.config import StorageSettings
 from lovekey.storage.compact import WaterColumns, decode_days, encode_days
-from lovekey.storage.history import packed_days, parse_records
+from lovekey.storage.history import packed_days, parse_records, seconds_since_2000
 from lovekey.storage.migrate import Layout, recorded_layout, server_features
 
 log = logging.getLogger(__name__)
 
 _PACK_LOCK = 0x4C4B5041434B  # "LKPACK"; any fixed 64-bit number
 # how far before the previous pass to look for late readings: covers an ingest transaction
-# that began (its received_at is its start) before the pass and committed after it
+# that began (its received_s is its start) before the pass and committed after it
 _LATE_SLACK = timedelta(hours=1)
 _DAY_US = 86_400 * 1_000_000
 
@@ -111,9 +111,9 @@ def days_to_pack(conn: psycopg.Connection[Any], storage: StorageSettings, now: d
         late = conn.execute(
             """
             SELECT DISTINCT (ts AT TIME ZONE 'UTC')::date FROM water_reading
-            WHERE received_at > %s AND ts < %s AND ts >= %s
+            WHERE received_s >= %s AND ts < %s AND ts >= %s
             """,
-            (row[0] - _LATE_SLACK, _midnight(cutoff), _midnight(oldest)),
+            (seconds_since_2000(row[0] - _LATE_SLACK), _midnight(cutoff), _midnight(oldest)),
         ).fetchall()
         todo.update(d for (d,) in late)
     return sorted(todo)
@@ -215,12 +215,13 @@ def _take_hot(
         WITH gone AS (
             DELETE FROM water_reading
             WHERE device_key = ANY(%s::int4[]) AND ts >= %s AND ts < %s
-            RETURNING device_key, ts, total_l, flow_lpm, battery_v, received_at
+            RETURNING device_key, ts, total_dl, total_l_exact, flow_lpm, battery_v, received_s
         )
         SELECT string_agg(
-            int4send(device_key) || timestamptz_send(ts) || float8send(total_l)
+            int4send(device_key) || timestamptz_send(ts)
+            || float8send(reading_total_l(total_dl, total_l_exact))
             || float4send(coalesce(flow_lpm, 'NaN'::real))
-            || float4send(coalesce(battery_v, 'NaN'::real)) || timestamptz_send(received_at),
+            || float4send(coalesce(battery_v, 'NaN'::real)) || timestamptz_send(time_from_2000(received_s)),
             ''::bytea)
         FROM gone
         """,

@@ -87,7 +87,9 @@ def seed(database_url: str) -> Seeded:
         total = 1000.0 + np.cumsum(use)
         swap = n - 3 * 96
         total[swap:] = total[swap:] - total[swap] + 2.0  # the new meter starts near zero
-        with conn.cursor().copy("COPY water_reading (ts, device_key, total_l, battery_v) FROM STDIN") as copy:
+        with conn.cursor().copy(
+            "COPY water_reading_wide (ts, device_key, total_l, battery_v) FROM STDIN"
+        ) as copy:
             for t, v in zip(ts, total, strict=True):
                 copy.write_row((datetime.fromtimestamp(float(t), UTC), keys["WM-A1"], float(v), 3.6))
             # WM-A2 went silent two days ago; WM-B1 reports hourly with steady use

@@ -307,7 +307,7 @@ def test_daily_digest_to_opted_in_family_once_a_day(world: DeliveryRig) -> None:
     )
     world.conn.execute(
         """
-        INSERT INTO water_reading (ts, device_key, total_l)
+        INSERT INTO water_reading_wide (ts, device_key, total_l)
         SELECT t, d.key, v FROM device d, (VALUES
             (%(m)s - interval '2 hours', 100.0), (%(m)s + interval '6 hours', 100.0),
             (%(m)s + interval '7 hours 10 minutes', 103.5)) AS r(t, v)
@@ -327,7 +327,7 @@ def test_daily_digest_to_opted_in_family_once_a_day(world: DeliveryRig) -> None:
     # no "all is well" while the resident has an open alert, even once water is used
     world.raise_("sos", "R-E", now)
     world.conn.execute(
-        "INSERT INTO water_reading (ts, device_key, total_l)"
+        "INSERT INTO water_reading_wide (ts, device_key, total_l)"
         " SELECT %s, key, 60.0 FROM device WHERE id = 'WM-E'",
         (midnight + timedelta(hours=9),),
     )

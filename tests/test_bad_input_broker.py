@@ -185,7 +185,7 @@ def test_a_gateway_using_the_ingesters_client_id_loses_no_reading(
     thief.close()
     with running_ingester(settings):
         time.sleep(1.0)
-    stored = query(site.db, "SELECT total_l FROM water_reading ORDER BY ts")
+    stored = query(site.db, "SELECT total_l FROM water_reading_wide ORDER BY ts")
     assert [t for (t,) in stored] == [100.0, 101.0, 102.0, 103.0, 104.0]
 
 

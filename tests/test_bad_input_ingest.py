@@ -152,7 +152,7 @@ def test_each_is_kept_with_its_reason_and_good_readings_keep_flowing(
         wait_for(lambda: ingester.metrics.acked >= 2 * len(CASES), timeout_s=60)
     with connect(db) as conn:
         rejected = conn.execute("SELECT topic, reason, detail FROM rejected_input").fetchall()
-        stored = conn.execute("SELECT total_l FROM water_reading ORDER BY ts").fetchall()
+        stored = conn.execute("SELECT total_l FROM water_reading_wide ORDER BY ts").fetchall()
     assert Counter((topic, reason) for topic, reason, _ in rejected) == Counter(
         (f"{topic_prefix}/{topic}", reason) for _, topic, _, reason in CASES
     )

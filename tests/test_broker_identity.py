@@ -139,7 +139,7 @@ def test_a_gateway_with_its_password_publishes_and_the_ingester_stores_it(site, 
         assert gateway.publish(f"{PREFIX}/GW-A/status", b"online") == 0
         wait_for(lambda: ingester.metrics.acked >= 2, timeout_s=10)
     gateway.close()
-    assert query(site.db, "SELECT total_l FROM water_reading") == [(1000.0,)]
+    assert query(site.db, "SELECT total_l FROM water_reading_wide") == [(1000.0,)]
     assert query(site.db, "SELECT online FROM gateway WHERE id = 'GW-A'") == [(True,)]
 
 
@@ -248,7 +248,7 @@ def test_a_message_over_max_packet_size_is_refused_by_the_broker(site, make_sett
         wait_for(lambda: ingester.metrics.acked >= 1, timeout_s=10)
         small.close()
     assert ingester.metrics.acked == 1
-    assert query(site.db, "SELECT total_l FROM water_reading") == [(7.0,)]
+    assert query(site.db, "SELECT total_l FROM water_reading_wide") == [(7.0,)]
     assert query(site.db, "SELECT count(*) FROM rejected_input") == [(0,)]
     # the broker read the packet's length and hung up: it never held the 10 MB either
     assert site.broker.peak_rss_kb() - peak_before_kb < 2_000

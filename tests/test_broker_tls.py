@@ -84,7 +84,7 @@ def test_the_ingester_and_the_simulator_speak_mqtts_with_a_private_ca_and_client
             publisher.publish("lovekey/GW-1/WM-1/reading", orjson.dumps({"ts": ts, "total_l": 42.0}))
         wait_for(lambda: ingester.metrics.acked >= 1, timeout_s=10)
     with connect(db) as conn:
-        assert conn.execute("SELECT total_l FROM water_reading").fetchall() == [(42.0,)]
+        assert conn.execute("SELECT total_l FROM water_reading_wide").fetchall() == [(42.0,)]
     lines = [r.getMessage() for r in caplog.records if "connecting to" in r.getMessage()]
     assert any(f"mqtts://lovekey-ingest:***@127.0.0.1:{tls_broker.port}" in line for line in lines), lines
     assert "tls-secret" not in caplog.text

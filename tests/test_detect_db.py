@@ -119,7 +119,7 @@ def add_readings(
         t += every
     with (
         conn.cursor() as cur,
-        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+        cur.copy("COPY water_reading_wide (ts, received_at, total_l, device_key) FROM STDIN") as copy,
     ):
         for row in rows:
             copy.write_row(row)
@@ -241,10 +241,12 @@ def test_late_and_out_of_order_rows_are_applied_once(conn: psycopg.Connection[An
     # the history ends at T - 1h15 with 1141 L: the next hour goes on at 3 L a bucket
     late = [(T - timedelta(hours=1) + k * BS, 1144.0 + 3.0 * k, key) for k in range(5)]
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)", late[-1])
+        cur.execute("INSERT INTO water_reading_wide (ts, total_l, device_key) VALUES (%s, %s, %s)", late[-1])
         conn.commit()
         service.sweep(conn, T + timedelta(minutes=1))
-        cur.executemany("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)", late[:-1])
+        cur.executemany(
+            "INSERT INTO water_reading_wide (ts, total_l, device_key) VALUES (%s, %s, %s)", late[:-1]
+        )
         conn.commit()
     service.sweep(conn, T + timedelta(minutes=2))
     service.sweep(conn, T + timedelta(minutes=3))  # the overlap returns them again: no change
@@ -421,7 +423,7 @@ def test_routine_break_through_the_database_with_learned_days_saved(
         t += BS
     with (
         conn.cursor() as cur,
-        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+        cur.copy("COPY water_reading_wide (ts, received_at, total_l, device_key) FROM STDIN") as copy,
     ):
         for row in rows:
             copy.write_row(row)
@@ -460,7 +462,9 @@ def test_a_backlog_of_old_flow_from_a_meter_back_after_days_does_not_flap(
         total += 75.0
         t += timedelta(minutes=5)
     with conn.cursor() as cur:
-        cur.executemany("INSERT INTO water_reading (ts, total_l, device_key) VALUES (%s, %s, %s)", backlog)
+        cur.executemany(
+            "INSERT INTO water_reading_wide (ts, total_l, device_key) VALUES (%s, %s, %s)", backlog
+        )
     conn.execute("UPDATE device SET last_seen = %s WHERE key = %s", (silent_from, key))
     conn.commit()
     changes = []
@@ -568,7 +572,7 @@ def test_the_floor_flags_an_evening_last_use_a_dry_night_and_a_dry_morning_with_
         rows += [(bucket + BS, bucket + BS + timedelta(seconds=5), total, k) for k in (key, other)]
     with (
         conn.cursor() as cur,
-        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+        cur.copy("COPY water_reading_wide (ts, received_at, total_l, device_key) FROM STDIN") as copy,
     ):
         for row in rows:
             copy.write_row(row)
@@ -618,7 +622,7 @@ def test_a_replay_sees_a_meter_go_silent_though_its_readings_were_received_after
         t += BS
     with (
         conn.cursor() as cur,
-        cur.copy("COPY water_reading (ts, received_at, total_l, device_key) FROM STDIN") as copy,
+        cur.copy("COPY water_reading_wide (ts, received_at, total_l, device_key) FROM STDIN") as copy,
     ):
         for row in rows:
             copy.write_row(row)

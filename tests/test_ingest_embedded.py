@@ -57,7 +57,9 @@ def test_ingest_with_nothing_configured_starts_database_and_broker(tmp_path, mak
 
                 def stored() -> list[tuple[object, ...]]:
                     with connect(url) as conn:
-                        return conn.execute("SELECT device_key, ts, total_l FROM water_reading").fetchall()
+                        return conn.execute(
+                            "SELECT device_key, ts, total_l FROM water_reading_wide"
+                        ).fetchall()
 
                 assert wait_for(stored, timeout_s=30) == [(keys["WM-1"], ts, 42.0)]
             process.send_signal(signal.SIGTERM)

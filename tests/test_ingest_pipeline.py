@@ -137,7 +137,7 @@ def test_duplicates_and_out_of_order_store_exactly_the_distinct_readings(
             publisher.publish(topic, payload)
         processed(ingester, len(messages))
         duplicates = ingester.metrics.duplicates
-    stored = query(db, "SELECT device_key, ts, total_l FROM water_reading")
+    stored = query(db, "SELECT device_key, ts, total_l FROM water_reading_wide")
     assert len(stored) == len(expected) == 1000
     assert set(stored) == expected
     assert duplicates == rows_sent - len(expected)
@@ -243,7 +243,7 @@ def test_bad_inputs_are_kept_with_their_reason_and_good_ones_keep_flowing(
     (row_detail,) = [d for _, _, _, d in rejected if " readings rejected: " in d]
     assert row_detail.startswith("2 of 3 readings rejected: readings[1]: bad_value: ")
     assert "; readings[2]: wrong_kind: " in row_detail
-    stored = query(db, "SELECT total_l FROM water_reading ORDER BY total_l")
+    stored = query(db, "SELECT total_l FROM water_reading_wide ORDER BY total_l")
     assert [t for (t,) in stored] == [*map(float, range(len(corpus))), 50.0, 400.0]
 
 
@@ -277,7 +277,7 @@ def test_an_impossible_jump_is_rejected_across_batches_and_restarts_and_a_swap_i
         publisher.publish(topic, reading(at(15), 1010.0))
         publisher.publish(topic, reading(at(10), 4.0))  # the meter swapped: restarts near zero
         processed(ingester, 3)
-    stored = query(db, "SELECT total_l FROM water_reading ORDER BY ts")
+    stored = query(db, "SELECT total_l FROM water_reading_wide ORDER BY ts")
     assert [t for (t,) in stored] == [1000.0, 1005.0, 1010.0, 4.0]
     rejected = query(db, "SELECT reason, detail FROM rejected_input ORDER BY id")
     assert [reason for reason, _ in rejected] == ["implausible_jump"] * 3
@@ -319,7 +319,7 @@ def test_database_outage_holds_messages_and_loses_nothing(
                 conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
         processed(ingester, 301)
         assert ingester.metrics.database_up
-    assert query(db, "SELECT count(*), count(DISTINCT total_l) FROM water_reading") == [(300, 300)]
+    assert query(db, "SELECT count(*), count(DISTINCT total_l) FROM water_reading_wide") == [(300, 300)]
     assert query(db, "SELECT reason FROM rejected_input") == [("malformed_json",)]
     records = [r for r in caplog.records if r.name == "lovekey.ingest.pipeline"]
     down = [r for r in records if "database unavailable" in r.getMessage()]
@@ -382,7 +382,7 @@ def test_a_reading_published_by_mosquitto_pub_is_stored(db, settings_for, mqtt_u
             timeout=20,
         )
         processed(ingester, 1)
-    assert query(db, "SELECT device_key, ts, total_l FROM water_reading") == [
+    assert query(db, "SELECT device_key, ts, total_l FROM water_reading_wide") == [
         (keys["WM-1"], ts, pytest.approx(12345.0)),
     ]
     assert query(db, "SELECT battery_v FROM device") == [(pytest.approx(3.6),)]
@@ -484,7 +484,10 @@ def test_refused_rows_are_kept_and_missing_partitions_are_created(
     with connect(db, autocommit=True) as conn:
         register_devices(conn, [("WM-1", "GW-1", "water_meter", "R-1")])
         # a rule the codec does not know, so only the database can refuse the row
-        conn.execute("ALTER TABLE water_reading ADD CONSTRAINT test_cap CHECK (total_l < 1e6)")
+        conn.execute(
+            "ALTER TABLE water_reading ADD CONSTRAINT test_cap"
+            " CHECK (reading_total_l(total_dl, total_l_exact) < 1e6)"
+        )
         current = [p for p, lo, hi in existing_partitions(conn, "water_reading") if lo <= NOW < hi]
         conn.execute(
             sql.SQL("ALTER TABLE water_reading DETACH PARTITION {}").format(sql.Identifier(current[0]))

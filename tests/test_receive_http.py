@@ -140,7 +140,7 @@ def _now_ms(minutes_ago: float = 0.0) -> int:
 def _water(db: str, device_id: str) -> list[tuple[datetime, float, float | None]]:
     with psycopg.connect(db) as conn:
         rows = conn.execute(
-            "SELECT w.ts, w.total_l, w.battery_v FROM water_reading w JOIN device d ON d.key = w.device_key"
+            "SELECT w.ts, w.total_l, w.battery_v FROM water_reading_wide w JOIN device d ON d.key = w.device_key"
             " WHERE d.id = %s ORDER BY w.ts",
             (device_id,),
         ).fetchall()

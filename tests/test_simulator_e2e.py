@@ -144,7 +144,7 @@ def test_a_simulated_day_lands_in_the_database_exactly_as_sent(
     expected = world.water_readings()
     stored = rows(
         db,
-        "SELECT d.id, extract(epoch FROM w.ts)::bigint, w.total_l FROM water_reading w"
+        "SELECT d.id, extract(epoch FROM w.ts)::bigint, w.total_l FROM water_reading_wide w"
         " JOIN device d ON d.key = w.device_key",
     )
     assert len(stored) == len(expected) > RESIDENTS * 20

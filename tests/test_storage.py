@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import struct
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -9,10 +11,14 @@ import psycopg
 import pytest
 
 from lovekey.config import load_settings
+from lovekey.ingest.batch import BatchPlan
+from lovekey.ingest.writer import prepare, write_plan
 from lovekey.storage import Layout, connect, migrate, run_maintenance
 from lovekey.storage.maintenance import existing_partitions, partition_bounds
 from lovekey.storage.migrate import discover
 from tests.conftest import DatabaseFactory
+
+migrate_module = importlib.import_module("lovekey.storage.migrate")  # the module, not its function
 
 
 def _storage(**kw: object):
@@ -81,12 +87,11 @@ def test_layout_follows_the_server(request: pytest.FixtureRequest, backend: Data
             )
             assert kinds == {"water_reading": "p", "sensor_reading": "p"}
         # a reading for now lands somewhere (a partition or a chunk exists for it)
-        conn.execute("INSERT INTO water_reading (device_key, ts, total_l) VALUES (1, now(), 1.5)")
+        conn.execute("INSERT INTO water_reading (device_key, ts, total_dl) VALUES (1, now(), 15)")
         # and is unique per device and timestamp
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(
-                "INSERT INTO water_reading (device_key, ts, total_l)"
-                " SELECT device_key, ts, 2 FROM water_reading"
+                "INSERT INTO water_reading (device_key, ts, total_dl) SELECT device_key, ts, 20 FROM water_reading"
             )
 
 
@@ -131,7 +136,7 @@ def test_retention_drops_whole_old_partitions_or_chunks(backend: DatabaseFactory
     with connect(url, autocommit=True) as conn:
         migrate(conn, storage)
         conn.execute(
-            "INSERT INTO water_reading (device_key, ts, total_l) VALUES (1, %s, 1), (1, %s, 2)",
+            "INSERT INTO water_reading_wide (device_key, ts, total_l) VALUES (1, %s, 1), (1, %s, 2)",
             (old, recent),
         )
         conn.execute(
@@ -204,3 +209,67 @@ def test_maintain_command_runs_a_pass_then_stops_cleanly_on_sigterm(
             proc.wait()
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err
+
+
+# Totals that whole decilitres give back and totals they cannot (more digits than a
+# decilitre, a m³ value times 1000, -0.0, beyond an int4 of decilitres).
+_TOTALS = [0.0, 0.1, 123.4, 99_999_999.9, 214_748_364.7, 0.123, 12.3456 * 1000, -0.0, 1e11, 5e-324]
+
+
+def _bits(value: float) -> bytes:
+    return struct.pack(">d", value)
+
+
+def test_the_hot_table_diet_keeps_every_stored_reading(
+    backend: DatabaseFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0100 on a table written before it: every total bit for bit, arrival to the second."""
+    url = backend.create("diet", migrated=False)
+    everything = discover()
+    monkeypatch.setattr(migrate_module, "discover", lambda: [m for m in everything if m.version < 100])
+    received = datetime(2026, 12, 1, 8, 0, 0, 750_000, tzinfo=UTC)
+    ts = [received - timedelta(hours=i, microseconds=i) for i in range(len(_TOTALS))]
+    with connect(url, autocommit=True) as conn:
+        migrate(conn, _storage())
+        run_maintenance(conn, _storage(), now=received)
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO water_reading (ts, received_at, total_l, device_key, flow_lpm, battery_v)"
+                " VALUES (%s, %s, %s, 1, %s, 3.6)",
+                [
+                    (t, received, total, None if i % 2 else 1.5)
+                    for i, (t, total) in enumerate(zip(ts, _TOTALS, strict=True))
+                ],
+            )
+        monkeypatch.setattr(migrate_module, "discover", lambda: everything)
+        assert [label for label in migrate(conn, _storage()).applied if label.startswith("0100")]
+        rows = conn.execute(
+            "SELECT ts, time_from_2000(received_s), reading_total_l(total_dl, total_l_exact), flow_lpm,"
+            " battery_v, total_dl IS NOT NULL FROM water_reading ORDER BY ts DESC"
+        ).fetchall()
+    assert [r[0] for r in rows] == ts
+    assert {r[1] for r in rows} == {received.replace(microsecond=0)}
+    assert [_bits(r[2]) for r in rows] == [_bits(t) for t in _TOTALS]
+    assert [r[3] for r in rows] == [None if i % 2 else 1.5 for i in range(len(_TOTALS))]
+    assert [r[4] for r in rows] == [pytest.approx(3.6)] * len(_TOTALS)
+    # the whole decilitres went narrow, the rest kept their float
+    assert [r[5] for r in rows] == [True, True, True, True, True, False, False, False, False, False]
+
+
+def test_ingest_stores_each_total_exactly_and_narrow_where_it_can(database_url: str) -> None:
+    """The writer's INSERT splits a total as the migration does; a redelivery is stored once."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    with connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM water_reading WHERE device_key = 7")
+        prepare(conn)
+        plan = BatchPlan(seen_at=now)
+        plan.water = [(now - timedelta(minutes=i), total, 7, None, None) for i, total in enumerate(_TOTALS)]
+        for _ in range(2):
+            write_plan(conn, plan, devices_seen=[], gateways_seen=[], away_s=0)
+        rows = conn.execute(
+            "SELECT reading_total_l(total_dl, total_l_exact), total_dl IS NOT NULL, time_from_2000(received_s)"
+            " FROM water_reading WHERE device_key = 7 ORDER BY ts DESC"
+        ).fetchall()
+    assert [_bits(r[0]) for r in rows] == [_bits(t) for t in _TOTALS]
+    assert [r[1] for r in rows] == [True, True, True, True, True, False, False, False, False, False]
+    assert all(abs((r[2] - now).total_seconds()) < 60 for r in rows)

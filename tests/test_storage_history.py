@@ -35,7 +35,7 @@ from tests.conftest import DatabaseFactory
 METERS = 3
 STORAGE = {"retention_days": 120, "hot_days": 35}
 _INSERT = """
-INSERT INTO water_reading (ts, total_l, device_key, flow_lpm, battery_v)
+INSERT INTO water_reading_wide (ts, total_l, device_key, flow_lpm, battery_v)
 VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 Row = tuple[int, datetime, float, float | None, float | None]
@@ -247,7 +247,7 @@ def test_sigkill_in_the_middle_of_packing_loses_and_doubles_nothing(
         run_maintenance(conn, _storage(hot_days=400), now=_NOW)  # partitions, nothing packed
         conn.execute(
             """
-            INSERT INTO water_reading (device_key, ts, total_l, battery_v)
+            INSERT INTO water_reading_wide (device_key, ts, total_l, battery_v)
             SELECT k, %s + make_interval(secs => i * 900 + k), 1000 + i * 0.7, 3.6
             FROM unnest(%s::int[]) k, generate_series(0, 96 * 20 - 1) i
             """,

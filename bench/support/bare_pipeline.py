@@ -90,8 +90,10 @@ class BarePipeline:
                             for row in rows:
                                 copy.write_row(row)
                         cur.execute(
-                            "INSERT INTO water_reading (ts, total_l, device_key, flow_lpm, battery_v)"
-                            " SELECT * FROM bare_stage ON CONFLICT DO NOTHING"
+                            "INSERT INTO water_reading"
+                            " (ts, total_dl, total_l_exact, device_key, flow_lpm, battery_v)"
+                            " SELECT ts, whole_decilitres(total_l), total_l_exact_for(total_l), device_key,"
+                            " flow_lpm, battery_v FROM bare_stage ON CONFLICT DO NOTHING"
                         )
                     stored += len(rows)
         finally:
