@@ -17,7 +17,7 @@
 
 CREATE FUNCTION seconds_since_2000(timestamptz) RETURNS integer
     LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT floor(extract(epoch FROM $1) - 946684800)::integer $$;
+    AS $$ SELECT (floor(date_part('epoch', $1)) - 946684800)::integer $$;  -- float8: per row, numeric costs
 
 CREATE FUNCTION time_from_2000(integer) RETURNS timestamptz
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
