@@ -277,7 +277,22 @@ class DetectSettings(_Section):
         default_factory=lambda: list(CHECK_IN_SCHEDULE_H), max_length=24
     )
 
-    @field_validator("routine_check_in_schedule_h")
+    # a second schedule for residents who carry a mobile when they go out
+    # (`routine_check_in_mobile` true for them, usually in `resident.rules` as
+    # {"detect": {"routine_check_in_mobile": true}}): they answer from outside, so a check-in
+    # during a day out costs them a call, not their neighbour's sleep, and they can be asked
+    # sooner. [] (empty, the default): the schedule above for everyone. Asking them also for
+    # dry runs begun 07:00-09:59 (5.5, 5.5, 5.0 h) reached water-only households 0.03-0.36 h
+    # sooner on untuned seeds (20x) for 0.6 more check-ins a month, and took the default mix
+    # over 0.1 false neighbour alerts (docs/detection.md, "Who carries a mobile"): not a default
+    routine_check_in_schedule_mobile_h: list[Annotated[float, Field(ge=0, le=72)]] = Field(
+        default_factory=list, max_length=24
+    )
+    # the resident carries a mobile they answer when out (a registry fact, overridable per
+    # community and resident); chooses routine_check_in_schedule_mobile_h where it is set
+    routine_check_in_mobile: bool = False
+
+    @field_validator("routine_check_in_schedule_h", "routine_check_in_schedule_mobile_h")
     @classmethod
     def _a_whole_day(cls, hours: list[float]) -> list[float]:
         if hours and len(hours) != 24:

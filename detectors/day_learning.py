@@ -146,6 +146,11 @@ class DayLearner:
                 if st.routine_check_in_schedule_h
                 else None
             ),
+            early_schedule_mobile_b=(
+                self.profile.schedule_allowance(st.routine_check_in_schedule_mobile_h)
+                if st.routine_check_in_schedule_mobile_h
+                else None
+            ),
             home_population_quantile=st.door_home_check_in_quantile,
         )
         if st.floor_enabled:

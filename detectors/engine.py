@@ -491,6 +491,7 @@ class Detector:
             door_out=door_out,
             home_allowance_b=prof.home_allowance,
             learned=learned,
+            early_mobile=params.check_in_mobile if prof.early_allowance.shape[0] > prof.groups else None,
         )
 
     def _routine_open(self, hz: I64) -> tuple[I64, I64, F32]:

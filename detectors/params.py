@@ -29,6 +29,7 @@ OVERRIDABLE: dict[str, type] = {
     "leak_limit_h": float,
     "routine_enabled": bool,
     "routine_margin_min": float,
+    "routine_check_in_mobile": bool,
 }
 
 
@@ -44,6 +45,7 @@ class MeterParams:
     leak_limit_s: I64
     routine_enabled: BOOL
     routine_margin_b: I64  # buckets
+    check_in_mobile: BOOL  # asked on routine_check_in_schedule_mobile_h (where it is set)
     silent_after_s: I64  # report interval plus grace
     report_interval_s: I64
 
@@ -129,6 +131,7 @@ def _from_columns(
         leak_limit_s=whole_buckets(col["leak_limit_h"]),
         routine_enabled=col["routine_enabled"].astype(np.bool_),
         routine_margin_b=np.round(col["routine_margin_min"] * 60.0 / bucket_s).astype(np.int64),
+        check_in_mobile=col["routine_check_in_mobile"].astype(np.bool_),
         silent_after_s=(interval_s + grace).astype(np.int64),
         report_interval_s=interval_s.astype(np.int64),
     )

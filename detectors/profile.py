@@ -193,9 +193,12 @@ class RoutineProfile:
         early_population_quantile: float | None = None,
         home_population_quantile: float | None = None,
         early_schedule_b: npt.NDArray[np.int16] | None = None,
+        early_schedule_mobile_b: npt.NDArray[np.int16] | None = None,
     ) -> None:
         """Thresholds from the days recorded within the last `days` days. `early_schedule_b`
-        (per start slot) replaces the check-in tier's district quantile."""
+        (per start slot) replaces the check-in tier's district quantile;
+        `early_schedule_mobile_b`, for residents who carry a mobile, adds a second table of
+        `groups` rows after the first (so `early_allowance` has 2 x groups rows)."""
         if self.last_day is None:
             return
         first = self.last_day - self.days + 1
@@ -228,11 +231,14 @@ class RoutineProfile:
             self.low_threshold[:, lo:hi] = low.T
         self.allowance = np.zeros((self.groups, self.slots), np.int16)
         self.low_allowance = np.zeros((self.groups, self.slots), np.int16)
-        self.early_allowance = np.zeros((self.groups, self.slots), np.int16)
+        mobile = early_schedule_mobile_b is not None
+        self.early_allowance = np.zeros((self.groups * (2 if mobile else 1), self.slots), np.int16)
         self.home_allowance = np.zeros((self.groups, self.slots), np.int16)
         for g in range(self.groups):
             if home_population_quantile is not None:
                 self.home_allowance[g] = _allowance(runs[g], home_population_quantile, slack_b)
+            if early_schedule_mobile_b is not None:
+                self.early_allowance[self.groups + g] = early_schedule_mobile_b
             if early_schedule_b is not None:
                 self.early_allowance[g] = early_schedule_b
             elif early_population_quantile is not None:

@@ -104,6 +104,9 @@ class SweepInput:
     # per meter: its resident has a learned pattern (`routine_min_days`); set only when
     # routine_break's check-in tier judges the district alone (`routine_check_in_own` off)
     learned: BOOL | None = None
+    # per meter: its resident is asked on the mobile rows of `early_allowance_b` (its second
+    # half); None: the table has one half, for everyone
+    early_mobile: BOOL | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +237,10 @@ def routine_break(inp: SweepInput) -> Verdict:
     # the check-in tier: the same, against the district at its own (lower) quantile
     early = own if inp.settings.routine_check_in_enabled else cond
     if inp.settings.routine_check_in_enabled and inp.early_allowance_b.any():
-        beyond = inp.dry_b[inp.quiet_sel] > inp.early_allowance_b.reshape(-1).take(_allowance_cell(inp))
+        cell = _allowance_cell(inp)
+        if inp.early_mobile is not None:  # the mobile schedule: the table's second half
+            cell = cell + inp.early_mobile[inp.quiet_sel] * (inp.early_allowance_b.size // 2)
+        beyond = inp.dry_b[inp.quiet_sel] > inp.early_allowance_b.reshape(-1).take(cell)
         # over the resident's own pattern; or (routine_check_in_own off) the district alone,
         # for a resident with a learned pattern (enough days), at any time of day
         mine = own

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from lovekey.errors import LoveKeyError
 from lovekey.vocabulary import AlertKind, EventType
 
 if TYPE_CHECKING:
+    from lovekey.detectors.engine import Registry
     from lovekey.evaluation.replay import RaisedAlert
     from lovekey.evaluation.scoring import Truth
 
@@ -77,6 +78,12 @@ def add_commands(subparsers: Any) -> None:
         default=0.5,
         metavar="SHARE",
         help="simulated households with a door reminder (default 0.5; scored apart)",
+    )
+    p.add_argument(
+        "--mobile-known",
+        action="store_true",
+        help="the registry says which residents carry a mobile when out"
+        " (detect.routine_check_in_mobile, as the simulator draws them)",
     )
     p.add_argument(
         "--no-field-rule",
@@ -148,6 +155,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     ]
     with_door = {r for r in residents if door.has_reminder(r)}
     registry = replace(source.data.registry, door=np.array([r in with_door for r in residents], np.bool_))
+    if args.mobile_known:
+        registry = with_mobiles(registry, model.carries_mobile)
     slow_extra = _late_answerers_asks(settings)
     data = replace(
         source.data,
@@ -219,6 +228,18 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         run = report["run"]
         print(f"({run['readings']:,} readings; history {run['history_s']} s, replay {run['replay_s']} s)")
     return 0
+
+
+def with_mobiles(registry: Registry, carries_mobile: Callable[[str], bool]) -> Registry:
+    """The registry as staff would fill it in at enrolment: each meter's resident carries a
+    mobile when out (`detect.routine_check_in_mobile`) or not."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    per_resident = [carries_mobile(r) for r in registry.resident_ids]
+    mobile = np.array([*per_resident, False], np.bool_)[registry.resident_of]  # -1: no resident
+    return replace(registry, params=replace(registry.params, check_in_mobile=mobile))
 
 
 def _late_answerers_asks(settings: Settings) -> int:

@@ -1065,3 +1065,45 @@ def test_a_passage_out_moves_the_dry_run_only_as_long_as_an_outing_lasts() -> No
     assert inp.dry_from_s.tolist() == [passage[0], passage[1] + 3 * 3600, used]
     assert inp.door_out is not None
     assert inp.door_out.tolist() == [True, True, False]  # both still look like going out
+
+
+def test_residents_who_carry_a_mobile_are_asked_on_their_own_schedule() -> None:
+    """`routine_check_in_schedule_mobile_h`: a resident whose rules say they carry a mobile
+    (`routine_check_in_mobile`) is asked on the second schedule; the same life without the
+    mobile waits for the first. Without a mobile schedule the flag changes nothing."""
+
+    def first_asked(st: DetectSettings) -> dict[str, float]:
+        rng = np.random.default_rng(11)
+        n = 8  # residents 0-3 and 4-7 live the same days; 4-7 carry a mobile
+        # a wide margin on their own limits: only the check-in tier can ask within the hours
+        own = {"routine_margin_min": 600}
+        rules = [
+            effective_rules(st, None, {"detect": {**own, "routine_check_in_mobile": i >= 4}})[0]
+            for i in range(n)
+        ]
+        h = Home(n, settings=st, rules=rules)
+        stop_at = 21 * 24 + 10 + np.array([0, 1, 2, 3] * 2)  # local 10:00-13:00 (T0 is midnight)
+        while h.t < T0 + 23 * 86400:
+            hour = (h.t - T0) / 3600
+            awake = 7 <= ((h.t + OFFSET) % 86400) / 3600 < 21
+            use = np.tile(rng.random(4) < 0.6, 2)
+            litres = np.where(awake & use, 5.0, 0.0)
+            litres[hour >= stop_at] = 0.0
+            h.run(0.25, litres)
+        asked: dict[str, float] = {}
+        for t, _kind, action, subject in h.events("routine_break"):
+            if action == "raise":
+                asked.setdefault(subject, t - float(stop_at[int(subject.split("-")[1])]))
+        return asked
+
+    hours = [0.0] * 24
+    hours[7:19] = [6.0] * 12
+    mobile = [0.0] * 24
+    mobile[7:19] = [3.0] * 12
+    base = load_settings(environ={}).detect.model_copy(update={"routine_check_in_schedule_h": hours})
+    both = first_asked(base.model_copy(update={"routine_check_in_schedule_mobile_h": mobile}))
+    one = first_asked(base)  # no mobile schedule: everyone on the first
+    for i in range(4):  # twins: the same dry run, asked 3 hours apart with a mobile
+        assert both[f"R-{i}"] - both[f"R-{i + 4}"] == pytest.approx(3.0, abs=0.25), both
+        assert both[f"R-{i}"] == one[f"R-{i}"] == one[f"R-{i + 4}"], (both, one)
+        assert both[f"R-{i}"] > 4.0, both

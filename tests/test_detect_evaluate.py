@@ -438,3 +438,25 @@ def test_a_visit_to_a_resident_the_truth_has_down_records_them_found_needing_hel
     blind.watch(late)
     blind.record(START + 30 * H)
     assert not blind.any
+
+
+def test_evaluate_can_tell_the_registry_who_carries_a_mobile() -> None:
+    """`--mobile-known`: each meter is flagged as its resident is drawn; no resident, no flag."""
+    from lovekey.config import load_settings
+    from lovekey.detectors.engine import Registry
+    from lovekey.detectors.params import uniform_params
+    from lovekey.evaluation.cli import with_mobiles
+
+    st = load_settings(environ={}).detect
+    registry = Registry(
+        ["WM-0", "WM-1", "WM-2", "WM-3"],
+        ["R-a", "R-b"],
+        ["GW-0"],
+        np.array([1, 0, -1, 1]),
+        np.zeros(4, np.int64),
+        uniform_params(st, 4),
+    )
+    assert not registry.params.check_in_mobile.any()  # nobody, unless the registry says so
+    flagged = with_mobiles(registry, lambda rid: rid == "R-b")
+    assert flagged.params.check_in_mobile.tolist() == [True, False, False, True]
+    assert flagged.params.low_min_l.tolist() == registry.params.low_min_l.tolist()
