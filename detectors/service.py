@@ -373,11 +373,12 @@ class DetectorService:
                 self._arrival(history, now_s),
             )
             log.info("rebuilt %d meter(s) after late readings", result.dirty.size)
-        # remember what a later fetch (received_at > watermark - overlap) can return again
+        # remember what a later fetch can return again: it reads arrivals from the start of
+        # the second `watermark - overlap` falls in, so that second is remembered too
         assert self._watermark is not None
         cutoff = db.epoch(self._watermark) - self.st.received_overlap_s
-        keep = self._recent_arrival > cutoff
-        new = rows.received_s > cutoff
+        keep = self._recent_arrival >= cutoff
+        new = rows.received_s >= cutoff
         self._recent_pair = np.concatenate([self._recent_pair[keep], pair[new]])
         self._recent_arrival = np.concatenate([self._recent_arrival[keep], rows.received_s[new]])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -253,6 +254,38 @@ def test_late_and_out_of_order_rows_are_applied_once(conn: psycopg.Connection[An
     first = int((T - timedelta(hours=12)).timestamp()) // 900
     usage = det.ring.usage_matrix(first, 48)[:, 0]
     assert usage.tolist() == [3.0] * 48  # 3 L in every bucket, the rebuilt hour included
+
+
+def test_a_row_that_arrived_in_the_overlaps_first_second_is_applied_once(
+    conn: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The poll reads arrivals from the start of the second `watermark - overlap` falls in;
+    a row of that very second is remembered, so the next poll does not apply it again (as a
+    late reading, rebuilding its meter every sweep)."""
+    keys = add_resident(conn, "R-1")
+    key = keys["water_meter"]
+    add_readings(conn, key, T - timedelta(hours=13), T - timedelta(hours=1), 3.0)
+    settings = make_settings_for(conn)
+    service = DetectorService(settings, shard=DetectorShard())
+    service.start(conn, T - timedelta(hours=1))
+    overlap = timedelta(seconds=settings.detect.received_overlap_s)
+    arrived = T + timedelta(minutes=20)
+    rows = [  # the later one sets the watermark; the first arrived exactly one overlap before
+        (T - timedelta(hours=1), arrived - overlap, 1144.0, key),
+        (T - timedelta(minutes=45), arrived, 1147.0, key),
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO water_reading_wide (ts, received_at, total_l, device_key) VALUES (%s, %s, %s, %s)",
+            rows,
+        )
+    conn.commit()
+    service.sweep(conn, arrived + timedelta(minutes=1))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lovekey.detectors.service"):
+        service.sweep(conn, arrived + timedelta(minutes=2))
+        service.sweep(conn, arrived + timedelta(minutes=3))
+    assert not [r for r in caplog.records if "rebuilt" in r.getMessage()]
 
 
 def test_shards_split_the_meters_between_them(conn: psycopg.Connection[Any]) -> None:
