@@ -1107,3 +1107,16 @@ def test_residents_who_carry_a_mobile_are_asked_on_their_own_schedule() -> None:
         assert both[f"R-{i}"] - both[f"R-{i + 4}"] == pytest.approx(3.0, abs=0.25), both
         assert both[f"R-{i}"] == one[f"R-{i}"] == one[f"R-{i + 4}"], (both, one)
         assert both[f"R-{i}"] > 4.0, both
+
+
+def test_a_bad_mobile_flag_in_the_rules_is_reported_and_leaves_the_default() -> None:
+    """`routine_check_in_mobile` comes from staff-edited jsonb: anything but a boolean is a
+    problem named for the operator, and the resident stays on the main schedule."""
+    st = load_settings(environ={}).detect
+    for bad in ("yes", 1, None, {"a": 1}, [True]):
+        values, problems = effective_rules(st, None, {"detect": {"routine_check_in_mobile": bad}})
+        assert values["routine_check_in_mobile"] is False
+        assert problems == ["resident rules: routine_check_in_mobile must be a bool"], (bad, problems)
+    values, problems = effective_rules(st, {"detect": {"routine_check_in_mobile": True}}, None)
+    assert values["routine_check_in_mobile"] is True
+    assert problems == []
