@@ -67,9 +67,18 @@ class DayLearner:
         Only days not yet learned can change, so a span is cheap however long it is."""
         if meters.size == 0 or not self._learn:
             return
+        # a day is learned from the ring, so nothing before its oldest bucket can be; and a
+        # meter never heard from has its horizon at NEVER, which counted days from there
+        oldest_s = self.ring.oldest * self.bucket_s
+        start, end = np.maximum(from_s, oldest_s), np.maximum(to_s, from_s)
+        keep = end >= start
+        if not keep.all():
+            meters, start, end = meters[keep], start[keep], end[keep]
+            if meters.size == 0:
+                return
         prof = self.profile
-        first = (from_s - prof.origin_s) // 86400
-        last = (np.maximum(to_s, from_s) - prof.origin_s) // 86400
+        first = (start - prof.origin_s) // 86400
+        last = (end - prof.origin_s) // 86400
         low = int(first.min()) if prof.last_day is None else max(int(first.min()), prof.last_day + 1)
         for day in range(low, int(last.max()) + 1):
             pick = (first <= day) & (day <= last)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -442,6 +445,54 @@ def test_a_silent_meter_is_a_maintenance_alert_and_never_a_low_usage_one() -> No
     h.run(1, 3.0)  # meter 0 back, with the litres of the whole gap
     assert ("meter_silent", "clear", "WM-0") in {(e[1], e[2], e[3]) for e in h.events()}
     assert not any(e[3] == "R-0" for e in h.events())
+
+
+def test_a_meter_never_heard_from_is_silent_and_the_sweep_goes_on() -> None:
+    """A meter registered before it ever reported has no horizon (NEVER). Not learning its
+    day used to count the days from NEVER to now, one by one: the first sweeps of a fresh
+    install hung (evaluate's seed 14 has such a meter)."""
+    h = Home(3, gateways=[0, 1, 2])
+    h.run(2, 3.0, report=[1, 2])  # meter 0 never reports
+    with _deadline(60):  # the hang: meters 0 and 2 silent in the same sweep
+        h.run(28, 3.0, report=[1])
+    assert h.det.ring.horizon()[0] <= NEVER
+    raised = {(e[1], e[2], e[3]) for e in h.events()}
+    assert {("meter_silent", "raise", "WM-0"), ("meter_silent", "raise", "WM-2")} <= raised
+    assert not any(e[3] in ("R-0", "R-2") for e in h.events())
+    days = h.det.days
+    assert days._taint
+    assert min(days._taint) >= days.profile.day_of(h.det.ring.oldest * BS)
+
+
+@contextmanager
+def _deadline(seconds: int) -> Iterator[None]:
+    """Fail, rather than hang, a block that takes longer than `seconds`."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"took over {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_days_older_than_the_ring_are_never_marked_not_to_learn() -> None:
+    """Nothing older than the ring's oldest bucket can be learned, so a span reaching back
+    past it marks only the days from there (a span from NEVER marks none before it)."""
+    h = Home(1)
+    h.run(2, 3.0)
+    days = h.det.days
+    oldest_s = h.det.ring.oldest * BS
+    oldest_day = days.profile.day_of(oldest_s)
+    days.taint_spans(np.array([0]), np.array([oldest_s - 10 * 86400]), np.array([h.t]))
+    assert days._taint
+    assert min(days._taint) == oldest_day
+    days.taint_spans(np.array([0]), np.array([NEVER]), np.array([NEVER]))
+    assert min(days._taint) == oldest_day
 
 
 def test_all_meters_of_a_gateway_silent_is_one_gateway_alert() -> None:
