@@ -307,6 +307,16 @@ class DetectSettings(_Section):
     # 2.3 from the second longest; with the late answerers' extra ask (tuning seeds 2/5/6,
     # 20x) 6.0/6.3/6.0 h from the second, 6.0/5.8/5.9 h from the fourth (docs/detection.md)
     check_in_fine_nth: int = Field(4, ge=1, le=10)
+    # a check-in left unanswered whose alert a person then resolved as a false alarm they saw
+    # for themselves (outcome resident_ok or away: the neighbour found the resident well, or
+    # out) counts as a "fine" for that part of the day, at the dry stretch up to when they
+    # found them, at most `check_in_found_fine_within_h` after the resident was asked (a
+    # visit recorded days later says nothing about that evening): the n-th longest such
+    # stretch of the last routine_history_days holds the check-in tier back there as an
+    # answer would (0: not learned). Residents who leave the phone at home are most of the
+    # repeated false neighbour alerts (docs/detection.md, "Found well")
+    check_in_found_fine_nth: int = Field(1, ge=0, le=10)
+    check_in_found_fine_within_h: float = Field(1.5, ge=0, le=24)
     # low_usage's and routine_break's neighbour tier, when it fires before the resident was
     # asked, asks them first (a check-in: the neighbour 30 min later if nobody answers; at
     # once in the stage's quiet hours or for a resident who cannot be asked) instead of

@@ -436,6 +436,14 @@ class DetectorService:
         for rid, part, minutes in db.fine_dry_stretches(conn, learned_from, self.st.check_in_fine_nth):
             if (i := index.get(rid)) is not None and part in quarters:
                 fine_dry[i, quarters[part]] = minutes * 60
+        if self.st.check_in_found_fine_nth > 0:  # found well by a person after no answer
+            within = timedelta(hours=self.st.check_in_found_fine_within_h)
+            for rid, part, minutes in db.found_well_stretches(
+                conn, learned_from, self.st.check_in_found_fine_nth, within
+            ):
+                if (i := index.get(rid)) is not None and part in quarters:
+                    q = quarters[part]
+                    fine_dry[i, q] = max(int(fine_dry[i, q]), minutes * 60)
         found = np.full(len(ids), NEVER, np.int64)
         for rid, began in db.found_needing_help(conn, learned_from).items():
             if (i := index.get(rid)) is not None:

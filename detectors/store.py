@@ -474,6 +474,37 @@ def fine_dry_stretches(
     return [(r, p, int(m)) for r, p, m in rows]
 
 
+def found_well_stretches(
+    conn: psycopg.Connection[Any], since: datetime, nth: int, within: timedelta
+) -> list[tuple[str, str, int]]:
+    """(resident, part of the day, minutes): per part of the day, the `nth` longest dry
+    stretch at which a person found a resident well after a check-in they left unanswered
+    (the stage ended since `since`; the alert resolved `resident_ok` or `away`). The
+    stretch runs from the alert's start to when it was resolved, at most `within` after the
+    resident was asked."""
+    rows = conn.execute(
+        """
+        SELECT resident_id, part_of_day, minutes FROM (
+            SELECT c.resident_id, c.part_of_day, m.minutes,
+                   row_number() OVER (PARTITION BY c.resident_id, c.part_of_day
+                                      ORDER BY m.minutes DESC) AS k
+            FROM check_in_answer c
+            JOIN alert a ON a.id = c.alert_id
+            CROSS JOIN LATERAL (
+                SELECT c.dry_minutes + greatest(0, least(
+                    floor(extract(epoch FROM a.resolved_at - c.asked_at) / 60),
+                    %(within)s))::int AS minutes
+            ) m
+            WHERE c.answered_at > %(since)s AND c.answer = 'none'
+              AND a.outcome IN ('resident_ok', 'away')
+        ) ranked
+        WHERE k = %(nth)s
+        """,
+        {"since": since, "nth": nth, "within": int(within.total_seconds() // 60)},
+    ).fetchall()
+    return [(r, p, int(m)) for r, p, m in rows]
+
+
 # A resident whose newest settled check-in found their phone unreachable (no call picked up,
 # no text delivered, or no usable phone) is not asked for this long: their alerts take the
 # neighbour tier's timing. Then the next alert asks them again, so a phone that works again

@@ -11,7 +11,7 @@ was raised and cleared; `evaluation/scoring.py` matches them to the truth and
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -136,12 +136,30 @@ def replay(
     fine_dry = np.zeros((residents, 4), np.int64)
     # as the runner reads them: the answers of the last `routine_history_days`
     fine_window = _FineWindow(fine_dry, settings.routine_history_days * 86400, settings.check_in_fine_nth)
+    # and the stretches a visit found the resident well at after an unanswered check-in
+    found_dry = np.zeros((residents, 4), np.int64)
+    found_window = _FineWindow(
+        found_dry, settings.routine_history_days * 86400, max(1, settings.check_in_found_fine_nth)
+    )
     door_seen = False
     stages: list[tuple[int, RaisedAlert, str]] = []  # (settled at, alert, answer), by time
     late = _LateAnswers(data.slow_after, data.slow_window_s)
     # per resident: the start of the dry run they were last found needing help in (the
     # simulated outcome of a visit to a resident the truth has down); see `_Visits`
     visits = _Visits(data.check_in, residents, res_index)
+    within_s = int(settings.check_in_found_fine_within_h * 3600)
+
+    def found_well(at: int, r: int, alert: RaisedAlert) -> None:
+        """As `found_well_stretches` (detectors/store.py) reads a visit's outcome: the part
+        of the day the resident was asked in, the stretch until found (at most `within_s`
+        after the ask)."""
+        asked = alert.asked_s if alert.asked_s is not None else at
+        quarter = ((asked + utc_offset_s) % 86400) // 21600
+        settled = alert.neighbour_s if alert.neighbour_s is not None else at  # the stage's end
+        found_window.add(settled, r, quarter, asked - alert.since_s + min(at - asked, within_s))
+
+    if settings.check_in_found_fine_nth > 0:
+        visits.found_well = found_well
 
     quiet = data.quiet_hours
     t, lo = data.start_s, 0
@@ -208,6 +226,7 @@ def replay(
                         )
                         out.append(alert)
         fine_window.expire(t)
+        found_window.expire(t)
         visits.record(t)
         ended = (away_until != NEVER) & (away_until <= t)
         monitor_since[ended] = np.maximum(monitor_since[ended], away_until[ended])
@@ -219,7 +238,7 @@ def replay(
             lapsed.copy(),
             answered.copy(),
             active_at.copy() if door_seen else None,
-            fine_dry.copy(),
+            np.maximum(fine_dry, found_dry),
             visits.found.copy() if visits.any else None,
         )
         offline = None
@@ -356,6 +375,10 @@ class _Visits:
         self.any = False
         self._waiting: list[RaisedAlert] = []  # raised, the neighbour not told yet
         self._due: list[tuple[int, int, int]] = []  # (recorded at, resident, since)
+        # called (recorded at, resident, alert) when a visit after an unanswered check-in
+        # finds the resident well: not down (resolved resident_ok or away)
+        self.found_well: Callable[[int, int, RaisedAlert], None] | None = None
+        self._well: list[tuple[int, int, RaisedAlert]] = []
 
     def watch(self, alert: RaisedAlert) -> None:
         if self._model is not None and alert.resident_id in self._index:
@@ -372,7 +395,17 @@ class _Visits:
                 waiting.append(a)
             elif a.neighbour_s is not None and self._model.doing(rid, a.neighbour_s) in DOWN_KINDS:
                 self._due.append((a.neighbour_s + VISIT_S, self._index[rid], a.since_s))
+            elif a.neighbour_s is not None and a.answer == CheckInAnswer.NONE and a.asked_s is not None:
+                self._well.append((a.neighbour_s + VISIT_S, self._index[rid], a))
         self._waiting = waiting
+        if self._well:
+            well: list[tuple[int, int, RaisedAlert]] = []
+            for at, r, a in self._well:
+                if at > t:
+                    well.append((at, r, a))
+                elif self.found_well is not None:
+                    self.found_well(at, r, a)
+            self._well = well
         still: list[tuple[int, int, int]] = []
         for at, r, since in self._due:
             if at <= t:

@@ -739,6 +739,77 @@ def test_the_runner_reads_door_passages_and_fine_answers_as_the_resident_up_and_
     assert detect_store.fine_dry_stretches(conn, T - timedelta(hours=3), 1) == [("R-1", "morning", 200)]
 
 
+def test_the_runner_reads_a_person_finding_the_resident_well_as_a_fine(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """`check_in_found_fine_nth`: a check-in left unanswered whose alert a person resolved
+    `resident_ok` or `away` counts as a "fine" in that part of the day, at the stretch from
+    the alert's start to when it was resolved (at most `check_in_found_fine_within_h` after
+    the ask). Any other outcome, an answered check-in, or a resolution before the window
+    counts for nothing; the window is of when the stage ended, as for answers."""
+    add_resident(conn, "R-1", phone="+8613800000001")
+    add_resident(conn, "R-2", phone="+8613800000002")
+    hour = timedelta(hours=1)
+    # resident, asked, answer, dry minutes, part of day, outcome, resolved after the ask
+    rows = [
+        ("R-1", T - 30 * hour, "none", 290, "evening", "resident_ok", timedelta(minutes=50)),
+        ("R-1", T - 20 * hour, "none", 300, "evening", "away", 5 * hour),  # found late: 90 min
+        ("R-1", T - 10 * hour, "none", 500, "evening", "needed_help", hour),  # not well
+        ("R-1", T - 9 * hour, "none", 600, "evening", "false_data", hour),  # not about them
+        ("R-1", T - 8 * hour, "fine", 250, "afternoon", "resident_ok", hour),  # answered
+        ("R-2", T - 40 * 24 * hour, "none", 700, "morning", "resident_ok", hour),  # too old
+        ("R-2", T - 6 * hour, "none", 280, "afternoon", None, None),  # not resolved yet
+    ]
+    for n, (rid, at, answer, minutes, part, outcome, after) in enumerate(rows):
+        resolved = None if after is None else at + after
+        alert_id = conn.execute(
+            "INSERT INTO alert (kind, subject, resident_id, since, opened_at, last_triggered_at,"
+            " tier, status, resolved_at, outcome) VALUES ('routine_break', %s, %s, %s, %s, %s,"
+            " 'check_in', %s, %s, %s) RETURNING id",
+            (
+                f"{rid}-{n}",
+                rid,
+                at - timedelta(minutes=minutes),
+                at,
+                at,
+                "open" if outcome is None else "resolved",
+                resolved,
+                outcome,
+            ),
+        ).fetchone()
+        assert alert_id is not None
+        conn.execute(
+            "INSERT INTO check_in_answer (alert_id, resident_id, kind, asked_at, answered_at, answer,"
+            " dry_minutes, part_of_day) VALUES (%s, %s, 'routine_break', %s, %s, %s, %s, %s)",
+            (alert_id[0], rid, at, at + timedelta(minutes=30), answer, minutes, part),
+        )
+    conn.commit()
+    month = T - timedelta(days=28)
+    within = timedelta(hours=1.5)
+    found = detect_store.found_well_stretches(conn, month, 1, within)
+    assert found == [("R-1", "evening", 300 + 90)]  # the longer of 290 + 50 and 300 + 90
+    assert detect_store.found_well_stretches(conn, month, 2, within) == [("R-1", "evening", 290 + 50)]
+    assert detect_store.found_well_stretches(conn, month, 3, within) == []
+    assert detect_store.found_well_stretches(conn, T - 25 * hour, 1, within) == [("R-1", "evening", 390)]
+    assert detect_store.found_well_stretches(conn, T, 1, within) == []
+
+    settings = make_settings_for(conn)
+    service = DetectorService(settings)
+    service.start(conn, T)
+    presence = service._presence(conn, T)
+    assert presence.fine_dry_s is not None
+    # the afternoon's "fine" (fourth longest needed, only one: none), the evening found well
+    assert presence.fine_dry_s.tolist() == [[0, 0, 0, 390 * 60], [0, 0, 0, 0]]
+    off = settings.model_copy(
+        update={"detect": settings.detect.model_copy(update={"check_in_found_fine_nth": 0})}
+    )
+    service = DetectorService(off)
+    service.start(conn, T)
+    presence = service._presence(conn, T)
+    assert presence.fine_dry_s is not None
+    assert presence.fine_dry_s.tolist() == [[0, 0, 0, 0], [0, 0, 0, 0]]
+
+
 def test_the_runner_reads_who_was_found_needing_help_from_the_outcomes_people_recorded(
     conn: psycopg.Connection[Any],
 ) -> None:

@@ -370,8 +370,11 @@ def test_a_resident_who_answered_late_is_asked_once_more_before_the_neighbour() 
         slow_after=1,
     )
 
+    # every day's ask is the point here: a visit finding them well would teach the tier
+    st = ST.model_copy(update={"check_in_found_fine_nth": 0})
+
     def stages(d: ReplayData) -> list[tuple[int, str | None, int]]:
-        alerts = replay(d, ST, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0)
+        alerts = replay(d, st, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0)
         asked = [a for a in alerts if a.asked_s is not None and a.answered_s is not None]
         return [(a.asked_s, a.answer, a.answered_s - a.asked_s) for a in asked]
 
@@ -438,6 +441,58 @@ def test_a_visit_to_a_resident_the_truth_has_down_records_them_found_needing_hel
     blind.watch(late)
     blind.record(START + 30 * H)
     assert not blind.any
+
+
+def test_a_visit_that_finds_the_resident_well_after_no_answer_holds_the_check_in_back() -> None:
+    """`check_in_found_fine_nth`: R-1 is out every afternoon and evening without a phone
+    (12:20-22:25, no water), so no check-in then is ever answered and each wakes the
+    neighbour. A visit records them well `VISIT_S` after the neighbour is told, and the
+    stretch up to then (at most `check_in_found_fine_within_h` after the ask) holds the
+    check-in tier back in that part of the day as a "fine" would: each next ask comes later
+    in the dry run, and after a few the outing is no longer asked about at all. Switched
+    off, the neighbour is woken every day."""
+
+    from lovekey.simulator.checkin import CheckInModel
+
+    reg = Registry(["WM-1"], ["R-1"], ["GW-1"], np.array([0]), np.array([0]), uniform_params(ST, 1))
+    days = 40
+    ts = START + 900 * np.arange(1, days * 96)
+    local_h = ((ts + 8 * H) % 86400) / H
+    use = np.where((local_h > 7) & ((local_h <= 12.25) | (local_h > 22.5)), 3.0, 0.0)
+    day = 86400  # START is a local midnight
+    outings = [
+        ("day_out", START + d * day + 12 * H + 1200, START + d * day + 22 * H + 1500) for d in range(days)
+    ]
+    data = ReplayData(
+        reg,
+        np.zeros(ts.size, int),
+        ts,
+        use.cumsum(),
+        ts + 5,
+        [],
+        START,
+        START + days * 86400,
+        check_in=CheckInModel(seed=3, mobile_share=0.0, spans={"R-1": outings}),
+    )
+
+    def woken(settings: DetectSettings) -> list[tuple[float, float]]:
+        """(day, dry hours when asked) of each alert that woke the neighbour."""
+        alerts = replay(
+            data, settings, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0
+        )
+        return [
+            ((a.since_s - START) / 86400, (a.asked_s - a.since_s) / H)
+            for a in alerts
+            if a.neighbour_s is not None and a.asked_s is not None
+        ]
+
+    off = woken(ST.model_copy(update={"check_in_found_fine_nth": 0}))
+    on = woken(ST.model_copy(update={"check_in_found_fine_nth": 1}))
+    assert len(off) > 20  # every day once the pattern is learned
+    assert 2 <= len(on) <= len(off) // 3
+    asked_after = [dry for _, dry in on]
+    assert asked_after == sorted(asked_after)  # each visit pushes the next ask later
+    assert asked_after[-1] > asked_after[0] + 1.4
 
 
 def test_evaluate_can_tell_the_registry_who_carries_a_mobile() -> None:
