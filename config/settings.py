@@ -161,10 +161,10 @@ class ReceiveSettings(_Section):
 
 # detect.routine_check_in_schedule_h's default: hours of dry run by the local hour it began
 CHECK_IN_SCHEDULE_H: tuple[float, ...] = (
-    *(0.0, 12.0, 7.0, 6.0, 6.5, 0.0),  # 00-05
-    *(0.0, 0.0, 0.0, 0.0, 4.5, 5.0),  # 06-11
-    *(5.0, 5.0, 5.0, 5.0, 5.5, 4.5),  # 12-17
-    *(4.5, 16.0, 0.0, 13.5, 12.0, 0.0),  # 18-23
+    *(0.0, 12.0, 7.0, 7.5, 6.5, 0.0),  # 00-05
+    *(0.0, 0.0, 0.0, 0.0, 4.5, 4.5),  # 06-11
+    *(5.0, 5.0, 4.5, 4.0, 4.0, 4.0),  # 12-17
+    *(4.0, 16.0, 0.0, 11.5, 12.0, 0.0),  # 18-23
 )
 
 
@@ -269,10 +269,13 @@ class DetectSettings(_Section):
     # quantile (routine_check_in_population_quantile): 24 values, from 00:00, each the hours
     # of dry run after which the resident is asked (0: never for dry runs begun that hour).
     # The default was chosen by `python -m lovekey.evaluation.world_bound` on a simulated
-    # district's ordinary days with placed incidents (seed 3; docs/detection.md, "The
-    # check-in schedule"): ask after 4.5-5.5 h of no water for dry runs begun 10:00-18:59,
-    # after 6-7 h for those begun 02:00-04:59, and not in the morning (05:00-09:59, the
-    # days out) or most of the evening. [] (empty): the district's quantile, as before
+    # district's ordinary days with placed incidents (seed 3, one extra ask for late
+    # answerers; docs/detection.md, "The check-in schedule" and "Late answerers"): ask after
+    # 4-5 h of no water for dry runs begun 10:00-18:59, after 6.5-7.5 h for those begun
+    # 02:00-04:59, and not in the morning (05:00-09:59, the days out) or most of the
+    # evening. It is the default since visits that find a resident well teach the tier
+    # (check_in_found_fine_nth; "Found well"); before, it took the default mix over 0.1
+    # false neighbour alerts. [] (empty): the district's quantile, as before
     routine_check_in_schedule_h: list[Annotated[float, Field(ge=0, le=72)]] = Field(
         default_factory=lambda: list(CHECK_IN_SCHEDULE_H), max_length=24
     )
