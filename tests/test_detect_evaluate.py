@@ -14,6 +14,7 @@ from lovekey.detectors.params import uniform_params
 from lovekey.detectors.ring import NEVER
 from lovekey.evaluation.replay import RaisedAlert, ReplayData, ReplayEvent, replay
 from lovekey.evaluation.scoring import Truth, score
+from lovekey.simulator.checkin import CheckInModel
 
 H = 3600
 START = 1_772_294_400  # 2026-03-01 00:00 +08:00
@@ -191,8 +192,6 @@ def test_a_neighbour_tier_asks_first_by_day_and_tells_the_neighbour_at_once_in_q
     does, rather than waiting for their end."""
     from dataclasses import replace
 
-    from lovekey.simulator.checkin import CheckInModel
-
     reg = Registry(["WM-1"], ["R-1"], ["GW-1"], np.array([0]), np.array([0]), uniform_params(ST, 1))
     ts = START + 900 * np.arange(1, 4 * 24)
     use = np.where(np.arange(ts.size) < 8, 3.0, 0.0)  # 3 L a quarter hour until 02:00
@@ -230,8 +229,6 @@ def _door_day(settings_update: dict[str, object]) -> list[RaisedAlert]:
     days are dry from 12:30 to 22:30 (the district's long dry runs: the neighbour tier waits
     for them; the check-in tier, on their own pattern only, does not). Nobody answers."""
     from dataclasses import replace
-
-    from lovekey.simulator.checkin import CheckInModel
 
     reg = Registry(
         ["WM-1", "WM-2"], ["R-1", "R-2"], ["GW-1"], np.array([0, 1]), np.array([0, 0]), uniform_params(ST, 2)
@@ -341,6 +338,18 @@ def test_the_replay_forgets_fine_answers_older_than_the_runner_reads() -> None:
     assert table[0, 2] == 5 * 3600
 
 
+def _dry_every_afternoon(days: int, model: CheckInModel) -> ReplayData:
+    """One resident who uses water 07:00-12:15 and after 22:30 each day, read every 15
+    minutes, asked as `model` says."""
+    reg = Registry(["WM-1"], ["R-1"], ["GW-1"], np.array([0]), np.array([0]), uniform_params(ST, 1))
+    ts = START + 900 * np.arange(1, days * 96)
+    local_h = ((ts + 8 * H) % 86400) / H
+    use = np.where((local_h > 7) & ((local_h <= 12.25) | (local_h > 22.5)), 3.0, 0.0)
+    return ReplayData(
+        reg, np.zeros(ts.size, int), ts, use.cumsum(), ts + 5, [], START, START + days * 86400, check_in=model
+    )
+
+
 def test_a_resident_who_answered_late_is_asked_once_more_before_the_neighbour() -> None:
     """The chains' `check_in_slow` in the replay: R-1 (hard to reach: misses an ask 60 % of
     the time) is dry every afternoon and asked daily. Before any late "fine" an unanswered
@@ -349,25 +358,10 @@ def test_a_resident_who_answered_late_is_asked_once_more_before_the_neighbour() 
     from dataclasses import replace
 
     from lovekey.evaluation.replay import _LateAnswers
-    from lovekey.simulator.checkin import STAGE_S, CheckInModel
+    from lovekey.simulator.checkin import STAGE_S
 
-    reg = Registry(["WM-1"], ["R-1"], ["GW-1"], np.array([0]), np.array([0]), uniform_params(ST, 1))
-    days = 40
-    ts = START + 900 * np.arange(1, days * 96)
-    local_h = ((ts + 8 * H) % 86400) / H
-    use = np.where((local_h > 7) & ((local_h <= 12.25) | (local_h > 22.5)), 3.0, 0.0)
-    data = ReplayData(
-        reg,
-        np.zeros(ts.size, int),
-        ts,
-        use.cumsum(),
-        ts + 5,
-        [],
-        START,
-        START + days * 86400,
-        check_in=CheckInModel(seed=3, hard_to_reach_share=1.0),
-        slow_extra=1,
-        slow_after=1,
+    data = replace(
+        _dry_every_afternoon(40, CheckInModel(seed=3, hard_to_reach_share=1.0)), slow_extra=1, slow_after=1
     )
 
     # every day's ask is the point here: a visit finding them well would teach the tier
@@ -408,7 +402,6 @@ def test_a_visit_to_a_resident_the_truth_has_down_records_them_found_needing_hel
     `VISIT_S` later, with the alert's start. A resident out for the day, or an alert that
     closed before the neighbour was told, records nothing; nor does a replay without a truth."""
     from lovekey.evaluation.replay import VISIT_S, _Visits
-    from lovekey.simulator.checkin import CheckInModel
 
     model = CheckInModel(
         seed=1,
@@ -452,28 +445,11 @@ def test_a_visit_that_finds_the_resident_well_after_no_answer_holds_the_check_in
     in the dry run, and after a few the outing is no longer asked about at all. Switched
     off, the neighbour is woken every day."""
 
-    from lovekey.simulator.checkin import CheckInModel
-
-    reg = Registry(["WM-1"], ["R-1"], ["GW-1"], np.array([0]), np.array([0]), uniform_params(ST, 1))
-    days = 40
-    ts = START + 900 * np.arange(1, days * 96)
-    local_h = ((ts + 8 * H) % 86400) / H
-    use = np.where((local_h > 7) & ((local_h <= 12.25) | (local_h > 22.5)), 3.0, 0.0)
-    day = 86400  # START is a local midnight
+    days, day = 40, 86400  # START is a local midnight
     outings = [
         ("day_out", START + d * day + 12 * H + 1200, START + d * day + 22 * H + 1500) for d in range(days)
     ]
-    data = ReplayData(
-        reg,
-        np.zeros(ts.size, int),
-        ts,
-        use.cumsum(),
-        ts + 5,
-        [],
-        START,
-        START + days * 86400,
-        check_in=CheckInModel(seed=3, mobile_share=0.0, spans={"R-1": outings}),
-    )
+    data = _dry_every_afternoon(days, CheckInModel(seed=3, mobile_share=0.0, spans={"R-1": outings}))
 
     def woken(settings: DetectSettings) -> list[tuple[float, float]]:
         """(day, dry hours when asked) of each alert that woke the neighbour."""
