@@ -366,7 +366,10 @@ class _Visits:
     """The outcome a visit records. When the neighbour has been told of an alert and the
     truth has its resident down then (collapsed: the check-in model's `DOWN_KINDS`), the
     visit finds them needing help `VISIT_S` later; `found` then holds the alert's start, as
-    the runner reads it from the alert's outcome. Without a check-in model nothing is found."""
+    the runner reads it from the alert's outcome. When the neighbour was told because a
+    check-in went unanswered and the resident is not down, the visit finds them well (or out)
+    `VISIT_S` later and `found_well` is told, as the runner reads a `resident_ok` or `away`
+    outcome. Without a check-in model nothing is found."""
 
     def __init__(self, model: CheckInModel | None, residents: int, res_index: Mapping[str, int]) -> None:
         self._model = model
