@@ -149,14 +149,13 @@ def replay(
     visits = _Visits(data.check_in, residents, res_index)
     within_s = int(settings.check_in_found_fine_within_h * 3600)
 
-    def found_well(at: int, r: int, alert: RaisedAlert) -> None:
+    def found_well(well: _FoundWell) -> None:
         """As `found_well_stretches` (detectors/store.py) reads a visit's outcome: the part
         of the day the resident was asked in, the stretch until found (at most `within_s`
-        after the ask)."""
-        asked = alert.asked_s if alert.asked_s is not None else at
-        quarter = ((asked + utc_offset_s) % 86400) // 21600
-        settled = alert.neighbour_s if alert.neighbour_s is not None else at  # the stage's end
-        found_window.add(settled, r, quarter, asked - alert.since_s + min(at - asked, within_s))
+        after the ask), within the window from the stage's end."""
+        quarter = ((well.asked_s + utc_offset_s) % 86400) // 21600
+        stretch = well.asked_s - well.since_s + min(well.found_s - well.asked_s, within_s)
+        found_window.add(well.settled_s, well.resident, quarter, stretch)
 
     if settings.check_in_found_fine_nth > 0:
         visits.found_well = found_well
@@ -362,6 +361,17 @@ def alerts_json(alerts: Sequence[RaisedAlert]) -> list[dict[str, Any]]:
     return [asdict(a) for a in alerts]
 
 
+@dataclass(frozen=True, slots=True)
+class _FoundWell:
+    """A visit that found the resident well after a check-in they left unanswered."""
+
+    found_s: int  # the outcome recorded
+    resident: int
+    settled_s: int  # the stage ended (the neighbour told)
+    asked_s: int
+    since_s: int  # the alert's start
+
+
 class _Visits:
     """The outcome a visit records. When the neighbour has been told of an alert and the
     truth has its resident down then (collapsed: the check-in model's `DOWN_KINDS`), the
@@ -380,8 +390,8 @@ class _Visits:
         self._due: list[tuple[int, int, int]] = []  # (recorded at, resident, since)
         # called (recorded at, resident, alert) when a visit after an unanswered check-in
         # finds the resident well: not down (resolved resident_ok or away)
-        self.found_well: Callable[[int, int, RaisedAlert], None] | None = None
-        self._well: list[tuple[int, int, RaisedAlert]] = []
+        self.found_well: Callable[[_FoundWell], None] | None = None
+        self._well: list[_FoundWell] = []
 
     def watch(self, alert: RaisedAlert) -> None:
         if self._model is not None and alert.resident_id in self._index:
@@ -398,17 +408,20 @@ class _Visits:
                 waiting.append(a)
             elif a.neighbour_s is not None and self._model.doing(rid, a.neighbour_s) in DOWN_KINDS:
                 self._due.append((a.neighbour_s + VISIT_S, self._index[rid], a.since_s))
-            elif a.neighbour_s is not None and a.answer == CheckInAnswer.NONE and a.asked_s is not None:
-                self._well.append((a.neighbour_s + VISIT_S, self._index[rid], a))
+            elif (
+                self.found_well is not None
+                and a.neighbour_s is not None
+                and a.answer == CheckInAnswer.NONE
+                and a.asked_s is not None
+            ):
+                found = a.neighbour_s + VISIT_S
+                self._well.append(_FoundWell(found, self._index[rid], a.neighbour_s, a.asked_s, a.since_s))
         self._waiting = waiting
-        if self._well:
-            well: list[tuple[int, int, RaisedAlert]] = []
-            for at, r, a in self._well:
-                if at > t:
-                    well.append((at, r, a))
-                elif self.found_well is not None:
-                    self.found_well(at, r, a)
-            self._well = well
+        if self._well and self.found_well is not None:
+            for well in self._well:
+                if well.found_s <= t:
+                    self.found_well(well)
+            self._well = [well for well in self._well if well.found_s > t]
         still: list[tuple[int, int, int]] = []
         for at, r, since in self._due:
             if at <= t:
