@@ -166,6 +166,13 @@ CHECK_IN_SCHEDULE_H: tuple[float, ...] = (
     *(5.0, 5.0, 4.5, 4.0, 4.0, 4.0),  # 12-17
     *(4.0, 16.0, 0.0, 11.5, 12.0, 0.0),  # 18-23
 )
+# detect.routine_check_in_schedule_home_h's default: the same, and after 6 h for dry runs
+# begun 05:00-09:59, which a working door reminder that saw nobody leave says are not days out
+CHECK_IN_SCHEDULE_HOME_H: tuple[float, ...] = (
+    *(0.0, 12.0, 7.0, 7.5, 6.5, 6.0),  # 00-05
+    *(6.0, 6.0, 6.0, 6.0, 4.5, 4.5),  # 06-11
+    *CHECK_IN_SCHEDULE_H[12:],
+)
 
 
 class DetectSettings(_Section):
@@ -193,6 +200,10 @@ class DetectSettings(_Section):
     # ... but an outing lasts hours: this long after such a passage, with still no water,
     # the dry run counts from the passage itself (the resident was last seen then)
     door_out_max_h: float = Field(12.0, gt=0)
+    # a passage this long before the end of the bucket that held the last use still counts
+    # as after it: a meter's bucket (15 min) or hourly frozen value lumps a use made on the
+    # way out into a bucket that closes after the passage
+    door_out_slack_min: float = Field(15.0, ge=0, le=180)
     # where a household has a door reminder and no passage was seen since the last water use
     # (the resident is home and silent), routine_break's check-in tier asks once the dry run
     # is longer than their own pattern and this (lower) quantile of the district's dry runs
@@ -201,6 +212,21 @@ class DetectSettings(_Section):
     # about 0.03 false neighbour alerts a month (days out whose leaving the door missed):
     # docs/detection.md, "The door household's check-in tier"
     door_home_check_in_quantile: float | None = Field(None, gt=0.5, le=1.0)
+    # ... or, with the check-in schedule, a schedule of its own for them (24 values by the
+    # local hour the dry run began, as routine_check_in_schedule_h; [] (empty): none). A dry
+    # morning the door saw nobody leave in is not a day out, so the default asks about dry
+    # runs begun 05:00-09:59 after 6 h (the main schedule never does); an hour where this is
+    # 0 or later than the main schedule keeps the main schedule's ask. On tuning seeds (20x)
+    # door households reached the neighbour in 5.53 / 5.85 / 5.74 h instead of 5.58 / 5.90 /
+    # 6.80 h, for 0.012-0.020 more false neighbour alerts a month; after 5 h instead, 0.09 on
+    # the default mix and 3.0 check-ins (docs/detection.md, "The door's home schedule")
+    routine_check_in_schedule_home_h: list[Annotated[float, Field(ge=0, le=72)]] = Field(
+        default_factory=lambda: list(CHECK_IN_SCHEDULE_HOME_H), max_length=24
+    )
+    # a reminder that has sensed nobody for this long (a dead battery, taken down, a resident
+    # who never goes out) says nothing about who is home: its household is asked as a
+    # water-only one until it senses someone again
+    door_alive_h: float = Field(72.0, gt=0, le=24 * 14)
     # a check-in raised after a passage with no water since (probably out) is marked
     # `door_out`: unanswered, it does not wake the neighbour; the neighbour tier decides.
     # Trades a resident who came back unseen and fell (they wait for the neighbour tier). On
@@ -295,7 +321,11 @@ class DetectSettings(_Section):
     # community and resident); chooses routine_check_in_schedule_mobile_h where it is set
     routine_check_in_mobile: bool = False
 
-    @field_validator("routine_check_in_schedule_h", "routine_check_in_schedule_mobile_h")
+    @field_validator(
+        "routine_check_in_schedule_h",
+        "routine_check_in_schedule_mobile_h",
+        "routine_check_in_schedule_home_h",
+    )
     @classmethod
     def _a_whole_day(cls, hours: list[float]) -> list[float]:
         if hours and len(hours) != 24:

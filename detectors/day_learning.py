@@ -161,6 +161,11 @@ class DayLearner:
                 else None
             ),
             home_population_quantile=st.door_home_check_in_quantile,
+            home_schedule_b=(
+                self.profile.schedule_allowance(st.routine_check_in_schedule_home_h)
+                if st.routine_check_in_schedule_home_h
+                else None
+            ),
         )
         if st.floor_enabled:
             self.floor_eligible = self.profile.floor_eligible(

@@ -395,7 +395,11 @@ class Detector:
             # and one with no water after it is probably the resident going out: the learned
             # rules count the dry run from a while later (slower, not silenced: someone can
             # fall after coming home); the floor judges water alone and never waits
-            out = (active != NEVER) & (active >= runs.last_use_end)
+            # (a passage up to `door_out_slack_min` before the last use's bucket ended counts
+            # as after it: a hand washed on the way out, or an hourly reading, lumps that use
+            # into a bucket that closes after the door saw them go)
+            slack = int(st.door_out_slack_min * 60)
+            out = (active != NEVER) & (active >= runs.last_use_end - slack)
             # until `door_out_max_h` after the passage: longer than an outing lasts, the dry
             # run is judged from when the resident was last seen
             held = out & (hz - active < int(st.door_out_max_h * 3600))
@@ -407,6 +411,11 @@ class Detector:
             home_silent = self.resident_meters.to_meters(reg.door, False)
             if door_out is not None:
                 home_silent = home_silent & ~door_out
+            # ... and works: one that has sensed nobody for days (a dead battery) says nothing
+            alive = np.zeros(len(reg.resident_ids), np.bool_)
+            if (heard := presence.active_at_s) is not None:
+                alive = (heard != NEVER) & (now_s - heard < int(st.door_alive_h * 3600))
+            home_silent = home_silent & self.resident_meters.to_meters(alive, False)
         dry_b = (hz - dry_from) // bs
         # the profile tables are slot-major: row = the slot each meter's horizon ends
         cell = prof.slot_ending(hz) * len(hz) + self._all_meters

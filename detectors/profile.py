@@ -194,11 +194,14 @@ class RoutineProfile:
         home_population_quantile: float | None = None,
         early_schedule_b: npt.NDArray[np.int16] | None = None,
         early_schedule_mobile_b: npt.NDArray[np.int16] | None = None,
+        home_schedule_b: npt.NDArray[np.int16] | None = None,
     ) -> None:
         """Thresholds from the days recorded within the last `days` days. `early_schedule_b`
         (per start slot) replaces the check-in tier's district quantile;
         `early_schedule_mobile_b`, for residents who carry a mobile, adds a second table of
-        `groups` rows after the first (so `early_allowance` has 2 x groups rows)."""
+        `groups` rows after the first (so `early_allowance` has 2 x groups rows);
+        `home_schedule_b` replaces `home_population_quantile` (a door household's reminder
+        saw nobody leave since the last use)."""
         if self.last_day is None:
             return
         first = self.last_day - self.days + 1
@@ -235,7 +238,9 @@ class RoutineProfile:
         self.early_allowance = np.zeros((self.groups * (2 if mobile else 1), self.slots), np.int16)
         self.home_allowance = np.zeros((self.groups, self.slots), np.int16)
         for g in range(self.groups):
-            if home_population_quantile is not None:
+            if home_schedule_b is not None:
+                self.home_allowance[g] = home_schedule_b
+            elif home_population_quantile is not None:
                 self.home_allowance[g] = _allowance(runs[g], home_population_quantile, slack_b)
             if early_schedule_mobile_b is not None:
                 self.early_allowance[self.groups + g] = early_schedule_mobile_b

@@ -94,10 +94,10 @@ class SweepInput:
     gateway_judge_count: I64  # per gateway
     gateway_judge_quiet_s: I64  # a judge is quiet after this long without data
     gateway_status_since_s: I64 | None  # per gateway: `offline` by its own word since
-    # the door reminder: per meter, its household has one and no passage was seen since the
-    # last water use (home and silent: routine_break's check-in tier may ask sooner, against
-    # `home_allowance_b`, groups x slots); and one was seen with no water since (probably
-    # out). None: no household has one
+    # the door reminder: per meter, its household has one that works (it sensed someone within
+    # `door_alive_h`) and no passage was seen since the last water use (home and silent:
+    # routine_break's check-in tier may ask sooner, against `home_allowance_b`, groups x
+    # slots); and one was seen with no water since (probably out). None: no household has one
     home_silent: BOOL | None = None
     door_out: BOOL | None = None
     home_allowance_b: npt.NDArray[np.int16] = field(default_factory=lambda: np.zeros((1, 1), np.int16))
@@ -236,21 +236,22 @@ def routine_break(inp: SweepInput) -> Verdict:
         cond = own & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False)
     # the check-in tier: the same, against the district at its own (lower) quantile
     early = own if inp.settings.routine_check_in_enabled else cond
+    # over the resident's own pattern; or (routine_check_in_own off) the district alone, for
+    # a resident with a learned pattern (enough days), at any time of day
+    mine = own
+    if not inp.settings.routine_check_in_own and inp.learned is not None:
+        mine = inp.params.routine_enabled & inp.learned & (inp.leak_baseline_l == 0)
     if inp.settings.routine_check_in_enabled and inp.early_allowance_b.any():
         cell = _allowance_cell(inp)
         if inp.early_mobile is not None:  # the mobile schedule: the table's second half
             cell = cell + inp.early_mobile[inp.quiet_sel] * (inp.early_allowance_b.size // 2)
         beyond = inp.dry_b[inp.quiet_sel] > inp.early_allowance_b.reshape(-1).take(cell)
-        # over the resident's own pattern; or (routine_check_in_own off) the district alone,
-        # for a resident with a learned pattern (enough days), at any time of day
-        mine = own
-        if not inp.settings.routine_check_in_own and inp.learned is not None:
-            mine = inp.params.routine_enabled & inp.learned & (inp.leak_baseline_l == 0)
         early = mine & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False)
     if inp.settings.routine_check_in_enabled and inp.home_silent is not None and inp.home_allowance_b.any():
-        # home and silent (a door reminder, no passage since the last use): asked sooner
+        # home and silent (a working door reminder, no passage since the last use): asked
+        # sooner, judged as the check-in tier judges
         beyond = inp.dry_b[inp.quiet_sel] > inp.home_allowance_b.reshape(-1).take(_allowance_cell(inp))
-        early = early | (own & inp.home_silent & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False))
+        early = early | (mine & inp.home_silent & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False))
     recovered = np.zeros(inp.horizon_s.size, np.bool_)
     meters = inp.routine_open_meters
     if meters.size:

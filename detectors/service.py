@@ -427,7 +427,9 @@ class DetectorService:
             if (i := index.get(rid)) is not None:
                 fine[i] = db.epoch(at)
         door = np.full(len(ids), NEVER, np.int64)
-        for rid, at in db.door_passages(conn, window, now).items():
+        # as far back as a reminder counts as working (`door_alive_h`)
+        heard_from = min(window, now - timedelta(hours=self.st.door_alive_h))
+        for rid, at in db.door_passages(conn, heard_from, now).items():
             if (i := index.get(rid)) is not None:
                 door[i] = db.epoch(at)
         quarters = {str(part): i for i, part in enumerate(PartOfDay)}

@@ -282,9 +282,19 @@ def test_the_schedule_setting_takes_24_hours_or_none() -> None:
     assert len(DetectSettings().routine_check_in_schedule_h) == 24
     assert DetectSettings(routine_check_in_schedule_h=[5.0] * 24).routine_check_in_schedule_h == [5.0] * 24
     assert DetectSettings(routine_check_in_schedule_h=[]).routine_check_in_schedule_h == []  # the quantile
-    for bad, why in (([5.0] * 23, "24 values"), ([5.0] * 23 + [-1.0], "greater than or equal to 0")):
-        with pytest.raises(ValidationError, match=why):
-            DetectSettings(routine_check_in_schedule_h=bad)
+    for name in (
+        "routine_check_in_schedule_h",
+        "routine_check_in_schedule_mobile_h",
+        "routine_check_in_schedule_home_h",
+    ):
+        for bad, why in (([5.0] * 23, "24 values"), ([5.0] * 23 + [-1.0], "greater than or equal to 0")):
+            with pytest.raises(ValidationError, match=why):
+                DetectSettings(**{name: bad})
+    for bad_alive in (0, -1, "abc", 1e9):
+        with pytest.raises(ValidationError):
+            DetectSettings(door_alive_h=bad_alive)
+    with pytest.raises(ValidationError):
+        DetectSettings(door_out_slack_min=-5)
 
 
 # -- the state machine ------------------------------------------------------------------------

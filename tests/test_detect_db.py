@@ -739,6 +739,30 @@ def test_the_runner_reads_door_passages_and_fine_answers_as_the_resident_up_and_
     assert detect_store.fine_dry_stretches(conn, T - timedelta(hours=3), 1) == [("R-1", "morning", 200)]
 
 
+def test_the_runner_knows_a_door_reminder_works_from_a_passage_older_than_its_ring(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A reminder counts as working while it sensed someone within `door_alive_h` (72 h),
+    longer than the ring of readings (56 h): the sweeps read passages that far back."""
+    doors = {rid: add_resident(conn, rid, extra=("door_sensor",))["door_sensor"] for rid in ("R-1", "R-2")}
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO device_event (ts, received_at, device_key, type, active) VALUES (%s, %s, %s, 'passage', true)",
+            [
+                (T - timedelta(hours=60), T - timedelta(hours=60), doors["R-1"]),
+                (T - timedelta(hours=80), T - timedelta(hours=80), doors["R-2"]),  # dead since
+            ],
+        )
+    conn.commit()
+    settings = make_settings_for(conn)
+    assert settings.detect.ring_hours < 60 < settings.detect.door_alive_h < 80
+    service = DetectorService(settings)
+    service.start(conn, T)
+    presence = service._presence(conn, T)
+    assert presence.active_at_s is not None
+    assert presence.active_at_s.tolist() == [int((T - timedelta(hours=60)).timestamp()), NEVER]
+
+
 def test_the_runner_reads_a_person_finding_the_resident_well_as_a_fine(
     conn: psycopg.Connection[Any],
 ) -> None:

@@ -228,38 +228,54 @@ def _door_day(settings_update: dict[str, object]) -> list[RaisedAlert]:
     the last use is at 09:00, the door sees them pass at 09:30 and nothing runs after. R-2's
     days are dry from 12:30 to 22:30 (the district's long dry runs: the neighbour tier waits
     for them; the check-in tier, on their own pattern only, does not). Nobody answers."""
-    from dataclasses import replace
-
-    reg = Registry(
-        ["WM-1", "WM-2"], ["R-1", "R-2"], ["GW-1"], np.array([0, 1]), np.array([0, 0]), uniform_params(ST, 2)
-    )
-    reg = replace(reg, door=np.array([True, False]))
-    ts = START + 900 * np.arange(1, 21 * 96)
-    local_h = ((ts + 8 * H) % 86400) / H  # START is local midnight (+08:00)
-    day = (ts - START) // 86400
-    use1 = np.where((local_h > 7) & (local_h <= 21), 3.0, 0.0)
-    use1[(day == 20) & (local_h > 9)] = 0.0
-    use2 = np.where((local_h > 7) & ((local_h <= 12.25) | (local_h > 22.5)), 3.0, 0.0)
-    passage = START + 20 * 86400 + int(9.5 * H)
-    events = [ReplayEvent(passage + 5, passage, "passage", True, "R-1", "DR-1", "GW-1")]
-    data = ReplayData(
-        reg,
-        np.concatenate([np.zeros(ts.size, int), np.ones(ts.size, int)]),
-        np.concatenate([ts, ts]),
-        np.concatenate([use1.cumsum(), use2.cumsum()]),
-        np.concatenate([ts, ts]) + 5,
-        events,
-        START,
-        START + 21 * 86400,
-        check_in=CheckInModel(seed=1, extra_unanswered=1.0),
-    )
     # the check-in tier on the resident's own pattern alone
     own = {
         "routine_check_in_population_quantile": None,
         "routine_check_in_schedule_h": [],
         "routine_check_in_own": True,
     }
-    st = ST.model_copy(update={**own, **settings_update})
+    return _door_replay(
+        ST.model_copy(update={**own, **settings_update}), last_use_h=9.0, passages_h=[20 * 24 + 9.5]
+    )
+
+
+def _door_replay(st: DetectSettings, *, last_use_h: float, passages_h: list[float]) -> list[RaisedAlert]:
+    """`_door_day`'s residents, R-1's last use on day 20 at local `last_use_h`, and their
+    door reminder sensing someone at `passages_h` (hours from the start); R-1's
+    routine_break alerts. R-3 is out every day 08:00-18:00 (the district's long morning dry
+    runs, which hold the neighbour tier back then)."""
+    from dataclasses import replace
+
+    n = 3
+    reg = Registry(
+        [f"WM-{i + 1}" for i in range(n)],
+        [f"R-{i + 1}" for i in range(n)],
+        ["GW-1"],
+        np.arange(n),
+        np.zeros(n, int),
+        uniform_params(ST, n),
+    )
+    reg = replace(reg, door=np.array([True, False, False]))
+    ts = START + 900 * np.arange(1, 21 * 96)
+    local_h = ((ts + 8 * H) % 86400) / H  # START is local midnight (+08:00)
+    day = (ts - START) // 86400
+    use1 = np.where((local_h > 7) & (local_h <= 21), 3.0, 0.0)
+    use1[(day == 20) & (local_h > last_use_h)] = 0.0
+    use2 = np.where((local_h > 7) & ((local_h <= 12.25) | (local_h > 22.5)), 3.0, 0.0)
+    use3 = np.where((local_h > 7) & ((local_h <= 8) | (local_h > 18)) & (local_h <= 21), 3.0, 0.0)
+    at = [START + int(h * H) for h in passages_h]
+    events = [ReplayEvent(t + 5, t, "passage", True, "R-1", "DR-1", "GW-1") for t in at]
+    data = ReplayData(
+        reg,
+        np.repeat(np.arange(n), ts.size),
+        np.tile(ts, n),
+        np.concatenate([use1.cumsum(), use2.cumsum(), use3.cumsum()]),
+        np.tile(ts, n) + 5,
+        events,
+        START,
+        START + 21 * 86400,
+        check_in=CheckInModel(seed=1, extra_unanswered=1.0),
+    )
     alerts = replay(data, st, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0)
     return [a for a in alerts if a.kind == "routine_break" and a.resident_id == "R-1"]
 
@@ -279,6 +295,41 @@ def test_an_unanswered_check_in_after_the_door_saw_them_go_does_not_wake_the_nei
     assert woken[0].neighbour_s == woken[0].answered_s  # the stage ended: the neighbour
     assert held[0].answered_s is not None
     assert held[0].neighbour_s is None or held[0].neighbour_s > held[0].answered_s
+
+
+def test_a_dry_morning_the_working_door_saw_nobody_leave_in_is_asked_on_the_home_schedule() -> None:
+    """Issue 14: the main schedule never asks about a dry run begun at 08:00 (the days out);
+    a door household's reminder that saw nobody leave since the last use says the resident
+    is home, and `routine_check_in_schedule_home_h` asks them after 3 h. Not when the
+    reminder has sensed nobody for `door_alive_h` (a dead battery says nothing), and not
+    when it saw them pass on the way out, in the very quarter hour of the last use."""
+    home = [0.0] * 24
+    home[8] = 3.0
+    st = ST.model_copy(update={"routine_check_in_schedule_home_h": home})
+    day20 = 20 * 24
+    visitor = [day20 - 20, day20 - 19]  # in and out, yesterday at noon: the reminder works
+
+    def first_ask(alerts: list[RaisedAlert]) -> float | None:
+        asked = [a for a in alerts if a.raised_s >= START + day20 * H]
+        return min((a.raised_s - START) / H - day20 for a in asked) if asked else None
+
+    at_home = first_ask(_door_replay(st, last_use_h=8.0, passages_h=visitor))
+    assert at_home is not None
+    assert 11.0 < at_home <= 11.5  # 3 h after the 08:00 use
+    # the same day without a home schedule: nobody is asked that morning
+    no_home = ST.model_copy(update={"routine_check_in_schedule_home_h": []})
+    plain = first_ask(_door_replay(no_home, last_use_h=8.0, passages_h=visitor))
+    assert plain is None or plain > 12.0
+    # the reminder last sensed someone four days ago: as a water-only household
+    dead = first_ask(_door_replay(st, last_use_h=8.0, passages_h=[day20 - 96, day20 - 95]))
+    assert dead is None or dead > 12.0
+    # seen at the door at 07:50, in the quarter hour whose use ended at 08:00: out, not home
+    left = first_ask(_door_replay(st, last_use_h=8.0, passages_h=[*visitor, day20 + 7 + 50 / 60]))
+    assert left is None or left > 12.0
+    strict = st.model_copy(update={"door_out_slack_min": 0})
+    assert (
+        first_ask(_door_replay(strict, last_use_h=8.0, passages_h=[*visitor, day20 + 7 + 50 / 60])) == at_home
+    )
 
 
 def test_per_kind_rows_know_which_away_presses_were_lost_as_the_whole_does() -> None:
