@@ -201,12 +201,14 @@ class DetectSettings(_Section):
     # the dry run counts from the passage itself (the resident was last seen then)
     door_out_max_h: float = Field(12.0, gt=0)
     # a passage this long before the end of the bucket that held the last use still counts
-    # as after it: a meter's bucket (15 min) or hourly frozen value lumps a use made on the
-    # way out into a bucket that closes after the passage
+    # as after it: the bucket (15 min) lumps a use made on the way out into a bucket that
+    # closes after the passage (a meter with hourly values can lump a whole hour: a district
+    # of those would want 60)
     door_out_slack_min: float = Field(15.0, ge=0, le=180)
     # where a household has a door reminder and no passage was seen since the last water use
     # (the resident is home and silent), routine_break's check-in tier asks once the dry run
-    # is longer than their own pattern and this (lower) quantile of the district's dry runs
+    # is longer (judged as that tier judges: on the resident's own pattern too only with
+    # routine_check_in_own) than this (lower) quantile of the district's dry runs
     # starting then: a resident at home answers (None, the default: as everyone,
     # routine_check_in_population_quantile). 0.98 is 1.4-1.7 h faster for them and costs
     # about 0.03 false neighbour alerts a month (days out whose leaving the door missed):

@@ -396,8 +396,8 @@ class Detector:
             # rules count the dry run from a while later (slower, not silenced: someone can
             # fall after coming home); the floor judges water alone and never waits
             # (a passage up to `door_out_slack_min` before the last use's bucket ended counts
-            # as after it: a hand washed on the way out, or an hourly reading, lumps that use
-            # into a bucket that closes after the door saw them go)
+            # as after it: a hand washed on the way out lands in a bucket that closes after
+            # the door saw them go)
             slack = int(st.door_out_slack_min * 60)
             out = (active != NEVER) & (active >= runs.last_use_end - slack)
             # until `door_out_max_h` after the passage: longer than an outing lasts, the dry
