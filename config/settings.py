@@ -236,6 +236,12 @@ class DetectSettings(_Section):
     # the hours the schedule asks soonest, and unanswered those check-ins woke neighbours
     # 0.16 times a household-month (0.08 held; docs/detection.md, "The check-in schedule")
     door_out_holds_neighbour: bool = True
+    # ... and is raised at all (True). False (the default): the check-in tier does not ask a
+    # resident the door saw go out with no water since; the neighbour tier alone decides, as
+    # it did when such a check-in went unanswered (door_out_holds_neighbour). Those check-ins
+    # were 0.3 a household-month of door households' 2.5-2.8 and changed no other figure on
+    # tuning seeds 2 (20x) and 3 (docs/detection.md, "The door's home schedule")
+    door_out_check_in: bool = False
     # the floor (issue 17): a resident whose own ordinary days never tripped the plain field
     # rule (< low_usage_min_l in low_usage_window_h of known data) on any learned day of the
     # last `floor_history_days`, with at least `floor_min_days` such days learned, is flagged

@@ -583,6 +583,9 @@ class Detector:
                 tier = AlertTier.CHECK_IN if check_in[r] else AlertTier.NEIGHBOUR
                 if asked_first[r]:  # in quiet hours the alerts side then tells the neighbour at once
                     details["neighbour_tier"] = True
+                    # the neighbour tier has fired already: nothing is left to hold for, so a
+                    # passage out does not keep the neighbour from being told (else nobody is)
+                    details.pop("door_out", None)
                 changes.append(
                     self._resident_change(
                         kind, "raise", int(r), since_s=int(since_r[r]), details=details, tier=tier

@@ -252,6 +252,9 @@ def routine_break(inp: SweepInput) -> Verdict:
         # sooner, judged as the check-in tier judges
         beyond = inp.dry_b[inp.quiet_sel] > inp.home_allowance_b.reshape(-1).take(_allowance_cell(inp))
         early = early | (mine & inp.home_silent & _spread(beyond, inp.quiet_sel, inp.horizon_s.size, False))
+    if inp.door_out is not None and not inp.settings.door_out_check_in:
+        # seen going out, no water since: not asked; the neighbour tier alone decides
+        early = early & ~inp.door_out
     recovered = np.zeros(inp.horizon_s.size, np.bool_)
     meters = inp.routine_open_meters
     if meters.size:

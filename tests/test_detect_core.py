@@ -991,6 +991,35 @@ def test_a_routine_check_in_after_a_passage_out_is_marked_so_silence_does_not_wa
     assert "door_out" not in water_details("low_usage", 0, inp, rules.low_usage(inp), "WM-0", learned)
 
 
+def test_a_resident_the_door_saw_go_out_is_not_asked_when_door_out_check_in_is_off() -> None:
+    """`door_out_check_in` off: the check-in tier does not ask a resident the door saw go out
+    with no water since (meter 0), and asks the one it did not (meter 1); the neighbour tier
+    judges both alike."""
+    now = T0 + 86400
+    slots = 86400 // BS
+    inp = sweep_input(
+        2,
+        now,
+        settings=DetectSettings(door_out_check_in=False),
+        dry_b=np.full(2, 20, np.int64),  # 5 h dry: over the check-in tier, under the neighbour's
+        over_routine_limit=np.ones(2, np.bool_),
+        allowance_b=np.full((1, slots), 30, np.int16),
+        early_allowance_b=np.full((1, slots), 16, np.int16),
+        door_out=np.array([True, False]),
+        home_silent=np.array([False, False]),
+        answered_dry_b=np.zeros(2, np.int64),
+    )
+    off = rules.routine_break(inp)
+    assert off.early_when is not None
+    assert off.early_when.tolist() == [False, True]
+    on = rules.routine_break(replace(inp, settings=DetectSettings(door_out_check_in=True)))
+    assert on.early_when is not None
+    assert on.early_when.tolist() == [True, True]
+    later = replace(inp, dry_b=np.full(2, 40, np.int64))  # 10 h: the neighbour tier, for both
+    assert rules.routine_break(later).raise_when.tolist() == [True, True]
+    assert rules.routine_break(later).early_when.tolist() == [True, True]
+
+
 def test_the_days_of_a_dry_run_in_which_the_resident_was_found_needing_help_are_not_learned() -> None:
     """Residents 0 and 1 have the same 20 h dry run; a visit finds resident 0 needing help
     (`Presence.found_s`). Those days are not learned for resident 0 (from the start of the

@@ -234,9 +234,8 @@ def _door_day(settings_update: dict[str, object]) -> list[RaisedAlert]:
         "routine_check_in_schedule_h": [],
         "routine_check_in_own": True,
     }
-    return _door_replay(
-        ST.model_copy(update={**own, **settings_update}), last_use_h=9.0, passages_h=[20 * 24 + 9.5]
-    )
+    st = ST.model_copy(update={**own, "door_out_check_in": True, **settings_update})
+    return _door_replay(st, last_use_h=9.0, passages_h=[20 * 24 + 9.5])
 
 
 def _door_replay(st: DetectSettings, *, last_use_h: float, passages_h: list[float]) -> list[RaisedAlert]:
@@ -295,6 +294,14 @@ def test_an_unanswered_check_in_after_the_door_saw_them_go_does_not_wake_the_nei
     assert woken[0].neighbour_s == woken[0].answered_s  # the stage ended: the neighbour
     assert held[0].answered_s is not None
     assert held[0].neighbour_s is None or held[0].neighbour_s > held[0].answered_s
+    # `door_out_check_in` off (the default): the check-in tier does not ask them; the
+    # neighbour tier raises it when it fires, asks the resident first, and the neighbour is
+    # told when nobody answers, as with the hold (the passage holds nothing back any more)
+    [unasked] = _door_day({"door_out_check_in": False})
+    assert unasked.raised_s == held[0].neighbour_s
+    assert not unasked.door_out
+    assert unasked.answer == "none"
+    assert unasked.neighbour_s == unasked.answered_s
 
 
 def test_a_dry_morning_the_working_door_saw_nobody_leave_in_is_asked_on_the_home_schedule() -> None:
