@@ -388,8 +388,8 @@ class _Visits:
         self.any = False
         self._waiting: list[RaisedAlert] = []  # raised, the neighbour not told yet
         self._due: list[tuple[int, int, int]] = []  # (recorded at, resident, since)
-        # called (recorded at, resident, alert) when a visit after an unanswered check-in
-        # finds the resident well: not down (resolved resident_ok or away)
+        # called with the visit when one after an unanswered check-in finds the resident
+        # well: not down (resolved resident_ok or away); None: nothing is recorded
         self.found_well: Callable[[_FoundWell], None] | None = None
         self._well: list[_FoundWell] = []
 
