@@ -221,11 +221,14 @@ def score(
         or any((inc.resident_id, inc.start_s + d) in heard for d in range(-120, 121))
     ]
     lost = [inc for inc in truth if inc.kind == "planned_absence" and inc not in told]
+    # an alert that matches an incident (a resident back from an absence who fell, or left
+    # again unannounced) was caused by it, whatever its dry run reached back over
     caused = [
         a
-        for a in scored
+        for ai, a in enumerate(scored)
         if a.kind in (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
         and a.neighbour_s is not None
+        and not matches[ai]
         and _overlaps_kind(a, told, ("meter_silent", "gateway_outage", "planned_absence"), gateway_of)
     ]
     during_lost = [
