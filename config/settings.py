@@ -193,10 +193,17 @@ class DetectSettings(_Section):
     # that time of day is longer (a day out that runs late); None: off
     low_usage_population_quantile: float | None = Field(None, gt=0.5, le=1.0)
     low_usage_margin_min: float = Field(60.0, ge=0)
+    # no learned limit is longer (nobody's routine goes a whole day without water), and past
+    # it no passage at the door excuses the dry run any more (0: no cap)
     low_usage_cap_h: float = Field(24.0, ge=0)
     # the door reminder: a passage with no water after it is probably the resident going
-    # out; the learned rules (not the floor) then count the dry run from this long after it
+    # out; routine_break's tiers then count the dry run from this long after it
     door_out_grace_h: float = Field(3.0, ge=0)
+    # ... and low_usage's too (True); False (the default): low_usage, the net under the
+    # learned tiers, judges water alone, as the floor does. A passage is weak evidence (a
+    # visitor, a draught): on evaluate's seed 23 a draught seven hours into a fall put the
+    # dry run off until after the resident was found (docs/detection.md, "The net")
+    door_delays_low_usage: bool = False
     # ... but an outing lasts hours: this long after such a passage, with still no water,
     # the dry run counts from the passage itself (the resident was last seen then)
     door_out_max_h: float = Field(12.0, gt=0)

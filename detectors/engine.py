@@ -389,22 +389,30 @@ class Detector:
             since_r = np.maximum(since_r, presence.answered_fine_s)
         monitor = self.resident_meters.to_meters(-(-since_r // bs) * bs, NEVER)
         dry_from = np.maximum(runs.last_use_end, np.maximum(known_start, monitor))
+        water_from = dry_from
         door_out: BOOL | None = None
         if presence.active_at_s is not None:  # a passage at the door ends a dry run
             active = self.resident_meters.to_meters(presence.active_at_s // bs * bs, NEVER)
-            # and one with no water after it is probably the resident going out: the learned
-            # rules count the dry run from a while later (slower, not silenced: someone can
-            # fall after coming home); the floor judges water alone and never waits
+            # and one with no water after it is probably the resident going out: routine_break's
+            # tiers count the dry run from a while later (slower, not silenced: someone can
+            # fall after coming home); low_usage and the floor judge water alone
             # (a passage up to `door_out_slack_min` before the last use's bucket ended counts
             # as after it: a hand washed on the way out lands in a bucket that closes after
             # the door saw them go)
             slack = int(st.door_out_slack_min * 60)
             out = (active != NEVER) & (active >= runs.last_use_end - slack)
+            # but no passage explains a whole day without water (`low_usage_cap_h`, which
+            # no one's routine exceeds): a visitor or a draught at the door while the
+            # resident lies on the floor would otherwise put the dry run off again and
+            # again. Past it, the dry run is judged on water alone, and nothing is held
+            cap_s = int(st.low_usage_cap_h * 3600)
+            excused = hz - dry_from <= cap_s if cap_s > 0 else np.ones(len(hz), np.bool_)
+            out &= excused
             # until `door_out_max_h` after the passage: longer than an outing lasts, the dry
             # run is judged from when the resident was last seen
             held = out & (hz - active < int(st.door_out_max_h * 3600))
             active = np.where(held, active + int(st.door_out_grace_h * 3600) // bs * bs, active)
-            dry_from = np.maximum(dry_from, np.minimum(active, hz))
+            dry_from = np.where(excused, np.maximum(dry_from, np.minimum(active, hz)), dry_from)
             door_out = out
         home_silent: BOOL | None = None
         if reg.door is not None and reg.door.any():  # a reminder that saw nobody leave
@@ -437,8 +445,14 @@ class Detector:
         # residents with an open low_usage alert, to clear it), for all at once when they
         # are many (a night): the rules' answer is the same either way.
         min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
+        # low_usage, the net under the learned tiers, judges water alone unless told to wait
+        # for the door too: a draught or a visitor at the door while the resident lies on
+        # the floor would put the dry run off by half a day
+        low_dry_b: I64 | None = None
+        if door_out is not None and not st.door_delays_low_usage:
+            low_dry_b = (hz - water_from) // bs
         low_active = self.resident_meters.to_meters(self.states[AlertKind.LOW_USAGE].active, False)
-        candidates = over_limit | (dry_b >= min_dry_b) | low_active
+        candidates = over_limit | ((dry_b if low_dry_b is None else low_dry_b) >= min_dry_b) | low_active
         learned: BOOL | None = None
         if st.routine_check_in_enabled and not st.routine_check_in_own and prof.early_allowance.any():
             # the check-in tier judges the district alone: any meter with a learned pattern
@@ -479,6 +493,8 @@ class Detector:
             window_usage_l=ring.usage_between(sel, hz_s - params.low_window_s[sel], hz_s),
             horizon_cell=cell,
             dry_start_slot=prof.slot_ending(dry_from[sel] + bs),
+            low_dry_b=low_dry_b,
+            low_dry_start_slot=None if low_dry_b is None else prof.slot_ending(water_from[sel] + bs),
             low_threshold_b=prof.low_threshold,
             allowance_b=prof.allowance,
             low_allowance_b=prof.low_allowance,

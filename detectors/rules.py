@@ -107,6 +107,10 @@ class SweepInput:
     # per meter: its resident is asked on the mobile rows of `early_allowance_b` (its second
     # half); None: the table has one half, for everyone
     early_mobile: BOOL | None = None
+    # low_usage's dry run and, over `quiet_sel`, the slot it began in, on water alone where
+    # the door would have put the dry run off (`door_delays_low_usage` off); None: `dry_b`
+    low_dry_b: I64 | None = None
+    low_dry_start_slot: I64 | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,13 +188,14 @@ def low_usage(inp: SweepInput) -> Verdict:
     low_limit = inp.low_threshold_b.reshape(-1).take(inp.horizon_cell[sel]).astype(np.int32)
     np.maximum(low_limit, min_dry_b, out=low_limit)
     if inp.low_allowance_b.any():
-        district = inp.low_allowance_b.reshape(-1).take(_allowance_cell(inp)).astype(np.int32)
+        cell = _allowance_cell(inp, inp.low_dry_start_slot)
+        district = inp.low_allowance_b.reshape(-1).take(cell).astype(np.int32)
         np.minimum(district, int(st.low_usage_cap_h * 3600) // bs, out=district)
         np.maximum(low_limit, district, out=low_limit)
     known = ~np.isnan(used_s)
     # a window reaching back before monitoring began (an absence) says nothing yet
     cond = known & (win_start >= inp.monitor_from_s[sel]) & (used_s < p.low_min_l[sel])
-    cond &= inp.dry_b[sel] >= low_limit
+    cond &= (inp.dry_b if inp.low_dry_b is None else inp.low_dry_b)[sel] >= low_limit
     raise_when = _spread(cond, sel, size, False)
     clear_when = _spread(known & (used_s >= p.low_clear_l[sel]), sel, size, False)
     used_l = _spread(used_s, sel, size, np.nan)
@@ -304,9 +309,11 @@ def leak(inp: SweepInput) -> Verdict:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _allowance_cell(inp: SweepInput) -> I64:
-    """Over `quiet_sel`: each meter's cell in the district tables (group x start slot)."""
-    cell: I64 = inp.profile_group[inp.quiet_sel] * inp.profile_slots + inp.dry_start_slot
+def _allowance_cell(inp: SweepInput, start_slot: I64 | None = None) -> I64:
+    """Over `quiet_sel`: each meter's cell in the district tables (group x the slot its dry
+    run began in: `dry_start_slot` unless another start is given)."""
+    slot = inp.dry_start_slot if start_slot is None else start_slot
+    cell: I64 = inp.profile_group[inp.quiet_sel] * inp.profile_slots + slot
     return cell
 
 

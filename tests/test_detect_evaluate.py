@@ -119,6 +119,13 @@ def test_neighbour_alerts_during_a_silent_meter_or_an_absence_are_counted() -> N
     incidents = [truth("planned_absence", "R-1", 0, 100), truth("meter_silent", "R-2", 0, 50)]
     alerts = [alert("low_usage", "R-1", 1, 20), alert("routine_break", "R-2", 2, 10)]
     assert scored(alerts, incidents)["neighbour"]["caused_by_silent_meter_or_away"] == 2
+    # back from the absence, no water, a fall: the alert's dry run reaches back into the
+    # absence, but the fall caused it (seen on evaluate's seed 20, where it was counted)
+    incidents += [truth("no_use", "R-1", 100.1, 130)]
+    alerts += [alert("low_usage", "R-1", 1, 118)]
+    report = scored(alerts, incidents)
+    assert report["neighbour"]["caused_by_silent_meter_or_away"] == 2
+    assert rule(report, "low_usage")["false_alerts"] == 1  # the first; the fall's is true
 
 
 def test_a_replay_raises_what_the_runner_would() -> None:
@@ -238,10 +245,17 @@ def _door_day(settings_update: dict[str, object]) -> list[RaisedAlert]:
     return _door_replay(st, last_use_h=9.0, passages_h=[20 * 24 + 9.5])
 
 
-def _door_replay(st: DetectSettings, *, last_use_h: float, passages_h: list[float]) -> list[RaisedAlert]:
+def _door_replay(
+    st: DetectSettings,
+    *,
+    last_use_h: float,
+    passages_h: list[float],
+    days: int = 21,
+    kinds: tuple[str, ...] = ("routine_break",),
+) -> list[RaisedAlert]:
     """`_door_day`'s residents, R-1's last use on day 20 at local `last_use_h`, and their
-    door reminder sensing someone at `passages_h` (hours from the start); R-1's
-    routine_break alerts. R-3 is out every day 08:00-18:00 (the district's long morning dry
+    door reminder sensing someone at `passages_h` (hours from the start); R-1's alerts of
+    `kinds` over `days`. R-3 is out every day 08:00-18:00 (the district's long morning dry
     runs, which hold the neighbour tier back then)."""
     from dataclasses import replace
 
@@ -255,11 +269,11 @@ def _door_replay(st: DetectSettings, *, last_use_h: float, passages_h: list[floa
         uniform_params(ST, n),
     )
     reg = replace(reg, door=np.array([True, False, False]))
-    ts = START + 900 * np.arange(1, 21 * 96)
+    ts = START + 900 * np.arange(1, days * 96)
     local_h = ((ts + 8 * H) % 86400) / H  # START is local midnight (+08:00)
     day = (ts - START) // 86400
     use1 = np.where((local_h > 7) & (local_h <= 21), 3.0, 0.0)
-    use1[(day == 20) & (local_h > last_use_h)] = 0.0
+    use1[((day == 20) & (local_h > last_use_h)) | (day > 20)] = 0.0
     use2 = np.where((local_h > 7) & ((local_h <= 12.25) | (local_h > 22.5)), 3.0, 0.0)
     use3 = np.where((local_h > 7) & ((local_h <= 8) | (local_h > 18)) & (local_h <= 21), 3.0, 0.0)
     at = [START + int(h * H) for h in passages_h]
@@ -272,11 +286,42 @@ def _door_replay(st: DetectSettings, *, last_use_h: float, passages_h: list[floa
         np.tile(ts, n) + 5,
         events,
         START,
-        START + 21 * 86400,
+        START + days * 86400,
         check_in=CheckInModel(seed=1, extra_unanswered=1.0),
     )
     alerts = replay(data, st, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0)
-    return [a for a in alerts if a.kind == "routine_break" and a.resident_id == "R-1"]
+    return [a for a in alerts if a.kind in kinds and a.resident_id == "R-1"]
+
+
+def test_low_usage_judges_water_alone_and_no_passage_explains_a_whole_day_without_it() -> None:
+    """Recall (seen on evaluate's seed 23): R-1 used water last at 09:00, went out at 09:30,
+    came back at 19:00 and fell without using water; a draught set the reminder off at
+    06:00. Each passage with no water after it reads as going out. `low_usage`, the net
+    under the learned tiers, judges water alone: it fires 13 h after the last use. Told to
+    wait for the door too (`door_delays_low_usage`), it waited until 13 h after the draught
+    (on seed 23 the resident was found first); past `low_usage_cap_h` (24 h) of no water the
+    door excuses nothing. (The floor is off: a resident with days out is not on it.)"""
+    day20 = 20 * 24
+    passages = [day20 + 9.5, day20 + 19, day20 + 30]
+
+    def low_usage(**update: object) -> RaisedAlert:
+        st = ST.model_copy(update={"floor_enabled": False, **update})
+        [low] = _door_replay(st, last_use_h=9.0, passages_h=passages, days=22, kinds=("low_usage",))
+        return low
+
+    water = low_usage()
+    assert START + (day20 + 9 + 13) * H < water.raised_s <= START + (day20 + 9 + 13.5) * H
+    assert water.since_s == START + (day20 + 9) * H  # the last use, not a passage
+    assert not water.door_out
+    assert water.answer == "none"
+    assert water.neighbour_s == water.answered_s
+    capped = low_usage(door_delays_low_usage=True)
+    assert START + (day20 + 9 + 24) * H < capped.raised_s <= START + (day20 + 9 + 24.5) * H
+    assert capped.since_s == water.since_s
+    assert not capped.door_out
+    assert capped.neighbour_s == capped.answered_s
+    lax = low_usage(door_delays_low_usage=True, low_usage_cap_h=36.0)
+    assert lax.raised_s >= START + (day20 + 30 + 13) * H
 
 
 def test_an_unanswered_check_in_after_the_door_saw_them_go_does_not_wake_the_neighbour() -> None:
