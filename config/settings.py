@@ -200,9 +200,10 @@ class DetectSettings(_Section):
     # out; routine_break's tiers then count the dry run from this long after it
     door_out_grace_h: float = Field(3.0, ge=0)
     # ... and low_usage's too (True); False (the default): low_usage, the net under the
-    # learned tiers, judges water alone, as the floor does. A passage is weak evidence (a
-    # visitor, a draught): on evaluate's seed 23 a draught seven hours into a fall put the
-    # dry run off until after the resident was found (docs/detection.md, "The net")
+    # learned tiers, asks the resident on water alone (its check-in tier, as the floor);
+    # only its neighbour tier waits for the door. A passage is weak evidence (a visitor, a
+    # draught): on evaluate's seed 23 a draught seven hours into a fall put the dry run off
+    # until after the resident was found (docs/detection.md, "The net")
     door_delays_low_usage: bool = False
     # ... but an outing lasts hours: this long after such a passage, with still no water,
     # the dry run counts from the passage itself (the resident was last seen then)

@@ -395,7 +395,7 @@ class Detector:
             active = self.resident_meters.to_meters(presence.active_at_s // bs * bs, NEVER)
             # and one with no water after it is probably the resident going out: routine_break's
             # tiers count the dry run from a while later (slower, not silenced: someone can
-            # fall after coming home); low_usage and the floor judge water alone
+            # fall after coming home); the floor and low_usage's check-in tier judge water alone
             # (a passage up to `door_out_slack_min` before the last use's bucket ended counts
             # as after it: a hand washed on the way out lands in a bucket that closes after
             # the door saw them go)
@@ -445,9 +445,9 @@ class Detector:
         # residents with an open low_usage alert, to clear it), for all at once when they
         # are many (a night): the rules' answer is the same either way.
         min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
-        # low_usage, the net under the learned tiers, judges water alone unless told to wait
-        # for the door too: a draught or a visitor at the door while the resident lies on
-        # the floor would put the dry run off by half a day
+        # low_usage, the net under the learned tiers, asks the resident on water alone unless
+        # told to wait for the door too: a draught or a visitor at the door while they lie on
+        # the floor would put the dry run off by half a day (its neighbour tier waits)
         low_dry_b: I64 | None = None
         if door_out is not None and not st.door_delays_low_usage:
             low_dry_b = (hz - water_from) // bs

@@ -107,8 +107,9 @@ class SweepInput:
     # per meter: its resident is asked on the mobile rows of `early_allowance_b` (its second
     # half); None: the table has one half, for everyone
     early_mobile: BOOL | None = None
-    # low_usage's dry run and, over `quiet_sel`, the slot it began in, on water alone where
-    # the door would have put the dry run off (`door_delays_low_usage` off); None: `dry_b`
+    # low_usage's dry run and, over `quiet_sel`, the slot it began in, on water alone, where
+    # a door reminder may have put `dry_b` off: its check-in tier judges these
+    # (`door_delays_low_usage` off); None: `dry_b` alone
     low_dry_b: I64 | None = None
     low_dry_start_slot: I64 | None = None
 
@@ -185,21 +186,31 @@ def low_usage(inp: SweepInput) -> Verdict:
     # stretch ending here, and the district's for dry runs starting when this one did
     # (capped, so that a district of long days out cannot hide a real incident)
     min_dry_b = int(st.low_usage_min_dry_h * 3600) // bs
-    low_limit = inp.low_threshold_b.reshape(-1).take(inp.horizon_cell[sel]).astype(np.int32)
-    np.maximum(low_limit, min_dry_b, out=low_limit)
-    if inp.low_allowance_b.any():
-        cell = _allowance_cell(inp, inp.low_dry_start_slot)
-        district = inp.low_allowance_b.reshape(-1).take(cell).astype(np.int32)
-        np.minimum(district, int(st.low_usage_cap_h * 3600) // bs, out=district)
-        np.maximum(low_limit, district, out=low_limit)
+    own_limit = inp.low_threshold_b.reshape(-1).take(inp.horizon_cell[sel]).astype(np.int32)
+    np.maximum(own_limit, min_dry_b, out=own_limit)
+
+    def long_enough(dry_b: I64, start_slot: I64 | None) -> BOOL:
+        limit = own_limit
+        if inp.low_allowance_b.any():
+            district = inp.low_allowance_b.reshape(-1).take(_allowance_cell(inp, start_slot)).astype(np.int32)
+            np.minimum(district, int(st.low_usage_cap_h * 3600) // bs, out=district)
+            limit = np.maximum(own_limit, district)
+        over: BOOL = dry_b[sel] >= limit
+        return over
+
     known = ~np.isnan(used_s)
     # a window reaching back before monitoring began (an absence) says nothing yet
-    cond = known & (win_start >= inp.monitor_from_s[sel]) & (used_s < p.low_min_l[sel])
-    cond &= (inp.dry_b if inp.low_dry_b is None else inp.low_dry_b)[sel] >= low_limit
-    raise_when = _spread(cond, sel, size, False)
+    low = known & (win_start >= inp.monitor_from_s[sel]) & (used_s < p.low_min_l[sel])
+    # the neighbour tier counts the dry run as routine_break does (from after a passage out)
+    raise_when = _spread(low & long_enough(inp.dry_b, None), sel, size, False)
     clear_when = _spread(known & (used_s >= p.low_clear_l[sel]), sel, size, False)
     used_l = _spread(used_s, sel, size, np.nan)
     early_when = floor(inp)
+    if inp.low_dry_b is not None:
+        # ... and where a passage put it off, the resident is asked on water alone: a draught
+        # at the door while they lie on the floor does not keep the net from them
+        water = long_enough(inp.low_dry_b, inp.low_dry_start_slot)
+        early_when |= _spread(low & water, sel, size, False)
     if early_when.any():  # the floor's window litres, for what the check-in says
         used_l = used_l.astype(np.float64)
         mine = used_l[inp.floor_sel]

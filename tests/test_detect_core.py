@@ -1157,6 +1157,40 @@ def test_a_passage_out_moves_the_dry_run_only_as_long_as_an_outing_lasts() -> No
     assert inp.door_out.tolist() == [True, True, False]  # both still look like going out
 
 
+def test_low_usage_asks_on_water_alone_where_a_passage_put_the_dry_run_off() -> None:
+    """A passage out puts routine_break's dry run off, and low_usage's neighbour tier with
+    it; its check-in tier judges water alone (`door_delays_low_usage` off): a draught at the
+    door while the resident lies on the floor does not keep the net from them (seed 23's
+    miss). Past `low_usage_cap_h` of no water no passage reads as out at all."""
+    h = Home(3)
+    h.run(2, 3.0)
+    used = h.t
+    h.run(14, 0.0)
+    now = h.t + 30
+    passage = np.array([used + 900, h.t - 3600, NEVER], np.int64)  # 13.75 h ago, 1 h ago, none
+    presence = Presence(np.zeros(3, np.bool_), np.full(3, NEVER, np.int64), active_at_s=passage)
+    inp = h.det._sweep_input(now, presence, None)
+    water_b = (inp.horizon_s - used) // BS
+    assert inp.low_dry_b is not None
+    assert inp.low_dry_b.tolist() == water_b.tolist()
+    assert inp.dry_b.tolist() == [(h.t - passage[0]) // BS, 0, water_b[2]]
+    verdict = rules.low_usage(inp)
+    assert verdict.raise_when.tolist() == [True, False, True]  # the neighbour tier waits for 1
+    assert verdict.early_when is not None
+    assert verdict.early_when.tolist() == [True, True, True]  # 14 h without water: asked
+    waits = rules.low_usage(replace(inp, low_dry_b=None, low_dry_start_slot=None))
+    assert waits.early_when is not None
+    assert waits.early_when.tolist() == [True, False, True]  # what door_delays_low_usage does
+    # a whole day without water: the passage an hour ago no longer reads as going out
+    h.run(11, 0.0)
+    late = np.array([NEVER, h.t - 3600, NEVER], np.int64)
+    presence = Presence(np.zeros(3, np.bool_), np.full(3, NEVER, np.int64), active_at_s=late)
+    inp = h.det._sweep_input(h.t + 30, presence, None)
+    assert inp.door_out is not None
+    assert inp.door_out.tolist() == [False, False, False]
+    assert inp.dry_from_s[1] == used
+
+
 def test_residents_who_carry_a_mobile_are_asked_on_their_own_schedule() -> None:
     """`routine_check_in_schedule_mobile_h`: a resident whose rules say they carry a mobile
     (`routine_check_in_mobile`) is asked on the second schedule; the same life without the

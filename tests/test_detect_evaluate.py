@@ -252,6 +252,7 @@ def _door_replay(
     passages_h: list[float],
     days: int = 21,
     kinds: tuple[str, ...] = ("routine_break",),
+    quiet: tuple[int, int] | None = None,
 ) -> list[RaisedAlert]:
     """`_door_day`'s residents, R-1's last use on day 20 at local `last_use_h`, and their
     door reminder sensing someone at `passages_h` (hours from the start); R-1's alerts of
@@ -288,33 +289,45 @@ def _door_replay(
         START,
         START + days * 86400,
         check_in=CheckInModel(seed=1, extra_unanswered=1.0),
+        quiet_hours=quiet,
     )
     alerts = replay(data, st, step_s=900, utc_offset_s=8 * H, away_default_s=168 * H, max_flow_lpm=60.0)
     return [a for a in alerts if a.kind in kinds and a.resident_id == "R-1"]
 
 
-def test_low_usage_judges_water_alone_and_no_passage_explains_a_whole_day_without_it() -> None:
+def test_low_usage_asks_on_water_alone_and_no_passage_explains_a_whole_day_without_it() -> None:
     """Recall (seen on evaluate's seed 23): R-1 used water last at 09:00, went out at 09:30,
     came back at 19:00 and fell without using water; a draught set the reminder off at
     06:00. Each passage with no water after it reads as going out. `low_usage`, the net
-    under the learned tiers, judges water alone: it fires 13 h after the last use. Told to
-    wait for the door too (`door_delays_low_usage`), it waited until 13 h after the draught
-    (on seed 23 the resident was found first); past `low_usage_cap_h` (24 h) of no water the
-    door excuses nothing. (The floor is off: a resident with days out is not on it.)"""
+    under the learned tiers, asks the resident on water alone (its check-in tier) 13 h after
+    the last use, and the neighbour is told when nobody answers; in quiet hours the asking
+    waits for the morning. Told to wait for the door too (`door_delays_low_usage`), it
+    waited until 13 h after the draught (on seed 23 the resident was found first); past
+    `low_usage_cap_h` (24 h) of no water the door excuses nothing. (The floor is off: a
+    resident with days out is not on it.)"""
     day20 = 20 * 24
     passages = [day20 + 9.5, day20 + 19, day20 + 30]
 
-    def low_usage(**update: object) -> RaisedAlert:
+    def low_usage(quiet: tuple[int, int] | None = None, **update: object) -> RaisedAlert:
         st = ST.model_copy(update={"floor_enabled": False, **update})
-        [low] = _door_replay(st, last_use_h=9.0, passages_h=passages, days=22, kinds=("low_usage",))
+        [low] = _door_replay(
+            st, last_use_h=9.0, passages_h=passages, days=22, kinds=("low_usage",), quiet=quiet
+        )
         return low
 
     water = low_usage()
     assert START + (day20 + 9 + 13) * H < water.raised_s <= START + (day20 + 9 + 13.5) * H
     assert water.since_s == START + (day20 + 9) * H  # the last use, not a passage
-    assert not water.door_out
+    assert water.check_in
     assert water.answer == "none"
     assert water.neighbour_s == water.answered_s
+    # at 22:00 in quiet hours 21-7: asked at 07:00, the neighbour told when the stage ends
+    night = low_usage(quiet=(21, 7))
+    assert night.raised_s == water.raised_s
+    assert night.asked_s == START + (day20 + 24 + 7) * H
+    assert night.neighbour_s == night.answered_s
+    assert night.neighbour_s is not None
+    assert night.neighbour_s < START + (day20 + 24 + 8) * H
     capped = low_usage(door_delays_low_usage=True)
     assert START + (day20 + 9 + 24) * H < capped.raised_s <= START + (day20 + 9 + 24.5) * H
     assert capped.since_s == water.since_s
