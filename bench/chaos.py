@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -77,6 +77,8 @@ class Counts:
     resent_same_key: int = 0  # allowed: the provider dedups on the idempotency key
     unrecorded: int = 0  # a provider request with no delivery_attempt on record
     checked: int = 0  # readings, alerts or notifications that were checked
+    # what a trial that lost something saw, for whoever reads a failure
+    findings: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -574,14 +576,59 @@ def worker_kills(admin_url: str, trials: int, rng: random.Random, workdir: Path)
                 worker.kill()
                 worker = WorkerProcess(url, fake, **options)
                 expected = {"/sms/" + p.lstrip("+") for p in phones.values()}
-                settle(partial(_reached, fake, expected), timeout_s=40)
+                began = time.monotonic()
+                settled = settle(partial(_reached, fake, expected), timeout_s=40)
+                waited_s = time.monotonic() - began
                 time.sleep(1.0)  # a resend would arrive now
+                lost_before = counts.lost
                 _count_notifications(conn, fake, expected, ids, counts)
+                if counts.lost > lost_before:
+                    counts.findings.append(
+                        _what_was_lost(conn, fake, expected, ids, trial, settled, waited_s, worker.lines)
+                    )
                 counts.trials += 1
             worker.stop()
         finally:
             worker.close()
     return counts
+
+
+def _what_was_lost(
+    conn: psycopg.Connection[Any],
+    fake: FakeProvider,
+    expected: set[str],
+    ids: Sequence[str],
+    trial: int,
+    settled: bool,
+    waited_s: float,
+    worker_lines: Sequence[str],
+) -> str:
+    """A lost notification's trail: who was never reached, the outbox rows not sent and
+    their attempts, and the restarted worker's last log lines."""
+    reached = {r.path for r in fake.received("sms")}
+    rows = conn.execute(
+        """
+        SELECT o.id, a.subject, o.role, o.state, o.not_before, o.channel_attempts,
+               (SELECT array_agg(d.result ORDER BY d.id) FROM delivery_attempt d WHERE d.outbox_id = o.id)
+        FROM alert_outbox o JOIN alert a ON a.id = o.alert_id
+        WHERE a.subject = ANY(%s) AND o.state <> 'sent' ORDER BY o.id
+        """,
+        (list(ids),),
+    ).fetchall()
+    steps = conn.execute(
+        "SELECT subject, status, escalation_due_at FROM alert WHERE subject = ANY(%s) ORDER BY subject",
+        (list(ids),),
+    ).fetchall()
+    return "\n".join(
+        [
+            f"trial {trial}: {'settled' if settled else 'not settled'} after {waited_s:.1f} s",
+            f"  never reached: {sorted(expected - reached)}",
+            *(f"  outbox {r}" for r in rows),
+            *(f"  alert {r}" for r in steps),
+            "  worker log (last 15 lines):",
+            *("    " + line.rstrip() for line in worker_lines[-15:]),
+        ]
+    )
 
 
 def _reached(fake: FakeProvider, paths: set[str]) -> bool:

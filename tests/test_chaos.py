@@ -19,4 +19,6 @@ def test_faults_lose_and_double_nothing(scenario: str) -> None:
     for row in rows:
         assert row.trials == 3
         assert row.checked > 0
-        assert (row.lost, row.duplicated, row.unrecorded) == (0, 0, 0), table(rows)
+        assert (row.lost, row.duplicated, row.unrecorded) == (0, 0, 0), "\n".join(
+            [table(rows), *row.findings]
+        )
