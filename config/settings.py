@@ -197,17 +197,18 @@ class DetectSettings(_Section):
     # it no passage at the door excuses the dry run any more (0: no cap)
     low_usage_cap_h: float = Field(24.0, ge=0)
     # the door reminder: a passage with no water after it is probably the resident going
-    # out; routine_break's tiers then count the dry run from this long after it
+    # out; routine_break's tiers and low_usage's neighbour tier then count the dry run from
+    # this long after it
     door_out_grace_h: float = Field(3.0, ge=0)
-    # ... and low_usage's too (True); False (the default): low_usage, the net under the
-    # learned tiers, asks the resident on water alone (its check-in tier, as the floor);
-    # only its neighbour tier waits for the door. A passage is weak evidence (a visitor, a
-    # draught): on evaluate's seed 23 a draught seven hours into a fall put the dry run off
-    # until after the resident was found (docs/detection.md, "The net")
-    door_delays_low_usage: bool = False
     # ... but an outing lasts hours: this long after such a passage, with still no water,
     # the dry run counts from the passage itself (the resident was last seen then)
     door_out_max_h: float = Field(12.0, gt=0)
+    # the door puts off low_usage's check-in tier too (True). False (the default): low_usage,
+    # the net under the learned tiers, asks the resident on water alone, as the floor does;
+    # only its neighbour tier waits for the door. A passage is weak evidence (a visitor, a
+    # draught): on evaluate's seed 23 a draught seven hours into a fall put the dry run off
+    # until after the resident was found (docs/detection.md, "The net judges water alone")
+    door_delays_low_usage: bool = False
     # a passage this long before the end of the bucket that held the last use still counts
     # as after it: the bucket (15 min) lumps a use made on the way out into a bucket that
     # closes after the passage (a meter with hourly values can lump a whole hour: a district
