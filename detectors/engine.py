@@ -406,13 +406,14 @@ class Detector:
             # resident lies on the floor would otherwise put the dry run off again and
             # again. Past it, the dry run is judged on water alone, and nothing is held
             cap_s = int(st.low_usage_cap_h * 3600)
-            excused = hz - dry_from <= cap_s if cap_s > 0 else np.ones(len(hz), np.bool_)
-            out &= excused
+            if cap_s > 0:
+                out &= hz - dry_from <= cap_s
             # until `door_out_max_h` after the passage: longer than an outing lasts, the dry
             # run is judged from when the resident was last seen
             held = out & (hz - active < int(st.door_out_max_h * 3600))
             active = np.where(held, active + int(st.door_out_grace_h * 3600) // bs * bs, active)
-            dry_from = np.where(excused, np.maximum(dry_from, np.minimum(active, hz)), dry_from)
+            # (only a passage out can be later than the dry run's start)
+            dry_from = np.where(out, np.maximum(dry_from, np.minimum(active, hz)), dry_from)
             door_out = out
         home_silent: BOOL | None = None
         if reg.door is not None and reg.door.any():  # a reminder that saw nobody leave
