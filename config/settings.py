@@ -265,8 +265,10 @@ class DetectSettings(_Section):
     sweep_interval_s: int = Field(60, ge=1)
     # usage history held in memory per meter (a ring of buckets); covers every window
     ring_hours: int = Field(56, ge=14, le=24 * 14)
-    # a bucket counts as "water used" from this many litres (a hand wash, a kettle)
-    use_min_l: float = Field(0.5, gt=0)
+    # a bucket counts as "water used" from this many litres (a glass of water, a hand wash):
+    # at 0.5 L a frugal resident's every draw was "no use", a fall went unseen (seed 33).
+    # Above a known leak, use needs more (`detectors.ring.LEAK_USE_MIN_L`)
+    use_min_l: float = Field(0.2, gt=0)
     # a delta spanning longer than this keeps its litres but its timing is unknown
     max_spread_h: float = Field(6.0, gt=0)
     # deltas spanning longer than this cannot show continuous flow (running tap, leak)

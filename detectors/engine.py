@@ -29,7 +29,7 @@ from lovekey.detectors.hysteresis import RuleState
 from lovekey.detectors.params import MeterParams
 from lovekey.detectors.profile import RoutineProfile
 from lovekey.detectors.resident_meters import ResidentMeters
-from lovekey.detectors.ring import NEVER, ApplyResult, UsageRing
+from lovekey.detectors.ring import LEAK_READING_SLACK_L, NEVER, ApplyResult, UsageRing
 from lovekey.detectors.rules import SweepInput, Verdict
 from lovekey.detectors.runs import Runs
 from lovekey.vocabulary import WELFARE_KINDS, AlertKind, AlertTier
@@ -46,10 +46,6 @@ GATEWAY_KINDS: tuple[AlertKind, ...] = (AlertKind.GATEWAY_OFFLINE,)
 SWEPT_KINDS: tuple[AlertKind, ...] = WATER_KINDS + METER_KINDS + GATEWAY_KINDS
 # the rules that fire on a resident being quiet (all their meters), held while they are away
 QUIET_KINDS: tuple[AlertKind, ...] = (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
-# a leaking meter's flow read through a whole-litre register wobbles by up to a litre: with
-# this slack and `use_min_l` (0.5) the median's next litre is not use, with a quarter litre
-# to spare for float32 differences of large totals (a "5 L" bucket can be 5.003)
-LEAK_READING_SLACK_L = 0.75
 
 
 @dataclass(frozen=True, slots=True)

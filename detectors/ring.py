@@ -43,6 +43,13 @@ F32 = npt.NDArray[np.float32]
 BOOL = npt.NDArray[np.bool_]
 
 NEVER = np.iinfo(np.int64).min // 4  # "no such time": far in the past, still safe to subtract
+# A leaking meter's flow read through a whole-litre register wobbles by up to a litre. The
+# detector nets a known leak at its median bucket plus this slack, and above that a bucket is
+# use only from `LEAK_USE_MIN_L` more, whatever `use_min_l` is: the median's next litre is
+# not use, with a quarter litre to spare for float32 differences of large totals (a "5 L"
+# bucket can be 5.003). A lower `use_min_l` alone counted that litre as use and hid a fall.
+LEAK_READING_SLACK_L = 0.75
+LEAK_USE_MIN_L = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,7 @@ class UsageRing:
     `use_min_l`: a bucket counts as *used* when it holds at least this much, or, when its
     litres were spread from a longer span (hourly frozen values), when that span did: a
     meter that reports hourly says "used within this hour", not "0.3 L every 15 minutes".
+    Above a known leak (`baseline_l`) it must hold `LEAK_USE_MIN_L` more, at least.
     The used flags are kept in a ring of their own, so day summaries see exactly what the
     rules saw.
     """
@@ -344,8 +352,12 @@ class UsageRing:
         usage = self._back(end_v, cell, row, bucket, 1)
         hour = self._back(end_v, cell, row, bucket, self.flow_buckets)
         spread = np.maximum(span_s, self.bucket_s) / self.bucket_s  # buckets the delta covers
-        net = usage - self.baseline_l.take(meter) if self.baseline_l.any() else usage
-        used = net * spread >= self.use_min_l  # NaN compares False: unknown is not used
+        if self.baseline_l.any():  # net of a known leak, which asks more of use (see above)
+            base = self.baseline_l.take(meter)
+            floor = np.where(base > 0, max(self.use_min_l, LEAK_USE_MIN_L), self.use_min_l)
+            used = (usage - base) * spread >= floor  # NaN compares False: unknown is not used
+        else:
+            used = usage * spread >= self.use_min_l
         self._used_flat[cell] = used
         return Completed(meter, bucket, usage, hour, span_s > self.flow_span_max_s, used)
 

@@ -588,11 +588,11 @@ def test_hourly_batches_are_judged_on_what_has_arrived() -> None:
 
 
 def test_resident_override_changes_the_threshold() -> None:
-    st = load_settings(environ={}).detect
+    st = load_settings(environ={}).detect.model_copy(update={"use_min_l": 0.5})
     strict, _ = effective_rules(st, None, {"detect": {"low_usage_min_l": 30}})
     normal, _ = effective_rules(st, None, None)
-    h = Home(2, rules=[strict, normal])
-    h.run(14, 0.4)  # 19 L in every 12 h, in drips under the 0.5 L that counts as "used"
+    h = Home(2, settings=st, rules=[strict, normal])
+    h.run(14, 0.4)  # 19 L in every 12 h, in drips under the 0.5 L that counts as "used" here
     assert [e[3] for e in h.events("low_usage")] == ["R-0"]
 
 
@@ -1115,12 +1115,15 @@ def test_a_leak_stays_netted_out_through_a_gap_in_the_readings_and_a_rebuild() -
     assert int(h.det.runs.last_use_end[0]) == h.t
 
 
-def test_the_next_litre_of_a_leak_through_a_whole_litre_register_is_not_use() -> None:
+@pytest.mark.parametrize("use_min_l", [0.5, 0.2])
+def test_the_next_litre_of_a_leak_through_a_whole_litre_register_is_not_use(use_min_l: float) -> None:
     """A 0.274 L/min leak through a register that counts whole litres reads 4 or 5 L a
     bucket. With the leak known, a 5 is still the leak (its median, 4, plus the register's
     slack), whatever float32 makes of the difference of two large totals: before, a 5.003
-    counted as use and a dry run kept restarting."""
-    h = Home(1)
+    counted as use and a dry run kept restarting. Nor does a `use_min_l` below the slack's
+    spare make it use (0.2 L once hid a fall behind a leak); 2 L more is use."""
+    st = load_settings(environ={}).detect.model_copy(update={"use_min_l": use_min_l})
+    h = Home(1, settings=st)
     h.total[:] = 123_456.0
     exact = float(h.total[0])
     for _ in range(40 * 4):
@@ -1136,6 +1139,11 @@ def test_the_next_litre_of_a_leak_through_a_whole_litre_register_is_not_use() ->
         h.det.apply([0], [h.t], np.array([np.floor(exact)]), [h.t + 3])
         h.det.sweep(h.t + 30, h.presence)
     assert int(h.det.runs.last_use_end[0]) == known_from
+    h.t += BS
+    exact += 0.274 * 15 + 2.0  # a glass of water and a wash on top of the leak
+    h.det.apply([0], [h.t], np.array([np.floor(exact)]), [h.t + 3])
+    h.det.sweep(h.t + 30, h.presence)
+    assert int(h.det.runs.last_use_end[0]) == h.t
 
 
 def test_a_passage_out_moves_the_dry_run_only_as_long_as_an_outing_lasts() -> None:
