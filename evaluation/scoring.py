@@ -14,7 +14,7 @@ meter's reporting interval plus an hour (a daily meter tells tomorrow what happe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -229,7 +229,13 @@ def score(
         if a.kind in (AlertKind.LOW_USAGE, AlertKind.ROUTINE_BREAK)
         and a.neighbour_s is not None
         and not matches[ai]
-        and _overlaps_kind(a, told, ("meter_silent", "gateway_outage", "planned_absence"), gateway_of)
+        and _overlaps_kind(
+            a,
+            told,
+            ("meter_silent", "gateway_outage", "planned_absence"),
+            gateway_of,
+            heard_again_s=lambda alert: _heard_again_s(alert, report_interval_s, settings),
+        )
     ]
     during_lost = [
         a
@@ -447,10 +453,24 @@ def _blind(inc: Truth, truth: Sequence[Truth], gateway_of: Mapping[str, str], st
     return False
 
 
+def _heard_again_s(alert: RaisedAlert, report_interval_s: Mapping[str, int], st: DetectSettings) -> int:
+    """How long after a silent meter (or its gateway) is back the detector can know it: its
+    first reading comes up to one report interval later, and a dry run counts from the
+    start of that reading's bucket (seed 39's alert overlapped a silence by 21 minutes)."""
+    interval = report_interval_s.get(alert.device_id or "", st.default_report_interval_s)
+    return interval + st.bucket_minutes * 60
+
+
 def _overlaps_kind(
-    alert: RaisedAlert, truth: Iterable[Truth], kinds: Sequence[str], gateway_of: Mapping[str, str]
+    alert: RaisedAlert,
+    truth: Iterable[Truth],
+    kinds: Sequence[str],
+    gateway_of: Mapping[str, str],
+    *,
+    heard_again_s: Callable[[RaisedAlert], int] | None = None,
 ) -> bool:
-    """Whether the alert's evidence [since, raised] overlaps an incident of these kinds."""
+    """Whether the alert's evidence [since, raised] overlaps an incident of these kinds; a
+    silent meter or gateway outage only by more than `heard_again_s` (the detector's slop)."""
     for inc in truth:
         if inc.kind not in kinds:
             continue
@@ -460,6 +480,8 @@ def _overlaps_kind(
         if not mine and inc.kind == "gateway_outage" and alert.resident_id:
             mine = inc.gateway_id == alert.gateway_id
         end = (1 << 62) if inc.end_s is None else inc.end_s
+        if heard_again_s is not None and inc.kind in ("meter_silent", "gateway_outage"):
+            end -= heard_again_s(alert)
         if mine and alert.since_s < end and alert.raised_s > inc.start_s:
             return True
     return False

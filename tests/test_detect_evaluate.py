@@ -126,6 +126,14 @@ def test_neighbour_alerts_during_a_silent_meter_or_an_absence_are_counted() -> N
     report = scored(alerts, incidents)
     assert report["neighbour"]["caused_by_silent_meter_or_away"] == 2
     assert rule(report, "low_usage")["false_alerts"] == 1  # the first; the fall's is true
+    # the meter back at 14:21, its dry run counted from 14:00: the 21 minutes are the
+    # detector hearing it again, not a silence behind the alert (seed 39); an hour is
+    incidents += [truth("meter_silent", "R-3", 0, 14.35, device="WM-3")]
+    alerts += [alert("low_usage", "R-3", 14, 30, device="WM-3")]
+    assert scored(alerts, incidents)["neighbour"]["caused_by_silent_meter_or_away"] == 2
+    incidents += [truth("meter_silent", "R-4", 0, 15, device="WM-4")]
+    alerts += [alert("low_usage", "R-4", 14, 30, device="WM-4")]
+    assert scored(alerts, incidents)["neighbour"]["caused_by_silent_meter_or_away"] == 3
 
 
 def test_a_replay_raises_what_the_runner_would() -> None:
