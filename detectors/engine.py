@@ -29,7 +29,7 @@ from lovekey.detectors.hysteresis import RuleState
 from lovekey.detectors.params import MeterParams
 from lovekey.detectors.profile import RoutineProfile
 from lovekey.detectors.resident_meters import ResidentMeters
-from lovekey.detectors.ring import LEAK_READING_SLACK_L, NEVER, ApplyResult, UsageRing
+from lovekey.detectors.ring import LEAK_READING_SLACK_L, LEAK_USE_MIN_L, NEVER, ApplyResult, UsageRing
 from lovekey.detectors.rules import SweepInput, Verdict
 from lovekey.detectors.runs import Runs
 from lovekey.vocabulary import WELFARE_KINDS, AlertKind, AlertTier
@@ -726,7 +726,14 @@ class Detector:
         level = np.zeros(meters.size, np.float32)
         if known.any():
             level[known] = np.nanmedian(window[:, known], axis=0) + LEAK_READING_SLACK_L
+        found = (ring.baseline_l[meters] == 0) & (level > 0)
         ring.baseline_l[meters] = np.maximum(level, 0.0)
+        if found.any():  # the flow the leak made before it was known was not use either
+            m = meters[found]
+            flowed = inside[:, found] & (offsets * self.bucket_s >= runs.last_dry_end[m][None, :])
+            floor = max(ring.use_min_l, LEAK_USE_MIN_L)
+            leak_only = flowed & ~(usage[:, found] - level[found][None, :] >= floor)
+            runs.last_use_end[m] = np.minimum(runs.last_use_end[m], ring.unmark_used(m, first, leak_only))
 
     def _resident_change(
         self,

@@ -407,6 +407,24 @@ class UsageRing:
         out[~inside] = False
         return out
 
+    def unmark_used(self, meters: I64, first_bucket: int, unmark: BOOL) -> I64:
+        """Clear the used flags where `unmark` (count x len(meters), buckets from
+        `first_bucket`) says the litres were not use after all (a leak found later), and
+        return the end of each meter's newest bucket still used in the ring (with none, the
+        ring's start: its last use is no later)."""
+        b = np.arange(first_bucket, first_bucket + unmark.shape[0], dtype=np.int64)
+        inside = (b >= self.oldest) & (b <= self.head)
+        rows = self._row(b[inside])
+        cleared = self.used[np.ix_(rows, meters)] & ~unmark[inside]
+        self.used[np.ix_(rows, meters)] = cleared
+        order = self._row(np.arange(self.oldest, self.head + 1, dtype=np.int64))
+        flags = self.used[np.ix_(order, meters)]  # oldest first
+        any_used = flags.any(axis=0)
+        newest = flags.shape[0] - 1 - np.argmax(flags[::-1], axis=0)
+        end = (self.oldest + newest + 1) * self.bucket_s
+        out: I64 = np.where(any_used, end, self.oldest * self.bucket_s)
+        return out
+
     def usage_matrix(self, first_bucket: int, count: int) -> F32:
         """Usage of buckets [first_bucket, first_bucket+count) for every meter (count x M).
 

@@ -1146,6 +1146,40 @@ def test_the_next_litre_of_a_leak_through_a_whole_litre_register_is_not_use(use_
     assert int(h.det.runs.last_use_end[0]) == h.t
 
 
+def test_a_leak_found_later_was_never_use_so_a_lapsed_absence_still_holds() -> None:
+    """Away for longer than the press said: until water is used again the resident is taken
+    to be still away. A slow leak that began meanwhile ran for a day before the leak rule
+    knew it, and its flow counted as use: the resident looked back home, and 13 h after
+    the leak was known `low_usage` woke a neighbour for an empty flat (seeds 34 and 44).
+    Once known, the leak's earlier flow is not use either; a resident who came back and
+    drew water on top of the leak is still seen back."""
+    h = Home(2)
+    h.run(6, 3.0)
+    pressed = h.t
+    h.run(10, 0.0)  # the press ran out 10 h ago: still away until water is used
+    h.presence = Presence(
+        np.zeros(2, np.bool_), np.full(2, h.t, np.int64), lapsed_since_s=np.full(2, pressed, np.int64)
+    )
+    exact = h.total.copy()
+
+    def leak(hours: float, extra: float = 0.0) -> None:
+        nonlocal exact
+        for k in range(int(hours * 4)):
+            h.t += BS
+            exact += 0.274 * 15 + (np.array([0.0, extra]) if k == 0 else 0.0)
+            h.det.apply([0, 1], [h.t, h.t], np.floor(exact), [h.t + 3, h.t + 3])
+            for c in h.det.sweep(h.t + 30, h.presence):
+                h.log.append(((h.t - T0) / 3600, c.kind, c.action, c.subject))
+
+    leak(20)
+    leak(20, extra=6.0)  # R-1 comes home and washes; R-0 is still away
+    assert [e[1:] for e in h.events("leak")] == [("leak", "raise", "R-0"), ("leak", "raise", "R-1")]
+    assert int(h.det.runs.last_use_end[0]) <= pressed
+    leak(24)
+    quiet = [e[3] for e in h.events() if e[1] in ("low_usage", "routine_break") and e[2] == "raise"]
+    assert quiet == ["R-1"]
+
+
 def test_a_passage_out_moves_the_dry_run_only_as_long_as_an_outing_lasts() -> None:
     """A passage at the door with no water after it is probably an outing: the learned
     rules count the dry run from `door_out_grace_h` (3 h) after it. Not for ever: from
