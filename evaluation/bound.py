@@ -35,7 +35,9 @@ BOOL = npt.NDArray[np.bool_]
 BUCKET_S = 300
 PER_H = 3600 // BUCKET_S
 PER_DAY = 24 * PER_H
-USE_MIN_L = 0.5  # a bucket with at least this much is "used" (as the detector)
+# a bucket with at least this much is "used": `detect.use_min_l` when the documented bounds
+# were measured (now 0.2), kept so they reproduce
+USE_MIN_L = 0.5
 THRESHOLDS = np.arange(PER_H // 2, 36 * PER_H + 1, PER_H // 4)  # 0.5 h .. 36 h, 15 min steps
 NEVER = np.int64(10**12)
 

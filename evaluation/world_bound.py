@@ -64,7 +64,8 @@ BOOL = npt.NDArray[np.bool_]
 
 NEVER = np.int64(1 << 50)
 INF = float("inf")
-USE_MIN_L = 0.5  # as `detect.use_min_l`
+# `detect.use_min_l` when the documented bounds were measured (now 0.2): kept so they reproduce
+USE_MIN_L = 0.5
 MONTH_S = 30 * 86400
 # candidate thresholds: 1 h to 16 h in half hours, and never
 CANDIDATES_S = np.append(np.arange(2, 33) * 1800, NEVER).astype(np.int64)
