@@ -728,12 +728,25 @@ class Detector:
             level[known] = np.nanmedian(window[:, known], axis=0) + LEAK_READING_SLACK_L
         found = (ring.baseline_l[meters] == 0) & (level > 0)
         ring.baseline_l[meters] = np.maximum(level, 0.0)
-        if found.any():  # the flow the leak made before it was known was not use either
-            m = meters[found]
-            flowed = inside[:, found] & (offsets * self.bucket_s >= runs.last_dry_end[m][None, :])
-            floor = max(ring.use_min_l, LEAK_USE_MIN_L)
-            leak_only = flowed & ~(usage[:, found] - level[found][None, :] >= floor)
-            runs.last_use_end[m] = np.minimum(runs.last_use_end[m], ring.unmark_used(m, first, leak_only))
+        if found.any():
+            self._unmark_leak(meters[found], level[found], last[found])
+
+    def _unmark_leak(self, meters: I64, level: F32, last: I64) -> None:
+        """The flow a leak made before it was known (since the last dry hour, which can be
+        more than `leak_limit_h` back when readings come in batches) was not use either:
+        clear those used flags and move the meters' last use back to the newest still used."""
+        ring, runs = self.ring, self.runs
+        first = max(ring.oldest, int((runs.last_dry_end[meters] // self.bucket_s).min()))
+        usage = ring.usage_matrix(first, int(last.max()) - first + 1)[:, meters]
+        start_s = (np.arange(usage.shape[0])[:, None] + first) * self.bucket_s
+        flowed = (start_s >= runs.last_dry_end[meters][None, :]) & (
+            start_s < (last[None, :] + 1) * self.bucket_s
+        )
+        floor = max(ring.use_min_l, LEAK_USE_MIN_L)
+        leak_only = flowed & ~(usage - level[None, :] >= floor)
+        runs.last_use_end[meters] = np.minimum(
+            runs.last_use_end[meters], ring.unmark_used(meters, first, leak_only)
+        )
 
     def _resident_change(
         self,

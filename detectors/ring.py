@@ -410,8 +410,8 @@ class UsageRing:
     def unmark_used(self, meters: I64, first_bucket: int, unmark: BOOL) -> I64:
         """Clear the used flags where `unmark` (count x len(meters), buckets from
         `first_bucket`) says the litres were not use after all (a leak found later), and
-        return the end of each meter's newest bucket still used in the ring (with none, the
-        ring's start: its last use is no later)."""
+        return the end of each meter's newest bucket still used in the ring (NEVER: none, the
+        last use is older than anything held, as for a meter never used)."""
         b = np.arange(first_bucket, first_bucket + unmark.shape[0], dtype=np.int64)
         inside = (b >= self.oldest) & (b <= self.head)
         rows = self._row(b[inside])
@@ -422,7 +422,7 @@ class UsageRing:
         any_used = flags.any(axis=0)
         newest = flags.shape[0] - 1 - np.argmax(flags[::-1], axis=0)
         end = (self.oldest + newest + 1) * self.bucket_s
-        out: I64 = np.where(any_used, end, self.oldest * self.bucket_s)
+        out: I64 = np.where(any_used, end, NEVER)
         return out
 
     def usage_matrix(self, first_bucket: int, count: int) -> F32:

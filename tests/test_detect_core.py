@@ -164,6 +164,19 @@ def test_the_ring_moves_without_shifting_and_forgets_what_falls_out() -> None:
     np.testing.assert_allclose(usage(r, 0, 5, 6), before)
 
 
+def test_unmarking_use_returns_the_newest_bucket_still_used_or_never() -> None:
+    r = ring(meters=2)
+    r.apply([0, 1] * 6, np.repeat(T0 + BS * np.arange(6), 2), np.repeat([0.0, 1, 2, 3, 4, 5], 2))
+    first = T0 // BS  # buckets 0..4 were used by both meters
+    assert r.used_matrix(first, 5).all()
+    unmark = np.zeros((5, 2), np.bool_)
+    unmark[3:, 0] = True  # meter 0: the last two were a leak; meter 1: all five were
+    unmark[:, 1] = True
+    got = r.unmark_used(np.array([0, 1]), first, unmark)
+    assert got.tolist() == [(first + 3) * BS, NEVER]
+    assert r.used_matrix(first, 5).tolist() == [[True, False]] * 3 + [[False, False]] * 2
+
+
 def test_completed_buckets_report_usage_hour_and_coarseness() -> None:
     r = ring(flow_window_s=3600, flow_span_max_s=3900)
     done = r.apply([0] * 6, T0 + BS * np.arange(6), [0, 1, 2, 3, 4, 5]).completed
@@ -1146,28 +1159,37 @@ def test_the_next_litre_of_a_leak_through_a_whole_litre_register_is_not_use(use_
     assert int(h.det.runs.last_use_end[0]) == h.t
 
 
-def test_a_leak_found_later_was_never_use_so_a_lapsed_absence_still_holds() -> None:
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_leak_found_later_was_never_use_so_a_lapsed_absence_still_holds(batched: bool) -> None:
     """Away for longer than the press said: until water is used again the resident is taken
     to be still away. A slow leak that began meanwhile ran for a day before the leak rule
     knew it, and its flow counted as use: the resident looked back home, and 13 h after
     the leak was known `low_usage` woke a neighbour for an empty flat (seeds 34 and 44).
-    Once known, the leak's earlier flow is not use either; a resident who came back and
-    drew water on top of the leak is still seen back."""
+    Once known, the leak's earlier flow is not use either, from its first bucket even when
+    readings come an hour at a time and the leak is known later than `leak_limit_h` after
+    it began (seed 44); a resident who came back and drew water on top of the leak is
+    still seen back."""
     h = Home(2)
     h.run(6, 3.0)
     pressed = h.t
-    h.run(10, 0.0)  # the press ran out 10 h ago: still away until water is used
+    h.run(10.25, 0.0)  # the press ran out: still away until water is used
     h.presence = Presence(
         np.zeros(2, np.bool_), np.full(2, h.t, np.int64), lapsed_since_s=np.full(2, pressed, np.int64)
     )
     exact = h.total.copy()
+
+    sent: list[tuple[int, np.ndarray]] = []
 
     def leak(hours: float, extra: float = 0.0) -> None:
         nonlocal exact
         for k in range(int(hours * 4)):
             h.t += BS
             exact += 0.274 * 15 + (np.array([0.0, extra]) if k == 0 else 0.0)
-            h.det.apply([0, 1], [h.t, h.t], np.floor(exact), [h.t + 3, h.t + 3])
+            sent.append((h.t, np.floor(exact)))
+            if not batched or h.t % 3600 == 0:  # batched: the hour's four readings at once
+                for ts, totals in sent:
+                    h.det.apply([0, 1], [ts, ts], totals, [h.t + 3, h.t + 3])
+                sent.clear()
             for c in h.det.sweep(h.t + 30, h.presence):
                 h.log.append(((h.t - T0) / 3600, c.kind, c.action, c.subject))
 
