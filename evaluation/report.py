@@ -27,6 +27,9 @@ def render(report: Mapping[str, Any]) -> str:
             f"{_num(r['false_per_household_month'], 3):>12}{_num(r['median_h'], 1):>10}"
             f"{_num(r['p90_h'], 1):>8}"
         )
+    lost = {r["rule"]: r["lost_on_the_way"] for r in report["rules"] if r.get("lost_on_the_way")}
+    if lost:
+        lines.append(f"not judged, lost with their gateway on the way: {json.dumps(lost)}")
     nu, nb = report["no_use"], report["neighbour"]
     lines += [
         "",

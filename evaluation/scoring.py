@@ -90,6 +90,7 @@ class RuleScore:
     false_alerts: int = 0
     incidents: int = 0  # incidents of the kinds this rule is judged on, long enough
     detected: int = 0
+    lost_on_the_way: int = 0  # not judged: nothing of them reached LoveKey (a lost outage)
     delays_s: list[int] = field(default_factory=list)
 
     def row(self, household_months: float) -> dict[str, Any]:
@@ -101,6 +102,7 @@ class RuleScore:
             "incidents": self.incidents,
             "detected": self.detected,
             "recall": _ratio(self.detected, self.incidents),
+            "lost_on_the_way": self.lost_on_the_way,
             "precision": _ratio(self.true_alerts, self.alerts),
             "false_per_household_month": round(self.false_alerts / household_months, 4)
             if household_months
@@ -166,6 +168,9 @@ def score(
             rs.false_alerts += 1
     for ti, inc in enumerate(truth):
         if not start_s <= inc.start_s < end_s or ti in blind:
+            continue
+        if inc.kind in LIFE_SAFETY_KINDS and _lost_with_gateway(inc, truth, gateway_of):
+            rules[inc.kind].lost_on_the_way += 1
             continue
         for rule, kinds in RECALL_OF.items():
             if inc.kind not in kinds or not _due(rule, inc, end_s, report_interval_s, settings):
@@ -451,6 +456,19 @@ def _blind(inc: Truth, truth: Sequence[Truth], gateway_of: Mapping[str, str], st
         if other.start_s < due_by and end > inc.start_s:
             return True
     return False
+
+
+def _lost_with_gateway(inc: Truth, truth: Sequence[Truth], gateway_of: Mapping[str, str]) -> bool:
+    """Whether an alarm or SOS press was sent while its gateway was down and lost what it
+    held (not buffered): no rule can see it, so recall does not judge it (seed 33's SOS)."""
+    gateway = gateway_of.get(inc.device_id or "")
+    return gateway is not None and any(
+        other.kind == "gateway_outage"
+        and other.gateway_id == gateway
+        and not other.details.get("buffered", False)
+        and other.start_s <= inc.start_s < ((1 << 62) if other.end_s is None else other.end_s)
+        for other in truth
+    )
 
 
 def _heard_again_s(alert: RaisedAlert, report_interval_s: Mapping[str, int], st: DetectSettings) -> int:

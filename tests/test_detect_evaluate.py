@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -113,6 +114,23 @@ def test_maintenance_alerts_match_by_device_and_gateway() -> None:
     assert rule(report, "meter_silent")["false_alerts"] == 0
     assert rule(report, "gateway_offline")["detected"] == 1
     assert rule(report, "meter_silent")["detected"] == 1  # judged on meter_silent incidents
+
+
+def test_an_sos_lost_with_its_gateway_is_not_judged_and_a_buffered_one_is() -> None:
+    """An SOS pressed while its gateway was down and lost what it held never reached
+    LoveKey: no rule could raise it, so recall leaves it out and says so (seed 33). One held
+    by the gateway and sent when it came back is judged, and missed here."""
+    incidents = [
+        truth("gateway_outage", None, 5, 9, gateway="GW-1"),
+        truth("sos", "R-1", 6, 6.02, device="WM-1"),  # WM-1's gateway is GW-1
+        truth("sos", "R-2", 7, 7.02, device="SOS-2"),  # no outage: judged, found
+    ]
+    alerts = [alert("sos", "R-2", 7, 7.01, device="SOS-2")]
+    sos = rule(scored(alerts, incidents), "sos")
+    assert (sos["incidents"], sos["detected"], sos["lost_on_the_way"]) == (1, 1, 1)
+    incidents[0] = replace(incidents[0], details={"buffered": True})
+    sos = rule(scored(alerts, incidents), "sos")
+    assert (sos["incidents"], sos["detected"], sos["lost_on_the_way"]) == (2, 1, 0)
 
 
 def test_neighbour_alerts_during_a_silent_meter_or_an_absence_are_counted() -> None:
