@@ -10,6 +10,8 @@ began, and the condition it reports began before the incident ended (`since < en
 alert matching nothing is false. Recall counts the incidents long enough for a rule to see
 them: e.g. a no-use incident is due for `low_usage` once it has lasted 12 h plus twice the
 meter's reporting interval plus an hour (a daily meter tells tomorrow what happened today).
+Incidents nothing of which reached LoveKey are not judged: a no-use incident whose meter
+could not be heard, an alarm or SOS press lost with its gateway's messages.
 """
 
 from __future__ import annotations
