@@ -716,7 +716,7 @@ class Detector:
         span = self.registry.params.leak_limit_s[meters] // self.bucket_s
         last = hz[meters] // self.bucket_s - 1
         first = int((last - span + 1).min())
-        usage = ring.usage_matrix(first, int(last.max()) - first + 1)[:, meters]
+        usage = ring.usage_matrix(first, int(last.max()) - first + 1, meters)
         offsets = np.arange(usage.shape[0])[:, None] + first
         inside = (offsets > (last - span)[None, :]) & (offsets <= last[None, :])
         # the median bucket (a leak runs in most of them) plus the slack: through a
@@ -737,7 +737,7 @@ class Detector:
         clear those used flags and move the meters' last use back to the newest still used."""
         ring, runs = self.ring, self.runs
         first = max(ring.oldest, int((runs.last_dry_end[meters] // self.bucket_s).min()))
-        usage = ring.usage_matrix(first, int(last.max()) - first + 1)[:, meters]
+        usage = ring.usage_matrix(first, int(last.max()) - first + 1, meters)
         start_s = (np.arange(usage.shape[0])[:, None] + first) * self.bucket_s
         flowed = (start_s >= runs.last_dry_end[meters][None, :]) & (
             start_s < (last[None, :] + 1) * self.bucket_s

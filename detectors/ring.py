@@ -425,14 +425,16 @@ class UsageRing:
         out: I64 = np.where(any_used, end, NEVER)
         return out
 
-    def usage_matrix(self, first_bucket: int, count: int) -> F32:
-        """Usage of buckets [first_bucket, first_bucket+count) for every meter (count x M).
+    def usage_matrix(self, first_bucket: int, count: int, meters: I64 | None = None) -> F32:
+        """Usage of buckets [first_bucket, first_bucket+count) for every meter (count x M),
+        or for `meters` only (count x len(meters)).
 
         NaN where unknown or outside the ring. A copy; for day summaries, not the hot path.
         """
         b = np.arange(first_bucket - 1, first_bucket + count, dtype=np.int64)
         inside = (b >= self.oldest) & (b <= self.head)
-        v = self.odometer[b % self.buckets]
+        rows = b % self.buckets
+        v = self.odometer[rows] if meters is None else self.odometer[np.ix_(rows, meters)]
         v[~inside] = np.nan
         out: F32 = np.diff(v, axis=0)
         return out
